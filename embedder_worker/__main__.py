@@ -1,0 +1,94 @@
+"""Run one embedding worker: ``python -m embedder_worker --socket PATH --model DIR [--threads N]``.
+
+Loads the model and runs a warm-up inference, then listens on ``--socket`` (the socket file appears
+only once it accepts connections) and prints one line ``READY <socket> pid=<pid>`` on stdout.
+SIGTERM or SIGINT drains in-flight requests and exits 0. With ``--exit-on-stdin-eof`` (the
+supervisor passes it) the worker also drains and exits when its stdin closes, i.e. when the process
+that started it is gone. Logs go to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+from embedder_worker.model import POOLINGS, OnnxEmbedder
+from embedder_worker.server import WorkerServer
+
+logger = logging.getLogger(__name__)
+
+READY_PREFIX = "READY"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m embedder_worker", description=__doc__)
+    parser.add_argument("--socket", type=Path, required=True, help="Unix socket path to listen on")
+    parser.add_argument("--model", type=Path, required=True, help="model directory")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument("--max-batch", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument("--pooling", choices=POOLINGS, default=None)
+    parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
+    parser.add_argument("--max-length", type=int, default=None)
+    parser.add_argument("--query-prefix", default=None)
+    parser.add_argument("--quantize", action="store_true", help="serve model.int8.onnx")
+    parser.add_argument("--exit-on-stdin-eof", action="store_true")
+    parser.add_argument("--drain-timeout-s", type=float, default=30.0)
+    parser.add_argument("--log-level", default="INFO")
+    return parser.parse_args(argv)
+
+
+def _watch_stdin(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    """Set ``stop`` when stdin reaches end of file (the parent closed its end or died)."""
+
+    def on_readable() -> None:
+        if not os.read(sys.stdin.fileno(), 4096):
+            loop.remove_reader(sys.stdin.fileno())
+            stop.set()
+
+    loop.add_reader(sys.stdin.fileno(), on_readable)
+
+
+async def serve(model: OnnxEmbedder, args: argparse.Namespace) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    if args.exit_on_stdin_eof:
+        _watch_stdin(loop, stop)
+    server = WorkerServer(model, args.socket, args.max_batch, args.max_wait_ms)
+    await server.start()
+    print(f"{READY_PREFIX} {args.socket} pid={os.getpid()}", flush=True)
+    await stop.wait()
+    logger.info("stopping: draining in-flight requests")
+    await server.drain(args.drain_timeout_s)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=args.log_level.upper(),
+        format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
+    )
+    model = OnnxEmbedder(
+        args.model,
+        threads=args.threads,
+        max_length=args.max_length,
+        pooling=args.pooling,
+        normalize=args.normalize,
+        query_prefix=args.query_prefix,
+        quantize=args.quantize,
+    )
+    model.warm_up()
+    return asyncio.run(serve(model, args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

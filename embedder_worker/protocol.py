@@ -1,0 +1,219 @@
+"""The frame format between the gateway's client and an embedding worker, over a Unix socket.
+
+Every frame is a 16-byte little-endian header then ``body_len`` bytes of body::
+
+    magic  b"EW" | version u8 | type u8 | request_id u32 | count u32 | body_len u32
+
+=========  =========  ==================================================================
+type       count      body
+=========  =========  ==================================================================
+EMBED      n texts    n x u32 byte lengths, then the n UTF-8 texts back to back
+RESULT     n vectors  dim u32, n x u32 token counts, then n x dim float32 (row-major)
+PING/PONG  0          empty
+INFO       0          request: empty; reply: UTF-8 JSON (name, dim, max_length, ...)
+ERROR      code       UTF-8 message (codes in ``ErrorCode``)
+=========  =========  ==================================================================
+
+Replies carry the request id of the frame they answer; many requests may be in flight on one
+connection and replies come back in any order. A frame whose header is unreadable (bad magic or
+version, body over ``MAX_BODY_BYTES``) loses the framing: the reader answers ERROR with request id 0
+and closes the connection. A well-framed but bad request gets an ERROR and the connection lives.
+Value types, pure encoders and decoders, and ``read_frame`` over a given stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+import numpy as np
+import numpy.typing as npt
+
+MAGIC = b"EW"
+VERSION = 1
+HEADER = struct.Struct("<2sBBIII")
+HEADER_SIZE = HEADER.size
+MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_TEXTS = 4096
+_U32 = np.dtype("<u4")
+_F32 = np.dtype("<f4")
+
+
+class FrameType(enum.IntEnum):
+    EMBED = 1
+    RESULT = 2
+    PING = 3
+    PONG = 4
+    INFO = 5
+    ERROR = 6
+
+
+class ErrorCode(enum.IntEnum):
+    BAD_FRAME = 1  # framing lost: the connection is closed after this
+    BAD_REQUEST = 2  # this request was malformed; the connection lives
+    TOO_LARGE = 3
+    SHUTTING_DOWN = 4  # the worker is draining: retry elsewhere
+    INTERNAL = 5
+
+
+class ProtocolError(Exception):
+    """A frame or body that does not follow this format; ``code`` says how bad."""
+
+    def __init__(self, code: ErrorCode, message: str, request_id: int = 0) -> None:
+        super().__init__(message)
+        self.code = code
+        self.request_id = request_id
+
+    @property
+    def framing_lost(self) -> bool:
+        return self.code in (ErrorCode.BAD_FRAME, ErrorCode.TOO_LARGE)
+
+
+@dataclass(frozen=True, slots=True)
+class Header:
+    type_code: int
+    request_id: int
+    count: int
+    body_len: int
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    type: FrameType
+    request_id: int
+    count: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The body of a RESULT frame: one vector and one token count per text."""
+
+    vectors: npt.NDArray[np.float32]
+    token_counts: tuple[int, ...]
+
+
+def parse_header(data: bytes, max_body: int = MAX_BODY_BYTES) -> Header:
+    """Decode a 16-byte header; raises ProtocolError(BAD_FRAME / TOO_LARGE) if framing is lost.
+
+    An unknown frame type keeps the framing (the body length is known), so it is returned as is
+    and rejected by ``read_frame`` after the body has been consumed.
+    """
+    magic, version, type_code, request_id, count, body_len = HEADER.unpack(data)
+    if magic != MAGIC or version != VERSION:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic/version {magic!r}/{version}")
+    if body_len > max_body:
+        raise ProtocolError(ErrorCode.TOO_LARGE, f"body of {body_len} bytes > {max_body}")
+    return Header(type_code, request_id, count, body_len)
+
+
+async def read_frame(reader: asyncio.StreamReader, max_body: int = MAX_BODY_BYTES) -> Frame:
+    """The next frame from ``reader``.
+
+    Raises ``asyncio.IncompleteReadError`` at end of stream, ``ProtocolError`` with
+    ``framing_lost`` set when the stream cannot be trusted any more, or without it (and with the
+    frame's request id) for an unknown frame type whose body was skipped.
+    """
+    header = parse_header(await reader.readexactly(HEADER_SIZE), max_body)
+    body = await reader.readexactly(header.body_len) if header.body_len else b""
+    try:
+        frame_type = FrameType(header.type_code)
+    except ValueError:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"unknown frame type {header.type_code}", header.request_id
+        ) from None
+    return Frame(frame_type, header.request_id, header.count, body)
+
+
+def encode_frame(frame_type: FrameType, request_id: int, count: int = 0, body: bytes = b"") -> bytes:
+    return HEADER.pack(MAGIC, VERSION, frame_type, request_id, count, len(body)) + body
+
+
+def encode_embed(request_id: int, texts: Sequence[str]) -> bytes:
+    encoded = [text.encode("utf-8") for text in texts]
+    lengths = np.fromiter((len(b) for b in encoded), dtype=_U32, count=len(encoded))
+    body = lengths.tobytes() + b"".join(encoded)
+    return encode_frame(FrameType.EMBED, request_id, len(encoded), body)
+
+
+def decode_embed(frame: Frame) -> list[str]:
+    """Texts of an EMBED frame; ProtocolError(BAD_REQUEST) when the body does not add up."""
+    count = frame.count
+    if count == 0 or count > MAX_TEXTS:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"EMBED needs 1..{MAX_TEXTS} texts, got {count}")
+    table = count * _U32.itemsize
+    if len(frame.body) < table:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "EMBED body shorter than its length table")
+    lengths = np.frombuffer(frame.body, dtype=_U32, count=count)
+    if int(lengths.sum(dtype=np.uint64)) != len(frame.body) - table:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "EMBED lengths do not match the body")
+    texts: list[str] = []
+    offset = table
+    try:
+        for length in lengths.tolist():
+            texts.append(frame.body[offset : offset + length].decode("utf-8"))
+            offset += length
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"EMBED text is not UTF-8: {exc}") from exc
+    return texts
+
+
+def encode_result(
+    request_id: int, vectors: npt.NDArray[np.float32], token_counts: Sequence[int]
+) -> bytes:
+    count, dim = vectors.shape
+    body = b"".join(
+        (
+            struct.pack("<I", dim),
+            np.asarray(token_counts, dtype=_U32).tobytes(),
+            np.ascontiguousarray(vectors, dtype=_F32).tobytes(),
+        )
+    )
+    return encode_frame(FrameType.RESULT, request_id, count, body)
+
+
+def decode_result(frame: Frame) -> Result:
+    count = frame.count
+    if len(frame.body) < 4:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "RESULT body too short")
+    (dim,) = struct.unpack_from("<I", frame.body)
+    expected = 4 + count * _U32.itemsize + count * dim * _F32.itemsize
+    if len(frame.body) != expected:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"RESULT body {len(frame.body)} != {expected}")
+    counts = np.frombuffer(frame.body, dtype=_U32, count=count, offset=4)
+    vectors = np.frombuffer(frame.body, dtype=_F32, offset=4 + count * _U32.itemsize)
+    return Result(
+        vectors=vectors.reshape(count, dim).astype(np.float32),
+        token_counts=tuple(counts.tolist()),
+    )
+
+
+def encode_info(request_id: int, info: Mapping[str, object]) -> bytes:
+    return encode_frame(FrameType.INFO, request_id, 0, json.dumps(info).encode("utf-8"))
+
+
+def decode_info(frame: Frame) -> dict[str, object]:
+    try:
+        data = json.loads(frame.body.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"INFO body is not JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(ErrorCode.BAD_REQUEST, "INFO body is not a JSON object")
+    return cast(dict[str, object], data)
+
+
+def encode_error(request_id: int, code: ErrorCode, message: str) -> bytes:
+    return encode_frame(FrameType.ERROR, request_id, int(code), message.encode("utf-8"))
+
+
+def decode_error(frame: Frame) -> tuple[ErrorCode, str]:
+    try:
+        code = ErrorCode(frame.count)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    return code, frame.body.decode("utf-8", errors="replace")

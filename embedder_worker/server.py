@@ -1,0 +1,326 @@
+"""The worker's Unix socket server and its micro-batcher.
+
+``WorkerServer`` answers frames (see ``protocol``) on a Unix socket. EMBED texts are tokenized on
+arrival and queued; ``MicroBatcher`` takes up to ``max_batch`` of the oldest queued texts, waiting at
+most ``max_wait_ms`` (and only while more keep arriving) to fill a batch, splits them into groups of
+similar token length so short texts do not pay for a long one's padding, and runs each group in its
+one inference thread, so the event loop keeps reading and answering while the model works.
+
+Lifecycle: STARTING -> READY (listening; the socket file appears only once it accepts) ->
+DRAINING (``drain()``: stop accepting, refuse new EMBEDs with SHUTTING_DOWN, finish the queued and
+running work, reply) -> CLOSED. Touches only its socket path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import socket
+from collections import deque
+from collections.abc import Coroutine, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from embedder_worker import protocol
+from embedder_worker.model import Encoded, FloatArray
+from embedder_worker.protocol import ErrorCode, Frame, FrameType, ProtocolError
+
+logger = logging.getLogger(__name__)
+
+# Within one inference group the longest text is at most this many times the shortest (+ slack).
+_LENGTH_RATIO = 2.0
+_LENGTH_SLACK = 8
+
+
+class Model(Protocol):
+    """What the server needs of a model (``model.OnnxEmbedder`` is one)."""
+
+    name: str
+    dim: int
+    max_length: int
+    pooling: str
+    normalize: bool
+    quantized: bool
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]: ...
+
+    def infer(self, batch: Sequence[Encoded]) -> FloatArray: ...
+
+
+class State(enum.Enum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class _Item:
+    encoded: Encoded
+    future: asyncio.Future[FloatArray]
+
+
+def length_groups(items: Sequence[_Item]) -> list[list[_Item]]:
+    """Split ``items`` into groups of similar token length, shortest first."""
+    groups: list[list[_Item]] = []
+    for item in sorted(items, key=lambda it: it.encoded.length):
+        if groups and item.encoded.length <= _limit(groups[-1][0].encoded.length):
+            groups[-1].append(item)
+        else:
+            groups.append([item])
+    return groups
+
+
+def _limit(shortest: int) -> float:
+    return shortest * _LENGTH_RATIO + _LENGTH_SLACK
+
+
+class MicroBatcher:
+    """Gathers queued texts into bounded batches; one inference at a time, in its own thread."""
+
+    def __init__(self, model: Model, max_batch: int = 32, max_wait_ms: float = 2.0) -> None:
+        self._model = model
+        self._max_batch = max_batch
+        self._max_wait_s = max_wait_ms / 1000.0
+        self._queue: deque[_Item] = deque()
+        self._wake = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-infer")
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="embedder-batcher")
+
+    async def close(self) -> None:
+        """Stop after the current batch; callers still queued get CancelledError."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for item in self._queue:
+            item.future.cancel()
+        self._queue.clear()
+        self._executor.shutdown(wait=True)
+
+    async def embed(self, encoded: Sequence[Encoded]) -> FloatArray:
+        loop = asyncio.get_running_loop()
+        items = [_Item(enc, loop.create_future()) for enc in encoded]
+        self._queue.extend(items)
+        self._wake.set()
+        try:
+            rows = await asyncio.gather(*(item.future for item in items))
+        except asyncio.CancelledError:
+            for item in items:
+                item.future.cancel()
+            raise
+        return np.stack(rows)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            await self._gather()
+            batch = self._take()
+            if not self._queue:
+                self._wake.clear()
+            for group in length_groups(batch):
+                await self._infer(group)
+
+    async def _gather(self) -> None:
+        """Wait up to max_wait for a fuller batch, but stop as soon as nothing more is arriving."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._max_wait_s
+        quiet = 0
+        while len(self._queue) < self._max_batch and quiet < 2 and loop.time() < deadline:
+            before = len(self._queue)
+            await asyncio.sleep(0)
+            quiet = quiet + 1 if len(self._queue) == before else 0
+
+    def _take(self) -> list[_Item]:
+        batch: list[_Item] = []
+        while self._queue and len(batch) < self._max_batch:
+            item = self._queue.popleft()
+            if not item.future.done():  # a cancelled caller's texts are skipped
+                batch.append(item)
+        return batch
+
+    async def _infer(self, group: list[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            vectors = await loop.run_in_executor(
+                self._executor, self._model.infer, [item.encoded for item in group]
+            )
+        except Exception as exc:
+            logger.exception("inference failed for a batch of %d", len(group))
+            for item in group:
+                if not item.future.done():
+                    item.future.set_exception(exc)
+            return
+        for item, row in zip(group, vectors, strict=True):
+            if not item.future.done():
+                item.future.set_result(row)
+
+
+class _Connection:
+    """One client connection: writes replies, owns the tasks answering its requests."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    def spawn(self, coro: Coroutine[object, object, None]) -> None:
+        task = asyncio.create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+def _listening_socket(path: Path) -> socket.socket:
+    """A Unix socket already listening at ``path``: bound under a temporary name, then renamed,
+    so that whoever sees the file can connect."""
+    staging = path.with_name(f".{path.name}.{os.getpid()}")
+    staging.unlink(missing_ok=True)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(str(staging))
+        sock.listen(128)
+        os.replace(staging, path)
+    except BaseException:
+        sock.close()
+        staging.unlink(missing_ok=True)
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+class WorkerServer:
+    """Serves one model on one Unix socket (see the module docstring for the lifecycle)."""
+
+    def __init__(self, model: Model, path: Path, max_batch: int = 32, max_wait_ms: float = 2.0):
+        self.model = model
+        self.path = path
+        self.state = State.STARTING
+        self._batcher = MicroBatcher(model, max_batch, max_wait_ms)
+        self._server: asyncio.Server | None = None
+        # Each connection's handler task, so that drain() can wait for them to finish.
+        self._connections: dict[_Connection, asyncio.Task[object]] = {}
+        self._info = {
+            "name": model.name,
+            "dim": model.dim,
+            "max_length": model.max_length,
+            "pooling": model.pooling,
+            "normalize": model.normalize,
+            "quantized": model.quantized,
+            "max_batch": max_batch,
+            "pid": os.getpid(),
+        }
+
+    async def start(self) -> None:
+        """Listen; the model must already be loaded and warm."""
+        self._batcher.start()
+        self._server = await asyncio.start_unix_server(
+            self._serve, sock=_listening_socket(self.path)
+        )
+        self.state = State.READY
+        logger.info("listening on %s", self.path)
+
+    async def drain(self, timeout_s: float = 30.0) -> None:
+        """Stop accepting, finish in-flight requests (up to ``timeout_s``), then close."""
+        if self.state in (State.DRAINING, State.CLOSED):
+            return
+        self.state = State.DRAINING
+        if self._server is not None:
+            self._server.close()
+        self.path.unlink(missing_ok=True)
+        pending = [task for conn in self._connections for task in conn.tasks]
+        if pending:
+            logger.info("draining %d in-flight requests", len(pending))
+            _, late = await asyncio.wait(pending, timeout=timeout_s)
+            for task in late:
+                task.cancel()
+        handlers = list(self._connections.values())
+        await asyncio.gather(*(conn.close() for conn in list(self._connections)))
+        if handlers:
+            await asyncio.wait(handlers)
+        await self._batcher.close()
+        self.state = State.CLOSED
+        logger.info("drained and closed")
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = _Connection(writer)
+        handler = asyncio.current_task()
+        assert handler is not None
+        self._connections[conn] = handler
+        try:
+            await self._read_loop(reader, conn)
+        except ConnectionError:
+            logger.debug("connection reset by peer")
+        finally:
+            # The peer is gone (or we are closing): its queued texts need not be computed.
+            for task in conn.tasks:
+                task.cancel()
+            if conn.tasks:
+                await asyncio.wait(list(conn.tasks))
+            await conn.close()
+            self._connections.pop(conn, None)
+
+    async def _read_loop(self, reader: asyncio.StreamReader, conn: _Connection) -> None:
+        while True:
+            try:
+                frame = await protocol.read_frame(reader)
+            except asyncio.IncompleteReadError:
+                return
+            except ProtocolError as exc:
+                logger.warning("bad frame: %s", exc)
+                conn.send(protocol.encode_error(exc.request_id, exc.code, str(exc)))
+                if exc.framing_lost:
+                    return
+                continue
+            self._dispatch(conn, frame)
+
+    def _dispatch(self, conn: _Connection, frame: Frame) -> None:
+        rid = frame.request_id
+        if frame.type is FrameType.PING:
+            conn.send(protocol.encode_frame(FrameType.PONG, rid))
+        elif frame.type is FrameType.INFO:
+            conn.send(protocol.encode_info(rid, self._info))
+        elif frame.type is not FrameType.EMBED:
+            message = f"unexpected frame type {frame.type.name} from a client"
+            conn.send(protocol.encode_error(rid, ErrorCode.BAD_REQUEST, message))
+        elif self.state is not State.READY:
+            conn.send(protocol.encode_error(rid, ErrorCode.SHUTTING_DOWN, "worker is draining"))
+        else:
+            self._accept_embed(conn, frame)
+
+    def _accept_embed(self, conn: _Connection, frame: Frame) -> None:
+        try:
+            texts = protocol.decode_embed(frame)
+        except ProtocolError as exc:
+            conn.send(protocol.encode_error(frame.request_id, exc.code, str(exc)))
+            return
+        # Tokenized here, on the loop, so the batcher can group texts by token length.
+        encoded = self.model.encode(texts)
+        conn.spawn(self._answer_embed(conn, frame.request_id, encoded))
+
+    async def _answer_embed(self, conn: _Connection, rid: int, encoded: list[Encoded]) -> None:
+        try:
+            vectors = await self._batcher.embed(encoded)
+        except Exception as exc:
+            conn.send(protocol.encode_error(rid, ErrorCode.INTERNAL, f"inference failed: {exc}"))
+            return
+        conn.send(protocol.encode_result(rid, vectors, [enc.length for enc in encoded]))
+        with contextlib.suppress(ConnectionError):
+            await conn.writer.drain()

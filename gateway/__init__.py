@@ -1,0 +1,1 @@
+"""A self-hostable LLM gateway that speaks the OpenAI API."""

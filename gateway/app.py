@@ -1,0 +1,116 @@
+"""``create_app(settings)``: the routes, the middleware, and one cleanup context per resource.
+
+Resources are acquired in order and released in reverse: the upstream client session, then the
+embedder pool, then the rest. Nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from aiohttp import web
+
+from gateway.api import chat, health, models
+from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
+from gateway.catalog import Catalog
+from gateway.config import Settings
+from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.failover import Failover
+from gateway.lifecycle import Lifecycle, State
+from gateway.providers.registry import build_providers
+from gateway.requestctx import REQUEST_ID
+from gateway.upstream import Upstream, new_session
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_MAX_REQUEST_ID = 128
+
+
+def _request_id(request: web.Request) -> str:
+    given = request.headers.get("x-request-id", "")
+    if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
+        return given
+    return "req_" + secrets.token_hex(12)
+
+
+def _translate_http(exc: web.HTTPException) -> GatewayError:
+    if exc.status == 404:
+        return NotFound(f"No route for this path: {exc.reason}.")
+    if exc.status == 405:
+        return MethodNotAllowed("This method is not allowed on this path.")
+    if exc.status == 413:
+        return InvalidRequest("The request body is too large.", code="request_too_large")
+    return InvalidRequest(exc.text or exc.reason)
+
+
+def render_error(error: GatewayError, request_id: str) -> web.Response:
+    status = 413 if error.code == "request_too_large" else error.status
+    return web.json_response(
+        error.body(), status=status, headers={**error.headers, "x-request-id": request_id}
+    )
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Give the request its id and render every error as OpenAI-style JSON."""
+    request_id = request[REQUEST_ID] = _request_id(request)
+    try:
+        return await handler(request)
+    except GatewayError as error:
+        return render_error(error, request_id)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return render_error(_translate_http(exc), request_id)
+    except (ConnectionResetError, web.HTTPException):
+        raise
+    except Exception:
+        log.exception("unexpected error in %s %s (request %s)", request.method, request.path,
+                      request_id)
+        return render_error(GatewayError("The gateway hit an internal error."), request_id)
+
+
+async def upstream_context(app: web.Application) -> AsyncIterator[None]:
+    """The pooled client session that every provider call shares."""
+    session = new_session()
+    app[CLIENT_SESSION] = session
+    upstream = Upstream(session)
+    app[UPSTREAM] = upstream
+    settings = app[SETTINGS]
+    catalog = app[CATALOG]
+    app[FAILOVER] = Failover(
+        catalog.deployments, build_providers(settings.providers, upstream), settings.failover
+    )
+    yield
+    await session.close()
+
+
+async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
+    """Ready once every other resource is up; draining as soon as shutdown begins."""
+    lifecycle = app[LIFECYCLE]
+    lifecycle.move(State.READY)
+    yield
+    lifecycle.move(State.CLOSED)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[LIFECYCLE].move(State.DRAINING)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=0)
+    app[SETTINGS] = settings
+    app[LIFECYCLE] = Lifecycle()
+    app[CATALOG] = Catalog.from_settings(settings)
+    app.cleanup_ctx.append(upstream_context)
+    app.cleanup_ctx.append(lifecycle_context)
+    app.on_shutdown.append(_on_shutdown)
+    app.router.add_post("/v1/chat/completions", chat.chat_completions)
+    app.router.add_get("/v1/models", models.list_models)
+    app.router.add_get("/v1/models/{model}", models.get_model)
+    app.router.add_get("/healthz", health.healthz)
+    app.router.add_get("/readyz", health.readyz)
+    return app

@@ -1,0 +1,141 @@
+"""What every provider adapter is: the ``Provider`` protocol and the values it passes.
+
+An adapter translates one ``ChatRequest`` into its provider's wire format and the answer back into
+OpenAI's: a ``Completion`` (the ``chat.completion`` object) or a stream of
+``chat.completion.chunk`` objects. It raises ``UpstreamFailure`` for any failed attempt, before
+or during a stream; it never decides about failover, which is ``gateway.failover``'s job.
+
+Adapters always ask their provider for usage (streams included) so the gateway can account for
+cost; whether the client sees a usage chunk is decided by the gateway, not the adapter.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gateway.chat import ChatRequest
+from gateway.config import ModelSettings, ProviderSettings
+
+Json = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int = 0
+    estimated: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def as_openai(self) -> Json:
+        usage: Json = {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.total_tokens,
+        }
+        if self.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return usage
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One public model name served by one provider's upstream model."""
+
+    model: ModelSettings
+    provider: ProviderSettings
+
+    @property
+    def id(self) -> str:
+        return self.model.deployment_id
+
+    @property
+    def tier(self) -> str:
+        return self.model.tier
+
+    def cost(self, usage: Usage) -> float:
+        """The price of ``usage`` in the configured currency (prices are per million tokens)."""
+        m = self.model
+        fresh = usage.prompt_tokens - usage.cached_tokens
+        return (
+            fresh * m.input_price_per_mtok
+            + usage.cached_tokens * m.cached_input_price_per_mtok
+            + usage.completion_tokens * m.output_price_per_mtok
+        ) / 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole answer in OpenAI's ``chat.completion`` shape, with its usage parsed."""
+
+    body: Json
+    usage: Usage | None
+
+
+class Provider(Protocol):
+    """One wire format. Instances are shared by every deployment of that provider."""
+
+    async def complete(self, request: ChatRequest, deployment: Deployment) -> Completion:
+        """The whole answer; raises ``UpstreamFailure``."""
+        ...
+
+    def stream(self, request: ChatRequest, deployment: Deployment) -> AsyncGenerator[Json, None]:
+        """OpenAI ``chat.completion.chunk`` objects as they arrive; raises ``UpstreamFailure``.
+
+        The last chunk carries ``usage`` (with empty ``choices``) when the provider reports it.
+        Leaving the iteration early (``aclose``) releases the upstream connection.
+        """
+        ...
+
+
+def usage_from_openai(value: Any) -> Usage | None:
+    """Parse OpenAI's ``usage`` object; None when absent or malformed."""
+    if not isinstance(value, dict):
+        return None
+    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    details = value.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
+    return Usage(prompt, completion, cached if isinstance(cached, int) else 0)
+
+
+def completion_id(prefix: str = "chatcmpl") -> str:
+    """A fresh id in OpenAI's style, for answers a translating adapter assembles itself."""
+    return f"{prefix}-{secrets.token_hex(12)}"
+
+
+def now_s() -> int:
+    return int(time.time())
+
+
+def chunk(
+    chunk_id: str, model: str, created: int, delta: Json, finish_reason: str | None = None
+) -> Json:
+    """One ``chat.completion.chunk`` with a single choice, as translating adapters emit them."""
+    return {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+    }
+
+
+def usage_chunk(chunk_id: str, model: str, created: int, usage: Usage) -> Json:
+    """The final usage-only chunk (``choices`` empty), as OpenAI sends it."""
+    return {
+        "id": chunk_id,
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [],
+        "usage": usage.as_openai(),
+    }

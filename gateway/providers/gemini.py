@@ -1,0 +1,575 @@
+"""The Gemini adapter: OpenAI chat completions to Google's ``generateContent`` and back.
+
+Requests: system and developer messages become ``systemInstruction``; user and assistant
+messages become ``user`` and ``model`` contents (same-role neighbours merged); assistant tool
+calls become ``functionCall`` parts and tool messages ``functionResponse`` parts, named from the
+call they answer; ``data:`` images, audio and files become ``inlineData``. Sampling parameters go
+to ``generationConfig``; JSON schemas (``response_format`` and tool parameters) are cut down to
+the OpenAPI subset Gemini accepts, with local ``$ref`` inlined. Answers come back as a
+``chat.completion`` or as chunks read from ``:streamGenerateContent?alt=sse``.
+
+Choices made here:
+
+- A prompt Gemini blocks (``promptFeedback.blockReason``, no candidates) is an
+  ``UpstreamFailure(CLIENT_ERROR, status=400, code content_filter)``, as Azure OpenAI answers a
+  filtered prompt: nothing was generated, so no empty answer gets cached or billed as one.
+  A blocked *answer* (finish reason SAFETY and the like) is a normal ``content_filter`` choice.
+- Thought signatures, which Gemini 3 requires back on the function calls of the current turn,
+  travel on each tool call as ``extra_content.google.thought_signature`` (the field Google's
+  own OpenAI-compatible endpoint uses) and are sent back from there.
+- Gemini answers a bad API key or an unsupported region with 400 or a ``FAILED_PRECONDITION``:
+  those are failures of the deployment, not of the request, so they become ``SERVER_ERROR``.
+  A 429's ``RetryInfo.retryDelay`` stands in for the missing ``Retry-After`` header.
+
+Lossy: ``presence_penalty``, ``frequency_penalty``, ``logprobs``, ``parallel_tool_calls``,
+``reasoning_effort`` and ``user`` are not sent; thought signatures on text parts are dropped;
+images by http(s) URL are refused (Gemini fetches no URLs); recursive schemas are refused.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.chat import ChatRequest, Message
+from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.providers.base import (
+    Completion,
+    Deployment,
+    Json,
+    Usage,
+    chunk,
+    completion_id,
+    now_s,
+    usage_chunk,
+)
+from gateway.upstream import Upstream, error_message
+
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+}
+# The OpenAPI subset of JSON Schema that Gemini's ``Schema`` accepts besides type, properties,
+# items and anyOf (which are translated, not copied). Unknown keys make Gemini refuse the call.
+_SCHEMA_KEYS = frozenset({
+    "title", "description", "nullable", "enum", "required", "default", "example",
+    "minItems", "maxItems", "minProperties", "maxProperties", "minLength", "maxLength",
+    "pattern", "minimum", "maximum", "propertyOrdering",
+})
+_SCHEMA_FORMATS = frozenset({"enum", "date-time", "float", "double", "int32", "int64"})
+_DEPLOYMENT_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED"})
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
+
+
+class GeminiProvider:
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def _url(self, deployment: Deployment, method: str) -> str:
+        model = deployment.model.upstream_model.removeprefix("models/")
+        return f"{deployment.provider.base_url}/models/{model}:{method}"
+
+    def _headers(self, deployment: Deployment) -> dict[str, str]:
+        p = deployment.provider
+        headers = {"Content-Type": "application/json", **p.headers}
+        if p.api_key:
+            headers["x-goog-api-key"] = p.api_key
+        return headers
+
+    async def complete(self, request: ChatRequest, deployment: Deployment) -> Completion:
+        body = request_body(request)
+        try:
+            resp = await self.upstream.post_json(
+                self._url(deployment, "generateContent"),
+                headers=self._headers(deployment),
+                body=body,
+                timeouts=deployment.provider.timeouts,
+            )
+        except UpstreamFailure as failure:
+            _refine(failure)
+            raise
+        return completion_from(resp.body, deployment.model.upstream_model)
+
+    async def stream(self, request: ChatRequest, deployment: Deployment) -> AsyncIterator[Json]:
+        body = request_body(request)
+        state = _Stream(completion_id(), now_s(), deployment.model.upstream_model)
+        try:
+            async with self.upstream.open_sse(
+                self._url(deployment, "streamGenerateContent") + "?alt=sse",
+                headers=self._headers(deployment),
+                body=body,
+                timeouts=deployment.provider.timeouts,
+            ) as events:
+                async for event in events:
+                    for out in state.feed(_event_json(event.data)):
+                        yield out
+        except UpstreamFailure as failure:
+            _refine(failure)
+            raise
+        for out in state.finish():
+            yield out
+
+
+# --- request -------------------------------------------------------------------------------
+
+
+def request_body(request: ChatRequest) -> bytes:
+    """The ``GenerateContentRequest`` for ``request``; raises ``InvalidRequest``."""
+    system, contents = _contents(request.messages)
+    if not contents:
+        raise InvalidRequest("Gemini needs at least one non-system message.", param="messages")
+    body: Json = {"contents": contents, **_tools(request)}
+    if system:
+        body["systemInstruction"] = {"parts": system}
+    config = _generation_config(request)
+    if config:
+        body["generationConfig"] = config
+    return orjson.dumps(body)
+
+
+def _contents(messages: tuple[Message, ...]) -> tuple[list[Json], list[Json]]:
+    names = {
+        call["id"]: call.get("function", {}).get("name")
+        for m in messages for call in m.tool_calls if isinstance(call.get("id"), str)
+    }
+    system: list[Json] = []
+    contents: list[Json] = []
+    for i, m in enumerate(messages):
+        if m.role in ("system", "developer"):
+            system.append({"text": m.text})
+            continue
+        role, parts = _turn(i, m, names)
+        if not parts:
+            continue
+        # Gemini wants turns to alternate; parallel tool results in particular must share one.
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+    return system, contents
+
+
+def _turn(i: int, m: Message, names: Mapping[str, Any]) -> tuple[str, list[Json]]:
+    if m.role in ("tool", "function"):
+        name = m.name if m.role == "function" else names.get(m.tool_call_id or "")
+        if not isinstance(name, str):
+            where = f"messages[{i}].tool_call_id" if m.role == "tool" else f"messages[{i}].name"
+            raise InvalidRequest(
+                f"Invalid value for '{where}': it names no earlier tool call.", param=where
+            )
+        response = {"name": name, "response": _tool_output(m.text)}
+        return "user", [{"functionResponse": response}]
+    parts = _content_parts(i, m)
+    if m.role == "assistant":
+        return "model", parts + [_call_part(i, j, c) for j, c in enumerate(m.tool_calls)]
+    return "user", parts
+
+
+def _tool_output(text: str) -> Json:
+    # ``response`` must be an object; Gemini's docs name ``output`` for a plain result.
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        value = None
+    return value if isinstance(value, dict) else {"output": text}
+
+
+def _content_parts(i: int, m: Message) -> list[Json]:
+    if isinstance(m.content, str):
+        return [{"text": m.content}] if m.content else []
+    return [_content_part(f"messages[{i}].content[{j}]", p) for j, p in enumerate(m.content or ())]
+
+
+def _content_part(where: str, part: Json) -> Json:
+    kind = part.get("type")
+    if kind == "text":
+        return {"text": str(part.get("text", ""))}
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        return {"inlineData": _data_url(url, f"{where}.image_url.url")}
+    if kind == "input_audio":
+        audio = part.get("input_audio") or {}
+        mime = f"audio/{audio.get('format')}"
+        return {"inlineData": {"mimeType": mime, "data": audio.get("data")}}
+    if kind == "file":
+        file = part.get("file") or {}
+        return {"inlineData": _data_url(file.get("file_data"), f"{where}.file.file_data")}
+    raise InvalidRequest(f"Content parts of type {kind!r} cannot be sent to Gemini.", param=where)
+
+
+def _data_url(url: Any, where: str) -> Json:
+    header, sep, data = url[5:].partition(",") if isinstance(url, str) else ("", "", "")
+    params = header.split(";")
+    if not isinstance(url, str) or not url.startswith("data:") or not sep or "base64" not in params:
+        raise InvalidRequest(
+            f"Invalid value for '{where}': Gemini takes media only as base64 data: URLs.",
+            param=where,
+        )
+    return {"mimeType": params[0] or "application/octet-stream", "data": data}
+
+
+def _call_part(i: int, j: int, call: Json) -> Json:
+    where = f"messages[{i}].tool_calls[{j}].function"
+    function = call.get("function") or {}
+    try:
+        args = orjson.loads(function.get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest(
+            f"Invalid value for '{where}': expected a name and JSON object arguments.", param=where
+        )
+    part: Json = {"functionCall": {"name": function["name"], "args": args}}
+    extra = call.get("extra_content")
+    google = extra.get("google") if isinstance(extra, dict) else None
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    if isinstance(signature, str):
+        part["thoughtSignature"] = signature
+    return part
+
+
+def _generation_config(request: ChatRequest) -> Json:
+    pairs = (
+        ("maxOutputTokens", request.max_tokens),
+        ("temperature", request.temperature),
+        ("topP", request.top_p),
+        ("seed", request.seed),
+    )
+    config: Json = {name: value for name, value in pairs if value is not None}
+    if request.stop:
+        config["stopSequences"] = list(request.stop)
+    if request.n > 1:
+        config["candidateCount"] = request.n
+    fmt = request.response_format or {}
+    if fmt.get("type") in ("json_object", "json_schema"):
+        config["responseMimeType"] = "application/json"
+    spec = fmt.get("json_schema") if fmt.get("type") == "json_schema" else None
+    if isinstance(spec, dict) and isinstance(spec.get("schema"), dict):
+        config["responseSchema"] = gemini_schema(
+            spec["schema"], "response_format.json_schema.schema"
+        )
+    return config
+
+
+def _tools(request: ChatRequest) -> Json:
+    if not request.tools:
+        return {}
+    declarations = []
+    for i, tool in enumerate(request.tools):
+        function = tool["function"]
+        declaration: Json = {"name": function["name"]}
+        if function.get("description"):
+            declaration["description"] = function["description"]
+        params = function.get("parameters")
+        schema = gemini_schema(params, f"tools[{i}].function.parameters") if params else {}
+        # Gemini refuses an OBJECT without properties: a function without arguments has none.
+        if schema.get("properties"):
+            declaration["parameters"] = schema
+        declarations.append(declaration)
+    out: Json = {"tools": [{"functionDeclarations": declarations}]}
+    choice = request.tool_choice
+    config: Json | None = None
+    if isinstance(choice, dict):
+        config = {"mode": "ANY", "allowedFunctionNames": [choice["function"].get("name")]}
+    elif choice is not None:
+        config = {"mode": {"none": "NONE", "auto": "AUTO", "required": "ANY"}[choice]}
+    if config:
+        out["toolConfig"] = {"functionCallingConfig": config}
+    return out
+
+
+def gemini_schema(schema: Json, param: str) -> Json:
+    """A JSON Schema cut down to Gemini's OpenAPI subset; raises ``InvalidRequest``."""
+    return _schema(schema, schema, param, frozenset())
+
+
+def _schema(node: Any, root: Json, param: str, seen: frozenset[str]) -> Json:
+    if not isinstance(node, dict):
+        return {}
+    node, seen = _resolved(node, root, param, seen)
+    out: Json = {k: v for k, v in node.items() if k in _SCHEMA_KEYS}
+    if node.get("format") in _SCHEMA_FORMATS:
+        out["format"] = node["format"]
+    if "const" in node and "enum" not in out:
+        out["enum"] = [node["const"]]
+    if "enum" in out:
+        # Gemini's enum values are strings, whatever the type they constrain.
+        out["enum"] = [v if isinstance(v, str) else orjson.dumps(v).decode() for v in out["enum"]]
+    if isinstance(node.get("properties"), dict):
+        out["properties"] = {
+            k: _schema(v, root, param, seen) for k, v in node["properties"].items()
+        }
+    if "items" in node:
+        out["items"] = _schema(node["items"], root, param, seen)
+    variants = node.get("anyOf") or node.get("oneOf")
+    if isinstance(variants, list):
+        _merge_variants(out, [_schema(v, root, param, seen) for v in variants])
+    _set_type(out, node.get("type"))
+    return out
+
+
+def _resolved(
+    node: Json, root: Json, param: str, seen: frozenset[str]
+) -> tuple[Json, frozenset[str]]:
+    """``node`` with a local ``$ref`` (or a lone ``allOf``, as pydantic writes) inlined."""
+    while True:
+        all_of = node.get("allOf")
+        if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], dict):
+            node = {**all_of[0], **{k: v for k, v in node.items() if k != "allOf"}}
+            continue
+        ref = node.get("$ref")
+        if not isinstance(ref, str):
+            return node, seen
+        if ref in seen:
+            raise InvalidRequest(f"Gemini cannot take a recursive schema ({ref}).", param=param)
+        target = _pointer(root, ref)
+        if target is None:
+            raise InvalidRequest(f"The schema reference {ref} cannot be resolved.", param=param)
+        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
+        seen = seen | {ref}
+
+
+def _pointer(root: Json, ref: str) -> Json | None:
+    if not ref.startswith("#"):
+        return None
+    node: Any = root
+    for token in filter(None, ref[1:].split("/")):
+        key = token.replace("~1", "/").replace("~0", "~")
+        node = node.get(key) if isinstance(node, dict) else None
+    return node if isinstance(node, dict) else None
+
+
+def _merge_variants(out: Json, variants: list[Json]) -> None:
+    # ``Optional[X]`` arrives as anyOf [X, null]: Gemini says that with ``nullable``.
+    kept = [v for v in variants if v.get("type") != "NULL"]
+    if len(kept) < len(variants):
+        out["nullable"] = True
+    if len(kept) == 1:
+        out.update({k: v for k, v in kept[0].items() if k not in out})
+    elif kept:
+        out["anyOf"] = kept
+
+
+def _set_type(out: Json, kind: Any) -> None:
+    kinds = [k for k in (kind if isinstance(kind, list) else [kind]) if isinstance(k, str)]
+    named = [k for k in kinds if k != "null"]
+    if len(named) < len(kinds):
+        out["nullable"] = True
+    if len(named) == 1:
+        out["type"] = named[0].upper()
+    elif named:
+        out["anyOf"] = [{"type": k.upper()} for k in named]
+    elif kinds:
+        out["type"] = "NULL"
+
+
+# --- response ------------------------------------------------------------------------------
+
+
+def completion_from(body: Any, model: str) -> Completion:
+    """A ``GenerateContentResponse`` as a ``chat.completion``; raises ``UpstreamFailure``."""
+    _raise_embedded_error(body)
+    _raise_blocked(body)
+    candidates = body.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "Gemini answered without candidates")
+    choices = [_choice(c, i) for i, c in enumerate(candidates) if isinstance(c, dict)]
+    usage = _usage(body.get("usageMetadata"))
+    out: Json = {
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": now_s(),
+        "model": body.get("modelVersion") or model,
+        "choices": choices,
+        "system_fingerprint": None,
+    }
+    if usage is not None:
+        out["usage"] = usage.as_openai()
+    return Completion(out, usage)
+
+
+def _choice(candidate: Json, position: int) -> Json:
+    text, calls = _read_parts(candidate)
+    message: Json = {"role": "assistant", "content": text if text or not calls else None}
+    message["refusal"] = None
+    if calls:
+        message["tool_calls"] = calls
+    return {
+        "index": candidate.get("index", position),
+        "message": message,
+        "logprobs": None,
+        "finish_reason": _finish(candidate.get("finishReason"), bool(calls)),
+    }
+
+
+def _read_parts(candidate: Json) -> tuple[str, list[Json]]:
+    content = candidate.get("content")
+    parts = content.get("parts") if isinstance(content, dict) else None
+    texts: list[str] = []
+    calls: list[Json] = []
+    for part in parts if isinstance(parts, list) else ():
+        if not isinstance(part, dict) or part.get("thought"):
+            continue  # thought summaries are not the answer
+        if isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif isinstance(part.get("functionCall"), dict):
+            calls.append(_tool_call(part))
+    return "".join(texts), calls
+
+
+def _tool_call(part: Json) -> Json:
+    call = part["functionCall"]
+    call_id = call.get("id") if isinstance(call.get("id"), str) else None
+    out: Json = {
+        "id": call_id or f"call_{secrets.token_hex(12)}",
+        "type": "function",
+        "function": {
+            "name": call.get("name", ""),
+            "arguments": orjson.dumps(call.get("args") or {}).decode(),
+        },
+    }
+    if isinstance(part.get("thoughtSignature"), str):
+        out["extra_content"] = {"google": {"thought_signature": part["thoughtSignature"]}}
+    return out
+
+
+def _finish(reason: Any, has_calls: bool) -> str:
+    if has_calls and reason in (None, "STOP"):
+        return "tool_calls"
+    return _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
+
+
+def _usage(meta: Any) -> Usage | None:
+    if not isinstance(meta, dict) or not isinstance(meta.get("promptTokenCount"), int):
+        return None
+
+    def count(name: str) -> int:
+        value = meta.get(name)
+        return value if isinstance(value, int) else 0
+
+    # Thinking tokens are billed as output, tool-use prompts as input.
+    return Usage(
+        count("promptTokenCount") + count("toolUsePromptTokenCount"),
+        count("candidatesTokenCount") + count("thoughtsTokenCount"),
+        count("cachedContentTokenCount"),
+    )
+
+
+def _raise_embedded_error(body: Any) -> None:
+    if not isinstance(body, dict):
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "Gemini answered with no JSON object")
+    if body.get("error"):
+        raise UpstreamFailure(FailureKind.ERROR_IN_BODY, error_message(body, 200), body=body)
+
+
+def _raise_blocked(body: Json) -> None:
+    feedback = body.get("promptFeedback")
+    reason = feedback.get("blockReason") if isinstance(feedback, dict) else None
+    if reason and not body.get("candidates"):
+        message = f"Gemini blocked the prompt ({reason})."
+        error = {"message": message, "type": "invalid_request_error", "code": "content_filter"}
+        raise UpstreamFailure(
+            FailureKind.CLIENT_ERROR, message, status=400, body={"error": error}
+        )
+
+
+def _refine(failure: UpstreamFailure) -> None:
+    """Adjust a failure from Gemini's HTTP status with what its error body says."""
+    error = failure.body.get("error") if failure.body else None
+    if not isinstance(error, dict):
+        return
+    details = [d for d in error.get("details") or () if isinstance(d, dict)]
+    reasons = {d.get("reason") for d in details}
+    if failure.kind is FailureKind.CLIENT_ERROR and (
+        reasons & _DEPLOYMENT_REASONS or error.get("status") == "FAILED_PRECONDITION"
+    ):
+        failure.kind = FailureKind.SERVER_ERROR
+    if failure.retry_after_s is None:
+        for d in details:
+            match = _DURATION.match(str(d.get("retryDelay", "")))
+            if match:
+                failure.retry_after_s = float(match.group(1))
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+
+def _event_json(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not JSON") from exc
+
+
+@dataclass(slots=True)
+class _Candidate:
+    tool_calls: int = 0
+    finished: bool = False
+
+
+@dataclass(slots=True)
+class _Stream:
+    """Translation state of one stream: each event is a whole ``GenerateContentResponse``."""
+
+    chunk_id: str
+    created: int
+    model: str
+    candidates: dict[int, _Candidate] = field(default_factory=dict)
+    usage: Usage | None = None
+
+    def feed(self, response: Any) -> list[Json]:
+        _raise_embedded_error(response)
+        _raise_blocked(response)
+        # Every event repeats the usage so far; the last one is the total.
+        self.usage = _usage(response.get("usageMetadata")) or self.usage
+        candidates = response.get("candidates")
+        out: list[Json] = []
+        for position, candidate in enumerate(candidates if isinstance(candidates, list) else ()):
+            if isinstance(candidate, dict):
+                out.extend(self._candidate(candidate, candidate.get("index", position)))
+        return out
+
+    def _candidate(self, candidate: Json, index: int) -> Iterable[Json]:
+        state = self.candidates.get(index)
+        if state is None:
+            state = self.candidates[index] = _Candidate()
+            yield self._chunk(index, {"role": "assistant", "content": ""})
+        text, calls = _read_parts(candidate)
+        if text:
+            yield self._chunk(index, {"content": text})
+        if calls:
+            first = state.tool_calls
+            state.tool_calls += len(calls)
+            deltas = [{"index": first + k, **call} for k, call in enumerate(calls)]
+            yield self._chunk(index, {"tool_calls": deltas})
+        reason = candidate.get("finishReason")
+        if reason and not state.finished:
+            state.finished = True
+            yield self._chunk(index, {}, _finish(reason, state.tool_calls > 0))
+
+    def _chunk(self, index: int, delta: Json, finish_reason: str | None = None) -> Json:
+        out = chunk(self.chunk_id, self.model, self.created, delta, finish_reason)
+        out["choices"][0]["index"] = index
+        return out
+
+    def finish(self) -> list[Json]:
+        """The closing usage chunk; raises when the stream ended before its finish reason."""
+        if not self.candidates:
+            raise UpstreamFailure(FailureKind.EMPTY_STREAM, "Gemini stream ended without content")
+        if not all(c.finished for c in self.candidates.values()):
+            raise UpstreamFailure(FailureKind.CONNECT, "Gemini stream ended before it finished")
+        if self.usage is None:
+            return []
+        return [usage_chunk(self.chunk_id, self.model, self.created, self.usage)]

@@ -1,0 +1,79 @@
+"""OpenAI-compatible providers (OpenAI, Groq, Together, vLLM, Ollama, LM Studio): pass-through.
+
+The client's body goes upstream as sent, with the model name swapped for the deployment's
+upstream id and, for streams, usage requested so that cost can be accounted. Errors inside a
+200 (an ``error`` object in the body or in a stream event) are failures like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import orjson
+
+from gateway.chat import ChatRequest
+from gateway.errors import FailureKind, UpstreamFailure
+from gateway.providers.base import Completion, Deployment, Json, usage_from_openai
+from gateway.upstream import Upstream, error_message
+
+
+class OpenAIProvider:
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def _headers(self, deployment: Deployment) -> dict[str, str]:
+        p = deployment.provider
+        headers = {"Content-Type": "application/json", **p.headers}
+        if p.api_key:
+            headers["Authorization"] = f"Bearer {p.api_key}"
+        return headers
+
+    def _body(self, request: ChatRequest, deployment: Deployment, stream: bool) -> bytes:
+        body: dict[str, Any] = {**request.body, "model": deployment.model.upstream_model}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    async def complete(self, request: ChatRequest, deployment: Deployment) -> Completion:
+        resp = await self.upstream.post_json(
+            f"{deployment.provider.base_url}/chat/completions",
+            headers=self._headers(deployment),
+            body=self._body(request, deployment, stream=False),
+            timeouts=deployment.provider.timeouts,
+        )
+        body = resp.body
+        _raise_embedded_error(body)
+        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
+            raise UpstreamFailure(FailureKind.BAD_RESPONSE, "response has no choices")
+        return Completion(body, usage_from_openai(body.get("usage")))
+
+    async def stream(
+        self, request: ChatRequest, deployment: Deployment
+    ) -> AsyncGenerator[Json, None]:
+        async with self.upstream.open_sse(
+            f"{deployment.provider.base_url}/chat/completions",
+            headers=self._headers(deployment),
+            body=self._body(request, deployment, stream=True),
+            timeouts=deployment.provider.timeouts,
+        ) as events:
+            async for event in events:
+                if event.data == b"[DONE]":
+                    return
+                try:
+                    chunk = orjson.loads(event.data)
+                except orjson.JSONDecodeError as exc:
+                    raise UpstreamFailure(
+                        FailureKind.BAD_RESPONSE, "stream event is not JSON"
+                    ) from exc
+                _raise_embedded_error(chunk)
+                if isinstance(chunk, dict):
+                    yield chunk
+
+
+def _raise_embedded_error(body: Any) -> None:
+    if isinstance(body, Mapping) and body.get("error"):
+        raise UpstreamFailure(
+            FailureKind.ERROR_IN_BODY, error_message(body, 200), body=dict(body)
+        )

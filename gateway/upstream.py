@@ -1,0 +1,188 @@
+"""The HTTP client side: one pooled session, explicit per-phase timeouts, streaming.
+
+Phases and their timeouts: connecting (``connect_timeout_s``), waiting for the response
+headers (``first_byte_timeout_s``), and, for streams, waiting for each next line
+(``chunk_timeout_s``). There is no total timeout: a long stream that keeps moving is fine.
+Every aiohttp exception is translated here into an ``UpstreamFailure``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.config import Timeouts
+from gateway.errors import FailureKind, UpstreamFailure
+from gateway.sse import SseEvent, iter_sse
+
+log = logging.getLogger(__name__)
+
+# 401/403/404 from a provider mean this deployment is misconfigured (key, model id): another
+# deployment may still serve the request. Other 4xx mean the request itself is refused.
+_DEPLOYMENT_STATUSES = frozenset({401, 403, 404, 408, 409})
+
+
+@dataclass(frozen=True, slots=True)
+class JsonResponse:
+    status: int
+    body: Any
+
+
+def new_session(max_connections: int = 512) -> aiohttp.ClientSession:
+    """The gateway's one pooled client session (timeouts are given per request)."""
+    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=None),
+        json_serialize=lambda v: orjson.dumps(v).decode(),
+        auto_decompress=True,
+        raise_for_status=False,
+    )
+
+
+def retry_after_s(headers: Mapping[str, str]) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def error_message(body: Any, status: int) -> str:
+    """The provider's own words from an error body in OpenAI, Gemini or Anthropic shape."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    err = body.get("error") if isinstance(body, dict) else None
+    if isinstance(err, dict) and isinstance(err.get("message"), str):
+        return str(err["message"])
+    if isinstance(err, str):
+        return err
+    return f"upstream answered HTTP {status}"
+
+
+def failure_for_status(status: int, headers: Mapping[str, str], body: Any) -> UpstreamFailure:
+    message = f"HTTP {status}: {error_message(body, status)}"
+    if status == 429:
+        kind = FailureKind.RATE_LIMITED
+    elif status >= 500 or status in _DEPLOYMENT_STATUSES:
+        kind = FailureKind.SERVER_ERROR
+    else:
+        kind = FailureKind.CLIENT_ERROR
+    parsed = body if isinstance(body, dict) else None
+    return UpstreamFailure(
+        kind, message, status=status, retry_after_s=retry_after_s(headers), body=parsed
+    )
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw) if raw else None
+    except orjson.JSONDecodeError:
+        return None
+
+
+class Upstream:
+    """Requests to providers over the shared session, with failures translated."""
+
+    def __init__(self, session: aiohttp.ClientSession) -> None:
+        self.session = session
+
+    async def post_json(
+        self, url: str, *, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
+    ) -> JsonResponse:
+        """POST and read a whole JSON answer; non-2xx becomes ``UpstreamFailure``."""
+        async with self._request(url, headers, body, timeouts) as resp:
+            try:
+                async with asyncio.timeout(timeouts.chunk_timeout_s):
+                    raw = await resp.read()
+            except TimeoutError as exc:
+                raise UpstreamFailure(FailureKind.TIMEOUT, "response body stalled") from exc
+            except aiohttp.ClientError as exc:
+                raise UpstreamFailure(FailureKind.CONNECT, f"body read failed: {exc}") from exc
+            parsed = _parse_json(raw)
+            if resp.status >= 300:
+                raise failure_for_status(resp.status, resp.headers, parsed)
+            if parsed is None:
+                raise UpstreamFailure(FailureKind.BAD_RESPONSE, "response is not JSON")
+            return JsonResponse(resp.status, parsed)
+
+    @asynccontextmanager
+    async def open_sse(
+        self, url: str, *, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
+    ) -> AsyncIterator[AsyncIterator[SseEvent]]:
+        """POST and yield the answer's SSE events; released when the block exits."""
+        async with self._request(url, headers, body, timeouts) as resp:
+            if resp.status >= 300:
+                raw = await _read_error_body(resp, timeouts)
+                raise failure_for_status(resp.status, resp.headers, _parse_json(raw))
+            ctype = resp.headers.get("Content-Type", "")
+            if "text/event-stream" not in ctype:
+                raw = await _read_error_body(resp, timeouts)
+                parsed = _parse_json(raw)
+                raise UpstreamFailure(
+                    FailureKind.ERROR_IN_BODY if parsed else FailureKind.BAD_RESPONSE,
+                    f"expected an event stream, got {ctype or 'no content type'}: "
+                    + error_message(parsed, resp.status),
+                )
+            yield _translated(iter_sse(resp.content, timeouts.chunk_timeout_s))
+
+    @asynccontextmanager
+    async def _request(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        client_timeout = aiohttp.ClientTimeout(
+            total=None, connect=timeouts.connect_timeout_s, sock_connect=timeouts.connect_timeout_s
+        )
+        try:
+            async with asyncio.timeout(timeouts.first_byte_timeout_s):
+                resp = await self.session.post(
+                    url, data=body, headers=headers, timeout=client_timeout
+                )
+        except TimeoutError as exc:
+            raise UpstreamFailure(
+                FailureKind.TIMEOUT, f"no response within {timeouts.first_byte_timeout_s} s"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamFailure(FailureKind.CONNECT, f"connection failed: {exc}") from exc
+        try:
+            yield resp
+        finally:
+            # A body read to its end returns the connection to the pool; a stream abandoned
+            # part-way (client gone, failover) must close it so no stale bytes are reused.
+            if resp.content.at_eof():
+                resp.release()
+            else:
+                resp.close()
+
+
+async def _read_error_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
+    try:
+        async with asyncio.timeout(timeouts.chunk_timeout_s):
+            return await resp.content.read(64 * 1024)
+    except (TimeoutError, aiohttp.ClientError):
+        return b""
+
+
+async def _translated(events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
+    try:
+        async for event in events:
+            yield event
+    except aiohttp.ClientError as exc:
+        raise UpstreamFailure(FailureKind.CONNECT, f"stream broke: {exc}") from exc

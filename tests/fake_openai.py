@@ -1,0 +1,136 @@
+"""An in-process fake of an OpenAI-compatible provider, speaking its exact wire format.
+
+Non-streaming answers are ``chat.completion`` objects; streams are ``text/event-stream`` with one
+``data: {chat.completion.chunk}`` event per chunk, a usage-only chunk when
+``stream_options.include_usage`` is set, and ``data: [DONE]``. A test scripts what the next
+requests get (``FakeOpenAI.script``) and reads back what the provider received.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+OPENAI = web.AppKey("fake_openai", "FakeOpenAI")
+
+
+@dataclass
+class Reply:
+    """What the fake does for one request."""
+
+    kind: str = "ok"  # ok | status | error_in_200 | hang | cut | empty | not_sse
+    text: str = "Hello from the fake provider."
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    chunks_before_cut: int = 2
+    tool_call: dict[str, Any] | None = None
+    finish_reason: str = "stop"
+
+
+class FakeOpenAI:
+    def __init__(self) -> None:
+        self.script: deque[Reply] = deque()
+        self.default = Reply()
+        self.requests: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self.release = asyncio.Event()
+        self.received = asyncio.Event()
+        self.disconnected = asyncio.Event()
+
+    def next_reply(self) -> Reply:
+        return self.script.popleft() if self.script else self.default
+
+
+def _completion(model: str, reply: Reply) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": reply.text}
+    if reply.tool_call:
+        message = {"role": "assistant", "content": None, "tool_calls": [reply.tool_call]}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1700000000,
+        "model": model,
+        "choices": [{"index": 0, "message": message, "logprobs": None,
+                     "finish_reason": "tool_calls" if reply.tool_call else reply.finish_reason}],
+        "usage": {"prompt_tokens": 11, "completion_tokens": len(reply.text.split()),
+                  "total_tokens": 11 + len(reply.text.split())},
+    }
+
+
+def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1700000000,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+
+def _event(payload: Any) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> web.StreamResponse:
+    fake = request.app[OPENAI]
+    model = body["model"]
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    if reply.kind == "empty":
+        await resp.write(_event(_chunk(model, {"role": "assistant", "content": ""})))
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+    words = reply.text.split(" ")
+    events = [_chunk(model, {"role": "assistant", "content": ""})]
+    events += [_chunk(model, {"content": w if i == 0 else " " + w}) for i, w in enumerate(words)]
+    events.append(_chunk(model, {}, reply.finish_reason))
+    for i, payload in enumerate(events):
+        if reply.kind == "cut" and i == reply.chunks_before_cut:
+            assert request.transport is not None
+            request.transport.close()
+            return resp
+        if reply.kind == "hang" and i == reply.chunks_before_cut:
+            try:
+                await fake.release.wait()
+            finally:
+                fake.disconnected.set()
+        await resp.write(_event(payload))
+    if (body.get("stream_options") or {}).get("include_usage"):
+        usage = {"prompt_tokens": 11, "completion_tokens": len(words),
+                 "total_tokens": 11 + len(words)}
+        await resp.write(_event({**_chunk(model, {}), "choices": [], "usage": usage}))
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+async def chat_completions(request: web.Request) -> web.StreamResponse:
+    fake = request.app[OPENAI]
+    body = await request.json()
+    fake.requests.append(body)
+    fake.headers.append(dict(request.headers))
+    fake.received.set()
+    reply = fake.next_reply()
+    if reply.kind == "status":
+        error = {"error": {"message": f"fake says {reply.status}", "type": "server_error",
+                           "param": None, "code": None}}
+        return web.json_response(error, status=reply.status, headers=reply.headers)
+    if reply.kind == "error_in_200":
+        return web.json_response({"error": {"message": "overloaded", "type": "server_error"}})
+    if reply.kind == "hang" and not body.get("stream"):
+        try:
+            await fake.release.wait()
+        finally:
+            fake.disconnected.set()
+    if body.get("stream"):
+        if reply.kind == "not_sse":
+            return web.json_response({"error": {"message": "no streams today"}})
+        return await _stream(request, body, reply)
+    return web.json_response(_completion(body["model"], reply))
+
+
+def fake_openai_app(fake: FakeOpenAI) -> web.Application:
+    app = web.Application()
+    app[OPENAI] = fake
+    app.router.add_post("/v1/chat/completions", chat_completions)
+    return app
