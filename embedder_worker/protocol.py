@@ -130,7 +130,9 @@ async def read_frame(reader: asyncio.StreamReader, max_body: int = MAX_BODY_BYTE
     return Frame(frame_type, header.request_id, header.count, body)
 
 
-def encode_frame(frame_type: FrameType, request_id: int, count: int = 0, body: bytes = b"") -> bytes:
+def encode_frame(
+    frame_type: FrameType, request_id: int, count: int = 0, body: bytes = b""
+) -> bytes:
     return HEADER.pack(MAGIC, VERSION, frame_type, request_id, count, len(body)) + body
 
 

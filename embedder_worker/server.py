@@ -1,10 +1,10 @@
 """The worker's Unix socket server and its micro-batcher.
 
 ``WorkerServer`` answers frames (see ``protocol``) on a Unix socket. EMBED texts are tokenized on
-arrival and queued; ``MicroBatcher`` takes up to ``max_batch`` of the oldest queued texts, waiting at
-most ``max_wait_ms`` (and only while more keep arriving) to fill a batch, splits them into groups of
-similar token length so short texts do not pay for a long one's padding, and runs each group in its
-one inference thread, so the event loop keeps reading and answering while the model works.
+arrival and queued; ``MicroBatcher`` takes up to ``max_batch`` of the oldest queued texts, waiting
+at most ``max_wait_ms`` (and only while more keep arriving) to fill a batch, splits them into
+groups of similar token length so short texts do not pay for a long one's padding, and runs each
+group in its one inference thread, so the event loop keeps reading and answering meanwhile.
 
 Lifecycle: STARTING -> READY (listening; the socket file appears only once it accepts) ->
 DRAINING (``drain()``: stop accepting, refuse new EMBEDs with SHUTTING_DOWN, finish the queued and
@@ -29,25 +29,32 @@ from typing import Protocol
 import numpy as np
 
 from embedder_worker import protocol
-from embedder_worker.model import Encoded, FloatArray
+from embedder_worker.model import Encoded, FloatArray, length_batches
 from embedder_worker.protocol import ErrorCode, Frame, FrameType, ProtocolError
 
 logger = logging.getLogger(__name__)
-
-# Within one inference group the longest text is at most this many times the shortest (+ slack).
-_LENGTH_RATIO = 2.0
-_LENGTH_SLACK = 8
 
 
 class Model(Protocol):
     """What the server needs of a model (``model.OnnxEmbedder`` is one)."""
 
-    name: str
-    dim: int
-    max_length: int
-    pooling: str
-    normalize: bool
-    quantized: bool
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def max_length(self) -> int: ...
+
+    @property
+    def pooling(self) -> str: ...
+
+    @property
+    def normalize(self) -> bool: ...
+
+    @property
+    def quantized(self) -> bool: ...
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]: ...
 
@@ -67,21 +74,6 @@ class _Item:
     future: asyncio.Future[FloatArray]
 
 
-def length_groups(items: Sequence[_Item]) -> list[list[_Item]]:
-    """Split ``items`` into groups of similar token length, shortest first."""
-    groups: list[list[_Item]] = []
-    for item in sorted(items, key=lambda it: it.encoded.length):
-        if groups and item.encoded.length <= _limit(groups[-1][0].encoded.length):
-            groups[-1].append(item)
-        else:
-            groups.append([item])
-    return groups
-
-
-def _limit(shortest: int) -> float:
-    return shortest * _LENGTH_RATIO + _LENGTH_SLACK
-
-
 class MicroBatcher:
     """Gathers queued texts into bounded batches; one inference at a time, in its own thread."""
 
@@ -93,6 +85,8 @@ class MicroBatcher:
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-infer")
         self._task: asyncio.Task[None] | None = None
+        self.batches = 0  # inferences run, and texts embedded, since start
+        self.texts = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="embedder-batcher")
@@ -128,8 +122,9 @@ class MicroBatcher:
             batch = self._take()
             if not self._queue:
                 self._wake.clear()
-            for group in length_groups(batch):
-                await self._infer(group)
+            lengths = [item.encoded.length for item in batch]
+            for group in length_batches(lengths, self._max_batch):
+                await self._infer([batch[i] for i in group])
 
     async def _gather(self) -> None:
         """Wait up to max_wait for a fuller batch, but stop as soon as nothing more is arriving."""
@@ -161,6 +156,8 @@ class MicroBatcher:
                 if not item.future.done():
                     item.future.set_exception(exc)
             return
+        self.batches += 1
+        self.texts += len(group)
         for item, row in zip(group, vectors, strict=True):
             if not item.future.done():
                 item.future.set_result(row)
@@ -296,7 +293,8 @@ class WorkerServer:
         if frame.type is FrameType.PING:
             conn.send(protocol.encode_frame(FrameType.PONG, rid))
         elif frame.type is FrameType.INFO:
-            conn.send(protocol.encode_info(rid, self._info))
+            stats = {"batches": self._batcher.batches, "texts": self._batcher.texts}
+            conn.send(protocol.encode_info(rid, {**self._info, **stats}))
         elif frame.type is not FrameType.EMBED:
             message = f"unexpected frame type {frame.type.name} from a client"
             conn.send(protocol.encode_error(rid, ErrorCode.BAD_REQUEST, message))

@@ -55,9 +55,11 @@ class EmbedderSettings:
             ("lru_size", self.lru_size >= 0, "an integer >= 0"),
             ("pooling", self.pooling is None or self.pooling in POOLINGS, f"one of {POOLINGS}"),
             ("max_length", self.max_length is None or self.max_length >= 2, "an integer >= 2"),
-            ("restart_backoff_s", 0 < self.restart_backoff_s, "a number > 0"),
+            ("restart_backoff_s", self.restart_backoff_s > 0, "a number > 0"),
         )
         for name, ok, expected in checks:
             if not ok:
-                raise ValueError(f"embedder.{name}: expected {expected}, got {getattr(self, name)!r}")
+                raise ValueError(
+                    f"embedder.{name}: expected {expected}, got {getattr(self, name)!r}"
+                )
         return self

@@ -7,9 +7,9 @@ worker has stayed up for a while). Sidecar mode: connect to the given sockets, a
 backoff whenever one goes away. ``start()`` never waits for a worker: the gateway serves (degraded)
 while workers warm up, and ``pool.ready`` tells ``/readyz`` when one has answered.
 
-``embedder_context(settings, key)`` is the aiohttp cleanup context: the pool is stored under ``key``
-before ``yield``; workers are stopped (SIGTERM, they drain) and the pool closed after it. Touches the
-run directory, the worker processes it started and the sockets it is given.
+``embedder_context(settings, key)`` is the aiohttp cleanup context: the pool is stored under
+``key`` before ``yield``; workers are stopped (SIGTERM, they drain) and the pool closed after it.
+Touches the run directory, the worker processes it started and the sockets it is given.
 """
 
 from __future__ import annotations
@@ -188,7 +188,9 @@ class EmbedderSupervisor:
     async def start(self) -> None:
         """Start the slots and return at once; ``pool.ready`` turns true when one answers."""
         if self.settings.sidecar:
-            self.workers = [SidecarWorker(self.settings, p, self.pool) for p in self.settings.sockets]
+            self.workers = [
+                SidecarWorker(self.settings, p, self.pool) for p in self.settings.sockets
+            ]
         else:
             self._check_model()
             run_dir = self._run_dir()
@@ -205,7 +207,9 @@ class EmbedderSupervisor:
         if not (self.settings.model_dir / MODEL_FILE).exists():
             logger.error(
                 "no %s in %s: build it with `python -m embedder_worker.build_model --out %s`",
-                MODEL_FILE, self.settings.model_dir, self.settings.model_dir,
+                MODEL_FILE,
+                self.settings.model_dir,
+                self.settings.model_dir,
             )
 
     def _run_dir(self) -> Path:
@@ -224,12 +228,12 @@ class EmbedderSupervisor:
         ]
 
     async def close(self) -> None:
-        """Stop the slots (managed workers get SIGTERM and drain), then close the pool."""
+        """Close the pool, then stop the slots (managed workers get SIGTERM and drain)."""
+        await self.pool.close()
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        await self.pool.close()
         if self._own_run_dir is not None:
             shutil.rmtree(self._own_run_dir, ignore_errors=True)
 

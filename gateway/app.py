@@ -65,7 +65,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400:
             raise
         return render_error(_translate_http(exc), request_id)
-    except (ConnectionResetError, web.HTTPException):
+    except ConnectionResetError:
         raise
     except Exception:
         log.exception("unexpected error in %s %s (request %s)", request.method, request.path,

@@ -103,7 +103,9 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
 
 def _field(name: str, expected: str, got: Any) -> InvalidRequest:
     kind = "null" if got is None else type(got).__name__
-    return InvalidRequest(f"Invalid value for '{name}': expected {expected}, got {kind}.", param=name)
+    return InvalidRequest(
+        f"Invalid value for '{name}': expected {expected}, got {kind}.", param=name
+    )
 
 
 def _optional(body: Mapping[str, Any], name: str, kind: type) -> Any:
@@ -113,7 +115,8 @@ def _optional(body: Mapping[str, Any], name: str, kind: type) -> Any:
     if isinstance(value, bool) and kind is not bool:
         raise _field(name, f"{'an integer' if kind is int else kind.__name__}", value)
     if not isinstance(value, kind):
-        raise _field(name, {bool: "a boolean", int: "an integer"}.get(kind, kind.__name__), value)
+        expected = {bool: "a boolean", int: "an integer"}.get(kind, kind.__name__)
+        raise _field(name, expected, value)
     return value
 
 

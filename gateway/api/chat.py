@@ -31,10 +31,14 @@ async def read_body(request: web.Request) -> bytes:
     limit = request.app[SETTINGS].server.max_body_bytes
     if request.content_length is not None and request.content_length > limit:
         raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
-    body = await request.content.read(limit + 1)
-    if len(body) > limit:
-        raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
-    return body
+    parts: list[bytes] = []
+    size = 0
+    while chunk := await request.content.read(limit + 1 - size):
+        parts.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def candidates_for(request: web.Request, chat: ChatRequest) -> list[Deployment]:

@@ -139,10 +139,7 @@ def request_body(request: ChatRequest) -> bytes:
 
 
 def _contents(messages: tuple[Message, ...]) -> tuple[list[Json], list[Json]]:
-    names = {
-        call["id"]: call.get("function", {}).get("name")
-        for m in messages for call in m.tool_calls if isinstance(call.get("id"), str)
-    }
+    names = _call_names(messages)
     system: list[Json] = []
     contents: list[Json] = []
     for i, m in enumerate(messages):
@@ -160,10 +157,22 @@ def _contents(messages: tuple[Message, ...]) -> tuple[list[Json], list[Json]]:
     return system, contents
 
 
-def _turn(i: int, m: Message, names: Mapping[str, Any]) -> tuple[str, list[Json]]:
+def _call_names(messages: tuple[Message, ...]) -> dict[str, str]:
+    """Function name by tool call id: Gemini's function responses are matched by name."""
+    names: dict[str, str] = {}
+    for m in messages:
+        for call in m.tool_calls:
+            function = call.get("function")
+            name = function.get("name") if isinstance(function, dict) else None
+            if isinstance(call.get("id"), str) and isinstance(name, str):
+                names[call["id"]] = name
+    return names
+
+
+def _turn(i: int, m: Message, names: Mapping[str, str]) -> tuple[str, list[Json]]:
     if m.role in ("tool", "function"):
         name = m.name if m.role == "function" else names.get(m.tool_call_id or "")
-        if not isinstance(name, str):
+        if name is None:
             where = f"messages[{i}].tool_call_id" if m.role == "tool" else f"messages[{i}].name"
             raise InvalidRequest(
                 f"Invalid value for '{where}': it names no earlier tool call.", param=where
@@ -188,7 +197,8 @@ def _tool_output(text: str) -> Json:
 def _content_parts(i: int, m: Message) -> list[Json]:
     if isinstance(m.content, str):
         return [{"text": m.content}] if m.content else []
-    return [_content_part(f"messages[{i}].content[{j}]", p) for j, p in enumerate(m.content or ())]
+    parts = [_content_part(f"messages[{i}].content[{j}]", p) for j, p in enumerate(m.content or ())]
+    return [p for p in parts if p.get("text") != ""]  # Gemini refuses empty text parts
 
 
 def _content_part(where: str, part: Json) -> Json:
@@ -532,6 +542,8 @@ class _Stream:
     def feed(self, response: Any) -> list[Json]:
         _raise_embedded_error(response)
         _raise_blocked(response)
+        if not self.candidates and isinstance(response.get("modelVersion"), str):
+            self.model = response["modelVersion"]
         # Every event repeats the usage so far; the last one is the total.
         self.usage = _usage(response.get("usageMetadata")) or self.usage
         candidates = response.get("candidates")

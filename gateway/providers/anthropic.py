@@ -1,0 +1,476 @@
+"""The Anthropic adapter: OpenAI chat completions to the Messages API and back.
+
+Requests: system and developer messages are joined into the top-level ``system`` string;
+user and assistant messages become content blocks (same-role neighbours merged, as the API
+wants turns to alternate); assistant tool calls become ``tool_use`` blocks and tool messages
+``tool_result`` blocks in a user turn. ``max_tokens`` is required by Anthropic: the client's, or
+4096. Answers come back as a ``chat.completion`` or as chunks translated from the event stream
+(``message_start`` … ``message_stop``).
+
+Choices made here:
+
+- ``n`` above 1 is refused (``InvalidRequest``, param ``n``): the API makes one answer per call.
+- ``response_format`` json_object / json_schema is honoured with a forced tool whose input
+  schema is the requested schema (``json_object``: any object); the tool's input comes back as
+  the message content, so the JSON is enforced by the API, not asked for in the prompt.
+  Combined with client ``tools`` it is refused (``InvalidRequest``, param ``response_format``).
+- ``temperature`` above 1 (Anthropic's maximum) is clamped to 1.
+- ``parallel_tool_calls: false`` becomes ``disable_parallel_tool_use``; ``user`` becomes
+  ``metadata.user_id``.
+
+Lossy: system messages in the middle of the conversation move to the top; ``seed``,
+``presence_penalty``, ``frequency_penalty`` and ``logprobs`` are not sent; the legacy
+``function`` role is refused; cache-creation tokens count as ordinary prompt tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.chat import ChatRequest, Message
+from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.providers.base import (
+    Completion,
+    Deployment,
+    Json,
+    Usage,
+    chunk,
+    completion_id,
+    now_s,
+    usage_chunk,
+)
+from gateway.upstream import Upstream, error_message
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+JSON_TOOL = "json_response"
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+class AnthropicProvider:
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def _headers(self, deployment: Deployment) -> dict[str, str]:
+        p = deployment.provider
+        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        headers.update(p.headers)
+        if p.api_key:
+            headers["x-api-key"] = p.api_key
+        return headers
+
+    async def complete(self, request: ChatRequest, deployment: Deployment) -> Completion:
+        body = request_body(request, deployment.model.upstream_model, stream=False)
+        resp = await self.upstream.post_json(
+            f"{deployment.provider.base_url}/messages",
+            headers=self._headers(deployment),
+            body=body,
+            timeouts=deployment.provider.timeouts,
+        )
+        return completion_from(resp.body, deployment.model.upstream_model, _json_mode(request))
+
+    async def stream(self, request: ChatRequest, deployment: Deployment) -> AsyncIterator[Json]:
+        body = request_body(request, deployment.model.upstream_model, stream=True)
+        state = _Stream(
+            completion_id(), now_s(), deployment.model.upstream_model, _json_mode(request)
+        )
+        async with self.upstream.open_sse(
+            f"{deployment.provider.base_url}/messages",
+            headers=self._headers(deployment),
+            body=body,
+            timeouts=deployment.provider.timeouts,
+        ) as events:
+            async for event in events:
+                for out in state.feed(_event_json(event.data)):
+                    yield out
+        for out in state.finish():
+            yield out
+
+
+# --- request -------------------------------------------------------------------------------
+
+
+def request_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
+    """The Messages API body for ``request``; raises ``InvalidRequest``."""
+    if request.n > 1:
+        raise InvalidRequest("Anthropic models give one choice per request; use n=1.", param="n")
+    system, messages = _messages(request.messages)
+    body: Json = {
+        "model": model,
+        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": messages,
+    }
+    if system:
+        body["system"] = system
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    if request.temperature is not None:
+        body["temperature"] = min(request.temperature, 1.0)
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    user = request.body.get("user")
+    if isinstance(user, str) and user:
+        body["metadata"] = {"user_id": user}
+    body.update(_tools(request))
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
+def _messages(messages: tuple[Message, ...]) -> tuple[str, list[Json]]:
+    system: list[str] = []
+    out: list[Json] = []
+    for i, m in enumerate(messages):
+        if m.role in ("system", "developer"):
+            system.append(m.text)
+            continue
+        role, blocks = _turn(i, m)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return "\n\n".join(s for s in system if s), out
+
+
+def _turn(i: int, m: Message) -> tuple[str, list[Json]]:
+    if m.role == "function":
+        raise InvalidRequest(
+            "The legacy 'function' role cannot be sent to Anthropic; use tool messages.",
+            param=f"messages[{i}].role",
+        )
+    if m.role == "tool":
+        result: Json = {"type": "tool_result", "tool_use_id": _tool_id(m.tool_call_id or "")}
+        if m.text:
+            result["content"] = m.text
+        return "user", [result]
+    blocks = _content_blocks(i, m)
+    if m.role == "assistant":
+        return "assistant", blocks + [_tool_use(i, j, c) for j, c in enumerate(m.tool_calls)]
+    return "user", blocks
+
+
+def _tool_id(call_id: str) -> str:
+    # Anthropic accepts only [A-Za-z0-9_-] in ids; ids made by other providers may not fit.
+    return _ID_UNSAFE.sub("_", call_id)
+
+
+def _content_blocks(i: int, m: Message) -> list[Json]:
+    if isinstance(m.content, str):
+        return [{"type": "text", "text": m.content}] if m.content else []
+    blocks = [_block(f"messages[{i}].content[{j}]", p) for j, p in enumerate(m.content or ())]
+    # Anthropic refuses empty text blocks.
+    return [b for b in blocks if b.get("type") != "text" or b.get("text")]
+
+
+def _block(where: str, part: Json) -> Json:
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "text", "text": str(part.get("text", ""))}
+    if kind == "image_url":
+        image = part.get("image_url")
+        url = image.get("url") if isinstance(image, dict) else image
+        if isinstance(url, str) and url.startswith(("https://", "http://")):
+            return {"type": "image", "source": {"type": "url", "url": url}}
+        return {"type": "image", "source": _base64_source(url, f"{where}.image_url.url")}
+    if kind == "file":
+        file = part.get("file") or {}
+        source = _base64_source(file.get("file_data"), f"{where}.file.file_data")
+        return {"type": "document", "source": source}
+    raise InvalidRequest(
+        f"Content parts of type {kind!r} cannot be sent to Anthropic.", param=where
+    )
+
+
+def _base64_source(url: Any, where: str) -> Json:
+    header, sep, data = url[5:].partition(",") if isinstance(url, str) else ("", "", "")
+    params = header.split(";")
+    if not isinstance(url, str) or not url.startswith("data:") or not sep or "base64" not in params:
+        raise InvalidRequest(
+            f"Invalid value for '{where}': expected an http(s) URL or a base64 data: URL.",
+            param=where,
+        )
+    return {"type": "base64", "media_type": params[0], "data": data}
+
+
+def _tool_use(i: int, j: int, call: Json) -> Json:
+    where = f"messages[{i}].tool_calls[{j}].function"
+    function = call.get("function") or {}
+    try:
+        args = orjson.loads(function.get("arguments") or "{}")
+    except orjson.JSONDecodeError:
+        args = None
+    if not isinstance(args, dict) or not isinstance(function.get("name"), str):
+        raise InvalidRequest(
+            f"Invalid value for '{where}': expected a name and JSON object arguments.", param=where
+        )
+    call_id = _tool_id(str(call.get("id") or f"call_{i}_{j}"))
+    return {"type": "tool_use", "id": call_id, "name": function["name"], "input": args}
+
+
+def _tools(request: ChatRequest) -> Json:
+    if _json_mode(request):
+        return _json_tool(request)
+    if not request.tools:
+        return {}
+    tools = []
+    for tool in request.tools:
+        function = tool["function"]
+        spec: Json = {
+            "name": function["name"],
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if function.get("description"):
+            spec["description"] = function["description"]
+        tools.append(spec)
+    out: Json = {"tools": tools}
+    choice = _tool_choice(request.tool_choice, request.body.get("parallel_tool_calls") is False)
+    if choice:
+        out["tool_choice"] = choice
+    return out
+
+
+def _json_tool(request: ChatRequest) -> Json:
+    """A forced tool whose input is the JSON answer the response format asks for."""
+    if request.tools:
+        raise InvalidRequest(
+            "JSON response_format cannot be combined with tools for Anthropic models.",
+            param="response_format",
+        )
+    tool: Json = {
+        "name": JSON_TOOL,
+        "description": "Give the answer as this tool's input.",
+        "input_schema": _json_schema(request.response_format or {}),
+    }
+    return {"tools": [tool], "tool_choice": {"type": "tool", "name": JSON_TOOL}}
+
+
+def _tool_choice(choice: str | Json | None, serial: bool) -> Json | None:
+    if isinstance(choice, dict):
+        out: Json = {"type": "tool", "name": choice["function"].get("name")}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "auto" or serial:
+        out = {"type": "auto"}
+    else:
+        return None
+    if serial:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _json_mode(request: ChatRequest) -> bool:
+    fmt = request.response_format or {}
+    return fmt.get("type") in ("json_object", "json_schema")
+
+
+def _json_schema(fmt: Json) -> Json:
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else {"type": "object"}
+
+
+# --- response ------------------------------------------------------------------------------
+
+
+def completion_from(body: Any, model: str, json_mode: bool = False) -> Completion:
+    """A Messages API answer as a ``chat.completion``; raises ``UpstreamFailure``."""
+    if isinstance(body, dict) and body.get("type") == "error":
+        raise _error_failure(body)
+    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(content, list):
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "Anthropic answered without content")
+    texts, calls = _read_blocks(content, json_mode)
+    message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
+    message["refusal"] = None
+    if calls:
+        message["tool_calls"] = calls
+    choice = {
+        "index": 0,
+        "message": message,
+        "logprobs": None,
+        "finish_reason": _finish(body.get("stop_reason"), json_mode),
+    }
+    out: Json = {
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": now_s(),
+        "model": body.get("model") or model,
+        "choices": [choice],
+        "system_fingerprint": None,
+    }
+    usage = _usage(body.get("usage") or {})
+    if usage is not None:
+        out["usage"] = usage.as_openai()
+    return Completion(out, usage)
+
+
+def _read_blocks(content: list[Any], json_mode: bool) -> tuple[list[str], list[Json]]:
+    texts: list[str] = []
+    calls: list[Json] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            if json_mode and block.get("name") == JSON_TOOL:
+                texts.append(arguments)
+            else:
+                calls.append(_tool_call(block, arguments))
+    return texts, calls
+
+
+def _tool_call(block: Json, arguments: str) -> Json:
+    return {
+        "id": block.get("id") or completion_id("call"),
+        "type": "function",
+        "function": {"name": block.get("name", ""), "arguments": arguments},
+    }
+
+
+def _finish(reason: Any, json_mode: bool) -> str:
+    if json_mode and reason == "tool_use":
+        return "stop"  # the forced JSON tool is the answer, not a call for the client
+    return _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
+
+
+def _usage(fields: Json) -> Usage | None:
+    inputs, outputs = fields.get("input_tokens"), fields.get("output_tokens")
+    if not isinstance(inputs, int) or not isinstance(outputs, int):
+        return None
+    read = fields.get("cache_read_input_tokens")
+    written = fields.get("cache_creation_input_tokens")
+    read = read if isinstance(read, int) else 0
+    written = written if isinstance(written, int) else 0
+    # Anthropic's input_tokens leaves out cached tokens; OpenAI's prompt_tokens includes them.
+    return Usage(inputs + read + written, outputs, read)
+
+
+def _error_failure(body: Json) -> UpstreamFailure:
+    error = body.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    return UpstreamFailure(
+        FailureKind.ERROR_IN_BODY,
+        f"{kind or 'error'}: {error_message(body, 200)}",
+        status=529 if kind == "overloaded_error" else None,
+        body=body,
+    )
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+
+def _event_json(data: bytes) -> Json:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not JSON") from exc
+    if not isinstance(value, dict):
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
+    return value
+
+
+@dataclass(slots=True)
+class _Stream:
+    """Translation state of one Messages API event stream."""
+
+    chunk_id: str
+    created: int
+    model: str
+    json_mode: bool
+    tool_index: dict[int, int] = field(default_factory=dict)
+    json_blocks: set[int] = field(default_factory=set)
+    usage: Json = field(default_factory=dict)
+    started: bool = False
+    stopped: bool = False
+
+    def feed(self, event: Json) -> list[Json]:
+        handlers: dict[str, Callable[[Json], list[Json]]] = {
+            "message_start": self._message_start,
+            "content_block_start": self._block_start,
+            "content_block_delta": self._block_delta,
+            "message_delta": self._message_delta,
+            "message_stop": self._message_stop,
+        }
+        kind = event.get("type")
+        if kind == "error":
+            raise _error_failure(event)
+        handler = handlers.get(kind) if isinstance(kind, str) else None
+        # ping, content_block_stop and event types added later carry nothing to translate.
+        return handler(event) if handler else []
+
+    def _chunk(self, delta: Json, finish_reason: str | None = None) -> Json:
+        return chunk(self.chunk_id, self.model, self.created, delta, finish_reason)
+
+    def _message_start(self, event: Json) -> list[Json]:
+        message = event.get("message") or {}
+        self.usage.update(message.get("usage") or {})
+        if isinstance(message.get("model"), str):
+            self.model = message["model"]
+        self.started = True
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, event: Json) -> list[Json]:
+        block, index = event.get("content_block") or {}, event.get("index", 0)
+        if block.get("type") == "text" and block.get("text"):
+            return [self._chunk({"content": block["text"]})]
+        if block.get("type") != "tool_use":
+            return []
+        if self.json_mode and block.get("name") == JSON_TOOL:
+            self.json_blocks.add(index)
+            return []
+        position = self.tool_index[index] = len(self.tool_index)
+        call = _tool_call(block, "")
+        return [self._chunk({"tool_calls": [{"index": position, **call}]})]
+
+    def _block_delta(self, event: Json) -> list[Json]:
+        delta, index = event.get("delta") or {}, event.get("index", 0)
+        if delta.get("type") == "text_delta" and delta.get("text"):
+            return [self._chunk({"content": delta["text"]})]
+        partial = delta.get("partial_json") if delta.get("type") == "input_json_delta" else None
+        if not partial:
+            return []  # thinking, signatures, citations and empty fragments
+        if index in self.json_blocks:
+            return [self._chunk({"content": partial})]
+        if index not in self.tool_index:
+            return []
+        arguments = {"index": self.tool_index[index], "function": {"arguments": partial}}
+        return [self._chunk({"tool_calls": [arguments]})]
+
+    def _message_delta(self, event: Json) -> list[Json]:
+        # message_delta's usage holds running totals, so it replaces message_start's counts.
+        self.usage.update(event.get("usage") or {})
+        reason = (event.get("delta") or {}).get("stop_reason")
+        return [self._chunk({}, _finish(reason, self.json_mode))] if reason else []
+
+    def _message_stop(self, event: Json) -> list[Json]:
+        self.stopped = True
+        return []
+
+    def finish(self) -> list[Json]:
+        """The closing usage chunk; raises when the stream ended before ``message_stop``."""
+        if not self.started:
+            raise UpstreamFailure(FailureKind.EMPTY_STREAM, "Anthropic stream ended empty")
+        if not self.stopped:
+            raise UpstreamFailure(FailureKind.CONNECT, "Anthropic stream ended before its end")
+        usage = _usage(self.usage)
+        return [usage_chunk(self.chunk_id, self.model, self.created, usage)] if usage else []

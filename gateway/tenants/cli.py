@@ -1,0 +1,192 @@
+"""The ``gateway tenants …`` and ``gateway keys …`` commands, over the same store as the server.
+
+``add_commands`` registers the sub-commands; each sets ``handler`` to a function
+``(args, settings) -> exit status`` that opens the store from the settings, does one thing and
+closes it. A running gateway notices the change within ``tenants.reload_interval_s``.
+A new key is printed once, to stdout; only its hash is stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from gateway.config import Settings
+from gateway.errors import GatewayError
+from gateway.tenants.context import open_store
+from gateway.tenants.settings import LIMIT_FIELDS, Limits, tenant_settings
+from gateway.tenants.store import Store, apply_limit_changes, check_limit_changes
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+_LIMIT_FLAGS = {
+    "requests_per_minute": ("--rpm", "requests per minute"),
+    "tokens_per_minute": ("--tpm", "tokens per minute"),
+    "max_concurrent": ("--concurrency", "requests in flight at once"),
+    "daily_budget_usd": ("--daily-budget", "USD per UTC day"),
+    "monthly_budget_usd": ("--monthly-budget", "USD per UTC month"),
+}
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Register ``tenants create|list|update`` and ``keys create|list|revoke``."""
+    tenants = subparsers.add_parser("tenants", help="create, list and update tenants")
+    t_sub = tenants.add_subparsers(dest="tenants_command", required=True)
+    create = t_sub.add_parser("create", help="create a tenant")
+    create.add_argument("name")
+    _limit_arguments(create)
+    create.set_defaults(handler=run_tenants_create)
+    listing = t_sub.add_parser("list", help="list tenants")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=run_tenants_list)
+    update = t_sub.add_parser("update", help="change a tenant's limits or disable it")
+    update.add_argument("name")
+    _limit_arguments(update)
+    state = update.add_mutually_exclusive_group()
+    state.add_argument("--disable", dest="disabled", action="store_true", default=None)
+    state.add_argument("--enable", dest="disabled", action="store_false")
+    update.set_defaults(handler=run_tenants_update)
+    _add_key_commands(subparsers)
+
+
+def _add_key_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
+    k_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = k_sub.add_parser("create", help="create a key for a tenant (printed once)")
+    create.add_argument("tenant")
+    create.add_argument("--name", default="", help="a label for the key")
+    _limit_arguments(create)
+    create.set_defaults(handler=run_keys_create)
+    listing = k_sub.add_parser("list", help="list keys (prefixes, never the keys)")
+    listing.add_argument("--tenant")
+    listing.add_argument("--active", action="store_true", help="hide revoked keys")
+    listing.add_argument("--json", action="store_true", help="one JSON object per line")
+    listing.set_defaults(handler=run_keys_list)
+    revoke = k_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("key_id")
+    revoke.set_defaults(handler=run_keys_revoke)
+
+
+def _limit_arguments(parser: argparse.ArgumentParser) -> None:
+    for field, (flag, unit) in _LIMIT_FLAGS.items():
+        parser.add_argument(flag, dest=field, type=_limit_value, default=argparse.SUPPRESS,
+                            metavar="N|none", help=f"limit: {unit} ('none' removes it)")
+
+
+def _limit_value(text: str) -> int | float | None:
+    if text.lower() in ("none", "unlimited"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number or 'none', got {text!r}") from None
+
+
+def _limit_changes(args: argparse.Namespace) -> dict[str, int | float | None]:
+    return check_limit_changes({f: getattr(args, f) for f in LIMIT_FIELDS if hasattr(args, f)})
+
+
+def run_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def act(store: Store, secret: bytes) -> None:
+        base = tenant_settings(settings).default_limits
+        limits = apply_limit_changes(base, _limit_changes(args))
+        tenant = await store.create_tenant(args.name, limits)
+        print(f"created tenant {tenant.name}: {_limits_text(tenant.limits.as_json())}")
+
+    return _run(settings, act)
+
+
+def run_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def act(store: Store, secret: bytes) -> None:
+        rows = [t.as_json() for t in await store.list_tenants()]
+        columns = ("name", "disabled", "limits", "created_at")
+        _print_rows(rows, columns, as_json=args.json)
+
+    return _run(settings, act)
+
+
+def run_tenants_update(args: argparse.Namespace, settings: Settings) -> int:
+    async def act(store: Store, secret: bytes) -> None:
+        tenant = await store.update_tenant(args.name, limits=_limit_changes(args),
+                                           disabled=args.disabled)
+        state = "disabled" if tenant.disabled else "enabled"
+        print(f"updated tenant {tenant.name} ({state}): {_limits_text(tenant.limits.as_json())}")
+
+    return _run(settings, act)
+
+
+def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
+    async def act(store: Store, secret: bytes) -> None:
+        limits = apply_limit_changes(Limits(), _limit_changes(args))
+        record, key = await store.create_key(secret, args.tenant, name=args.name, limits=limits)
+        print(f"created key {record.id} for tenant {record.tenant} (shown once, keep it):")
+        print(key)
+
+    return _run(settings, act)
+
+
+def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
+    async def act(store: Store, secret: bytes) -> None:
+        keys = await store.list_keys(args.tenant, active_only=args.active)
+        columns = ("id", "tenant", "prefix", "name", "created_at", "revoked_at")
+        _print_rows([k.as_json() for k in keys], columns, as_json=args.json)
+
+    return _run(settings, act)
+
+
+def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    async def act(store: Store, secret: bytes) -> None:
+        record = await store.revoke_key(args.key_id)
+        print(f"revoked key {record.id} ({record.prefix}…) of tenant {record.tenant}")
+
+    return _run(settings, act)
+
+
+def _run(settings: Settings, act: Callable[[Store, bytes], Awaitable[None]]) -> int:
+    async def main() -> None:
+        store, secret = await open_store(tenant_settings(settings), settings.server.data_dir)
+        try:
+            await act(store, secret)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(main())
+    except GatewayError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _limits_text(limits: dict[str, Any]) -> str:
+    chosen = [f"{name}={value}" for name, value in limits.items() if value is not None]
+    return ", ".join(chosen) or "unlimited"
+
+
+def _print_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str], *, as_json: bool) -> None:
+    if as_json:
+        for row in rows:
+            sys.stdout.write(orjson.dumps(row).decode() + "\n")
+        return
+    table = [[_cell(row[c]) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in table)]) for i, c in enumerate(columns)]
+    for line in ([list(columns)], table):
+        for cells in line:
+            print("  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip())
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, dict):
+        return _limits_text(value)
+    if isinstance(value, float):
+        return datetime.fromtimestamp(value, UTC).strftime("%Y-%m-%d %H:%M:%S")
+    return "-" if value is None else str(value)

@@ -1,0 +1,88 @@
+"""Helpers for the tenants tests: a store in tmp_path, principals, chat requests, a tenants app."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.api.admin import add_admin_routes
+from gateway.app import errors_middleware
+from gateway.chat import ChatRequest, parse_chat_request
+from gateway.config import Settings, parse
+from gateway.tenants.auth import Principal
+from gateway.tenants.context import CONFIG_KEY, TenantsConfig, tenants_context
+from gateway.tenants.settings import LedgerSettings, Limits, TenantSettings
+from gateway.tenants.store import Store
+
+ADMIN_KEY = "test-admin-key-0123456789abcdef"
+SECRET = b"test-key-secret-0123456789abcdef"
+
+
+@asynccontextmanager
+async def open_store(tmp_path: Path) -> AsyncIterator[Store]:
+    store = await Store.open(tmp_path / "data" / "gateway.sqlite3")
+    try:
+        yield store
+    finally:
+        await store.close()
+
+
+def principal(
+    tenant: str = "acme",
+    key_id: str = "key_1",
+    tenant_limits: Limits | None = None,
+    key_limits: Limits | None = None,
+) -> Principal:
+    return Principal(tenant, key_id, "gw-abcdefgh", tenant_limits or Limits(),
+                     key_limits or Limits())
+
+
+def chat(text: str = "Hello there", *, model: str = "auto", max_tokens: int | None = 100,
+         n: int = 1) -> ChatRequest:
+    body: dict[str, Any] = {"model": model, "messages": [{"role": "user", "content": text}]}
+    if max_tokens is not None:
+        body["max_tokens"] = max_tokens
+    if n != 1:
+        body["n"] = n
+    return parse_chat_request(orjson.dumps(body))
+
+
+def tenant_settings(**overrides: Any) -> TenantSettings:
+    values: dict[str, Any] = {
+        "admin_key": ADMIN_KEY,
+        "key_secret": SECRET.decode(),
+        "tokenizer": None,
+        "bootstrap": False,
+        "ledger": LedgerSettings(flush_interval_s=3600.0),
+    }
+    values.update(overrides)
+    return TenantSettings(**values)
+
+
+def tenants_app(tmp_path: Path, settings: TenantSettings | None = None) -> web.Application:
+    """An app with just the tenants' cleanup context and the admin routes."""
+    app = web.Application(middlewares=[errors_middleware])
+    app[CONFIG_KEY] = TenantsConfig(settings or tenant_settings(), tmp_path / "data")
+    app.cleanup_ctx.append(tenants_context)
+    add_admin_routes(app)
+    return app
+
+
+def gateway_settings(tmp_path: Path) -> Settings:
+    """Whole-gateway settings (a demo provider) with the data folder in ``tmp_path``."""
+    config = {
+        "server": {"data_dir": str(tmp_path / "data")},
+        "providers": [{"name": "demo", "kind": "demo"}],
+        "models": [{"name": "m", "provider": "demo"}],
+        "embedder": {"enabled": False},
+    }
+    return parse(config, env={}, base_dir=tmp_path, source="<test>")
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}

@@ -1,0 +1,115 @@
+"""Bad input gets a clear 4xx in OpenAI's error shape, and the gateway keeps serving."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.fake_openai import FakeOpenAI
+
+MSG = [{"role": "user", "content": "hi"}]
+
+CASES: list[tuple[str, bytes, int, str | None]] = [
+    ("not json", b"{nope", 400, None),
+    ("invalid utf-8", b'{"model": "small", "messages": [{"role": "user", "content": "\xff"}]}',
+     400, None),
+    ("array body", b"[]", 400, None),
+    ("empty body", b"", 400, None),
+    ("missing model", b'{"messages": [{"role": "user", "content": "hi"}]}', 400, "model"),
+    ("model not string", b'{"model": 5, "messages": []}', 400, "model"),
+    ("missing messages", b'{"model": "small"}', 400, "messages"),
+    ("empty messages", b'{"model": "small", "messages": []}', 400, "messages"),
+    ("message not object", b'{"model": "small", "messages": ["hi"]}', 400, "messages[0]"),
+    ("bad role", b'{"model": "small", "messages": [{"role": "bot", "content": "x"}]}', 400,
+     "messages[0].role"),
+    ("content number", b'{"model": "small", "messages": [{"role": "user", "content": 1}]}', 400,
+     "messages[0].content"),
+]
+
+
+def _with(**fields: Any) -> dict[str, Any]:
+    return {"model": "small", "messages": MSG, **fields}
+
+
+FIELD_CASES: list[tuple[dict[str, Any], str]] = [
+    (_with(stream="yes"), "stream"),
+    (_with(temperature=5), "temperature"),
+    (_with(temperature="hot"), "temperature"),
+    (_with(max_tokens=0), "max_tokens"),
+    (_with(max_tokens=True), "max_tokens"),
+    (_with(n=0), "n"),
+    (_with(stop=[1, 2]), "stop"),
+    (_with(tools=[{"type": "function"}]), "tools[0].function.name"),
+    (_with(tool_choice="sometimes"), "tool_choice"),
+    (_with(response_format={"type": "yaml"}), "response_format.type"),
+    (_with(stream_options="usage"), "stream_options"),
+    (_with(messages=[{"role": "tool", "content": "42"}]), "messages[0].tool_call_id"),
+]
+
+
+async def _still_serves(client: TestClient) -> None:
+    resp = await client.post("/v1/chat/completions", json=_with())
+    assert resp.status == 200
+
+
+@pytest.mark.parametrize(("name", "body", "status", "param"), CASES, ids=[c[0] for c in CASES])
+async def test_malformed_body_is_400_with_param(
+    one_upstream: tuple[TestClient, FakeOpenAI], name: str, body: bytes, status: int,
+    param: str | None,
+) -> None:
+    client, fake = one_upstream
+    resp = await client.post("/v1/chat/completions", data=body,
+                             headers={"Content-Type": "application/json"})
+    assert resp.status == status, name
+    error = (await resp.json())["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert error["param"] == param
+    assert fake.requests == []
+    await _still_serves(client)
+
+
+@pytest.mark.parametrize(("body", "param"), FIELD_CASES, ids=[c[1] for c in FIELD_CASES])
+async def test_wrong_field_types_are_400_naming_the_field(
+    one_upstream: tuple[TestClient, FakeOpenAI], body: dict[str, Any], param: str
+) -> None:
+    client, fake = one_upstream
+    resp = await client.post("/v1/chat/completions", json=body)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == param
+    assert fake.requests == []
+
+
+async def test_huge_body_is_413(one_upstream: tuple[TestClient, FakeOpenAI]) -> None:
+    client, _fake = one_upstream
+    huge = b'{"model": "small", "messages": [{"role": "user", "content": "' + b"a" * (
+        5 * 1024 * 1024) + b'"}]}'
+    resp = await client.post("/v1/chat/completions", data=io.BytesIO(huge))
+    assert resp.status == 413
+    assert (await resp.json())["error"]["code"] == "request_too_large"
+    await _still_serves(client)
+
+
+async def test_huge_chunked_body_without_length_is_413(
+    one_upstream: tuple[TestClient, FakeOpenAI],
+) -> None:
+    client, _ = one_upstream
+
+    async def chunks() -> Any:
+        for _ in range(6):
+            yield b"x" * (1024 * 1024)
+
+    resp = await client.post("/v1/chat/completions", data=chunks())
+    assert resp.status == 413
+
+
+async def test_unknown_path_and_wrong_method_are_openai_errors(
+    one_upstream: tuple[TestClient, FakeOpenAI],
+) -> None:
+    client, _ = one_upstream
+    missing = await client.get("/v1/nothing")
+    assert missing.status == 404 and "error" in await missing.json()
+    wrong = await client.get("/v1/chat/completions")
+    assert wrong.status == 405 and "error" in await wrong.json()

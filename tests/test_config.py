@@ -1,0 +1,89 @@
+"""Settings from TOML and the environment (gateway/config.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import ConfigError, load, parse
+
+BASE: dict[str, Any] = {
+    "providers": [{"name": "p", "kind": "openai", "base_url": "http://x/v1",
+                   "api_key_env": "P_KEY"}],
+    "models": [{"name": "m", "provider": "p", "tier": "cheap", "input_price_per_mtok": 1}],
+    "embedder": {"enabled": False},
+}
+
+
+def _parse(data: dict[str, Any], env: dict[str, str] | None = None) -> Any:
+    return parse(data, env={"P_KEY": "secret-1"} if env is None else env,
+                 base_dir=Path("/srv"), source="<test>")
+
+
+def test_embedded_default_falls_back_to_demo_without_keys() -> None:
+    settings = load(None, env={})
+    assert {p.kind for p in settings.providers} == {"demo"}
+    assert {m.tier for m in settings.models} == {"cheap", "reasoning"}
+
+
+def test_embedded_default_enables_each_provider_whose_key_is_set() -> None:
+    settings = load(None, env={"GROQ_API_KEY": "gsk-secret-value", "GEMINI_API_KEY": "k"})
+    assert [p.name for p in settings.providers] == ["groq", "gemini"]
+    assert all(m.provider in ("groq", "gemini") for m in settings.models)
+    groq = settings.provider("groq")
+    assert groq.api_key == "gsk-secret-value"
+    assert "gsk-secret" not in repr(groq), "keys never appear in reprs"
+
+
+def test_secret_comes_from_environment_and_relative_paths_from_file() -> None:
+    settings = _parse(BASE)
+    assert settings.providers[0].api_key == "secret-1"
+    assert settings.server.data_dir == Path("/srv/data")
+    assert settings.models[0].input_price_per_mtok == 1.0
+
+
+@pytest.mark.parametrize(("patch", "message"), [
+    ({"server": {"port": "80"}}, "server.port: expected an integer"),
+    ({"server": {"port": 70000}}, "server.port: expected a port number"),
+    ({"server": {"colour": "red"}}, "server.colour: unknown key"),
+    ({"upstream": {"connect_timeout_s": -1}}, "upstream.connect_timeout_s: expected a number"),
+    ({"models": [{"name": "m", "provider": "q"}]}, "models[0].provider: no provider named 'q'"),
+    ({"models": [{"name": "auto", "provider": "p"}]}, "models[0].name"),
+    ({"models": [{"provider": "p"}]}, "models[0].name: required"),
+    ({"providers": [{"name": "p", "kind": "grpc", "base_url": "x"}]}, "providers[0].kind"),
+    ({"providers": [{"name": "p", "base_url": "x", "api_key": "sk-1"}]}, "providers[0].api_key"),
+    ({"providers": [{"name": "p", "kind": "openai"}]}, "providers[0].base_url: required"),
+    ({"embedder": {"pooling": "max"}}, "embedder.pooling"),
+])
+def test_bad_values_fail_naming_the_key(patch: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        _parse({**BASE, **patch})
+
+
+def test_missing_required_key_variable_names_it() -> None:
+    with pytest.raises(ConfigError, match="environment variable P_KEY is not set"):
+        _parse(BASE, env={})
+
+
+def test_deployments_sharing_a_name_form_a_failover_group() -> None:
+    data = {**BASE, "models": [{"name": "m", "provider": "p", "upstream_model": "a"},
+                               {"name": "m", "provider": "p", "upstream_model": "b"}]}
+    settings = _parse(data)
+    assert [m.deployment_id for m in settings.models] == ["p/a", "p/b"]
+
+
+def test_unreadable_and_invalid_files_are_config_errors(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot read"):
+        load(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[server\nport = 1")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load(bad)
+
+
+def test_deploy_reference_config_is_valid() -> None:
+    root = Path(__file__).resolve().parent.parent
+    settings = load(root / "deploy" / "gateway.toml", env={})
+    assert settings.models

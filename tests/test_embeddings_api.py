@@ -1,0 +1,103 @@
+"""``POST /v1/embeddings`` end to end: the gateway app, its supervised worker, the real model."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.appkeys import EMBEDDER_POOL
+
+if TYPE_CHECKING:
+    from tests.conftest import GatewayFactory
+    from tests.embedder_fixtures import Reference
+
+pytest_plugins = ["tests.embedder_fixtures"]
+pytestmark = pytest.mark.timeout(40)
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture
+async def gateway(make_gateway: GatewayFactory, model_dir: Path) -> AsyncIterator[TestClient]:
+    """A gateway with one supervised embedding worker, once that worker is live."""
+    client = await make_gateway({
+        "providers": [{"name": "demo", "kind": "demo"}],
+        "models": [{"name": "chat", "provider": "demo", "tier": "cheap"}],
+        "embedder": {"model_dir": str(model_dir), "workers": 1},
+    })  # fmt: skip
+    await client.app[EMBEDDER_POOL].wait_live(1)
+    yield client
+
+
+async def embed(client: TestClient, **body: Any) -> dict[str, Any]:
+    resp = await client.post("/v1/embeddings", json={"model": MODEL, **body})
+    assert resp.status == 200, await resp.text()
+    payload: dict[str, Any] = await resp.json()
+    return payload
+
+
+async def test_a_list_of_strings_gets_reference_vectors_in_order_with_usage(
+    gateway: TestClient, reference: Reference
+) -> None:
+    body = await embed(gateway, input=reference.sentences[:10])
+    assert body["object"] == "list" and body["model"] == MODEL
+    assert [item["index"] for item in body["data"]] == list(range(10))
+    vectors = np.array([item["embedding"] for item in body["data"]], dtype=np.float32)
+    assert np.abs(vectors - reference.embeddings[:10]).max() <= 1e-5
+    assert body["usage"]["prompt_tokens"] == body["usage"]["total_tokens"] > 10
+
+
+async def test_one_string_as_base64_decodes_to_the_same_vector(
+    gateway: TestClient, reference: Reference
+) -> None:
+    body = await embed(gateway, input=reference.sentences[0], encoding_format="base64")
+    (item,) = body["data"]
+    vector = np.frombuffer(base64.b64decode(item["embedding"]), dtype="<f4")
+    assert np.abs(vector - reference.embeddings[0]).max() <= 1e-5
+
+
+async def test_dimensions_equal_to_the_model_are_accepted(gateway: TestClient) -> None:
+    body = await embed(gateway, input="hello", dimensions=384)
+    assert len(body["data"][0]["embedding"]) == 384
+
+
+BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [
+    ({"model": MODEL, "input": [101, 2023]}, 400, "input"),
+    ({"model": MODEL, "input": [[101, 2023]]}, 400, "input"),
+    ({"model": MODEL, "input": ""}, 400, "input"),
+    ({"model": MODEL, "input": []}, 400, "input"),
+    ({"model": MODEL, "input": "hi", "dimensions": 256}, 400, "dimensions"),
+    ({"model": MODEL, "input": "hi", "encoding_format": "int8"}, 400, "encoding_format"),
+    ({"input": "hi"}, 400, "model"),
+    ({"model": "text-embedding-3-small", "input": "hi"}, 404, "model"),
+]
+
+
+async def test_bad_requests_get_openai_errors_naming_the_field(gateway: TestClient) -> None:
+    # One gateway (and worker) for all cases: starting a worker per case would be most of the time.
+    for body, status, param in BAD_REQUESTS:
+        resp = await gateway.post("/v1/embeddings", json=body)
+        assert resp.status == status, body
+        error = (await resp.json())["error"]
+        assert error["param"] == param, body
+        assert error["message"], body
+
+
+async def test_before_any_worker_is_ready_the_gateway_answers_503(
+    make_gateway: GatewayFactory, tmp_path: Path
+) -> None:
+    client = await make_gateway({
+        "providers": [{"name": "demo", "kind": "demo"}],
+        "models": [{"name": "chat", "provider": "demo", "tier": "cheap"}],
+        "embedder": {"model_dir": str(tmp_path / "no-model-here"), "workers": 1},
+    })  # fmt: skip
+    assert not client.app[EMBEDDER_POOL].ready
+    resp = await client.post("/v1/embeddings", json={"model": MODEL, "input": "hi"})
+    assert resp.status == 503
+    assert (await resp.json())["error"]["code"] in ("embedder_starting", "embedder_unavailable")

@@ -1,0 +1,394 @@
+"""Tests of ``gateway/providers/anthropic.py`` against the in-process fake Messages API."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+import pytest
+from pytest_aiohttp import AiohttpServer
+
+from gateway.chat import ChatRequest, parse_chat_request
+from gateway.config import ModelSettings, ProviderSettings
+from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.providers.anthropic import AnthropicProvider
+from gateway.providers.base import Deployment, Json
+from gateway.upstream import Upstream, new_session
+from tests import fake_anthropic as fa
+from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Weather now",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+}}
+
+
+@dataclass
+class Harness:
+    fake: FakeAnthropic
+    provider: AnthropicProvider
+    deployment: Deployment
+
+    def sent(self) -> Json:
+        """The body of the last request the fake received."""
+        return self.fake.requests[-1].body
+
+    async def complete(self, **body: Any) -> Json:
+        return (await self.provider.complete(chat(**body), self.deployment)).body
+
+    async def stream(self, **body: Any) -> list[Json]:
+        return [c async for c in self.provider.stream(chat(stream=True, **body), self.deployment)]
+
+
+def chat(**body: Any) -> ChatRequest:
+    body.setdefault("model", "smart")
+    body.setdefault("messages", [{"role": "user", "content": "Hi"}])
+    return parse_chat_request(orjson.dumps(body))
+
+
+def deployment(base_url: str) -> Deployment:
+    return Deployment(
+        ModelSettings(name="smart", provider="anthropic", upstream_model="claude-fake",
+                      tier="smart"),
+        ProviderSettings(name="anthropic", kind="anthropic", base_url=base_url,
+                         api_key="test-anthropic-key", headers={"anthropic-beta": "x-test"}),
+    )
+
+
+@pytest.fixture
+async def anthropic(aiohttp_server: AiohttpServer) -> AsyncIterator[Harness]:
+    fake = FakeAnthropic()
+    server = await aiohttp_server(fake_anthropic_app(fake))
+    async with new_session() as session:
+        yield Harness(fake, AnthropicProvider(Upstream(session)), deployment(
+            str(server.make_url("/v1"))
+        ))
+
+
+def deltas(chunks: list[Json]) -> list[Json]:
+    return [c["choices"][0]["delta"] for c in chunks if c["choices"]]
+
+
+# --- request translation -------------------------------------------------------------------
+
+
+async def test_request_carries_key_version_and_provider_headers(anthropic: Harness) -> None:
+    await anthropic.complete()
+    headers = anthropic.fake.requests[-1].headers
+    assert headers["x-api-key"] == "test-anthropic-key"
+    assert headers["anthropic-version"] == "2023-06-01"
+    assert headers["anthropic-beta"] == "x-test"
+
+
+async def test_defaults_fill_required_max_tokens(anthropic: Harness) -> None:
+    await anthropic.complete()
+    assert anthropic.sent() == {
+        "model": "claude-fake", "max_tokens": 4096,
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}]}],
+    }
+
+
+async def test_system_messages_are_lifted_and_same_roles_merged(anthropic: Harness) -> None:
+    await anthropic.complete(messages=[
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Hi"},
+        {"role": "user", "content": [{"type": "text", "text": "there"},
+                                     {"type": "text", "text": ""}]},
+        {"role": "developer", "content": [{"type": "text", "text": "Use French."}]},
+        {"role": "assistant", "content": "Salut"},
+    ])
+    sent = anthropic.sent()
+    assert sent["system"] == "Be brief.\n\nUse French."
+    assert sent["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "Hi"},
+                                     {"type": "text", "text": "there"}]},
+        {"role": "assistant", "content": [{"type": "text", "text": "Salut"}]},
+    ]
+
+
+async def test_sampling_parameters_are_translated(anthropic: Harness) -> None:
+    await anthropic.complete(max_tokens=99, temperature=1.7, top_p=0.5, stop=["END", "STOP"],
+                             seed=3, user="user-42")
+    sent = anthropic.sent()
+    assert (sent["max_tokens"], sent["temperature"], sent["top_p"]) == (99, 1.0, 0.5)
+    assert sent["stop_sequences"] == ["END", "STOP"]
+    assert sent["metadata"] == {"user_id": "user-42"}
+    assert "seed" not in sent
+
+
+async def test_n_above_one_is_refused(anthropic: Harness) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await anthropic.complete(n=2)
+    assert caught.value.param == "n"
+    assert anthropic.fake.requests == []
+
+
+async def test_tools_and_choices_are_translated(anthropic: Harness) -> None:
+    await anthropic.complete(tools=[WEATHER_TOOL], tool_choice="required",
+                             parallel_tool_calls=False)
+    sent = anthropic.sent()
+    assert sent["tools"] == [{
+        "name": "get_weather", "description": "Weather now",
+        "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+    }]
+    assert sent["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+
+
+@pytest.mark.parametrize(("choice", "expected"), [
+    ("auto", {"type": "auto"}),
+    ("none", {"type": "none"}),
+    ({"type": "function", "function": {"name": "get_weather"}},
+     {"type": "tool", "name": "get_weather"}),
+    (None, None),
+])
+async def test_tool_choice_forms(anthropic: Harness, choice: Any, expected: Any) -> None:
+    await anthropic.complete(tools=[WEATHER_TOOL], tool_choice=choice)
+    assert anthropic.sent().get("tool_choice") == expected
+
+
+async def test_tool_history_becomes_tool_use_and_tool_result_blocks(anthropic: Harness) -> None:
+    await anthropic.complete(messages=[
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": "Checking.", "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'}},
+            {"id": "call:2", "type": "function",
+             "function": {"name": "get_weather", "arguments": '{"city": "Rome"}'}},
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "21C"},
+        {"role": "tool", "tool_call_id": "call:2", "content": "sunny"},
+        {"role": "user", "content": "Thanks"},
+    ])
+    assert anthropic.sent()["messages"][1:] == [
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Checking."},
+            {"type": "tool_use", "id": "call_1", "name": "get_weather",
+             "input": {"city": "Paris"}},
+            {"type": "tool_use", "id": "call_2", "name": "get_weather",
+             "input": {"city": "Rome"}},
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "call_1", "content": "21C"},
+            {"type": "tool_result", "tool_use_id": "call_2", "content": "sunny"},
+            {"type": "text", "text": "Thanks"},
+        ]},
+    ]
+
+
+async def test_images_become_image_blocks(anthropic: Harness) -> None:
+    await anthropic.complete(messages=[{"role": "user", "content": [
+        {"type": "image_url", "image_url": {"url": "data:image/jpeg;base64,/9j/4AAQ"}},
+        {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+        {"type": "text", "text": "Same cat?"},
+    ]}])
+    assert anthropic.sent()["messages"][0]["content"] == [
+        {"type": "image", "source": {"type": "base64", "media_type": "image/jpeg",
+                                     "data": "/9j/4AAQ"}},
+        {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
+        {"type": "text", "text": "Same cat?"},
+    ]
+
+
+async def test_audio_parts_are_refused(anthropic: Harness) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await anthropic.complete(messages=[{"role": "user", "content": [
+            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+        ]}])
+    assert caught.value.param == "messages[0].content[0]"
+
+
+async def test_json_schema_is_enforced_with_a_forced_tool(anthropic: Harness) -> None:
+    schema = {"type": "object", "properties": {"answer": {"type": "integer"}}}
+    anthropic.fake.script.append(fa.tool_use([("json_response", {"answer": 42})]))
+    body = await anthropic.complete(response_format={
+        "type": "json_schema", "json_schema": {"name": "reply", "schema": schema}
+    })
+    sent = anthropic.sent()
+    assert sent["tools"][0]["name"] == "json_response"
+    assert sent["tools"][0]["input_schema"] == schema
+    assert sent["tool_choice"] == {"type": "tool", "name": "json_response"}
+    choice = body["choices"][0]
+    assert choice["message"]["content"] == '{"answer":42}'
+    assert "tool_calls" not in choice["message"]
+    assert choice["finish_reason"] == "stop"
+
+
+async def test_json_mode_with_client_tools_is_refused(anthropic: Harness) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await anthropic.complete(tools=[WEATHER_TOOL], response_format={"type": "json_object"})
+    assert caught.value.param == "response_format"
+
+
+# --- response translation ------------------------------------------------------------------
+
+
+async def test_text_answer_becomes_chat_completion_with_usage(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.text("Bonjour !", use=fa.usage(
+        10, 4, cache_read=20, cache_write=5
+    )))
+    body = await anthropic.complete()
+    assert body["object"] == "chat.completion"
+    assert body["model"] == "claude-fake-1"
+    assert body["choices"] == [{
+        "index": 0, "message": {"role": "assistant", "content": "Bonjour !", "refusal": None},
+        "logprobs": None, "finish_reason": "stop",
+    }]
+    assert body["usage"] == {"prompt_tokens": 35, "completion_tokens": 4, "total_tokens": 39,
+                             "prompt_tokens_details": {"cached_tokens": 20}}
+
+
+@pytest.mark.parametrize(("reason", "expected"), [
+    ("end_turn", "stop"), ("stop_sequence", "stop"), ("max_tokens", "length"),
+    ("refusal", "content_filter"),
+])
+async def test_stop_reasons_are_translated(anthropic: Harness, reason: str, expected: str) -> None:
+    anthropic.fake.script.append(fa.text("x", stop_reason=reason))
+    body = await anthropic.complete()
+    assert body["choices"][0]["finish_reason"] == expected
+
+
+async def test_tool_use_blocks_become_tool_calls(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.tool_use([("get_weather", {"city": "Paris"})],
+                                             lead_text="Checking."))
+    body = await anthropic.complete(tools=[WEATHER_TOOL])
+    choice = body["choices"][0]
+    assert choice["finish_reason"] == "tool_calls"
+    assert choice["message"]["content"] == "Checking."
+    assert choice["message"]["tool_calls"] == [{
+        "id": "toolu_fake0", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city":"Paris"}'},
+    }]
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+
+async def test_stream_sends_role_text_finish_then_usage(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.text("Hello there world", use=fa.usage(12, 3)))
+    chunks = await anthropic.stream()
+    assert anthropic.sent()["stream"] is True
+    assert deltas(chunks) == [
+        {"role": "assistant", "content": ""},
+        {"content": "Hello"}, {"content": " there"}, {"content": " world"}, {},
+    ]
+    assert [c["choices"][0]["finish_reason"] for c in chunks[:-1]] == [None] * 4 + ["stop"]
+    assert chunks[-1]["choices"] == []
+    assert chunks[-1]["usage"] == {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+    assert {c["id"] for c in chunks} == {chunks[0]["id"]}
+
+
+async def test_stream_tool_use_becomes_tool_call_deltas(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.tool_use(
+        [("get_weather", {"city": "Paris"}), ("get_time", {"tz": "CET"})], lead_text="Checking."
+    ))
+    chunks = await anthropic.stream(tools=[WEATHER_TOOL])
+    got = deltas(chunks)
+    assert got[1] == {"content": "Checking."}
+    assert got[2] == {"tool_calls": [{"index": 0, "id": "toolu_fake0", "type": "function",
+                                      "function": {"name": "get_weather", "arguments": ""}}]}
+    arguments = {0: "", 1: ""}
+    for delta in got[3:]:
+        for call in delta.get("tool_calls", ()):
+            arguments[call["index"]] += call["function"]["arguments"]
+    assert arguments == {0: '{"city":"Paris"}', 1: '{"tz":"CET"}'}
+    assert chunks[-2]["choices"][0]["finish_reason"] == "tool_calls"
+
+
+async def test_stream_in_json_mode_streams_the_json_as_content(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.tool_use([("json_response", {"answer": 42})]))
+    chunks = await anthropic.stream(response_format={"type": "json_object"})
+    got = deltas(chunks)
+    assert "".join(d.get("content", "") for d in got) == '{"answer":42}'
+    assert not any("tool_calls" in d for d in got)
+    assert chunks[-2]["choices"][0]["finish_reason"] == "stop"
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+async def test_429_carries_retry_after(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.failure(429, "rate_limit_error", "Slow down.",
+                                            headers={"retry-after": "20"}))
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.complete()
+    assert caught.value.kind is FailureKind.RATE_LIMITED
+    assert caught.value.retry_after_s == 20.0
+    assert "Slow down." in caught.value.message
+
+
+async def test_529_overloaded_is_retryable(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.failure(529, "overloaded_error", "Overloaded"))
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.stream()
+    assert caught.value.kind is FailureKind.SERVER_ERROR
+    assert caught.value.retryable
+
+
+async def test_500_is_a_server_error(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.failure(500, "api_error", "Internal server error"))
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.complete()
+    assert caught.value.kind is FailureKind.SERVER_ERROR
+
+
+async def test_invalid_request_is_a_client_error(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.failure(400, "invalid_request_error", "messages: bad"))
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.complete()
+    assert caught.value.kind is FailureKind.CLIENT_ERROR
+    assert not caught.value.retryable
+
+
+async def test_error_in_200_body_is_a_failure(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.error_in_stream("api_error", "Oops"))
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.complete()
+    assert caught.value.kind is FailureKind.ERROR_IN_BODY
+
+
+async def test_overloaded_error_event_mid_stream_is_a_retryable_failure(
+    anthropic: Harness,
+) -> None:
+    anthropic.fake.script.append(fa.error_in_stream())
+    stream = anthropic.provider.stream(chat(stream=True), anthropic.deployment)
+    seen = [await anext(stream), await anext(stream)]
+    assert deltas(seen) == [{"role": "assistant", "content": ""}, {"content": "partial"}]
+    with pytest.raises(UpstreamFailure) as caught:
+        await anext(stream)
+    assert caught.value.kind is FailureKind.ERROR_IN_BODY
+    assert caught.value.retryable
+    assert caught.value.message == "overloaded_error: Overloaded"
+
+
+async def test_stream_cut_mid_way_is_a_connection_failure(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.text("one two three four", cut_after=5))
+    seen: list[Json] = []
+    with pytest.raises(UpstreamFailure) as caught:
+        async for c in anthropic.provider.stream(chat(stream=True), anthropic.deployment):
+            seen.append(c)
+    assert caught.value.kind is FailureKind.CONNECT
+    assert deltas(seen)[1:] == [{"content": "one"}, {"content": " two"}]
+
+
+async def test_stream_ending_before_message_stop_is_a_failure(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.text("one two", end_after=5))
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.stream()
+    assert caught.value.kind is FailureKind.CONNECT
+
+
+async def test_empty_stream_is_an_empty_stream_failure(anthropic: Harness) -> None:
+    anthropic.fake.script.append(fa.text("one", end_after=0))
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.stream()
+    assert caught.value.kind is FailureKind.EMPTY_STREAM
+
+
+async def test_bad_key_is_a_deployment_failure(anthropic: Harness) -> None:
+    anthropic.fake.api_key = "another-key"
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.complete()
+    assert caught.value.status == 401
+    assert caught.value.kind is FailureKind.SERVER_ERROR
