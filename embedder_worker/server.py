@@ -1,10 +1,11 @@
 """The worker's Unix socket server and its micro-batcher.
 
 ``WorkerServer`` answers frames (see ``protocol``) on a Unix socket. EMBED texts are tokenized on
-arrival and queued; ``MicroBatcher`` takes up to ``max_batch`` of the oldest queued texts, waiting
-at most ``max_wait_ms`` (and only while more keep arriving) to fill a batch, splits them into
-groups of similar token length so short texts do not pay for a long one's padding, and runs each
-group in its one inference thread, so the event loop keeps reading and answering meanwhile.
+arrival and queued at once; ``MicroBatcher`` takes up to ``max_batch`` of the oldest queued texts,
+waiting at most ``max_wait_ms`` (and only while more keep arriving) to fill a batch, splits them
+into groups of similar token length so short texts do not pay for a long one's padding, and runs
+each group in its one inference thread, so the event loop keeps reading and answering meanwhile.
+A request's RESULT frame is written as soon as its last text is computed.
 
 Lifecycle: STARTING -> READY (listening; the socket file appears only once it accepts) ->
 DRAINING (``drain()``: stop accepting, refuse new EMBEDs with SHUTTING_DOWN, finish the queued and
@@ -20,9 +21,8 @@ import logging
 import os
 import socket
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -68,10 +68,72 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclass(slots=True)
-class _Item:
-    encoded: Encoded
-    future: asyncio.Future[FloatArray]
+class _Connection:
+    """One client connection: writes replies, knows its unanswered requests."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.pending: set[EmbedRequest] = set()
+
+    def send(self, data: bytes) -> None:
+        if not self.writer.is_closing():
+            self.writer.write(data)
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+class EmbedRequest:
+    """One EMBED frame: its texts, filled in by batches, answered once the last one is in."""
+
+    def __init__(self, conn: _Connection, rid: int, encoded: list[Encoded], dim: int) -> None:
+        self.conn = conn
+        self.rid = rid
+        self.encoded = encoded
+        self.cancelled = False
+        self.done = asyncio.get_running_loop().create_future()  # awaited by drain()
+        self._vectors = np.empty((len(encoded), dim), dtype=np.float32)
+        self._remaining = len(encoded)
+        conn.pending.add(self)
+
+    def fill(self, index: int, vector: FloatArray) -> None:
+        self._vectors[index] = vector
+        self._remaining -= 1
+        if self._remaining == 0:
+            counts = [enc.length for enc in self.encoded]
+            self._finish(protocol.encode_result(self.rid, self._vectors, counts))
+
+    def fail(self, message: str) -> None:
+        self._finish(protocol.encode_error(self.rid, ErrorCode.INTERNAL, message))
+
+    def cancel(self) -> None:
+        """The client is gone: skip the texts not computed yet, answer nothing."""
+        self.cancelled = True
+        self._finish(b"")
+
+    def _finish(self, reply: bytes) -> None:
+        if self.done.done():
+            return
+        if reply and not self.cancelled:
+            self.conn.send(reply)
+        self.conn.pending.discard(self)
+        self.done.set_result(None)
+
+
+class _Slot:
+    """One text of a request, waiting in the batcher's queue."""
+
+    __slots__ = ("index", "request")
+
+    def __init__(self, request: EmbedRequest, index: int) -> None:
+        self.request = request
+        self.index = index
+
+    @property
+    def encoded(self) -> Encoded:
+        return self.request.encoded[self.index]
 
 
 class MicroBatcher:
@@ -81,7 +143,7 @@ class MicroBatcher:
         self._model = model
         self._max_batch = max_batch
         self._max_wait_s = max_wait_ms / 1000.0
-        self._queue: deque[_Item] = deque()
+        self._queue: deque[_Slot] = deque()
         self._wake = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-infer")
         self._task: asyncio.Task[None] | None = None
@@ -92,28 +154,19 @@ class MicroBatcher:
         self._task = asyncio.create_task(self._run(), name="embedder-batcher")
 
     async def close(self) -> None:
-        """Stop after the current batch; callers still queued get CancelledError."""
+        """Stop after the current batch; requests still queued are cancelled."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for item in self._queue:
-            item.future.cancel()
+        for slot in self._queue:
+            slot.request.cancel()
         self._queue.clear()
         self._executor.shutdown(wait=True)
 
-    async def embed(self, encoded: Sequence[Encoded]) -> FloatArray:
-        loop = asyncio.get_running_loop()
-        items = [_Item(enc, loop.create_future()) for enc in encoded]
-        self._queue.extend(items)
+    def submit(self, request: EmbedRequest) -> None:
+        self._queue.extend(_Slot(request, i) for i in range(len(request.encoded)))
         self._wake.set()
-        try:
-            rows = await asyncio.gather(*(item.future for item in items))
-        except asyncio.CancelledError:
-            for item in items:
-                item.future.cancel()
-            raise
-        return np.stack(rows)
 
     async def _run(self) -> None:
         while True:
@@ -122,67 +175,44 @@ class MicroBatcher:
             batch = self._take()
             if not self._queue:
                 self._wake.clear()
-            lengths = [item.encoded.length for item in batch]
+            lengths = [slot.encoded.length for slot in batch]
             for group in length_batches(lengths, self._max_batch):
                 await self._infer([batch[i] for i in group])
 
     async def _gather(self) -> None:
-        """Wait up to max_wait for a fuller batch, but stop as soon as nothing more is arriving."""
+        """Wait up to max_wait for a fuller batch, but only while more texts keep arriving."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._max_wait_s
-        quiet = 0
-        while len(self._queue) < self._max_batch and quiet < 2 and loop.time() < deadline:
+        while len(self._queue) < self._max_batch and loop.time() < deadline:
             before = len(self._queue)
-            await asyncio.sleep(0)
-            quiet = quiet + 1 if len(self._queue) == before else 0
+            await asyncio.sleep(0)  # one turn: lets already-readable frames be queued
+            if len(self._queue) == before:
+                return
 
-    def _take(self) -> list[_Item]:
-        batch: list[_Item] = []
+    def _take(self) -> list[_Slot]:
+        batch: list[_Slot] = []
         while self._queue and len(batch) < self._max_batch:
-            item = self._queue.popleft()
-            if not item.future.done():  # a cancelled caller's texts are skipped
-                batch.append(item)
+            slot = self._queue.popleft()
+            if not slot.request.cancelled:
+                batch.append(slot)
         return batch
 
-    async def _infer(self, group: list[_Item]) -> None:
+    async def _infer(self, group: list[_Slot]) -> None:
         loop = asyncio.get_running_loop()
         try:
             vectors = await loop.run_in_executor(
-                self._executor, self._model.infer, [item.encoded for item in group]
+                self._executor, self._model.infer, [slot.encoded for slot in group]
             )
         except Exception as exc:
             logger.exception("inference failed for a batch of %d", len(group))
-            for item in group:
-                if not item.future.done():
-                    item.future.set_exception(exc)
+            for slot in group:
+                slot.request.fail(f"inference failed: {exc}")
             return
         self.batches += 1
         self.texts += len(group)
-        for item, row in zip(group, vectors, strict=True):
-            if not item.future.done():
-                item.future.set_result(row)
-
-
-class _Connection:
-    """One client connection: writes replies, owns the tasks answering its requests."""
-
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
-        self.writer = writer
-        self.tasks: set[asyncio.Task[None]] = set()
-
-    def send(self, data: bytes) -> None:
-        if not self.writer.is_closing():
-            self.writer.write(data)
-
-    def spawn(self, coro: Coroutine[object, object, None]) -> None:
-        task = asyncio.create_task(coro)
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
-
-    async def close(self) -> None:
-        self.writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self.writer.wait_closed()
+        for slot, row in zip(group, vectors, strict=True):
+            if not slot.request.cancelled:
+                slot.request.fill(slot.index, row)
 
 
 def _listening_socket(path: Path) -> socket.socket:
@@ -242,12 +272,10 @@ class WorkerServer:
         if self._server is not None:
             self._server.close()
         self.path.unlink(missing_ok=True)
-        pending = [task for conn in self._connections for task in conn.tasks]
+        pending = [req.done for conn in self._connections for req in conn.pending]
         if pending:
             logger.info("draining %d in-flight requests", len(pending))
-            _, late = await asyncio.wait(pending, timeout=timeout_s)
-            for task in late:
-                task.cancel()
+            await asyncio.wait(pending, timeout=timeout_s)
         handlers = list(self._connections.values())
         await asyncio.gather(*(conn.close() for conn in list(self._connections)))
         if handlers:
@@ -266,11 +294,8 @@ class WorkerServer:
         except ConnectionError:
             logger.debug("connection reset by peer")
         finally:
-            # The peer is gone (or we are closing): its queued texts need not be computed.
-            for task in conn.tasks:
-                task.cancel()
-            if conn.tasks:
-                await asyncio.wait(list(conn.tasks))
+            for request in list(conn.pending):  # nobody is left to read the answers
+                request.cancel()
             await conn.close()
             self._connections.pop(conn, None)
 
@@ -287,6 +312,8 @@ class WorkerServer:
                     return
                 continue
             self._dispatch(conn, frame)
+            # Backpressure: a client that does not read its answers is not read from either.
+            await conn.writer.drain()
 
     def _dispatch(self, conn: _Connection, frame: Frame) -> None:
         rid = frame.request_id
@@ -310,15 +337,10 @@ class WorkerServer:
             conn.send(protocol.encode_error(frame.request_id, exc.code, str(exc)))
             return
         # Tokenized here, on the loop, so the batcher can group texts by token length.
-        encoded = self.model.encode(texts)
-        conn.spawn(self._answer_embed(conn, frame.request_id, encoded))
-
-    async def _answer_embed(self, conn: _Connection, rid: int, encoded: list[Encoded]) -> None:
         try:
-            vectors = await self._batcher.embed(encoded)
-        except Exception as exc:
-            conn.send(protocol.encode_error(rid, ErrorCode.INTERNAL, f"inference failed: {exc}"))
+            encoded = self.model.encode(texts)
+        except Exception as exc:  # the tokenizer is third-party code: keep the connection
+            logger.exception("tokenizing %d texts failed", len(texts))
+            conn.send(protocol.encode_error(frame.request_id, ErrorCode.INTERNAL, str(exc)))
             return
-        conn.send(protocol.encode_result(rid, vectors, [enc.length for enc in encoded]))
-        with contextlib.suppress(ConnectionError):
-            await conn.writer.drain()
+        self._batcher.submit(EmbedRequest(conn, frame.request_id, encoded, self.model.dim))

@@ -1,6 +1,9 @@
 """The command line: ``gateway serve`` and the admin and evaluation commands.
 
     gateway serve [--config PATH] [--host H] [--port N]
+    gateway tenants create|list|update ...      gateway keys create|list|revoke ...
+
+Every command reads the same configuration (``--config``, default: the embedded one).
 """
 
 from __future__ import annotations
@@ -16,9 +19,19 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.config import ConfigError, Settings, load
+from gateway.config import Settings, load
+from gateway.tenants import cli as tenants_cli
+from gateway.tenants.redact import install_redaction
+from gateway.toml_table import ConfigError
 
 log = logging.getLogger("gateway")
+
+
+def _add_config(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", type=Path, default=None,
+        help="TOML configuration file (default: the embedded default configuration)",
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,15 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(serve)
     serve.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
-    serve.set_defaults(func=_serve)
+    serve.set_defaults(handler=_serve)
+    tenants_cli.add_commands(commands, _add_config)
     return parser
-
-
-def _add_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--config", type=Path, default=None,
-        help="TOML configuration file (default: the embedded default configuration)",
-    )
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -50,12 +57,20 @@ def _settings(args: argparse.Namespace) -> Settings:
     return replace(settings, server=server)
 
 
-def _serve(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+def _secrets(settings: Settings) -> list[str]:
+    """Every secret the settings hold, so no log line can carry one."""
+    values = [p.api_key for p in settings.providers]
+    values += [settings.tenants.admin_key, settings.tenants.key_secret]
+    return [v for v in values if v]
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     _install_uvloop()
     app = create_app(settings)
-    log.info("gateway listening on http://%s:%d (config: %s)",
-             settings.server.host, settings.server.port, settings.source)
+    url = f"http://{settings.server.host}:{settings.server.port}"
+    log.info("gateway starting (config: %s); providers: %s; models: %s", settings.source,
+             ", ".join(p.name for p in settings.providers),
+             ", ".join(sorted({m.name for m in settings.models})))
     web.run_app(
         app,
         host=settings.server.host,
@@ -63,7 +78,7 @@ def _serve(args: argparse.Namespace) -> int:
         shutdown_timeout=settings.server.shutdown_grace_s,
         handler_cancellation=True,
         access_log=None,
-        print=None,
+        print=lambda _: log.info("gateway listening on %s", url),
     )
     return 0
 
@@ -83,10 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        return int(args.func(args))
+        settings = _settings(args)
     except ConfigError as exc:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
+    install_redaction(secrets=_secrets(settings))
+    return int(args.handler(args, settings))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from gateway.api import chat, health, models
+from gateway.api.admin import add_admin_routes
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.catalog import Catalog
 from gateway.config import Settings
@@ -21,6 +22,7 @@ from gateway.failover import Failover
 from gateway.lifecycle import Lifecycle, State
 from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
+from gateway.tenants import context as tenants
 from gateway.upstream import Upstream, new_session
 
 log = logging.getLogger(__name__)
@@ -97,6 +99,7 @@ async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _on_shutdown(app: web.Application) -> None:
+    log.info("gateway draining: finishing requests in flight, accepting no new ones")
     app[LIFECYCLE].move(State.DRAINING)
 
 
@@ -106,6 +109,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)
     app.cleanup_ctx.append(upstream_context)
+    tenants.configure(app, settings)
     app.cleanup_ctx.append(lifecycle_context)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
@@ -113,4 +117,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/v1/models/{model}", models.get_model)
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
+    add_admin_routes(app)
     return app

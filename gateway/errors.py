@@ -142,6 +142,7 @@ class FailureKind(enum.Enum):
     EMPTY_STREAM = "empty_stream"
     CLIENT_ERROR = "client_error"
     CIRCUIT_OPEN = "circuit_open"
+    UNSUPPORTED = "unsupported"  # this provider cannot express the request; another may
 
 
 class UpstreamFailure(Exception):

@@ -7,7 +7,9 @@ success closes it, failure opens it again for twice as long, up to ``max_cooldow
 ``Failover.complete`` and ``Failover.open_stream`` try the candidates in order and move on after
 any failure that happens before the first byte reaches the client: a connect error, a timeout,
 a 5xx, a 429, an error inside a 200, or a stream that ends before its first content. A failure
-that the request itself caused (a provider's 400) goes back to the client at once.
+that the request itself caused (a provider's 400) goes back to the client at once. A provider
+that cannot express the request (``UNSUPPORTED``: say ``n=2`` to Anthropic) is skipped without
+counting against its health or ``max_attempts``; if none can, the client gets a 400.
 """
 
 from __future__ import annotations
@@ -16,13 +18,15 @@ import enum
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from gateway.chat import ChatRequest
 from gateway.config import FailoverSettings
 from gateway.errors import (
     FailureKind,
+    GatewayError,
+    InvalidRequest,
     ServiceUnavailable,
     UpstreamFailed,
     UpstreamFailure,
@@ -151,17 +155,29 @@ class Failover:
 
         return sorted(candidates, key=key)
 
-    def _admitted(self, candidates: Sequence[Deployment]) -> list[Deployment]:
-        now = time.monotonic()
-        chosen = [d for d in self.order(candidates) if self.health[d.id].available(now)]
-        if not chosen:
+    def _tries(
+        self, candidates: Sequence[Deployment], attempts: list[Attempt]
+    ) -> Iterator[Deployment]:
+        """The deployments to try, in order, each claimed only when its turn comes.
+
+        A half-open breaker's single probe is claimed lazily, so a deployment that is never
+        tried (an earlier one answered) never holds a probe it will not use. Attempts that a
+        provider declined as unsupported do not count against ``max_attempts``.
+        """
+        for d in self.order(candidates):
+            counted = sum(1 for a in attempts if _counts(a))
+            if counted >= self.settings.max_attempts:
+                return
+            if self.health[d.id].available(time.monotonic()):
+                yield d
+        if not attempts:
+            now = time.monotonic()
             wait = min(self.health[d.id].open_until for d in candidates) - now
             raise ServiceUnavailable(
                 "Every deployment for this model is resting after failures; retry shortly.",
                 code="circuit_open",
                 headers={"Retry-After": str(max(1, round(wait + 0.5)))},
             )
-        return chosen[: self.settings.max_attempts]
 
     def _fail(self, d: Deployment, failure: UpstreamFailure) -> None:
         if not failure.retryable:
@@ -176,11 +192,14 @@ class Failover:
                 code=code if isinstance(code, str) else None,
             ) from failure
         log.info("attempt at %s failed: %s", d.id, failure.message)
-        self.health[d.id].record_failure(failure, time.monotonic())
+        if failure.kind is FailureKind.UNSUPPORTED:
+            self.health[d.id].release_probe()  # the deployment is fine; the request is not for it
+        else:
+            self.health[d.id].record_failure(failure, time.monotonic())
 
     async def complete(self, request: ChatRequest, candidates: Sequence[Deployment]) -> Answer:
         attempts: list[Attempt] = []
-        for d in self._admitted(candidates):
+        for d in self._tries(candidates, attempts):
             started = time.perf_counter()
             try:
                 completion = await self.providers[d.provider.name].complete(request, d)
@@ -199,7 +218,7 @@ class Failover:
 
     async def open_stream(self, request: ChatRequest, candidates: Sequence[Deployment]) -> Stream:
         attempts: list[Attempt] = []
-        for d in self._admitted(candidates):
+        for d in self._tries(candidates, attempts):
             started = time.perf_counter()
             tail = self.providers[d.provider.name].stream(request, d)
             try:
@@ -217,6 +236,10 @@ class Failover:
             first_ms = (time.perf_counter() - started) * 1000
             return Stream(d, tuple(attempts), head, tail, first_ms, self.health[d.id])
         raise exhausted(attempts)
+
+
+def _counts(attempt: Attempt) -> bool:
+    return attempt.failure is None or attempt.failure.kind is not FailureKind.UNSUPPORTED
 
 
 def _has_content(chunk: Json) -> bool:
@@ -239,10 +262,13 @@ async def _first_content(stream: AsyncIterator[Json]) -> list[Json]:
     raise UpstreamFailure(FailureKind.EMPTY_STREAM, "stream ended before any content")
 
 
-def exhausted(attempts: Sequence[Attempt]) -> UpstreamFailed:
+def exhausted(attempts: Sequence[Attempt]) -> GatewayError:
     """The client's error once every candidate failed: 504, 503 or 502 by what went wrong."""
     kinds = {a.failure.kind for a in attempts if a.failure}
     detail = "; ".join(f"{a.deployment.id}: {a.failure.message}" for a in attempts if a.failure)
+    if kinds == {FailureKind.UNSUPPORTED}:
+        return InvalidRequest(f"No deployment of this model supports the request ({detail}).",
+                              code="unsupported_by_provider")
     if kinds == {FailureKind.TIMEOUT}:
         return UpstreamFailed(f"Every deployment timed out ({detail}).", status=504,
                               code="upstream_timeout")

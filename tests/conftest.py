@@ -30,6 +30,8 @@ def settings_from(config: Config, tmp_path: Path, env: dict[str, str] | None = N
     config = {**config}
     config.setdefault("server", {}).setdefault("data_dir", str(tmp_path / "data"))
     config.setdefault("embedder", {"enabled": False})
+    # Proxy tests run keyless (the anonymous tenant); tests of keys and limits set their own.
+    config.setdefault("tenants", {"require_keys": False, "bootstrap": False})
     return parse(config, env=env or {}, base_dir=tmp_path, source="<test>")
 
 

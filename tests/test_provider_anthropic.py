@@ -118,10 +118,35 @@ async def test_sampling_parameters_are_translated(anthropic: Harness) -> None:
     assert "seed" not in sent
 
 
-async def test_n_above_one_is_refused(anthropic: Harness) -> None:
-    with pytest.raises(InvalidRequest) as caught:
+async def test_n_above_one_is_unsupported(anthropic: Harness) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
         await anthropic.complete(n=2)
-    assert caught.value.param == "n"
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+    assert "n=2" in caught.value.message
+    assert anthropic.fake.requests == []
+
+
+async def test_n_above_one_is_unsupported_when_streaming_too(anthropic: Harness) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.stream(n=3)
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+    assert anthropic.fake.requests == []
+
+
+async def test_legacy_function_role_is_unsupported(anthropic: Harness) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.complete(messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "function", "name": "get_weather", "content": "21C"},
+        ])
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+    assert "messages[1]" in caught.value.message
+
+
+async def test_only_system_messages_are_unsupported(anthropic: Harness) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.complete(messages=[{"role": "system", "content": "Be brief."}])
+    assert caught.value.kind is FailureKind.UNSUPPORTED
     assert anthropic.fake.requests == []
 
 
@@ -191,12 +216,55 @@ async def test_images_become_image_blocks(anthropic: Harness) -> None:
     ]
 
 
-async def test_audio_parts_are_refused(anthropic: Harness) -> None:
+async def test_pdf_file_becomes_a_document_block(anthropic: Harness) -> None:
+    await anthropic.complete(messages=[{"role": "user", "content": [
+        {"type": "file", "file": {"filename": "a.pdf",
+                                  "file_data": "data:application/pdf;base64,JVBERi0="}},
+    ]}])
+    assert anthropic.sent()["messages"][0]["content"] == [
+        {"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                        "data": "JVBERi0="}},
+    ]
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+    {"type": "image_url", "image_url": {"url": "data:image/tiff;base64,SUkqAA=="}},
+    {"type": "file", "file": {"file_data": "data:text/csv;base64,YSxi"}},
+    {"type": "file", "file": {"file_id": "file-abc123"}},
+], ids=["audio", "tiff-image", "csv-file", "file-by-id"])
+async def test_parts_anthropic_cannot_express_are_unsupported(
+    anthropic: Harness, part: Json
+) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        await anthropic.complete(messages=[{"role": "user", "content": [part]}])
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+    assert "messages[0].content[0]" in caught.value.message
+    assert anthropic.fake.requests == []
+
+
+@pytest.mark.parametrize(("part", "param"), [
+    ({"type": "image_url", "image_url": {"url": "ftp://example.com/cat.png"}},
+     "messages[0].content[0].image_url.url"),
+    ({"type": "image_url", "image_url": None}, "messages[0].content[0].image_url.url"),
+    ({"type": "file", "file": {"file_data": "JVBERi0="}}, "messages[0].content[0].file.file_data"),
+], ids=["not-a-data-or-web-url", "no-url", "file-data-not-a-data-url"])
+async def test_malformed_parts_are_invalid_requests(
+    anthropic: Harness, part: Json, param: str
+) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await anthropic.complete(messages=[{"role": "user", "content": [
-            {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
-        ]}])
-    assert caught.value.param == "messages[0].content[0]"
+        await anthropic.complete(messages=[{"role": "user", "content": [part]}])
+    assert caught.value.param == param
+
+
+async def test_tool_call_without_a_name_is_an_invalid_request(anthropic: Harness) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await anthropic.complete(messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"arguments": "{}"}}]},
+        ])
+    assert caught.value.param == "messages[1].tool_calls[0].function"
 
 
 async def test_json_schema_is_enforced_with_a_forced_tool(anthropic: Harness) -> None:
@@ -215,10 +283,11 @@ async def test_json_schema_is_enforced_with_a_forced_tool(anthropic: Harness) ->
     assert choice["finish_reason"] == "stop"
 
 
-async def test_json_mode_with_client_tools_is_refused(anthropic: Harness) -> None:
-    with pytest.raises(InvalidRequest) as caught:
+async def test_json_mode_with_client_tools_is_unsupported(anthropic: Harness) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
         await anthropic.complete(tools=[WEATHER_TOOL], response_format={"type": "json_object"})
-    assert caught.value.param == "response_format"
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+    assert anthropic.fake.requests == []
 
 
 # --- response translation ------------------------------------------------------------------

@@ -14,7 +14,8 @@ from gateway.chat import ChatRequest, parse_chat_request
 from gateway.config import ModelSettings, ProviderSettings
 from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
 from gateway.providers.base import Deployment, Json
-from gateway.providers.gemini import GeminiProvider, gemini_schema
+from gateway.providers.gemini import GeminiProvider
+from gateway.providers.gemini_schema import gemini_schema
 from gateway.upstream import Upstream, new_session
 from tests import fake_gemini as fg
 from tests.fake_gemini import FakeGemini, fake_gemini_app
@@ -133,12 +134,42 @@ async def test_json_schema_is_cut_to_gemini_subset(gemini: Harness) -> None:
     }
 
 
-def test_recursive_schema_is_refused_naming_the_parameter() -> None:
+def test_recursive_schema_is_unsupported_naming_the_parameter() -> None:
     schema = {"$ref": "#/$defs/Node", "$defs": {"Node": {
         "type": "object", "properties": {"child": {"$ref": "#/$defs/Node"}}}}}
-    with pytest.raises(InvalidRequest) as caught:
+    with pytest.raises(UpstreamFailure) as caught:
         gemini_schema(schema, "response_format.json_schema.schema")
-    assert caught.value.param == "response_format.json_schema.schema"
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+    assert "response_format.json_schema.schema" in caught.value.message
+
+
+def test_reference_outside_the_schema_is_unsupported() -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        gemini_schema({"$ref": "https://example.com/thing.json"}, "tools[0].function.parameters")
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+
+
+def test_reference_to_nothing_is_an_invalid_request() -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        gemini_schema({"properties": {"a": {"$ref": "#/$defs/Missing"}}}, "tools[0].parameters")
+    assert caught.value.param == "tools[0].parameters"
+
+
+def test_same_definition_used_twice_is_not_recursion() -> None:
+    schema = {"type": "object", "$defs": {"Tag": {"type": "string"}}, "properties": {
+        "a": {"$ref": "#/$defs/Tag"}, "b": {"type": "array", "items": {"$ref": "#/$defs/Tag"}}}}
+    assert gemini_schema(schema, "p")["properties"] == {
+        "a": {"type": "STRING"}, "b": {"type": "ARRAY", "items": {"type": "STRING"}},
+    }
+
+
+async def test_recursive_tool_schema_is_unsupported_before_any_call(gemini: Harness) -> None:
+    tree = {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}}
+    tool = {"type": "function", "function": {"name": "walk", "parameters": tree}}
+    with pytest.raises(UpstreamFailure) as caught:
+        await gemini.stream(tools=[tool])
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+    assert gemini.fake.requests == []
 
 
 async def test_tools_and_tool_choice_become_function_declarations(gemini: Harness) -> None:
@@ -219,12 +250,71 @@ async def test_data_url_image_becomes_inline_data(gemini: Harness) -> None:
     ]
 
 
-async def test_image_by_http_url_is_refused(gemini: Harness) -> None:
+async def test_percent_encoded_data_url_is_sent_as_base64(gemini: Harness) -> None:
+    await gemini.complete(messages=[{"role": "user", "content": [
+        {"type": "file", "file": {"file_data": "data:,caf%C3%A9", "filename": "note.txt"}},
+    ]}])
+    assert gemini.sent()["contents"][0]["parts"] == [
+        {"inlineData": {"mimeType": "text/plain", "data": "Y2Fmw6k="}},
+    ]
+
+
+async def test_audio_becomes_inline_data(gemini: Harness) -> None:
+    await gemini.complete(messages=[{"role": "user", "content": [
+        {"type": "input_audio", "input_audio": {"data": "UklGRg==", "format": "wav"}},
+    ]}])
+    assert gemini.sent()["contents"][0]["parts"] == [
+        {"inlineData": {"mimeType": "audio/wav", "data": "UklGRg=="}},
+    ]
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
+    {"type": "file", "file": {"file_id": "file-abc123"}},
+    {"type": "refusal", "refusal": "no"},
+], ids=["image-by-url", "file-by-id", "unknown-part-type"])
+async def test_parts_gemini_cannot_express_are_unsupported(gemini: Harness, part: Json) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        await gemini.complete(messages=[{"role": "user", "content": [part]}])
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+    assert "messages[0].content[0]" in caught.value.message
+    assert gemini.fake.requests == []
+
+
+@pytest.mark.parametrize(("part", "param"), [
+    ({"type": "image_url", "image_url": {"url": "cat.png"}},
+     "messages[0].content[0].image_url.url"),
+    ({"type": "image_url", "image_url": {"url": "data:image/png;base64"}},
+     "messages[0].content[0].image_url.url"),
+    ({"type": "file", "file": {}}, "messages[0].content[0].file.file_data"),
+    ({"type": "input_audio", "input_audio": {"data": "UklGRg=="}},
+     "messages[0].content[0].input_audio"),
+], ids=["not-a-url", "data-url-without-comma", "file-without-data", "audio-without-format"])
+async def test_malformed_parts_are_invalid_requests(
+    gemini: Harness, part: Json, param: str
+) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await gemini.complete(messages=[{"role": "user", "content": [
-            {"type": "image_url", "image_url": {"url": "https://example.com/cat.png"}},
-        ]}])
-    assert caught.value.param == "messages[0].content[0].image_url.url"
+        await gemini.complete(messages=[{"role": "user", "content": [part]}])
+    assert caught.value.param == param
+
+
+async def test_only_system_messages_are_unsupported(gemini: Harness) -> None:
+    with pytest.raises(UpstreamFailure) as caught:
+        await gemini.complete(messages=[{"role": "system", "content": "Be brief."}])
+    assert caught.value.kind is FailureKind.UNSUPPORTED
+
+
+async def test_tool_call_with_non_object_arguments_is_an_invalid_request(
+    gemini: Harness,
+) -> None:
+    with pytest.raises(InvalidRequest) as caught:
+        await gemini.complete(messages=[
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": None, "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "[1]"}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "x"},
+        ])
+    assert caught.value.param == "messages[1].tool_calls[0].function"
 
 
 # --- response translation ------------------------------------------------------------------

@@ -134,7 +134,8 @@ def test_the_logging_filter_redacts_arguments_and_tracebacks() -> None:
 
 def _cli(settings: Settings, *argv: str) -> int:
     parser = argparse.ArgumentParser(prog="gateway")
-    add_commands(parser.add_subparsers(dest="command", required=True))
+    add_commands(parser.add_subparsers(dest="command", required=True),
+                 lambda leaf: leaf.add_argument("--config"))
     args = parser.parse_args(argv)
     status: int = args.handler(args, settings)
     return status
@@ -170,7 +171,7 @@ def test_the_cli_manages_tenants_and_keys(
     key_id = keys[0][0]
 
     assert _cli(settings, "keys", "revoke", key_id) == 0
-    assert _cli(settings, "tenants", "list") == 0
+    assert _cli(settings, "tenants", "list", "--config", "ignored.toml") == 0
     assert "acme" in capsys.readouterr().out
     assert asyncio.run(_store_state(settings))[1] == [(key_id, False)]
 

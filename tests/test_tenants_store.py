@@ -91,7 +91,9 @@ async def test_changing_an_unknown_tenant_is_not_found(store: Store) -> None:
         ({"rpm": 5}, "limits.rpm"),
     ],
 )
-def test_bad_limit_values_are_refused_naming_the_limit(values: dict[str, object], param: str) -> None:
+def test_bad_limit_values_are_refused_naming_the_limit(
+    values: dict[str, object], param: str
+) -> None:
     with pytest.raises(InvalidRequest) as caught:
         check_limit_changes(values)
     assert caught.value.param == param

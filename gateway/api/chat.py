@@ -1,7 +1,8 @@
 """``POST /v1/chat/completions``: the path of one chat request through the gateway.
 
-parse → choose candidates → call upstream with failover → answer (JSON or SSE) with headers that
-say what happened. Each stage lives in its own module; this one only sequences them.
+authenticate → parse → admit → choose candidates → call upstream with failover → answer (JSON
+or SSE) with headers that say what happened → account. Each stage lives in its own module; this
+one only sequences them and records what happened on the request's ``RequestRecord``.
 """
 
 from __future__ import annotations
@@ -13,15 +14,18 @@ from collections.abc import Sequence
 import orjson
 from aiohttp import web
 
+from gateway.accounting import account
 from gateway.appkeys import CATALOG, FAILOVER, SETTINGS
 from gateway.catalog import AUTO
 from gateway.chat import ChatRequest, parse_chat_request
-from gateway.errors import BodyTooLarge, UpstreamFailure
+from gateway.errors import BodyTooLarge, GatewayError, UpstreamFailure
 from gateway.failover import Attempt, Stream
 from gateway.providers.base import Deployment, Json, Usage, usage_from_openai
+from gateway.request_record import RequestRecord
 from gateway.requestctx import REQUEST_ID
 from gateway.sse import DONE, encode_data
-from gateway.timing import Timing
+from gateway.tenants.context import ADMISSION_KEY, AUTH_KEY
+from gateway.tenants.quotas import rate_limit_headers
 
 log = logging.getLogger(__name__)
 
@@ -49,84 +53,120 @@ def candidates_for(request: web.Request, chat: ChatRequest) -> list[Deployment]:
 
 
 def answer_headers(
-    request: web.Request, deployment: Deployment, attempts: Sequence[Attempt], timing: Timing
+    record: RequestRecord, deployment: Deployment, attempts: Sequence[Attempt]
 ) -> dict[str, str]:
     return {
-        "x-request-id": request[REQUEST_ID],
+        "x-request-id": record.request_id,
         "x-gateway-provider": deployment.provider.name,
         "x-gateway-deployment": deployment.id,
         "x-gateway-model": deployment.model.name,
         "x-gateway-tier": deployment.tier,
         "x-gateway-attempts": str(len(attempts)),
-        "Server-Timing": timing.header(),
+        "Server-Timing": record.timing.header(),
     }
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    timing = Timing()
+    app = request.app
+    record = RequestRecord(request[REQUEST_ID])
+    principal = app[AUTH_KEY].identify(request.headers.get("Authorization"))
     chat = parse_chat_request(await read_body(request))
-    timing.mark("parse")
+    record.principal, record.model = principal, chat.model
+    reservation = await app[ADMISSION_KEY].admit(principal, chat)
+    record.timing.mark("admit")
+    try:
+        response = await _answer(request, chat, record)
+        response.headers.update(rate_limit_headers(reservation))
+        return response
+    except GatewayError as error:
+        record.status = error.status
+        error.headers.update(rate_limit_headers(reservation))
+        raise
+    except BaseException:
+        record.status = 499  # the client went away (nginx's code for it)
+        raise
+    finally:
+        await account(app, record, reservation)
+
+
+async def _answer(
+    request: web.Request, chat: ChatRequest, record: RequestRecord
+) -> web.StreamResponse:
     candidates = candidates_for(request, chat)
-    timing.mark("route")
+    record.timing.mark("route")
     if chat.stream:
-        return await _stream(request, chat, candidates, timing)
+        return await _stream(request, chat, candidates, record)
     answer = await request.app[FAILOVER].complete(chat, candidates)
-    timing.add("upstream", answer.upstream_ms)
+    record.timing.add("upstream", answer.upstream_ms)
+    record.deployment, record.attempts = answer.deployment, len(answer.attempts)
+    record.tier, record.usage = answer.deployment.tier, answer.completion.usage
     return web.Response(
         body=orjson.dumps(answer.completion.body),
         content_type="application/json",
-        headers=answer_headers(request, answer.deployment, answer.attempts, timing),
+        headers=answer_headers(record, answer.deployment, answer.attempts),
     )
 
 
 async def _stream(
-    request: web.Request, chat: ChatRequest, candidates: Sequence[Deployment], timing: Timing
+    request: web.Request, chat: ChatRequest, candidates: Sequence[Deployment],
+    record: RequestRecord,
 ) -> web.StreamResponse:
     stream = await request.app[FAILOVER].open_stream(chat, candidates)
     try:
-        timing.add("upstream", stream.first_byte_ms)
+        record.timing.add("upstream", stream.first_byte_ms)
+        record.deployment, record.attempts = stream.deployment, len(stream.attempts)
+        record.tier, record.ttft_ms = stream.deployment.tier, record.timing.elapsed_ms()
         resp = web.StreamResponse(
             headers={
-                **answer_headers(request, stream.deployment, stream.attempts, timing),
+                **answer_headers(record, stream.deployment, stream.attempts),
                 "Content-Type": "text/event-stream",
                 "Cache-Control": "no-cache",
             }
         )
         await resp.prepare(request)
-        await relay(resp, stream, chat.include_usage, timing)
+        await relay(resp, stream, chat.include_usage, record)
         return resp
     finally:
         await stream.tail.aclose()
 
 
 async def relay(
-    resp: web.StreamResponse, stream: Stream, include_usage: bool, timing: Timing
-) -> Usage | None:
+    resp: web.StreamResponse, stream: Stream, include_usage: bool, record: RequestRecord
+) -> None:
     """Write the stream to the client; a break after the first byte ends in an error event."""
-    usage: Usage | None = None
     try:
         for chunk in stream.head:
-            usage = await _write_chunk(resp, chunk, include_usage) or usage
+            await _write_chunk(resp, chunk, include_usage, record)
         async for chunk in stream.tail:
-            usage = await _write_chunk(resp, chunk, include_usage) or usage
+            await _write_chunk(resp, chunk, include_usage, record)
     except UpstreamFailure as failure:
         log.warning("stream from %s broke: %s", stream.deployment.id, failure.message)
         stream.health.record_failure(failure, time.monotonic())
+        record.status = 502
         await resp.write(encode_data(orjson.dumps(_stream_error(failure))))
-        return usage
-    stream.health.record_success(timing.elapsed_ms(), stream.first_byte_ms)
+        return
+    except BaseException:
+        stream.health.release_probe()  # the client left: no verdict on the deployment
+        raise
+    stream.health.record_success(record.timing.elapsed_ms(), stream.first_byte_ms)
     await resp.write(DONE)
-    return usage
 
 
-async def _write_chunk(resp: web.StreamResponse, chunk: Json, include_usage: bool) -> Usage | None:
-    usage = usage_from_openai(chunk.get("usage"))
-    if usage is not None and not include_usage:
-        if not chunk.get("choices"):
-            return usage
-        chunk = {k: v for k, v in chunk.items() if k != "usage"}
+async def _write_chunk(
+    resp: web.StreamResponse, chunk: Json, include_usage: bool, record: RequestRecord
+) -> None:
+    usage: Usage | None = usage_from_openai(chunk.get("usage"))
+    if usage is not None:
+        record.usage = usage
+        if not include_usage:
+            if not chunk.get("choices"):
+                return
+            chunk = {k: v for k, v in chunk.items() if k != "usage"}
+    for choice in chunk.get("choices") or ():
+        content = (choice.get("delta") or {}).get("content")
+        if isinstance(content, str):
+            record.streamed_text.append(content)
     await resp.write(encode_data(orjson.dumps(chunk)))
-    return usage
 
 
 def _stream_error(failure: UpstreamFailure) -> Json:
@@ -139,4 +179,3 @@ def _stream_error(failure: UpstreamFailure) -> Json:
             "code": "stream_interrupted",
         }
     }
-

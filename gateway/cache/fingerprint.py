@@ -3,10 +3,10 @@
 Two requests may share an answer only when everything except the wording of the last user turn is
 identical: the target (model or route), the system prompt and earlier turns, tools, tool choice,
 response format, the generation parameters that change answers, and any body field this module does
-not know (precision first: an unknown field is assumed to matter). ``fingerprint`` hashes all of it;
-``cache_text`` is the last user turn's text, the only part compared by meaning. When the last
-message is not a user turn (a tool result, say), the whole conversation goes into the fingerprint and
-the text is empty: such a request can only hit exactly. Non-text parts of the last user turn
+not know (precision first: an unknown field is assumed to matter). ``fingerprint`` hashes all of
+it; ``cache_text`` is the last user turn's text, the only part compared by meaning. When the last
+message is not a user turn (a tool result, say), the whole conversation goes into the fingerprint
+and the text is empty: such a request can only hit exactly. Non-text parts of the last user turn
 (images, audio, files) also go into the fingerprint. Pure functions; touches nothing.
 """
 
@@ -71,9 +71,9 @@ def normalize_text(text: str) -> str:
     return "\n".join(line.rstrip() for line in text.split("\n")).strip()
 
 
-def exact_key(namespace: str, context: str, text: str) -> str:
-    """The exact tier's key: namespace, fingerprint and normalised text."""
-    return hashlib.sha256(_canonical([namespace, context, text])).hexdigest()
+def exact_key(namespace: str, context: str, text: str) -> bytes:
+    """The exact tier's key: a digest of namespace, fingerprint and normalised text."""
+    return hashlib.sha256(_canonical([namespace, context, text])).digest()
 
 
 def _is_user_turn(message: Message) -> bool:

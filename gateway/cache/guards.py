@@ -28,8 +28,15 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
-_WORD = re.compile(r"[^\W\d_]+|\d+(?:[.,]\d+)*|[$€£¥₹%°]")
+
+def _split(words: str) -> list[str]:
+    return words.split()
+
+
+_WORD = re.compile(r"[^\W_]+(?:[.,]\d+)*|[$€£¥₹%°]")
 _CONTRACTIONS = (
+    (re.compile(r"\b(what|who|where|when|why|how|it|that|there|here|he|she)[’']s\b",
+                re.IGNORECASE), r"\1 is"),
     (re.compile(r"\b(can)not\b", re.IGNORECASE), r"\1 not"),
     (re.compile(r"\bcan[’']t\b", re.IGNORECASE), "can not"),
     (re.compile(r"\bwon[’']t\b", re.IGNORECASE), "will not"),
@@ -39,7 +46,7 @@ _CONTRACTIONS = (
     (re.compile(r"[’'](re|ve|ll|d|m)\b", re.IGNORECASE), ""),
 )
 
-STOPWORDS = frozenset("""
+STOPWORDS = frozenset(_split("""
 a an the this that these those there here it its it's itself i me my mine myself we us our ours
 you your yours yourself yourselves he him his she her hers they them their theirs one ones
 someone somebody something anyone anybody anything everyone everything people person
@@ -52,14 +59,15 @@ every either other another own same few many much lot lots
 please kindly thanks thank hi hello hey ok okay
 way ways thing things kind kinds type types sort sorts
 like know tell explain mean means meaning
-""".split())
+best good great greatest top finest nice ideal excellent awesome
+"""))
 
-NEGATIONS = frozenset("""
+NEGATIONS = frozenset(_split("""
 not no never none nobody nothing nowhere neither nor without cannot
-""".split())
+"""))
 
 # Direction and degree words that are function words, so never content, yet change the answer.
-_ANTONYM_PAIRS = """
+_ANTONYM_PAIRS = _split("""
 for:against with:without before:after above:below over:under up:down in:out inside:outside
 into:from to:from on:off more:less most:least more:fewer most:fewest increase:decrease
 rise:fall raise:lower high:low higher:lower highest:lowest big:small bigger:smaller
@@ -78,67 +86,68 @@ send:receive sender:receiver give:take lend:borrow parent:child husband:wife mot
 son:daughter brother:sister top:bottom front:back forward:backward success:failure safe:unsafe
 healthy:unhealthy always:never all:none everyone:nobody true:fake real:fake win:loss profit:loss
 asset:liability credit:debit deposit:withdraw wet:dry full:empty alive:dead living:dead
-love:hatred friend:enemy ally:enemy
-""".split()
+love:hatred friend:enemy ally:enemy fully:partially completely:partially complete:partial
+total:partial whole:part always:sometimes often:rarely
+""")
 
-DEGREE_WORDS = frozenset("""
-more most less least fewer fewest better best worse worst greater greatest higher highest
+DEGREE_WORDS = frozenset(_split("""
+more most less least fewer fewest better worse worst greater higher highest
 lower lowest larger largest smaller smallest bigger biggest faster fastest slower slowest
 cheaper cheapest easier easiest harder hardest older oldest newer newest younger youngest
 longer longest shorter shortest stronger strongest weaker weakest earlier earliest later latest
-""".split())
+"""))
 
 # Canonical unit per spelling; a unit never matches another unit.
 _UNITS = {
-    **dict.fromkeys("km kms kilometer kilometers kilometre kilometres".split(), "km"),
-    **dict.fromkeys("m meter meters metre metres".split(), "m"),
-    **dict.fromkeys("cm centimeter centimeters centimetre centimetres".split(), "cm"),
-    **dict.fromkeys("mm millimeter millimeters millimetre millimetres".split(), "mm"),
-    **dict.fromkeys("mi mile miles".split(), "mile"),
-    **dict.fromkeys("ft foot feet".split(), "foot"),
-    **dict.fromkeys("in inch inches".split(), "inch"),
-    **dict.fromkeys("yd yard yards".split(), "yard"),
-    **dict.fromkeys("kg kgs kilo kilos kilogram kilograms".split(), "kg"),
-    **dict.fromkeys("g gram grams gramme grammes".split(), "g"),
-    **dict.fromkeys("mg milligram milligrams".split(), "mg"),
-    **dict.fromkeys("lb lbs pound pounds".split(), "lb"),
-    **dict.fromkeys("oz ounce ounces".split(), "oz"),
-    **dict.fromkeys("l liter liters litre litres".split(), "l"),
-    **dict.fromkeys("ml milliliter milliliters millilitre millilitres".split(), "ml"),
-    **dict.fromkeys("gal gallon gallons".split(), "gallon"),
-    **dict.fromkeys("c celsius centigrade".split(), "celsius"),
-    **dict.fromkeys("f fahrenheit".split(), "fahrenheit"),
-    **dict.fromkeys("k kelvin".split(), "kelvin"),
-    **dict.fromkeys("mph".split(), "mph"),
-    **dict.fromkeys("kph kmh".split(), "kmh"),
-    **dict.fromkeys("s sec secs seconds".split(), "second"),
-    **dict.fromkeys("min mins minute minutes".split(), "minute"),
-    **dict.fromkeys("h hr hrs hour hours".split(), "hour"),
-    **dict.fromkeys("day days".split(), "day"),
-    **dict.fromkeys("week weeks".split(), "week"),
-    **dict.fromkeys("month months".split(), "month"),
-    **dict.fromkeys("year years yr yrs".split(), "year"),
-    **dict.fromkeys("b byte bytes".split(), "byte"),
-    **dict.fromkeys("kb kilobyte kilobytes".split(), "kb"),
-    **dict.fromkeys("mb megabyte megabytes".split(), "mb"),
-    **dict.fromkeys("gb gigabyte gigabytes".split(), "gb"),
-    **dict.fromkeys("tb terabyte terabytes".split(), "tb"),
-    **dict.fromkeys("$ usd dollar dollars".split(), "usd"),
-    **dict.fromkeys("€ eur euro euros".split(), "eur"),
-    **dict.fromkeys("£ gbp sterling".split(), "gbp"),
-    **dict.fromkeys("¥ yen jpy yuan rmb cny".split(), "yen/yuan"),
-    **dict.fromkeys("₹ inr rs rupee rupees".split(), "inr"),
-    **dict.fromkeys("% percent percentage".split(), "percent"),
-    **dict.fromkeys("° degree degrees".split(), "degree"),
-    **dict.fromkeys("w watt watts".split(), "watt"),
-    **dict.fromkeys("kw kilowatt kilowatts".split(), "kw"),
-    **dict.fromkeys("v volt volts".split(), "volt"),
-    **dict.fromkeys("hz hertz".split(), "hz"),
-    **dict.fromkeys("ghz gigahertz".split(), "ghz"),
-    **dict.fromkeys("mhz megahertz".split(), "mhz"),
+    **dict.fromkeys(_split("km kms kilometer kilometers kilometre kilometres"), "km"),
+    **dict.fromkeys(_split("m meter meters metre metres"), "m"),
+    **dict.fromkeys(_split("cm centimeter centimeters centimetre centimetres"), "cm"),
+    **dict.fromkeys(_split("mm millimeter millimeters millimetre millimetres"), "mm"),
+    **dict.fromkeys(_split("mi mile miles"), "mile"),
+    **dict.fromkeys(_split("ft foot feet"), "foot"),
+    **dict.fromkeys(_split("in inch inches"), "inch"),
+    **dict.fromkeys(_split("yd yard yards"), "yard"),
+    **dict.fromkeys(_split("kg kgs kilo kilos kilogram kilograms"), "kg"),
+    **dict.fromkeys(_split("g gram grams gramme grammes"), "g"),
+    **dict.fromkeys(_split("mg milligram milligrams"), "mg"),
+    **dict.fromkeys(_split("lb lbs pound pounds"), "lb"),
+    **dict.fromkeys(_split("oz ounce ounces"), "oz"),
+    **dict.fromkeys(_split("l liter liters litre litres"), "l"),
+    **dict.fromkeys(_split("ml milliliter milliliters millilitre millilitres"), "ml"),
+    **dict.fromkeys(_split("gal gallon gallons"), "gallon"),
+    **dict.fromkeys(_split("c celsius centigrade"), "celsius"),
+    **dict.fromkeys(_split("f fahrenheit"), "fahrenheit"),
+    **dict.fromkeys(_split("k kelvin"), "kelvin"),
+    **dict.fromkeys(_split("mph"), "mph"),
+    **dict.fromkeys(_split("kph kmh"), "kmh"),
+    **dict.fromkeys(_split("s sec secs seconds"), "second"),
+    **dict.fromkeys(_split("min mins minute minutes"), "minute"),
+    **dict.fromkeys(_split("h hr hrs hour hours"), "hour"),
+    **dict.fromkeys(_split("day days"), "day"),
+    **dict.fromkeys(_split("week weeks"), "week"),
+    **dict.fromkeys(_split("month months"), "month"),
+    **dict.fromkeys(_split("year years yr yrs"), "year"),
+    **dict.fromkeys(_split("b byte bytes"), "byte"),
+    **dict.fromkeys(_split("kb kilobyte kilobytes"), "kb"),
+    **dict.fromkeys(_split("mb megabyte megabytes"), "mb"),
+    **dict.fromkeys(_split("gb gigabyte gigabytes"), "gb"),
+    **dict.fromkeys(_split("tb terabyte terabytes"), "tb"),
+    **dict.fromkeys(_split("$ usd dollar dollars"), "usd"),
+    **dict.fromkeys(_split("€ eur euro euros"), "eur"),
+    **dict.fromkeys(_split("£ gbp sterling"), "gbp"),
+    **dict.fromkeys(_split("¥ yen jpy yuan rmb cny"), "yen/yuan"),
+    **dict.fromkeys(_split("₹ inr rs rupee rupees"), "inr"),
+    **dict.fromkeys(_split("% percent percentage"), "percent"),
+    **dict.fromkeys(_split("° degree degrees"), "degree"),
+    **dict.fromkeys(_split("w watt watts"), "watt"),
+    **dict.fromkeys(_split("kw kilowatt kilowatts"), "kw"),
+    **dict.fromkeys(_split("v volt volts"), "volt"),
+    **dict.fromkeys(_split("hz hertz"), "hz"),
+    **dict.fromkeys(_split("ghz gigahertz"), "ghz"),
+    **dict.fromkeys(_split("mhz megahertz"), "mhz"),
 }
 # Short unit spellings that are also ordinary words count as units only right after a number.
-_BARE_UNITS = frozenset("m in l c f k s h b g w v min".split())
+_BARE_UNITS = frozenset(_split("m in l c f k s h b g w v min"))
 
 _NUMBER_WORDS = {
     "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -155,10 +164,31 @@ _ORDINALS = {
 _ORDINAL_SUFFIX = re.compile(r"^(\d+)(st|nd|rd|th)$")
 
 # Between two operands, these words make their order matter.
-DIRECTIONAL = frozenset("""
-to into from than vs versus over under by per minus plus times divided multiplied before after
+DIRECTIONAL = frozenset(_split("""
+to into from than over under by per minus plus times divided multiplied before after
 against toward towards onto via
-""".split())
+"""))
+
+_WH = {
+    "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "who",
+    "where": "where", "when": "when", "why": "why", "how": "how",
+}
+_MANNER_NOUNS = frozenset(
+    _split("way ways method methods step steps tip tips technique techniques")
+)
+_QUANTITY = frozenset(_split("many much long often far old big"))
+# Auxiliaries grouped by what they ask: a fact, a past fact, an ability, advice, a prediction.
+_MOODS = {
+    **dict.fromkeys(_split("do does is are am has have"), "fact"),
+    **dict.fromkeys(_split("did was were had"), "past"),
+    **dict.fromkeys(_split("can could may might"), "ability"),
+    **dict.fromkeys(_split("should shall must ought"), "advice"),
+    **dict.fromkeys(_split("will would"), "future"),
+}
+# In "how do/can/should I ..." the auxiliary does not change what is asked.
+_HOW_TO_MOODS = frozenset({"fact", "ability", "advice"})
+
+_COORDINATORS = frozenset(_split("and or vs versus nor"))
 
 ANTONYMS: frozenset[frozenset[str]] = frozenset(
     frozenset(pair.split(":")) for pair in _ANTONYM_PAIRS
@@ -187,12 +217,17 @@ class Profile:
     content: frozenset[str]
     entities: frozenset[str]
     lowers: frozenset[str]
+    question: str
+    mood: str
 
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
+    """Whether the guards let a pair through; ``substituted``: content words replaced."""
+
     ok: bool
     reason: str = ""
+    substituted: int = 0
 
 
 ACCEPT = Verdict(True)
@@ -213,11 +248,13 @@ def profile(text: str) -> Profile:
         words=tuple(words),
         numbers=tuple(numbers),
         negations=sum(1 for t in words if t.lower in NEGATIONS),
-        units=tuple(sorted(units)),
+        units=tuple(units),
         degree=frozenset(t.lower for t in words if t.lower in DEGREE_WORDS),
         content=frozenset(t.stem for t in words if _is_content(t)),
         entities=frozenset(t.stem for t in words if t.entity),
         lowers=frozenset(t.lower for t in words) | frozenset(t.stem for t in words),
+        question=_question(words),
+        mood=_mood(words),
     )
 
 
@@ -229,7 +266,8 @@ def compare(a: Profile | str, b: Profile | str) -> Verdict:
         reason = check(pa, pb)
         if reason:
             return Verdict(False, reason)
-    return ACCEPT
+    only_a, only_b = _unmatched(pa, pb)
+    return Verdict(True, substituted=only_a.total() + only_b.total())
 
 
 def _tokens(text: str) -> list[Token]:
@@ -250,13 +288,17 @@ def _split_alnum(words: list[str]) -> list[str]:
     """Codes like ``rs1000`` or ``32GB``: the letter and digit runs become separate words."""
     out: list[str] = []
     for word in words:
+        if _ORDINAL_SUFFIX.match(word.lower()):
+            out.append(word)
+            continue
         out.extend(re.findall(r"\d+(?:[.,]\d+)*|[^\W\d_]+|[$€£¥₹%°]", word))
     return out
 
 
 def _is_title_case(words: list[str]) -> bool:
-    alpha = [w for w in words if w.isalpha() and len(w) > 3]
-    return len(alpha) >= 3 and sum(w[0].isupper() for w in alpha) / len(alpha) > 0.6
+    """Headline style ("How Do I Find The Best..."): capitals say nothing about names there."""
+    small = [w for w in words[1:] if w.lower() in STOPWORDS and w.isalpha() and w != "I"]
+    return len(small) >= 2 and sum(w[0].isupper() for w in small) / len(small) > 0.5
 
 
 def _starts_sentence(text: str, word: str) -> bool:
@@ -321,6 +363,32 @@ def _unit(word: str, previous: str) -> str | None:
     return unit
 
 
+def _question(words: list[Token]) -> str:
+    """What kind of answer is asked for: a wh-word's kind, "how-many", or "yes/no"."""
+    lowers = [t.lower for t in words]
+    for i, word in enumerate(lowers):
+        kind = _WH.get(word)
+        if kind is None:
+            continue
+        following = lowers[i + 1] if i + 1 < len(lowers) else ""
+        if kind == "how" and following in _QUANTITY:
+            return f"how {following}"
+        if kind == "what" and _MANNER_NOUNS & set(lowers[i + 1 : i + 6]):
+            return "how"
+        return kind
+    return "yes/no" if lowers and lowers[0] in _MOODS else "statement"
+
+
+def _mood(words: list[Token]) -> str:
+    """The class of the first auxiliary verb; "how-to" for any of do/can/should after "how"."""
+    question = _question(words)
+    for token in words:
+        mood = _MOODS.get(token.lower)
+        if mood is not None:
+            return "how-to" if question == "how" and mood in _HOW_TO_MOODS else mood
+    return ""
+
+
 def _is_content(token: Token) -> bool:
     lower = token.lower
     return (
@@ -331,3 +399,107 @@ def _is_content(token: Token) -> bool:
         and lower not in _UNITS
         and not (len(lower) == 1 and not token.entity)
     )
+
+
+def _question_kind(a: Profile, b: Profile) -> str:
+    if a.question != b.question:
+        return f"question kinds differ: {a.question} and {b.question}"
+    if a.mood != b.mood:
+        return f"moods differ: {a.mood or 'none'} and {b.mood or 'none'}"
+    return ""
+
+
+def _numbers(a: Profile, b: Profile) -> str:
+    return "" if a.numbers == b.numbers else "numbers differ"
+
+
+def _negation(a: Profile, b: Profile) -> str:
+    return "" if a.negations == b.negations else "negation differs"
+
+
+def _units(a: Profile, b: Profile) -> str:
+    return "" if a.units == b.units else "units differ"
+
+
+def _degree(a: Profile, b: Profile) -> str:
+    return "" if a.degree == b.degree else "comparatives differ"
+
+
+def _antonyms(a: Profile, b: Profile) -> str:
+    only_a, only_b = a.lowers - b.lowers, b.lowers - a.lowers
+    for x in only_a:
+        for y in only_b:
+            if frozenset((x, y)) in ANTONYMS:
+                return f"opposites: {x!r} and {y!r}"
+    return ""
+
+
+def _entities(a: Profile, b: Profile) -> str:
+    for mine, other in ((a, b), (b, a)):
+        for entity in mine.entities:
+            if entity not in other.lowers:
+                return f"entity {entity!r} unmatched"
+    return ""
+
+
+def _unmatched(a: Profile, b: Profile) -> tuple[Counter[str], Counter[str]]:
+    """Content words (with repeats) of each side that the other side lacks."""
+    ca = Counter(t.stem for t in a.words if t.stem in a.content)
+    cb = Counter(t.stem for t in b.words if t.stem in b.content)
+    return ca - cb, cb - ca
+
+
+def _content(a: Profile, b: Profile) -> str:
+    only_a, only_b = _unmatched(a, b)
+    if bool(only_a) != bool(only_b):
+        extra = sorted(only_a or only_b)
+        return f"words only on one side: {', '.join(extra)}"
+    return ""
+
+
+def _order(a: Profile, b: Profile) -> str:
+    """Two shared words in opposite orders, with words between them that are not a list."""
+    seq_a, seq_b = _sequence(a), _sequence(b)
+    position_b = {w: i for i, w in enumerate(seq_b)}
+    shared = [w for w in seq_a if w in position_b]
+    for i, x in enumerate(shared):
+        for y in shared[i + 1 :]:
+            if position_b[x] < position_b[y]:
+                continue
+            gap_a, gap_b = _gap(a, x, y), _gap(b, y, x)
+            if gap_a and gap_b and not (_is_list(gap_a) and _is_list(gap_b)):
+                return f"order of {x!r} and {y!r} swapped"
+    return ""
+
+
+def _sequence(p: Profile) -> list[str]:
+    """Content words, numbers and units in order of first appearance."""
+    seen: dict[str, None] = {}
+    for i, t in enumerate(p.words):
+        if t.stem in p.content or _number(t.lower) is not None or _unit_at(p, i) is not None:
+            seen.setdefault(t.stem, None)
+    return list(seen)
+
+
+def _unit_at(p: Profile, i: int) -> str | None:
+    return _unit(p.words[i].lower, p.words[i - 1].lower if i else "")
+
+
+def _gap(p: Profile, first: str, second: str) -> list[str]:
+    """The words between the first ``first`` and the next ``second`` after it."""
+    stems = [t.stem for t in p.words]
+    start = stems.index(first)
+    if second not in stems[start + 1 :]:
+        return []
+    end = stems.index(second, start + 1)
+    return [t.lower for t in p.words[start + 1 : end]]
+
+
+def _is_list(gap: list[str]) -> bool:
+    """Words joined as a list ("X and Y", "X or Y", "X vs Y"), where order does not matter."""
+    return bool(_COORDINATORS & set(gap)) and not (DIRECTIONAL & set(gap))
+
+
+_CHECKS = (
+    _question_kind, _numbers, _negation, _units, _degree, _antonyms, _entities, _content, _order,
+)

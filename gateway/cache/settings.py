@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, cast
 
-from gateway.config import ConfigError, Table
+from gateway.toml_table import ConfigError, Table
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,6 @@ def _tenants(t: Table) -> dict[str, TenantCache]:
         namespace = sub.optional("namespace", str)
         if namespace == "":
             raise sub.fail("namespace", "a non-empty string")
-        out[tenant_id] = TenantCache(policy=cast(Policy | None, policy), namespace=namespace)
+        out[tenant_id] = TenantCache(policy=policy, namespace=namespace)
         sub.reject_unknown()
     return out

@@ -9,31 +9,35 @@ wants turns to alternate); assistant tool calls become ``tool_use`` blocks and t
 
 Choices made here:
 
-- ``n`` above 1 is refused (``InvalidRequest``, param ``n``): the API makes one answer per call.
+- What Anthropic cannot express is ``UpstreamFailure(UNSUPPORTED)``, so failover tries the
+  next deployment: ``n`` above 1 (one answer per call), the legacy ``function`` role, audio
+  and other part types without an equivalent, images other than JPEG, PNG, GIF and WebP,
+  files other than PDF or by OpenAI file id, a conversation of nothing but system messages,
+  and a JSON ``response_format`` combined with client ``tools`` (see below). Input malformed
+  for any provider stays ``InvalidRequest``.
 - ``response_format`` json_object / json_schema is honoured with a forced tool whose input
   schema is the requested schema (``json_object``: any object); the tool's input comes back as
   the message content, so the JSON is enforced by the API, not asked for in the prompt.
-  Combined with client ``tools`` it is refused (``InvalidRequest``, param ``response_format``).
 - ``temperature`` above 1 (Anthropic's maximum) is clamped to 1.
 - ``parallel_tool_calls: false`` becomes ``disable_parallel_tool_use``; ``user`` becomes
   ``metadata.user_id``.
 
 Lossy: system messages in the middle of the conversation move to the top; ``seed``,
-``presence_penalty``, ``frequency_penalty`` and ``logprobs`` are not sent; the legacy
-``function`` role is refused; cache-creation tokens count as ordinary prompt tokens.
+``presence_penalty``, ``frequency_penalty`` and ``logprobs`` are not sent; cache-creation
+tokens count as ordinary prompt tokens.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 from gateway.chat import ChatRequest, Message
-from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.errors import FailureKind, UpstreamFailure
 from gateway.providers.base import (
     Completion,
     Deployment,
@@ -43,6 +47,15 @@ from gateway.providers.base import (
     completion_id,
     now_s,
     usage_chunk,
+)
+from gateway.providers.parts import (
+    InlineData,
+    file_data,
+    function_call,
+    image_url,
+    inline_data,
+    is_web_url,
+    unsupported,
 )
 from gateway.upstream import Upstream, error_message
 
@@ -59,6 +72,7 @@ _FINISH = {
     "refusal": "content_filter",
 }
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
 class AnthropicProvider:
@@ -83,7 +97,9 @@ class AnthropicProvider:
         )
         return completion_from(resp.body, deployment.model.upstream_model, _json_mode(request))
 
-    async def stream(self, request: ChatRequest, deployment: Deployment) -> AsyncIterator[Json]:
+    async def stream(
+        self, request: ChatRequest, deployment: Deployment
+    ) -> AsyncGenerator[Json, None]:
         body = request_body(request, deployment.model.upstream_model, stream=True)
         state = _Stream(
             completion_id(), now_s(), deployment.model.upstream_model, _json_mode(request)
@@ -105,10 +121,16 @@ class AnthropicProvider:
 
 
 def request_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
-    """The Messages API body for ``request``; raises ``InvalidRequest``."""
+    """The Messages API body for ``request``.
+
+    Raises ``InvalidRequest`` for malformed input, ``UpstreamFailure(UNSUPPORTED)`` for what
+    Anthropic cannot express.
+    """
     if request.n > 1:
-        raise InvalidRequest("Anthropic models give one choice per request; use n=1.", param="n")
+        raise unsupported(f"Anthropic models give one choice per request (n={request.n}).")
     system, messages = _messages(request.messages)
+    if not messages:
+        raise unsupported("Anthropic needs at least one message besides system messages.")
     body: Json = {
         "model": model,
         "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
@@ -150,9 +172,9 @@ def _messages(messages: tuple[Message, ...]) -> tuple[str, list[Json]]:
 
 def _turn(i: int, m: Message) -> tuple[str, list[Json]]:
     if m.role == "function":
-        raise InvalidRequest(
-            "The legacy 'function' role cannot be sent to Anthropic; use tool messages.",
-            param=f"messages[{i}].role",
+        raise unsupported(
+            f"The legacy 'function' role (messages[{i}]) cannot be sent to Anthropic; "
+            "use tool messages."
         )
     if m.role == "tool":
         result: Json = {"type": "tool_result", "tool_use_id": _tool_id(m.tool_call_id or "")}
@@ -183,44 +205,35 @@ def _block(where: str, part: Json) -> Json:
     if kind == "text":
         return {"type": "text", "text": str(part.get("text", ""))}
     if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
-        if isinstance(url, str) and url.startswith(("https://", "http://")):
-            return {"type": "image", "source": {"type": "url", "url": url}}
-        return {"type": "image", "source": _base64_source(url, f"{where}.image_url.url")}
+        return _image(image_url(part), f"{where}.image_url.url")
     if kind == "file":
-        file = part.get("file") or {}
-        source = _base64_source(file.get("file_data"), f"{where}.file.file_data")
-        return {"type": "document", "source": source}
-    raise InvalidRequest(
-        f"Content parts of type {kind!r} cannot be sent to Anthropic.", param=where
-    )
+        return _document(file_data(part, where, "Anthropic"), f"{where}.file.file_data")
+    raise unsupported(f"Anthropic cannot take content parts of type {kind!r} ('{where}').")
 
 
-def _base64_source(url: Any, where: str) -> Json:
-    header, sep, data = url[5:].partition(",") if isinstance(url, str) else ("", "", "")
-    params = header.split(";")
-    if not isinstance(url, str) or not url.startswith("data:") or not sep or "base64" not in params:
-        raise InvalidRequest(
-            f"Invalid value for '{where}': expected an http(s) URL or a base64 data: URL.",
-            param=where,
-        )
-    return {"type": "base64", "media_type": params[0], "data": data}
+def _image(url: object, where: str) -> Json:
+    if is_web_url(url):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media = inline_data(url, where, "Anthropic")
+    if media.media_type not in _IMAGE_TYPES:
+        raise unsupported(f"Anthropic cannot take {media.media_type} images ('{where}').")
+    return {"type": "image", "source": _base64_source(media)}
+
+
+def _document(media: InlineData, where: str) -> Json:
+    if media.media_type != "application/pdf":
+        raise unsupported(f"Anthropic cannot take {media.media_type} files ('{where}').")
+    return {"type": "document", "source": _base64_source(media)}
+
+
+def _base64_source(media: InlineData) -> Json:
+    return {"type": "base64", "media_type": media.media_type, "data": media.data}
 
 
 def _tool_use(i: int, j: int, call: Json) -> Json:
-    where = f"messages[{i}].tool_calls[{j}].function"
-    function = call.get("function") or {}
-    try:
-        args = orjson.loads(function.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        args = None
-    if not isinstance(args, dict) or not isinstance(function.get("name"), str):
-        raise InvalidRequest(
-            f"Invalid value for '{where}': expected a name and JSON object arguments.", param=where
-        )
+    parsed = function_call(call, f"messages[{i}].tool_calls[{j}].function")
     call_id = _tool_id(str(call.get("id") or f"call_{i}_{j}"))
-    return {"type": "tool_use", "id": call_id, "name": function["name"], "input": args}
+    return {"type": "tool_use", "id": call_id, "name": parsed.name, "input": parsed.arguments}
 
 
 def _tools(request: ChatRequest) -> Json:
@@ -248,10 +261,8 @@ def _tools(request: ChatRequest) -> Json:
 def _json_tool(request: ChatRequest) -> Json:
     """A forced tool whose input is the JSON answer the response format asks for."""
     if request.tools:
-        raise InvalidRequest(
-            "JSON response_format cannot be combined with tools for Anthropic models.",
-            param="response_format",
-        )
+        # The JSON answer is itself a forced tool call, which leaves the client's tools unusable.
+        raise unsupported("Anthropic cannot combine a JSON response_format with tools.")
     tool: Json = {
         "name": JSON_TOOL,
         "description": "Give the answer as this tool's input.",

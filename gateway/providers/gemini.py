@@ -3,10 +3,10 @@
 Requests: system and developer messages become ``systemInstruction``; user and assistant
 messages become ``user`` and ``model`` contents (same-role neighbours merged); assistant tool
 calls become ``functionCall`` parts and tool messages ``functionResponse`` parts, named from the
-call they answer; ``data:`` images, audio and files become ``inlineData``. Sampling parameters go
-to ``generationConfig``; JSON schemas (``response_format`` and tool parameters) are cut down to
-the OpenAPI subset Gemini accepts, with local ``$ref`` inlined. Answers come back as a
-``chat.completion`` or as chunks read from ``:streamGenerateContent?alt=sse``.
+call they answer; ``data:`` images, audio and files become ``inlineData`` (``parts``).
+Sampling parameters go to ``generationConfig``; JSON schemas (``response_format`` and tool
+parameters) are cut down to the subset Gemini accepts (``gemini_schema``). Answers come back
+as a ``chat.completion`` or as chunks read from ``:streamGenerateContent?alt=sse``.
 
 Choices made here:
 
@@ -20,17 +20,19 @@ Choices made here:
 - Gemini answers a bad API key or an unsupported region with 400 or a ``FAILED_PRECONDITION``:
   those are failures of the deployment, not of the request, so they become ``SERVER_ERROR``.
   A 429's ``RetryInfo.retryDelay`` stands in for the missing ``Retry-After`` header.
+- What Gemini cannot express is ``UpstreamFailure(UNSUPPORTED)`` (failover tries the next
+  deployment): media by http(s) URL or file id, part types without an equivalent, recursive
+  schemas, only system messages. Input malformed for any provider is ``InvalidRequest``.
 
 Lossy: ``presence_penalty``, ``frequency_penalty``, ``logprobs``, ``parallel_tool_calls``,
-``reasoning_effort`` and ``user`` are not sent; thought signatures on text parts are dropped;
-images by http(s) URL are refused (Gemini fetches no URLs); recursive schemas are refused.
+``reasoning_effort`` and ``user`` are not sent; thought signatures on text parts are dropped.
 """
 
 from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,26 +50,21 @@ from gateway.providers.base import (
     now_s,
     usage_chunk,
 )
+from gateway.providers.gemini_schema import gemini_schema
+from gateway.providers.parts import (
+    InlineData,
+    file_data,
+    function_call,
+    image_url,
+    inline_data,
+    unsupported,
+)
 from gateway.upstream import Upstream, error_message
 
-_FINISH = {
-    "STOP": "stop",
-    "MAX_TOKENS": "length",
-    "SAFETY": "content_filter",
-    "RECITATION": "content_filter",
-    "BLOCKLIST": "content_filter",
-    "PROHIBITED_CONTENT": "content_filter",
-    "SPII": "content_filter",
-    "IMAGE_SAFETY": "content_filter",
-}
-# The OpenAPI subset of JSON Schema that Gemini's ``Schema`` accepts besides type, properties,
-# items and anyOf (which are translated, not copied). Unknown keys make Gemini refuse the call.
-_SCHEMA_KEYS = frozenset({
-    "title", "description", "nullable", "enum", "required", "default", "example",
-    "minItems", "maxItems", "minProperties", "maxProperties", "minLength", "maxLength",
-    "pattern", "minimum", "maximum", "propertyOrdering",
-})
-_SCHEMA_FORMATS = frozenset({"enum", "date-time", "float", "double", "int32", "int64"})
+_FINISH = {"STOP": "stop", "MAX_TOKENS": "length"} | dict.fromkeys(
+    ("SAFETY", "RECITATION", "BLOCKLIST", "PROHIBITED_CONTENT", "SPII", "IMAGE_SAFETY"),
+    "content_filter",
+)
 _DEPLOYMENT_REASONS = frozenset({"API_KEY_INVALID", "API_KEY_EXPIRED", "API_KEY_SERVICE_BLOCKED"})
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
@@ -101,7 +98,9 @@ class GeminiProvider:
             raise
         return completion_from(resp.body, deployment.model.upstream_model)
 
-    async def stream(self, request: ChatRequest, deployment: Deployment) -> AsyncIterator[Json]:
+    async def stream(
+        self, request: ChatRequest, deployment: Deployment
+    ) -> AsyncGenerator[Json, None]:
         body = request_body(request)
         state = _Stream(completion_id(), now_s(), deployment.model.upstream_model)
         try:
@@ -125,10 +124,14 @@ class GeminiProvider:
 
 
 def request_body(request: ChatRequest) -> bytes:
-    """The ``GenerateContentRequest`` for ``request``; raises ``InvalidRequest``."""
+    """The ``GenerateContentRequest`` for ``request``.
+
+    Raises ``InvalidRequest`` for malformed input, ``UpstreamFailure(UNSUPPORTED)`` for what
+    Gemini cannot express.
+    """
     system, contents = _contents(request.messages)
     if not contents:
-        raise InvalidRequest("Gemini needs at least one non-system message.", param="messages")
+        raise unsupported("Gemini needs at least one message besides system messages.")
     body: Json = {"contents": contents, **_tools(request)}
     if system:
         body["systemInstruction"] = {"parts": system}
@@ -206,42 +209,33 @@ def _content_part(where: str, part: Json) -> Json:
     if kind == "text":
         return {"text": str(part.get("text", ""))}
     if kind == "image_url":
-        image = part.get("image_url")
-        url = image.get("url") if isinstance(image, dict) else image
-        return {"inlineData": _data_url(url, f"{where}.image_url.url")}
+        return _inline(inline_data(image_url(part), f"{where}.image_url.url", "Gemini"))
     if kind == "input_audio":
-        audio = part.get("input_audio") or {}
-        mime = f"audio/{audio.get('format')}"
-        return {"inlineData": {"mimeType": mime, "data": audio.get("data")}}
+        return _inline(_audio(part, where))
     if kind == "file":
-        file = part.get("file") or {}
-        return {"inlineData": _data_url(file.get("file_data"), f"{where}.file.file_data")}
-    raise InvalidRequest(f"Content parts of type {kind!r} cannot be sent to Gemini.", param=where)
+        return _inline(file_data(part, where, "Gemini"))
+    raise unsupported(f"Gemini cannot take content parts of type {kind!r} ('{where}').")
 
 
-def _data_url(url: Any, where: str) -> Json:
-    header, sep, data = url[5:].partition(",") if isinstance(url, str) else ("", "", "")
-    params = header.split(";")
-    if not isinstance(url, str) or not url.startswith("data:") or not sep or "base64" not in params:
+def _inline(media: InlineData) -> Json:
+    return {"inlineData": {"mimeType": media.media_type, "data": media.data}}
+
+
+def _audio(part: Json, where: str) -> InlineData:
+    audio = part.get("input_audio")
+    data = audio.get("data") if isinstance(audio, dict) else None
+    fmt = audio.get("format") if isinstance(audio, dict) else None
+    if not isinstance(data, str) or not isinstance(fmt, str) or not fmt:
+        where = f"{where}.input_audio"
         raise InvalidRequest(
-            f"Invalid value for '{where}': Gemini takes media only as base64 data: URLs.",
-            param=where,
+            f"Invalid value for '{where}': expected base64 data and a format.", param=where
         )
-    return {"mimeType": params[0] or "application/octet-stream", "data": data}
+    return InlineData(f"audio/{fmt}", data)
 
 
 def _call_part(i: int, j: int, call: Json) -> Json:
-    where = f"messages[{i}].tool_calls[{j}].function"
-    function = call.get("function") or {}
-    try:
-        args = orjson.loads(function.get("arguments") or "{}")
-    except orjson.JSONDecodeError:
-        args = None
-    if not isinstance(args, dict) or not isinstance(function.get("name"), str):
-        raise InvalidRequest(
-            f"Invalid value for '{where}': expected a name and JSON object arguments.", param=where
-        )
-    part: Json = {"functionCall": {"name": function["name"], "args": args}}
+    parsed = function_call(call, f"messages[{i}].tool_calls[{j}].function")
+    part: Json = {"functionCall": {"name": parsed.name, "args": parsed.arguments}}
     extra = call.get("extra_content")
     google = extra.get("google") if isinstance(extra, dict) else None
     signature = google.get("thought_signature") if isinstance(google, dict) else None
@@ -298,91 +292,6 @@ def _tools(request: ChatRequest) -> Json:
     if config:
         out["toolConfig"] = {"functionCallingConfig": config}
     return out
-
-
-def gemini_schema(schema: Json, param: str) -> Json:
-    """A JSON Schema cut down to Gemini's OpenAPI subset; raises ``InvalidRequest``."""
-    return _schema(schema, schema, param, frozenset())
-
-
-def _schema(node: Any, root: Json, param: str, seen: frozenset[str]) -> Json:
-    if not isinstance(node, dict):
-        return {}
-    node, seen = _resolved(node, root, param, seen)
-    out: Json = {k: v for k, v in node.items() if k in _SCHEMA_KEYS}
-    if node.get("format") in _SCHEMA_FORMATS:
-        out["format"] = node["format"]
-    if "const" in node and "enum" not in out:
-        out["enum"] = [node["const"]]
-    if "enum" in out:
-        # Gemini's enum values are strings, whatever the type they constrain.
-        out["enum"] = [v if isinstance(v, str) else orjson.dumps(v).decode() for v in out["enum"]]
-    if isinstance(node.get("properties"), dict):
-        out["properties"] = {
-            k: _schema(v, root, param, seen) for k, v in node["properties"].items()
-        }
-    if "items" in node:
-        out["items"] = _schema(node["items"], root, param, seen)
-    variants = node.get("anyOf") or node.get("oneOf")
-    if isinstance(variants, list):
-        _merge_variants(out, [_schema(v, root, param, seen) for v in variants])
-    _set_type(out, node.get("type"))
-    return out
-
-
-def _resolved(
-    node: Json, root: Json, param: str, seen: frozenset[str]
-) -> tuple[Json, frozenset[str]]:
-    """``node`` with a local ``$ref`` (or a lone ``allOf``, as pydantic writes) inlined."""
-    while True:
-        all_of = node.get("allOf")
-        if isinstance(all_of, list) and len(all_of) == 1 and isinstance(all_of[0], dict):
-            node = {**all_of[0], **{k: v for k, v in node.items() if k != "allOf"}}
-            continue
-        ref = node.get("$ref")
-        if not isinstance(ref, str):
-            return node, seen
-        if ref in seen:
-            raise InvalidRequest(f"Gemini cannot take a recursive schema ({ref}).", param=param)
-        target = _pointer(root, ref)
-        if target is None:
-            raise InvalidRequest(f"The schema reference {ref} cannot be resolved.", param=param)
-        node = {**target, **{k: v for k, v in node.items() if k != "$ref"}}
-        seen = seen | {ref}
-
-
-def _pointer(root: Json, ref: str) -> Json | None:
-    if not ref.startswith("#"):
-        return None
-    node: Any = root
-    for token in filter(None, ref[1:].split("/")):
-        key = token.replace("~1", "/").replace("~0", "~")
-        node = node.get(key) if isinstance(node, dict) else None
-    return node if isinstance(node, dict) else None
-
-
-def _merge_variants(out: Json, variants: list[Json]) -> None:
-    # ``Optional[X]`` arrives as anyOf [X, null]: Gemini says that with ``nullable``.
-    kept = [v for v in variants if v.get("type") != "NULL"]
-    if len(kept) < len(variants):
-        out["nullable"] = True
-    if len(kept) == 1:
-        out.update({k: v for k, v in kept[0].items() if k not in out})
-    elif kept:
-        out["anyOf"] = kept
-
-
-def _set_type(out: Json, kind: Any) -> None:
-    kinds = [k for k in (kind if isinstance(kind, list) else [kind]) if isinstance(k, str)]
-    named = [k for k in kinds if k != "null"]
-    if len(named) < len(kinds):
-        out["nullable"] = True
-    if len(named) == 1:
-        out["type"] = named[0].upper()
-    elif named:
-        out["anyOf"] = [{"type": k.upper()} for k in named]
-    elif kinds:
-        out["type"] = "NULL"
 
 
 # --- response ------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from gateway.config import ConfigError, Table
+from gateway.toml_table import ConfigError, Table
 
 AMBIGUITY_POLICIES = ("cheap_first", "strongest", "default_tier")
 PACKAGED_ROUTES = "routes.toml"

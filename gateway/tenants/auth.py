@@ -49,8 +49,12 @@ def bearer_token(header: str | None) -> tuple[str, bool]:
 class Authenticator:
     """Maps key hashes to principals; ``load`` swaps the whole map at once."""
 
-    def __init__(self, secret: bytes, admin_digest: str | None) -> None:
+    def __init__(
+        self, secret: bytes, admin_digest: str | None, anonymous: Principal | None = None
+    ) -> None:
         self._secret = secret
+        self._anonymous = anonymous
+        """Who a request without a valid key is, when keys are not required (else None)."""
         self._admin_digest = admin_digest or _NO_MATCH
         self._principals: dict[str, tuple[str, Principal]] = {}
         self.revision = -1
@@ -95,6 +99,15 @@ class Authenticator:
         if principal is None or not matched or not well_formed:
             raise AuthenticationFailed(FAILURE_MESSAGE)
         return principal
+
+    def identify(self, authorization: str | None) -> Principal:
+        """The caller of an API request: a tenant key's principal, or anonymous where allowed."""
+        if self._anonymous is None:
+            return self.authenticate(authorization)
+        try:
+            return self.authenticate(authorization)
+        except AuthenticationFailed:
+            return self._anonymous
 
     def authenticate_admin(self, authorization: str | None) -> None:
         """Pass for the admin key; ``PermissionDenied`` for a tenant key; else 401."""

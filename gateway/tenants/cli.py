@@ -33,43 +33,57 @@ _LIMIT_FLAGS = {
 }
 
 
-def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Register ``tenants create|list|update`` and ``keys create|list|revoke``."""
+def add_commands(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+    common: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
+    """Register ``tenants create|list|update`` and ``keys create|list|revoke``.
+
+    ``common`` adds the caller's shared options (``--config``) to every leaf command; each leaf
+    sets ``handler(args, settings) -> int``.
+    """
     tenants = subparsers.add_parser("tenants", help="create, list and update tenants")
     t_sub = tenants.add_subparsers(dest="tenants_command", required=True)
-    create = t_sub.add_parser("create", help="create a tenant")
+    create = _leaf(t_sub, "create", "create a tenant", run_tenants_create, common)
     create.add_argument("name")
     _limit_arguments(create)
-    create.set_defaults(handler=run_tenants_create)
-    listing = t_sub.add_parser("list", help="list tenants")
+    listing = _leaf(t_sub, "list", "list tenants", run_tenants_list, common)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    listing.set_defaults(handler=run_tenants_list)
-    update = t_sub.add_parser("update", help="change a tenant's limits or disable it")
+    update = _leaf(t_sub, "update", "change a tenant's limits or disable it", run_tenants_update,
+                   common)
     update.add_argument("name")
     _limit_arguments(update)
     state = update.add_mutually_exclusive_group()
     state.add_argument("--disable", dest="disabled", action="store_true", default=None)
     state.add_argument("--enable", dest="disabled", action="store_false")
-    update.set_defaults(handler=run_tenants_update)
-    _add_key_commands(subparsers)
 
-
-def _add_key_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     keys = subparsers.add_parser("keys", help="create, list and revoke API keys")
     k_sub = keys.add_subparsers(dest="keys_command", required=True)
-    create = k_sub.add_parser("create", help="create a key for a tenant (printed once)")
+    create = _leaf(k_sub, "create", "create a key for a tenant (printed once)", run_keys_create,
+                   common)
     create.add_argument("tenant")
     create.add_argument("--name", default="", help="a label for the key")
     _limit_arguments(create)
-    create.set_defaults(handler=run_keys_create)
-    listing = k_sub.add_parser("list", help="list keys (prefixes, never the keys)")
+    listing = _leaf(k_sub, "list", "list keys (prefixes, never the keys)", run_keys_list, common)
     listing.add_argument("--tenant")
     listing.add_argument("--active", action="store_true", help="hide revoked keys")
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
-    listing.set_defaults(handler=run_keys_list)
-    revoke = k_sub.add_parser("revoke", help="revoke a key by its id")
+    revoke = _leaf(k_sub, "revoke", "revoke a key by its id", run_keys_revoke, common)
     revoke.add_argument("key_id")
-    revoke.set_defaults(handler=run_keys_revoke)
+
+
+def _leaf(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    help_text: str,
+    handler: Handler,
+    common: Callable[[argparse.ArgumentParser], None] | None,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text)
+    parser.set_defaults(handler=handler)
+    if common is not None:
+        common(parser)
+    return parser
 
 
 def _limit_arguments(parser: argparse.ArgumentParser) -> None:

@@ -28,17 +28,18 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.config import Settings
-from gateway.tenants.auth import Authenticator
+from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.keys import generate_admin_key, hash_key, load_or_create_secret, secret_check
 from gateway.tenants.ledger import Ledger, month_spend
 from gateway.tenants.quotas import Admission, MemoryCounterStore
-from gateway.tenants.settings import TenantSettings, tenant_settings
+from gateway.tenants.settings import Limits, TenantSettings, tenant_settings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter
 
 log = logging.getLogger(__name__)
 
 DEFAULT_TENANT = "default"
+ANONYMOUS_TENANT = "anonymous"
 _ADMIN_DIGEST = "admin_key_digest"
 _SECRET_CHECK = "key_secret_check"
 
@@ -76,7 +77,9 @@ async def tenants_context(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     store, secret = await open_store(config.settings, config.data_dir)
     try:
-        auth = Authenticator(secret, await admin_digest(store, config.settings, secret))
+        auth = Authenticator(
+            secret, await admin_digest(store, config.settings, secret), anonymous(config.settings)
+        )
         if config.settings.bootstrap and await store.count_tenants() == 0:
             await create_default_tenant(store, config, secret)
         await auth.reload(store)
@@ -97,6 +100,13 @@ async def tenants_context(app: web.Application) -> AsyncIterator[None]:
             await ledger.close()
     finally:
         await store.close()
+
+
+def anonymous(settings: TenantSettings) -> Principal | None:
+    """The principal of keyless requests when ``require_keys`` is off: the default limits."""
+    if settings.require_keys:
+        return None
+    return Principal(ANONYMOUS_TENANT, "-", "-", settings.default_limits, Limits())
 
 
 async def open_store(settings: TenantSettings, data_dir: Path) -> tuple[Store, bytes]:

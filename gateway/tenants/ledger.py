@@ -147,10 +147,9 @@ class Ledger:
                     self._requeue(batch)
                     break
                 written += len(batch)
-        if written:
-            self.written += written
-            async with self._progress:
-                self._progress.notify_all()
+                self.written += len(batch)
+                async with self._progress:
+                    self._progress.notify_all()
         return written
 
     async def wait_written(self, count: int) -> None:

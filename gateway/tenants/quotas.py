@@ -31,6 +31,7 @@ from gateway.tenants.tokens import TokenCounter
 
 PERIOD_S = 60.0
 CONCURRENCY_RETRY_S = 1.0
+DAY_S = 86_400
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +179,28 @@ class Reservation:
 
 
 @dataclass(frozen=True, slots=True)
+class Periods:
+    """The UTC day and month a moment falls in, and when each ends (epoch seconds)."""
+
+    day: str
+    month: str
+    day_end: float
+    month_end: float
+
+    @classmethod
+    def of(cls, wall: float) -> Periods:
+        now = datetime.fromtimestamp(wall, UTC)
+        day_start = datetime(now.year, now.month, now.day, tzinfo=UTC)
+        year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
+        return cls(
+            day=day_start.strftime("%Y-%m-%d"),
+            month=day_start.strftime("%Y-%m"),
+            day_end=(day_start + timedelta(days=1)).timestamp(),
+            month_end=datetime(year, month, 1, tzinfo=UTC).timestamp(),
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class _Budget:
     key: str
     period: str
@@ -209,6 +232,17 @@ class Admission:
         self._wall_clock = wall_clock
         self._ids = itertools.count(1)
         self._open: set[int] = set()
+        self._today = Periods.of(wall_clock())
+
+    def _periods(self, wall: float) -> Periods:
+        """The periods of ``wall``, cached for the current day (strftime is slow)."""
+        today = self._today
+        if today.day_end - DAY_S <= wall < today.day_end:
+            return today
+        periods = Periods.of(wall)
+        if wall >= today.day_end:  # a new day: keep it; an older moment: don't
+            self._today = periods
+        return periods
 
     @property
     def in_flight(self) -> int:
@@ -276,13 +310,12 @@ class Admission:
 
     async def add_spend(self, tenant: str, key_id: str, cost: float, when: float) -> None:
         """Count ``cost`` spent at ``when`` towards the day's and month's budgets it falls in."""
-        now = datetime.fromtimestamp(self._wall_clock(), UTC)
-        at = datetime.fromtimestamp(when, UTC)
+        now, at = self._periods(self._wall_clock()), self._periods(when)
         keys = []
-        if _month(at) == _month(now):
-            keys += [(f"t:{tenant}:month", _month(at)), (f"k:{key_id}:month", _month(at))]
-        if _day(at) == _day(now):
-            keys += [(f"t:{tenant}:day", _day(at)), (f"k:{key_id}:day", _day(at))]
+        if at.month == now.month:
+            keys += [(f"t:{tenant}:month", at.month), (f"k:{key_id}:month", at.month)]
+        if at.day == now.day:
+            keys += [(f"t:{tenant}:day", at.day), (f"k:{key_id}:day", at.day)]
         if keys:
             await self.counters.add_spend(keys, cost)
 
@@ -302,7 +335,7 @@ class Admission:
         return prompt, prompt + completion
 
     async def _budget_share(self, principal: Principal, wall: float) -> float:
-        budgets = _budgets(principal, wall)
+        budgets = _budgets(principal, wall, self._periods(wall))
         if not budgets:
             return 0.0
         spent = await self.counters.get_spend([(b.key, b.period) for b in budgets])
@@ -338,29 +371,16 @@ def _takes(scopes: Sequence[tuple[str, Limits]], reserved: int) -> tuple[list[Ta
     return takes, kinds
 
 
-def _budgets(principal: Principal, wall: float) -> list[_Budget]:
-    now = datetime.fromtimestamp(wall, UTC)
-    day_end = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
-    year, month = (now.year + 1, 1) if now.month == 12 else (now.year, now.month + 1)
-    month_end = datetime(year, month, 1, tzinfo=UTC)
+def _budgets(principal: Principal, wall: float, periods: Periods) -> list[_Budget]:
     out = []
     for scope, limits in _scopes(principal):
-        label = _label(scope)
         if limits.daily_budget_usd is not None:
-            out.append(_Budget(f"{scope}:day", _day(now), limits.daily_budget_usd,
-                               f"{label} (daily)", (day_end - now).total_seconds()))
+            out.append(_Budget(f"{scope}:day", periods.day, limits.daily_budget_usd,
+                               f"{_label(scope)} (daily)", periods.day_end - wall))
         if limits.monthly_budget_usd is not None:
-            out.append(_Budget(f"{scope}:month", _month(now), limits.monthly_budget_usd,
-                               f"{label} (monthly)", (month_end - now).total_seconds()))
+            out.append(_Budget(f"{scope}:month", periods.month, limits.monthly_budget_usd,
+                               f"{_label(scope)} (monthly)", periods.month_end - wall))
     return out
-
-
-def _day(at: datetime) -> str:
-    return at.strftime("%Y-%m-%d")
-
-
-def _month(at: datetime) -> str:
-    return at.strftime("%Y-%m")
 
 
 def _label(key: str) -> str:

@@ -33,8 +33,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from gateway.config import ConfigError, Settings, Table
+from gateway.toml_table import ConfigError, Table
+
+if TYPE_CHECKING:
+    from gateway.config import Settings
 
 SOFT_ACTIONS = ("downgrade", "refuse")
 MIN_SECRET_CHARS = 16
@@ -88,6 +92,8 @@ class TenantSettings:
     budget_soft_action: str = "downgrade"
     reload_interval_s: float = 1.0
     bootstrap: bool = True
+    require_keys: bool = True
+    """False: requests without a valid key run as the ``anonymous`` tenant (local use only)."""
     default_limits: Limits = Limits()
     ledger: LedgerSettings = LedgerSettings()
 
@@ -116,6 +122,7 @@ def parse_tenants(t: Table, env: Mapping[str, str], base_dir: Path) -> TenantSet
         budget_soft_action=t.choice("budget_soft_action", SOFT_ACTIONS, "downgrade"),
         reload_interval_s=t.positive("reload_interval_s", 1.0),
         bootstrap=t.get("bootstrap", bool, True),
+        require_keys=t.get("require_keys", bool, True),
         default_limits=parse_limits(t.table("default_limits")),
         ledger=_ledger(t.table("ledger")),
     )
@@ -138,8 +145,7 @@ def parse_limits(t: Table) -> Limits:
 
 def tenant_settings(settings: Settings) -> TenantSettings:
     """The tenants section of the whole settings (defaults when the section was not parsed)."""
-    value = getattr(settings, "tenants", None)
-    return value if isinstance(value, TenantSettings) else TenantSettings()
+    return settings.tenants
 
 
 def _ledger(t: Table) -> LedgerSettings:

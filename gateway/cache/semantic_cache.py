@@ -1,0 +1,423 @@
+"""The semantic cache: exact, then guarded semantic lookup of complete answers, and their storing.
+
+``lookup(namespace, fingerprint, text, vector, policy)`` tries the exact tier (namespace,
+fingerprint and normalised text), then, for a ``semantic`` policy with a vector, the namespace's
+hnswlib graph: the nearest entries with the same fingerprint, at or above the threshold, are
+checked by the guards (``accept``) in order of similarity; the first that passes is the hit.
+``store(...)`` only queues an entry (cheap, never blocks the request); the writer task writes
+queued entries to SQLite in one transaction per batch, then adds their vectors to the graph, then
+makes them visible. Expired and least-recently-used entries beyond ``max_entries`` are removed by
+the same task. ``save()`` writes changed graphs; ``open`` loads them and reconciles them with
+SQLite (entries newer than the saved graph are added, removed ones deleted), or rebuilds them.
+
+Touches the cache database and index directory named in its settings, nothing else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+import orjson
+
+from gateway.cache.entries import EntryTable
+from gateway.cache.fingerprint import exact_key
+from gateway.cache.guards import Profile, Verdict, compare, profile
+from gateway.cache.index import FloatArray, IndexSet, VectorSpace
+from gateway.cache.replay import uncacheable
+from gateway.cache.settings import CacheSettings, Policy
+from gateway.cache.store import CacheStore, NewEntry, StoredEntry
+
+log = logging.getLogger(__name__)
+
+Json = dict[str, Any]
+Clock = Callable[[], float]
+_MAX_BATCH = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    entry_id: int
+    kind: Literal["exact", "semantic"]
+    score: float
+    body: Json
+    text: str
+    created_at: float
+
+
+def accept(stored: str | Profile, asked: str | Profile, score: float, threshold: float,
+           guards: bool = True) -> Verdict:
+    """Whether a semantic candidate may be served: similar enough, and through the guards."""
+    if score < threshold:
+        return Verdict(False, f"score {score:.4f} below {threshold:.4f}")
+    return compare(stored, asked) if guards else Verdict(True)
+
+
+class SemanticCache:
+    """One cache: its database, graphs and in-memory table, and the tasks that keep them."""
+
+    def __init__(self, settings: CacheSettings, space: VectorSpace | None,
+                 store: CacheStore | None, index: IndexSet | None, clock: Clock) -> None:
+        self.settings = settings
+        self.space = space
+        self._store = store
+        self._index = index
+        self._clock = clock
+        self._table = EntryTable()
+        self._pending: list[NewEntry] = []
+        self._pending_keys: set[bytes] = set()
+        self._hits: dict[int, tuple[float, int]] = {}
+        self._flush_lock = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._last_save = 0.0
+
+    @property
+    def enabled(self) -> bool:
+        return self._store is not None
+
+    @property
+    def semantic(self) -> bool:
+        return self._index is not None
+
+    @classmethod
+    async def open(cls, settings: CacheSettings, space: VectorSpace | None, *,
+                   clock: Clock = time.time) -> SemanticCache:
+        """Open the database, rebuild the table, load or rebuild the graphs."""
+        if not settings.enabled:
+            return cls(settings, None, None, None, clock)
+        store = await CacheStore.open(settings.database)
+        index = IndexSet(space, settings.index) if space is not None else None
+        cache = cls(settings, space, store, index, clock)
+        try:
+            await store.adopt_space(space)
+            await cache._load()
+        except BaseException:
+            await cache._close_resources()
+            raise
+        return cache
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    async def lookup(self, namespace: str, fingerprint: str, text: str,
+                     vector: FloatArray | None, policy: Policy) -> Hit | None:
+        """The stored answer for this request, or None. Never raises for a broken cache."""
+        if self._store is None or policy == "off":
+            return None
+        try:
+            hit = await self._exact(namespace, fingerprint, text)
+            if hit is None and policy == "semantic" and vector is not None and text:
+                hit = await self._semantic(namespace, fingerprint, text, vector)
+        except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
+            log.warning("cache lookup failed, answering without it: %s", exc)
+            return None
+        if hit is not None:
+            self._record_hit(hit.entry_id)
+        return hit
+
+    async def _exact(self, namespace: str, fingerprint: str, text: str) -> Hit | None:
+        entry = self._table.exact(exact_key(namespace, fingerprint, text))
+        if entry is None or self._expired(entry):
+            return None
+        return await self._hit(entry, "exact", 1.0)
+
+    async def _semantic(self, namespace: str, fingerprint: str, text: str,
+                        vector: FloatArray) -> Hit | None:
+        if self._index is None or self.space is None or not _valid(vector, self.space.dim):
+            return None
+        neighbours = await self._index.search(namespace, vector, self.settings.candidates)
+        asked: Profile | None = None
+        for n in sorted(neighbours, key=lambda n: -n.score):
+            if n.score < self.settings.threshold:
+                break
+            entry = self._table.get(n.entry_id)
+            if entry is None or entry.fingerprint != fingerprint or self._expired(entry):
+                continue
+            asked = asked or profile(text)
+            verdict = accept(entry.text, asked, n.score, self.settings.threshold,
+                             self.settings.guards)
+            if verdict.ok:
+                return await self._hit(entry, "semantic", min(n.score, 1.0))
+            log.debug("cache candidate %d refused: %s", entry.entry_id, verdict.reason)
+        return None
+
+    async def _hit(self, entry: StoredEntry, kind: Literal["exact", "semantic"],
+                   score: float) -> Hit | None:
+        assert self._store is not None
+        raw = await self._store.body(entry.entry_id)
+        if raw is None:
+            return None
+        return Hit(entry.entry_id, kind, score, orjson.loads(raw), entry.text, entry.created_at)
+
+    def _expired(self, entry: StoredEntry) -> bool:
+        return entry.expires_at is not None and entry.expires_at <= self._clock()
+
+    def _record_hit(self, entry_id: int) -> None:
+        self._table.touch(entry_id)
+        _, count = self._hits.get(entry_id, (0.0, 0))
+        self._hits[entry_id] = (self._clock(), count + 1)
+
+    # -- store -------------------------------------------------------------------------------
+
+    async def store(self, namespace: str, fingerprint: str, text: str,
+                    vector: FloatArray | None, completion_body: Json, *,
+                    policy: Policy = "semantic", ttl_s: float | None = None) -> bool:
+        """Queue a complete answer for storing; False when it is not stored (and why is logged).
+
+        Cheap: validation and a queue append. The writer task does the disk and graph work.
+        """
+        if self._store is None or policy == "off":
+            return False
+        reason = uncacheable(completion_body)
+        body = orjson.dumps(completion_body) if reason is None else b""
+        if reason is None and len(body) > self.settings.max_answer_bytes:
+            reason = f"answer larger than {self.settings.max_answer_bytes} bytes"
+        key = exact_key(namespace, fingerprint, text)
+        if reason is None and (key in self._table or key in self._pending_keys):
+            reason = "already stored"
+        if reason is None and len(self._pending) >= self.settings.max_pending:
+            reason = "write queue full"
+        if reason is not None:
+            log.debug("not caching an answer: %s", reason)
+            return False
+        self._pending.append(self._new_entry(namespace, fingerprint, key, text, vector, body,
+                                             policy, ttl_s))
+        self._pending_keys.add(key)
+        self._wake.set()
+        return True
+
+    def _new_entry(self, namespace: str, fingerprint: str, key: bytes, text: str,
+                   vector: FloatArray | None, body: bytes, policy: Policy,
+                   ttl_s: float | None) -> NewEntry:
+        now = self._clock()
+        ttl = self.settings.ttl_s if ttl_s is None else ttl_s
+        keep_vector = (
+            policy == "semantic" and bool(text) and vector is not None and self.space is not None
+            and _valid(vector, self.space.dim)
+        )
+        return NewEntry(
+            namespace=namespace, fingerprint=fingerprint, exact_key=key, text=text,
+            vector=np.array(vector, dtype=np.float32).reshape(-1) if keep_vector else None,
+            body=body, created_at=now, expires_at=now + ttl if ttl > 0 else None,
+        )
+
+    async def flush(self) -> int:
+        """Write queued entries and hit records now; returns how many entries were written."""
+        if self._store is None:
+            return 0
+        written = 0
+        async with self._flush_lock:
+            while self._pending:
+                batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+                written += await self._write(batch)
+            await self._write_hits()
+            await self._remove(self._table.expired(self._clock()))
+            excess = len(self._table) - self.settings.max_entries
+            if excess > 0:
+                await self._remove(self._table.least_recent(excess))
+        return written
+
+    async def _write(self, batch: list[NewEntry]) -> int:
+        assert self._store is not None
+        try:
+            ids = await self._store.insert(batch)
+        finally:
+            self._pending_keys.difference_update(e.exact_key for e in batch)
+        await self._index_new(list(zip(ids, batch, strict=True)))
+        for entry_id, e in zip(ids, batch, strict=True):
+            self._table.add(StoredEntry(entry_id, e.namespace, e.fingerprint, e.exact_key,
+                                        e.text, e.vector is not None, e.created_at, e.expires_at))
+        return len(ids)
+
+    async def _index_new(self, written: list[tuple[int, NewEntry]]) -> None:
+        if self._index is None:
+            return
+        by_namespace: dict[str, list[tuple[int, FloatArray]]] = {}
+        for entry_id, e in written:
+            if e.vector is not None:
+                by_namespace.setdefault(e.namespace, []).append((entry_id, e.vector))
+        for namespace, items in by_namespace.items():
+            await self._index.add(namespace, [i for i, _ in items], np.stack([v for _, v in items]))
+
+    async def _write_hits(self) -> None:
+        if self._hits and self._store is not None:
+            hits, self._hits = self._hits, {}
+            await self._store.record_hits(hits)
+
+    async def _remove(self, entries: list[StoredEntry]) -> None:
+        """Forget entries: first in memory (no longer served), then on disk, then in the graph."""
+        removed = [e for e in entries if self._table.remove(e.entry_id) is not None]
+        if not removed or self._store is None:
+            return
+        await self._store.delete([e.entry_id for e in removed])
+        if self._index is not None:
+            by_namespace: dict[str, list[int]] = {}
+            for e in removed:
+                if e.has_vector:
+                    by_namespace.setdefault(e.namespace, []).append(e.entry_id)
+            for namespace, ids in by_namespace.items():
+                await self._index.remove(namespace, ids)
+
+    # -- administration ----------------------------------------------------------------------
+
+    async def invalidate(self, entry_id: int) -> bool:
+        """Remove one entry; False when there is none with that id."""
+        entry = self._table.get(entry_id)
+        if entry is None:
+            return False
+        async with self._flush_lock:
+            await self._remove([entry])
+        return True
+
+    async def invalidate_namespace(self, namespace: str) -> int:
+        """Remove every entry of a namespace, queued ones included; returns how many."""
+        if self._store is None:
+            return 0
+        async with self._flush_lock:
+            queued = [e for e in self._pending if e.namespace == namespace]
+            self._pending = [e for e in self._pending if e.namespace != namespace]
+            self._pending_keys.difference_update(e.exact_key for e in queued)
+            for entry_id in self._table.in_namespace(namespace):
+                self._table.remove(entry_id)
+            removed = await self._store.delete_namespace(namespace)
+            if self._index is not None:
+                await self._index.drop(namespace)
+        return removed + len(queued)
+
+    def stats(self) -> Json:
+        return {
+            "enabled": self.enabled,
+            "semantic": self.semantic,
+            "entries": len(self._table),
+            "pending": len(self._pending),
+            "namespaces": len(self._table.namespaces()),
+            "threshold": self.settings.threshold,
+            "threshold_source": self.settings.threshold_source,
+            "vector_space": None if self.space is None else f"{self.space.model}/{self.space.dim}",
+            "index_bytes": self._index.memory_bytes() if self._index else 0,
+        }
+
+    # -- durability --------------------------------------------------------------------------
+
+    async def save(self) -> int:
+        """Write changed graphs to disk (atomically); returns how many graph files changed."""
+        if self._index is None:
+            return 0
+        written = await self._index.save(self.settings.index_dir)
+        self._last_save = self._clock()
+        return written
+
+    async def _load(self) -> None:
+        assert self._store is not None
+        async for entry in self._store.entries():
+            self._table.add(entry)
+        await self._remove(self._table.expired(self._clock()))
+        if self._index is None or self.space is None:
+            return
+        await self._index.load(self.settings.index_dir)
+        changed = False
+        wanted = self._vector_ids()
+        for namespace in set(self._index.namespaces()) - set(wanted):
+            await self._index.drop(namespace)
+            changed = True
+        for namespace, ids in wanted.items():
+            changed = await self._reconcile(namespace, ids) or changed
+        if changed:
+            await self.save()
+        log.info("cache open: %d entries in %d namespaces (threshold %.3f from %s)",
+                 len(self._table), len(wanted), self.settings.threshold,
+                 self.settings.threshold_source)
+
+    def _vector_ids(self) -> dict[str, set[int]]:
+        wanted: dict[str, set[int]] = {}
+        for namespace in self._table.namespaces():
+            ids = {i for i in self._table.in_namespace(namespace)
+                   if (e := self._table.get(i)) is not None and e.has_vector}
+            if ids:
+                wanted[namespace] = ids
+        return wanted
+
+    async def _reconcile(self, namespace: str, ids: set[int]) -> bool:
+        """Bring a namespace's graph in line with SQLite; True when it had to change."""
+        assert self._index is not None and self._store is not None and self.space is not None
+        if namespace not in self._index.namespaces():
+            await self._rebuild(namespace)
+            return True
+        labels = await self._index.labels(namespace)
+        missing, stale = sorted(ids - labels), sorted(labels - ids)
+        if missing:
+            found, vectors = await self._store.vectors_by_id(missing, self.space.dim)
+            await self._index.add(namespace, found, vectors)
+        if stale:
+            await self._index.remove(namespace, stale)
+        await self._index.set_live(namespace, len(ids))
+        if missing or stale:
+            log.info("cache graph %s: %d entries added, %d removed since it was saved",
+                     namespace, len(missing), len(stale))
+        return bool(missing or stale)
+
+    async def _rebuild(self, namespace: str) -> None:
+        assert self._index is not None and self._store is not None and self.space is not None
+        ids: list[int] = []
+        parts: list[FloatArray] = []
+        async for batch_ids, vectors in self._store.vectors(namespace, self.space.dim):
+            ids.extend(batch_ids)
+            parts.append(vectors)
+        matrix = np.concatenate(parts) if parts else np.empty((0, self.space.dim), np.float32)
+        await self._index.install(namespace, await self._index.build(ids, matrix))
+        log.info("cache graph %s rebuilt from the database (%d vectors)", namespace, len(ids))
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the writer: flush every ``flush_interval_s``, save every ``save_interval_s``."""
+        if self._store is not None and not self._tasks:
+            self._last_save = self._clock()
+            self._tasks.append(asyncio.create_task(self._writer(), name="cache-writer"))
+
+    async def _writer(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.flush_interval_s):
+                    await self._wake.wait()
+            self._wake.clear()
+            # Batch: give concurrent requests a moment's worth of entries per transaction.
+            await asyncio.sleep(0)
+            try:
+                await self.flush()
+                if self._clock() - self._last_save >= self.settings.save_interval_s:
+                    await self.save()
+            except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
+                log.error("cache writer failed, retrying: %s", exc)
+
+    async def close(self) -> None:
+        """Stop the writer, write what is queued, save the graphs, release everything."""
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks.clear()
+        try:
+            if self._store is not None:
+                await self.flush()
+                await self.save()
+        finally:
+            await self._close_resources()
+
+    async def _close_resources(self) -> None:
+        if self._index is not None:
+            self._index.close()
+        if self._store is not None:
+            await self._store.close()
+
+
+def _valid(vector: FloatArray, dim: int) -> bool:
+    return bool(vector.size == dim and np.isfinite(vector).all())

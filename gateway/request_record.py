@@ -1,0 +1,33 @@
+"""What happened to one request, filled in as it moves through the gateway.
+
+The chat handler creates a ``RequestRecord`` on arrival; each stage sets what it learned (the
+principal, the route and tier, the deployment that answered, the usage, the cache result);
+``gateway.accounting`` turns the finished record into a ledger row, a settlement and metrics.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from gateway.providers.base import Deployment, Usage
+from gateway.tenants.auth import Principal
+from gateway.timing import Timing
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    request_id: str
+    timing: Timing = field(default_factory=Timing)
+    principal: Principal | None = None
+    model: str = ""
+    route: str | None = None
+    tier: str | None = None
+    deployment: Deployment | None = None
+    attempts: int = 0
+    escalations: int = 0
+    status: int = 200
+    usage: Usage | None = None
+    streamed_text: list[str] = field(default_factory=list)
+    cache: str | None = None
+    saved_cost: float = 0.0
+    ttft_ms: float | None = None

@@ -1,0 +1,121 @@
+"""``gateway serve`` as a real process: start-up, bad input, and a graceful SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.conftest import ROOT
+from tests.fake_openai import FakeOpenAI, Reply
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _config(tmp_path: Path, upstream_url: str) -> Path:
+    path = tmp_path / "gateway.toml"
+    path.write_text(f"""
+[server]
+data_dir = "{tmp_path / 'data'}"
+shutdown_grace_s = 20
+[[providers]]
+name = "fake"
+kind = "openai"
+base_url = "{upstream_url}"
+[[models]]
+name = "small"
+provider = "fake"
+tier = "cheap"
+[embedder]
+enabled = false
+""")
+    return path
+
+
+async def _first_key(stdout: asyncio.StreamReader) -> str:
+    """The tenant key a first start prints once on stdout."""
+    for line in await _wait_for_line(stdout, b"API key for tenant 'default'"):
+        if b"API key for tenant" in line:
+            return line.decode().rsplit(": ", 1)[1].strip()
+    raise AssertionError("no key printed")
+
+
+async def _wait_for_line(stream: asyncio.StreamReader, needle: bytes) -> list[bytes]:
+    lines = []
+    while True:
+        line = await stream.readline()
+        if not line:
+            raise AssertionError(f"process ended before logging {needle!r}: {lines}")
+        lines.append(line)
+        if needle in line:
+            return lines
+
+
+@pytest.fixture
+async def served(
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]
+) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, FakeOpenAI]]:
+    fake, url = fake_openai
+    port = _free_port()
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--config", str(_config(tmp_path, url)),
+        "--port", str(port), cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+    )
+    assert proc.stderr is not None and proc.stdout is not None
+    key = await asyncio.wait_for(_first_key(proc.stdout), timeout=30)
+    await asyncio.wait_for(_wait_for_line(proc.stderr, b"gateway listening"), timeout=30)
+    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"})
+    yield proc, f"http://127.0.0.1:{port}", fake, session
+    await session.close()
+    if proc.returncode is None:
+        proc.kill()
+    await proc.wait()
+
+
+async def test_process_survives_hostile_input(served: Any) -> None:
+    proc, base, _, session = served
+    bodies = [b"{", b"\xff\xfe", b"[1,2", b'{"model": null}', b"0" * 100_000,
+              json.dumps({"model": "small", "messages": [{"role": "user", "content": {}}]}).encode()]
+    for body in bodies:
+        async with session.post(f"{base}/v1/chat/completions", data=body) as resp:
+            assert resp.status == 400
+            assert "error" in await resp.json()
+    async with aiohttp.ClientSession() as keyless, keyless.post(
+            f"{base}/v1/chat/completions", data=bodies[0]) as resp:
+        assert resp.status == 401
+    async with session.post(f"{base}/v1/chat/completions", json={
+            "model": "small", "messages": [{"role": "user", "content": "hi"}]}) as resp:
+        assert resp.status == 200
+    assert proc.returncode is None
+
+
+async def test_sigterm_lets_a_stream_in_flight_finish(served: Any) -> None:
+    proc, base, fake, session = served
+    fake.script.append(Reply(kind="hang", chunks_before_cut=3))
+    resp = await session.post(f"{base}/v1/chat/completions", json={
+        "model": "small", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+    first = await resp.content.readuntil(b"\n\n")
+    assert first.startswith(b"data: ")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    await asyncio.wait_for(_wait_for_line(proc.stderr, b"draining"), timeout=30)
+    fake.release.set()
+    rest = await resp.content.read()
+    resp.close()
+    assert rest.rstrip().endswith(b"data: [DONE]"), "the stream finished whole"
+    assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
