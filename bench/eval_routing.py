@@ -92,7 +92,9 @@ def folds(examples: Sequence[Example], k: int, seed: int = 0) -> list[list[Examp
     return parts
 
 
-def make_routes(examples: Sequence[Example], per_route: int | None = None, seed: int = 0) -> RouteSet:
+def make_routes(
+    examples: Sequence[Example], per_route: int | None = None, seed: int = 0
+) -> RouteSet:
     ordered = sorted((e for e in examples if e[1] is not None), key=lambda e: str(e[1]))
     return routes_from_examples(ordered, per_route=per_route, tiers={}, default_tier="cheap",
                                 seed=seed)
@@ -125,7 +127,9 @@ def calibrate(router: Router, fit: Sequence[Scored], precision: float) -> Calibr
                            model=router.model, source="bench")
 
 
-def measure(router: Router, cal: Calibration, examples: Sequence[Example], vec: Vectors) -> EvalReport:
+def measure(
+    router: Router, cal: Calibration, examples: Sequence[Example], vec: Vectors
+) -> EvalReport:
     tuned = router.with_calibration(cal)
     truth = route_indices_of(examples, router.routes.names)
     return evaluate(tuned, vec([e[0] for e in examples]), truth)

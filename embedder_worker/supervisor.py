@@ -139,6 +139,9 @@ class ManagedWorker:
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=_child_env(),
+            # Not in the gateway's process group: a Ctrl-C must not kill workers under the
+            # gateway's feet; they are stopped in order at shutdown, or see stdin close if it dies.
+            start_new_session=True,
         )
         self.process = process
         self.starts += 1

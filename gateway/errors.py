@@ -180,9 +180,10 @@ class UpstreamFailed(GatewayError):
     status = 502
     error_type = "upstream_error"
 
-    def __init__(self, message: str, *, status: int, code: str) -> None:
+    def __init__(self, message: str, *, status: int, code: str, attempts: int = 0) -> None:
         super().__init__(message, code=code)
         self.status = status
+        self.attempts = attempts
 
 
 class UpstreamRejected(GatewayError):

@@ -271,9 +271,9 @@ def exhausted(attempts: Sequence[Attempt]) -> GatewayError:
                               code="unsupported_by_provider")
     if kinds == {FailureKind.TIMEOUT}:
         return UpstreamFailed(f"Every deployment timed out ({detail}).", status=504,
-                              code="upstream_timeout")
+                              code="upstream_timeout", attempts=len(attempts))
     if kinds <= {FailureKind.RATE_LIMITED}:
         return UpstreamFailed(f"Every deployment is rate limited ({detail}).", status=503,
-                              code="upstream_rate_limited")
+                              code="upstream_rate_limited", attempts=len(attempts))
     return UpstreamFailed(f"Every deployment failed ({detail}).", status=502,
-                          code="upstream_failed")
+                          code="upstream_failed", attempts=len(attempts))

@@ -30,6 +30,7 @@ class Reply:
     chunks_before_cut: int = 2
     tool_call: dict[str, Any] | None = None
     finish_reason: str = "stop"
+    usage: bool = True  # False: a provider that never reports usage, even when asked
 
 
 class FakeOpenAI:
@@ -41,6 +42,19 @@ class FakeOpenAI:
         self.release = asyncio.Event()
         self.received = asyncio.Event()
         self.disconnected = asyncio.Event()
+        self._counts: list[tuple[int, asyncio.Event]] = []
+
+    async def wait_for_requests(self, count: int) -> None:
+        """Return once ``count`` requests have arrived in all."""
+        if len(self.requests) < count:
+            event = asyncio.Event()
+            self._counts.append((count, event))
+            await event.wait()
+
+    def _arrived(self) -> None:
+        for count, event in self._counts:
+            if len(self.requests) >= count:
+                event.set()
 
     def next_reply(self) -> Reply:
         return self.script.popleft() if self.script else self.default
@@ -96,7 +110,7 @@ async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> w
             finally:
                 fake.disconnected.set()
         await resp.write(_event(payload))
-    if (body.get("stream_options") or {}).get("include_usage"):
+    if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
         usage = {"prompt_tokens": 11, "completion_tokens": len(words),
                  "total_tokens": 11 + len(words)}
         await resp.write(_event({**_chunk(model, {}), "choices": [], "usage": usage}))
@@ -110,6 +124,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     fake.requests.append(body)
     fake.headers.append(dict(request.headers))
     fake.received.set()
+    fake._arrived()
     reply = fake.next_reply()
     if reply.kind == "status":
         error = {"error": {"message": f"fake says {reply.status}", "type": "server_error",

@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import socket
+import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -119,3 +120,24 @@ async def test_sigterm_lets_a_stream_in_flight_finish(served: Any) -> None:
     resp.close()
     assert rest.rstrip().endswith(b"data: [DONE]"), "the stream finished whole"
     assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+
+
+async def test_sigterm_under_load_loses_no_ledger_row(served: Any, tmp_path: Path) -> None:
+    proc, base, fake, session = served
+    fake.default = Reply(kind="hang")
+    body = {"model": "small", "messages": [{"role": "user", "content": "hi"}]}
+    calls = [asyncio.ensure_future(session.post(f"{base}/v1/chat/completions", json=body))
+             for _ in range(40)]
+    await asyncio.wait_for(fake.wait_for_requests(40), timeout=30)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.stderr is not None
+    await asyncio.wait_for(_wait_for_line(proc.stderr, b"draining"), timeout=30)
+    fake.release.set()
+    responses = await asyncio.gather(*calls)
+    completed = sum(1 for r in responses if r.status == 200)
+    for r in responses:
+        r.release()
+    assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
+    with sqlite3.connect(tmp_path / "data" / "gateway.sqlite3") as db:
+        (rows,) = db.execute("SELECT count(*) FROM usage WHERE status = 200").fetchone()
+    assert completed == 40 and rows == completed

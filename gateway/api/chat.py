@@ -18,7 +18,7 @@ from gateway.accounting import account
 from gateway.appkeys import CATALOG, FAILOVER, SETTINGS
 from gateway.catalog import AUTO
 from gateway.chat import ChatRequest, parse_chat_request
-from gateway.errors import BodyTooLarge, GatewayError, UpstreamFailure
+from gateway.errors import BodyTooLarge, GatewayError, UpstreamFailed, UpstreamFailure
 from gateway.failover import Attempt, Stream
 from gateway.providers.base import Deployment, Json, Usage, usage_from_openai
 from gateway.request_record import RequestRecord
@@ -80,6 +80,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return response
     except GatewayError as error:
         record.status = error.status
+        if isinstance(error, UpstreamFailed):
+            record.attempts = error.attempts
         error.headers.update(rate_limit_headers(reservation))
         raise
     except BaseException:

@@ -59,7 +59,9 @@ every either other another own same few many much lot lots
 please kindly thanks thank hi hello hey ok okay
 way ways thing things kind kinds type types sort sorts
 like know tell explain mean means meaning
-best good great greatest top finest nice ideal excellent awesome
+best good great greatest top finest nice ideal excellent awesome right
+during within throughout across through around among between near behind beside beyond despite
+upon along since until while because though although unless whereas
 """))
 
 NEGATIONS = frozenset(_split("""
@@ -96,6 +98,10 @@ lower lowest larger largest smaller smallest bigger biggest faster fastest slowe
 cheaper cheapest easier easiest harder hardest older oldest newer newest younger youngest
 longer longest shorter shortest stronger strongest weaker weakest earlier earliest later latest
 """))
+
+_DEGREE_SYNONYMS = {
+    "larger": "bigger", "greater": "bigger", "largest": "biggest", "lesser": "smaller",
+}
 
 # Canonical unit per spelling; a unit never matches another unit.
 _UNITS = {
@@ -146,8 +152,12 @@ _UNITS = {
     **dict.fromkeys(_split("ghz gigahertz"), "ghz"),
     **dict.fromkeys(_split("mhz megahertz"), "mhz"),
 }
-# Short unit spellings that are also ordinary words count as units only right after a number.
-_BARE_UNITS = frozenset(_split("m in l c f k s h b g w v min"))
+# Unit spellings that are also ordinary words ("in", "the year 1969") are units only right
+# after a number.
+_BARE_UNITS = frozenset(_split("""
+m in l c f k s h b g w v min sec secs hour hours day days week weeks month months year years
+yr yrs degree degrees
+"""))
 
 _NUMBER_WORDS = {
     "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
@@ -249,7 +259,8 @@ def profile(text: str) -> Profile:
         numbers=tuple(numbers),
         negations=sum(1 for t in words if t.lower in NEGATIONS),
         units=tuple(units),
-        degree=frozenset(t.lower for t in words if t.lower in DEGREE_WORDS),
+        degree=frozenset(_DEGREE_SYNONYMS.get(t.lower, t.lower) for t in words
+                         if t.lower in DEGREE_WORDS),
         content=frozenset(t.stem for t in words if _is_content(t)),
         entities=frozenset(t.stem for t in words if t.entity),
         lowers=frozenset(t.lower for t in words) | frozenset(t.stem for t in words),
@@ -316,18 +327,24 @@ def _looks_like_entity(word: str, sentence_start: bool, title_case: bool) -> boo
 
 
 def stem(word: str) -> str:
-    """A light English stemmer: plurals, -ing, -ed, -ly; enough to match inflected forms."""
+    """A light English stemmer: plurals, then -ing, -ed, -ly; enough to match inflections."""
+    return _strip(_strip(word, _PLURALS), _ENDINGS)
+
+
+def _strip(word: str, suffixes: tuple[tuple[str, str, int], ...]) -> str:
     if len(word) <= 3 or not word.isalpha():
         return word
-    for suffix, replacement, minimum in _SUFFIXES:
+    for suffix, replacement, minimum in suffixes:
         if word.endswith(suffix) and len(word) - len(suffix) >= minimum:
             return word[: len(word) - len(suffix)] + replacement
     return word
 
 
-_SUFFIXES = (
+_PLURALS = (
     ("ies", "y", 2), ("sses", "ss", 2), ("xes", "x", 2), ("ches", "ch", 2), ("shes", "sh", 2),
     ("ss", "ss", 2), ("us", "us", 2), ("is", "is", 2), ("s", "", 3),
+)
+_ENDINGS = (
     ("ingly", "", 3), ("ing", "", 3), ("edly", "", 3), ("ed", "", 3), ("ly", "", 4),
 )
 
@@ -404,7 +421,7 @@ def _is_content(token: Token) -> bool:
 def _question_kind(a: Profile, b: Profile) -> str:
     if a.question != b.question:
         return f"question kinds differ: {a.question} and {b.question}"
-    if a.mood != b.mood:
+    if a.mood and b.mood and a.mood != b.mood:
         return f"moods differ: {a.mood or 'none'} and {b.mood or 'none'}"
     return ""
 

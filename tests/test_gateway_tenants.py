@@ -1,0 +1,98 @@
+"""Keys, limits and the ledger on the chat path (gateway/api/chat.py, gateway/accounting.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from gateway.tenants.context import LEDGER_KEY, STORE_KEY
+from gateway.tenants.ledger import recent
+from tests.conftest import GatewayFactory, model, openai_provider
+from tests.fake_openai import FakeOpenAI, Reply
+from tests.tenant_fixtures import ADMIN_KEY, SECRET, bearer
+
+USER = [{"role": "user", "content": "Say hello"}]
+ENV = {"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_KEY_SECRET": SECRET.decode()}
+Keyed = tuple[TestClient, FakeOpenAI, str]
+
+
+@pytest.fixture
+async def keyed(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory) -> Keyed:
+    """A gateway that requires keys, a tenant ``acme`` limited to 3 requests a minute, its key."""
+    fake, url = fake_openai
+    client = await make_gateway({
+        "providers": [openai_provider("p1", url)],
+        "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
+        "tenants": {"bootstrap": False, "tokenizer": ""},
+    }, env=ENV)
+    admin = bearer(ADMIN_KEY)
+    made = await client.post("/admin/tenants", headers=admin,
+                             json={"name": "acme", "limits": {"requests_per_minute": 3}})
+    assert made.status == 201
+    key = await client.post("/admin/tenants/acme/keys", headers=admin, json={"name": "t"})
+    return client, fake, (await key.json())["key"]
+
+
+async def _ask(client: TestClient, key: str | None, **extra: Any) -> Any:
+    headers = bearer(key) if key else {}
+    return await client.post("/v1/chat/completions", headers=headers,
+                             json={"model": "small", "messages": USER, **extra})
+
+
+@pytest.mark.parametrize("header", [None, "Bearer gw-wrong", "Basic abc", "Bearer", "gw-x"])
+async def test_requests_without_a_valid_key_get_the_same_401(
+    keyed: Keyed, header: str | None
+) -> None:
+    client, fake, _ = keyed
+    headers = {"Authorization": header} if header else {}
+    resp = await client.post("/v1/chat/completions", headers=headers,
+                             json={"model": "small", "messages": USER})
+    assert resp.status == 401
+    assert (await resp.json())["error"]["code"] == "invalid_api_key"
+    assert fake.requests == []
+
+
+async def test_limits_answer_429_with_retry_after_and_rate_limit_headers(keyed: Keyed) -> None:
+    client, fake, key = keyed
+    for remaining in ("2", "1", "0"):
+        ok = await _ask(client, key)
+        assert ok.status == 200
+        assert ok.headers["x-ratelimit-limit-requests"] == "3"
+        assert ok.headers["x-ratelimit-remaining-requests"] == remaining
+    refused = await _ask(client, key)
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    assert (await refused.json())["error"]["type"] == "rate_limit_error"
+    assert len(fake.requests) == 3
+
+
+async def test_every_request_gets_a_ledger_row_with_its_cost(keyed: Keyed) -> None:
+    client, fake, key = keyed
+    fake.script.extend([Reply(), Reply(usage=False), Reply(kind="status", status=500)])
+    assert (await _ask(client, key)).status == 200
+    streamed = await _ask(client, key, stream=True)
+    await streamed.read()
+    assert (await _ask(client, key)).status == 502
+    app = client.server.app
+    await app[LEDGER_KEY].flush()
+    rows = await recent(app[STORE_KEY], tenant="acme")
+    assert len(rows) == 3
+    whole = next(r for r in rows if r.status == 200 and not r.estimated)
+    estimated = next(r for r in rows if r.status == 200 and r.estimated)
+    failed = next(r for r in rows if r.status == 502)
+    assert whole.tokens_in == 11 and whole.deployment == "p1/small"
+    assert whole.cost == pytest.approx((11 * 1.0 + whole.tokens_out * 2.0) / 1e6)
+    assert estimated.tokens_out > 0 and estimated.cost > 0, (
+        "a stream without provider usage is counted by the gateway and marked estimated")
+    assert failed.cost == 0 and failed.attempts == 1
+
+
+async def test_concurrent_requests_admit_exactly_the_limit(keyed: Keyed) -> None:
+    client, fake, key = keyed
+    statuses = await asyncio.gather(*(_ask(client, key) for _ in range(12)))
+    codes = sorted(r.status for r in statuses)
+    assert codes.count(200) == 3 and codes.count(429) == 9
