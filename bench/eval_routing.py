@@ -24,6 +24,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def folds(examples: Sequence[Example], k: int, seed: int = 0) -> list[list[Examp
 def make_routes(
     examples: Sequence[Example], per_route: int | None = None, seed: int = 0
 ) -> RouteSet:
-    ordered = sorted((e for e in examples if e[1] is not None), key=lambda e: str(e[1]))
+    ordered = sorted(examples, key=lambda e: str(e[1]))
     return routes_from_examples(ordered, per_route=per_route, tiers={}, default_tier="cheap",
                                 seed=seed)
 
@@ -108,7 +109,8 @@ def router_for(routes: RouteSet, vec: Vectors) -> Router:
 def scored_on(router: Router, examples: Sequence[Example], vec: Vectors) -> Scored:
     truth = route_indices_of(examples, router.routes.names)
     assert router.classifier is not None
-    return score_examples(router.classifier, vec([e[0] for e in examples]), truth)
+    return score_examples(router.classifier, vec([e[0] for e in examples]), truth,
+                          len(router.routes.routes))
 
 
 def route_indices_of(examples: Sequence[Example], names: Sequence[str]) -> IntArray:
@@ -118,8 +120,10 @@ def route_indices_of(examples: Sequence[Example], names: Sequence[str]) -> IntAr
 
 
 def concat(parts: Sequence[Scored]) -> Scored:
-    return Scored(*(np.concatenate([getattr(p, f) for p in parts]) for f in
-                    ("truth", "routes", "sims", "log_probs")))
+    def cat(name: str) -> Any:
+        return np.concatenate([getattr(p, name) for p in parts])
+
+    return Scored(cat("truth"), cat("routes"), cat("sims"), cat("log_probs"), parts[0].n_routes)
 
 
 def calibrate(router: Router, fit: Sequence[Scored], precision: float) -> Calibration:
@@ -200,10 +204,15 @@ def clinc_full(how: str, vec: Vectors, precision: float) -> Result:
 
 def few_shot(train: Sequence[Example], test: Sequence[Example], seed: int, vec: Vectors,
              precision: float, name: str) -> Result:
-    routes = make_routes(train, per_route=10, seed=seed)
+    """Routes from 10 utterances per route (and 4/5 of the out-of-scope examples); fitted on
+    a fifth of the other utterances and the last fifth of the out-of-scope ones."""
+    inside = [e for e in train if e[1] is not None]
+    outside = folds([e for e in train if e[1] is None], 5, seed=seed) if len(inside) < len(
+        train) else [[] for _ in range(5)]
+    routes = make_routes(inside + [e for p in outside[1:] for e in p], per_route=10, seed=seed)
     used = {u for r in routes.routes for u in r.utterances}
-    rest = [e for e in train if e[0] not in used]
-    held = [e for p in folds(rest, 5, seed=seed)[:1] for e in p]  # about 20 per route
+    rest = [e for e in inside if e[0] not in used]
+    held = folds(rest, 5, seed=seed)[0] + outside[0]  # about 20 per route
     router = router_for(routes, vec)
     cal = calibrate(router, [scored_on(router, held, vec)], precision)
     return result(f"{name} 10 per route (seed {seed})", router, cal, test, vec)

@@ -28,12 +28,10 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
+from embedder_worker.model_files import CONFIG_FILE, INT8_FILE, MODEL_FILE, TOKENIZER_FILE
+
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.onnx"
-INT8_FILE = "model.int8.onnx"
-TOKENIZER_FILE = "tokenizer.json"
-CONFIG_FILE = "embedder.json"
 OPSET = 17
 
 

@@ -109,6 +109,7 @@ class WorkerConnection:
     def __init__(self, path: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         self.path = path
         self.in_flight = 0
+        self.draining = False  # the worker said SHUTTING_DOWN: send it nothing new
         self.info: WorkerInfo | None = None
         self._reader = reader
         self._writer = writer
@@ -159,7 +160,9 @@ class WorkerConnection:
         finally:
             self.in_flight -= len(texts)
         if frame.type is FrameType.ERROR:
-            raise _error_from(frame)
+            error = _error_from(frame)
+            self.draining = self.draining or isinstance(error, WorkerGone)
+            raise error
         try:
             return protocol.decode_result(frame)
         except ProtocolError as exc:
@@ -268,6 +271,7 @@ class EmbedderPool:
         self.call_timeout_ms = call_timeout_ms
         self._lru = _Lru(lru_size)
         self._live: list[WorkerConnection] = []
+        self._open: set[WorkerConnection] = set()  # live, and draining ones not closed yet
         self._changed = asyncio.Event()  # set (and replaced) whenever a connection comes or goes
         self._info: WorkerInfo | None = None
         self._closed = False
@@ -307,8 +311,9 @@ class EmbedderPool:
             await conn.close()
             raise
         self._live.append(conn)
+        self._open.add(conn)
         self._notify()
-        conn.on_close(self._forget)
+        conn.on_close(self._closed_connection)
         logger.info("embedder worker at %s is live (%d live)", path, len(self._live))
         return conn
 
@@ -321,6 +326,10 @@ class EmbedderPool:
                 f"worker at {conn.path} serves {conn.info.name}/{conn.info.dim}, "
                 f"the pool serves {self._info.name}/{self._info.dim}"
             )
+
+    def _closed_connection(self, conn: WorkerConnection) -> None:
+        self._open.discard(conn)
+        self._forget(conn)
 
     def _forget(self, conn: WorkerConnection) -> None:
         if conn in self._live:
@@ -335,8 +344,8 @@ class EmbedderPool:
     async def close(self) -> None:
         """Close every connection; the pool then only answers from its LRU."""
         self._closed = True
-        live, self._live = self._live, []
-        await asyncio.gather(*(conn.close() for conn in live))
+        self._live = []
+        await asyncio.gather(*(conn.close() for conn in list(self._open)))
         self._notify()
 
     async def embed(self, texts: Sequence[str]) -> FloatArray:
@@ -396,6 +405,8 @@ class EmbedderPool:
                 return await conn.embed(texts)
             except WorkerGone as exc:
                 logger.debug("retrying %d texts elsewhere: %s", len(texts), exc)
+                if conn.draining:
+                    self._forget(conn)  # still open while it finishes, but takes no new work
 
     async def _pick(self) -> WorkerConnection:
         while True:

@@ -25,7 +25,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from embedder_worker.build_model import CONFIG_FILE, MODEL_FILE, TOKENIZER_FILE, ensure_int8
+from embedder_worker.model_files import CONFIG_FILE, INT8_FILE, MODEL_FILE, TOKENIZER_FILE
 
 logger = logging.getLogger(__name__)
 
@@ -155,6 +155,16 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
+def _int8_model(model_dir: Path) -> Path:
+    path = model_dir / INT8_FILE
+    if not path.exists():
+        # Imported here: quantizing needs onnx (the build-model extra), serving does not.
+        from embedder_worker.build_model import ensure_int8
+
+        ensure_int8(model_dir)
+    return path
+
+
 def _pick_output(session: ort.InferenceSession, configured: str | None) -> str:
     names = [str(out.name) for out in session.get_outputs()]
     if configured is not None:
@@ -191,7 +201,7 @@ class OnnxEmbedder:
         self.max_length = max_length or base.max_length
         self.query_prefix = base.query_prefix if query_prefix is None else query_prefix
         self.quantized = quantize
-        path = ensure_int8(model_dir) if quantize else model_dir / MODEL_FILE
+        path = _int8_model(model_dir) if quantize else model_dir / MODEL_FILE
         self._session = _session(path, threads)
         self._inputs = {inp.name for inp in self._session.get_inputs()}
         self._output = _pick_output(self._session, base.output)

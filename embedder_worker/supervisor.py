@@ -7,8 +7,9 @@ worker has stayed up for a while). Sidecar mode: connect to the given sockets, a
 backoff whenever one goes away. ``start()`` never waits for a worker: the gateway serves (degraded)
 while workers warm up, and ``pool.ready`` tells ``/readyz`` when one has answered.
 
-``embedder_context(settings, key)`` is the aiohttp cleanup context: the pool is stored under
-``key`` before ``yield``; workers are stopped (SIGTERM, they drain) and the pool closed after it.
+``embedder_context(settings)`` is the aiohttp cleanup context: the pool is stored under
+``EMBEDDER_POOL`` before ``yield``; the pool is closed and the workers stopped (SIGTERM, they
+drain) after it.
 Touches the run directory, the worker processes it started and the sockets it is given.
 """
 
@@ -27,12 +28,13 @@ from pathlib import Path
 from aiohttp import web
 
 import embedder_worker
-from embedder_worker.build_model import MODEL_FILE
 from embedder_worker.client import EmbedderError, EmbedderPool
+from embedder_worker.model_files import MODEL_FILE
 from embedder_worker.settings import EmbedderSettings
 
 logger = logging.getLogger(__name__)
 
+EMBEDDER_POOL = web.AppKey("embedder_pool", EmbedderPool)
 READY_PREFIX = b"READY"
 _STABLE_S = 30.0  # a worker up this long has its restart backoff reset
 
@@ -242,9 +244,12 @@ class EmbedderSupervisor:
 
 
 def embedder_context(
-    settings: EmbedderSettings, key: web.AppKey[EmbedderPool]
+    settings: EmbedderSettings, key: web.AppKey[EmbedderPool] = EMBEDDER_POOL
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """An aiohttp cleanup context that runs the workers and stores their pool under ``key``."""
+    """An aiohttp cleanup context that runs the workers and stores their pool under ``key``.
+
+    It returns at once: the app serves while the workers warm up (``pool.ready`` says when).
+    """
 
     async def context(app: web.Application) -> AsyncIterator[None]:
         supervisor = EmbedderSupervisor(settings)

@@ -12,7 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.api import chat, health, models
+from embedder_worker.supervisor import embedder_context
+from gateway.api import chat, embeddings, health, models
 from gateway.api.admin import add_admin_routes
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.catalog import Catalog
@@ -109,10 +110,13 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)
     app.cleanup_ctx.append(upstream_context)
+    if settings.embedder is not None:
+        app.cleanup_ctx.append(embedder_context(settings.embedder))
     tenants.configure(app, settings)
     app.cleanup_ctx.append(lifecycle_context)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
+    app.router.add_post("/v1/embeddings", embeddings.create_embeddings)
     app.router.add_get("/v1/models", models.list_models)
     app.router.add_get("/v1/models/{model}", models.get_model)
     app.router.add_get("/healthz", health.healthz)

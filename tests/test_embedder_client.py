@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ from embedder_worker.client import (
     WorkerConnection,
 )
 from embedder_worker.model import OnnxEmbedder
-from embedder_worker.protocol import FrameType
+from embedder_worker.protocol import ErrorCode, FrameType
 from embedder_worker.settings import EmbedderSettings
 from embedder_worker.supervisor import EmbedderSupervisor
 
@@ -29,6 +29,36 @@ if TYPE_CHECKING:
 
 pytest_plugins = ["tests.embedder_fixtures"]
 pytestmark = pytest.mark.timeout(40)
+
+
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def fake_worker(path: Path, handler: Handler) -> AsyncIterator[None]:
+    """A scripted worker on ``path``; on exit, waits for its connections to end (the client
+    side must have closed them), so no socket outlives the test."""
+    tasks: set[asyncio.Task[Any]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        tasks.add(task)
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
+
+    server = await asyncio.start_unix_server(serve, str(path))
+    try:
+        yield
+    finally:
+        server.close()
+        await server.wait_closed()
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 @contextlib.asynccontextmanager
@@ -151,24 +181,21 @@ async def _mute_worker(reader: asyncio.StreamReader, writer: asyncio.StreamWrite
                 answered_embed = True
                 vectors = np.zeros((frame.count, 2), dtype=np.float32)
                 writer.write(protocol.encode_result(frame.request_id, vectors, [1] * frame.count))
-    writer.close()
 
 
 async def test_a_call_nobody_answers_fails_with_unavailable_after_its_timeout(
     sock_dir: Path,
 ) -> None:
     path = sock_dir / "mute.sock"
-    server = await asyncio.start_unix_server(_mute_worker, str(path))
-    pool = EmbedderPool(call_timeout_ms=50)
-    try:
-        await pool.attach(path)
-        with pytest.raises(EmbedderUnavailable, match="50 ms"):
-            await pool.embed(["hello?"])
-        assert pool.ready, "a slow answer is not a dead worker"
-    finally:
-        await pool.close()
-        server.close()
-        await server.wait_closed()
+    async with fake_worker(path, _mute_worker):
+        pool = EmbedderPool(call_timeout_ms=50)
+        try:
+            await pool.attach(path)
+            with pytest.raises(EmbedderUnavailable, match="50 ms"):
+                await pool.embed(["hello?"])
+            assert pool.ready, "a slow answer is not a dead worker"
+        finally:
+            await pool.close()
 
 
 async def test_sidecar_mode_reconnects_when_the_worker_comes_back(
@@ -190,3 +217,40 @@ async def test_sidecar_mode_reconnects_when_the_worker_comes_back(
         await pool.wait_live(1)
         assert pool.connections[0] is not old
         assert (await pool.embed_one("hello again")).shape == (384,)
+
+
+async def _draining_worker(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answers INFO and the warm-up EMBED, then refuses every EMBED with SHUTTING_DOWN."""
+    warmed_up = False
+    with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+        while True:
+            frame = await protocol.read_frame(reader)
+            if frame.type is FrameType.INFO:
+                info = {"name": "all-MiniLM-L6-v2", "dim": 384, "max_length": 256,
+                        "pooling": "mean", "normalize": True}  # fmt: skip
+                writer.write(protocol.encode_info(frame.request_id, info))
+            elif not warmed_up:
+                warmed_up = True
+                vectors = np.zeros((frame.count, 384), dtype=np.float32)
+                writer.write(protocol.encode_result(frame.request_id, vectors, [1] * frame.count))
+            else:
+                error = protocol.encode_error(frame.request_id, ErrorCode.SHUTTING_DOWN, "bye")
+                writer.write(error)
+
+
+async def test_a_draining_worker_gets_no_new_work_and_calls_go_elsewhere(
+    worker: WorkerProcess, sock_dir: Path, embedder: OnnxEmbedder
+) -> None:
+    path = sock_dir / "draining.sock"
+    async with fake_worker(path, _draining_worker):
+        pool = EmbedderPool()
+        try:
+            draining = await pool.attach(path)  # first attached: the first one picked
+            await pool.attach(worker.socket)
+            vector = await pool.embed_one("route me elsewhere")
+            assert np.abs(vector - embedder.embed(["route me elsewhere"])[0]).max() <= 1e-5
+            assert draining.draining
+            assert draining not in pool.connections
+            assert pool.ready
+        finally:
+            await pool.close()

@@ -12,7 +12,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from embedder_worker import build_model
+from embedder_worker import build_model, model_files
 from embedder_worker.model import OnnxEmbedder
 
 if TYPE_CHECKING:
@@ -46,11 +46,11 @@ def test_texts_truncate_at_256_tokens_not_the_shipped_128(embedder: OnnxEmbedder
 
 def test_build_is_idempotent_and_writes_the_embedder_config(model_dir: Path) -> None:
     assert build_model.build(model_dir) is False
-    config = json.loads((model_dir / build_model.CONFIG_FILE).read_text())
+    config = json.loads((model_dir / model_files.CONFIG_FILE).read_text())
     assert config["pooling"] == "mean"
     assert config["normalize"] is True
     assert (config["max_length"], config["dim"]) == (256, 384)
-    tokenizer = json.loads((model_dir / build_model.TOKENIZER_FILE).read_text())
+    tokenizer = json.loads((model_dir / model_files.TOKENIZER_FILE).read_text())
     assert tokenizer["truncation"]["max_length"] == 256
     assert tokenizer["padding"]["strategy"] == "BatchLongest"
 
@@ -69,7 +69,7 @@ def test_options_override_the_config_file(
 
 def _pooled_without_token_types(source: Path, out: Path) -> None:
     """A variant export: no token_type_ids input, and a mean-pooled [batch, dim] output."""
-    model = onnx.load(str(source / build_model.MODEL_FILE))
+    model = onnx.load(str(source / model_files.MODEL_FILE))
     graph = model.graph
     kept = [i for i in graph.input if i.name != "token_type_ids"]
     del graph.input[:]
@@ -96,8 +96,8 @@ def _pooled_without_token_types(source: Path, out: Path) -> None:
         helper.make_tensor_value_info("sentence_embedding", TensorProto.FLOAT, ["batch", 384])
     )
     out.mkdir()
-    onnx.save(model, str(out / build_model.MODEL_FILE))
-    shutil.copy(source / build_model.TOKENIZER_FILE, out / build_model.TOKENIZER_FILE)
+    onnx.save(model, str(out / model_files.MODEL_FILE))
+    shutil.copy(source / model_files.TOKENIZER_FILE, out / model_files.TOKENIZER_FILE)
 
 
 def test_a_graph_without_token_types_and_with_pooled_output_works(
@@ -115,8 +115,8 @@ def test_a_graph_without_token_types_and_with_pooled_output_works(
 
 def test_int8_model_is_built_once_and_stays_close(model_dir: Path, reference: Reference) -> None:
     int8 = OnnxEmbedder(model_dir, quantize=True)
-    assert (model_dir / build_model.INT8_FILE).exists()
-    assert build_model.ensure_int8(model_dir) == model_dir / build_model.INT8_FILE
+    assert (model_dir / model_files.INT8_FILE).exists()
+    assert build_model.ensure_int8(model_dir) == model_dir / model_files.INT8_FILE
     cosine = (int8.embed(reference.sentences) * reference.embeddings).sum(axis=1)
     assert cosine.min() > 0.95
     assert cosine.mean() > 0.98

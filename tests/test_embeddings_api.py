@@ -1,41 +1,62 @@
-"""``POST /v1/embeddings`` end to end: the gateway app, its supervised worker, the real model."""
+"""``POST /v1/embeddings`` (gateway/api/embeddings.py) end to end: the handler behind the
+gateway's error middleware, its supervised worker, the real model.
+
+The app is the whole gateway (``create_app``), keyless, with the real model.
+"""
 
 from __future__ import annotations
 
 import base64
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.appkeys import EMBEDDER_POOL
+from embedder_worker.supervisor import EMBEDDER_POOL
+from gateway.app import create_app
+from gateway.config import parse
 
 if TYPE_CHECKING:
-    from tests.conftest import GatewayFactory
     from tests.embedder_fixtures import Reference
 
 pytest_plugins = ["tests.embedder_fixtures"]
 pytestmark = pytest.mark.timeout(40)
 
 MODEL = "all-MiniLM-L6-v2"
+Client = TestClient[web.Request, web.Application]
+ClientFactory = Callable[[web.Application], Awaitable[Client]]
+
+
+def embeddings_app(model_dir: Path, tmp_path: Path) -> web.Application:
+    """The whole gateway, keyless, with one supervised worker serving ``model_dir``."""
+    settings = parse(
+        {
+            "server": {"data_dir": str(tmp_path / "data")},
+            "providers": [{"name": "demo", "kind": "demo"}],
+            "models": [{"name": "chat", "provider": "demo", "tier": "cheap"}],
+            "embedder": {"model_dir": str(model_dir)},
+            "tenants": {"require_keys": False, "bootstrap": False, "tokenizer": ""},
+        },
+        env={},
+        base_dir=tmp_path,
+        source="<test>",
+    )
+    return create_app(settings)
 
 
 @pytest.fixture
-async def gateway(make_gateway: GatewayFactory, model_dir: Path) -> AsyncIterator[TestClient]:
-    """A gateway with one supervised embedding worker, once that worker is live."""
-    client = await make_gateway({
-        "providers": [{"name": "demo", "kind": "demo"}],
-        "models": [{"name": "chat", "provider": "demo", "tier": "cheap"}],
-        "embedder": {"model_dir": str(model_dir), "workers": 1},
-    })  # fmt: skip
+async def gateway(aiohttp_client: ClientFactory, model_dir: Path, tmp_path: Path) -> Client:
+    """The embeddings endpoint with one supervised worker, once that worker is live."""
+    client = await aiohttp_client(embeddings_app(model_dir, tmp_path))
     await client.app[EMBEDDER_POOL].wait_live(1)
-    yield client
+    return client
 
 
-async def embed(client: TestClient, **body: Any) -> dict[str, Any]:
+async def embed(client: Client, **body: Any) -> dict[str, Any]:
     resp = await client.post("/v1/embeddings", json={"model": MODEL, **body})
     assert resp.status == 200, await resp.text()
     payload: dict[str, Any] = await resp.json()
@@ -43,7 +64,7 @@ async def embed(client: TestClient, **body: Any) -> dict[str, Any]:
 
 
 async def test_a_list_of_strings_gets_reference_vectors_in_order_with_usage(
-    gateway: TestClient, reference: Reference
+    gateway: Client, reference: Reference
 ) -> None:
     body = await embed(gateway, input=reference.sentences[:10])
     assert body["object"] == "list" and body["model"] == MODEL
@@ -54,7 +75,7 @@ async def test_a_list_of_strings_gets_reference_vectors_in_order_with_usage(
 
 
 async def test_one_string_as_base64_decodes_to_the_same_vector(
-    gateway: TestClient, reference: Reference
+    gateway: Client, reference: Reference
 ) -> None:
     body = await embed(gateway, input=reference.sentences[0], encoding_format="base64")
     (item,) = body["data"]
@@ -62,7 +83,7 @@ async def test_one_string_as_base64_decodes_to_the_same_vector(
     assert np.abs(vector - reference.embeddings[0]).max() <= 1e-5
 
 
-async def test_dimensions_equal_to_the_model_are_accepted(gateway: TestClient) -> None:
+async def test_dimensions_equal_to_the_model_are_accepted(gateway: Client) -> None:
     body = await embed(gateway, input="hello", dimensions=384)
     assert len(body["data"][0]["embedding"]) == 384
 
@@ -79,7 +100,7 @@ BAD_REQUESTS: list[tuple[dict[str, Any], int, str]] = [
 ]
 
 
-async def test_bad_requests_get_openai_errors_naming_the_field(gateway: TestClient) -> None:
+async def test_bad_requests_get_openai_errors_naming_the_field(gateway: Client) -> None:
     # One gateway (and worker) for all cases: starting a worker per case would be most of the time.
     for body, status, param in BAD_REQUESTS:
         resp = await gateway.post("/v1/embeddings", json=body)
@@ -89,15 +110,11 @@ async def test_bad_requests_get_openai_errors_naming_the_field(gateway: TestClie
         assert error["message"], body
 
 
-async def test_before_any_worker_is_ready_the_gateway_answers_503(
-    make_gateway: GatewayFactory, tmp_path: Path
+async def test_before_any_worker_is_ready_the_endpoint_answers_503(
+    aiohttp_client: ClientFactory, tmp_path: Path
 ) -> None:
-    client = await make_gateway({
-        "providers": [{"name": "demo", "kind": "demo"}],
-        "models": [{"name": "chat", "provider": "demo", "tier": "cheap"}],
-        "embedder": {"model_dir": str(tmp_path / "no-model-here"), "workers": 1},
-    })  # fmt: skip
+    client = await aiohttp_client(embeddings_app(tmp_path / "no-model-here", tmp_path))
     assert not client.app[EMBEDDER_POOL].ready
     resp = await client.post("/v1/embeddings", json={"model": MODEL, "input": "hi"})
     assert resp.status == 503
-    assert (await resp.json())["error"]["code"] in ("embedder_starting", "embedder_unavailable")
+    assert (await resp.json())["error"]["code"] == "embedder_starting"

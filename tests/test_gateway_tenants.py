@@ -92,7 +92,7 @@ async def test_every_request_gets_a_ledger_row_with_its_cost(keyed: Keyed) -> No
 
 
 async def test_concurrent_requests_admit_exactly_the_limit(keyed: Keyed) -> None:
-    client, fake, key = keyed
+    client, _, key = keyed
     statuses = await asyncio.gather(*(_ask(client, key) for _ in range(12)))
     codes = sorted(r.status for r in statuses)
     assert codes.count(200) == 3 and codes.count(429) == 9

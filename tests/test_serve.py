@@ -90,8 +90,9 @@ async def served(
 
 async def test_process_survives_hostile_input(served: Any) -> None:
     proc, base, _, session = served
+    bad_content = {"model": "small", "messages": [{"role": "user", "content": {}}]}
     bodies = [b"{", b"\xff\xfe", b"[1,2", b'{"model": null}', b"0" * 100_000,
-              json.dumps({"model": "small", "messages": [{"role": "user", "content": {}}]}).encode()]
+              json.dumps(bad_content).encode()]
     for body in bodies:
         async with session.post(f"{base}/v1/chat/completions", data=body) as resp:
             assert resp.status == 400

@@ -15,34 +15,21 @@ import orjson
 from aiohttp import web
 
 from gateway.accounting import account
-from gateway.appkeys import CATALOG, FAILOVER, SETTINGS
+from gateway.api.body import read_body
+from gateway.api.caller import caller
+from gateway.appkeys import CATALOG, FAILOVER
 from gateway.catalog import AUTO
 from gateway.chat import ChatRequest, parse_chat_request
-from gateway.errors import BodyTooLarge, GatewayError, UpstreamFailed, UpstreamFailure
+from gateway.errors import GatewayError, UpstreamFailed, UpstreamFailure
 from gateway.failover import Attempt, Stream
 from gateway.providers.base import Deployment, Json, Usage, usage_from_openai
 from gateway.request_record import RequestRecord
 from gateway.requestctx import REQUEST_ID
 from gateway.sse import DONE, encode_data
-from gateway.tenants.context import ADMISSION_KEY, AUTH_KEY
+from gateway.tenants.context import ADMISSION_KEY
 from gateway.tenants.quotas import rate_limit_headers
 
 log = logging.getLogger(__name__)
-
-
-async def read_body(request: web.Request) -> bytes:
-    """The whole body, refusing more than the configured maximum with a 413."""
-    limit = request.app[SETTINGS].server.max_body_bytes
-    if request.content_length is not None and request.content_length > limit:
-        raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
-    parts: list[bytes] = []
-    size = 0
-    while chunk := await request.content.read(limit + 1 - size):
-        parts.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
-    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def candidates_for(request: web.Request, chat: ChatRequest) -> list[Deployment]:
@@ -69,7 +56,7 @@ def answer_headers(
 async def chat_completions(request: web.Request) -> web.StreamResponse:
     app = request.app
     record = RequestRecord(request[REQUEST_ID])
-    principal = app[AUTH_KEY].identify(request.headers.get("Authorization"))
+    principal = caller(request)
     chat = parse_chat_request(await read_body(request))
     record.principal, record.model = principal, chat.model
     reservation = await app[ADMISSION_KEY].admit(principal, chat)

@@ -25,8 +25,9 @@ from embedder_worker.client import (
     EmbedderUnavailable,
     Embeddings,
 )
-from gateway.api.chat import read_body
-from gateway.appkeys import EMBEDDER_POOL
+from embedder_worker.supervisor import EMBEDDER_POOL
+from gateway.api.body import read_body
+from gateway.api.caller import caller
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.requestctx import REQUEST_ID
 from gateway.timing import Timing
@@ -72,9 +73,14 @@ def _texts(value: Any) -> tuple[str, ...]:
 
 
 def _options(body: Mapping[str, Any]) -> tuple[EncodingFormat, int | None]:
-    encoding = body.get("encoding_format") or "float"
-    if encoding not in ("float", "base64"):
-        raise _field("encoding_format", "'float' or 'base64'", encoding)
+    encoding: EncodingFormat
+    match body.get("encoding_format"):
+        case None | "float":
+            encoding = "float"
+        case "base64":
+            encoding = "base64"
+        case other:
+            raise _field("encoding_format", "'float' or 'base64'", other)
     dimensions = body.get("dimensions")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)):
         raise _field("dimensions", "an integer", dimensions)
@@ -143,6 +149,7 @@ def render(result: Embeddings, model: str, encoding: EncodingFormat) -> bytes:
 
 async def create_embeddings(request: web.Request) -> web.StreamResponse:
     timing = Timing()
+    caller(request)
     parsed = parse_embeddings_request(await read_body(request))
     pool = request.app[EMBEDDER_POOL]
     model = _check_model(pool, parsed)

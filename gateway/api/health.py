@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.appkeys import LIFECYCLE
 from gateway.lifecycle import State
 
@@ -13,9 +14,14 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """Ready once started and, where an embedder is configured, once a worker is warm."""
     state = request.app[LIFECYCLE].state
     checks = {"lifecycle": state.value}
     ready = state is State.READY
+    pool = request.app.get(EMBEDDER_POOL)
+    if pool is not None:
+        checks["embedder"] = "ready" if pool.ready else "starting"
+        ready = ready and pool.ready
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,

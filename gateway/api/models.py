@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.api.caller import caller
 from gateway.appkeys import CATALOG
 from gateway.catalog import AUTO
 
 
 async def list_models(request: web.Request) -> web.Response:
+    caller(request)
     names = request.app[CATALOG].public_names()
     data = [{"id": AUTO, "object": "model", "created": 0, "owned_by": "gateway"}]
     data += [
@@ -19,6 +21,7 @@ async def list_models(request: web.Request) -> web.Response:
 
 
 async def get_model(request: web.Request) -> web.Response:
+    caller(request)
     name = request.match_info["model"]
     catalog = request.app[CATALOG]
     owner = "gateway" if name == AUTO else catalog.named(name)[0].provider.name

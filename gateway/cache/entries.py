@@ -1,5 +1,6 @@
-"""The in-memory table of cache entries: by id in least-recently-used order, by exact key, and
-by namespace. A mirror of SQLite's rows without their vectors and answers, rebuilt at start-up;
+"""The in-memory table of cache entries: by id in least-recently-used order, by exact key (and,
+for entries stored under a semantic policy, by loose key: case and punctuation aside), and by
+namespace. A mirror of SQLite's rows without their vectors and answers, rebuilt at start-up;
 lookups read only this and the vector index, and fetch an answer only for a hit. Not thread-safe:
 used on the event loop only.
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 import sys
 from collections import OrderedDict
 
+from gateway.cache.fingerprint import loose_key
 from gateway.cache.store import StoredEntry
 
 
@@ -32,6 +34,8 @@ class EntryTable:
         )
         self._by_id[entry.entry_id] = entry
         self._exact[entry.exact_key] = entry.entry_id
+        if entry.has_vector:  # stored under a semantic policy: case and punctuation are loose
+            self._exact.setdefault(_loose(entry), entry.entry_id)
         self._namespaces.setdefault(entry.namespace, set()).add(entry.entry_id)
 
     def get(self, entry_id: int) -> StoredEntry | None:
@@ -50,8 +54,9 @@ class EntryTable:
         entry = self._by_id.pop(entry_id, None)
         if entry is None:
             return None
-        if self._exact.get(entry.exact_key) == entry_id:
-            del self._exact[entry.exact_key]
+        for key in (entry.exact_key, _loose(entry)):
+            if self._exact.get(key) == entry_id:
+                del self._exact[key]
         ids = self._namespaces.get(entry.namespace)
         if ids is not None:
             ids.discard(entry_id)
@@ -75,3 +80,7 @@ class EntryTable:
 
     def expired(self, now: float) -> list[StoredEntry]:
         return [e for e in self._by_id.values() if e.expires_at is not None and e.expires_at <= now]
+
+
+def _loose(entry: StoredEntry) -> bytes:
+    return loose_key(entry.namespace, entry.fingerprint, entry.text)

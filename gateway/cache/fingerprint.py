@@ -13,6 +13,7 @@ and the text is empty: such a request can only hit exactly. Non-text parts of th
 from __future__ import annotations
 
 import hashlib
+import re
 import unicodedata
 from typing import Any
 
@@ -74,6 +75,19 @@ def normalize_text(text: str) -> str:
 def exact_key(namespace: str, context: str, text: str) -> bytes:
     """The exact tier's key: a digest of namespace, fingerprint and normalised text."""
     return hashlib.sha256(_canonical([namespace, context, text])).digest()
+
+
+def loose_key(namespace: str, context: str, text: str) -> bytes:
+    """The exact tier's second key, for semantic routes: case and punctuation do not count.
+
+    Word characters and operator symbols are kept in order (``C++`` and ``C#`` stay apart);
+    everything else (case, spacing, ``?``, ``!``, quotes) is dropped.
+    """
+    words = _LOOSE_TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
+    return exact_key(namespace, context, "\x00loose\x00" + " ".join(words))
+
+
+_LOOSE_TOKEN = re.compile(r"[^\W_]+|[+#*/=<>&|^~@{}\[\]\\`$€£¥₹%°.,-](?=\w)|[+#%°]")
 
 
 def _is_user_turn(message: Message) -> bool:

@@ -9,7 +9,7 @@ before a semantic hit is served the stored and the asked text must agree on:
 - negation (not, n't, never, no, without, ...), by count;
 - antonyms and opposite directions (for/against, rise/fall, north/south, more/less, ...);
 - comparatives and superlatives (better, best, most, fewer, ...);
-- units and currencies (km vs miles, Celsius vs Fahrenheit, $ vs €);
+- units and currencies (km vs miles, Celsius vs Fahrenheit, $ vs €), and operator symbols;
 - named entities (capitalised or mixed-case words, acronyms, codes): none may be unmatched;
 - content words: a text that only adds words to the other (a more specific question) does not
   match it, and a substitution must be small;
@@ -34,6 +34,9 @@ def _split(words: str) -> list[str]:
 
 
 _WORD = re.compile(r"[^\W_]+(?:[.,]\d+)*|[$€£¥₹%°]")
+# Operators and the marks of names like C++ and C#: "+" and "#" change what is asked.
+_SYMBOL = re.compile(r"[+#*/=<>&|^~@{}\[\]\\`]")
+_ALNUM_PART = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+|[$€£¥₹%°]")
 _CONTRACTIONS = (
     (re.compile(r"\b(what|who|where|when|why|how|it|that|there|here|he|she)[’']s\b",
                 re.IGNORECASE), r"\1 is"),
@@ -100,7 +103,7 @@ longer longest shorter shortest stronger strongest weaker weakest earlier earlie
 """))
 
 _DEGREE_SYNONYMS = {
-    "larger": "bigger", "greater": "bigger", "largest": "biggest", "lesser": "smaller",
+    "larger": "bigger", "greater": "bigger", "largest": "biggest",
 }
 
 # Canonical unit per spelling; a unit never matches another unit.
@@ -111,7 +114,7 @@ _UNITS = {
     **dict.fromkeys(_split("mm millimeter millimeters millimetre millimetres"), "mm"),
     **dict.fromkeys(_split("mi mile miles"), "mile"),
     **dict.fromkeys(_split("ft foot feet"), "foot"),
-    **dict.fromkeys(_split("in inch inches"), "inch"),
+    **dict.fromkeys(_split("inch inches"), "inch"),
     **dict.fromkeys(_split("yd yard yards"), "yard"),
     **dict.fromkeys(_split("kg kgs kilo kilos kilogram kilograms"), "kg"),
     **dict.fromkeys(_split("g gram grams gramme grammes"), "g"),
@@ -155,7 +158,7 @@ _UNITS = {
 # Unit spellings that are also ordinary words ("in", "the year 1969") are units only right
 # after a number.
 _BARE_UNITS = frozenset(_split("""
-m in l c f k s h b g w v min sec secs hour hours day days week weeks month months year years
+m l c f k s h b g w v min sec secs hour hours day days week weeks month months year years
 yr yrs degree degrees
 """))
 
@@ -198,6 +201,13 @@ _MOODS = {
 # In "how do/can/should I ..." the auxiliary does not change what is asked.
 _HOW_TO_MOODS = frozenset({"fact", "ability", "advice"})
 
+# Who the question is about: the asker, a group with the asker, or the one answering.
+_PERSONS = {
+    **dict.fromkeys(_split("i me my mine myself"), "first"),
+    **dict.fromkeys(_split("we us our ours ourselves"), "first plural"),
+    **dict.fromkeys(_split("you your yours yourself yourselves"), "second"),
+}
+
 _COORDINATORS = frozenset(_split("and or vs versus nor"))
 
 ANTONYMS: frozenset[frozenset[str]] = frozenset(
@@ -213,6 +223,7 @@ class Token:
     lower: str
     stem: str
     entity: bool
+    number: str | None  # canonical value when the word is a number ("two" -> "2", "3rd" -> "#3")
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,6 +240,8 @@ class Profile:
     lowers: frozenset[str]
     question: str
     mood: str
+    symbols: tuple[str, ...]
+    persons: frozenset[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +262,8 @@ def profile(text: str) -> Profile:
     numbers: list[str] = []
     units: list[str] = []
     for i, token in enumerate(words):
-        number = _number(token.lower)
-        if number is not None:
-            numbers.append(number)
+        if token.number is not None:
+            numbers.append(token.number)
         elif (unit := _unit(token.lower, words[i - 1].lower if i else "")) is not None:
             units.append(unit)
     return Profile(
@@ -264,8 +276,10 @@ def profile(text: str) -> Profile:
         content=frozenset(t.stem for t in words if _is_content(t)),
         entities=frozenset(t.stem for t in words if t.entity),
         lowers=frozenset(t.lower for t in words) | frozenset(t.stem for t in words),
-        question=_question(words),
-        mood=_mood(words),
+        question=(question := _question(words)),
+        mood=_mood(words, question),
+        symbols=tuple(sorted(_SYMBOL.findall(text))),
+        persons=frozenset(_PERSONS[t.lower] for t in words if t.lower in _PERSONS),
     )
 
 
@@ -283,15 +297,17 @@ def compare(a: Profile | str, b: Profile | str) -> Verdict:
 
 def _tokens(text: str) -> list[Token]:
     text = unicodedata.normalize("NFKC", text)
-    for pattern, replacement in _CONTRACTIONS:
-        text = pattern.sub(replacement, text)
+    if "'" in text or "’" in text or "annot" in text:
+        for pattern, replacement in _CONTRACTIONS:
+            text = pattern.sub(replacement, text)
     raw = _split_alnum(_WORD.findall(text))
     title_case = _is_title_case(raw)
     out = []
     for i, word in enumerate(raw):
         lower = word.lower()
-        entity = _looks_like_entity(word, i == 0 or _starts_sentence(text, word), title_case)
-        out.append(Token(word, lower, stem(lower), entity))
+        starts = i == 0 or (word[0].isupper() and _starts_sentence(text, word))
+        entity = _looks_like_entity(word, starts, title_case)
+        out.append(Token(word, lower, stem(lower), entity, _number(lower)))
     return out
 
 
@@ -299,10 +315,10 @@ def _split_alnum(words: list[str]) -> list[str]:
     """Codes like ``rs1000`` or ``32GB``: the letter and digit runs become separate words."""
     out: list[str] = []
     for word in words:
-        if _ORDINAL_SUFFIX.match(word.lower()):
+        if word.isalpha() or word.isdigit() or _ORDINAL_SUFFIX.match(word.lower()):
             out.append(word)
             continue
-        out.extend(re.findall(r"\d+(?:[.,]\d+)*|[^\W\d_]+|[$€£¥₹%°]", word))
+        out.extend(_ALNUM_PART.findall(word))
     return out
 
 
@@ -375,7 +391,7 @@ def _unit(word: str, previous: str) -> str | None:
     unit = _UNITS.get(word)
     if unit is None:
         return None
-    if word in _BARE_UNITS and not (previous and previous[0].isdigit()):
+    if word in _BARE_UNITS and not (previous and _number(previous) is not None):
         return None
     return unit
 
@@ -396,9 +412,8 @@ def _question(words: list[Token]) -> str:
     return "yes/no" if lowers and lowers[0] in _MOODS else "statement"
 
 
-def _mood(words: list[Token]) -> str:
+def _mood(words: list[Token], question: str) -> str:
     """The class of the first auxiliary verb; "how-to" for any of do/can/should after "how"."""
-    question = _question(words)
     for token in words:
         mood = _MOODS.get(token.lower)
         if mood is not None:
@@ -412,7 +427,7 @@ def _is_content(token: Token) -> bool:
         lower not in STOPWORDS
         and lower not in NEGATIONS
         and lower not in DEGREE_WORDS
-        and _number(lower) is None
+        and token.number is None
         and lower not in _UNITS
         and not (len(lower) == 1 and not token.entity)
     )
@@ -424,6 +439,21 @@ def _question_kind(a: Profile, b: Profile) -> str:
     if a.mood and b.mood and a.mood != b.mood:
         return f"moods differ: {a.mood or 'none'} and {b.mood or 'none'}"
     return ""
+
+
+def _persons(a: Profile, b: Profile) -> str:
+    if a.persons == b.persons or (_generic_how_to(a) and _generic_how_to(b)):
+        return ""
+    return "asked about someone else"
+
+
+def _generic_how_to(p: Profile) -> bool:
+    """ "How do I ...", "How do you ...", "how to ...": the person is anyone; it does not matter."""
+    return p.question == "how" and p.mood in ("how-to", "") and "first plural" not in p.persons
+
+
+def _symbols(a: Profile, b: Profile) -> str:
+    return "" if a.symbols == b.symbols else "symbols differ"
 
 
 def _numbers(a: Profile, b: Profile) -> str:
@@ -493,7 +523,7 @@ def _sequence(p: Profile) -> list[str]:
     """Content words, numbers and units in order of first appearance."""
     seen: dict[str, None] = {}
     for i, t in enumerate(p.words):
-        if t.stem in p.content or _number(t.lower) is not None or _unit_at(p, i) is not None:
+        if t.stem in p.content or t.number is not None or _unit_at(p, i) is not None:
             seen.setdefault(t.stem, None)
     return list(seen)
 
@@ -518,5 +548,6 @@ def _is_list(gap: list[str]) -> bool:
 
 
 _CHECKS = (
-    _question_kind, _numbers, _negation, _units, _degree, _antonyms, _entities, _content, _order,
+    _question_kind, _persons, _symbols, _numbers, _negation, _units, _degree, _antonyms,
+    _entities, _content, _order,
 )

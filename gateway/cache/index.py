@@ -42,7 +42,7 @@ FloatArray = npt.NDArray[np.float32]
 T = TypeVar("T")
 META_FILE = "meta.json"
 FORMAT = 1
-_INITIAL_CAPACITY = 64
+_INITIAL_CAPACITY = 16
 _CRC_BLOCK = 1 << 20
 
 

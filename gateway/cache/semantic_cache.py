@@ -20,6 +20,7 @@ import contextlib
 import logging
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,7 +29,7 @@ import numpy as np
 import orjson
 
 from gateway.cache.entries import EntryTable
-from gateway.cache.fingerprint import exact_key
+from gateway.cache.fingerprint import exact_key, loose_key
 from gateway.cache.guards import Profile, Verdict, compare, profile
 from gateway.cache.index import FloatArray, IndexSet, VectorSpace
 from gateway.cache.replay import uncacheable
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 Clock = Callable[[], float]
 _MAX_BATCH = 512
+_PROFILES = 4096  # guard profiles of stored texts kept between lookups
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +80,8 @@ class SemanticCache:
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._last_save = 0.0
+        self._stopping = False
+        self._profiles: OrderedDict[int, Profile] = OrderedDict()
 
     @property
     def enabled(self) -> bool:
@@ -112,7 +116,7 @@ class SemanticCache:
         if self._store is None or policy == "off":
             return None
         try:
-            hit = await self._exact(namespace, fingerprint, text)
+            hit = await self._exact(namespace, fingerprint, text, policy)
             if hit is None and policy == "semantic" and vector is not None and text:
                 hit = await self._semantic(namespace, fingerprint, text, vector)
         except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
@@ -122,8 +126,11 @@ class SemanticCache:
             self._record_hit(hit.entry_id)
         return hit
 
-    async def _exact(self, namespace: str, fingerprint: str, text: str) -> Hit | None:
+    async def _exact(self, namespace: str, fingerprint: str, text: str,
+                     policy: Policy) -> Hit | None:
         entry = self._table.exact(exact_key(namespace, fingerprint, text))
+        if entry is None and policy == "semantic":
+            entry = self._table.exact(loose_key(namespace, fingerprint, text))
         if entry is None or self._expired(entry):
             return None
         return await self._hit(entry, "exact", 1.0)
@@ -140,21 +147,45 @@ class SemanticCache:
             entry = self._table.get(n.entry_id)
             if entry is None or entry.fingerprint != fingerprint or self._expired(entry):
                 continue
+            # Fetch the answer while the guards run: most candidates that get here pass.
+            fetch = asyncio.ensure_future(self._body(entry.entry_id))
             asked = asked or profile(text)
-            verdict = accept(entry.text, asked, n.score, self.settings.threshold,
+            verdict = accept(self._profile(entry), asked, n.score, self.settings.threshold,
                              self.settings.guards)
             if verdict.ok:
-                return await self._hit(entry, "semantic", min(n.score, 1.0))
+                body = await fetch
+                return None if body is None else self._make_hit(entry, "semantic",
+                                                                min(n.score, 1.0), body)
+            fetch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await fetch
             log.debug("cache candidate %d refused: %s", entry.entry_id, verdict.reason)
         return None
 
+    def _profile(self, entry: StoredEntry) -> Profile:
+        """The stored text's guard profile, kept for the most recently compared entries."""
+        cached = self._profiles.get(entry.entry_id)
+        if cached is None:
+            cached = self._profiles[entry.entry_id] = profile(entry.text)
+            if len(self._profiles) > _PROFILES:
+                self._profiles.popitem(last=False)
+        else:
+            self._profiles.move_to_end(entry.entry_id)
+        return cached
+
     async def _hit(self, entry: StoredEntry, kind: Literal["exact", "semantic"],
                    score: float) -> Hit | None:
+        body = await self._body(entry.entry_id)
+        return None if body is None else self._make_hit(entry, kind, score, body)
+
+    async def _body(self, entry_id: int) -> bytes | None:
         assert self._store is not None
-        raw = await self._store.body(entry.entry_id)
-        if raw is None:
-            return None
-        return Hit(entry.entry_id, kind, score, orjson.loads(raw), entry.text, entry.created_at)
+        return await self._store.body(entry_id)
+
+    @staticmethod
+    def _make_hit(entry: StoredEntry, kind: Literal["exact", "semantic"], score: float,
+                  body: bytes) -> Hit:
+        return Hit(entry.entry_id, kind, score, orjson.loads(body), entry.text, entry.created_at)
 
     def _expired(self, entry: StoredEntry) -> bool:
         return entry.expires_at is not None and entry.expires_at <= self._clock()
@@ -182,14 +213,19 @@ class SemanticCache:
         key = exact_key(namespace, fingerprint, text)
         if reason is None and (key in self._table or key in self._pending_keys):
             reason = "already stored"
+        loose = loose_key(namespace, fingerprint, text)
+        if reason is None and policy == "semantic" and (
+            loose in self._table or loose in self._pending_keys
+        ):
+            reason = "already stored (up to case and punctuation)"
         if reason is None and len(self._pending) >= self.settings.max_pending:
             reason = "write queue full"
         if reason is not None:
             log.debug("not caching an answer: %s", reason)
             return False
-        self._pending.append(self._new_entry(namespace, fingerprint, key, text, vector, body,
-                                             policy, ttl_s))
-        self._pending_keys.add(key)
+        entry = self._new_entry(namespace, fingerprint, key, text, vector, body, policy, ttl_s)
+        self._pending.append(entry)
+        self._pending_keys.update(_keys(entry))
         self._wake.set()
         return True
 
@@ -229,7 +265,8 @@ class SemanticCache:
         try:
             ids = await self._store.insert(batch)
         finally:
-            self._pending_keys.difference_update(e.exact_key for e in batch)
+            for e in batch:
+                self._pending_keys.difference_update(_keys(e))
         await self._index_new(list(zip(ids, batch, strict=True)))
         for entry_id, e in zip(ids, batch, strict=True):
             self._table.add(StoredEntry(entry_id, e.namespace, e.fingerprint, e.exact_key,
@@ -283,7 +320,8 @@ class SemanticCache:
         async with self._flush_lock:
             queued = [e for e in self._pending if e.namespace == namespace]
             self._pending = [e for e in self._pending if e.namespace != namespace]
-            self._pending_keys.difference_update(e.exact_key for e in queued)
+            for e in queued:
+                self._pending_keys.difference_update(_keys(e))
             for entry_id in self._table.in_namespace(namespace):
                 self._table.remove(entry_id)
             removed = await self._store.delete_namespace(namespace)
@@ -383,27 +421,28 @@ class SemanticCache:
             self._tasks.append(asyncio.create_task(self._writer(), name="cache-writer"))
 
     async def _writer(self) -> None:
-        while True:
+        # Never cancelled: cancelling a batch half-way through its transaction would lose it.
+        # ``close`` sets ``_stopping`` and wakes the writer, which then returns.
+        while not self._stopping:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.settings.flush_interval_s):
                     await self._wake.wait()
             self._wake.clear()
-            # Batch: give concurrent requests a moment's worth of entries per transaction.
-            await asyncio.sleep(0)
+            if self._stopping:
+                return
             try:
                 await self.flush()
                 if self._clock() - self._last_save >= self.settings.save_interval_s:
                     await self.save()
-            except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
-                log.error("cache writer failed, retrying: %s", exc)
+            except Exception:  # the writer must outlive any one bad batch
+                log.exception("cache writer failed; the next batch will be tried")
 
     async def close(self) -> None:
         """Stop the writer, write what is queued, save the graphs, release everything."""
+        self._stopping = True
+        self._wake.set()
         for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await task
         self._tasks.clear()
         try:
             if self._store is not None:
@@ -417,6 +456,12 @@ class SemanticCache:
             self._index.close()
         if self._store is not None:
             await self._store.close()
+
+
+def _keys(e: NewEntry) -> tuple[bytes, ...]:
+    if e.vector is None:
+        return (e.exact_key,)
+    return e.exact_key, loose_key(e.namespace, e.fingerprint, e.text)
 
 
 def _valid(vector: FloatArray, dim: int) -> bool:

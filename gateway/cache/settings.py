@@ -10,7 +10,7 @@ threshold written by ``gateway cache fit --write`` (``calibration_file``) is use
     database = "cache.sqlite3"            # SQLite: the source of truth
     index_dir = "cache_index"             # hnswlib files, rebuilt from SQLite when unusable
     calibration_file = "cache_calibration.json"
-    threshold = 0.9                       # cosine; omit to use the calibration file
+    threshold = 0.95                      # cosine; omit to use the calibration file
     guards = true                         # lexical checks before a semantic hit is served
     default_policy = "semantic"           # "semantic" | "exact" | "off"
     ttl_s = 604800                        # 0 = entries never expire
@@ -46,7 +46,7 @@ Policy = Literal["semantic", "exact", "off"]
 POLICIES: tuple[Policy, ...] = ("semantic", "exact", "off")
 # Stricter policies sort first: a request gets the strictest of its tenant's and its route's.
 _STRICTNESS: dict[Policy, int] = {"off": 0, "exact": 1, "semantic": 2}
-DEFAULT_THRESHOLD = 0.9
+DEFAULT_THRESHOLD = 0.95
 CALIBRATION_VERSION = 1
 
 

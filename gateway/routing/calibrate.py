@@ -78,12 +78,16 @@ def route_indices(examples: Sequence[Example], names: Sequence[str], source: str
 
 @dataclass(frozen=True, slots=True)
 class Scored:
-    """The shortlist of every example: route indices, similarities, head log-probabilities."""
+    """The shortlist of every example: route indices, similarities, head log-probabilities.
+
+    A route index of ``n_routes`` is the out-of-scope examples' class: never a candidate.
+    """
 
     truth: IntArray
     routes: IntArray
     sims: FloatArray
     log_probs: FloatArray
+    n_routes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,23 +104,28 @@ class Ranked:
         return np.stack([self.score, self.margin, self.log_prob], axis=1)
 
 
-def score_examples(classifier: RouteClassifier, vectors: FloatArray, truth: IntArray) -> Scored:
+def score_examples(
+    classifier: RouteClassifier, vectors: FloatArray, truth: IntArray, n_routes: int
+) -> Scored:
     parts = [classifier.score(v, 0.0) for v in vectors]
     return Scored(
         truth,
         np.stack([p.routes for p in parts]),
         np.stack([p.similarity for p in parts]),
         np.stack([p.log_prob for p in parts]),
+        n_routes,
     )
 
 
 def rank(scored: Scored, blend: float) -> Ranked:
     scores = scored.sims + np.float32(blend) * scored.log_probs
+    scores[scored.routes >= scored.n_routes] = -np.inf
     order = np.argsort(-scores, axis=1, kind="stable")
     rows = np.arange(len(scores))
-    best, second = order[:, 0], order[:, 1] if scores.shape[1] > 1 else order[:, 0]
+    best = order[:, 0]
     s1 = scores[rows, best]
-    margin = s1 - scores[rows, second] if scores.shape[1] > 1 else s1
+    s2 = scores[rows, order[:, 1]] if scores.shape[1] > 1 else np.full_like(s1, -np.inf)
+    margin = np.where(np.isfinite(s2), s1 - s2, s1)  # a lone route: margin = its score
     return Ranked(scored.routes[rows, best], s1, margin, scored.log_probs[rows, best])
 
 

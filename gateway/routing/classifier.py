@@ -169,23 +169,27 @@ class RouteClassifier:
         knn_k: int = KNN_K, shortlist: int = SHORTLIST,
     ) -> None:
         n_routes = head.weights.shape[0]
-        order = np.argsort(labels, kind="stable")
-        self._vectors = np.ascontiguousarray(vectors[order], dtype=np.float32)
-        bounds = np.searchsorted(labels[order], np.arange(n_routes + 1))
-        if np.any(np.diff(bounds) == 0):
+        blocks = [vectors[labels == r] for r in range(n_routes)]
+        if any(len(b) == 0 for b in blocks):
             raise ValueError("every route needs at least one utterance vector")
+        # A route with fewer than k utterances repeats them, so every mean is over k values.
+        blocks = [np.resize(b, (max(len(b), knn_k), b.shape[1])) for b in blocks]
+        self._vectors = np.ascontiguousarray(np.concatenate(blocks), dtype=np.float32)
+        bounds = np.cumsum([0] + [len(b) for b in blocks])
         # Views, not copies: one contiguous matrix, one block of rows per route.
         self._blocks = [self._vectors[bounds[i] : bounds[i + 1]] for i in range(n_routes)]
-        self._k = [min(knn_k, len(b)) for b in self._blocks]
+        self._width = max(len(b) for b in blocks)
+        self._k = knn_k
         self._weights = np.ascontiguousarray(head.weights, dtype=np.float32)
         self._bias = np.ascontiguousarray(head.bias, dtype=np.float32)
         self._shortlist = min(shortlist, n_routes)
         self.n_routes = n_routes
         self.dim = int(vectors.shape[1])
+        self._utterances = len(labels)
 
     @property
     def utterances(self) -> int:
-        return int(self._vectors.shape[0])
+        return self._utterances
 
     def score(self, vector: FloatArray, blend: float) -> Scores:
         """The shortlisted routes for ``vector`` (L2-normalised, [dim]), best score first."""
@@ -196,11 +200,12 @@ class RouteClassifier:
             cand = np.argpartition(logits, -self._shortlist)[-self._shortlist :]
         else:
             cand = np.arange(self.n_routes)
-        sims = np.empty(len(cand), dtype=np.float32)
+        # One row per candidate, padded with -inf: a single partition finds every top k.
+        table = np.full((len(cand), self._width), -np.inf, dtype=np.float32)
         for j, r in enumerate(cand.tolist()):
-            s = self._blocks[r] @ vector
-            k = self._k[r]
-            sims[j] = (np.partition(s, -k)[-k:] if len(s) > k else s).mean()
+            block = self._blocks[r]
+            np.dot(block, vector, out=table[j, : len(block)])
+        sims = np.partition(table, -self._k, axis=1)[:, -self._k :].mean(axis=1)
         log_prob = (logits[cand] - log_norm).astype(np.float32)
         scores = sims + np.float32(blend) * log_prob
         order = np.argsort(-scores, kind="stable")

@@ -19,11 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from embedder_worker.settings import EmbedderSettings
 from gateway.config import Settings
 from gateway.routing.calibrate import (
     FitOptions,
@@ -46,7 +49,7 @@ from gateway.routing.routes import (
     write_text_atomically,
 )
 from gateway.routing.settings import RoutingSettings, packaged_routes_file, tier_plan
-from gateway.routing.vectors import VectorCache, embed_cached
+from gateway.routing.vectors import InProcessEmbedder, VectorCache, embed_cached
 from gateway.toml_table import ConfigError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -118,6 +121,13 @@ def routing_settings(settings: Settings) -> RoutingSettings:
     return RoutingSettings(routes_file=packaged_routes_file())
 
 
+def _embedder(ws: Workspace) -> InProcessEmbedder:
+    from gateway.routing.context import embedder_options
+
+    options = embedder_options(ws.embedder) if ws.embedder is not None else {}
+    return InProcessEmbedder(ws.model_dir, **options)
+
+
 @dataclass(frozen=True, slots=True)
 class Workspace:
     """What every command works on: the routes file and where vectors are cached."""
@@ -128,6 +138,7 @@ class Workspace:
     model_dir: Path
     routing: RoutingSettings
     tiers: tuple[str, ...]
+    embedder: EmbedderSettings | None
 
 
 def workspace(args: argparse.Namespace, settings: Settings) -> Workspace:
@@ -144,6 +155,7 @@ def workspace(args: argparse.Namespace, settings: Settings) -> Workspace:
         model_dir=model_dir,
         routing=routing,
         tiers=tiers,
+        embedder=settings.embedder,
     )
 
 
@@ -164,29 +176,7 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-class _Embedder:
-    """The in-process model, loaded on first use only (a warm cache needs none)."""
-
-    def __init__(self, model_dir: Path) -> None:
-        self.model_dir = model_dir
-        self._model: object | None = None
-
-    @property
-    def name(self) -> str:
-        from embedder_worker.model import ModelConfig
-
-        return ModelConfig.load(self.model_dir).name
-
-    async def embed(self, texts: Sequence[str]) -> FloatArray:
-        from embedder_worker.model import OnnxEmbedder
-
-        if self._model is None:
-            self._model = OnnxEmbedder(self.model_dir)
-        assert isinstance(self._model, OnnxEmbedder)
-        return await asyncio.to_thread(self._model.embed, list(texts))
-
-
-async def _router(ws: Workspace, embedder: _Embedder) -> Router:
+async def _router(ws: Workspace, embedder: InProcessEmbedder) -> Router:
     cache = VectorCache.load(ws.cache_dir / "vectors.npz", embedder.name)
     vectors = await embed_routes(ws.routes, cache, embedder.embed)
     return build_router(
@@ -195,19 +185,21 @@ async def _router(ws: Workspace, embedder: _Embedder) -> Router:
     )
 
 
-async def _data_vectors(ws: Workspace, embedder: _Embedder, texts: Sequence[str]) -> FloatArray:
+async def _data_vectors(
+    ws: Workspace, embedder: InProcessEmbedder, texts: Sequence[str]
+) -> FloatArray:
     cache = VectorCache.load(ws.cache_dir / "data-vectors.npz", embedder.name)
     return await embed_cached(texts, cache, embedder.embed)
 
 
 async def _fit(args: argparse.Namespace, ws: Workspace) -> Calibration:
-    embedder = _Embedder(ws.model_dir)
+    embedder = _embedder(ws)
     router = await _router(ws, embedder)
     examples = read_examples(args.data)
     truth = route_indices(examples, ws.routes.names, str(args.data))
     vectors = await _data_vectors(ws, embedder, [e.text for e in examples])
     assert router.classifier is not None
-    scored = score_examples(router.classifier, vectors, truth)
+    scored = score_examples(router.classifier, vectors, truth, len(ws.routes.routes))
     options = FitOptions(target_precision=args.target_precision, coverage=args.coverage)
     return fit_calibration(scored, ws.routes.names, options, model=embedder.name,
                            source=args.data.name)
@@ -224,7 +216,7 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _eval(args: argparse.Namespace, ws: Workspace) -> str:
-    embedder = _Embedder(ws.model_dir)
+    embedder = _embedder(ws)
     router = await _router(ws, embedder)
     examples = read_examples(args.data)
     truth = route_indices(examples, ws.routes.names, str(args.data))
@@ -252,10 +244,13 @@ def routes_from_examples(
     examples: Sequence[tuple[str, str | None]], *, per_route: int | None, tiers: dict[str, str],
     default_tier: str | None, seed: int = 0, source: str = "<examples>",
 ) -> RouteSet:
-    """A route per labelled route name (out-of-scope examples are left out)."""
+    """A route per labelled route name; out-of-scope examples become ``[out_of_scope]``."""
     by_route: dict[str, list[str]] = {}
+    outside: list[str] = []
     for text, route in examples:
-        if route is not None:
+        if route is None:
+            outside.append(text)
+        else:
             by_route.setdefault(route, []).append(text)
     unknown = sorted(set(tiers) - set(by_route))
     if unknown:
@@ -272,7 +267,7 @@ def routes_from_examples(
             unique = [t for i, t in enumerate(unique) if i in keep]
         routes.append(Route(name=name, tier=tier, utterances=tuple(unique),
                             description=name.replace("_", " ")))
-    return RouteSet(tuple(routes), Calibration(), source)
+    return RouteSet(tuple(routes), Calibration(), source, tuple(dict.fromkeys(outside)))
 
 
 def run_build(args: argparse.Namespace, settings: Settings) -> int:
@@ -296,3 +291,27 @@ def run_build(args: argparse.Namespace, settings: Settings) -> int:
     print(f"{args.out}: {len(route_set.routes)} routes, "
           f"{sum(len(r.utterances) for r in route_set.routes)} utterances")
     return 0
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML configuration file (default: the embedded default)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gateway.routing.cli routes ...``: the commands without the main CLI."""
+    from gateway.config import load
+
+    parser = argparse.ArgumentParser(prog="gateway")
+    add_commands(parser.add_subparsers(dest="command", required=True), _config_option)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args, load(args.config)))
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -46,11 +46,13 @@ class RouteScore:
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """What a policy decides from: routes best first, the best one's confidence and margin."""
+    """What a policy decides from: routes best first, the best one's confidence and margin,
+    and the head's probability for the routes file's out-of-scope examples (0 without any)."""
 
     ranked: tuple[RouteScore, ...]
     confidence: float
     margin: float
+    outside: float = 0.0
 
     @property
     def best(self) -> RouteScore:

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.routing.classifier import (
+    SHORTLIST,
     FloatArray,
     HeadOptions,
     IntArray,
@@ -71,13 +72,15 @@ class Router:
         self.model = model
         self._names = routes.names
         self._tiers = tuple(r.tier for r in routes.routes)
+        self._n = len(routes.routes)  # a class index of _n means the out-of-scope examples
 
     def with_calibration(self, calibration: Calibration, ambiguity: str | None = None) -> Router:
         """The same routes and classifier under another calibration (for fitting, evaluating)."""
         routes = self.routes.with_calibration(calibration)
         current = self.policy
         escalation = getattr(current, "escalation", True) is not False
-        ambiguity = ambiguity or getattr(current, "ambiguity", "cheap_first")
+        kept = getattr(current, "ambiguity", "cheap_first")
+        ambiguity = ambiguity or (kept if isinstance(kept, str) else "cheap_first")
         policy = ThresholdPolicy(routes, self.plan, ambiguity, escalation=escalation)
         return Router(routes, self.classifier, self.plan, policy, model=self.model)
 
@@ -88,16 +91,19 @@ class Router:
         return self.evidence_from(self.classifier.score(vector, c.blend), c)
 
     def evidence_from(self, scores: Scores, c: Calibration) -> Evidence:
-        routes = scores.routes.tolist()
-        values = scores.scores.tolist()
-        sims = scores.similarity.tolist()
-        log_probs = scores.log_prob.tolist()
-        ranked = tuple(
-            RouteScore(self._names[r], self._tiers[r], s, k, math.exp(lp))
-            for r, s, k, lp in zip(routes, values, sims, log_probs, strict=True)
-        )
-        margin = values[0] - values[1] if len(values) > 1 else values[0]
-        return Evidence(ranked, confidence(c, values[0], margin, log_probs[0]), margin)
+        ranked: list[RouteScore] = []
+        outside = 0.0
+        for r, s, k, lp in zip(scores.routes.tolist(), scores.scores.tolist(),
+                                scores.similarity.tolist(), scores.log_prob.tolist(), strict=True):
+            if r >= self._n:
+                outside = math.exp(lp)
+            else:
+                ranked.append(RouteScore(self._names[r], self._tiers[r], s, k, math.exp(lp)))
+        best = ranked[0]
+        margin = best.score - ranked[1].score if len(ranked) > 1 else best.score
+        log_prob = math.log(max(best.probability, 1e-30))
+        return Evidence(tuple(ranked), confidence(c, best.score, margin, log_prob), margin,
+                        outside)
 
     def route(self, vector: FloatArray | None) -> Decision:
         """The decision for a prompt's vector; None (no embedding) gives the default tier."""
@@ -113,7 +119,7 @@ class Router:
                         "model", vector.shape, self.classifier.dim)
             return fallback(self.plan.default, Reason.NO_EMBEDDING, "vector size mismatch",
                             escalate=escalate)
-        return self.policy.decide(self.evidence(vector))
+        return self.policy.decide(self.evidence(np.asarray(vector, dtype=np.float32)))
 
 
 def decision_headers(decision: Decision) -> dict[str, str]:
@@ -131,12 +137,15 @@ def decision_headers(decision: Decision) -> dict[str, str]:
 
 
 def utterance_table(routes: RouteSet) -> tuple[list[str], IntArray]:
-    """Every utterance in file order, with the index of its route."""
+    """Every utterance in file order with the index of its route; out-of-scope examples last,
+    under the index one past the last route."""
     texts: list[str] = []
     labels: list[int] = []
     for i, route in enumerate(routes.routes):
         texts += route.utterances
         labels += [i] * len(route.utterances)
+    texts += routes.out_of_scope
+    labels += [len(routes.routes)] * len(routes.out_of_scope)
     return texts, np.asarray(labels, dtype=np.int64)
 
 
@@ -153,10 +162,16 @@ def build_classifier(
     """Train (or load the cached) head on the utterance vectors and index them."""
     _, labels = utterance_table(routes)
     options = options or HeadOptions()
-    pairs: Sequence[tuple[str, Sequence[str]]] = [(r.name, r.utterances) for r in routes.routes]
+    pairs: list[tuple[str, Sequence[str]]] = [(r.name, r.utterances) for r in routes.routes]
+    classes = len(routes.routes)
+    if routes.out_of_scope:
+        pairs.append(("\0out_of_scope", routes.out_of_scope))
+        classes += 1
     key = head_key(model, pairs, options)
-    head = load_or_train_head(cache_dir, key, vectors, labels, len(routes.routes), options)
-    return RouteClassifier(vectors, labels, head)
+    head = load_or_train_head(cache_dir, key, vectors, labels, classes, options)
+    # One more shortlist place when the out-of-scope class may take one.
+    shortlist = SHORTLIST + classes - len(routes.routes)
+    return RouteClassifier(vectors, labels, head, shortlist=shortlist)
 
 
 def build_router(

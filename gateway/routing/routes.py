@@ -9,6 +9,9 @@ A routes file is TOML::
     cache = "exact"            # semantic | exact | off (default semantic)
     utterances = ["write a python function that ...", ...]
 
+    [out_of_scope]             # optional: prompts no route should take (negative examples)
+    utterances = ["what is the meaning of life", ...]
+
     [calibration]              # written by `gateway routes fit`
     threshold = 0.62
     ...
@@ -90,6 +93,7 @@ class RouteSet:
     routes: tuple[Route, ...]
     calibration: Calibration
     source: str = "<memory>"
+    out_of_scope: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if not self.routes:
@@ -197,11 +201,22 @@ def parse_routes(
             raise ConfigError("routes: at least one [[routes]] table is required")
         _check_unique(routes)
         calibration = _calibration(root.table("calibration"), {r.name for r in routes})
+        out_of_scope = _out_of_scope(root.table("out_of_scope"))
         root.get("version", int, 1)
         root.reject_unknown()
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
-    return RouteSet(routes, calibration, source)
+    return RouteSet(routes, calibration, source, out_of_scope)
+
+
+def _out_of_scope(t: Table) -> tuple[str, ...]:
+    texts = tuple(u.strip() for u in t.strings("utterances"))
+    for i, text in enumerate(texts):
+        if not text:
+            raise ConfigError(f"{t.key('utterances')}[{i}]: an utterance must not be empty")
+    t.get("description", str, "")
+    t.reject_unknown()
+    return tuple(dict.fromkeys(texts))
 
 
 def _check_unique(routes: Sequence[Route]) -> None:
@@ -273,6 +288,9 @@ def render_routes(route_set: RouteSet, header: str = "") -> str:
     """A whole routes file for ``route_set`` (``header`` becomes leading comment lines)."""
     parts = ["".join(f"# {line}\n".replace("# \n", "#\n") for line in header.splitlines())]
     parts += [render_route(r) for r in route_set.routes]
+    if route_set.out_of_scope:
+        body = "".join(f"  {_toml_str(u)},\n" for u in route_set.out_of_scope)
+        parts.append(f"[out_of_scope]\nutterances = [\n{body}]\n")
     parts.append(render_calibration(route_set.calibration))
     return "\n".join(p for p in parts if p)
 
@@ -302,7 +320,7 @@ def write_calibration(path: Path, calibration: Calibration) -> RouteSet:
     before = load_routes(path)
     text = strip_calibration(path.read_text("utf-8")) + "\n" + render_calibration(calibration)
     after = parse_routes(tomllib.loads(text), source=str(path))
-    if after.routes != before.routes:
+    if (after.routes, after.out_of_scope) != (before.routes, before.out_of_scope):
         raise ConfigError(f"{path}: cannot rewrite [calibration] without changing the routes")
     write_text_atomically(path, text)
     return after

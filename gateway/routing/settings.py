@@ -2,7 +2,7 @@
 
 ``parse_routing(t, base_dir)`` reads the table (``t`` is the config module's ``Table`` for
 ``routing``, so every error names its key) and rejects unknown keys. Which tiers exist is known
-only once the models are read: ``check_tiers`` checks the tier names against them. Reads no
+only once the models are read: ``tier_plan`` resolves the tier names against them. Reads no
 file: the routes file itself is loaded by ``gateway.routing.routes``.
 """
 
@@ -41,8 +41,7 @@ class RoutingSettings:
     tier_order: tuple[str, ...] | None = None
     escalation: bool = True
     context_turns: int = 2
-    max_prompt_words: int = 160
-    knn_k: int = 3
+    max_prompt_tokens: int = 160
     cache_dir: Path | None = None
     signals: bool = True
     signals_file: Path | None = None
@@ -97,8 +96,7 @@ def parse_routing(t: Table, base_dir: Path) -> RoutingSettings:
         tier_order=_tier_order(t),
         escalation=t.get("escalation", bool, True),
         context_turns=t.count("context_turns", 2, minimum=0),
-        max_prompt_words=t.count("max_prompt_words", 160, minimum=8),
-        knn_k=t.count("knn_k", 3),
+        max_prompt_tokens=t.count("max_prompt_tokens", 160, minimum=8),
         cache_dir=_path(t, "cache_dir", base_dir),
         signals=t.get("signals", bool, True),
         signals_file=_path(t, "signals_file", base_dir),

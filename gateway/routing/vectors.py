@@ -3,20 +3,27 @@
 One ``.npz`` file holds vectors of any number of texts under any number of models, each keyed by
 ``sha256(model name + NUL + text)``; a changed model therefore misses instead of serving stale
 vectors. ``embed_cached`` fills what is missing through any async embed function and saves the
-file atomically (write to a temporary file, then rename). Touches only the cache file it is given.
+file atomically (write to a temporary file, then rename). ``InProcessEmbedder`` is the model in
+this process, for when no worker is there to ask. Touches only the cache file it is given and
+the model directory.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import os
 import zipfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import numpy.typing as npt
+
+if TYPE_CHECKING:
+    from embedder_worker.model import OnnxEmbedder
 
 log = logging.getLogger(__name__)
 
@@ -110,3 +117,37 @@ async def embed_cached(texts: Sequence[str], cache: VectorCache, embed: Embed) -
             cache.save()
     cache.save()
     return cache.get(texts)
+
+
+class InProcessEmbedder:
+    """The embedding model in this process, loaded on the first call only (in a thread).
+
+    For start-up before a worker is live, and for the command line: a warm vector cache never
+    loads it. ``options`` are ``OnnxEmbedder``'s keyword arguments (pooling, max_length, ...).
+    """
+
+    def __init__(self, model_dir: Path, **options: Any) -> None:
+        self.model_dir = model_dir
+        self._options = options
+        self._model: OnnxEmbedder | None = None
+
+    @property
+    def name(self) -> str:
+        """The cache key's model name: the model's, plus any options that change vectors."""
+        # Imported here: onnxruntime is heavy, and most processes never need it.
+        from embedder_worker.model import ModelConfig
+
+        return model_tag(ModelConfig.load(self.model_dir).name, self._options)
+
+    async def embed(self, texts: Sequence[str]) -> FloatArray:
+        if self._model is None:
+            from embedder_worker.model import OnnxEmbedder
+
+            self._model = await asyncio.to_thread(OnnxEmbedder, self.model_dir, **self._options)
+        return await asyncio.to_thread(self._model.embed, list(texts))
+
+
+def model_tag(name: str, options: Mapping[str, Any]) -> str:
+    """``name``, suffixed with the options that were set (they change the vectors)."""
+    set_options = sorted((k, v) for k, v in options.items() if v not in (None, "", False))
+    return name + "".join(f"|{k}={v}" for k, v in set_options)

@@ -1,0 +1,146 @@
+"""Semantic cache lookup latency (embedding excluded) and memory at 100,000 entries.
+
+    .venv/bin/python bench/bench_cache.py [--entries 100000] [--queries 2000]
+
+Builds (once; reused from ``bench/out/bench_cache/`` afterwards) a cache of ``--entries`` entries
+in one namespace and context with random unit vectors (384 dimensions, the default model's), then
+reopens it as the gateway would (SQLite rows into memory, the saved hnswlib graph loaded) and times
+``SemanticCache.lookup`` one call at a time for exact hits, semantic hits (a paraphrased text with
+a vector at cosine ~0.97 to its entry; the guards run) and misses (a random vector). Memory is the
+process's resident size before and after the reopen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gateway.cache.index import FloatArray, VectorSpace  # noqa: E402
+from gateway.cache.semantic_cache import SemanticCache  # noqa: E402
+from gateway.cache.settings import CacheSettings  # noqa: E402
+
+SPACE = VectorSpace("bench-random", 384)
+NAMESPACE, CONTEXT = "tenant:bench", "bench-context"
+ANSWER = {
+    "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
+    "choices": [{"index": 0, "finish_reason": "stop", "message": {
+        "role": "assistant", "content": "A typical answer of a few sentences. " * 12}}],
+    "usage": {"prompt_tokens": 20, "completion_tokens": 120, "total_tokens": 140},
+}
+
+
+def stored_text(i: int) -> str:
+    return f"How do I configure the service number {i} on my server?"
+
+
+def asked_text(i: int) -> str:
+    return f"How can I configure the service number {i} on my server?"
+
+
+def vectors(count: int, seed: int) -> FloatArray:
+    v = np.random.default_rng(seed).standard_normal((count, SPACE.dim)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def near(v: FloatArray, seed: int) -> FloatArray:
+    """Vectors at cosine ~0.97 to ``v``."""
+    noise = vectors(len(v), seed) * 0.25
+    out = v + noise
+    return (out / np.linalg.norm(out, axis=1, keepdims=True)).astype(np.float32)
+
+
+def rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def build(settings: CacheSettings, entries: int, stored: FloatArray) -> float:
+    started = time.perf_counter()
+    cache = await SemanticCache.open(settings, SPACE)
+    for i in range(entries):
+        await cache.store(NAMESPACE, CONTEXT, stored_text(i), stored[i], ANSWER)
+        if i % 5000 == 4999:  # keep the write queue bounded while loading
+            await cache.flush()
+    await cache.close()
+    return time.perf_counter() - started
+
+
+async def timed(cache: SemanticCache, queries: list[tuple[str, FloatArray | None]],
+                expect_hit: bool) -> list[float]:
+    times = []
+    for text, vector in queries:
+        started = time.perf_counter_ns()
+        hit = await cache.lookup(NAMESPACE, CONTEXT, text, vector, "semantic")
+        times.append((time.perf_counter_ns() - started) / 1e6)
+        if (hit is not None) != expect_hit:
+            raise SystemExit(f"unexpected {'miss' if expect_hit else 'hit'} for {text!r}")
+    return times
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    return {"p50_ms": round(float(np.percentile(times, 50)), 3),
+            "p99_ms": round(float(np.percentile(times, 99)), 3),
+            "mean_ms": round(float(np.mean(times)), 3)}
+
+
+async def run(entries: int, queries: int) -> dict[str, object]:
+    directory = ROOT / "bench/out/bench_cache" / str(entries)
+    settings = replace(CacheSettings(), database=directory / "cache.sqlite3",
+                       index_dir=directory / "index", threshold=0.95, max_entries=entries,
+                       max_pending=10_000, ttl_s=0.0)
+    stored = vectors(entries, seed=1)
+    build_s = None
+    if not settings.database.exists():
+        build_s = await build(settings, entries, stored)
+    before = rss_mb()
+    started = time.perf_counter()
+    cache = await SemanticCache.open(settings, SPACE)
+    open_s = time.perf_counter() - started
+    after = rss_mb()
+    pick = np.random.default_rng(2).choice(entries, queries, replace=False)
+    try:
+        for i in pick[:200]:  # warm up the thread pool and SQLite's page cache
+            await cache.lookup(NAMESPACE, CONTEXT, stored_text(int(i)), None, "semantic")
+        exact = await timed(cache, [(stored_text(int(i)), None) for i in pick], True)
+        close = near(stored[pick], seed=3)
+        semantic = await timed(cache, [(asked_text(int(i)), close[n])
+                                       for n, i in enumerate(pick)], True)
+        misses = await timed(cache, [(f"unrelated question {n}", v)
+                                     for n, v in enumerate(vectors(queries, seed=4))], False)
+        stats = cache.stats()
+    finally:
+        await cache.close()
+    return {
+        "entries": entries, "queries": queries, "build_s": build_s, "open_s": round(open_s, 2),
+        "exact_hit": summary(exact), "semantic_hit": summary(semantic), "miss": summary(misses),
+        "rss_mb_before_open": round(before, 1), "rss_mb_after_open": round(after, 1),
+        "index_mb": round(int(str(stats["index_bytes"])) / 2**20, 1),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--entries", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=2000)
+    args = parser.parse_args()
+    report = asyncio.run(run(args.entries, args.queries))
+    out = ROOT / "bench/out/bench_cache.json"
+    out.write_text(json.dumps(report, indent=2) + "\n", "utf-8")
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

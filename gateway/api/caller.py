@@ -1,0 +1,13 @@
+"""Who is calling: the API key in ``Authorization`` mapped to its tenant (in memory)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from gateway.tenants.auth import Principal
+from gateway.tenants.context import AUTH_KEY
+
+
+def caller(request: web.Request) -> Principal:
+    """The request's principal; ``AuthenticationFailed`` (401) when keys are required and wrong."""
+    return request.app[AUTH_KEY].identify(request.headers.get("Authorization"))

@@ -1,0 +1,206 @@
+"""``gateway cache fit|eval``: the threshold from labelled pairs, and the curve it sits on.
+
+    gateway cache fit  --pairs FILE --precision P [--holdout 0.5] [--write]
+    gateway cache eval --pairs FILE [--threshold T] [--no-guards] [--json]
+
+Both run the pairs through a real cache (``gateway.cache.evaluate``), guards included, with the
+embedding model of the configuration (or ``--model-dir``) loaded in this process. ``fit`` prints
+the ``[cache]`` TOML line and, with ``--write``, writes the calibration file that the gateway reads
+at start-up when its config sets no threshold. ``--vectors-cache FILE`` keeps the pairs' vectors
+in an ``.npz`` file so later runs skip the embedding. Leaves set ``handler(args, settings)``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from embedder_worker.model import OnnxEmbedder
+from gateway.cache.calibration import (
+    Fit,
+    fit_threshold,
+    toml_line,
+    with_held_out,
+    write_calibration,
+)
+from gateway.cache.evaluate import (
+    Outcome,
+    Pair,
+    Point,
+    curve,
+    default_thresholds,
+    load_pairs,
+    point,
+    run_pairs,
+    split,
+)
+from gateway.cache.index import FloatArray, VectorSpace
+from gateway.cache.settings import CacheSettings, parse_cache
+from gateway.config import Settings
+from gateway.toml_table import Table
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+Common = Callable[[argparse.ArgumentParser], None]
+DEFAULT_MODEL_DIR = Path("models/all-MiniLM-L6-v2")
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+                 common: Common | None = None) -> None:
+    """Register ``cache fit`` and ``cache eval``; ``common`` adds shared options (``--config``)."""
+    cache = subparsers.add_parser("cache", help="fit and evaluate the semantic cache")
+    sub = cache.add_subparsers(dest="cache_command", required=True)
+    fit = _leaf(sub, "fit", "choose the threshold from labelled pairs", run_fit, common)
+    fit.add_argument("--precision", type=_share, required=True, metavar="P",
+                     help="hit precision to reach (0..1), guards included")
+    fit.add_argument("--holdout", type=_share, default=0.0, metavar="F",
+                     help="share of pairs kept aside to report held-out figures (default 0)")
+    fit.add_argument("--min-hits", type=int, default=30, metavar="N",
+                     help="ignore precision dips above thresholds serving fewer hits (30)")
+    fit.add_argument("--write", action="store_true",
+                     help="write the calibration file the gateway reads at start-up")
+    evaluation = _leaf(sub, "eval", "hit rate against false-hit rate on labelled pairs",
+                       run_eval, common)
+    evaluation.add_argument("--threshold", type=_share, default=None, metavar="T",
+                            help="the operating point to report (default: the configured one)")
+    evaluation.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str,
+          handler: Handler, common: Common | None) -> argparse.ArgumentParser:
+    parser = sub.add_parser(name, help=help_text)
+    if common is not None:
+        common(parser)
+    parser.add_argument("--pairs", type=Path, required=True,
+                        help="JSON list of {text_a, text_b, label}")
+    parser.add_argument("--no-guards", dest="guards", action="store_false",
+                        help="measure plain cosine similarity, without the guards")
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help="embedding model (default: the configured embedder's)")
+    parser.add_argument("--vectors-cache", type=Path, default=None,
+                        help=".npz file caching the pairs' vectors between runs")
+    parser.set_defaults(handler=handler)
+    return parser
+
+
+def _share(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {value}")
+    return number
+
+
+def cache_settings(settings: Settings) -> CacheSettings:
+    """The configuration's cache section, or the defaults in its data folder."""
+    value = getattr(settings, "cache", None)
+    if isinstance(value, CacheSettings):
+        return value
+    return parse_cache(Table({}), settings.server.data_dir)
+
+
+class CachedEmbedder:
+    """The model in this process, with an optional on-disk cache of vectors by text."""
+
+    def __init__(self, model_dir: Path, cache_file: Path | None) -> None:
+        self.model = OnnxEmbedder(model_dir, threads=2)
+        self.space = VectorSpace(self.model.name, self.model.dim)
+        self._file = cache_file
+        self._known: dict[str, FloatArray] = {}
+        if cache_file is not None and cache_file.exists():
+            with np.load(cache_file) as data:
+                self._known = dict(zip((str(t) for t in data["texts"]), data["vectors"],
+                                       strict=True))
+
+    def __call__(self, texts: Sequence[str]) -> FloatArray:
+        missing = sorted({t for t in texts if t not in self._known})
+        if missing:
+            self._known.update(zip(missing, self.model.embed(missing), strict=True))
+            self._save()
+        return np.stack([self._known[t] for t in texts]).astype(np.float32)
+
+    def _save(self) -> None:
+        if self._file is None:
+            return
+        self._file.parent.mkdir(parents=True, exist_ok=True)
+        texts = list(self._known)
+        tmp = self._file.with_name(self._file.stem + ".tmp.npz")
+        np.savez(tmp, texts=np.array(texts), vectors=np.stack([self._known[t] for t in texts]))
+        tmp.replace(self._file)
+
+
+def _embedder(args: argparse.Namespace, settings: Settings) -> CachedEmbedder:
+    model_dir = args.model_dir
+    if model_dir is None:
+        model_dir = settings.embedder.model_dir if settings.embedder else DEFAULT_MODEL_DIR
+    return CachedEmbedder(model_dir, args.vectors_cache)
+
+
+def _outcomes(pairs: Sequence[Pair], embedder: CachedEmbedder, guards: bool) -> list[Outcome]:
+    with tempfile.TemporaryDirectory(prefix="cache-eval-") as workdir:
+        return asyncio.run(run_pairs(pairs, embedder, embedder.space, Path(workdir),
+                                     guards=guards))
+
+
+def run_fit(args: argparse.Namespace, settings: Settings) -> int:
+    pairs = load_pairs(args.pairs)
+    tune, held_out = split(pairs, args.holdout) if args.holdout else (pairs, [])
+    embedder = _embedder(args, settings)
+    fit = fit_threshold(_outcomes(tune, embedder, args.guards), args.precision, args.min_hits)
+    if fit is None:
+        print(f"no threshold reaches precision {args.precision:.3f} on these pairs",
+              file=sys.stderr)
+        return 1
+    if held_out:
+        fit = with_held_out(fit, _outcomes(held_out, embedder, args.guards))
+    _print_fit(fit, len(tune), len(held_out))
+    print(toml_line(fit))
+    if args.write:
+        path = cache_settings(settings).calibration_file
+        space = f"{embedder.space.model}/{embedder.space.dim}"
+        write_calibration(path, fit, str(args.pairs), space)
+        print(f"wrote {path}")
+    return 0
+
+
+def _print_fit(fit: Fit, tuned: int, held: int) -> None:
+    t = fit.tune
+    print(f"threshold {fit.threshold:.4f}: on {tuned} tuning pairs precision {t.precision:.3f}, "
+          f"hit rate {t.hit_rate:.3f}, false-hit rate {t.false_hit_rate:.4f}")
+    if fit.held_out is not None:
+        h = fit.held_out
+        print(f"  on {held} held-out pairs: precision {h.precision:.3f}, hit rate "
+              f"{h.hit_rate:.3f}, false-hit rate {h.false_hit_rate:.4f}")
+
+
+def run_eval(args: argparse.Namespace, settings: Settings) -> int:
+    pairs = load_pairs(args.pairs)
+    configured = cache_settings(settings)
+    threshold = args.threshold if args.threshold is not None else configured.threshold
+    outcomes = _outcomes(pairs, _embedder(args, settings), args.guards)
+    points = curve(outcomes, sorted({*default_thresholds(), threshold}))
+    chosen = point(outcomes, threshold)
+    if args.json:
+        print(json.dumps({"pairs": len(pairs), "guards": args.guards,
+                          "operating_point": asdict(chosen),
+                          "curve": [asdict(p) for p in points]}, indent=2))
+        return 0
+    print(f"{len(pairs)} pairs, guards {'on' if args.guards else 'off'}")
+    print(format_curve(points))
+    print(f"operating point {threshold:.4f}: precision {chosen.precision:.3f}, hit rate "
+          f"{chosen.hit_rate:.3f}, false-hit rate {chosen.false_hit_rate:.4f}")
+    return 0
+
+
+def format_curve(points: Sequence[Point]) -> str:
+    lines = ["threshold  precision  hit-rate  false-hit-rate  hits  false-hits"]
+    for p in points:
+        lines.append(f"{p.threshold:9.3f}  {p.precision:9.3f}  {p.hit_rate:8.3f}  "
+                     f"{p.false_hit_rate:14.4f}  {p.hits:4d}  {p.false_hits:10d}")
+    return "\n".join(lines)

@@ -1,0 +1,149 @@
+"""Measuring the cache on labelled pairs, through the code path that serves requests.
+
+For each pair ``{text_a, text_b, label}`` an answer is stored under ``text_a`` and ``text_b`` is
+looked up, in a real ``SemanticCache`` (SQLite file, hnswlib graph, guards) in a scratch
+directory; every pair gets its own namespace so pairs cannot answer each other. A hit on a label-0
+pair is a false hit. Lookups run once at a low floor threshold; each outcome keeps its cosine, so
+the hit/false-hit curve at any threshold above the floor follows without running again (each
+namespace holds one entry, so a higher threshold can only drop a hit, never change it).
+
+Touches only the scratch directory it is given.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+
+from gateway.cache.fingerprint import normalize_text
+from gateway.cache.index import FloatArray, VectorSpace
+from gateway.cache.semantic_cache import SemanticCache
+from gateway.cache.settings import CacheSettings
+
+Embed = Callable[[Sequence[str]], FloatArray]
+FLOOR = 0.5
+_CHUNK = 500
+_CONTEXT = "evaluation"
+_ANSWER = {
+    "id": "chatcmpl-eval", "object": "chat.completion", "created": 0, "model": "eval",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "stored answer"},
+                 "finish_reason": "stop"}],
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Pair:
+    text_a: str
+    text_b: str
+    label: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What the cache did for one pair: ``kind`` None for a miss, ``score`` the hit's cosine."""
+
+    label: int
+    kind: str | None
+    score: float
+
+    def hit(self, threshold: float) -> bool:
+        return self.kind == "exact" or (self.kind == "semantic" and self.score >= threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    threshold: float
+    precision: float
+    hit_rate: float  # share of duplicates (label 1) served from the cache
+    false_hit_rate: float  # share of non-duplicates (label 0) served, wrongly
+    hits: int
+    false_hits: int
+
+
+def load_pairs(path: Path) -> list[Pair]:
+    """Pairs from a JSON list of ``{text_a, text_b, label}``; raises ValueError naming the item."""
+    raw = json.loads(path.read_text("utf-8"))
+    if not isinstance(raw, list):
+        raise ValueError(f"{path}: expected a JSON list of pairs")
+    pairs = []
+    for i, item in enumerate(raw):
+        try:
+            pairs.append(Pair(str(item["text_a"]), str(item["text_b"]), int(item["label"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}[{i}]: expected text_a, text_b and label ({exc})") from exc
+    return pairs
+
+
+async def run_pairs(pairs: Sequence[Pair], embed: Embed, space: VectorSpace,
+                    workdir: Path, *, guards: bool = True) -> list[Outcome]:
+    """Store ``text_a``, look up ``text_b``, for every pair; in chunks of fresh caches."""
+    outcomes: list[Outcome] = []
+    for start in range(0, len(pairs), _CHUNK):
+        chunk = pairs[start : start + _CHUNK]
+        settings = _settings(workdir / f"chunk-{start}", guards)
+        outcomes.extend(await _run_chunk(chunk, embed, space, settings))
+    return outcomes
+
+
+def _settings(directory: Path, guards: bool) -> CacheSettings:
+    return replace(
+        CacheSettings(), database=directory / "cache.sqlite3", index_dir=directory / "index",
+        threshold=FLOOR, guards=guards, ttl_s=0.0, max_entries=10 * _CHUNK,
+        max_pending=10 * _CHUNK, candidates=1,
+    )
+
+
+async def _run_chunk(chunk: Sequence[Pair], embed: Embed, space: VectorSpace,
+                     settings: CacheSettings) -> list[Outcome]:
+    texts_a = [normalize_text(p.text_a) for p in chunk]
+    texts_b = [normalize_text(p.text_b) for p in chunk]
+    vectors = embed([*texts_a, *texts_b])
+    cache = await SemanticCache.open(settings, space)
+    try:
+        for i, text in enumerate(texts_a):
+            await cache.store(f"pair:{i}", _CONTEXT, text, vectors[i], _ANSWER)
+        await cache.flush()
+        outcomes = []
+        for i, (pair, text) in enumerate(zip(chunk, texts_b, strict=True)):
+            hit = await cache.lookup(f"pair:{i}", _CONTEXT, text, vectors[len(chunk) + i],
+                                     "semantic")
+            outcomes.append(Outcome(pair.label, hit.kind if hit else None,
+                                    hit.score if hit else 0.0))
+    finally:
+        await cache.close()
+    return outcomes
+
+
+def point(outcomes: Sequence[Outcome], threshold: float) -> Point:
+    duplicates = sum(1 for o in outcomes if o.label == 1)
+    others = len(outcomes) - duplicates
+    hits = sum(1 for o in outcomes if o.label == 1 and o.hit(threshold))
+    false_hits = sum(1 for o in outcomes if o.label != 1 and o.hit(threshold))
+    served = hits + false_hits
+    return Point(
+        threshold=threshold,
+        precision=hits / served if served else 1.0,
+        hit_rate=hits / duplicates if duplicates else 0.0,
+        false_hit_rate=false_hits / others if others else 0.0,
+        hits=hits,
+        false_hits=false_hits,
+    )
+
+
+def curve(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -> list[Point]:
+    return [point(outcomes, t) for t in thresholds]
+
+
+def default_thresholds() -> list[float]:
+    return [round(float(t), 3) for t in np.arange(0.80, 1.0001, 0.01)]
+
+
+def split(pairs: Sequence[Pair], holdout: float, seed: int = 5) -> tuple[list[Pair], list[Pair]]:
+    """A seeded split into (tune, held out); ``holdout`` is the held-out share."""
+    order = np.random.default_rng(seed).permutation(len(pairs))
+    cut = round(len(pairs) * (1.0 - holdout))
+    return [pairs[i] for i in order[:cut]], [pairs[i] for i in order[cut:]]

@@ -1,0 +1,168 @@
+"""Wiring: the routing cleanup context, the app keys it fills, and the prompt's embedding.
+
+``configure(app, config)`` puts a ``RoutingConfig`` on the app and registers ``routing_context``,
+which, in order: resolves the tiers, loads and validates the routes file (a bad file, an unknown
+tier or an empty route fails start-up with a message naming the place), gets the utterance
+vectors (from the on-disk cache; what is missing through the embedder pool when a worker is
+live, otherwise with the model in this process), trains or loads the head, builds the
+``Router`` (``ROUTER``), and opens the signal store (``SIGNALS``) with its writer task. On exit
+the store writes what is queued and closes. Register it after the embedder pool's context.
+
+``embed_prompt(app, text)`` is the request path's one embedding: the pool's vector, or None
+when no worker answers (routing then falls back to the default tier; it never fails).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from embedder_worker.client import EmbedderError, EmbedderPool
+from embedder_worker.settings import EmbedderSettings
+from gateway.chat import ChatRequest
+from gateway.routing.classifier import FloatArray
+from gateway.routing.policy import Decision
+from gateway.routing.prompt import routing_text
+from gateway.routing.router import Router, build_router, embed_routes
+from gateway.routing.routes import RouteSet, load_routes
+from gateway.routing.settings import RoutingSettings, TierPlan, tier_plan
+from gateway.routing.signals import SignalStore
+from gateway.routing.vectors import Embed, InProcessEmbedder, VectorCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RoutingConfig:
+    """What the context needs: the section, the data folder, the tiers the models define, the
+    embedder settings (None: no embedder, every routed request takes the default tier) and the
+    key under which the embedder pool lives on the app."""
+
+    settings: RoutingSettings
+    data_dir: Path
+    tiers: tuple[str, ...]
+    embedder: EmbedderSettings | None = None
+    pool_key: web.AppKey[EmbedderPool] | None = None
+
+
+ROUTING_CONFIG = web.AppKey("routing_config", RoutingConfig)
+ROUTER = web.AppKey("router", Router)
+SIGNALS = web.AppKey("routing_signals", SignalStore)
+
+
+def configure(app: web.Application, config: RoutingConfig) -> None:
+    """Put the routing configuration on ``app`` and register ``routing_context``."""
+    app[ROUTING_CONFIG] = config
+    app.cleanup_ctx.append(routing_context)
+
+
+def embedder_options(settings: EmbedderSettings) -> dict[str, Any]:
+    """The in-process model's options that match the workers' (so vectors agree)."""
+    return {
+        "pooling": settings.pooling,
+        "normalize": settings.normalize,
+        "max_length": settings.max_length,
+        "query_prefix": settings.query_prefix or None,
+        "quantize": settings.quantize,
+    }
+
+
+def _pool(app: web.Application, config: RoutingConfig) -> EmbedderPool | None:
+    return app.get(config.pool_key) if config.pool_key is not None else None
+
+
+async def _vectors(app: web.Application, config: RoutingConfig, routes: RouteSet,
+                   local: InProcessEmbedder) -> FloatArray:
+    cache = VectorCache.load(config.settings.cache_path(config.data_dir) / "vectors.npz",
+                             local.name)
+    pool = _pool(app, config)
+    embed: Embed = pool.embed if pool is not None and pool.ready else local.embed
+    return await embed_routes(routes, cache, embed)
+
+
+async def load_router(app: web.Application, config: RoutingConfig, routes: RouteSet,
+                      plan: TierPlan) -> Router:
+    """The router for ``routes``; without a usable model, one that always takes the default
+    tier (logged as an error: the gateway still serves)."""
+    s = config.settings
+    if config.embedder is None:
+        log.warning("routing without an embedder: model 'auto' always takes tier %s",
+                    plan.default)
+        return build_router(routes, None, plan, model="", cache_dir=None,
+                            ambiguity=s.ambiguity_policy, escalation=s.escalation)
+    local = InProcessEmbedder(config.embedder.model_dir, **embedder_options(config.embedder))
+    try:
+        vectors = await _vectors(app, config, routes, local)
+    except (OSError, ValueError, RuntimeError, EmbedderError) as exc:
+        log.error("cannot embed the routes (%s): model 'auto' takes tier %s", exc, plan.default)
+        return build_router(routes, None, plan, model="", cache_dir=None,
+                            ambiguity=s.ambiguity_policy, escalation=s.escalation)
+    # Training a head over thousands of utterances takes seconds: not on the event loop.
+    return await asyncio.to_thread(
+        build_router, routes, vectors, plan, model=local.name,
+        cache_dir=s.cache_path(config.data_dir), ambiguity=s.ambiguity_policy,
+        escalation=s.escalation,
+    )
+
+
+async def routing_context(app: web.Application) -> AsyncIterator[None]:
+    """The router and the signal store (see the module docstring)."""
+    config = app[ROUTING_CONFIG]
+    s = config.settings
+    plan = tier_plan(s, config.tiers)
+    routes = load_routes(s.routes_file, tiers=config.tiers)
+    router = await load_router(app, config, routes, plan)
+    app[ROUTER] = router
+    log.info("routing: %d routes from %s, tiers %s, default %s", len(routes.routes),
+             routes.source, plan.order, plan.default)
+    if not s.signals:
+        yield
+        return
+    store = await SignalStore.open(
+        s.signals_path(config.data_dir), model=router.model,
+        flush_interval_s=s.signals_flush_ms / 1000, batch=s.signals_batch,
+        max_pending=s.signals_queue,
+    )
+    store.start()
+    app[SIGNALS] = store
+    try:
+        yield
+    finally:
+        await store.close()
+
+
+async def embed_prompt(app: web.Application, text: str) -> FloatArray | None:
+    """The prompt's vector from the embedder pool; None when there is none to ask."""
+    config = app.get(ROUTING_CONFIG)
+    pool = _pool(app, config) if config is not None else None
+    if not text or pool is None or not pool.ready:
+        return None
+    try:
+        return await pool.embed_one(text)
+    except EmbedderError as exc:
+        log.info("no prompt vector (%s): routing falls back to the default tier", exc)
+        return None
+
+
+async def prompt_vector(app: web.Application, chat: ChatRequest) -> tuple[str, FloatArray | None]:
+    """The text routing embeds for ``chat`` and its vector (None: no embedder answered)."""
+    s = app[ROUTING_CONFIG].settings
+    text = routing_text(chat.messages, context_turns=s.context_turns,
+                        max_tokens=s.max_prompt_tokens)
+    return text, await embed_prompt(app, text)
+
+
+def decide(app: web.Application, request_id: str, text: str,
+           vector: FloatArray | None) -> Decision:
+    """Route one prompt (never fails) and record the decision as a signal."""
+    decision = app[ROUTER].route(vector)
+    store = app.get(SIGNALS)
+    if store is not None:
+        store.decision(request_id, decision, text, vector)
+    return decision

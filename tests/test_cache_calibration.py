@@ -1,0 +1,96 @@
+"""gateway/cache/calibration.py, evaluate.py and cli.py: the threshold fitted from labelled pairs
+through the serving path (real model, real cache), the curve, the calibration file."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from embedder_worker.model import OnnxEmbedder
+from gateway.cache import cli
+from gateway.cache.calibration import fit_threshold, toml_line, write_calibration
+from gateway.cache.evaluate import Outcome, Pair, curve, point, run_pairs
+from gateway.cache.index import VectorSpace
+from gateway.cache.settings import parse_cache
+from gateway.config import parse
+from gateway.toml_table import Table
+from tests.cache_fixtures import MODEL_DIR, load_embedder
+
+PAIRS = [
+    Pair("How do I reset my password?", "How can I reset my password?", 1),
+    Pair("How do I reset my password?", "How do I not reset my password?", 0),
+    Pair("What is the capital of Australia?", "What is the capital of Austria?", 0),
+    Pair("Is Python faster than Java?", "Is Java faster than Python?", 0),
+    Pair("What is the largest ocean on Earth?", "Which is the largest ocean on Earth?", 1),
+    Pair("Tell me a joke", "tell me a joke", 1),
+]
+
+
+@pytest.fixture(scope="module")
+def embedder() -> OnnxEmbedder:
+    return load_embedder()
+
+
+async def test_pairs_run_through_the_cache_with_and_without_guards(
+    tmp_path: Path, embedder: OnnxEmbedder
+) -> None:
+    space = VectorSpace(embedder.name, embedder.dim)
+    guarded = await run_pairs(PAIRS, embedder.embed, space, tmp_path / "g")
+    plain = await run_pairs(PAIRS, embedder.embed, space, tmp_path / "p", guards=False)
+    assert [o.kind is not None for o in guarded] == [True, False, False, False, True, True]
+    assert guarded[5].kind == "exact"
+    assert point(guarded, 0.9).precision == 1.0
+    assert point(plain, 0.5).false_hits == 3
+
+
+def test_fit_picks_the_lowest_threshold_that_keeps_the_precision() -> None:
+    outcomes = [Outcome(1, "semantic", 0.99), Outcome(1, "semantic", 0.97),
+                Outcome(0, "semantic", 0.96), Outcome(1, "semantic", 0.95),
+                Outcome(1, "semantic", 0.93), Outcome(0, "semantic", 0.92),
+                Outcome(0, "semantic", 0.91), Outcome(1, None, 0.0)]
+    fit = fit_threshold(outcomes, 0.75, min_hits=4)  # the dip at 0.96 serves only 3
+    assert fit is not None and fit.threshold == 0.93
+    assert (fit.tune.hits, fit.tune.false_hits, fit.tune.hit_rate) == (4, 1, 0.8)
+    strict = fit_threshold(outcomes, 0.75, min_hits=1)
+    assert strict is not None and strict.threshold == 0.97
+    assert fit_threshold([Outcome(0, "semantic", 0.99)], 0.5, min_hits=1) is None
+    assert [p.hits for p in curve(outcomes, [0.9, 0.98])] == [4, 1]
+    assert toml_line(fit).startswith("threshold = 0.9300")
+
+
+def test_calibration_file_is_read_back_by_the_settings(tmp_path: Path) -> None:
+    fit = fit_threshold([Outcome(1, "semantic", 0.97)], 0.9, min_hits=1)
+    assert fit is not None
+    write_calibration(tmp_path / "cache_calibration.json", fit, "pairs.json", "m/384")
+    settings = parse_cache(Table({}, "cache"), tmp_path)
+    assert settings.threshold == pytest.approx(0.97)
+    assert settings.threshold_source.endswith("cache_calibration.json")
+
+
+def test_cli_fit_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"text_a": p.text_a, "text_b": p.text_b, "label": p.label}
+                                 for p in PAIRS]))
+    settings = parse(
+        {"providers": [{"name": "demo", "kind": "demo"}],
+         "models": [{"name": "m", "provider": "demo"}],
+         "embedder": {"model_dir": str(MODEL_DIR)}, "server": {"data_dir": str(tmp_path)}},
+        env={}, base_dir=tmp_path, source="<test>",
+    )
+    parser = argparse.ArgumentParser()
+    cli.add_commands(parser.add_subparsers(dest="command"))
+    vectors = str(tmp_path / "vectors.npz")
+    args = parser.parse_args(["cache", "fit", "--pairs", str(pairs), "--precision", "0.9",
+                              "--min-hits", "1", "--write", "--vectors-cache", vectors])
+    assert args.handler(args, settings) == 0
+    assert "threshold = " in capsys.readouterr().out
+    assert json.loads((tmp_path / "cache_calibration.json").read_text())["threshold"] > 0.5
+    args = parser.parse_args(["cache", "eval", "--pairs", str(pairs), "--json",
+                              "--vectors-cache", vectors])
+    assert args.handler(args, settings) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["operating_point"]["false_hits"] == 0
+    assert report["operating_point"]["hits"] >= 2

@@ -1,0 +1,91 @@
+"""gateway/cache/index.py: the readers/writer lock, growing graphs, deletions, save and load."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+from gateway.cache.index import META_FILE, IndexSet, ReadWriteLock
+from gateway.cache.settings import IndexParams
+from tests.cache_fixtures import SPACE, unit_vectors
+
+
+async def test_readers_share_and_a_writer_waits_for_them() -> None:
+    lock = ReadWriteLock()
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def reader(name: str) -> None:
+        async with lock.reading():
+            order.append(f"{name} in")
+            await release.wait()
+            order.append(f"{name} out")
+
+    async def writer() -> None:
+        async with lock.writing():
+            order.append("writer")
+
+    readers = [asyncio.create_task(reader(n)) for n in ("r1", "r2")]
+    while len(order) < 2:
+        await asyncio.sleep(0)
+    writing = asyncio.create_task(writer())
+    late = asyncio.create_task(reader("r3"))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert order == ["r1 in", "r2 in"]  # the writer waits, and holds back the late reader
+    release.set()
+    await asyncio.gather(*readers, writing, late)
+    assert order.index("writer") < order.index("r3 in")
+    assert order.index("writer") > order.index("r2 out")
+
+
+async def test_graph_grows_past_its_first_capacity_and_forgets_deleted_entries(
+    tmp_path: Path,
+) -> None:
+    index = IndexSet(SPACE, IndexParams())
+    vectors = unit_vectors(300, seed=1)
+    try:
+        for start in range(0, 300, 100):
+            await index.add("ns", list(range(start + 1, start + 101)), vectors[start:start + 100])
+        assert index.live("ns") == 300
+        nearest = await index.search("ns", vectors[41], 3)
+        assert nearest[0].entry_id == 42 and nearest[0].score > 0.999
+        await index.remove("ns", [42, 42, 999])
+        assert index.live("ns") == 299
+        assert all(n.entry_id != 42 for n in await index.search("ns", vectors[41], 10))
+        assert await index.search("empty", vectors[0], 3) == []
+    finally:
+        index.close()
+
+
+async def test_saved_graphs_load_back_and_record_their_header(tmp_path: Path) -> None:
+    index = IndexSet(SPACE, IndexParams())
+    vectors = unit_vectors(20, seed=2)
+    await index.add("a", list(range(1, 11)), vectors[:10])
+    await index.add("b", list(range(11, 21)), vectors[10:])
+    assert await index.save(tmp_path) == 2
+    assert await index.save(tmp_path) == 0  # nothing changed since
+    index.close()
+    meta = json.loads((tmp_path / META_FILE).read_text())
+    assert (meta["model"], meta["dim"], meta["entries"], meta["last_id"]) == (
+        SPACE.model, 384, 20, 20)
+    loaded = IndexSet(SPACE, IndexParams())
+    try:
+        assert await loaded.load(tmp_path) == {"a": 10, "b": 20}
+        assert (await loaded.search("b", vectors[14], 1))[0].entry_id == 15
+        assert await loaded.labels("a") == set(range(1, 11))
+    finally:
+        loaded.close()
+
+
+async def test_graphs_of_other_parameters_are_not_loaded(tmp_path: Path) -> None:
+    index = IndexSet(SPACE, IndexParams())
+    await index.add("a", [1], unit_vectors(1))
+    await index.save(tmp_path)
+    index.close()
+    other = IndexSet(SPACE, IndexParams(m=32))
+    try:
+        assert await other.load(tmp_path) == {}
+    finally:
+        other.close()

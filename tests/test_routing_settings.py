@@ -1,0 +1,89 @@
+"""Tests for gateway/routing/settings.py: the [routing] table, tiers and their order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.routing.settings import (
+    RoutingSettings,
+    next_tier,
+    packaged_routes_file,
+    parse_routing,
+    tier_plan,
+)
+from gateway.toml_table import ConfigError, Table
+
+
+def parse(data: dict[str, object], base: Path = Path("/base")) -> RoutingSettings:
+    return parse_routing(Table(data, "routing"), base)
+
+
+def test_defaults_use_the_packaged_routes_file_and_auto() -> None:
+    s = parse({})
+    assert s.routes_file == packaged_routes_file()
+    assert s.routes_file.name == "routes.toml" and s.routes_file.exists()
+    assert s.aliases == ("auto",)
+    assert s.ambiguity_policy == "cheap_first"
+    assert s.is_alias("auto") and not s.is_alias("gpt-4o-mini")
+
+
+def test_relative_paths_are_resolved_from_the_config_folder() -> None:
+    s = parse({"routes_file": "my_routes.toml", "cache_dir": "cache"})
+    assert s.routes_file == Path("/base/my_routes.toml")
+    assert s.cache_path(Path("/data")) == Path("/base/cache")
+    assert parse({}).signals_path(Path("/data")) == Path("/data/signals.sqlite3")
+
+
+def test_aliases_add_to_auto() -> None:
+    assert parse({"aliases": ["router", "auto"]}).aliases == ("auto", "router")
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"ambiguity_policy": "random"}, "routing.ambiguity_policy"),
+        ({"tier_order": ["cheap", "cheap"]}, "routing.tier_order"),
+        ({"tier_order": []}, "routing.tier_order"),
+        ({"aliases": [""]}, "routing.aliases"),
+        ({"routes_file": ""}, "routing.routes_file"),
+        ({"signals_flush_ms": 0}, "routing.signals_flush_ms"),
+        ({"context_turns": -1}, "routing.context_turns"),
+        ({"colour": "blue"}, "routing.colour"),
+    ],
+)
+def test_a_bad_value_names_its_key(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse(data)
+
+
+def test_default_tier_order_keeps_only_served_tiers() -> None:
+    plan = tier_plan(parse({}), {"cheap", "vision"})
+    assert plan.order == ("cheap",)
+    assert plan.default == "cheap"
+
+
+def test_without_cheap_or_reasoning_the_default_is_a_served_tier() -> None:
+    plan = tier_plan(parse({}), {"default"})
+    assert plan.order == () and plan.default == "default"
+
+
+def test_a_configured_tier_that_no_model_serves_fails_naming_the_key() -> None:
+    with pytest.raises(ConfigError, match=r"routing\.tier_order\[1\]: no model serves tier 'gold'"):
+        tier_plan(parse({"tier_order": ["cheap", "gold"]}), {"cheap", "reasoning"})
+    with pytest.raises(ConfigError, match=r"routing\.default_tier"):
+        tier_plan(parse({"default_tier": "gold"}), {"cheap", "reasoning"})
+
+
+def test_next_tier_walks_the_order_and_stops_at_the_end() -> None:
+    order = ("cheap", "reasoning", "frontier")
+    assert next_tier("cheap", order) == "reasoning"
+    assert next_tier("reasoning", order) == "frontier"
+    assert next_tier("frontier", order) is None
+    assert next_tier("vision", order) is None
+
+
+def test_rank_puts_unordered_tiers_strongest() -> None:
+    plan = tier_plan(parse({}), {"cheap", "reasoning", "vision"})
+    assert plan.rank("cheap") < plan.rank("reasoning") < plan.rank("vision")
