@@ -3,7 +3,9 @@
 Each output line is ``{"text": ..., "route": ...}``; CLINC150's ``oos`` intent becomes
 ``"route": null`` (out of scope). BANKING77 has one file only, so it is split here, per intent and
 with a fixed seed, into ``banking77_train.jsonl`` (utterances for the routes), ``banking77_fit``
-(for calibration) and ``banking77_test``.
+(for calibration) and ``banking77_test``. MT-bench's first turns (RouteLLM's copy) become
+``mtbench_first_turns.jsonl``, labelled with the default routes by category (``MT_BENCH_ROUTES``,
+an approximate mapping: a rough check of the packaged routes, not a benchmark).
 
     python bench/clinc_to_jsonl.py [--data ../shared/data] [--out bench/out]
 """
@@ -20,6 +22,11 @@ from pathlib import Path
 
 OOS = "oos"
 Example = tuple[str, str | None]
+MT_BENCH_ROUTES = {
+    "writing": "long_writing", "roleplay": "chit_chat", "reasoning": "reasoning", "math": "math",
+    "coding": "code", "extraction": "extract_format", "stem": "factual",
+    "humanities": "analysis_planning",
+}
 
 
 def clinc(path: Path, split: str) -> list[Example]:
@@ -32,6 +39,11 @@ def clinc(path: Path, split: str) -> list[Example]:
 def banking(path: Path) -> list[Example]:
     with path.open(newline="", encoding="utf-8") as f:
         return [(row["text"].strip(), row["category"]) for row in csv.DictReader(f)]
+
+
+def mt_bench(path: Path) -> list[Example]:
+    rows = [json.loads(line) for line in path.read_text("utf-8").splitlines() if line.strip()]
+    return [(str(r["turns"][0]), MT_BENCH_ROUTES[r["category"]]) for r in rows]
 
 
 def split_per_route(
@@ -80,6 +92,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     write(args.out / "banking77_train.jsonl", train)
     write(args.out / "banking77_fit.jsonl", fit)
     write(args.out / "banking77_test.jsonl", test)
+    questions = args.data / "routellm" / "mt_bench_questions.jsonl"
+    if questions.exists():
+        write(args.out / "mtbench_first_turns.jsonl", mt_bench(questions))
 
 
 if __name__ == "__main__":

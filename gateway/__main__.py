@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.app import create_app
 from gateway.config import Settings, load
+from gateway.routing import cli as routing_cli
 from gateway.tenants import cli as tenants_cli
 from gateway.tenants.redact import install_redaction
 from gateway.toml_table import ConfigError
@@ -44,6 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
     serve.set_defaults(handler=_serve)
     tenants_cli.add_commands(commands, _add_config)
+    routing_cli.add_commands(commands, _add_config)
     return parser
 
 

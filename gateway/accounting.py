@@ -35,7 +35,8 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
     usage = final_usage(app, record, reservation)
     deployment = record.deployment
     cost = deployment.cost(usage) if usage is not None and deployment is not None else 0.0
-    if usage is None and record.status >= 400:
+    cost += record.discarded_cost
+    if usage is None and record.status >= 400 and not cost:
         await admission.release(reservation)
     else:
         await admission.settle(reservation, usage, cost)

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from embedder_worker.supervisor import embedder_context
-from gateway.api import chat, embeddings, health, models
+from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
+from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.catalog import Catalog
@@ -23,6 +23,7 @@ from gateway.failover import Failover
 from gateway.lifecycle import Lifecycle, State
 from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
+from gateway.routing import context as routing
 from gateway.tenants import context as tenants
 from gateway.upstream import Upstream, new_session
 
@@ -112,11 +113,16 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(upstream_context)
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
+    routing.configure(app, routing.RoutingConfig(
+        settings=settings.routing, data_dir=settings.server.data_dir,
+        tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
+    ))
     tenants.configure(app, settings)
     app.cleanup_ctx.append(lifecycle_context)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/embeddings", embeddings.create_embeddings)
+    app.router.add_post("/v1/route", route.route_dry_run)
     app.router.add_get("/v1/models", models.list_models)
     app.router.add_get("/v1/models/{model}", models.get_model)
     app.router.add_get("/healthz", health.healthz)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embedder_worker.settings import EmbedderSettings
+from gateway.routing.settings import RoutingSettings, packaged_routes_file, parse_routing
 from gateway.tenants.settings import TenantSettings, parse_tenants
 from gateway.toml_table import ConfigError, Table
 
@@ -98,6 +99,9 @@ class Settings:
     models: tuple[ModelSettings, ...]
     embedder: EmbedderSettings | None
     tenants: TenantSettings = field(default_factory=TenantSettings)
+    routing: RoutingSettings = field(
+        default_factory=lambda: RoutingSettings(routes_file=packaged_routes_file())
+    )
     source: str = "<memory>"
 
     def provider(self, name: str) -> ProviderSettings:
@@ -255,12 +259,13 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
         models=models,
         embedder=_embedder(root.table("embedder"), base_dir),
         tenants=parse_tenants(root.table("tenants"), env, base_dir),
+        routing=parse_routing(root.table("routing"), base_dir),
         source=source,
     )
     server_t.reject_unknown()
     failover_t.reject_unknown()
     root.get("upstream", dict, {})
-    for name in ("embedder", "tenants"):
+    for name in ("embedder", "tenants", "routing"):
         root.get(name, dict, {})
     root.reject_unknown()
     return settings

@@ -7,12 +7,14 @@ filters, and each tenant's use against its limits. Raw rows (``usage``, indexed 
 windows up to a week; the daily roll-ups (``usage_daily``) serve "today" and "this month".
 
 Percentiles are nearest-rank: the smallest value whose cumulative share (SQLite's
-``cume_dist()``) reaches the quantile, over successful requests (status below 400). Touches the
-tenants database through ``Store.db``, reading only.
+``cume_dist()``) reaches the quantile, over successful requests (status below 400). A window
+holding more than ``MAX_SAMPLE_ROWS`` rows is sampled (every n-th row id) so that the sort stays
+small; the result says so. Touches the tenants database through ``Store.db``, reading only.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -22,6 +24,7 @@ from gateway.tenants.ledger import TenantTotals, Totals, UsageRecord, tenant_tot
 from gateway.tenants.store import Store, Tenant
 
 QUANTILES = (0.5, 0.95, 0.99)
+MAX_SAMPLE_ROWS = 20_000
 GroupColumn = Literal["route", "cache", "model", "deployment", "tier", "status", "tenant"]
 _GROUP_COLUMNS = frozenset({"route", "cache", "model", "deployment", "tier", "status", "tenant"})
 _VALUE_COLUMNS = frozenset({"latency_ms", "ttft_ms"})
@@ -81,6 +84,8 @@ class Percentiles:
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
+    sampled: bool = False
+    """Computed from every n-th row of a window too large to sort whole (``MAX_SAMPLE_ROWS``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,25 +159,34 @@ async def summary(store: Store, since: float, until: float) -> Summary:
     return Summary(*rows[0])
 
 
+async def sample_step(store: Store, since: float, until: float) -> int:
+    """Every how many rows to read so that a window's percentiles sort ``MAX_SAMPLE_ROWS``."""
+    rows = list(await store.db.execute_fetchall(
+        "SELECT count(*) FROM usage WHERE ts >= ? AND ts < ?", (since, until)))
+    return max(1, math.ceil(int(rows[0][0]) / MAX_SAMPLE_ROWS))
+
+
 async def percentiles(
     store: Store, since: float, until: float, column: str = "latency_ms"
 ) -> Percentiles:
     """p50, p95 and p99 of ``latency_ms`` or ``ttft_ms`` over successful requests."""
-    grouped = await _grouped_percentiles(store, "0", since, until, column)
-    return grouped.get(0, Percentiles())
+    step = await sample_step(store, since, until)
+    grouped = await _grouped_percentiles(store, "0", since, until, column, step)
+    return grouped.get(0, Percentiles(sampled=step > 1))
 
 
 async def percentiles_by(
     store: Store, column: GroupColumn, since: float, until: float
 ) -> dict[str, Percentiles]:
     """Latency percentiles per value of ``column`` (a missing value is ``none``)."""
-    expr = _group_expr(column)
-    grouped = await _grouped_percentiles(store, expr, since, until, "latency_ms")
+    step = await sample_step(store, since, until)
+    grouped = await _grouped_percentiles(store, _group_expr(column), since, until, "latency_ms",
+                                         step)
     return {str(k): v for k, v in grouped.items()}
 
 
 async def _grouped_percentiles(
-    store: Store, group: str, since: float, until: float, column: str
+    store: Store, group: str, since: float, until: float, column: str, step: int
 ) -> dict[Any, Percentiles]:
     if column not in _VALUE_COLUMNS:
         raise ValueError(f"no percentiles of {column!r}")
@@ -182,16 +196,18 @@ async def _grouped_percentiles(
     FROM (SELECT {group} AS g, {column} AS v,
                  cume_dist() OVER (PARTITION BY {group} ORDER BY {column}) AS cd
           FROM usage WHERE ts >= :since AND ts < :until AND status < 400
-                           AND {column} IS NOT NULL)
+                           AND {column} IS NOT NULL AND id % :step = 0)
     GROUP BY g"""
-    params = {"since": since, "until": until, **{f"q{i}": q for i, q in enumerate(QUANTILES)}}
+    params = {"since": since, "until": until, "step": step,
+              **{f"q{i}": q for i, q in enumerate(QUANTILES)}}
     rows = await store.db.execute_fetchall(sql, params)
-    return {r[0]: Percentiles(r[1], r[2], r[3]) for r in rows}
+    return {r[0]: Percentiles(r[1], r[2], r[3], sampled=step > 1) for r in rows}
 
 
 async def buckets(store: Store, since: float, until: float, width_s: int) -> list[Bucket]:
     """Every ``width_s`` bucket from ``since`` to ``until``, empty ones included."""
-    params = {"since": since, "until": until, "width": width_s}
+    params = {"since": since, "until": until, "width": width_s,
+              "step": await sample_step(store, since, until)}
     group = "CAST((ts - :since) / :width AS INTEGER)"
     rows = await store.db.execute_fetchall(
         f"SELECT {group}, count(*), sum(status >= 400), sum(cost), sum(cache = 'hit'), "
@@ -222,7 +238,7 @@ async def _bucket_percentiles(
     SELECT g, min(CASE WHEN cd >= 0.5 THEN v END), min(CASE WHEN cd >= 0.95 THEN v END)
     FROM (SELECT {group} AS g, latency_ms AS v,
                  cume_dist() OVER (PARTITION BY {group} ORDER BY latency_ms) AS cd
-          FROM usage WHERE ts >= :since AND ts < :until AND status < 400)
+          FROM usage WHERE ts >= :since AND ts < :until AND status < 400 AND id % :step = 0)
     GROUP BY g"""
     rows = await store.db.execute_fetchall(sql, params)
     return {r[0]: Percentiles(r[1], r[2]) for r in rows}
@@ -337,6 +353,13 @@ def _record(row: Sequence[Any]) -> UsageRecord:
     values = dict(zip(_RECORD_COLUMNS, row, strict=True))
     values["estimated"] = bool(values["estimated"])
     return UsageRecord(**values)
+
+
+async def models_since(store: Store, since_day: str) -> list[str]:
+    """The models that served requests since ``since_day`` (from the daily roll-ups)."""
+    rows = await store.db.execute_fetchall(
+        "SELECT DISTINCT model FROM usage_daily WHERE day >= ? ORDER BY 1", (since_day,))
+    return [str(r[0]) for r in rows]
 
 
 async def distinct_values(

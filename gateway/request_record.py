@@ -25,6 +25,12 @@ class RequestRecord:
     deployment: Deployment | None = None
     attempts: int = 0
     escalations: int = 0
+    escalation: str | None = None
+    """The last escalation, ``from->to: reason``, for the response header."""
+    discarded_cost: float = 0.0
+    """What answers thrown away by escalation cost: paid for all the same."""
+    decision_headers: dict[str, str] = field(default_factory=dict)
+    budget_downgraded: bool = False
     status: int = 200
     usage: Usage | None = None
     streamed_text: list[str] = field(default_factory=list)

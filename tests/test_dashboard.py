@@ -6,7 +6,9 @@ ledger; the figures they show are compared with the same figures computed from t
 
 from __future__ import annotations
 
+import math
 import re
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from aiohttp.test_utils import make_mocked_request
 from gateway.charts import Series, bar_chart, line_chart, meter, nice_ceiling, share_bar
 from gateway.dashboard import format as fmt
 from gateway.dashboard.session import COOKIE, Sessions, safe_next, set_session_cookie
+from gateway.dashboard.state import READER_KEY
 from gateway.dashboard_queries import WINDOWS
 from gateway.observability_settings import ObservabilitySettings
 from gateway.tenants.context import AUTH_KEY, STORE_KEY
@@ -29,6 +32,7 @@ from tests.observability_fixtures import (
     expected,
     load_scenario,
     login,
+    nearest_rank,
     observability_app,
     page_metrics,
 )
@@ -229,6 +233,30 @@ async def test_requests_page_lists_the_latest_matching_rows(
     want = [r.request_id for r in reversed(records) if keep(r)][:limit]
     assert re.findall(r'data-request-id="([^"]+)"', html) == want
     assert page_metrics(html)["rows"] == str(len(want))
+
+
+async def test_a_large_window_samples_rows_for_percentiles_and_says_so(
+    scenario: tuple[Client, list[UsageRecord]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("gateway.dashboard_queries.MAX_SAMPLE_ROWS", 50)
+    client, records = scenario
+    shown = page_metrics(await _page(client, "/dashboard?window=24h"))
+    inside = [(row_id, r) for row_id, r in enumerate(records, start=1)
+              if NOW - 86_400 <= r.ts < NOW]
+    step = math.ceil(len(inside) / 50)
+    sample = [r.latency_ms for row_id, r in inside if row_id % step == 0 and r.status < 400]
+    assert shown["latency-p50"] == "≈ " + fmt.ms(nearest_rank(sample, 0.5))
+    assert shown["requests"] == fmt.num(len(inside))  # counts stay exact
+
+
+async def test_the_dashboard_reads_through_a_read_only_connection_of_its_own(
+    scenario: tuple[Client, list[UsageRecord]]
+) -> None:
+    client, _ = scenario
+    reader = client.app[READER_KEY]
+    assert reader.db is not client.app[STORE_KEY].db
+    with pytest.raises(sqlite3.OperationalError, match="readonly"):
+        await reader.db.execute("DELETE FROM usage")
 
 
 async def test_every_page_works_on_an_empty_ledger(aiohttp_client: Any, tmp_path: Path) -> None:

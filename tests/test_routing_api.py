@@ -32,6 +32,7 @@ from gateway.routing.context import (
     routing_context,
 )
 from gateway.routing.settings import RoutingSettings
+from gateway.tenants import context as tenants
 from gateway.toml_table import ConfigError
 
 pytest_plugins = ["tests.routing_fixtures"]
@@ -83,7 +84,8 @@ def build_app(tmp_path: Path, routes_file: Path, pool: EmbedderPool | None,
         {"providers": [{"name": "demo", "kind": "demo"}],
          "models": [{"name": "small", "provider": "demo", "tier": "cheap"},
                     {"name": "big", "provider": "demo", "tier": "reasoning"}],
-         "embedder": {"enabled": False}, "server": {"data_dir": str(tmp_path / "data")}},
+         "embedder": {"enabled": False}, "server": {"data_dir": str(tmp_path / "data")},
+         "tenants": {"require_keys": False, "bootstrap": False, "tokenizer": ""}},
         env={}, base_dir=tmp_path, source="<test>",
     )
     app = web.Application(middlewares=[errors_middleware])
@@ -97,6 +99,7 @@ def build_app(tmp_path: Path, routes_file: Path, pool: EmbedderPool | None,
         data_dir=tmp_path / "data", tiers=("cheap", "reasoning"),
         embedder=EmbedderSettings(model_dir=model_dir), pool_key=POOL,
     ))
+    tenants.configure(app, settings)
     app.router.add_post("/v1/route", route_dry_run)
     return app
 

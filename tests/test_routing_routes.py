@@ -9,12 +9,13 @@ import pytest
 
 from gateway.routing.routes import (
     Calibration,
+    load_configured_routes,
     load_routes,
     parse_routes,
     render_routes,
     write_calibration,
 )
-from gateway.routing.settings import packaged_routes_file
+from gateway.routing.settings import RoutingSettings, packaged_routes_file, tier_plan
 from gateway.toml_table import ConfigError
 
 ONE_ROUTE = """
@@ -102,3 +103,17 @@ def test_write_calibration_replaces_only_the_calibration(tmp_path: Path) -> None
     assert "# a comment that must survive" in text
     assert text.count("[calibration]") == 1 and "route_thresholds" not in text
     assert load_routes(path).calibration.threshold == 0.6
+
+
+def test_the_default_routes_adapt_to_the_served_tiers(tmp_path: Path) -> None:
+    settings = RoutingSettings(routes_file=packaged_routes_file())
+    only_cheap = load_configured_routes(settings, {"cheap"}, tier_plan(settings, {"cheap"}))
+    assert {r.tier for r in only_cheap.routes} == {"cheap"}
+    both = load_configured_routes(settings, {"cheap", "reasoning"},
+                                  tier_plan(settings, {"cheap", "reasoning"}))
+    assert both.route("code").tier == "reasoning"
+    mine = tmp_path / "mine.toml"
+    mine.write_text(ONE_ROUTE)
+    with pytest.raises(ConfigError, match=r"mine\.toml: routes\[0\]\.tier"):
+        load_configured_routes(RoutingSettings(routes_file=mine), {"cheap"},
+                               tier_plan(settings, {"cheap"}))

@@ -10,39 +10,38 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 import orjson
 from aiohttp import web
 
+from gateway import dispatch
 from gateway.accounting import account
 from gateway.api.body import read_body
 from gateway.api.caller import caller
-from gateway.appkeys import CATALOG, FAILOVER
-from gateway.catalog import AUTO
+from gateway.appkeys import CATALOG
 from gateway.chat import ChatRequest, parse_chat_request
+from gateway.dispatch import Target, tiers_after
 from gateway.errors import GatewayError, UpstreamFailed, UpstreamFailure
 from gateway.failover import Attempt, Stream
 from gateway.providers.base import Deployment, Json, Usage, usage_from_openai
 from gateway.request_record import RequestRecord
 from gateway.requestctx import REQUEST_ID
+from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
+from gateway.routing.router import decision_headers
 from gateway.sse import DONE, encode_data
 from gateway.tenants.context import ADMISSION_KEY
-from gateway.tenants.quotas import rate_limit_headers
+from gateway.tenants.quotas import Reservation, rate_limit_headers
 
 log = logging.getLogger(__name__)
-
-
-def candidates_for(request: web.Request, chat: ChatRequest) -> list[Deployment]:
-    catalog = request.app[CATALOG]
-    if chat.model == AUTO:
-        return catalog.tier("cheap") or list(catalog.deployments)
-    return catalog.named(chat.model)
 
 
 def answer_headers(
     record: RequestRecord, deployment: Deployment, attempts: Sequence[Attempt]
 ) -> dict[str, str]:
-    return {
+    """What happened, in headers: routing first, then who answered and how."""
+    headers = {
+        **record.decision_headers,
         "x-request-id": record.request_id,
         "x-gateway-provider": deployment.provider.name,
         "x-gateway-deployment": deployment.id,
@@ -51,6 +50,11 @@ def answer_headers(
         "x-gateway-attempts": str(len(attempts)),
         "Server-Timing": record.timing.header(),
     }
+    if record.escalation:
+        headers["x-gateway-escalated"] = record.escalation
+    if record.budget_downgraded:
+        headers["x-gateway-budget"] = "downgraded"
+    return headers
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
@@ -62,7 +66,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     reservation = await app[ADMISSION_KEY].admit(principal, chat)
     record.timing.mark("admit")
     try:
-        response = await _answer(request, chat, record)
+        response = await _answer(request, chat, record, reservation)
         response.headers.update(rate_limit_headers(reservation))
         return response
     except GatewayError as error:
@@ -78,14 +82,32 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await account(app, record, reservation)
 
 
+async def target_for(
+    app: web.Application, chat: ChatRequest, record: RequestRecord, reservation: Reservation
+) -> Target:
+    """An explicit model's failover group, or the routed tiers of ``auto`` (and aliases)."""
+    routing = app[ROUTING_CONFIG].settings
+    if not routing.is_alias(chat.model):
+        return Target(group=tuple(app[CATALOG].named(chat.model)))
+    text, vector = await prompt_vector(app, chat)
+    record.timing.mark("embed")
+    decision = decide(app, record.request_id, text, vector)
+    order = app[ROUTER].plan.order
+    if reservation.downgrade and order and decision.tier != order[0]:
+        decision = replace(decision, tier=order[0], escalate=False)
+        record.budget_downgraded = True
+    record.route, record.decision_headers = decision.route, decision_headers(decision)
+    return Target(tiers=tiers_after(decision, order, routing.escalation), decision=decision)
+
+
 async def _answer(
-    request: web.Request, chat: ChatRequest, record: RequestRecord
+    request: web.Request, chat: ChatRequest, record: RequestRecord, reservation: Reservation
 ) -> web.StreamResponse:
-    candidates = candidates_for(request, chat)
+    target = await target_for(request.app, chat, record, reservation)
     record.timing.mark("route")
     if chat.stream:
-        return await _stream(request, chat, candidates, record)
-    answer = await request.app[FAILOVER].complete(chat, candidates)
+        return await _stream(request, chat, target, record)
+    answer = await dispatch.complete(request.app, chat, target, record)
     record.timing.add("upstream", answer.upstream_ms)
     record.deployment, record.attempts = answer.deployment, len(answer.attempts)
     record.tier, record.usage = answer.deployment.tier, answer.completion.usage
@@ -97,10 +119,9 @@ async def _answer(
 
 
 async def _stream(
-    request: web.Request, chat: ChatRequest, candidates: Sequence[Deployment],
-    record: RequestRecord,
+    request: web.Request, chat: ChatRequest, target: Target, record: RequestRecord
 ) -> web.StreamResponse:
-    stream = await request.app[FAILOVER].open_stream(chat, candidates)
+    stream = await dispatch.open_stream(request.app, chat, target, record)
     try:
         record.timing.add("upstream", stream.first_byte_ms)
         record.deployment, record.attempts = stream.deployment, len(stream.attempts)

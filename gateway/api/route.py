@@ -16,6 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.api.body import read_body
+from gateway.api.caller import caller
 from gateway.appkeys import CATALOG, FAILOVER
 from gateway.chat import ChatRequest, parse_chat_request
 from gateway.errors import InvalidRequest
@@ -66,6 +67,7 @@ def decision_body(decision: Decision, text: str, deployments: list[str],
 
 
 async def route_dry_run(request: web.Request) -> web.Response:
+    caller(request)
     chat = _chat(await read_body(request))
     app = request.app
     catalog, failover = app[CATALOG], app[FAILOVER]

@@ -1,6 +1,7 @@
 """The browser dashboard: health and cost pages behind the admin key, rendered on the server.
 
-``site`` wires it into an app (``setup_dashboard``), ``session`` holds the login and its signed
-cookie, ``views`` the page handlers, ``format`` the Jinja filters. Templates and the stylesheet
-live in the repository's top-level ``templates/`` folder.
+``site`` wires it into an app (``setup_dashboard``); ``state`` holds what lives on the app and
+the login check every page passes; ``session`` and ``login`` the signed cookie and the form;
+``views`` the four pages; ``figures`` their charts; ``format`` the Jinja filters. Templates, the
+stylesheet and the optional auto-refresh script live in the repository's ``templates/`` folder.
 """

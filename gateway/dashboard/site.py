@@ -21,7 +21,7 @@ import gateway
 from gateway.dashboard import login, views
 from gateway.dashboard.format import FILTERS, pairs
 from gateway.dashboard.session import HOME_PATH, Sessions
-from gateway.dashboard.state import DASHBOARD_KEY, JINJA_KEY, Dashboard
+from gateway.dashboard.state import DASHBOARD_KEY, JINJA_KEY, Dashboard, reader_context
 from gateway.observability_settings import ObservabilitySettings
 
 STATIC_PREFIX = "/dashboard/static"
@@ -48,8 +48,11 @@ def setup_dashboard(
     *,
     clock: Callable[[], float] = time.time,
 ) -> None:
-    """Add the dashboard's routes to ``app`` (which must run the tenants' cleanup context)."""
+    """Add the dashboard's routes to ``app``; call after ``tenants.configure`` (whose store it
+    reads). Does nothing with ``[observability] dashboard = false``."""
     settings = settings or ObservabilitySettings()
+    if not settings.dashboard:
+        return
     templates = settings.templates_dir or default_templates_dir()
     if not (templates / "base.html").is_file():
         raise RuntimeError(f"dashboard templates not found in {templates}; set "
@@ -61,6 +64,7 @@ def setup_dashboard(
     )
     app[DASHBOARD_KEY] = Dashboard(settings, Sessions(settings.session_ttl_s, clock), templates,
                                    clock)
+    app.cleanup_ctx.append(reader_context)
     _add_routes(app, templates / "static")
     env.globals["static"] = _static_url(app)
     env.filters["pairs"] = pairs

@@ -9,7 +9,6 @@ does not parse falls back to the default rather than failing the page.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -21,8 +20,9 @@ from gateway.charts import meter
 from gateway.dashboard.figures import mix, overview_charts, span
 from gateway.dashboard.state import DASHBOARD_KEY, fresh_store, render, require_login
 from gateway.failover import BreakerState, Health
-from gateway.tenants.ledger import spend_by_model
+from gateway.tenants.ledger import day_of, spend_by_model
 from gateway.tenants.redact import redact
+from gateway.tenants.store import Store
 
 DEFAULT_WINDOW = "1h"
 MAX_ROWS = 500
@@ -165,11 +165,18 @@ def request_filter(request: web.Request, now: float) -> q.RequestFilter:
     )
 
 
-async def _options(request: web.Request, now: float) -> dict[str, Sequence[str]]:
-    store = await fresh_store(request)
-    since = now - q.WINDOWS["7d"].seconds
-    return {column: await q.distinct_values(store, column, since)
-            for column in ("tenant", "route", "model")}
+async def _options(store: Store, now: float, chosen: q.RequestFilter) -> dict[str, list[str]]:
+    """Menu values: every tenant, the models of the last month, the routes of the last day."""
+    options = {
+        "tenant": [t.name for t in await store.list_tenants()],
+        "model": await q.models_since(store, day_of(now - 31 * 86_400)),
+        "route": await q.distinct_values(store, "route", now - 86_400),
+    }
+    for column, values in options.items():
+        current = getattr(chosen, column)
+        if current is not None and current not in values:
+            values.append(current)  # keep a chosen filter visible even when it has gone quiet
+    return options
 
 
 @require_login
@@ -183,7 +190,7 @@ async def requests_page(request: web.Request) -> web.StreamResponse:
         "rows": rows,
         "filter": chosen,
         "query": request.query,
-        "options": await _options(request, now),
+        "options": await _options(store, now, chosen),
         "windows": q.WINDOWS.values(),
         "limits": (50, 100, 200, MAX_ROWS),
     })

@@ -19,6 +19,7 @@ file; writes nothing.
 from __future__ import annotations
 
 import json
+import logging
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from gateway.routing.policy import Reason
 from gateway.routing.router import Router
 from gateway.routing.routes import Calibration
 from gateway.toml_table import ConfigError
+
+log = logging.getLogger(__name__)
 
 BLENDS = (0.0, 0.03, 0.1, 0.3, 1.0)
 _GRID = 101
@@ -213,11 +216,13 @@ def fit_calibration(
         in_scope = float(np.quantile(r.score[inside], 1.0 - options.coverage))
     gate = r.score >= in_scope
     thresholds = np.linspace(0.0, 1.0, _GRID)
-    margins = np.unique(np.quantile(r.margin[gate], [0, 0.02, 0.05, 0.1, 0.2, 0.3])) if gate.any() \
-        else np.zeros(1)
-    margins[0] = min(float(margins[0]), 0.0)
+    quantiles = [0.02, 0.05, 0.1, 0.2, 0.3]
+    margins = np.unique([0.0, *(np.quantile(r.margin[gate], quantiles) if gate.any() else [])])
     threshold, margin = _precision_pass(conf[gate], r.margin[gate], correct[gate], thresholds,
                                         margins, options.target_precision)
+    if threshold >= 1.0:
+        log.warning("no threshold reaches precision %.2f on %s: nothing will be confident",
+                    options.target_precision, source)
     accepted_margin = gate & (r.margin >= margin)
     per_route = _route_thresholds(r.top, conf, correct, accepted_margin, names, threshold,
                                   options.target_precision, options.min_route_examples)

@@ -23,7 +23,7 @@ import logging
 import random
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from embedder_worker.settings import EmbedderSettings
@@ -43,7 +43,7 @@ from gateway.routing.routes import (
     Calibration,
     Route,
     RouteSet,
-    load_routes,
+    load_configured_routes,
     render_routes,
     write_calibration,
     write_text_atomically,
@@ -143,14 +143,16 @@ class Workspace:
 
 def workspace(args: argparse.Namespace, settings: Settings) -> Workspace:
     routing = routing_settings(settings)
+    if args.routes is not None:
+        routing = replace(routing, routes_file=args.routes)
     tiers = tuple(dict.fromkeys(m.tier for m in settings.models))
-    path: Path = args.routes or routing.routes_file
+    path = routing.routes_file
     model_dir = args.model_dir or (
         settings.embedder.model_dir if settings.embedder else DEFAULT_MODEL_DIR
     )
     return Workspace(
         routes_path=path,
-        routes=load_routes(path, tiers=tiers),
+        routes=load_configured_routes(routing, tiers, tier_plan(routing, tiers)),
         cache_dir=args.cache or routing.cache_path(settings.server.data_dir),
         model_dir=model_dir,
         routing=routing,

@@ -30,10 +30,10 @@ from gateway.routing.classifier import FloatArray
 from gateway.routing.policy import Decision
 from gateway.routing.prompt import routing_text
 from gateway.routing.router import Router, build_router, embed_routes
-from gateway.routing.routes import RouteSet, load_routes
+from gateway.routing.routes import RouteSet, load_configured_routes
 from gateway.routing.settings import RoutingSettings, TierPlan, tier_plan
 from gateway.routing.signals import SignalStore
-from gateway.routing.vectors import Embed, InProcessEmbedder, VectorCache
+from gateway.routing.vectors import InProcessEmbedder, VectorCache
 
 log = logging.getLogger(__name__)
 
@@ -79,11 +79,17 @@ def _pool(app: web.Application, config: RoutingConfig) -> EmbedderPool | None:
 
 async def _vectors(app: web.Application, config: RoutingConfig, routes: RouteSet,
                    local: InProcessEmbedder) -> FloatArray:
+    """Utterance vectors: cached ones, the rest from a live worker or else this process."""
     cache = VectorCache.load(config.settings.cache_path(config.data_dir) / "vectors.npz",
                              local.name)
     pool = _pool(app, config)
-    embed: Embed = pool.embed if pool is not None and pool.ready else local.embed
-    return await embed_routes(routes, cache, embed)
+    if pool is not None and pool.ready:
+        try:
+            return await embed_routes(routes, cache, pool.embed)
+        except EmbedderError as exc:
+            log.warning("embedding the routes through the workers failed (%s): "
+                        "embedding them in this process", exc)
+    return await embed_routes(routes, cache, local.embed)
 
 
 async def load_router(app: web.Application, config: RoutingConfig, routes: RouteSet,
@@ -99,7 +105,7 @@ async def load_router(app: web.Application, config: RoutingConfig, routes: Route
     local = InProcessEmbedder(config.embedder.model_dir, **embedder_options(config.embedder))
     try:
         vectors = await _vectors(app, config, routes, local)
-    except (OSError, ValueError, RuntimeError, EmbedderError) as exc:
+    except Exception as exc:  # any failure to load or run the model (onnxruntime has its own)
         log.error("cannot embed the routes (%s): model 'auto' takes tier %s", exc, plan.default)
         return build_router(routes, None, plan, model="", cache_dir=None,
                             ambiguity=s.ambiguity_policy, escalation=s.escalation)
@@ -116,7 +122,7 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
     config = app[ROUTING_CONFIG]
     s = config.settings
     plan = tier_plan(s, config.tiers)
-    routes = load_routes(s.routes_file, tiers=config.tiers)
+    routes = load_configured_routes(s, config.tiers, plan)
     router = await load_router(app, config, routes, plan)
     app[ROUTER] = router
     log.info("routing: %d routes from %s, tiers %s, default %s", len(routes.routes),

@@ -63,26 +63,26 @@ class Router:
 
     def __init__(
         self, routes: RouteSet, classifier: RouteClassifier | None, plan: TierPlan,
-        policy: Policy | None = None, *, model: str = "",
+        policy: Policy | None = None, *, model: str = "", ambiguity: str = "cheap_first",
+        escalation: bool = True,
     ) -> None:
         self.routes = routes
         self.classifier = classifier
         self.plan = plan
-        self.policy: Policy = policy or ThresholdPolicy(routes, plan)
+        self.ambiguity = ambiguity
+        self.escalation = escalation
+        self.policy: Policy = policy or ThresholdPolicy(routes, plan, ambiguity,
+                                                        escalation=escalation)
         self.model = model
         self._names = routes.names
         self._tiers = tuple(r.tier for r in routes.routes)
         self._n = len(routes.routes)  # a class index of _n means the out-of-scope examples
 
-    def with_calibration(self, calibration: Calibration, ambiguity: str | None = None) -> Router:
-        """The same routes and classifier under another calibration (for fitting, evaluating)."""
-        routes = self.routes.with_calibration(calibration)
-        current = self.policy
-        escalation = getattr(current, "escalation", True) is not False
-        kept = getattr(current, "ambiguity", "cheap_first")
-        ambiguity = ambiguity or (kept if isinstance(kept, str) else "cheap_first")
-        policy = ThresholdPolicy(routes, self.plan, ambiguity, escalation=escalation)
-        return Router(routes, self.classifier, self.plan, policy, model=self.model)
+    def with_calibration(self, calibration: Calibration) -> Router:
+        """The same routes and classifier under another calibration, with the threshold
+        policy (for fitting and evaluating)."""
+        return Router(self.routes.with_calibration(calibration), self.classifier, self.plan,
+                      model=self.model, ambiguity=self.ambiguity, escalation=self.escalation)
 
     def evidence(self, vector: FloatArray) -> Evidence:
         """Scores and confidence for ``vector`` (requires a classifier and a matching size)."""
@@ -107,7 +107,7 @@ class Router:
 
     def route(self, vector: FloatArray | None) -> Decision:
         """The decision for a prompt's vector; None (no embedding) gives the default tier."""
-        escalate = getattr(self.policy, "escalation", True) is not False
+        escalate = self.escalation
         if self.classifier is None:
             return fallback(self.plan.default, Reason.NO_EMBEDDING, "routing has no embedder",
                             escalate=escalate)
@@ -186,5 +186,5 @@ def build_router(
         build_classifier(routes, vectors, model=model, cache_dir=cache_dir)
         if vectors is not None else None
     )
-    policy = ThresholdPolicy(routes, plan, ambiguity, escalation=escalation)
-    return Router(routes, classifier, plan, policy, model=model)
+    return Router(routes, classifier, plan, model=model, ambiguity=ambiguity,
+                  escalation=escalation)

@@ -34,6 +34,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from gateway.routing.settings import RoutingSettings, TierPlan, packaged_routes_file
 from gateway.toml_table import ConfigError, Table
 
 log = logging.getLogger(__name__)
@@ -246,6 +247,32 @@ def load_routes(path: Path, *, tiers: Collection[str] | None = None) -> RouteSet
     return parse_routes(data, tiers=tiers, source=str(path))
 
 
+def load_configured_routes(
+    settings: RoutingSettings, tiers: Collection[str], plan: TierPlan
+) -> RouteSet:
+    """The configured routes file, checked against the tiers the models serve.
+
+    A file the operator names must only name served tiers. The packaged default names ``cheap``
+    and ``reasoning``; where a gateway serves only one of them (or neither), the default's routes
+    take the nearest served tier instead of stopping the start (logged).
+    """
+    if settings.routes_file != packaged_routes_file():
+        return load_routes(settings.routes_file, tiers=tiers)
+    routes = load_routes(settings.routes_file)
+    moved = tuple(_nearest_tier(r, tiers, plan) for r in routes.routes)
+    if moved != routes.routes:
+        log.warning("the default routes name tiers no model serves; they go to %s instead",
+                    ", ".join(sorted({r.tier for r in moved})))
+    return replace(routes, routes=moved)
+
+
+def _nearest_tier(route: Route, tiers: Collection[str], plan: TierPlan) -> Route:
+    if route.tier in tiers:
+        return route
+    strongest = plan.order[-1] if plan.order else plan.default
+    return replace(route, tier=plan.default if route.tier == "cheap" else strongest)
+
+
 def _toml_str(text: str) -> str:
     # A JSON string is a valid TOML basic string (same escapes, \uXXXX included).
     return json.dumps(text, ensure_ascii=False)
@@ -267,7 +294,7 @@ def render_route(route: Route) -> str:
 
 
 def render_calibration(c: Calibration) -> str:
-    lines = ["[calibration]"]
+    lines = ["[calibration]", "# Written by `gateway routes fit`; fit again after editing routes."]
     if c.fitted_on:
         lines.append(f"fitted_on = {_toml_str(c.fitted_on)}")
     if c.model:
