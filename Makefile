@@ -8,7 +8,7 @@ MODEL := $(MODEL_DIR)/model.onnx
 CONFIG ?=
 RUN_ARGS := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: install run test lint typecheck pytest bench clean
+.PHONY: install run test lint typecheck pytest browser bench clean
 
 install: $(STAMP) $(MODEL)
 
@@ -32,7 +32,11 @@ lint: install
 typecheck: install
 	$(BIN)/mypy
 
-pytest: install
+# The dashboard's browser test drives Debian's chromium; installed here when missing (as root).
+browser:
+	sh deploy/install_browser.sh
+
+pytest: install browser
 	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests ran" && exit 1; exit $$status
 
 test: lint typecheck pytest

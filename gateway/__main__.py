@@ -18,6 +18,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.access_log import configure_access_log
 from gateway.app import create_app
 from gateway.config import Settings, load
 from gateway.routing import cli as routing_cli
@@ -63,6 +64,7 @@ def _secrets(settings: Settings) -> list[str]:
     """Every secret the settings hold, so no log line can carry one."""
     values = [p.api_key for p in settings.providers]
     values += [settings.tenants.admin_key, settings.tenants.key_secret]
+    values.append(settings.observability.metrics_token)
     return [v for v in values if v]
 
 
@@ -105,6 +107,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"gateway: configuration error: {exc}", file=sys.stderr)
         return 2
     install_redaction(secrets=_secrets(settings))
+    if settings.observability.access_log:
+        configure_access_log()
     return int(args.handler(args, settings))
 
 

@@ -12,11 +12,16 @@ import time
 
 from aiohttp import web
 
+from gateway.access_log import AccessEntry, access_log_line
+from gateway.metrics import METRICS_KEY
+from gateway.observability_settings import OBSERVABILITY_KEY
 from gateway.providers.base import Usage
 from gateway.request_record import RequestRecord
 from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY
 from gateway.tenants.ledger import UsageRecord
 from gateway.tenants.quotas import Reservation
+
+CHAT_PATH = "/v1/chat/completions"
 
 
 def final_usage(
@@ -31,17 +36,26 @@ def final_usage(
 
 
 async def account(app: web.Application, record: RequestRecord, reservation: Reservation) -> None:
-    admission = app[ADMISSION_KEY]
+    """Settle, then queue the ledger row, count the metrics and write the access line."""
     usage = final_usage(app, record, reservation)
     deployment = record.deployment
     cost = deployment.cost(usage) if usage is not None and deployment is not None else 0.0
     cost += record.discarded_cost
+    admission = app[ADMISSION_KEY]
     if usage is None and record.status >= 400 and not cost:
         await admission.release(reservation)
     else:
         await admission.settle(reservation, usage, cost)
+    row = _row(record, reservation, usage, cost)
+    app[LEDGER_KEY].record(row)
+    _observe(app, record, row)
+
+
+def _row(
+    record: RequestRecord, reservation: Reservation, usage: Usage | None, cost: float
+) -> UsageRecord:
     principal = reservation.principal
-    app[LEDGER_KEY].record(UsageRecord(
+    return UsageRecord(
         request_id=record.request_id,
         tenant=principal.tenant,
         key_id=principal.key_id,
@@ -50,7 +64,7 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
         ts=time.time(),
         route=record.route,
         tier=record.tier,
-        deployment=deployment.id if deployment else None,
+        deployment=record.deployment.id if record.deployment else None,
         tokens_in=usage.prompt_tokens if usage else 0,
         tokens_out=usage.completion_tokens if usage else 0,
         cost=cost,
@@ -61,4 +75,22 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
         attempts=record.attempts,
         latency_ms=record.timing.elapsed_ms(),
         ttft_ms=record.ttft_ms,
-    ))
+    )
+
+
+def _observe(app: web.Application, record: RequestRecord, row: UsageRecord) -> None:
+    upstream_ms = record.timing.total("upstream")
+    app[METRICS_KEY].request_done(
+        row.route, row.tier, row.deployment, row.status, row.latency_ms / 1000,
+        upstream_ms / 1000 if upstream_ms else None,
+        row.ttft_ms / 1000 if row.ttft_ms is not None else None,
+        row.tokens_in, row.tokens_out, row.cost, row.tenant,
+    )
+    access_log_line(AccessEntry(
+        ts=row.ts, request_id=row.request_id, method="POST", path=CHAT_PATH,
+        status=row.status, latency_ms=row.latency_ms, tenant=row.tenant, key_id=row.key_id,
+        route=row.route, tier=row.tier, model=row.model, deployment=row.deployment,
+        cache=row.cache, stream=record.stream, attempts=row.attempts,
+        escalations=row.escalations, upstream_ms=upstream_ms or None, ttft_ms=row.ttft_ms,
+        tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost=row.cost, error=record.error,
+    ), app[OBSERVABILITY_KEY], prompt=record.prompt)

@@ -18,9 +18,11 @@ from gateway.api.admin import add_admin_routes
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.catalog import Catalog
 from gateway.config import Settings
+from gateway.dashboard.site import setup_dashboard
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.failover import Failover
 from gateway.lifecycle import Lifecycle, State
+from gateway.metrics import setup_metrics
 from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
 from gateway.routing import context as routing
@@ -118,6 +120,8 @@ def create_app(settings: Settings) -> web.Application:
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
     ))
     tenants.configure(app, settings)
+    setup_metrics(app, settings.observability)
+    setup_dashboard(app, settings.observability)
     app.cleanup_ctx.append(lifecycle_context)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embedder_worker.settings import EmbedderSettings
+from gateway.observability_settings import ObservabilitySettings, parse_observability
 from gateway.routing.settings import RoutingSettings, packaged_routes_file, parse_routing
 from gateway.tenants.settings import TenantSettings, parse_tenants
 from gateway.toml_table import ConfigError, Table
@@ -99,6 +100,7 @@ class Settings:
     models: tuple[ModelSettings, ...]
     embedder: EmbedderSettings | None
     tenants: TenantSettings = field(default_factory=TenantSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     routing: RoutingSettings = field(
         default_factory=lambda: RoutingSettings(routes_file=packaged_routes_file())
     )
@@ -260,12 +262,13 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
         embedder=_embedder(root.table("embedder"), base_dir),
         tenants=parse_tenants(root.table("tenants"), env, base_dir),
         routing=parse_routing(root.table("routing"), base_dir),
+        observability=parse_observability(root.table("observability"), base_dir, env),
         source=source,
     )
     server_t.reject_unknown()
     failover_t.reject_unknown()
     root.get("upstream", dict, {})
-    for name in ("embedder", "tenants", "routing"):
+    for name in ("embedder", "tenants", "routing", "observability"):
         root.get(name, dict, {})
     root.reject_unknown()
     return settings

@@ -19,6 +19,7 @@ from gateway.appkeys import CATALOG, FAILOVER
 from gateway.chat import ChatRequest
 from gateway.errors import ServiceUnavailable, UpstreamFailed
 from gateway.failover import Answer, Stream
+from gateway.metrics import METRICS_KEY
 from gateway.providers.base import Deployment
 from gateway.request_record import RequestRecord
 from gateway.routing.context import SIGNALS
@@ -53,6 +54,8 @@ class _Escalator:
                  deployment: str | None = None) -> None:
         self.record.escalations += to is not None
         self.record.escalation = f"{tier}->{to}: {reason.kind.value}" if to else None
+        if to is not None:
+            self.app[METRICS_KEY].escalated(tier, to, reason.kind.value)
         signals = self.app.get(SIGNALS)
         if signals is not None and self.target.decision is not None:
             signals.escalation(self.record.request_id, self.target.decision, tier, to, reason,

@@ -72,10 +72,6 @@ def parse_observability(
     return settings
 
 
-def observability_settings(settings: object) -> ObservabilitySettings:
-    """The section from the whole settings (defaults while ``Settings`` has no such field)."""
-    value = getattr(settings, "observability", None)
-    return value if isinstance(value, ObservabilitySettings) else ObservabilitySettings()
 
 
 def _token(t: Table, name: str, env: Mapping[str, str]) -> str | None:

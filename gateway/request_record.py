@@ -37,3 +37,8 @@ class RequestRecord:
     cache: str | None = None
     saved_cost: float = 0.0
     ttft_ms: float | None = None
+    stream: bool = False
+    prompt: str | None = None
+    """The last user turn, kept only when the access log is configured to show prompts."""
+    error: str | None = None
+    """The error code sent to the client, never its free text."""

@@ -25,12 +25,16 @@ class Timing:
         self.stages.append((stage, ms))
         self._last = time.perf_counter()
 
+    def total(self, stage: str) -> float:
+        """Milliseconds recorded under ``stage`` (summed: a request may call upstream twice)."""
+        return sum(ms for name, ms in self.stages if name == stage)
+
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
 
     def header(self) -> str:
         total = self.elapsed_ms()
-        upstream = sum(ms for name, ms in self.stages if name == "upstream")
+        upstream = self.total("upstream")
         parts = [f"{name};dur={ms:.2f}" for name, ms in self.stages]
         parts.append(f"gw;dur={total - upstream:.2f}")
         return ", ".join(parts)

@@ -22,8 +22,10 @@ from gateway.api.caller import caller
 from gateway.appkeys import CATALOG
 from gateway.chat import ChatRequest, parse_chat_request
 from gateway.dispatch import Target, tiers_after
-from gateway.errors import GatewayError, UpstreamFailed, UpstreamFailure
+from gateway.errors import GatewayError, RateLimited, UpstreamFailed, UpstreamFailure
 from gateway.failover import Attempt, Stream
+from gateway.metrics import METRICS_KEY, refusal_kind
+from gateway.observability_settings import OBSERVABILITY_KEY
 from gateway.providers.base import Deployment, Json, Usage, usage_from_openai
 from gateway.request_record import RequestRecord
 from gateway.requestctx import REQUEST_ID
@@ -62,15 +64,21 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     record = RequestRecord(request[REQUEST_ID])
     principal = caller(request)
     chat = parse_chat_request(await read_body(request))
-    record.principal, record.model = principal, chat.model
-    reservation = await app[ADMISSION_KEY].admit(principal, chat)
+    record.principal, record.model, record.stream = principal, chat.model, chat.stream
+    if app[OBSERVABILITY_KEY].access_log_prompts:
+        record.prompt = next((m.text for m in reversed(chat.messages) if m.role == "user"), None)
+    try:
+        reservation = await app[ADMISSION_KEY].admit(principal, chat)
+    except RateLimited as refusal:
+        app[METRICS_KEY].refused(refusal_kind(refusal) or "rate_limit", principal.tenant)
+        raise
     record.timing.mark("admit")
     try:
         response = await _answer(request, chat, record, reservation)
         response.headers.update(rate_limit_headers(reservation))
         return response
     except GatewayError as error:
-        record.status = error.status
+        record.status, record.error = error.status, error.code
         if isinstance(error, UpstreamFailed):
             record.attempts = error.attempts
         error.headers.update(rate_limit_headers(reservation))

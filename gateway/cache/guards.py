@@ -28,6 +28,26 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 
+from gateway.cache.lexicon import (
+    ANTONYMS,
+    BARE_UNITS,
+    COORDINATORS,
+    DEGREE_SYNONYMS,
+    DEGREE_WORDS,
+    DIRECTIONAL,
+    HOW_TO_MOODS,
+    MANNER_NOUNS,
+    MOODS,
+    NEGATIONS,
+    NUMBER_WORDS,
+    ORDINALS,
+    PERSONS,
+    QUANTITY,
+    STOPWORDS,
+    UNITS,
+    WH,
+)
+
 
 def _split(words: str) -> list[str]:
     return words.split()
@@ -37,6 +57,7 @@ _WORD = re.compile(r"[^\W_]+(?:[.,]\d+)*|[$€£¥₹%°]")
 # Operators and the marks of names like C++ and C#: "+" and "#" change what is asked.
 _SYMBOL = re.compile(r"[+#*/=<>&|^~@{}\[\]\\`]")
 _ALNUM_PART = re.compile(r"\d+(?:[.,]\d+)*|[^\W\d_]+|[$€£¥₹%°]")
+_ORDINAL_SUFFIX = re.compile(r"^(\d+)(st|nd|rd|th)$")
 _CONTRACTIONS = (
     (re.compile(r"\b(what|who|where|when|why|how|it|that|there|here|he|she)[’']s\b",
                 re.IGNORECASE), r"\1 is"),
@@ -48,172 +69,6 @@ _CONTRACTIONS = (
     (re.compile(r"[’']s\b"), ""),
     (re.compile(r"[’'](re|ve|ll|d|m)\b", re.IGNORECASE), ""),
 )
-
-STOPWORDS = frozenset(_split("""
-a an the this that these those there here it its it's itself i me my mine myself we us our ours
-you your yours yourself yourselves he him his she her hers they them their theirs one ones
-someone somebody something anyone anybody anything everyone everything people person
-what which who whom whose when where why how whether if then than so as such
-is are was were be been being am do does did doing done have has had having get gets got getting
-can could shall should will would may might must ought need needs let lets
-of in on at by for with about into onto from to up out off over under again further
-and or but nor also too very just really actually exactly quite rather some any all both each
-every either other another own same few many much lot lots
-please kindly thanks thank hi hello hey ok okay
-way ways thing things kind kinds type types sort sorts
-like know tell explain mean means meaning
-best good great greatest top finest nice ideal excellent awesome right
-during within throughout across through around among between near behind beside beyond despite
-upon along since until while because though although unless whereas
-"""))
-
-NEGATIONS = frozenset(_split("""
-not no never none nobody nothing nowhere neither nor without cannot
-"""))
-
-# Direction and degree words that are function words, so never content, yet change the answer.
-_ANTONYM_PAIRS = _split("""
-for:against with:without before:after above:below over:under up:down in:out inside:outside
-into:from to:from on:off more:less most:least more:fewer most:fewest increase:decrease
-rise:fall raise:lower high:low higher:lower highest:lowest big:small bigger:smaller
-biggest:smallest large:small larger:smaller largest:smallest long:short longer:shorter
-longest:shortest old:new older:newer oldest:newest old:young older:younger best:worst
-better:worse good:bad cheap:expensive cheaper:pricier cheapest:priciest buy:sell import:export
-north:south east:west northern:southern eastern:western left:right first:last start:end
-begin:end open:close win:lose gain:lose add:remove enable:disable include:exclude true:false
-advantage:disadvantage pro:con positive:negative male:female man:woman men:women boy:girl
-hot:cold warm:cool fast:slow faster:slower fastest:slowest easy:hard easy:difficult
-easier:harder easiest:hardest min:max minimum:maximum push:pull input:output encrypt:decrypt
-upload:download join:leave love:hate like:dislike accept:reject agree:disagree legal:illegal
-possible:impossible happy:sad rich:poor strong:weak stronger:weaker light:dark light:heavy
-early:late earlier:later past:future ascending:descending internal:external public:private
-send:receive sender:receiver give:take lend:borrow parent:child husband:wife mother:father
-son:daughter brother:sister top:bottom front:back forward:backward success:failure safe:unsafe
-healthy:unhealthy always:never all:none everyone:nobody true:fake real:fake win:loss profit:loss
-asset:liability credit:debit deposit:withdraw wet:dry full:empty alive:dead living:dead
-love:hatred friend:enemy ally:enemy fully:partially completely:partially complete:partial
-total:partial whole:part always:sometimes often:rarely
-""")
-
-DEGREE_WORDS = frozenset(_split("""
-more most less least fewer fewest better worse worst greater higher highest
-lower lowest larger largest smaller smallest bigger biggest faster fastest slower slowest
-cheaper cheapest easier easiest harder hardest older oldest newer newest younger youngest
-longer longest shorter shortest stronger strongest weaker weakest earlier earliest later latest
-"""))
-
-_DEGREE_SYNONYMS = {
-    "larger": "bigger", "greater": "bigger", "largest": "biggest",
-}
-
-# Canonical unit per spelling; a unit never matches another unit.
-_UNITS = {
-    **dict.fromkeys(_split("km kms kilometer kilometers kilometre kilometres"), "km"),
-    **dict.fromkeys(_split("m meter meters metre metres"), "m"),
-    **dict.fromkeys(_split("cm centimeter centimeters centimetre centimetres"), "cm"),
-    **dict.fromkeys(_split("mm millimeter millimeters millimetre millimetres"), "mm"),
-    **dict.fromkeys(_split("mi mile miles"), "mile"),
-    **dict.fromkeys(_split("ft foot feet"), "foot"),
-    **dict.fromkeys(_split("inch inches"), "inch"),
-    **dict.fromkeys(_split("yd yard yards"), "yard"),
-    **dict.fromkeys(_split("kg kgs kilo kilos kilogram kilograms"), "kg"),
-    **dict.fromkeys(_split("g gram grams gramme grammes"), "g"),
-    **dict.fromkeys(_split("mg milligram milligrams"), "mg"),
-    **dict.fromkeys(_split("lb lbs pound pounds"), "lb"),
-    **dict.fromkeys(_split("oz ounce ounces"), "oz"),
-    **dict.fromkeys(_split("l liter liters litre litres"), "l"),
-    **dict.fromkeys(_split("ml milliliter milliliters millilitre millilitres"), "ml"),
-    **dict.fromkeys(_split("gal gallon gallons"), "gallon"),
-    **dict.fromkeys(_split("c celsius centigrade"), "celsius"),
-    **dict.fromkeys(_split("f fahrenheit"), "fahrenheit"),
-    **dict.fromkeys(_split("k kelvin"), "kelvin"),
-    **dict.fromkeys(_split("mph"), "mph"),
-    **dict.fromkeys(_split("kph kmh"), "kmh"),
-    **dict.fromkeys(_split("s sec secs seconds"), "second"),
-    **dict.fromkeys(_split("min mins minute minutes"), "minute"),
-    **dict.fromkeys(_split("h hr hrs hour hours"), "hour"),
-    **dict.fromkeys(_split("day days"), "day"),
-    **dict.fromkeys(_split("week weeks"), "week"),
-    **dict.fromkeys(_split("month months"), "month"),
-    **dict.fromkeys(_split("year years yr yrs"), "year"),
-    **dict.fromkeys(_split("b byte bytes"), "byte"),
-    **dict.fromkeys(_split("kb kilobyte kilobytes"), "kb"),
-    **dict.fromkeys(_split("mb megabyte megabytes"), "mb"),
-    **dict.fromkeys(_split("gb gigabyte gigabytes"), "gb"),
-    **dict.fromkeys(_split("tb terabyte terabytes"), "tb"),
-    **dict.fromkeys(_split("$ usd dollar dollars"), "usd"),
-    **dict.fromkeys(_split("€ eur euro euros"), "eur"),
-    **dict.fromkeys(_split("£ gbp sterling"), "gbp"),
-    **dict.fromkeys(_split("¥ yen jpy yuan rmb cny"), "yen/yuan"),
-    **dict.fromkeys(_split("₹ inr rs rupee rupees"), "inr"),
-    **dict.fromkeys(_split("% percent percentage"), "percent"),
-    **dict.fromkeys(_split("° degree degrees"), "degree"),
-    **dict.fromkeys(_split("w watt watts"), "watt"),
-    **dict.fromkeys(_split("kw kilowatt kilowatts"), "kw"),
-    **dict.fromkeys(_split("v volt volts"), "volt"),
-    **dict.fromkeys(_split("hz hertz"), "hz"),
-    **dict.fromkeys(_split("ghz gigahertz"), "ghz"),
-    **dict.fromkeys(_split("mhz megahertz"), "mhz"),
-}
-# Unit spellings that are also ordinary words ("in", "the year 1969") are units only right
-# after a number.
-_BARE_UNITS = frozenset(_split("""
-m l c f k s h b g w v min sec secs hour hours day days week weeks month months year years
-yr yrs degree degrees
-"""))
-
-_NUMBER_WORDS = {
-    "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
-    "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
-    "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
-    "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
-    "ninety": 90, "hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9,
-    "trillion": 10**12, "dozen": 12, "half": 0.5, "twice": 2, "double": 2, "triple": 3,
-}
-_ORDINALS = {
-    "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
-    "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "twentieth": 20, "hundredth": 100,
-}
-_ORDINAL_SUFFIX = re.compile(r"^(\d+)(st|nd|rd|th)$")
-
-# Between two operands, these words make their order matter.
-DIRECTIONAL = frozenset(_split("""
-to into from than over under by per minus plus times divided multiplied before after
-against toward towards onto via
-"""))
-
-_WH = {
-    "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "who",
-    "where": "where", "when": "when", "why": "why", "how": "how",
-}
-_MANNER_NOUNS = frozenset(
-    _split("way ways method methods step steps tip tips technique techniques")
-)
-_QUANTITY = frozenset(_split("many much long often far old big"))
-# Auxiliaries grouped by what they ask: a fact, a past fact, an ability, advice, a prediction.
-_MOODS = {
-    **dict.fromkeys(_split("do does is are am has have"), "fact"),
-    **dict.fromkeys(_split("did was were had"), "past"),
-    **dict.fromkeys(_split("can could may might"), "ability"),
-    **dict.fromkeys(_split("should shall must ought"), "advice"),
-    **dict.fromkeys(_split("will would"), "future"),
-}
-# In "how do/can/should I ..." the auxiliary does not change what is asked.
-_HOW_TO_MOODS = frozenset({"fact", "ability", "advice"})
-
-# Who the question is about: the asker, a group with the asker, or the one answering.
-_PERSONS = {
-    **dict.fromkeys(_split("i me my mine myself"), "first"),
-    **dict.fromkeys(_split("we us our ours ourselves"), "first plural"),
-    **dict.fromkeys(_split("you your yours yourself yourselves"), "second"),
-}
-
-_COORDINATORS = frozenset(_split("and or vs versus nor"))
-
-ANTONYMS: frozenset[frozenset[str]] = frozenset(
-    frozenset(pair.split(":")) for pair in _ANTONYM_PAIRS
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Token:
@@ -271,7 +126,7 @@ def profile(text: str) -> Profile:
         numbers=tuple(numbers),
         negations=sum(1 for t in words if t.lower in NEGATIONS),
         units=tuple(units),
-        degree=frozenset(_DEGREE_SYNONYMS.get(t.lower, t.lower) for t in words
+        degree=frozenset(DEGREE_SYNONYMS.get(t.lower, t.lower) for t in words
                          if t.lower in DEGREE_WORDS),
         content=frozenset(t.stem for t in words if _is_content(t)),
         entities=frozenset(t.stem for t in words if t.entity),
@@ -279,7 +134,7 @@ def profile(text: str) -> Profile:
         question=(question := _question(words)),
         mood=_mood(words, question),
         symbols=tuple(sorted(_SYMBOL.findall(text))),
-        persons=frozenset(_PERSONS[t.lower] for t in words if t.lower in _PERSONS),
+        persons=frozenset(PERSONS[t.lower] for t in words if t.lower in PERSONS),
     )
 
 
@@ -371,10 +226,10 @@ def _number(word: str) -> str | None:
         if ordinal:
             return "#" + ordinal.group(1)
         return _canonical_number(word)
-    if word in _NUMBER_WORDS:
-        return _canonical_number(str(_NUMBER_WORDS[word]))
-    if word in _ORDINALS:
-        return f"#{_ORDINALS[word]}"
+    if word in NUMBER_WORDS:
+        return _canonical_number(str(NUMBER_WORDS[word]))
+    if word in ORDINALS:
+        return f"#{ORDINALS[word]}"
     return None
 
 
@@ -388,10 +243,10 @@ def _canonical_number(digits: str) -> str:
 
 
 def _unit(word: str, previous: str) -> str | None:
-    unit = _UNITS.get(word)
+    unit = UNITS.get(word)
     if unit is None:
         return None
-    if word in _BARE_UNITS and not (previous and _number(previous) is not None):
+    if word in BARE_UNITS and not (previous and _number(previous) is not None):
         return None
     return unit
 
@@ -400,24 +255,24 @@ def _question(words: list[Token]) -> str:
     """What kind of answer is asked for: a wh-word's kind, "how-many", or "yes/no"."""
     lowers = [t.lower for t in words]
     for i, word in enumerate(lowers):
-        kind = _WH.get(word)
+        kind = WH.get(word)
         if kind is None:
             continue
         following = lowers[i + 1] if i + 1 < len(lowers) else ""
-        if kind == "how" and following in _QUANTITY:
+        if kind == "how" and following in QUANTITY:
             return f"how {following}"
-        if kind == "what" and _MANNER_NOUNS & set(lowers[i + 1 : i + 6]):
+        if kind == "what" and MANNER_NOUNS & set(lowers[i + 1 : i + 6]):
             return "how"
         return kind
-    return "yes/no" if lowers and lowers[0] in _MOODS else "statement"
+    return "yes/no" if lowers and lowers[0] in MOODS else "statement"
 
 
 def _mood(words: list[Token], question: str) -> str:
     """The class of the first auxiliary verb; "how-to" for any of do/can/should after "how"."""
     for token in words:
-        mood = _MOODS.get(token.lower)
+        mood = MOODS.get(token.lower)
         if mood is not None:
-            return "how-to" if question == "how" and mood in _HOW_TO_MOODS else mood
+            return "how-to" if question == "how" and mood in HOW_TO_MOODS else mood
     return ""
 
 
@@ -428,7 +283,7 @@ def _is_content(token: Token) -> bool:
         and lower not in NEGATIONS
         and lower not in DEGREE_WORDS
         and token.number is None
-        and lower not in _UNITS
+        and lower not in UNITS
         and not (len(lower) == 1 and not token.entity)
     )
 
@@ -544,7 +399,7 @@ def _gap(p: Profile, first: str, second: str) -> list[str]:
 
 def _is_list(gap: list[str]) -> bool:
     """Words joined as a list ("X and Y", "X or Y", "X vs Y"), where order does not matter."""
-    return bool(_COORDINATORS & set(gap)) and not (DIRECTIONAL & set(gap))
+    return bool(COORDINATORS & set(gap)) and not (DIRECTIONAL & set(gap))
 
 
 _CHECKS = (

@@ -44,6 +44,7 @@ META_FILE = "meta.json"
 FORMAT = 1
 _INITIAL_CAPACITY = 16
 _CRC_BLOCK = 1 << 20
+_BUILD_THREADS = 2  # a rebuild happens at start-up, before requests: use both cores
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,12 +119,13 @@ class Graph:
         index.set_num_threads(1)
         return cls(index, 0, 0)
 
-    def add(self, ids: Sequence[int], vectors: FloatArray) -> None:
+    def add(self, ids: Sequence[int], vectors: FloatArray, threads: int = 1) -> None:
         needed = self.index.get_current_count() + len(ids)
         capacity = self.index.get_max_elements()
         if needed > capacity:
             self.index.resize_index(max(needed, capacity * 2))
-        self.index.add_items(vectors, np.asarray(ids, dtype=np.int64), replace_deleted=True)
+        self.index.add_items(vectors, np.asarray(ids, dtype=np.int64), num_threads=threads,
+                             replace_deleted=True)
         self.live += len(ids)
         self.last_id = max(self.last_id, *ids)
         self.dirty = True
@@ -212,7 +214,7 @@ class IndexSet:
         """A new graph over ``vectors``, built in the pool without the lock (nobody sees it)."""
         graph = Graph.empty(self.space, self.params, len(ids))
         if ids:
-            await self._run(graph.add, ids, vectors)
+            await self._run(graph.add, ids, vectors, _BUILD_THREADS)
         return graph
 
     async def save(self, index_dir: Path) -> int:
