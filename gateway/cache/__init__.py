@@ -1,9 +1,10 @@
 """The semantic cache: exact and meaning-based reuse of complete answers, per tenant and context.
 
 Modules: ``settings`` (the ``[cache]`` table), ``fingerprint`` (context hash and compared text),
-``guards`` (false-hit checks), ``index`` (the hnswlib wrapper), ``store`` (SQLite entries),
-``semantic_cache`` (lookup and store), ``replay`` (a hit as an SSE stream), ``controls``
-(Cache-Control, policies, response headers), ``calibration``/``evaluate`` (fitting the threshold
-through the serving path), ``cli`` (``gateway cache fit|eval``), ``context`` (the app's cleanup
-context). Import from the module that defines a thing; this file stays empty.
+``guards`` (false-hit checks) and ``lexicon`` (their word lists), ``index`` (the hnswlib
+wrapper), ``store`` (SQLite entries), ``entries`` (their in-memory table), ``semantic_cache``
+(lookup and store), ``replay`` (a hit as an SSE stream), ``controls`` (Cache-Control, policies,
+response headers), ``calibration``/``evaluate`` (fitting the threshold through the serving path),
+``cli`` (``gateway cache fit|eval``), ``context`` (the app's cleanup context). Import from the
+module that defines a thing; this file stays empty.
 """

@@ -5,20 +5,20 @@ Sentence embeddings score near-duplicates that differ in meaning higher than tru
 my password?" 0.86). Meaning-changing differences are usually small and visible in the words, so
 before a semantic hit is served the stored and the asked text must agree on:
 
-- numbers, in order (digits, number words, ordinals; "rs1000" and "1000 rs" agree);
-- negation (not, n't, never, no, without, ...), by count;
-- antonyms and opposite directions (for/against, rise/fall, north/south, more/less, ...);
-- comparatives and superlatives (better, best, most, fewer, ...);
-- units and currencies (km vs miles, Celsius vs Fahrenheit, $ vs €), and operator symbols;
+- the kind of question (who / what / how / why / how many / yes-no) and, for yes/no questions,
+  the auxiliary's class ("Should I" asks advice, "Can I" ability, "Did" the past);
+- whom it is about (the asker, or the one answering), except in generic how-to questions;
+- operator symbols (C++ vs C#), numbers in order (digits, number words, ordinals: "rs1000" and
+  "1000 rs" agree), negation by count (not, n't, never, no, without, ...), units and currencies
+  in order (km vs miles, Celsius vs Fahrenheit, $ vs €), comparatives (faster vs slower);
+- antonyms (for/against, rise/fall, north/south, buy/sell, ...);
 - named entities (capitalised or mixed-case words, acronyms, codes): none may be unmatched;
 - content words: a text that only adds words to the other (a more specific question) does not
-  match it, and a substitution must be small;
-- order: two shared content words in the opposite order around a directional word
-  (to, from, than, into, vs, ...) mean swapped operands.
+  match it; a substitution ("reset" for "change") is left to the similarity threshold;
+- order: two shared words in opposite orders, unless only a list ("X and Y") separates them.
 
-The lists here are general English function words, antonyms and units, not tuned to any data set.
-``compare(a, b)`` returns a ``Verdict``; ``profile(text)`` may be computed once per text. Pure
-functions, no state.
+The word lists (``lexicon``) are general English, not tuned to any data set. ``compare(a, b)``
+returns a ``Verdict``; ``profile(text)`` may be computed once per text and reused. Pure functions.
 """
 
 from __future__ import annotations
@@ -47,11 +47,6 @@ from gateway.cache.lexicon import (
     UNITS,
     WH,
 )
-
-
-def _split(words: str) -> list[str]:
-    return words.split()
-
 
 _WORD = re.compile(r"[^\W_]+(?:[.,]\d+)*|[$€£¥₹%°]")
 # Operators and the marks of names like C++ and C#: "+" and "#" change what is asked.

@@ -7,6 +7,9 @@ needs it. Values only: frozen sets and plain dictionaries built once at import, 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
+
 
 def _split(words: str) -> list[str]:
     return words.split()
@@ -35,7 +38,7 @@ not no never none nobody nothing nowhere neither nor without cannot
 """))
 
 # Direction and degree words that are function words, so never content, yet change the answer.
-ANTONYM_PAIRS = _split("""
+_ANTONYM_PAIRS = _split("""
 for:against with:without before:after above:below over:under up:down in:out inside:outside
 into:from to:from on:off more:less most:least more:fewer most:fewest increase:decrease
 rise:fall raise:lower high:low higher:lower highest:lowest big:small bigger:smaller
@@ -65,12 +68,12 @@ cheaper cheapest easier easiest harder hardest older oldest newer newest younger
 longer longest shorter shortest stronger strongest weaker weakest earlier earliest later latest
 """))
 
-DEGREE_SYNONYMS = {
+DEGREE_SYNONYMS: Mapping[str, str] = MappingProxyType({
     "larger": "bigger", "greater": "bigger", "largest": "biggest",
-}
+})
 
 # Canonical unit per spelling; a unit never matches another unit.
-UNITS = {
+UNITS: Mapping[str, str] = MappingProxyType({
     **dict.fromkeys(_split("km kms kilometer kilometers kilometre kilometres"), "km"),
     **dict.fromkeys(_split("m meter meters metre metres"), "m"),
     **dict.fromkeys(_split("cm centimeter centimeters centimetre centimetres"), "cm"),
@@ -117,7 +120,7 @@ UNITS = {
     **dict.fromkeys(_split("hz hertz"), "hz"),
     **dict.fromkeys(_split("ghz gigahertz"), "ghz"),
     **dict.fromkeys(_split("mhz megahertz"), "mhz"),
-}
+})
 # Unit spellings that are also ordinary words ("in", "the year 1969") are units only right
 # after a number.
 BARE_UNITS = frozenset(_split("""
@@ -125,18 +128,18 @@ m l c f k s h b g w v min sec secs hour hours day days week weeks month months y
 yr yrs degree degrees
 """))
 
-NUMBER_WORDS = {
+NUMBER_WORDS: Mapping[str, float] = MappingProxyType({
     "zero": 0, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
     "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fourteen": 14,
     "fifteen": 15, "sixteen": 16, "seventeen": 17, "eighteen": 18, "nineteen": 19, "twenty": 20,
     "thirty": 30, "forty": 40, "fifty": 50, "sixty": 60, "seventy": 70, "eighty": 80,
     "ninety": 90, "hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9,
     "trillion": 10**12, "dozen": 12, "half": 0.5, "twice": 2, "double": 2, "triple": 3,
-}
-ORDINALS = {
+})
+ORDINALS: Mapping[str, int] = MappingProxyType({
     "second": 2, "third": 3, "fourth": 4, "fifth": 5, "sixth": 6, "seventh": 7, "eighth": 8,
     "ninth": 9, "tenth": 10, "eleventh": 11, "twelfth": 12, "twentieth": 20, "hundredth": 100,
-}
+})
 
 # Between two operands, these words make their order matter.
 DIRECTIONAL = frozenset(_split("""
@@ -144,34 +147,34 @@ to into from than over under by per minus plus times divided multiplied before a
 against toward towards onto via
 """))
 
-WH = {
+WH: Mapping[str, str] = MappingProxyType({
     "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "who",
     "where": "where", "when": "when", "why": "why", "how": "how",
-}
+})
 MANNER_NOUNS = frozenset(
     _split("way ways method methods step steps tip tips technique techniques")
 )
 QUANTITY = frozenset(_split("many much long often far old big"))
 # Auxiliaries grouped by what they ask: a fact, a past fact, an ability, advice, a prediction.
-MOODS = {
+MOODS: Mapping[str, str] = MappingProxyType({
     **dict.fromkeys(_split("do does is are am has have"), "fact"),
     **dict.fromkeys(_split("did was were had"), "past"),
     **dict.fromkeys(_split("can could may might"), "ability"),
     **dict.fromkeys(_split("should shall must ought"), "advice"),
     **dict.fromkeys(_split("will would"), "future"),
-}
+})
 # In "how do/can/should I ..." the auxiliary does not change what is asked.
 HOW_TO_MOODS = frozenset({"fact", "ability", "advice"})
 
 # Who the question is about: the asker, a group with the asker, or the one answering.
-PERSONS = {
+PERSONS: Mapping[str, str] = MappingProxyType({
     **dict.fromkeys(_split("i me my mine myself"), "first"),
     **dict.fromkeys(_split("we us our ours ourselves"), "first plural"),
     **dict.fromkeys(_split("you your yours yourself yourselves"), "second"),
-}
+})
 
 COORDINATORS = frozenset(_split("and or vs versus nor"))
 
 ANTONYMS: frozenset[frozenset[str]] = frozenset(
-    frozenset(pair.split(":")) for pair in ANTONYM_PAIRS
+    frozenset(pair.split(":")) for pair in _ANTONYM_PAIRS
 )

@@ -21,7 +21,7 @@ import logging
 import sqlite3
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -137,6 +137,7 @@ class SemanticCache:
 
     async def _semantic(self, namespace: str, fingerprint: str, text: str,
                         vector: FloatArray) -> Hit | None:
+        vector = _as_vector(vector)
         if self._index is None or self.space is None or not _valid(vector, self.space.dim):
             return None
         neighbours = await self._index.search(namespace, vector, self.settings.candidates)
@@ -157,8 +158,7 @@ class SemanticCache:
                 return None if body is None else self._make_hit(entry, "semantic",
                                                                 min(n.score, 1.0), body)
             fetch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await fetch
+            await asyncio.wait([fetch])  # settle it; a cancellation of ours still propagates
             log.debug("cache candidate %d refused: %s", entry.entry_id, verdict.reason)
         return None
 
@@ -234,13 +234,14 @@ class SemanticCache:
                    ttl_s: float | None) -> NewEntry:
         now = self._clock()
         ttl = self.settings.ttl_s if ttl_s is None else ttl_s
+        vector = None if vector is None else _as_vector(vector)
         keep_vector = (
             policy == "semantic" and bool(text) and vector is not None and self.space is not None
             and _valid(vector, self.space.dim)
         )
         return NewEntry(
             namespace=namespace, fingerprint=fingerprint, exact_key=key, text=text,
-            vector=np.array(vector, dtype=np.float32).reshape(-1) if keep_vector else None,
+            vector=vector.copy() if keep_vector and vector is not None else None,
             body=body, created_at=now, expires_at=now + ttl if ttl > 0 else None,
         )
 
@@ -462,6 +463,11 @@ def _keys(e: NewEntry) -> tuple[bytes, ...]:
     if e.vector is None:
         return (e.exact_key,)
     return e.exact_key, loose_key(e.namespace, e.fingerprint, e.text)
+
+
+def _as_vector(vector: FloatArray | Sequence[float]) -> FloatArray:
+    """One float32 row, whatever array or list shape the embedder client handed over."""
+    return np.asarray(vector, dtype=np.float32).reshape(-1)
 
 
 def _valid(vector: FloatArray, dim: int) -> bool:
