@@ -275,6 +275,13 @@ class EmbedderPool:
         self._changed = asyncio.Event()  # set (and replaced) whenever a connection comes or goes
         self._info: WorkerInfo | None = None
         self._closed = False
+        self.on_restart: Callable[[], None] | None = None
+        """Called when a supervised worker is started again after it died (for metrics)."""
+
+    @property
+    def queue_depth(self) -> int:
+        """Texts sent to workers and not answered yet, over every live connection."""
+        return sum(conn.in_flight for conn in self._live)
 
     @property
     def ready(self) -> bool:

@@ -147,6 +147,8 @@ class ManagedWorker:
         )
         self.process = process
         self.starts += 1
+        if self.starts > 1 and self._pool.on_restart is not None:
+            self._pool.on_restart()
         try:
             async with asyncio.timeout(self.settings.start_timeout_s):
                 await _wait_ready(process)

@@ -22,7 +22,7 @@ from gateway.dashboard.site import setup_dashboard
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.failover import Failover
 from gateway.lifecycle import Lifecycle, State
-from gateway.metrics import setup_metrics
+from gateway.metrics import METRICS_KEY, setup_metrics
 from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
 from gateway.routing import context as routing
@@ -94,6 +94,14 @@ async def upstream_context(app: web.Application) -> AsyncIterator[None]:
     await session.close()
 
 
+async def embedder_metrics_context(app: web.Application) -> AsyncIterator[None]:
+    """Count embedder worker restarts in the app's metrics."""
+    pool = app[EMBEDDER_POOL]
+    pool.on_restart = app[METRICS_KEY].embedder_restarted
+    yield
+    pool.on_restart = None
+
+
 async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
     """Ready once every other resource is up; draining as soon as shutdown begins."""
     lifecycle = app[LIFECYCLE]
@@ -115,6 +123,7 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(upstream_context)
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
+        app.cleanup_ctx.append(embedder_metrics_context)
     routing.configure(app, routing.RoutingConfig(
         settings=settings.routing, data_dir=settings.server.data_dir,
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from aiohttp import web
 from embedder_worker.client import EmbedderError, EmbedderPool
 from embedder_worker.settings import EmbedderSettings
 from gateway.chat import ChatRequest
+from gateway.metrics import METRICS_KEY
 from gateway.routing.classifier import FloatArray
 from gateway.routing.policy import Decision
 from gateway.routing.prompt import routing_text
@@ -149,11 +151,17 @@ async def embed_prompt(app: web.Application, text: str) -> FloatArray | None:
     pool = _pool(app, config) if config is not None else None
     if not text or pool is None or not pool.ready:
         return None
+    metrics = app[METRICS_KEY]
+    started = time.perf_counter()
     try:
-        return await pool.embed_one(text)
+        vector = await pool.embed_one(text)
     except EmbedderError as exc:
+        metrics.embedder_failed()
         log.info("no prompt vector (%s): routing falls back to the default tier", exc)
         return None
+    metrics.embedder_call(time.perf_counter() - started)
+    metrics.embedder_queue_depth(pool.queue_depth)
+    return vector
 
 
 async def prompt_vector(app: web.Application, chat: ChatRequest) -> tuple[str, FloatArray | None]:
