@@ -22,6 +22,7 @@ from gateway.appkeys import CATALOG, FAILOVER, SETTINGS
 from gateway.catalog import Catalog
 from gateway.config import parse
 from gateway.failover import Failover
+from gateway.metrics import setup_metrics
 from gateway.routing.context import (
     ROUTER,
     SIGNALS,
@@ -100,6 +101,7 @@ def build_app(tmp_path: Path, routes_file: Path, pool: EmbedderPool | None,
         embedder=EmbedderSettings(model_dir=model_dir), pool_key=POOL,
     ))
     tenants.configure(app, settings)
+    setup_metrics(app, settings.observability)
     app.router.add_post("/v1/route", route_dry_run)
     return app
 
