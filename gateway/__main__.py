@@ -20,6 +20,7 @@ from aiohttp import web
 
 from gateway.access_log import configure_access_log
 from gateway.app import create_app
+from gateway.cache import cli as cache_cli
 from gateway.config import Settings, load
 from gateway.routing import cli as routing_cli
 from gateway.tenants import cli as tenants_cli
@@ -47,6 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     tenants_cli.add_commands(commands, _add_config)
     routing_cli.add_commands(commands, _add_config)
+    cache_cli.add_commands(commands, _add_config)
     return parser
 
 

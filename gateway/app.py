@@ -15,7 +15,9 @@ from aiohttp import web
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
 from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
+from gateway.api.cache_admin import add_cache_admin_routes
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
+from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.dashboard.site import setup_dashboard
@@ -124,6 +126,8 @@ def create_app(settings: Settings) -> web.Application:
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
         app.cleanup_ctx.append(embedder_metrics_context)
+    app[CACHE_SETTINGS] = settings.cache
+    app.cleanup_ctx.append(cache_context)
     routing.configure(app, routing.RoutingConfig(
         settings=settings.routing, data_dir=settings.server.data_dir,
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
@@ -141,4 +145,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/healthz", health.healthz)
     app.router.add_get("/readyz", health.readyz)
     add_admin_routes(app)
+    add_cache_admin_routes(app)
     return app

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from embedder_worker.settings import EmbedderSettings
+from gateway.cache.settings import CacheSettings, parse_cache
 from gateway.observability_settings import ObservabilitySettings, parse_observability
 from gateway.routing.settings import RoutingSettings, packaged_routes_file, parse_routing
 from gateway.tenants.settings import TenantSettings, parse_tenants
@@ -101,6 +102,7 @@ class Settings:
     embedder: EmbedderSettings | None
     tenants: TenantSettings = field(default_factory=TenantSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
     routing: RoutingSettings = field(
         default_factory=lambda: RoutingSettings(routes_file=packaged_routes_file())
     )
@@ -253,8 +255,9 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
     if not models:
         raise ConfigError("models: no model is served by an enabled provider")
     server_t, failover_t = root.table("server"), root.table("failover")
+    server = _server(server_t, base_dir)
     settings = Settings(
-        server=_server(server_t, base_dir),
+        server=server,
         upstream=upstream,
         failover=_failover(failover_t),
         providers=providers,
@@ -263,12 +266,13 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
         tenants=parse_tenants(root.table("tenants"), env, base_dir),
         routing=parse_routing(root.table("routing"), base_dir),
         observability=parse_observability(root.table("observability"), base_dir, env),
+        cache=parse_cache(root.table("cache"), server.data_dir),
         source=source,
     )
     server_t.reject_unknown()
     failover_t.reject_unknown()
     root.get("upstream", dict, {})
-    for name in ("embedder", "tenants", "routing", "observability"):
+    for name in ("embedder", "tenants", "routing", "observability", "cache"):
         root.get(name, dict, {})
     root.reject_unknown()
     return settings

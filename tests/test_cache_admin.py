@@ -7,28 +7,30 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.api.cache_admin import add_cache_admin_routes
-from gateway.app import errors_middleware
+from gateway.app import create_app
 from gateway.appkeys import SETTINGS
-from gateway.cache.context import CACHE, CACHE_SETTINGS, cache_context, vector_space
+from gateway.cache.context import CACHE, vector_space
 from gateway.config import parse
-from tests.cache_fixtures import CONTEXT, MODEL_DIR, answer, settings_in, unit_vectors
+from tests.cache_fixtures import CONTEXT, MODEL_DIR, answer, unit_vectors
+from tests.tenant_fixtures import ADMIN_KEY, SECRET, bearer
 
 
 def _app(tmp_path: Path) -> web.Application:
+    """The whole gateway, its cache in ``tmp_path``, an admin key."""
     settings = parse(
         {"providers": [{"name": "demo", "kind": "demo"}],
          "models": [{"name": "m", "provider": "demo"}],
          "embedder": {"model_dir": str(MODEL_DIR)},
-         "server": {"data_dir": str(tmp_path)}},
-        env={}, base_dir=tmp_path, source="<test>",
+         "server": {"data_dir": str(tmp_path)},
+         "cache": {"database": "cache.sqlite3", "index_dir": "index"},
+         "tenants": {"bootstrap": False, "tokenizer": ""}},
+        env={"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_KEY_SECRET": SECRET.decode()},
+        base_dir=tmp_path, source="<test>",
     )
-    app = web.Application(middlewares=[errors_middleware])
-    app[SETTINGS] = settings
-    app[CACHE_SETTINGS] = settings_in(tmp_path)
-    app.cleanup_ctx.append(cache_context)
-    add_cache_admin_routes(app)
-    return app
+    return create_app(settings)
+
+
+ADMIN = bearer(ADMIN_KEY)
 
 
 async def test_vector_space_comes_from_the_model_directory(tmp_path: Path) -> None:
@@ -50,20 +52,21 @@ async def test_admin_invalidates_an_entry_and_a_namespace(tmp_path: Path,
     hit = await cache.lookup("tenant:a", CONTEXT, "q0", None, "exact")
     assert hit is not None
 
-    resp = await client.delete(f"/admin/cache/entries/{hit.entry_id}")
+    resp = await client.delete(f"/admin/cache/entries/{hit.entry_id}", headers=ADMIN)
     assert (resp.status, await resp.json()) == (200, {"invalidated": 1,
                                                        "entry_id": hit.entry_id})
-    resp = await client.delete(f"/admin/cache/entries/{hit.entry_id}")
+    resp = await client.delete(f"/admin/cache/entries/{hit.entry_id}", headers=ADMIN)
     assert resp.status == 404
     assert (await resp.json())["error"]["type"] == "not_found_error"
-    resp = await client.delete("/admin/cache/entries/abc")
+    resp = await client.delete("/admin/cache/entries/abc", headers=ADMIN)
     assert resp.status == 400
 
-    resp = await client.delete("/admin/cache/namespaces/tenant:a")
+    resp = await client.delete("/admin/cache/namespaces/tenant:a", headers=ADMIN)
     assert (await resp.json()) == {"invalidated": 1, "namespace": "tenant:a"}
-    stats = await (await client.get("/admin/cache")).json()
+    stats = await (await client.get("/admin/cache", headers=ADMIN)).json()
     assert (stats["entries"], stats["semantic"]) == (1, True)
-    assert (await (await client.post("/admin/cache/save")).json())["saved_files"] >= 0
+    saved = await (await client.post("/admin/cache/save", headers=ADMIN)).json()
+    assert saved["saved_files"] >= 0
 
 
 async def test_app_shutdown_flushes_and_saves(tmp_path: Path, aiohttp_client: Any) -> None:
@@ -75,3 +78,12 @@ async def test_app_shutdown_flushes_and_saves(tmp_path: Path, aiohttp_client: An
     reopened = _app(tmp_path)
     client = await aiohttp_client(reopened)
     assert await reopened[CACHE].lookup("tenant:a", CONTEXT, "q", None, "exact") is not None
+
+
+async def test_the_cache_admin_calls_refuse_anyone_but_the_admin(
+    tmp_path: Path, aiohttp_client: Any
+) -> None:
+    client = await aiohttp_client(_app(tmp_path))
+    assert (await client.get("/admin/cache")).status == 401
+    assert (await client.delete("/admin/cache/namespaces/tenant:a",
+                                headers=bearer("gw-not-a-key"))).status == 401

@@ -1,6 +1,6 @@
 """The admin HTTP API under ``/admin/``: tenants, keys and usage, for the admin key only.
 
-Every route is wrapped by ``_admin_only`` when it is registered, so none can be added without the
+Every route is wrapped by ``admin_only`` when it is registered, so none can be added without the
 check: the admin key passes, a tenant key gets 403, anything else the usual 401. Handlers raise
 errors from ``gateway.errors`` and never build error bodies. Changes reload the in-memory keys
 before answering, so a revoked key is refused from the next request on.
@@ -50,10 +50,10 @@ def add_admin_routes(app: web.Application) -> None:
         ("GET", "/admin/usage", all_usage),
     ]
     for method, path, handler in routes:
-        app.router.add_route(method, path, _admin_only(handler))
+        app.router.add_route(method, path, admin_only(handler))
 
 
-def _admin_only(handler: Handler) -> Handler:
+def admin_only(handler: Handler) -> Handler:
     @functools.wraps(handler)
     async def checked(request: web.Request) -> web.StreamResponse:
         request.app[AUTH_KEY].authenticate_admin(request.headers.get("Authorization"))

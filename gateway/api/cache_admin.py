@@ -5,7 +5,7 @@
     DELETE /admin/cache/namespaces/{namespace}   every entry of a namespace ("tenant:acme")
     POST   /admin/cache/save                     write the vector index to disk now
 
-``add_cache_admin_routes(app)`` registers them; the caller puts them behind the admin key.
+``add_cache_admin_routes(app)`` registers them, each behind the admin key.
 Handlers raise the gateway's errors; the error middleware renders them.
 """
 
@@ -15,6 +15,7 @@ import logging
 
 from aiohttp import web
 
+from gateway.api.admin import admin_only
 from gateway.cache.context import CACHE
 from gateway.errors import InvalidRequest, NotFound
 
@@ -54,7 +55,7 @@ async def save_index(request: web.Request) -> web.Response:
 
 
 def add_cache_admin_routes(app: web.Application, prefix: str = PREFIX) -> None:
-    app.router.add_get(prefix, cache_stats)
-    app.router.add_delete(prefix + "/entries/{entry_id}", invalidate_entry)
-    app.router.add_delete(prefix + "/namespaces/{namespace}", invalidate_namespace)
-    app.router.add_post(prefix + "/save", save_index)
+    app.router.add_get(prefix, admin_only(cache_stats))
+    app.router.add_delete(prefix + "/entries/{entry_id}", admin_only(invalidate_entry))
+    app.router.add_delete(prefix + "/namespaces/{namespace}", admin_only(invalidate_namespace))
+    app.router.add_post(prefix + "/save", admin_only(save_index))

@@ -1,14 +1,13 @@
 """``POST /v1/chat/completions``: the path of one chat request through the gateway.
 
-authenticate → parse → admit → choose candidates → call upstream with failover → answer (JSON
-or SSE) with headers that say what happened → account. Each stage lives in its own module; this
+authenticate → parse → admit → embed (when routing or the semantic cache needs it) → route →
+cache lookup → call upstream with failover and escalation → answer (JSON or SSE) with headers
+that say what happened → store in the cache → account. Each stage lives in its own module; this
 one only sequences them and records what happened on the request's ``RequestRecord``.
 """
 
 from __future__ import annotations
 
-import logging
-import time
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -20,22 +19,26 @@ from gateway.accounting import account
 from gateway.api.body import read_body
 from gateway.api.caller import caller
 from gateway.appkeys import CATALOG
+from gateway.cache.replay import assemble_chunks, replay_body, replay_chunks
+from gateway.cache.semantic_cache import Hit
+from gateway.caching import CacheStage
 from gateway.chat import ChatRequest, parse_chat_request
 from gateway.dispatch import Target, tiers_after
-from gateway.errors import GatewayError, RateLimited, UpstreamFailed, UpstreamFailure
-from gateway.failover import Attempt, Stream
+from gateway.errors import GatewayError, RateLimited, UpstreamFailed
+from gateway.failover import Attempt
 from gateway.metrics import METRICS_KEY, refusal_kind
 from gateway.observability_settings import OBSERVABILITY_KEY
-from gateway.providers.base import Deployment, Json, Usage, usage_from_openai
+from gateway.providers.base import Deployment, Json
 from gateway.request_record import RequestRecord
 from gateway.requestctx import REQUEST_ID
+from gateway.routing.classifier import FloatArray
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
 from gateway.routing.router import decision_headers
-from gateway.sse import DONE, encode_data
+from gateway.streaming import relay, replay
 from gateway.tenants.context import ADMISSION_KEY
 from gateway.tenants.quotas import Reservation, rate_limit_headers
 
-log = logging.getLogger(__name__)
+SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
 def answer_headers(
@@ -90,15 +93,14 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         await account(app, record, reservation)
 
 
-async def target_for(
-    app: web.Application, chat: ChatRequest, record: RequestRecord, reservation: Reservation
+def target_for(
+    app: web.Application, chat: ChatRequest, record: RequestRecord, reservation: Reservation,
+    text: str, vector: FloatArray | None,
 ) -> Target:
     """An explicit model's failover group, or the routed tiers of ``auto`` (and aliases)."""
     routing = app[ROUTING_CONFIG].settings
     if not routing.is_alias(chat.model):
         return Target(group=tuple(app[CATALOG].named(chat.model)))
-    text, vector = await prompt_vector(app, chat)
-    record.timing.mark("embed")
     decision = decide(app, record.request_id, text, vector)
     order = app[ROUTER].plan.order
     if reservation.downgrade and order and decision.tier != order[0]:
@@ -111,89 +113,73 @@ async def target_for(
 async def _answer(
     request: web.Request, chat: ChatRequest, record: RequestRecord, reservation: Reservation
 ) -> web.StreamResponse:
-    target = await target_for(request.app, chat, record, reservation)
+    app = request.app
+    cache = CacheStage.begin(request, chat, reservation.principal.tenant)
+    routed = app[ROUTING_CONFIG].settings.is_alias(chat.model)
+    text, vector = "", None
+    if routed or cache.wants_vector:
+        text, vector = await prompt_vector(app, chat)
+        record.timing.mark("embed")
+    target = target_for(app, chat, record, reservation, text, vector)
+    decision = target.decision
+    cache.route(f"{chat.model}/{decision.route}" if decision else chat.model,
+                decision.cache if decision else None)  # type: ignore[arg-type]
     record.timing.mark("route")
+    if (hit := await cache.lookup(vector, record)) is not None:
+        record.timing.mark("cache")
+        return await _from_cache(request, chat, record, target, cache, hit)
+    record.timing.mark("cache")
     if chat.stream:
-        return await _stream(request, chat, target, record)
-    answer = await dispatch.complete(request.app, chat, target, record)
+        return await _stream(request, chat, target, record, cache, vector)
+    answer = await dispatch.complete(app, chat, target, record)
     record.timing.add("upstream", answer.upstream_ms)
     record.deployment, record.attempts = answer.deployment, len(answer.attempts)
     record.tier, record.usage = answer.deployment.tier, answer.completion.usage
+    await cache.store(answer.completion.body, vector)
     return web.Response(
         body=orjson.dumps(answer.completion.body),
         content_type="application/json",
-        headers=answer_headers(record, answer.deployment, answer.attempts),
+        headers={**answer_headers(record, answer.deployment, answer.attempts),
+                 **cache.headers()},
     )
 
 
+async def _from_cache(
+    request: web.Request, chat: ChatRequest, record: RequestRecord, target: Target,
+    cache: CacheStage, hit: Hit,
+) -> web.StreamResponse:
+    """Answer from the cache: free, and saying what it saved."""
+    candidates = target.group or tuple(request.app[CATALOG].tier(target.tiers[0]))
+    cache.account_hit(hit, candidates[0] if candidates else None, record)
+    headers = {**record.decision_headers, "x-request-id": record.request_id,
+               "Server-Timing": record.timing.header(), **cache.headers()}
+    if not chat.stream:
+        return web.Response(body=orjson.dumps(replay_body(hit.body)),
+                            content_type="application/json", headers=headers)
+    resp = web.StreamResponse(headers={**headers, **SSE_HEADERS})
+    await resp.prepare(request)
+    await replay(resp, replay_chunks(hit.body, chat.include_usage))
+    return resp
+
+
 async def _stream(
-    request: web.Request, chat: ChatRequest, target: Target, record: RequestRecord
+    request: web.Request, chat: ChatRequest, target: Target, record: RequestRecord,
+    cache: CacheStage, vector: FloatArray | None,
 ) -> web.StreamResponse:
     stream = await dispatch.open_stream(request.app, chat, target, record)
     try:
         record.timing.add("upstream", stream.first_byte_ms)
         record.deployment, record.attempts = stream.deployment, len(stream.attempts)
         record.tier, record.ttft_ms = stream.deployment.tier, record.timing.elapsed_ms()
-        resp = web.StreamResponse(
-            headers={
-                **answer_headers(record, stream.deployment, stream.attempts),
-                "Content-Type": "text/event-stream",
-                "Cache-Control": "no-cache",
-            }
-        )
+        resp = web.StreamResponse(headers={
+            **answer_headers(record, stream.deployment, stream.attempts), **cache.headers(),
+            **SSE_HEADERS,
+        })
         await resp.prepare(request)
-        await relay(resp, stream, chat.include_usage, record)
+        keep: list[Json] | None = [] if cache.plan.store else None
+        whole = await relay(resp, stream, chat.include_usage, record, keep)
+        if whole and keep is not None:
+            await cache.store(assemble_chunks(keep), vector)
         return resp
     finally:
         await stream.tail.aclose()
-
-
-async def relay(
-    resp: web.StreamResponse, stream: Stream, include_usage: bool, record: RequestRecord
-) -> None:
-    """Write the stream to the client; a break after the first byte ends in an error event."""
-    try:
-        for chunk in stream.head:
-            await _write_chunk(resp, chunk, include_usage, record)
-        async for chunk in stream.tail:
-            await _write_chunk(resp, chunk, include_usage, record)
-    except UpstreamFailure as failure:
-        log.warning("stream from %s broke: %s", stream.deployment.id, failure.message)
-        stream.health.record_failure(failure, time.monotonic())
-        record.status = 502
-        await resp.write(encode_data(orjson.dumps(_stream_error(failure))))
-        return
-    except BaseException:
-        stream.health.release_probe()  # the client left: no verdict on the deployment
-        raise
-    stream.health.record_success(record.timing.elapsed_ms(), stream.first_byte_ms)
-    await resp.write(DONE)
-
-
-async def _write_chunk(
-    resp: web.StreamResponse, chunk: Json, include_usage: bool, record: RequestRecord
-) -> None:
-    usage: Usage | None = usage_from_openai(chunk.get("usage"))
-    if usage is not None:
-        record.usage = usage
-        if not include_usage:
-            if not chunk.get("choices"):
-                return
-            chunk = {k: v for k, v in chunk.items() if k != "usage"}
-    for choice in chunk.get("choices") or ():
-        content = (choice.get("delta") or {}).get("content")
-        if isinstance(content, str):
-            record.streamed_text.append(content)
-    await resp.write(encode_data(orjson.dumps(chunk)))
-
-
-def _stream_error(failure: UpstreamFailure) -> Json:
-    """OpenAI's in-stream error event: never a clean end that looks like a whole answer."""
-    return {
-        "error": {
-            "message": f"The upstream stream broke after it had started: {failure.message}",
-            "type": "upstream_error",
-            "param": None,
-            "code": "stream_interrupted",
-        }
-    }
