@@ -1,0 +1,135 @@
+"""The semantic cache on the chat path, end to end with the real embedder worker
+(gateway/caching.py, gateway/api/chat.py)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from embedder_worker.supervisor import EMBEDDER_POOL
+from gateway.cache.context import CACHE
+from gateway.tenants.context import LEDGER_KEY, STORE_KEY
+from gateway.tenants.ledger import recent
+from tests.conftest import ROOT, GatewayFactory, model, openai_provider
+from tests.fake_openai import FakeOpenAI, Reply
+from tests.tenant_fixtures import ADMIN_KEY, SECRET, bearer
+from tests.test_chat_api import sse_payloads
+
+Cached = tuple[TestClient, FakeOpenAI]
+
+
+@pytest.fixture
+async def cached(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory) -> Cached:
+    fake, url = fake_openai
+    client = await make_gateway({
+        "providers": [openai_provider("p1", url)],
+        "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
+        "embedder": {"model_dir": str(ROOT / "models" / "all-MiniLM-L6-v2")},
+    })
+    await client.app[EMBEDDER_POOL].wait_live(1)
+    return client, fake
+
+
+async def _ask(client: TestClient, text: str, headers: dict[str, str] | None = None,
+               **extra: Any) -> Any:
+    resp = await client.post("/v1/chat/completions", headers=headers or {}, json={
+        "model": "small", "messages": [{"role": "user", "content": text}], **extra})
+    assert resp.status == 200, await resp.text()
+    await resp.read()
+    await client.app[CACHE].flush()  # the cache writes in batches; make this one visible
+    return resp
+
+
+async def test_a_repeat_is_an_exact_hit_that_costs_nothing(cached: Cached) -> None:
+    client, fake = cached
+    first = await _ask(client, "What is the capital of France?")
+    again = await _ask(client, "What is the capital of France?")
+    assert first.headers["x-gateway-cache"] == "miss"
+    assert again.headers["x-gateway-cache"] == "hit"
+    assert again.headers["x-gateway-cache-kind"] == "exact"
+    assert json.loads(await again.text())["choices"][0]["message"]["content"] == Reply().text
+    assert len(fake.requests) == 1
+    app = client.server.app
+    await app[LEDGER_KEY].flush()
+    hit = next(r for r in await recent(app[STORE_KEY]) if r.cache == "hit")
+    assert hit.cost == 0 and hit.saved_cost > 0
+
+
+async def test_a_paraphrase_is_a_semantic_hit_and_a_negation_is_not(cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "How do I reset my password?")
+    paraphrase = await _ask(client, "How can I reset my password?")
+    assert paraphrase.headers["x-gateway-cache"] == "hit"
+    assert paraphrase.headers["x-gateway-cache-kind"] == "semantic"
+    negated = await _ask(client, "How do I not reset my password?")
+    assert negated.headers["x-gateway-cache"] == "miss"
+    assert len(fake.requests) == 2
+
+
+async def test_a_different_system_prompt_never_shares_an_answer(cached: Cached) -> None:
+    client, fake = cached
+    question = {"role": "user", "content": "Name a good book."}
+    for system in ("You are a pirate.", "You are a librarian."):
+        resp = await client.post("/v1/chat/completions", json={"model": "small", "messages": [
+            {"role": "system", "content": system}, question]})
+        assert resp.headers["x-gateway-cache"] == "miss"
+        await client.app[CACHE].flush()
+    assert len(fake.requests) == 2
+
+
+async def test_no_cache_skips_the_lookup_and_no_store_skips_storing(cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "Tell me a fact about owls.", headers={"Cache-Control": "no-store"})
+    miss = await _ask(client, "Tell me a fact about owls.")
+    assert miss.headers["x-gateway-cache"] == "miss", "no-store kept it out"
+    bypass = await _ask(client, "Tell me a fact about owls.", headers={"Cache-Control": "no-cache"})
+    assert bypass.headers["x-gateway-cache"] == "bypass"
+    assert len(fake.requests) == 3
+
+
+async def test_a_streamed_answer_is_stored_and_a_hit_replays_as_a_stream(cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "Describe the moon in one line.", stream=True)
+    resp = await client.post("/v1/chat/completions", json={
+        "model": "small", "stream": True, "stream_options": {"include_usage": True},
+        "messages": [{"role": "user", "content": "Describe the moon in one line."}]})
+    assert resp.headers["x-gateway-cache"] == "hit"
+    payloads = sse_payloads(await resp.text())
+    assert payloads[-1] == "[DONE]"
+    chunks = [json.loads(p) for p in payloads[:-1]]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == Reply().text
+    assert chunks[-1]["usage"] is not None
+    assert len(fake.requests) == 1
+
+
+async def test_truncated_and_failed_answers_are_not_stored(cached: Cached) -> None:
+    client, fake = cached
+    fake.script.append(Reply(finish_reason="length"))
+    await _ask(client, "Write a haiku about rain.")
+    again = await _ask(client, "Write a haiku about rain.")
+    assert again.headers["x-gateway-cache"] == "miss"
+
+
+async def test_tenants_never_read_each_others_entries(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
+) -> None:
+    fake, url = fake_openai
+    client = await make_gateway({
+        "providers": [openai_provider("p1", url)],
+        "models": [model("small", "p1")],
+        "tenants": {"bootstrap": False, "tokenizer": ""},
+    }, env={"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_KEY_SECRET": SECRET.decode()})
+    keys = []
+    for name in ("acme", "globex"):
+        await client.post("/admin/tenants", headers=bearer(ADMIN_KEY), json={"name": name})
+        made = await client.post(f"/admin/tenants/{name}/keys", headers=bearer(ADMIN_KEY))
+        keys.append((await made.json())["key"])
+    first = await _ask(client, "What is our refund policy?", headers=bearer(keys[0]))
+    other = await _ask(client, "What is our refund policy?", headers=bearer(keys[1]))
+    own = await _ask(client, "What is our refund policy?", headers=bearer(keys[0]))
+    assert [r.headers["x-gateway-cache"] for r in (first, other, own)] == ["miss", "miss", "hit"]
+    assert len(fake.requests) == 2
