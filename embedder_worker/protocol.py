@@ -18,7 +18,8 @@ Replies carry the request id of the frame they answer; many requests may be in f
 connection and replies come back in any order. A frame whose header is unreadable (bad magic or
 version, body over ``MAX_BODY_BYTES``) loses the framing: the reader answers ERROR with request id 0
 and closes the connection. A well-framed but bad request gets an ERROR and the connection lives.
-Value types, pure encoders and decoders, and ``read_frame`` over a given stream.
+Value types, pure encoders and decoders, ``read_frame`` over a given stream, and ``FrameReader``
+for code that is handed bytes as they arrive (an ``asyncio.Protocol``).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ MAGIC = b"EW"
 VERSION = 1
 HEADER = struct.Struct("<2sBBIII")
 HEADER_SIZE = HEADER.size
+_U32_STRUCT = struct.Struct("<I")
 MAX_BODY_BYTES = 16 * 1024 * 1024
 MAX_TEXTS = 4096
 _U32 = np.dtype("<u4")
@@ -98,18 +100,29 @@ class Result:
     token_counts: tuple[int, ...]
 
 
-def parse_header(data: bytes, max_body: int = MAX_BODY_BYTES) -> Header:
-    """Decode a 16-byte header; raises ProtocolError(BAD_FRAME / TOO_LARGE) if framing is lost.
+def parse_header(data: bytes | bytearray, max_body: int = MAX_BODY_BYTES, offset: int = 0) -> Header:
+    """Decode the 16-byte header at ``offset``; raises ProtocolError(BAD_FRAME / TOO_LARGE) if
+    framing is lost.
 
     An unknown frame type keeps the framing (the body length is known), so it is returned as is
     and rejected by ``read_frame`` after the body has been consumed.
     """
-    magic, version, type_code, request_id, count, body_len = HEADER.unpack(data)
+    magic, version, type_code, request_id, count, body_len = HEADER.unpack_from(data, offset)
     if magic != MAGIC or version != VERSION:
         raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic/version {magic!r}/{version}")
     if body_len > max_body:
         raise ProtocolError(ErrorCode.TOO_LARGE, f"body of {body_len} bytes > {max_body}")
     return Header(type_code, request_id, count, body_len)
+
+
+def _frame(header: Header, body: bytes) -> Frame:
+    try:
+        frame_type = FrameType(header.type_code)
+    except ValueError:
+        raise ProtocolError(
+            ErrorCode.BAD_REQUEST, f"unknown frame type {header.type_code}", header.request_id
+        ) from None
+    return Frame(frame_type, header.request_id, header.count, body)
 
 
 async def read_frame(reader: asyncio.StreamReader, max_body: int = MAX_BODY_BYTES) -> Frame:
@@ -121,13 +134,41 @@ async def read_frame(reader: asyncio.StreamReader, max_body: int = MAX_BODY_BYTE
     """
     header = parse_header(await reader.readexactly(HEADER_SIZE), max_body)
     body = await reader.readexactly(header.body_len) if header.body_len else b""
-    try:
-        frame_type = FrameType(header.type_code)
-    except ValueError:
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST, f"unknown frame type {header.type_code}", header.request_id
-        ) from None
-    return Frame(frame_type, header.request_id, header.count, body)
+    return _frame(header, body)
+
+
+class FrameReader:
+    """Frames out of bytes fed in pieces as they arrive, without a task per stream.
+
+    ``feed`` the bytes an ``asyncio.Protocol`` receives, then call ``next_frame`` until it returns
+    None (no complete frame left). It raises ``ProtocolError`` as ``read_frame`` does: once with
+    ``framing_lost`` set nothing more can be read; without it (unknown type) the bad frame was
+    skipped and reading goes on. A header is checked as soon as it is in, before its body.
+    """
+
+    def __init__(self, max_body: int = MAX_BODY_BYTES) -> None:
+        self._buffer = bytearray()
+        self._start = 0  # where the first frame not returned yet begins
+        self._max_body = max_body
+
+    def feed(self, data: bytes) -> None:
+        if self._start:
+            del self._buffer[: self._start]
+            self._start = 0
+        self._buffer += data
+
+    def next_frame(self) -> Frame | None:
+        buffer, start = self._buffer, self._start
+        if len(buffer) - start < HEADER_SIZE:
+            return None
+        header = parse_header(buffer, self._max_body, start)
+        body_start = start + HEADER_SIZE
+        end = body_start + header.body_len
+        if len(buffer) < end:
+            return None
+        self._start = end
+        body = bytes(memoryview(buffer)[body_start:end]) if header.body_len else b""
+        return _frame(header, body)
 
 
 def encode_frame(
@@ -138,9 +179,10 @@ def encode_frame(
 
 def encode_embed(request_id: int, texts: Sequence[str]) -> bytes:
     encoded = [text.encode("utf-8") for text in texts]
-    lengths = np.fromiter((len(b) for b in encoded), dtype=_U32, count=len(encoded))
-    body = lengths.tobytes() + b"".join(encoded)
-    return encode_frame(FrameType.EMBED, request_id, len(encoded), body)
+    table = struct.pack(f"<{len(encoded)}I", *map(len, encoded))
+    size = len(table) + sum(map(len, encoded))
+    header = HEADER.pack(MAGIC, VERSION, FrameType.EMBED, request_id, len(encoded), size)
+    return b"".join((header, table, *encoded))
 
 
 def decode_embed(frame: Frame) -> list[str]:
@@ -169,21 +211,22 @@ def encode_result(
     request_id: int, vectors: npt.NDArray[np.float32], token_counts: Sequence[int]
 ) -> bytes:
     count, dim = vectors.shape
-    body = b"".join(
+    size = 4 + count * (4 + dim * 4)
+    return b"".join(
         (
-            struct.pack("<I", dim),
-            np.asarray(token_counts, dtype=_U32).tobytes(),
+            HEADER.pack(MAGIC, VERSION, FrameType.RESULT, request_id, count, size),
+            _U32_STRUCT.pack(dim),
+            struct.pack(f"<{count}I", *token_counts),
             np.ascontiguousarray(vectors, dtype=_F32).tobytes(),
         )
     )
-    return encode_frame(FrameType.RESULT, request_id, count, body)
 
 
 def decode_result(frame: Frame) -> Result:
     count = frame.count
     if len(frame.body) < 4:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "RESULT body too short")
-    (dim,) = struct.unpack_from("<I", frame.body)
+    (dim,) = _U32_STRUCT.unpack_from(frame.body)
     expected = 4 + count * _U32.itemsize + count * dim * _F32.itemsize
     if len(frame.body) != expected:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"RESULT body {len(frame.body)} != {expected}")

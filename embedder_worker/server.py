@@ -176,7 +176,11 @@ class MicroBatcher:
             if not self._queue:
                 self._wake.clear()
             lengths = [slot.encoded.length for slot in batch]
-            for group in length_batches(lengths, self._max_batch):
+            groups = length_batches(lengths, self._max_batch)
+            if os.environ.get("EW_INLINE") and len(batch) == 1:
+                self._finish_group(batch, self._model.infer([batch[0].encoded]))
+                continue
+            for group in groups:
                 await self._infer([batch[i] for i in group])
 
     async def _gather(self) -> None:
@@ -208,6 +212,9 @@ class MicroBatcher:
             for slot in group:
                 slot.request.fail(f"inference failed: {exc}")
             return
+        self._finish_group(group, vectors)
+
+    def _finish_group(self, group: list[_Slot], vectors: FloatArray) -> None:
         self.batches += 1
         self.texts += len(group)
         for slot, row in zip(group, vectors, strict=True):

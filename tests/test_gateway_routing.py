@@ -11,6 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from embedder_worker.supervisor import EMBEDDER_POOL
+from gateway.routing.context import ROUTER
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
 from tests.conftest import ROOT, GatewayFactory, model, openai_provider
@@ -38,6 +39,7 @@ async def tiers(aiohttp_server: Any, make_gateway: GatewayFactory, tmp_path: Pat
     client = await make_gateway(_config(str(s1.make_url("/v1")), str(s2.make_url("/v1")),
                                         {"model_dir": str(MODEL_DIR)}))
     await client.app[EMBEDDER_POOL].wait_live(1)
+    await client.app[ROUTER].loaded.wait()
     yield client, cheap, strong
     cheap.release.set()
     strong.release.set()
@@ -120,6 +122,7 @@ async def test_without_an_embedder_auto_takes_the_default_tier(
     s2: TestServer = await aiohttp_server(fake_openai_app(strong))
     client = await make_gateway(_config(str(s1.make_url("/v1")), str(s2.make_url("/v1")),
                                         {"enabled": False}))
+    await client.app[ROUTER].loaded.wait()
     resp = await _auto(client, "Write a Python function that merges two sorted lists.")
     assert resp.status == 200
     assert resp.headers["x-gateway-tier"] == "cheap"

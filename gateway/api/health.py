@@ -7,6 +7,7 @@ from aiohttp import web
 from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.appkeys import LIFECYCLE
 from gateway.lifecycle import State
+from gateway.routing.context import ROUTER
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -22,6 +23,10 @@ async def readyz(request: web.Request) -> web.Response:
     if pool is not None:
         checks["embedder"] = "ready" if pool.ready else "starting"
         ready = ready and pool.ready
+    router = request.app.get(ROUTER)
+    if router is not None:
+        checks["routing"] = "ready" if router.loaded.is_set() else "loading"
+        ready = ready and router.loaded.is_set()
     return web.json_response(
         {"status": "ready" if ready else "not ready", "checks": checks},
         status=200 if ready else 503,

@@ -1,11 +1,13 @@
 """Wiring: the routing cleanup context, the app keys it fills, and the prompt's embedding.
 
 ``configure(app, config)`` puts a ``RoutingConfig`` on the app and registers ``routing_context``,
-which, in order: resolves the tiers, loads and validates the routes file (a bad file, an unknown
-tier or an empty route fails start-up with a message naming the place), gets the utterance
-vectors (from the on-disk cache; what is missing through the embedder pool when a worker is
-live, otherwise with the model in this process), trains or loads the head, builds the
-``Router`` (``ROUTER``), and opens the signal store (``SIGNALS``) with its writer task. On exit
+which resolves the tiers, loads and validates the routes file (a bad file, an unknown tier or an
+empty route fails start-up with a message naming the place), and opens the signal store
+(``SIGNALS``) with its writer task. The trained router is built in the background, so start-up
+never waits for the model: until it is in, ``ROUTER`` (a ``RouterSlot``) sends every routed
+request to the default tier. Building it gets the utterance vectors (from the on-disk cache;
+what is missing through the embedder pool once a worker is live, or with the model in this
+process when none comes up), and trains or loads the head. On exit
 the store writes what is queued and closes. Register it after the embedder pool's context.
 
 ``embed_prompt(app, text)`` is the request path's one embedding: the pool's vector, or None
@@ -15,6 +17,7 @@ when no worker answers (routing then falls back to the default tier; it never fa
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -54,7 +57,7 @@ class RoutingConfig:
 
 
 ROUTING_CONFIG = web.AppKey("routing_config", RoutingConfig)
-ROUTER = web.AppKey("router", Router)
+ROUTER: web.AppKey[RouterSlot] = web.AppKey("router")
 SIGNALS = web.AppKey("routing_signals", SignalStore)
 
 
@@ -119,30 +122,80 @@ async def load_router(app: web.Application, config: RoutingConfig, routes: Route
     )
 
 
+class RouterSlot:
+    """The router in use: at start-up one that sends everything to the default tier, then the
+    trained one as soon as the utterance vectors are in (``loaded``). Start-up never waits for
+    the embedder; ``/readyz`` does."""
+
+    def __init__(self, router: Router) -> None:
+        self.current = router
+        self.loaded = asyncio.Event()
+
+    @property
+    def plan(self) -> TierPlan:
+        return self.current.plan
+
+    def route(self, vector: FloatArray | None) -> Decision:
+        return self.current.route(vector)
+
+    def install(self, router: Router) -> None:
+        self.current = router
+        self.loaded.set()
+
+
+async def _load(app: web.Application, config: RoutingConfig, routes: RouteSet,
+                slot: RouterSlot) -> None:
+    """Wait (bounded) for a live worker, then build the trained router and install it."""
+    pool = _pool(app, config)
+    if pool is not None and config.embedder is not None:
+        try:
+            async with asyncio.timeout(config.embedder.start_timeout_s):
+                await pool.wait_live(1)
+        except TimeoutError:
+            log.warning("no embedder worker after %.0f s: embedding the routes in this process",
+                        config.embedder.start_timeout_s)
+    slot.install(await load_router(app, config, routes, slot.plan))
+    log.info("routing: %d routes from %s ready (tiers %s, default %s)", len(routes.routes),
+             routes.source, slot.plan.order, slot.plan.default)
+
+
 async def routing_context(app: web.Application) -> AsyncIterator[None]:
-    """The router and the signal store (see the module docstring)."""
+    """The router (trained in the background) and the signal store (see the module docstring)."""
     config = app[ROUTING_CONFIG]
     s = config.settings
     plan = tier_plan(s, config.tiers)
     routes = load_configured_routes(s, config.tiers, plan)
-    router = await load_router(app, config, routes, plan)
-    app[ROUTER] = router
-    log.info("routing: %d routes from %s, tiers %s, default %s", len(routes.routes),
-             routes.source, plan.order, plan.default)
-    if not s.signals:
-        yield
-        return
-    store = await SignalStore.open(
-        s.signals_path(config.data_dir), model=router.model,
-        flush_interval_s=s.signals_flush_ms / 1000, batch=s.signals_batch,
-        max_pending=s.signals_queue,
-    )
-    store.start()
-    app[SIGNALS] = store
+    slot = app[ROUTER] = RouterSlot(build_router(
+        routes, None, plan, model="", cache_dir=None, ambiguity=s.ambiguity_policy,
+        escalation=s.escalation))
+    loading = asyncio.create_task(_load(app, config, routes, slot), name="routing-load")
+    store = None
+    if s.signals:
+        store = await SignalStore.open(
+            s.signals_path(config.data_dir), model=_model_name(config),
+            flush_interval_s=s.signals_flush_ms / 1000, batch=s.signals_batch,
+            max_pending=s.signals_queue,
+        )
+        store.start()
+        app[SIGNALS] = store
     try:
         yield
     finally:
-        await store.close()
+        loading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await loading
+        if store is not None:
+            await store.close()
+
+
+def _model_name(config: RoutingConfig) -> str:
+    if config.embedder is None:
+        return ""
+    try:
+        return InProcessEmbedder(config.embedder.model_dir,
+                                 **embedder_options(config.embedder)).name
+    except (OSError, ValueError):
+        return ""
 
 
 async def embed_prompt(app: web.Application, text: str) -> FloatArray | None:
