@@ -14,15 +14,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import aiohttp
-from procs import cpu_s, free_port, rss_mib, start, stop, wait_port
+from procs import ROOT, cpu_s, free_port, rss_mib, start, stop, wait_port
 
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello there, benchmark!"}]}
 LUA = """wrk.method = "POST"
@@ -32,10 +34,27 @@ wrk.headers["Authorization"] = "Bearer %s"
 """
 
 
+ADMIN_ENV = {"GATEWAY_ADMIN_KEY": "bench-admin-key-0123456789abcdef",
+             "GATEWAY_KEY_SECRET": "bench-key-secret-0123456789abcdef"}
+
+
 def gateway_config(upstream_port: int, data_dir: str) -> str:
+    """The full request path for an explicit model: keys, limits, ledger, metrics, access log;
+    the embedder runs (for routing), the cache is off (no lookup on this path)."""
+    models = ROOT / "models" / "all-MiniLM-L6-v2"
     return f"""
 [server]
 data_dir = "{data_dir}"
+[tenants]
+bootstrap = false
+tokenizer = "{models / 'tokenizer.json'}"
+[tenants.default_limits]
+requests_per_minute = 100000000
+tokens_per_minute = 10000000000
+[cache]
+enabled = false
+[embedder]
+model_dir = "{models}"
 [[providers]]
 name = "fake"
 kind = "openai"
@@ -47,9 +66,18 @@ upstream_model = "bench-upstream"
 tier = "cheap"
 input_price_per_mtok = 0.1
 output_price_per_mtok = 0.2
-[embedder]
-enabled = false
 """
+
+
+def create_key(config: Path) -> str:
+    """A tenant and its key, made with the CLI before the gateway starts."""
+    env = {**os.environ, **ADMIN_ENV}
+    cli = [sys.executable, "-m", "gateway", "--log-level", "WARNING"]
+    subprocess.run([*cli, "tenants", "create", "bench", "--config", str(config)],
+                   check=True, capture_output=True, env=env, cwd=ROOT)
+    out = subprocess.run([*cli, "keys", "create", "bench", "--config", str(config)],
+                         check=True, capture_output=True, text=True, env=env, cwd=ROOT).stdout
+    return next(line.strip() for line in out.splitlines() if line.startswith("gw-"))
 
 
 def wrk(url: str, concurrency: int, seconds: float, script: Path) -> dict[str, float]:
@@ -75,14 +103,16 @@ async def _one_stream(
 ) -> tuple[float, float]:
     started = time.perf_counter()
     first = 0.0
-    async with session.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+    async with session.post(url, data=body) as r:
         async for line in r.content:
             if not first and b"word0" in line:
                 first = time.perf_counter() - started
     return first * 1000, (time.perf_counter() - started) * 1000
 
 
-async def stream_load(url: str, concurrency: int, seconds: float) -> dict[str, float]:
+async def stream_load(
+    url: str, concurrency: int, seconds: float, key: str
+) -> dict[str, float]:
     body = json.dumps({**BODY, "stream": True}).encode()
     ttfb: list[float] = []
     total: list[float] = []
@@ -95,7 +125,8 @@ async def stream_load(url: str, concurrency: int, seconds: float) -> dict[str, f
             total.append(whole)
 
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
         started = time.perf_counter()
         await asyncio.gather(*(worker(session) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
@@ -105,20 +136,20 @@ async def stream_load(url: str, concurrency: int, seconds: float) -> dict[str, f
             "requests": len(total)}
 
 
-def cold_start(config: Path) -> tuple[float, subprocess.Popen[bytes], int]:
+def cold_start(config: Path, key: str) -> tuple[float, subprocess.Popen[bytes], int]:
     """Seconds from process start to the first successful answer."""
     port = free_port()
     body = json.dumps(BODY).encode()
     started = time.perf_counter()
-    proc = start(["-m", "gateway", "serve", "--config", str(config), "--port", str(port)])
+    proc = start(["-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
+                 env=ADMIN_ENV)
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     import urllib.request
 
     while True:
         try:
-            req = urllib.request.Request(
-                url, data=body, headers={"Content-Type": "application/json"}
-            )
+            req = urllib.request.Request(url, data=body, headers={
+                "Content-Type": "application/json", "Authorization": f"Bearer {key}"})
             with urllib.request.urlopen(req, timeout=1) as resp:
                 if resp.status == 200:
                     return time.perf_counter() - started, proc, port
@@ -142,10 +173,11 @@ def main() -> None:
     wait_port(up_port)
     config = tmp / "gateway.toml"
     config.write_text(gateway_config(up_port, str(tmp / "data")))
-    cold_s, gateway, gw_port = cold_start(config)
+    key = create_key(config)
+    cold_s, gateway, gw_port = cold_start(config, key)
     idle_rss = rss_mib(gateway.pid)
     script = tmp / "post.lua"
-    script.write_text(LUA % (json.dumps(BODY), "bench-key"))
+    script.write_text(LUA % (json.dumps(BODY), key))
     floor_port = free_port()
     floor = start(["bench/floor_proxy.py", "--port", str(floor_port),
                    "--upstream", f"http://127.0.0.1:{up_port}"])
@@ -167,7 +199,7 @@ def main() -> None:
                         if mode == "json":
                             r = wrk(url, c, args.seconds, script)
                         else:
-                            r = asyncio.run(stream_load(url, c, args.seconds))
+                            r = asyncio.run(stream_load(url, c, args.seconds, key))
                         if pid:
                             r["cpu_ms_per_req"] = (cpu_s(pid) - before) * 1000 / r["requests"]
                         if name == "gateway":

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
+from gateway.access_log import access_log_flusher
 from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
@@ -135,6 +136,7 @@ def create_app(settings: Settings) -> web.Application:
     tenants.configure(app, settings)
     setup_metrics(app, settings.observability)
     setup_dashboard(app, settings.observability)
+    app.cleanup_ctx.append(access_log_flusher)
     app.cleanup_ctx.append(lifecycle_context)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)

@@ -54,12 +54,15 @@ class CacheStage:
 
     def route(self, target: str, route_policy: Policy | None) -> None:
         """Narrow the plan to the route's policy and key entries by ``target``."""
+        if self.plan.policy == "off":
+            return  # nothing to key: the cache is off for this request
         settings = self.app[CACHE_SETTINGS]
         policy = settings.policy_for(self.tenant, route_policy)
         if policy != self.plan.policy:
             self.plan = CachePlan(policy, self.plan.lookup and policy != "off",
                                   self.plan.store and policy != "off")
-        self.fingerprint = fingerprint(self.chat, target)
+        if self.plan.lookup or self.plan.store:
+            self.fingerprint = fingerprint(self.chat, target)
 
     @property
     def namespace(self) -> str:
