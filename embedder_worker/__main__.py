@@ -15,10 +15,12 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 from embedder_worker.model import POOLINGS, OnnxEmbedder
-from embedder_worker.server import WorkerServer
+from embedder_worker.server import DEFAULT_INLINE_MAX_TOKENS, WorkerServer
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
+    parser.add_argument(
+        "--inline-max-tokens",
+        type=int,
+        default=DEFAULT_INLINE_MAX_TOKENS,
+        help="a lone text up to this many tokens runs on the event loop thread, without the hop "
+        "to the inference thread and back; 0: every batch runs in the inference thread",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop: uvloop (auto: when installed, as the gateway does) or asyncio's own",
+    )
     parser.add_argument("--pooling", choices=POOLINGS, default=None)
     parser.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--max-length", type=int, default=None)
@@ -61,7 +76,9 @@ async def serve(model: OnnxEmbedder, args: argparse.Namespace) -> int:
         loop.add_signal_handler(signum, stop.set)
     if args.exit_on_stdin_eof:
         _watch_stdin(loop, stop)
-    server = WorkerServer(model, args.socket, args.max_batch, args.max_wait_ms)
+    server = WorkerServer(
+        model, args.socket, args.max_batch, args.max_wait_ms, args.inline_max_tokens
+    )
     await server.start()
     print(f"{READY_PREFIX} {args.socket} pid={os.getpid()}", flush=True)
     await stop.wait()
@@ -87,7 +104,21 @@ def main(argv: list[str] | None = None) -> int:
         quantize=args.quantize,
     )
     model.warm_up()
-    return asyncio.run(serve(model, args))
+    with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
+        return runner.run(serve(model, args))
+
+
+def _loop_factory(choice: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's loop when asked for or, with ``auto``, installed; else asyncio's default."""
+    if choice == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if choice == "uvloop":
+            raise
+        return None
+    return cast(Callable[[], asyncio.AbstractEventLoop], uvloop.new_event_loop)
 
 
 if __name__ == "__main__":

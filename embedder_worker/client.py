@@ -16,13 +16,12 @@ given.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import itertools
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import numpy.typing as npt
@@ -103,28 +102,33 @@ def _error_from(frame: Frame) -> EmbedderError:
     return EmbedderError(f"worker error {code.name}: {message}")
 
 
-class WorkerConnection:
-    """One connection to one worker, with any number of requests in flight."""
+class WorkerConnection(asyncio.Protocol):
+    """One connection to one worker, with any number of requests in flight.
 
-    def __init__(self, path: Path, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+    An ``asyncio.Protocol``: replies are parsed as their bytes arrive and handed to their callers'
+    futures at once, without a reader task in between (one turn of the loop less per reply).
+    """
+
+    def __init__(self, path: Path) -> None:
         self.path = path
         self.in_flight = 0
         self.draining = False  # the worker said SHUTTING_DOWN: send it nothing new
         self.info: WorkerInfo | None = None
-        self._reader = reader
-        self._writer = writer
+        self._transport: asyncio.Transport | None = None
+        self._frames = protocol.FrameReader()
         self._pending: dict[int, asyncio.Future[Frame]] = {}
-        self._ids = itertools.cycle(range(1, _REQUEST_IDS + 1))
+        self._last_id = 0
         self._closed = asyncio.Event()
+        self._closing_reason = "worker closed the connection"
+        self._write_waiters: list[asyncio.Future[None]] | None = None  # while writing is paused
         self._close_callbacks: list[Callable[[WorkerConnection], None]] = []
-        self._reader_task = asyncio.create_task(self._read_loop(), name=f"embedder-conn {path}")
 
     @classmethod
     async def open(cls, path: Path, timeout_s: float = 5.0) -> WorkerConnection:
         """Connect, then ask for INFO; raises OSError / TimeoutError / EmbedderError."""
+        loop = asyncio.get_running_loop()
         async with asyncio.timeout(timeout_s):
-            reader, writer = await asyncio.open_unix_connection(str(path))
-            conn = cls(path, reader, writer)
+            _, conn = await loop.create_unix_connection(lambda: cls(path), str(path))
             try:
                 conn.info = WorkerInfo.from_dict(protocol.decode_info(await conn._info_frame()))
             except BaseException:
@@ -147,18 +151,19 @@ class WorkerConnection:
             self._close_callbacks.append(callback)
 
     async def close(self) -> None:
-        self._writer.close()
-        with contextlib.suppress(ConnectionError):
-            await self._writer.wait_closed()
-        await self._reader_task
+        if self._transport is not None and not self._closed.is_set():
+            self._closing_reason = "closed"
+            self._transport.close()  # connection_lost follows, once buffered frames are sent
+            await self._closed.wait()
 
     async def embed(self, texts: Sequence[str]) -> protocol.Result:
-        rid = next(self._ids)
-        self.in_flight += len(texts)
+        rid = self._next_id()
+        count = len(texts)
+        self.in_flight += count
         try:
             frame = await self._request(rid, protocol.encode_embed(rid, texts))
         finally:
-            self.in_flight -= len(texts)
+            self.in_flight -= count
         if frame.type is FrameType.ERROR:
             error = _error_from(frame)
             self.draining = self.draining or isinstance(error, WorkerGone)
@@ -169,53 +174,93 @@ class WorkerConnection:
             raise EmbedderError(f"bad RESULT from {self.path}: {exc}") from exc
 
     async def ping(self) -> None:
-        rid = next(self._ids)
+        rid = self._next_id()
         frame = await self._request(rid, protocol.encode_frame(FrameType.PING, rid))
         if frame.type is not FrameType.PONG:
             raise EmbedderError(f"expected PONG, got {frame.type.name}")
 
+    async def stats(self) -> dict[str, object]:
+        """The worker's INFO: its model, and counters (batches, texts, model_seconds...)."""
+        return protocol.decode_info(await self._info_frame())
+
     async def _info_frame(self) -> Frame:
-        rid = next(self._ids)
+        rid = self._next_id()
         frame = await self._request(rid, protocol.encode_frame(FrameType.INFO, rid))
         if frame.type is not FrameType.INFO:
             raise _error_from(frame)
         return frame
 
+    def _next_id(self) -> int:
+        """1..2**32-1, then around again (0 is the connection-level error id)."""
+        self._last_id = self._last_id % _REQUEST_IDS + 1
+        return self._last_id
+
     async def _request(self, rid: int, data: bytes) -> Frame:
-        if self._closed.is_set():
+        if self._closed.is_set() or self._transport is None:
             raise WorkerGone(f"connection to {self.path} is closed")
         future: asyncio.Future[Frame] = asyncio.get_running_loop().create_future()
         self._pending[rid] = future
         try:
-            self._writer.write(data)
-            with contextlib.suppress(ConnectionError):
-                await self._writer.drain()
+            self._transport.write(data)
+            if self._write_waiters is not None:  # the worker is not reading: wait until it does
+                waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                self._write_waiters.append(waiter)
+                await waiter
             return await future
         finally:
             # Whether answered, failed or cancelled: a late reply for rid is then ignored.
             self._pending.pop(rid, None)
 
-    async def _read_loop(self) -> None:
-        reason = "closed"
+    # asyncio.Protocol callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closed.is_set():
+            return
+        self._frames.feed(data)
         try:
-            while True:
-                frame = await protocol.read_frame(self._reader)
+            while (frame := self._frames.next_frame()) is not None:
                 if frame.type is FrameType.ERROR and frame.request_id == 0:
-                    reason = f"worker lost the framing: {protocol.decode_error(frame)[1]}"
+                    message = protocol.decode_error(frame)[1]
+                    self._lose(f"worker lost the framing: {message}")
                     return
                 future = self._pending.get(frame.request_id)
                 if future is not None and not future.done():
                     future.set_result(frame)
-        except asyncio.IncompleteReadError:
-            reason = "worker closed the connection"
-        except (ConnectionError, ProtocolError) as exc:
-            reason = f"connection failed: {exc}"
-        finally:
-            self._fail_all(reason)
+        except ProtocolError as exc:
+            self._lose(f"connection failed: {exc}")
+
+    def eof_received(self) -> bool:
+        return False  # close our end too
+
+    def pause_writing(self) -> None:
+        self._write_waiters = []
+
+    def resume_writing(self) -> None:
+        self._wake_writers()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        reason = self._closing_reason if exc is None else f"connection failed: {exc}"
+        self._fail_all(reason)
+
+    def _lose(self, reason: str) -> None:
+        self._fail_all(reason)
+        if self._transport is not None:
+            self._transport.close()
+
+    def _wake_writers(self) -> None:
+        waiters, self._write_waiters = self._write_waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
 
     def _fail_all(self, reason: str) -> None:
+        if self._closed.is_set():
+            return
         self._closed.set()
-        self._writer.close()
+        self._wake_writers()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(WorkerGone(f"{self.path}: {reason}"))

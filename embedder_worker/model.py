@@ -152,6 +152,9 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Batches change shape every call; the arena would keep the largest one ever seen.
     options.enable_cpu_mem_arena = False
+    # Spinning threads wait for work by burning a core; on a small shared machine that costs
+    # more than the wake-up it saves, and it starves batching with more than one thread.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

@@ -100,7 +100,9 @@ class Result:
     token_counts: tuple[int, ...]
 
 
-def parse_header(data: bytes | bytearray, max_body: int = MAX_BODY_BYTES, offset: int = 0) -> Header:
+def parse_header(
+    data: bytes | bytearray, max_body: int = MAX_BODY_BYTES, offset: int = 0
+) -> Header:
     """Decode the 16-byte header at ``offset``; raises ProtocolError(BAD_FRAME / TOO_LARGE) if
     framing is lost.
 
@@ -108,21 +110,25 @@ def parse_header(data: bytes | bytearray, max_body: int = MAX_BODY_BYTES, offset
     and rejected by ``read_frame`` after the body has been consumed.
     """
     magic, version, type_code, request_id, count, body_len = HEADER.unpack_from(data, offset)
-    if magic != MAGIC or version != VERSION:
-        raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic/version {magic!r}/{version}")
-    if body_len > max_body:
-        raise ProtocolError(ErrorCode.TOO_LARGE, f"body of {body_len} bytes > {max_body}")
+    if magic != MAGIC or version != VERSION or body_len > max_body:
+        _lost_framing(magic, version, body_len, max_body)
     return Header(type_code, request_id, count, body_len)
 
 
-def _frame(header: Header, body: bytes) -> Frame:
-    try:
-        frame_type = FrameType(header.type_code)
-    except ValueError:
-        raise ProtocolError(
-            ErrorCode.BAD_REQUEST, f"unknown frame type {header.type_code}", header.request_id
-        ) from None
-    return Frame(frame_type, header.request_id, header.count, body)
+def _lost_framing(magic: bytes, version: int, body_len: int, max_body: int) -> None:
+    if magic != MAGIC or version != VERSION:
+        raise ProtocolError(ErrorCode.BAD_FRAME, f"bad magic/version {magic!r}/{version}")
+    raise ProtocolError(ErrorCode.TOO_LARGE, f"body of {body_len} bytes > {max_body}")
+
+
+_FRAME_TYPES = {int(frame_type): frame_type for frame_type in FrameType}
+
+
+def _frame(type_code: int, request_id: int, count: int, body: bytes) -> Frame:
+    frame_type = _FRAME_TYPES.get(type_code)
+    if frame_type is None:
+        raise ProtocolError(ErrorCode.BAD_REQUEST, f"unknown frame type {type_code}", request_id)
+    return Frame(frame_type, request_id, count, body)
 
 
 async def read_frame(reader: asyncio.StreamReader, max_body: int = MAX_BODY_BYTES) -> Frame:
@@ -134,7 +140,7 @@ async def read_frame(reader: asyncio.StreamReader, max_body: int = MAX_BODY_BYTE
     """
     header = parse_header(await reader.readexactly(HEADER_SIZE), max_body)
     body = await reader.readexactly(header.body_len) if header.body_len else b""
-    return _frame(header, body)
+    return _frame(header.type_code, header.request_id, header.count, body)
 
 
 class FrameReader:
@@ -147,28 +153,37 @@ class FrameReader:
     """
 
     def __init__(self, max_body: int = MAX_BODY_BYTES) -> None:
-        self._buffer = bytearray()
-        self._start = 0  # where the first frame not returned yet begins
+        # The bytes fed and not returned yet start at _start. Usually a chunk holds whole frames
+        # and is parsed where it is; only a frame split across chunks is copied to a bytearray.
+        self._buffer: bytes | bytearray = b""
+        self._start = 0
         self._max_body = max_body
 
     def feed(self, data: bytes) -> None:
-        if self._start:
-            del self._buffer[: self._start]
-            self._start = 0
-        self._buffer += data
+        buffer, start = self._buffer, self._start
+        if start == len(buffer):
+            self._buffer = data
+        elif isinstance(buffer, bytearray):
+            del buffer[:start]
+            buffer += data
+        else:
+            self._buffer = bytearray(memoryview(buffer)[start:]) + data
+        self._start = 0
 
     def next_frame(self) -> Frame | None:
         buffer, start = self._buffer, self._start
         if len(buffer) - start < HEADER_SIZE:
             return None
-        header = parse_header(buffer, self._max_body, start)
-        body_start = start + HEADER_SIZE
-        end = body_start + header.body_len
+        magic, version, type_code, request_id, count, size = HEADER.unpack_from(buffer, start)
+        if magic != MAGIC or version != VERSION or size > self._max_body:
+            _lost_framing(magic, version, size, self._max_body)
+        start += HEADER_SIZE
+        end = start + size
         if len(buffer) < end:
             return None
         self._start = end
-        body = bytes(memoryview(buffer)[body_start:end]) if header.body_len else b""
-        return _frame(header, body)
+        body = buffer[start:end]
+        return _frame(type_code, request_id, count, body if type(body) is bytes else bytes(body))
 
 
 def encode_frame(
@@ -191,16 +206,17 @@ def decode_embed(frame: Frame) -> list[str]:
     if count == 0 or count > MAX_TEXTS:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"EMBED needs 1..{MAX_TEXTS} texts, got {count}")
     table = count * _U32.itemsize
-    if len(frame.body) < table:
+    body = frame.body
+    if len(body) < table:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "EMBED body shorter than its length table")
-    lengths = np.frombuffer(frame.body, dtype=_U32, count=count)
-    if int(lengths.sum(dtype=np.uint64)) != len(frame.body) - table:
+    lengths = struct.unpack_from(f"<{count}I", body)
+    if sum(lengths) != len(body) - table:
         raise ProtocolError(ErrorCode.BAD_REQUEST, "EMBED lengths do not match the body")
     texts: list[str] = []
     offset = table
     try:
-        for length in lengths.tolist():
-            texts.append(frame.body[offset : offset + length].decode("utf-8"))
+        for length in lengths:
+            texts.append(body[offset : offset + length].decode("utf-8"))
             offset += length
     except UnicodeDecodeError as exc:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"EMBED text is not UTF-8: {exc}") from exc
@@ -230,12 +246,10 @@ def decode_result(frame: Frame) -> Result:
     expected = 4 + count * _U32.itemsize + count * dim * _F32.itemsize
     if len(frame.body) != expected:
         raise ProtocolError(ErrorCode.BAD_REQUEST, f"RESULT body {len(frame.body)} != {expected}")
-    counts = np.frombuffer(frame.body, dtype=_U32, count=count, offset=4)
+    counts = struct.unpack_from(f"<{count}I", frame.body, 4)
     vectors = np.frombuffer(frame.body, dtype=_F32, offset=4 + count * _U32.itemsize)
-    return Result(
-        vectors=vectors.reshape(count, dim).astype(np.float32),
-        token_counts=tuple(counts.tolist()),
-    )
+    # A copy: writable, and not keeping the frame's body alive.
+    return Result(vectors=vectors.reshape(count, dim).astype(np.float32), token_counts=counts)
 
 
 def encode_info(request_id: int, info: Mapping[str, object]) -> bytes:

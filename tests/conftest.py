@@ -32,6 +32,8 @@ def settings_from(config: Config, tmp_path: Path, env: dict[str, str] | None = N
     config.setdefault("embedder", {"enabled": False})
     # Proxy tests run keyless (the anonymous tenant); tests of keys and limits set their own.
     config.setdefault("tenants", {"require_keys": False, "bootstrap": False})
+    # Repeated prompts must reach the fake providers; the cache's own tests turn it on.
+    config.setdefault("cache", {"enabled": False})
     return parse(config, env=env or {}, base_dir=tmp_path, source="<test>")
 
 

@@ -11,7 +11,13 @@ import pytest
 
 from embedder_worker.model import OnnxEmbedder
 from gateway.cache import cli
-from gateway.cache.calibration import fit_threshold, toml_line, write_calibration
+from gateway.cache.calibration import (
+    fit_margins,
+    fit_threshold,
+    rescore,
+    toml_line,
+    write_calibration,
+)
 from gateway.cache.evaluate import Outcome, Pair, curve, point, run_pairs
 from gateway.cache.index import VectorSpace
 from gateway.cache.settings import parse_cache
@@ -44,6 +50,33 @@ async def test_pairs_run_through_the_cache_with_and_without_guards(
     assert guarded[5].kind == "exact"
     assert point(guarded, 0.9).precision == 1.0
     assert point(plain, 0.5).false_hits == 3
+    # every outcome keeps its cosine and the guards' verdict, hit or not
+    assert all(0.5 < o.cosine <= 1.0001 for o in guarded)
+    assert "negation" in guarded[1].reason and "entity" in guarded[2].reason
+    assert guarded[0].differences == () and guarded[0].score == pytest.approx(guarded[0].cosine)
+    assert all(o.reason == "" and o.differences == () for o in plain)
+
+
+def _scored(label: int, cosine: float, *differences: tuple[str, int]) -> Outcome:
+    return Outcome(label, "semantic", cosine, cosine, tuple(differences))
+
+
+def test_rescore_takes_other_margins_off_the_cosine() -> None:
+    outcomes = [_scored(1, 0.97, ("added", 2)), _scored(0, 0.96), Outcome(1, "exact", 1.0),
+                Outcome(0, None, 0.0, 0.7)]
+    rescored = rescore(outcomes, {"added": 0.01})
+    assert [o.score for o in rescored] == [pytest.approx(0.95), 0.96, 1.0, 0.0]
+    assert rescored[0].cosine == 0.97
+
+
+def test_fit_margins_charges_the_differences_that_come_with_false_hits() -> None:
+    # duplicates differ by nothing; the non-duplicates, as similar, add a word
+    outcomes = [_scored(1, 0.99 - i * 0.001) for i in range(40)]
+    outcomes += [_scored(0, 0.985 - i * 0.002, ("added", 1)) for i in range(20)]
+    outcomes += [Outcome(1, None, 0.0, 0.6)] * 10
+    fit = fit_margins(outcomes, {"added": (0.0, 0.05), "person": (0.0, 0.05)}, (0.5, 0.8))
+    assert fit.margins == {"added": 0.05, "person": 0.0}  # ties go to the smaller margin
+    assert fit.objective == 1.0
 
 
 def test_fit_picks_the_lowest_threshold_that_keeps_the_precision() -> None:

@@ -1,10 +1,12 @@
-"""gateway/cache/guards.py: each guard refuses the change it is for and lets paraphrases pass."""
+"""gateway/cache/guards.py: each guard refuses the change it is for and lets paraphrases pass;
+soft differences cost their margin, which ``accept`` takes off the cosine."""
 
 from __future__ import annotations
 
 import pytest
 
-from gateway.cache.guards import compare, profile, stem
+from gateway.cache.guards import MARGINS, compare, profile, stem
+from gateway.cache.semantic_cache import accept
 
 REFUSED = [
     ("How do I reset my password?", "How do I not reset my password?", "negation"),
@@ -28,6 +30,20 @@ REFUSED = [
     ("Who is a gentleman?", "What is a gentleman?", "question kinds"),
     ("Should I end my relationship?", "Can I end my relationship?", "moods"),
     ("What is your favourite movie?", "What is the favourite movie?", "someone else"),
+    ("What is the best advice you have ever received?", "What is the best advice?",
+     "someone else"),
+    ("What are the pros and cons of nuclear power?", "What are the cons of nuclear power?",
+     "list differs"),
+    ("What are the advantages of nuclear power?", "What are the disadvantages of nuclear power?",
+     "opposites"),
+    ("What problems may a man face if he marries a nurse?",
+     "What problems may a woman face if she marries a nurse?", "opposites"),
+    ("When did India win the World Cup?", "When will India win the World Cup?", "moods"),
+    ("What happens when diesel is used in a petrol engine?",
+     "What happens when petrol is used in a diesel engine?", "order"),
+    ("How do I convert a string to an integer?", "How do I convert an integer into a string?",
+     "order"),
+    ("How do I install Docker on Ubuntu?", "How do I install Docker on Debian?", "entity"),
 ]
 
 ACCEPTED = [
@@ -40,6 +56,24 @@ ACCEPTED = [
     ("What happened in 1969?", "What happened in the year 1969?"),
     ("How do I install Docker on Ubuntu?", "how to install docker on ubuntu"),
     ("Is a cat bigger than a dog?", "Is a cat larger than a dog?"),
+    # inflections, spellings, number words, contractions, abbreviations
+    ("How can I lose 5 kg in one month?", "How can I lose 5 kg in 1 month?"),
+    ("What is the colour of the sky?", "What is the color of the sky?"),
+    ("How do I organise my files?", "How do I organize my files?"),
+    ("Why is the U.S. in the dispute?", "Why is the United States in the dispute?"),
+    ("What are the best places to stay/visit in Boston?",
+     "What are the best places to visit in Boston?"),
+    # the same question asked another way
+    ("What is the best way to learn French?", "How do I learn French?"),
+    ("What should I do to learn French?", "How can I learn French?"),
+    ("Is there any way to speed up my laptop?", "How can I speed up my laptop?"),
+    ("What year did the Civil War begin?", "When did the Civil War begin?"),
+    ("What is the difference between TCP and UDP?", "How do TCP and UDP differ?"),
+    ("Which is India's national language?", "Which is the national language of India?"),
+    ("How can I know whether or not I am a genius?", "How can I know if I am a genius?"),
+    ("Who is currently the highest paid CEO?", "Who is the highest paid CEO?"),
+    ("Life Advice: How can I make my life simpler?", "How do I make my life simpler?"),
+    ("How do I make a fantasy world?", "How do I create a fantasy world?"),
 ]
 
 
@@ -73,3 +107,53 @@ def test_stemmer_matches_inflections() -> None:
     assert stem("strings") == stem("string")
     assert stem("earphones") == stem("earphone")
     assert stem("countries") == stem("country")
+
+
+def test_stemmer_folds_spellings_and_endings() -> None:
+    assert stem("colour") == stem("color")
+    assert stem("organised") == stem("organized")
+    assert stem("becoming") == stem("become")
+    assert stem("planned") == stem("plan")
+    assert stem("movies") == stem("movie")
+    assert stem("string") == "string"  # not an -ing form
+
+
+def test_identical_content_costs_no_margin() -> None:
+    verdict = compare("How do I reset my password?", "How can I reset my password?")
+    assert verdict.ok and verdict.margin == 0.0 and verdict.differences == ()
+
+
+def test_soft_differences_cost_their_margin() -> None:
+    added = compare("What is the best book for GRE?", "What is the best book for GRE preparation?")
+    assert added.ok and added.differences == (("added", 1),)
+    assert added.margin == pytest.approx(MARGINS["added"])
+    assert "preparation" in added.reason
+    person = compare("Can I laminate my social security card?",
+                     "Can you laminate a social security card?")
+    assert person.ok and dict(person.differences) == {"person": 1}
+    assert person.margin == pytest.approx(MARGINS["person"])
+    substituted = compare("How do I reset my password?", "How do I change my password?")
+    assert substituted.ok and dict(substituted.differences) == {"substituted": 1}
+    assert substituted.substituted == 2
+
+
+def test_how_to_questions_treat_every_person_alike() -> None:
+    assert compare("How do you start writing?", "How can I start writing?").margin == 0.0
+
+
+def test_accept_takes_the_margin_off_the_cosine() -> None:
+    stored, asked = "What is the best book for GRE?", "What is the best book for GRE preparation?"
+    needed = 0.95 + MARGINS["added"]
+    assert accept(stored, asked, min(needed + 0.001, 1.0), 0.95).ok == (needed <= 1.0)
+    refused = accept(stored, asked, 0.96, 0.95)
+    assert not refused.ok and "margin" in refused.reason
+    assert not accept(stored, asked, 0.94, 0.95).ok
+    assert accept(stored, asked, 0.96, 0.95, guards=False).ok
+    assert accept("How do I reset my password?", "How can I reset my password?", 0.95, 0.95).ok
+
+
+def test_answerer_questions_are_told_from_generic_you() -> None:
+    assert profile("What is your favourite book?").answerer
+    assert profile("Have you ever been to Paris?").answerer
+    assert not profile("How do you make bread?").answerer
+    assert not profile("Can you laminate a social security card?").answerer

@@ -109,3 +109,59 @@ def test_info_that_is_not_a_json_object_is_refused() -> None:
     frame = protocol.Frame(FrameType.INFO, 1, 0, json.dumps([1, 2]).encode())
     with pytest.raises(ProtocolError):
         protocol.decode_info(frame)
+
+
+def frames_of(reader: protocol.FrameReader) -> list[protocol.Frame]:
+    frames = []
+    while (frame := reader.next_frame()) is not None:
+        frames.append(frame)
+    return frames
+
+
+@pytest.mark.parametrize("piece", [1, 3, 16, 17, 1000])
+def test_frame_reader_reassembles_frames_fed_in_any_pieces(piece: int) -> None:
+    texts = ["split me", "naïve café — 東京", ""]
+    data = (
+        protocol.encode_embed(1, texts)
+        + protocol.encode_frame(FrameType.PING, 2)
+        + protocol.encode_result(3, np.ones((2, 4), dtype=np.float32), [7, 8])
+    )
+    reader = protocol.FrameReader()
+    frames = []
+    for i in range(0, len(data), piece):
+        reader.feed(data[i : i + piece])
+        frames.extend(frames_of(reader))
+    assert [(f.type, f.request_id) for f in frames] == [
+        (FrameType.EMBED, 1), (FrameType.PING, 2), (FrameType.RESULT, 3),
+    ]  # fmt: skip
+    assert protocol.decode_embed(frames[0]) == texts
+    assert frames[1].body == b""
+    result = protocol.decode_result(frames[2])
+    assert result.token_counts == (7, 8)
+    assert np.array_equal(result.vectors, np.ones((2, 4), dtype=np.float32))
+    assert all(type(f.body) is bytes for f in frames)
+
+
+def test_frame_reader_refuses_a_too_large_header_before_its_body_arrives() -> None:
+    reader = protocol.FrameReader(max_body=100)
+    reader.feed(protocol.HEADER.pack(protocol.MAGIC, protocol.VERSION, 1, 9, 1, 101))
+    with pytest.raises(ProtocolError) as caught:
+        reader.next_frame()
+    assert (caught.value.code, caught.value.framing_lost) == (ErrorCode.TOO_LARGE, True)
+    garbage = protocol.FrameReader()
+    garbage.feed(b"GET / HTTP/1.1\r\n\r\n")
+    with pytest.raises(ProtocolError) as caught:
+        garbage.next_frame()
+    assert (caught.value.code, caught.value.framing_lost) == (ErrorCode.BAD_FRAME, True)
+
+
+def test_frame_reader_skips_an_unknown_type_and_reads_on() -> None:
+    unknown = protocol.HEADER.pack(protocol.MAGIC, protocol.VERSION, 99, 5, 0, 3) + b"abc"
+    reader = protocol.FrameReader()
+    reader.feed(unknown + protocol.encode_frame(FrameType.PING, 6)[:10])
+    with pytest.raises(ProtocolError) as caught:
+        reader.next_frame()
+    assert (caught.value.request_id, caught.value.framing_lost) == (5, False)
+    assert reader.next_frame() is None  # the PING is not complete yet
+    reader.feed(protocol.encode_frame(FrameType.PING, 6)[10:])
+    assert [f.request_id for f in frames_of(reader)] == [6]

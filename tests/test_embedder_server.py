@@ -7,7 +7,7 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 import pytest
@@ -165,3 +165,44 @@ async def test_closing_stdin_drains_and_exits_zero(worker: WorkerProcess) -> Non
     assert worker.process.stdin is not None
     worker.process.stdin.close()
     assert await worker.process.wait() == 0
+
+
+@pytest.mark.parametrize("inline_max_tokens", [0, 64])
+async def test_lone_queries_match_the_model_on_the_loop_thread_or_the_inference_thread(
+    model_dir: Path, sock_dir: Path, embedder: OnnxEmbedder, inline_max_tokens: int
+) -> None:
+    from tests.embedder_fixtures import start_worker  # a plugin here: imported once loaded
+
+    worker = await start_worker(
+        model_dir, sock_dir / "w.sock", "--inline-max-tokens", str(inline_max_tokens)
+    )
+    texts = ["a short query", "what is the capital of France?", "x " * 100]  # 3rd: 102 tokens
+    try:
+        async with connection(worker.socket) as conn:
+            before = await conn.stats()
+            got = [await conn.embed([text]) for text in texts]
+            after = await conn.stats()
+    finally:
+        await worker.stop(signal.SIGKILL)
+    vectors = np.concatenate([result.vectors for result in got])
+    assert np.abs(vectors - embedder.embed(texts)).max() <= 1e-5
+    assert [result.token_counts for result in got] == [(5,), (9,), (102,)]
+    assert after["inline_max_tokens"] == inline_max_tokens
+    assert cast(float, after["model_seconds"]) > cast(float, before["model_seconds"])
+    inline = cast(int, after["inline_batches"]) - cast(int, before["inline_batches"])
+    assert inline == (2 if inline_max_tokens else 0)  # the 102-token one always goes to the thread
+
+
+async def test_a_ping_is_answered_while_a_batch_runs(
+    worker: WorkerProcess, reference: Reference
+) -> None:
+    async with raw_client(worker.socket) as client:
+        await client.send(protocol.encode_embed(1, reference.sentences * 3))  # a few 100 ms
+        await client.send(protocol.encode_embed(2, ["queued behind it"]))
+        await asyncio.sleep(0.05)
+        await client.send(protocol.encode_frame(FrameType.PING, 3))
+        replies = [await client.frame() for _ in range(3)]
+    assert (replies[0].type, replies[0].request_id) == (FrameType.PONG, 3)
+    assert {(f.type, f.request_id) for f in replies[1:]} == {
+        (FrameType.RESULT, 1), (FrameType.RESULT, 2),
+    }  # fmt: skip

@@ -28,6 +28,7 @@ async def cached(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFacto
         "providers": [openai_provider("p1", url)],
         "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
         "embedder": {"model_dir": str(ROOT / "models" / "all-MiniLM-L6-v2")},
+        "cache": {"enabled": True},
     })
     await client.app[EMBEDDER_POOL].wait_live(1)
     return client, fake
@@ -122,6 +123,7 @@ async def test_tenants_never_read_each_others_entries(
         "providers": [openai_provider("p1", url)],
         "models": [model("small", "p1")],
         "tenants": {"bootstrap": False, "tokenizer": ""},
+        "cache": {"enabled": True},
     }, env={"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_KEY_SECRET": SECRET.decode()})
     keys = []
     for name in ("acme", "globex"):

@@ -5,7 +5,11 @@ looked up, in a real ``SemanticCache`` (SQLite file, hnswlib graph, guards) in a
 directory; every pair gets its own namespace so pairs cannot answer each other. A hit on a label-0
 pair is a false hit. Lookups run once at a low floor threshold; each outcome keeps its cosine, so
 the hit/false-hit curve at any threshold above the floor follows without running again (each
-namespace holds one entry, so a higher threshold can only drop a hit, never change it).
+namespace holds one entry, so a higher threshold can only drop a hit, never change it). A
+semantic hit's score is its cosine minus the margin the guards charged it (``accept`` serves it
+when that is at or above the threshold), so the curve is that of the scoring rule the cache
+applies; each outcome also keeps the cosine, the guards' verdict (its soft differences, or why it
+was refused) so that ``calibration.fit_margins`` can refit the rule's margins.
 
 Touches only the scratch directory it is given.
 """
@@ -20,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from gateway.cache.fingerprint import normalize_text
+from gateway.cache.guards import compare
 from gateway.cache.index import FloatArray, VectorSpace
 from gateway.cache.semantic_cache import SemanticCache
 from gateway.cache.settings import CacheSettings
@@ -44,11 +49,17 @@ class Pair:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What the cache did for one pair: ``kind`` None for a miss, ``score`` the hit's cosine."""
+    """What the cache did for one pair: ``kind`` None for a miss; ``score`` a semantic hit's
+    cosine minus its margin (1.0 for an exact hit). ``cosine``, ``differences`` (the guards'
+    soft differences, counted by kind) and ``reason`` (why the guards refused, or "") describe
+    the pair whether or not it hit."""
 
     label: int
     kind: str | None
     score: float
+    cosine: float = 0.0
+    differences: tuple[tuple[str, int], ...] = ()
+    reason: str = ""
 
     def hit(self, threshold: float) -> bool:
         return self.kind == "exact" or (self.kind == "semantic" and self.score >= threshold)
@@ -111,11 +122,24 @@ async def _run_chunk(chunk: Sequence[Pair], embed: Embed, space: VectorSpace,
         for i, (pair, text) in enumerate(zip(chunk, texts_b, strict=True)):
             hit = await cache.lookup(f"pair:{i}", _CONTEXT, text, vectors[len(chunk) + i],
                                      "semantic")
-            outcomes.append(Outcome(pair.label, hit.kind if hit else None,
-                                    hit.score if hit else 0.0))
+            cosine = _cosine(vectors[i], vectors[len(chunk) + i])
+            verdict = compare(texts_a[i], text) if settings.guards else None
+            score = hit.score if hit else 0.0
+            if hit and hit.kind == "semantic" and verdict is not None:
+                score = round(hit.score - verdict.margin, 6)  # what accept compared
+            outcomes.append(Outcome(
+                pair.label, hit.kind if hit else None, score, cosine,
+                verdict.differences if verdict and verdict.ok else (),
+                verdict.reason if verdict and not verdict.ok else "",
+            ))
     finally:
         await cache.close()
     return outcomes
+
+
+def _cosine(a: FloatArray, b: FloatArray) -> float:
+    norm = float(np.linalg.norm(a) * np.linalg.norm(b))
+    return float(np.dot(a, b) / norm) if norm else 0.0
 
 
 def point(outcomes: Sequence[Outcome], threshold: float) -> Point:

@@ -1,5 +1,6 @@
-"""The general English word lists the guards read: function words, negations, antonyms, degree
-words, units and currencies, number words, question words, auxiliaries, persons.
+"""The general English word lists the guards read: function words, hedges and light verbs,
+negations, antonyms, degree words, units and currencies, number words, question words and the
+words that fold one kind of question onto another, auxiliaries, persons.
 
 General language, not tuned to any data set; extend a list when a new kind of meaning change
 needs it. Values only: frozen sets and plain dictionaries built once at import, never changed.
@@ -23,11 +24,11 @@ what which who whom whose when where why how whether if then than so as such
 is are was were be been being am do does did doing done have has had having get gets got getting
 can could shall should will would may might must ought need needs let lets
 of in on at by for with about into onto from to up out off over under again further
-and or but nor also too very just really actually exactly quite rather some any all both each
-every either other another own same few many much lot lots
+and or but nor vs versus also too very just really actually exactly quite rather some any all
+both each every either other another own same few many much lot lots
 please kindly thanks thank hi hello hey ok okay
 way ways thing things kind kinds type types sort sorts
-like know tell explain mean means meaning
+like know tell explain mean means meant meaning
 best good great greatest top finest nice ideal excellent awesome right
 during within throughout across through around among between near behind beside beyond despite
 upon along since until while because though although unless whereas
@@ -58,19 +59,23 @@ son:daughter brother:sister top:bottom front:back forward:backward success:failu
 healthy:unhealthy always:never all:none everyone:nobody true:fake real:fake win:loss profit:loss
 asset:liability credit:debit deposit:withdraw wet:dry full:empty alive:dead living:dead
 love:hatred friend:enemy ally:enemy fully:partially completely:partially complete:partial
-total:partial whole:part always:sometimes often:rarely
+total:partial whole:part always:sometimes often:rarely he:she his:her him:her himself:herself
 """)
 
-DEGREE_WORDS = frozenset(_split("""
-more most less least fewer fewest better worse worst greater higher highest
-lower lowest larger largest smaller smallest bigger biggest faster fastest slower slowest
-cheaper cheapest easier easiest harder hardest older oldest newer newest younger youngest
-longer longest shorter shortest stronger strongest weaker weakest earlier earliest later latest
-"""))
-
-DEGREE_SYNONYMS: Mapping[str, str] = MappingProxyType({
-    "larger": "bigger", "greater": "bigger", "largest": "biggest",
-})
+# Degree words onto their plain form: "fastest" and "faster" -> "fast", "most" -> "more";
+# synonyms share one ("larger" = "bigger" = "greater").
+_DEGREE_FORMS = _split("""
+more:more most:more less:less least:less fewer:less fewest:less
+better:good worse:bad worst:bad greater:big higher:high highest:high lower:low lowest:low
+larger:big largest:big smaller:small smallest:small bigger:big biggest:big faster:fast
+fastest:fast slower:slow slowest:slow cheaper:cheap cheapest:cheap easier:easy easiest:easy
+harder:hard hardest:hard older:old oldest:old newer:new newest:new younger:young
+youngest:young longer:long longest:long shorter:short shortest:short stronger:strong
+strongest:strong weaker:weak weakest:weak earlier:early earliest:early later:late latest:late
+""")
+DEGREE: Mapping[str, str] = MappingProxyType(
+    {word: base for word, base in (pair.split(":") for pair in _DEGREE_FORMS)}
+)
 
 # Canonical unit per spelling; a unit never matches another unit.
 UNITS: Mapping[str, str] = MappingProxyType({
@@ -151,9 +156,25 @@ WH: Mapping[str, str] = MappingProxyType({
     "what": "what", "which": "what", "who": "who", "whom": "who", "whose": "who",
     "where": "where", "when": "when", "why": "why", "how": "how",
 })
-MANNER_NOUNS = frozenset(
-    _split("way ways method methods step steps tip tips technique techniques")
-)
+# "What is the best way/method to ..." asks how.
+MANNER_NOUNS = frozenset(_split("""
+way ways method methods step steps tip tips technique techniques procedure procedures
+approach approaches
+"""))
+# "What year/date ..." asks when; "What place/city ..." and "What is the reason ..." may ask
+# where and why.
+TIME_NOUNS = frozenset(_split("year years date dates time day days month century decade"))
+PLACE_NOUNS = frozenset(_split("place places city cities country countries location locations"))
+REASON_NOUNS = frozenset(_split("reason reasons"))
+# A question about telling things apart, however it is worded.
+DIFFERENCE_WORDS = frozenset(_split("""
+difference differences differ differs different differentiate distinguish compare compared
+comparison
+"""))
+# "Can you tell me how ...": a wh-word after these is the question asked.
+EMBEDDING_VERBS = frozenset(_split("tell know explain show suggest wonder me us"))
+# "Can you recommend a ...": a request for a thing, asked as a yes/no question.
+REQUEST_VERBS = frozenset(_split("recommend suggest name list give"))
 QUANTITY = frozenset(_split("many much long often far old big"))
 # Auxiliaries grouped by what they ask: a fact, a past fact, an ability, advice, a prediction.
 MOODS: Mapping[str, str] = MappingProxyType({
@@ -166,12 +187,41 @@ MOODS: Mapping[str, str] = MappingProxyType({
 # In "how do/can/should I ..." the auxiliary does not change what is asked.
 HOW_TO_MOODS = frozenset({"fact", "ability", "advice"})
 
-# Who the question is about: the asker, a group with the asker, or the one answering.
+# Persons; a question with "you" followed closely by one of ANSWERER_WORDS asks about the one
+# answering ("your favourite", "have you ever", "would you like") rather than about anyone.
 PERSONS: Mapping[str, str] = MappingProxyType({
     **dict.fromkeys(_split("i me my mine myself"), "first"),
     **dict.fromkeys(_split("we us our ours ourselves"), "first plural"),
     **dict.fromkeys(_split("you your yours yourself yourselves"), "second"),
 })
+ANSWERER_WORDS = frozenset(_split("""
+ever favourite favorite favourites favorites experience experiences experienced personally
+prefer like love hate enjoy want wish regret think believe feel opinion opinions thoughts
+interpretation definition review done had got seen heard met visited tried eaten
+watched learnt learned
+"""))
+
+# Words that carry no content of their own in a question: hedges, intensifiers, quantifiers
+# and the question's frame ("What are some tips for ..."). Differences in them cost nothing.
+LIGHT_WORDS = frozenset(_split("""
+ever even still already yet anyhow anyway perhaps maybe possibly probably basically simply
+truly generally usually typically normally currently nowadays now today presently certain
+certainly particular particularly available possible real actual true main major overall
+entire significant specific exact proper correct whatever whichever however several various
+numerous multiple yes
+idea ideas suggestion suggestions option options tip tips method methods step steps
+technique techniques
+"""))
+# Light verbs: their object carries the meaning ("make money" = "earn money", "make a world" =
+# "create a world"). They cost nothing when missing, and stand in for a verb the other side has.
+LIGHT_VERBS = frozenset(_split("""
+become becomes became becoming make makes made making take takes took taken taking give gives
+gave given giving go goes went gone going come comes came coming keep keeps kept keeping put
+puts putting try tries tried trying start starts started starting begin begins began begun
+beginning want wants wanted wanting feel feels felt feeling seem seems seemed find finds found
+finding see sees saw seen seeing help helps helped helping provide provides provided providing
+consider considers considered considering
+"""))
 
 COORDINATORS = frozenset(_split("and or vs versus nor"))
 

@@ -56,10 +56,17 @@ class Hit:
 
 def accept(stored: str | Profile, asked: str | Profile, score: float, threshold: float,
            guards: bool = True) -> Verdict:
-    """Whether a semantic candidate may be served: similar enough, and through the guards."""
+    """Whether a semantic candidate may be served: through the guards, and similar enough once
+    the margin its soft differences cost is taken off (``score - margin >= threshold``)."""
     if score < threshold:
         return Verdict(False, f"score {score:.4f} below {threshold:.4f}")
-    return compare(stored, asked) if guards else Verdict(True)
+    if not guards:
+        return Verdict(True)
+    verdict = compare(stored, asked)
+    if verdict.ok and score - verdict.margin < threshold:
+        return Verdict(False, f"score {score:.4f} - margin {verdict.margin:.4f} below "
+                              f"{threshold:.4f} ({verdict.reason})")
+    return verdict
 
 
 class SemanticCache:
