@@ -32,7 +32,10 @@ def final_usage(
         return record.usage
     tokens = app[ADMISSION_KEY].tokens
     completion = tokens.count("".join(record.streamed_text))
-    return Usage(reservation.prompt_tokens, completion, estimated=True)
+    prompt = reservation.prompt_tokens
+    if not prompt and record.chat is not None:  # admission counts only under token limits
+        prompt = tokens.prompt_tokens(record.chat)
+    return Usage(prompt, completion, estimated=True)
 
 
 async def account(app: web.Application, record: RequestRecord, reservation: Reservation) -> None:
@@ -41,6 +44,8 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
     deployment = record.deployment
     cost = deployment.cost(usage) if usage is not None and deployment is not None else 0.0
     cost += record.discarded_cost
+    if record.discarded_usage is not None:
+        usage = record.discarded_usage.plus(usage)
     admission = app[ADMISSION_KEY]
     if usage is None and record.status >= 400 and not cost:
         await admission.release(reservation)

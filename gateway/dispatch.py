@@ -62,6 +62,7 @@ class _Escalator:
                                deployment)
 
     def note_attempts(self, tier: str, answer: Answer | Stream) -> None:
+        self.record.attempts += len(answer.attempts)
         signals = self.app.get(SIGNALS)
         if signals is not None:
             route = self.target.decision.route if self.target.decision else None
@@ -82,6 +83,7 @@ async def complete(
             reason = check_failure(error)
             if following is None or reason is None:
                 raise
+            record.attempts += error.attempts if isinstance(error, UpstreamFailed) else 0
             esc.escalate(tier, following, reason)
             continue
         esc.note_attempts(tier, answer)
@@ -89,8 +91,9 @@ async def complete(
         if reason is None or following is None:
             return answer
         esc.escalate(tier, following, reason, answer.deployment.id)
-        if answer.completion.usage is not None:
-            record.discarded_cost += answer.deployment.cost(answer.completion.usage)
+        if (usage := answer.completion.usage) is not None:
+            record.discarded_cost += answer.deployment.cost(usage)
+            record.discarded_usage = usage.plus(record.discarded_usage)
     raise ServiceUnavailable("No deployment serves the routed tiers.", code="no_deployment")
 
 
@@ -108,6 +111,7 @@ async def open_stream(
             reason = check_failure(error)
             if following is None or reason is None:
                 raise
+            record.attempts += error.attempts if isinstance(error, UpstreamFailed) else 0
             esc.escalate(tier, following, reason)
             continue
         esc.note_attempts(tier, stream)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from gateway.chat import ChatRequest
 from gateway.providers.base import Deployment, Usage
 from gateway.tenants.auth import Principal
 from gateway.timing import Timing
@@ -20,6 +21,7 @@ class RequestRecord:
     timing: Timing = field(default_factory=Timing)
     principal: Principal | None = None
     model: str = ""
+    chat: ChatRequest | None = None
     route: str | None = None
     tier: str | None = None
     deployment: Deployment | None = None
@@ -27,9 +29,12 @@ class RequestRecord:
     escalations: int = 0
     escalation: str | None = None
     """The last escalation, ``from->to: reason``, for the response header."""
+    discarded_usage: Usage | None = None
     discarded_cost: float = 0.0
     """What answers thrown away by escalation cost: paid for all the same."""
     decision_headers: dict[str, str] = field(default_factory=dict)
+    limit_headers: dict[str, str] = field(default_factory=dict)
+    """OpenAI's ``x-ratelimit-*`` headers for this request's reservation."""
     budget_downgraded: bool = False
     status: int = 200
     usage: Usage | None = None

@@ -8,6 +8,7 @@ like a complete answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -39,6 +40,16 @@ async def relay(
         stream.health.record_failure(failure, time.monotonic())
         record.status = 502
         await resp.write(encode_data(orjson.dumps(_stream_error(failure))))
+        return False
+    except (ConnectionResetError, asyncio.CancelledError):
+        stream.health.release_probe()  # the client left: no verdict on the deployment
+        raise
+    except Exception:
+        # Headers are sent: the error can only be told in the stream, never as a 500 page.
+        log.exception("relaying the stream from %s failed", stream.deployment.id)
+        stream.health.release_probe()
+        record.status, record.error = 500, "internal_error"
+        await resp.write(encode_data(orjson.dumps(_stream_error(None))))
         return False
     except BaseException:
         stream.health.release_probe()  # the client left: no verdict on the deployment
@@ -73,12 +84,12 @@ async def _write_chunk(
     await resp.write(encode_data(orjson.dumps(chunk)))
 
 
-def _stream_error(failure: UpstreamFailure) -> Json:
-    return {
-        "error": {
-            "message": f"The upstream stream broke after it had started: {failure.message}",
-            "type": "upstream_error",
-            "param": None,
-            "code": "stream_interrupted",
-        }
-    }
+def _stream_error(failure: UpstreamFailure | None) -> Json:
+    """OpenAI's in-stream error event, for an upstream that broke or the gateway itself."""
+    if failure is None:
+        message, kind = "The gateway hit an internal error while streaming.", "api_error"
+    else:
+        message = f"The upstream stream broke after it had started: {failure.message}"
+        kind = "upstream_error"
+    return {"error": {"message": message, "type": kind, "param": None,
+                      "code": "stream_interrupted"}}

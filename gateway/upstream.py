@@ -37,7 +37,7 @@ class JsonResponse:
     body: Any
 
 
-def new_session(max_connections: int = 512) -> aiohttp.ClientSession:
+def new_session(max_connections: int = 4096) -> aiohttp.ClientSession:
     """The gateway's one pooled client session (timeouts are given per request)."""
     connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
     return aiohttp.ClientSession(
@@ -147,8 +147,10 @@ class Upstream:
     async def _request(
         self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
     ) -> AsyncIterator[aiohttp.ClientResponse]:
+        # ``connect`` would include waiting for a free pooled connection: a busy gateway, not a
+        # sick provider. Only the socket connect itself counts against the deployment.
         client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=timeouts.connect_timeout_s, sock_connect=timeouts.connect_timeout_s
+            total=None, connect=None, sock_connect=timeouts.connect_timeout_s
         )
         try:
             async with asyncio.timeout(timeouts.first_byte_timeout_s):

@@ -23,7 +23,8 @@ OPENAI = web.AppKey("fake_openai", "FakeOpenAI")
 class Reply:
     """What the fake does for one request."""
 
-    kind: str = "ok"  # ok | status | error_in_200 | hang | cut | empty | not_sse
+    kind: str = "ok"  # ok | status | error_in_200 | hang | cut | empty | not_sse | unfinished
+    # | malformed
     text: str = "Hello from the fake provider."
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
@@ -99,7 +100,11 @@ async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> w
     events = [_chunk(model, {"role": "assistant", "content": ""})]
     events += [_chunk(model, {"content": w if i == 0 else " " + w}) for i, w in enumerate(words)]
     events.append(_chunk(model, {}, reply.finish_reason))
+    if reply.kind == "malformed":
+        events.insert(reply.chunks_before_cut, {**events[0], "choices": [None]})
     for i, payload in enumerate(events):
+        if reply.kind == "unfinished" and i == reply.chunks_before_cut:
+            return resp  # a clean end of the body: no finish_reason, no [DONE]
         if reply.kind == "cut" and i == reply.chunks_before_cut:
             assert request.transport is not None
             request.transport.close()

@@ -68,7 +68,9 @@ async def test_failure_before_first_byte_moves_to_next_deployment(
 @pytest.mark.parametrize("reply", [
     Reply(kind="status", status=502), Reply(kind="empty"), Reply(kind="not_sse"),
     Reply(kind="cut", chunks_before_cut=1), Reply(kind="hang", chunks_before_cut=0),
-], ids=["502", "empty-stream", "json-instead-of-sse", "cut-before-content", "hang"])
+    Reply(kind="malformed", chunks_before_cut=1), Reply(kind="unfinished", chunks_before_cut=1),
+], ids=["502", "empty-stream", "json-instead-of-sse", "cut-before-content", "hang",
+        "malformed-chunk", "ends-before-content"])
 async def test_stream_failing_before_content_moves_to_next_deployment(
     two_upstreams: Pair, reply: Reply
 ) -> None:
@@ -81,15 +83,21 @@ async def test_stream_failing_before_content_moves_to_next_deployment(
     assert payloads[-1] == "[DONE]"
 
 
-async def test_stream_cut_after_first_chunk_sends_error_event(two_upstreams: Pair) -> None:
+@pytest.mark.parametrize("reply", [
+    Reply(kind="cut", chunks_before_cut=3),
+    Reply(kind="unfinished", chunks_before_cut=3),
+    Reply(kind="malformed", chunks_before_cut=3),
+], ids=["connection-cut", "body-ends-without-done", "malformed-chunk"])
+async def test_a_stream_broken_after_content_ends_in_an_error_event(
+    two_upstreams: Pair, reply: Reply
+) -> None:
     client, first, second = two_upstreams
-    first.script.append(Reply(kind="cut", chunks_before_cut=3))
+    first.script.append(reply)
     resp = await _ask(client, stream=True)
     payloads = sse_payloads(await resp.text())
-    assert "[DONE]" not in payloads, "a broken stream must not end like a complete one"
-    last = json.loads(payloads[-1])
-    assert last["error"]["code"] == "stream_interrupted"
-    assert second.requests == [], "after the first byte there is no failover"
+    assert "[DONE]" not in payloads
+    assert json.loads(payloads[-1])["error"]["code"] == "stream_interrupted"
+    assert second.requests == []
 
 
 async def test_connection_refused_fails_over(

@@ -70,6 +70,14 @@ async def test_limits_answer_429_with_retry_after_and_rate_limit_headers(keyed: 
     assert len(fake.requests) == 3
 
 
+async def test_streams_carry_the_rate_limit_headers_too(keyed: Keyed) -> None:
+    client, _, key = keyed
+    resp = await _ask(client, key, stream=True)
+    await resp.read()
+    assert resp.headers["x-ratelimit-limit-requests"] == "3"
+    assert resp.headers["x-ratelimit-remaining-requests"] == "2"
+
+
 async def test_every_request_gets_a_ledger_row_with_its_cost(keyed: Keyed) -> None:
     client, fake, key = keyed
     fake.script.extend([Reply(), Reply(usage=False), Reply(kind="status", status=500)])

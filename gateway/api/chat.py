@@ -8,6 +8,7 @@ one only sequences them and records what happened on the request's ``RequestReco
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -28,7 +29,7 @@ from gateway.errors import GatewayError, RateLimited, UpstreamFailed
 from gateway.failover import Attempt
 from gateway.metrics import METRICS_KEY, refusal_kind
 from gateway.observability_settings import OBSERVABILITY_KEY
-from gateway.providers.base import Deployment, Json
+from gateway.providers.base import Deployment, Json, Usage
 from gateway.request_record import RequestRecord
 from gateway.requestctx import REQUEST_ID
 from gateway.routing.classifier import FloatArray
@@ -52,8 +53,9 @@ def answer_headers(
         "x-gateway-deployment": deployment.id,
         "x-gateway-model": deployment.model.name,
         "x-gateway-tier": deployment.tier,
-        "x-gateway-attempts": str(len(attempts)),
+        "x-gateway-attempts": str(record.attempts or len(attempts)),
         "Server-Timing": record.timing.header(),
+        **record.limit_headers,
     }
     if record.escalation:
         headers["x-gateway-escalated"] = record.escalation
@@ -68,6 +70,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     principal = caller(request)
     chat = parse_chat_request(await read_body(request))
     record.principal, record.model, record.stream = principal, chat.model, chat.stream
+    record.chat = chat
     if app[OBSERVABILITY_KEY].access_log_prompts:
         record.prompt = next((m.text for m in reversed(chat.messages) if m.role == "user"), None)
     try:
@@ -76,18 +79,20 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         app[METRICS_KEY].refused(refusal_kind(refusal) or "rate_limit", principal.tenant)
         raise
     record.timing.mark("admit")
+    record.limit_headers = rate_limit_headers(reservation)
     try:
-        response = await _answer(request, chat, record, reservation)
-        response.headers.update(rate_limit_headers(reservation))
-        return response
+        return await _answer(request, chat, record, reservation)
     except GatewayError as error:
         record.status, record.error = error.status, error.code
         if isinstance(error, UpstreamFailed):
-            record.attempts = error.attempts
-        error.headers.update(rate_limit_headers(reservation))
+            record.attempts += error.attempts
+        error.headers.update(record.limit_headers)
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        record.status = 499  # the client went away (nginx's code for it)
         raise
     except BaseException:
-        record.status = 499  # the client went away (nginx's code for it)
+        record.status, record.error = 500, "internal_error"
         raise
     finally:
         await account(app, record, reservation)
@@ -103,7 +108,8 @@ def target_for(
         return Target(group=tuple(app[CATALOG].named(chat.model)))
     decision = decide(app, record.request_id, text, vector)
     order = app[ROUTER].plan.order
-    if reservation.downgrade and order and decision.tier != order[0]:
+    past_soft_share = reservation.budget_share >= app[ADMISSION_KEY].soft_share
+    if past_soft_share and order and decision.tier != order[0]:
         decision = replace(decision, tier=order[0], escalate=False)
         record.budget_downgraded = True
     record.route, record.decision_headers = decision.route, decision_headers(decision)
@@ -133,7 +139,7 @@ async def _answer(
         return await _stream(request, chat, target, record, cache, vector)
     answer = await dispatch.complete(app, chat, target, record)
     record.timing.add("upstream", answer.upstream_ms)
-    record.deployment, record.attempts = answer.deployment, len(answer.attempts)
+    record.deployment = answer.deployment
     record.tier, record.usage = answer.deployment.tier, answer.completion.usage
     await cache.store(answer.completion.body, vector)
     return web.Response(
@@ -151,8 +157,10 @@ async def _from_cache(
     """Answer from the cache: free, and saying what it saved."""
     candidates = target.group or tuple(request.app[CATALOG].tier(target.tiers[0]))
     cache.account_hit(hit, candidates[0] if candidates else None, record)
+    record.usage = Usage(0, 0)  # a hit uses no tokens: the reservation is given back whole
     headers = {**record.decision_headers, "x-request-id": record.request_id,
-               "Server-Timing": record.timing.header(), **cache.headers()}
+               "Server-Timing": record.timing.header(), **cache.headers(),
+               **record.limit_headers}
     if not chat.stream:
         return web.Response(body=orjson.dumps(replay_body(hit.body)),
                             content_type="application/json", headers=headers)
@@ -169,7 +177,7 @@ async def _stream(
     stream = await dispatch.open_stream(request.app, chat, target, record)
     try:
         record.timing.add("upstream", stream.first_byte_ms)
-        record.deployment, record.attempts = stream.deployment, len(stream.attempts)
+        record.deployment = stream.deployment
         record.tier, record.ttft_ms = stream.deployment.tier, record.timing.elapsed_ms()
         resp = web.StreamResponse(headers={
             **answer_headers(record, stream.deployment, stream.attempts), **cache.headers(),
@@ -181,5 +189,8 @@ async def _stream(
         if whole and keep is not None:
             await cache.store(assemble_chunks(keep), vector)
         return resp
+    except BaseException:
+        stream.health.release_probe()  # no verdict reached (a verdict already freed it)
+        raise
     finally:
         await stream.tail.aclose()

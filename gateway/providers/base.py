@@ -30,6 +30,15 @@ class Usage:
     cached_tokens: int = 0
     estimated: bool = False
 
+    def plus(self, other: Usage | None) -> Usage:
+        """Both usages together (an escalated request pays for every answer it got)."""
+        if other is None:
+            return self
+        return Usage(self.prompt_tokens + other.prompt_tokens,
+                     self.completion_tokens + other.completion_tokens,
+                     self.cached_tokens + other.cached_tokens,
+                     self.estimated or other.estimated)
+
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens

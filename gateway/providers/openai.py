@@ -45,8 +45,9 @@ class OpenAIProvider:
         )
         body = resp.body
         _raise_embedded_error(body)
-        if not isinstance(body, dict) or not isinstance(body.get("choices"), list):
-            raise UpstreamFailure(FailureKind.BAD_RESPONSE, "response has no choices")
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise UpstreamFailure(FailureKind.BAD_RESPONSE, "response has no valid choices")
         return Completion(body, usage_from_openai(body.get("usage")))
 
     async def stream(
@@ -58,6 +59,7 @@ class OpenAIProvider:
             body=self._body(request, deployment, stream=True),
             timeouts=deployment.provider.timeouts,
         ) as events:
+            finished = False
             async for event in events:
                 if event.data == b"[DONE]":
                     return
@@ -68,8 +70,21 @@ class OpenAIProvider:
                         FailureKind.BAD_RESPONSE, "stream event is not JSON"
                     ) from exc
                 _raise_embedded_error(chunk)
-                if isinstance(chunk, dict):
-                    yield chunk
+                finished = _check_chunk(chunk) or finished
+                yield chunk
+            if not finished:
+                # A body that simply stops is a cut stream, not a whole answer.
+                raise UpstreamFailure(FailureKind.CONNECT, "stream ended before [DONE]")
+
+
+def _check_chunk(chunk: Any) -> bool:
+    """Refuse a chunk whose shape the gateway cannot relay; True when it finishes a choice."""
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(choices, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("delta", {}), dict) for c in choices
+    ):
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream chunk has malformed choices")
+    return any(c.get("finish_reason") for c in choices)
 
 
 def _raise_embedded_error(body: Any) -> None:

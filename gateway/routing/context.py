@@ -154,7 +154,13 @@ async def _load(app: web.Application, config: RoutingConfig, routes: RouteSet,
         except TimeoutError:
             log.warning("no embedder worker after %.0f s: embedding the routes in this process",
                         config.embedder.start_timeout_s)
-    slot.install(await load_router(app, config, routes, slot.plan))
+    try:
+        slot.install(await load_router(app, config, routes, slot.plan))
+    except Exception:
+        log.exception("training the router failed: model 'auto' keeps taking tier %s",
+                      slot.plan.default)
+        slot.install(slot.current)  # the default-tier router: degraded, but ready
+        return
     log.info("routing: %d routes from %s ready (tiers %s, default %s)", len(routes.routes),
              routes.source, slot.plan.order, slot.plan.default)
 
@@ -182,10 +188,12 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
         yield
     finally:
         loading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await loading
-        if store is not None:
-            await store.close()
+        try:
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+        finally:
+            if store is not None:
+                await store.close()
 
 
 def _model_name(config: RoutingConfig) -> str:
