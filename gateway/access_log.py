@@ -110,7 +110,11 @@ async def access_log_flusher(app: web.Application) -> AsyncIterator[None]:
 
 def configure_access_log(stream: TextIO | None = None) -> logging.Handler:
     """Send access lines, message only, to ``stream`` (stdout) and not to the root logger."""
-    handler = BufferedStreamHandler(stream or sys.stdout)
+    if stream is None:
+        # Our own buffered writer on stdout's descriptor: with PYTHONUNBUFFERED (common in
+        # containers) sys.stdout would make every access line a system call.
+        stream = open(sys.stdout.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
+    handler = BufferedStreamHandler(stream)
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
