@@ -10,8 +10,9 @@ the request's record.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from aiohttp import web
 
@@ -25,6 +26,8 @@ from gateway.request_record import RequestRecord
 from gateway.routing.context import SIGNALS
 from gateway.routing.escalation import EscalationReason, check_answer, check_failure
 from gateway.routing.policy import Decision
+
+T = TypeVar("T", Answer, Stream)
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +72,19 @@ class _Escalator:
             signals.attempts(self.record.request_id, route, tier or None, answer.attempts)
 
 
-async def complete(
-    app: web.Application, chat: ChatRequest, target: Target, record: RequestRecord
-) -> Answer:
-    """The answer to ``chat``, escalating through the target's tiers as needed."""
+async def _run(
+    app: web.Application, chat: ChatRequest, target: Target, record: RequestRecord,
+    attempt: Callable[[list[Deployment]], Awaitable[T]],
+    check: Callable[[T], EscalationReason | None],
+) -> T:
+    """Try the target's stages in order: a stage whose every deployment failed, or whose
+    result fails ``check``, passes the request on to the next stage (when there is one)."""
     esc = _Escalator(app, chat, target, record)
     stages = esc.stages()
     for i, (tier, deployments) in enumerate(stages):
         following = stages[i + 1][0] if i + 1 < len(stages) else None
         try:
-            answer = await app[FAILOVER].complete(chat, deployments)
+            result = await attempt(deployments)
         except (UpstreamFailed, ServiceUnavailable) as error:
             reason = check_failure(error)
             if following is None or reason is None:
@@ -86,37 +92,40 @@ async def complete(
             record.attempts += error.attempts if isinstance(error, UpstreamFailed) else 0
             esc.escalate(tier, following, reason)
             continue
-        esc.note_attempts(tier, answer)
-        reason = check_answer(chat, answer.completion) if target.decision else None
+        esc.note_attempts(tier, result)
+        reason = check(result) if target.decision else None
         if reason is None or following is None:
-            return answer
-        esc.escalate(tier, following, reason, answer.deployment.id)
-        if (usage := answer.completion.usage) is not None:
-            record.discarded_cost += answer.deployment.cost(usage)
-            record.discarded_usage = usage.plus(record.discarded_usage)
+            return result
+        esc.escalate(tier, following, reason, _discard(record, result))
     raise ServiceUnavailable("No deployment serves the routed tiers.", code="no_deployment")
+
+
+def _discard(record: RequestRecord, result: object) -> str | None:
+    """Keep what a discarded answer cost (it was paid for); its deployment id for signals."""
+    if not isinstance(result, Answer):
+        return None
+    if (usage := result.completion.usage) is not None:
+        record.discarded_cost += result.deployment.cost(usage)
+        record.discarded_usage = usage.plus(record.discarded_usage)
+    return result.deployment.id
+
+
+async def complete(
+    app: web.Application, chat: ChatRequest, target: Target, record: RequestRecord
+) -> Answer:
+    """The answer to ``chat``, escalating through the target's tiers as needed."""
+    failover = app[FAILOVER]
+    return await _run(app, chat, target, record, lambda d: failover.complete(chat, d),
+                      lambda answer: check_answer(chat, answer.completion))
 
 
 async def open_stream(
     app: web.Application, chat: ChatRequest, target: Target, record: RequestRecord
 ) -> Stream:
     """An open stream for ``chat``; tiers escalate only on failures before the first byte."""
-    esc = _Escalator(app, chat, target, record)
-    stages = esc.stages()
-    for i, (tier, deployments) in enumerate(stages):
-        following = stages[i + 1][0] if i + 1 < len(stages) else None
-        try:
-            stream = await app[FAILOVER].open_stream(chat, deployments)
-        except (UpstreamFailed, ServiceUnavailable) as error:
-            reason = check_failure(error)
-            if following is None or reason is None:
-                raise
-            record.attempts += error.attempts if isinstance(error, UpstreamFailed) else 0
-            esc.escalate(tier, following, reason)
-            continue
-        esc.note_attempts(tier, stream)
-        return stream
-    raise ServiceUnavailable("No deployment serves the routed tiers.", code="no_deployment")
+    failover = app[FAILOVER]
+    return await _run(app, chat, target, record, lambda d: failover.open_stream(chat, d),
+                      lambda _: None)
 
 
 def tiers_after(decision: Decision, order: Sequence[str], escalation: bool) -> tuple[str, ...]:
