@@ -30,11 +30,12 @@ import orjson
 
 from gateway.cache.entries import EntryTable
 from gateway.cache.fingerprint import exact_key, loose_key
-from gateway.cache.guards import Profile, Verdict, compare, profile
+from gateway.cache.guards import Verdict, compare
 from gateway.cache.index import FloatArray, IndexSet, VectorSpace
 from gateway.cache.replay import uncacheable
 from gateway.cache.settings import CacheSettings, Policy
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
+from gateway.cache.text_features import Profile, profile
 
 log = logging.getLogger(__name__)
 
