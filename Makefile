@@ -41,8 +41,16 @@ pytest: install browser
 
 test: lint typecheck pytest
 
+# Each benchmark prints its figures; bench/RESULTS.md records them with their commands.
 bench: install
-	$(BIN)/python bench/run_all.py
+	$(BIN)/python bench/bench_proxy.py
+	$(BIN)/python bench/bench_e2e.py
+	$(BIN)/python bench/bench_embedder.py
+	$(BIN)/python bench/clinc_to_jsonl.py
+	$(BIN)/python bench/bench_routing.py
+	$(BIN)/python bench/bench_cache.py
+	$(BIN)/python bench/bench_auth.py
+	$(BIN)/python bench/bench_metrics.py
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache
