@@ -108,13 +108,18 @@ async def access_log_flusher(app: web.Application) -> AsyncIterator[None]:
     flush_access_log()
 
 
+def _buffered_stdout() -> TextIO:
+    """Our own buffered writer on stdout's descriptor: with PYTHONUNBUFFERED (common in
+    containers) ``sys.stdout`` would make every access line a system call."""
+    try:
+        return open(sys.stdout.fileno(), "w", buffering=1 << 16, closefd=False)
+    except (AttributeError, OSError, ValueError):  # no real descriptor (embedded, redirected)
+        return sys.stdout
+
+
 def configure_access_log(stream: TextIO | None = None) -> logging.Handler:
     """Send access lines, message only, to ``stream`` (stdout) and not to the root logger."""
-    if stream is None:
-        # Our own buffered writer on stdout's descriptor: with PYTHONUNBUFFERED (common in
-        # containers) sys.stdout would make every access line a system call.
-        stream = open(sys.stdout.fileno(), "w", buffering=1 << 16, closefd=False)  # noqa: SIM115
-    handler = BufferedStreamHandler(stream)
+    handler = BufferedStreamHandler(stream or _buffered_stdout())
     handler.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
