@@ -72,17 +72,17 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
         raise InvalidRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _field("model", "a non-empty string", model)
+        raise field_error("model", "a non-empty string", model)
     messages = _messages(body.get("messages"))
     stream = _optional(body, "stream", bool) or False
     options = body.get("stream_options")
     if options is not None and not isinstance(options, dict):
-        raise _field("stream_options", "an object", options)
+        raise field_error("stream_options", "an object", options)
     include_usage = bool(stream and options and options.get("include_usage") is True)
     max_tokens = _max_tokens(body)
     n = _optional(body, "n", int)
     if n is not None and not 1 <= n <= 128:
-        raise _field("n", "an integer from 1 to 128", n)
+        raise field_error("n", "an integer from 1 to 128", n)
     return ChatRequest(
         model=model,
         messages=messages,
@@ -101,7 +101,8 @@ def parse_chat_request(raw: bytes) -> ChatRequest:
     )
 
 
-def _field(name: str, expected: str, got: Any) -> InvalidRequest:
+def field_error(name: str, expected: str, got: Any) -> InvalidRequest:
+    """A 400 naming the parameter, what it should be, and the JSON type it was."""
     kind = "null" if got is None else type(got).__name__
     return InvalidRequest(
         f"Invalid value for '{name}': expected {expected}, got {kind}.", param=name
@@ -113,10 +114,10 @@ def _optional(body: Mapping[str, Any], name: str, kind: type) -> Any:
     if value is None:
         return None
     if isinstance(value, bool) and kind is not bool:
-        raise _field(name, f"{'an integer' if kind is int else kind.__name__}", value)
+        raise field_error(name, f"{'an integer' if kind is int else kind.__name__}", value)
     if not isinstance(value, kind):
         expected = {bool: "a boolean", int: "an integer"}.get(kind, kind.__name__)
-        raise _field(name, expected, value)
+        raise field_error(name, expected, value)
     return value
 
 
@@ -125,7 +126,7 @@ def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> floa
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise _field(name, "a number", value)
+        raise field_error(name, "a number", value)
     if not low <= value <= high:
         raise InvalidRequest(
             f"Invalid value for '{name}': must be from {low} to {high}.", param=name
@@ -138,21 +139,21 @@ def _max_tokens(body: Mapping[str, Any]) -> int | None:
         value = _optional(body, name, int)
         if value is not None:
             if value < 1:
-                raise _field(name, "an integer of 1 or more", value)
+                raise field_error(name, "an integer of 1 or more", value)
             return int(value)
     return None
 
 
 def _messages(value: Any) -> tuple[Message, ...]:
     if not isinstance(value, list) or not value:
-        raise _field("messages", "a non-empty array", value)
+        raise field_error("messages", "a non-empty array", value)
     return tuple(_message(i, m) for i, m in enumerate(value))
 
 
 def _message(i: int, m: Any) -> Message:
     where = f"messages[{i}]"
     if not isinstance(m, dict):
-        raise _field(where, "an object", m)
+        raise field_error(where, "an object", m)
     role = m.get("role")
     if role not in ROLES:
         raise InvalidRequest(
@@ -161,19 +162,19 @@ def _message(i: int, m: Any) -> Message:
         )
     content = m.get("content")
     if content is not None and not isinstance(content, str | list):
-        raise _field(f"{where}.content", "a string or an array of content parts", content)
+        raise field_error(f"{where}.content", "a string or an array of content parts", content)
     if isinstance(content, list) and not all(isinstance(p, dict) for p in content):
-        raise _field(f"{where}.content", "an array of content part objects", content)
+        raise field_error(f"{where}.content", "an array of content part objects", content)
     tool_calls = m.get("tool_calls") or []
     if not isinstance(tool_calls, list) or not all(isinstance(c, dict) for c in tool_calls):
-        raise _field(f"{where}.tool_calls", "an array of tool call objects", tool_calls)
+        raise field_error(f"{where}.tool_calls", "an array of tool call objects", tool_calls)
     if content is None and role not in ("assistant",):
-        raise _field(f"{where}.content", "a string or an array of content parts", content)
+        raise field_error(f"{where}.content", "a string or an array of content parts", content)
     name, tool_call_id = m.get("name"), m.get("tool_call_id")
     if name is not None and not isinstance(name, str):
-        raise _field(f"{where}.name", "a string", name)
+        raise field_error(f"{where}.name", "a string", name)
     if role == "tool" and not isinstance(tool_call_id, str):
-        raise _field(f"{where}.tool_call_id", "a string", tool_call_id)
+        raise field_error(f"{where}.tool_call_id", "a string", tool_call_id)
     return Message(role, content, name, tuple(tool_calls), tool_call_id)
 
 
@@ -184,21 +185,21 @@ def _stop(value: Any) -> tuple[str, ...]:
         return (value,)
     if isinstance(value, list) and len(value) <= 4 and all(isinstance(s, str) for s in value):
         return tuple(value)
-    raise _field("stop", "a string or an array of up to 4 strings", value)
+    raise field_error("stop", "a string or an array of up to 4 strings", value)
 
 
 def _tools(value: Any) -> tuple[Json, ...]:
     if value is None:
         return ()
     if not isinstance(value, list):
-        raise _field("tools", "an array", value)
+        raise field_error("tools", "an array", value)
     for i, tool in enumerate(value):
         function = tool.get("function") if isinstance(tool, dict) else None
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
-            raise _field(f"tools[{i}].function.name", "a string", None)
+            raise field_error(f"tools[{i}].function.name", "a string", None)
         params = function.get("parameters")
         if params is not None and not isinstance(params, dict):
-            raise _field(f"tools[{i}].function.parameters", "a JSON schema object", params)
+            raise field_error(f"tools[{i}].function.parameters", "a JSON schema object", params)
     return tuple(value)
 
 
@@ -207,7 +208,7 @@ def _tool_choice(value: Any) -> str | Json | None:
         return value  # type: ignore[no-any-return]
     if isinstance(value, dict) and isinstance(value.get("function"), dict):
         return value
-    raise _field("tool_choice", "'none', 'auto', 'required' or a function object", value)
+    raise field_error("tool_choice", "'none', 'auto', 'required' or a function object", value)
 
 
 def _response_format(value: Any) -> Json | None:
@@ -215,12 +216,8 @@ def _response_format(value: Any) -> Json | None:
         return None
     kinds = ("text", "json_object", "json_schema")
     if not isinstance(value, dict) or value.get("type") not in kinds:
-        raise _field("response_format.type", "'text', 'json_object' or 'json_schema'", value)
+        raise field_error("response_format.type", "'text', 'json_object' or 'json_schema'", value)
     if value["type"] == "json_schema" and not isinstance(value.get("json_schema"), dict):
-        raise _field("response_format.json_schema", "an object", value.get("json_schema"))
+        raise field_error("response_format.json_schema", "an object", value.get("json_schema"))
     return value
 
-
-def dumps(value: Any) -> bytes:
-    """JSON bytes, compact, as every response body of the gateway is written."""
-    return orjson.dumps(value)

@@ -22,7 +22,3 @@ class Lifecycle:
 
     def move(self, state: State) -> None:
         self.state = state
-
-    @property
-    def accepting(self) -> bool:
-        return self.state in (State.STARTING, State.READY)

@@ -199,10 +199,15 @@ async def test_a_ping_is_answered_while_a_batch_runs(
     async with raw_client(worker.socket) as client:
         await client.send(protocol.encode_embed(1, reference.sentences * 3))  # a few 100 ms
         await client.send(protocol.encode_embed(2, ["queued behind it"]))
-        await asyncio.sleep(0.05)
+        # The first ping's answer means the worker has read both requests and moved on: the
+        # second is then asked while the batch is running.
         await client.send(protocol.encode_frame(FrameType.PING, 3))
-        replies = [await client.frame() for _ in range(3)]
-    assert (replies[0].type, replies[0].request_id) == (FrameType.PONG, 3)
-    assert {(f.type, f.request_id) for f in replies[1:]} == {
+        first = await client.frame()
+        await client.send(protocol.encode_frame(FrameType.PING, 4))
+        replies = [first] + [await client.frame() for _ in range(3)]
+    assert [(f.type, f.request_id) for f in replies[:2]] == [
+        (FrameType.PONG, 3), (FrameType.PONG, 4),
+    ]  # fmt: skip
+    assert {(f.type, f.request_id) for f in replies[2:]} == {
         (FrameType.RESULT, 1), (FrameType.RESULT, 2),
     }  # fmt: skip

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
-import orjson
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from gateway.chat import ChatRequest, parse_chat_request
 from gateway.config import ModelSettings, ProviderSettings
 from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Deployment, Json
 from gateway.upstream import Upstream, new_session
 from tests import fake_anthropic as fa
+from tests import provider_harness
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
+from tests.provider_harness import chat
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather now",
@@ -25,27 +24,7 @@ WEATHER_TOOL = {"type": "function", "function": {
 }}
 
 
-@dataclass
-class Harness:
-    fake: FakeAnthropic
-    provider: AnthropicProvider
-    deployment: Deployment
-
-    def sent(self) -> Json:
-        """The body of the last request the fake received."""
-        return self.fake.requests[-1].body
-
-    async def complete(self, **body: Any) -> Json:
-        return (await self.provider.complete(chat(**body), self.deployment)).body
-
-    async def stream(self, **body: Any) -> list[Json]:
-        return [c async for c in self.provider.stream(chat(stream=True, **body), self.deployment)]
-
-
-def chat(**body: Any) -> ChatRequest:
-    body.setdefault("model", "smart")
-    body.setdefault("messages", [{"role": "user", "content": "Hi"}])
-    return parse_chat_request(orjson.dumps(body))
+Harness = provider_harness.Harness[FakeAnthropic]
 
 
 def deployment(base_url: str) -> Deployment:

@@ -9,7 +9,6 @@ one only sequences them and records what happened on the request's ``RequestReco
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from dataclasses import replace
 
 import orjson
@@ -26,7 +25,6 @@ from gateway.caching import CacheStage
 from gateway.chat import ChatRequest, parse_chat_request
 from gateway.dispatch import Target, tiers_after
 from gateway.errors import GatewayError, RateLimited, UpstreamFailed
-from gateway.failover import Attempt
 from gateway.metrics import METRICS_KEY, refusal_kind
 from gateway.observability_settings import OBSERVABILITY_KEY
 from gateway.providers.base import Deployment, Json, Usage
@@ -42,9 +40,7 @@ from gateway.tenants.quotas import Reservation, rate_limit_headers
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 
 
-def answer_headers(
-    record: RequestRecord, deployment: Deployment, attempts: Sequence[Attempt]
-) -> dict[str, str]:
+def answer_headers(record: RequestRecord, deployment: Deployment) -> dict[str, str]:
     """What happened, in headers: routing first, then who answered and how."""
     headers = {
         **record.decision_headers,
@@ -53,7 +49,7 @@ def answer_headers(
         "x-gateway-deployment": deployment.id,
         "x-gateway-model": deployment.model.name,
         "x-gateway-tier": deployment.tier,
-        "x-gateway-attempts": str(record.attempts or len(attempts)),
+        "x-gateway-attempts": str(record.attempts),
         "Server-Timing": record.timing.header(),
         **record.limit_headers,
     }
@@ -145,7 +141,7 @@ async def _answer(
     return web.Response(
         body=orjson.dumps(answer.completion.body),
         content_type="application/json",
-        headers={**answer_headers(record, answer.deployment, answer.attempts),
+        headers={**answer_headers(record, answer.deployment),
                  **cache.headers()},
     )
 
@@ -180,7 +176,7 @@ async def _stream(
         record.deployment = stream.deployment
         record.tier, record.ttft_ms = stream.deployment.tier, record.timing.elapsed_ms()
         resp = web.StreamResponse(headers={
-            **answer_headers(record, stream.deployment, stream.attempts), **cache.headers(),
+            **answer_headers(record, stream.deployment), **cache.headers(),
             **SSE_HEADERS,
         })
         await resp.prepare(request)

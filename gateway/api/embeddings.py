@@ -28,6 +28,7 @@ from embedder_worker.client import (
 from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.api.body import read_body
 from gateway.api.caller import caller
+from gateway.chat import field_error
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.requestctx import REQUEST_ID
 from gateway.timing import Timing
@@ -45,17 +46,10 @@ class EmbeddingsRequest:
     dimensions: int | None
 
 
-def _field(name: str, expected: str, got: Any) -> InvalidRequest:
-    kind = "null" if got is None else type(got).__name__
-    return InvalidRequest(
-        f"Invalid value for '{name}': expected {expected}, got {kind}.", param=name
-    )
-
-
 def _texts(value: Any) -> tuple[str, ...]:
     texts = [value] if isinstance(value, str) else value
     if not isinstance(texts, list) or not texts:
-        raise _field("input", "a string or a non-empty array of strings", value)
+        raise field_error("input", "a string or a non-empty array of strings", value)
     if len(texts) > MAX_INPUTS:
         raise InvalidRequest(f"'input' may hold at most {MAX_INPUTS} items.", param="input")
     for text in texts:
@@ -64,7 +58,7 @@ def _texts(value: Any) -> tuple[str, ...]:
                 "Token-id input is not supported here; send the text as strings.", param="input"
             )
         if not isinstance(text, str) or not text:
-            raise _field("input", "non-empty strings", text)
+            raise field_error("input", "non-empty strings", text)
         if len(text) > MAX_INPUT_CHARS:
             raise InvalidRequest(
                 f"Each input may be at most {MAX_INPUT_CHARS} characters long.", param="input"
@@ -80,10 +74,10 @@ def _options(body: Mapping[str, Any]) -> tuple[EncodingFormat, int | None]:
         case "base64":
             encoding = "base64"
         case other:
-            raise _field("encoding_format", "'float' or 'base64'", other)
+            raise field_error("encoding_format", "'float' or 'base64'", other)
     dimensions = body.get("dimensions")
     if dimensions is not None and (isinstance(dimensions, bool) or not isinstance(dimensions, int)):
-        raise _field("dimensions", "an integer", dimensions)
+        raise field_error("dimensions", "an integer", dimensions)
     return encoding, dimensions
 
 
@@ -97,7 +91,7 @@ def parse_embeddings_request(raw: bytes) -> EmbeddingsRequest:
         raise InvalidRequest("The request body must be a JSON object.")
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise _field("model", "a non-empty string", model)
+        raise field_error("model", "a non-empty string", model)
     encoding, dimensions = _options(body)
     return EmbeddingsRequest(_texts(body.get("input")), model, encoding, dimensions)
 

@@ -1,0 +1,37 @@
+"""The shared harness of the provider adapter tests: an adapter, its fake, one deployment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+import orjson
+
+from gateway.chat import ChatRequest, parse_chat_request
+from gateway.providers.base import Deployment, Json, Provider
+
+Fake = TypeVar("Fake")
+
+
+@dataclass
+class Harness(Generic[Fake]):
+    fake: Fake
+    provider: Provider
+    deployment: Deployment
+
+    def sent(self) -> Json:
+        """The body of the last request the fake received."""
+        body: Json = self.fake.requests[-1].body  # type: ignore[attr-defined]
+        return body
+
+    async def complete(self, **body: Any) -> Json:
+        return (await self.provider.complete(chat(**body), self.deployment)).body
+
+    async def stream(self, **body: Any) -> list[Json]:
+        return [c async for c in self.provider.stream(chat(stream=True, **body), self.deployment)]
+
+
+def chat(**body: Any) -> ChatRequest:
+    body.setdefault("model", "smart")
+    body.setdefault("messages", [{"role": "user", "content": "Hi"}])
+    return parse_chat_request(orjson.dumps(body))
