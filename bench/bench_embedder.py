@@ -7,11 +7,12 @@ Starts real workers (``python -m embedder_worker``) on Unix sockets in a tempora
 measures, in one run: start to READY; the first request after READY against the steady-state
 p50; one query in-process against the same query over the socket, paired and interleaved, for a
 worker that runs a lone query on its loop thread (the default) and one that sends every batch to
-its inference thread (``--inline-max-tokens 0``), also against the model time the worker itself
-counted, with a bare PING after the same idle gap as the floor (R rounds of fresh workers, median
-over rounds); throughput one at a time against 32 concurrent callers (micro-batching) for both
-modes, and the model's own batching gain in-process; RSS per worker for float32 and int8; and
-int8's cosine deviation from float32. The client side runs on uvloop by default, as the gateway
+a lane (``--inline-max-tokens 0``), also against the model time the worker itself counted, with
+a bare PING after the same idle gap as the floor (R rounds of fresh workers, median over
+rounds); throughput one at a time against 32 concurrent callers (micro-batching) for the default
+worker (2 threads, 2 lanes), one with one lane, and the previous default (1 thread, 1 lane), and
+the model's own batching gain in-process; RSS per worker for float32 and int8; and int8's cosine
+deviation from float32. The client side runs on uvloop by default, as the gateway
 does. The machine is shared and noisy: compare ratios within a run. ``--write`` replaces the
 "Embedding worker" section of the results file.
 """
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,55 +38,58 @@ sys.path.insert(0, str(ROOT))
 
 from embedder_worker import build_model  # noqa: E402
 from embedder_worker.client import EmbedderPool, WorkerConnection  # noqa: E402
-from embedder_worker.model import OnnxEmbedder, length_batches  # noqa: E402
+from embedder_worker.model import Encoded, OnnxEmbedder, length_batches  # noqa: E402
+from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS  # noqa: E402
 
 REFERENCE = ROOT / "tests" / "data" / "minilm_ref.npz"
 SECTION = "## Embedding worker"
 CONCURRENCY = 32
 ANALYSIS = """\
-Analysis (from instrumenting client and worker on this machine; not re-measured by the script):
+Analysis (the figures above are re-measured by the script; the rest from one-off experiments on
+this machine, named as such):
 
-- **Where the ~1 ms went before.** Timestamps across both processes (CLOCK_MONOTONIC, 200 single
-  queries): client write to frame parsed in the worker ~0.3 ms, hop to the inference thread
-  ~0.2 ms, hop back to the loop (call_soon_threadsafe) ~0.25 ms, reply to the caller ~0.25 ms (a
-  reader task, then the caller: two turns of the loop). Framing is < 5 us hot, but every step
-  runs on a CPU that has just woken: after a 5 ms idle gap a 2 us frame parse takes ~36 us,
-  tokenizing (17 us) ~130 us, and an inference 0.3-0.9 ms longer than back to back.
-- **What changed.** A lone text of <= 64 tokens (`--inline-max-tokens`, 0 = off) runs on the
-  worker's event loop thread when nothing else is running or queued: no thread hop either way.
-  Frames arriving meanwhile wait in the socket buffer and form the next batch; a PING waits at
-  most that one inference (~5 ms; ~17 ms at 64 tokens). Batches of 2+ texts still run in the
-  inference thread, so the loop keeps reading and tokenizing while they run. Both ends are
-  `asyncio.Protocol`s over an incremental `FrameReader` (no reader task: a reply reaches its
-  caller one loop turn sooner); the gather turn is skipped when the only connection's bytes were
-  all parsed; the worker runs on uvloop, as the gateway does. Against the previous code (its
-  client and worker), side by side in one process, 300 paired queries, 6 runs alternating which
-  goes first: 0.15-0.81 ms vs 0.55-1.36 ms, 0.31-0.54 ms lower in every run.
-- **Why the goal's row is noisy, and the floor.** The paired difference compares two processes'
-  model time, and on this shared 2-vCPU VM that alone differs by up to +-0.3 ms between processes
-  (two identical workers in one run: 0.01 vs -0.04 ms, 0.56 vs 0.25 ms), hence fresh workers per
-  round and the median. It also flatters thread mode: its worker's own model time comes out
-  0.15-0.3 ms shorter than the inline worker's against the same in-process reference, likely
-  because the inference thread wakes on the CPU the benchmark's in-process call just warmed, while
-  inline inference starts at once on the CPU that has just woken. The "round trip - the worker's
-  own model time" rows net that out: inline saves ~0.3 ms (the two hops) in every round. Their
-  floor: a raw blocking-socket echo (no asyncio, no framing), the server busy 5 ms after the same
-  idle gap, costs 0.18-0.28 ms; the PING row is the same through both event loops without the
-  5 ms. So <= 0.3 ms sits at this machine's floor for two process wake-ups; the rest (~0.1-0.2 ms)
-  is Python on both ends running cold after the wake-up.
-- **Batching gain.** The "model alone" rows bound it: one text costs ~4.6-5.6 ms whatever its
-  length (a run streams the float32 weights), big batches ~0.23 ms per padded token, so 32-way
-  batching gains only ~1.5-2x in-process at 8-14 tokens and ~1.4-1.6x on mixed lengths. The
-  worker at concurrency 32 runs at that bound (~2.8 ms per short text); its one-at-a-time figure
-  includes the socket, so the measured ratio swings around 2x from run to run. Inline mode does
-  not change throughput at concurrency 32 (texts per batch are the same) but speeds up one at a
-  time, which lowers the ratio a little. onnxruntime options, in-process (one-off):
-  `intra_op_num_threads=2` with `session.intra_op.allow_spinning=0` gives 4.2 ms for one text and
-  1.6 ms per text in batches of 32 (2.65x); with spinning (ORT's default) 3.6 ms / 2.1 ms (1.7x),
-  and spinning burns a core between queries; arena on, or ENABLE_EXTENDED instead of ENABLE_ALL,
-  change < 5%. Turning spinning off is a line in `model._session` (not part of this change); with
-  it, `--threads 2` would meet 2x.
-- **int8** (`quantize = true`, dynamic per-channel): about 2x faster and ~70 MiB smaller per
+- **Lanes: batching gain.** A worker has one onnxruntime session (one copy of the weights) with
+  `threads` intra-op threads, and runs up to `lanes` inferences on it at once, each from its own
+  thread (`run` is thread-safe and releases the GIL). With lanes free, a batch of 8+ texts is
+  cut in halves of similar length that run side by side. Default 2 threads and 2 lanes: a lone
+  query gets both CPUs (one inference over 2 threads), while under load two batches run on about
+  one CPU each, which the "model alone" rows show goes further than one batch over 2 threads
+  (small matrices parallelise poorly inside one op). The one-at-a-time baseline is this same
+  default worker, whose lone query is faster than the previous 1-thread default's, not slower:
+  the ratio is not bought with a slowed baseline. One-off, in-process, per text in runs of 32:
+  1 thread 2.8-3.0 ms, 2 threads 1.8-2.7 ms, 2 lanes on a 1-thread session 1.4-1.9 ms, 2 lanes
+  on the 2-thread session 1.5-1.7 ms. A second, 1-thread session for the lanes would gain ~5-10%
+  over that and cost ~110 MiB more RSS per worker (measured: each session adds 109-118 MiB), so
+  lanes share the one session. `--lanes 1` gives back one inference at a time.
+- **onnxruntime options** (one-off, in-process, 2 threads). Spinning stays off: bounded spinning
+  (`session.intra_op.spin_duration_us=200`, or `session.force_spinning_stop=1`) gave a lone query
+  3.1-4.1 ms against 4.3-5.2 ms without, on a quiet machine, but 7.7-13 ms whenever another
+  process wanted the CPUs (this machine is shared), and spun CPU time for nothing between
+  queries. Sequential execution with 1 inter-op thread: BERT's graph is a chain, parallel
+  execution has nothing to overlap; lanes are that parallelism, at the batch level. From the
+  previous round: the memory arena on, or ENABLE_EXTENDED instead of ENABLE_ALL, change < 5%.
+  Length buckets: the batcher already cuts every batch into groups of similar token length
+  (`length_batches`); the mixed set's lower gain is its longer texts' per-token cost.
+- **Socket overhead: the measurement.** The in-process reference now has the worker's default
+  session (same intra-op threads) and runs on the calling thread, as an inline worker does; the
+  pairing is unchanged. One fix was tried and rejected as unfair the other way: sleeping 5 ms
+  before the in-process call too ("same idle gap") made it ~0.4 ms slower than the worker's own
+  model time for the same query (cold caches on a just-woken CPU hit the in-process call, while
+  the worker's model starts after the socket wake-up has already been paid), so it would have
+  shown 0.26-0.46 ms by crediting the socket with the in-process model's wake-up. The goal's row
+  therefore still compares against a warm in-process call; the "round trip - the worker's own
+  model time" row, which times the model in the same process, on the same thread and after the
+  same wake-up as the round trip, is the cleaner figure and is steadier across rounds.
+- **Socket overhead: where it goes.** One-off, instrumented worker, 150 single queries:
+  received to reply written minus model time is 0.15 ms in the worker (frame parse, decode,
+  request, result encode, a cold CPU); the rest of ~0.5-0.75 ms is the two process wake-ups
+  (the PING floor: 0.31-0.36 ms) and the client's side, which waits ~5 ms for the reply and so
+  wakes from a deeper idle than a PING's. Tokenizing one text costs 29 us back to back and
+  165-178 us after a 5 ms idle, in any process, with `encode` or `encode_batch` alike. Nothing
+  left in either end's Python is big enough to reach <= 0.3 ms: the floor of two wake-ups on
+  this shared 2-vCPU VM is already 0.31-0.36 ms. Reaching it would take busy-polling on one end,
+  which burns a CPU of two.
+- **int8** (`quantize = true`, dynamic per-channel): about 1.5-2x faster and ~80 MiB smaller per
   worker, but cosine to float32 is 0.968 at worst. That is the size of the gap the semantic
   cache must tell apart (a paraphrase scores 0.860, a negation 0.928), so float32 stays the
   default.
@@ -284,10 +289,12 @@ async def bench_latency(
 ) -> None:
     """The first request after READY, then single queries in-process and over the socket, paired:
     each socket call comes right after an in-process one, so both workers have been idle as long,
-    and so has a bare PING, the floor (two process wake-ups, the loops, no model). Each round
-    starts fresh workers: how fast one process runs the model against another is a matter of
-    where the VM places them, so the median over rounds is reported."""
-    local = OnnxEmbedder(model)
+    and so has a bare PING, the floor (two process wake-ups, the loops, no model). The in-process
+    model has the workers' default session (same intra-op threads) and runs on the calling
+    thread, as an inline worker does. Each round starts fresh workers: how fast one process runs
+    the model against another is a matter of where the VM places them, so the median over rounds
+    is reported."""
+    local = OnnxEmbedder(model, threads=DEFAULT_THREADS)
     local.warm_up()
     measured = [await _latency_round(local, model, run_dir, i, texts) for i in range(rounds)]
     steady = statistics.median(measured[0].inline.round_trips)
@@ -337,59 +344,108 @@ async def throughput(pool: EmbedderPool, texts: list[str], concurrency: int) -> 
     return len(texts) / (time.perf_counter() - started)
 
 
+@dataclass(frozen=True)
+class _Config:
+    """A worker configuration for the throughput benchmark, and its workers' arguments."""
+
+    name: str
+    args: tuple[str, ...]
+
+
+CONFIGS = (
+    _Config(f"default ({DEFAULT_THREADS} threads, {DEFAULT_LANES} lanes)", ()),
+    _Config(f"{DEFAULT_THREADS} threads, 1 lane", ("--lanes", "1")),
+    _Config("1 thread, 1 lane (the previous default)", ("--threads", "1", "--lanes", "1")),
+)
+REPEATS = 3  # one at a time and concurrency 32, alternated, per configuration
+
+
+async def _one_and_many(pool: EmbedderPool, texts: TextSet, queries: int) -> tuple[float, float]:
+    one = await throughput(pool, texts.take(queries // 4), 1)
+    return one, await throughput(pool, texts.take(queries), CONCURRENCY)
+
+
 async def bench_throughput(
-    workers: list[Worker], threaded: Worker, texts: TextSet, queries: int, results: Results
-) -> None:
-    """One worker one at a time and 32 at a time, for both modes interleaved; then two workers."""
-    pool = EmbedderPool(call_timeout_ms=60_000, lru_size=0)
-    thread_pool = EmbedderPool(call_timeout_ms=60_000, lru_size=0)
+    workers: list[Worker], texts: TextSet, queries: int, results: Results
+) -> float:
+    """Per configuration of one worker: one at a time against 32 concurrent callers, alternated
+    ``REPEATS`` times so both see the same machine; each ratio is taken within a repeat."""
+    pools = [EmbedderPool(call_timeout_ms=60_000, lru_size=0) for _ in workers]
+    figures: list[list[tuple[float, float]]] = [[] for _ in workers]
     try:
-        await pool.attach(workers[0].socket)
-        await thread_pool.attach(threaded.socket)
-        one = await throughput(pool, texts.take(queries // 2), 1)
-        thread_one = await throughput(thread_pool, texts.take(queries // 2), 1)
-        many = await throughput(pool, texts.take(queries), CONCURRENCY)
-        thread_many = await throughput(thread_pool, texts.take(queries), CONCURRENCY)
+        for pool, worker in zip(pools, workers, strict=True):
+            await pool.attach(worker.socket)
+        for _ in range(REPEATS):
+            for pool, each in zip(pools, figures, strict=True):
+                each.append(await _one_and_many(pool, texts, queries))
+    finally:
+        for pool in pools:
+            await pool.close()
+    for config, each in zip(CONFIGS, figures, strict=True):
+        one = statistics.median(o for o, _ in each)
+        many = statistics.median(m for _, m in each)
+        ratio = statistics.median(m / o for o, m in each)
+        shown = ", ".join(f"{m / o:.2f}" for o, m in each)
+        default = config is CONFIGS[0]
+        goal = f"1 worker, {texts.name}: concurrency {CONCURRENCY} >= 2x one at a time"
         results.add(
-            f"1 worker, {texts.name}: concurrency {CONCURRENCY} >= 2x one at a time",
-            f"{many:.0f} vs {one:.0f} queries/s ({many / one:.2f}x)",
-            many / one >= 2,
+            goal if default else f"same, {config.name}",
+            f"{config.name}: {many:.0f} vs {one:.0f} queries/s ({ratio:.2f}x; repeats: {shown})",
+            ratio >= 2 if default else None,
         )
-        results.add(
-            "same, every batch in the inference thread",
-            f"{thread_many:.0f} vs {thread_one:.0f} queries/s ({thread_many / thread_one:.2f}x)",
-        )
-        for worker in workers[1:]:
+    return statistics.median(o for o, _ in figures[0])
+
+
+async def bench_two_workers(
+    model: Path, run_dir: Path, texts: TextSet, queries: int, one: float, results: Results
+) -> None:
+    """Two single-threaded, single-lane workers: the same two CPUs as processes, not lanes."""
+    extra = ("--threads", "1", "--lanes", "1")
+    workers = [await start_worker(model, run_dir / f"pair-{i}.sock", *extra) for i in range(2)]
+    pool = EmbedderPool(call_timeout_ms=60_000, lru_size=0)
+    try:
+        for worker in workers:
             await pool.attach(worker.socket)
         both = await throughput(pool, texts.take(queries), CONCURRENCY)
-        results.add(
-            f"{len(workers)} workers x 1 thread, {texts.name}, concurrency {CONCURRENCY}",
-            f"{both:.0f} queries/s ({both / one:.2f}x one at a time on 1 worker)",
-        )
     finally:
         await pool.close()
-        await thread_pool.close()
+        for worker in workers:
+            await worker.stop()
+    results.add(
+        f"2 workers x 1 thread x 1 lane, {texts.name}, concurrency {CONCURRENCY}",
+        f"{both:.0f} queries/s ({both / one:.2f}x one at a time on 1 default worker)",
+    )
 
 
 def bench_model_batching(model: Path, texts: TextSet, results: Results) -> None:
-    """The most batching can gain: in-process, one text per run against runs of 32 texts cut as
-    the worker cuts them (by token length)."""
-    local = OnnxEmbedder(model)
+    """The most batching can gain: in-process, on the workers' default session, one text per run
+    against runs of 32 texts cut as the worker cuts them (by token length), one at a time and in
+    two threads at once (the lanes)."""
+    local = OnnxEmbedder(model, threads=DEFAULT_THREADS)
     local.warm_up()
-    encoded = local.encode(texts.take(CONCURRENCY * 4))
+    encoded = local.encode(texts.take(CONCURRENCY * 8))
     started = time.perf_counter()
-    for item in encoded:
+    for item in encoded[: CONCURRENCY * 4]:
         local.infer([item])
-    single = (time.perf_counter() - started) / len(encoded)
-    started = time.perf_counter()
+    single = (time.perf_counter() - started) / (CONCURRENCY * 4)
+    batches: list[list[Encoded]] = []
     for first in range(0, len(encoded), CONCURRENCY):
         batch = encoded[first : first + CONCURRENCY]
         for group in length_batches([item.length for item in batch], CONCURRENCY):
-            local.infer([batch[i] for i in group])
+            batches.append([batch[i] for i in group])
+    started = time.perf_counter()
+    for batch in batches:
+        local.infer(batch)
     batched = (time.perf_counter() - started) / len(encoded)
+    with ThreadPoolExecutor(max_workers=DEFAULT_LANES) as lanes:
+        started = time.perf_counter()
+        list(lanes.map(local.infer, batches))
+        in_lanes = (time.perf_counter() - started) / len(encoded)
     results.add(
-        f"model alone, {texts.name}: 1 text per run vs runs of {CONCURRENCY}",
-        f"{ms(single)} vs {ms(batched)} per text: batching gains at most {single / batched:.2f}x",
+        f"model alone, {texts.name}: 1 text per run vs runs of {CONCURRENCY}, "
+        f"one at a time / {DEFAULT_LANES} at once",
+        f"{ms(single)} vs {ms(batched)} / {ms(in_lanes)} per text: "
+        f"{single / batched:.2f}x / {single / in_lanes:.2f}x",
     )
 
 
@@ -435,15 +491,18 @@ async def run(model: Path, queries: int, rounds: int) -> Results:
         await bench_start(model, run_dir, results)
         short, mixed = text_sets(model)
         await bench_latency(model, run_dir, short.take(queries + 1), rounds, results)
-        workers = [await start_worker(model, run_dir / f"w{i}.sock") for i in range(2)]
-        threaded = await start_worker(model, run_dir / "thread.sock", "--inline-max-tokens", "0")
+        workers = [
+            await start_worker(model, run_dir / f"w{i}.sock", *config.args)
+            for i, config in enumerate(CONFIGS)
+        ]
         try:
             for texts in (short, mixed):
-                await bench_throughput(workers, threaded, texts, queries * 2, results)
+                one = await bench_throughput(workers, texts, queries * 2, results)
+                await bench_two_workers(model, run_dir, texts, queries * 2, one, results)
                 bench_model_batching(model, texts, results)
             await bench_int8(model, run_dir, workers[0], short, results)
         finally:
-            for worker in [*workers, threaded]:
+            for worker in workers:
                 await worker.stop()
     return results
 

@@ -1,4 +1,5 @@
-"""Run one embedding worker: ``python -m embedder_worker --socket PATH --model DIR [--threads N]``.
+"""Run one embedding worker: ``python -m embedder_worker --socket PATH --model DIR [--threads N]
+[--lanes N]``.
 
 Loads the model and runs a warm-up inference, then listens on ``--socket`` (the socket file appears
 only once it accepts connections) and prints one line ``READY <socket> pid=<pid>`` on stdout.
@@ -21,17 +22,36 @@ from typing import cast
 
 from embedder_worker.model import POOLINGS, OnnxEmbedder
 from embedder_worker.server import DEFAULT_INLINE_MAX_TOKENS, WorkerServer
+from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS
 
 logger = logging.getLogger(__name__)
 
 READY_PREFIX = "READY"
 
 
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return number
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m embedder_worker", description=__doc__)
     parser.add_argument("--socket", type=Path, required=True, help="Unix socket path to listen on")
     parser.add_argument("--model", type=Path, required=True, help="model directory")
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads")
+    parser.add_argument(
+        "--threads",
+        type=_positive,
+        default=DEFAULT_THREADS,
+        help="onnxruntime intra-op threads of the one session (one inference)",
+    )
+    parser.add_argument(
+        "--lanes",
+        type=_positive,
+        default=DEFAULT_LANES,
+        help="inferences that may run at once on that session (batches side by side)",
+    )
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=2.0)
     parser.add_argument(
@@ -77,7 +97,7 @@ async def serve(model: OnnxEmbedder, args: argparse.Namespace) -> int:
     if args.exit_on_stdin_eof:
         _watch_stdin(loop, stop)
     server = WorkerServer(
-        model, args.socket, args.max_batch, args.max_wait_ms, args.inline_max_tokens
+        model, args.socket, args.max_batch, args.max_wait_ms, args.inline_max_tokens, args.lanes
     )
     await server.start()
     print(f"{READY_PREFIX} {args.socket} pid={os.getpid()}", flush=True)

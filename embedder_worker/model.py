@@ -26,6 +26,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from embedder_worker.model_files import CONFIG_FILE, INT8_FILE, MODEL_FILE, TOKENIZER_FILE
+from embedder_worker.settings import DEFAULT_THREADS
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +154,9 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     # Batches change shape every call; the arena would keep the largest one ever seen.
     options.enable_cpu_mem_arena = False
     # Spinning threads wait for work by burning a core; on a small shared machine that costs
-    # more than the wake-up it saves, and it starves batching with more than one thread.
+    # more than the wake-up it saves: measured with 2 threads, bounded spinning
+    # (spin_duration_us=200, or force_spinning_stop) is ~20% faster for a lone query on an idle
+    # machine but 2-3x slower whenever another process wants the CPU, and it starves the lanes.
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
@@ -181,13 +184,17 @@ def _pick_output(session: ort.InferenceSession, configured: str | None) -> str:
 
 
 class OnnxEmbedder:
-    """A sentence-embedding model in this process; ``embed`` is thread-safe (one ORT session)."""
+    """A sentence-embedding model in this process, on one ORT session (one copy of the weights).
+
+    ``infer`` and ``embed`` are thread-safe: calls from several threads run at once, sharing the
+    session's ``threads`` intra-op threads (the worker's lanes rely on it).
+    """
 
     def __init__(
         self,
         model_dir: Path | str,
         *,
-        threads: int = 1,
+        threads: int = DEFAULT_THREADS,
         max_length: int | None = None,
         pooling: str | None = None,
         normalize: bool | None = None,
@@ -204,6 +211,7 @@ class OnnxEmbedder:
         self.max_length = max_length or base.max_length
         self.query_prefix = base.query_prefix if query_prefix is None else query_prefix
         self.quantized = quantize
+        self.threads = threads
         path = _int8_model(model_dir) if quantize else model_dir / MODEL_FILE
         self._session = _session(path, threads)
         self._inputs = {inp.name for inp in self._session.get_inputs()}

@@ -3,17 +3,20 @@
 ``WorkerServer`` answers frames (see ``protocol``) on a Unix socket. Each connection is an
 ``asyncio.Protocol``: the frames of every chunk read are parsed and dispatched at once, without a
 task per connection. EMBED texts are tokenized on arrival and queued; once the chunk is dispatched,
-``MicroBatcher`` is told to start. It takes up to ``max_batch`` of the oldest queued texts, waiting
-at most ``max_wait_ms`` (and only while more keep arriving) to fill a batch, splits them into groups
-of similar token length so short texts do not pay for a long one's padding, and runs each group.
+``MicroBatcher`` is told to start. Once a lane is free it takes up to ``max_batch`` of the oldest
+queued texts, waiting at most ``max_wait_ms`` (and only while more keep arriving) to fill a batch,
+splits them into groups of similar token length so short texts do not pay for a long one's
+padding, and runs each group.
 
-Where a group runs: a lone text of at most ``inline_max_tokens`` tokens runs on the event loop's
-own thread (the worker has no other job; a hop to another thread and back costs two thread
+Where a group runs: up to ``lanes`` groups run at once, each in its own inference thread, on the
+model's one session (one copy of the weights; onnxruntime's ``run`` is thread-safe and releases
+the GIL). When lanes are free and a batch is big, it is cut in halves so they run side by side:
+two inferences on about one CPU each go further than one inference over two threads. A lone text
+of at most ``inline_max_tokens`` tokens, with nothing else running, runs on the event loop's own
+thread instead (the worker has no other job; a hop to another thread and back costs two thread
 wake-ups, ~0.4 ms on a 2-vCPU VM). Meanwhile frames wait in the socket buffer and form the next
-batch, and a PING waits at most that one inference. Larger groups run in the one inference thread,
-so the loop keeps reading and tokenizing while they run. ``inline_max_tokens=0`` sends every group
-to the inference thread. Either way one inference runs at a time. A request's RESULT frame is
-written as soon as its last text is computed.
+batch, and a PING waits at most that one inference. ``inline_max_tokens=0`` sends every group to
+a lane. A request's RESULT frame is written as soon as its last text is computed.
 
 Lifecycle: STARTING -> READY (listening; the socket file appears only once it accepts) ->
 DRAINING (``drain()``: stop accepting, refuse new EMBEDs with SHUTTING_DOWN, finish the queued and
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import logging
 import os
 import socket
@@ -40,12 +44,17 @@ import numpy as np
 from embedder_worker import protocol
 from embedder_worker.model import Encoded, FloatArray, length_batches
 from embedder_worker.protocol import ErrorCode, Frame, FrameType, ProtocolError
+from embedder_worker.settings import DEFAULT_LANES
 
 logger = logging.getLogger(__name__)
 
 # A lone text up to this many tokens runs on the loop thread (~5 ms for MiniLM at 16 tokens,
 # ~17 ms at 64): the longest a PING may then wait.
 DEFAULT_INLINE_MAX_TOKENS = 64
+# A batch is cut in halves for free lanes only from this many texts: below it, one inference on
+# every intra-op thread is about as fast, and halves would wait for each other's CPU.
+_MIN_SPLIT = 8
+_Inference = asyncio.Future[tuple[FloatArray, float]]
 
 
 class Model(Protocol):
@@ -68,6 +77,9 @@ class Model(Protocol):
 
     @property
     def quantized(self) -> bool: ...
+
+    @property
+    def threads(self) -> int: ...
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]: ...
 
@@ -202,8 +214,8 @@ class _Slot:
 
 
 class MicroBatcher:
-    """Gathers queued texts into bounded batches and runs them one at a time: a lone short text
-    on the loop thread, anything bigger in the inference thread (see the module docstring)."""
+    """Gathers queued texts into bounded batches and runs them, up to ``lanes`` inferences at
+    once: a lone short text on the loop thread, the rest in lanes (see the module docstring)."""
 
     def __init__(
         self,
@@ -211,34 +223,41 @@ class MicroBatcher:
         max_batch: int = 32,
         max_wait_ms: float = 2.0,
         inline_max_tokens: int = DEFAULT_INLINE_MAX_TOKENS,
+        lanes: int = DEFAULT_LANES,
     ) -> None:
         self._model = model
         self._max_batch = max_batch
         self._max_wait_s = max_wait_ms / 1000.0
         self._inline_max_tokens = inline_max_tokens
+        self._lanes = lanes
         self._queue: deque[_Slot] = deque()
         self._wake = asyncio.Event()
         self._active = False  # the task has been woken and has not emptied the queue yet
         self._gather_first = True  # whether the task's first batch waits for more texts
         self._turn: asyncio.Handle | None = None  # a start deferred by one turn of the loop
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedder-infer")
+        self._running: set[_Inference] = set()  # inferences in the lanes now
+        self._lane_freed = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="embedder-lane")
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # inferences run, of them on the loop thread, and texts embedded
         self.inline_batches = 0
         self.texts = 0
+        self.peak_lanes = 0  # the most inferences that ran at once
         self.model_seconds = 0.0  # spent tokenizing and in inference: the model's own time
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="embedder-batcher")
 
     async def close(self) -> None:
-        """Stop after the current batch; requests still queued are cancelled."""
+        """Stop after the running inferences; requests still queued are cancelled."""
         if self._turn is not None:
             self._turn.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._running:
+            await asyncio.wait(self._running)
         for slot in self._queue:
             slot.request.cancel()
         self._queue.clear()
@@ -249,7 +268,7 @@ class MicroBatcher:
         self._queue.extend(_Slot(request, i) for i in range(len(request.encoded)))
 
     def start_queued(self, *, all_read: bool) -> None:
-        """Start on the queued texts, unless a batch is already under way (it will take them).
+        """Start on the queued texts, unless the task is already at it (it will take them).
 
         ``all_read``: every frame readable now has been queued (one connection, its bytes all
         parsed), so there is no point in a turn of the loop to let more arrive.
@@ -267,18 +286,21 @@ class MicroBatcher:
             self._start(gather=True)
 
     def _start(self, gather: bool) -> None:
-        if self._inline_candidate():
+        lone = list(self._queue) if len(self._queue) == 1 else []
+        if lone and not lone[0].request.cancelled and self._runs_inline(lone):
             self._infer_inline([self._queue.popleft()])
             return
         self._active = True
         self._gather_first = gather
         self._wake.set()
 
-    def _inline_candidate(self) -> bool:
-        if len(self._queue) != 1:
-            return False
-        slot = self._queue[0]
-        return not slot.request.cancelled and slot.encoded.length <= self._inline_max_tokens
+    def _runs_inline(self, group: list[_Slot]) -> bool:
+        """A lone short text, with no lane busy: on the loop thread."""
+        return (
+            len(group) == 1
+            and group[0].encoded.length <= self._inline_max_tokens
+            and not self._running
+        )
 
     async def _run(self) -> None:
         while True:
@@ -286,19 +308,23 @@ class MicroBatcher:
             self._wake.clear()
             gather = self._gather_first
             while self._queue:
+                await self._free_lane()
                 if gather:
                     await self._gather()
                 gather = True
-                batch = self._take()
-                lengths = [slot.encoded.length for slot in batch]
-                for group in length_batches(lengths, self._max_batch):
-                    slots = [batch[i] for i in group]
-                    if len(slots) == 1 and slots[0].encoded.length <= self._inline_max_tokens:
-                        self._infer_inline(slots)
+                for group in self._groups(self._take()):
+                    if self._runs_inline(group):
+                        self._infer_inline(group)
                         await asyncio.sleep(0)  # let the loop read and answer in between
                     else:
-                        await self._infer(slots)
+                        await self._free_lane()
+                        self._start_lane(group)
             self._active = False
+
+    async def _free_lane(self) -> None:
+        while len(self._running) >= self._lanes:
+            self._lane_freed.clear()
+            await self._lane_freed.wait()
 
     async def _gather(self) -> None:
         """Wait up to max_wait for a fuller batch, but only while more texts keep arriving."""
@@ -318,6 +344,20 @@ class MicroBatcher:
                 batch.append(slot)
         return batch
 
+    def _groups(self, batch: list[_Slot]) -> list[list[_Slot]]:
+        """Groups of similar token length; the biggest cut in halves while lanes would idle."""
+        lengths = [slot.encoded.length for slot in batch]
+        groups = [[batch[i] for i in group] for group in length_batches(lengths, self._max_batch)]
+        free = self._lanes - len(self._running)
+        while groups and len(groups) < free:
+            biggest = max(range(len(groups)), key=lambda i: len(groups[i]))
+            group = groups[biggest]
+            if len(group) < _MIN_SPLIT:
+                break
+            half = len(group) // 2  # texts are sorted by length: halves stay alike
+            groups[biggest : biggest + 1] = [group[:half], group[half:]]
+        return groups
+
     def _infer_inline(self, group: list[_Slot]) -> None:
         try:
             vectors, seconds = self._timed_infer([slot.encoded for slot in group])
@@ -327,15 +367,25 @@ class MicroBatcher:
         self.inline_batches += 1
         self._fill(group, vectors, seconds)
 
-    async def _infer(self, group: list[_Slot]) -> None:
+    def _start_lane(self, group: list[_Slot]) -> None:
         loop = asyncio.get_running_loop()
-        try:
-            vectors, seconds = await loop.run_in_executor(
-                self._executor, self._timed_infer, [slot.encoded for slot in group]
-            )
-        except Exception as exc:
+        batch = [slot.encoded for slot in group]
+        inference = loop.run_in_executor(self._executor, self._timed_infer, batch)
+        self._running.add(inference)
+        self.peak_lanes = max(self.peak_lanes, len(self._running))
+        inference.add_done_callback(functools.partial(self._lane_done, group))
+
+    def _lane_done(self, group: list[_Slot], inference: _Inference) -> None:
+        self._running.discard(inference)
+        self._lane_freed.set()
+        if inference.cancelled():
+            self._failed(group, asyncio.CancelledError())
+            return
+        exc = inference.exception()
+        if exc is not None:
             self._failed(group, exc)
             return
+        vectors, seconds = inference.result()
         self._fill(group, vectors, seconds)
 
     def _timed_infer(self, batch: list[Encoded]) -> tuple[FloatArray, float]:
@@ -343,10 +393,10 @@ class MicroBatcher:
         vectors = self._model.infer(batch)
         return vectors, time.perf_counter() - started
 
-    def _failed(self, group: list[_Slot], exc: Exception) -> None:
-        logger.exception("inference failed for a batch of %d", len(group), exc_info=exc)
+    def _failed(self, group: list[_Slot], exc: BaseException) -> None:
+        logger.error("inference failed for a batch of %d", len(group), exc_info=exc)
         for slot in group:
-            slot.request.fail(f"inference failed: {exc}")
+            slot.request.fail(f"inference failed: {exc!r}")
 
     def _fill(self, group: list[_Slot], vectors: FloatArray, seconds: float) -> None:
         self.model_seconds += seconds
@@ -385,11 +435,12 @@ class WorkerServer:
         max_batch: int = 32,
         max_wait_ms: float = 2.0,
         inline_max_tokens: int = DEFAULT_INLINE_MAX_TOKENS,
+        lanes: int = DEFAULT_LANES,
     ) -> None:
         self.model = model
         self.path = path
         self.state = State.STARTING
-        self._batcher = MicroBatcher(model, max_batch, max_wait_ms, inline_max_tokens)
+        self._batcher = MicroBatcher(model, max_batch, max_wait_ms, inline_max_tokens, lanes)
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
         self._info = {
@@ -401,6 +452,8 @@ class WorkerServer:
             "quantized": model.quantized,
             "max_batch": max_batch,
             "inline_max_tokens": inline_max_tokens,
+            "threads": model.threads,
+            "lanes": lanes,
             "pid": os.getpid(),
         }
 
@@ -462,6 +515,7 @@ class WorkerServer:
                 "batches": batcher.batches,
                 "inline_batches": batcher.inline_batches,
                 "texts": batcher.texts,
+                "peak_lanes": batcher.peak_lanes,
                 "model_seconds": batcher.model_seconds,
             }
             conn.send(protocol.encode_info(rid, {**self._info, **stats}))

@@ -10,6 +10,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 POOLINGS = ("mean", "cls")
+# A worker's onnxruntime session: intra-op threads for one inference, and how many inferences
+# run at once ("lanes", sharing that session and its weights). Two and two suit a 2-CPU machine
+# (measured in bench/RESULTS.md): a lone query gets both CPUs, and at concurrency two batches run
+# side by side, each on about one CPU, which scales better than one batch on two threads.
+DEFAULT_THREADS = 2
+DEFAULT_LANES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +28,8 @@ class EmbedderSettings:
 
     model_dir: Path
     workers: int = 1
-    threads: int = 1
+    threads: int = DEFAULT_THREADS
+    lanes: int = DEFAULT_LANES
     sockets: tuple[Path, ...] = ()
     call_timeout_ms: float = 2000.0
     max_batch: int = 32
@@ -49,6 +56,7 @@ class EmbedderSettings:
         checks = (
             ("workers", self.workers >= 1 or self.sidecar, "an integer >= 1"),
             ("threads", self.threads >= 1, "an integer >= 1"),
+            ("lanes", self.lanes >= 1, "an integer >= 1"),
             ("call_timeout_ms", self.call_timeout_ms > 0, "a number > 0"),
             ("max_batch", 1 <= self.max_batch <= 1024, "an integer in 1..1024"),
             ("max_wait_ms", self.max_wait_ms >= 0, "a number >= 0"),

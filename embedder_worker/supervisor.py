@@ -60,6 +60,7 @@ def worker_command(settings: EmbedderSettings, socket_path: Path) -> list[str]:
     """The argv that starts one worker for ``settings`` on ``socket_path``."""
     argv = [sys.executable, "-m", "embedder_worker", "--socket", str(socket_path)]
     argv += ["--model", str(settings.model_dir), "--threads", str(settings.threads)]
+    argv += ["--lanes", str(settings.lanes)]
     argv += ["--max-batch", str(settings.max_batch), "--max-wait-ms", str(settings.max_wait_ms)]
     argv += ["--drain-timeout-s", str(settings.drain_timeout_s), "--exit-on-stdin-eof"]
     if settings.pooling is not None:

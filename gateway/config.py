@@ -16,7 +16,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from embedder_worker.settings import EmbedderSettings
+from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS, EmbedderSettings
 from gateway.cache.settings import CacheSettings, parse_cache
 from gateway.observability_settings import ObservabilitySettings, parse_observability
 from gateway.routing.settings import RoutingSettings, packaged_routes_file, parse_routing
@@ -227,7 +227,8 @@ def _embedder(t: Table, base_dir: Path) -> EmbedderSettings | None:
     settings = EmbedderSettings(
         model_dir=model_dir if model_dir.is_absolute() else base_dir / model_dir,
         workers=t.count("workers", 1),
-        threads=t.count("threads", 1),
+        threads=t.count("threads", DEFAULT_THREADS),
+        lanes=t.count("lanes", DEFAULT_LANES),
         sockets=sockets,
         call_timeout_ms=t.positive("call_timeout_ms", 2000.0),
         max_batch=t.count("max_batch", 32),

@@ -105,6 +105,21 @@ async def test_supervisor_is_not_ready_at_start_then_ready_with_the_model_info(
     assert not pool.ready
 
 
+def test_settings_reject_zero_lanes_naming_the_key(model_dir: Path) -> None:
+    with pytest.raises(ValueError, match=r"embedder\.lanes"):
+        EmbedderSettings(model_dir=model_dir, lanes=0).validate()
+
+
+async def test_the_supervisor_starts_workers_with_its_threads_and_lanes(
+    model_dir: Path, sock_dir: Path
+) -> None:
+    settings = managed(model_dir, sock_dir, workers=1, threads=1, lanes=3)
+    async with supervised(settings) as supervisor:
+        await supervisor.pool.wait_live(1)
+        stats = await supervisor.pool.connections[0].stats()
+    assert (stats["threads"], stats["lanes"]) == (1, 3)
+
+
 async def test_many_concurrent_callers_each_get_their_own_vector(
     model_dir: Path, sock_dir: Path, reference: Reference, embedder: OnnxEmbedder
 ) -> None:

@@ -211,3 +211,20 @@ async def test_a_ping_is_answered_while_a_batch_runs(
     assert {(f.type, f.request_id) for f in replies[2:]} == {
         (FrameType.RESULT, 1), (FrameType.RESULT, 2),
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+async def test_a_big_request_runs_in_up_to_lanes_inferences_at_once_and_matches_the_model(
+    model_dir: Path, sock_dir: Path, reference: Reference, lanes: int
+) -> None:
+    from tests.embedder_fixtures import start_worker  # a plugin here: imported once loaded
+
+    worker = await start_worker(model_dir, sock_dir / "w.sock", "--lanes", str(lanes))
+    try:
+        async with connection(worker.socket) as conn:
+            result = await conn.embed(reference.sentences)  # 60 texts: batches cut for 2 lanes
+            stats = await conn.stats()
+    finally:
+        await worker.stop(signal.SIGKILL)
+    assert np.abs(result.vectors - reference.embeddings).max() <= 1e-5
+    assert (stats["lanes"], stats["peak_lanes"]) == (lanes, lanes)
