@@ -8,8 +8,10 @@ pairs are split in two halves with a fixed seed. On the tuning half the guards' 
 (``fit_margins``, compared with the shipped ``guards.MARGINS``) and the threshold is fitted
 (``fit_threshold``); both are reported on the held-out half, with the curves of both halves and
 the guards' refusals of duplicates by reason. The curves are those of the shipped margins (the
-ones the cache applied). Vectors are cached in ``bench/out/`` (git-ignored); the report is printed
-as Markdown and written to ``bench/out/eval_cache.json``.
+ones the cache applied). The learned verifier (``gateway/cache/verifier.json``, trained on the
+tuning half only by ``gateway cache train --holdout 0.5``) is measured the same way, through a
+cache serving by it, on a grid of probabilities. Vectors are cached in ``bench/out/``
+(git-ignored); the report is printed as Markdown and written to ``bench/out/eval_cache.json``.
 """
 
 from __future__ import annotations
@@ -39,18 +41,36 @@ from gateway.cache.evaluate import (  # noqa: E402
     split,
 )
 from gateway.cache.guards import MARGINS  # noqa: E402
+from gateway.cache.settings import BUILTIN_VERIFIER  # noqa: E402
+from gateway.cache.verifier import load  # noqa: E402
 
 # Precision measured on fewer hits is too noisy to hold a fit to: with 200 hits its standard
 # error is 1.5 points at 95%, and QQP's top-scored pairs carry label noise (5.6% of the pairs with
 # cosine >= 0.99 are labelled non-duplicates).
 MIN_HITS = 200
 THRESHOLDS = [0.80, 0.85, 0.88, 0.90, 0.92, 0.93, 0.94, 0.95, 0.96, 0.97, 0.98, 0.99]
+VERIFIER_THRESHOLDS = [0.50, 0.60, 0.70, 0.75, 0.80, 0.85, 0.88, 0.90, 0.92, 0.94, 0.96]
 
 
-def outcomes(pairs: list[Pair], embedder: CachedEmbedder, guards: bool) -> list[Outcome]:
+def outcomes(pairs: list[Pair], embedder: CachedEmbedder, guards: bool,
+             verifier: Path | None = None) -> list[Outcome]:
     with tempfile.TemporaryDirectory(prefix="eval-cache-") as workdir:
         return asyncio.run(run_pairs(pairs, embedder, embedder.space, Path(workdir),
-                                     guards=guards))
+                                     guards=guards, verifier=verifier))
+
+
+def verifier_report(tune: list[Pair], held: list[Pair], embedder: CachedEmbedder) -> dict[
+        str, object]:
+    """The shipped verifier's curves, its own operating point and the hit-rate comparison."""
+    o_tune = outcomes(tune, embedder, True, BUILTIN_VERIFIER)
+    o_held = outcomes(held, embedder, True, BUILTIN_VERIFIER)
+    shipped = load(BUILTIN_VERIFIER)
+    grid = sorted({*VERIFIER_THRESHOLDS, shipped.threshold})
+    return {"threshold": shipped.threshold, "trained_on": dict(shipped.trained_on),
+            "tune": [asdict(p) for p in curve(o_tune, grid)],
+            "held_out": [asdict(p) for p in curve(o_held, grid)],
+            "held_out_at_hit_rate": {str(r): asdict(p) if (p := at_hit_rate(o_held, r)) else None
+                                     for r in (0.10, 0.15, 0.20)}}
 
 
 def at_hit_rate(o: list[Outcome], rate: float) -> Point | None:
@@ -119,11 +139,12 @@ def main() -> int:
             report["refusals_tune"] = refusals(o_tune, 0.90)
         for t in THRESHOLDS:
             rows.append((f"held-out | {'on' if guards else 'off'}", point(o_held, t)))
+    report["verifier"] = verifier_report(tune, held, embedder)
     out = ROOT / "bench/out/eval_cache.json"
     out.write_text(json.dumps(report, indent=2) + "\n", "utf-8")
     rows.sort(key=lambda r: (r[1].threshold, r[0]))
     print(table(rows))
-    for name in ("guards_fit", "plain_fit", "margin_fit", "refusals_tune"):
+    for name in ("guards_fit", "plain_fit", "margin_fit", "refusals_tune", "verifier"):
         print(name, json.dumps(report.get(name), indent=1))
     for name in ("guards", "plain"):
         print(name, "held-out at hit rate", json.dumps(

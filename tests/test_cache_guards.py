@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.cache.guards import MARGINS, compare
-from gateway.cache.semantic_cache import accept
+from gateway.cache.rule import accept
 
 REFUSED = [
     ("How do I reset my password?", "How do I not reset my password?", "negation"),

@@ -49,6 +49,7 @@ class Fit:
     target_precision: float
     tune: Point
     held_out: Point | None = None
+    rule: str = "cosine"  # the serving rule whose threshold this is: "cosine" or "verifier"
 
 
 def fit_threshold(outcomes: Sequence[Outcome], precision: float,
@@ -120,11 +121,12 @@ def fit_margins(outcomes: Sequence[Outcome], grid: Mapping[str, Sequence[float]]
 
 
 def with_held_out(fit: Fit, outcomes: Sequence[Outcome]) -> Fit:
-    return Fit(fit.threshold, fit.target_precision, fit.tune, point(outcomes, fit.threshold))
+    return replace(fit, held_out=point(outcomes, fit.threshold))
 
 
 def toml_line(fit: Fit) -> str:
-    return (f"threshold = {fit.threshold:.4f}  # [cache] fitted for precision "
+    key = "verifier_threshold" if fit.rule == "verifier" else "threshold"
+    return (f"{key} = {fit.threshold:.4f}  # [cache] fitted for precision "
             f"{fit.target_precision:.2f}: tune precision {fit.tune.precision:.3f}, "
             f"hit rate {fit.tune.hit_rate:.3f}")
 
@@ -133,6 +135,7 @@ def write_calibration(path: Path, fit: Fit, source: str, vector_space: str) -> N
     """Write the calibration file atomically (temporary file, then ``os.replace``)."""
     record: dict[str, Any] = {
         "version": CALIBRATION_VERSION,
+        "rule": fit.rule,
         "threshold": fit.threshold,
         "target_precision": fit.target_precision,
         "tune": asdict(fit.tune),

@@ -1,13 +1,19 @@
-"""``gateway cache fit|eval``: the threshold from labelled pairs, and the curve it sits on.
+"""``gateway cache fit|eval|train``: the threshold from labelled pairs, the curve it sits on,
+and the learned verifier's weights.
 
-    gateway cache fit  --pairs FILE --precision P [--holdout 0.5] [--write]
-    gateway cache eval --pairs FILE [--threshold T] [--no-guards] [--json]
+    gateway cache fit   --pairs FILE --precision P [--holdout 0.5] [--write]
+    gateway cache eval  --pairs FILE [--threshold T] [--no-guards] [--json]
+    gateway cache train --pairs FILE --out PATH [--holdout 0.5] [--precision P]
 
-Both run the pairs through a real cache (``gateway.cache.evaluate``), guards included, with the
-embedding model of the configuration (or ``--model-dir``) loaded in this process. ``fit`` prints
-the ``[cache]`` TOML line and, with ``--write``, writes the calibration file that the gateway reads
-at start-up when its config sets no threshold. ``--vectors-cache FILE`` keeps the pairs' vectors
-in an ``.npz`` file so later runs skip the embedding. Leaves set ``handler(args, settings)``.
+All run the pairs through a real cache (``gateway.cache.evaluate``), guards included, with the
+embedding model of the configuration (or ``--model-dir``) loaded in this process, serving by the
+configured rule: the verifier of ``[cache] verifier`` when it applies to that model, else cosine
+and margin. ``fit`` chooses that rule's threshold, prints the ``[cache]`` TOML line and, with
+``--write``, writes the calibration file that the gateway reads at start-up when its config sets
+no threshold. ``train`` fits verifier weights (``gateway.cache.training``) and writes them to
+``--out``; with ``--holdout`` it reports the held-out pairs through a cache serving by them.
+``--vectors-cache FILE`` keeps the pairs' vectors in an ``.npz`` file so later runs skip the
+embedding. Leaves set ``handler(args, settings)``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import json
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +49,10 @@ from gateway.cache.evaluate import (
     split,
 )
 from gateway.cache.index import FloatArray, VectorSpace
+from gateway.cache.rule import serving_rule
 from gateway.cache.settings import CacheSettings, parse_cache
+from gateway.cache.training import DEFAULT_L2, TrainOptions, train_verifier
+from gateway.cache.verifier import save
 from gateway.config import Settings
 from gateway.toml_table import Table
 
@@ -71,6 +80,17 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     evaluation.add_argument("--threshold", type=_share, default=None, metavar="T",
                             help="the operating point to report (default: the configured one)")
     evaluation.add_argument("--json", action="store_true", help="print the report as JSON")
+    training = _leaf(sub, "train", "train the learned verifier from labelled pairs", run_train,
+                     common)
+    training.add_argument("--out", type=Path, required=True, help="verifier file to write")
+    training.add_argument("--holdout", type=_share, default=0.0, metavar="F",
+                          help="share of pairs kept aside to report held-out figures (default 0)")
+    training.add_argument("--precision", type=_share, default=0.95, metavar="P",
+                          help="hit precision the operating point aims at (0.95)")
+    training.add_argument("--min-hits", type=int, default=200, metavar="N",
+                          help="ignore precision dips above thresholds serving fewer hits (200)")
+    training.add_argument("--l2", type=float, default=DEFAULT_L2,
+                          help="L2 penalty on the standardised weights")
 
 
 def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str,
@@ -142,23 +162,32 @@ def _embedder(args: argparse.Namespace, settings: Settings) -> CachedEmbedder:
     return CachedEmbedder(model_dir, args.vectors_cache)
 
 
-def _outcomes(pairs: Sequence[Pair], embedder: CachedEmbedder, guards: bool) -> list[Outcome]:
+def _outcomes(pairs: Sequence[Pair], embedder: CachedEmbedder, guards: bool,
+              verifier: Path | None = None) -> list[Outcome]:
     with tempfile.TemporaryDirectory(prefix="cache-eval-") as workdir:
         return asyncio.run(run_pairs(pairs, embedder, embedder.space, Path(workdir),
-                                     guards=guards))
+                                     guards=guards, verifier=verifier))
+
+
+def _rule(args: argparse.Namespace, settings: Settings, space: VectorSpace) -> str:
+    """The rule the configured cache would serve by, with these vectors."""
+    return serving_rule(cache_settings(settings), space).name if args.guards else "cosine"
 
 
 def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     pairs = load_pairs(args.pairs)
     tune, held_out = split(pairs, args.holdout) if args.holdout else (pairs, [])
     embedder = _embedder(args, settings)
-    fit = fit_threshold(_outcomes(tune, embedder, args.guards), args.precision, args.min_hits)
+    verifier = cache_settings(settings).verifier
+    fit = fit_threshold(_outcomes(tune, embedder, args.guards, verifier), args.precision,
+                        args.min_hits)
     if fit is None:
         print(f"no threshold reaches precision {args.precision:.3f} on these pairs",
               file=sys.stderr)
         return 1
+    fit = replace(fit, rule=_rule(args, settings, embedder.space))
     if held_out:
-        fit = with_held_out(fit, _outcomes(held_out, embedder, args.guards))
+        fit = with_held_out(fit, _outcomes(held_out, embedder, args.guards, verifier))
     _print_fit(fit, len(tune), len(held_out))
     print(toml_line(fit))
     if args.write:
@@ -171,8 +200,8 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
 
 def _print_fit(fit: Fit, tuned: int, held: int) -> None:
     t = fit.tune
-    print(f"threshold {fit.threshold:.4f}: on {tuned} tuning pairs precision {t.precision:.3f}, "
-          f"hit rate {t.hit_rate:.3f}, false-hit rate {t.false_hit_rate:.4f}")
+    print(f"{fit.rule} threshold {fit.threshold:.4f}: on {tuned} tuning pairs precision "
+          f"{t.precision:.3f}, hit rate {t.hit_rate:.3f}, false-hit rate {t.false_hit_rate:.4f}")
     if fit.held_out is not None:
         h = fit.held_out
         print(f"  on {held} held-out pairs: precision {h.precision:.3f}, hit rate "
@@ -182,20 +211,55 @@ def _print_fit(fit: Fit, tuned: int, held: int) -> None:
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     pairs = load_pairs(args.pairs)
     configured = cache_settings(settings)
-    threshold = args.threshold if args.threshold is not None else configured.threshold
-    outcomes = _outcomes(pairs, _embedder(args, settings), args.guards)
-    points = curve(outcomes, sorted({*default_thresholds(), threshold}))
+    embedder = _embedder(args, settings)
+    rule = serving_rule(configured, embedder.space) if args.guards else None
+    threshold = args.threshold
+    if threshold is None:
+        threshold = rule.verifier_threshold if rule and rule.uses_verifier \
+            else configured.threshold
+    outcomes = _outcomes(pairs, embedder, args.guards, configured.verifier)
+    name = rule.name if rule else "cosine"
+    grid = verifier_thresholds() if name == "verifier" else default_thresholds()
+    points = curve(outcomes, sorted({*grid, threshold}))
     chosen = point(outcomes, threshold)
     if args.json:
-        print(json.dumps({"pairs": len(pairs), "guards": args.guards,
+        print(json.dumps({"pairs": len(pairs), "guards": args.guards, "rule": name,
                           "operating_point": asdict(chosen),
                           "curve": [asdict(p) for p in points]}, indent=2))
         return 0
-    print(f"{len(pairs)} pairs, guards {'on' if args.guards else 'off'}")
+    print(f"{len(pairs)} pairs, guards {'on' if args.guards else 'off'}, rule {name}")
     print(format_curve(points))
     print(f"operating point {threshold:.4f}: precision {chosen.precision:.3f}, hit rate "
           f"{chosen.hit_rate:.3f}, false-hit rate {chosen.false_hit_rate:.4f}")
     return 0
+
+
+def run_train(args: argparse.Namespace, settings: Settings) -> int:
+    pairs = load_pairs(args.pairs)
+    tune, held_out = split(pairs, args.holdout) if args.holdout else (pairs, [])
+    embedder = _embedder(args, settings)
+    options = TrainOptions(precision=args.precision, min_hits=args.min_hits, l2=args.l2)
+    with tempfile.TemporaryDirectory(prefix="cache-train-") as workdir:
+        trained = asyncio.run(train_verifier(tune, embedder, embedder.space, Path(workdir),
+                                             options, str(args.pairs)))
+    save(trained.verifier, args.out)
+    v = trained.verifier
+    print(f"wrote {args.out}: {v.model}/{v.dim}, {trained.candidates} candidate pairs of "
+          f"{len(tune)}, threshold {v.threshold:.4f}")
+    if trained.fit is not None:
+        t = trained.fit.tune
+        print(f"  out of fold: precision {t.precision:.3f}, hit rate {t.hit_rate:.3f} "
+              f"(aimed at {args.precision:.3f}, reached {trained.fit.target_precision:.3f})")
+    if held_out:
+        h = point(_outcomes(held_out, embedder, True, args.out), v.threshold)
+        print(f"  on {len(held_out)} held-out pairs: precision {h.precision:.3f}, hit rate "
+              f"{h.hit_rate:.3f}, false-hit rate {h.false_hit_rate:.4f}")
+    print(f'use it: [cache] verifier = "{args.out}"')
+    return 0
+
+
+def verifier_thresholds() -> list[float]:
+    return [round(float(t), 3) for t in np.arange(0.50, 0.9901, 0.02)]
 
 
 def format_curve(points: Sequence[Point]) -> str:

@@ -3,13 +3,15 @@
 For each pair ``{text_a, text_b, label}`` an answer is stored under ``text_a`` and ``text_b`` is
 looked up, in a real ``SemanticCache`` (SQLite file, hnswlib graph, guards) in a scratch
 directory; every pair gets its own namespace so pairs cannot answer each other. A hit on a label-0
-pair is a false hit. Lookups run once at a low floor threshold; each outcome keeps its cosine, so
+pair is a false hit. Lookups run once at a low floor threshold; each outcome keeps its score, so
 the hit/false-hit curve at any threshold above the floor follows without running again (each
 namespace holds one entry, so a higher threshold can only drop a hit, never change it). A
-semantic hit's score is its cosine minus the margin the guards charged it (``accept`` serves it
-when that is at or above the threshold), so the curve is that of the scoring rule the cache
-applies; each outcome also keeps the cosine, the guards' verdict (its soft differences, or why it
-was refused) so that ``calibration.fit_margins`` can refit the rule's margins.
+semantic hit's score is what the cache's serving rule (``rule.Rule.judge``) compared with its
+threshold: with the learned verifier (``verifier``, when it applies to the model), its
+probability that the pair asks the same question; otherwise the cosine minus the margin the
+guards charged it. So the curve is that of the rule the cache applies. Each outcome also keeps
+the cosine and the guards' verdict (its soft differences, or why it was refused) so that
+``calibration.fit_margins`` can refit the cosine rule's margins.
 
 Touches only the scratch directory it is given.
 """
@@ -90,21 +92,24 @@ def load_pairs(path: Path) -> list[Pair]:
 
 
 async def run_pairs(pairs: Sequence[Pair], embed: Embed, space: VectorSpace,
-                    workdir: Path, *, guards: bool = True) -> list[Outcome]:
-    """Store ``text_a``, look up ``text_b``, for every pair; in chunks of fresh caches."""
+                    workdir: Path, *, guards: bool = True,
+                    verifier: Path | None = None) -> list[Outcome]:
+    """Store ``text_a``, look up ``text_b``, for every pair; in chunks of fresh caches. The
+    cache serves by ``verifier`` (a weights file) when it applies to ``space``, else by cosine
+    and margin."""
     outcomes: list[Outcome] = []
     for start in range(0, len(pairs), _CHUNK):
         chunk = pairs[start : start + _CHUNK]
-        settings = _settings(workdir / f"chunk-{start}", guards)
+        settings = _settings(workdir / f"chunk-{start}", guards, verifier)
         outcomes.extend(await _run_chunk(chunk, embed, space, settings))
     return outcomes
 
 
-def _settings(directory: Path, guards: bool) -> CacheSettings:
+def _settings(directory: Path, guards: bool, verifier: Path | None) -> CacheSettings:
     return replace(
         CacheSettings(), database=directory / "cache.sqlite3", index_dir=directory / "index",
-        threshold=FLOOR, guards=guards, ttl_s=0.0, max_entries=10 * _CHUNK,
-        max_pending=10 * _CHUNK, candidates=1,
+        threshold=FLOOR, guards=guards, verifier=verifier, verifier_threshold=0.0, ttl_s=0.0,
+        max_entries=10 * _CHUNK, max_pending=10 * _CHUNK, candidates=1,
     )
 
 
@@ -125,8 +130,8 @@ async def _run_chunk(chunk: Sequence[Pair], embed: Embed, space: VectorSpace,
             cosine = _cosine(vectors[i], vectors[len(chunk) + i])
             verdict = compare(texts_a[i], text) if settings.guards else None
             score = hit.score if hit else 0.0
-            if hit and hit.kind == "semantic" and verdict is not None:
-                score = round(hit.score - verdict.margin, 6)  # what accept compared
+            if hit and hit.kind == "semantic":  # what the rule compared with its threshold
+                score = cache.rule.judge(texts_a[i], text, hit.score).score
             outcomes.append(Outcome(
                 pair.label, hit.kind if hit else None, score, cosine,
                 verdict.differences if verdict and verdict.ok else (),

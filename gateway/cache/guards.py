@@ -72,7 +72,8 @@ class Verdict:
 
     ``margin``: the cosine similarity the pair needs above the threshold for its soft
     differences (listed in ``reason`` when it passes), ``MARGINS`` weighted by ``differences``
-    (how many of each kind); ``substituted``: content words unmatched on either side.
+    (how many of each kind); ``substituted``: content words unmatched on either side;
+    ``score``: what the serving rule compared with its threshold (``rule.Rule.judge``).
     """
 
     ok: bool
@@ -80,6 +81,7 @@ class Verdict:
     substituted: int = 0
     margin: float = 0.0
     differences: tuple[tuple[str, int], ...] = ()
+    score: float = 0.0
 
 
 ACCEPT = Verdict(True)

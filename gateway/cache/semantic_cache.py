@@ -2,8 +2,9 @@
 
 ``lookup(namespace, fingerprint, text, vector, policy)`` tries the exact tier (namespace,
 fingerprint and normalised text), then, for a ``semantic`` policy with a vector, the namespace's
-hnswlib graph: the nearest entries with the same fingerprint, at or above the threshold, are
-checked by the guards (``accept``) in order of similarity; the first that passes is the hit.
+hnswlib graph: the nearest entries with the same fingerprint, at or above the rule's floor, are
+judged by the serving rule (``rule.Rule``: the guards, then the learned verifier or the
+cosine-and-margin rule) in order of similarity; the first that passes is the hit.
 ``store(...)`` only queues an entry (cheap, never blocks the request); the writer task writes
 queued entries to SQLite in one transaction per batch, then adds their vectors to the graph, then
 makes them visible. Expired and least-recently-used entries beyond ``max_entries`` are removed by
@@ -30,9 +31,9 @@ import orjson
 
 from gateway.cache.entries import EntryTable
 from gateway.cache.fingerprint import exact_key, loose_key
-from gateway.cache.guards import Verdict, compare
 from gateway.cache.index import FloatArray, IndexSet, VectorSpace
 from gateway.cache.replay import uncacheable
+from gateway.cache.rule import Rule, serving_rule
 from gateway.cache.settings import CacheSettings, Policy
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
 from gateway.cache.text_features import Profile, profile
@@ -55,28 +56,15 @@ class Hit:
     created_at: float
 
 
-def accept(stored: str | Profile, asked: str | Profile, score: float, threshold: float,
-           guards: bool = True) -> Verdict:
-    """Whether a semantic candidate may be served: through the guards, and similar enough once
-    the margin its soft differences cost is taken off (``score - margin >= threshold``)."""
-    if score < threshold:
-        return Verdict(False, f"score {score:.4f} below {threshold:.4f}")
-    if not guards:
-        return Verdict(True)
-    verdict = compare(stored, asked)
-    if verdict.ok and score - verdict.margin < threshold:
-        return Verdict(False, f"score {score:.4f} - margin {verdict.margin:.4f} below "
-                              f"{threshold:.4f} ({verdict.reason})")
-    return verdict
-
-
 class SemanticCache:
     """One cache: its database, graphs and in-memory table, and the tasks that keep them."""
 
     def __init__(self, settings: CacheSettings, space: VectorSpace | None,
-                 store: CacheStore | None, index: IndexSet | None, clock: Clock) -> None:
+                 store: CacheStore | None, index: IndexSet | None, clock: Clock,
+                 rule: Rule | None = None) -> None:
         self.settings = settings
         self.space = space
+        self.rule = rule or Rule(settings.threshold, settings.guards)
         self._store = store
         self._index = index
         self._clock = clock
@@ -107,7 +95,7 @@ class SemanticCache:
             return cls(settings, None, None, None, clock)
         store = await CacheStore.open(settings.database)
         index = IndexSet(space, settings.index) if space is not None else None
-        cache = cls(settings, space, store, index, clock)
+        cache = cls(settings, space, store, index, clock, serving_rule(settings, space))
         try:
             await store.adopt_space(space)
             await cache._load()
@@ -151,7 +139,7 @@ class SemanticCache:
         neighbours = await self._index.search(namespace, vector, self.settings.candidates)
         asked: Profile | None = None
         for n in sorted(neighbours, key=lambda n: -n.score):
-            if n.score < self.settings.threshold:
+            if n.score < self.rule.floor:
                 break
             entry = self._table.get(n.entry_id)
             if entry is None or entry.fingerprint != fingerprint or self._expired(entry):
@@ -159,8 +147,7 @@ class SemanticCache:
             # Fetch the answer while the guards run: most candidates that get here pass.
             fetch = asyncio.ensure_future(self._body(entry.entry_id))
             asked = asked or profile(text)
-            verdict = accept(self._profile(entry), asked, n.score, self.settings.threshold,
-                             self.settings.guards)
+            verdict = self.rule.judge(self._profile(entry), asked, n.score)
             if verdict.ok:
                 body = await fetch
                 return None if body is None else self._make_hit(entry, "semantic",
@@ -347,6 +334,9 @@ class SemanticCache:
             "namespaces": len(self._table.namespaces()),
             "threshold": self.settings.threshold,
             "threshold_source": self.settings.threshold_source,
+            "rule": self.rule.name,
+            "verifier_threshold": self.rule.verifier_threshold if self.rule.uses_verifier
+            else None,
             "vector_space": None if self.space is None else f"{self.space.model}/{self.space.dim}",
             "index_bytes": self._index.memory_bytes() if self._index else 0,
         }
@@ -378,9 +368,14 @@ class SemanticCache:
             changed = await self._reconcile(namespace, ids) or changed
         if changed:
             await self.save()
-        log.info("cache open: %d entries in %d namespaces (threshold %.3f from %s)",
-                 len(self._table), len(wanted), self.settings.threshold,
-                 self.settings.threshold_source)
+        log.info("cache open: %d entries in %d namespaces (%s)", len(self._table), len(wanted),
+                 self._rule_text())
+
+    def _rule_text(self) -> str:
+        if self.rule.uses_verifier:
+            return (f"verifier {self.settings.verifier}, threshold "
+                    f"{self.rule.verifier_threshold:.3f}, cosine from {self.rule.floor:.3f}")
+        return f"threshold {self.settings.threshold:.3f} from {self.settings.threshold_source}"
 
     def _vector_ids(self) -> dict[str, set[int]]:
         wanted: dict[str, set[int]] = {}

@@ -4,6 +4,11 @@
 against ``base_dir`` (the gateway passes ``server.data_dir``). When ``threshold`` is absent, the
 threshold written by ``gateway cache fit --write`` (``calibration_file``) is used if it exists, else
 ``DEFAULT_THRESHOLD``. Reading that small file is the only disk access, and it happens here, once.
+``verifier`` names the learned verifier's weights (``"off"``, the default: none, the
+cosine-and-margin rule serves; ``"builtin"``: the file shipped beside this module); the cache
+loads it when it opens and uses it only when it was trained on the configured embedding model.
+``verifier_threshold`` (a probability) overrides its operating point; a calibration file
+written for the verifier rule (``"rule": "verifier"``) sets it when the config does not.
 
     [cache]
     enabled = true
@@ -12,6 +17,8 @@ threshold written by ``gateway cache fit --write`` (``calibration_file``) is use
     calibration_file = "cache_calibration.json"
     threshold = 0.95                      # cosine; omit to use the calibration file
     guards = true                         # lexical checks before a semantic hit is served
+    verifier = "off"                      # "off" | "builtin" | path to verifier weights
+    verifier_threshold = 0.9              # probability; omit for the verifier's own
     default_policy = "semantic"           # "semantic" | "exact" | "off"
     ttl_s = 604800                        # 0 = entries never expire
     max_entries = 100000                  # least recently used entries are evicted beyond it
@@ -48,6 +55,7 @@ POLICIES: tuple[Policy, ...] = ("semantic", "exact", "off")
 _STRICTNESS: dict[Policy, int] = {"off": 0, "exact": 1, "semantic": 2}
 DEFAULT_THRESHOLD = 0.95
 CALIBRATION_VERSION = 1
+BUILTIN_VERIFIER = Path(__file__).with_name("verifier.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +84,8 @@ class CacheSettings:
     threshold: float = DEFAULT_THRESHOLD
     threshold_source: str = "default"
     guards: bool = True
+    verifier: Path | None = None  # off: the cosine-and-margin rule serves
+    verifier_threshold: float | None = None  # None: the verifier file's operating point
     default_policy: Policy = "semantic"
     ttl_s: float = 7 * 86400.0
     max_entries: int = 100_000
@@ -107,7 +117,8 @@ def strictest(a: Policy, b: Policy) -> Policy:
 def parse_cache(t: Table, base_dir: Path) -> CacheSettings:
     """Validate the ``[cache]`` table; relative paths resolve against ``base_dir``."""
     calibration_file = _path(t, "calibration_file", "cache_calibration.json", base_dir)
-    threshold, source = _threshold(t, calibration_file)
+    calibrated = read_calibration(calibration_file)
+    threshold, source = _threshold(t, calibrated, calibration_file)
     settings = CacheSettings(
         enabled=t.get("enabled", bool, True),
         database=_path(t, "database", "cache.sqlite3", base_dir),
@@ -116,6 +127,8 @@ def parse_cache(t: Table, base_dir: Path) -> CacheSettings:
         threshold=threshold,
         threshold_source=source,
         guards=t.get("guards", bool, True),
+        verifier=_verifier(t, base_dir),
+        verifier_threshold=_verifier_threshold(t, calibrated),
         default_policy=cast(Policy, t.choice("default_policy", POLICIES, "semantic")),
         ttl_s=t.non_negative("ttl_s", 7 * 86400.0),
         max_entries=t.count("max_entries", 100_000),
@@ -140,20 +153,44 @@ def _path(t: Table, name: str, default: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def _threshold(t: Table, calibration_file: Path) -> tuple[float, str]:
+def _threshold(t: Table, calibrated: tuple[str, float] | None,
+               calibration_file: Path) -> tuple[float, str]:
     if "threshold" in t.data:
         value = t.get("threshold", float, DEFAULT_THRESHOLD)
         if not 0.0 < value <= 1.0:
             raise t.fail("threshold", "a cosine similarity above 0 and at most 1")
         return value, "config"
-    calibrated = read_calibration(calibration_file)
-    if calibrated is not None:
-        return calibrated, str(calibration_file)
+    if calibrated is not None and calibrated[0] == "cosine":
+        return calibrated[1], str(calibration_file)
     return DEFAULT_THRESHOLD, "default"
 
 
-def read_calibration(path: Path) -> float | None:
-    """The threshold in a calibration file, None when there is none; a bad file is an error."""
+def _verifier(t: Table, base_dir: Path) -> Path | None:
+    name = t.get("verifier", str, "off")
+    if name == "off":
+        return None
+    if name == "builtin":
+        return BUILTIN_VERIFIER
+    if not name:
+        raise t.fail("verifier", '"builtin", "off" or the path of a verifier file')
+    path = Path(name)
+    return path if path.is_absolute() else base_dir / path
+
+
+def _verifier_threshold(t: Table, calibrated: tuple[str, float] | None) -> float | None:
+    if "verifier_threshold" in t.data:
+        value = t.get("verifier_threshold", float, 0.5)
+        if not 0.0 <= value <= 1.0:
+            raise t.fail("verifier_threshold", "a probability from 0 to 1")
+        return value
+    if calibrated is not None and calibrated[0] == "verifier":
+        return calibrated[1]
+    return None
+
+
+def read_calibration(path: Path) -> tuple[str, float] | None:
+    """The rule (``"cosine"`` or ``"verifier"``) and threshold in a calibration file, None when
+    there is none; a bad file is an error."""
     try:
         raw = json.loads(path.read_text("utf-8"))
     except FileNotFoundError:
@@ -161,9 +198,12 @@ def read_calibration(path: Path) -> float | None:
     except (OSError, ValueError) as exc:
         raise ConfigError(f"cache.calibration_file: cannot read {path} ({exc})") from exc
     value = raw.get("threshold") if isinstance(raw, dict) else None
+    rule = raw.get("rule", "cosine") if isinstance(raw, dict) else None
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 1:
         raise ConfigError(f"cache.calibration_file: {path} holds no threshold from 0 to 1")
-    return float(value)
+    if rule not in ("cosine", "verifier"):
+        raise ConfigError(f"cache.calibration_file: {path} names no rule (cosine or verifier)")
+    return str(rule), float(value)
 
 
 def _tenants(t: Table) -> dict[str, TenantCache]:
