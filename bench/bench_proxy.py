@@ -47,7 +47,6 @@ def gateway_config(upstream_port: int, data_dir: str) -> str:
 data_dir = "{data_dir}"
 [tenants]
 bootstrap = false
-tokenizer = "{models / 'tokenizer.json'}"
 [tenants.default_limits]
 requests_per_minute = 100000000
 tokens_per_minute = 10000000000

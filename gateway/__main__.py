@@ -22,6 +22,7 @@ from gateway.access_log import configure_access_log
 from gateway.app import create_app
 from gateway.cache import cli as cache_cli
 from gateway.config import Settings, load
+from gateway.heap import settled_heap
 from gateway.routing import cli as routing_cli
 from gateway.tenants import cli as tenants_cli
 from gateway.tenants.redact import install_redaction
@@ -73,6 +74,7 @@ def _secrets(settings: Settings) -> list[str]:
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     _install_uvloop()
     app = create_app(settings)
+    app.cleanup_ctx.append(settled_heap)
     url = f"http://{settings.server.host}:{settings.server.port}"
     log.info("gateway starting (config: %s); providers: %s; models: %s", settings.source,
              ", ".join(p.name for p in settings.providers),

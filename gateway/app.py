@@ -6,6 +6,7 @@ embedder pool, then the rest. Nothing here runs at import time.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -36,13 +37,16 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_REQUEST_ID = 128
+_ID_PREFIX = "req_" + secrets.token_hex(6)
+"""Random per process, then a counter: unique without a system call per request."""
+_ID_COUNTER = itertools.count(1)
 
 
 def _request_id(request: web.Request) -> str:
     given = request.headers.get("x-request-id", "")
     if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
         return given
-    return "req_" + secrets.token_hex(12)
+    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
 
 
 def _translate_http(exc: web.HTTPException) -> GatewayError:

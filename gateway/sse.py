@@ -7,13 +7,12 @@ dispatched at a blank line.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-from aiohttp import StreamReader
+from typing import Protocol
 
 from gateway.errors import FailureKind, UpstreamFailure
+from gateway.http_client import HttpTimeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,7 +21,13 @@ class SseEvent:
     data: bytes
 
 
-async def iter_sse(content: StreamReader, chunk_timeout_s: float) -> AsyncIterator[SseEvent]:
+class Body(Protocol):
+    async def readany(self, timeout_s: float | None = None) -> bytes:
+        """The next bytes that arrived; ``b""`` at the end."""
+        ...
+
+
+async def iter_sse(content: Body, chunk_timeout_s: float) -> AsyncIterator[SseEvent]:
     """Events from an upstream body; each network read is awaited at most ``chunk_timeout_s``.
 
     Reading whatever has arrived and splitting it here (rather than awaiting line by line)
@@ -32,9 +37,8 @@ async def iter_sse(content: StreamReader, chunk_timeout_s: float) -> AsyncIterat
     pending = b""
     while True:
         try:
-            async with asyncio.timeout(chunk_timeout_s):
-                data = await content.readany()
-        except TimeoutError as exc:
+            data = await content.readany(chunk_timeout_s)
+        except HttpTimeout as exc:
             raise UpstreamFailure(
                 FailureKind.TIMEOUT, f"no stream data for {chunk_timeout_s} s"
             ) from exc

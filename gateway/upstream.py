@@ -1,14 +1,13 @@
-"""The HTTP client side: one pooled session, explicit per-phase timeouts, streaming.
+"""Provider calls over the shared ``HttpClient``, with explicit per-phase timeouts, streaming.
 
 Phases and their timeouts: connecting (``connect_timeout_s``), waiting for the response
-headers (``first_byte_timeout_s``), and, for streams, waiting for each next line
+headers (``first_byte_timeout_s``), and waiting for each next piece of the body
 (``chunk_timeout_s``). There is no total timeout: a long stream that keeps moving is fine.
-Every aiohttp exception is translated here into an ``UpstreamFailure``.
+Every client error is translated here into an ``UpstreamFailure``.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Mapping
@@ -17,11 +16,11 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.config import Timeouts
 from gateway.errors import FailureKind, UpstreamFailure
+from gateway.http_client import HttpClient, HttpError, HttpTimeout, Response
 from gateway.sse import SseEvent, iter_sse
 
 log = logging.getLogger(__name__)
@@ -37,16 +36,9 @@ class JsonResponse:
     body: Any
 
 
-def new_session(max_connections: int = 4096) -> aiohttp.ClientSession:
-    """The gateway's one pooled client session (timeouts are given per request)."""
-    connector = aiohttp.TCPConnector(limit=max_connections, limit_per_host=0, ttl_dns_cache=300)
-    return aiohttp.ClientSession(
-        connector=connector,
-        timeout=aiohttp.ClientTimeout(total=None),
-        json_serialize=lambda v: orjson.dumps(v).decode(),
-        auto_decompress=True,
-        raise_for_status=False,
-    )
+def new_session() -> HttpClient:
+    """The gateway's one pooled client (timeouts are given per request)."""
+    return HttpClient()
 
 
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
@@ -99,40 +91,42 @@ def _parse_json(raw: bytes) -> Any:
 
 
 class Upstream:
-    """Requests to providers over the shared session, with failures translated."""
+    """Requests to providers over the shared client, with failures translated."""
 
-    def __init__(self, session: aiohttp.ClientSession) -> None:
+    def __init__(self, session: HttpClient) -> None:
         self.session = session
 
     async def post_json(
         self, url: str, *, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
     ) -> JsonResponse:
         """POST and read a whole JSON answer; non-2xx becomes ``UpstreamFailure``."""
-        async with self._request(url, headers, body, timeouts) as resp:
-            try:
-                async with asyncio.timeout(timeouts.chunk_timeout_s):
-                    raw = await resp.read()
-            except TimeoutError as exc:
-                raise UpstreamFailure(FailureKind.TIMEOUT, "response body stalled") from exc
-            except aiohttp.ClientError as exc:
-                raise UpstreamFailure(FailureKind.CONNECT, f"body read failed: {exc}") from exc
-            parsed = _parse_json(raw)
-            if resp.status >= 300:
-                raise failure_for_status(resp.status, resp.headers, parsed)
-            if parsed is None:
-                raise UpstreamFailure(FailureKind.BAD_RESPONSE, "response is not JSON")
-            return JsonResponse(resp.status, parsed)
+        resp = await self._send(url, headers, body, timeouts)
+        try:
+            raw = await resp.read(timeouts.chunk_timeout_s)
+        except HttpTimeout as exc:
+            raise UpstreamFailure(FailureKind.TIMEOUT, "response body stalled") from exc
+        except HttpError as exc:
+            raise UpstreamFailure(FailureKind.CONNECT, f"body read failed: {exc}") from exc
+        finally:
+            resp.release()
+        parsed = _parse_json(raw)
+        if resp.status >= 300:
+            raise failure_for_status(resp.status, resp.headers, parsed)
+        if parsed is None:
+            raise UpstreamFailure(FailureKind.BAD_RESPONSE, "response is not JSON")
+        return JsonResponse(resp.status, parsed)
 
     @asynccontextmanager
     async def open_sse(
         self, url: str, *, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
     ) -> AsyncIterator[AsyncIterator[SseEvent]]:
         """POST and yield the answer's SSE events; released when the block exits."""
-        async with self._request(url, headers, body, timeouts) as resp:
+        resp = await self._send(url, headers, body, timeouts)
+        try:
             if resp.status >= 300:
                 raw = await _read_error_body(resp, timeouts)
                 raise failure_for_status(resp.status, resp.headers, _parse_json(raw))
-            ctype = resp.headers.get("Content-Type", "")
+            ctype = resp.headers.get("Content-Type") or ""
             if "text/event-stream" not in ctype:
                 raw = await _read_error_body(resp, timeouts)
                 parsed = _parse_json(raw)
@@ -141,50 +135,42 @@ class Upstream:
                     f"expected an event stream, got {ctype or 'no content type'}: "
                     + error_message(parsed, resp.status),
                 )
-            yield _translated(iter_sse(resp.content, timeouts.chunk_timeout_s))
-
-    @asynccontextmanager
-    async def _request(
-        self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
-    ) -> AsyncIterator[aiohttp.ClientResponse]:
-        # ``connect`` would include waiting for a free pooled connection: a busy gateway, not a
-        # sick provider. Only the socket connect itself counts against the deployment.
-        client_timeout = aiohttp.ClientTimeout(
-            total=None, connect=None, sock_connect=timeouts.connect_timeout_s
-        )
-        try:
-            async with asyncio.timeout(timeouts.first_byte_timeout_s):
-                resp = await self.session.post(
-                    url, data=body, headers=headers, timeout=client_timeout
-                )
-        except TimeoutError as exc:
-            raise UpstreamFailure(
-                FailureKind.TIMEOUT, f"no response within {timeouts.first_byte_timeout_s} s"
-            ) from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamFailure(FailureKind.CONNECT, f"connection failed: {exc}") from exc
-        try:
-            yield resp
+            yield _translated(iter_sse(resp, timeouts.chunk_timeout_s))
         finally:
             # A body read to its end returns the connection to the pool; a stream abandoned
-            # part-way (client gone, failover) must close it so no stale bytes are reused.
-            if resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()
+            # part-way (client gone, failover) closes it so no stale bytes are reused.
+            resp.release()
+
+    async def _send(
+        self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
+    ) -> Response:
+        try:
+            return await self.session.request(
+                "POST", url, headers=headers, body=body,
+                connect_timeout_s=timeouts.connect_timeout_s,
+                first_byte_timeout_s=timeouts.first_byte_timeout_s,
+            )
+        except HttpTimeout as exc:
+            raise UpstreamFailure(FailureKind.TIMEOUT, f"no response in time: {exc}") from exc
+        except HttpError as exc:
+            raise UpstreamFailure(FailureKind.CONNECT, f"connection failed: {exc}") from exc
 
 
-async def _read_error_body(resp: aiohttp.ClientResponse, timeouts: Timeouts) -> bytes:
+async def _read_error_body(resp: Response, timeouts: Timeouts) -> bytes:
+    parts: list[bytes] = []
+    size = 0
     try:
-        async with asyncio.timeout(timeouts.chunk_timeout_s):
-            return await resp.content.read(64 * 1024)
-    except (TimeoutError, aiohttp.ClientError):
-        return b""
+        while size < 64 * 1024 and (data := await resp.readany(timeouts.chunk_timeout_s)):
+            parts.append(data)
+            size += len(data)
+    except HttpError:
+        pass
+    return b"".join(parts)[:64 * 1024]
 
 
 async def _translated(events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
     try:
         async for event in events:
             yield event
-    except aiohttp.ClientError as exc:
+    except HttpError as exc:
         raise UpstreamFailure(FailureKind.CONNECT, f"stream broke: {exc}") from exc

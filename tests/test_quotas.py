@@ -280,6 +280,12 @@ def test_without_a_tokenizer_four_characters_make_a_token(tmp_path: Path) -> Non
     assert counter.count("") == 0
 
 
+def test_without_a_tokenizer_non_ascii_text_counts_more_per_character() -> None:
+    counter = TokenCounter(None)
+    assert counter.count("é" * 40) == 10 + 20  # one extra UTF-8 byte each: half a token
+    assert counter.count("語" * 40) == 10 + 40  # two extra bytes each: a whole token
+
+
 @pytest.mark.skipif(not TOKENIZER.is_file(), reason="the embedding model's tokenizer is absent")
 def test_the_real_tokenizer_counts_words_and_extrapolates_very_long_text() -> None:
     counter = TokenCounter.load(TOKENIZER)

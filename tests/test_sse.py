@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from gateway.errors import UpstreamFailure
+from gateway.http_client import HttpClient
 from gateway.sse import SseEvent, iter_sse
 
 PIECES = [
@@ -45,8 +45,10 @@ async def _serve(aiohttp_server: Any, pieces: list[bytes], hold: bool = False) -
 
 async def test_events_split_across_reads_are_reassembled(aiohttp_server: Any) -> None:
     url = await _serve(aiohttp_server, PIECES)
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
-        events = [e async for e in iter_sse(resp.content, chunk_timeout_s=5)]
+    async with HttpClient() as client:
+        resp = await client.request("GET", url, headers={})
+        events = [e async for e in iter_sse(resp, chunk_timeout_s=5)]
+        resp.release()
     assert events == [
         SseEvent("message_start", b'{"a": 1}'),
         SseEvent("", b"line one\nline two"),
@@ -57,8 +59,9 @@ async def test_events_split_across_reads_are_reassembled(aiohttp_server: Any) ->
 
 async def test_a_stalled_stream_times_out_as_upstream_failure(aiohttp_server: Any) -> None:
     url = await _serve(aiohttp_server, [b"data: 1\n\n"], hold=True)
-    async with aiohttp.ClientSession() as session, session.get(url) as resp:
-        events = iter_sse(resp.content, chunk_timeout_s=0.05)
+    async with HttpClient() as client:
+        resp = await client.request("GET", url, headers={})
+        events = iter_sse(resp, chunk_timeout_s=0.05)
         assert await anext(events) == SseEvent("", b"1")
         with pytest.raises(UpstreamFailure, match="no stream data"):
             await anext(events)

@@ -8,7 +8,7 @@ from the environment variables named here and are kept out of ``repr``.
     database = "gateway.sqlite3"        # relative to server.data_dir
     admin_key_env = "GATEWAY_ADMIN_KEY"
     key_secret_env = "GATEWAY_KEY_SECRET"
-    tokenizer = "models/all-MiniLM-L6-v2/tokenizer.json"
+    tokenizer = ""                      # a tokenizer.json to count prompt tokens exactly (slower)
     default_max_tokens = 1024           # completion estimate when a request sets no max_tokens
     budget_soft_share = 0.9             # share of a budget where the soft action starts
     budget_soft_action = "downgrade"    # or "refuse"
@@ -86,7 +86,8 @@ class TenantSettings:
     key_secret_env: str = "GATEWAY_KEY_SECRET"
     admin_key: str | None = field(default=None, repr=False)
     key_secret: str | None = field(default=None, repr=False)
-    tokenizer: Path | None = Path("models/all-MiniLM-L6-v2/tokenizer.json")
+    tokenizer: Path | None = None
+    """None: estimate prompt tokens from the text's length (``TokenCounter``), no tokenizer."""
     default_max_tokens: int = 1024
     budget_soft_share: float = 0.9
     budget_soft_action: str = "downgrade"
@@ -106,7 +107,7 @@ def parse_tenants(t: Table, env: Mapping[str, str], base_dir: Path) -> TenantSet
     """Validate the ``[tenants]`` table; secrets come from ``env`` under the configured names."""
     admin_key_env = t.get("admin_key_env", str, "GATEWAY_ADMIN_KEY")
     key_secret_env = t.get("key_secret_env", str, "GATEWAY_KEY_SECRET")
-    tokenizer = t.get("tokenizer", str, "models/all-MiniLM-L6-v2/tokenizer.json")
+    tokenizer = t.get("tokenizer", str, "")
     share = t.positive("budget_soft_share", 0.9)
     if share > 1:
         raise t.fail("budget_soft_share", "a share from 0 to 1")

@@ -1,0 +1,240 @@
+"""Tests for gateway/http_client.py against raw HTTP servers on real sockets.
+
+Each server is a few lines of asyncio that write exact bytes, so framing (sized, chunked, read to
+the connection's end), keep-alive reuse, stale pooled connections and malformed answers are all
+under the test's control.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import pytest
+
+from gateway.http_client import (
+    MAX_BUFFERED,
+    ConnectError,
+    HttpClient,
+    HttpError,
+    HttpTimeout,
+)
+
+Reply = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class Server:
+    def __init__(self, reply: Reply) -> None:
+        self.reply = reply
+        self.connections = 0
+        self.requests: list[bytes] = []
+        self.port = 0
+        self.handlers: list[asyncio.Task[None]] = []
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        self.handlers.append(asyncio.current_task())  # type: ignore[arg-type]
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                self.requests.append(head + await reader.readexactly(length))
+                await self.reply(reader, writer)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1/chat?x=1"
+
+
+@asynccontextmanager
+async def serving(reply: Reply) -> AsyncIterator[Server]:
+    server = Server(reply)
+    listener = await asyncio.start_server(server._serve, "127.0.0.1", 0)
+    server.port = listener.sockets[0].getsockname()[1]
+    async with listener:
+        yield server
+        # The client has closed its connections by now: each handler ends on that EOF.
+        await asyncio.gather(*server.handlers, return_exceptions=True)
+
+
+def sized(body: bytes, status: str = "200 OK", extra: str = "") -> Reply:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode()
+                     + body)
+        await writer.drain()
+    return reply
+
+
+async def post(client: HttpClient, url: str, **kw: float) -> tuple[int, bytes]:
+    resp = await client.request("POST", url, headers={"Content-Type": "application/json"},
+                                body=b'{"a": 1}', **kw)
+    try:
+        return resp.status, await resp.read()
+    finally:
+        resp.release()
+
+
+async def test_a_sized_answer_is_read_and_its_connection_reused() -> None:
+    async with serving(sized(b'{"ok": true}', extra="X-Thing: a\r\nX-Thing: b\r\n")) as server:
+        async with HttpClient() as client:
+            assert await post(client, server.url) == (200, b'{"ok": true}')
+            resp = await client.request("POST", server.url, headers={})
+            assert resp.headers["x-thing"] == "a, b" and resp.headers.get("X-THING") == "a, b"
+            await resp.read()
+            resp.release()
+    assert server.connections == 1
+    first = server.requests[0]
+    assert first.startswith(b"POST /v1/chat?x=1 HTTP/1.1\r\n")
+    assert f"Host: 127.0.0.1:{server.port}".encode() in first
+    assert first.endswith(b'\r\n\r\n{"a": 1}')
+
+
+async def test_a_chunked_stream_arrives_piece_by_piece() -> None:
+    second_sent = asyncio.Event()
+    first_read = asyncio.Event()
+
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                     b"Content-Type: text/event-stream\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await first_read.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+        await writer.drain()
+        second_sent.set()
+
+    async with serving(reply) as server, HttpClient() as client:
+        resp = await client.request("POST", server.url, headers={})
+        assert await resp.readany(5) == b"first"
+        assert not second_sent.is_set()  # the first piece came before the second was sent
+        first_read.set()
+        assert await resp.read(5) == b"second"
+        assert resp.at_eof()
+        resp.release()
+        assert await post(client, server.url) == (200, b"firstsecond")  # reused after a stream
+        assert server.connections == 1
+
+
+async def test_a_body_ended_by_closing_the_connection_is_whole() -> None:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
+        await writer.drain()
+        writer.close()
+
+    async with serving(reply) as server, HttpClient() as client:
+        assert await post(client, server.url) == (200, b"all of it")
+        assert await post(client, server.url) == (200, b"all of it")
+        assert server.connections == 2  # "Connection: close" is never pooled
+
+
+async def test_a_pooled_connection_the_server_dropped_is_replaced_once() -> None:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        await writer.drain()
+        writer.close()  # keep-alive announced, then dropped while idle
+
+    async with serving(reply) as server, HttpClient() as client:
+        assert await post(client, server.url) == (200, b"ok")
+        assert await post(client, server.url) == (200, b"ok")
+        assert server.connections == 2
+
+
+async def test_no_answer_in_time_is_a_timeout_and_the_connection_is_dropped() -> None:
+    async def reply(reader: asyncio.StreamReader, _: asyncio.StreamWriter) -> None:
+        await reader.read()  # never answers
+
+    async with serving(reply) as server, HttpClient() as client:
+        with pytest.raises(HttpTimeout):
+            await post(client, server.url, first_byte_timeout_s=0.05)
+        assert client._idle.get(("http", "127.0.0.1", server.port)) in (None, [])
+
+
+async def test_a_stalled_body_times_out() -> None:
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
+        await writer.drain()
+        await reader.read()
+
+    async with serving(reply) as server, HttpClient() as client:
+        resp = await client.request("POST", server.url, headers={})
+        with pytest.raises(HttpTimeout):
+            await resp.read(0.05)
+        resp.release()  # not at its end: closed, not pooled
+        assert client._idle.get(("http", "127.0.0.1", server.port)) in (None, [])
+
+
+async def test_a_refused_connection_is_a_connect_error() -> None:
+    async with serving(sized(b"")) as server:
+        port = server.port
+    async with HttpClient() as client:
+        with pytest.raises(ConnectError):
+            await post(client, f"http://127.0.0.1:{port}/")
+
+
+async def test_a_malformed_answer_is_an_error_and_never_reused() -> None:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 abc nonsense\r\n\r\n")
+        await writer.drain()
+
+    async with serving(reply) as server, HttpClient() as client:
+        with pytest.raises(HttpError):
+            await post(client, server.url)
+        with pytest.raises(HttpError):
+            await post(client, server.url)
+        assert server.connections == 2
+
+
+async def test_a_cut_body_is_an_error() -> None:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
+        await writer.drain()
+        writer.close()
+
+    async with serving(reply) as server, HttpClient() as client:
+        resp = await client.request("POST", server.url, headers={})
+        with pytest.raises(HttpError):
+            await resp.read(5)
+        resp.release()
+
+
+async def test_gzip_bodies_are_decoded() -> None:
+    body = gzip.compress(b'{"text": "' + b"z" * 5000 + b'"}')
+    async with serving(sized(body, extra="Content-Encoding: gzip\r\n")) as server:
+        async with HttpClient() as client:
+            status, data = await post(client, server.url)
+    assert status == 200 and data == b'{"text": "' + b"z" * 5000 + b'"}'
+    assert b"Accept-Encoding: identity" in server.requests[0]
+
+
+async def test_a_body_larger_than_the_buffer_arrives_whole() -> None:
+    body = bytes(range(256)) * (3 * MAX_BUFFERED // 256)
+    async with serving(sized(body)) as server, HttpClient() as client:
+        resp = await client.request("POST", server.url, headers={})
+        first = await resp.readany(5)
+        rest = await resp.read(5)
+        resp.release()
+        assert first + rest == body
+        assert await post(client, server.url) == (200, body)
+        assert server.connections == 1
+
+
+@pytest.mark.parametrize("headers", [{"X-Bad": "a\r\nInjected: yes"}, {"Bad\nName": "v"}])
+async def test_header_injection_is_refused_before_anything_is_sent(
+    headers: dict[str, str]
+) -> None:
+    async with serving(sized(b"")) as server, HttpClient() as client:
+        with pytest.raises(HttpError):
+            await client.request("POST", server.url, headers=headers)
+    assert server.requests == []
+
+
+async def test_only_http_urls_are_accepted() -> None:
+    async with HttpClient() as client:
+        with pytest.raises(HttpError):
+            await client.request("POST", "ftp://example.invalid/", headers={})
