@@ -45,7 +45,8 @@ class CacheStage:
         directives = parse_cache_control(request.headers.get("Cache-Control"))
         available = cache is not None and cache.enabled
         plan = decide(settings.policy_for(tenant), directives, available=available)
-        return cls(app, cache, chat, tenant, plan, cache_text(chat))
+        text = cache_text(chat) if plan.policy != "off" else ""  # off: nothing is keyed
+        return cls(app, cache, chat, tenant, plan, text)
 
     @property
     def wants_vector(self) -> bool:

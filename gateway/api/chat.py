@@ -77,7 +77,13 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     record.timing.mark("admit")
     record.limit_headers = rate_limit_headers(reservation)
     try:
-        return await _answer(request, chat, record, reservation)
+        response = await _answer(request, chat, record, reservation)
+        # Finish the answer on the wire first: the accounting below is the gateway's business
+        # and should not delay the client (for a stream this sends its final chunk marker).
+        if not response.prepared:
+            await response.prepare(request)
+        await response.write_eof()
+        return response
     except GatewayError as error:
         record.status, record.error = error.status, error.code
         if isinstance(error, UpstreamFailed):
