@@ -1,6 +1,6 @@
 """``create_app(settings)``: the routes, the middleware, and one cleanup context per resource.
 
-Resources are acquired in order and released in reverse: the upstream client session, then the
+Resources are acquired in order and released in reverse: the upstream HTTP client, then the
 embedder pool, then the rest. Nothing here runs at import time.
 """
 
@@ -87,7 +87,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 
 async def upstream_context(app: web.Application) -> AsyncIterator[None]:
-    """The pooled client session that every provider call shares."""
+    """The pooled HTTP client that every provider call shares."""
     session = new_session()
     app[CLIENT_SESSION] = session
     upstream = Upstream(session)

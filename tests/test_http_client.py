@@ -82,13 +82,13 @@ async def post(client: HttpClient, url: str, **kw: float) -> tuple[int, bytes]:
 
 
 async def test_a_sized_answer_is_read_and_its_connection_reused() -> None:
-    async with serving(sized(b'{"ok": true}', extra="X-Thing: a\r\nX-Thing: b\r\n")) as server:
-        async with HttpClient() as client:
-            assert await post(client, server.url) == (200, b'{"ok": true}')
-            resp = await client.request("POST", server.url, headers={})
-            assert resp.headers["x-thing"] == "a, b" and resp.headers.get("X-THING") == "a, b"
-            await resp.read()
-            resp.release()
+    reply = sized(b'{"ok": true}', extra="X-Thing: a\r\nX-Thing: b\r\n")
+    async with serving(reply) as server, HttpClient() as client:
+        assert await post(client, server.url) == (200, b'{"ok": true}')
+        resp = await client.request("POST", server.url, headers={})
+        assert resp.headers["x-thing"] == "a, b" and resp.headers.get("X-THING") == "a, b"
+        await resp.read()
+        resp.release()
     assert server.connections == 1
     first = server.requests[0]
     assert first.startswith(b"POST /v1/chat?x=1 HTTP/1.1\r\n")
@@ -205,9 +205,9 @@ async def test_a_cut_body_is_an_error() -> None:
 
 async def test_gzip_bodies_are_decoded() -> None:
     body = gzip.compress(b'{"text": "' + b"z" * 5000 + b'"}')
-    async with serving(sized(body, extra="Content-Encoding: gzip\r\n")) as server:
-        async with HttpClient() as client:
-            status, data = await post(client, server.url)
+    reply = sized(body, extra="Content-Encoding: gzip\r\n")
+    async with serving(reply) as server, HttpClient() as client:
+        status, data = await post(client, server.url)
     assert status == 200 and data == b'{"text": "' + b"z" * 5000 + b'"}'
     assert b"Accept-Encoding: identity" in server.requests[0]
 

@@ -203,10 +203,16 @@ class Periods:
 @dataclass(frozen=True, slots=True)
 class _Budget:
     key: str
+    """``t:<tenant>:day`` and the like."""
     period: str
     budget: float
-    label: str
     resets_in_s: float
+
+    @property
+    def label(self) -> str:
+        """For the refusal message only (built then, not for every request)."""
+        daily = self.key.endswith(":day")
+        return f"{_label(self.key)} ({'daily' if daily else 'monthly'})"
 
 
 class Admission:
@@ -250,8 +256,8 @@ class Admission:
 
     async def admit(self, principal: Principal, request: ChatRequest) -> Reservation:
         """Reserve capacity for ``request`` or raise ``RateLimited``/``BudgetExceeded``."""
-        share = await self._budget_share(principal, self._wall_clock())
         scopes = _scopes(principal)
+        share = await self._budget_share(scopes, self._wall_clock())
         prompt, reserved = self._estimate(scopes, request)
         slots = tuple((f"{s}:conc", lim.max_concurrent) for s, lim in scopes if lim.max_concurrent)
         if slots and (full := await self.counters.acquire_slots(slots)) is not None:
@@ -334,8 +340,10 @@ class Admission:
         completion = (request.max_tokens or self.default_max_tokens) * request.n
         return prompt, prompt + completion
 
-    async def _budget_share(self, principal: Principal, wall: float) -> float:
-        budgets = _budgets(principal, wall, self._periods(wall))
+    async def _budget_share(
+        self, scopes: Sequence[tuple[str, Limits]], wall: float
+    ) -> float:
+        budgets = _budgets(scopes, wall, self._periods(wall))
         if not budgets:
             return 0.0
         spent = await self.counters.get_spend([(b.key, b.period) for b in budgets])
@@ -371,15 +379,17 @@ def _takes(scopes: Sequence[tuple[str, Limits]], reserved: int) -> tuple[list[Ta
     return takes, kinds
 
 
-def _budgets(principal: Principal, wall: float, periods: Periods) -> list[_Budget]:
+def _budgets(
+    scopes: Sequence[tuple[str, Limits]], wall: float, periods: Periods
+) -> list[_Budget]:
     out = []
-    for scope, limits in _scopes(principal):
+    for scope, limits in scopes:
         if limits.daily_budget_usd is not None:
             out.append(_Budget(f"{scope}:day", periods.day, limits.daily_budget_usd,
-                               f"{_label(scope)} (daily)", periods.day_end - wall))
+                               periods.day_end - wall))
         if limits.monthly_budget_usd is not None:
             out.append(_Budget(f"{scope}:month", periods.month, limits.monthly_budget_usd,
-                               f"{_label(scope)} (monthly)", periods.month_end - wall))
+                               periods.month_end - wall))
     return out
 
 
