@@ -74,6 +74,7 @@ class Headers(dict[str, str]):
 
 
 _Origin = tuple[str, str, int]
+RawHeader = tuple[bytes, bytes]
 
 
 class _Target:
@@ -94,22 +95,34 @@ class _Target:
 class Response:
     """One response: status and headers at once, the body as it arrives."""
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_decoder", "_eof", "_error", "_loop",
-                 "_waiter", "headers", "status")
+    __slots__ = ("_buffered", "_chunks", "_conn", "_decoder", "_eof", "_error", "_headers",
+                 "_loop", "_raw_headers", "_waiter", "status")
 
-    def __init__(self, conn: _Connection, status: int, headers: Headers) -> None:
+    def __init__(self, conn: _Connection, status: int, raw_headers: list[RawHeader]) -> None:
         self._conn: _Connection | None = conn
         self._loop = conn.loop
         self.status = status
-        self.headers = headers
+        self._raw_headers = raw_headers
+        self._headers: Headers | None = None
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._eof = False
         self._error: HttpError | None = None
         self._waiter: asyncio.Future[None] | None = None
-        encoding = headers.get("content-encoding", "")
-        self._decoder = (zlib.decompressobj(wbits=47) if encoding in ("gzip", "deflate")
+        encoding = next((v for n, v in raw_headers if n.lower() == b"content-encoding"), b"")
+        self._decoder = (zlib.decompressobj(wbits=47) if encoding.lower() in (b"gzip", b"deflate")
                          else None)
+
+    @property
+    def headers(self) -> Headers:
+        """Decoded on first use: a successful JSON answer never needs them."""
+        if self._headers is None:
+            self._headers = Headers()
+            for raw_name, raw_value in self._raw_headers:
+                name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+                known = dict.get(self._headers, name)
+                self._headers[name] = value if known is None else f"{known}, {value}"
+        return self._headers
 
     # Fed by the connection -------------------------------------------------------------
 
@@ -217,7 +230,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._received = False
         self._complete = False
-        self._header_items: list[tuple[bytes, bytes]] = []
+        self._header_items: list[RawHeader] = []
         self._head: asyncio.Future[Response] | None = None
         self._response: Response | None = None
 
@@ -263,15 +276,9 @@ class _Connection(asyncio.Protocol):
         self._header_items.append((name, value))
 
     def on_headers_complete(self) -> None:
-        headers = Headers()
-        for raw_name, raw_value in self._header_items:
-            name = raw_name.decode("latin-1").lower()
-            value = raw_value.decode("latin-1")
-            headers[name] = f"{dict.__getitem__(headers, name)}, {value}" if dict.__contains__(
-                headers, name) else value
-        self._header_items = []
+        items, self._header_items = self._header_items, []
         self._keep_alive = bool(self.parser.should_keep_alive())
-        response = self._response = Response(self, self.parser.get_status_code(), headers)
+        response = self._response = Response(self, self.parser.get_status_code(), items)
         head, self._head = self._head, None
         if head is not None and not head.done():
             head.set_result(response)
