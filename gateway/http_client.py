@@ -230,6 +230,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._received = False
         self._complete = False
+        self._interim = False
         self._header_items: list[RawHeader] = []
         self._head: asyncio.Future[Response] | None = None
         self._response: Response | None = None
@@ -277,8 +278,12 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         items, self._header_items = self._header_items, []
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): skip it
+            self._interim = True
+            return
         self._keep_alive = bool(self.parser.should_keep_alive())
-        response = self._response = Response(self, self.parser.get_status_code(), items)
+        response = self._response = Response(self, status, items)
         head, self._head = self._head, None
         if head is not None and not head.done():
             head.set_result(response)
@@ -288,6 +293,9 @@ class _Connection(asyncio.Protocol):
             self._response._feed(body)
 
     def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
         self._complete = True
         if self._response is not None:
             self._response._finish()
@@ -296,7 +304,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes) -> asyncio.Future[Response]:
         assert self.transport is not None
-        self._received = self._complete = False
+        self._received = self._complete = self._interim = False
         self._response = None
         self._head = self.loop.create_future()
         self.transport.write(data)

@@ -96,6 +96,18 @@ async def test_a_sized_answer_is_read_and_its_connection_reused() -> None:
     assert first.endswith(b'\r\n\r\n{"a": 1}')
 
 
+async def test_an_interim_answer_is_skipped() -> None:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n"
+                     b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
+        await writer.drain()
+
+    async with serving(reply) as server, HttpClient() as client:
+        assert await post(client, server.url) == (201, b"done")
+        assert await post(client, server.url) == (201, b"done")
+        assert server.connections == 1
+
+
 async def test_a_chunked_stream_arrives_piece_by_piece() -> None:
     second_sent = asyncio.Event()
     first_read = asyncio.Event()
