@@ -69,10 +69,11 @@ class ModelSettings:
     input_price_per_mtok: float = 0.0
     output_price_per_mtok: float = 0.0
     cached_input_price_per_mtok: float = 0.0
+    deployment_id: str = field(init=False, repr=False, compare=False)
+    """``provider/upstream_model``: computed once, read on every request."""
 
-    @property
-    def deployment_id(self) -> str:
-        return f"{self.provider}/{self.upstream_model}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deployment_id", f"{self.provider}/{self.upstream_model}")
 
 
 @dataclass(frozen=True, slots=True)

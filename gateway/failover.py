@@ -147,6 +147,9 @@ class Failover:
 
     def order(self, candidates: Sequence[Deployment]) -> list[Deployment]:
         """Healthy first, then cheapest (input plus output price), then configured order."""
+        if len(candidates) == 1:
+            return list(candidates)
+
         def key(d: Deployment) -> tuple[bool, float]:
             h = self.health[d.id]
             return h.state is not BreakerState.CLOSED, (

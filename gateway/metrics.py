@@ -7,8 +7,13 @@ from the configuration, statuses are HTTP codes, kinds and results are fixed set
 label exists only with ``[observability] tenant_labels = true``. As a last guard, a metric that
 has seen ``MAX_SERIES`` label sets files any new one under ``other``.
 
-Children are bound once per label set and kept, so a request costs a dict lookup and a few
-``inc``/``observe`` calls (``bench/bench_metrics.py``: a few microseconds).
+The two calls every request makes, ``request_done`` and ``cache_result``, skip the library's
+metric objects (a lock and several calls per ``inc``): they add to plain floats, ``Count`` and
+``Buckets``, bound once per label set, and ``FamiliesCollector`` turns those into the same
+counters and histograms at scrape time. That is safe because the request path and ``/metrics``
+both run on the event loop's thread; anything that may be called from another thread (the
+embedder's figures) or rarely (refusals, escalations, gauges) keeps the library's locked
+objects. ``bench/bench_metrics.py`` measures what a request costs.
 
 State that already lives elsewhere is read at scrape time by ``StateCollector``: each
 deployment's circuit breaker (``Failover.health``) and the ledger's queue. Budget use needs the
@@ -25,8 +30,10 @@ import hmac
 import logging
 import sqlite3
 import time
+from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
+from itertools import accumulate
 from typing import Literal
 
 from aiohttp import web
@@ -39,9 +46,10 @@ from prometheus_client import (
     disable_created_metrics,
 )
 from prometheus_client.aiohttp import make_aiohttp_handler
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from gateway.appkeys import CATALOG, FAILOVER
 from gateway.dashboard_queries import budget_usage
@@ -73,6 +81,97 @@ REFUSAL_KINDS: tuple[RefusalKind, ...] = ("rate_limit", "concurrency", "budget")
 BUDGET_PERIODS = ("day", "month")
 
 
+# Unlocked series for the request path --------------------------------------------------------
+
+
+class Count:
+    """A counter's value for one label set."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+
+class Buckets:
+    """A histogram's figures for one label set: observations per bucket (not cumulative; the
+    last one is +Inf) and their sum."""
+
+    __slots__ = ("bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0.0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        # The first bucket whose bound is >= value, as the library's Histogram files it.
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.sum += value
+
+
+class CounterFamily:
+    """A counter whose label sets are ``Count``s, read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.series: dict[tuple[str, ...], Count] = {}
+
+    def child(self, *labels: str) -> Count:
+        """The ``Count`` for ``labels``, created at zero the first time (exposed from then on)."""
+        count = self.series.get(labels)
+        if count is None:
+            count = self.series[labels] = Count()
+        return count
+
+    def metric(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, count in self.series.items():
+            family.add_metric(labels, count.value)
+        return family
+
+
+class HistogramFamily:
+    """A histogram whose label sets are ``Buckets``, read at scrape time."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
+                 bounds: tuple[float, ...]) -> None:
+        if list(bounds) != sorted(bounds) or len(set(bounds)) != len(bounds):
+            raise ValueError(f"{name}: bucket bounds must increase: {bounds}")
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.bounds = bounds
+        self._le = [*(floatToGoString(b) for b in bounds), "+Inf"]  # type: ignore[no-untyped-call]
+        self.series: dict[tuple[str, ...], Buckets] = {}
+
+    def child(self, *labels: str) -> Buckets:
+        """The ``Buckets`` for ``labels``, created empty the first time (exposed from then on)."""
+        buckets = self.series.get(labels)
+        if buckets is None:
+            buckets = self.series[labels] = Buckets(self.bounds)
+        return buckets
+
+    def metric(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
+        for labels, b in self.series.items():
+            family.add_metric(labels, list(zip(self._le, accumulate(b.counts), strict=True)),
+                              b.sum)
+        return family
+
+
+class FamiliesCollector(Collector):
+    """Exposes ``CounterFamily`` and ``HistogramFamily`` values, in the order given.
+
+    Scrape on the thread that updates them (the event loop's): nothing here takes a lock.
+    """
+
+    def __init__(self, *families: CounterFamily | HistogramFamily) -> None:
+        self._families = families
+
+    def collect(self) -> Iterator[Metric]:
+        for family in self._families:
+            yield family.metric()
+
+
 class _RequestSeries:
     """The children one label set of ``request_done`` touches, bound once."""
 
@@ -81,13 +180,13 @@ class _RequestSeries:
     def __init__(self, m: Metrics, route: str, tier: str, deployment: str, status: str,
                  tenant: str | None) -> None:
         with_tenant = (tenant,) if tenant is not None else ()
-        self.requests = m.requests.labels(route, tier, deployment, status, *with_tenant)
-        self.duration = m.request_duration.labels(route, tier)
-        self.upstream = m.upstream_duration.labels(deployment)
-        self.ttft = m.ttft.labels(deployment)
-        self.tokens_in = m.tokens.labels(deployment, "in", *with_tenant)
-        self.tokens_out = m.tokens.labels(deployment, "out", *with_tenant)
-        self.cost = m.cost.labels(deployment, *with_tenant)
+        self.requests = m.requests.child(route, tier, deployment, status, *with_tenant)
+        self.duration = m.request_duration.child(route, tier)
+        self.upstream = m.upstream_duration.child(deployment)
+        self.ttft = m.ttft.child(deployment)
+        self.tokens_in = m.tokens.child(deployment, "in", *with_tenant)
+        self.tokens_out = m.tokens.child(deployment, "out", *with_tenant)
+        self.cost = m.cost.child(deployment, *with_tenant)
 
 
 class Metrics:
@@ -110,24 +209,25 @@ class Metrics:
 
     def _define_request_metrics(self) -> None:
         r, tenant = self.registry, ("tenant",) if self.tenant_labels else ()
-        self.requests = Counter(
+        self.requests = CounterFamily(
             "gateway_requests", "Chat requests answered, by route, tier, deployment and status.",
-            ("route", "tier", "deployment", "status", *tenant), registry=r)
-        self.request_duration = Histogram(
+            ("route", "tier", "deployment", "status", *tenant))
+        self.request_duration = HistogramFamily(
             "gateway_request_duration_seconds", "Whole request time, as the client saw it.",
-            ("route", "tier"), buckets=LATENCY_BUCKETS_S, registry=r)
-        self.upstream_duration = Histogram(
+            ("route", "tier"), LATENCY_BUCKETS_S)
+        self.upstream_duration = HistogramFamily(
             "gateway_upstream_duration_seconds", "Upstream call time of the answering attempt.",
-            ("deployment",), buckets=LATENCY_BUCKETS_S, registry=r)
-        self.ttft = Histogram(
+            ("deployment",), LATENCY_BUCKETS_S)
+        self.ttft = HistogramFamily(
             "gateway_time_to_first_token_seconds", "Time to the first streamed content.",
-            ("deployment",), buckets=LATENCY_BUCKETS_S, registry=r)
-        self.tokens = Counter(
+            ("deployment",), LATENCY_BUCKETS_S)
+        self.tokens = CounterFamily(
             "gateway_tokens", "Tokens used, by deployment and direction (in: prompt, out: "
-            "completion).", ("deployment", "direction", *tenant), registry=r)
-        self.cost = Counter(
-            "gateway_cost_usd", "Cost of answered requests in US dollars.",
-            ("deployment", *tenant), registry=r)
+            "completion).", ("deployment", "direction", *tenant))
+        self.cost = CounterFamily(
+            "gateway_cost_usd", "Cost of answered requests in US dollars.", ("deployment", *tenant))
+        r.register(FamiliesCollector(self.requests, self.request_duration, self.upstream_duration,
+                                     self.ttft, self.tokens, self.cost))
         self.refusals = Counter(
             "gateway_refusals", "Requests refused by rate limits, concurrency or budgets.",
             ("kind", *tenant), registry=r)
@@ -137,15 +237,17 @@ class Metrics:
 
     def _define_component_metrics(self) -> None:
         r = self.registry
-        cache = Counter("gateway_cache_requests", "Semantic cache lookups by result.",
-                        ("result",), registry=r)
-        self._cache = {result: cache.labels(result) for result in CACHE_RESULTS}
-        self.cache_lookup = Histogram(
+        cache = CounterFamily("gateway_cache_requests", "Semantic cache lookups by result.",
+                              ("result",))
+        self._cache = {result: cache.child(result) for result in CACHE_RESULTS}
+        lookup = HistogramFamily(
             "gateway_cache_lookup_duration_seconds", "Cache lookup time (exact and semantic).",
-            buckets=FAST_BUCKETS_S, registry=r)
-        self.cache_saved = Counter(
-            "gateway_cache_saved_usd", "What cache hits would have cost upstream, in US dollars.",
-            registry=r)
+            (), FAST_BUCKETS_S)
+        self._cache_lookup = lookup.child()
+        saved = CounterFamily(
+            "gateway_cache_saved_usd", "What cache hits would have cost upstream, in US dollars.")
+        self._cache_saved = saved.child()
+        r.register(FamiliesCollector(cache, lookup, saved))
         self.embedder_duration = Histogram(
             "gateway_embedder_duration_seconds", "Embedder call time, queueing included.",
             buckets=FAST_BUCKETS_S, registry=r)
@@ -179,18 +281,19 @@ class Metrics:
         key = (route or NONE, tier or NONE, deployment or NONE, str(status),
                (tenant or NONE) if self.tenant_labels else None)
         series = self._series.get(key) or self._bind(key)
-        series.requests.inc()
+        series.requests.value += 1
         series.duration.observe(latency_s)
         if upstream_s is not None:
             series.upstream.observe(upstream_s)
         if ttft_s is not None:
             series.ttft.observe(ttft_s)
-        if tokens_in:
-            series.tokens_in.inc(tokens_in)
-        if tokens_out:
-            series.tokens_out.inc(tokens_out)
-        if cost:
-            series.cost.inc(cost)
+        # "> 0", not truthiness: a counter never goes down (the library raised on a negative).
+        if tokens_in > 0:
+            series.tokens_in.value += tokens_in
+        if tokens_out > 0:
+            series.tokens_out.value += tokens_out
+        if cost > 0:
+            series.cost.value += cost
 
     def _bind(self, key: tuple[str, str, str, str, str | None]) -> _RequestSeries:
         if len(self._series) >= MAX_SERIES:
@@ -207,11 +310,11 @@ class Metrics:
     def cache_result(self, result: CacheResult, lookup_s: float | None = None,
                      saved_usd: float = 0.0) -> None:
         """One cache lookup: hit, miss, or bypass (off for this route, or no embedding)."""
-        self._cache[result].inc()
+        self._cache[result].value += 1
         if lookup_s is not None:
-            self.cache_lookup.observe(lookup_s)
-        if saved_usd:
-            self.cache_saved.inc(saved_usd)
+            self._cache_lookup.observe(lookup_s)
+        if saved_usd > 0:
+            self._cache_saved.value += saved_usd
 
     def escalated(self, from_tier: str, to_tier: str, reason: str) -> None:
         key = (from_tier, to_tier, reason)
@@ -246,12 +349,12 @@ class Metrics:
     def declare(self, deployments: Iterable[str]) -> None:
         """Create each deployment's series at zero, so rates exist before the first request."""
         for d in deployments:
-            self.upstream_duration.labels(d)
-            self.ttft.labels(d)
+            self.upstream_duration.child(d)
+            self.ttft.child(d)
             if not self.tenant_labels:
-                self.tokens.labels(d, "in")
-                self.tokens.labels(d, "out")
-                self.cost.labels(d)
+                self.tokens.child(d, "in")
+                self.tokens.child(d, "out")
+                self.cost.child(d)
 
     def set_budget_usage(self, uses: Iterable[tuple[str, str, float]]) -> None:
         """Budget use per ``(tenant, period, share)``: the highest per period, or per tenant."""

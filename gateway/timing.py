@@ -33,8 +33,11 @@ class Timing:
         return (time.perf_counter() - self.started) * 1000
 
     def header(self) -> str:
-        total = self.elapsed_ms()
-        upstream = self.total("upstream")
-        parts = [f"{name};dur={ms:.2f}" for name, ms in self.stages]
-        parts.append(f"gw;dur={total - upstream:.2f}")
+        gateway_ms = self.elapsed_ms()
+        parts = []
+        for name, ms in self.stages:
+            parts.append(f"{name};dur={ms:.2f}")
+            if name == "upstream":
+                gateway_ms -= ms
+        parts.append(f"gw;dur={gateway_ms:.2f}")
         return ", ".join(parts)

@@ -8,18 +8,26 @@ with the rows.
 from __future__ import annotations
 
 import math
+import random
 import re
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import prometheus_client as prom
 import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.errors import BudgetExceeded, InvalidRequest, RateLimited
-from gateway.metrics import METRICS_KEY, Metrics, refusal_kind
+from gateway.metrics import (
+    FAST_BUCKETS_S,
+    LATENCY_BUCKETS_S,
+    METRICS_KEY,
+    Metrics,
+    refusal_kind,
+)
 from gateway.observability_settings import ObservabilitySettings, parse_observability
 from gateway.tenants.ledger import UsageRecord
 from gateway.toml_table import ConfigError, Table
@@ -147,6 +155,187 @@ def test_label_sets_beyond_the_cap_are_counted_as_other(monkeypatch: pytest.Monk
         metrics.request_done(f"route-{i}", "cheap", "p/m", 200, 0.1)
     other = {"route": "other", "tier": "other", "deployment": "other", "status": "200"}
     assert metrics.registry.get_sample_value("gateway_requests_total", other) == 3
+
+
+# The request path's exposition -------------------------------------------------------------
+
+REQUEST_FAMILIES = (
+    "gateway_requests", "gateway_request_duration_seconds", "gateway_upstream_duration_seconds",
+    "gateway_time_to_first_token_seconds", "gateway_tokens", "gateway_cost_usd",
+    "gateway_cache_requests", "gateway_cache_lookup_duration_seconds", "gateway_cache_saved_usd",
+)
+
+
+def exposition_blocks(registry: prom.CollectorRegistry) -> dict[str, str]:
+    """The text format of each family in ``registry``, from its HELP line to the next one."""
+    blocks: dict[str, list[str]] = {}
+    for line in prom.generate_latest(registry).decode().splitlines():
+        if line.startswith("# HELP "):
+            current = blocks.setdefault(line.split()[2].removesuffix("_total"), [])
+        current.append(line)
+    return {name: "\n".join(lines) for name, lines in blocks.items()}
+
+
+def histogram_lines(name: str, labels: dict[str, str], bounds: tuple[float, ...],
+                    values: list[float], total: float) -> list[str]:
+    """A histogram series in the text format: cumulative buckets, +Inf, count and sum."""
+
+    def braces(extra: dict[str, str]) -> str:
+        pairs = sorted({**labels, **extra}.items())  # the text format sorts label names
+        return "{" + ",".join(f'{k}="{v}"' for k, v in pairs) + "}" if pairs else ""
+
+    lines = [f"{name}_bucket{braces({'le': repr(b)})} {float(sum(v <= b for v in values))}"
+             for b in bounds]
+    lines.append(f"{name}_bucket{braces({'le': '+Inf'})} {float(len(values))}")
+    return [*lines, f"{name}_count{braces({})} {float(len(values))}",
+            f"{name}_sum{braces({})} {total!r}"]
+
+
+def test_request_metrics_are_exposed_as_counters_and_cumulative_histograms() -> None:
+    metrics = Metrics()
+    metrics.request_done("code", "cheap", "p/a", 200, 0.5, 0.25, 0.125, 10, 4, 0.25)
+    metrics.request_done("code", "cheap", "p/a", 200, 150.0, 0.005, None, 6, 0, 0.5)
+    metrics.request_done(None, None, None, 200, 0.005)  # a cache hit, right on the first bound
+    metrics.cache_result("hit", 0.0001, 0.125)
+    metrics.cache_result("miss", 2.0)
+    metrics.cache_result("bypass")
+    blocks = exposition_blocks(metrics.registry)
+    lat, fast = LATENCY_BUCKETS_S, FAST_BUCKETS_S
+    route, none = {"route": "code", "tier": "cheap"}, {"route": "none", "tier": "none"}
+    want = {
+        "gateway_requests": [
+            "# HELP gateway_requests_total Chat requests answered, by route, tier, deployment "
+            "and status.",
+            "# TYPE gateway_requests_total counter",
+            'gateway_requests_total{deployment="p/a",route="code",status="200",tier="cheap"} 2.0',
+            'gateway_requests_total{deployment="none",route="none",status="200",tier="none"} 1.0',
+        ],
+        "gateway_request_duration_seconds": [
+            "# HELP gateway_request_duration_seconds Whole request time, as the client saw it.",
+            "# TYPE gateway_request_duration_seconds histogram",
+            *histogram_lines("gateway_request_duration_seconds", route, lat, [0.5, 150.0],
+                             150.5),
+            *histogram_lines("gateway_request_duration_seconds", none, lat, [0.005], 0.005),
+        ],
+        "gateway_upstream_duration_seconds": [
+            "# HELP gateway_upstream_duration_seconds Upstream call time of the answering "
+            "attempt.",
+            "# TYPE gateway_upstream_duration_seconds histogram",
+            *histogram_lines("gateway_upstream_duration_seconds", {"deployment": "p/a"}, lat,
+                             [0.25, 0.005], 0.25 + 0.005),
+            *histogram_lines("gateway_upstream_duration_seconds", {"deployment": "none"}, lat, [],
+                             0.0),
+        ],
+        "gateway_time_to_first_token_seconds": [
+            "# HELP gateway_time_to_first_token_seconds Time to the first streamed content.",
+            "# TYPE gateway_time_to_first_token_seconds histogram",
+            *histogram_lines("gateway_time_to_first_token_seconds", {"deployment": "p/a"}, lat,
+                             [0.125], 0.125),
+            *histogram_lines("gateway_time_to_first_token_seconds", {"deployment": "none"}, lat, [],
+                             0.0),
+        ],
+        "gateway_tokens": [
+            "# HELP gateway_tokens_total Tokens used, by deployment and direction (in: prompt, "
+            "out: completion).",
+            "# TYPE gateway_tokens_total counter",
+            'gateway_tokens_total{deployment="p/a",direction="in"} 16.0',
+            'gateway_tokens_total{deployment="p/a",direction="out"} 4.0',
+            'gateway_tokens_total{deployment="none",direction="in"} 0.0',
+            'gateway_tokens_total{deployment="none",direction="out"} 0.0',
+        ],
+        "gateway_cost_usd": [
+            "# HELP gateway_cost_usd_total Cost of answered requests in US dollars.",
+            "# TYPE gateway_cost_usd_total counter",
+            'gateway_cost_usd_total{deployment="p/a"} 0.75',
+            'gateway_cost_usd_total{deployment="none"} 0.0',
+        ],
+        "gateway_cache_requests": [
+            "# HELP gateway_cache_requests_total Semantic cache lookups by result.",
+            "# TYPE gateway_cache_requests_total counter",
+            'gateway_cache_requests_total{result="hit"} 1.0',
+            'gateway_cache_requests_total{result="miss"} 1.0',
+            'gateway_cache_requests_total{result="bypass"} 1.0',
+        ],
+        "gateway_cache_lookup_duration_seconds": [
+            "# HELP gateway_cache_lookup_duration_seconds Cache lookup time (exact and semantic).",
+            "# TYPE gateway_cache_lookup_duration_seconds histogram",
+            *histogram_lines("gateway_cache_lookup_duration_seconds", {}, fast, [0.0001, 2.0],
+                             0.0001 + 2.0),
+        ],
+        "gateway_cache_saved_usd": [
+            "# HELP gateway_cache_saved_usd_total What cache hits would have cost upstream, in "
+            "US dollars.",
+            "# TYPE gateway_cache_saved_usd_total counter",
+            "gateway_cache_saved_usd_total 0.125",
+        ],
+    }
+    assert {name: blocks[name].splitlines() for name in REQUEST_FAMILIES} == want
+    assert list(blocks)[:6] == list(REQUEST_FAMILIES[:6])
+
+
+class LibraryReference:
+    """The request metrics as prometheus_client's own ``Counter`` and ``Histogram`` keep them,
+    bound in the order, and capped at ``MAX_SERIES`` the way, ``Metrics`` documents."""
+
+    def __init__(self, metrics: Metrics, max_series: int) -> None:
+        self.tenant_labels, self.max_series = metrics.tenant_labels, max_series
+        self.registry = prom.CollectorRegistry()
+        self.seen: set[tuple[str, ...]] = set()
+        r = self.registry
+        self.requests, self.tokens, self.cost = (
+            prom.Counter(f.name, f.documentation, f.labelnames, registry=r)
+            for f in (metrics.requests, metrics.tokens, metrics.cost))
+        self.duration, self.upstream, self.ttft = (
+            prom.Histogram(f.name, f.documentation, f.labelnames, buckets=f.bounds, registry=r)
+            for f in (metrics.request_duration, metrics.upstream_duration, metrics.ttft))
+
+    def request_done(self, route: str | None, tier: str | None, deployment: str | None,
+                     status: int, latency_s: float, upstream_s: float | None,
+                     ttft_s: float | None, tokens_in: int, tokens_out: int, cost: float,
+                     tenant: str | None) -> None:
+        labels = [route or "none", tier or "none", deployment or "none", str(status)]
+        tenants = [tenant or "none"] if self.tenant_labels else []
+        if (*labels, *tenants) not in self.seen and len(self.seen) >= self.max_series:
+            labels[:3], tenants = ["other"] * 3, ["other"] * len(tenants)
+        self.seen.add((*labels, *tenants))
+        route, tier, deployment = labels[:3]
+        self.requests.labels(*labels, *tenants).inc()
+        self.duration.labels(route, tier).observe(latency_s)
+        upstream, ttft = self.upstream.labels(deployment), self.ttft.labels(deployment)
+        tokens = [self.tokens.labels(deployment, d, *tenants) for d in ("in", "out")]
+        spent = self.cost.labels(deployment, *tenants)
+        if upstream_s is not None:
+            upstream.observe(upstream_s)
+        if ttft_s is not None:
+            ttft.observe(ttft_s)
+        for counter, n in zip(tokens, (tokens_in, tokens_out), strict=True):
+            counter.inc(n)
+        spent.inc(cost)
+
+
+@pytest.mark.parametrize("tenant_labels", [False, True])
+def test_request_metrics_expose_what_the_library_metrics_would(
+    monkeypatch: pytest.MonkeyPatch, tenant_labels: bool
+) -> None:
+    monkeypatch.setattr("gateway.metrics.MAX_SERIES", 40)
+    metrics = Metrics(tenant_labels=tenant_labels)
+    reference = LibraryReference(metrics, 40)
+    rng = random.Random(7)
+    bounds = [*LATENCY_BUCKETS_S, 0.0, 1e-9, 500.0]
+    for i in range(2000):
+        latency = rng.choice(bounds) if i % 4 == 0 else rng.expovariate(2.0)
+        args = (rng.choice(["code", "chat", None]) if i < 1500 else f"route-{i % 30}",
+                rng.choice(["cheap", "reasoning", None]),
+                rng.choice(["p/a", "p/b", "q/c", None]), rng.choice([200, 200, 429, 502]),
+                latency, rng.choice([None, rng.random(), rng.choice(bounds)]),
+                rng.choice([None, rng.random() / 10]), rng.randrange(0, 2000),
+                rng.choice([0, rng.randrange(1, 500)]), rng.choice([0.0, rng.random() / 1000]),
+                rng.choice(["acme", "globex", None]))
+        metrics.request_done(*args)
+        reference.request_done(*args)
+    blocks, want = exposition_blocks(metrics.registry), exposition_blocks(reference.registry)
+    assert 'route="other"' in want["gateway_requests"]
+    assert {name: blocks[name] for name in want} == want
 
 
 def test_embedder_and_cache_calls_land_in_their_metrics() -> None:

@@ -15,7 +15,10 @@ async def read_body(request: web.Request) -> bytes:
         raise BodyTooLarge(f"The request body is larger than {limit} bytes.")
     parts: list[bytes] = []
     size = 0
-    while chunk := await request.content.read(limit + 1 - size):
+    expected = request.content_length
+    while (expected is None or size < expected) and (
+        chunk := await request.content.read(limit + 1 - size)
+    ):
         parts.append(chunk)
         size += len(chunk)
         if size > limit:
