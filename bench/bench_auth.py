@@ -6,7 +6,10 @@
    tokens, concurrency, daily and monthly budgets) so every check runs; the prompt is counted with
    the real tokenizer when ``models/all-MiniLM-L6-v2/tokenizer.json`` is present. Goal: p50 of
    the three together at most 0.1 ms.
-2. The ledger: a producer keeps the queue fed (never above half its bound) for ``--seconds`` while
+2. admit + rate-limit headers + settle in a hot loop, for a key with request and token limits
+   only (no budgets, no concurrency): the mean per request, best of 7 rounds. This is what every
+   chat request pays in ``gateway/tenants/quotas.py``; cProfile it when it grows.
+3. The ledger: a producer keeps the queue fed (never above half its bound) for ``--seconds`` while
    the background writer flushes to a real SQLite file; reports rows/s written, drops, and
    resident memory sampled every second (it should stay flat).
 """
@@ -27,12 +30,15 @@ import orjson
 
 from gateway.chat import parse_chat_request
 from gateway.providers.base import Usage
-from gateway.tenants.auth import Authenticator
+from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.context import load_admission
+from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import Ledger, UsageRecord
+from gateway.tenants.quotas import Admission, rate_limit_headers
 from gateway.tenants.settings import LedgerSettings, Limits, TenantSettings
 from gateway.tenants.store import Store
+from gateway.tenants.tokens import TokenCounter
 
 ROOT = Path(__file__).resolve().parent.parent
 SECRET = b"bench-secret-0123456789abcdef0123"
@@ -88,6 +94,27 @@ async def bench_request_path(data_dir: Path, iterations: int) -> dict[str, Any]:
     }
 
 
+async def bench_hot_loop(iterations: int) -> dict[str, Any]:
+    admission = Admission(MemoryCounterStore(), TokenCounter(None))
+    principal = Principal("bench", "key_abc", "gw-abc",
+                          Limits(requests_per_minute=10**8, tokens_per_minute=10**10), Limits())
+    request = parse_chat_request(orjson.dumps(
+        {"model": "bench", "messages": [{"role": "user", "content": "Hello there, benchmark!"}]}
+    ))
+    usage = Usage(10, 20)
+
+    async def run(count: int) -> float:
+        start = time.perf_counter()
+        for _ in range(count):
+            reservation = await admission.admit(principal, request)
+            rate_limit_headers(reservation)
+            await admission.settle(reservation, usage, 1e-6)
+        return (time.perf_counter() - start) / count
+
+    await run(iterations // 10)  # warm-up
+    return {"per_request_us": min([await run(iterations) for _ in range(7)]) * 1e6}
+
+
 def record(i: int) -> UsageRecord:
     return UsageRecord(
         request_id=f"req_{i}", tenant=f"t{i % 10}", key_id=f"key_{i % 50}", model="small",
@@ -139,6 +166,7 @@ async def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         results = {
             "request_path": await bench_request_path(Path(tmp), args.iterations),
+            "hot_loop": await bench_hot_loop(args.iterations),
             "ledger": await bench_ledger(Path(tmp), args.seconds),
         }
     if args.json:

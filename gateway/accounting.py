@@ -12,7 +12,7 @@ import time
 
 from aiohttp import web
 
-from gateway.access_log import AccessEntry, access_log_line
+from gateway.access_log import AccessEntry, access_log_enabled, access_log_line
 from gateway.metrics import METRICS_KEY
 from gateway.observability_settings import OBSERVABILITY_KEY
 from gateway.providers.base import Usage
@@ -60,6 +60,7 @@ def _row(
     record: RequestRecord, reservation: Reservation, usage: Usage | None, cost: float
 ) -> UsageRecord:
     principal = reservation.principal
+    deployment = record.deployment
     return UsageRecord(
         request_id=record.request_id,
         tenant=principal.tenant,
@@ -69,11 +70,11 @@ def _row(
         ts=time.time(),
         route=record.route,
         tier=record.tier,
-        deployment=record.deployment.id if record.deployment else None,
-        tokens_in=usage.prompt_tokens if usage else 0,
-        tokens_out=usage.completion_tokens if usage else 0,
+        deployment=deployment.id if deployment is not None else None,
+        tokens_in=usage.prompt_tokens if usage is not None else 0,
+        tokens_out=usage.completion_tokens if usage is not None else 0,
         cost=cost,
-        estimated=usage.estimated if usage else False,
+        estimated=usage.estimated if usage is not None else False,
         cache=record.cache,
         saved_cost=record.saved_cost,
         escalations=record.escalations,
@@ -91,6 +92,9 @@ def _observe(app: web.Application, record: RequestRecord, row: UsageRecord) -> N
         row.ttft_ms / 1000 if row.ttft_ms is not None else None,
         row.tokens_in, row.tokens_out, row.cost, row.tenant,
     )
+    settings = app[OBSERVABILITY_KEY]
+    if not access_log_enabled(settings):
+        return
     access_log_line(AccessEntry(
         ts=row.ts, request_id=row.request_id, method="POST", path=CHAT_PATH,
         status=row.status, latency_ms=row.latency_ms, tenant=row.tenant, key_id=row.key_id,
@@ -98,4 +102,4 @@ def _observe(app: web.Application, record: RequestRecord, row: UsageRecord) -> N
         cache=row.cache, stream=record.stream, attempts=row.attempts,
         escalations=row.escalations, upstream_ms=upstream_ms or None, ttft_ms=row.ttft_ms,
         tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost=row.cost, error=record.error,
-    ), app[OBSERVABILITY_KEY], prompt=record.prompt)
+    ), settings, prompt=record.prompt)

@@ -13,6 +13,7 @@ from gateway.access_log import (
     ACCESS_LOGGER,
     MAX_PROMPT_CHARS,
     AccessEntry,
+    access_log_enabled,
     access_log_line,
     configure_access_log,
 )
@@ -77,6 +78,16 @@ def test_nothing_is_built_when_the_logger_is_quiet(
     with caplog.at_level(logging.WARNING, logger=ACCESS_LOGGER):
         access_log_line(ENTRY, ObservabilitySettings())
     assert caplog.records == []
+
+
+def test_lines_are_enabled_only_by_the_setting_and_a_listening_logger(
+    caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        assert access_log_enabled(ObservabilitySettings())
+        assert not access_log_enabled(ObservabilitySettings(access_log=False))
+    with caplog.at_level(logging.WARNING, logger=ACCESS_LOGGER):
+        assert not access_log_enabled(ObservabilitySettings())
 
 
 def test_configure_access_log_writes_bare_json_lines_to_its_stream() -> None:

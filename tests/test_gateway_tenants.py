@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
+from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import recent
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply
@@ -104,3 +105,32 @@ async def test_concurrent_requests_admit_exactly_the_limit(keyed: Keyed) -> None
     statuses = await asyncio.gather(*(_ask(client, key) for _ in range(12)))
     codes = sorted(r.status for r in statuses)
     assert codes.count(200) == 3 and codes.count(429) == 9
+
+
+def test_key_digests_are_unchanged_so_stored_keys_keep_working() -> None:
+    # HMAC-SHA-256 hex under the secret, as every stored key was hashed (values pinned).
+    assert hash_key(SECRET, "gw-abc") == (
+        "b6b710709b4bbb00ce0bd4f87c490e05966885098f372fc1fdc5a720f2a6b052")
+    assert hash_key(SECRET, "gw-" + "\u00e9" * 300) == (  # cut to 256 characters first
+        "4fe19eaf0e1a012d03bd2d6bb0fa1f71e2eb859fa317721ee8aa7a02842d192a")
+
+
+async def test_without_required_keys_only_a_valid_key_names_its_tenant(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
+) -> None:
+    _, url = fake_openai
+    client = await make_gateway({
+        "providers": [openai_provider("p1", url)],
+        "models": [model("small", "p1")],
+        "tenants": {"require_keys": False, "bootstrap": False, "tokenizer": ""},
+    }, env=ENV)
+    admin = bearer(ADMIN_KEY)
+    assert (await client.post("/admin/tenants", headers=admin, json={"name": "acme"})).status == 201
+    made = await client.post("/admin/tenants/acme/keys", headers=admin, json={"name": "t"})
+    key = (await made.json())["key"]
+    for presented in (key, None, "gw-wrong"):
+        assert (await _ask(client, presented)).status == 200
+    app = client.server.app
+    await app[LEDGER_KEY].flush()
+    rows = await recent(app[STORE_KEY])
+    assert sorted(r.tenant for r in rows) == ["acme", "anonymous", "anonymous"]

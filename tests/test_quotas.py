@@ -11,12 +11,10 @@ import pytest
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.providers.base import Usage
 from gateway.tenants.auth import Principal
+from gateway.tenants.counters import CounterStore, MemoryCounterStore, Take
 from gateway.tenants.quotas import (
     Admission,
-    CounterStore,
-    MemoryCounterStore,
     Reservation,
-    Take,
     format_reset,
     rate_limit_headers,
 )
@@ -258,6 +256,42 @@ async def test_memory_counters_take_all_or_nothing() -> None:
     assert result.retry_after_s == pytest.approx(15.0)
     again = await counters.take([Take("a", 10, 10)], 0.0)
     assert again.granted and again.states[0].remaining == 0
+
+
+async def test_new_limits_for_the_same_key_apply_at_once() -> None:
+    adm, _, _ = admission()
+    await adm.admit(principal(key_limits=Limits(requests_per_minute=5)), chat())
+    reloaded = principal(key_limits=Limits(requests_per_minute=2))  # as after a reload
+    headers = rate_limit_headers(await adm.admit(reloaded, chat()))
+    assert headers["x-ratelimit-limit-requests"] == "2"
+    assert headers["x-ratelimit-remaining-requests"] == "1"
+
+
+async def test_the_first_limit_checked_names_the_refusal() -> None:
+    adm, _, _ = admission()
+    who = principal(tenant_limits=Limits(tokens_per_minute=50),
+                    key_limits=Limits(requests_per_minute=1))
+    await adm.admit(who, chat("hi", max_tokens=10))
+    with pytest.raises(RateLimited) as refused:  # the key's requests are out too
+        await adm.admit(who, chat("hi", max_tokens=45))
+    assert "for tenant 'acme' on tokens per minute: limit 50" in refused.value.message
+
+
+async def test_settled_cost_counts_for_the_tenant_and_the_key_by_day_and_month() -> None:
+    adm, _, _ = admission()
+    await adm.settle(await adm.admit(principal(), chat()), Usage(10, 20), 0.25)
+    spent = await adm.counters.get_spend([
+        ("t:acme:day", "2025-06-15"), ("k:key_1:day", "2025-06-15"),
+        ("t:acme:month", "2025-06"), ("k:key_1:month", "2025-06"),
+    ])
+    assert spent == (0.25, 0.25, 0.25, 0.25)
+
+
+async def test_a_lowered_limit_caps_a_full_bucket_at_once() -> None:
+    counters = MemoryCounterStore()
+    await counters.take([Take("a", 0, 10)], 5.0)
+    result = await counters.take([Take("a", 0, 4)], 5.0)
+    assert result.states[0].remaining == 4
 
 
 async def test_memory_spend_counts_per_period() -> None:

@@ -92,22 +92,27 @@ class Authenticator:
 
     def authenticate(self, authorization: str | None) -> Principal:
         """The principal of a tenant key; ``AuthenticationFailed`` for anything else."""
-        token, well_formed = bearer_token(authorization)
-        digest = hash_key(self._secret, token)
-        stored, principal = self._principals.get(digest, (_NO_MATCH, None))
-        matched = hmac.compare_digest(digest, stored)
-        if principal is None or not matched or not well_formed:
+        principal = self._match(authorization)
+        if principal is None:
             raise AuthenticationFailed(FAILURE_MESSAGE)
         return principal
 
     def identify(self, authorization: str | None) -> Principal:
         """The caller of an API request: a tenant key's principal, or anonymous where allowed."""
+        principal = self._match(authorization)
+        if principal is not None:
+            return principal
         if self._anonymous is None:
-            return self.authenticate(authorization)
-        try:
-            return self.authenticate(authorization)
-        except AuthenticationFailed:
-            return self._anonymous
+            raise AuthenticationFailed(FAILURE_MESSAGE)
+        return self._anonymous
+
+    def _match(self, authorization: str | None) -> Principal | None:
+        """The principal of a well-formed, known key, else None; the same work either way."""
+        token, well_formed = bearer_token(authorization)
+        digest = hash_key(self._secret, token)
+        stored, principal = self._principals.get(digest, (_NO_MATCH, None))
+        matched = hmac.compare_digest(digest, stored)
+        return principal if principal is not None and matched and well_formed else None
 
     def authenticate_admin(self, authorization: str | None) -> None:
         """Pass for the admin key; ``PermissionDenied`` for a tenant key; else 401."""

@@ -29,9 +29,10 @@ from aiohttp import web
 
 from gateway.config import Settings
 from gateway.tenants.auth import Authenticator, Principal
+from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import generate_admin_key, hash_key, load_or_create_secret, secret_check
 from gateway.tenants.ledger import Ledger, month_spend
-from gateway.tenants.quotas import Admission, MemoryCounterStore
+from gateway.tenants.quotas import Admission
 from gateway.tenants.settings import Limits, TenantSettings, tenant_settings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter

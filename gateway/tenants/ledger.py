@@ -23,9 +23,13 @@ from gateway.tenants.store import Store
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class UsageRecord:
-    """One request, as accounted: what it used, what it cost, how it went."""
+    """One request, as accounted: what it used, what it cost, how it went.
+
+    Not frozen, though nothing changes a record once made: a frozen dataclass sets each of these
+    19 fields through ``object.__setattr__``, about 2 us per request on the request path.
+    """
 
     request_id: str
     tenant: str

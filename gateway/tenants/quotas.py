@@ -6,11 +6,13 @@ token buckets, all or nothing, and returns a ``Reservation``; ``settle`` trues t
 to the real usage and adds the cost to the spend; ``release`` gives everything back. Both are
 idempotent. Over a limit it raises ``RateLimited``/``BudgetExceeded`` with ``Retry-After``.
 
-Counters sit behind ``CounterStore``, whose operations are each atomic and all-or-nothing, so a
-Redis implementation (one Lua script per call) can replace ``MemoryCounterStore`` without touching
-callers. Buckets refill continuously (``limit`` per minute), so ``reset`` means "back to full".
-A request larger than a token limit reserves the whole bucket instead of being refused forever.
-Budgets are checked against spend already settled: they can be overshot by the requests in flight.
+Counters sit behind ``CounterStore`` (``gateway.tenants.counters``), whose operations are each
+atomic and all-or-nothing. A request larger than a token limit reserves the whole bucket instead
+of being refused forever. Budgets are checked against spend already settled: they can be
+overshot by the requests in flight.
+
+Admission runs on every request, so what depends only on the principal (its counter keys, which
+limits apply) is worked out once per principal, in a ``_Plan``, rather than formatted each time.
 """
 
 from __future__ import annotations
@@ -20,150 +22,27 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
 
 from gateway.chat import ChatRequest
 from gateway.errors import BudgetExceeded, RateLimited
 from gateway.providers.base import Usage
 from gateway.tenants.auth import Principal
-from gateway.tenants.settings import Limits
+from gateway.tenants.counters import BucketState, CounterStore, Take, TakeResult
 from gateway.tenants.tokens import TokenCounter
 
-PERIOD_S = 60.0
 CONCURRENCY_RETRY_S = 1.0
 DAY_S = 86_400
-
-
-@dataclass(frozen=True, slots=True)
-class Take:
-    """Take ``amount`` from the bucket ``key`` holding up to ``limit``, refilled per ``period_s``.
-
-    A negative amount (in ``CounterStore.give``) charges the bucket instead.
-    """
-
-    key: str
-    amount: float
-    limit: float
-    period_s: float = PERIOD_S
-
-
-@dataclass(frozen=True, slots=True)
-class BucketState:
-    limit: float
-    remaining: float
-    reset_s: float
-
-
-@dataclass(frozen=True, slots=True)
-class TakeResult:
-    granted: bool
-    states: tuple[BucketState, ...]
-    retry_after_s: float = 0.0
-    failed: int | None = None
-
-
-class CounterStore(Protocol):
-    """Counters shared by everything that admits requests; each call is atomic."""
-
-    async def take(self, takes: Sequence[Take], now: float) -> TakeResult:
-        """Take every amount or none; the states are after the take (or as they are)."""
-        ...
-
-    async def give(self, takes: Sequence[Take], now: float) -> None:
-        """Add each amount back (capped at the limit; negative amounts charge)."""
-        ...
-
-    async def acquire_slots(self, slots: Sequence[tuple[str, int]]) -> int | None:
-        """Hold one slot of each ``(key, limit)``, all or none; the index of a full one, or None."""
-        ...
-
-    async def release_slots(self, keys: Sequence[str]) -> None: ...
-
-    async def get_spend(self, keys: Sequence[tuple[str, str]]) -> tuple[float, ...]:
-        """The spend of each ``(key, period)``; a period other than the stored one counts 0."""
-        ...
-
-    async def add_spend(self, keys: Sequence[tuple[str, str]], amount: float) -> None: ...
+MAX_PLANS = 16_384
+"""Principals whose ``_Plan`` is kept; past that the cache starts again (a plan is cheap)."""
 
 
 @dataclass(slots=True)
-class _Bucket:
-    level: float
-    stamp: float
-
-
-class MemoryCounterStore:
-    """The single-node ``CounterStore``: dicts, no locks needed (no await inside a call)."""
-
-    def __init__(self) -> None:
-        self._buckets: dict[str, _Bucket] = {}
-        self._slots: dict[str, int] = {}
-        self._spend: dict[str, tuple[str, float]] = {}
-
-    def _bucket(self, take: Take, now: float) -> _Bucket:
-        bucket = self._buckets.get(take.key)
-        if bucket is None:
-            bucket = self._buckets[take.key] = _Bucket(take.limit, now)
-        elapsed = max(0.0, now - bucket.stamp)
-        bucket.level = min(take.limit, bucket.level + elapsed * take.limit / take.period_s)
-        bucket.stamp = max(now, bucket.stamp)
-        return bucket
-
-    async def take(self, takes: Sequence[Take], now: float) -> TakeResult:
-        buckets = [self._bucket(t, now) for t in takes]
-        waits = [
-            (t.amount - b.level) * t.period_s / t.limit if t.amount > b.level else 0.0
-            for t, b in zip(takes, buckets, strict=True)
-        ]
-        wait = max(waits, default=0.0)
-        if wait > 0:
-            states = tuple(_state(t, b) for t, b in zip(takes, buckets, strict=True))
-            return TakeResult(False, states, wait, next(i for i, w in enumerate(waits) if w > 0))
-        for t, b in zip(takes, buckets, strict=True):
-            b.level -= t.amount
-        return TakeResult(True, tuple(_state(t, b) for t, b in zip(takes, buckets, strict=True)))
-
-    async def give(self, takes: Sequence[Take], now: float) -> None:
-        for t in takes:
-            bucket = self._bucket(t, now)
-            bucket.level = min(t.limit, bucket.level + t.amount)
-
-    async def acquire_slots(self, slots: Sequence[tuple[str, int]]) -> int | None:
-        for i, (key, limit) in enumerate(slots):
-            if self._slots.get(key, 0) >= limit:
-                return i
-        for key, _ in slots:
-            self._slots[key] = self._slots.get(key, 0) + 1
-        return None
-
-    async def release_slots(self, keys: Sequence[str]) -> None:
-        for key in keys:
-            held = self._slots.get(key, 0) - 1
-            if held > 0:
-                self._slots[key] = held
-            else:
-                self._slots.pop(key, None)
-
-    async def get_spend(self, keys: Sequence[tuple[str, str]]) -> tuple[float, ...]:
-        return tuple(_in_period(self._spend.get(key), period) for key, period in keys)
-
-    async def add_spend(self, keys: Sequence[tuple[str, str]], amount: float) -> None:
-        for key, period in keys:
-            self._spend[key] = (period, _in_period(self._spend.get(key), period) + amount)
-
-
-def _state(take: Take, bucket: _Bucket) -> BucketState:
-    reset_s = max(0.0, (take.limit - bucket.level) * take.period_s / take.limit)
-    return BucketState(take.limit, bucket.level, reset_s)
-
-
-def _in_period(entry: tuple[str, float] | None, period: str) -> float:
-    return entry[1] if entry is not None and entry[0] == period else 0.0
-
-
-@dataclass(frozen=True, slots=True)
 class Reservation:
-    """What one admitted request holds until it is settled or released."""
+    """What one admitted request holds until it is settled or released.
+
+    Not frozen, though nothing changes a reservation once made: made per request, a frozen
+    dataclass would set each field through ``object.__setattr__`` (over 1 us for these ten).
+    """
 
     id: int
     principal: Principal
@@ -204,15 +83,79 @@ class Periods:
 class _Budget:
     key: str
     """``t:<tenant>:day`` and the like."""
-    period: str
     budget: float
-    resets_in_s: float
+    daily: bool
 
     @property
     def label(self) -> str:
         """For the refusal message only (built then, not for every request)."""
-        daily = self.key.endswith(":day")
-        return f"{_label(self.key)} ({'daily' if daily else 'monthly'})"
+        return f"{_label(self.key)} ({'daily' if self.daily else 'monthly'})"
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What admitting a principal's requests needs that depends only on the principal.
+
+    Its counter keys, takes and budgets, worked out once instead of formatted per request.
+    ``takes`` holds the request takes as they are taken and the token takes with amount 0 (sized
+    per request by ``sized``), in the order they are checked: the first that cannot be served
+    names the refusal. A plan belongs to one ``Principal`` object; ``Admission._plan`` makes a
+    new one when the principal changes (the authenticator makes new ones on every reload).
+    """
+
+    principal: Principal
+    takes: tuple[Take, ...]
+    kinds: tuple[str, ...]
+    """Per take, "requests" or "tokens"."""
+    requests_at: tuple[int, ...]
+    tokens_at: tuple[int, ...]
+    slots: tuple[tuple[str, int], ...]
+    slot_keys: tuple[str, ...]
+    budgets: tuple[_Budget, ...]
+    spend_keys: tuple[str, str, str, str]
+    """The tenant's and the key's month, then the tenant's and the key's day."""
+
+    @classmethod
+    def of(cls, principal: Principal) -> _Plan:
+        scopes = ((f"t:{principal.tenant}", principal.tenant_limits),
+                  (f"k:{principal.key_id}", principal.key_limits))
+        takes: list[Take] = []
+        kinds: list[str] = []
+        budgets: list[_Budget] = []
+        for scope, limits in scopes:
+            if limits.requests_per_minute:
+                takes.append(Take(f"{scope}:rpm", 1, limits.requests_per_minute))
+                kinds.append("requests")
+            if limits.tokens_per_minute:
+                takes.append(Take(f"{scope}:tpm", 0, limits.tokens_per_minute))
+                kinds.append("tokens")
+            if limits.daily_budget_usd is not None:
+                budgets.append(_Budget(f"{scope}:day", limits.daily_budget_usd, True))
+            if limits.monthly_budget_usd is not None:
+                budgets.append(_Budget(f"{scope}:month", limits.monthly_budget_usd, False))
+        slots = tuple((f"{s}:conc", lim.max_concurrent) for s, lim in scopes if lim.max_concurrent)
+        (tenant, _), (key, _) = scopes
+        return cls(
+            principal=principal,
+            takes=tuple(takes),
+            kinds=tuple(kinds),
+            requests_at=tuple(i for i, kind in enumerate(kinds) if kind == "requests"),
+            tokens_at=tuple(i for i, kind in enumerate(kinds) if kind == "tokens"),
+            slots=slots,
+            slot_keys=tuple(key for key, _ in slots),
+            budgets=tuple(budgets),
+            spend_keys=(f"{tenant}:month", f"{key}:month", f"{tenant}:day", f"{key}:day"),
+        )
+
+    def sized(self, reserved: int) -> Sequence[Take]:
+        """The takes for a request reserving ``reserved`` tokens (at most each token limit)."""
+        if not self.tokens_at:
+            return self.takes
+        takes = list(self.takes)
+        for i in self.tokens_at:
+            limit = takes[i].limit
+            takes[i] = Take(takes[i].key, min(reserved, limit), limit)
+        return takes
 
 
 class Admission:
@@ -239,6 +182,7 @@ class Admission:
         self._ids = itertools.count(1)
         self._open: set[int] = set()
         self._today = Periods.of(wall_clock())
+        self._plans: dict[str, _Plan] = {}
 
     def _periods(self, wall: float) -> Periods:
         """The periods of ``wall``, cached for the current day (strftime is slow)."""
@@ -250,33 +194,43 @@ class Admission:
             self._today = periods
         return periods
 
+    def _plan(self, principal: Principal) -> _Plan:
+        """The principal's plan, by key id; remade when the principal (or its limits) changed."""
+        plan = self._plans.get(principal.key_id)
+        if plan is not None and (plan.principal is principal or plan.principal == principal):
+            return plan
+        if len(self._plans) >= MAX_PLANS:
+            self._plans.clear()
+        plan = self._plans[principal.key_id] = _Plan.of(principal)
+        return plan
+
     @property
     def in_flight(self) -> int:
         return len(self._open)
 
     async def admit(self, principal: Principal, request: ChatRequest) -> Reservation:
         """Reserve capacity for ``request`` or raise ``RateLimited``/``BudgetExceeded``."""
-        scopes = _scopes(principal)
-        share = await self._budget_share(scopes, self._wall_clock())
-        prompt, reserved = self._estimate(scopes, request)
-        slots = tuple((f"{s}:conc", lim.max_concurrent) for s, lim in scopes if lim.max_concurrent)
+        plan = self._plan(principal)
+        share = await self._budget_share(plan, self._wall_clock()) if plan.budgets else 0.0
+        prompt, reserved = self._estimate(plan, request)
+        slots = plan.slots
         if slots and (full := await self.counters.acquire_slots(slots)) is not None:
             raise RateLimited(
                 f"Too many concurrent requests for {_label(slots[full][0])}: "
                 f"limit {slots[full][1]}.",
                 retry_after_s=CONCURRENCY_RETRY_S,
             )
-        slot_keys = tuple(key for key, _ in slots)
         try:
-            takes, kinds = _takes(scopes, reserved)
+            takes = plan.sized(reserved)
             result = await self.counters.take(takes, self._clock())
         except BaseException:
-            await self.counters.release_slots(slot_keys)
+            await self.counters.release_slots(plan.slot_keys)
             raise
-        requests, tokens = _tightest(result.states, kinds)
+        requests = _tightest(result.states, plan.requests_at)
+        tokens = _tightest(result.states, plan.tokens_at)
         if not result.granted:
-            await self.counters.release_slots(slot_keys)
-            raise _rate_limited(takes, kinds, result, rate_limit_headers_for(requests, tokens))
+            await self.counters.release_slots(plan.slot_keys)
+            raise _rate_limited(takes, plan.kinds, result, rate_limit_headers_for(requests, tokens))
         reservation = Reservation(
             id=next(self._ids),
             principal=principal,
@@ -286,8 +240,8 @@ class Admission:
             budget_share=share,
             requests=requests,
             tokens=tokens,
-            token_takes=tuple(t for t, kind in zip(takes, kinds, strict=True) if kind == "tokens"),
-            slots=slot_keys,
+            token_takes=tuple([takes[i] for i in plan.tokens_at]),
+            slots=plan.slot_keys,
         )
         self._open.add(reservation.id)
         return reservation
@@ -296,7 +250,7 @@ class Admission:
         """True up to the real usage (None: keep the estimate) and add ``cost`` to the spend."""
         if reservation.id not in self._open:
             return
-        self._open.discard(reservation.id)
+        self._open.remove(reservation.id)
         try:
             actual = reservation.reserved_tokens if usage is None else usage.total_tokens
             if reservation.token_takes:
@@ -304,8 +258,7 @@ class Admission:
                            for t in reservation.token_takes]
                 await self.counters.give(refunds, self._clock())
             if cost > 0:
-                p = reservation.principal
-                await self.add_spend(p.tenant, p.key_id, cost, self._wall_clock())
+                await self._add_spend_now(self._plan(reservation.principal), cost)
         finally:
             if reservation.slots:
                 await self.counters.release_slots(reservation.slots)
@@ -325,72 +278,50 @@ class Admission:
         if keys:
             await self.counters.add_spend(keys, cost)
 
+    async def _add_spend_now(self, plan: _Plan, cost: float) -> None:
+        """``add_spend`` for this moment, which falls in this day and month by definition."""
+        periods = self._periods(self._wall_clock())
+        tenant_month, key_month, tenant_day, key_day = plan.spend_keys
+        await self.counters.add_spend(
+            [(tenant_month, periods.month), (key_month, periods.month),
+             (tenant_day, periods.day), (key_day, periods.day)],
+            cost,
+        )
+
     async def headers(self, principal: Principal) -> dict[str, str]:
         """The rate-limit headers for a principal without taking anything."""
-        takes, kinds = _takes(_scopes(principal), 0)
-        result = await self.counters.take([Take(t.key, 0, t.limit) for t in takes], self._clock())
-        return rate_limit_headers_for(*_tightest(result.states, kinds))
+        plan = self._plan(principal)
+        result = await self.counters.take([Take(t.key, 0, t.limit) for t in plan.takes],
+                                          self._clock())
+        return rate_limit_headers_for(_tightest(result.states, plan.requests_at),
+                                      _tightest(result.states, plan.tokens_at))
 
-    def _estimate(self, scopes: Sequence[tuple[str, Limits]], request: ChatRequest) -> tuple[
-        int, int
-    ]:
-        if not any(limits.tokens_per_minute for _, limits in scopes):
+    def _estimate(self, plan: _Plan, request: ChatRequest) -> tuple[int, int]:
+        if not plan.tokens_at:
             return 0, 0
         prompt = self.tokens.prompt_tokens(request)
         completion = (request.max_tokens or self.default_max_tokens) * request.n
         return prompt, prompt + completion
 
-    async def _budget_share(
-        self, scopes: Sequence[tuple[str, Limits]], wall: float
-    ) -> float:
-        budgets = _budgets(scopes, wall, self._periods(wall))
-        if not budgets:
-            return 0.0
-        spent = await self.counters.get_spend([(b.key, b.period) for b in budgets])
+    async def _budget_share(self, plan: _Plan, wall: float) -> float:
+        periods = self._periods(wall)
+        budgets = plan.budgets
+        spent = await self.counters.get_spend(
+            [(b.key, periods.day if b.daily else periods.month) for b in budgets]
+        )
         shares = [s / b.budget if b.budget > 0 else 1.0
                   for s, b in zip(spent, budgets, strict=True)]
         worst = max(range(len(budgets)), key=shares.__getitem__)
         share, budget = shares[worst], budgets[worst]
         refuse = share >= 1.0 or (share >= self.soft_share and self.soft_action == "refuse")
         if refuse:
+            resets_at = periods.day_end if budget.daily else periods.month_end
             raise BudgetExceeded(
                 f"{budget.label} has used {share:.0%} of its budget of "
                 f"${budget.budget:.2f}; requests are refused until it resets.",
-                retry_after_s=budget.resets_in_s,
+                retry_after_s=resets_at - wall,
             )
         return share
-
-
-def _scopes(principal: Principal) -> tuple[tuple[str, Limits], ...]:
-    return ((f"t:{principal.tenant}", principal.tenant_limits),
-            (f"k:{principal.key_id}", principal.key_limits))
-
-
-def _takes(scopes: Sequence[tuple[str, Limits]], reserved: int) -> tuple[list[Take], list[str]]:
-    takes, kinds = [], []
-    for scope, limits in scopes:
-        if limits.requests_per_minute:
-            takes.append(Take(f"{scope}:rpm", 1, limits.requests_per_minute))
-            kinds.append("requests")
-        if limits.tokens_per_minute:
-            limit = limits.tokens_per_minute
-            takes.append(Take(f"{scope}:tpm", min(reserved, limit), limit))
-            kinds.append("tokens")
-    return takes, kinds
-
-
-def _budgets(
-    scopes: Sequence[tuple[str, Limits]], wall: float, periods: Periods
-) -> list[_Budget]:
-    out = []
-    for scope, limits in scopes:
-        if limits.daily_budget_usd is not None:
-            out.append(_Budget(f"{scope}:day", periods.day, limits.daily_budget_usd,
-                               periods.day_end - wall))
-        if limits.monthly_budget_usd is not None:
-            out.append(_Budget(f"{scope}:month", periods.month, limits.monthly_budget_usd,
-                               periods.month_end - wall))
-    return out
 
 
 def _label(key: str) -> str:
@@ -399,15 +330,14 @@ def _label(key: str) -> str:
     return f"tenant '{name}'" if kind == "t" else f"key '{name}'"
 
 
-def _tightest(
-    states: Sequence[BucketState], kinds: Sequence[str]
-) -> tuple[BucketState | None, BucketState | None]:
-    """Per kind, the state with the least remaining: what the client should pace itself by."""
-    best: dict[str, BucketState] = {}
-    for state, kind in zip(states, kinds, strict=True):
-        if kind not in best or state.remaining < best[kind].remaining:
-            best[kind] = state
-    return best.get("requests"), best.get("tokens")
+def _tightest(states: Sequence[BucketState], at: Sequence[int]) -> BucketState | None:
+    """Of the states at ``at``, the one with the least remaining: what the client should pace
+    itself by (the first of equals)."""
+    best = None
+    for i in at:
+        if best is None or states[i].remaining < best.remaining:
+            best = states[i]
+    return best
 
 
 def _rate_limited(
@@ -430,16 +360,30 @@ def rate_limit_headers(reservation: Reservation) -> dict[str, str]:
     return rate_limit_headers_for(reservation.requests, reservation.tokens)
 
 
+_REQUEST_HEADERS = (
+    "x-ratelimit-limit-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-requests"
+)
+_TOKEN_HEADERS = (
+    "x-ratelimit-limit-tokens", "x-ratelimit-remaining-tokens", "x-ratelimit-reset-tokens"
+)
+
+
 def rate_limit_headers_for(
     requests: BucketState | None, tokens: BucketState | None
 ) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for kind, state in (("requests", requests), ("tokens", tokens)):
-        if state is not None:
-            headers[f"x-ratelimit-limit-{kind}"] = str(int(state.limit))
-            headers[f"x-ratelimit-remaining-{kind}"] = str(max(0, int(state.remaining)))
-            headers[f"x-ratelimit-reset-{kind}"] = format_reset(state.reset_s)
+    if requests is not None:
+        _describe(headers, _REQUEST_HEADERS, requests)
+    if tokens is not None:
+        _describe(headers, _TOKEN_HEADERS, tokens)
     return headers
+
+
+def _describe(headers: dict[str, str], names: tuple[str, str, str], state: BucketState) -> None:
+    limit, remaining, reset = names
+    headers[limit] = str(int(state.limit))
+    headers[remaining] = str(max(0, int(state.remaining)))
+    headers[reset] = format_reset(state.reset_s)
 
 
 def format_reset(seconds: float) -> str:
