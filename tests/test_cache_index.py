@@ -1,12 +1,16 @@
-"""gateway/cache/index.py: the readers/writer lock, growing graphs, deletions, save and load."""
+"""gateway/cache/index.py: the readers/writer lock, growing graphs, deletions, save and load,
+and a search's pool job (submitted at once, holding the lock until it ends)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
-from gateway.cache.index import META_FILE, IndexSet, ReadWriteLock
+import pytest
+
+from gateway.cache.index import META_FILE, IndexSet, Neighbour, ReadWriteLock
 from gateway.cache.settings import IndexParams
 from tests.cache_fixtures import SPACE, unit_vectors
 
@@ -89,3 +93,67 @@ async def test_graphs_of_other_parameters_are_not_loaded(tmp_path: Path) -> None
         assert await other.load(tmp_path) == {}
     finally:
         other.close()
+
+
+async def test_a_search_is_submitted_at_once_and_its_result_comes_through_then() -> None:
+    index = IndexSet(SPACE, IndexParams())
+    vectors = unit_vectors(20, seed=4)
+    ran = threading.Event()
+
+    def then(neighbours: list[Neighbour]) -> int:
+        ran.set()
+        return neighbours[0].entry_id
+
+    try:
+        await index.add("ns", list(range(1, 21)), vectors)
+        pending = index.search_then("ns", vectors[6], 3, then)
+        assert ran.wait(timeout=30)  # ran in the pool before anyone awaited it
+        assert await pending == 7
+    finally:
+        index.close()
+
+
+async def test_a_search_waits_for_a_waiting_writer_and_then_runs() -> None:
+    index = IndexSet(SPACE, IndexParams())
+    vectors = unit_vectors(20, seed=5)
+    try:
+        await index.add("ns", list(range(1, 11)), vectors[:10])
+        async with index.lock.writing():
+            pending = index.search_then("ns", vectors[14], 1, lambda found: found)
+            await index._run(index._graphs["ns"].add, list(range(11, 21)), vectors[10:])
+        assert [n.entry_id for n in await pending] == [15]  # sees the writer's whole batch
+    finally:
+        index.close()
+
+
+async def test_a_cancelled_search_keeps_writers_out_until_its_job_ends() -> None:
+    index = IndexSet(SPACE, IndexParams())
+    vectors = unit_vectors(20, seed=6)
+    inside, release = threading.Event(), threading.Event()
+
+    def then(neighbours: list[Neighbour]) -> list[Neighbour]:
+        inside.set()
+        release.wait(timeout=30)
+        return neighbours
+
+    async def search() -> list[Neighbour]:
+        return await index.search_then("ns", vectors[0], 3, then)
+
+    try:
+        await index.add("ns", list(range(1, 11)), vectors[:10])
+        searching = asyncio.create_task(search())
+        assert await asyncio.to_thread(inside.wait, 30)
+        searching.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await searching
+        assert index.lock.readers == 1  # the job still holds the read side
+        adding = asyncio.create_task(index.add("ns", list(range(11, 21)), vectors[10:]))
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert not adding.done() and index.live("ns") == 10  # the pool still searches
+        release.set()
+        await adding
+        assert index.live("ns") == 20
+    finally:
+        release.set()
+        index.close()

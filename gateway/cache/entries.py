@@ -1,8 +1,9 @@
 """The in-memory table of cache entries: by id in least-recently-used order, by exact key (and,
 for entries stored under a semantic policy, by loose key: case and punctuation aside), and by
 namespace. A mirror of SQLite's rows without their vectors and answers, rebuilt at start-up;
-lookups read only this and the vector index, and fetch an answer only for a hit. Not thread-safe:
-used on the event loop only.
+lookups read only this and the vector index, and fetch answers only for an exact hit or for
+semantic candidates at or above the serving rule's floor. Not thread-safe: used on the event
+loop only.
 """
 
 from __future__ import annotations

@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -62,41 +62,79 @@ class Neighbour:
 
 
 class ReadWriteLock:
-    """Many readers or one writer; a waiting writer holds back new readers (no starvation)."""
+    """Many readers or one writer; a waiting writer holds back new readers (no starvation).
+
+    Used on the event loop only. Taking a free read side and releasing either side never
+    suspends (``try_read``, ``release_read``), so a search can take the lock and hand its job
+    to a thread in one step, and the thread's completion can release it.
+    """
 
     def __init__(self) -> None:
         self._readers = 0
         self._writer = False
         self._writers_waiting = 0
-        self._changed = asyncio.Condition()
+        self._waiting: list[asyncio.Future[None]] = []
+
+    @property
+    def readers(self) -> int:
+        return self._readers
+
+    def try_read(self) -> bool:
+        """Take the read side if no writer holds or waits for the lock."""
+        if self._writer or self._writers_waiting:
+            return False
+        self._readers += 1
+        return True
+
+    def release_read(self) -> None:
+        self._readers -= 1
+        self._wake()
+
+    async def acquire_read(self) -> None:
+        while not self.try_read():
+            await self._changed()
 
     @asynccontextmanager
     async def reading(self) -> Any:
-        async with self._changed:
-            await self._changed.wait_for(lambda: not self._writer and not self._writers_waiting)
-            self._readers += 1
+        await self.acquire_read()
         try:
             yield
         finally:
-            async with self._changed:
-                self._readers -= 1
-                self._changed.notify_all()
+            self.release_read()
 
     @asynccontextmanager
     async def writing(self) -> Any:
-        async with self._changed:
-            self._writers_waiting += 1
-            try:
-                await self._changed.wait_for(lambda: not self._writer and not self._readers)
-            finally:
-                self._writers_waiting -= 1
-            self._writer = True
+        self._writers_waiting += 1
+        try:
+            while self._writer or self._readers:
+                await self._changed()
+        except BaseException:
+            self._writers_waiting -= 1
+            self._wake()  # readers held back for this writer may go on
+            raise
+        self._writers_waiting -= 1
+        self._writer = True
         try:
             yield
         finally:
-            async with self._changed:
-                self._writer = False
-                self._changed.notify_all()
+            self._writer = False
+            self._wake()
+
+    async def _changed(self) -> None:
+        """Wait for the next release; every waiter then checks its own condition again."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.append(waiter)
+        try:
+            await waiter
+        finally:
+            if waiter in self._waiting:
+                self._waiting.remove(waiter)
+
+    def _wake(self) -> None:
+        waiting, self._waiting = self._waiting, []
+        for waiter in waiting:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 class Graph:
@@ -178,11 +216,51 @@ class IndexSet:
         return graph.live if graph else 0
 
     async def search(self, namespace: str, vector: FloatArray, k: int) -> list[Neighbour]:
+        return await self.search_then(namespace, vector, k, _same)
+
+    def search_then(self, namespace: str, vector: FloatArray, k: int,
+                    then: Callable[[list[Neighbour]], T]) -> Awaitable[T]:
+        """Search, then call ``then`` on the neighbours, in one pool job under the read lock.
+
+        ``then`` runs in the pool thread (it must be thread-safe; the graph is not its to
+        touch) and its result is what the awaitable gives; for a namespace without entries
+        it runs at once, here, on no neighbours. When no writer holds or waits for
+        the lock the job is submitted before this returns, so the caller can work on the loop
+        while it runs; otherwise it is submitted once the lock is free, when awaited. Either
+        way the awaitable must be awaited.
+        """
         graph = self._graphs.get(namespace)
         if graph is None or graph.live == 0:
-            return []
-        async with self.lock.reading():
-            return await self._run(graph.search, vector, k)
+            done: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            done.set_result(then([]))
+            return done
+        if self.lock.try_read():
+            return self._submit_read(_search_then, graph, vector, k, then)
+        return self._search_later(namespace, vector, k, then)
+
+    async def _search_later(self, namespace: str, vector: FloatArray, k: int,
+                            then: Callable[[list[Neighbour]], T]) -> T:
+        await self.lock.acquire_read()
+        graph = self._graphs.get(namespace)  # the writer may have swapped or dropped it
+        if graph is None or graph.live == 0:
+            self.lock.release_read()
+            return then([])
+        return await self._submit_read(_search_then, graph, vector, k, then)
+
+    def _submit_read(self, fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``fn`` in the pool holding the read side, taken by the caller.
+
+        The lock is released when the job ends, not when its awaiter does: a cancelled lookup
+        must not let a writer in while its search still runs in the pool.
+        """
+        loop = asyncio.get_running_loop()
+        try:
+            job = self._pool.submit(fn, *args)
+        except BaseException:
+            self.lock.release_read()
+            raise
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self.lock.release_read))
+        return asyncio.wrap_future(job, loop=loop)
 
     async def add(self, namespace: str, ids: Sequence[int], vectors: FloatArray) -> None:
         if not ids:
@@ -219,8 +297,8 @@ class IndexSet:
 
     async def save(self, index_dir: Path) -> int:
         """Write changed graphs and the header; returns how many graph files were written."""
-        async with self.lock.reading():
-            return await self._run(self._save_all, index_dir)
+        await self.lock.acquire_read()
+        return await self._submit_read(self._save_all, index_dir)
 
     def _save_all(self, index_dir: Path) -> int:
         index_dir.mkdir(parents=True, exist_ok=True)
@@ -300,8 +378,8 @@ class IndexSet:
         graph = self._graphs.get(namespace)
         if graph is None:
             return set()
-        async with self.lock.reading():
-            ids = await self._run(graph.index.get_ids_list)
+        await self.lock.acquire_read()
+        ids = await self._submit_read(graph.index.get_ids_list)
         return {int(i) for i in ids}
 
     async def set_live(self, namespace: str, live: int) -> None:
@@ -313,6 +391,15 @@ class IndexSet:
         """Roughly what the graphs hold: vectors, links and labels of every allocated slot."""
         per_slot = self.space.dim * 4 + self.params.m * 2 * 4 + 4 + 8 + 2
         return sum(g.index.get_max_elements() * per_slot for g in self._graphs.values())
+
+
+def _same(neighbours: list[Neighbour]) -> list[Neighbour]:
+    return neighbours
+
+
+def _search_then(graph: Graph, vector: FloatArray, k: int,
+                 then: Callable[[list[Neighbour]], T]) -> T:
+    return then(graph.search(vector, k))
 
 
 def graph_file(namespace: str) -> str:

@@ -4,7 +4,9 @@
 fingerprint and normalised text), then, for a ``semantic`` policy with a vector, the namespace's
 hnswlib graph: the nearest entries with the same fingerprint, at or above the rule's floor, are
 judged by the serving rule (``rule.Rule``: the guards, then the learned verifier or the
-cosine-and-margin rule) in order of similarity; the first that passes is the hit.
+cosine-and-margin rule) in order of similarity; the first that passes is the hit. A semantic
+lookup is one job in the index pool: the search, then the answers of the neighbours at or above
+the floor (``answers.AnswerReader``); an exact hit is one read in the reader's threads.
 ``store(...)`` only queues an entry (cheap, never blocks the request); the writer task writes
 queued entries to SQLite in one transaction per batch, then adds their vectors to the graph, then
 makes them visible. Expired and least-recently-used entries beyond ``max_entries`` are removed by
@@ -24,14 +26,16 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 import numpy as np
 import orjson
 
+from gateway.cache.answers import AnswerReader
 from gateway.cache.entries import EntryTable
 from gateway.cache.fingerprint import exact_key, loose_key
-from gateway.cache.index import FloatArray, IndexSet, VectorSpace
+from gateway.cache.index import FloatArray, IndexSet, Neighbour, VectorSpace
 from gateway.cache.replay import uncacheable
 from gateway.cache.rule import Rule, serving_rule
 from gateway.cache.settings import CacheSettings, Policy
@@ -134,26 +138,23 @@ class SemanticCache:
     async def _semantic(self, namespace: str, fingerprint: str, text: str,
                         vector: FloatArray) -> Hit | None:
         vector = _as_vector(vector)
-        if self._index is None or self.space is None or not _valid(vector, self.space.dim):
+        if (self._index is None or self._store is None or self.space is None
+                or not _valid(vector, self.space.dim)):
             return None
-        neighbours = await self._index.search(namespace, vector, self.settings.candidates)
+        job = partial(_servable, self._store.reader, self.rule.floor, fingerprint)
+        close, bodies = await self._index.search_then(namespace, vector,
+                                                       self.settings.candidates, job)
         asked: Profile | None = None
-        for n in sorted(neighbours, key=lambda n: -n.score):
-            if n.score < self.rule.floor:
-                break
+        for n in close:
             entry = self._table.get(n.entry_id)
             if entry is None or entry.fingerprint != fingerprint or self._expired(entry):
                 continue
-            # Fetch the answer while the guards run: most candidates that get here pass.
-            fetch = asyncio.ensure_future(self._body(entry.entry_id))
             asked = asked or profile(text)
             verdict = self.rule.judge(self._profile(entry), asked, n.score)
             if verdict.ok:
-                body = await fetch
+                body = bodies.get(entry.entry_id)  # None: deleted since the search
                 return None if body is None else self._make_hit(entry, "semantic",
                                                                 min(n.score, 1.0), body)
-            fetch.cancel()
-            await asyncio.wait([fetch])  # settle it; a cancellation of ours still propagates
             log.debug("cache candidate %d refused: %s", entry.entry_id, verdict.reason)
         return None
 
@@ -170,12 +171,9 @@ class SemanticCache:
 
     async def _hit(self, entry: StoredEntry, kind: Literal["exact", "semantic"],
                    score: float) -> Hit | None:
-        body = await self._body(entry.entry_id)
-        return None if body is None else self._make_hit(entry, kind, score, body)
-
-    async def _body(self, entry_id: int) -> bytes | None:
         assert self._store is not None
-        return await self._store.body(entry_id)
+        body = await self._store.reader.body(entry.entry_id)
+        return None if body is None else self._make_hit(entry, kind, score, body)
 
     @staticmethod
     def _make_hit(entry: StoredEntry, kind: Literal["exact", "semantic"], score: float,
@@ -460,6 +458,14 @@ class SemanticCache:
             self._index.close()
         if self._store is not None:
             await self._store.close()
+
+
+def _servable(reader: AnswerReader, floor: float, fingerprint: str,
+              neighbours: list[Neighbour]) -> tuple[list[Neighbour], dict[int, bytes]]:
+    """In the index pool, right after the search, so that a hit makes one thread hop: the
+    neighbours that may be served, best first, and their answers."""
+    close = sorted((n for n in neighbours if n.score >= floor), key=lambda n: -n.score)
+    return close, reader.bodies([n.entry_id for n in close], fingerprint)
 
 
 def _keys(e: NewEntry) -> tuple[bytes, ...]:

@@ -5,7 +5,9 @@ batches from the cache's writer task, one transaction each; with WAL and ``synch
 committed batch survives a killed process (only a power loss may take the last commits). Ids come
 from ``AUTOINCREMENT`` and are never reused, so they double as the hnswlib labels and "newer than
 the saved index" is simply a larger id. The ``meta`` table records which embedding model and
-dimension the stored vectors belong to. Touches only its database file.
+dimension the stored vectors belong to. Lookups read answers through ``reader``
+(``answers.AnswerReader``: read-only connections in worker threads), not this connection.
+Touches only its database file.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import aiosqlite
 import numpy as np
 
+from gateway.cache.answers import AnswerReader
 from gateway.cache.index import FloatArray, VectorSpace
 
 log = logging.getLogger(__name__)
@@ -72,11 +75,12 @@ class StoredEntry:
 
 
 class CacheStore:
-    """One aiosqlite connection to the cache database."""
+    """One aiosqlite connection to the cache database (the writer's), and the lookups' reader."""
 
     def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
         self.path = path
+        self.reader = AnswerReader(path)
 
     @classmethod
     async def open(cls, path: Path) -> CacheStore:
@@ -94,7 +98,10 @@ class CacheStore:
         return cls(db, path)
 
     async def close(self) -> None:
-        await self._db.close()
+        try:
+            self.reader.close()
+        finally:
+            await self._db.close()
 
     async def meta(self, key: str) -> str | None:
         async with self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)) as cur:
@@ -198,11 +205,6 @@ class CacheStore:
                     blobs.append(bytes(row[1]))
         flat = np.frombuffer(b"".join(blobs), dtype="<f4")
         return found, flat.reshape(len(found), dim).astype(np.float32)
-
-    async def body(self, entry_id: int) -> bytes | None:
-        async with self._db.execute("SELECT body FROM entries WHERE id = ?", (entry_id,)) as cur:
-            row = await cur.fetchone()
-        return bytes(row[0]) if row else None
 
     async def delete(self, ids: Sequence[int]) -> None:
         for start in range(0, len(ids), 500):
