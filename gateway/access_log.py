@@ -17,7 +17,6 @@ Callers check ``access_log_enabled`` before building an entry they would throw a
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sys
 from collections.abc import AsyncIterator
@@ -27,6 +26,7 @@ from typing import TextIO
 import orjson
 from aiohttp import web
 
+from gateway.lifecycle import stop_task
 from gateway.observability_settings import ObservabilitySettings
 from gateway.tenants.redact import redact
 
@@ -118,9 +118,7 @@ async def access_log_flusher(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(run(), name="access-log-flush")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)
     flush_access_log()
 
 

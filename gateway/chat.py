@@ -62,14 +62,24 @@ class ChatRequest:
         return replace(self, model=model, body={**self.body, "model": model})
 
 
-def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Validate an OpenAI chat completions body; raise ``InvalidRequest`` naming the field."""
+def json_object(raw: bytes) -> Json:
+    """A request body parsed as a JSON object; ``InvalidRequest`` when it is not one."""
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.")
+    return body
+
+
+def parse_chat_request(raw: bytes) -> ChatRequest:
+    """Validate an OpenAI chat completions body; raise ``InvalidRequest`` naming the field."""
+    return chat_request(json_object(raw))
+
+
+def chat_request(body: Json) -> ChatRequest:
+    """``parse_chat_request`` for a body already parsed as a JSON object."""
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise field_error("model", "a non-empty string", model)

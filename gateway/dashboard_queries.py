@@ -16,11 +16,19 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from gateway.tenants.ledger import TenantTotals, Totals, UsageRecord, tenant_totals
+from gateway.tenants.ledger import (
+    TOTAL_FIELDS,
+    USAGE_COLUMNS,
+    TenantTotals,
+    Totals,
+    UsageRecord,
+    tenant_totals,
+    usage_record,
+)
 from gateway.tenants.store import Store, Tenant
 
 QUANTILES = (0.5, 0.95, 0.99)
@@ -28,8 +36,6 @@ MAX_SAMPLE_ROWS = 20_000
 GroupColumn = Literal["route", "cache", "model", "deployment", "tier", "status", "tenant"]
 _GROUP_COLUMNS = frozenset({"route", "cache", "model", "deployment", "tier", "status", "tenant"})
 _VALUE_COLUMNS = frozenset({"latency_ms", "ttft_ms"})
-_RECORD_COLUMNS = tuple(f.name for f in fields(UsageRecord))
-_TOTAL_FIELDS = tuple(f.name for f in fields(Totals))
 NULL_LABEL = "none"
 """How a missing route or cache result is named in filters and groupings."""
 
@@ -270,7 +276,7 @@ async def overall_totals(store: Store, now: float) -> TenantTotals:
 def _sum(items: Iterable[Totals]) -> Totals:
     total = Totals()
     for item in items:
-        total = Totals(*(getattr(total, name) + getattr(item, name) for name in _TOTAL_FIELDS))
+        total = Totals(*(getattr(total, name) + getattr(item, name) for name in TOTAL_FIELDS))
     return total
 
 
@@ -333,10 +339,10 @@ async def find_requests(store: Store, f: RequestFilter) -> list[UsageRecord]:
         params.append(f.since)
     where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
     rows = await store.db.execute_fetchall(
-        f"SELECT {', '.join(_RECORD_COLUMNS)} FROM usage {where}ORDER BY id DESC LIMIT ?",
+        f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage {where}ORDER BY id DESC LIMIT ?",
         (*params, max(0, f.limit)),
     )
-    return [_record(row) for row in rows]
+    return [usage_record(row) for row in rows]
 
 
 def _status_clause(status: str | None, clauses: list[str], params: list[Any]) -> None:
@@ -347,12 +353,6 @@ def _status_clause(status: str | None, clauses: list[str], params: list[Any]) ->
     elif status is not None and status.isdigit():
         clauses.append("status = ?")
         params.append(int(status))
-
-
-def _record(row: Sequence[Any]) -> UsageRecord:
-    values = dict(zip(_RECORD_COLUMNS, row, strict=True))
-    values["estimated"] = bool(values["estimated"])
-    return UsageRecord(**values)
 
 
 async def models_since(store: Store, since_day: str) -> list[str]:

@@ -42,7 +42,6 @@ class Target:
 @dataclass(slots=True)
 class _Escalator:
     app: web.Application
-    chat: ChatRequest
     target: Target
     record: RequestRecord
     tried: list[str] = field(default_factory=list)
@@ -73,13 +72,13 @@ class _Escalator:
 
 
 async def _run(
-    app: web.Application, chat: ChatRequest, target: Target, record: RequestRecord,
+    app: web.Application, target: Target, record: RequestRecord,
     attempt: Callable[[list[Deployment]], Awaitable[T]],
     check: Callable[[T], EscalationReason | None],
 ) -> T:
     """Try the target's stages in order: a stage whose every deployment failed, or whose
     result fails ``check``, passes the request on to the next stage (when there is one)."""
-    esc = _Escalator(app, chat, target, record)
+    esc = _Escalator(app, target, record)
     stages = esc.stages()
     for i, (tier, deployments) in enumerate(stages):
         following = stages[i + 1][0] if i + 1 < len(stages) else None
@@ -115,7 +114,7 @@ async def complete(
 ) -> Answer:
     """The answer to ``chat``, escalating through the target's tiers as needed."""
     failover = app[FAILOVER]
-    return await _run(app, chat, target, record, lambda d: failover.complete(chat, d),
+    return await _run(app, target, record, lambda d: failover.complete(chat, d),
                       lambda answer: check_answer(chat, answer.completion))
 
 
@@ -124,7 +123,7 @@ async def open_stream(
 ) -> Stream:
     """An open stream for ``chat``; tiers escalate only on failures before the first byte."""
     failover = app[FAILOVER]
-    return await _run(app, chat, target, record, lambda d: failover.open_stream(chat, d),
+    return await _run(app, target, record, lambda d: failover.open_stream(chat, d),
                       lambda _: None)
 
 

@@ -14,12 +14,12 @@ Tests do not call these: a test process builds many apps, and freezing would kee
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
+from gateway.lifecycle import stop_task
 from gateway.routing.context import ROUTER
 
 YOUNG_THRESHOLD = 10_000
@@ -50,6 +50,4 @@ async def settled_heap(app: web.Application) -> AsyncIterator[None]:
 
     task = asyncio.create_task(after_router(), name="settle-heap")
     yield
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    await stop_task(task)

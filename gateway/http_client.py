@@ -16,7 +16,7 @@ call needs and nothing else:
   ``MAX_BUFFERED`` bytes wait unread. gzip and deflate bodies are decoded (``identity`` is asked
   for, but a server may send them anyway).
 - ``Response.release`` returns a fully read, keep-alive connection to the pool; anything else
-  (``close``, or release before the end) closes it, so no stale bytes are ever reused.
+  (a release before the end, or a broken response) closes it, so no stale bytes are ever reused.
 
 Every failure is an ``HttpError`` (``ConnectError`` for connecting, ``HttpTimeout`` for a timer
 that ran out); ``gateway.upstream`` translates them into failover kinds. No proxies, no
@@ -203,11 +203,6 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.done(reusable=self._eof and self._error is None)
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.done(reusable=False)
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:

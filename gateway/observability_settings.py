@@ -24,9 +24,9 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.tenants.settings import env_secret
 from gateway.toml_table import ConfigError, Table
 
-MIN_TOKEN_CHARS = 16
 MIN_SESSION_TTL_S = 60.0
 
 
@@ -72,19 +72,12 @@ def parse_observability(
     return settings
 
 
-
-
 def _token(t: Table, name: str, env: Mapping[str, str]) -> str | None:
     if not name:
         return None
-    value = env.get(name) or None
+    value = env_secret(t, "metrics_token_env", name, env)
     if value is None:
         raise ConfigError(f"{t.key('metrics_token_env')}: environment variable {name} is not set")
-    if len(value) < MIN_TOKEN_CHARS:
-        raise ConfigError(
-            f"{t.key('metrics_token_env')}: environment variable {name} must hold at least "
-            f"{MIN_TOKEN_CHARS} characters"
-        )
     return value
 
 

@@ -8,7 +8,6 @@ like a complete answer.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Iterable
@@ -41,7 +40,7 @@ async def relay(
         record.status = 502
         await resp.write(encode_data(orjson.dumps(_stream_error(failure))))
         return False
-    except (ConnectionResetError, asyncio.CancelledError):
+    except ConnectionResetError:  # before ``Exception``; cancellation is handled below
         stream.health.release_probe()  # the client left: no verdict on the deployment
         raise
     except Exception:

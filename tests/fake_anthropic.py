@@ -10,28 +10,19 @@ A wrong ``x-api-key`` gets Anthropic's 401, a missing ``anthropic-version`` its 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from tests import fake_provider
+from tests.fake_provider import json_response, write_stream
+
 Json = dict[str, Any]
 Event = tuple[str, Json]
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the fake answers: ``body`` to a plain request, ``events`` to a stream."""
-
-    body: Json
-    events: Sequence[Event] = ()
-    status: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict)
-    cut_after: int | None = None  # streams: drop the connection after this many events
-    end_after: int | None = None  # streams: end cleanly (no message_stop) after this many
+Answer = fake_provider.Answer[Event]
 
 
 @dataclass(frozen=True)
@@ -40,15 +31,9 @@ class Received:
     body: Json
 
 
-class FakeAnthropic:
+class FakeAnthropic(fake_provider.Scripted[Event, Received]):
     def __init__(self, api_key: str = "test-anthropic-key") -> None:
-        self.api_key = api_key
-        self.script: deque[Answer] = deque()
-        self.default = text("Hello from the fake.")
-        self.requests: list[Received] = []
-
-    def next_answer(self) -> Answer:
-        return self.script.popleft() if self.script else self.default
+        super().__init__(api_key, text("Hello from the fake."))
 
 
 FAKE = web.AppKey("fake_anthropic", FakeAnthropic)
@@ -66,37 +51,23 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     body = await request.json(loads=orjson.loads)
     fake.requests.append(Received(dict(request.headers), body))
     if request.headers.get("x-api-key") != fake.api_key:
-        return _json(error_body("authentication_error", "invalid x-api-key"), 401)
+        return json_response(error_body("authentication_error", "invalid x-api-key"), 401)
     if request.headers.get("anthropic-version") != "2023-06-01":
-        return _json(error_body("invalid_request_error", "anthropic-version: required"), 400)
+        return json_response(
+            error_body("invalid_request_error", "anthropic-version: required"), 400
+        )
     answer = fake.next_answer()
     if answer.status != 200:
-        return _json(answer.body, answer.status, answer.headers)
+        return json_response(answer.body, answer.status, answer.headers)
     if body.get("stream") is True:
         return await _stream(request, answer)
-    return _json(answer.body, 200)
-
-
-def _json(body: Json, status: int, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers,
-        content_type="application/json", charset="utf-8",
-    )
+    return json_response(answer.body, 200)
 
 
 async def _stream(request: web.Request, answer: Answer) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
-    await resp.prepare(request)
-    for i, (name, data) in enumerate(answer.events):
-        if answer.cut_after == i:
-            assert request.transport is not None
-            request.transport.abort()
-            return resp
-        if answer.end_after == i:
-            break
-        await resp.write(f"event: {name}\n".encode() + b"data: " + orjson.dumps(data) + b"\n\n")
-    await resp.write_eof()
-    return resp
+    frames = [f"event: {name}\ndata: ".encode() + orjson.dumps(data) + b"\n\n"
+              for name, data in answer.events]
+    return await write_stream(request, answer, frames, "text/event-stream; charset=utf-8")
 
 
 # --- answers -------------------------------------------------------------------------------

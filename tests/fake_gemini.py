@@ -9,27 +9,18 @@ what the fake was sent (``fake.requests``). A wrong ``x-goog-api-key`` gets Goog
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from tests import fake_provider
+from tests.fake_provider import json_response, write_stream
+
 Json = dict[str, Any]
-
-
-@dataclass(frozen=True)
-class Answer:
-    """What the fake answers: ``body`` to generateContent, ``events`` to the stream."""
-
-    body: Json
-    events: Sequence[Json] = ()
-    status: int = 200
-    headers: Mapping[str, str] = field(default_factory=dict)
-    cut_after: int | None = None  # streams: drop the connection after this many events
-    end_after: int | None = None  # streams: end cleanly (no finish reason) after this many
+Answer = fake_provider.Answer[Json]
 
 
 @dataclass(frozen=True)
@@ -41,15 +32,9 @@ class Received:
     body: Json
 
 
-class FakeGemini:
+class FakeGemini(fake_provider.Scripted[Json, Received]):
     def __init__(self, api_key: str = "test-gemini-key") -> None:
-        self.api_key = api_key
-        self.script: deque[Answer] = deque()
-        self.default = text("Hello from the fake.")
-        self.requests: list[Received] = []
-
-    def next_answer(self) -> Answer:
-        return self.script.popleft() if self.script else self.default
+        super().__init__(api_key, text("Hello from the fake."))
 
 
 FAKE = web.AppKey("fake_gemini", FakeGemini)
@@ -70,38 +55,22 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         Received(model, method, dict(request.query), dict(request.headers), body)
     )
     if request.headers.get("x-goog-api-key") != fake.api_key:
-        return _json(error_body(400, "API key not valid. Please pass a valid API key.",
-                                "INVALID_ARGUMENT", reason="API_KEY_INVALID"), 400)
+        return json_response(error_body(400, "API key not valid. Please pass a valid API key.",
+                                        "INVALID_ARGUMENT", reason="API_KEY_INVALID"), 400)
     answer = fake.next_answer()
     if answer.status != 200:
-        return _json(answer.body, answer.status, answer.headers)
+        return json_response(answer.body, answer.status, answer.headers)
     if method == "generateContent":
-        return _json(answer.body, 200)
+        return json_response(answer.body, 200)
     if method == "streamGenerateContent" and request.query.get("alt") == "sse":
         return await _stream(request, answer)
-    return _json(error_body(404, f"unknown method {method}", "NOT_FOUND"), 404)
-
-
-def _json(body: Json, status: int, headers: Mapping[str, str] | None = None) -> web.Response:
-    return web.Response(
-        body=orjson.dumps(body), status=status, headers=headers,
-        content_type="application/json", charset="utf-8",
-    )
+    return json_response(error_body(404, f"unknown method {method}", "NOT_FOUND"), 404)
 
 
 async def _stream(request: web.Request, answer: Answer) -> web.StreamResponse:
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
-    for i, event in enumerate(answer.events):
-        if answer.cut_after == i:
-            assert request.transport is not None
-            request.transport.abort()
-            return resp
-        if answer.end_after == i:
-            break
-        await resp.write(b"data: " + orjson.dumps(event) + b"\r\n\r\n")
-    await resp.write_eof()
-    return resp
+    # Google frames its events with CRLF.
+    frames = [b"data: " + orjson.dumps(event) + b"\r\n\r\n" for event in answer.events]
+    return await write_stream(request, answer, frames, "text/event-stream")
 
 
 # --- answers -------------------------------------------------------------------------------

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import orjson
+import pytest
 
 from gateway.chat import ChatRequest, parse_chat_request
+from gateway.errors import UpstreamFailure
 from gateway.providers.base import Deployment, Json, Provider
 
 Fake = TypeVar("Fake")
@@ -29,6 +31,25 @@ class Harness(Generic[Fake]):
 
     async def stream(self, **body: Any) -> list[Json]:
         return [c async for c in self.provider.stream(chat(stream=True, **body), self.deployment)]
+
+    async def complete_fails(self, **body: Any) -> UpstreamFailure:
+        """The failure a plain request must end in."""
+        with pytest.raises(UpstreamFailure) as caught:
+            await self.complete(**body)
+        return caught.value
+
+    async def stream_fails(self, **body: Any) -> tuple[list[Json], UpstreamFailure]:
+        """The chunks a stream yields before the failure it must end in, and that failure."""
+        seen: list[Json] = []
+        with pytest.raises(UpstreamFailure) as caught:
+            async for chunk in self.provider.stream(chat(stream=True, **body), self.deployment):
+                seen.append(chunk)
+        return seen, caught.value
+
+
+def deltas(chunks: list[Json]) -> list[Json]:
+    """The OpenAI deltas of streamed chunks (the usage-only chunk has none)."""
+    return [c["choices"][0]["delta"] for c in chunks if c["choices"]]
 
 
 def chat(**body: Any) -> ChatRequest:

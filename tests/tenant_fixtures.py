@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.test_utils import TestClient
 
 from gateway.api.admin import add_admin_routes
 from gateway.app import errors_middleware
@@ -21,6 +22,8 @@ from gateway.tenants.store import Store
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 SECRET = b"test-key-secret-0123456789abcdef"
+# The environment a gateway with tenants reads its admin key and key secret from.
+GATEWAY_ENV = {"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_KEY_SECRET": SECRET.decode()}
 
 
 @asynccontextmanager
@@ -86,3 +89,12 @@ def gateway_settings(tmp_path: Path) -> Settings:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def new_tenant_key(client: TestClient, name: str, **tenant: Any) -> str:
+    """Create tenant ``name`` (with ``tenant``'s fields) through the admin API; a new key for it."""
+    admin = bearer(ADMIN_KEY)
+    made = await client.post("/admin/tenants", headers=admin, json={"name": name, **tenant})
+    assert made.status == 201
+    key = await client.post(f"/admin/tenants/{name}/keys", headers=admin)
+    return str((await key.json())["key"])

@@ -19,10 +19,13 @@ async def test_readers_share_and_a_writer_waits_for_them() -> None:
     lock = ReadWriteLock()
     order: list[str] = []
     release = asyncio.Event()
+    both_in = asyncio.Event()
 
     async def reader(name: str) -> None:
         async with lock.reading():
             order.append(f"{name} in")
+            if len(order) == 2:
+                both_in.set()
             await release.wait()
             order.append(f"{name} out")
 
@@ -31,8 +34,7 @@ async def test_readers_share_and_a_writer_waits_for_them() -> None:
             order.append("writer")
 
     readers = [asyncio.create_task(reader(n)) for n in ("r1", "r2")]
-    while len(order) < 2:
-        await asyncio.sleep(0)
+    await both_in.wait()
     writing = asyncio.create_task(writer())
     late = asyncio.create_task(reader("r3"))
     for _ in range(5):

@@ -15,7 +15,7 @@ from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
 from tests.conftest import ROOT, GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.tenant_fixtures import ADMIN_KEY, SECRET, bearer
+from tests.tenant_fixtures import GATEWAY_ENV, bearer, new_tenant_key
 from tests.test_chat_api import sse_payloads
 
 Cached = tuple[TestClient, FakeOpenAI]
@@ -124,12 +124,8 @@ async def test_tenants_never_read_each_others_entries(
         "models": [model("small", "p1")],
         "tenants": {"bootstrap": False, "tokenizer": ""},
         "cache": {"enabled": True},
-    }, env={"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_KEY_SECRET": SECRET.decode()})
-    keys = []
-    for name in ("acme", "globex"):
-        await client.post("/admin/tenants", headers=bearer(ADMIN_KEY), json={"name": name})
-        made = await client.post(f"/admin/tenants/{name}/keys", headers=bearer(ADMIN_KEY))
-        keys.append((await made.json())["key"])
+    }, env=GATEWAY_ENV)
+    keys = [await new_tenant_key(client, name) for name in ("acme", "globex")]
     first = await _ask(client, "What is our refund policy?", headers=bearer(keys[0]))
     other = await _ask(client, "What is our refund policy?", headers=bearer(keys[1]))
     own = await _ask(client, "What is our refund policy?", headers=bearer(keys[0]))

@@ -11,9 +11,7 @@ from gateway.tenants.ledger import recent
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.observability_fixtures import login, page_metrics
-from tests.tenant_fixtures import ADMIN_KEY, SECRET, bearer
-
-ENV = {"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_KEY_SECRET": SECRET.decode()}
+from tests.tenant_fixtures import GATEWAY_ENV, bearer, new_tenant_key
 
 
 def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -33,11 +31,8 @@ async def test_metrics_and_dashboard_agree_with_the_ledger(
         "providers": [openai_provider("p1", url)],
         "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
         "tenants": {"bootstrap": False, "tokenizer": ""},
-    }, env=ENV)
-    admin = bearer(ADMIN_KEY)
-    await client.post("/admin/tenants", headers=admin,
-                      json={"name": "acme", "limits": {"requests_per_minute": 6}})
-    key = (await (await client.post("/admin/tenants/acme/keys", headers=admin)).json())["key"]
+    }, env=GATEWAY_ENV)
+    key = await new_tenant_key(client, "acme", limits={"requests_per_minute": 6})
     fake.script.extend([Reply(), Reply(), Reply(kind="status", status=500), Reply(), Reply()])
     statuses = []
     for i in range(7):  # 5 answered (one of them a 502), then 2 refused by the limit

@@ -13,10 +13,9 @@ from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import recent
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.tenant_fixtures import ADMIN_KEY, SECRET, bearer
+from tests.tenant_fixtures import GATEWAY_ENV, SECRET, bearer, new_tenant_key
 
 USER = [{"role": "user", "content": "Say hello"}]
-ENV = {"GATEWAY_ADMIN_KEY": ADMIN_KEY, "GATEWAY_KEY_SECRET": SECRET.decode()}
 Keyed = tuple[TestClient, FakeOpenAI, str]
 
 
@@ -28,13 +27,9 @@ async def keyed(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactor
         "providers": [openai_provider("p1", url)],
         "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
         "tenants": {"bootstrap": False, "tokenizer": ""},
-    }, env=ENV)
-    admin = bearer(ADMIN_KEY)
-    made = await client.post("/admin/tenants", headers=admin,
-                             json={"name": "acme", "limits": {"requests_per_minute": 3}})
-    assert made.status == 201
-    key = await client.post("/admin/tenants/acme/keys", headers=admin, json={"name": "t"})
-    return client, fake, (await key.json())["key"]
+    }, env=GATEWAY_ENV)
+    key = await new_tenant_key(client, "acme", limits={"requests_per_minute": 3})
+    return client, fake, key
 
 
 async def _ask(client: TestClient, key: str | None, **extra: Any) -> Any:
@@ -123,11 +118,8 @@ async def test_without_required_keys_only_a_valid_key_names_its_tenant(
         "providers": [openai_provider("p1", url)],
         "models": [model("small", "p1")],
         "tenants": {"require_keys": False, "bootstrap": False, "tokenizer": ""},
-    }, env=ENV)
-    admin = bearer(ADMIN_KEY)
-    assert (await client.post("/admin/tenants", headers=admin, json={"name": "acme"})).status == 201
-    made = await client.post("/admin/tenants/acme/keys", headers=admin, json={"name": "t"})
-    key = (await made.json())["key"]
+    }, env=GATEWAY_ENV)
+    key = await new_tenant_key(client, "acme")
     for presented in (key, None, "gw-wrong"):
         assert (await _ask(client, presented)).status == 200
     app = client.server.app

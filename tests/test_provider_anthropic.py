@@ -16,7 +16,7 @@ from gateway.upstream import Upstream, new_session
 from tests import fake_anthropic as fa
 from tests import provider_harness
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
-from tests.provider_harness import chat
+from tests.provider_harness import chat, deltas
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather now",
@@ -44,10 +44,6 @@ async def anthropic(aiohttp_server: AiohttpServer) -> AsyncIterator[Harness]:
         yield Harness(fake, AnthropicProvider(Upstream(session)), deployment(
             str(server.make_url("/v1"))
         ))
-
-
-def deltas(chunks: list[Json]) -> list[Json]:
-    return [c["choices"][0]["delta"] for c in chunks if c["choices"]]
 
 
 # --- request translation -------------------------------------------------------------------
@@ -98,34 +94,30 @@ async def test_sampling_parameters_are_translated(anthropic: Harness) -> None:
 
 
 async def test_n_above_one_is_unsupported(anthropic: Harness) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete(n=2)
-    assert caught.value.kind is FailureKind.UNSUPPORTED
-    assert "n=2" in caught.value.message
+    failure = await anthropic.complete_fails(n=2)
+    assert failure.kind is FailureKind.UNSUPPORTED
+    assert "n=2" in failure.message
     assert anthropic.fake.requests == []
 
 
 async def test_n_above_one_is_unsupported_when_streaming_too(anthropic: Harness) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.stream(n=3)
-    assert caught.value.kind is FailureKind.UNSUPPORTED
+    _, failure = await anthropic.stream_fails(n=3)
+    assert failure.kind is FailureKind.UNSUPPORTED
     assert anthropic.fake.requests == []
 
 
 async def test_legacy_function_role_is_unsupported(anthropic: Harness) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete(messages=[
-            {"role": "user", "content": "Hi"},
-            {"role": "function", "name": "get_weather", "content": "21C"},
-        ])
-    assert caught.value.kind is FailureKind.UNSUPPORTED
-    assert "messages[1]" in caught.value.message
+    failure = await anthropic.complete_fails(messages=[
+        {"role": "user", "content": "Hi"},
+        {"role": "function", "name": "get_weather", "content": "21C"},
+    ])
+    assert failure.kind is FailureKind.UNSUPPORTED
+    assert "messages[1]" in failure.message
 
 
 async def test_only_system_messages_are_unsupported(anthropic: Harness) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete(messages=[{"role": "system", "content": "Be brief."}])
-    assert caught.value.kind is FailureKind.UNSUPPORTED
+    failure = await anthropic.complete_fails(messages=[{"role": "system", "content": "Be brief."}])
+    assert failure.kind is FailureKind.UNSUPPORTED
     assert anthropic.fake.requests == []
 
 
@@ -215,10 +207,9 @@ async def test_pdf_file_becomes_a_document_block(anthropic: Harness) -> None:
 async def test_parts_anthropic_cannot_express_are_unsupported(
     anthropic: Harness, part: Json
 ) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete(messages=[{"role": "user", "content": [part]}])
-    assert caught.value.kind is FailureKind.UNSUPPORTED
-    assert "messages[0].content[0]" in caught.value.message
+    failure = await anthropic.complete_fails(messages=[{"role": "user", "content": [part]}])
+    assert failure.kind is FailureKind.UNSUPPORTED
+    assert "messages[0].content[0]" in failure.message
     assert anthropic.fake.requests == []
 
 
@@ -263,9 +254,10 @@ async def test_json_schema_is_enforced_with_a_forced_tool(anthropic: Harness) ->
 
 
 async def test_json_mode_with_client_tools_is_unsupported(anthropic: Harness) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete(tools=[WEATHER_TOOL], response_format={"type": "json_object"})
-    assert caught.value.kind is FailureKind.UNSUPPORTED
+    failure = await anthropic.complete_fails(
+        tools=[WEATHER_TOOL], response_format={"type": "json_object"}
+    )
+    assert failure.kind is FailureKind.UNSUPPORTED
     assert anthropic.fake.requests == []
 
 
@@ -359,41 +351,36 @@ async def test_stream_in_json_mode_streams_the_json_as_content(anthropic: Harnes
 async def test_429_carries_retry_after(anthropic: Harness) -> None:
     anthropic.fake.script.append(fa.failure(429, "rate_limit_error", "Slow down.",
                                             headers={"retry-after": "20"}))
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete()
-    assert caught.value.kind is FailureKind.RATE_LIMITED
-    assert caught.value.retry_after_s == 20.0
-    assert "Slow down." in caught.value.message
+    failure = await anthropic.complete_fails()
+    assert failure.kind is FailureKind.RATE_LIMITED
+    assert failure.retry_after_s == 20.0
+    assert "Slow down." in failure.message
 
 
 async def test_529_overloaded_is_retryable(anthropic: Harness) -> None:
     anthropic.fake.script.append(fa.failure(529, "overloaded_error", "Overloaded"))
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.stream()
-    assert caught.value.kind is FailureKind.SERVER_ERROR
-    assert caught.value.retryable
+    _, failure = await anthropic.stream_fails()
+    assert failure.kind is FailureKind.SERVER_ERROR
+    assert failure.retryable
 
 
 async def test_500_is_a_server_error(anthropic: Harness) -> None:
     anthropic.fake.script.append(fa.failure(500, "api_error", "Internal server error"))
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete()
-    assert caught.value.kind is FailureKind.SERVER_ERROR
+    failure = await anthropic.complete_fails()
+    assert failure.kind is FailureKind.SERVER_ERROR
 
 
 async def test_invalid_request_is_a_client_error(anthropic: Harness) -> None:
     anthropic.fake.script.append(fa.failure(400, "invalid_request_error", "messages: bad"))
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete()
-    assert caught.value.kind is FailureKind.CLIENT_ERROR
-    assert not caught.value.retryable
+    failure = await anthropic.complete_fails()
+    assert failure.kind is FailureKind.CLIENT_ERROR
+    assert not failure.retryable
 
 
 async def test_error_in_200_body_is_a_failure(anthropic: Harness) -> None:
     anthropic.fake.script.append(fa.error_in_stream("api_error", "Oops"))
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete()
-    assert caught.value.kind is FailureKind.ERROR_IN_BODY
+    failure = await anthropic.complete_fails()
+    assert failure.kind is FailureKind.ERROR_IN_BODY
 
 
 async def test_overloaded_error_event_mid_stream_is_a_retryable_failure(
@@ -412,31 +399,25 @@ async def test_overloaded_error_event_mid_stream_is_a_retryable_failure(
 
 async def test_stream_cut_mid_way_is_a_connection_failure(anthropic: Harness) -> None:
     anthropic.fake.script.append(fa.text("one two three four", cut_after=5))
-    seen: list[Json] = []
-    with pytest.raises(UpstreamFailure) as caught:
-        async for c in anthropic.provider.stream(chat(stream=True), anthropic.deployment):
-            seen.append(c)
-    assert caught.value.kind is FailureKind.CONNECT
+    seen, failure = await anthropic.stream_fails()
+    assert failure.kind is FailureKind.CONNECT
     assert deltas(seen)[1:] == [{"content": "one"}, {"content": " two"}]
 
 
 async def test_stream_ending_before_message_stop_is_a_failure(anthropic: Harness) -> None:
     anthropic.fake.script.append(fa.text("one two", end_after=5))
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.stream()
-    assert caught.value.kind is FailureKind.CONNECT
+    _, failure = await anthropic.stream_fails()
+    assert failure.kind is FailureKind.CONNECT
 
 
 async def test_empty_stream_is_an_empty_stream_failure(anthropic: Harness) -> None:
     anthropic.fake.script.append(fa.text("one", end_after=0))
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.stream()
-    assert caught.value.kind is FailureKind.EMPTY_STREAM
+    _, failure = await anthropic.stream_fails()
+    assert failure.kind is FailureKind.EMPTY_STREAM
 
 
 async def test_bad_key_is_a_deployment_failure(anthropic: Harness) -> None:
     anthropic.fake.api_key = "another-key"
-    with pytest.raises(UpstreamFailure) as caught:
-        await anthropic.complete()
-    assert caught.value.status == 401
-    assert caught.value.kind is FailureKind.SERVER_ERROR
+    failure = await anthropic.complete_fails()
+    assert failure.status == 401
+    assert failure.kind is FailureKind.SERVER_ERROR

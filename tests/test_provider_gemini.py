@@ -16,7 +16,7 @@ from gateway.upstream import Upstream, new_session
 from tests import fake_gemini as fg
 from tests import provider_harness
 from tests.fake_gemini import FakeGemini, fake_gemini_app
-from tests.provider_harness import chat
+from tests.provider_harness import chat, deltas
 
 Harness = provider_harness.Harness[FakeGemini]
 
@@ -36,10 +36,6 @@ async def gemini(aiohttp_server: AiohttpServer) -> AsyncIterator[Harness]:
         yield Harness(fake, GeminiProvider(Upstream(session)), deployment(
             str(server.make_url("/v1beta"))
         ))
-
-
-def deltas(chunks: list[Json]) -> list[Json]:
-    return [c["choices"][0]["delta"] for c in chunks if c["choices"]]
 
 
 # --- request translation -------------------------------------------------------------------
@@ -143,9 +139,8 @@ def test_same_definition_used_twice_is_not_recursion() -> None:
 async def test_recursive_tool_schema_is_unsupported_before_any_call(gemini: Harness) -> None:
     tree = {"type": "object", "properties": {"kids": {"type": "array", "items": {"$ref": "#"}}}}
     tool = {"type": "function", "function": {"name": "walk", "parameters": tree}}
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.stream(tools=[tool])
-    assert caught.value.kind is FailureKind.UNSUPPORTED
+    _, failure = await gemini.stream_fails(tools=[tool])
+    assert failure.kind is FailureKind.UNSUPPORTED
     assert gemini.fake.requests == []
 
 
@@ -251,10 +246,9 @@ async def test_audio_becomes_inline_data(gemini: Harness) -> None:
     {"type": "refusal", "refusal": "no"},
 ], ids=["image-by-url", "file-by-id", "unknown-part-type"])
 async def test_parts_gemini_cannot_express_are_unsupported(gemini: Harness, part: Json) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.complete(messages=[{"role": "user", "content": [part]}])
-    assert caught.value.kind is FailureKind.UNSUPPORTED
-    assert "messages[0].content[0]" in caught.value.message
+    failure = await gemini.complete_fails(messages=[{"role": "user", "content": [part]}])
+    assert failure.kind is FailureKind.UNSUPPORTED
+    assert "messages[0].content[0]" in failure.message
     assert gemini.fake.requests == []
 
 
@@ -276,9 +270,8 @@ async def test_malformed_parts_are_invalid_requests(
 
 
 async def test_only_system_messages_are_unsupported(gemini: Harness) -> None:
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.complete(messages=[{"role": "system", "content": "Be brief."}])
-    assert caught.value.kind is FailureKind.UNSUPPORTED
+    failure = await gemini.complete_fails(messages=[{"role": "system", "content": "Be brief."}])
+    assert failure.kind is FailureKind.UNSUPPORTED
 
 
 async def test_tool_call_with_non_object_arguments_is_an_invalid_request(
@@ -341,11 +334,10 @@ async def test_function_calls_become_tool_calls(gemini: Harness) -> None:
 
 async def test_blocked_prompt_is_a_client_error_with_content_filter_code(gemini: Harness) -> None:
     gemini.fake.script.append(fg.blocked("PROHIBITED_CONTENT"))
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.complete()
-    assert caught.value.kind is FailureKind.CLIENT_ERROR
-    assert caught.value.status == 400
-    assert caught.value.body == {"error": {
+    failure = await gemini.complete_fails()
+    assert failure.kind is FailureKind.CLIENT_ERROR
+    assert failure.status == 400
+    assert failure.body == {"error": {
         "message": "Gemini blocked the prompt (PROHIBITED_CONTENT).",
         "type": "invalid_request_error", "code": "content_filter",
     }}
@@ -388,9 +380,8 @@ async def test_stream_function_calls_become_indexed_tool_call_deltas(gemini: Har
 
 async def test_stream_of_blocked_prompt_fails_before_any_chunk(gemini: Harness) -> None:
     gemini.fake.script.append(fg.blocked())
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.stream()
-    assert caught.value.kind is FailureKind.CLIENT_ERROR
+    _, failure = await gemini.stream_fails()
+    assert failure.kind is FailureKind.CLIENT_ERROR
 
 
 # --- errors --------------------------------------------------------------------------------
@@ -399,51 +390,45 @@ async def test_stream_of_blocked_prompt_fails_before_any_chunk(gemini: Harness) 
 async def test_429_carries_retry_after_header(gemini: Harness) -> None:
     gemini.fake.script.append(fg.failure(429, "Resource exhausted.", "RESOURCE_EXHAUSTED",
                                          headers={"Retry-After": "12"}))
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.complete()
-    assert caught.value.kind is FailureKind.RATE_LIMITED
-    assert caught.value.retry_after_s == 12.0
-    assert "Resource exhausted." in caught.value.message
+    failure = await gemini.complete_fails()
+    assert failure.kind is FailureKind.RATE_LIMITED
+    assert failure.retry_after_s == 12.0
+    assert "Resource exhausted." in failure.message
 
 
 async def test_429_without_header_takes_retry_delay_from_body(gemini: Harness) -> None:
     gemini.fake.script.append(fg.failure(429, "Quota exceeded.", "RESOURCE_EXHAUSTED",
                                          retry_delay="37s"))
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.stream()
-    assert caught.value.kind is FailureKind.RATE_LIMITED
-    assert caught.value.retry_after_s == 37.0
+    _, failure = await gemini.stream_fails()
+    assert failure.kind is FailureKind.RATE_LIMITED
+    assert failure.retry_after_s == 37.0
 
 
 async def test_500_is_a_retryable_server_error(gemini: Harness) -> None:
     gemini.fake.script.append(fg.failure(500, "Internal error.", "INTERNAL"))
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.complete()
-    assert caught.value.kind is FailureKind.SERVER_ERROR
-    assert caught.value.retryable
+    failure = await gemini.complete_fails()
+    assert failure.kind is FailureKind.SERVER_ERROR
+    assert failure.retryable
 
 
 async def test_bad_api_key_fails_the_deployment_not_the_request(gemini: Harness) -> None:
     gemini.fake.api_key = "another-key"
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.complete()
-    assert caught.value.status == 400
-    assert caught.value.kind is FailureKind.SERVER_ERROR
+    failure = await gemini.complete_fails()
+    assert failure.status == 400
+    assert failure.kind is FailureKind.SERVER_ERROR
 
 
 async def test_invalid_argument_stays_a_client_error(gemini: Harness) -> None:
     gemini.fake.script.append(fg.failure(400, "Bad schema.", "INVALID_ARGUMENT"))
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.complete()
-    assert caught.value.kind is FailureKind.CLIENT_ERROR
+    failure = await gemini.complete_fails()
+    assert failure.kind is FailureKind.CLIENT_ERROR
 
 
 async def test_error_in_200_body_is_a_failure(gemini: Harness) -> None:
     gemini.fake.script.append(fg.error_in_stream("Backend hiccup."))
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.complete()
-    assert caught.value.kind is FailureKind.ERROR_IN_BODY
-    assert caught.value.message == "Backend hiccup."
+    failure = await gemini.complete_fails()
+    assert failure.kind is FailureKind.ERROR_IN_BODY
+    assert failure.message == "Backend hiccup."
 
 
 async def test_error_event_mid_stream_is_a_failure_after_the_first_chunks(
@@ -460,24 +445,18 @@ async def test_error_event_mid_stream_is_a_failure_after_the_first_chunks(
 
 async def test_stream_cut_mid_way_is_a_connection_failure(gemini: Harness) -> None:
     gemini.fake.script.append(fg.text("one two three four", cut_after=2))
-    stream = gemini.provider.stream(chat(stream=True), gemini.deployment)
-    seen = []
-    with pytest.raises(UpstreamFailure) as caught:
-        async for c in stream:
-            seen.append(c)
-    assert caught.value.kind is FailureKind.CONNECT
+    seen, failure = await gemini.stream_fails()
+    assert failure.kind is FailureKind.CONNECT
     assert deltas(seen)[1:] == [{"content": "one"}, {"content": " two"}]
 
 
 async def test_stream_ending_without_finish_reason_is_a_failure(gemini: Harness) -> None:
     gemini.fake.script.append(fg.text("one two three", end_after=2))
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.stream()
-    assert caught.value.kind is FailureKind.CONNECT
+    _, failure = await gemini.stream_fails()
+    assert failure.kind is FailureKind.CONNECT
 
 
 async def test_empty_stream_is_an_empty_stream_failure(gemini: Harness) -> None:
     gemini.fake.script.append(fg.text("one two", end_after=0))
-    with pytest.raises(UpstreamFailure) as caught:
-        await gemini.stream()
-    assert caught.value.kind is FailureKind.EMPTY_STREAM
+    _, failure = await gemini.stream_fails()
+    assert failure.kind is FailureKind.EMPTY_STREAM

@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.chat import json_object
 from gateway.errors import InvalidRequest
 from gateway.tenants import ledger
 from gateway.tenants.context import AUTH_KEY, CONFIG_KEY, LEDGER_KEY, STORE_KEY
@@ -67,13 +68,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    try:
-        data = orjson.loads(await request.read() or b"{}")
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
-    return data
+    return json_object(await request.read() or b"{}")
 
 
 def _limits_field(data: dict[str, Any]) -> dict[str, int | float | None]:

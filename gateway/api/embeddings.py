@@ -28,7 +28,7 @@ from embedder_worker.client import (
 from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.api.body import read_body
 from gateway.api.caller import caller
-from gateway.chat import field_error
+from gateway.chat import field_error, json_object
 from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
 from gateway.requestctx import REQUEST_ID
 from gateway.timing import Timing
@@ -83,12 +83,7 @@ def _options(body: Mapping[str, Any]) -> tuple[EncodingFormat, int | None]:
 
 def parse_embeddings_request(raw: bytes) -> EmbeddingsRequest:
     """Validate an OpenAI embeddings body; raise ``InvalidRequest`` naming the field."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
-    if not isinstance(body, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+    body = json_object(raw)
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise field_error("model", "a non-empty string", model)

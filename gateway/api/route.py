@@ -18,8 +18,8 @@ from aiohttp import web
 from gateway.api.body import read_body
 from gateway.api.caller import caller
 from gateway.appkeys import CATALOG, FAILOVER
-from gateway.chat import ChatRequest, parse_chat_request
-from gateway.errors import InvalidRequest
+from gateway.chat import ChatRequest, chat_request, json_object
+from gateway.dispatch import tiers_after
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, prompt_vector
 from gateway.routing.policy import Decision
 from gateway.routing.router import decision_headers
@@ -27,19 +27,9 @@ from gateway.routing.router import decision_headers
 
 def _chat(raw: bytes) -> ChatRequest:
     """The body as a chat request, ``model`` defaulting to ``auto``."""
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
-    if isinstance(body, dict) and "model" not in body:
-        body["model"] = "auto"
-    return parse_chat_request(orjson.dumps(body))
-
-
-def _escalation(decision: Decision, order: tuple[str, ...]) -> list[str]:
-    if not decision.escalate or decision.tier not in order:
-        return []
-    return list(order[order.index(decision.tier) + 1 :])
+    body = json_object(raw)
+    body.setdefault("model", "auto")
+    return chat_request(body)
 
 
 def decision_body(decision: Decision, text: str, deployments: list[str],
@@ -55,7 +45,7 @@ def decision_body(decision: Decision, text: str, deployments: list[str],
         "score": decision.score,
         "margin": decision.margin,
         "cache": decision.cache,
-        "escalation": _escalation(decision, order),
+        "escalation": list(tiers_after(decision, order, escalation=True)[1:]),
         "routes": [
             {"route": r.route, "tier": r.tier, "score": r.score, "similarity": r.similarity,
              "probability": r.probability}

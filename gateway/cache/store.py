@@ -22,6 +22,7 @@ import numpy as np
 
 from gateway.cache.answers import AnswerReader
 from gateway.cache.index import FloatArray, VectorSpace
+from gateway.sqlite import open_wal
 
 log = logging.getLogger(__name__)
 
@@ -84,18 +85,11 @@ class CacheStore:
 
     @classmethod
     async def open(cls, path: Path) -> CacheStore:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path)
-        try:
-            await db.execute("PRAGMA journal_mode=WAL")
-            await db.execute("PRAGMA synchronous=NORMAL")
-            await db.execute("PRAGMA busy_timeout=5000")
+        async def create_schema(db: aiosqlite.Connection) -> None:
             await db.executescript(_SCHEMA)
             await db.commit()
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db, path)
+
+        return cls(await open_wal(path, create_schema, autocommit=False), path)
 
     async def close(self) -> None:
         try:

@@ -43,8 +43,11 @@ from gateway.providers.base import (
     Deployment,
     Json,
     Usage,
+    assistant_message,
     chunk,
+    completion,
     completion_id,
+    event_json,
     now_s,
     usage_chunk,
 )
@@ -309,28 +312,13 @@ def completion_from(body: Any, model: str, json_mode: bool = False) -> Completio
     if not isinstance(content, list):
         raise UpstreamFailure(FailureKind.BAD_RESPONSE, "Anthropic answered without content")
     texts, calls = _read_blocks(content, json_mode)
-    message: Json = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
-    message["refusal"] = None
-    if calls:
-        message["tool_calls"] = calls
     choice = {
         "index": 0,
-        "message": message,
+        "message": assistant_message("".join(texts) if texts or not calls else None, calls),
         "logprobs": None,
         "finish_reason": _finish(body.get("stop_reason"), json_mode),
     }
-    out: Json = {
-        "id": completion_id(),
-        "object": "chat.completion",
-        "created": now_s(),
-        "model": body.get("model") or model,
-        "choices": [choice],
-        "system_fingerprint": None,
-    }
-    usage = _usage(body.get("usage") or {})
-    if usage is not None:
-        out["usage"] = usage.as_openai()
-    return Completion(out, usage)
+    return completion(body.get("model") or model, [choice], _usage(body.get("usage") or {}))
 
 
 def _read_blocks(content: list[Any], json_mode: bool) -> tuple[list[str], list[Json]]:
@@ -391,10 +379,7 @@ def _error_failure(body: Json) -> UpstreamFailure:
 
 
 def _event_json(data: bytes) -> Json:
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not JSON") from exc
+    value = event_json(data)
     if not isinstance(value, dict):
         raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
     return value

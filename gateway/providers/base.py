@@ -17,8 +17,11 @@ from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import orjson
+
 from gateway.chat import ChatRequest
 from gateway.config import ModelSettings, ProviderSettings
+from gateway.errors import FailureKind, UpstreamFailure
 
 Json = dict[str, Any]
 
@@ -116,6 +119,14 @@ def usage_from_openai(value: Any) -> Usage | None:
     return Usage(prompt, completion, cached if isinstance(cached, int) else 0)
 
 
+def event_json(data: bytes) -> Any:
+    """One stream event's JSON; a ``BAD_RESPONSE`` failure when it is not JSON."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not JSON") from exc
+
+
 def completion_id(prefix: str = "chatcmpl") -> str:
     """A fresh id in OpenAI's style, for answers a translating adapter assembles itself."""
     return f"{prefix}-{secrets.token_hex(12)}"
@@ -123,6 +134,29 @@ def completion_id(prefix: str = "chatcmpl") -> str:
 
 def now_s() -> int:
     return int(time.time())
+
+
+def assistant_message(content: str | None, tool_calls: list[Json]) -> Json:
+    """The ``message`` of a choice a translating adapter assembles."""
+    message: Json = {"role": "assistant", "content": content, "refusal": None}
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    return message
+
+
+def completion(model: str, choices: list[Json], usage: Usage | None) -> Completion:
+    """A ``chat.completion`` assembled by a translating adapter, ``usage`` included when known."""
+    body: Json = {
+        "id": completion_id(),
+        "object": "chat.completion",
+        "created": now_s(),
+        "model": model,
+        "choices": choices,
+        "system_fingerprint": None,
+    }
+    if usage is not None:
+        body["usage"] = usage.as_openai()
+    return Completion(body, usage)
 
 
 def chunk(

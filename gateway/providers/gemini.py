@@ -45,8 +45,11 @@ from gateway.providers.base import (
     Deployment,
     Json,
     Usage,
+    assistant_message,
     chunk,
+    completion,
     completion_id,
+    event_json,
     now_s,
     usage_chunk,
 )
@@ -111,7 +114,7 @@ class GeminiProvider:
                 timeouts=deployment.provider.timeouts,
             ) as events:
                 async for event in events:
-                    for out in state.feed(_event_json(event.data)):
+                    for out in state.feed(event_json(event.data)):
                         yield out
         except UpstreamFailure as failure:
             _refine(failure)
@@ -305,29 +308,14 @@ def completion_from(body: Any, model: str) -> Completion:
     if not isinstance(candidates, list) or not candidates:
         raise UpstreamFailure(FailureKind.BAD_RESPONSE, "Gemini answered without candidates")
     choices = [_choice(c, i) for i, c in enumerate(candidates) if isinstance(c, dict)]
-    usage = _usage(body.get("usageMetadata"))
-    out: Json = {
-        "id": completion_id(),
-        "object": "chat.completion",
-        "created": now_s(),
-        "model": body.get("modelVersion") or model,
-        "choices": choices,
-        "system_fingerprint": None,
-    }
-    if usage is not None:
-        out["usage"] = usage.as_openai()
-    return Completion(out, usage)
+    return completion(body.get("modelVersion") or model, choices, _usage(body.get("usageMetadata")))
 
 
 def _choice(candidate: Json, position: int) -> Json:
     text, calls = _read_parts(candidate)
-    message: Json = {"role": "assistant", "content": text if text or not calls else None}
-    message["refusal"] = None
-    if calls:
-        message["tool_calls"] = calls
     return {
         "index": candidate.get("index", position),
-        "message": message,
+        "message": assistant_message(text if text or not calls else None, calls),
         "logprobs": None,
         "finish_reason": _finish(candidate.get("finishReason"), bool(calls)),
     }
@@ -423,13 +411,6 @@ def _refine(failure: UpstreamFailure) -> None:
 
 
 # --- streaming -----------------------------------------------------------------------------
-
-
-def _event_json(data: bytes) -> Any:
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not JSON") from exc
 
 
 @dataclass(slots=True)

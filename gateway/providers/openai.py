@@ -14,7 +14,7 @@ import orjson
 
 from gateway.chat import ChatRequest
 from gateway.errors import FailureKind, UpstreamFailure
-from gateway.providers.base import Completion, Deployment, Json, usage_from_openai
+from gateway.providers.base import Completion, Deployment, Json, event_json, usage_from_openai
 from gateway.upstream import Upstream, error_message
 
 
@@ -63,12 +63,7 @@ class OpenAIProvider:
             async for event in events:
                 if event.data == b"[DONE]":
                     return
-                try:
-                    chunk = orjson.loads(event.data)
-                except orjson.JSONDecodeError as exc:
-                    raise UpstreamFailure(
-                        FailureKind.BAD_RESPONSE, "stream event is not JSON"
-                    ) from exc
+                chunk = event_json(event.data)
                 _raise_embedded_error(chunk)
                 finished = _check_chunk(chunk) or finished
                 yield chunk

@@ -37,7 +37,7 @@ from gateway.routing.calibrate import (
     route_indices,
     score_examples,
 )
-from gateway.routing.classifier import FloatArray
+from gateway.routing.classifier import FloatArray, IntArray
 from gateway.routing.router import Router, build_router, embed_routes
 from gateway.routing.routes import (
     Calibration,
@@ -194,12 +194,20 @@ async def _data_vectors(
     return await embed_cached(texts, cache, embedder.embed)
 
 
-async def _fit(args: argparse.Namespace, ws: Workspace) -> Calibration:
+async def _labelled(
+    args: argparse.Namespace, ws: Workspace
+) -> tuple[InProcessEmbedder, Router, IntArray, FloatArray]:
+    """The embedder, the router, and the ``--data`` examples' true routes and vectors."""
     embedder = _embedder(ws)
     router = await _router(ws, embedder)
     examples = read_examples(args.data)
     truth = route_indices(examples, ws.routes.names, str(args.data))
     vectors = await _data_vectors(ws, embedder, [e.text for e in examples])
+    return embedder, router, truth, vectors
+
+
+async def _fit(args: argparse.Namespace, ws: Workspace) -> Calibration:
+    embedder, router, truth, vectors = await _labelled(args, ws)
     assert router.classifier is not None
     scored = score_examples(router.classifier, vectors, truth, len(ws.routes.routes))
     options = FitOptions(target_precision=args.target_precision, coverage=args.coverage)
@@ -218,11 +226,7 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _eval(args: argparse.Namespace, ws: Workspace) -> str:
-    embedder = _embedder(ws)
-    router = await _router(ws, embedder)
-    examples = read_examples(args.data)
-    truth = route_indices(examples, ws.routes.names, str(args.data))
-    vectors = await _data_vectors(ws, embedder, [e.text for e in examples])
+    _, router, truth, vectors = await _labelled(args, ws)
     report = evaluate(router, vectors, truth)
     return json.dumps(asdict(report), indent=2) if args.json else format_report(report)
 

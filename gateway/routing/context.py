@@ -17,7 +17,6 @@ when no worker answers (routing then falls back to the default tier; it never fa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -30,6 +29,7 @@ from aiohttp import web
 from embedder_worker.client import EmbedderError, EmbedderPool
 from embedder_worker.settings import EmbedderSettings
 from gateway.chat import ChatRequest
+from gateway.lifecycle import stop_task
 from gateway.metrics import METRICS_KEY
 from gateway.routing.classifier import FloatArray
 from gateway.routing.policy import Decision
@@ -97,6 +97,12 @@ async def _vectors(app: web.Application, config: RoutingConfig, routes: RouteSet
     return await embed_routes(routes, cache, local.embed)
 
 
+def _default_router(routes: RouteSet, plan: TierPlan, s: RoutingSettings) -> Router:
+    """The router without a model: every routed request takes the default tier."""
+    return build_router(routes, None, plan, model="", cache_dir=None,
+                        ambiguity=s.ambiguity_policy, escalation=s.escalation)
+
+
 async def load_router(app: web.Application, config: RoutingConfig, routes: RouteSet,
                       plan: TierPlan) -> Router:
     """The router for ``routes``; without a usable model, one that always takes the default
@@ -105,15 +111,13 @@ async def load_router(app: web.Application, config: RoutingConfig, routes: Route
     if config.embedder is None:
         log.warning("routing without an embedder: model 'auto' always takes tier %s",
                     plan.default)
-        return build_router(routes, None, plan, model="", cache_dir=None,
-                            ambiguity=s.ambiguity_policy, escalation=s.escalation)
+        return _default_router(routes, plan, s)
     local = InProcessEmbedder(config.embedder.model_dir, **embedder_options(config.embedder))
     try:
         vectors = await _vectors(app, config, routes, local)
     except Exception as exc:  # any failure to load or run the model (onnxruntime has its own)
         log.error("cannot embed the routes (%s): model 'auto' takes tier %s", exc, plan.default)
-        return build_router(routes, None, plan, model="", cache_dir=None,
-                            ambiguity=s.ambiguity_policy, escalation=s.escalation)
+        return _default_router(routes, plan, s)
     # Training a head over thousands of utterances takes seconds: not on the event loop.
     return await asyncio.to_thread(
         build_router, routes, vectors, plan, model=local.name,
@@ -171,9 +175,7 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
     s = config.settings
     plan = tier_plan(s, config.tiers)
     routes = load_configured_routes(s, config.tiers, plan)
-    slot = app[ROUTER] = RouterSlot(build_router(
-        routes, None, plan, model="", cache_dir=None, ambiguity=s.ambiguity_policy,
-        escalation=s.escalation))
+    slot = app[ROUTER] = RouterSlot(_default_router(routes, plan, s))
     loading = asyncio.create_task(_load(app, config, routes, slot), name="routing-load")
     store = None
     if s.signals:
@@ -187,10 +189,8 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        loading.cancel()
         try:
-            with contextlib.suppress(asyncio.CancelledError):
-                await loading
+            await stop_task(loading)
         finally:
             if store is not None:
                 await store.close()

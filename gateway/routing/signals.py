@@ -32,6 +32,7 @@ from gateway.failover import Attempt
 from gateway.routing.classifier import FloatArray
 from gateway.routing.escalation import EscalationReason
 from gateway.routing.policy import Decision
+from gateway.sqlite import open_wal
 
 log = logging.getLogger(__name__)
 
@@ -127,19 +128,12 @@ class SignalStore:
     @classmethod
     async def open(cls, path: Path, **options: Any) -> SignalStore:
         """Connect (WAL), create the tables; ``start`` begins the background writes."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
-        try:
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
+        async def create_schema(db: aiosqlite.Connection) -> None:
             for statement in _SCHEMA:
                 await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        except BaseException:
-            await db.close()
-            raise
-        return cls(db, path, **options)
+
+        return cls(await open_wal(path, create_schema), path, **options)
 
     @property
     def pending(self) -> int:

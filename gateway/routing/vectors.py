@@ -11,6 +11,7 @@ the model directory.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 import os
@@ -131,7 +132,7 @@ class InProcessEmbedder:
         self._options = options
         self._model: OnnxEmbedder | None = None
 
-    @property
+    @functools.cached_property
     def name(self) -> str:
         """The cache key's model name: the model's, plus any options that change vectors."""
         # Imported here: onnxruntime is heavy, and most processes never need it.

@@ -20,7 +20,7 @@ import orjson
 from gateway.config import Settings
 from gateway.errors import GatewayError
 from gateway.tenants.context import open_store
-from gateway.tenants.settings import LIMIT_FIELDS, Limits, tenant_settings
+from gateway.tenants.settings import LIMIT_FIELDS, Limits
 from gateway.tenants.store import Store, apply_limit_changes, check_limit_changes
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -111,7 +111,7 @@ def _limit_changes(args: argparse.Namespace) -> dict[str, int | float | None]:
 
 def run_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
     async def act(store: Store, secret: bytes) -> None:
-        base = tenant_settings(settings).default_limits
+        base = settings.tenants.default_limits
         limits = apply_limit_changes(base, _limit_changes(args))
         tenant = await store.create_tenant(args.name, limits)
         print(f"created tenant {tenant.name}: {_limits_text(tenant.limits.as_json())}")
@@ -167,7 +167,7 @@ def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 
 def _run(settings: Settings, act: Callable[[Store, bytes], Awaitable[None]]) -> int:
     async def main() -> None:
-        store, secret = await open_store(tenant_settings(settings), settings.server.data_dir)
+        store, secret = await open_store(settings.tenants, settings.server.data_dir)
         try:
             await act(store, secret)
         finally:

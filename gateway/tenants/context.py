@@ -17,7 +17,6 @@ its hash stored and the key printed once.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 from collections.abc import AsyncIterator
@@ -28,12 +27,13 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.lifecycle import stop_task
 from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import generate_admin_key, hash_key, load_or_create_secret, secret_check
 from gateway.tenants.ledger import Ledger, month_spend
 from gateway.tenants.quotas import Admission
-from gateway.tenants.settings import Limits, TenantSettings, tenant_settings
+from gateway.tenants.settings import Limits, TenantSettings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter
 
@@ -66,7 +66,7 @@ def configure(app: web.Application, settings: Settings) -> None:
     """Put the tenants' configuration on ``app`` and register ``tenants_context``."""
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
     app[CONFIG_KEY] = TenantsConfig(
-        settings=tenant_settings(settings),
+        settings=settings.tenants,
         data_dir=settings.server.data_dir,
         public_url=f"http://{host}:{settings.server.port}",
     )
@@ -95,9 +95,7 @@ async def tenants_context(app: web.Application) -> AsyncIterator[None]:
         try:
             yield
         finally:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            await stop_task(watcher)
             await ledger.close()
     finally:
         await store.close()

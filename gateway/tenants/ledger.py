@@ -53,9 +53,9 @@ class UsageRecord:
     ttft_ms: float | None = None
 
 
-_COLUMNS = tuple(f.name for f in fields(UsageRecord))
+USAGE_COLUMNS = tuple(f.name for f in fields(UsageRecord))
 _INSERT = (
-    f"INSERT INTO usage ({', '.join(_COLUMNS)}) VALUES ({', '.join('?' * len(_COLUMNS))})"
+    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})"
 )
 _ROLL_UP = """
 INSERT INTO usage_daily (day, tenant, key_id, model, requests, errors, cache_hits,
@@ -221,7 +221,7 @@ class DaySpend:
     cost: float
 
 
-_TOTAL_FIELDS = tuple(f.name for f in fields(Totals))
+TOTAL_FIELDS = tuple(f.name for f in fields(Totals))
 
 
 def day_of(ts: float) -> str:
@@ -246,14 +246,15 @@ async def recent(
     chosen = {clause: value for clause, value in filters.items() if value is not None}
     where = f"WHERE {' AND '.join(chosen)} " if chosen else ""
     rows = await store.db.execute_fetchall(
-        f"SELECT {', '.join(_COLUMNS)} FROM usage {where}ORDER BY id DESC LIMIT ?",
+        f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage {where}ORDER BY id DESC LIMIT ?",
         (*chosen.values(), max(0, limit)),
     )
-    return [_record(row) for row in rows]
+    return [usage_record(row) for row in rows]
 
 
-def _record(row: Any) -> UsageRecord:
-    values = dict(zip(_COLUMNS, row, strict=True))
+def usage_record(row: Any) -> UsageRecord:
+    """A ``UsageRecord`` from a row of ``USAGE_COLUMNS``."""
+    values = dict(zip(USAGE_COLUMNS, row, strict=True))
     values["estimated"] = bool(values["estimated"])
     return UsageRecord(**values)
 
@@ -263,15 +264,15 @@ async def tenant_totals(
 ) -> list[TenantTotals]:
     """Per tenant, today's and this month's totals (UTC), from the roll-ups."""
     now = time.time() if now is None else now
-    today = ", ".join(f"sum(CASE WHEN day = :day THEN {f} ELSE 0 END)" for f in _TOTAL_FIELDS)
-    month = ", ".join(f"sum({f})" for f in _TOTAL_FIELDS)
+    today = ", ".join(f"sum(CASE WHEN day = :day THEN {f} ELSE 0 END)" for f in TOTAL_FIELDS)
+    month = ", ".join(f"sum({f})" for f in TOTAL_FIELDS)
     where = "day >= :month" + (" AND tenant = :tenant" if tenant is not None else "")
     rows = await store.db.execute_fetchall(
         f"SELECT tenant, {today}, {month} FROM usage_daily WHERE {where} "
         "GROUP BY tenant ORDER BY tenant",
         {"day": day_of(now), "month": month_start_of(now), "tenant": tenant},
     )
-    width = len(_TOTAL_FIELDS)
+    width = len(TOTAL_FIELDS)
     return [
         TenantTotals(r[0], Totals(*r[1 : 1 + width]), Totals(*r[1 + width : 1 + 2 * width]))
         for r in rows

@@ -33,12 +33,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from gateway.toml_table import ConfigError, Table
-
-if TYPE_CHECKING:
-    from gateway.config import Settings
 
 SOFT_ACTIONS = ("downgrade", "refuse")
 MIN_SECRET_CHARS = 16
@@ -115,8 +111,8 @@ def parse_tenants(t: Table, env: Mapping[str, str], base_dir: Path) -> TenantSet
         database=Path(t.get("database", str, "gateway.sqlite3")),
         admin_key_env=admin_key_env,
         key_secret_env=key_secret_env,
-        admin_key=_secret(t, "admin_key_env", admin_key_env, env),
-        key_secret=_secret(t, "key_secret_env", key_secret_env, env),
+        admin_key=env_secret(t, "admin_key_env", admin_key_env, env),
+        key_secret=env_secret(t, "key_secret_env", key_secret_env, env),
         tokenizer=_relative(Path(tokenizer), base_dir) if tokenizer else None,
         default_max_tokens=t.count("default_max_tokens", 1024),
         budget_soft_share=share,
@@ -142,11 +138,6 @@ def parse_limits(t: Table) -> Limits:
     )
     t.reject_unknown()
     return limits
-
-
-def tenant_settings(settings: Settings) -> TenantSettings:
-    """The tenants section of the whole settings (defaults when the section was not parsed)."""
-    return settings.tenants
 
 
 def _ledger(t: Table) -> LedgerSettings:
@@ -177,7 +168,9 @@ def _optional_money(t: Table, name: str) -> float | None:
     return value
 
 
-def _secret(t: Table, key: str, name: str, env: Mapping[str, str]) -> str | None:
+def env_secret(t: Table, key: str, name: str, env: Mapping[str, str]) -> str | None:
+    """The secret in environment variable ``name`` (named by ``key``), None when unset; a
+    value shorter than ``MIN_SECRET_CHARS`` fails."""
     value = env.get(name) or None
     if value is not None and len(value) < MIN_SECRET_CHARS:
         raise ConfigError(

@@ -22,6 +22,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound
+from gateway.sqlite import open_wal
 from gateway.tenants.keys import generate_key, generate_key_id, hash_key, key_prefix
 from gateway.tenants.settings import INT_LIMITS, LIMIT_FIELDS, Limits
 
@@ -127,19 +128,11 @@ class Store:
     @classmethod
     async def open(cls, path: Path) -> Store:
         """Connect, switch to WAL and bring the schema up to date."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
-        try:
-            await db.execute("PRAGMA busy_timeout = 5000")
-            await db.execute("PRAGMA journal_mode = WAL")
-            await db.execute("PRAGMA synchronous = NORMAL")
+        async def migrate(db: aiosqlite.Connection) -> None:
             await db.execute("PRAGMA foreign_keys = ON")
-            store = cls(db, path)
-            await store._migrate()
-        except BaseException:
-            await db.close()
-            raise
-        return store
+            await cls(db, path)._migrate()
+
+        return cls(await open_wal(path, migrate), path)
 
     async def close(self) -> None:
         await self.db.close()
