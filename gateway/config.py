@@ -129,7 +129,7 @@ def _server(t: Table, base_dir: Path) -> ServerSettings:
         port=port,
         max_body_bytes=t.count("max_body_bytes", 4 * 1024 * 1024),
         shutdown_grace_s=t.non_negative("shutdown_grace_s", 10.0),
-        data_dir=data_dir if data_dir.is_absolute() else base_dir / data_dir,
+        data_dir=base_dir / data_dir,  # an absolute path stays itself
     )
 
 
@@ -226,7 +226,7 @@ def _embedder(t: Table, base_dir: Path) -> EmbedderSettings | None:
     model_dir = Path(t.get("model_dir", str, "models/all-MiniLM-L6-v2"))
     sockets = tuple(Path(s) for s in t.strings("sockets"))
     settings = EmbedderSettings(
-        model_dir=model_dir if model_dir.is_absolute() else base_dir / model_dir,
+        model_dir=base_dir / model_dir,
         workers=t.count("workers", 1),
         threads=t.count("threads", DEFAULT_THREADS),
         lanes=t.count("lanes", DEFAULT_LANES),

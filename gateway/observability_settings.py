@@ -66,7 +66,7 @@ def parse_observability(
         metrics_token=_token(t, token_env, env or {}),
         session_ttl_s=ttl,
         refresh_s=t.count("refresh_s", 30, minimum=5),
-        templates_dir=_relative(Path(templates), base_dir) if templates else None,
+        templates_dir=base_dir / templates if templates else None,  # an absolute path stays itself
     )
     t.reject_unknown()
     return settings
@@ -81,5 +81,3 @@ def _token(t: Table, name: str, env: Mapping[str, str]) -> str | None:
     return value
 
 
-def _relative(path: Path, base_dir: Path) -> Path:
-    return path if path.is_absolute() else base_dir / path

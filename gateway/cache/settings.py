@@ -149,8 +149,7 @@ def parse_cache(t: Table, base_dir: Path) -> CacheSettings:
 
 
 def _path(t: Table, name: str, default: str, base_dir: Path) -> Path:
-    path = Path(t.get(name, str, default))
-    return path if path.is_absolute() else base_dir / path
+    return base_dir / t.get(name, str, default)  # an absolute path stays itself
 
 
 def _threshold(t: Table, calibrated: tuple[str, float] | None,
@@ -173,8 +172,7 @@ def _verifier(t: Table, base_dir: Path) -> Path | None:
         return BUILTIN_VERIFIER
     if not name:
         raise t.fail("verifier", '"builtin", "off" or the path of a verifier file')
-    path = Path(name)
-    return path if path.is_absolute() else base_dir / path
+    return base_dir / name  # an absolute path stays itself
 
 
 def _verifier_threshold(t: Table, calibrated: tuple[str, float] | None) -> float | None:

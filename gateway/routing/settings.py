@@ -66,8 +66,7 @@ def _path(t: Table, name: str, base_dir: Path) -> Path | None:
         return None
     if not value:
         raise t.fail(name, "a non-empty path")
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else base_dir / path
+    return base_dir / Path(value).expanduser()  # an absolute path stays itself
 
 
 def _tier_order(t: Table) -> tuple[str, ...] | None:

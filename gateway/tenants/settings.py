@@ -96,7 +96,7 @@ class TenantSettings:
 
     def database_path(self, data_dir: Path) -> Path:
         """The SQLite file: ``database`` as given when absolute, else inside ``data_dir``."""
-        return self.database if self.database.is_absolute() else data_dir / self.database
+        return data_dir / self.database  # an absolute path stays itself
 
 
 def parse_tenants(t: Table, env: Mapping[str, str], base_dir: Path) -> TenantSettings:
@@ -113,7 +113,7 @@ def parse_tenants(t: Table, env: Mapping[str, str], base_dir: Path) -> TenantSet
         key_secret_env=key_secret_env,
         admin_key=env_secret(t, "admin_key_env", admin_key_env, env),
         key_secret=env_secret(t, "key_secret_env", key_secret_env, env),
-        tokenizer=_relative(Path(tokenizer), base_dir) if tokenizer else None,
+        tokenizer=base_dir / tokenizer if tokenizer else None,  # an absolute path stays itself
         default_max_tokens=t.count("default_max_tokens", 1024),
         budget_soft_share=share,
         budget_soft_action=t.choice("budget_soft_action", SOFT_ACTIONS, "downgrade"),
@@ -180,5 +180,3 @@ def env_secret(t: Table, key: str, name: str, env: Mapping[str, str]) -> str | N
     return value
 
 
-def _relative(path: Path, base_dir: Path) -> Path:
-    return path if path.is_absolute() else base_dir / path
