@@ -13,6 +13,7 @@ from aiohttp.test_utils import TestClient
 
 from gateway.api.admin import add_admin_routes
 from gateway.app import errors_middleware
+from gateway.appkeys import SETTINGS
 from gateway.chat import ChatRequest, parse_chat_request
 from gateway.config import Settings, parse
 from gateway.tenants.auth import Principal
@@ -68,8 +69,10 @@ def tenant_settings(**overrides: Any) -> TenantSettings:
 
 
 def tenants_app(tmp_path: Path, settings: TenantSettings | None = None) -> web.Application:
-    """An app with just the tenants' cleanup context and the admin routes."""
-    app = web.Application(middlewares=[errors_middleware])
+    """An app with just the tenants' cleanup context and the admin routes, reading bodies as
+    the gateway's app does (no aiohttp size limit; ``server.max_body_bytes`` applies)."""
+    app = web.Application(middlewares=[errors_middleware], client_max_size=0)
+    app[SETTINGS] = gateway_settings(tmp_path)
     app[CONFIG_KEY] = TenantsConfig(settings or tenant_settings(), tmp_path / "data")
     app.cleanup_ctx.append(tenants_context)
     add_admin_routes(app)

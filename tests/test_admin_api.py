@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.appkeys import SETTINGS
 from gateway.errors import AuthenticationFailed
 from gateway.tenants.context import ADMISSION_KEY, AUTH_KEY, LEDGER_KEY, RELOAD_TASK_KEY
 from gateway.tenants.keys import generate_key
@@ -149,6 +151,18 @@ async def test_a_body_that_is_not_json_is_a_400(aiohttp_client: Any, tmp_path: P
     client = await _client(aiohttp_client, tmp_path)
     response = await client.post("/admin/tenants", data=b"{nope", headers=ADMIN)
     assert response.status == 400
+
+
+async def test_a_body_over_the_size_limit_is_a_413_and_nothing_is_made(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await _client(aiohttp_client, tmp_path)
+    limit = client.app[SETTINGS].server.max_body_bytes
+    huge = b'{"name": "acme", "padding": "' + b"a" * limit + b'"}'
+    response = await client.post("/admin/tenants", data=io.BytesIO(huge), headers=ADMIN)
+    assert response.status == 413
+    assert (await response.json())["error"]["code"] == "request_too_large"
+    assert (await client.get("/admin/tenants/acme", headers=ADMIN)).status == 404
 
 
 async def test_first_start_prints_a_working_key_and_an_admin_key_once(

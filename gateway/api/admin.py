@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.api.body import read_body
 from gateway.chat import json_object
 from gateway.errors import InvalidRequest
 from gateway.tenants import ledger
@@ -68,7 +69,7 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 async def _body(request: web.Request) -> dict[str, Any]:
-    return json_object(await request.read() or b"{}")
+    return json_object(await read_body(request) or b"{}")
 
 
 def _limits_field(data: dict[str, Any]) -> dict[str, int | float | None]:
