@@ -165,7 +165,7 @@ def _message(i: int, m: Any) -> Message:
     if not isinstance(m, dict):
         raise field_error(where, "an object", m)
     role = m.get("role")
-    if role not in ROLES:
+    if not isinstance(role, str) or role not in ROLES:
         raise InvalidRequest(
             f"Invalid value for '{where}.role': expected one of {', '.join(sorted(ROLES))}.",
             param=f"{where}.role",

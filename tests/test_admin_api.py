@@ -147,6 +147,18 @@ async def test_bad_admin_input_is_a_400_naming_the_field(
     assert (await response.json())["error"]["param"] == param
 
 
+async def test_limits_beyond_what_the_store_can_hold_are_a_400(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    client = await _client(aiohttp_client, tmp_path)
+    for limits in ({"tokens_per_minute": 2**63}, {"daily_budget_usd": 1e300}):
+        response = await client.post("/admin/tenants", headers=ADMIN,
+                                     json={"name": "acme", "limits": limits})
+        assert response.status == 400
+        assert (await response.json())["error"]["param"] == f"limits.{next(iter(limits))}"
+    assert (await client.get("/admin/tenants/acme", headers=ADMIN)).status == 404
+
+
 async def test_a_body_that_is_not_json_is_a_400(aiohttp_client: Any, tmp_path: Path) -> None:
     client = await _client(aiohttp_client, tmp_path)
     response = await client.post("/admin/tenants", data=b"{nope", headers=ADMIN)

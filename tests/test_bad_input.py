@@ -25,6 +25,8 @@ CASES: list[tuple[str, bytes, int, str | None]] = [
     ("message not object", b'{"model": "small", "messages": ["hi"]}', 400, "messages[0]"),
     ("bad role", b'{"model": "small", "messages": [{"role": "bot", "content": "x"}]}', 400,
      "messages[0].role"),
+    ("role not a string", b'{"model": "small", "messages": [{"role": ["user"], "content": "x"}]}',
+     400, "messages[0].role"),
     ("content number", b'{"model": "small", "messages": [{"role": "user", "content": 1}]}', 400,
      "messages[0].content"),
 ]

@@ -13,6 +13,7 @@ import pytest
 from gateway.cache.index import META_FILE, IndexSet, Neighbour, ReadWriteLock
 from gateway.cache.settings import IndexParams
 from tests.cache_fixtures import SPACE, unit_vectors
+from tests.tasks import started
 
 
 async def test_readers_share_and_a_writer_waits_for_them() -> None:
@@ -35,10 +36,8 @@ async def test_readers_share_and_a_writer_waits_for_them() -> None:
 
     readers = [asyncio.create_task(reader(n)) for n in ("r1", "r2")]
     await both_in.wait()
-    writing = asyncio.create_task(writer())
-    late = asyncio.create_task(reader("r3"))
-    for _ in range(5):
-        await asyncio.sleep(0)
+    writing, late = await started([writer(), reader("r3")])
+    assert lock.writers_waiting == 1 and lock.readers == 2
     assert order == ["r1 in", "r2 in"]  # the writer waits, and holds back the late reader
     release.set()
     await asyncio.gather(*readers, writing, late)
@@ -149,9 +148,8 @@ async def test_a_cancelled_search_keeps_writers_out_until_its_job_ends() -> None
         with pytest.raises(asyncio.CancelledError):
             await searching
         assert index.lock.readers == 1  # the job still holds the read side
-        adding = asyncio.create_task(index.add("ns", list(range(11, 21)), vectors[10:]))
-        for _ in range(20):
-            await asyncio.sleep(0)
+        (adding,) = await started([index.add("ns", list(range(11, 21)), vectors[10:])])
+        assert index.lock.writers_waiting == 1  # the add waits for the job, not for its turn
         assert not adding.done() and index.live("ns") == 10  # the pool still searches
         release.set()
         await adding

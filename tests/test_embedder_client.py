@@ -23,6 +23,7 @@ from embedder_worker.model import OnnxEmbedder
 from embedder_worker.protocol import ErrorCode, FrameType
 from embedder_worker.settings import EmbedderSettings
 from embedder_worker.supervisor import EmbedderSupervisor
+from tests.tasks import started
 
 if TYPE_CHECKING:
     from tests.embedder_fixtures import Reference, StartWorker, WorkerProcess
@@ -139,8 +140,7 @@ async def test_a_worker_killed_under_load_loses_no_request_and_comes_back(
         await pool.wait_live(2)
         victim = supervisor.pids()[0]
         assert victim is not None
-        calls = [asyncio.create_task(pool.embed([t])) for t in texts]
-        await asyncio.sleep(0)  # one turn of the loop: every call has sent its frame
+        calls = await started([pool.embed([t]) for t in texts])  # every frame sent
         assert sum(conn.in_flight for conn in pool.connections) == len(texts)
         os.kill(victim, signal.SIGKILL)
         vectors = np.concatenate(await asyncio.gather(*calls))
@@ -168,8 +168,7 @@ async def test_a_cancelled_caller_leaves_the_connection_usable(
 ) -> None:
     conn = await WorkerConnection.open(worker.socket)
     try:
-        call = asyncio.create_task(conn.embed(reference.sentences))
-        await asyncio.sleep(0)  # one turn of the loop: the frame is sent, the reply pending
+        (call,) = await started([conn.embed(reference.sentences)])  # the reply is pending
         assert conn.in_flight == 60
         call.cancel()
         with pytest.raises(asyncio.CancelledError):

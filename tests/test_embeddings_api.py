@@ -118,3 +118,13 @@ async def test_before_any_worker_is_ready_the_endpoint_answers_503(
     resp = await client.post("/v1/embeddings", json={"model": MODEL, "input": "hi"})
     assert resp.status == 503
     assert (await resp.json())["error"]["code"] == "embedder_starting"
+
+
+async def test_with_the_embedder_turned_off_the_model_is_not_found(
+    one_upstream: tuple[Client, Any],
+) -> None:
+    client, _ = one_upstream  # a gateway with [embedder] enabled = false
+    resp = await client.post("/v1/embeddings", json={"model": MODEL, "input": "hi"})
+    assert resp.status == 404
+    error = (await resp.json())["error"]
+    assert error["param"] == "model" and "enabled = false" in error["message"]

@@ -140,7 +140,10 @@ async def create_embeddings(request: web.Request) -> web.StreamResponse:
     timing = Timing()
     caller(request)
     parsed = parse_embeddings_request(await read_body(request))
-    pool = request.app[EMBEDDER_POOL]
+    pool = request.app.get(EMBEDDER_POOL)
+    if pool is None:
+        raise ModelNotFound(f"The model '{parsed.model}' does not exist; this gateway serves no "
+                            "embedding model ([embedder] enabled = false).", param="model")
     model = _check_model(pool, parsed)
     timing.mark("parse")
     result = await _embed(pool, parsed.texts)

@@ -79,6 +79,10 @@ class ReadWriteLock:
     def readers(self) -> int:
         return self._readers
 
+    @property
+    def writers_waiting(self) -> int:
+        return self._writers_waiting
+
     def try_read(self) -> bool:
         """Take the read side if no writer holds or waits for the lock."""
         if self._writer or self._writers_waiting:

@@ -322,6 +322,10 @@ class Store:
         ]
 
 
+_MAX_INT = 2**63 - 1  # SQLite's INTEGER
+_MAX_AMOUNT = 1e12  # dollars: finite, and far above any budget
+
+
 def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | None]:
     """Validate limit values from a client (None removes a limit); raise ``InvalidRequest``."""
     out: dict[str, int | float | None] = {}
@@ -332,14 +336,15 @@ def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | No
         if value is None:
             out[name] = None
         elif name in INT_LIMITS:
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidRequest(f"{param} must be an integer of 1 or more, or null.",
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_INT:
+                raise InvalidRequest(f"{param} must be an integer from 1 to {_MAX_INT}, or null.",
                                      param=param)
             out[name] = value
         else:
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise InvalidRequest(f"{param} must be an amount of 0 or more, or null.",
-                                     param=param)
+            if isinstance(value, bool) or not isinstance(value, int | float) or \
+                    not 0 <= value <= _MAX_AMOUNT:
+                raise InvalidRequest(f"{param} must be an amount from 0 to {_MAX_AMOUNT:g}, or "
+                                     "null.", param=param)
             out[name] = float(value)
     return out
 

@@ -1,0 +1,187 @@
+"""Random damage to well-formed requests never gets a 5xx: only a 2xx or an OpenAI-shaped 4xx.
+
+Seeded, so a failure names the body that caused it and comes back on every run
+(``FUZZ_SEED`` and ``FUZZ_ROUNDS`` in the environment search further). Each body is a valid
+request of its endpoint with a few changes at random places: a value swapped for another JSON
+type, a field dropped, an unknown field added; the admin API also gets odd query strings. The
+gateway answers from fake OpenAI, Anthropic and Gemini providers, its cache on.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import random
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import GatewayFactory, model, openai_provider
+from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
+from tests.fake_gemini import FakeGemini, fake_gemini_app
+from tests.fake_openai import FakeOpenAI
+from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
+
+ROUNDS = int(os.environ.get("FUZZ_ROUNDS", "150"))
+
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, -1, 1, 2**63, -(2**63), 1e308, -1e-308, 0.5, "", "x", "auto", "\u0000",
+    "é" * 3, "\U0001f600", "a" * 5000, [], [None], [[[]]], {}, {"": {}}, {"role": "user"},
+    [{"type": "text"}], [{"type": "image_url", "image_url": {}}], {"type": "function"},
+]
+
+CHAT: dict[str, Any] = {
+    "model": "small",
+    "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "text", "text": "What is 2 + 2?"}]},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 2}"}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "4"},
+        {"role": "user", "content": "And 3 + 3?"},
+    ],
+    "tools": [{"type": "function", "function": {
+        "name": "add", "description": "Adds.",
+        "parameters": {"type": "object", "properties": {"a": {"type": "number"}}}}}],
+    "tool_choice": "auto",
+    "temperature": 0.2, "top_p": 0.9, "max_tokens": 50, "n": 1, "seed": 7, "stop": ["\n\n"],
+    "response_format": {"type": "json_object"}, "user": "u1",
+    "stream_options": {"include_usage": True},
+}
+EMBEDDINGS: dict[str, Any] = {"model": "local", "input": ["one", "two"], "encoding_format": "float"}
+
+
+def paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every place in a JSON value: keys of objects and indices of lists, at any depth."""
+    found = [at]
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            found += paths(inner, (*at, key))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            found += paths(inner, (*at, i))
+    return found
+
+
+def damaged(body: dict[str, Any], rng: random.Random) -> dict[str, Any]:
+    out = copy.deepcopy(body)
+    for _ in range(rng.randint(1, 3)):
+        places = [p for p in paths(out) if p]
+        if not places:
+            break
+        place = rng.choice(places)
+        parent = out
+        for step in place[:-1]:
+            parent = parent[step]
+        last = place[-1]
+        action = rng.random()
+        if action < 0.6:
+            parent[last] = copy.deepcopy(rng.choice(ODD_VALUES))
+        elif action < 0.8:
+            del parent[last]
+        elif isinstance(parent, dict):
+            parent[f"unknown_{rng.randint(0, 9)}"] = copy.deepcopy(rng.choice(ODD_VALUES))
+        else:
+            parent.append(copy.deepcopy(rng.choice(ODD_VALUES)))
+    return out
+
+
+MODELS = ["small", "claude", "gem"]  # one per provider kind: OpenAI, Anthropic, Gemini
+
+
+@pytest.fixture
+async def gateway(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory,
+                  aiohttp_server: Any) -> TestClient:
+    _, url = fake_openai
+    anthropic = await aiohttp_server(fake_anthropic_app(FakeAnthropic()))
+    gemini = await aiohttp_server(fake_gemini_app(FakeGemini()))
+    return await make_gateway({
+        "providers": [
+            openai_provider("p1", url),
+            {"name": "a1", "kind": "anthropic", "base_url": str(anthropic.make_url("/v1")),
+             "api_key_env": "FAKE_ANTHROPIC_KEY"},
+            {"name": "g1", "kind": "gemini", "base_url": str(gemini.make_url("/v1beta")),
+             "api_key_env": "FAKE_GEMINI_KEY"},
+        ],
+        "models": [model("small", "p1", upstream_model="up-small"),
+                   model("claude", "a1", upstream_model="claude-fake"),
+                   model("gem", "g1", upstream_model="gemini-fake")],
+        "cache": {"enabled": True},
+    }, env={"FAKE_ANTHROPIC_KEY": "test-anthropic-key", "FAKE_GEMINI_KEY": "test-gemini-key"})
+
+
+async def _check(client: TestClient, path: str, body: dict[str, Any]) -> int:
+    response = await client.post(path, data=json.dumps(body),
+                                 headers={"Content-Type": "application/json"})
+    raw = await response.read()  # a stream is read to its end
+    shown = json.dumps(body)[:400]
+    assert response.status < 500, f"{path} {response.status} for {shown}: {raw[:300]!r}"
+    if response.status >= 400:
+        error = json.loads(raw)["error"]
+        assert error["message"] and error["type"], shown
+    return response.status
+
+
+def _both_kinds(statuses: list[int]) -> None:
+    """Some damaged bodies were still valid and went the whole way; others were refused."""
+    assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses), statuses
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_damaged_chat_requests_get_no_5xx(gateway: TestClient, stream: bool) -> None:
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + (11 if stream else 7))
+    statuses = []
+    for i in range(ROUNDS):
+        body = {**CHAT, "model": MODELS[i % len(MODELS)], "stream": stream}
+        statuses.append(await _check(gateway, "/v1/chat/completions", damaged(body, rng)))
+    _both_kinds(statuses)
+
+
+async def test_damaged_route_and_embeddings_requests_get_no_5xx(gateway: TestClient) -> None:
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 3)
+    routes = []
+    for _ in range(ROUNDS):
+        routes.append(await _check(gateway, "/v1/route", damaged(CHAT, rng)))
+        await _check(gateway, "/v1/embeddings", damaged(EMBEDDINGS, rng))  # none served here
+    _both_kinds(routes)
+
+
+LIMITS: dict[str, Any] = {"requests_per_minute": 60, "tokens_per_minute": 10_000,
+                          "max_concurrent": 4, "daily_budget_usd": 5.0,
+                          "monthly_budget_usd": 50.0}
+ODD_QUERY = ["", "0", "-1", "99999999999999999999", "abc", "2026-13-45", "%00", "é", "1e9"]
+
+
+async def test_damaged_admin_requests_get_no_5xx(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
+) -> None:
+    _, url = fake_openai
+    client = await make_gateway({"providers": [openai_provider("p1", url)],
+                                 "models": [model("small", "p1")]}, env=GATEWAY_ENV)
+    admin = bearer(ADMIN_KEY)
+    made = await client.post("/admin/tenants", json={"name": "acme"}, headers=admin)
+    assert made.status == 201
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 5)
+    bodies = [("POST", "/admin/tenants", {"name": "t", "limits": LIMITS}),
+              ("PATCH", "/admin/tenants/acme", {"limits": LIMITS, "disabled": False}),
+              ("POST", "/admin/tenants/acme/keys", {"name": "k", "limits": LIMITS})]
+    statuses = []
+    for i in range(ROUNDS):
+        method, path, body = bodies[i % len(bodies)]
+        sent = damaged(body, rng)
+        if method == "POST" and path == "/admin/tenants" and isinstance(sent.get("name"), str):
+            sent["name"] = f"{sent['name']}-{i}"  # a new tenant each time, or a 409
+        response = await client.request(method, path, data=json.dumps(sent), headers=admin)
+        raw = await response.read()
+        assert response.status < 500, f"{method} {path} {response.status}: {sent}: {raw[:300]!r}"
+        statuses.append(response.status)
+        for query in (f"/admin/keys?tenant={rng.choice(ODD_QUERY)}&active={rng.choice(ODD_QUERY)}",
+                      f"/admin/tenants/acme/usage?limit={rng.choice(ODD_QUERY)}"
+                      f"&since_day={rng.choice(ODD_QUERY)}",
+                      f"/admin/usage?since_day={rng.choice(ODD_QUERY)}"):
+            response = await client.get(query, headers=admin)
+            assert response.status < 500, f"GET {query} {response.status}"
+    _both_kinds(statuses)
