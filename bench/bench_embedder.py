@@ -80,25 +80,37 @@ this machine, named as such):
   therefore still compares against a warm in-process call; the "round trip - the worker's own
   model time" row, which times the model in the same process, on the same thread and after the
   same wake-up as the round trip, is the cleaner figure and is steadier across rounds.
-- **Socket overhead: where it goes** (`.venv/bin/python bench/embedder_stages.py`: a worker with
-  each stage stamped, 200 single queries after 5 ms idle, p50 per stage; one run, in us, the
-  gateway's client on uvloop / a blocking socket client): the call to the worker's
-  `data_received` 166 / 170 (the worker's wake-up), frame and request to tokenizing 76 / 81,
-  tokenized to inference 52 / 63, inference done to reply written 62 / 63, reply to the caller
-  holding its vectors 250 / 125; in all 621 / 522 us over the model's own time (tokenize 236,
-  infer ~5,600-6,300). The floor of this machine, measured by the same script: two processes on
-  a blocking socket pair with no Python work at all, the server busy for the model's time
-  before it answers, take 160-223 us over that time (two process wake-ups on a shared 2-vCPU VM;
-  back to back, with no gap, the same). So the goal of 0.3 ms leaves ~0.1 ms for both ends'
-  Python, and each Python stage above already costs 50-80 us: the worker's part (~0.19 ms from
-  frame to reply, without its wake-up) is about the cost of a few hundred interpreted
-  operations on this machine. An earlier reading of the floor as 0.31-0.36 ms was the PING
-  round trip through both event loops, not the machine's. Two things found on the way: a plain
-  asyncio client reads each reply into a fresh 256 KiB buffer (`recv(max_size)`: an mmap, an
-  mremap and an munmap per read, ~0.1 ms here); uvloop, which the gateway and the worker run,
-  reads into a preallocated one, and its reply path is ~0.12 ms shorter again than asyncio's.
-  Tokenizing one text costs 29 us back to back and 165-240 us after an idle gap, in any
-  process; it is the model's own time on both sides of the comparison.
+- **Socket overhead: where it goes** (`.venv/bin/python bench/embedder_stages.py`: workers with
+  each stage stamped, 200 single queries after 5 ms idle, p50 per stage in us; one run; the
+  gateway's client is `WorkerConnection` on uvloop):
+
+  | stage | worker, gateway's client | worker, blocking | bare, gateway's client | bare, blocking |
+  |---|---|---|---|---|
+  | call -> worker's `data_received` (its wake-up) | 161 | 136 | 121 | 119 |
+  | frame and request -> tokenizing | 79 | 71 | 58 | 58 |
+  | tokenize (model time) | 238 | 227 | 216 | 214 |
+  | tokenized -> inference | 56 | 56 | 0 | 0 |
+  | infer (model time) | 5,395 | 5,795 | 5,140 | 5,250 |
+  | inference done -> reply written | 64 | 60 | 39 | 40 |
+  | reply -> the caller holds its vectors | 258 | 121 | 218 | 109 |
+  | **over the model's time** | **620** | 463 | 443 | 331 |
+
+  The "bare worker" is the least a Python worker can do, written for this comparison: on
+  uvloop, one connection, the frame parsed, the text tokenized and embedded and the reply
+  written inside `data_received` (no batcher, no lanes, no request objects). The floor of this
+  machine, by the same script: two processes on a blocking socket pair with no Python work at
+  all, the server busy for the model's time before it answers, take 134-223 us over that time
+  (two process wake-ups on a shared 2-vCPU VM; 160-223 in other runs). So: the bare worker with
+  the gateway's client is already at 0.44 ms, over the goal of 0.3 ms, and even with a blocking
+  client 0.33 ms; each Python stage costs 40-80 us here, where the goal leaves ~0.1-0.15 ms for
+  both ends together. This worker's batching, lanes and many requests per connection cost the
+  other ~0.18 ms, and the gateway's client (uvloop, futures, a task resumed) ~0.14 ms over a
+  blocking read. An earlier reading of the floor as 0.31-0.36 ms was the PING round trip
+  through both event loops, not the machine's. Found on the way: a plain asyncio client reads
+  each reply into a fresh 256 KiB buffer (`recv(max_size)`: an mmap, an mremap and an munmap
+  per read, ~0.1 ms here); uvloop, which the gateway and the worker run, reads into a
+  preallocated one. Tokenizing one text costs 29 us back to back and 165-240 us after an idle
+  gap, in any process; it is model time on both sides of the comparison.
 - **int8** (`quantize = true`, dynamic per-channel): about 1.5-2x faster and ~80 MiB smaller per
   worker, but cosine to float32 is 0.968 at worst. That is the size of the gap the semantic
   cache must tell apart (a paraphrase scores 0.860, a negation 0.928), so float32 stays the

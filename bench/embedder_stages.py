@@ -13,8 +13,10 @@ same clock in every process), once with the gateway's client (``WorkerConnection
 - to infer: tokenized -> inference starts; reply: inference done -> the reply handed to the
   socket; write+back: -> the caller has its vectors (the caller's wake-up and its work).
 
-Also the floor of this machine with no Python work at all: two processes on a socket pair,
-blocking, the server busy for the model's time before it answers, after the same idle gap.
+The same with a bare worker (``run_bare_worker``: the least a Python worker can do, everything
+inside ``data_received``), and the floor of this machine with no Python work at all: two
+processes on a socket pair, blocking, the server busy for the model's time before it answers,
+after the same idle gap.
 Prints a Markdown table. The worker is started with the default settings.
 """
 
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import cast
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -73,6 +76,60 @@ def run_instrumented_worker(stamps_file: Path, argv: list[str]) -> int:
     return main()
 
 
+def run_bare_worker(stamps_file: Path, path: str) -> int:
+    """The least a Python worker can do, for comparison: one connection, and the frame parsed,
+    the text tokenized and embedded and the reply written inside ``data_received`` (no batcher,
+    no request objects, one frame per read), on uvloop; stamped like the real one."""
+    import uvloop
+
+    from embedder_worker.model import OnnxEmbedder
+
+    model = OnnxEmbedder(MODEL)
+    model.warm_up()
+    stamps: list[tuple[str, float]] = []
+    done = asyncio.Event()
+
+    class Bare(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            self.transport = cast(asyncio.Transport, transport)  # uvloop's is no subclass
+
+        def data_received(self, data: bytes) -> None:
+            stamps.append(("received", time.perf_counter()))
+            reader = protocol.FrameReader()
+            reader.feed(data)
+            frame = reader.next_frame()
+            assert frame is not None
+            if frame.type is protocol.FrameType.INFO:  # the gateway's client asks once, first
+                stamps.pop()
+                self.transport.write(protocol.encode_info(frame.request_id, {
+                    "name": model.name, "dim": model.dim, "max_length": model.max_length,
+                    "pooling": model.pooling, "normalize": model.normalize}))
+                return
+            texts = protocol.decode_embed(frame)
+            stamps.append(("encode", time.perf_counter()))
+            encoded = model.encode(texts)
+            stamps.append(("encoded", time.perf_counter()))
+            stamps.append(("infer", time.perf_counter()))
+            vectors = model.infer(encoded)
+            stamps.append(("inferred", time.perf_counter()))
+            reply = protocol.encode_result(frame.request_id, vectors, [e.length for e in encoded])
+            stamps.append(("send", time.perf_counter()))
+            self.transport.write(reply)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            done.set()
+
+    async def serve() -> None:
+        server = await asyncio.get_running_loop().create_unix_server(Bare, path)
+        print("READY", flush=True)
+        await done.wait()
+        server.close()
+
+    uvloop.run(serve())
+    stamps_file.write_text(json.dumps(stamps))
+    return 0
+
+
 def _recv_frame(sock: socket.socket) -> None:
     data = b""
     while len(data) < protocol.HEADER_SIZE:
@@ -109,14 +166,16 @@ def _blocking_calls(path: Path, texts: list[str], gap_s: float) -> list[tuple[fl
     return calls
 
 
-def stages(client: str, texts: list[str], gap_s: float, run_dir: Path) -> dict[str, float]:
-    """p50 of each stage (seconds) for single queries through one instrumented worker."""
-    path, stamps_file = run_dir / f"{client}.sock", run_dir / f"{client}.json"
-    worker = subprocess.Popen(
-        [sys.executable, __file__, "--worker", str(stamps_file), "--socket", str(path),
-         "--model", str(MODEL), "--log-level", "WARNING"],
-        cwd=ROOT, stdout=subprocess.PIPE,
-    )  # fmt: skip
+def stages(worker_kind: str, client: str, texts: list[str], gap_s: float,
+           run_dir: Path) -> dict[str, float]:
+    """p50 of each stage (seconds) for single queries through one stamped worker: the real one
+    (``worker``) or the bare one (``bare``)."""
+    name = f"{worker_kind}-{client}"
+    path, stamps_file = run_dir / f"{name}.sock", run_dir / f"{name}.json"
+    args = (["--worker", str(stamps_file), "--socket", str(path), "--model", str(MODEL),
+             "--log-level", "WARNING"] if worker_kind == "worker"
+            else ["--bare-worker", str(stamps_file), str(path)])
+    worker = subprocess.Popen([sys.executable, __file__, *args], cwd=ROOT, stdout=subprocess.PIPE)
     try:
         assert worker.stdout is not None
         if not worker.stdout.readline().startswith(b"READY"):
@@ -129,8 +188,9 @@ def stages(client: str, texts: list[str], gap_s: float, run_dir: Path) -> dict[s
         else:
             calls = _blocking_calls(path, texts, gap_s)
     finally:
-        worker.terminate()
-        worker.wait()
+        if worker_kind == "worker":  # the bare one ends with its connection
+            worker.terminate()
+        worker.wait(timeout=60)
     first = calls[0][0]
     by_kind: dict[str, list[float]] = {}
     for kind, at in json.loads(stamps_file.read_text()):
@@ -180,23 +240,26 @@ def socket_floor(busy_s: float, gap_s: float, count: int) -> float:
 def main() -> int:
     if len(sys.argv) > 2 and sys.argv[1] == "--worker":
         return run_instrumented_worker(Path(sys.argv[2]), sys.argv[3:])
+    if len(sys.argv) > 3 and sys.argv[1] == "--bare-worker":
+        return run_bare_worker(Path(sys.argv[2]), sys.argv[3])
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--queries", type=int, default=200)
     parser.add_argument("--gap-ms", type=float, default=5.0)
     args = parser.parse_args()
     texts = [f"How do I reset the password of account number {i}?" for i in range(args.queries)]
     gap_s = args.gap_ms / 1000
+    columns = [("worker", "asyncio"), ("worker", "blocking"), ("bare", "asyncio"),
+               ("bare", "blocking")]
     with tempfile.TemporaryDirectory(prefix="embedder-stages-") as tmp:
-        measured = {client: stages(client, texts, gap_s, Path(tmp))
-                    for client in ("asyncio", "blocking")}
-    model_s = measured["blocking"]["tokenize"] + measured["blocking"]["infer"]
+        measured = [stages(kind, client, texts, gap_s, Path(tmp)) for kind, client in columns]
+    model_s = measured[1]["tokenize"] + measured[1]["infer"]
     floor = socket_floor(model_s, gap_s, args.queries)
     print(f"Single queries after {args.gap_ms:g} ms idle, p50 per stage (us); "
           f"{args.queries} queries each:\n")
-    print("| stage | gateway's client (uvloop) | blocking client |\n|---|---|---|")
+    print("| stage | worker, gateway's client (uvloop) | worker, blocking client "
+          "| bare worker, gateway's client | bare worker, blocking client |\n|---|---|---|---|---|")
     for key in (*STAGES, "total", "over the model"):
-        print(f"| {key} | {measured['asyncio'][key] * 1e6:.0f} | "
-              f"{measured['blocking'][key] * 1e6:.0f} |")
+        print(f"| {key} | " + " | ".join(f"{m[key] * 1e6:.0f}" for m in measured) + " |")
     print(f"\nFloor (blocking socket pair, no Python work, server busy {model_s * 1e3:.1f} ms): "
           f"{floor * 1e6:.0f} us over the busy time")
     return 0
