@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -75,20 +76,36 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     _install_uvloop()
     app = create_app(settings)
     app.cleanup_ctx.append(settled_heap)
-    url = f"http://{settings.server.host}:{settings.server.port}"
     log.info("gateway starting (config: %s); providers: %s; models: %s", settings.source,
              ", ".join(p.name for p in settings.providers),
              ", ".join(sorted({m.name for m in settings.models})))
-    web.run_app(
-        app,
-        host=settings.server.host,
-        port=settings.server.port,
-        shutdown_timeout=settings.server.shutdown_grace_s,
-        handler_cancellation=True,
-        access_log=None,
-        print=lambda _: log.info("gateway listening on %s", url),
-    )
+    try:
+        asyncio.run(_run(app, settings))
+    except Exception:
+        log.exception("gateway stopped on an error")
+        return 1
     return 0
+
+
+async def _run(app: web.Application, settings: Settings) -> None:
+    """Serve until SIGINT or SIGTERM, then drain and stop. Unlike ``web.run_app``, a start-up
+    that fails part way still stops what had started (workers, threads, open files), so the
+    process ends; and the stop runs while the app's own tasks still do."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    server = settings.server
+    runner = web.AppRunner(app, shutdown_timeout=server.shutdown_grace_s,
+                           handler_cancellation=True, access_log=None)
+    try:
+        await runner.setup()
+        await web.TCPSite(runner, server.host, server.port).start()
+        for host, port, *_ in runner.addresses:
+            log.info("gateway listening on http://%s:%d", host, port)
+        await stop.wait()
+    finally:
+        await runner.cleanup()
 
 
 def _install_uvloop() -> None:

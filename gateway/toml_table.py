@@ -6,6 +6,7 @@ observability sections) reads its table through ``Table``.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, TypeVar, cast
 
@@ -36,6 +37,10 @@ class Table:
             return default
         value = self.data[name]
         kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, int) and not -(2**63) <= value < 2**63:  # TOML's range
+            raise self.fail(name, "an integer that fits in 64 bits")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise self.fail(name, "a finite number")
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if isinstance(value, bool) and bool not in kinds:

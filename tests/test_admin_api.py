@@ -151,11 +151,10 @@ async def test_limits_beyond_what_the_store_can_hold_are_a_400(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     client = await _client(aiohttp_client, tmp_path)
-    for limits in ({"tokens_per_minute": 2**63}, {"daily_budget_usd": 1e300}):
-        response = await client.post("/admin/tenants", headers=ADMIN,
-                                     json={"name": "acme", "limits": limits})
-        assert response.status == 400
-        assert (await response.json())["error"]["param"] == f"limits.{next(iter(limits))}"
+    response = await client.post("/admin/tenants", headers=ADMIN,
+                                 json={"name": "acme", "limits": {"tokens_per_minute": 2**63}})
+    assert response.status == 400
+    assert (await response.json())["error"]["param"] == "limits.tokens_per_minute"
     assert (await client.get("/admin/tenants/acme", headers=ADMIN)).status == 404
 
 

@@ -56,6 +56,11 @@ def test_secret_comes_from_environment_and_relative_paths_from_file() -> None:
     ({"providers": [{"name": "p", "base_url": "x", "api_key": "sk-1"}]}, "providers[0].api_key"),
     ({"providers": [{"name": "p", "kind": "openai"}]}, "providers[0].base_url: required"),
     ({"embedder": {"pooling": "max"}}, "embedder.pooling"),
+    ({"tenants": {"default_limits": {"requests_per_minute": 2**64}}},
+     "tenants.default_limits.requests_per_minute: expected an integer that fits in 64 bits"),
+    ({"upstream": {"connect_timeout_s": float("nan")}},
+     "upstream.connect_timeout_s: expected a finite number"),
+    ({"cache": {"threshold": float("inf")}}, "cache.threshold: expected a finite number"),
 ])
 def test_bad_values_fail_naming_the_key(patch: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):

@@ -185,3 +185,36 @@ async def test_damaged_admin_requests_get_no_5xx(
             response = await client.get(query, headers=admin)
             assert response.status < 500, f"GET {query} {response.status}"
     _both_kinds(statuses)
+
+
+ODD_HEADERS: dict[str, list[str]] = {
+    "Authorization": ["", "Bearer", "Bearer ", "Basic abc", "Bearer " + "a" * 5000,
+                      "bearer gw-x", "Bearer gw-" + "z" * 40, "Token a b c"],
+    "Cache-Control": ["", "no-cache", "no-store", "no-cache, no-store", "max-age=abc",
+                      'no-cache="x"', ",,,", "NO-CACHE", "private; x=" + "y" * 3000],
+    "x-request-id": ["", "a" * 5000, "id with spaces", "é", "a\tb"],
+}
+
+
+@pytest.mark.parametrize("keys", [False, True], ids=["anonymous", "keys"])
+async def test_odd_request_headers_get_no_5xx(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory, keys: bool
+) -> None:
+    _, url = fake_openai
+    client = await make_gateway({
+        "providers": [openai_provider("p1", url)], "models": [model("small", "p1")],
+        "cache": {"enabled": True},
+        "tenants": {"require_keys": keys, "bootstrap": False},
+    }, env=GATEWAY_ENV)
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 13)
+    statuses = []
+    for _ in range(ROUNDS):
+        headers = {name: rng.choice(values) for name, values in ODD_HEADERS.items()
+                   if rng.random() < 0.7}
+        for path, method in (("/v1/chat/completions", "POST"), ("/v1/models", "GET"),
+                             ("/admin/tenants", "GET"), ("/metrics", "GET")):
+            response = await client.request(method, path, headers=headers, json=CHAT)
+            raw = await response.read()
+            assert response.status < 500, f"{method} {path} {headers}: {raw[:300]!r}"
+            statuses.append(response.status)
+    assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses)

@@ -142,3 +142,28 @@ async def test_sigterm_under_load_loses_no_ledger_row(served: Any, tmp_path: Pat
     with sqlite3.connect(tmp_path / "data" / "gateway.sqlite3") as db:
         (rows,) = db.execute("SELECT count(*) FROM usage WHERE status = 200").fetchone()
     assert completed == 40 and rows == completed
+
+
+async def test_a_start_up_that_fails_part_way_exits_naming_the_error(
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    """The cache and the routing signals have opened their files before the tenants' store
+    fails; everything started is stopped and the process ends with status 1."""
+    _, url = fake_openai
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "gateway.sqlite3").write_bytes(b"not a database " * 64)
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway", "serve", "--config", str(_config(tmp_path, url)),
+        "--port", str(_free_port()), cwd=ROOT, stderr=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        _, stderr = await asyncio.wait_for(proc.communicate(), timeout=30)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 1
+    assert b"gateway stopped on an error" in stderr and b"file is not a database" in stderr
+    assert b"listening" not in stderr
