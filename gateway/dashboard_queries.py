@@ -350,7 +350,7 @@ def _status_clause(status: str | None, clauses: list[str], params: list[Any]) ->
         clauses.append("status < 400")
     elif status == "error":
         clauses.append("status >= 400")
-    elif status is not None and status.isdigit():
+    elif status is not None and status.isascii() and status.isdigit():
         clauses.append("status = ?")
         params.append(int(status))
 

@@ -193,6 +193,8 @@ ODD_HEADERS: dict[str, list[str]] = {
     "Cache-Control": ["", "no-cache", "no-store", "no-cache, no-store", "max-age=abc",
                       'no-cache="x"', ",,,", "NO-CACHE", "private; x=" + "y" * 3000],
     "x-request-id": ["", "a" * 5000, "id with spaces", "é", "a\tb"],
+    "Cookie": ["gw_dashboard=²1.x.y", "gw_dashboard=1.2.3", "gw_dashboard=",
+               "gw_dashboard=" + "a" * 4000, "gw_dashboard=9" * 400 + ".a.b"],
 }
 
 
@@ -212,9 +214,49 @@ async def test_odd_request_headers_get_no_5xx(
         headers = {name: rng.choice(values) for name, values in ODD_HEADERS.items()
                    if rng.random() < 0.7}
         for path, method in (("/v1/chat/completions", "POST"), ("/v1/models", "GET"),
-                             ("/admin/tenants", "GET"), ("/metrics", "GET")):
+                             ("/admin/tenants", "GET"), ("/metrics", "GET"),
+                             ("/dashboard", "GET")):
             response = await client.request(method, path, headers=headers, json=CHAT)
             raw = await response.read()
             assert response.status < 500, f"{method} {path} {headers}: {raw[:300]!r}"
+            statuses.append(response.status)
+    assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses)
+
+
+ODD_PARTS = ["", "x", "0", "-1", "99999999999999999999", "%00", "%FF", "é", "..", "a%2Fb",
+             "<script>", "1e9", "null", "a" * 300, "²", "١٢٣", "2026-1²-01"]
+
+
+async def test_odd_paths_and_query_strings_get_no_5xx(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
+) -> None:
+    """Every page and GET or DELETE endpoint, as the admin (the dashboard logged in too), with
+    odd path parts and query values."""
+    _, url = fake_openai
+    client = await make_gateway({"providers": [openai_provider("p1", url)],
+                                 "models": [model("small", "p1")], "cache": {"enabled": True}},
+                                env=GATEWAY_ENV)
+    admin = bearer(ADMIN_KEY)
+    login = await client.post("/dashboard/login", data={"key": ADMIN_KEY},
+                              allow_redirects=False)
+    assert login.status == 303
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 17)
+    templates = [
+        ("GET", "/v1/models/{}"), ("GET", "/admin/tenants/{}"), ("GET", "/admin/tenants/{}/keys"),
+        ("GET", "/admin/tenants/{}/usage?limit={}&since_day={}"), ("DELETE", "/admin/keys/{}"),
+        ("DELETE", "/admin/cache/entries/{}"), ("DELETE", "/admin/cache/namespaces/{}"),
+        ("GET", "/dashboard?window={}"), ("GET", "/dashboard/tenants?tenant={}&window={}"),
+        ("GET", "/dashboard/requests?tenant={}&model={}&status={}&page={}&before={}"),
+        ("GET", "/dashboard/providers?window={}"), ("GET", "/dashboard/login?next={}"),
+        ("GET", "/metrics?name[]={}"), ("GET", "/readyz?{}"),
+    ]
+    statuses = []
+    for _ in range(ROUNDS // 5):
+        for method, template in templates:
+            path = template.format(*(rng.choice(ODD_PARTS)
+                                     for _ in range(template.count("{}"))))
+            response = await client.request(method, path, headers=admin, allow_redirects=False)
+            raw = await response.read()
+            assert response.status < 500, f"{method} {path}: {raw[:300]!r}"
             statuses.append(response.status)
     assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses)

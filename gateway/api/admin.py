@@ -200,7 +200,7 @@ def _totals_json(totals: ledger.TenantTotals) -> dict[str, Any]:
 
 def _limit(request: web.Request) -> int:
     text = request.query.get("limit", "50")
-    if not text.isdigit() or not 0 <= int(text) <= MAX_ROWS:
+    if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= MAX_ROWS:
         raise InvalidRequest(f"'limit' must be an integer from 0 to {MAX_ROWS}.", param="limit")
     return int(text)
 
@@ -208,6 +208,6 @@ def _limit(request: web.Request) -> int:
 def _since_day(request: web.Request) -> str | None:
     day = request.query.get("since_day")
     if day is not None and not (len(day) == 10 and day[4] == day[7] == "-"
-                                and day.replace("-", "").isdigit()):
+                                and day.isascii() and day.replace("-", "").isdigit()):
         raise InvalidRequest("'since_day' must be a date as YYYY-MM-DD.", param="since_day")
     return day

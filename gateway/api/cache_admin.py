@@ -30,7 +30,7 @@ async def cache_stats(request: web.Request) -> web.Response:
 
 async def invalidate_entry(request: web.Request) -> web.Response:
     raw = request.match_info["entry_id"]
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # ids are SQLite integers
         raise InvalidRequest(f"Invalid cache entry id {raw!r}: expected a number.",
                              param="entry_id")
     entry_id = int(raw)

@@ -56,7 +56,8 @@ class Sessions:
     def check(self, secret: bytes, token: str | None) -> tuple[str, float] | None:
         """The nonce and expiry of a valid, unexpired, not revoked token; else None."""
         parts = (token or "").split(".")
-        if len(parts) != 3 or not parts[0].isdigit() or len(parts[1]) > 64:
+        if len(parts) != 3 or not (parts[0].isascii() and parts[0].isdigit()) or \
+                len(parts[1]) > 64:
             return None
         payload = f"{parts[0]}.{parts[1]}"
         if not hmac.compare_digest(self._mac(secret, payload), parts[2]):

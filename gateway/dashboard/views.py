@@ -8,6 +8,7 @@ does not parse falls back to the default rather than failing the page.
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 
@@ -28,6 +29,7 @@ DEFAULT_WINDOW = "1h"
 MAX_ROWS = 500
 DEFAULT_ROWS = 100
 RECENT_ERRORS = 5
+_STATUS = re.compile(r"[1-5][0-9][0-9]")  # one HTTP status code
 
 
 def _window(request: web.Request) -> q.Window:
@@ -151,7 +153,8 @@ def request_filter(request: web.Request, now: float) -> q.RequestFilter:
     """The requests page's filters from the query string; unknown values are ignored."""
     query = request.query
     limit_text = query.get("limit", "")
-    limit = min(int(limit_text), MAX_ROWS) if limit_text.isdigit() else DEFAULT_ROWS
+    limit = min(int(limit_text), MAX_ROWS) if limit_text.isascii() and limit_text.isdigit() \
+        else DEFAULT_ROWS
     window = q.WINDOWS.get(query.get("window", ""))
     status = query.get("status") or None
     return q.RequestFilter(
@@ -159,7 +162,7 @@ def request_filter(request: web.Request, now: float) -> q.RequestFilter:
         route=query.get("route") or None,
         model=query.get("model") or None,
         cache=query.get("cache") or None,
-        status=status if status in ("ok", "error") or (status or "").isdigit() else None,
+        status=status if status in ("ok", "error") or _STATUS.fullmatch(status or "") else None,
         since=now - window.seconds if window is not None else None,
         limit=limit,
     )
