@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import os
 import random
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from gateway.tenants.context import LEDGER_KEY
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
 from tests.fake_gemini import FakeGemini, fake_gemini_app
@@ -260,3 +263,70 @@ async def test_odd_paths_and_query_strings_get_no_5xx(
             assert response.status < 500, f"{method} {path}: {raw[:300]!r}"
             statuses.append(response.status)
     assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses)
+
+
+COMPLETION: dict[str, Any] = {
+    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "up-small",
+    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None, "message": {
+        "role": "assistant", "content": "Four.", "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "add", "arguments": '{"a": 1}'}}]}}],
+    "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
+              "prompt_tokens_details": {"cached_tokens": 0}},
+}
+CHUNKS: list[dict[str, Any]] = [
+    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
+     "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                  "finish_reason": None}]},
+    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
+     "choices": [{"index": 0, "delta": {"content": "Four."}, "finish_reason": None}]},
+    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
+     "choices": [{"index": 0, "delta": {"tool_calls": [
+         {"index": 0, "id": "call_1", "type": "function",
+          "function": {"name": "add", "arguments": "{}"}}]}, "finish_reason": None}]},
+    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
+     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
+    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
+     "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
+]
+
+
+async def test_damaged_upstream_answers_never_become_internal_errors(
+    aiohttp_server: Any, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An OpenAI-compatible upstream whose answers and stream chunks are damaged at random: the
+    gateway answers 200 or an upstream error, logs no error, and the ledger takes every row."""
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 19)
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            return web.json_response(damaged(COMPLETION, rng))
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        for chunk in CHUNKS:
+            sent = damaged(chunk, rng) if rng.random() < 0.4 else chunk
+            await response.write(b"data: " + json.dumps(sent).encode() + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", completions)
+    server = await aiohttp_server(upstream)
+    client = await make_gateway({
+        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
+        "models": [model("small", "p1", upstream_model="up-small")],
+    })
+    statuses = []
+    for i in range(ROUNDS):
+        body = {"model": "small", "messages": [{"role": "user", "content": f"2 + 2? {i}"}],
+                "stream": i % 2 == 1}
+        response = await client.post("/v1/chat/completions", json=body)
+        raw = await response.read()
+        assert response.status in (200, 502, 503), raw[:300]  # 503: the breaker rests it
+        statuses.append(response.status)
+    ledger = client.app[LEDGER_KEY]
+    await ledger.flush()  # every request's usage row, whatever the upstream reported
+    assert ledger.pending == 0 and ledger.written == ROUNDS
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]
+    assert 200 in statuses and 502 in statuses

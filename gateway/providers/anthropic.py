@@ -49,6 +49,7 @@ from gateway.providers.base import (
     completion_id,
     event_json,
     now_s,
+    token_count,
     usage_chunk,
 )
 from gateway.providers.parts import (
@@ -353,13 +354,12 @@ def _finish(reason: Any, json_mode: bool) -> str:
 
 
 def _usage(fields: Json) -> Usage | None:
-    inputs, outputs = fields.get("input_tokens"), fields.get("output_tokens")
-    if not isinstance(inputs, int) or not isinstance(outputs, int):
+    inputs = token_count(fields.get("input_tokens"))
+    outputs = token_count(fields.get("output_tokens"))
+    if inputs is None or outputs is None:
         return None
-    read = fields.get("cache_read_input_tokens")
-    written = fields.get("cache_creation_input_tokens")
-    read = read if isinstance(read, int) else 0
-    written = written if isinstance(written, int) else 0
+    read = token_count(fields.get("cache_read_input_tokens")) or 0
+    written = token_count(fields.get("cache_creation_input_tokens")) or 0
     # Anthropic's input_tokens leaves out cached tokens; OpenAI's prompt_tokens includes them.
     return Usage(inputs + read + written, outputs, read)
 

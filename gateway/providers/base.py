@@ -107,16 +107,27 @@ class Provider(Protocol):
         ...
 
 
+_MAX_TOKENS = 1 << 40  # far beyond any answer; keeps a provider's nonsense out of the ledger
+
+
+def token_count(value: Any) -> int | None:
+    """A token count as a provider reports it: an integer from 0 to ``_MAX_TOKENS``; else None."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= _MAX_TOKENS:
+        return None
+    return value
+
+
 def usage_from_openai(value: Any) -> Usage | None:
     """Parse OpenAI's ``usage`` object; None when absent or malformed."""
     if not isinstance(value, dict):
         return None
-    prompt, completion = value.get("prompt_tokens"), value.get("completion_tokens")
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    prompt = token_count(value.get("prompt_tokens"))
+    completion = token_count(value.get("completion_tokens"))
+    if prompt is None or completion is None:
         return None
     details = value.get("prompt_tokens_details")
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    return Usage(prompt, completion, cached if isinstance(cached, int) else 0)
+    cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return Usage(prompt, completion, cached or 0)
 
 
 def event_json(data: bytes) -> Any:

@@ -51,6 +51,7 @@ from gateway.providers.base import (
     completion_id,
     event_json,
     now_s,
+    token_count,
     usage_chunk,
 )
 from gateway.providers.gemini_schema import gemini_schema
@@ -359,12 +360,11 @@ def _finish(reason: Any, has_calls: bool) -> str:
 
 
 def _usage(meta: Any) -> Usage | None:
-    if not isinstance(meta, dict) or not isinstance(meta.get("promptTokenCount"), int):
+    if not isinstance(meta, dict) or token_count(meta.get("promptTokenCount")) is None:
         return None
 
     def count(name: str) -> int:
-        value = meta.get(name)
-        return value if isinstance(value, int) else 0
+        return token_count(meta.get(name)) or 0
 
     # Thinking tokens are billed as output, tool-use prompts as input.
     return Usage(

@@ -73,11 +73,15 @@ ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET
 """
 
 
+_MAX_INT = 2**63 - 1  # SQLite's INTEGER: a bigger count would fail the whole batch, forever
+
+
 def _row(record: UsageRecord) -> tuple[Any, ...]:
     r = record
     return (r.request_id, r.tenant, r.key_id, r.model, r.status, r.ts, r.route, r.tier,
-            r.deployment, r.tokens_in, r.tokens_out, r.cost, int(r.estimated), r.cache,
-            r.saved_cost, r.escalations, r.attempts, r.latency_ms, r.ttft_ms)
+            r.deployment, min(r.tokens_in, _MAX_INT), min(r.tokens_out, _MAX_INT), r.cost,
+            int(r.estimated), r.cache, r.saved_cost, r.escalations, r.attempts, r.latency_ms,
+            r.ttft_ms)
 
 
 class Ledger:

@@ -1,0 +1,33 @@
+"""Token counts as providers report them: only sane integers reach the ledger."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from gateway.providers.base import Usage, token_count, usage_from_openai
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    (0, 0), (12, 12), (1 << 40, 1 << 40),
+    (-1, None), ((1 << 40) + 1, None), (2**63, None), (True, None), (1.5, None), ("7", None),
+    (None, None),
+])
+def test_a_token_count_is_an_integer_within_reason(value: Any, expected: int | None) -> None:
+    assert token_count(value) == expected
+
+
+@pytest.mark.parametrize(("usage", "expected"), [
+    ({"prompt_tokens": 9, "completion_tokens": 2,
+      "prompt_tokens_details": {"cached_tokens": 4}}, Usage(9, 2, 4)),
+    ({"prompt_tokens": 9, "completion_tokens": 2,
+      "prompt_tokens_details": {"cached_tokens": 2**64}}, Usage(9, 2, 0)),
+    ({"prompt_tokens": 2**63, "completion_tokens": 2}, None),
+    ({"prompt_tokens": -5, "completion_tokens": 2}, None),
+    ({"prompt_tokens": False, "completion_tokens": 2}, None),
+    ([], None),
+])
+def test_openai_usage_with_nonsense_counts_is_no_usage(usage: Any,
+                                                       expected: Usage | None) -> None:
+    assert usage_from_openai(usage) == expected
