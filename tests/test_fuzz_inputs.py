@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import random
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -21,10 +22,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.tenants.context import LEDGER_KEY
+from tests import fake_anthropic as fa
+from tests import fake_gemini as fg
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
 from tests.fake_gemini import FakeGemini, fake_gemini_app
 from tests.fake_openai import FakeOpenAI
+from tests.fake_provider import Answer
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
 
 ROUNDS = int(os.environ.get("FUZZ_ROUNDS", "150"))
@@ -326,6 +330,62 @@ async def test_damaged_upstream_answers_never_become_internal_errors(
         statuses.append(response.status)
     ledger = client.app[LEDGER_KEY]
     await ledger.flush()  # every request's usage row, whatever the upstream reported
+    assert ledger.pending == 0 and ledger.written == ROUNDS
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]
+    assert 200 in statuses and 502 in statuses
+
+
+def _damaged_answer(answer: Answer[Any], rng: random.Random) -> Answer[Any]:
+    """``answer`` with its body and some of its stream events damaged; Anthropic's events are
+    (name, data) pairs, Gemini's plain objects."""
+    events = []
+    for event in answer.events:
+        if rng.random() < 0.3:
+            event = (event[0], damaged(event[1], rng)) if isinstance(event, tuple) \
+                else damaged(event, rng)
+        events.append(event)
+    return replace(answer, body=damaged(answer.body, rng), events=events)
+
+
+@pytest.mark.parametrize("kind", ["anthropic", "gemini"])
+async def test_damaged_translated_answers_never_become_internal_errors(
+    aiohttp_server: Any, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture,
+    kind: str,
+) -> None:
+    """The same for the adapters that translate: Anthropic's messages and Gemini's
+    generateContent answers and stream events, damaged at random."""
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + (23 if kind == "gemini" else 29))
+    if kind == "anthropic":
+        fake: Any = FakeAnthropic()
+        server = await aiohttp_server(fake_anthropic_app(fake))
+        valid = [fa.text("Four is the answer."),
+                 fa.tool_use([("add", {"a": 1})], lead_text="Sure.")]
+        provider = {"name": "a1", "kind": "anthropic", "base_url": str(server.make_url("/v1")),
+                    "api_key_env": "FAKE_KEY"}
+        env = {"FAKE_KEY": "test-anthropic-key"}
+    else:
+        fake = FakeGemini()
+        server = await aiohttp_server(fake_gemini_app(fake))
+        valid = [fg.text("Four is the answer."),
+                 fg.function_calls([("add", {"a": 1})], lead_text="Sure.")]
+        provider = {"name": "g1", "kind": "gemini", "base_url": str(server.make_url("/v1beta")),
+                    "api_key_env": "FAKE_KEY"}
+        env = {"FAKE_KEY": "test-gemini-key"}
+    client = await make_gateway({"providers": [provider],
+                                 "models": [model("m", provider["name"], upstream_model="up")]},
+                                env=env)
+    statuses = []
+    for i in range(ROUNDS):
+        fake.script.append(_damaged_answer(valid[i % len(valid)], rng))
+        body = {"model": "m", "messages": [{"role": "user", "content": f"2 + 2? {i}"}],
+                "stream": i % 4 >= 2}
+        response = await client.post("/v1/chat/completions", json=body)
+        raw = await response.read()
+        assert response.status in (200, 502, 503), raw[:300]
+        statuses.append(response.status)
+    ledger = client.app[LEDGER_KEY]
+    await ledger.flush()
     assert ledger.pending == 0 and ledger.written == ROUNDS
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[:3]

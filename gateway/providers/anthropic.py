@@ -43,6 +43,9 @@ from gateway.providers.base import (
     Deployment,
     Json,
     Usage,
+    as_index,
+    as_obj,
+    as_str,
     assistant_message,
     chunk,
     completion,
@@ -319,7 +322,7 @@ def completion_from(body: Any, model: str, json_mode: bool = False) -> Completio
         "logprobs": None,
         "finish_reason": _finish(body.get("stop_reason"), json_mode),
     }
-    return completion(body.get("model") or model, [choice], _usage(body.get("usage") or {}))
+    return completion(as_str(body.get("model"), model), [choice], _usage(body.get("usage")))
 
 
 def _read_blocks(content: list[Any], json_mode: bool) -> tuple[list[str], list[Json]]:
@@ -341,9 +344,9 @@ def _read_blocks(content: list[Any], json_mode: bool) -> tuple[list[str], list[J
 
 def _tool_call(block: Json, arguments: str) -> Json:
     return {
-        "id": block.get("id") or completion_id("call"),
+        "id": as_str(block.get("id")) or completion_id("call"),
         "type": "function",
-        "function": {"name": block.get("name", ""), "arguments": arguments},
+        "function": {"name": as_str(block.get("name")), "arguments": arguments},
     }
 
 
@@ -353,7 +356,9 @@ def _finish(reason: Any, json_mode: bool) -> str:
     return _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
 
 
-def _usage(fields: Json) -> Usage | None:
+def _usage(fields: Any) -> Usage | None:
+    if not isinstance(fields, dict):
+        return None
     inputs = token_count(fields.get("input_tokens"))
     outputs = token_count(fields.get("output_tokens"))
     if inputs is None or outputs is None:
@@ -418,17 +423,17 @@ class _Stream:
         return chunk(self.chunk_id, self.model, self.created, delta, finish_reason)
 
     def _message_start(self, event: Json) -> list[Json]:
-        message = event.get("message") or {}
-        self.usage.update(message.get("usage") or {})
+        message = as_obj(event.get("message"))
+        self.usage.update(as_obj(message.get("usage")))
         if isinstance(message.get("model"), str):
             self.model = message["model"]
         self.started = True
         return [self._chunk({"role": "assistant", "content": ""})]
 
     def _block_start(self, event: Json) -> list[Json]:
-        block, index = event.get("content_block") or {}, event.get("index", 0)
-        if block.get("type") == "text" and block.get("text"):
-            return [self._chunk({"content": block["text"]})]
+        block, index = as_obj(event.get("content_block")), as_index(event.get("index"))
+        if block.get("type") == "text" and (text := as_str(block.get("text"))):
+            return [self._chunk({"content": text})]
         if block.get("type") != "tool_use":
             return []
         if self.json_mode and block.get("name") == JSON_TOOL:
@@ -439,10 +444,11 @@ class _Stream:
         return [self._chunk({"tool_calls": [{"index": position, **call}]})]
 
     def _block_delta(self, event: Json) -> list[Json]:
-        delta, index = event.get("delta") or {}, event.get("index", 0)
-        if delta.get("type") == "text_delta" and delta.get("text"):
-            return [self._chunk({"content": delta["text"]})]
-        partial = delta.get("partial_json") if delta.get("type") == "input_json_delta" else None
+        delta, index = as_obj(event.get("delta")), as_index(event.get("index"))
+        if delta.get("type") == "text_delta" and (text := as_str(delta.get("text"))):
+            return [self._chunk({"content": text})]
+        partial = as_str(delta.get("partial_json")) if delta.get("type") == "input_json_delta" \
+            else None
         if not partial:
             return []  # thinking, signatures, citations and empty fragments
         if index in self.json_blocks:
@@ -454,8 +460,8 @@ class _Stream:
 
     def _message_delta(self, event: Json) -> list[Json]:
         # message_delta's usage holds running totals, so it replaces message_start's counts.
-        self.usage.update(event.get("usage") or {})
-        reason = (event.get("delta") or {}).get("stop_reason")
+        self.usage.update(as_obj(event.get("usage")))
+        reason = as_obj(event.get("delta")).get("stop_reason")
         return [self._chunk({}, _finish(reason, self.json_mode))] if reason else []
 
     def _message_stop(self, event: Json) -> list[Json]:

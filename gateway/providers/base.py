@@ -107,6 +107,22 @@ class Provider(Protocol):
         ...
 
 
+def as_str(value: Any, default: str = "") -> str:
+    """A string field of an upstream answer, which is untrusted JSON: ``default`` unless a str."""
+    return value if isinstance(value, str) else default
+
+
+def as_obj(value: Any) -> Json:
+    """An object field of an upstream answer: ``{}`` unless a JSON object."""
+    return value if isinstance(value, dict) else {}
+
+
+def as_index(value: Any, default: int = 0) -> int:
+    """An index field of an upstream answer: ``default`` unless a non-negative integer."""
+    ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return value if ok else default
+
+
 _MAX_TOKENS = 1 << 40  # far beyond any answer; keeps a provider's nonsense out of the ledger
 
 

@@ -45,6 +45,8 @@ from gateway.providers.base import (
     Deployment,
     Json,
     Usage,
+    as_index,
+    as_str,
     assistant_message,
     chunk,
     completion,
@@ -309,13 +311,14 @@ def completion_from(body: Any, model: str) -> Completion:
     if not isinstance(candidates, list) or not candidates:
         raise UpstreamFailure(FailureKind.BAD_RESPONSE, "Gemini answered without candidates")
     choices = [_choice(c, i) for i, c in enumerate(candidates) if isinstance(c, dict)]
-    return completion(body.get("modelVersion") or model, choices, _usage(body.get("usageMetadata")))
+    return completion(as_str(body.get("modelVersion"), model), choices,
+                      _usage(body.get("usageMetadata")))
 
 
 def _choice(candidate: Json, position: int) -> Json:
     text, calls = _read_parts(candidate)
     return {
-        "index": candidate.get("index", position),
+        "index": as_index(candidate.get("index"), position),
         "message": assistant_message(text if text or not calls else None, calls),
         "logprobs": None,
         "finish_reason": _finish(candidate.get("finishReason"), bool(calls)),
@@ -344,7 +347,7 @@ def _tool_call(part: Json) -> Json:
         "id": call_id or f"call_{secrets.token_hex(12)}",
         "type": "function",
         "function": {
-            "name": call.get("name", ""),
+            "name": as_str(call.get("name")),
             "arguments": orjson.dumps(call.get("args") or {}).decode(),
         },
     }
@@ -397,8 +400,9 @@ def _refine(failure: UpstreamFailure) -> None:
     error = failure.body.get("error") if failure.body else None
     if not isinstance(error, dict):
         return
-    details = [d for d in error.get("details") or () if isinstance(d, dict)]
-    reasons = {d.get("reason") for d in details}
+    listed = error.get("details")
+    details = [d for d in listed if isinstance(d, dict)] if isinstance(listed, list) else []
+    reasons = {d.get("reason") for d in details if isinstance(d.get("reason"), str)}
     if failure.kind is FailureKind.CLIENT_ERROR and (
         reasons & _DEPLOYMENT_REASONS or error.get("status") == "FAILED_PRECONDITION"
     ):
@@ -440,7 +444,7 @@ class _Stream:
         out: list[Json] = []
         for position, candidate in enumerate(candidates if isinstance(candidates, list) else ()):
             if isinstance(candidate, dict):
-                out.extend(self._candidate(candidate, candidate.get("index", position)))
+                out.extend(self._candidate(candidate, as_index(candidate.get("index"), position)))
         return out
 
     def _candidate(self, candidate: Json, index: int) -> Iterable[Json]:
