@@ -390,3 +390,60 @@ async def test_damaged_translated_answers_never_become_internal_errors(
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, errors[:3]
     assert 200 in statuses and 502 in statuses
+
+
+def _garbled(data: bytes, rng: random.Random) -> bytes:
+    """``data`` with a few bytes changed, dropped or repeated: broken framing, half a line,
+    invalid UTF-8."""
+    out = bytearray(data)
+    for _ in range(rng.randint(1, 4)):
+        at = rng.randrange(len(out))
+        action = rng.random()
+        if action < 0.4:
+            out[at] = rng.randrange(256)
+        elif action < 0.7:
+            del out[at: at + rng.randint(1, 8)]
+        else:
+            out[at:at] = out[max(0, at - 8): at]
+    return bytes(out)
+
+
+async def test_garbled_upstream_bytes_never_become_internal_errors(
+    aiohttp_server: Any, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The upstream's bytes themselves damaged (the JSON answer, the event stream's framing):
+    200 or an upstream error, every usage row written, nothing logged as an error."""
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 31)
+    stream_bytes = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in CHUNKS)
+
+    async def completions(request: web.Request) -> web.StreamResponse:
+        if not (await request.json()).get("stream"):
+            return web.Response(body=_garbled(json.dumps(COMPLETION).encode(), rng),
+                                content_type="application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(_garbled(stream_bytes + b"data: [DONE]\n\n", rng))
+        return response
+
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", completions)
+    server = await aiohttp_server(upstream)
+    client = await make_gateway({
+        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
+        "models": [model("small", "p1", upstream_model="up-small")],
+        "failover": {"failure_threshold": 10_000},  # the breaker would answer 503 for it
+    })
+    statuses = []
+    for i in range(ROUNDS):
+        body = {"model": "small", "messages": [{"role": "user", "content": f"hi {i}"}],
+                "stream": i % 2 == 1}
+        response = await client.post("/v1/chat/completions", json=body)
+        raw = await response.read()
+        assert response.status in (200, 502, 503), raw[:300]
+        statuses.append(response.status)
+    ledger = client.app[LEDGER_KEY]
+    await ledger.flush()
+    assert ledger.pending == 0 and ledger.written == ROUNDS
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, errors[:3]
+    assert 200 in statuses and 502 in statuses
