@@ -7,6 +7,9 @@ The app is the whole gateway (``create_app``), keyless, with the real model.
 from __future__ import annotations
 
 import base64
+import json
+import os
+import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -19,6 +22,7 @@ from aiohttp.test_utils import TestClient
 from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.app import create_app
 from gateway.config import parse
+from tests.test_fuzz_inputs import damaged
 
 if TYPE_CHECKING:
     from tests.embedder_fixtures import Reference
@@ -128,3 +132,26 @@ async def test_with_the_embedder_turned_off_the_model_is_not_found(
     assert resp.status == 404
     error = (await resp.json())["error"]
     assert error["param"] == "model" and "enabled = false" in error["message"]
+
+
+async def test_damaged_requests_to_a_live_worker_get_no_5xx(gateway: Client) -> None:
+    """Random damage to a valid body, through to the real worker: a 200 with one vector per
+    input, or a 4xx in OpenAI's shape; the worker keeps answering."""
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 37)
+    valid = {"model": MODEL, "input": ["one", "zwei", "\u4e09 " * 50, "a" * 3000],
+             "encoding_format": "float"}
+    served = 0
+    for _ in range(60):
+        body = damaged(valid, rng)
+        resp = await gateway.post("/v1/embeddings", data=json.dumps(body),
+                                  headers={"Content-Type": "application/json"})
+        payload = await resp.json()
+        assert resp.status < 500, (body, payload)
+        if resp.status == 200:
+            served += 1
+            texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+            assert len(payload["data"]) == len(texts)
+        else:
+            assert payload["error"]["message"]
+    assert served > 0
+    assert (await embed(gateway, input="still here"))["data"]
