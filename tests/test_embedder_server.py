@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import random
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -228,3 +230,32 @@ async def test_a_big_request_runs_in_up_to_lanes_inferences_at_once_and_matches_
         await worker.stop(signal.SIGKILL)
     assert np.abs(result.vectors - reference.embeddings).max() <= 1e-5
     assert (stats["lanes"], stats["peak_lanes"]) == (lanes, lanes)
+
+
+async def test_garbled_frames_get_errors_or_answers_and_the_worker_lives(
+    worker: WorkerProcess, embedder: OnnxEmbedder
+) -> None:
+    """Valid EMBED frames with a few bytes changed, dropped or repeated, each followed by a
+    PING and the end of the connection: every reply is a whole frame of a known type, and the
+    worker answers correctly afterwards."""
+    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 41)
+    for i in range(40):
+        frame = bytearray(protocol.encode_embed(i + 1, ["hello there", "é" * 20, ""][: i % 3 + 1]))
+        for _ in range(rng.randint(1, 3)):
+            at = rng.randrange(len(frame))
+            if rng.random() < 0.6:
+                frame[at] = rng.randrange(256)
+            else:
+                del frame[at : at + rng.randint(1, 4)]
+        async with raw_client(worker.socket) as client:
+            await client.send(bytes(frame) + protocol.encode_frame(FrameType.PING, 999))
+            client.writer.write_eof()
+            replies = []
+            with contextlib.suppress(asyncio.IncompleteReadError):
+                while True:
+                    replies.append(await client.frame())
+        assert {f.type for f in replies} <= {FrameType.RESULT, FrameType.ERROR, FrameType.PONG}
+    async with connection(worker.socket) as conn:
+        result = await conn.embed(["hello there"])
+    assert np.abs(result.vectors - embedder.embed(["hello there"])).max() <= 1e-5
+    assert worker.process.returncode is None
