@@ -25,13 +25,14 @@ from gateway.config import Settings
 from gateway.dashboard.site import setup_dashboard
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.failover import Failover
+from gateway.http_client import HttpClient
 from gateway.lifecycle import Lifecycle, State
 from gateway.metrics import METRICS_KEY, setup_metrics
 from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
 from gateway.routing import context as routing
 from gateway.tenants import context as tenants
-from gateway.upstream import Upstream, new_session
+from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 
 async def upstream_context(app: web.Application) -> AsyncIterator[None]:
     """The pooled HTTP client that every provider call shares."""
-    session = new_session()
+    session = HttpClient()  # timeouts are given per request
     app[CLIENT_SESSION] = session
     upstream = Upstream(session)
     app[UPSTREAM] = upstream

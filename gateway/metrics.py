@@ -34,7 +34,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from itertools import accumulate
-from typing import Literal
+from typing import Generic, Literal, TypeVar
 
 from aiohttp import web
 from prometheus_client import (
@@ -110,19 +110,31 @@ class Buckets:
         self.sum += value
 
 
-class CounterFamily:
+S = TypeVar("S", "Count", "Buckets")
+
+
+class _Family(Generic[S]):
+    """A metric's label sets, each bound to a series object made by ``new`` on first use."""
+
+    def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
+                 new: Callable[[], S]) -> None:
+        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        self.series: dict[tuple[str, ...], S] = {}
+        self._new: Callable[[], S] = new
+
+    def child(self, *labels: str) -> S:
+        """The series for ``labels``, created empty the first time (exposed from then on)."""
+        series = self.series.get(labels)
+        if series is None:
+            series = self.series[labels] = self._new()
+        return series
+
+
+class CounterFamily(_Family[Count]):
     """A counter whose label sets are ``Count``s, read at scrape time."""
 
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...] = ()) -> None:
-        self.name, self.documentation, self.labelnames = name, documentation, labelnames
-        self.series: dict[tuple[str, ...], Count] = {}
-
-    def child(self, *labels: str) -> Count:
-        """The ``Count`` for ``labels``, created at zero the first time (exposed from then on)."""
-        count = self.series.get(labels)
-        if count is None:
-            count = self.series[labels] = Count()
-        return count
+        super().__init__(name, documentation, labelnames, Count)
 
     def metric(self) -> Metric:
         family = CounterMetricFamily(self.name, self.documentation, labels=self.labelnames)
@@ -131,24 +143,16 @@ class CounterFamily:
         return family
 
 
-class HistogramFamily:
+class HistogramFamily(_Family[Buckets]):
     """A histogram whose label sets are ``Buckets``, read at scrape time."""
 
     def __init__(self, name: str, documentation: str, labelnames: tuple[str, ...],
                  bounds: tuple[float, ...]) -> None:
         if list(bounds) != sorted(bounds) or len(set(bounds)) != len(bounds):
             raise ValueError(f"{name}: bucket bounds must increase: {bounds}")
-        self.name, self.documentation, self.labelnames = name, documentation, labelnames
+        super().__init__(name, documentation, labelnames, lambda: Buckets(bounds))
         self.bounds = bounds
         self._le = [*(floatToGoString(b) for b in bounds), "+Inf"]  # type: ignore[no-untyped-call]
-        self.series: dict[tuple[str, ...], Buckets] = {}
-
-    def child(self, *labels: str) -> Buckets:
-        """The ``Buckets`` for ``labels``, created empty the first time (exposed from then on)."""
-        buckets = self.series.get(labels)
-        if buckets is None:
-            buckets = self.series[labels] = Buckets(self.bounds)
-        return buckets
 
     def metric(self) -> Metric:
         family = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)

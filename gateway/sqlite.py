@@ -13,6 +13,8 @@ from pathlib import Path
 import aiosqlite
 
 BUSY_TIMEOUT_MS = 5000
+MAX_INT = 2**63 - 1
+"""The largest INTEGER SQLite holds: a bigger Python int fails the whole statement."""
 
 
 async def open_wal(

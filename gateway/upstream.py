@@ -36,11 +36,6 @@ class JsonResponse:
     body: Any
 
 
-def new_session() -> HttpClient:
-    """The gateway's one pooled client (timeouts are given per request)."""
-    return HttpClient()
-
-
 def retry_after_s(headers: Mapping[str, str]) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
     value = headers.get("Retry-After") or headers.get("retry-after")

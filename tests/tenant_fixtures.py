@@ -20,6 +20,7 @@ from gateway.tenants.auth import Principal
 from gateway.tenants.context import CONFIG_KEY, TenantsConfig, tenants_context
 from gateway.tenants.settings import LedgerSettings, Limits, TenantSettings
 from gateway.tenants.store import Store
+from tests.conftest import model, openai_provider
 
 ADMIN_KEY = "test-admin-key-0123456789abcdef"
 SECRET = b"test-key-secret-0123456789abcdef"
@@ -92,6 +93,19 @@ def gateway_settings(tmp_path: Path) -> Settings:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+async def priced_gateway_with_key(make_gateway: Any, url: str,
+                                  requests_per_minute: int) -> tuple[TestClient, str]:
+    """A gateway that requires keys, with model ``small`` on ``url`` at $1/$2 per million
+    tokens in/out, and the key of tenant ``acme`` limited to ``requests_per_minute``."""
+    client: TestClient = await make_gateway({
+        "providers": [openai_provider("p1", url)],
+        "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
+        "tenants": {"bootstrap": False, "tokenizer": ""},
+    }, env=GATEWAY_ENV)
+    key = await new_tenant_key(client, "acme", limits={"requests_per_minute": requests_per_minute})
+    return client, key
 
 
 async def new_tenant_key(client: TestClient, name: str, **tenant: Any) -> str:

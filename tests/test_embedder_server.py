@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import random
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,6 +16,7 @@ from embedder_worker import protocol
 from embedder_worker.client import WorkerConnection
 from embedder_worker.model import OnnxEmbedder
 from embedder_worker.protocol import ErrorCode, Frame, FrameType
+from tests.fuzzing import fuzz_rng
 
 if TYPE_CHECKING:
     from tests.embedder_fixtures import Reference, WorkerProcess
@@ -238,7 +237,7 @@ async def test_garbled_frames_get_errors_or_answers_and_the_worker_lives(
     """Valid EMBED frames with a few bytes changed, dropped or repeated, each followed by a
     PING and the end of the connection: every reply is a whole frame of a known type, and the
     worker answers correctly afterwards."""
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 41)
+    rng = fuzz_rng(41)
     for i in range(40):
         frame = bytearray(protocol.encode_embed(i + 1, ["hello there", "é" * 20, ""][: i % 3 + 1]))
         for _ in range(rng.randint(1, 3)):

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,7 +20,7 @@ from aiohttp.test_utils import TestClient
 from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.app import create_app
 from gateway.config import parse
-from tests.test_fuzz_inputs import damaged
+from tests.fuzzing import damaged, fuzz_rng
 
 if TYPE_CHECKING:
     from tests.embedder_fixtures import Reference
@@ -137,7 +135,7 @@ async def test_with_the_embedder_turned_off_the_model_is_not_found(
 async def test_damaged_requests_to_a_live_worker_get_no_5xx(gateway: Client) -> None:
     """Random damage to a valid body, through to the real worker: a 200 with one vector per
     input, or a 4xx in OpenAI's shape; the worker keeps answering."""
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 37)
+    rng = fuzz_rng(37)
     valid = {"model": MODEL, "input": ["one", "zwei", "\u4e09 " * 50, "a" * 3000],
              "encoding_format": "float"}
     served = 0

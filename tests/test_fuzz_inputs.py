@@ -13,11 +13,11 @@ Seeded, so a failure names what caused it and comes back on every run (``FUZZ_SE
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import os
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -33,15 +33,10 @@ from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
 from tests.fake_gemini import FakeGemini, fake_gemini_app
 from tests.fake_openai import FakeOpenAI
 from tests.fake_provider import Answer
+from tests.fuzzing import damaged, fuzz_rng
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
 
 ROUNDS = int(os.environ.get("FUZZ_ROUNDS", "150"))
-
-ODD_VALUES: list[Any] = [
-    None, True, False, 0, -1, 1, 2**63, -(2**63), 1e308, -1e-308, 0.5, "", "x", "auto", "\u0000",
-    "é" * 3, "\U0001f600", "a" * 5000, [], [None], [[[]]], {}, {"": {}}, {"role": "user"},
-    [{"type": "text"}], [{"type": "image_url", "image_url": {}}], {"type": "function"},
-]
 
 CHAT: dict[str, Any] = {
     "model": "small",
@@ -63,43 +58,6 @@ CHAT: dict[str, Any] = {
     "stream_options": {"include_usage": True},
 }
 EMBEDDINGS: dict[str, Any] = {"model": "local", "input": ["one", "two"], "encoding_format": "float"}
-
-
-def paths(value: Any, at: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
-    """Every place in a JSON value: keys of objects and indices of lists, at any depth."""
-    found = [at]
-    if isinstance(value, dict):
-        for key, inner in value.items():
-            found += paths(inner, (*at, key))
-    elif isinstance(value, list):
-        for i, inner in enumerate(value):
-            found += paths(inner, (*at, i))
-    return found
-
-
-def damaged(body: dict[str, Any], rng: random.Random) -> dict[str, Any]:
-    """A copy of ``body`` with one to three changes at random places: a value swapped for an
-    odd one, a field or item dropped, an unknown field or an extra item added."""
-    out = copy.deepcopy(body)
-    for _ in range(rng.randint(1, 3)):
-        places = [p for p in paths(out) if p]
-        if not places:
-            break
-        place = rng.choice(places)
-        parent = out
-        for step in place[:-1]:
-            parent = parent[step]
-        last = place[-1]
-        action = rng.random()
-        if action < 0.6:
-            parent[last] = copy.deepcopy(rng.choice(ODD_VALUES))
-        elif action < 0.8:
-            del parent[last]
-        elif isinstance(parent, dict):
-            parent[f"unknown_{rng.randint(0, 9)}"] = copy.deepcopy(rng.choice(ODD_VALUES))
-        else:
-            parent.append(copy.deepcopy(rng.choice(ODD_VALUES)))
-    return out
 
 
 MODELS = ["small", "claude", "gem"]  # one per provider kind: OpenAI, Anthropic, Gemini
@@ -152,7 +110,7 @@ def _both_kinds(statuses: list[int]) -> None:
 async def test_damaged_chat_requests_get_no_5xx(
     gateway: TestClient, stream: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + (11 if stream else 7))
+    rng = fuzz_rng(11 if stream else 7)
     statuses = []
     for i in range(ROUNDS):
         body = {**CHAT, "model": MODELS[i % len(MODELS)], "stream": stream}
@@ -162,7 +120,7 @@ async def test_damaged_chat_requests_get_no_5xx(
 
 
 async def test_damaged_route_and_embeddings_requests_get_no_5xx(gateway: TestClient) -> None:
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 3)
+    rng = fuzz_rng(3)
     routes = []
     for _ in range(ROUNDS):
         routes.append(await _check(gateway, "/v1/route", damaged(CHAT, rng)))
@@ -185,7 +143,7 @@ async def test_damaged_admin_requests_get_no_5xx(
     admin = bearer(ADMIN_KEY)
     made = await client.post("/admin/tenants", json={"name": "acme"}, headers=admin)
     assert made.status == 201
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 5)
+    rng = fuzz_rng(5)
     bodies = [("POST", "/admin/tenants", {"name": "t", "limits": LIMITS}),
               ("PATCH", "/admin/tenants/acme", {"limits": LIMITS, "disabled": False}),
               ("POST", "/admin/tenants/acme/keys", {"name": "k", "limits": LIMITS})]
@@ -229,7 +187,7 @@ async def test_odd_request_headers_get_no_5xx(
         "cache": {"enabled": True},
         "tenants": {"require_keys": keys, "bootstrap": False},
     }, env=GATEWAY_ENV)
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 13)
+    rng = fuzz_rng(13)
     statuses = []
     for _ in range(ROUNDS):
         headers = {name: rng.choice(values) for name, values in ODD_HEADERS.items()
@@ -261,7 +219,7 @@ async def test_odd_paths_and_query_strings_get_no_5xx(
     login = await client.post("/dashboard/login", data={"key": ADMIN_KEY},
                               allow_redirects=False)
     assert login.status == 303
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 17)
+    rng = fuzz_rng(17)
     templates = [
         ("GET", "/v1/models/{}"), ("GET", "/admin/tenants/{}"), ("GET", "/admin/tenants/{}/keys"),
         ("GET", "/admin/tenants/{}/usage?limit={}&since_day={}"), ("DELETE", "/admin/keys/{}"),
@@ -309,12 +267,49 @@ CHUNKS: list[dict[str, Any]] = [
 ]
 
 
+async def _ask_through(client: TestClient, model_name: str, caplog: pytest.LogCaptureFixture, *,
+                       stream: Callable[[int], bool],
+                       before: Callable[[int], None] | None = None) -> None:
+    """``ROUNDS`` chat requests to an upstream that damages its answers (``before`` each one
+    may script it): each gets a 200 or an upstream error (503: the breaker rests it), every
+    request's usage row is written whatever the upstream reported, and no error is logged."""
+    statuses = []
+    for i in range(ROUNDS):
+        if before is not None:
+            before(i)
+        body = {"model": model_name, "messages": [{"role": "user", "content": f"2 + 2? {i}"}],
+                "stream": stream(i)}
+        response = await client.post("/v1/chat/completions", json=body)
+        raw = await response.read()
+        assert response.status in (200, 502, 503), raw[:300]
+        statuses.append(response.status)
+    ledger = client.app[LEDGER_KEY]
+    await ledger.flush()
+    assert ledger.pending == 0 and ledger.written == ROUNDS
+    _no_errors_logged(caplog)
+    assert 200 in statuses and 502 in statuses
+
+
+async def _gateway_before(aiohttp_server: Any, make_gateway: GatewayFactory,
+                          completions: Callable[[web.Request], Awaitable[web.StreamResponse]],
+                          **config: Any) -> TestClient:
+    """A gateway whose model ``small`` is served by ``completions``, an OpenAI-style upstream."""
+    upstream = web.Application()
+    upstream.router.add_post("/v1/chat/completions", completions)
+    server = await aiohttp_server(upstream)
+    client: TestClient = await make_gateway({
+        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
+        "models": [model("small", "p1", upstream_model="up-small")], **config,
+    })
+    return client
+
+
 async def test_damaged_upstream_answers_never_become_internal_errors(
     aiohttp_server: Any, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An OpenAI-compatible upstream whose answers and stream chunks are damaged at random: the
     gateway answers 200 or an upstream error, logs no error, and the ledger takes every row."""
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 19)
+    rng = fuzz_rng(19)
 
     async def completions(request: web.Request) -> web.StreamResponse:
         if not (await request.json()).get("stream"):
@@ -327,26 +322,8 @@ async def test_damaged_upstream_answers_never_become_internal_errors(
         await response.write(b"data: [DONE]\n\n")
         return response
 
-    upstream = web.Application()
-    upstream.router.add_post("/v1/chat/completions", completions)
-    server = await aiohttp_server(upstream)
-    client = await make_gateway({
-        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
-        "models": [model("small", "p1", upstream_model="up-small")],
-    })
-    statuses = []
-    for i in range(ROUNDS):
-        body = {"model": "small", "messages": [{"role": "user", "content": f"2 + 2? {i}"}],
-                "stream": i % 2 == 1}
-        response = await client.post("/v1/chat/completions", json=body)
-        raw = await response.read()
-        assert response.status in (200, 502, 503), raw[:300]  # 503: the breaker rests it
-        statuses.append(response.status)
-    ledger = client.app[LEDGER_KEY]
-    await ledger.flush()  # every request's usage row, whatever the upstream reported
-    assert ledger.pending == 0 and ledger.written == ROUNDS
-    _no_errors_logged(caplog)
-    assert 200 in statuses and 502 in statuses
+    client = await _gateway_before(aiohttp_server, make_gateway, completions)
+    await _ask_through(client, "small", caplog, stream=lambda i: i % 2 == 1)
 
 
 def _damaged_answer(answer: Answer[Any], rng: random.Random) -> Answer[Any]:
@@ -368,7 +345,7 @@ async def test_damaged_translated_answers_never_become_internal_errors(
 ) -> None:
     """The same for the adapters that translate: Anthropic's messages and Gemini's
     generateContent answers and stream events, damaged at random."""
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + (23 if kind == "gemini" else 29))
+    rng = fuzz_rng(23 if kind == "gemini" else 29)
     if kind == "anthropic":
         fake: Any = FakeAnthropic()
         server = await aiohttp_server(fake_anthropic_app(fake))
@@ -388,20 +365,8 @@ async def test_damaged_translated_answers_never_become_internal_errors(
     client = await make_gateway({"providers": [provider],
                                  "models": [model("m", provider["name"], upstream_model="up")]},
                                 env=env)
-    statuses = []
-    for i in range(ROUNDS):
-        fake.script.append(_damaged_answer(valid[i % len(valid)], rng))
-        body = {"model": "m", "messages": [{"role": "user", "content": f"2 + 2? {i}"}],
-                "stream": i % 4 >= 2}
-        response = await client.post("/v1/chat/completions", json=body)
-        raw = await response.read()
-        assert response.status in (200, 502, 503), raw[:300]
-        statuses.append(response.status)
-    ledger = client.app[LEDGER_KEY]
-    await ledger.flush()
-    assert ledger.pending == 0 and ledger.written == ROUNDS
-    _no_errors_logged(caplog)
-    assert 200 in statuses and 502 in statuses
+    await _ask_through(client, "m", caplog, stream=lambda i: i % 4 >= 2, before=lambda i: (
+        fake.script.append(_damaged_answer(valid[i % len(valid)], rng))))
 
 
 def _garbled(data: bytes, rng: random.Random) -> bytes:
@@ -425,7 +390,7 @@ async def test_garbled_upstream_bytes_never_become_internal_errors(
 ) -> None:
     """The upstream's bytes themselves damaged (the JSON answer, the event stream's framing):
     200 or an upstream error, every usage row written, nothing logged as an error."""
-    rng = random.Random(int(os.environ.get("FUZZ_SEED", "0")) + 31)
+    rng = fuzz_rng(31)
     stream_bytes = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in CHUNKS)
 
     async def completions(request: web.Request) -> web.StreamResponse:
@@ -437,24 +402,7 @@ async def test_garbled_upstream_bytes_never_become_internal_errors(
         await response.write(_garbled(stream_bytes + b"data: [DONE]\n\n", rng))
         return response
 
-    upstream = web.Application()
-    upstream.router.add_post("/v1/chat/completions", completions)
-    server = await aiohttp_server(upstream)
-    client = await make_gateway({
-        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
-        "models": [model("small", "p1", upstream_model="up-small")],
-        "failover": {"failure_threshold": 10_000},  # the breaker would answer 503 for it
-    })
-    statuses = []
-    for i in range(ROUNDS):
-        body = {"model": "small", "messages": [{"role": "user", "content": f"hi {i}"}],
-                "stream": i % 2 == 1}
-        response = await client.post("/v1/chat/completions", json=body)
-        raw = await response.read()
-        assert response.status in (200, 502, 503), raw[:300]
-        statuses.append(response.status)
-    ledger = client.app[LEDGER_KEY]
-    await ledger.flush()
-    assert ledger.pending == 0 and ledger.written == ROUNDS
-    _no_errors_logged(caplog)
-    assert 200 in statuses and 502 in statuses
+    # The breaker would rest the upstream and answer 503 for it.
+    client = await _gateway_before(aiohttp_server, make_gateway, completions,
+                                   failover={"failure_threshold": 10_000})
+    await _ask_through(client, "small", caplog, stream=lambda i: i % 2 == 1)

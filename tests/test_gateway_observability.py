@@ -8,10 +8,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
-from tests.conftest import GatewayFactory, model, openai_provider
+from tests.conftest import GatewayFactory
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.observability_fixtures import login, page_metrics
-from tests.tenant_fixtures import GATEWAY_ENV, bearer, new_tenant_key
+from tests.tenant_fixtures import bearer, priced_gateway_with_key
 
 
 def _samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
@@ -27,12 +27,7 @@ async def test_metrics_and_dashboard_agree_with_the_ledger(
     fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
 ) -> None:
     fake, url = fake_openai
-    client = await make_gateway({
-        "providers": [openai_provider("p1", url)],
-        "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
-        "tenants": {"bootstrap": False, "tokenizer": ""},
-    }, env=GATEWAY_ENV)
-    key = await new_tenant_key(client, "acme", limits={"requests_per_minute": 6})
+    client, key = await priced_gateway_with_key(make_gateway, url, requests_per_minute=6)
     fake.script.extend([Reply(), Reply(), Reply(kind="status", status=500), Reply(), Reply()])
     statuses = []
     for i in range(7):  # 5 answered (one of them a 502), then 2 refused by the limit

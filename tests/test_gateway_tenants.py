@@ -13,7 +13,13 @@ from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import recent
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.tenant_fixtures import GATEWAY_ENV, SECRET, bearer, new_tenant_key
+from tests.tenant_fixtures import (
+    GATEWAY_ENV,
+    SECRET,
+    bearer,
+    new_tenant_key,
+    priced_gateway_with_key,
+)
 
 USER = [{"role": "user", "content": "Say hello"}]
 Keyed = tuple[TestClient, FakeOpenAI, str]
@@ -23,12 +29,7 @@ Keyed = tuple[TestClient, FakeOpenAI, str]
 async def keyed(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory) -> Keyed:
     """A gateway that requires keys, a tenant ``acme`` limited to 3 requests a minute, its key."""
     fake, url = fake_openai
-    client = await make_gateway({
-        "providers": [openai_provider("p1", url)],
-        "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
-        "tenants": {"bootstrap": False, "tokenizer": ""},
-    }, env=GATEWAY_ENV)
-    key = await new_tenant_key(client, "acme", limits={"requests_per_minute": 3})
+    client, key = await priced_gateway_with_key(make_gateway, url, requests_per_minute=3)
     return client, fake, key
 
 

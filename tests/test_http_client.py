@@ -64,12 +64,18 @@ async def serving(reply: Reply) -> AsyncIterator[Server]:
         await asyncio.gather(*server.handlers, return_exceptions=True)
 
 
-def sized(body: bytes, status: str = "200 OK", extra: str = "") -> Reply:
+def raw(data: bytes, *, close: bool = False) -> Reply:
+    """Answer every request with ``data`` exactly, then close the connection if asked."""
     async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode()
-                     + body)
+        writer.write(data)
         await writer.drain()
+        if close:
+            writer.close()
     return reply
+
+
+def sized(body: bytes, status: str = "200 OK", extra: str = "") -> Reply:
+    return raw(f"HTTP/1.1 {status}\r\nContent-Length: {len(body)}\r\n{extra}\r\n".encode() + body)
 
 
 async def post(client: HttpClient, url: str, **kw: float) -> tuple[int, bytes]:
@@ -97,11 +103,8 @@ async def test_a_sized_answer_is_read_and_its_connection_reused() -> None:
 
 
 async def test_an_interim_answer_is_skipped() -> None:
-    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 100 Continue\r\n\r\n"
-                     b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
-        await writer.drain()
-
+    reply = raw(b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 201 Created\r\nContent-Length: 4\r\n\r\ndone")
     async with serving(reply) as server, HttpClient() as client:
         assert await post(client, server.url) == (201, b"done")
         assert await post(client, server.url) == (201, b"done")
@@ -134,11 +137,7 @@ async def test_a_chunked_stream_arrives_piece_by_piece() -> None:
 
 
 async def test_a_body_ended_by_closing_the_connection_is_whole() -> None:
-    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it")
-        await writer.drain()
-        writer.close()
-
+    reply = raw(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nall of it", close=True)
     async with serving(reply) as server, HttpClient() as client:
         assert await post(client, server.url) == (200, b"all of it")
         assert await post(client, server.url) == (200, b"all of it")
@@ -146,11 +145,8 @@ async def test_a_body_ended_by_closing_the_connection_is_whole() -> None:
 
 
 async def test_a_pooled_connection_the_server_dropped_is_replaced_once() -> None:
-    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-        await writer.drain()
-        writer.close()  # keep-alive announced, then dropped while idle
-
+    # Keep-alive announced, then dropped while idle.
+    reply = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", close=True)
     async with serving(reply) as server, HttpClient() as client:
         assert await post(client, server.url) == (200, b"ok")
         assert await post(client, server.url) == (200, b"ok")
@@ -190,10 +186,7 @@ async def test_a_refused_connection_is_a_connect_error() -> None:
 
 
 async def test_a_malformed_answer_is_an_error_and_never_reused() -> None:
-    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 abc nonsense\r\n\r\n")
-        await writer.drain()
-
+    reply = raw(b"HTTP/1.1 abc nonsense\r\n\r\n")
     async with serving(reply) as server, HttpClient() as client:
         with pytest.raises(HttpError):
             await post(client, server.url)
@@ -203,11 +196,7 @@ async def test_a_malformed_answer_is_an_error_and_never_reused() -> None:
 
 
 async def test_a_cut_body_is_an_error() -> None:
-    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this")
-        await writer.drain()
-        writer.close()
-
+    reply = raw(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this", close=True)
     async with serving(reply) as server, HttpClient() as client:
         resp = await client.request("POST", server.url, headers={})
         with pytest.raises(HttpError):

@@ -10,9 +10,10 @@ from pytest_aiohttp import AiohttpServer
 
 from gateway.config import ModelSettings, ProviderSettings
 from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.http_client import HttpClient
 from gateway.providers.anthropic import AnthropicProvider
 from gateway.providers.base import Deployment, Json
-from gateway.upstream import Upstream, new_session
+from gateway.upstream import Upstream
 from tests import fake_anthropic as fa
 from tests import provider_harness
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
@@ -40,7 +41,7 @@ def deployment(base_url: str) -> Deployment:
 async def anthropic(aiohttp_server: AiohttpServer) -> AsyncIterator[Harness]:
     fake = FakeAnthropic()
     server = await aiohttp_server(fake_anthropic_app(fake))
-    async with new_session() as session:
+    async with HttpClient() as session:
         yield Harness(fake, AnthropicProvider(Upstream(session)), deployment(
             str(server.make_url("/v1"))
         ))

@@ -9,10 +9,11 @@ from pytest_aiohttp import AiohttpServer
 
 from gateway.config import ModelSettings, ProviderSettings
 from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.http_client import HttpClient
 from gateway.providers.base import Deployment, Json
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.gemini_schema import gemini_schema
-from gateway.upstream import Upstream, new_session
+from gateway.upstream import Upstream
 from tests import fake_gemini as fg
 from tests import provider_harness
 from tests.fake_gemini import FakeGemini, fake_gemini_app
@@ -32,7 +33,7 @@ def deployment(base_url: str, api_key: str = "test-gemini-key") -> Deployment:
 async def gemini(aiohttp_server: AiohttpServer) -> AsyncIterator[Harness]:
     fake = FakeGemini()
     server = await aiohttp_server(fake_gemini_app(fake))
-    async with new_session() as session:
+    async with HttpClient() as session:
         yield Harness(fake, GeminiProvider(Upstream(session)), deployment(
             str(server.make_url("/v1beta"))
         ))

@@ -18,6 +18,7 @@ from aiohttp import web
 from gateway.api.admin import admin_only
 from gateway.cache.context import CACHE
 from gateway.errors import InvalidRequest, NotFound
+from gateway.sqlite import MAX_INT
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +31,7 @@ async def cache_stats(request: web.Request) -> web.Response:
 
 async def invalidate_entry(request: web.Request) -> web.Response:
     raw = request.match_info["entry_id"]
-    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:  # ids are SQLite integers
+    if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_INT:
         raise InvalidRequest(f"Invalid cache entry id {raw!r}: expected a number.",
                              param="entry_id")
     entry_id = int(raw)

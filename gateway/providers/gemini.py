@@ -342,9 +342,8 @@ def _read_parts(candidate: Json) -> tuple[str, list[Json]]:
 
 def _tool_call(part: Json) -> Json:
     call = part["functionCall"]
-    call_id = call.get("id") if isinstance(call.get("id"), str) else None
     out: Json = {
-        "id": call_id or f"call_{secrets.token_hex(12)}",
+        "id": as_str(call.get("id")) or f"call_{secrets.token_hex(12)}",
         "type": "function",
         "function": {
             "name": as_str(call.get("name")),

@@ -17,6 +17,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.sqlite import MAX_INT
 from gateway.tenants.settings import LedgerSettings
 from gateway.tenants.store import Store
 
@@ -73,13 +74,10 @@ ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET
 """
 
 
-_MAX_INT = 2**63 - 1  # SQLite's INTEGER: a bigger count would fail the whole batch, forever
-
-
 def _row(record: UsageRecord) -> tuple[Any, ...]:
-    r = record
+    r = record  # token counts capped: one too big for SQLite would fail every batch, forever
     return (r.request_id, r.tenant, r.key_id, r.model, r.status, r.ts, r.route, r.tier,
-            r.deployment, min(r.tokens_in, _MAX_INT), min(r.tokens_out, _MAX_INT), r.cost,
+            r.deployment, min(r.tokens_in, MAX_INT), min(r.tokens_out, MAX_INT), r.cost,
             int(r.estimated), r.cache, r.saved_cost, r.escalations, r.attempts, r.latency_ms,
             r.ttft_ms)
 

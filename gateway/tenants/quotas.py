@@ -134,7 +134,6 @@ class _Plan:
             if limits.monthly_budget_usd is not None:
                 budgets.append(_Budget(f"{scope}:month", limits.monthly_budget_usd, False))
         slots = tuple((f"{s}:conc", lim.max_concurrent) for s, lim in scopes if lim.max_concurrent)
-        (tenant, _), (key, _) = scopes
         return cls(
             principal=principal,
             takes=tuple(takes),
@@ -144,7 +143,7 @@ class _Plan:
             slots=slots,
             slot_keys=tuple(key for key, _ in slots),
             budgets=tuple(budgets),
-            spend_keys=(f"{tenant}:month", f"{key}:month", f"{tenant}:day", f"{key}:day"),
+            spend_keys=_spend_keys(principal.tenant, principal.key_id),
         )
 
     def sized(self, reserved: int) -> Sequence[Take]:
@@ -270,11 +269,12 @@ class Admission:
     async def add_spend(self, tenant: str, key_id: str, cost: float, when: float) -> None:
         """Count ``cost`` spent at ``when`` towards the day's and month's budgets it falls in."""
         now, at = self._periods(self._wall_clock()), self._periods(when)
+        tenant_month, key_month, tenant_day, key_day = _spend_keys(tenant, key_id)
         keys = []
         if at.month == now.month:
-            keys += [(f"t:{tenant}:month", at.month), (f"k:{key_id}:month", at.month)]
+            keys += [(tenant_month, at.month), (key_month, at.month)]
         if at.day == now.day:
-            keys += [(f"t:{tenant}:day", at.day), (f"k:{key_id}:day", at.day)]
+            keys += [(tenant_day, at.day), (key_day, at.day)]
         if keys:
             await self.counters.add_spend(keys, cost)
 
@@ -322,6 +322,11 @@ class Admission:
                 retry_after_s=resets_at - wall,
             )
         return share
+
+
+def _spend_keys(tenant: str, key_id: str) -> tuple[str, str, str, str]:
+    """The tenant's and the key's month, then the tenant's and the key's day."""
+    return (f"t:{tenant}:month", f"k:{key_id}:month", f"t:{tenant}:day", f"k:{key_id}:day")
 
 
 def _label(key: str) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound
-from gateway.sqlite import open_wal
+from gateway.sqlite import MAX_INT, open_wal
 from gateway.tenants.keys import generate_key, generate_key_id, hash_key, key_prefix
 from gateway.tenants.settings import INT_LIMITS, LIMIT_FIELDS, Limits
 
@@ -322,9 +322,6 @@ class Store:
         ]
 
 
-_MAX_INT = 2**63 - 1  # SQLite's INTEGER
-
-
 def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | None]:
     """Validate limit values from a client (None removes a limit); raise ``InvalidRequest``."""
     out: dict[str, int | float | None] = {}
@@ -335,8 +332,8 @@ def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | No
         if value is None:
             out[name] = None
         elif name in INT_LIMITS:
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= _MAX_INT:
-                raise InvalidRequest(f"{param} must be an integer from 1 to {_MAX_INT}, or null.",
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+                raise InvalidRequest(f"{param} must be an integer from 1 to {MAX_INT}, or null.",
                                      param=param)
             out[name] = value
         else:
