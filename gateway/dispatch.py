@@ -18,7 +18,7 @@ from aiohttp import web
 
 from gateway.appkeys import CATALOG, FAILOVER
 from gateway.chat import ChatRequest
-from gateway.errors import ServiceUnavailable, UpstreamFailed
+from gateway.errors import GatewayError, ServiceUnavailable
 from gateway.failover import Answer, Stream
 from gateway.metrics import METRICS_KEY
 from gateway.providers.base import Deployment
@@ -84,11 +84,11 @@ async def _run(
         following = stages[i + 1][0] if i + 1 < len(stages) else None
         try:
             result = await attempt(deployments)
-        except (UpstreamFailed, ServiceUnavailable) as error:
+        except GatewayError as error:
+            record.attempts += error.attempts  # a provider's 400 passed on was a call too
             reason = check_failure(error)
             if following is None or reason is None:
                 raise
-            record.attempts += error.attempts if isinstance(error, UpstreamFailed) else 0
             esc.escalate(tier, following, reason)
             continue
         esc.note_attempts(tier, result)

@@ -16,6 +16,8 @@ Third-party exceptions are translated where they are caught (``raise ... from ex
     ├── RateLimited                   429 rate_limit_exceeded (Retry-After)
     │   └── BudgetExceeded            429 insufficient_quota
     ├── UpstreamFailed                502 / 503 / 504: every deployment failed
+    │   └── UpstreamRateLimited       429 upstream_rate_limited: every deployment rate limited
+    ├── UpstreamRejected              the provider's 4xx, passed on
     └── ServiceUnavailable            503 (draining, nothing configured)
 
 ``UpstreamFailure`` is not shown to clients: it describes one failed attempt at one deployment and
@@ -35,6 +37,7 @@ class GatewayError(Exception):
     status: int = 500
     error_type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
+    attempts: int = 0  # upstream calls made before the error (failover's errors set it)
 
     def __init__(
         self,
@@ -186,11 +189,26 @@ class UpstreamFailed(GatewayError):
         self.attempts = attempts
 
 
+class UpstreamRateLimited(UpstreamFailed):
+    """Every deployment is rate limited: a 429, so clients and SDKs back off for the shortest
+    rest among them (``Retry-After``) instead of retrying a 503 at once."""
+
+    error_type = "rate_limit_error"
+
+    def __init__(self, message: str, *, retry_after_s: float, attempts: int = 0) -> None:
+        super().__init__(message, status=429, code="upstream_rate_limited", attempts=attempts)
+        self.headers["Retry-After"] = str(max(1, round(retry_after_s + 0.499)))
+        self.retry_after_s = retry_after_s
+
+
 class UpstreamRejected(GatewayError):
     """The provider refused the request itself (a 4xx): passed on with the provider's words."""
 
     error_type = "invalid_request_error"
 
-    def __init__(self, message: str, *, status: int, param: str | None, code: str | None) -> None:
+    def __init__(
+        self, message: str, *, status: int, param: str | None, code: str | None, attempts: int = 1,
+    ) -> None:
         super().__init__(message, param=param, code=code)
         self.status = status
+        self.attempts = attempts

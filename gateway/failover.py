@@ -30,6 +30,7 @@ from gateway.errors import (
     ServiceUnavailable,
     UpstreamFailed,
     UpstreamFailure,
+    UpstreamRateLimited,
     UpstreamRejected,
 )
 from gateway.providers.base import Completion, Deployment, Json, Provider
@@ -54,6 +55,7 @@ class Health:
     open_until: float = 0.0
     cooldown_s: float = 0.0
     probe_in_flight: bool = False
+    rate_limited: bool = False  # the breaker rests because the provider said to (a 429)
     successes: int = 0
     failures: int = 0
     latency_ms_ewma: float | None = None
@@ -77,6 +79,7 @@ class Health:
         self.successes += 1
         self.consecutive_failures = 0
         self.state, self.cooldown_s, self.probe_in_flight = BreakerState.CLOSED, 0.0, False
+        self.rate_limited = False
         self.latency_ms_ewma = _ewma(self.latency_ms_ewma, latency_ms)
         if ttft_ms is not None:
             self.ttft_ms_ewma = _ewma(self.ttft_ms_ewma, ttft_ms)
@@ -93,7 +96,7 @@ class Health:
             if rested and failure.retry_after_s is not None:
                 cooldown = failure.retry_after_s
             self.state, self.cooldown_s, self.probe_in_flight = BreakerState.OPEN, cooldown, False
-            self.open_until = now + cooldown
+            self.open_until, self.rate_limited = now + cooldown, rested
             log.warning("deployment %s opened for %.1f s: %s",
                         self.deployment.id, cooldown, failure.message)
 
@@ -176,13 +179,17 @@ class Failover:
         if not attempts:
             now = time.monotonic()
             wait = min(self.health[d.id].open_until for d in candidates) - now
+            if all(self.health[d.id].rate_limited for d in candidates):
+                raise UpstreamRateLimited(
+                    "Every deployment for this model is rate limited by its provider; retry "
+                    "after the time in Retry-After.", retry_after_s=max(wait, 0.0))
             raise ServiceUnavailable(
                 "Every deployment for this model is resting after failures; retry shortly.",
                 code="circuit_open",
                 headers={"Retry-After": str(max(1, round(wait + 0.5)))},
             )
 
-    def _fail(self, d: Deployment, failure: UpstreamFailure) -> None:
+    def _fail(self, d: Deployment, failure: UpstreamFailure, attempts: Sequence[Attempt]) -> None:
         if not failure.retryable:
             self.health[d.id].release_probe()
             body = failure.body.get("error") if failure.body else None
@@ -193,6 +200,7 @@ class Failover:
                 status=failure.status or 400,
                 param=param if isinstance(param, str) else None,
                 code=code if isinstance(code, str) else None,
+                attempts=len(attempts),
             ) from failure
         log.info("attempt at %s failed: %s", d.id, failure.message)
         if failure.kind is FailureKind.UNSUPPORTED:
@@ -208,7 +216,7 @@ class Failover:
                 completion = await self.providers[d.provider.name].complete(request, d)
             except UpstreamFailure as failure:
                 attempts.append(Attempt(d, failure))
-                self._fail(d, failure)
+                self._fail(d, failure, attempts)
                 continue
             except BaseException:
                 self.health[d.id].release_probe()
@@ -217,7 +225,7 @@ class Failover:
             self.health[d.id].record_success(elapsed_ms)
             attempts.append(Attempt(d, None))
             return Answer(completion, d, tuple(attempts), elapsed_ms)
-        raise exhausted(attempts)
+        raise self._exhausted(attempts)
 
     async def open_stream(self, request: ChatRequest, candidates: Sequence[Deployment]) -> Stream:
         attempts: list[Attempt] = []
@@ -229,7 +237,7 @@ class Failover:
             except UpstreamFailure as failure:
                 await tail.aclose()
                 attempts.append(Attempt(d, failure))
-                self._fail(d, failure)
+                self._fail(d, failure, attempts)
                 continue
             except BaseException:
                 await tail.aclose()
@@ -238,7 +246,31 @@ class Failover:
             attempts.append(Attempt(d, None))
             first_ms = (time.perf_counter() - started) * 1000
             return Stream(d, tuple(attempts), head, tail, first_ms, self.health[d.id])
-        raise exhausted(attempts)
+        raise self._exhausted(attempts)
+
+
+    def _exhausted(self, attempts: Sequence[Attempt]) -> GatewayError:
+        """``exhausted``, except that when every attempt was refused with a 429 the client
+        gets a 429 too, told to come back when the first of those deployments serves again."""
+        failures = [a.failure for a in attempts if a.failure is not None and _counts(a)]
+        if not failures or any(f.kind is not FailureKind.RATE_LIMITED for f in failures):
+            return exhausted(attempts)
+        now = time.monotonic()
+        rests = [self._rest_s(a.deployment, a.failure, now) for a in attempts if a.failure]
+        detail = "; ".join(f"{a.deployment.id}: {a.failure.message}" for a in attempts
+                           if a.failure)
+        return UpstreamRateLimited(f"Every deployment is rate limited ({detail}).",
+                                   retry_after_s=min(rests), attempts=len(attempts))
+
+    def _rest_s(self, d: Deployment, failure: UpstreamFailure, now: float) -> float:
+        """How long ``d`` rests after ``failure``: its open breaker's time left, else what the
+        provider asked for, else the configured cooldown; never past ``max_cooldown_s``."""
+        health = self.health[d.id]
+        if health.state is BreakerState.OPEN and health.open_until > now:
+            rest = health.open_until - now
+        else:
+            rest = failure.retry_after_s or self.settings.cooldown_s
+        return min(rest, self.settings.max_cooldown_s)
 
 
 def _counts(attempt: Attempt) -> bool:
@@ -275,8 +307,5 @@ def exhausted(attempts: Sequence[Attempt]) -> GatewayError:
     if kinds == {FailureKind.TIMEOUT}:
         return UpstreamFailed(f"Every deployment timed out ({detail}).", status=504,
                               code="upstream_timeout", attempts=len(attempts))
-    if kinds <= {FailureKind.RATE_LIMITED}:
-        return UpstreamFailed(f"Every deployment is rate limited ({detail}).", status=503,
-                              code="upstream_rate_limited", attempts=len(attempts))
     return UpstreamFailed(f"Every deployment failed ({detail}).", status=502,
                           code="upstream_failed", attempts=len(attempts))

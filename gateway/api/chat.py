@@ -24,7 +24,7 @@ from gateway.cache.semantic_cache import Hit
 from gateway.caching import CacheStage
 from gateway.chat import ChatRequest, parse_chat_request
 from gateway.dispatch import Target, tiers_after
-from gateway.errors import GatewayError, RateLimited, UpstreamFailed
+from gateway.errors import GatewayError, RateLimited
 from gateway.metrics import METRICS_KEY, refusal_kind
 from gateway.observability_settings import OBSERVABILITY_KEY
 from gateway.providers.base import Deployment, Json, Usage
@@ -86,8 +86,6 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         return response
     except GatewayError as error:
         record.status, record.error = error.status, error.code
-        if isinstance(error, UpstreamFailed):
-            record.attempts += error.attempts
         error.headers.update(record.limit_headers)
         raise
     except (asyncio.CancelledError, ConnectionResetError):

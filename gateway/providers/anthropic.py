@@ -400,6 +400,9 @@ class _Stream:
     json_mode: bool
     tool_index: dict[int, int] = field(default_factory=dict)
     json_blocks: set[int] = field(default_factory=set)
+    # Tool blocks whose input has had a non-empty fragment: a parameterless tool's only
+    # fragment is "", and its arguments must still reach the client as the JSON "{}".
+    with_input: set[int] = field(default_factory=set)
     usage: Json = field(default_factory=dict)
     started: bool = False
     stopped: bool = False
@@ -409,6 +412,7 @@ class _Stream:
             "message_start": self._message_start,
             "content_block_start": self._block_start,
             "content_block_delta": self._block_delta,
+            "content_block_stop": self._block_stop,
             "message_delta": self._message_delta,
             "message_stop": self._message_stop,
         }
@@ -416,7 +420,7 @@ class _Stream:
         if kind == "error":
             raise _error_failure(event)
         handler = handlers.get(kind) if isinstance(kind, str) else None
-        # ping, content_block_stop and event types added later carry nothing to translate.
+        # ping and event types added later carry nothing to translate.
         return handler(event) if handler else []
 
     def _chunk(self, delta: Json, finish_reason: str | None = None) -> Json:
@@ -451,6 +455,15 @@ class _Stream:
             else None
         if not partial:
             return []  # thinking, signatures, citations and empty fragments
+        self.with_input.add(index)
+        return self._input(index, partial)
+
+    def _block_stop(self, event: Json) -> list[Json]:
+        index = as_index(event.get("index"))
+        return [] if index in self.with_input else self._input(index, "{}")
+
+    def _input(self, index: int, partial: str) -> list[Json]:
+        """A fragment of a tool block's input JSON: content in JSON mode, else arguments."""
         if index in self.json_blocks:
             return [self._chunk({"content": partial})]
         if index not in self.tool_index:
