@@ -302,7 +302,8 @@ async def test_text_answer_becomes_chat_completion_with_usage(gemini: Harness) -
         "logprobs": None, "finish_reason": "stop",
     }]
     assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17,
-                             "prompt_tokens_details": {"cached_tokens": 6}}
+                             "prompt_tokens_details": {"cached_tokens": 6},
+                             "completion_tokens_details": {"reasoning_tokens": 3}}
 
 
 @pytest.mark.parametrize(("finish", "expected"), [

@@ -25,7 +25,8 @@ from tests.conftest import GatewayFactory, model
 from tests.fake_recorded import Replay, recorded, recording, replay_app
 
 Json = dict[str, Any]
-ENV = {"GEMINI_KEY": "test-gemini-key", "ANTHROPIC_KEY": "test-anthropic-key"}
+ENV = {"GEMINI_KEY": "test-gemini-key", "ANTHROPIC_KEY": "test-anthropic-key",
+       "COMPAT_KEY": "test-compat-key"}
 PIECES = [None, 7]
 # What each provider's stop reason means in OpenAI's terms (their public documentation).
 ANTHROPIC_FINISH = {"end_turn": "stop", "stop_sequence": "stop", "pause_turn": "stop",
@@ -43,6 +44,7 @@ class Expected:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cached_tokens: int = 0
+    reasoning_tokens: int = 0
 
 
 @dataclass
@@ -65,9 +67,12 @@ async def upstreams(aiohttp_server: AiohttpServer, make_gateway: GatewayFactory)
              "api_key_env": "GEMINI_KEY"},
             {"name": "ant", "kind": "anthropic", "base_url": str(server.make_url("/v1")),
              "api_key_env": "ANTHROPIC_KEY"},
+            {"name": "oai", "kind": "openai", "base_url": str(server.make_url("/openai/v1")),
+             "api_key_env": "COMPAT_KEY"},
         ],
         "models": [model("gemini", "gem", upstream_model="gemini-2.5-flash"),
-                   model("claude", "ant", upstream_model="claude-sonnet-4-5")],
+                   model("claude", "ant", upstream_model="claude-sonnet-4-5"),
+                   model("compat", "oai", upstream_model="llama-3.3-70b-versatile")],
     }
     return Upstreams(await make_gateway(config, env=ENV), replay)
 
@@ -75,10 +80,14 @@ async def upstreams(aiohttp_server: AiohttpServer, make_gateway: GatewayFactory)
 # --- reading the recordings -----------------------------------------------------------------
 
 
-def sse_data(text: str) -> Iterator[Json]:
+def sse_lines(text: str) -> Iterator[str]:
     for line in text.splitlines():
         if line.startswith("data:"):
-            yield json.loads(line[5:])
+            yield line[5:].strip()
+
+
+def sse_data(text: str) -> Iterator[Json]:
+    return (json.loads(line) for line in sse_lines(text))
 
 
 def anthropic_usage(expected: Expected, usage: Json) -> None:
@@ -139,18 +148,47 @@ def gemini_answer(chunks: list[Json]) -> Expected:
     expected.completion_tokens = meta.get("candidatesTokenCount", 0) + \
         meta.get("thoughtsTokenCount", 0)
     expected.cached_tokens = meta.get("cachedContentTokenCount", 0)
+    expected.reasoning_tokens = meta.get("thoughtsTokenCount", 0)
+    return expected
+
+
+def openai_answer(chunks: list[Json]) -> Expected:
+    """A whole answer, or a stream's chunks: OpenAI's own shape, taken as it stands."""
+    expected, calls = Expected(), {}
+    for chunk in chunks:
+        for choice in chunk.get("choices") or ():
+            part = choice.get("message") or choice.get("delta") or {}
+            expected.text += part.get("content") or ""
+            for call in part.get("tool_calls") or ():
+                name, args = calls.setdefault(call.get("index", len(calls)), ["", ""])
+                function = call.get("function") or {}
+                calls[call.get("index", len(calls) - 1)] = [
+                    name + (function.get("name") or ""), args + (function.get("arguments") or "")]
+            expected.finish = choice.get("finish_reason") or expected.finish
+        usage = chunk.get("usage") or (chunk.get("x_groq") or {}).get("usage")
+        if usage:
+            expected.prompt_tokens = usage["prompt_tokens"]
+            expected.completion_tokens = usage["completion_tokens"]
+            expected.cached_tokens = (usage.get("prompt_tokens_details") or {}).get(
+                "cached_tokens", 0)
+            expected.reasoning_tokens = (usage.get("completion_tokens_details") or {}).get(
+                "reasoning_tokens", 0)
+    expected.calls = [(name, json.loads(args or "{}")) for name, args in calls.values()]
     return expected
 
 
 def expected_of(name: str) -> Expected:
     rec = recording(name)
+    if name.startswith("oai_"):
+        payloads = [e for e in sse_lines(rec.text) if e != "[DONE]"]
+        return openai_answer([json.loads(p) for p in payloads] if ".sse" in name else [rec.json])
     if name.startswith("anth_"):
         return anthropic_stream(rec.text) if ".sse" in name else anthropic_message(rec.json)
     return gemini_answer(list(sse_data(rec.text)) if ".sse" in name else [rec.json])
 
 
 def served_model(name: str) -> str:
-    return "claude" if name.startswith("anth_") else "gemini"
+    return {"anth": "claude", "gem": "gemini", "oai": "compat"}[name.split("_")[0]]
 
 
 def check_usage(usage: Any, expected: Expected) -> None:
@@ -159,11 +197,13 @@ def check_usage(usage: Any, expected: Expected) -> None:
         (expected.prompt_tokens, expected.completion_tokens)
     cached = usage.prompt_tokens_details.cached_tokens if usage.prompt_tokens_details else 0
     assert (cached or 0) == expected.cached_tokens
+    details = usage.completion_tokens_details
+    assert ((details.reasoning_tokens if details else 0) or 0) == expected.reasoning_tokens
 
 
 # --- successful answers -----------------------------------------------------------------------
 
-ANSWERS = [n for n in recorded("anth_") + recorded("gem_")
+ANSWERS = [n for n in recorded("anth_") + recorded("gem_") + recorded("oai_")
            if recording(n).status == 200 and "overloaded" not in n and "blocked" not in n]
 
 

@@ -32,6 +32,7 @@ class Usage:
     completion_tokens: int
     cached_tokens: int = 0
     estimated: bool = False
+    reasoning_tokens: int = 0  # part of completion_tokens: thinking the client does not see
 
     def plus(self, other: Usage | None) -> Usage:
         """Both usages together (an escalated request pays for every answer it got)."""
@@ -40,7 +41,8 @@ class Usage:
         return Usage(self.prompt_tokens + other.prompt_tokens,
                      self.completion_tokens + other.completion_tokens,
                      self.cached_tokens + other.cached_tokens,
-                     self.estimated or other.estimated)
+                     self.estimated or other.estimated,
+                     self.reasoning_tokens + other.reasoning_tokens)
 
     @property
     def total_tokens(self) -> int:
@@ -54,6 +56,8 @@ class Usage:
         }
         if self.cached_tokens:
             usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.reasoning_tokens:
+            usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return usage
 
 
@@ -141,9 +145,13 @@ def usage_from_openai(value: Any) -> Usage | None:
     completion = token_count(value.get("completion_tokens"))
     if prompt is None or completion is None:
         return None
-    details = value.get("prompt_tokens_details")
-    cached = token_count(details.get("cached_tokens")) if isinstance(details, dict) else 0
-    return Usage(prompt, completion, cached or 0)
+    return Usage(prompt, completion, _detail(value, "prompt_tokens_details", "cached_tokens"),
+                 reasoning_tokens=_detail(value, "completion_tokens_details", "reasoning_tokens"))
+
+
+def _detail(usage: Json, table: str, name: str) -> int:
+    details = usage.get(table)
+    return (token_count(details.get(name)) or 0) if isinstance(details, dict) else 0
 
 
 def event_json(data: bytes) -> Any:

@@ -373,6 +373,7 @@ def _usage(meta: Any) -> Usage | None:
         count("promptTokenCount") + count("toolUsePromptTokenCount"),
         count("candidatesTokenCount") + count("thoughtsTokenCount"),
         count("cachedContentTokenCount"),
+        reasoning_tokens=count("thoughtsTokenCount"),
     )
 
 
