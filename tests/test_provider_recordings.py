@@ -20,7 +20,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpServer
 
-from gateway.access_log import ACCESS_LOGGER
+from gateway.observability.access_log import ACCESS_LOGGER
 from tests.conftest import GatewayFactory, model
 from tests.fake_recorded import Replay, recorded, recording, replay_app
 
