@@ -147,12 +147,21 @@ _OPPOSITES = ANTONYMS | frozenset(
 )
 
 
+# Opposites that carry content (not "to"/"from", "in"/"out": the order guard reads those).
+_POLAR_PAIRS = frozenset(pair for pair in ANTONYMS
+                         if not any(w in DIRECTIONAL or w in NOT_CONTENT - {"best"} for w in pair))
+
+
 # -- the checks --------------------------------------------------------------------------------
 
 def _question_kind(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
+    if a.asked and b.asked and a.asked != b.asked and max(len(a.asked), len(b.asked)) > 1:
+        return "a second question is asked on one side"
     if a.question != b.question:
         if a.question == "statement" or b.question == "statement":
             soft.append(("frame", "one question is elliptic"))
+        elif a.asked == b.asked:
+            soft.append(("frame", "the same questions in another order"))
         elif (a.question in b.kinds or b.question in a.kinds
               or {a.question, b.question} == {"why", "yes/no"}):
             soft.append(("frame", f"question kinds overlap: {a.question} and {b.question}"))
@@ -213,12 +222,26 @@ def _degree(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
     return ""
 
 
+def _first_of(p: Profile, x: str, y: str) -> str:
+    """Which of two opposites ``p`` says first."""
+    for t in p.words:
+        if t.lower in (x, y):
+            return t.lower
+    return ""
+
+
 def _antonyms(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
     only_a, only_b = a.lowers - b.lowers, b.lowers - a.lowers
     for x in only_a:
         for y in only_b:
             if frozenset((x, y)) in _OPPOSITES:
                 return f"opposites: {x!r} and {y!r}"
+    # Both opposites on both sides, in the other order: "the best for beginners and the worst
+    # for experts" is not "the worst for beginners and the best for experts".
+    for pair in _POLAR_PAIRS:
+        x, y = sorted(pair)
+        if {x, y} <= a.lowers and {x, y} <= b.lowers and _first_of(a, x, y) != _first_of(b, x, y):
+            return f"opposites swapped: {x!r} and {y!r}"
     return ""
 
 
@@ -280,14 +303,34 @@ def _order(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
             gap_a, gap_b = _gap(a, x, y), _gap(b, y, x)
             if not (gap_a and gap_b) or (_is_list(gap_a) and _is_list(gap_b)):
                 continue
-            if _relation(gap_a) & _relation(gap_b) or (
-                DIRECTIONAL & {t.lower for t in gap_a} and DIRECTIONAL & {t.lower for t in gap_b}
-            ):
+            if _swapped(a, b, gap_a, gap_b):
                 return f"order of {x!r} and {y!r} swapped"
             reordered = reordered or f"{x!r} and {y!r} reordered"
     if reordered:
         soft.append(("frame", reordered))
     return ""
+
+
+def _swapped(a: Profile, b: Profile, gap_a: list[Token], gap_b: list[Token]) -> bool:
+    """Whether two words changed places around one relation: close together on both sides (a
+    clause moved to the other end of a long question reorders words, not roles), and joined by
+    the same content word, by directional words that do not mirror each other ("Earth to the
+    Moon" = "the Moon from Earth"), or, in a yes/no question, by the same words ("Is a square a
+    rectangle?")."""
+    if max(len(gap_a), len(gap_b)) > _NEAR:
+        return False
+    if _relation(gap_a) & _relation(gap_b):
+        return True
+    dir_a = DIRECTIONAL & {t.lower for t in gap_a}
+    dir_b = DIRECTIONAL & {t.lower for t in gap_b}
+    if dir_a and dir_b:
+        return not ({frozenset(dir_a), frozenset(dir_b)} == _MIRRORED)
+    same = [t.lower for t in gap_a] == [t.lower for t in gap_b]
+    return same and a.question == b.question == "yes/no"
+
+
+_NEAR = 4  # words between two that hold one relation ("Mac connect to a Windows")
+_MIRRORED = {frozenset({"to"}), frozenset({"from"})}
 
 
 def _relation(gap: list[Token]) -> set[str]:
