@@ -33,7 +33,7 @@ def main() -> None:
     rng = random.Random(SEED)
     for name, label in (("paraphrases", 1), ("adversarial", 0)):
         fit, held = [], []
-        for group, pairs in sorted(read(HERE / f"{name}.txt", label).items()):
+        for _group, pairs in sorted(read(HERE / f"{name}.txt", label).items()):
             rng.shuffle(pairs)
             half = len(pairs) // 2
             fit += pairs[:half]

@@ -86,7 +86,8 @@ def loose_key(namespace: str, context: str, text: str) -> bytes:
     """
     normal = unicodedata.normalize("NFKC", text).casefold()
     kept = [m.group() for m in _LOOSE_TOKEN.finditer(normal)
-            if not (m.group() in _QUOTES or m.group() in _PROSE and _ends_prose(normal, m.end()))]
+            if not (m.group() in _QUOTES
+                    or (m.group() in _PROSE and _ends_prose(normal, m.end())))]
     return exact_key(namespace, context, "\x00loose\x00" + " ".join(kept))
 
 

@@ -317,7 +317,7 @@ def _swapped(a: Profile, b: Profile, gap_a: list[Token], gap_b: list[Token]) -> 
     dir_a = DIRECTIONAL & {t.lower for t in gap_a}
     dir_b = DIRECTIONAL & {t.lower for t in gap_b}
     if dir_a and dir_b:
-        return not ({frozenset(dir_a), frozenset(dir_b)} == _MIRRORED)
+        return {frozenset(dir_a), frozenset(dir_b)} != _MIRRORED
     same = [t.lower for t in gap_a] == [t.lower for t in gap_b]
     return same and a.question == b.question == "yes/no"
 

@@ -200,6 +200,14 @@ MEASURE_VERBS: Mapping[str, str] = MappingProxyType({
     "cost": "price", "costs": "price", "weigh": "weight", "weighs": "weight",
 })
 TIME_UNITS = frozenset(_split("seconds minutes hours days weeks months years"))
+# Words a relative "who/which/where/when" follows ("someone who", "the place where"): no question.
+RELATIVE_ANTECEDENTS = frozenset(_split("""
+someone somebody anyone anybody everyone people person those one ones thing things place places
+time times
+"""))
+COPULAS = frozenset(_split("is are was were am"))
+# Subjects that open a second yes/no question after "and": "..., and are there any ...".
+SUBJECTS = frozenset(_split("there it i you we they he she this that anything something anyone"))
 # A subordinate clause opening a sentence ("When working from home, what ..."), not a question.
 SUBORDINATORS = frozenset(_split("when if while whenever once after before since as"))
 # Auxiliaries grouped by what they ask: a fact, a past fact, an ability, advice, a prediction.

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 from gateway.cache.lexicon import (
     ANSWERER_WORDS,
     COORDINATORS,
+    COPULAS,
     DIFFERENCE_WORDS,
     DURATION_VERBS,
     EMBEDDING_VERBS,
@@ -34,8 +35,10 @@ from gateway.cache.lexicon import (
     PLACE_NOUNS,
     QUANTITY,
     REASON_NOUNS,
+    RELATIVE_ANTECEDENTS,
     REQUEST_VERBS,
     STOPWORDS,
+    SUBJECTS,
     SUBORDINATORS,
     TIME_NOUNS,
     TIME_UNITS,
@@ -47,15 +50,6 @@ if TYPE_CHECKING:  # annotations only: text_features imports this module to buil
 
 
 _WAYS = MANNER_NOUNS | {"anyway", "anyways"}
-# Words a relative "who/which/where/when" follows ("someone who", "the place where"): no question.
-_ANTECEDENTS = frozenset(
-    "someone somebody anyone anybody everyone people person those one ones thing things "
-    "place places time times".split())
-_COPULAS = frozenset("is are was were am".split())
-# Subjects that open a second yes/no question after "and": "..., and are there any ...".
-_SUBJECTS = frozenset("there it i you we they he she this that anything something anyone".split())
-
-
 def question_kinds(words: list[Token]) -> tuple[str, frozenset[str], int, frozenset[str]]:
     """The main question's kind (the first sentence that asks one), every kind asked (in any
     sentence, joined, or folded loosely), the main question's sentence, and the questions asked
@@ -123,9 +117,9 @@ def _relative(lowers: list[str], i: int) -> bool:
         return False
     before = lowers[i - 1]
     if lowers[i] in ("who", "whom", "whose"):
-        return before in _ANTECEDENTS or (before not in STOPWORDS
+        return before in RELATIVE_ANTECEDENTS or (before not in STOPWORDS
                                           and before not in EMBEDDING_VERBS)
-    return lowers[i] in ("which", "where", "when") and before in _ANTECEDENTS
+    return lowers[i] in ("which", "where", "when") and before in RELATIVE_ANTECEDENTS
 
 
 def _joined(lowers: list[str], start: int) -> set[str]:
@@ -139,7 +133,7 @@ def _joined(lowers: list[str], start: int) -> set[str]:
         if word in WH and (after in MOODS or after in QUANTITY or after in MEASURE_ADJECTIVES
                            or WH[word] not in ("what", "who")):
             joined.add(_fold(WH[word], lowers, k + 1)[0])
-        elif word in MOODS and after in _SUBJECTS:
+        elif word in MOODS and after in SUBJECTS:
             joined.add("yes/no")
     return joined
 
@@ -182,7 +176,7 @@ def _measure(nxt: str, following: list[str]) -> str:
     rest = following[1:7]
     if nxt == "long":
         # "How long does it take/should it rise" asks a duration, "How long is the Nile" a length.
-        timed = rest[:1] and rest[0] in MOODS and rest[0] not in _COPULAS
+        timed = rest[:1] and rest[0] in MOODS and rest[0] not in COPULAS
         return "how:duration" if timed or DURATION_VERBS.intersection(rest) else "how:length"
     if nxt == "many" and rest[:1] and rest[0] in TIME_UNITS:
         return "how:duration" if DURATION_VERBS.intersection(rest) else ""
