@@ -284,7 +284,10 @@ def _lacking(p: Profile, other: Profile, covered: frozenset[str]) -> set[str]:
 def _order(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
     """Two shared words swapped around the same relation: a content word both gaps share, or a
     directional word (to, from, than, by, ...) in both. Lists may be reordered; other swaps
-    (noun-phrase reshuffles) are a soft difference."""
+    (noun-phrase reshuffles) are a soft difference. "Who influenced Beethoven?" asks for the
+    subject, "Who did Beethoven influence?" for the object: refused too."""
+    if a.question in _SUBJECT_KINDS and a.question == b.question and _roles_swapped(a, b):
+        return "subject and object of the question swapped"
     seq_a, seq_b = _sequence(a), _sequence(b)
     position_b = {w: i for i, w in enumerate(seq_b)}
     shared = [w for w in seq_a if w in position_b]
@@ -302,6 +305,30 @@ def _order(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
     if reordered:
         soft.append(("frame", reordered))
     return ""
+
+
+_SUBJECT_KINDS = frozenset({"who", "what"})
+_DO_SUPPORT = frozenset({"do", "does", "did"})
+
+
+def _after_question_word(p: Profile) -> Token | None:
+    for i, t in enumerate(p.words[:-1]):
+        if t.lower in ("who", "whom", "what"):
+            return p.words[i + 1]
+    return None
+
+
+def _roles_swapped(a: Profile, b: Profile) -> bool:
+    """ "Who influenced Beethoven?" asks the subject of "influence", "Who did Beethoven
+    influence?" its object: one side's verb follows the question word, the other's takes
+    do-support, and the verb is the same ("What does X mean?" / "What is the meaning of X?" is
+    no swap)."""
+    for direct, other in ((a, b), (b, a)):
+        verb, aux = _after_question_word(direct), _after_question_word(other)
+        if verb is not None and aux is not None and aux.lower in _DO_SUPPORT \
+                and verb.stem in direct.content and verb.stem in other.content:
+            return True
+    return False
 
 
 def _swapped(a: Profile, b: Profile, gap_a: list[Token], gap_b: list[Token]) -> bool:
