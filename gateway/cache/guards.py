@@ -332,14 +332,19 @@ def _roles_swapped(a: Profile, b: Profile) -> bool:
 
 
 def _swapped(a: Profile, b: Profile, gap_a: list[Token], gap_b: list[Token]) -> bool:
-    """Whether two words changed places around one relation: close together on both sides (a
-    clause moved to the other end of a long question reorders words, not roles), and joined by
+    """Whether two words changed places around one relation: close together on both sides, or
+    far apart with mostly the same words between (a clause moved to the other end of a long
+    question reorders words, not roles), joined by
     the same content word, by directional words that do not mirror each other ("Earth to the
     Moon" = "the Moon from Earth"), or, in a yes/no question, by the same words ("Is a square a
     rectangle?")."""
+    rel_a, rel_b = _relation(gap_a), _relation(gap_b)
     if max(len(gap_a), len(gap_b)) > _NEAR:
-        return False
-    if _relation(gap_a) & _relation(gap_b):
+        # Far apart: the same relation only when the words between are mostly the same
+        # ("conservatives sympathize with Israel" / "liberals sympathize with Palestine");
+        # a clause moved to the other end puts other words between them.
+        return len(rel_a & rel_b) * 2 > len(rel_a | rel_b)
+    if rel_a & rel_b:
         return True
     dir_a = DIRECTIONAL & {t.lower for t in gap_a}
     dir_b = DIRECTIONAL & {t.lower for t in gap_b}
