@@ -77,3 +77,20 @@ def test_exact_keys_keep_case_and_loose_keys_do_not() -> None:
     assert loose_key("ns", "fp", "C++?") != loose_key("ns", "fp", "C#?")
     assert loose_key("ns", "fp", "Is 3.5 > 2?") != loose_key("ns", "fp", "Is 35 > 2?")
     assert normalize_text("a\r\nb  \n") == "a\nb"
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Is 3 > 2?", "Is 3 < 2?"), ("Is x != y?", "Is x = y?"), ("What is -5 squared?",
+    "What is 5 squared?"), ("Convert 5 $ to €", "Convert 5 € to $"), ("x ≠ y", "x = y"),
+    ("What is a - b?", "What is a b?"), ("cost in $", "cost in €"),
+])
+def test_loose_keys_keep_symbols_that_carry_meaning(a: str, b: str) -> None:
+    assert loose_key("ns", "fp", a) != loose_key("ns", "fp", b)
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    ("Hello, world!", "hello world"), ('"Quoted" text.', "quoted text"), ("Really?!", "really"),
+    ("What is DNS ?", "what is dns"),
+])
+def test_loose_keys_drop_prose_punctuation_and_quotes(a: str, b: str) -> None:
+    assert loose_key("ns", "fp", a) == loose_key("ns", "fp", b)

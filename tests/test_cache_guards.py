@@ -44,9 +44,38 @@ REFUSED = [
     ("How do I convert a string to an integer?", "How do I convert an integer into a string?",
      "order"),
     ("How do I install Docker on Ubuntu?", "How do I install Docker on Debian?", "entity"),
+    # a second question, opposites or roles swapped, a copula's two sides swapped
+    ("How do I start investing in stocks?",
+     "How do I start investing in stocks and how much money do I need?", "second question"),
+    ("What is a black hole?", "What is a black hole and can anything escape from it?",
+     "second question"),
+    ("What is the best language for beginners and the worst one for experts?",
+     "What is the worst language for beginners and the best one for experts?",
+     "opposites swapped"),
+    ("Who influenced Beethoven?", "Who did Beethoven influence?", "subject and object"),
+    ("Do conservatives sympathize with Israel only because liberals support Palestine?",
+     "Do liberals sympathize with Palestine only because conservatives support Israel?",
+     "order"),
+    ("Is a square a rectangle?", "Is a rectangle a square?", "order"),
+    ("How do I transfer money from PayPal to my bank?",
+     "How do I transfer money from my bank to PayPal?", "order"),
 ]
 
 ACCEPTED = [
+    # one measure asked two ways; a compound question in the other order; a clause moved
+    ("How tall is Mount Everest?", "What is the height of Mount Everest?"),
+    ("How long does the flu last?", "How many days does the flu last?"),
+    ("How often should adults get a tetanus shot?",
+     "How frequently should adults get a tetanus shot?"),
+    ("What are the health benefits of green tea, and are there any side effects?",
+     "Are there any side effects of green tea, and what are its health benefits?"),
+    ("What steps should I take right away if my credit card details have been stolen?",
+     "If my credit card details have been stolen, what steps should I take right away?"),
+    ("For someone who has just started a job, what is the difference between renting and "
+     "buying?", "What is the difference between renting and buying for someone who has just "
+     "started a job?"),
+    ("Could you explain how the stock market works?", "How does the stock market work?"),
+    ("How far is the Moon from Earth?", "How far is it from Earth to the Moon?"),
     ("How do I reset my password?", "How can I reset my password?"),
     ("How do I reset my password?", "How can I change my password?"),
     ("Which are the best earphones under rs1000?", "What is the best earphone under 1000 rs?"),

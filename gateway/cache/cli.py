@@ -41,6 +41,7 @@ from gateway.cache.evaluate import (
     Outcome,
     Pair,
     Point,
+    by_group,
     curve,
     default_thresholds,
     load_pairs,
@@ -231,6 +232,9 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     print(format_curve(points))
     print(f"operating point {threshold:.4f}: precision {chosen.precision:.3f}, hit rate "
           f"{chosen.hit_rate:.3f}, false-hit rate {chosen.false_hit_rate:.4f}")
+    for group, label, n, served in by_group(pairs, outcomes, threshold):
+        what = "paraphrases served" if label else "false hits"
+        print(f"  {group}: {served} of {n} {what}")
     return 0
 
 

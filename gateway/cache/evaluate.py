@@ -47,6 +47,7 @@ class Pair:
     text_a: str
     text_b: str
     label: int
+    group: str = ""  # a style or a kind of change, when the file names one
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +78,18 @@ class Point:
     false_hits: int
 
 
+def by_group(pairs: Sequence[Pair], outcomes: Sequence[Outcome],
+             threshold: float) -> list[tuple[str, int, int, int]]:
+    """Per group, at ``threshold``: (group, label, pairs, served), groups in file order."""
+    counts: dict[tuple[str, int], list[int]] = {}
+    for pair, outcome in zip(pairs, outcomes, strict=True):
+        if pair.group:
+            seen = counts.setdefault((pair.group, pair.label), [0, 0])
+            seen[0] += 1
+            seen[1] += outcome.hit(threshold)
+    return [(group, label, n, served) for (group, label), (n, served) in counts.items()]
+
+
 def load_pairs(path: Path) -> list[Pair]:
     """Pairs from a JSON list of ``{text_a, text_b, label}``; raises ValueError naming the item."""
     raw = json.loads(path.read_text("utf-8"))
@@ -85,7 +98,8 @@ def load_pairs(path: Path) -> list[Pair]:
     pairs = []
     for i, item in enumerate(raw):
         try:
-            pairs.append(Pair(str(item["text_a"]), str(item["text_b"]), int(item["label"])))
+            pairs.append(Pair(str(item["text_a"]), str(item["text_b"]), int(item["label"]),
+                              str(item.get("group", ""))))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path}[{i}]: expected text_a, text_b and label ({exc})") from exc
     return pairs

@@ -78,16 +78,29 @@ def exact_key(namespace: str, context: str, text: str) -> bytes:
 
 
 def loose_key(namespace: str, context: str, text: str) -> bytes:
-    """The exact tier's second key, for semantic routes: case and punctuation do not count.
+    """The exact tier's second key, for semantic routes: case and prose punctuation do not count.
 
-    Word characters and operator symbols are kept in order (``C++`` and ``C#`` stay apart);
-    everything else (case, spacing, ``?``, ``!``, quotes) is dropped.
+    Words are kept in order, and so is every symbol that can carry meaning (``C++`` and ``C#``,
+    ``3 > 2`` and ``3 < 2``, ``!=`` and ``=``, ``-5`` and ``5``, ``$`` and ``€``): what is dropped
+    is case, spacing, quotes, and ``? ! . , ; :`` where they end a word or a sentence.
     """
-    words = _LOOSE_TOKEN.findall(unicodedata.normalize("NFKC", text).casefold())
-    return exact_key(namespace, context, "\x00loose\x00" + " ".join(words))
+    normal = unicodedata.normalize("NFKC", text).casefold()
+    kept = [m.group() for m in _LOOSE_TOKEN.finditer(normal)
+            if not (m.group() in _QUOTES
+                    or (m.group() in _PROSE and _ends_prose(normal, m.end())))]
+    return exact_key(namespace, context, "\x00loose\x00" + " ".join(kept))
 
 
-_LOOSE_TOKEN = re.compile(r"[^\W_]+|[+#*/=<>&|^~@{}\[\]\\`$€£¥₹%°.,-](?=\w)|[+#%°]")
+_LOOSE_TOKEN = re.compile(r"[^\W_]+|\S")
+_QUOTES = frozenset("\"'`\u2018\u2019\u201c\u201d\u00ab\u00bb")
+_PROSE = frozenset("?!.,;:")
+
+
+def _ends_prose(text: str, end: int) -> bool:
+    """Whether punctuation ending at ``end`` closes a word or sentence (space, end, or more
+    punctuation follows) rather than being part of a symbol ("!=", "3.5", "a:b")."""
+    rest = text[end:end + 1]
+    return not rest or rest.isspace() or rest in _PROSE or rest in _QUOTES
 
 
 def _is_user_turn(message: Message) -> bool:

@@ -140,12 +140,21 @@ _OPPOSITES = ANTONYMS | frozenset(
 )
 
 
+# Opposites that carry content (not "to"/"from", "in"/"out": the order guard reads those).
+_POLAR_PAIRS = frozenset(pair for pair in ANTONYMS
+                         if not any(w in DIRECTIONAL or w in NOT_CONTENT - {"best"} for w in pair))
+
+
 # -- the checks --------------------------------------------------------------------------------
 
 def _question_kind(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
+    if a.asked and b.asked and a.asked != b.asked and max(len(a.asked), len(b.asked)) > 1:
+        return "a second question is asked on one side"
     if a.question != b.question:
         if a.question == "statement" or b.question == "statement":
             soft.append(("frame", "one question is elliptic"))
+        elif a.asked == b.asked:
+            soft.append(("frame", "the same questions in another order"))
         elif (a.question in b.kinds or b.question in a.kinds
               or {a.question, b.question} == {"why", "yes/no"}):
             soft.append(("frame", f"question kinds overlap: {a.question} and {b.question}"))
@@ -206,12 +215,26 @@ def _degree(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
     return ""
 
 
+def _first_of(p: Profile, x: str, y: str) -> str:
+    """Which of two opposites ``p`` says first."""
+    for t in p.words:
+        if t.lower in (x, y):
+            return t.lower
+    return ""
+
+
 def _antonyms(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
     only_a, only_b = a.lowers - b.lowers, b.lowers - a.lowers
     for x in only_a:
         for y in only_b:
             if frozenset((x, y)) in _OPPOSITES:
                 return f"opposites: {x!r} and {y!r}"
+    # Both opposites on both sides, in the other order: "the best for beginners and the worst
+    # for experts" is not "the worst for beginners and the best for experts".
+    for pair in _POLAR_PAIRS:
+        x, y = sorted(pair)
+        if {x, y} <= a.lowers and {x, y} <= b.lowers and _first_of(a, x, y) != _first_of(b, x, y):
+            return f"opposites swapped: {x!r} and {y!r}"
     return ""
 
 
@@ -261,7 +284,10 @@ def _lacking(p: Profile, other: Profile, covered: frozenset[str]) -> set[str]:
 def _order(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
     """Two shared words swapped around the same relation: a content word both gaps share, or a
     directional word (to, from, than, by, ...) in both. Lists may be reordered; other swaps
-    (noun-phrase reshuffles) are a soft difference."""
+    (noun-phrase reshuffles) are a soft difference. "Who influenced Beethoven?" asks for the
+    subject, "Who did Beethoven influence?" for the object: refused too."""
+    if a.question in _SUBJECT_KINDS and a.question == b.question and _roles_swapped(a, b):
+        return "subject and object of the question swapped"
     seq_a, seq_b = _sequence(a), _sequence(b)
     position_b = {w: i for i, w in enumerate(seq_b)}
     shared = [w for w in seq_a if w in position_b]
@@ -273,14 +299,63 @@ def _order(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
             gap_a, gap_b = _gap(a, x, y), _gap(b, y, x)
             if not (gap_a and gap_b) or (_is_list(gap_a) and _is_list(gap_b)):
                 continue
-            if _relation(gap_a) & _relation(gap_b) or (
-                DIRECTIONAL & {t.lower for t in gap_a} and DIRECTIONAL & {t.lower for t in gap_b}
-            ):
+            if _swapped(a, b, gap_a, gap_b):
                 return f"order of {x!r} and {y!r} swapped"
             reordered = reordered or f"{x!r} and {y!r} reordered"
     if reordered:
         soft.append(("frame", reordered))
     return ""
+
+
+_SUBJECT_KINDS = frozenset({"who", "what"})
+_DO_SUPPORT = frozenset({"do", "does", "did"})
+
+
+def _after_question_word(p: Profile) -> Token | None:
+    for i, t in enumerate(p.words[:-1]):
+        if t.lower in ("who", "whom", "what"):
+            return p.words[i + 1]
+    return None
+
+
+def _roles_swapped(a: Profile, b: Profile) -> bool:
+    """ "Who influenced Beethoven?" asks the subject of "influence", "Who did Beethoven
+    influence?" its object: one side's verb follows the question word, the other's takes
+    do-support, and the verb is the same ("What does X mean?" / "What is the meaning of X?" is
+    no swap)."""
+    for direct, other in ((a, b), (b, a)):
+        verb, aux = _after_question_word(direct), _after_question_word(other)
+        if verb is not None and aux is not None and aux.lower in _DO_SUPPORT \
+                and verb.stem in direct.content and verb.stem in other.content:
+            return True
+    return False
+
+
+def _swapped(a: Profile, b: Profile, gap_a: list[Token], gap_b: list[Token]) -> bool:
+    """Whether two words changed places around one relation: close together on both sides, or
+    far apart with mostly the same words between (a clause moved to the other end of a long
+    question reorders words, not roles), joined by
+    the same content word, by directional words that do not mirror each other ("Earth to the
+    Moon" = "the Moon from Earth"), or, in a yes/no question, by the same words ("Is a square a
+    rectangle?")."""
+    rel_a, rel_b = _relation(gap_a), _relation(gap_b)
+    if max(len(gap_a), len(gap_b)) > _NEAR:
+        # Far apart: the same relation only when the words between are mostly the same
+        # ("conservatives sympathize with Israel" / "liberals sympathize with Palestine");
+        # a clause moved to the other end puts other words between them.
+        return len(rel_a & rel_b) * 2 > len(rel_a | rel_b)
+    if rel_a & rel_b:
+        return True
+    dir_a = DIRECTIONAL & {t.lower for t in gap_a}
+    dir_b = DIRECTIONAL & {t.lower for t in gap_b}
+    if dir_a and dir_b:
+        return {frozenset(dir_a), frozenset(dir_b)} != _MIRRORED
+    same = [t.lower for t in gap_a] == [t.lower for t in gap_b]
+    return same and a.question == b.question == "yes/no"
+
+
+_NEAR = 4  # words between two that hold one relation ("Mac connect to a Windows")
+_MIRRORED = {frozenset({"to"}), frozenset({"from"})}
 
 
 def _relation(gap: list[Token]) -> set[str]:

@@ -172,10 +172,44 @@ difference differences differ differs different differentiate distinguish compar
 comparison
 """))
 # "Can you tell me how ...": a wh-word after these is the question asked.
-EMBEDDING_VERBS = frozenset(_split("tell know explain show suggest wonder me us"))
+EMBEDDING_VERBS = frozenset(_split("""
+tell know explain describe show suggest wonder understand me us
+"""))
 # "Can you recommend a ...": a request for a thing, asked as a yes/no question.
 REQUEST_VERBS = frozenset(_split("recommend suggest name list give"))
 QUANTITY = frozenset(_split("many much long often far old big"))
+# One measure asked two ways: "How tall is X?" = "What is the height of X?", "How much does X
+# cost?" = "What is the price of X?", "How many days does X last?" = "How long does X last?".
+MEASURE_ADJECTIVES: Mapping[str, str] = MappingProxyType({
+    "tall": "height", "high": "height", "long": "length", "far": "distance", "old": "age",
+    "big": "size", "large": "size", "heavy": "weight", "fast": "speed", "quick": "speed",
+    "deep": "depth", "wide": "width", "often": "frequency", "frequently": "frequency",
+})
+MEASURE_NOUNS: Mapping[str, str] = MappingProxyType({
+    "height": "height", "length": "length", "distance": "distance", "age": "age",
+    "size": "size", "area": "size", "weight": "weight", "speed": "speed", "velocity": "speed",
+    "depth": "depth", "width": "width", "frequency": "frequency", "duration": "duration",
+    "price": "price", "cost": "price", "population": "population",
+})
+# "How long does it last/take" asks a duration, "How long is it" a length; "How much does it
+# cost/weigh" a price/weight; "How many people live in" a population.
+DURATION_VERBS = frozenset(_split("""
+last lasts take takes took stay stays keep keeps live lives survive wait run runs
+"""))
+MEASURE_VERBS: Mapping[str, str] = MappingProxyType({
+    "cost": "price", "costs": "price", "weigh": "weight", "weighs": "weight",
+})
+TIME_UNITS = frozenset(_split("seconds minutes hours days weeks months years"))
+# Words a relative "who/which/where/when" follows ("someone who", "the place where"): no question.
+RELATIVE_ANTECEDENTS = frozenset(_split("""
+someone somebody anyone anybody everyone people person those one ones thing things place places
+time times
+"""))
+COPULAS = frozenset(_split("is are was were am"))
+# Subjects that open a second yes/no question after "and": "..., and are there any ...".
+SUBJECTS = frozenset(_split("there it i you we they he she this that anything something anyone"))
+# A subordinate clause opening a sentence ("When working from home, what ..."), not a question.
+SUBORDINATORS = frozenset(_split("when if while whenever once after before since as"))
 # Auxiliaries grouped by what they ask: a fact, a past fact, an ability, advice, a prediction.
 MOODS: Mapping[str, str] = MappingProxyType({
     **dict.fromkeys(_split("do does is are am has have"), "fact"),

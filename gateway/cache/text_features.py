@@ -98,6 +98,7 @@ class Profile:
     lowers: frozenset[str]
     question: str  # the kind of the main question
     kinds: frozenset[str]  # every kind asked, in any sentence or joined ("where and how")
+    asked: frozenset[str]  # the questions asked outright: each sentence's, and joined ones
     mood: str
     symbols: tuple[str, ...]
     persons: frozenset[str]
@@ -117,7 +118,7 @@ def profile(text: str) -> Profile:
             numbers.append(token.number)
         elif (unit := unit_of(token.lower, words[i - 1] if i else None)) is not None:
             units.append(unit)
-    question, kinds, sentence = question_kinds(words)
+    question, kinds, sentence, asked = question_kinds(words)
     return Profile(
         words=tuple(words),
         stems=tuple(t.stem for t in words),
@@ -132,6 +133,7 @@ def profile(text: str) -> Profile:
         lowers=frozenset(t.lower for t in words) | frozenset(t.stem for t in words),
         question=question,
         kinds=kinds,
+        asked=asked,
         mood=question_mood(words, question, sentence),
         symbols=tuple(sorted(_SYMBOL.findall(_SLASH_OR.sub(" ", text) if "/" in text else text))),
         persons=frozenset(PERSONS[t.lower] for t in words

@@ -1,0 +1,47 @@
+"""Turn the hand-written pair lists into the JSON pair files ``gateway cache eval`` reads.
+
+    .venv/bin/python bench/cache_sets/build_sets.py
+
+``paraphrases.txt`` (label 1: the same question in another style) and ``adversarial.txt``
+(label 0: a question that needs another answer) hold ``group | stored | asked`` lines. Each group
+(a style or a kind) is split in half with a fixed seed: ``*_fit.json`` is the only part any rule
+may be fitted or tuned on, ``*_heldout.json`` is only reported. Both files name each pair's group.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import defaultdict
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+SEED = 19
+
+
+def read(path: Path, label: int) -> dict[str, list[dict[str, object]]]:
+    groups: dict[str, list[dict[str, object]]] = defaultdict(list)
+    for line in path.read_text("utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        group, stored, asked = (part.strip() for part in line.split(" | "))
+        groups[group].append({"text_a": stored, "text_b": asked, "label": label, "group": group})
+    return groups
+
+
+def main() -> None:
+    rng = random.Random(SEED)
+    for name, label in (("paraphrases", 1), ("adversarial", 0)):
+        fit, held = [], []
+        for _group, pairs in sorted(read(HERE / f"{name}.txt", label).items()):
+            rng.shuffle(pairs)
+            half = len(pairs) // 2
+            fit += pairs[:half]
+            held += pairs[half:]
+        for part, pairs in (("fit", fit), ("heldout", held)):
+            (HERE / f"{name}_{part}.json").write_text(json.dumps(pairs, indent=1) + "\n")
+            print(f"{name}_{part}.json: {len(pairs)} pairs")
+
+
+if __name__ == "__main__":
+    main()
