@@ -1,4 +1,4 @@
-"""Tests of ``gateway/providers/gemini.py`` against the in-process fake Gemini API."""
+"""Tests of ``gateway/upstream/providers/gemini.py`` against the in-process fake Gemini API."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from gateway.config import ModelSettings, ProviderSettings
-from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
-from gateway.http_client import HttpClient
-from gateway.providers.base import Deployment, Json
-from gateway.providers.gemini import GeminiProvider
-from gateway.providers.gemini_schema import gemini_schema
-from gateway.upstream import Upstream
+from gateway.core.answer import Deployment, Json
+from gateway.core.config import ModelSettings, ProviderSettings
+from gateway.core.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.upstream.calls import Upstream
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.providers.gemini import GeminiProvider
+from gateway.upstream.providers.gemini_schema import gemini_schema
 from tests import fake_gemini as fg
 from tests import provider_harness
 from tests.fake_gemini import FakeGemini, fake_gemini_app
@@ -302,7 +302,8 @@ async def test_text_answer_becomes_chat_completion_with_usage(gemini: Harness) -
         "logprobs": None, "finish_reason": "stop",
     }]
     assert body["usage"] == {"prompt_tokens": 10, "completion_tokens": 7, "total_tokens": 17,
-                             "prompt_tokens_details": {"cached_tokens": 6}}
+                             "prompt_tokens_details": {"cached_tokens": 6},
+                             "completion_tokens_details": {"reasoning_tokens": 3}}
 
 
 @pytest.mark.parametrize(("finish", "expected"), [
