@@ -27,7 +27,7 @@ import yaml
 
 from gateway.__main__ import _parser as gateway_cli
 from gateway.app import create_app
-from gateway.config import Settings, parse
+from gateway.core.config import Settings, parse
 from tests.conftest import ROOT
 
 DEPLOY = ROOT / "deploy"
