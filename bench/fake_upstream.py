@@ -1,6 +1,6 @@
 """A fast fake OpenAI-compatible upstream for benchmarks.
 
-    python bench/fake_upstream.py --port 9100 [--chunks 20] [--chunk-delay-ms 0]
+    python bench/fake_upstream.py [--host 127.0.0.1] --port 9100 [--chunks 20] [--chunk-delay-ms 0]
 
 Non-streaming requests get a fixed ``chat.completion``; streaming ones get ``--chunks`` SSE
 chunks ``--chunk-delay-ms`` apart, a usage chunk and ``[DONE]``. Answers are prepared once, so
@@ -64,6 +64,7 @@ def make_app(chunks: int, delay_s: float) -> web.Application:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=9100)
     parser.add_argument("--chunks", type=int, default=20)
     parser.add_argument("--chunk-delay-ms", type=float, default=0.0)
@@ -71,7 +72,7 @@ def main() -> None:
     import uvloop
 
     uvloop.install()
-    web.run_app(make_app(args.chunks, args.chunk_delay_ms / 1000), host="127.0.0.1",
+    web.run_app(make_app(args.chunks, args.chunk_delay_ms / 1000), host=args.host,
                 port=args.port, access_log=None, print=None)
 
 
