@@ -69,6 +69,7 @@ def _secrets(settings: Settings) -> list[str]:
     values = [p.api_key for p in settings.providers]
     values += [settings.tenants.admin_key, settings.tenants.key_secret]
     values.append(settings.observability.metrics_token)
+    values.append(settings.cluster.database_url)
     return [v for v in values if v]
 
 

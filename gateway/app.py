@@ -22,6 +22,7 @@ from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTIN
 from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
 from gateway.config import Settings
+from gateway.core.postgres import database_context
 from gateway.dashboard.site import setup_dashboard
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.failover import Failover
@@ -129,6 +130,8 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)
     app.cleanup_ctx.append(upstream_context)
+    if settings.cluster.shared_database:  # before every backend that borrows from its pool
+        app.cleanup_ctx.append(database_context(settings.cluster))
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
         app.cleanup_ctx.append(embedder_metrics_context)

@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.ledger import (
     TOTAL_FIELDS,
     USAGE_COLUMNS,
@@ -302,7 +303,7 @@ async def tenant_usage(store: Store, now: float) -> list[TenantUsage]:
     return out
 
 
-async def budget_usage(store: Store, now: float | None = None) -> list[BudgetUse]:
+async def budget_usage(store: TenantStore, now: float | None = None) -> list[BudgetUse]:
     """Spend against each enabled tenant's daily and monthly budgets, where it has them."""
     now = time.time() if now is None else now
     totals = {t.tenant: t for t in await tenant_totals(store, now=now)}

@@ -36,6 +36,7 @@ from importlib import metadata
 from itertools import accumulate
 from typing import Generic, Literal, TypeVar
 
+import asyncpg
 from aiohttp import web
 from prometheus_client import (
     CollectorRegistry,
@@ -488,7 +489,7 @@ async def _refresh_budgets(app: web.Application, metrics: Metrics) -> None:
         return
     try:
         uses = await budget_usage(store, now=time.time())
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, asyncpg.PostgresError, OSError) as exc:
         log.warning("budget figures for /metrics not refreshed: %s", exc)
         return
     metrics.set_budget_usage((u.tenant, u.period, u.share) for u in uses)

@@ -59,7 +59,7 @@ async def reader_context(app: web.Application) -> AsyncIterator[None]:
     writer work at once) such a query never holds up the ledger's writes or key reloads.
     """
     store = app.get(STORE_KEY)
-    if store is None:
+    if not isinstance(store, Store):  # none, or the shared database's: see ``fresh_store``
         yield
         return
     db = await aiosqlite.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True)
@@ -79,6 +79,11 @@ async def fresh_store(request: web.Request) -> Store:
     store = request.app.get(READER_KEY) or request.app.get(STORE_KEY)
     if store is None:
         raise ServiceUnavailable("The dashboard needs the tenants store, which is not running.")
+    if not isinstance(store, Store):
+        # Its queries (percentiles, buckets) are written for SQLite; /metrics and the admin
+        # API's usage views do work on the shared database.
+        raise ServiceUnavailable("The dashboard's charts need the embedded SQLite store; with a "
+                                 "shared database use /metrics and /admin/usage.")
     return store
 
 

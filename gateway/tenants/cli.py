@@ -18,10 +18,12 @@ from typing import Any
 import orjson
 
 from gateway.config import Settings
+from gateway.core.postgres import Database, DatabaseError
 from gateway.errors import GatewayError
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.context import open_store
 from gateway.tenants.settings import LIMIT_FIELDS, Limits
-from gateway.tenants.store import Store, apply_limit_changes, check_limit_changes
+from gateway.tenants.store import apply_limit_changes, check_limit_changes
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 _LIMIT_FLAGS = {
@@ -110,7 +112,7 @@ def _limit_changes(args: argparse.Namespace) -> dict[str, int | float | None]:
 
 
 def run_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         base = settings.tenants.default_limits
         limits = apply_limit_changes(base, _limit_changes(args))
         tenant = await store.create_tenant(args.name, limits)
@@ -120,7 +122,7 @@ def run_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         rows = [t.as_json() for t in await store.list_tenants()]
         columns = ("name", "disabled", "limits", "created_at")
         _print_rows(rows, columns, as_json=args.json)
@@ -129,7 +131,7 @@ def run_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_tenants_update(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         tenant = await store.update_tenant(args.name, limits=_limit_changes(args),
                                            disabled=args.disabled)
         state = "disabled" if tenant.disabled else "enabled"
@@ -139,7 +141,7 @@ def run_tenants_update(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         limits = apply_limit_changes(Limits(), _limit_changes(args))
         record, key = await store.create_key(secret, args.tenant, name=args.name, limits=limits)
         print(f"created key {record.id} for tenant {record.tenant} (shown once, keep it):")
@@ -149,7 +151,7 @@ def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         keys = await store.list_keys(args.tenant, active_only=args.active)
         columns = ("id", "tenant", "prefix", "name", "created_at", "revoked_at")
         _print_rows([k.as_json() for k in keys], columns, as_json=args.json)
@@ -158,25 +160,35 @@ def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         record = await store.revoke_key(args.key_id)
         print(f"revoked key {record.id} ({record.prefix}…) of tenant {record.tenant}")
 
     return _run(settings, act)
 
 
-def _run(settings: Settings, act: Callable[[Store, bytes], Awaitable[None]]) -> int:
+def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]]) -> int:
     async def main() -> None:
-        store, secret = await open_store(settings.tenants, settings.server.data_dir)
+        database = None
+        if settings.cluster.shared_database:
+            database = await Database.open(settings.cluster)
         try:
-            await act(store, secret)
+            store, secret = await open_store(settings.tenants, settings.server.data_dir, database)
+            try:
+                await act(store, secret)
+            finally:
+                await store.close()
         finally:
-            await store.close()
+            if database is not None:
+                await database.close()
 
     try:
         asyncio.run(main())
     except GatewayError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -5,9 +5,11 @@ spend into memory, starts the ledger writer and the reload watcher, and on exit 
 writes the ledger out and closes the database, in that order.
 
 Changes made through the admin API take effect at once (the handler reloads). Changes made by the
-CLI, another process, are noticed by ``watch_changes`` within ``reload_interval_s`` (default 1 s):
-it polls ``PRAGMA data_version`` (free unless another connection committed) and reloads only when
-``meta.revision`` moved.
+CLI, another process or another replica, are noticed by ``watch_changes`` within
+``reload_interval_s`` (default 1 s): it polls the store's ``data_version`` (SQLite's
+``PRAGMA data_version``, free unless another connection committed; PostgreSQL's revision row)
+and reloads only when ``meta.revision`` moved. With a shared database (``[cluster]``) the store
+is PostgreSQL's (``pg_store.PgStore``), over the pool of ``gateway.core.postgres``.
 
 First start: with no tenant at all, a ``default`` tenant and a key are created and the key is
 printed once to stdout (never to the log); without ``GATEWAY_ADMIN_KEY`` an admin key is generated,
@@ -24,18 +26,24 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.core.postgres import DATABASE, Database
+from gateway.errors import InvalidRequest
 from gateway.lifecycle import stop_task
 from gateway.tenants.auth import Authenticator, Principal
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import generate_admin_key, hash_key, load_or_create_secret, secret_check
 from gateway.tenants.ledger import Ledger, month_spend
+from gateway.tenants.pg_store import PgStore
 from gateway.tenants.quotas import Admission
 from gateway.tenants.settings import Limits, TenantSettings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter
+from gateway.toml_table import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +63,7 @@ class TenantsConfig:
 
 
 CONFIG_KEY = web.AppKey("tenants_config", TenantsConfig)
-STORE_KEY = web.AppKey("tenants_store", Store)
+STORE_KEY = web.AppKey("tenants_store", TenantStore)
 AUTH_KEY = web.AppKey("tenants_auth", Authenticator)
 ADMISSION_KEY = web.AppKey("tenants_admission", Admission)
 LEDGER_KEY = web.AppKey("tenants_ledger", Ledger)
@@ -76,7 +84,7 @@ def configure(app: web.Application, settings: Settings) -> None:
 async def tenants_context(app: web.Application) -> AsyncIterator[None]:
     """The store, the in-memory auth and admission, the ledger writer and the reload watcher."""
     config = app[CONFIG_KEY]
-    store, secret = await open_store(config.settings, config.data_dir)
+    store, secret = await open_store(config.settings, config.data_dir, app.get(DATABASE))
     try:
         auth = Authenticator(
             secret, await admin_digest(store, config.settings, secret), anonymous(config.settings)
@@ -108,16 +116,25 @@ def anonymous(settings: TenantSettings) -> Principal | None:
     return Principal(ANONYMOUS_TENANT, "-", "-", settings.default_limits, Limits())
 
 
-async def open_store(settings: TenantSettings, data_dir: Path) -> tuple[Store, bytes]:
-    """The store and the key-hashing secret; warns when the secret is not the keys' secret."""
+async def open_store(
+    settings: TenantSettings, data_dir: Path, database: Database | None = None
+) -> tuple[TenantStore, bytes]:
+    """The store (the shared ``database`` when given, else the SQLite file) and the key-hashing
+    secret; warns when the secret is not the one the stored keys were made with."""
+    if database is not None and not settings.key_secret:
+        raise ConfigError(
+            f"tenants.key_secret_env: with a shared database every replica must hash keys with "
+            f"the same secret; set {settings.key_secret_env}"
+        )
     secret = load_or_create_secret(settings.key_secret, data_dir, settings.key_secret_env)
-    store = await Store.open(settings.database_path(data_dir))
+    store: TenantStore = (
+        PgStore(database) if database is not None
+        else await Store.open(settings.database_path(data_dir))
+    )
     try:
         check = secret_check(secret)
-        stored = await store.get_meta(_SECRET_CHECK)
-        if stored is None:
-            await store.set_meta(_SECRET_CHECK, check)
-        elif stored != check:
+        stored = await store.claim_meta(_SECRET_CHECK, check)
+        if stored != check:
             log.error(
                 "the key-hashing secret (%s) differs from the one the stored keys were made "
                 "with: existing API keys will not authenticate", settings.key_secret_env,
@@ -128,7 +145,7 @@ async def open_store(settings: TenantSettings, data_dir: Path) -> tuple[Store, b
     return store, secret
 
 
-async def admin_digest(store: Store, settings: TenantSettings, secret: bytes) -> str:
+async def admin_digest(store: TenantStore, settings: TenantSettings, secret: bytes) -> str:
     """The admin key's hash: from the environment, else stored, else generated and shown once."""
     if settings.admin_key:
         return hash_key(secret, settings.admin_key)
@@ -137,7 +154,9 @@ async def admin_digest(store: Store, settings: TenantSettings, secret: bytes) ->
         return stored
     key = generate_admin_key()
     digest = hash_key(secret, key)
-    await store.set_meta(_ADMIN_DIGEST, digest)
+    stored = await store.claim_meta(_ADMIN_DIGEST, digest)
+    if stored != digest:  # another replica starting at the same time generated one first
+        return stored
     announce(
         f"Admin key (shown once; set {settings.admin_key_env} to choose your own): {key}"
     )
@@ -146,9 +165,14 @@ async def admin_digest(store: Store, settings: TenantSettings, secret: bytes) ->
     return digest
 
 
-async def create_default_tenant(store: Store, config: TenantsConfig, secret: bytes) -> None:
+async def create_default_tenant(store: TenantStore, config: TenantsConfig, secret: bytes) -> None:
     """Create tenant ``default`` with a key and print the key once, with how to use it."""
-    await store.create_tenant(DEFAULT_TENANT, config.settings.default_limits)
+    try:
+        await store.create_tenant(DEFAULT_TENANT, config.settings.default_limits)
+    except InvalidRequest as exc:
+        if exc.code != "tenant_exists":
+            raise
+        return  # another replica starting at the same time made it (and showed its key)
     record, key = await store.create_key(secret, DEFAULT_TENANT, name="first start")
     announce(
         f"API key for tenant '{DEFAULT_TENANT}' (shown once, keep it): {key}\n"
@@ -165,7 +189,7 @@ def announce(text: str) -> None:
     print(text, flush=True)
 
 
-async def load_admission(store: Store, settings: TenantSettings) -> Admission:
+async def load_admission(store: TenantStore, settings: TenantSettings) -> Admission:
     """Admission over in-memory counters, starting from this month's spend in the ledger."""
     admission = Admission(
         MemoryCounterStore(),
@@ -181,7 +205,8 @@ async def load_admission(store: Store, settings: TenantSettings) -> Admission:
 
 
 async def watch_changes(
-    store: Store, auth: Authenticator, interval_s: float, reloaded: asyncio.Event | None = None
+    store: TenantStore, auth: Authenticator, interval_s: float,
+    reloaded: asyncio.Event | None = None,
 ) -> None:
     """Reload keys and limits when another process (the CLI) changed them.
 
@@ -201,5 +226,5 @@ async def watch_changes(
                 log.info("tenants or keys changed (revision %d): reloaded", latest)
                 if reloaded is not None:
                     reloaded.set()
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, asyncpg.PostgresError, OSError, TimeoutError) as exc:
             log.warning("tenants reload failed, will retry: %s", exc)
