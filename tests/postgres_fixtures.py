@@ -25,6 +25,9 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from gateway.core.cluster_settings import ClusterSettings
+from gateway.core.postgres import Database
+
 _START_TIMEOUT_S = 30.0
 _DATABASES = itertools.count(1)
 
@@ -131,3 +134,13 @@ async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    """The gateway's pool on a fresh, migrated database."""
+    db = await Database.open(ClusterSettings(database_url=database_url, database_pool_size=4))
+    try:
+        yield db
+    finally:
+        await db.close()
