@@ -2,6 +2,7 @@
 
     gateway serve [--config PATH] [--host H] [--port N]
     gateway tenants create|list|update ...      gateway keys create|list|revoke ...
+    gateway migrate [--from-sqlite DATA_DIR]    (the shared database of [cluster])
 
 Every command reads the same configuration (``--config``, default: the embedded one).
 """
@@ -23,6 +24,7 @@ from gateway.access_log import configure_access_log
 from gateway.app import create_app
 from gateway.cache import cli as cache_cli
 from gateway.config import Settings, load
+from gateway.core import migrate_cli
 from gateway.heap import settled_heap
 from gateway.routing import cli as routing_cli
 from gateway.tenants import cli as tenants_cli
@@ -51,6 +53,7 @@ def _parser() -> argparse.ArgumentParser:
     tenants_cli.add_commands(commands, _add_config)
     routing_cli.add_commands(commands, _add_config)
     cache_cli.add_commands(commands, _add_config)
+    migrate_cli.add_commands(commands, _add_config)
     return parser
 
 

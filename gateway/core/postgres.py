@@ -104,6 +104,11 @@ class Database:
             raise
         return database
 
+    @classmethod
+    async def open_url(cls, url: str) -> Database:
+        """A small pool on ``url`` with the default settings (tools and tests)."""
+        return await cls.open(ClusterSettings(database_url=url, database_pool_size=2))
+
     async def close(self) -> None:
         await self.pool.close()
 
