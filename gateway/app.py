@@ -22,6 +22,8 @@ from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTIN
 from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
 from gateway.config import Settings
+from gateway.core.notices import notices_context
+from gateway.core.redis_link import CLUSTER_SETTINGS, redis_context
 from gateway.dashboard.site import setup_dashboard
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.failover import Failover
@@ -129,6 +131,9 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)
     app.cleanup_ctx.append(upstream_context)
+    app[CLUSTER_SETTINGS] = settings.cluster
+    app.cleanup_ctx.append(redis_context)
+    app.cleanup_ctx.append(notices_context)
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
         app.cleanup_ctx.append(embedder_metrics_context)

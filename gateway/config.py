@@ -18,6 +18,7 @@ from typing import Any
 
 from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS, EmbedderSettings
 from gateway.cache.settings import CacheSettings, parse_cache
+from gateway.core.cluster import ClusterSettings, parse_cluster
 from gateway.observability_settings import ObservabilitySettings, parse_observability
 from gateway.routing.settings import RoutingSettings, packaged_routes_file, parse_routing
 from gateway.tenants.settings import TenantSettings, parse_tenants
@@ -104,6 +105,7 @@ class Settings:
     tenants: TenantSettings = field(default_factory=TenantSettings)
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     routing: RoutingSettings = field(
         default_factory=lambda: RoutingSettings(routes_file=packaged_routes_file())
     )
@@ -269,12 +271,13 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
         routing=parse_routing(root.table("routing"), base_dir),
         observability=parse_observability(root.table("observability"), base_dir, env),
         cache=parse_cache(root.table("cache"), server.data_dir),
+        cluster=parse_cluster(root.table("cluster"), env),
         source=source,
     )
     server_t.reject_unknown()
     failover_t.reject_unknown()
     root.get("upstream", dict, {})
-    for name in ("embedder", "tenants", "routing", "observability", "cache"):
+    for name in ("embedder", "tenants", "routing", "observability", "cache", "cluster"):
         root.get(name, dict, {})
     root.reject_unknown()
     return settings
