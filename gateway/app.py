@@ -23,7 +23,7 @@ from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.core.notices import notices_context
-from gateway.core.redis_link import CLUSTER_SETTINGS, redis_context
+from gateway.core.redis_link import CLUSTER_SETTINGS, REDIS_LINK, redis_context
 from gateway.dashboard.site import setup_dashboard
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.failover import Failover
@@ -34,6 +34,7 @@ from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
 from gateway.routing import context as routing
 from gateway.tenants import context as tenants
+from gateway.tenants.redis_counters import RedisCounterStore
 from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -112,6 +113,20 @@ async def embedder_metrics_context(app: web.Application) -> AsyncIterator[None]:
     pool.on_restart = None
 
 
+async def cluster_metrics_context(app: web.Application) -> AsyncIterator[None]:
+    """Report Redis going down and coming back, and admissions on local counters."""
+    link, metrics = app.get(REDIS_LINK), app[METRICS_KEY]
+    store = app.get(tenants.COUNTERS_KEY)
+    if link is not None:
+        link.on_change = metrics.redis_changed
+        metrics.redis_changed(link.up)
+    if isinstance(store, RedisCounterStore):
+        store.on_fallback = metrics.redis_fallback
+    yield
+    if link is not None:
+        link.on_change = None
+
+
 async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
     """Ready once every other resource is up; draining as soon as shutdown begins."""
     lifecycle = app[LIFECYCLE]
@@ -145,6 +160,7 @@ def create_app(settings: Settings) -> web.Application:
     ))
     tenants.configure(app, settings)
     setup_metrics(app, settings.observability)
+    app.cleanup_ctx.append(cluster_metrics_context)
     setup_dashboard(app, settings.observability)
     app.cleanup_ctx.append(access_log_flusher)
     app.cleanup_ctx.append(lifecycle_context)

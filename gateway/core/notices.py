@@ -8,6 +8,7 @@ The API, for any capability whose changes the other replicas must learn of withi
     await notices.publish("cache", {"id": 42})      # never raises; False when it was not sent
     notices.subscribe("cache", on_entry)            # async def on_entry(n: Notice) -> None
     notices.on_resync(reread_everything)            # async def reread_everything() -> None
+    await publish_once(settings.cluster, "keys")    # from a CLI command, outside a gateway
 
 Topics in use: ``keys`` (a key created or revoked, a tenant created, changed or deleted: reload
 keys and limits), ``routes`` (a routes file rebuilt: reload it), ``cache`` (new cache entries,
@@ -44,6 +45,7 @@ from aiohttp import web
 from redis.asyncio.client import PubSub
 from redis.exceptions import RedisError
 
+from gateway.core.cluster import ClusterSettings
 from gateway.core.redis_link import REDIS_LINK, RedisLink, RedisUnavailable
 
 log = logging.getLogger(__name__)
@@ -178,6 +180,19 @@ async def _close(pubsub: PubSub) -> None:
 
 
 NOTICES = web.AppKey("notices", Notices)
+
+
+async def publish_once(settings: ClusterSettings, topic: str,
+                       data: Mapping[str, Any] | None = None) -> bool:
+    """Publish one notice from outside a running gateway (the CLI); False without Redis or
+    when it was not sent."""
+    if settings.redis_url is None:
+        return False
+    link = RedisLink(settings)
+    try:
+        return await Notices(link).publish(topic, data)
+    finally:
+        await link.close()
 
 
 async def notices_context(app: web.Application) -> AsyncIterator[None]:

@@ -46,13 +46,7 @@ class RedisLink:
         if settings.redis_url is None:
             raise ValueError("RedisLink needs [cluster] redis_url")
         self.settings = settings
-        self.client = client or redis.Redis.from_url(
-            settings.redis_url,
-            socket_timeout=settings.redis_timeout_ms / 1000,
-            socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
-            # Failures are handled here (rest, then try again), not retried inside a request.
-            retry=Retry(NoBackoff(), 0),
-        )
+        self.client = client or _client(settings, settings.redis_url)
         self.timeout_s = settings.redis_timeout_ms / 1000
         self.prefix = settings.key_prefix
         self._down_until = 0.0
@@ -100,6 +94,21 @@ class RedisLink:
 
     async def close(self) -> None:
         await self.client.aclose()
+
+
+def _client(settings: ClusterSettings, url: str) -> redis.Redis:
+    # A bounded pool: Redis runs one command at a time anyway, and a burst of requests then
+    # waits for a connection (inside its deadline) instead of opening hundreds.
+    pool = redis.BlockingConnectionPool.from_url(
+        url,
+        max_connections=settings.redis_pool_size,
+        timeout=settings.redis_timeout_ms / 1000,
+        socket_timeout=settings.redis_timeout_ms / 1000,
+        socket_connect_timeout=settings.redis_connect_timeout_ms / 1000,
+        # Failures are handled by the link (rest, then try again), not retried in a request.
+        retry=Retry(NoBackoff(), 0),
+    )
+    return redis.Redis.from_pool(pool)  # the client owns the pool: closing it closes both
 
 
 REDIS_LINK = web.AppKey("redis_link", RedisLink)
