@@ -18,6 +18,7 @@ from gateway.access_log import access_log_flusher
 from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
+from gateway.api.routes_admin import add_routes_admin_routes
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
@@ -33,6 +34,7 @@ from gateway.metrics import METRICS_KEY, setup_metrics
 from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
 from gateway.routing import context as routing
+from gateway.routing.follow import routes_follow_context
 from gateway.tenants import context as tenants
 from gateway.tenants.redis_counters import RedisCounterStore
 from gateway.upstream import Upstream
@@ -158,6 +160,7 @@ def create_app(settings: Settings) -> web.Application:
         settings=settings.routing, data_dir=settings.server.data_dir,
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
     ))
+    app.cleanup_ctx.append(routes_follow_context)
     tenants.configure(app, settings)
     setup_metrics(app, settings.observability)
     app.cleanup_ctx.append(cluster_metrics_context)
@@ -174,4 +177,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     add_admin_routes(app)
     add_cache_admin_routes(app)
+    add_routes_admin_routes(app)
     return app
