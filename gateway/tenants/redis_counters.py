@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -43,6 +44,8 @@ from gateway.tenants.quotas import Periods
 
 log = logging.getLogger(__name__)
 
+MICRO = 1_000_000
+"""Money crosses to Redis in micro-dollars, so its sums are exact integers."""
 SPEND_KEEP_S = 86_400.0
 """How long a period's spend outlives the period (for late settlements and reports)."""
 RENEW_SHARE = 1 / 3
@@ -92,13 +95,14 @@ class RedisCounterStore:
                            len(ask.slots), len(ask.takes), 1]
         for b in ask.budgets:
             keys += self._budget(ask.tenant, b.key, b.period)
-            args += [b.limit, b.reserve, round((b.ends_at + SPEND_KEEP_S) * 1000)]
+            args += [_micro(b.limit), math.ceil(b.reserve * MICRO),
+                     round((b.ends_at + SPEND_KEEP_S) * 1000)]
         for key, limit in ask.slots:
             keys.append(self.link.key(ask.tenant, f"c:{key}"))
             args.append(limit)
         for t in ask.takes:
             keys += self._window(ask.tenant, t.key)
-            args += [t.amount, t.limit, round(t.period_s * 1000)]
+            args += [round(t.amount), round(t.limit), round(t.period_s * 1000)]
         try:
             raw = await self.link.call(lambda: self._admit(keys=keys, args=args))
         except RedisUnavailable as exc:
@@ -138,7 +142,7 @@ class RedisCounterStore:
 
     def _settle_call(self, s: Settlement) -> tuple[list[str], list[Any]]:
         keys: list[str] = []
-        args: list[Any] = [s.lease, s.cost, len(s.spend), len(s.reserved), len(s.slots),
+        args: list[Any] = [s.lease, _micro(s.cost), len(s.spend), len(s.reserved), len(s.slots),
                            len(s.refunds)]
         ends = _spend_expiry_ms()
         for key, period in s.spend:
@@ -149,7 +153,7 @@ class RedisCounterStore:
         keys += [self.link.key(s.tenant, f"c:{key}") for key in s.slots]
         for t in s.refunds:
             keys += self._window(s.tenant, t.key)
-            args.append(t.amount)
+            args.append(round(t.amount))
         return keys, args
 
     async def peek(self, tenant: str, takes: Sequence[Take], now: float) -> TakeResult:
@@ -159,7 +163,7 @@ class RedisCounterStore:
         args: list[Any] = ["peek", self.lease_ms, 1.0, 0, 0, len(takes), 0]
         for t in takes:
             keys += self._window(tenant, t.key)
-            args += [0, t.limit, round(t.period_s * 1000)]
+            args += [0, round(t.limit), round(t.period_s * 1000)]
         try:
             raw = await self.link.call(lambda: self._admit(keys=keys, args=args))
         except RedisUnavailable:
@@ -175,7 +179,7 @@ class RedisCounterStore:
                     pipe.hget(name, "spent")
                 return await pipe.execute()
 
-        return tuple([float(v or 0) for v in await self.link.call(read)])
+        return tuple([int(v or 0) / MICRO for v in await self.link.call(read)])
 
     async def add_spend(self, tenant: str, keys: Sequence[tuple[str, str]],
                         amount: float) -> None:
@@ -239,6 +243,10 @@ def _verdict(raw: bytes | str) -> Verdict:
         return Verdict(TakeResult(False, states_t, max(0.0, retry_ms / 1000), int(index)),
                        shares_t)
     return Verdict(TakeResult(True, states_t), shares_t)
+
+
+def _micro(usd: float) -> int:
+    return round(usd * MICRO)
 
 
 def _spend_expiry_ms() -> int:

@@ -16,7 +16,9 @@ Three structures, all named by the request's lease id:
 - a *budget* (``b:<key>:<period>``): a hash with the period's settled ``spent``, each live
   reservation's amount and ``_sum``, and a sorted set of the reservations' lease expiries.
 
-Numbers cross as strings; a script returns JSON (``cjson``) for the Python side to read.
+Every amount is an integer, so the sums are exact (``HINCRBY``): requests, tokens, and money in
+micro-dollars (millionths of a US dollar). Numbers cross as strings; a script returns JSON
+(``cjson``) for the Python side to read.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ local function trim(z, h, cutoff)
     redis.call('HDEL', h, m)
   end
   redis.call('ZREMRANGEBYSCORE', z, '-inf', cutoff)
-  return tonumber(redis.call('HINCRBYFLOAT', h, '_sum', -freed))
+  return redis.call('HINCRBY', h, '_sum', -freed)
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -76,8 +78,6 @@ for i = 1, nt do
   local amount, limit, window = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local free = limit - trim(z, h, now - window)
   local reset = 0
-  local newest = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
-  if #newest > 0 then reset = tonumber(newest[2]) + window - now end
   if amount > free then
     local need, freed, wait = amount - free, 0, window
     local entries = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
@@ -85,8 +85,12 @@ for i = 1, nt do
       freed = freed + (tonumber(redis.call('HGET', h, entries[j])) or 0)
       if freed >= need then wait = tonumber(entries[j + 1]) + window - now; break end
     end
+    if #entries > 0 then reset = tonumber(entries[#entries]) + window - now end
     if wait > retry then retry = wait end
     if failed < 0 then failed = i - 1 end
+  elseif not commit then
+    local newest = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+    if #newest > 0 then reset = tonumber(newest[2]) + window - now end
   end
   states[i] = {limit, free, reset}
   k, a = k + 2, a + 3
@@ -99,7 +103,7 @@ for i = 1, nt do
   local amount, window = tonumber(ARGV[a]), tonumber(ARGV[a + 2])
   redis.call('ZADD', z, now, lease)
   redis.call('HSET', h, lease, amount)
-  redis.call('HINCRBYFLOAT', h, '_sum', amount)
+  redis.call('HINCRBY', h, '_sum', amount)
   redis.call('PEXPIRE', z, window + 1000)
   redis.call('PEXPIRE', h, window + 1000)
   states[i] = {states[i][1], states[i][2] - amount, window}
@@ -115,7 +119,7 @@ for i = 1, nb do
   if reserve > 0 then
     redis.call('ZADD', KEYS[k + 1], now + lease_ms, lease)
     redis.call('HSET', KEYS[k], lease, reserve)
-    redis.call('HINCRBYFLOAT', KEYS[k], '_sum', reserve)
+    redis.call('HINCRBY', KEYS[k], '_sum', reserve)
     redis.call('PEXPIREAT', KEYS[k], ARGV[a + 2])
     redis.call('PEXPIREAT', KEYS[k + 1], ARGV[a + 2])
   end
@@ -134,7 +138,7 @@ local nsp, nr, ns, nt = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]),
 local k, a = 1, 7
 for i = 1, nsp do
   if cost > 0 then
-    redis.call('HINCRBYFLOAT', KEYS[k], 'spent', cost)
+    redis.call('HINCRBY', KEYS[k], 'spent', cost)
     redis.call('PEXPIREAT', KEYS[k], ARGV[a])
   end
   k, a = k + 1, a + 1
@@ -144,7 +148,7 @@ for i = 1, nr do
   if held then
     redis.call('HDEL', KEYS[k], lease)
     redis.call('ZREM', KEYS[k + 1], lease)
-    redis.call('HINCRBYFLOAT', KEYS[k], '_sum', -tonumber(held))
+    redis.call('HINCRBY', KEYS[k], '_sum', -tonumber(held))
   end
   k = k + 2
 end
@@ -157,7 +161,7 @@ for i = 1, nt do
   if old then
     local new = math.max(0, tonumber(old) - tonumber(ARGV[a]))
     redis.call('HSET', KEYS[k + 1], lease, new)
-    redis.call('HINCRBYFLOAT', KEYS[k + 1], '_sum', new - tonumber(old))
+    redis.call('HINCRBY', KEYS[k + 1], '_sum', new - tonumber(old))
   end
   k, a = k + 2, a + 1
 end
@@ -175,7 +179,7 @@ return #KEYS
 ADD_SPEND = """
 -- KEYS: budget hashes. ARGV: amount, expire_at_ms per key.
 for i = 1, #KEYS do
-  redis.call('HINCRBYFLOAT', KEYS[i], 'spent', ARGV[1])
+  redis.call('HINCRBY', KEYS[i], 'spent', ARGV[1])
   redis.call('PEXPIREAT', KEYS[i], ARGV[i + 1])
 end
 return #KEYS
