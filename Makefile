@@ -8,7 +8,7 @@ MODEL := $(MODEL_DIR)/model.onnx
 CONFIG ?=
 RUN_ARGS := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: install run test lint typecheck pytest browser bench clean
+.PHONY: install run test lint typecheck pytest browser services bench clean
 
 install: $(STAMP) $(MODEL)
 
@@ -36,7 +36,11 @@ typecheck: install
 browser:
 	sh deploy/install_browser.sh
 
-pytest: install browser
+# The cluster tests start Debian's redis-server (and postgresql); installed here when missing.
+services:
+	sh deploy/install_services.sh
+
+pytest: install browser services
 	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests ran" && exit 1; exit $$status
 
 test: lint typecheck pytest

@@ -31,7 +31,7 @@ import orjson
 from gateway.chat import parse_chat_request
 from gateway.providers.base import Usage
 from gateway.tenants.auth import Authenticator, Principal
-from gateway.tenants.context import load_admission
+from gateway.tenants.context import TenantsConfig, load_admission
 from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import Ledger, UsageRecord
@@ -67,7 +67,7 @@ async def bench_request_path(data_dir: Path, iterations: int) -> dict[str, Any]:
         auth = Authenticator(SECRET, hash_key(SECRET, "admin-key-for-bench-0123"))
         await auth.reload(store)
         settings = TenantSettings(tokenizer=ROOT / "models/all-MiniLM-L6-v2/tokenizer.json")
-        admission = await load_admission(store, settings)
+        admission = await load_admission(store, TenantsConfig(settings, data_dir))
     finally:
         await store.close()
     request = parse_chat_request(orjson.dumps(BODY))

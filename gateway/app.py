@@ -18,11 +18,14 @@ from gateway.access_log import access_log_flusher
 from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
+from gateway.api.routes_admin import add_routes_admin_routes
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
 from gateway.config import Settings
+from gateway.core.notices import notices_context
 from gateway.core.postgres import database_context
+from gateway.core.redis_link import CLUSTER_SETTINGS, REDIS_LINK, redis_context
 from gateway.dashboard.site import setup_dashboard
 from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
 from gateway.failover import Failover
@@ -32,7 +35,9 @@ from gateway.metrics import METRICS_KEY, setup_metrics
 from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
 from gateway.routing import context as routing
+from gateway.routing.follow import routes_follow_context
 from gateway.tenants import context as tenants
+from gateway.tenants.redis_counters import RedisCounterStore
 from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -111,6 +116,20 @@ async def embedder_metrics_context(app: web.Application) -> AsyncIterator[None]:
     pool.on_restart = None
 
 
+async def cluster_metrics_context(app: web.Application) -> AsyncIterator[None]:
+    """Report Redis going down and coming back, and admissions on local counters."""
+    link, metrics = app.get(REDIS_LINK), app[METRICS_KEY]
+    store = app.get(tenants.COUNTERS_KEY)
+    if link is not None:
+        link.on_change = metrics.redis_changed
+        metrics.redis_changed(link.up)
+    if isinstance(store, RedisCounterStore):
+        store.on_fallback = metrics.redis_fallback
+    yield
+    if link is not None:
+        link.on_change = None
+
+
 async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
     """Ready once every other resource is up; draining as soon as shutdown begins."""
     lifecycle = app[LIFECYCLE]
@@ -132,6 +151,9 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(upstream_context)
     if settings.cluster.shared_database:  # before every backend that borrows from its pool
         app.cleanup_ctx.append(database_context(settings.cluster))
+    app[CLUSTER_SETTINGS] = settings.cluster
+    app.cleanup_ctx.append(redis_context)
+    app.cleanup_ctx.append(notices_context)
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
         app.cleanup_ctx.append(embedder_metrics_context)
@@ -141,8 +163,10 @@ def create_app(settings: Settings) -> web.Application:
         settings=settings.routing, data_dir=settings.server.data_dir,
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
     ))
+    app.cleanup_ctx.append(routes_follow_context)
     tenants.configure(app, settings)
     setup_metrics(app, settings.observability)
+    app.cleanup_ctx.append(cluster_metrics_context)
     setup_dashboard(app, settings.observability)
     app.cleanup_ctx.append(access_log_flusher)
     app.cleanup_ctx.append(lifecycle_context)
@@ -156,4 +180,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     add_admin_routes(app)
     add_cache_admin_routes(app)
+    add_routes_admin_routes(app)
     return app

@@ -18,7 +18,7 @@ from typing import Any
 
 from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS, EmbedderSettings
 from gateway.cache.settings import CacheSettings, parse_cache
-from gateway.core.cluster_settings import ClusterSettings, parse_cluster
+from gateway.core.cluster import ClusterSettings, parse_cluster
 from gateway.observability_settings import ObservabilitySettings, parse_observability
 from gateway.routing.settings import RoutingSettings, packaged_routes_file, parse_routing
 from gateway.tenants.settings import TenantSettings, parse_tenants
@@ -259,7 +259,6 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
     if not models:
         raise ConfigError("models: no model is served by an enabled provider")
     server_t, failover_t = root.table("server"), root.table("failover")
-    cluster_t = root.table("cluster")
     server = _server(server_t, base_dir)
     settings = Settings(
         server=server,
@@ -272,12 +271,11 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
         routing=parse_routing(root.table("routing"), base_dir),
         observability=parse_observability(root.table("observability"), base_dir, env),
         cache=parse_cache(root.table("cache"), server.data_dir),
-        cluster=parse_cluster(cluster_t, env),
+        cluster=parse_cluster(root.table("cluster"), env),
         source=source,
     )
     server_t.reject_unknown()
     failover_t.reject_unknown()
-    cluster_t.reject_unknown()
     root.get("upstream", dict, {})
     for name in ("embedder", "tenants", "routing", "observability", "cache", "cluster"):
         root.get(name, dict, {})

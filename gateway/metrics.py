@@ -266,6 +266,12 @@ class Metrics:
             registry=r)
         self.embedder_errors = Counter(
             "gateway_embedder_errors", "Embedder calls that failed or timed out.", registry=r)
+        self.redis_up = Gauge(
+            "gateway_redis_up", "1 while the shared Redis answers, 0 while it does not (only "
+            "with [cluster] redis_url).", registry=r)
+        self.redis_fallbacks = Counter(
+            "gateway_redis_fallback_admissions", "Requests admitted on this replica's own "
+            "counters because Redis did not answer (redis_mode fail_open).", registry=r)
         self.budget_used = Gauge(
             "gateway_budget_used_ratio", "The highest share of any tenant's budget spent in the "
             "current UTC day or month (1 = spent).", ("period",), registry=r)
@@ -348,6 +354,12 @@ class Metrics:
 
     def embedder_failed(self) -> None:
         self.embedder_errors.inc()
+
+    def redis_changed(self, up: bool) -> None:
+        self.redis_up.set(1 if up else 0)
+
+    def redis_fallback(self) -> None:
+        self.redis_fallbacks.inc()
 
     # Set up and scrape time ------------------------------------------------------------
 

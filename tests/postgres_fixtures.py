@@ -25,7 +25,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from gateway.core.cluster_settings import ClusterSettings
+from gateway.core.cluster import ClusterSettings
 from gateway.core.postgres import Database
 
 _START_TIMEOUT_S = 30.0

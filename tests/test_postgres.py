@@ -9,7 +9,7 @@ from decimal import Decimal
 import asyncpg
 import pytest
 
-from gateway.core.cluster_settings import ClusterSettings
+from gateway.core.cluster import ClusterSettings
 from gateway.core.postgres import Database, DatabaseError, migrations, plain, positional
 
 pytest_plugins = ["tests.postgres_fixtures"]

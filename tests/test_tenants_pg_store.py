@@ -16,7 +16,7 @@ from gateway.errors import AuthenticationFailed, BudgetExceeded, InvalidRequest,
 from gateway.tenants import ledger as ledger_module
 from gateway.tenants.auth import Authenticator
 from gateway.tenants.backend import TenantStore
-from gateway.tenants.context import load_admission, open_store
+from gateway.tenants.context import TenantsConfig, load_admission, open_store
 from gateway.tenants.ledger import Ledger, UsageRecord
 from gateway.tenants.pg_store import PgStore
 from gateway.tenants.settings import LedgerSettings, Limits
@@ -144,13 +144,13 @@ async def test_a_key_created_through_one_replica_authenticates_through_another(
         auth.authenticate(f"Bearer {key}")
 
 
-async def test_budgets_start_from_the_shared_ledger(database: Database) -> None:
+async def test_budgets_start_from_the_shared_ledger(database: Database, tmp_path: Path) -> None:
     store = PgStore(database)
     ledger = Ledger(store)
     ledger.record(row(1, cost=0.6, ts=NOW))
     ledger.record(row(2, cost=0.5, ts=NOW))
     await ledger.close()
-    admission = await load_admission(PgStore(database), tenant_settings())
+    admission = await load_admission(PgStore(database), TenantsConfig(tenant_settings(), tmp_path))
     who = principal("acme", "key_1", tenant_limits=Limits(daily_budget_usd=1.0))
     with pytest.raises(BudgetExceeded):
         await admission.admit(who, chat())

@@ -1,0 +1,1 @@
+"""The vocabulary beneath every capability: settings, notices, storage helpers."""

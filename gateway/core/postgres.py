@@ -22,7 +22,7 @@ from typing import Any
 import asyncpg
 from aiohttp import web
 
-from gateway.core.cluster_settings import ClusterSettings
+from gateway.core.cluster import ClusterSettings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,9 @@
 
 ``add_commands`` registers the sub-commands; each sets ``handler`` to a function
 ``(args, settings) -> exit status`` that opens the store from the settings, does one thing and
-closes it. A running gateway notices the change within ``tenants.reload_interval_s``.
+closes it. A running gateway on the same store notices the change within
+``tenants.reload_interval_s``; with ``[cluster] redis_url`` a command that changed something also
+publishes a ``keys`` notice, so every replica reloads within a second.
 A new key is printed once, to stdout; only its hash is stored.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 import orjson
 
 from gateway.config import Settings
+from gateway.core.notices import publish_once
 from gateway.core.postgres import Database, DatabaseError
 from gateway.errors import GatewayError
 from gateway.tenants.backend import TenantStore
@@ -118,7 +121,7 @@ def run_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
         tenant = await store.create_tenant(args.name, limits)
         print(f"created tenant {tenant.name}: {_limits_text(tenant.limits.as_json())}")
 
-    return _run(settings, act)
+    return _run(settings, act, notify=True)
 
 
 def run_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -137,7 +140,7 @@ def run_tenants_update(args: argparse.Namespace, settings: Settings) -> int:
         state = "disabled" if tenant.disabled else "enabled"
         print(f"updated tenant {tenant.name} ({state}): {_limits_text(tenant.limits.as_json())}")
 
-    return _run(settings, act)
+    return _run(settings, act, notify=True)
 
 
 def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -147,7 +150,7 @@ def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
         print(f"created key {record.id} for tenant {record.tenant} (shown once, keep it):")
         print(key)
 
-    return _run(settings, act)
+    return _run(settings, act, notify=True)
 
 
 def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -164,10 +167,11 @@ def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
         record = await store.revoke_key(args.key_id)
         print(f"revoked key {record.id} ({record.prefix}…) of tenant {record.tenant}")
 
-    return _run(settings, act)
+    return _run(settings, act, notify=True)
 
 
-def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]]) -> int:
+def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]], *,
+         notify: bool = False) -> int:
     async def main() -> None:
         database = None
         if settings.cluster.shared_database:
@@ -181,6 +185,10 @@ def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]
         finally:
             if database is not None:
                 await database.close()
+        if notify and settings.cluster.redis_url is not None \
+                and not await publish_once(settings.cluster, "keys"):
+            print("warning: the other replicas were not notified (Redis unavailable); they "
+                  "pick the change up at their next full re-read", file=sys.stderr)
 
     try:
         asyncio.run(main())

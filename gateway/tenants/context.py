@@ -11,6 +11,11 @@ CLI, another process or another replica, are noticed by ``watch_changes`` within
 and reloads only when ``meta.revision`` moved. With a shared database (``[cluster]``) the store
 is PostgreSQL's (``pg_store.PgStore``), over the pool of ``gateway.core.postgres``.
 
+With ``[cluster] redis_url`` the counters live in Redis (``RedisCounterStore``, its lease renewal
+a task owned here), and keys and limits follow the peers: a ``keys`` notice from another
+replica reloads them at once, a reconnection of the notices listener reloads them (notices may
+have been missed), and so does every ``resync_interval_s`` as the backstop.
+
 First start: with no tenant at all, a ``default`` tenant and a key are created and the key is
 printed once to stdout (never to the log); without ``GATEWAY_ADMIN_KEY`` an admin key is generated,
 its hash stored and the key printed once.
@@ -21,8 +26,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,16 +36,20 @@ import asyncpg
 from aiohttp import web
 
 from gateway.config import Settings
+from gateway.core.cluster import ClusterSettings
+from gateway.core.notices import NOTICES, Notice, Notices
 from gateway.core.postgres import DATABASE, Database
+from gateway.core.redis_link import REDIS_LINK, RedisLink, RedisUnavailable
 from gateway.errors import InvalidRequest
 from gateway.lifecycle import stop_task
 from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.backend import TenantStore
-from gateway.tenants.counters import MemoryCounterStore
+from gateway.tenants.counters import CounterStore, MemoryCounterStore
 from gateway.tenants.keys import generate_admin_key, hash_key, load_or_create_secret, secret_check
 from gateway.tenants.ledger import Ledger, month_spend
 from gateway.tenants.pg_store import PgStore
-from gateway.tenants.quotas import Admission
+from gateway.tenants.quotas import Admission, Periods
+from gateway.tenants.redis_counters import RedisCounterStore
 from gateway.tenants.settings import Limits, TenantSettings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter
@@ -60,6 +70,10 @@ class TenantsConfig:
     settings: TenantSettings
     data_dir: Path
     public_url: str = "http://127.0.0.1:8080"
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    cost_per_token: float = 0.0
+    """The dearest model's price per token: what a request reserves against its budgets when
+    the counters are shared (an upper bound, so budgets are not overspent)."""
 
 
 CONFIG_KEY = web.AppKey("tenants_config", TenantsConfig)
@@ -68,15 +82,19 @@ AUTH_KEY = web.AppKey("tenants_auth", Authenticator)
 ADMISSION_KEY = web.AppKey("tenants_admission", Admission)
 LEDGER_KEY = web.AppKey("tenants_ledger", Ledger)
 RELOAD_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("tenants_reload_task", asyncio.Task)
+COUNTERS_KEY: web.AppKey[CounterStore] = web.AppKey("tenants_counters")
 
 
 def configure(app: web.Application, settings: Settings) -> None:
     """Put the tenants' configuration on ``app`` and register ``tenants_context``."""
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
+    prices = [max(m.input_price_per_mtok, m.output_price_per_mtok) for m in settings.models]
     app[CONFIG_KEY] = TenantsConfig(
         settings=settings.tenants,
         data_dir=settings.server.data_dir,
         public_url=f"http://{host}:{settings.server.port}",
+        cluster=settings.cluster,
+        cost_per_token=max(prices, default=0.0) / 1e6,
     )
     app.cleanup_ctx.append(tenants_context)
 
@@ -85,6 +103,7 @@ async def tenants_context(app: web.Application) -> AsyncIterator[None]:
     """The store, the in-memory auth and admission, the ledger writer and the reload watcher."""
     config = app[CONFIG_KEY]
     store, secret = await open_store(config.settings, config.data_dir, app.get(DATABASE))
+    tasks: list[asyncio.Task[None]] = []
     try:
         auth = Authenticator(
             secret, await admin_digest(store, config.settings, secret), anonymous(config.settings)
@@ -92,21 +111,64 @@ async def tenants_context(app: web.Application) -> AsyncIterator[None]:
         if config.settings.bootstrap and await store.count_tenants() == 0:
             await create_default_tenant(store, config, secret)
         await auth.reload(store)
-        admission = await load_admission(store, config.settings)
+        admission = await load_admission(store, config, app.get(REDIS_LINK))
         ledger = Ledger(store, config.settings.ledger)
         ledger.start()
-        watcher = asyncio.create_task(
+        tasks.append(asyncio.create_task(
             watch_changes(store, auth, config.settings.reload_interval_s), name="tenants-reload"
-        )
+        ))
+        tasks += follow_peers(app, store, auth, admission)
         app[STORE_KEY], app[AUTH_KEY], app[ADMISSION_KEY] = store, auth, admission
-        app[LEDGER_KEY], app[RELOAD_TASK_KEY] = ledger, watcher
+        app[COUNTERS_KEY] = admission.counters
+        app[LEDGER_KEY], app[RELOAD_TASK_KEY] = ledger, tasks[0]
         try:
             yield
         finally:
-            await stop_task(watcher)
+            for task in reversed(tasks):
+                await stop_task(task)
             await ledger.close()
     finally:
         await store.close()
+
+
+def follow_peers(app: web.Application, store: TenantStore, auth: Authenticator,
+                 admission: Admission) -> list[asyncio.Task[None]]:
+    """With Redis: reload on the peers' ``keys`` notices, after reconnections and every
+    ``resync_interval_s``; renew the leases this replica holds. The tasks, for the caller."""
+    config = app[CONFIG_KEY]
+    notices = app.get(NOTICES)
+    if notices is None or notices.link is None:
+        return []
+
+    async def reload(notice: Notice | None = None) -> None:
+        await auth.reload(store)
+        if notice is not None:
+            log.info("keys or limits changed on replica %s: reloaded", notice.origin)
+
+    notices.subscribe("keys", reload)
+    notices.on_resync(reload)
+    tasks = [asyncio.create_task(
+        resync_forever(reload, config.cluster.resync_interval_s), name="tenants-resync")]
+    if isinstance(admission.counters, RedisCounterStore):
+        tasks.append(asyncio.create_task(admission.counters.renew_forever(),
+                                         name="tenants-lease-renewal"))
+    return tasks
+
+
+async def resync_forever(reload: Callable[[], Awaitable[None]], interval_s: float) -> None:
+    """The backstop behind the notices: a full re-read every ``interval_s``."""
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            await reload()
+        except (sqlite3.Error, asyncpg.PostgresError, OSError, TimeoutError) as exc:
+            log.warning("periodic re-read of keys and limits failed, will retry: %s", exc)
+
+
+async def publish_change(notices: Notices | None) -> None:
+    """Tell the peers that keys or limits changed here (the admin API calls this)."""
+    if notices is not None:
+        await notices.publish("keys")
 
 
 def anonymous(settings: TenantSettings) -> Principal | None:
@@ -189,18 +251,38 @@ def announce(text: str) -> None:
     print(text, flush=True)
 
 
-async def load_admission(store: TenantStore, settings: TenantSettings) -> Admission:
-    """Admission over in-memory counters, starting from this month's spend in the ledger."""
+async def load_admission(store: TenantStore, config: TenantsConfig,
+                         link: RedisLink | None = None) -> Admission:
+    """Admission over Redis when a link is given, else in-memory counters; starting from this
+    month's spend in the ledger (on Redis, only the first replica of the month seeds it)."""
+    settings = config.settings
+    counters: CounterStore = MemoryCounterStore()
+    cost_per_token = 0.0
+    seed = True
+    if link is not None:
+        shared = RedisCounterStore(link, lease_s=config.cluster.lease_s,
+                                   fail_open=config.cluster.fail_open)
+        counters, cost_per_token = shared, config.cost_per_token
+        try:
+            await shared.load_scripts()
+            seed = await shared.claim_seed(Periods.of(time.time()).month)
+        except RedisUnavailable:
+            seed = False  # the configured mode applies until Redis answers
     admission = Admission(
-        MemoryCounterStore(),
+        counters,
         TokenCounter.load(settings.tokenizer),
         default_max_tokens=settings.default_max_tokens,
         soft_share=settings.budget_soft_share,
         soft_action=settings.budget_soft_action,
+        cost_per_token=cost_per_token,
     )
-    for row in await month_spend(store):
-        midday = datetime.strptime(row.day, "%Y-%m-%d").replace(hour=12, tzinfo=UTC)
-        await admission.add_spend(row.tenant, row.key_id, row.cost, midday.timestamp())
+    if seed:
+        try:
+            for row in await month_spend(store):
+                midday = datetime.strptime(row.day, "%Y-%m-%d").replace(hour=12, tzinfo=UTC)
+                await admission.add_spend(row.tenant, row.key_id, row.cost, midday.timestamp())
+        except RedisUnavailable as exc:
+            log.warning("this month's spend was not copied into Redis (%s)", exc)
     return admission
 
 
