@@ -1,7 +1,8 @@
 """A real PostgreSQL for the tests: Debian's server binaries, started once per test session on a
 free port in a temporary folder, and a fresh database for each test that asks for one.
 
-Test modules load this with ``pytest_plugins = ["tests.postgres_fixtures"]``. initdb refuses to
+Test modules load this with ``pytest_plugins = ["tests.postgres_fixtures"]``; benchmarks use
+``running_postgres`` directly. initdb refuses to
 run as root, so as root the server runs as the ``postgres`` user (which Debian's package creates)
 in a folder handed to that user. Without the binaries the tests skip, except under CI (``CI``
 set), where they fail: ``make test`` installs the package (deploy/install_services.sh).
@@ -80,8 +81,10 @@ def _wait_ready(bin_dir: Path, port: int, server: subprocess.Popen[bytes]) -> No
     raise RuntimeError(f"postgres did not accept connections within {_START_TIMEOUT_S} s")
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[PostgresServer]:
+@contextlib.contextmanager
+def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
+    """A server in a fresh temporary folder for the duration of the block. ``durable`` keeps
+    PostgreSQL's fsync on (benchmarks); tests run without it."""
     bin_dir = postgres_bin()
     if bin_dir is None:
         _missing("PostgreSQL server binaries are not installed (/usr/lib/postgresql/*/bin)")
@@ -98,11 +101,13 @@ def postgres_server() -> Iterator[PostgresServer]:
         check=True, stdout=subprocess.DEVNULL,
     )
     port = _free_port()
+    options = ["-c", "listen_addresses=127.0.0.1", "-c", "max_connections=200"]
+    if not durable:
+        options += ["-c", "fsync=off"]
     with (folder / "server.log").open("wb") as server_log:
         server = subprocess.Popen(
             _as_server_user([str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
-                             "-k", str(folder), "-c", "listen_addresses=127.0.0.1",
-                             "-c", "fsync=off", "-c", "max_connections=200"]),
+                             "-k", str(folder), *options]),
             stdout=subprocess.DEVNULL, stderr=server_log,
         )
     try:
@@ -118,16 +123,27 @@ def postgres_server() -> Iterator[PostgresServer]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-@pytest.fixture
-async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
-    """The URL of an empty database of its own for one test, dropped after it."""
-    name = f"test_{os.getpid()}_{next(_DATABASES)}"
-    admin = await asyncpg.connect(postgres_server.url())
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with running_postgres() as server:
+        yield server
+
+
+async def create_database(server: PostgresServer, name: str) -> str:
+    """A new empty database on ``server``; its URL."""
+    admin = await asyncpg.connect(server.url())
     try:
         await admin.execute(f'CREATE DATABASE "{name}"')
     finally:
         await admin.close()
-    yield postgres_server.url(name)
+    return server.url(name)
+
+
+@pytest.fixture
+async def database_url(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """The URL of an empty database of its own for one test, dropped after it."""
+    name = f"test_{os.getpid()}_{next(_DATABASES)}"
+    yield await create_database(postgres_server, name)
     admin = await asyncpg.connect(postgres_server.url())
     try:
         with contextlib.suppress(asyncpg.PostgresError):
