@@ -27,23 +27,29 @@ def embedder() -> OnnxEmbedder:
     return load_embedder()
 
 
-Replica = Callable[[str], "asyncio.Future[SemanticCache]"]
+class Replicas:
+    """Caches on one database, as replicas would open them; each with its own index folder."""
+
+    def __init__(self, database: Database, folder: Path) -> None:
+        self.database = database
+        self.folder = folder
+        self.opened: list[SemanticCache] = []
+        self.stores: dict[str, PgCacheStore] = {}
+
+    async def __call__(self, name: str) -> SemanticCache:
+        store = self.stores[name] = await PgCacheStore.open(self.database)
+        cache = await SemanticCache.open(settings_in(self.folder / name, threshold=0.9), SPACE,
+                                         store=store)
+        cache.start()
+        self.opened.append(cache)
+        return cache
 
 
 @pytest.fixture
-async def replicas(database: Database, tmp_path: Path) -> AsyncIterator[Replica]:
-    opened: list[SemanticCache] = []
-
-    async def replica(name: str) -> SemanticCache:
-        store = await PgCacheStore.open(database)
-        cache = await SemanticCache.open(settings_in(tmp_path / name, threshold=0.9), SPACE,
-                                         store=store)
-        cache.start()
-        opened.append(cache)
-        return cache
-
-    yield replica  # type: ignore[misc]
-    for cache in opened:
+async def replicas(database: Database, tmp_path: Path) -> AsyncIterator[Replicas]:
+    fleet = Replicas(database, tmp_path)
+    yield fleet
+    for cache in fleet.opened:
         await cache.close()
 
 
@@ -58,7 +64,7 @@ async def until(condition: Callable[[], bool], what: str) -> float:
 
 
 async def test_an_answer_stored_through_one_replica_is_a_semantic_hit_through_another(
-    replicas: Replica, embedder: OnnxEmbedder,
+    replicas: Replicas, embedder: OnnxEmbedder,
 ) -> None:
     a, b = await replicas("a"), await replicas("b")
     vectors = embedder.embed([STORED, ASKED])
@@ -74,7 +80,7 @@ async def test_an_answer_stored_through_one_replica_is_a_semantic_hit_through_an
 
 
 async def test_removals_and_dropped_namespaces_reach_the_other_replicas(
-    replicas: Replica, embedder: OnnxEmbedder,
+    replicas: Replicas, embedder: OnnxEmbedder,
 ) -> None:
     a, b = await replicas("a"), await replicas("b")
     vectors = embedder.embed(["What is 2+2?", "Name a prime", "Spell cat"])
@@ -95,7 +101,7 @@ async def test_removals_and_dropped_namespaces_reach_the_other_replicas(
 
 
 async def test_a_replica_started_later_rebuilds_its_graph_from_the_database(
-    replicas: Replica, embedder: OnnxEmbedder,
+    replicas: Replicas, embedder: OnnxEmbedder,
 ) -> None:
     a = await replicas("a")
     vectors = embedder.embed([STORED, ASKED])
@@ -107,7 +113,7 @@ async def test_a_replica_started_later_rebuilds_its_graph_from_the_database(
 
 
 async def test_ids_are_shared_so_both_replicas_count_the_same_entries(
-    replicas: Replica, database: Database,
+    replicas: Replicas, database: Database,
 ) -> None:
     a, b = await replicas("a"), await replicas("b")
     await a.store("t", CONTEXT, "one", None, answer("1"))
@@ -118,3 +124,29 @@ async def test_ids_are_shared_so_both_replicas_count_the_same_entries(
     one = await b.lookup("t", CONTEXT, "one", None, "exact")
     two = await a.lookup("t", CONTEXT, "two", None, "exact")
     assert one is not None and two is not None and one.entry_id != two.entry_id
+
+
+async def test_a_replica_whose_listener_dropped_listens_again_and_catches_up(
+    replicas: Replicas, database: Database,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    await a.store("t", CONTEXT, "old question", None, answer("old"))
+    await a.flush()
+    await until(lambda: b.stats()["entries"] == 1, "B sees the first entry")
+    await database.pool.execute(  # what a database restart does to every LISTEN connection
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+        "WHERE query LIKE 'LISTEN %' AND pid <> pg_backend_pid()"
+    )
+    old = await a.lookup("t", CONTEXT, "old question", None, "exact")
+    assert old is not None and await a.invalidate(old.entry_id)
+    await a.store("t", CONTEXT, "new question", None, answer("new"))
+    await a.flush()
+    await until(lambda: replicas.stores["b"].reconnects == 1, "B listens again")
+    deadline = time.monotonic() + NOTICE_DEADLINE_S
+    while await b.lookup("t", CONTEXT, "new question", None, "exact") is None:
+        assert time.monotonic() < deadline, "B never caught up with the entry it missed"
+        await asyncio.sleep(0.005)
+    await until(lambda: b.stats()["entries"] == 1, "B forgot the entry removed meanwhile")
+    assert await b.lookup("t", CONTEXT, "old question", None, "exact") is None
+    new = await b.lookup("t", CONTEXT, "new question", None, "exact")
+    assert new is not None and new.body["choices"][0]["message"]["content"] == "new"

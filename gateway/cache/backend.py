@@ -19,9 +19,10 @@ from gateway.cache.store import NewEntry, StoredEntry
 
 @dataclass(frozen=True, slots=True)
 class Notice:
-    """What another replica did: stored entries, removed entries, or dropped a namespace."""
+    """What another replica did: stored entries, removed entries, or dropped a namespace; or
+    ``resync``: notices may have been missed, compare everything with the database."""
 
-    kind: Literal["stored", "removed", "dropped"]
+    kind: Literal["stored", "removed", "dropped", "resync"]
     ids: tuple[int, ...] = ()
     namespace: str = ""
 
@@ -53,6 +54,7 @@ class CacheBackend(Protocol):
     async def delete(self, ids: Sequence[int]) -> None: ...
     async def delete_namespace(self, namespace: str) -> int: ...
     async def record_hits(self, hits: dict[int, tuple[float, int]]) -> None: ...
+    async def ids(self) -> set[int]: ...
     async def count(self) -> int: ...
 
     async def listen(self, on_notice: Callable[[Notice], None]) -> None:

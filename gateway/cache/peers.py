@@ -4,14 +4,16 @@ With a shared backend every replica writes into one table and announces each cha
 (``backend.Notice``). ``Peers`` queues those notices as they arrive and, in the cache's
 ``cache-peers`` task, applies each to this replica's in-memory table and hnswlib graphs, under the
 cache's flush lock so that it never interleaves with this replica's own batches. Entries a peer
-stored are read back from the database (their row and vector), never sent in the notice. Touches
-only this replica's memory; the database already holds the change.
+stored are read back from the database (their row and vector), never sent in the notice; after
+notices may have been lost (a ``resync``), the ids in memory are compared with the table's.
+Touches only this replica's memory; the database already holds the change.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 
 from gateway.cache.backend import CacheBackend, Notice
 from gateway.cache.entries import EntryTable
@@ -64,15 +66,27 @@ class Peers:
             if self._index is not None:
                 await self._index.drop(notice.namespace)
         elif notice.kind == "removed":
-            gone = [e for i in notice.ids if (e := self._table.remove(i)) is not None]
-            await unindex(self._index, gone)
-        elif self._store is not None:
-            entries = await self._store.stored_by_id(
-                [i for i in notice.ids if self._table.get(i) is None]
-            )
-            await self._index_stored(entries)
-            for entry in entries:  # after the graph: a lookup finds both or neither
-                self._table.add(entry)
+            await self._forget(notice.ids)
+        elif notice.kind == "stored":
+            await self._adopt([i for i in notice.ids if self._table.get(i) is None])
+        elif self._store is not None:  # resync: whatever the missed notices said
+            stored, known = await self._store.ids(), self._table.ids()
+            await self._forget(sorted(known - stored))
+            await self._adopt(sorted(stored - known))
+            log.info("cache: re-read after missed notices: %d entries added, %d removed",
+                     len(stored - known), len(known - stored))
+
+    async def _forget(self, ids: Sequence[int]) -> None:
+        gone = [e for i in ids if (e := self._table.remove(i)) is not None]
+        await unindex(self._index, gone)
+
+    async def _adopt(self, ids: Sequence[int]) -> None:
+        if self._store is None or not ids:
+            return
+        entries = await self._store.stored_by_id(ids)
+        await self._index_stored(entries)
+        for entry in entries:  # after the graph: a lookup finds both or neither
+            self._table.add(entry)
 
     async def _index_stored(self, entries: list[StoredEntry]) -> None:
         if self._index is None or self._store is None or self._space is None:

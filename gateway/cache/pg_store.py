@@ -6,8 +6,10 @@ id means the same entry, and the same hnswlib label, on every replica. Each writ
 entries removed, a namespace dropped) sends a NOTIFY on ``gateway_cache`` in its own transaction:
 PostgreSQL delivers it at commit, so a peer that hears of an entry can always read it. Each
 replica LISTENs on a connection of its own and ignores its own notices (the payload starts with
-the writer's random origin). Why PostgreSQL and not Redis pub/sub: the notice is atomic with the
-row, and the cache then needs nothing beyond the database that already holds its entries.
+the writer's random origin); when that connection drops it reconnects, then asks for a full
+re-read (a ``resync`` notice), since what was sent meanwhile is lost. Why PostgreSQL and not
+Redis pub/sub: the notice is atomic with the row, and the cache then needs nothing beyond the
+database that already holds its entries.
 
 Answers are read for lookups through ``PgAnswerReader``: the index pool's search job calls it from
 a worker thread, which hands the query to the event loop and waits for it (the loop is free: it is
@@ -35,6 +37,7 @@ from gateway.cache.store import (
     vector_matrix,
 )
 from gateway.core.postgres import Database
+from gateway.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +97,10 @@ class PgCacheStore:
         self.origin = secrets.token_hex(8)
         self._reader = PgAnswerReader(database.pool, loop, database.settings.database_timeout_s)
         self._listener: asyncpg.Connection | None = None
+        self._on_notice: Callable[[Notice], None] | None = None
+        self._reconnect: asyncio.Task[None] | None = None
+        self._closing = False
+        self.reconnects = 0
 
     @classmethod
     async def open(cls, database: Database) -> PgCacheStore:
@@ -104,26 +111,55 @@ class PgCacheStore:
         return self._reader
 
     async def close(self) -> None:
+        self._closing = True
+        if self._reconnect is not None:
+            await stop_task(self._reconnect)
         if self._listener is not None:
             listener, self._listener = self._listener, None
             await listener.close()
 
     async def listen(self, on_notice: Callable[[Notice], None]) -> None:
-        def heard(_conn: object, _pid: int, _channel: str, payload: object) -> None:
-            notice = self._parse(str(payload))
-            if notice is not None:
-                on_notice(notice)
+        self._on_notice = on_notice
+        await self._connect_listener()
 
-        def lost(_conn: object) -> None:
-            log.warning("cache notices: the LISTEN connection closed; peers' new entries reach "
-                        "this replica again only after a restart")
+    async def _connect_listener(self) -> None:
+        settings = self._database.settings
+        listener = await asyncpg.connect(settings.database_url,
+                                         timeout=settings.database_timeout_s)
+        listener.add_termination_listener(self._lost)
+        await listener.add_listener(CHANNEL, self._heard)
+        self._listener = listener
 
-        url = self._database.settings.database_url
-        self._listener = await asyncpg.connect(
-            url, timeout=self._database.settings.database_timeout_s
+    def _heard(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
+        notice = self._parse(str(payload))
+        if notice is not None and self._on_notice is not None:
+            self._on_notice(notice)
+
+    def _lost(self, _conn: object) -> None:
+        if self._closing:
+            return
+        log.warning("cache notices: the LISTEN connection closed; reconnecting")
+        self._listener = None
+        self._reconnect = asyncio.get_running_loop().create_task(
+            self._listen_again(), name="cache-listen-again"
         )
-        self._listener.add_termination_listener(lost)
-        await self._listener.add_listener(CHANNEL, heard)
+
+    async def _listen_again(self) -> None:
+        """Reconnect (backing off to 5 s), then ask for a full re-read: notices sent while
+        nobody listened are gone, the table is not."""
+        delay_s = 0.1
+        while True:
+            try:
+                await self._connect_listener()
+                break
+            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+                log.warning("cache notices: cannot listen yet (%s); retrying", exc)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 5.0)
+        self.reconnects += 1
+        log.info("cache notices: listening again; re-reading the entries")
+        if self._on_notice is not None:
+            self._on_notice(Notice("resync"))
 
     def _parse(self, payload: str) -> Notice | None:
         origin, kind, rest = [*payload.split(" ", 2), "", ""][:3]
@@ -237,6 +273,9 @@ class PgCacheStore:
             "WHERE id = $3",
             [(at, count, entry_id) for entry_id, (at, count) in hits.items()],
         )
+
+    async def ids(self) -> set[int]:
+        return {int(r[0]) for r in await self._pool.fetch("SELECT id FROM cache_entries")}
 
     async def count(self) -> int:
         return int(await self._pool.fetchval("SELECT count(*) FROM cache_entries"))

@@ -251,6 +251,10 @@ class CacheStore:
         )
         await self._db.commit()
 
+    async def ids(self) -> set[int]:
+        async with self._db.execute("SELECT id FROM entries") as cur:
+            return {int(r[0]) for r in await cur.fetchall()}
+
     async def count(self) -> int:
         async with self._db.execute("SELECT COUNT(*) FROM entries") as cur:
             row = await cur.fetchone()
