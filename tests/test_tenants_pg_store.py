@@ -16,7 +16,13 @@ from gateway.errors import AuthenticationFailed, BudgetExceeded, InvalidRequest,
 from gateway.tenants import ledger as ledger_module
 from gateway.tenants.auth import Authenticator
 from gateway.tenants.backend import TenantStore
-from gateway.tenants.context import TenantsConfig, load_admission, open_store
+from gateway.tenants.context import (
+    TenantsConfig,
+    admin_digest,
+    create_default_tenant,
+    load_admission,
+    open_store,
+)
 from gateway.tenants.ledger import Ledger, UsageRecord
 from gateway.tenants.pg_store import PgStore
 from gateway.tenants.settings import LedgerSettings, Limits
@@ -161,3 +167,18 @@ async def test_a_shared_database_needs_the_key_secret_from_the_environment(
 ) -> None:
     with pytest.raises(ConfigError, match="same secret"):
         await open_store(tenant_settings(key_secret=None), tmp_path, database)
+
+
+async def test_replicas_starting_together_on_an_empty_database_bootstrap_once(
+    database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = tenant_settings(admin_key=None, bootstrap=True)
+    config = TenantsConfig(settings, tmp_path)
+    stores = [PgStore(database) for _ in range(3)]
+    digests = await asyncio.gather(*(admin_digest(s, settings, SECRET) for s in stores))
+    await asyncio.gather(*(create_default_tenant(s, config, SECRET) for s in stores))
+    assert len(set(digests)) == 1
+    assert [t.name for t in await stores[0].list_tenants()] == ["default"]
+    assert len(await stores[0].list_keys("default")) == 1
+    shown = capsys.readouterr().out
+    assert shown.count("Admin key (shown once") == 1 and shown.count("API key for tenant") == 1
