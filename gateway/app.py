@@ -24,10 +24,16 @@ from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
 from gateway.config import Settings
 from gateway.core.notices import notices_context
-from gateway.core.postgres import database_context
+from gateway.core.postgres import POSTGRES_ERRORS, database_context
 from gateway.core.redis_link import CLUSTER_SETTINGS, REDIS_LINK, redis_context
 from gateway.dashboard.site import setup_dashboard
-from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
 from gateway.failover import Failover
 from gateway.http_client import HttpClient
 from gateway.lifecycle import Lifecycle, State
@@ -87,6 +93,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return render_error(_translate_http(exc), request_id)
     except ConnectionResetError:
         raise
+    except POSTGRES_ERRORS as exc:  # the shared database failed under an admin call
+        log.warning("shared database error in %s %s (request %s): %s", request.method,
+                    request.path, request_id, exc)
+        return render_error(ServiceUnavailable("The shared database is unavailable; retry "
+                                               "shortly."), request_id)
     except Exception:
         log.exception("unexpected error in %s %s (request %s)", request.method, request.path,
                       request_id)

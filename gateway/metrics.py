@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import sqlite3
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -36,7 +35,6 @@ from importlib import metadata
 from itertools import accumulate
 from typing import Generic, Literal, TypeVar
 
-import asyncpg
 from aiohttp import web
 from prometheus_client import (
     CollectorRegistry,
@@ -53,6 +51,7 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from gateway.appkeys import CATALOG, FAILOVER
+from gateway.core.postgres import STORAGE_ERRORS
 from gateway.dashboard_queries import budget_usage
 from gateway.errors import AuthenticationFailed, BudgetExceeded, GatewayError, RateLimited
 from gateway.failover import BreakerState, Health
@@ -501,7 +500,7 @@ async def _refresh_budgets(app: web.Application, metrics: Metrics) -> None:
         return
     try:
         uses = await budget_usage(store, now=time.time())
-    except (sqlite3.Error, asyncpg.PostgresError, OSError) as exc:
+    except STORAGE_ERRORS as exc:
         log.warning("budget figures for /metrics not refreshed: %s", exc)
         return
     metrics.set_budget_usage((u.tenant, u.period, u.share) for u in uses)

@@ -36,7 +36,7 @@ from gateway.cache.store import (
     vector_bytes,
     vector_matrix,
 )
-from gateway.core.postgres import Database
+from gateway.core.postgres import DATABASE_ERRORS, Database
 from gateway.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
@@ -152,7 +152,7 @@ class PgCacheStore:
             try:
                 await self._connect_listener()
                 break
-            except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            except DATABASE_ERRORS as exc:
                 log.warning("cache notices: cannot listen yet (%s); retrying", exc)
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 5.0)

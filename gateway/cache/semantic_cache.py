@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -32,7 +31,6 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
 
-import asyncpg
 import numpy as np
 import orjson
 
@@ -46,6 +44,7 @@ from gateway.cache.rule import Rule, serving_rule
 from gateway.cache.settings import CacheSettings, Policy
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
 from gateway.cache.text_features import Profile, profile
+from gateway.core.postgres import STORAGE_ERRORS
 from gateway.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
@@ -53,6 +52,8 @@ log = logging.getLogger(__name__)
 Json = dict[str, Any]
 Clock = Callable[[], float]
 _MAX_BATCH = 512
+_LOOKUP_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, *STORAGE_ERRORS)
+"""What a broken cache raises during a lookup: the request goes on without the cache."""
 _PROFILES = 4096  # guard profiles of stored texts kept between lookups
 
 
@@ -130,7 +131,7 @@ class SemanticCache:
             hit = await self._exact(namespace, fingerprint, text, policy)
             if hit is None and policy == "semantic" and vector is not None and text:
                 hit = await self._semantic(namespace, fingerprint, text, vector)
-        except (OSError, RuntimeError, ValueError, sqlite3.Error, asyncpg.PostgresError) as exc:
+        except _LOOKUP_ERRORS as exc:
             log.warning("cache lookup failed, answering without it: %s", exc)
             return None
         if hit is not None:

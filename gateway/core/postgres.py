@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -34,6 +35,15 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL,
     applied_at TIMESTAMPTZ NOT NULL DEFAULT now())
 """
+
+POSTGRES_ERRORS: tuple[type[Exception], ...] = (asyncpg.PostgresError, asyncpg.InterfaceError)
+"""What asyncpg raises for a failed statement or a broken connection."""
+DATABASE_ERRORS: tuple[type[Exception], ...] = (*POSTGRES_ERRORS, OSError)
+"""What a call to the shared database raises when it fails or cannot be reached (OSError
+includes TimeoutError)."""
+STORAGE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error, *DATABASE_ERRORS)
+"""The same for a store that may be either SQLite or PostgreSQL."""
+
 
 class DatabaseError(Exception):
     """The shared database cannot be reached or refused a statement (message has no URL)."""
@@ -93,7 +103,7 @@ class Database:
                 timeout=settings.database_timeout_s,
                 command_timeout=settings.database_timeout_s,
             )
-        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        except DATABASE_ERRORS as exc:
             raise DatabaseError(f"cannot connect to the shared database: {exc}") from exc
         database = cls(pool, settings)
         try:

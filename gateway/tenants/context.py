@@ -25,20 +25,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import asyncpg
 from aiohttp import web
 
 from gateway.config import Settings
 from gateway.core.cluster import ClusterSettings
 from gateway.core.notices import NOTICES, Notice, Notices
-from gateway.core.postgres import DATABASE, Database
+from gateway.core.postgres import DATABASE, STORAGE_ERRORS, Database
 from gateway.core.redis_link import REDIS_LINK, RedisLink, RedisUnavailable
 from gateway.errors import InvalidRequest
 from gateway.lifecycle import stop_task
@@ -161,7 +159,7 @@ async def resync_forever(reload: Callable[[], Awaitable[None]], interval_s: floa
         await asyncio.sleep(interval_s)
         try:
             await reload()
-        except (sqlite3.Error, asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except STORAGE_ERRORS as exc:
             log.warning("periodic re-read of keys and limits failed, will retry: %s", exc)
 
 
@@ -308,5 +306,5 @@ async def watch_changes(
                 log.info("tenants or keys changed (revision %d): reloaded", latest)
                 if reloaded is not None:
                     reloaded.set()
-        except (sqlite3.Error, asyncpg.PostgresError, OSError, TimeoutError) as exc:
+        except STORAGE_ERRORS as exc:
             log.warning("tenants reload failed, will retry: %s", exc)
