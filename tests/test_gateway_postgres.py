@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient
 from gateway.tenants.context import LEDGER_KEY
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI
+from tests.observability_fixtures import login
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer, new_tenant_key
 
 pytest_plugins = ["tests.postgres_fixtures"]
@@ -31,8 +32,8 @@ async def ask(client: TestClient, key: str) -> Any:
         "model": "small", "messages": [{"role": "user", "content": "Hello"}]})
 
 
-async def test_usage_through_the_gateway_is_in_the_shared_ledger(
-    make_gateway: GatewayFactory, fake_openai: tuple[FakeOpenAI, str], database_url: str,
+async def test_usage_through_the_gateway_is_in_the_shared_ledger_and_on_the_dashboard(
+    database_url: str, make_gateway: GatewayFactory, fake_openai: tuple[FakeOpenAI, str],
 ) -> None:
     _, upstream = fake_openai
     client = await shared_gateway(make_gateway, upstream, database_url)
@@ -44,6 +45,11 @@ async def test_usage_through_the_gateway_is_in_the_shared_ledger(
     (acme,) = (await usage.json())["tenants"]
     assert acme["tenant"] == "acme" and acme["today"]["requests"] == 3
     assert acme["today"]["cost"] > 0
+    assert (await login(client)).status == 303
+    for page in ("/dashboard", "/dashboard/tenants", "/dashboard/requests?tenant=acme"):
+        resp = await client.get(page)
+        assert resp.status == 200, (page, await resp.text())
+        assert page == "/dashboard" or "acme" in await resp.text()
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM usage WHERE tenant = 'acme'") == 3
@@ -53,8 +59,8 @@ async def test_usage_through_the_gateway_is_in_the_shared_ledger(
 
 
 async def test_a_vanished_database_is_a_503_for_the_admin_api_and_chat_goes_on(
-    make_gateway: GatewayFactory, fake_openai: tuple[FakeOpenAI, str],
-    postgres_server: Any, database_url: str,
+    postgres_server: Any, database_url: str, make_gateway: GatewayFactory,
+    fake_openai: tuple[FakeOpenAI, str],
 ) -> None:
     _, upstream = fake_openai
     client = await shared_gateway(make_gateway, upstream, database_url)

@@ -24,6 +24,7 @@ from gateway.dashboard.session import COOKIE, Handler, Sessions, login_redirect
 from gateway.errors import ServiceUnavailable
 from gateway.observability_settings import ObservabilitySettings
 from gateway.tenants.auth import Authenticator
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.context import AUTH_KEY, LEDGER_KEY, STORE_KEY
 from gateway.tenants.store import Store
 
@@ -59,7 +60,7 @@ async def reader_context(app: web.Application) -> AsyncIterator[None]:
     writer work at once) such a query never holds up the ledger's writes or key reloads.
     """
     store = app.get(STORE_KEY)
-    if not isinstance(store, Store):  # none, or the shared database's: see ``fresh_store``
+    if not isinstance(store, Store):  # none, or the shared database's pool: no reader needed
         yield
         return
     db = await aiosqlite.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True)
@@ -71,7 +72,7 @@ async def reader_context(app: web.Application) -> AsyncIterator[None]:
         await db.close()
 
 
-async def fresh_store(request: web.Request) -> Store:
+async def fresh_store(request: web.Request) -> TenantStore:
     """The dashboard's reader, after the ledger's queue was written so that pages are current."""
     ledger = request.app.get(LEDGER_KEY)
     if ledger is not None:
@@ -79,11 +80,6 @@ async def fresh_store(request: web.Request) -> Store:
     store = request.app.get(READER_KEY) or request.app.get(STORE_KEY)
     if store is None:
         raise ServiceUnavailable("The dashboard needs the tenants store, which is not running.")
-    if not isinstance(store, Store):
-        # Its queries (percentiles, buckets) are written for SQLite; /metrics and the admin
-        # API's usage views do work on the shared database.
-        raise ServiceUnavailable("The dashboard's charts need the embedded SQLite store; with a "
-                                 "shared database use /metrics and /admin/usage.")
     return store
 
 

@@ -21,9 +21,9 @@ from gateway.charts import meter
 from gateway.dashboard.figures import mix, overview_charts, span
 from gateway.dashboard.state import DASHBOARD_KEY, fresh_store, render, require_login
 from gateway.failover import BreakerState, Health
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.ledger import day_of, spend_by_model
 from gateway.tenants.redact import redact
-from gateway.tenants.store import Store
 
 DEFAULT_WINDOW = "1h"
 MAX_ROWS = 500
@@ -168,7 +168,7 @@ def request_filter(request: web.Request, now: float) -> q.RequestFilter:
     )
 
 
-async def _options(store: Store, now: float, chosen: q.RequestFilter) -> dict[str, list[str]]:
+async def _options(store: TenantStore, now: float, chosen: q.RequestFilter) -> dict[str, list[str]]:
     """Menu values: every tenant, the models of the last month, the routes of the last day."""
     options = {
         "tenant": [t.name for t in await store.list_tenants()],
