@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 
-from gateway import dashboard_queries as q
 from gateway.core.postgres import Database
+from gateway.core.tenant_settings import LedgerSettings, Limits
+from gateway.observability.dashboard import queries as q
 from gateway.tenants.backend import TenantStore
 from gateway.tenants.ledger import Ledger, UsageRecord, day_of
 from gateway.tenants.pg_store import PgStore
-from gateway.tenants.settings import LedgerSettings, Limits
 from gateway.tenants.store import Store
 from tests.tenant_fixtures import SECRET
 

@@ -16,10 +16,10 @@ from gateway.cache.pg_store import PgCacheStore
 from gateway.cache.semantic_cache import SemanticCache
 from gateway.cache.store import CacheStore
 from gateway.core.postgres import Database
+from gateway.core.tenant_settings import Limits
 from gateway.routing.signals import SignalStore
 from gateway.tenants.ledger import Ledger, UsageRecord, recent, tenant_totals
 from gateway.tenants.pg_store import PgStore
-from gateway.tenants.settings import Limits
 from gateway.tenants.store import Store
 from tests.cache_fixtures import CONTEXT, SPACE, answer, load_embedder, settings_in
 from tests.conftest import ROOT

@@ -11,8 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.errors import AuthenticationFailed, BudgetExceeded, InvalidRequest, NotFound
 from gateway.core.postgres import Database
-from gateway.errors import AuthenticationFailed, BudgetExceeded, InvalidRequest, NotFound
+from gateway.core.tenant_settings import LedgerSettings, Limits
+from gateway.core.toml_table import ConfigError
 from gateway.tenants import ledger as ledger_module
 from gateway.tenants.auth import Authenticator
 from gateway.tenants.backend import TenantStore
@@ -25,9 +27,7 @@ from gateway.tenants.context import (
 )
 from gateway.tenants.ledger import Ledger, UsageRecord
 from gateway.tenants.pg_store import PgStore
-from gateway.tenants.settings import LedgerSettings, Limits
 from gateway.tenants.store import USAGE_COLUMNS, Store
-from gateway.toml_table import ConfigError
 from tests.tenant_fixtures import SECRET, chat, principal, tenant_settings
 
 pytest_plugins = ["tests.postgres_fixtures"]

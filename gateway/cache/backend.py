@@ -3,28 +3,18 @@
 Two backends serve it: ``store.CacheStore`` (a SQLite file of this replica's own) and
 ``pg_store.PgCacheStore`` (the shared PostgreSQL database). With the shared one, every replica
 stores into one table and hears of its peers' writes as ``Notice``s (PostgreSQL LISTEN/NOTIFY,
-sent in the writing transaction, so a notice never names a row its reader cannot see yet); the
-SQLite backend has no peers and sends none.
+sent in the writing transaction, so a notice never names a row its reader cannot see yet,
+``notice.Notice``); the SQLite backend has no peers and sends none.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from gateway.cache.index import FloatArray, VectorSpace
+from gateway.cache.notice import Notice
 from gateway.cache.store import NewEntry, StoredEntry
-
-
-@dataclass(frozen=True, slots=True)
-class Notice:
-    """What another replica did: stored entries, removed entries, or dropped a namespace; or
-    ``resync``: notices may have been missed, compare everything with the database."""
-
-    kind: Literal["stored", "removed", "dropped", "resync"]
-    ids: tuple[int, ...] = ()
-    namespace: str = ""
 
 
 class AnswerSource(Protocol):

@@ -15,9 +15,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from gateway.cache.backend import CacheBackend, Notice
+from gateway.cache.backend import CacheBackend
 from gateway.cache.entries import EntryTable
 from gateway.cache.index import IndexSet, VectorSpace
+from gateway.cache.notice import Notice
 from gateway.cache.store import StoredEntry
 
 log = logging.getLogger(__name__)

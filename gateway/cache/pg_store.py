@@ -26,8 +26,8 @@ from typing import Any, Literal, Protocol, cast
 
 import asyncpg
 
-from gateway.cache.backend import Notice
 from gateway.cache.index import FloatArray, VectorSpace
+from gateway.cache.notice import Notice
 from gateway.cache.store import (
     STORED_COLUMNS,
     NewEntry,
@@ -36,8 +36,8 @@ from gateway.cache.store import (
     vector_bytes,
     vector_matrix,
 )
+from gateway.core.lifecycle import stop_task
 from gateway.core.postgres import DATABASE_ERRORS, Database
-from gateway.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 

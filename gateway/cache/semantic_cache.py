@@ -41,11 +41,11 @@ from gateway.cache.index import FloatArray, IndexSet, Neighbour, VectorSpace
 from gateway.cache.peers import Peers, unindex
 from gateway.cache.replay import uncacheable
 from gateway.cache.rule import Rule, serving_rule
-from gateway.cache.settings import CacheSettings, Policy
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
 from gateway.cache.text_features import Profile, profile
+from gateway.core.cache_settings import CacheSettings, Policy
+from gateway.core.lifecycle import stop_task
 from gateway.core.postgres import STORAGE_ERRORS
-from gateway.lifecycle import stop_task
 
 log = logging.getLogger(__name__)
 

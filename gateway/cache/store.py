@@ -16,17 +16,15 @@ import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import aiosqlite
 import numpy as np
 
 from gateway.cache.answers import AnswerReader
 from gateway.cache.index import FloatArray, VectorSpace
-from gateway.sqlite import open_wal
-
-if TYPE_CHECKING:
-    from gateway.cache.backend import Notice
+from gateway.cache.notice import Notice
+from gateway.core.sqlite import open_wal
 
 log = logging.getLogger(__name__)
 

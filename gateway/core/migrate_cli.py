@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from gateway.config import Settings
+from gateway.core.config import Settings
 from gateway.core.postgres import Database, DatabaseError, migrations
 from gateway.core.sqlite_copy import SqliteFiles, copy_sqlite
 

@@ -13,10 +13,10 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.core.errors import AuthenticationFailed, PermissionDenied
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.backend import TenantStore
 from gateway.tenants.keys import hash_key
-from gateway.tenants.settings import Limits
 from gateway.tenants.store import ApiKey, Tenant
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from gateway.tenants.settings import Limits
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.store import ApiKey, Tenant
 
 

@@ -33,13 +33,15 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.config import Settings
 from gateway.core.cluster import ClusterSettings
+from gateway.core.config import Settings
+from gateway.core.errors import InvalidRequest
+from gateway.core.lifecycle import stop_task
 from gateway.core.notices import NOTICES, Notice, Notices
 from gateway.core.postgres import DATABASE, STORAGE_ERRORS, Database
 from gateway.core.redis_link import REDIS_LINK, RedisLink, RedisUnavailable
-from gateway.errors import InvalidRequest
-from gateway.lifecycle import stop_task
+from gateway.core.tenant_settings import Limits, TenantSettings
+from gateway.core.toml_table import ConfigError
 from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.backend import TenantStore
 from gateway.tenants.counters import CounterStore, MemoryCounterStore
@@ -48,10 +50,8 @@ from gateway.tenants.ledger import Ledger, month_spend
 from gateway.tenants.pg_store import PgStore
 from gateway.tenants.quotas import Admission, Periods
 from gateway.tenants.redis_counters import RedisCounterStore
-from gateway.tenants.settings import Limits, TenantSettings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter
-from gateway.toml_table import ConfigError
 
 log = logging.getLogger(__name__)
 

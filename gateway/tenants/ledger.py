@@ -17,9 +17,9 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.sqlite import MAX_INT
+from gateway.core.sqlite import MAX_INT
+from gateway.core.tenant_settings import LedgerSettings
 from gateway.tenants.backend import TenantStore
-from gateway.tenants.settings import LedgerSettings
 from gateway.tenants.store import USAGE_COLUMNS as USAGE_COLUMNS
 
 log = logging.getLogger(__name__)

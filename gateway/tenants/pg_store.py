@@ -18,8 +18,8 @@ from typing import Any
 import asyncpg
 
 from gateway.core.postgres import Database
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.ledger import day_of
-from gateway.tenants.settings import Limits
 from gateway.tenants.store import (
     LIMIT_SELECT,
     USAGE_COLUMNS,
