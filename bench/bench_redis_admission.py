@@ -36,15 +36,15 @@ sys.path.insert(0, str(ROOT))
 
 from bench_proxy import ADMIN_ENV, LUA, wrk
 
+from gateway.core.answer import Usage
 from gateway.core.cluster import ClusterSettings
 from gateway.core.notices import Notice, Notices
 from gateway.core.redis_link import RedisLink
-from gateway.providers.base import Usage
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.auth import Principal
 from gateway.tenants.counters import CounterStore, MemoryCounterStore
 from gateway.tenants.quotas import Admission
 from gateway.tenants.redis_counters import RedisCounterStore
-from gateway.tenants.settings import Limits
 from gateway.tenants.tokens import TokenCounter
 from tests.tenant_fixtures import chat
 

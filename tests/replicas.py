@@ -24,7 +24,7 @@ from typing import Any
 
 import aiohttp
 
-from gateway.tenants.settings import Limits
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.store import Store
 from tests.redis_server import free_port
 from tests.tenant_fixtures import GATEWAY_ENV, SECRET

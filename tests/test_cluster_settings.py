@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway.core.cluster import ClusterSettings, redact_url
-from gateway.toml_table import ConfigError
+from gateway.core.toml_table import ConfigError
 from tests.conftest import model, openai_provider, settings_from
 
 

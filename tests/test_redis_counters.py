@@ -10,14 +10,14 @@ from typing import Any
 
 import pytest
 
+from gateway.core.answer import Usage
 from gateway.core.cluster import ClusterSettings
+from gateway.core.errors import BudgetExceeded, RateLimited, ServiceUnavailable
 from gateway.core.redis_link import RedisLink
-from gateway.errors import BudgetExceeded, RateLimited, ServiceUnavailable
-from gateway.providers.base import Usage
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.auth import Principal
 from gateway.tenants.quotas import Admission, Reservation
 from gateway.tenants.redis_counters import RedisCounterStore
-from gateway.tenants.settings import Limits
 from gateway.tenants.tokens import TokenCounter
 from tests.redis_server import RedisServer
 from tests.tenant_fixtures import chat, principal

@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 import redis.asyncio as redis
 
-from gateway.tenants.settings import Limits
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.tokens import TokenCounter
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.redis_server import RedisServer

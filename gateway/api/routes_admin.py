@@ -12,10 +12,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.admin import admin_only
+from gateway.core.errors import InvalidRequest
 from gateway.core.notices import NOTICES
-from gateway.errors import InvalidRequest
+from gateway.core.toml_table import ConfigError
 from gateway.routing.follow import reload_routes
-from gateway.toml_table import ConfigError
 
 
 async def reload(request: web.Request) -> web.Response:

@@ -1,10 +1,11 @@
 """The ``[cluster]`` configuration section: what several replicas share, parsed into frozen values.
 
-Without ``redis_url`` a gateway is one replica on its own: in-memory counters, no notices, which is
-the embedded default ``make run`` needs. ``parse_cluster`` receives the table and the environment
-mapping that ``gateway.config`` passes it; it never reads ``os.environ`` itself. A Redis URL may
-carry a password, so a URL with one is refused in the file and taken only from the environment
-variable named by ``redis_url_env``; the URL is kept out of ``repr`` and logs show it redacted.
+Without ``redis_url`` a gateway is one replica on its own: in-memory counters, no notices,
+which is the embedded default ``make run`` needs. ``parse_cluster`` receives the table and the
+environment mapping that ``gateway.core.config`` passes it; it never reads ``os.environ`` itself.
+A Redis URL may carry a password, so a URL with one is refused in the file and taken only from
+the environment variable named by ``redis_url_env``; the URL is kept out of ``repr`` and logs
+show it redacted.
 
     [cluster]
     redis_url = "redis://127.0.0.1:6379/0"  # or set GATEWAY_REDIS_URL (wins over the file)
@@ -25,7 +26,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
 
-from gateway.toml_table import ConfigError, Table
+from gateway.core.toml_table import ConfigError, Table
 
 REDIS_MODES = ("fail_open", "fail_closed")
 REDIS_SCHEMES = ("redis", "rediss", "unix")

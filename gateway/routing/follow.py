@@ -23,10 +23,10 @@ from aiohttp import web
 
 from gateway.core.notices import NOTICES, Notice, Notices
 from gateway.core.redis_link import CLUSTER_SETTINGS
+from gateway.core.routing_settings import tier_plan
+from gateway.core.toml_table import ConfigError
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, load_router
 from gateway.routing.routes import RouteSet, load_configured_routes
-from gateway.routing.settings import tier_plan
-from gateway.toml_table import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -32,18 +32,18 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.config import Settings
 from gateway.core.cluster import ClusterSettings
+from gateway.core.config import Settings
+from gateway.core.lifecycle import stop_task
 from gateway.core.notices import NOTICES, Notice, Notices
 from gateway.core.redis_link import REDIS_LINK, RedisUnavailable
-from gateway.lifecycle import stop_task
+from gateway.core.tenant_settings import Limits, TenantSettings
 from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.counters import CounterStore, MemoryCounterStore
 from gateway.tenants.keys import generate_admin_key, hash_key, load_or_create_secret, secret_check
 from gateway.tenants.ledger import Ledger, month_spend
 from gateway.tenants.quotas import Admission, Periods
 from gateway.tenants.redis_counters import RedisCounterStore
-from gateway.tenants.settings import Limits, TenantSettings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter
 

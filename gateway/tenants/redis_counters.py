@@ -28,8 +28,8 @@ from typing import Any
 
 import orjson
 
+from gateway.core.errors import ServiceUnavailable
 from gateway.core.redis_link import RedisLink, RedisUnavailable
-from gateway.errors import ServiceUnavailable
 from gateway.tenants import redis_scripts
 from gateway.tenants.counters import (
     Ask,
