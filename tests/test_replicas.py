@@ -230,7 +230,7 @@ async def test_redis_stopped_and_restarted_under_load_each_mode_behaves_as_confi
     replicas, keys = await _fleet(
         tmp_path, url, redis_server, session,
         {"acme": Limits(requests_per_minute=1000), "fresh": Limits(requests_per_minute=20)},
-        cluster={"redis_retry_interval_s": 0.2, "redis_timeout_ms": 300},
+        cluster={"redis_retry_interval_s": 0.2},
         per_replica={2: {"redis_mode": "fail_closed"}},
     )
     a = replicas[0]  # A and B fail open, C fails closed

@@ -12,7 +12,7 @@ show it redacted.
     redis_url_env = "GATEWAY_REDIS_URL"
     redis_mode = "fail_open"          # Redis down: admit on local counters ("fail_closed": 503)
     redis_timeout_ms = 500            # one command's deadline, then the mode applies
-    redis_connect_timeout_ms = 250
+    redis_connect_timeout_ms = 1000
     redis_pool_size = 32              # connections to Redis per replica (a burst waits for one)
     redis_retry_interval_s = 1.0      # after a failure, Redis is tried again this much later
     lease_s = 30.0                    # a reservation's lease, renewed while its request runs
@@ -39,7 +39,7 @@ class ClusterSettings:
     redis_url_env: str = "GATEWAY_REDIS_URL"
     redis_mode: str = "fail_open"
     redis_timeout_ms: float = 500.0
-    redis_connect_timeout_ms: float = 250.0
+    redis_connect_timeout_ms: float = 1000.0
     redis_pool_size: int = 32
     redis_retry_interval_s: float = 1.0
     lease_s: float = 30.0
@@ -77,7 +77,7 @@ def parse_cluster(t: Table, env: Mapping[str, str]) -> ClusterSettings:
         redis_url_env=url_env,
         redis_mode=t.choice("redis_mode", REDIS_MODES, "fail_open"),
         redis_timeout_ms=t.positive("redis_timeout_ms", 500.0),
-        redis_connect_timeout_ms=t.positive("redis_connect_timeout_ms", 250.0),
+        redis_connect_timeout_ms=t.positive("redis_connect_timeout_ms", 1000.0),
         redis_pool_size=t.count("redis_pool_size", 32),
         redis_retry_interval_s=t.positive("redis_retry_interval_s", 1.0),
         lease_s=t.positive("lease_s", 30.0),
