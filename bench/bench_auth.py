@@ -33,7 +33,7 @@ from gateway.core.chat import parse_chat_request
 from gateway.core.tenant_settings import LedgerSettings, Limits, TenantSettings
 from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.backend import TenantStore
-from gateway.tenants.context import TenantsConfig, load_admission
+from gateway.tenants.context import load_admission
 from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import Ledger, UsageRecord
@@ -68,7 +68,7 @@ async def bench_request_path(data_dir: Path, iterations: int) -> dict[str, Any]:
         auth = Authenticator(SECRET, hash_key(SECRET, "admin-key-for-bench-0123"))
         await auth.reload(store)
         settings = TenantSettings(tokenizer=ROOT / "models/all-MiniLM-L6-v2/tokenizer.json")
-        admission = await load_admission(store, TenantsConfig(settings, data_dir))
+        admission = await load_admission(store, settings)
     finally:
         await store.close()
     request = parse_chat_request(orjson.dumps(BODY))

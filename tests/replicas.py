@@ -1,7 +1,7 @@
 """Several real ``gateway serve`` processes sharing one Redis: for the cluster tests and benches.
 
 ``start_replicas`` writes one configuration per replica (its own data folder, the small routes
-file, an embedding worker of its own with the real model) and starts them as
+file below, an embedding worker of its own with the real model) and starts them as
 ``python -m gateway serve``; each is ready once ``/readyz`` answers 200. Until PostgreSQL lands,
 the replicas share one SQLite file for tenants, keys and the ledger (``tenants.database``, an
 absolute path): SQLite's WAL lets several processes use it. Their own watch on that file is
@@ -27,12 +27,23 @@ import aiohttp
 from gateway.core.tenant_settings import Limits
 from gateway.tenants.store import Store
 from tests.redis_server import free_port
-from tests.routing_fixtures import SMALL_ROUTES
 from tests.tenant_fixtures import GATEWAY_ENV, SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / "models" / "all-MiniLM-L6-v2"
 READY_TIMEOUT_S = 120.0
+ROUTES = """
+[[routes]]
+name = "greeting"
+tier = "cheap"
+utterances = ["hi", "hello there", "good morning"]
+
+[[routes]]
+name = "code"
+tier = "reasoning"
+utterances = ["write a python function", "fix the bug in this SQL query"]
+"""
+"""Few and short: each replica embeds them and trains its router in a moment."""
 PRICE_PER_MTOK = 1000.0
 """Every model costs $0.001 a token, so budgets of a dollar are spent in a few hundred tokens."""
 
@@ -95,9 +106,11 @@ def replica_config(folder: Path, *, upstream: str, redis_url: str | None, databa
     """One replica's TOML: the fake provider, its own data folder, the shared tenants file."""
     routes = folder.parent / "routes.toml"
     if not routes.exists():
-        routes.write_text(SMALL_ROUTES)
-    # A loaded test machine is slow to schedule: a generous deadline keeps counting exact.
-    chosen = {"redis_timeout_ms": 2000, **(cluster or {})}
+        routes.write_text(ROUTES)
+    # A test machine shared with other work can starve a replica's event loop for seconds
+    # under a burst; a Redis reply read late is not Redis being down, so the deadline is long.
+    # (A stopped Redis refuses connections at once: the modes are tested all the same.)
+    chosen = {"redis_timeout_ms": 10_000, "redis_connect_timeout_ms": 10_000, **(cluster or {})}
     cluster_lines = "".join(f"{k} = {_toml(v)}\n" for k, v in chosen.items())
     if redis_url is not None:
         cluster_lines = f'redis_url = "{redis_url}"\n' + cluster_lines

@@ -14,7 +14,7 @@ import pytest
 from gateway.core.errors import BudgetExceeded
 from gateway.core.tenant_settings import LedgerSettings, Limits
 from gateway.tenants import ledger as ledger_module
-from gateway.tenants.context import TenantsConfig, load_admission
+from gateway.tenants.context import load_admission
 from gateway.tenants.ledger import Ledger, UsageRecord, month_spend, recent, spend_by_model
 from gateway.tenants.store import Store
 from tests.tenant_fixtures import chat, open_store, principal, tenant_settings
@@ -144,7 +144,7 @@ async def test_budgets_count_spend_already_in_the_ledger_after_a_restart(tmp_pat
         await ledger.close()
     async with open_store(tmp_path) as store:
         assert sum(d.cost for d in await month_spend(store)) == pytest.approx(1.1)
-        admission = await load_admission(store, TenantsConfig(tenant_settings(), tmp_path))
+        admission = await load_admission(store, tenant_settings())
     who = principal("acme", "key_1", tenant_limits=Limits(daily_budget_usd=1.0))
     with pytest.raises(BudgetExceeded):
         await admission.admit(who, chat())

@@ -27,11 +27,12 @@ WAIT_S = 10.0
 
 @asynccontextmanager
 async def replica(url: str, *, lease_s: float = 30.0, fail_open: bool = True,
-                  timeout_ms: float = 2000.0, retry_s: float = 0.05,
+                  timeout_ms: float = 10_000.0, retry_s: float = 0.05,
                   **options: Any) -> AsyncIterator[Admission]:
     """One replica's admission over Redis at ``url``."""
     link = RedisLink(ClusterSettings(redis_url=url, redis_retry_interval_s=retry_s,
                                      redis_timeout_ms=timeout_ms,
+                                     redis_connect_timeout_ms=timeout_ms,
                                      redis_mode="fail_open" if fail_open else "fail_closed"))
     store = RedisCounterStore(link, lease_s=lease_s, fail_open=fail_open)
     try:

@@ -150,13 +150,13 @@ async def test_a_key_created_through_one_replica_authenticates_through_another(
         auth.authenticate(f"Bearer {key}")
 
 
-async def test_budgets_start_from_the_shared_ledger(database: Database, tmp_path: Path) -> None:
+async def test_budgets_start_from_the_shared_ledger(database: Database) -> None:
     store = PgStore(database)
     ledger = Ledger(store)
     ledger.record(row(1, cost=0.6, ts=NOW))
     ledger.record(row(2, cost=0.5, ts=NOW))
     await ledger.close()
-    admission = await load_admission(PgStore(database), TenantsConfig(tenant_settings(), tmp_path))
+    admission = await load_admission(PgStore(database), tenant_settings())
     who = principal("acme", "key_1", tenant_limits=Limits(daily_budget_usd=1.0))
     with pytest.raises(BudgetExceeded):
         await admission.admit(who, chat())

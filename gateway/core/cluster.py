@@ -1,18 +1,18 @@
 """The ``[cluster]`` configuration section: what several replicas share, parsed into frozen values.
 
-Without ``redis_url`` a gateway is one replica on its own: in-memory counters, no notices, which is
-the embedded default ``make run`` needs. ``parse_cluster`` receives the table and the
+Without ``redis_url`` a gateway is one replica on its own: in-memory counters, no notices,
+which is the embedded default ``make run`` needs. ``parse_cluster`` receives the table and the
 environment mapping that ``gateway.core.config`` passes it; it never reads ``os.environ`` itself.
-A Redis URL may carry a password, so a URL with one is refused in the file and taken only from the
-environment variable named by ``redis_url_env``; the URL is kept out of ``repr`` and logs show it
-redacted.
+A Redis URL may carry a password, so a URL with one is refused in the file and taken only from
+the environment variable named by ``redis_url_env``; the URL is kept out of ``repr`` and logs
+show it redacted.
 
     [cluster]
     redis_url = "redis://127.0.0.1:6379/0"  # or set GATEWAY_REDIS_URL (wins over the file)
     redis_url_env = "GATEWAY_REDIS_URL"
     redis_mode = "fail_open"          # Redis down: admit on local counters ("fail_closed": 503)
     redis_timeout_ms = 500            # one command's deadline, then the mode applies
-    redis_connect_timeout_ms = 250
+    redis_connect_timeout_ms = 1000
     redis_pool_size = 32              # connections to Redis per replica (a burst waits for one)
     redis_retry_interval_s = 1.0      # after a failure, Redis is tried again this much later
     lease_s = 30.0                    # a reservation's lease, renewed while its request runs
@@ -49,7 +49,7 @@ class ClusterSettings:
     redis_url_env: str = "GATEWAY_REDIS_URL"
     redis_mode: str = "fail_open"
     redis_timeout_ms: float = 500.0
-    redis_connect_timeout_ms: float = 250.0
+    redis_connect_timeout_ms: float = 1000.0
     redis_pool_size: int = 32
     redis_retry_interval_s: float = 1.0
     lease_s: float = 30.0
@@ -95,7 +95,7 @@ def parse_cluster(t: Table, env: Mapping[str, str]) -> ClusterSettings:
         redis_url_env=url_env,
         redis_mode=t.choice("redis_mode", REDIS_MODES, "fail_open"),
         redis_timeout_ms=t.positive("redis_timeout_ms", 500.0),
-        redis_connect_timeout_ms=t.positive("redis_connect_timeout_ms", 250.0),
+        redis_connect_timeout_ms=t.positive("redis_connect_timeout_ms", 1000.0),
         redis_pool_size=t.count("redis_pool_size", 32),
         redis_retry_interval_s=t.positive("redis_retry_interval_s", 1.0),
         lease_s=t.positive("lease_s", 30.0),

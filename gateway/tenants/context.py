@@ -39,7 +39,7 @@ from gateway.core.errors import InvalidRequest
 from gateway.core.lifecycle import stop_task
 from gateway.core.notices import NOTICES, Notice, Notices
 from gateway.core.postgres import DATABASE, STORAGE_ERRORS, Database
-from gateway.core.redis_link import REDIS_LINK, RedisLink, RedisUnavailable
+from gateway.core.redis_link import REDIS_LINK, RedisUnavailable
 from gateway.core.tenant_settings import Limits, TenantSettings
 from gateway.core.toml_table import ConfigError
 from gateway.tenants.auth import Authenticator, Principal
@@ -109,7 +109,8 @@ async def tenants_context(app: web.Application) -> AsyncIterator[None]:
         if config.settings.bootstrap and await store.count_tenants() == 0:
             await create_default_tenant(store, config, secret)
         await auth.reload(store)
-        admission = await load_admission(store, config, app.get(REDIS_LINK))
+        admission = await load_admission(store, config.settings, shared_counters(app),
+                                         config.cost_per_token)
         ledger = Ledger(store, config.settings.ledger)
         ledger.start()
         tasks.append(asyncio.create_task(
@@ -127,6 +128,15 @@ async def tenants_context(app: web.Application) -> AsyncIterator[None]:
             await ledger.close()
     finally:
         await store.close()
+
+
+def shared_counters(app: web.Application) -> RedisCounterStore | None:
+    """The Redis counters when ``[cluster] redis_url`` is set (the link is open), else None."""
+    link, config = app.get(REDIS_LINK), app[CONFIG_KEY]
+    if link is None:
+        return None
+    return RedisCounterStore(link, lease_s=config.cluster.lease_s,
+                             fail_open=config.cluster.fail_open)
 
 
 def follow_peers(app: web.Application, store: TenantStore, auth: Authenticator,
@@ -249,18 +259,16 @@ def announce(text: str) -> None:
     print(text, flush=True)
 
 
-async def load_admission(store: TenantStore, config: TenantsConfig,
-                         link: RedisLink | None = None) -> Admission:
-    """Admission over Redis when a link is given, else in-memory counters; starting from this
-    month's spend in the ledger (on Redis, only the first replica of the month seeds it)."""
-    settings = config.settings
+async def load_admission(store: TenantStore, settings: TenantSettings,
+                         shared: RedisCounterStore | None = None,
+                         cost_per_token: float = 0.0) -> Admission:
+    """Admission over ``shared`` counters (Redis) when given, else in-memory ones; starting
+    from this month's spend in the ledger (on Redis, only the first replica of the month
+    copies it). ``cost_per_token`` prices the budget reservations of shared counters."""
     counters: CounterStore = MemoryCounterStore()
-    cost_per_token = 0.0
     seed = True
-    if link is not None:
-        shared = RedisCounterStore(link, lease_s=config.cluster.lease_s,
-                                   fail_open=config.cluster.fail_open)
-        counters, cost_per_token = shared, config.cost_per_token
+    if shared is not None:
+        counters = shared
         try:
             await shared.load_scripts()
             seed = await shared.claim_seed(Periods.of(time.time()).month)
@@ -272,7 +280,7 @@ async def load_admission(store: TenantStore, config: TenantsConfig,
         default_max_tokens=settings.default_max_tokens,
         soft_share=settings.budget_soft_share,
         soft_action=settings.budget_soft_action,
-        cost_per_token=cost_per_token,
+        cost_per_token=cost_per_token if shared is not None else 0.0,
     )
     if seed:
         try:

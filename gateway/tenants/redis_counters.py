@@ -109,8 +109,10 @@ class RedisCounterStore:
             return await self._admit_without_redis(ask, exc)
         verdict = _verdict(raw)
         if verdict.granted:
-            held = [k for k in keys if k.endswith(":leases") and _reserves(ask, k)]
-            held += keys[2 * len(ask.budgets):2 * len(ask.budgets) + len(ask.slots)]
+            # The keys holding this lease: reserving budgets' lease sets, then the slots.
+            nb = len(ask.budgets)
+            held = [keys[2 * i + 1] for i, b in enumerate(ask.budgets) if b.reserve > 0]
+            held += keys[2 * nb:2 * nb + len(ask.slots)]
             if held:
                 self._held[ask.lease] = held
         return verdict
@@ -222,12 +224,6 @@ class RedisCounterStore:
         while True:
             await asyncio.sleep(self.lease_ms / 1000 * RENEW_SHARE)
             await self.renew()
-
-
-def _reserves(ask: Ask, leases_key: str) -> bool:
-    """Whether the budget whose reservations live at ``leases_key`` got one from ``ask``."""
-    return any(b.reserve > 0 and leases_key.endswith(f"b:{b.key}:{b.period}:leases")
-               for b in ask.budgets)
 
 
 def _verdict(raw: bytes | str) -> Verdict:
