@@ -2,10 +2,12 @@
 
 ``start_replicas`` writes one configuration per replica (its own data folder, the small routes
 file below, an embedding worker of its own with the real model) and starts them as
-``python -m gateway serve``; each is ready once ``/readyz`` answers 200. Until PostgreSQL lands,
-the replicas share one SQLite file for tenants, keys and the ledger (``tenants.database``, an
-absolute path): SQLite's WAL lets several processes use it. Their own watch on that file is
-slowed to an hour (``reload_interval_s``), so a change can only reach them through a notice.
+``python -m gateway serve``; each is ready once ``/readyz`` answers 200. Without a shared
+database (``[cluster] database_url``, tests/test_replicas_postgres.py) the replicas share one
+SQLite file for tenants, keys and the ledger (``tenants.database``, an absolute path): SQLite's
+WAL lets several processes use it. Their own watch on the store is slowed to an hour
+(``reload_interval_s``, unless ``tenants`` says otherwise), so a change can only reach them
+through a notice.
 Output goes to a log file per replica (read it with ``Replica.log``).
 """
 
@@ -102,8 +104,11 @@ class Replica:
 
 
 def replica_config(folder: Path, *, upstream: str, redis_url: str | None, database: Path,
-                   cluster: Mapping[str, Any] | None = None, embedder: bool = True) -> Path:
-    """One replica's TOML: the fake provider, its own data folder, the shared tenants file."""
+                   cluster: Mapping[str, Any] | None = None, embedder: bool = True,
+                   cache: bool = False, tenants: Mapping[str, Any] | None = None,
+                   ledger_flush_s: float = 0.2) -> Path:
+    """One replica's TOML: the fake provider, its own data folder, the shared tenants file;
+    ``tenants`` overrides keys of ``[tenants]``."""
     routes = folder.parent / "routes.toml"
     if not routes.exists():
         routes.write_text(ROUTES)
@@ -116,6 +121,9 @@ def replica_config(folder: Path, *, upstream: str, redis_url: str | None, databa
         cluster_lines = f'redis_url = "{redis_url}"\n' + cluster_lines
     embedder_table = (f'model_dir = "{MODEL_DIR}"\nworkers = 1\nthreads = 1\n' if embedder
                       else "enabled = false\n")
+    tenant_keys = {"database": str(database), "bootstrap": False, "reload_interval_s": 3600,
+                   **(tenants or {})}
+    tenant_lines = "".join(f"{k} = {_toml(v)}\n" for k, v in tenant_keys.items())
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "gateway.toml"
     path.write_text(f"""
@@ -144,13 +152,10 @@ output_price_per_mtok = {PRICE_PER_MTOK}
 [routing]
 routes_file = "{routes}"
 [cache]
-enabled = false
+enabled = {_toml(cache)}
 [tenants]
-database = "{database}"
-bootstrap = false
-reload_interval_s = 3600
-[tenants.ledger]
-flush_interval_s = 0.2
+{tenant_lines}[tenants.ledger]
+flush_interval_s = {ledger_flush_s}
 [observability]
 access_log = false
 [cluster]
@@ -183,9 +188,11 @@ async def start_replicas(
     tmp_path: Path, count: int, *, upstream: str, redis_url: str | None,
     session: aiohttp.ClientSession, cluster: Mapping[str, Any] | None = None,
     per_replica: Mapping[int, Mapping[str, Any]] | None = None, embedder: bool = True,
+    **options: Any,
 ) -> list[Replica]:
     """``count`` replicas, started together and ready; ``per_replica`` overrides ``[cluster]``
-    keys for some of them (by index)."""
+    keys for some of them (by index); ``options`` go to ``replica_config`` (``cache``,
+    ``tenants``, ``ledger_flush_s``)."""
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(GATEWAY_ENV)
     replicas = []
@@ -194,7 +201,7 @@ async def start_replicas(
         settings = {**(cluster or {}), **(per_replica or {}).get(i, {})}
         config = replica_config(folder, upstream=upstream, redis_url=redis_url,
                                 database=tmp_path / "shared" / "gateway.sqlite3",
-                                cluster=settings, embedder=embedder)
+                                cluster=settings, embedder=embedder, **options)
         replicas.append(Replica("ABCDEFGH"[i], free_port(), config, folder / "gateway.log",
                                 env=env))
     for replica in replicas:

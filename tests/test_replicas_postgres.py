@@ -5,12 +5,8 @@ replica serves, one set of keys. Only the upstream provider is faked (in this pr
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,111 +14,40 @@ import aiohttp
 import asyncpg
 import pytest
 
-from tests.conftest import ROOT
 from tests.fake_openai import FakeOpenAI
-from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
+from tests.replicas import Replica, start_replicas, stop_all
+from tests.tenant_fixtures import ADMIN_KEY, bearer
 
 pytest_plugins = ["tests.postgres_fixtures"]
-pytestmark = pytest.mark.timeout(180)
+pytestmark = pytest.mark.timeout(240)
 
-READY_DEADLINE_S = 90.0
 VISIBLE_DEADLINE_S = 1.0  # what the design promises for keys and cache entries across replicas
-MODEL_DIR = ROOT / "models" / "all-MiniLM-L6-v2"
-
-
-@dataclass
-class Replica:
-    process: asyncio.subprocess.Process
-    url: str
-    log: Path
-
 
 Fleet = Callable[..., Awaitable[list[Replica]]]
-
-
-def _config(folder: Path, upstream: str, *, embedder: bool) -> Path:
-    path = folder / "gateway.toml"
-    embedder_table = (f'model_dir = "{MODEL_DIR}"\nworkers = 1\nthreads = 1' if embedder
-                      else "enabled = false")
-    path.write_text(f"""
-[server]
-data_dir = "{folder / 'data'}"
-shutdown_grace_s = 20
-[[providers]]
-name = "fake"
-kind = "openai"
-base_url = "{upstream}"
-[[models]]
-name = "small"
-provider = "fake"
-tier = "cheap"
-input_price_per_mtok = 1.0
-output_price_per_mtok = 2.0
-[embedder]
-{embedder_table}
-[cache]
-enabled = {"true" if embedder else "false"}
-[tenants]
-bootstrap = false
-reload_interval_s = 0.2
-[tenants.ledger]
-flush_interval_s = 5.0
-""")
-    return path
-
-
-async def _ready(session: aiohttp.ClientSession, replica: Replica) -> None:
-    deadline = time.monotonic() + READY_DEADLINE_S
-    while time.monotonic() < deadline:
-        if replica.process.returncode is not None:
-            raise AssertionError(f"replica exited: {replica.log.read_text()[-3000:]}")
-        try:
-            async with session.get(f"{replica.url}/readyz") as resp:
-                if resp.status == 200:
-                    return
-        except aiohttp.ClientError:
-            pass
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"replica not ready: {replica.log.read_text()[-3000:]}")
 
 
 @pytest.fixture
 async def fleet(
     tmp_path: Path, database_url: str, fake_openai: tuple[FakeOpenAI, str],
-    unused_tcp_port_factory: Callable[[], int],
 ) -> AsyncIterator[Fleet]:
+    """Start replicas on the test's database: no Redis, so keys reach the others by the
+    store's revision (polled every 0.2 s here) and cache entries by LISTEN/NOTIFY."""
     _, upstream = fake_openai
     started: list[Replica] = []
     session = aiohttp.ClientSession()
-    env = {**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
-           **GATEWAY_ENV, "GATEWAY_DATABASE_URL": database_url}
 
     async def start(count: int, *, embedder: bool = False) -> list[Replica]:
-        replicas = []
-        for _ in range(count):
-            i = len(started)
-            folder = tmp_path / f"replica{i}"
-            folder.mkdir()
-            port = unused_tcp_port_factory()
-            log = folder / "gateway.log"
-            with log.open("wb") as out:
-                process = await asyncio.create_subprocess_exec(
-                    sys.executable, "-m", "gateway", "serve", "--config",
-                    str(_config(folder, upstream, embedder=embedder)), "--port", str(port),
-                    cwd=ROOT, env=env, stdout=out, stderr=out,
-                )
-            replica = Replica(process, f"http://127.0.0.1:{port}", log)
-            started.append(replica)
-            replicas.append(replica)
-        await asyncio.gather(*(_ready(session, r) for r in replicas))
+        replicas = await start_replicas(
+            tmp_path, count, upstream=upstream, redis_url=None, session=session,
+            cluster={"database_url": database_url}, embedder=embedder, cache=embedder,
+            tenants={"reload_interval_s": 0.2}, ledger_flush_s=5.0,
+        )
+        started.extend(replicas)
         return replicas
 
     yield start
     await session.close()
-    for replica in started:
-        if replica.process.returncode is None:
-            replica.process.kill()
-        await replica.process.wait()
+    await stop_all(started)
 
 
 async def _new_key(session: aiohttp.ClientSession, replica: Replica,
@@ -177,12 +102,10 @@ async def test_every_request_completed_before_sigterm_of_every_replica_is_in_the
 
         workers = [asyncio.create_task(load(w)) for w in range(12)]
         await _until(lambda: _at_least(completed, 150), 60, "150 requests completed")
-        for replica in replicas:  # every replica, under load, with rows still queued
-            replica.process.send_signal(signal.SIGTERM)
-        codes = await asyncio.gather(*(r.process.wait() for r in replicas))
+        await stop_all(replicas)  # SIGTERM to each at once, under load, with rows still queued
         stop.set()
         await asyncio.gather(*workers)
-    assert codes == [0, 0, 0]
+    assert [r.process.returncode for r in replicas if r.process] == [0, 0, 0]
     conn = await asyncpg.connect(database_url)
     try:
         rows = await conn.fetch("SELECT request_id, status FROM usage WHERE tenant = 'acme'")
