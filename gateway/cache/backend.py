@@ -4,7 +4,8 @@ Two backends serve it: ``store.CacheStore`` (a SQLite file of this replica's own
 ``pg_store.PgCacheStore`` (the shared PostgreSQL database). With the shared one, every replica
 stores into one table and hears of its peers' writes as ``Notice``s (PostgreSQL LISTEN/NOTIFY,
 sent in the writing transaction, so a notice never names a row its reader cannot see yet,
-``notice.Notice``); the SQLite backend has no peers and sends none.
+``notice.Notice``); the SQLite backend has no peers and sends none. Protocols only: touches
+nothing.
 """
 
 from __future__ import annotations

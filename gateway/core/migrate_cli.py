@@ -5,7 +5,8 @@ embedded deployment into it.
     gateway migrate --from-sqlite DATA_DIR [--config P]   then copy DATA_DIR's SQLite files
 
 Safe to run again and beside starting replicas (they take the same advisory lock). The database
-URL comes from the configuration's ``[cluster]`` table; it is never printed.
+URL comes from the configuration's ``[cluster]`` table; it is never printed. Touches the shared
+database and, read-only, the SQLite files of ``--from-sqlite``.
 """
 
 from __future__ import annotations

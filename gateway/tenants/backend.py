@@ -3,7 +3,8 @@
 Two backends serve it: ``store.Store`` (one SQLite file, the embedded default) and
 ``pg_store.PgStore`` (the shared PostgreSQL database, when ``[cluster]`` names one). The
 authenticator, the admin API, the CLI, the ledger and its queries see only this Protocol.
-``fetch`` runs the read queries the two engines share (``?`` placeholders, portable SQL).
+``fetch`` runs the read queries the two engines share (``?`` placeholders, portable SQL). A
+Protocol only: touches nothing.
 """
 
 from __future__ import annotations
