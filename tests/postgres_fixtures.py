@@ -4,8 +4,8 @@ free port in a temporary folder, and a fresh database for each test that asks fo
 Test modules load this with ``pytest_plugins = ["tests.postgres_fixtures"]``; benchmarks use
 ``running_postgres`` directly. initdb refuses to
 run as root, so as root the server runs as the ``postgres`` user (which Debian's package creates)
-in a folder handed to that user. Without the binaries the tests skip, except under CI (``CI``
-set), where they fail: ``make test`` installs the package (deploy/install_services.sh).
+in a folder handed to that user. Without the binaries the tests skip, except under CI
+(``CI=true``), where they fail: ``make test`` installs the package (deploy/install_services.sh).
 """
 
 from __future__ import annotations
@@ -50,7 +50,7 @@ def postgres_bin() -> Path | None:
 
 
 def _missing(reason: str) -> None:
-    if os.environ.get("CI"):
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):  # as tests/redis_server.py
         pytest.fail(f"{reason}: CI must run the PostgreSQL tests (make test installs it)")
     pytest.skip(reason)
 

@@ -7,10 +7,12 @@ import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import fields, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 import pytest
 
+from gateway.core.config import parse
 from gateway.core.errors import AuthenticationFailed, BudgetExceeded, InvalidRequest, NotFound
 from gateway.core.postgres import Database
 from gateway.core.tenant_settings import LedgerSettings, Limits
@@ -25,10 +27,12 @@ from gateway.tenants.context import (
     load_admission,
     open_store,
 )
+from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import Ledger, UsageRecord
 from gateway.tenants.pg_store import PgStore
 from gateway.tenants.store import USAGE_COLUMNS, Store
-from tests.tenant_fixtures import SECRET, chat, principal, tenant_settings
+from tests.tenant_fixtures import GATEWAY_ENV, SECRET, chat, principal, tenant_settings
+from tests.test_tenants_keys import _cli
 
 pytest_plugins = ["tests.postgres_fixtures"]
 
@@ -182,3 +186,28 @@ async def test_replicas_starting_together_on_an_empty_database_bootstrap_once(
     assert len(await stores[0].list_keys("default")) == 1
     shown = capsys.readouterr().out
     assert shown.count("Admin key (shown once") == 1 and shown.count("API key for tenant") == 1
+
+
+async def test_the_cli_manages_tenants_and_keys_in_the_shared_database(
+    database: Database, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = parse({
+        "server": {"data_dir": str(tmp_path / "data")},
+        "providers": [{"name": "demo", "kind": "demo"}],
+        "models": [{"name": "m", "provider": "demo"}],
+        "embedder": {"enabled": False},
+        "cluster": {"database_url": database.settings.database_url},
+    }, env=GATEWAY_ENV, base_dir=tmp_path, source="<test>")
+    cli = partial(asyncio.to_thread, _cli, settings)  # the CLI runs its own event loop
+    assert await cli("tenants", "create", "acme", "--rpm", "30") == 0
+    assert await cli("keys", "create", "acme", "--name", "ci") == 0
+    key = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("gw-"))
+    store = PgStore(database)
+    (record,) = await store.list_keys("acme", active_only=True)
+    assert record.digest == hash_key(SECRET, key)
+    assert (await store.get_tenant("acme")).limits.requests_per_minute == 30
+    assert await cli("keys", "revoke", record.id) == 0
+    assert await store.list_keys("acme", active_only=True) == []
+    assert await cli("keys", "create", "ghost") == 1
+    assert "No tenant named 'ghost'" in capsys.readouterr().err
+    assert not (tmp_path / "data" / "gateway.sqlite3").exists()  # nothing went to SQLite
