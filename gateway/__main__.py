@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
@@ -72,7 +73,9 @@ def _secrets(settings: Settings) -> list[str]:
     values = [p.api_key for p in settings.providers]
     values += [settings.tenants.admin_key, settings.tenants.key_secret]
     values.append(settings.observability.metrics_token)
-    values.append(settings.cluster.database_url)
+    for url in (settings.cluster.database_url, settings.cluster.redis_url):
+        if url:  # the whole URL, and its password should a message quote only that
+            values += [url, urlsplit(url).password]
     return [v for v in values if v]
 
 

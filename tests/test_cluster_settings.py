@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from gateway.__main__ import _secrets
 from gateway.core.cluster import ClusterSettings, redact_url
 from gateway.core.toml_table import ConfigError
 from tests.conftest import model, openai_provider, settings_from
@@ -96,3 +97,12 @@ def test_bad_database_values_name_their_key_and_never_echo_a_password(
     with pytest.raises(ConfigError, match=message) as error:
         cluster(tmp_path, table)
     assert "pw@" not in str(error.value)
+
+
+def test_the_log_redaction_knows_the_database_and_redis_passwords(tmp_path: Path) -> None:
+    env = {"GATEWAY_DATABASE_URL": "postgresql://gw:pg-pass-123@db/gateway",
+           "GATEWAY_REDIS_URL": "redis://:redis-pass-456@cache:6379/0"}
+    settings = settings_from({"providers": [openai_provider("p", "http://127.0.0.1:9/v1")],
+                              "models": [model("m", "p")]}, tmp_path, env)
+    secrets = _secrets(settings)
+    assert {"pg-pass-123", "redis-pass-456", env["GATEWAY_DATABASE_URL"]} <= set(secrets)
