@@ -46,7 +46,7 @@ pytest: install browser services
 test: lint typecheck pytest
 
 # Each benchmark prints its figures; bench/RESULTS.md records them with their commands.
-bench: install
+bench: install services
 	$(BIN)/python bench/bench_proxy.py
 	$(BIN)/python bench/bench_e2e.py
 	$(BIN)/python bench/bench_embedder.py
@@ -54,6 +54,7 @@ bench: install
 	$(BIN)/python bench/bench_routing.py
 	$(BIN)/python bench/bench_cache.py
 	$(BIN)/python bench/bench_auth.py
+	$(BIN)/python bench/bench_pg_ledger.py
 	$(BIN)/python bench/bench_metrics.py
 
 clean:
