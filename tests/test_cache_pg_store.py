@@ -18,7 +18,7 @@ from tests.cache_fixtures import CONTEXT, SPACE, answer, load_embedder, settings
 
 pytest_plugins = ["tests.postgres_fixtures"]
 
-NOTICE_DEADLINE_S = 5.0
+NOTICE_DEADLINE_S = 30.0  # a deadline for a loaded machine, not a measurement
 STORED, ASKED = "How do I reset my password?", "How can I reset my password?"
 
 

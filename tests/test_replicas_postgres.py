@@ -21,7 +21,9 @@ from tests.tenant_fixtures import ADMIN_KEY, bearer
 pytest_plugins = ["tests.postgres_fixtures"]
 pytestmark = pytest.mark.timeout(240)
 
-VISIBLE_DEADLINE_S = 1.0  # what the design promises for keys and cache entries across replicas
+WAIT_S = 30.0
+"""A deadline for what must happen, generous for a loaded machine; how fast it happens (the
+design's "within a second") is measured by bench/bench_pg_replicas.py, not asserted here."""
 
 Fleet = Callable[..., Awaitable[list[Replica]]]
 
@@ -128,11 +130,11 @@ async def test_an_answer_cached_through_one_replica_is_a_hit_through_another(
     a, _, c = await fleet(3, embedder=True)
     async with aiohttp.ClientSession() as session:
         key, _ = await _new_key(session, a, "acme")
-        await _until(lambda: _accepted(session, c, key), VISIBLE_DEADLINE_S, "C knows the key")
+        await _until(lambda: _accepted(session, c, key), WAIT_S, "C knows the key")
         first = await _ask(session, a, key, "How do I reset my password?")
         assert first.status == 200 and first.headers["x-gateway-cache"] == "miss"
         # A writes its entry within its flush interval (0.2 s); C hears of it by NOTIFY.
-        await _until(lambda: _cached_entries(session, c, 1), VISIBLE_DEADLINE_S,
+        await _until(lambda: _cached_entries(session, c, 1), WAIT_S,
                      "A's entry in C's cache")
         resp = await _ask(session, c, key, "How can I reset my password?")
         assert resp.status == 200 and resp.headers["x-gateway-cache"] == "hit"
@@ -158,13 +160,13 @@ async def test_a_key_created_or_revoked_through_one_replica_holds_on_the_others(
     async with aiohttp.ClientSession() as session:
         key, key_id = await _new_key(session, replicas[0], "acme")
         for replica in replicas[1:]:
-            await _until(lambda r=replica: _accepted(session, r, key), VISIBLE_DEADLINE_S,
+            await _until(lambda r=replica: _accepted(session, r, key), WAIT_S,
                          f"{replica.url} accepts the new key")
         async with session.delete(f"{replicas[1].url}/admin/keys/{key_id}",
                                   headers=bearer(ADMIN_KEY)) as resp:
             assert resp.status == 200
         for replica in (replicas[0], replicas[2]):
-            await _until(lambda r=replica: _refused(session, r, key), VISIBLE_DEADLINE_S,
+            await _until(lambda r=replica: _refused(session, r, key), WAIT_S,
                          f"{replica.url} refuses the revoked key")
 
 
