@@ -84,3 +84,12 @@ async def test_shared_queries_take_sqlite_placeholders_and_give_sqlite_values(
     rows = await database.fetch("SELECT sum(x), ? || 'b' FROM (VALUES (1::bigint), (2)) v(x)",
                                 ["a"])
     assert rows == [(3, "ab")] and isinstance(rows[0][0], int)
+
+
+async def test_a_schema_newer_than_the_gateway_is_refused(database: Database) -> None:
+    newest = migrations()[-1].version
+    await database.pool.execute(
+        "INSERT INTO schema_migrations (version, name) VALUES ($1, 'from_the_future')", newest + 1
+    )
+    with pytest.raises(DatabaseError, match="newer than this gateway"):
+        await database.migrate()

@@ -130,7 +130,13 @@ class Database:
             try:
                 await conn.execute(_SCHEMA_MIGRATIONS)
                 done = {r[0] for r in await conn.fetch("SELECT version FROM schema_migrations")}
-                for migration in migrations():
+                known = migrations()
+                if done and max(done) > known[-1].version:
+                    raise DatabaseError(
+                        f"the shared database's schema ({max(done)}) is newer than this "
+                        f"gateway's ({known[-1].version}): upgrade the gateway"
+                    )
+                for migration in known:
                     if migration.version in done:
                         continue
                     async with conn.transaction():
