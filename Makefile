@@ -8,7 +8,7 @@ MODEL := $(MODEL_DIR)/model.onnx
 CONFIG ?=
 RUN_ARGS := $(if $(CONFIG),--config $(CONFIG),)
 
-.PHONY: install run test lint typecheck pytest browser bench clean
+.PHONY: install run test lint typecheck pytest browser services bench clean
 
 install: $(STAMP) $(MODEL)
 
@@ -36,13 +36,17 @@ typecheck: install
 browser:
 	sh deploy/install_browser.sh
 
-pytest: install browser
+# The cluster tests start Debian's redis-server (and postgresql); installed here when missing.
+services:
+	sh deploy/install_services.sh
+
+pytest: install browser services
 	$(BIN)/python -m pytest; status=$$?; [ $$status -eq 5 ] && echo "no tests ran" && exit 1; exit $$status
 
 test: lint typecheck pytest
 
 # Each benchmark prints its figures; bench/RESULTS.md records them with their commands.
-bench: install
+bench: install services
 	$(BIN)/python bench/bench_proxy.py
 	$(BIN)/python bench/bench_e2e.py
 	$(BIN)/python bench/bench_embedder.py
@@ -50,6 +54,7 @@ bench: install
 	$(BIN)/python bench/bench_routing.py
 	$(BIN)/python bench/bench_cache.py
 	$(BIN)/python bench/bench_auth.py
+	$(BIN)/python bench/bench_pg_ledger.py
 	$(BIN)/python bench/bench_metrics.py
 
 clean:

@@ -32,6 +32,7 @@ from gateway.core.answer import Usage
 from gateway.core.chat import parse_chat_request
 from gateway.core.tenant_settings import LedgerSettings, Limits, TenantSettings
 from gateway.tenants.auth import Authenticator, Principal
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.context import load_admission
 from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import hash_key
@@ -126,6 +127,14 @@ def record(i: int) -> UsageRecord:
 
 async def bench_ledger(data_dir: Path, seconds: float) -> dict[str, Any]:
     store = await Store.open(data_dir / "ledger.sqlite3")
+    try:
+        return await sustained_ledger(store, seconds)
+    finally:
+        await store.close()
+
+
+async def sustained_ledger(store: TenantStore, seconds: float) -> dict[str, Any]:
+    """Keep ``store``'s ledger queue fed for ``seconds``: rows/s written, drops, memory."""
     settings = LedgerSettings()
     ledger = Ledger(store, settings)
     ledger.start()
@@ -144,9 +153,8 @@ async def bench_ledger(data_dir: Path, seconds: float) -> dict[str, Any]:
                 next_sample += 1.0
         elapsed = time.perf_counter() - start
         written = ledger.written
-        await ledger.close()
     finally:
-        await store.close()
+        await ledger.close()
     return {
         "rows_per_s": round(written / elapsed),
         "rows_written": written,

@@ -2,6 +2,7 @@
 
     gateway serve [--config PATH] [--host H] [--port N]
     gateway tenants create|list|update ...      gateway keys create|list|revoke ...
+    gateway migrate [--from-sqlite DATA_DIR]    (the shared database of [cluster])
 
 Every command reads the same configuration (``--config``, default: the embedded one).
 """
@@ -16,11 +17,13 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gateway.app import create_app
 from gateway.cache import cli as cache_cli
+from gateway.core import migrate_cli
 from gateway.core.config import Settings, load
 from gateway.core.redact import install_redaction
 from gateway.core.toml_table import ConfigError
@@ -51,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     tenants_cli.add_commands(commands, _add_config)
     routing_cli.add_commands(commands, _add_config)
     cache_cli.add_commands(commands, _add_config)
+    migrate_cli.add_commands(commands, _add_config)
     return parser
 
 
@@ -69,6 +73,9 @@ def _secrets(settings: Settings) -> list[str]:
     values = [p.api_key for p in settings.providers]
     values += [settings.tenants.admin_key, settings.tenants.key_secret]
     values.append(settings.observability.metrics_token)
+    for url in (settings.cluster.database_url, settings.cluster.redis_url):
+        if url:  # the whole URL, and its password should a message quote only that
+            values += [url, urlsplit(url).password]
     return [v for v in values if v]
 
 

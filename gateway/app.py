@@ -17,17 +17,29 @@ from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
 from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
+from gateway.api.routes_admin import add_routes_admin_routes
 from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.core.appkeys import LIFECYCLE, SETTINGS
 from gateway.core.config import Settings
-from gateway.core.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.core.errors import (
+    GatewayError,
+    InvalidRequest,
+    MethodNotAllowed,
+    NotFound,
+    ServiceUnavailable,
+)
 from gateway.core.lifecycle import Lifecycle, State
+from gateway.core.notices import notices_context
+from gateway.core.postgres import POSTGRES_ERRORS, database_context
+from gateway.core.redis_link import CLUSTER_SETTINGS, REDIS_LINK, redis_context
 from gateway.core.requestctx import REQUEST_ID
 from gateway.observability.access_log import access_log_flusher
 from gateway.observability.dashboard.site import setup_dashboard
 from gateway.observability.metrics import METRICS_KEY, setup_metrics
 from gateway.routing import context as routing
+from gateway.routing.follow import routes_follow_context
 from gateway.tenants import context as tenants
+from gateway.tenants.redis_counters import RedisCounterStore
 from gateway.upstream.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, UPSTREAM
 from gateway.upstream.calls import Upstream
 from gateway.upstream.catalog import Catalog
@@ -82,6 +94,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return render_error(_translate_http(exc), request_id)
     except ConnectionResetError:
         raise
+    except POSTGRES_ERRORS as exc:  # the shared database failed under an admin call
+        log.warning("shared database error in %s %s (request %s): %s", request.method,
+                    request.path, request_id, exc)
+        return render_error(ServiceUnavailable("The shared database is unavailable; retry "
+                                               "shortly."), request_id)
     except Exception:
         log.exception("unexpected error in %s %s (request %s)", request.method, request.path,
                       request_id)
@@ -111,6 +128,20 @@ async def embedder_metrics_context(app: web.Application) -> AsyncIterator[None]:
     pool.on_restart = None
 
 
+async def cluster_metrics_context(app: web.Application) -> AsyncIterator[None]:
+    """Report Redis going down and coming back, and admissions on local counters."""
+    link, metrics = app.get(REDIS_LINK), app[METRICS_KEY]
+    store = app.get(tenants.COUNTERS_KEY)
+    if link is not None:
+        link.on_change = metrics.redis_changed
+        metrics.redis_changed(link.up)
+    if isinstance(store, RedisCounterStore):
+        store.on_fallback = metrics.redis_fallback
+    yield
+    if link is not None:
+        link.on_change = None
+
+
 async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
     """Ready once every other resource is up; draining as soon as shutdown begins."""
     lifecycle = app[LIFECYCLE]
@@ -130,6 +161,11 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)
     app.cleanup_ctx.append(upstream_context)
+    if settings.cluster.shared_database:  # before every backend that borrows from its pool
+        app.cleanup_ctx.append(database_context(settings.cluster))
+    app[CLUSTER_SETTINGS] = settings.cluster
+    app.cleanup_ctx.append(redis_context)
+    app.cleanup_ctx.append(notices_context)
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
         app.cleanup_ctx.append(embedder_metrics_context)
@@ -139,8 +175,10 @@ def create_app(settings: Settings) -> web.Application:
         settings=settings.routing, data_dir=settings.server.data_dir,
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
     ))
+    app.cleanup_ctx.append(routes_follow_context)
     tenants.configure(app, settings)
     setup_metrics(app, settings.observability)
+    app.cleanup_ctx.append(cluster_metrics_context)
     setup_dashboard(app, settings.observability)
     app.cleanup_ctx.append(access_log_flusher)
     app.cleanup_ctx.append(lifecycle_context)
@@ -154,4 +192,5 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_get("/readyz", health.readyz)
     add_admin_routes(app)
     add_cache_admin_routes(app)
+    add_routes_admin_routes(app)
     return app

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +12,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from gateway.app import create_app
 from gateway.core.config import Settings, parse
 from tests.fake_openai import FakeOpenAI, fake_openai_app
+from tests.redis_server import RedisServer, free_port, server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -70,3 +71,14 @@ async def one_upstream(
          "models": [model("small", "p1", upstream_model="up-small")]}
     )
     return client, fake
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A real redis-server on a free port in a temp dir, stopped after the test."""
+    server = RedisServer(server_binary(), tmp_path_factory.mktemp("redis"), free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -280,7 +280,7 @@ async def test_the_first_limit_checked_names_the_refusal() -> None:
 async def test_settled_cost_counts_for_the_tenant_and_the_key_by_day_and_month() -> None:
     adm, _, _ = admission()
     await adm.settle(await adm.admit(principal(), chat()), Usage(10, 20), 0.25)
-    spent = await adm.counters.get_spend([
+    spent = await adm.counters.get_spend("acme", [
         ("t:acme:day", "2025-06-15"), ("k:key_1:day", "2025-06-15"),
         ("t:acme:month", "2025-06"), ("k:key_1:month", "2025-06"),
     ])
@@ -296,12 +296,12 @@ async def test_a_lowered_limit_caps_a_full_bucket_at_once() -> None:
 
 async def test_memory_spend_counts_per_period() -> None:
     counters = MemoryCounterStore()
-    await counters.add_spend([("t:a:day", "2025-06-15")], 1.5)
-    await counters.add_spend([("t:a:day", "2025-06-15")], 1.0)
-    assert await counters.get_spend([("t:a:day", "2025-06-15")]) == (2.5,)
-    assert await counters.get_spend([("t:a:day", "2025-06-16")]) == (0.0,)
-    await counters.add_spend([("t:a:day", "2025-06-16")], 1.0)
-    assert await counters.get_spend([("t:a:day", "2025-06-16")]) == (1.0,)
+    await counters.add_spend("a", [("t:a:day", "2025-06-15")], 1.5)
+    await counters.add_spend("a", [("t:a:day", "2025-06-15")], 1.0)
+    assert await counters.get_spend("a", [("t:a:day", "2025-06-15")]) == (2.5,)
+    assert await counters.get_spend("a", [("t:a:day", "2025-06-16")]) == (0.0,)
+    await counters.add_spend("a", [("t:a:day", "2025-06-16")], 1.0)
+    assert await counters.get_spend("a", [("t:a:day", "2025-06-16")]) == (1.0,)
 
 
 # Token estimates --------------------------------------------------------------------------

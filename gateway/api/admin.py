@@ -3,7 +3,8 @@
 Every route is wrapped by ``admin_only`` when it is registered, so none can be added without the
 check: the admin key passes, a tenant key gets 403, anything else the usual 401. Handlers raise
 errors from ``gateway.core.errors`` and never build error bodies. Changes reload the in-memory keys
-before answering, so a revoked key is refused from the next request on.
+before answering, so a revoked key is refused from the next request on, and publish a ``keys``
+notice so the other replicas (with ``[cluster] redis_url``) reload within a second.
 
     GET    /admin/tenants                   POST /admin/tenants {"name", "limits"?}
     GET    /admin/tenants/{tenant}          PATCH /admin/tenants/{tenant} {"limits"?, "disabled"?}
@@ -27,9 +28,10 @@ from aiohttp import web
 from gateway.api.body import read_body
 from gateway.core.chat import json_object
 from gateway.core.errors import InvalidRequest
+from gateway.core.notices import NOTICES
 from gateway.core.tenant_settings import Limits
 from gateway.tenants import ledger
-from gateway.tenants.context import AUTH_KEY, CONFIG_KEY, LEDGER_KEY, STORE_KEY
+from gateway.tenants.context import AUTH_KEY, CONFIG_KEY, LEDGER_KEY, STORE_KEY, publish_change
 from gateway.tenants.store import apply_limit_changes, check_limit_changes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -87,6 +89,7 @@ def _reject_unknown(data: dict[str, Any], known: set[str]) -> None:
 
 async def _reload(request: web.Request) -> None:
     await request.app[AUTH_KEY].reload(request.app[STORE_KEY])
+    await publish_change(request.app.get(NOTICES))
 
 
 async def list_tenants(request: web.Request) -> web.Response:

@@ -5,7 +5,9 @@ starts its writer task, and puts it under ``CACHE``; on exit it stops the writer
 queued, saves the graphs and closes the database. Settings come from ``CACHE_SETTINGS`` (set by
 ``create_app`` from the parsed ``[cache]`` table), or the defaults in ``server.data_dir``. The
 vector space (model and dimension) is read from the embedder's model directory once; without an
-embedder the cache serves exact hits only.
+embedder the cache serves exact hits only. With a shared database (``DATABASE`` on the app) the
+entries live there (``pg_store.PgCacheStore``), shared with the other replicas; the graphs stay
+this replica's own, in its index directory.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from aiohttp import web
 from embedder_worker.model import ModelConfig
 from embedder_worker.settings import EmbedderSettings
 from gateway.cache.index import VectorSpace
+from gateway.cache.pg_store import PgCacheStore
 from gateway.cache.semantic_cache import SemanticCache
 from gateway.core.appkeys import SETTINGS
 from gateway.core.cache_settings import CacheSettings, parse_cache
+from gateway.core.postgres import DATABASE
 from gateway.core.toml_table import Table
 
 log = logging.getLogger(__name__)
@@ -55,7 +59,10 @@ def vector_space(embedder: EmbedderSettings | None) -> VectorSpace | None:
 async def cache_context(app: web.Application) -> AsyncIterator[None]:
     settings = app.get(CACHE_SETTINGS) or parse_cache(Table({}), app[SETTINGS].server.data_dir)
     space = vector_space(app[SETTINGS].embedder)
-    cache = await SemanticCache.open(settings, space)
+    database = app.get(DATABASE)
+    store = (await PgCacheStore.open(database)
+             if database is not None and settings.enabled else None)
+    cache = await SemanticCache.open(settings, space, store=store)
     app[CACHE] = cache
     cache.start()
     try:

@@ -39,6 +39,9 @@ class EntryTable:
             self._exact.setdefault(_loose(entry), entry.entry_id)
         self._namespaces.setdefault(entry.namespace, set()).add(entry.entry_id)
 
+    def ids(self) -> set[int]:
+        return set(self._by_id)
+
     def get(self, entry_id: int) -> StoredEntry | None:
         return self._by_id.get(entry_id)
 

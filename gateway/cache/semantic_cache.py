@@ -10,10 +10,13 @@ the floor (``answers.AnswerReader``); an exact hit is one read in the reader's t
 ``store(...)`` only queues an entry (cheap, never blocks the request); the writer task writes
 queued entries to SQLite in one transaction per batch, then adds their vectors to the graph, then
 makes them visible. Expired and least-recently-used entries beyond ``max_entries`` are removed by
-the same task. ``save()`` writes changed graphs; ``open`` loads them and reconciles them with
-SQLite (entries newer than the saved graph are added, removed ones deleted), or rebuilds them.
+the same task. With a shared backend (``pg_store.PgCacheStore``) the peers' changes arrive as
+notices, which a second task applies to this replica's table and graphs (``peers.Peers``).
+``save()`` writes changed graphs; ``open`` loads them and reconciles them with the database
+(entries newer than the saved graph are added, removed ones deleted), or rebuilds them.
 
-Touches the cache database and index directory named in its settings, nothing else.
+Touches the cache database (or the backend it is given) and the index directory named in its
+settings, nothing else.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -32,21 +34,26 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
-from gateway.cache.answers import AnswerReader
+from gateway.cache.backend import AnswerSource, CacheBackend
 from gateway.cache.entries import EntryTable
 from gateway.cache.fingerprint import exact_key, loose_key
 from gateway.cache.index import FloatArray, IndexSet, Neighbour, VectorSpace
+from gateway.cache.peers import Peers, unindex
 from gateway.cache.replay import uncacheable
 from gateway.cache.rule import Rule, serving_rule
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
 from gateway.cache.text_features import Profile, profile
 from gateway.core.cache_settings import CacheSettings, Policy
+from gateway.core.lifecycle import stop_task
+from gateway.core.postgres import STORAGE_ERRORS
 
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 Clock = Callable[[], float]
 _MAX_BATCH = 512
+_LOOKUP_ERRORS: tuple[type[Exception], ...] = (RuntimeError, ValueError, *STORAGE_ERRORS)
+"""What a broken cache raises during a lookup: the request goes on without the cache."""
 _PROFILES = 4096  # guard profiles of stored texts kept between lookups
 
 
@@ -64,7 +71,7 @@ class SemanticCache:
     """One cache: its database, graphs and in-memory table, and the tasks that keep them."""
 
     def __init__(self, settings: CacheSettings, space: VectorSpace | None,
-                 store: CacheStore | None, index: IndexSet | None, clock: Clock,
+                 store: CacheBackend | None, index: IndexSet | None, clock: Clock,
                  rule: Rule | None = None) -> None:
         self.settings = settings
         self.space = space
@@ -79,6 +86,8 @@ class SemanticCache:
         self._flush_lock = asyncio.Lock()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._peers = Peers(self._table, index, store, space, self._flush_lock)
+        self._peer_task: asyncio.Task[None] | None = None
         self._last_save = 0.0
         self._stopping = False
         self._profiles: OrderedDict[int, Profile] = OrderedDict()
@@ -93,14 +102,17 @@ class SemanticCache:
 
     @classmethod
     async def open(cls, settings: CacheSettings, space: VectorSpace | None, *,
-                   clock: Clock = time.time) -> SemanticCache:
-        """Open the database, rebuild the table, load or rebuild the graphs."""
+                   clock: Clock = time.time, store: CacheBackend | None = None) -> SemanticCache:
+        """Open the database (``store``, else the SQLite file of the settings), rebuild the
+        table, load or rebuild the graphs."""
         if not settings.enabled:
             return cls(settings, None, None, None, clock)
-        store = await CacheStore.open(settings.database)
+        store = store or await CacheStore.open(settings.database)
         index = IndexSet(space, settings.index) if space is not None else None
         cache = cls(settings, space, store, index, clock, serving_rule(settings, space))
         try:
+            # Listening before loading: a peer's entry stored meanwhile is heard, not missed.
+            await store.listen(cache._peers.notices.put_nowait)
             await store.adopt_space(space)
             await cache._load()
         except BaseException:
@@ -119,7 +131,7 @@ class SemanticCache:
             hit = await self._exact(namespace, fingerprint, text, policy)
             if hit is None and policy == "semantic" and vector is not None and text:
                 hit = await self._semantic(namespace, fingerprint, text, vector)
-        except (OSError, RuntimeError, ValueError, sqlite3.Error) as exc:
+        except _LOOKUP_ERRORS as exc:
             log.warning("cache lookup failed, answering without it: %s", exc)
             return None
         if hit is not None:
@@ -288,13 +300,7 @@ class SemanticCache:
         if not removed or self._store is None:
             return
         await self._store.delete([e.entry_id for e in removed])
-        if self._index is not None:
-            by_namespace: dict[str, list[int]] = {}
-            for e in removed:
-                if e.has_vector:
-                    by_namespace.setdefault(e.namespace, []).append(e.entry_id)
-            for namespace, ids in by_namespace.items():
-                await self._index.remove(namespace, ids)
+        await unindex(self._index, removed)
 
     # -- administration ----------------------------------------------------------------------
 
@@ -421,6 +427,7 @@ class SemanticCache:
         if self._store is not None and not self._tasks:
             self._last_save = self._clock()
             self._tasks.append(asyncio.create_task(self._writer(), name="cache-writer"))
+            self._peer_task = asyncio.create_task(self._peers.follow(), name="cache-peers")
 
     async def _writer(self) -> None:
         # Never cancelled: cancelling a batch half-way through its transaction would lose it.
@@ -443,6 +450,9 @@ class SemanticCache:
         """Stop the writer, write what is queued, save the graphs, release everything."""
         self._stopping = True
         self._wake.set()
+        if self._peer_task is not None:
+            await stop_task(self._peer_task)  # only this replica's memory: safe to cut short
+            self._peer_task = None
         for task in self._tasks:
             await task
         self._tasks.clear()
@@ -460,7 +470,7 @@ class SemanticCache:
             await self._store.close()
 
 
-def _servable(reader: AnswerReader, floor: float, fingerprint: str,
+def _servable(reader: AnswerSource, floor: float, fingerprint: str,
               neighbours: list[Neighbour]) -> tuple[list[Neighbour], dict[int, bytes]]:
     """In the index pool, right after the search, so that a hit makes one thread hop: the
     neighbours that may be served, best first, and their answers."""

@@ -13,15 +13,17 @@ Touches only its database file.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import numpy as np
 
 from gateway.cache.answers import AnswerReader
 from gateway.cache.index import FloatArray, VectorSpace
+from gateway.cache.notice import Notice
 from gateway.core.sqlite import open_wal
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,9 @@ CREATE INDEX IF NOT EXISTS entries_namespace ON entries (namespace);
 CREATE INDEX IF NOT EXISTS entries_expires ON entries (expires_at) WHERE expires_at IS NOT NULL;
 """
 _BATCH_ROWS = 2000
+STORED_COLUMNS = (
+    "id, namespace, fingerprint, exact_key, text, vector IS NOT NULL, created_at, expires_at"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +78,24 @@ class StoredEntry:
     has_vector: bool
     created_at: float
     expires_at: float | None
+
+
+def vector_bytes(vector: FloatArray | None) -> bytes | None:
+    """How a vector is stored: little-endian float32, as both backends keep it."""
+    return None if vector is None else vector.astype("<f4").tobytes()
+
+
+def stored_entry(row: Sequence[Any]) -> StoredEntry:
+    """A ``StoredEntry`` from a row of ``STORED_COLUMNS``."""
+    return StoredEntry(
+        int(row[0]), str(row[1]), str(row[2]), bytes(row[3]), str(row[4]), bool(row[5]),
+        float(row[6]), None if row[7] is None else float(row[7]),
+    )
+
+
+def vector_matrix(blobs: Sequence[bytes], dim: int) -> FloatArray:
+    flat = np.frombuffer(b"".join(blobs), dtype="<f4")
+    return flat.reshape(len(blobs), dim).astype(np.float32)
 
 
 class CacheStore:
@@ -128,8 +151,7 @@ class CacheStore:
     async def insert(self, entries: Sequence[NewEntry]) -> list[int]:
         """Write a batch in one transaction; returns the new ids in order."""
         rows = [
-            (e.namespace, e.fingerprint, e.exact_key, e.text,
-             e.vector.astype("<f4").tobytes() if e.vector is not None else None,
+            (e.namespace, e.fingerprint, e.exact_key, e.text, vector_bytes(e.vector),
              e.body, e.created_at, e.expires_at, e.created_at)
             for e in entries
         ]
@@ -162,14 +184,24 @@ class CacheStore:
     async def entries(self) -> AsyncIterator[StoredEntry]:
         """Every entry, least recently used first (the order the LRU is rebuilt in)."""
         async with self._db.execute(
-            "SELECT id, namespace, fingerprint, exact_key, text, vector IS NOT NULL, created_at,"
-            " expires_at FROM entries ORDER BY last_hit_at, id"
+            f"SELECT {STORED_COLUMNS} FROM entries ORDER BY last_hit_at, id"
         ) as cur:
             async for row in cur:
-                yield StoredEntry(
-                    int(row[0]), str(row[1]), str(row[2]), bytes(row[3]), str(row[4]),
-                    bool(row[5]), float(row[6]), None if row[7] is None else float(row[7]),
-                )
+                yield stored_entry(row)
+
+    async def stored_by_id(self, ids: Sequence[int]) -> list[StoredEntry]:
+        found: list[StoredEntry] = []
+        for start in range(0, len(ids), 500):
+            chunk = list(ids[start : start + 500])
+            async with self._db.execute(
+                f"SELECT {STORED_COLUMNS} FROM entries WHERE id IN ({','.join('?' * len(chunk))})",
+                chunk,
+            ) as cur:
+                found.extend(stored_entry(row) for row in await cur.fetchall())
+        return found
+
+    async def listen(self, on_notice: Callable[[Notice], None]) -> None:
+        """This replica's own file: no peer writes to it, so there is nothing to hear."""
 
     async def vectors(
         self, namespace: str, dim: int
@@ -180,9 +212,7 @@ class CacheStore:
             " ORDER BY id", (namespace,),
         ) as cur:
             while rows := await cur.fetchmany(_BATCH_ROWS):
-                ids = [int(r[0]) for r in rows]
-                flat = np.frombuffer(b"".join(bytes(r[1]) for r in rows), dtype="<f4")
-                yield ids, flat.reshape(len(ids), dim).astype(np.float32)
+                yield [int(r[0]) for r in rows], vector_matrix([bytes(r[1]) for r in rows], dim)
 
     async def vectors_by_id(self, ids: Sequence[int], dim: int) -> tuple[list[int], FloatArray]:
         found: list[int] = []
@@ -197,8 +227,7 @@ class CacheStore:
                 for row in await cur.fetchall():
                     found.append(int(row[0]))
                     blobs.append(bytes(row[1]))
-        flat = np.frombuffer(b"".join(blobs), dtype="<f4")
-        return found, flat.reshape(len(found), dim).astype(np.float32)
+        return found, vector_matrix(blobs, dim)
 
     async def delete(self, ids: Sequence[int]) -> None:
         for start in range(0, len(ids), 500):
@@ -219,6 +248,10 @@ class CacheStore:
             [(at, count, entry_id) for entry_id, (at, count) in hits.items()],
         )
         await self._db.commit()
+
+    async def ids(self) -> set[int]:
+        async with self._db.execute("SELECT id FROM entries") as cur:
+            return {int(r[0]) for r in await cur.fetchall()}
 
     async def count(self) -> int:
         async with self._db.execute("SELECT COUNT(*) FROM entries") as cur:

@@ -18,6 +18,7 @@ from typing import Any
 
 from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS, EmbedderSettings
 from gateway.core.cache_settings import CacheSettings, parse_cache
+from gateway.core.cluster import ClusterSettings, parse_cluster
 from gateway.core.observability_settings import ObservabilitySettings, parse_observability
 from gateway.core.routing_settings import RoutingSettings, packaged_routes_file, parse_routing
 from gateway.core.tenant_settings import TenantSettings, parse_tenants
@@ -107,6 +108,7 @@ class Settings:
     routing: RoutingSettings = field(
         default_factory=lambda: RoutingSettings(routes_file=packaged_routes_file())
     )
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
     source: str = "<memory>"
 
     def provider(self, name: str) -> ProviderSettings:
@@ -269,12 +271,13 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
         routing=parse_routing(root.table("routing"), base_dir),
         observability=parse_observability(root.table("observability"), base_dir, env),
         cache=parse_cache(root.table("cache"), server.data_dir),
+        cluster=parse_cluster(root.table("cluster"), env),
         source=source,
     )
     server_t.reject_unknown()
     failover_t.reject_unknown()
     root.get("upstream", dict, {})
-    for name in ("embedder", "tenants", "routing", "observability", "cache"):
+    for name in ("embedder", "tenants", "routing", "observability", "cache", "cluster"):
         root.get(name, dict, {})
     root.reject_unknown()
     return settings

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import sqlite3
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -53,6 +52,7 @@ from prometheus_client.utils import floatToGoString
 
 from gateway.core.errors import AuthenticationFailed, BudgetExceeded, GatewayError, RateLimited
 from gateway.core.observability_settings import OBSERVABILITY_KEY, ObservabilitySettings
+from gateway.core.postgres import STORAGE_ERRORS
 from gateway.observability.dashboard.queries import budget_usage
 from gateway.tenants.auth import bearer_token
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
@@ -265,6 +265,12 @@ class Metrics:
             registry=r)
         self.embedder_errors = Counter(
             "gateway_embedder_errors", "Embedder calls that failed or timed out.", registry=r)
+        self.redis_up = Gauge(
+            "gateway_redis_up", "1 while the shared Redis answers, 0 while it does not (only "
+            "with [cluster] redis_url).", registry=r)
+        self.redis_fallbacks = Counter(
+            "gateway_redis_fallback_admissions", "Requests admitted on this replica's own "
+            "counters because Redis did not answer (redis_mode fail_open).", registry=r)
         self.budget_used = Gauge(
             "gateway_budget_used_ratio", "The highest share of any tenant's budget spent in the "
             "current UTC day or month (1 = spent).", ("period",), registry=r)
@@ -347,6 +353,12 @@ class Metrics:
 
     def embedder_failed(self) -> None:
         self.embedder_errors.inc()
+
+    def redis_changed(self, up: bool) -> None:
+        self.redis_up.set(1 if up else 0)
+
+    def redis_fallback(self) -> None:
+        self.redis_fallbacks.inc()
 
     # Set up and scrape time ------------------------------------------------------------
 
@@ -488,7 +500,7 @@ async def _refresh_budgets(app: web.Application, metrics: Metrics) -> None:
         return
     try:
         uses = await budget_usage(store, now=time.time())
-    except sqlite3.Error as exc:
+    except STORAGE_ERRORS as exc:
         log.warning("budget figures for /metrics not refreshed: %s", exc)
         return
     metrics.set_budget_usage((u.tenant, u.period, u.share) for u in uses)

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from embedder_worker.settings import EmbedderSettings
 from gateway.core.config import Settings
+from gateway.core.notices import publish_once
 from gateway.core.routing_settings import RoutingSettings, packaged_routes_file, tier_plan
 from gateway.core.toml_table import ConfigError
 from gateway.routing.calibrate import (
@@ -219,6 +220,7 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     ws = workspace(args, settings)
     calibration = asyncio.run(_fit(args, ws))
     write_calibration(ws.routes_path, calibration)
+    _notify(settings, ws.routes_path)
     print(f"{ws.routes_path}: [calibration] written: threshold {calibration.threshold}, "
           f"margin {calibration.margin}, in_scope {calibration.in_scope}, "
           f"blend {calibration.blend}, {len(calibration.route_thresholds)} route thresholds")
@@ -294,6 +296,7 @@ def run_build(args: argparse.Namespace, settings: Settings) -> int:
               + (f", at most {args.per_route} utterances per route" if args.per_route else "")
               + ".\nRun `gateway routes fit` on held-out labelled examples to calibrate it.")
     write_text_atomically(args.out, render_routes(route_set, header))
+    _notify(settings, args.out)
     print(f"{args.out}: {len(route_set.routes)} routes, "
           f"{sum(len(r.utterances) for r in route_set.routes)} utterances")
     return 0
@@ -321,3 +324,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     sys.exit(main())
+
+
+def _notify(settings: Settings, path: Path) -> None:
+    """With ``[cluster] redis_url``: tell the running replicas to reload their routes."""
+    if settings.cluster.redis_url is None:
+        return
+    if asyncio.run(publish_once(settings.cluster, "routes", {"file": str(path)})):
+        print(f"{path}: replicas notified to reload their routes")
+    else:
+        print("warning: replicas not notified (Redis unavailable); they reload a changed "
+              "routes file at their next re-read", file=sys.stderr)

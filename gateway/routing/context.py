@@ -30,9 +30,11 @@ from embedder_worker.client import EmbedderError, EmbedderPool
 from embedder_worker.settings import EmbedderSettings
 from gateway.core.chat import ChatRequest
 from gateway.core.lifecycle import stop_task
+from gateway.core.postgres import DATABASE
 from gateway.core.routing_settings import RoutingSettings, TierPlan, tier_plan
 from gateway.observability.metrics import METRICS_KEY
 from gateway.routing.classifier import FloatArray
+from gateway.routing.pg_signals import PgSignalSink
 from gateway.routing.policy import Decision
 from gateway.routing.prompt import routing_text
 from gateway.routing.router import Router, build_router, embed_routes
@@ -179,11 +181,13 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
     loading = asyncio.create_task(_load(app, config, routes, slot), name="routing-load")
     store = None
     if s.signals:
-        store = await SignalStore.open(
-            s.signals_path(config.data_dir), model=_model_name(config),
-            flush_interval_s=s.signals_flush_ms / 1000, batch=s.signals_batch,
-            max_pending=s.signals_queue,
-        )
+        options: dict[str, Any] = {
+            "model": _model_name(config), "flush_interval_s": s.signals_flush_ms / 1000,
+            "batch": s.signals_batch, "max_pending": s.signals_queue,
+        }
+        database = app.get(DATABASE)
+        store = (SignalStore(PgSignalSink(database), **options) if database is not None
+                 else await SignalStore.open(s.signals_path(config.data_dir), **options))
         store.start()
         app[SIGNALS] = store
     try:

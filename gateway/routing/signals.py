@@ -1,14 +1,16 @@
 """The signals that will teach the router: every decision, escalation, retry and provider failure.
 
-Rows go to their own SQLite file (``<data_dir>/signals.sqlite3``, WAL) through aiosqlite. The
-request path only appends to a bounded in-memory queue (``record`` never waits and never
-fails); a background task owned by the routing cleanup context writes the queue every
-``flush_interval_s``, or sooner once ``batch`` rows wait, in one transaction. A full queue drops
-rows and counts them (``dropped``). ``close`` writes what is left.
+Rows go to their own SQLite file (``<data_dir>/signals.sqlite3``, WAL) through aiosqlite, or,
+with a shared database, to its ``signals`` tables (``pg_signals.PgSignalSink``): the writer
+hands each batch to a ``SignalSink``. The request path only appends to a bounded in-memory queue
+(``record`` never waits and never fails); a background task owned by the routing cleanup
+context writes the queue every ``flush_interval_s``, or sooner once ``batch`` rows wait, in one
+transaction. A full queue drops rows and counts them (``dropped``). ``close`` writes what is
+left.
 
 Each signal refers to the prompt's vector by ``vector_key`` = sha256 of the embedded text; the
 vector itself is stored once per key and model in ``vectors`` as a float32 blob, so a learned
-policy can later be trained from ``signals JOIN vectors``. Touches only its database file.
+policy can later be trained from ``signals JOIN vectors``. Touches only its database (its sink).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiosqlite
 import numpy as np
@@ -98,26 +100,60 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True)
-class _Vector:
+class PromptVector:
     key: bytes
     vector: FloatArray
     ts: float
+
+    def row(self, model: str) -> tuple[Any, ...]:
+        return (self.key, model, int(self.vector.shape[0]),
+                np.ascontiguousarray(self.vector, dtype=np.float32).tobytes(), self.ts)
+
+
+class SignalSink(Protocol):
+    """Where batches of signals go: one transaction per batch; a vector already stored for its
+    key and model is kept."""
+
+    async def write(self, signals: Sequence[Signal], vectors: Sequence[PromptVector],
+                    model: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class SqliteSignals:
+    """The embedded sink: this replica's own SQLite file."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def write(self, signals: Sequence[Signal], vectors: Sequence[PromptVector],
+                    model: str) -> None:
+        await self._db.execute("BEGIN")
+        try:
+            await self._db.executemany(_INSERT_SIGNAL, [s.row() for s in signals])
+            await self._db.executemany(_INSERT_VECTOR, [v.row(model) for v in vectors])
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        await self._db.close()
 
 
 class SignalStore:
     """A bounded queue of signals and the task that writes it (see the module docstring)."""
 
-    def __init__(self, db: aiosqlite.Connection, path: Path, *, model: str = "",
+    def __init__(self, sink: SignalSink, *, model: str = "",
                  flush_interval_s: float = 0.25, batch: int = 256, max_pending: int = 10_000
                  ) -> None:
-        self.path = path
         self.model = model
-        self._db = db
+        self._sink = sink
         self._flush_interval_s = flush_interval_s
         self._batch = batch
         self._max_pending = max_pending
         self._signals: list[Signal] = []
-        self._vectors: list[_Vector] = []
+        self._vectors: list[PromptVector] = []
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
         self._task: asyncio.Task[None] | None = None
@@ -133,7 +169,7 @@ class SignalStore:
                 await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-        return cls(await open_wal(path, create_schema), path, **options)
+        return cls(SqliteSignals(await open_wal(path, create_schema)), **options)
 
     @property
     def pending(self) -> int:
@@ -148,7 +184,7 @@ class SignalStore:
             return False
         self._signals.append(signal)
         if vector is not None and signal.vector_key is not None:
-            self._vectors.append(_Vector(signal.vector_key, vector, signal.ts))
+            self._vectors.append(PromptVector(signal.vector_key, vector, signal.ts))
         if len(self._signals) >= self._batch:
             self._wake.set()
         return True
@@ -173,7 +209,7 @@ class SignalStore:
                 del self._signals[: self._batch]
                 self._vectors = []
                 try:
-                    await self._write(signals, vectors)
+                    await self._sink.write(signals, vectors, self.model)
                 except Exception:
                     log.exception("writing %d signals failed; they are dropped", len(signals))
                     self.dropped += len(signals)
@@ -181,20 +217,6 @@ class SignalStore:
                 written += len(signals)
         self.written += written
         return written
-
-    async def _write(self, signals: Sequence[Signal], vectors: Sequence[_Vector]) -> None:
-        await self._db.execute("BEGIN")
-        try:
-            await self._db.executemany(_INSERT_SIGNAL, [s.row() for s in signals])
-            await self._db.executemany(_INSERT_VECTOR, [
-                (v.key, self.model, int(v.vector.shape[0]),
-                 np.ascontiguousarray(v.vector, dtype=np.float32).tobytes(), v.ts)
-                for v in vectors
-            ])
-            await self._db.execute("COMMIT")
-        except BaseException:
-            await self._db.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         """Stop taking signals, write those queued, stop the writer, close the database."""
@@ -206,7 +228,7 @@ class SignalStore:
         try:
             await self.flush()
         finally:
-            await self._db.close()
+            await self._sink.close()
         if self.dropped:
             log.warning("%d routing signals were dropped", self.dropped)
 

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from gateway.core.errors import AuthenticationFailed, PermissionDenied
 from gateway.core.tenant_settings import Limits
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.keys import hash_key
-from gateway.tenants.store import ApiKey, Store, Tenant
+from gateway.tenants.store import ApiKey, Tenant
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ class Authenticator:
             if k.active and k.tenant in enabled
         }
 
-    async def reload(self, store: Store) -> None:
+    async def reload(self, store: TenantStore) -> None:
         """Load tenants and keys from ``store`` (a few small queries, off the request path)."""
         revision = await store.revision()
         tenants = await store.list_tenants()

@@ -2,7 +2,9 @@
 
 ``add_commands`` registers the sub-commands; each sets ``handler`` to a function
 ``(args, settings) -> exit status`` that opens the store from the settings, does one thing and
-closes it. A running gateway notices the change within ``tenants.reload_interval_s``.
+closes it. A running gateway on the same store notices the change within
+``tenants.reload_interval_s``; with ``[cluster] redis_url`` a command that changed something also
+publishes a ``keys`` notice, so every replica reloads within a second.
 A new key is printed once, to stdout; only its hash is stored.
 """
 
@@ -19,9 +21,12 @@ import orjson
 
 from gateway.core.config import Settings
 from gateway.core.errors import GatewayError
+from gateway.core.notices import publish_once
+from gateway.core.postgres import Database, DatabaseError
 from gateway.core.tenant_settings import LIMIT_FIELDS, Limits
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.context import open_store
-from gateway.tenants.store import Store, apply_limit_changes, check_limit_changes
+from gateway.tenants.store import apply_limit_changes, check_limit_changes
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 _LIMIT_FLAGS = {
@@ -110,17 +115,17 @@ def _limit_changes(args: argparse.Namespace) -> dict[str, int | float | None]:
 
 
 def run_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         base = settings.tenants.default_limits
         limits = apply_limit_changes(base, _limit_changes(args))
         tenant = await store.create_tenant(args.name, limits)
         print(f"created tenant {tenant.name}: {_limits_text(tenant.limits.as_json())}")
 
-    return _run(settings, act)
+    return _run(settings, act, notify=True)
 
 
 def run_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         rows = [t.as_json() for t in await store.list_tenants()]
         columns = ("name", "disabled", "limits", "created_at")
         _print_rows(rows, columns, as_json=args.json)
@@ -129,27 +134,27 @@ def run_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_tenants_update(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         tenant = await store.update_tenant(args.name, limits=_limit_changes(args),
                                            disabled=args.disabled)
         state = "disabled" if tenant.disabled else "enabled"
         print(f"updated tenant {tenant.name} ({state}): {_limits_text(tenant.limits.as_json())}")
 
-    return _run(settings, act)
+    return _run(settings, act, notify=True)
 
 
 def run_keys_create(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         limits = apply_limit_changes(Limits(), _limit_changes(args))
         record, key = await store.create_key(secret, args.tenant, name=args.name, limits=limits)
         print(f"created key {record.id} for tenant {record.tenant} (shown once, keep it):")
         print(key)
 
-    return _run(settings, act)
+    return _run(settings, act, notify=True)
 
 
 def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         keys = await store.list_keys(args.tenant, active_only=args.active)
         columns = ("id", "tenant", "prefix", "name", "created_at", "revoked_at")
         _print_rows([k.as_json() for k in keys], columns, as_json=args.json)
@@ -158,25 +163,40 @@ def run_keys_list(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
-    async def act(store: Store, secret: bytes) -> None:
+    async def act(store: TenantStore, secret: bytes) -> None:
         record = await store.revoke_key(args.key_id)
         print(f"revoked key {record.id} ({record.prefix}…) of tenant {record.tenant}")
 
-    return _run(settings, act)
+    return _run(settings, act, notify=True)
 
 
-def _run(settings: Settings, act: Callable[[Store, bytes], Awaitable[None]]) -> int:
+def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]], *,
+         notify: bool = False) -> int:
     async def main() -> None:
-        store, secret = await open_store(settings.tenants, settings.server.data_dir)
+        database = None
+        if settings.cluster.shared_database:
+            database = await Database.open(settings.cluster)
         try:
-            await act(store, secret)
+            store, secret = await open_store(settings.tenants, settings.server.data_dir, database)
+            try:
+                await act(store, secret)
+            finally:
+                await store.close()
         finally:
-            await store.close()
+            if database is not None:
+                await database.close()
+        if notify and settings.cluster.redis_url is not None \
+                and not await publish_once(settings.cluster, "keys"):
+            print("warning: the other replicas were not notified (Redis unavailable); they "
+                  "pick the change up at their next full re-read", file=sys.stderr)
 
     try:
         asyncio.run(main())
     except GatewayError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except DatabaseError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 1
     return 0
 

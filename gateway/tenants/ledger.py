@@ -19,7 +19,8 @@ from typing import Any
 
 from gateway.core.sqlite import MAX_INT
 from gateway.core.tenant_settings import LedgerSettings
-from gateway.tenants.store import Store
+from gateway.tenants.backend import TenantStore
+from gateway.tenants.store import USAGE_COLUMNS as USAGE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -54,38 +55,18 @@ class UsageRecord:
     ttft_ms: float | None = None
 
 
-USAGE_COLUMNS = tuple(f.name for f in fields(UsageRecord))
-_INSERT = (
-    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})"
-)
-_ROLL_UP = """
-INSERT INTO usage_daily (day, tenant, key_id, model, requests, errors, cache_hits,
-                         tokens_in, tokens_out, cost, saved_cost, latency_ms_sum)
-SELECT date(ts, 'unixepoch'), tenant, key_id, model, count(*), sum(status >= 400),
-       coalesce(sum(cache = 'hit'), 0), sum(tokens_in), sum(tokens_out), sum(cost), sum(saved_cost),
-       sum(latency_ms)
-FROM usage WHERE id > ? GROUP BY 1, 2, 3, 4
-ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET
-    requests = requests + excluded.requests, errors = errors + excluded.errors,
-    cache_hits = cache_hits + excluded.cache_hits, tokens_in = tokens_in + excluded.tokens_in,
-    tokens_out = tokens_out + excluded.tokens_out, cost = cost + excluded.cost,
-    saved_cost = saved_cost + excluded.saved_cost,
-    latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum
-"""
-
-
 def _row(record: UsageRecord) -> tuple[Any, ...]:
     r = record  # token counts capped: one too big for SQLite would fail every batch, forever
     return (r.request_id, r.tenant, r.key_id, r.model, r.status, r.ts, r.route, r.tier,
             r.deployment, min(r.tokens_in, MAX_INT), min(r.tokens_out, MAX_INT), r.cost,
-            int(r.estimated), r.cache, r.saved_cost, r.escalations, r.attempts, r.latency_ms,
+            r.estimated, r.cache, r.saved_cost, r.escalations, r.attempts, r.latency_ms,
             r.ttft_ms)
 
 
 class Ledger:
     """A bounded queue of ``UsageRecord``s and the task that writes it to the store."""
 
-    def __init__(self, store: Store, settings: LedgerSettings | None = None) -> None:
+    def __init__(self, store: TenantStore, settings: LedgerSettings | None = None) -> None:
         self._store = store
         self._settings = settings or LedgerSettings()
         self._pending: list[UsageRecord] = []
@@ -164,11 +145,7 @@ class Ledger:
             await self._progress.wait_for(lambda: self.written >= count)
 
     async def _write(self, batch: list[UsageRecord]) -> None:
-        rows = [_row(r) for r in batch]
-        async with self._store.transaction() as db:
-            first = await db.execute_fetchall("SELECT coalesce(max(id), 0) FROM usage")
-            await db.executemany(_INSERT, rows)
-            await db.execute(_ROLL_UP, (next(iter(first))[0],))
+        await self._store.write_usage([_row(r) for r in batch])
 
     def _requeue(self, batch: list[UsageRecord]) -> None:
         room = max(0, self._settings.max_pending_rows - len(self._pending))
@@ -235,7 +212,7 @@ def month_start_of(ts: float) -> str:
 
 
 async def recent(
-    store: Store,
+    store: TenantStore,
     *,
     tenant: str | None = None,
     model: str | None = None,
@@ -247,7 +224,7 @@ async def recent(
     filters = {"tenant = ?": tenant, "model = ?": model, "status = ?": status, "ts >= ?": since}
     chosen = {clause: value for clause, value in filters.items() if value is not None}
     where = f"WHERE {' AND '.join(chosen)} " if chosen else ""
-    rows = await store.db.execute_fetchall(
+    rows = await store.fetch(
         f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage {where}ORDER BY id DESC LIMIT ?",
         (*chosen.values(), max(0, limit)),
     )
@@ -262,17 +239,18 @@ def usage_record(row: Any) -> UsageRecord:
 
 
 async def tenant_totals(
-    store: Store, *, tenant: str | None = None, now: float | None = None
+    store: TenantStore, *, tenant: str | None = None, now: float | None = None
 ) -> list[TenantTotals]:
     """Per tenant, today's and this month's totals (UTC), from the roll-ups."""
     now = time.time() if now is None else now
-    today = ", ".join(f"sum(CASE WHEN day = :day THEN {f} ELSE 0 END)" for f in TOTAL_FIELDS)
+    today = ", ".join(f"sum(CASE WHEN day = ? THEN {f} ELSE 0 END)" for f in TOTAL_FIELDS)
     month = ", ".join(f"sum({f})" for f in TOTAL_FIELDS)
-    where = "day >= :month" + (" AND tenant = :tenant" if tenant is not None else "")
-    rows = await store.db.execute_fetchall(
+    where = "day >= ?" + (" AND tenant = ?" if tenant is not None else "")
+    params = [day_of(now)] * len(TOTAL_FIELDS) + [month_start_of(now)]
+    rows = await store.fetch(
         f"SELECT tenant, {today}, {month} FROM usage_daily WHERE {where} "
         "GROUP BY tenant ORDER BY tenant",
-        {"day": day_of(now), "month": month_start_of(now), "tenant": tenant},
+        params if tenant is None else [*params, tenant],
     )
     width = len(TOTAL_FIELDS)
     return [
@@ -282,14 +260,14 @@ async def tenant_totals(
 
 
 async def spend_by_model(
-    store: Store, *, tenant: str | None = None, since_day: str | None = None,
+    store: TenantStore, *, tenant: str | None = None, since_day: str | None = None,
     now: float | None = None,
 ) -> list[ModelSpend]:
     """Spend per model since ``since_day`` (default: the first of this month), largest first."""
     since = since_day or month_start_of(time.time() if now is None else now)
     where = "day >= ?" + (" AND tenant = ?" if tenant is not None else "")
     params = (since, tenant) if tenant is not None else (since,)
-    rows = await store.db.execute_fetchall(
+    rows = await store.fetch(
         "SELECT model, sum(requests), sum(tokens_in), sum(tokens_out), sum(cost), "
         f"sum(saved_cost) FROM usage_daily WHERE {where} GROUP BY model "
         "ORDER BY sum(cost) DESC, model",
@@ -298,10 +276,10 @@ async def spend_by_model(
     return [ModelSpend(*r) for r in rows]
 
 
-async def month_spend(store: Store, *, now: float | None = None) -> list[DaySpend]:
+async def month_spend(store: TenantStore, *, now: float | None = None) -> list[DaySpend]:
     """This month's spend per tenant, key and day: what budgets start from after a restart."""
     since = month_start_of(time.time() if now is None else now)
-    rows = await store.db.execute_fetchall(
+    rows = await store.fetch(
         "SELECT tenant, key_id, day, sum(cost) FROM usage_daily WHERE day >= ? "
         "GROUP BY tenant, key_id, day",
         (since,),

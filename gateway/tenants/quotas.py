@@ -1,15 +1,18 @@
-"""Admission: rate limits, concurrency and budgets per tenant and per key, all in memory.
+"""Admission: rate limits, concurrency and budgets per tenant and per key.
 
 ``Admission.admit`` checks a principal's budgets, takes one concurrency slot, one request and an
 estimate of the tokens (prompt counted by ``TokenCounter`` + ``max_tokens`` or a default) from
-token buckets, all or nothing, and returns a ``Reservation``; ``settle`` trues the token buckets up
-to the real usage and adds the cost to the spend; ``release`` gives everything back. Both are
+the rate limits, all or nothing, and returns a ``Reservation``; ``settle`` trues the token counts
+up to the real usage and adds the cost to the spend; ``release`` gives everything back. Both are
 idempotent. Over a limit it raises ``RateLimited``/``BudgetExceeded`` with ``Retry-After``.
 
-Counters sit behind ``CounterStore`` (``gateway.tenants.counters``), whose operations are each
-atomic and all-or-nothing. A request larger than a token limit reserves the whole bucket instead
-of being refused forever. Budgets are checked against spend already settled: they can be
-overshot by the requests in flight.
+Counters sit behind ``CounterStore`` (``gateway.tenants.counters``): one ``admit`` and one
+``settle`` call per request, each atomic and all-or-nothing (one round trip on Redis). A request
+larger than a token limit reserves the whole limit instead of being refused forever. In memory,
+budgets are checked against spend already settled: the requests in flight can overshoot them.
+With ``cost_per_token`` set (a shared store), each request also reserves its estimated tokens at
+that price against its budgets until it settles, so concurrent requests overshoot a budget by
+at most one request's reservation.
 
 Admission runs on every request, so what depends only on the principal (its counter keys, which
 limits apply) is worked out once per principal, in a ``_Plan``, rather than formatted each time.
@@ -18,6 +21,7 @@ limits apply) is worked out once per principal, in a ``_Plan``, rather than form
 from __future__ import annotations
 
 import itertools
+import secrets
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +31,16 @@ from gateway.core.answer import Usage
 from gateway.core.chat import ChatRequest
 from gateway.core.errors import BudgetExceeded, RateLimited
 from gateway.tenants.auth import Principal
-from gateway.tenants.counters import BucketState, CounterStore, Take, TakeResult
+from gateway.tenants.counters import (
+    Ask,
+    BucketState,
+    Budget,
+    CounterStore,
+    Settlement,
+    Take,
+    TakeResult,
+    Verdict,
+)
 from gateway.tenants.tokens import TokenCounter
 
 CONCURRENCY_RETRY_S = 1.0
@@ -45,6 +58,8 @@ class Reservation:
     """
 
     id: int
+    lease: str
+    """The id the counters hold this request's slots and reservations under."""
     principal: Principal
     prompt_tokens: int
     reserved_tokens: int
@@ -55,6 +70,8 @@ class Reservation:
     tokens: BucketState | None
     token_takes: tuple[Take, ...]
     slots: tuple[str, ...]
+    reserved: tuple[tuple[str, str], ...] = ()
+    """The budgets ``(key, period)`` holding a reservation for this request."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,10 +185,13 @@ class Admission:
         default_max_tokens: int = 1024,
         soft_share: float = 0.9,
         soft_action: str = "downgrade",
+        cost_per_token: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.counters = counters
+        self.cost_per_token = cost_per_token
+        """US dollars per token to reserve against budgets (0: no budget reservations)."""
         self.tokens = tokens
         self.default_max_tokens = default_max_tokens
         self.soft_share = soft_share
@@ -179,6 +199,9 @@ class Admission:
         self._clock = clock
         self._wall_clock = wall_clock
         self._ids = itertools.count(1)
+        self._lease_prefix = secrets.token_hex(6) + "-"
+        """Random per process: lease ids are unique across the replicas sharing counters."""
+        self._refuse_share = soft_share if soft_action == "refuse" else 1.0
         self._open: set[int] = set()
         self._today = Periods.of(wall_clock())
         self._plans: dict[str, _Plan] = {}
@@ -210,57 +233,91 @@ class Admission:
     async def admit(self, principal: Principal, request: ChatRequest) -> Reservation:
         """Reserve capacity for ``request`` or raise ``RateLimited``/``BudgetExceeded``."""
         plan = self._plan(principal)
-        share = await self._budget_share(plan, self._wall_clock()) if plan.budgets else 0.0
         prompt, reserved = self._estimate(plan, request)
-        slots = plan.slots
-        if slots and (full := await self.counters.acquire_slots(slots)) is not None:
-            raise RateLimited(
-                f"Too many concurrent requests for {_label(slots[full][0])}: "
-                f"limit {slots[full][1]}.",
-                retry_after_s=CONCURRENCY_RETRY_S,
-            )
-        try:
-            takes = plan.sized(reserved)
-            result = await self.counters.take(takes, self._clock())
-        except BaseException:
-            await self.counters.release_slots(plan.slot_keys)
-            raise
-        requests = _tightest(result.states, plan.requests_at)
-        tokens = _tightest(result.states, plan.tokens_at)
-        if not result.granted:
-            await self.counters.release_slots(plan.slot_keys)
-            raise _rate_limited(takes, plan.kinds, result, rate_limit_headers_for(requests, tokens))
+        takes = plan.sized(reserved)
+        rid = next(self._ids)
+        budgets = self._budgets(plan, reserved) if plan.budgets else ()
+        ask = Ask(f"{self._lease_prefix}{rid}", principal.tenant, budgets, self._refuse_share,
+                  plan.slots, takes, self._clock())
+        verdict = await self.counters.admit(ask)
+        if not verdict.granted:
+            raise self._refusal(plan, ask, verdict)
+        share = max(verdict.shares) if verdict.shares else 0.0
         reservation = Reservation(
-            id=next(self._ids),
+            id=rid,
+            lease=ask.lease,
             principal=principal,
             prompt_tokens=prompt,
             reserved_tokens=reserved,
             downgrade=share >= self.soft_share and request.model == "auto",
             budget_share=share,
-            requests=requests,
-            tokens=tokens,
+            requests=_tightest(verdict.take.states, plan.requests_at),
+            tokens=_tightest(verdict.take.states, plan.tokens_at),
             token_takes=tuple([takes[i] for i in plan.tokens_at]),
             slots=plan.slot_keys,
+            reserved=tuple([(b.key, b.period) for b in budgets if b.reserve > 0]),
         )
         self._open.add(reservation.id)
         return reservation
+
+    def _budgets(self, plan: _Plan, reserved: int) -> tuple[Budget, ...]:
+        wall = self._wall_clock()
+        periods = self._periods(wall)
+        reserve = reserved * self.cost_per_token
+        return tuple([
+            Budget(b.key, periods.day, b.budget, reserve, periods.day_end) if b.daily
+            else Budget(b.key, periods.month, b.budget, reserve, periods.month_end)
+            for b in plan.budgets
+        ])
+
+    def _refusal(self, plan: _Plan, ask: Ask, verdict: Verdict) -> RateLimited:
+        """The error for a refused admission: over a budget, at a concurrency limit, or over a
+        rate limit (with the rate-limit headers)."""
+        if verdict.over_budget is not None:
+            return self._over_budget(plan, verdict.shares[verdict.over_budget],
+                                     plan.budgets[verdict.over_budget])
+        if verdict.full_slot is not None:
+            key, limit = plan.slots[verdict.full_slot]
+            return RateLimited(
+                f"Too many concurrent requests for {_label(key)}: limit {limit}.",
+                retry_after_s=CONCURRENCY_RETRY_S,
+            )
+        result = verdict.take
+        headers = rate_limit_headers_for(_tightest(result.states, plan.requests_at),
+                                         _tightest(result.states, plan.tokens_at))
+        return _rate_limited(ask.takes, plan.kinds, result, headers)
+
+    def _over_budget(self, plan: _Plan, share: float, budget: _Budget) -> BudgetExceeded:
+        wall = self._wall_clock()
+        periods = self._periods(wall)
+        resets_at = periods.day_end if budget.daily else periods.month_end
+        return BudgetExceeded(
+            f"{budget.label} has used {share:.0%} of its budget of "
+            f"${budget.budget:.2f}; requests are refused until it resets.",
+            retry_after_s=resets_at - wall,
+        )
 
     async def settle(self, reservation: Reservation, usage: Usage | None, cost: float) -> None:
         """True up to the real usage (None: keep the estimate) and add ``cost`` to the spend."""
         if reservation.id not in self._open:
             return
         self._open.remove(reservation.id)
-        try:
-            actual = reservation.reserved_tokens if usage is None else usage.total_tokens
-            if reservation.token_takes:
-                refunds = [Take(t.key, t.amount - actual, t.limit, t.period_s)
-                           for t in reservation.token_takes]
-                await self.counters.give(refunds, self._clock())
-            if cost > 0:
-                await self._add_spend_now(self._plan(reservation.principal), cost)
-        finally:
-            if reservation.slots:
-                await self.counters.release_slots(reservation.slots)
+        actual = reservation.reserved_tokens if usage is None else usage.total_tokens
+        refunds = [Take(t.key, t.amount - actual, t.limit, t.period_s)
+                   for t in reservation.token_takes]
+        periods = self._periods(self._wall_clock())
+        tenant_month, key_month, tenant_day, key_day = self._plan(reservation.principal).spend_keys
+        await self.counters.settle(Settlement(
+            lease=reservation.lease,
+            tenant=reservation.principal.tenant,
+            refunds=refunds,
+            spend=((tenant_month, periods.month), (key_month, periods.month),
+                   (tenant_day, periods.day), (key_day, periods.day)),
+            cost=max(cost, 0.0),
+            slots=reservation.slots,
+            reserved=reservation.reserved,
+            now=self._clock(),
+        ))
 
     async def release(self, reservation: Reservation) -> None:
         """Give back everything: the request used nothing (no answer, nothing billed)."""
@@ -276,52 +333,21 @@ class Admission:
         if at.day == now.day:
             keys += [(tenant_day, at.day), (key_day, at.day)]
         if keys:
-            await self.counters.add_spend(keys, cost)
-
-    async def _add_spend_now(self, plan: _Plan, cost: float) -> None:
-        """``add_spend`` for this moment, which falls in this day and month by definition."""
-        periods = self._periods(self._wall_clock())
-        tenant_month, key_month, tenant_day, key_day = plan.spend_keys
-        await self.counters.add_spend(
-            [(tenant_month, periods.month), (key_month, periods.month),
-             (tenant_day, periods.day), (key_day, periods.day)],
-            cost,
-        )
+            await self.counters.add_spend(tenant, keys, cost)
 
     async def headers(self, principal: Principal) -> dict[str, str]:
         """The rate-limit headers for a principal without taking anything."""
         plan = self._plan(principal)
-        result = await self.counters.take([Take(t.key, 0, t.limit) for t in plan.takes],
-                                          self._clock())
+        result = await self.counters.peek(principal.tenant, plan.takes, self._clock())
         return rate_limit_headers_for(_tightest(result.states, plan.requests_at),
                                       _tightest(result.states, plan.tokens_at))
 
     def _estimate(self, plan: _Plan, request: ChatRequest) -> tuple[int, int]:
-        if not plan.tokens_at:
+        if not plan.tokens_at and not (plan.budgets and self.cost_per_token):
             return 0, 0
         prompt = self.tokens.prompt_tokens(request)
         completion = (request.max_tokens or self.default_max_tokens) * request.n
         return prompt, prompt + completion
-
-    async def _budget_share(self, plan: _Plan, wall: float) -> float:
-        periods = self._periods(wall)
-        budgets = plan.budgets
-        spent = await self.counters.get_spend(
-            [(b.key, periods.day if b.daily else periods.month) for b in budgets]
-        )
-        shares = [s / b.budget if b.budget > 0 else 1.0
-                  for s, b in zip(spent, budgets, strict=True)]
-        worst = max(range(len(budgets)), key=shares.__getitem__)
-        share, budget = shares[worst], budgets[worst]
-        refuse = share >= 1.0 or (share >= self.soft_share and self.soft_action == "refuse")
-        if refuse:
-            resets_at = periods.day_end if budget.daily else periods.month_end
-            raise BudgetExceeded(
-                f"{budget.label} has used {share:.0%} of its budget of "
-                f"${budget.budget:.2f}; requests are refused until it resets.",
-                retry_after_s=resets_at - wall,
-            )
-        return share
 
 
 def _spend_keys(tenant: str, key_id: str) -> tuple[str, str, str, str]:

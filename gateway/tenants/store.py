@@ -1,7 +1,9 @@
 """The tenants database: one SQLite file (WAL) holding tenants, keys, the ledger and roll-ups.
 
 ``Store.open`` connects, applies the versioned migrations (``PRAGMA user_version``) and returns a
-store; the CRUD for tenants and keys lives here, the ledger's writes and queries in ``ledger.py``.
+store; the CRUD for tenants and keys and the ledger's batch write live here, the ledger's queue
+and queries in ``ledger.py``. ``pg_store.PgStore`` is the same (``backend.TenantStore``) on
+PostgreSQL.
 Every change to tenants or keys bumps ``meta.revision`` in the same transaction, so that a running
 gateway notices changes made by another process (the CLI) cheaply. Nothing here is on the request
 path: authentication and admission read in-memory copies.
@@ -67,7 +69,30 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
-_LIMIT_SELECT = ", ".join(LIMIT_FIELDS)
+LIMIT_SELECT = ", ".join(LIMIT_FIELDS)
+USAGE_COLUMNS = (
+    "request_id", "tenant", "key_id", "model", "status", "ts", "route", "tier", "deployment",
+    "tokens_in", "tokens_out", "cost", "estimated", "cache", "saved_cost", "escalations",
+    "attempts", "latency_ms", "ttft_ms",
+)
+"""The ledger's columns in ``ledger.UsageRecord``'s field order (a test holds them equal)."""
+_INSERT_USAGE = (
+    f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})"
+)
+_ROLL_UP = """
+INSERT INTO usage_daily (day, tenant, key_id, model, requests, errors, cache_hits,
+                         tokens_in, tokens_out, cost, saved_cost, latency_ms_sum)
+SELECT date(ts, 'unixepoch'), tenant, key_id, model, count(*), sum(status >= 400),
+       coalesce(sum(cache = 'hit'), 0), sum(tokens_in), sum(tokens_out), sum(cost), sum(saved_cost),
+       sum(latency_ms)
+FROM usage WHERE id > ? GROUP BY 1, 2, 3, 4
+ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET
+    requests = requests + excluded.requests, errors = errors + excluded.errors,
+    cache_hits = cache_hits + excluded.cache_hits, tokens_in = tokens_in + excluded.tokens_in,
+    tokens_out = tokens_out + excluded.tokens_out, cost = cost + excluded.cost,
+    saved_cost = saved_cost + excluded.saved_cost,
+    latency_ms_sum = latency_ms_sum + excluded.latency_ms_sum
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,23 +208,27 @@ class Store:
                 (key, value),
             )
 
+    async def claim_meta(self, key: str, value: str) -> str:
+        async with self.transaction() as db:
+            await db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, value),
+            )
+        return str(await self.get_meta(key))
+
     # Tenants -----------------------------------------------------------------------------
 
     async def create_tenant(self, name: str, limits: Limits | None = None) -> Tenant:
         limits = limits or Limits()
-        if not TENANT_NAME.fullmatch(name):
-            raise InvalidRequest(
-                "A tenant name is 1 to 63 characters: a-z, 0-9, '_', '.', '-'.", param="name"
-            )
+        check_tenant_name(name)
         now = time.time()
         async with self.transaction() as db:
             if await self._scalar("SELECT 1 FROM tenants WHERE name = ?", (name,)):
-                raise InvalidRequest(f"Tenant {name!r} already exists.", param="name",
-                                     code="tenant_exists")
+                raise tenant_exists(name)
             await db.execute(
-                f"INSERT INTO tenants (name, {_LIMIT_SELECT}, created_at, updated_at) "
+                f"INSERT INTO tenants (name, {LIMIT_SELECT}, created_at, updated_at) "
                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (name, *_limit_values(limits), now, now),
+                (name, *limit_values(limits), now, now),
             )
             await _bump(db)
         return Tenant(name, limits, False, now, now)
@@ -207,7 +236,7 @@ class Store:
     async def get_tenant(self, name: str) -> Tenant:
         rows = await self._tenants("WHERE name = ?", (name,))
         if not rows:
-            raise NotFound(f"No tenant named {name!r}.", param="tenant")
+            raise no_tenant(name)
         return rows[0]
 
     async def list_tenants(self) -> list[Tenant]:
@@ -231,7 +260,7 @@ class Store:
                 (*changes.values(), time.time(), name),
             )
             if cursor.rowcount == 0:
-                raise NotFound(f"No tenant named {name!r}.", param="tenant")
+                raise no_tenant(name)
             await _bump(db)
         return await self.get_tenant(name)
 
@@ -240,15 +269,15 @@ class Store:
         async with self.transaction() as db:
             cursor = await db.execute("DELETE FROM tenants WHERE name = ?", (name,))
             if cursor.rowcount == 0:
-                raise NotFound(f"No tenant named {name!r}.", param="tenant")
+                raise no_tenant(name)
             await _bump(db)
 
     async def _tenants(self, where: str, params: Sequence[Any]) -> list[Tenant]:
         rows = await self.db.execute_fetchall(
-            f"SELECT name, {_LIMIT_SELECT}, disabled, created_at, updated_at FROM tenants {where}",
+            f"SELECT name, {LIMIT_SELECT}, disabled, created_at, updated_at FROM tenants {where}",
             params,
         )
-        return [Tenant(r[0], _limits(r[1:6]), bool(r[6]), r[7], r[8]) for r in rows]
+        return [Tenant(r[0], as_limits(r[1:6]), bool(r[6]), r[7], r[8]) for r in rows]
 
     # Keys --------------------------------------------------------------------------------
 
@@ -256,26 +285,15 @@ class Store:
         self, secret: bytes, tenant: str, *, name: str = "", limits: Limits | None = None
     ) -> tuple[ApiKey, str]:
         """A new key for ``tenant``: the stored record and the key itself (show it once)."""
-        limits = limits or Limits()
-        plaintext = generate_key()
-        record = ApiKey(
-            id=generate_key_id(),
-            tenant=tenant,
-            name=name,
-            prefix=key_prefix(plaintext),
-            digest=hash_key(secret, plaintext),
-            limits=limits,
-            created_at=time.time(),
-            revoked_at=None,
-        )
+        record, plaintext = new_key(secret, tenant, name, limits or Limits())
         async with self.transaction() as db:
             if not await self._scalar("SELECT 1 FROM tenants WHERE name = ?", (tenant,)):
-                raise NotFound(f"No tenant named {tenant!r}.", param="tenant")
+                raise no_tenant(tenant)
             await db.execute(
-                f"INSERT INTO api_keys (id, tenant, name, prefix, digest, {_LIMIT_SELECT}, "
+                f"INSERT INTO api_keys (id, tenant, name, prefix, digest, {LIMIT_SELECT}, "
                 "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (record.id, tenant, name, record.prefix, record.digest,
-                 *_limit_values(limits), record.created_at),
+                 *limit_values(record.limits), record.created_at),
             )
             await _bump(db)
         return record, plaintext
@@ -295,7 +313,7 @@ class Store:
     async def get_key(self, key_id: str) -> ApiKey:
         rows = await self._keys("WHERE id = ?", (key_id,))
         if not rows:
-            raise NotFound(f"No key with id {key_id!r}.", param="key_id")
+            raise no_key(key_id)
         return rows[0]
 
     async def revoke_key(self, key_id: str) -> ApiKey:
@@ -309,17 +327,58 @@ class Store:
                 await _bump(db)
         return await self.get_key(key_id)
 
+    # The ledger ----------------------------------------------------------------------------
+
+    async def write_usage(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        async with self.transaction() as db:
+            first = await self._scalar("SELECT coalesce(max(id), 0) FROM usage")
+            await db.executemany(_INSERT_USAGE, rows)
+            await db.execute(_ROLL_UP, (first,))
+
+    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in await self.db.execute_fetchall(sql, params)]
+
     async def _keys(self, where: str, params: Sequence[Any]) -> list[ApiKey]:
         rows = await self.db.execute_fetchall(
-            f"SELECT id, tenant, name, prefix, digest, {_LIMIT_SELECT}, created_at, revoked_at "
+            f"SELECT id, tenant, name, prefix, digest, {LIMIT_SELECT}, created_at, revoked_at "
             f"FROM api_keys {where}",
             params,
         )
         return [
             ApiKey(id=r[0], tenant=r[1], name=r[2], prefix=r[3], digest=r[4],
-                   limits=_limits(r[5:10]), created_at=r[10], revoked_at=r[11])
+                   limits=as_limits(r[5:10]), created_at=r[10], revoked_at=r[11])
             for r in rows
         ]
+
+
+def check_tenant_name(name: str) -> None:
+    if not TENANT_NAME.fullmatch(name):
+        raise InvalidRequest(
+            "A tenant name is 1 to 63 characters: a-z, 0-9, '_', '.', '-'.", param="name"
+        )
+
+
+def tenant_exists(name: str) -> InvalidRequest:
+    return InvalidRequest(f"Tenant {name!r} already exists.", param="name", code="tenant_exists")
+
+
+def new_key(secret: bytes, tenant: str, name: str, limits: Limits) -> tuple[ApiKey, str]:
+    """A fresh key for ``tenant``: its record (hash only) and the key itself."""
+    plaintext = generate_key()
+    record = ApiKey(
+        id=generate_key_id(), tenant=tenant, name=name, prefix=key_prefix(plaintext),
+        digest=hash_key(secret, plaintext), limits=limits, created_at=time.time(),
+        revoked_at=None,
+    )
+    return record, plaintext
+
+
+def no_tenant(name: str) -> NotFound:
+    return NotFound(f"No tenant named {name!r}.", param="tenant")
+
+
+def no_key(key_id: str) -> NotFound:
+    return NotFound(f"No key with id {key_id!r}.", param="key_id")
 
 
 def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | None]:
@@ -346,7 +405,7 @@ def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | No
 
 def apply_limit_changes(base: Limits, changes: Mapping[str, int | float | None]) -> Limits:
     """``base`` with the validated ``changes`` applied."""
-    return _limits(changes.get(name, getattr(base, name)) for name in LIMIT_FIELDS)
+    return as_limits(changes.get(name, getattr(base, name)) for name in LIMIT_FIELDS)
 
 
 async def _bump(db: aiosqlite.Connection) -> None:
@@ -355,9 +414,9 @@ async def _bump(db: aiosqlite.Connection) -> None:
     )
 
 
-def _limit_values(limits: Limits) -> tuple[int | float | None, ...]:
+def limit_values(limits: Limits) -> tuple[int | float | None, ...]:
     return tuple(getattr(limits, name) for name in LIMIT_FIELDS)
 
 
-def _limits(values: Iterable[Any]) -> Limits:
+def as_limits(values: Iterable[Any]) -> Limits:
     return Limits(*values)

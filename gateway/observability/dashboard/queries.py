@@ -6,10 +6,12 @@ buckets for the charts, counts by route, cache result or deployment, recent rows
 filters, and each tenant's use against its limits. Raw rows (``usage``, indexed by time) serve
 windows up to a week; the daily roll-ups (``usage_daily``) serve "today" and "this month".
 
-Percentiles are nearest-rank: the smallest value whose cumulative share (SQLite's
-``cume_dist()``) reaches the quantile, over successful requests (status below 400). A window
-holding more than ``MAX_SAMPLE_ROWS`` rows is sampled (every n-th row id) so that the sort stays
-small; the result says so. Touches the tenants database through ``Store.db``, reading only.
+Percentiles are nearest-rank: the smallest value whose cumulative share (``cume_dist()``)
+reaches the quantile, over successful requests (status below 400). A window holding more than
+``MAX_SAMPLE_ROWS`` rows is sampled (every n-th row id) so that the sort stays small; the result
+says so. The SQL is the part SQLite and PostgreSQL share (counts as ``sum(CASE ...)``, ``?``
+placeholders, a floor that both engines' casts agree on), run through ``TenantStore.fetch``, so
+the pages draw the same figures on either store. Reads the ledger only.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.ledger import (
     TOTAL_FIELDS,
     USAGE_COLUMNS,
@@ -29,7 +32,7 @@ from gateway.tenants.ledger import (
     tenant_totals,
     usage_record,
 )
-from gateway.tenants.store import Store, Tenant
+from gateway.tenants.store import Tenant
 
 QUANTILES = (0.5, 0.95, 0.99)
 MAX_SAMPLE_ROWS = 20_000
@@ -150,30 +153,42 @@ class RequestFilter:
     limit: int = 100
 
 
-_SUMMARY = """
-SELECT count(*), coalesce(sum(status >= 400), 0), coalesce(sum(cache = 'hit'), 0),
-       coalesce(sum(cache = 'miss'), 0), coalesce(sum(cache = 'bypass'), 0),
-       coalesce(sum(escalations > 0), 0), coalesce(sum(tokens_in), 0),
-       coalesce(sum(tokens_out), 0), coalesce(sum(cost), 0.0), coalesce(sum(saved_cost), 0.0)
-FROM usage WHERE ts >= :since AND ts < :until
+
+
+def _count(condition: str) -> str:
+    """How many rows meet ``condition``: SQLite sums booleans, PostgreSQL does not."""
+    return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+
+
+ERRORS = _count("status >= 400")
+HITS, MISSES, BYPASSES = (_count(f"cache = '{c}'") for c in ("hit", "miss", "bypass"))
+_SUMMARY = f"""
+SELECT count(*), coalesce({ERRORS}, 0), coalesce({HITS}, 0), coalesce({MISSES}, 0),
+       coalesce({BYPASSES}, 0), coalesce({_count("escalations > 0")}, 0),
+       coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost), 0.0),
+       coalesce(sum(saved_cost), 0.0)
+FROM usage WHERE ts >= ? AND ts < ?
 """
+_BUCKET = "CAST(x AS INTEGER) - CASE WHEN CAST(x AS INTEGER) > x THEN 1 ELSE 0 END"
+"""floor(x) in both engines: SQLite's cast truncates, PostgreSQL's rounds; either way a cast
+above ``x`` is one too many."""
 
 
-async def summary(store: Store, since: float, until: float) -> Summary:
+async def summary(store: TenantStore, since: float, until: float) -> Summary:
     """Counts and sums of the requests in ``[since, until)``."""
-    rows = list(await store.db.execute_fetchall(_SUMMARY, {"since": since, "until": until}))
+    rows = await store.fetch(_SUMMARY, (since, until))
     return Summary(*rows[0])
 
 
-async def sample_step(store: Store, since: float, until: float) -> int:
+async def sample_step(store: TenantStore, since: float, until: float) -> int:
     """Every how many rows to read so that a window's percentiles sort ``MAX_SAMPLE_ROWS``."""
-    rows = list(await store.db.execute_fetchall(
-        "SELECT count(*) FROM usage WHERE ts >= ? AND ts < ?", (since, until)))
+    rows = await store.fetch("SELECT count(*) FROM usage WHERE ts >= ? AND ts < ?",
+                             (since, until))
     return max(1, math.ceil(int(rows[0][0]) / MAX_SAMPLE_ROWS))
 
 
 async def percentiles(
-    store: Store, since: float, until: float, column: str = "latency_ms"
+    store: TenantStore, since: float, until: float, column: str = "latency_ms"
 ) -> Percentiles:
     """p50, p95 and p99 of ``latency_ms`` or ``ttft_ms`` over successful requests."""
     step = await sample_step(store, since, until)
@@ -182,7 +197,7 @@ async def percentiles(
 
 
 async def percentiles_by(
-    store: Store, column: GroupColumn, since: float, until: float
+    store: TenantStore, column: GroupColumn, since: float, until: float
 ) -> dict[str, Percentiles]:
     """Latency percentiles per value of ``column`` (a missing value is ``none``)."""
     step = await sample_step(store, since, until)
@@ -192,37 +207,33 @@ async def percentiles_by(
 
 
 async def _grouped_percentiles(
-    store: Store, group: str, since: float, until: float, column: str, step: int
+    store: TenantStore, group: str, since: float, until: float, column: str, step: int
 ) -> dict[Any, Percentiles]:
     if column not in _VALUE_COLUMNS:
         raise ValueError(f"no percentiles of {column!r}")
     sql = f"""
-    SELECT g, min(CASE WHEN cd >= :q0 THEN v END), min(CASE WHEN cd >= :q1 THEN v END),
-           min(CASE WHEN cd >= :q2 THEN v END)
+    SELECT g, min(CASE WHEN cd >= ? THEN v END), min(CASE WHEN cd >= ? THEN v END),
+           min(CASE WHEN cd >= ? THEN v END)
     FROM (SELECT {group} AS g, {column} AS v,
                  cume_dist() OVER (PARTITION BY {group} ORDER BY {column}) AS cd
-          FROM usage WHERE ts >= :since AND ts < :until AND status < 400
-                           AND {column} IS NOT NULL AND id % :step = 0)
+          FROM usage WHERE ts >= ? AND ts < ? AND status < 400
+                           AND {column} IS NOT NULL AND id % ? = 0) AS ranked
     GROUP BY g"""
-    params = {"since": since, "until": until, "step": step,
-              **{f"q{i}": q for i, q in enumerate(QUANTILES)}}
-    rows = await store.db.execute_fetchall(sql, params)
+    rows = await store.fetch(sql, (*QUANTILES, since, until, step))
     return {r[0]: Percentiles(r[1], r[2], r[3], sampled=step > 1) for r in rows}
 
 
-async def buckets(store: Store, since: float, until: float, width_s: int) -> list[Bucket]:
+async def buckets(store: TenantStore, since: float, until: float, width_s: int) -> list[Bucket]:
     """Every ``width_s`` bucket from ``since`` to ``until``, empty ones included."""
-    params = {"since": since, "until": until, "width": width_s,
-              "step": await sample_step(store, since, until)}
-    group = "CAST((ts - :since) / :width AS INTEGER)"
-    rows = await store.db.execute_fetchall(
-        f"SELECT {group}, count(*), sum(status >= 400), sum(cost), sum(cache = 'hit'), "
-        "sum(cache = 'miss'), sum(cache = 'bypass') FROM usage "
-        "WHERE ts >= :since AND ts < :until GROUP BY 1",
-        params,
+    window = (float(since), float(width_s), since, until)
+    rows = await store.fetch(
+        f"SELECT g, count(*), {ERRORS}, sum(cost), {HITS}, {MISSES}, {BYPASSES} "
+        f"FROM ({_bucketed('status, cost, cache')}) AS b GROUP BY g",
+        window,
     )
     counts = {r[0]: r[1:] for r in rows}
-    sql_percentiles = await _bucket_percentiles(store, group, params)
+    step = await sample_step(store, since, until)
+    sql_percentiles = await _bucket_percentiles(store, (*window, step))
     out = []
     count = max(0, int((until - since + width_s - 1) // width_s))
     for i in range(count):
@@ -237,24 +248,33 @@ async def buckets(store: Store, since: float, until: float, width_s: int) -> lis
     return out
 
 
+def _bucketed(columns: str, where: str = "") -> str:
+    """Rows of ``[?, ?)`` with their bucket number ``g``; parameters: since, width, since,
+    until."""
+    return (f"SELECT {_BUCKET} AS g, {columns} FROM (SELECT (ts - ?) / ? AS x, {columns} "
+            f"FROM usage WHERE ts >= ? AND ts < ?{where}) AS t")
+
+
 async def _bucket_percentiles(
-    store: Store, group: str, params: Mapping[str, float]
+    store: TenantStore, params: tuple[float, ...]
 ) -> dict[int, Percentiles]:
     sql = f"""
     SELECT g, min(CASE WHEN cd >= 0.5 THEN v END), min(CASE WHEN cd >= 0.95 THEN v END)
-    FROM (SELECT {group} AS g, latency_ms AS v,
-                 cume_dist() OVER (PARTITION BY {group} ORDER BY latency_ms) AS cd
-          FROM usage WHERE ts >= :since AND ts < :until AND status < 400 AND id % :step = 0)
+    FROM (SELECT g, latency_ms AS v,
+                 cume_dist() OVER (PARTITION BY g ORDER BY latency_ms) AS cd
+          FROM ({_bucketed("latency_ms", " AND status < 400 AND id % ? = 0")}) AS b) AS ranked
     GROUP BY g"""
-    rows = await store.db.execute_fetchall(sql, params)
+    rows = await store.fetch(sql, params)
     return {r[0]: Percentiles(r[1], r[2]) for r in rows}
 
 
-async def counts_by(store: Store, column: GroupColumn, since: float, until: float) -> list[Count]:
+async def counts_by(
+    store: TenantStore, column: GroupColumn, since: float, until: float
+) -> list[Count]:
     """Requests, errors, cost and savings per value of ``column``, most requests first."""
     expr = _group_expr(column)
-    rows = await store.db.execute_fetchall(
-        f"SELECT {expr}, count(*), sum(status >= 400), sum(cost), sum(saved_cost) FROM usage "
+    rows = await store.fetch(
+        f"SELECT {expr}, count(*), {ERRORS}, sum(cost), sum(saved_cost) FROM usage "
         "WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY 2 DESC, 1",
         (since, until),
     )
@@ -264,10 +284,10 @@ async def counts_by(store: Store, column: GroupColumn, since: float, until: floa
 def _group_expr(column: str) -> str:
     if column not in _GROUP_COLUMNS:
         raise ValueError(f"cannot group by {column!r}")
-    return f"coalesce({column}, '{NULL_LABEL}')"
+    return f"coalesce(CAST({column} AS TEXT), '{NULL_LABEL}')"  # status is an integer
 
 
-async def overall_totals(store: Store, now: float) -> TenantTotals:
+async def overall_totals(store: TenantStore, now: float) -> TenantTotals:
     """Today's and this month's totals over every tenant (UTC days, from the roll-ups)."""
     per_tenant = await tenant_totals(store, now=now)
     return TenantTotals("*", _sum(t.today for t in per_tenant), _sum(t.month for t in per_tenant))
@@ -280,12 +300,12 @@ def _sum(items: Iterable[Totals]) -> Totals:
     return total
 
 
-async def tenant_usage(store: Store, now: float) -> list[TenantUsage]:
+async def tenant_usage(store: TenantStore, now: float) -> list[TenantUsage]:
     """Each tenant with today's and this month's totals and its last minute's traffic."""
     tenants = await store.list_tenants()
     totals = {t.tenant: t for t in await tenant_totals(store, now=now)}
     minute = {
-        r[0]: (r[1], r[2]) for r in await store.db.execute_fetchall(
+        r[0]: (r[1], r[2]) for r in await store.fetch(
             "SELECT tenant, count(*), sum(tokens_in + tokens_out) FROM usage WHERE ts >= ? "
             "GROUP BY tenant", (now - 60.0,))
     }
@@ -302,7 +322,7 @@ async def tenant_usage(store: Store, now: float) -> list[TenantUsage]:
     return out
 
 
-async def budget_usage(store: Store, now: float | None = None) -> list[BudgetUse]:
+async def budget_usage(store: TenantStore, now: float | None = None) -> list[BudgetUse]:
     """Spend against each enabled tenant's daily and monthly budgets, where it has them."""
     now = time.time() if now is None else now
     totals = {t.tenant: t for t in await tenant_totals(store, now=now)}
@@ -320,7 +340,7 @@ async def budget_usage(store: Store, now: float | None = None) -> list[BudgetUse
     return uses
 
 
-async def find_requests(store: Store, f: RequestFilter) -> list[UsageRecord]:
+async def find_requests(store: TenantStore, f: RequestFilter) -> list[UsageRecord]:
     """The newest rows matching every given filter, newest first."""
     clauses: list[str] = []
     params: list[Any] = []
@@ -338,7 +358,7 @@ async def find_requests(store: Store, f: RequestFilter) -> list[UsageRecord]:
         clauses.append("ts >= ?")
         params.append(f.since)
     where = f"WHERE {' AND '.join(clauses)} " if clauses else ""
-    rows = await store.db.execute_fetchall(
+    rows = await store.fetch(
         f"SELECT {', '.join(USAGE_COLUMNS)} FROM usage {where}ORDER BY id DESC LIMIT ?",
         (*params, max(0, f.limit)),
     )
@@ -355,19 +375,19 @@ def _status_clause(status: str | None, clauses: list[str], params: list[Any]) ->
         params.append(int(status))
 
 
-async def models_since(store: Store, since_day: str) -> list[str]:
+async def models_since(store: TenantStore, since_day: str) -> list[str]:
     """The models that served requests since ``since_day`` (from the daily roll-ups)."""
-    rows = await store.db.execute_fetchall(
+    rows = await store.fetch(
         "SELECT DISTINCT model FROM usage_daily WHERE day >= ? ORDER BY 1", (since_day,))
     return [str(r[0]) for r in rows]
 
 
 async def distinct_values(
-    store: Store, column: GroupColumn, since: float, limit: int = 200
+    store: TenantStore, column: GroupColumn, since: float, limit: int = 200
 ) -> list[str]:
     """The values ``column`` took since ``since``, for filter menus."""
     expr = _group_expr(column)
-    rows = await store.db.execute_fetchall(
+    rows = await store.fetch(
         f"SELECT DISTINCT {expr} FROM usage WHERE ts >= ? ORDER BY 1 LIMIT ?", (since, limit)
     )
     return [str(r[0]) for r in rows]

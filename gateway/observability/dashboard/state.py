@@ -24,6 +24,7 @@ from gateway.core.errors import ServiceUnavailable
 from gateway.core.observability_settings import ObservabilitySettings
 from gateway.observability.dashboard.session import COOKIE, Handler, Sessions, login_redirect
 from gateway.tenants.auth import Authenticator
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.context import AUTH_KEY, LEDGER_KEY, STORE_KEY
 from gateway.tenants.store import Store
 
@@ -59,7 +60,7 @@ async def reader_context(app: web.Application) -> AsyncIterator[None]:
     writer work at once) such a query never holds up the ledger's writes or key reloads.
     """
     store = app.get(STORE_KEY)
-    if store is None:
+    if not isinstance(store, Store):  # none, or the shared database's pool: no reader needed
         yield
         return
     db = await aiosqlite.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True)
@@ -71,7 +72,7 @@ async def reader_context(app: web.Application) -> AsyncIterator[None]:
         await db.close()
 
 
-async def fresh_store(request: web.Request) -> Store:
+async def fresh_store(request: web.Request) -> TenantStore:
     """The dashboard's reader, after the ledger's queue was written so that pages are current."""
     ledger = request.app.get(LEDGER_KEY)
     if ledger is not None:

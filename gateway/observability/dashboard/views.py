@@ -20,8 +20,8 @@ from gateway.observability.dashboard import queries as q
 from gateway.observability.dashboard.charts import meter
 from gateway.observability.dashboard.figures import mix, overview_charts, span
 from gateway.observability.dashboard.state import DASHBOARD_KEY, fresh_store, render, require_login
+from gateway.tenants.backend import TenantStore
 from gateway.tenants.ledger import day_of, spend_by_model
-from gateway.tenants.store import Store
 from gateway.upstream.appkeys import FAILOVER
 from gateway.upstream.failover import BreakerState, Health
 
@@ -168,7 +168,7 @@ def request_filter(request: web.Request, now: float) -> q.RequestFilter:
     )
 
 
-async def _options(store: Store, now: float, chosen: q.RequestFilter) -> dict[str, list[str]]:
+async def _options(store: TenantStore, now: float, chosen: q.RequestFilter) -> dict[str, list[str]]:
     """Menu values: every tenant, the models of the last month, the routes of the last day."""
     options = {
         "tenant": [t.name for t in await store.list_tenants()],

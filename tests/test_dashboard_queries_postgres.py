@@ -1,0 +1,121 @@
+"""Tests for gateway/dashboard_queries.py on both engines: the same ledger rows in SQLite and in a
+real PostgreSQL give the dashboard exactly the same figures (summaries, percentiles, time buckets
+with rows on their edges, counts, filters, tenants' use and budgets)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator
+from dataclasses import astuple, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.core.postgres import Database
+from gateway.core.tenant_settings import LedgerSettings, Limits
+from gateway.observability.dashboard import queries as q
+from gateway.tenants.backend import TenantStore
+from gateway.tenants.ledger import Ledger, UsageRecord, day_of
+from gateway.tenants.pg_store import PgStore
+from gateway.tenants.store import Store
+from tests.tenant_fixtures import SECRET
+
+pytest_plugins = ["tests.postgres_fixtures"]
+
+NOW = 1_750_000_000.0  # fixed: bucket edges fall where the test puts rows
+SINCE = NOW - 3600
+
+
+def ledger_rows(count: int = 400) -> list[UsageRecord]:
+    rng = random.Random(7)
+    rows = []
+    for i in range(count):
+        # Every tenth row sits exactly on a 120 s bucket edge, where a rounding cast would
+        # put it in the next bucket.
+        ts = SINCE + 120 * (i % 30) if i % 10 == 0 else SINCE + rng.uniform(0, 3600)
+        rows.append(UsageRecord(
+            request_id=f"r{i}", tenant=rng.choice(["acme", "beta"]), key_id="k",
+            model=rng.choice(["small", "big"]), status=rng.choice([200] * 8 + [429, 502]),
+            ts=ts, route=rng.choice(["chat", "code", None]), tier="cheap",
+            deployment=rng.choice(["p/a", "p/b"]), tokens_in=rng.randint(1, 500),
+            tokens_out=rng.randint(1, 900), cost=rng.uniform(0, 0.01), estimated=i % 3 == 0,
+            cache=rng.choice(["hit", "miss", "bypass", None]),
+            saved_cost=rng.uniform(0, 0.01), escalations=rng.choice([0, 0, 1]), attempts=1,
+            latency_ms=rng.uniform(5, 900), ttft_ms=rng.choice([None, rng.uniform(1, 50)]),
+        ))
+    return rows
+
+
+@pytest.fixture
+async def both(database: Database, tmp_path: Path) -> AsyncIterator[list[TenantStore]]:
+    sqlite = await Store.open(tmp_path / "gateway.sqlite3")
+    stores: list[TenantStore] = [sqlite, PgStore(database)]
+    try:
+        for store in stores:
+            await store.create_tenant("acme", Limits(daily_budget_usd=1.0,
+                                                     monthly_budget_usd=3.0))
+            await store.create_tenant("beta")
+            await store.create_key(SECRET, "acme")
+            ledger = Ledger(store, LedgerSettings(batch_rows=64))
+            for row in ledger_rows():
+                assert ledger.record(row)
+            await ledger.close()
+        yield stores
+    finally:
+        await sqlite.close()
+
+
+async def figures(store: TenantStore) -> dict[str, Any]:
+    return {
+        "summary": await q.summary(store, SINCE, NOW),
+        "percentiles": await q.percentiles(store, SINCE, NOW),
+        "ttft": await q.percentiles(store, SINCE, NOW, "ttft_ms"),
+        "by_route": await q.percentiles_by(store, "route", SINCE, NOW),
+        "by_status": await q.percentiles_by(store, "status", SINCE, NOW),
+        "buckets": await q.buckets(store, SINCE, NOW, 120),
+        "counts_by_cache": await q.counts_by(store, "cache", SINCE, NOW),
+        "counts_by_status": await q.counts_by(store, "status", SINCE, NOW),
+        "tenants": comparable(await q.tenant_usage(store, NOW)),
+        "budgets": await q.budget_usage(store, NOW),
+        "errors": await q.find_requests(store, q.RequestFilter(status="error", route="none")),
+        "acme_hits": await q.find_requests(store, q.RequestFilter(
+            tenant="acme", cache="hit", since=SINCE + 1800, limit=20)),
+        "models": await q.models_since(store, day_of(SINCE)),
+        "deployments": await q.distinct_values(store, "deployment", SINCE),
+        "statuses": await q.distinct_values(store, "status", SINCE),
+        "overall": await q.overall_totals(store, NOW),
+    }
+
+
+def comparable(usage: list[q.TenantUsage]) -> list[tuple[Any, ...]]:
+    """Tenants' own timestamps differ between the two stores (made a moment apart)."""
+    return [(u.tenant.name, u.tenant.limits, u.today, u.month, u.minute_requests,
+             u.minute_tokens, u.active_keys) for u in usage]
+
+
+def rounded(value: Any) -> Any:
+    """Sums of floats agree to rounding: the engines add the same numbers in other orders."""
+    if is_dataclass(value) and not isinstance(value, type):
+        return rounded(astuple(value))
+    if isinstance(value, list | tuple):
+        return [rounded(v) for v in value]
+    if isinstance(value, dict):
+        return {k: rounded(v) for k, v in value.items()}
+    return round(value, 9) if isinstance(value, float) else value
+
+
+async def test_every_dashboard_figure_is_the_same_on_postgres_as_on_sqlite(
+    both: list[TenantStore],
+) -> None:
+    sqlite, postgres = [await figures(store) for store in both]
+    for name in sqlite:
+        assert rounded(postgres[name]) == rounded(sqlite[name]), name
+    buckets = postgres["buckets"]
+    assert len(buckets) == 30 and sum(b.requests for b in buckets) == 400
+    assert all(isinstance(b.requests, int) for b in buckets)
+    assert postgres["summary"].requests == 400 and postgres["summary"].errors > 0
+    assert postgres["percentiles"].p50 is not None and set(postgres["statuses"]) == {
+        "200", "429", "502"}
+    assert [(b.tenant, b.period) for b in postgres["budgets"]] == [("acme", "day"),
+                                                                   ("acme", "month")]

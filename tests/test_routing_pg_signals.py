@@ -1,0 +1,37 @@
+"""Tests for gateway/routing/pg_signals.py: the signals of several replicas in one PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from gateway.core.postgres import Database
+from gateway.routing.pg_signals import PgSignalSink
+from gateway.routing.signals import SignalStore, prompt_key
+from tests.test_routing_signals import DECISION
+
+pytest_plugins = ["tests.postgres_fixtures"]
+
+
+async def test_two_replicas_write_their_signals_and_one_vector_per_prompt(
+    database: Database,
+) -> None:
+    vector = np.arange(4, dtype=np.float32)
+    replicas = [SignalStore(PgSignalSink(database), model="m") for _ in range(2)]
+    for i, store in enumerate(replicas):
+        assert store.decision(f"req_{i}", DECISION, "fix my code", vector)
+        assert await store.flush() == 1
+        await store.close()
+    rows = await database.pool.fetch(
+        "SELECT kind, request_id, route, tier, vector_key, detail FROM signals ORDER BY id"
+    )
+    assert [(r[0], r[1], r[2], r[3]) for r in rows] == [
+        ("decision", "req_0", "code", "reasoning"), ("decision", "req_1", "code", "reasoning")]
+    assert bytes(rows[0][4]) == prompt_key("fix my code")
+    assert json.loads(rows[1][5])["reason"] == "confident"
+    vectors = await database.pool.fetch("SELECT key, model, dim, vector FROM signal_vectors")
+    assert len(vectors) == 1  # the second replica's copy of the same prompt is kept out
+    key, model, dim, blob = vectors[0]
+    assert bytes(key) == prompt_key("fix my code") and (model, dim) == ("m", 4)
+    assert np.array_equal(np.frombuffer(blob, dtype=np.float32), vector)
