@@ -65,6 +65,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (day, tenant, key_id, model)) WITHOUT ROWID""",
         "INSERT INTO meta (key, value) VALUES ('revision', '0')",
     ),
+    # Which API each request spoke (chat completions, Anthropic Messages, OpenAI Responses).
+    ("ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT 'chat'",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _LIMIT_SELECT = ", ".join(LIMIT_FIELDS)
