@@ -104,5 +104,6 @@ def _observe(app: web.Application, record: RequestRecord, row: UsageRecord) -> N
         route=row.route, tier=row.tier, model=row.model, deployment=row.deployment,
         cache=row.cache, stream=record.stream, attempts=row.attempts,
         escalations=row.escalations, upstream_ms=upstream_ms or None, ttft_ms=row.ttft_ms,
-        tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost=row.cost, error=record.error, api=record.api,
+        tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost=row.cost, error=record.error,
+        api=record.api,
     ), settings, prompt=record.prompt)

@@ -15,9 +15,10 @@ from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
 from gateway.access_log import access_log_flusher
-from gateway.api import chat, embeddings, health, models, route
+from gateway.api import chat, embeddings, health, messages, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
+from gateway.api.messages_out import error_response
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
@@ -60,10 +61,14 @@ def _translate_http(exc: web.HTTPException) -> GatewayError:
     return InvalidRequest(exc.text or exc.reason)
 
 
-def render_error(error: GatewayError, request_id: str) -> web.Response:
+def render_error(error: GatewayError, request_id: str, path: str = "") -> web.Response:
+    """The error in OpenAI's shape, or Anthropic's on the Messages API's paths."""
     status = 413 if error.code == "request_too_large" else error.status
+    body = error.body()
+    if messages.is_messages_path(path):
+        status, body = error_response(error)
     return web.json_response(
-        error.body(), status=status, headers={**error.headers, "x-request-id": request_id}
+        body, status=status, headers={**error.headers, "x-request-id": request_id}
     )
 
 
@@ -74,17 +79,18 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except GatewayError as error:
-        return render_error(error, request_id)
+        return render_error(error, request_id, request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render_error(_translate_http(exc), request_id)
+        return render_error(_translate_http(exc), request_id, request.path)
     except ConnectionResetError:
         raise
     except Exception:
         log.exception("unexpected error in %s %s (request %s)", request.method, request.path,
                       request_id)
-        return render_error(GatewayError("The gateway hit an internal error."), request_id)
+        return render_error(GatewayError("The gateway hit an internal error."), request_id,
+                            request.path)
 
 
 async def upstream_context(app: web.Application) -> AsyncIterator[None]:
@@ -145,6 +151,8 @@ def create_app(settings: Settings) -> web.Application:
     app.cleanup_ctx.append(lifecycle_context)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
+    app.router.add_post(messages.MESSAGES_PATH, messages.create_message)
+    app.router.add_post(messages.MESSAGES_PATH + "/count_tokens", messages.count_tokens)
     app.router.add_post("/v1/embeddings", embeddings.create_embeddings)
     app.router.add_post("/v1/route", route.route_dry_run)
     app.router.add_get("/v1/models", models.list_models)

@@ -14,6 +14,7 @@ from gateway.config import Settings, parse
 from tests.fake_openai import FakeOpenAI, fake_openai_app
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.dialect_fixtures"]
 
 Config = dict[str, Any]
 
