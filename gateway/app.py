@@ -15,7 +15,7 @@ from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
 from gateway.access_log import access_log_flusher
-from gateway.api import chat, embeddings, health, messages, models, route
+from gateway.api import chat, embeddings, health, messages, models, responses, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
 from gateway.api.messages_out import error_response
@@ -33,6 +33,7 @@ from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
 from gateway.routing import context as routing
 from gateway.tenants import context as tenants
+from gateway.tenants.response_store import response_store_context
 from gateway.upstream import Upstream
 
 log = logging.getLogger(__name__)
@@ -147,12 +148,16 @@ def create_app(settings: Settings) -> web.Application:
     tenants.configure(app, settings)
     setup_metrics(app, settings.observability)
     setup_dashboard(app, settings.observability)
+    app.cleanup_ctx.append(response_store_context)
     app.cleanup_ctx.append(access_log_flusher)
     app.cleanup_ctx.append(lifecycle_context)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post(messages.MESSAGES_PATH, messages.create_message)
     app.router.add_post(messages.MESSAGES_PATH + "/count_tokens", messages.count_tokens)
+    app.router.add_post(responses.RESPONSES_PATH, responses.create_response)
+    app.router.add_get(responses.RESPONSES_PATH + "/{response_id}", responses.get_response)
+    app.router.add_delete(responses.RESPONSES_PATH + "/{response_id}", responses.delete_response)
     app.router.add_post("/v1/embeddings", embeddings.create_embeddings)
     app.router.add_post("/v1/route", route.route_dry_run)
     app.router.add_get("/v1/models", models.list_models)

@@ -9,12 +9,8 @@ from typing import Any
 
 import anthropic
 import orjson
-import pytest
 
-from tests import fake_anthropic as fa
 from tests.dialect_fixtures import Upstreams
-from tests.fake_anthropic import Answer
-
 
 Json = dict[str, Any]
 USER = [{"role": "user", "content": "Say hello"}]
