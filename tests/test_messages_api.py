@@ -9,7 +9,9 @@ from typing import Any
 
 import anthropic
 import orjson
+import pytest
 
+from tests import fake_anthropic as fa
 from tests.dialect_fixtures import Upstreams
 
 Json = dict[str, Any]
@@ -108,3 +110,74 @@ async def test_streamed_tool_call_arrives_as_input_json_deltas(
     call = next(b for b in final.content if b.type == "tool_use")
     assert call.input == {"city": "Lima"}  # type: ignore[union-attr]
     assert final.stop_reason == "tool_use"
+
+
+async def test_stop_sequences_reach_each_upstream_in_its_own_field(
+    upstreams: Upstreams, upstream_model: str
+) -> None:
+    async with sdk(upstreams) as client:
+        await client.messages.create(model=upstream_model, max_tokens=32, messages=USER,  # type: ignore[arg-type]
+                                     stop_sequences=["END", "STOP"])
+    body = upstreams.last_body(upstream_model)
+    sent = {"gpt": lambda: body["stop"], "gemini": lambda: body["generationConfig"]["stopSequences"],
+            "claude": lambda: body["stop_sequences"]}[upstream_model]()
+    assert sent == ["END", "STOP"]
+
+
+async def test_anthropic_stop_sequence_reason_comes_back(upstreams: Upstreams) -> None:
+    upstreams.anthropic.script.append(fa.text("counting one two", stop_reason="stop_sequence"))
+    async with sdk(upstreams) as client:
+        reply = await client.messages.create(model="claude", max_tokens=32, messages=USER,  # type: ignore[arg-type]
+                                             stop_sequences=["three"])
+    assert reply.stop_reason == "stop_sequence"
+
+
+async def test_json_output_format_becomes_the_upstream_response_format(
+    upstreams: Upstreams,
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    upstreams.say("gpt", '{"city": "Oslo"}')
+    async with sdk(upstreams) as client:
+        reply = await client.messages.create(
+            model="gpt", max_tokens=32, messages=USER,  # type: ignore[arg-type]
+            extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}})
+    assert orjson.loads(reply.content[0].text) == {"city": "Oslo"}  # type: ignore[union-attr]
+    assert upstreams.openai.requests[-1]["response_format"]["json_schema"]["schema"] == schema
+
+
+async def test_errors_come_in_anthropics_shape_and_sdk_classes(upstreams: Upstreams) -> None:
+    async with sdk(upstreams) as client:
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            await client.messages.create(model="nope", max_tokens=8, messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(anthropic.BadRequestError) as server_tool:
+            await client.messages.create(model="gpt", max_tokens=8, messages=USER,  # type: ignore[arg-type]
+                                         tools=[{"type": "web_search_20250305", "name": "web_search"}])  # type: ignore[list-item]
+    assert missing.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
+        "type": "not_found_error", "message": missing.value.body["error"]["message"]}}  # type: ignore[index]
+    assert "tools[0].type" in server_tool.value.message
+    raw = await upstreams.client.post("/v1/messages", json={"model": "gpt", "messages": USER})
+    assert raw.status == 400
+    assert (await raw.json())["error"] == {
+        "type": "invalid_request_error",
+        "message": "Invalid value for 'max_tokens': expected an integer of 1 or more, got null."}
+
+
+async def test_every_upstream_failing_is_anthropics_overloaded_or_api_error(
+    upstreams: Upstreams,
+) -> None:
+    upstreams.anthropic.script.append(fa.failure(529, "overloaded_error", "Overloaded"))
+    async with sdk(upstreams) as client:
+        with pytest.raises(anthropic.InternalServerError) as caught:
+            await client.messages.create(model="claude", max_tokens=8, messages=USER)  # type: ignore[arg-type]
+    assert caught.value.status_code in (500, 504, 529)
+    assert caught.value.body["error"]["type"] in ("api_error", "overloaded_error", "timeout_error")  # type: ignore[index]
+
+
+async def test_count_tokens_grows_with_the_prompt(upstreams: Upstreams) -> None:
+    async with sdk(upstreams) as client:
+        short = await client.messages.count_tokens(model="gpt", messages=USER)  # type: ignore[arg-type]
+        long = await client.messages.count_tokens(
+            model="gpt", messages=[{"role": "user", "content": "Say hello " * 50}],
+            system="You are a helpful assistant.", tools=[WEATHER])  # type: ignore[list-item]
+    assert 0 < short.input_tokens < long.input_tokens
+    assert not upstreams.openai.requests, "counting never calls an upstream"

@@ -1,0 +1,151 @@
+"""An Anthropic-format request to an Anthropic upstream passes through with nothing lost: the
+client's body (thinking blocks and signatures, ``cache_control``, ``top_k``, ``thinking``), its
+``anthropic-beta``, and the upstream's answer and events, checked against real recordings."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+from anthropic.types import Message
+
+from tests import fake_anthropic as fa
+from tests.dialect_fixtures import Upstreams
+from tests.test_messages_api import USER, sdk
+
+Json = dict[str, Any]
+RECORDINGS = Path("/work/shared/data/provider_recordings")
+THINKING = [
+    {"type": "thinking", "thinking": "The user greets me.", "signature": "EqQBCkYIARgCKkD="},
+    {"type": "text", "text": "Hello!"},
+]
+
+
+def recorded_events(name: str) -> list[fa.Event]:
+    """A recorded Anthropic event stream as the fake's (event, data) pairs."""
+    raw = (RECORDINGS / name).read_bytes()
+    if name.endswith(".gz"):
+        raw = gzip.decompress(raw)
+    events = []
+    for frame in raw.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in frame.splitlines() if ": " in line)
+        if "data" in fields:
+            events.append((fields.get("event", ""), orjson.loads(fields["data"])))
+    return events
+
+
+def thinking_answer() -> fa.Answer:
+    """An answer with a signed thinking block before its text, whole and streamed."""
+    body = {"id": "msg_think1", "type": "message", "role": "assistant", "model": "claude-up",
+            "content": THINKING, "stop_reason": "end_turn", "stop_sequence": None,
+            "usage": fa.usage()}
+    start = {**body, "content": [], "stop_reason": None}
+    events: list[fa.Event] = [
+        ("message_start", {"type": "message_start", "message": start}),
+        ("content_block_start", {"type": "content_block_start", "index": 0,
+                                 "content_block": {"type": "thinking", "thinking": "",
+                                                   "signature": ""}}),
+        ("ping", {"type": "ping"}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "thinking_delta", "thinking": THINKING[0]["thinking"]}}),
+        ("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+            "type": "signature_delta", "signature": THINKING[0]["signature"]}}),
+        ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        *fa._text_block(1, ["Hello!"]),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn",
+                                                              "stop_sequence": None},
+                           "usage": {"output_tokens": 6}}),
+        ("message_stop", {"type": "message_stop"}),
+    ]
+    return fa.Answer(body, events)
+
+
+def rich_request() -> Json:
+    """A request with everything a translation would lose."""
+    return {
+        "model": "claude", "max_tokens": 2048, "top_k": 5,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "system": [{"type": "text", "text": "You are terse.",
+                    "cache_control": {"type": "ephemeral"}}],
+        "messages": [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": THINKING},
+            {"role": "user", "content": [{"type": "text", "text": "Again",
+                                          "cache_control": {"type": "ephemeral"}}]},
+        ],
+    }
+
+
+async def test_request_reaches_anthropic_unchanged_but_for_the_model(upstreams: Upstreams) -> None:
+    upstreams.anthropic.script.append(thinking_answer())
+    sent = rich_request()
+    resp = await upstreams.client.post("/v1/messages", json=sent, headers={
+        "anthropic-version": "2023-06-01", "anthropic-beta": "interleaved-thinking-2025-05-14"})
+    assert resp.status == 200, await resp.text()
+    received = upstreams.anthropic.requests[-1]
+    assert received.body == {**sent, "model": "claude-up"}
+    assert received.headers["anthropic-beta"] == "interleaved-thinking-2025-05-14"
+    assert (await resp.json())["content"] == THINKING
+
+
+async def test_streamed_thinking_and_signature_reach_the_sdk(upstreams: Upstreams) -> None:
+    upstreams.anthropic.script.append(thinking_answer())
+    body = rich_request()
+    extra = {"top_k": body.pop("top_k")}  # this SDK release has no top_k parameter
+    async with sdk(upstreams) as client, client.messages.stream(**body, extra_body=extra) as stream:
+        deltas = [e.delta.type async for e in stream if e.type == "content_block_delta"]  # type: ignore[union-attr]
+        final = await stream.get_final_message()
+    assert deltas == ["thinking_delta", "signature_delta", "text_delta"]
+    assert [b.model_dump(exclude_none=True) for b in final.content] == THINKING
+
+
+async def test_recorded_message_comes_back_as_recorded(upstreams: Upstreams) -> None:
+    recorded = orjson.loads((RECORDINGS / "anth_text_tool.json").read_bytes())
+    upstreams.anthropic.script.append(fa.Answer(recorded))
+    async with sdk(upstreams) as client:
+        reply = await client.messages.create(model="claude", max_tokens=1024, messages=USER)  # type: ignore[arg-type]
+    assert reply == Message.model_validate(recorded)
+
+
+@pytest.mark.parametrize("recording", ["anth_stream_text_tool_sdkfixture.sse",
+                                       "anth_stream_2tools_noargs.sse.gz"])
+async def test_recorded_stream_relayed_event_for_event(
+    upstreams: Upstreams, recording: str
+) -> None:
+    events = recorded_events(recording)
+    upstreams.anthropic.script.append(fa.Answer({}, events))
+    resp = await upstreams.client.post("/v1/messages", json={
+        "model": "claude", "max_tokens": 512, "messages": USER, "stream": True})
+    relayed = [(f["event"], orjson.loads(f["data"])) for f in _frames(await resp.text())]
+    assert relayed == events
+
+
+def _frames(text: str) -> list[dict[str, str]]:
+    return [dict(line.split(": ", 1) for line in frame.splitlines())
+            for frame in text.split("\n\n") if frame.strip()]
+
+
+async def test_translated_message_has_the_recorded_messages_fields(upstreams: Upstreams) -> None:
+    recorded = orjson.loads((RECORDINGS / "anth_text_tool.json").read_bytes())
+    upstreams.call("gpt", "submit_analysis", {"summary": "short"})
+    resp = await upstreams.client.post("/v1/messages", json={
+        "model": "gpt", "max_tokens": 64, "messages": USER,
+        "tools": [{"name": "submit_analysis", "input_schema": {"type": "object"}}]})
+    ours = await resp.json()
+    assert set(ours) == set(recorded)
+    assert set(ours["content"][0]) == set(recorded["content"][1]) - {"caller"}
+    assert ours["content"][0]["input"] == {"summary": "short"}
+    assert set(ours["usage"]) <= set(recorded["usage"])
+
+
+async def test_anthropic_upstream_errors_keep_their_sdk_classes(upstreams: Upstreams) -> None:
+    upstreams.anthropic.script.append(fa.failure(400, "invalid_request_error", "bad thing"))
+    async with sdk(upstreams) as client:
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            await client.messages.create(model="claude", max_tokens=16, messages=USER)  # type: ignore[arg-type]
+    assert caught.value.body["type"] == "error"  # type: ignore[index]
+    assert "bad thing" in caught.value.message
