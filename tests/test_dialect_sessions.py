@@ -59,7 +59,8 @@ async def test_claude_code_style_session_streams_tool_use_and_results(
                 messages=history, metadata={"user_id": "user_abc_session_1"},  # type: ignore[arg-type]
             ) as stream:
                 reply = await stream.get_final_message()
-            history.append({"role": "assistant", "content": [b.model_dump() for b in reply.content]})
+            blocks = [b.model_dump() for b in reply.content]
+            history.append({"role": "assistant", "content": blocks})
             calls = [b for b in reply.content if b.type == "tool_use"]
             if not calls:
                 break

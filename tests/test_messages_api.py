@@ -119,7 +119,8 @@ async def test_stop_sequences_reach_each_upstream_in_its_own_field(
         await client.messages.create(model=upstream_model, max_tokens=32, messages=USER,  # type: ignore[arg-type]
                                      stop_sequences=["END", "STOP"])
     body = upstreams.last_body(upstream_model)
-    sent = {"gpt": lambda: body["stop"], "gemini": lambda: body["generationConfig"]["stopSequences"],
+    sent = {"gpt": lambda: body["stop"],
+            "gemini": lambda: body["generationConfig"]["stopSequences"],
             "claude": lambda: body["stop_sequences"]}[upstream_model]()
     assert sent == ["END", "STOP"]
 
@@ -149,9 +150,10 @@ async def test_errors_come_in_anthropics_shape_and_sdk_classes(upstreams: Upstre
     async with sdk(upstreams) as client:
         with pytest.raises(anthropic.NotFoundError) as missing:
             await client.messages.create(model="nope", max_tokens=8, messages=USER)  # type: ignore[arg-type]
+        search = {"type": "web_search_20250305", "name": "web_search"}
         with pytest.raises(anthropic.BadRequestError) as server_tool:
             await client.messages.create(model="gpt", max_tokens=8, messages=USER,  # type: ignore[arg-type]
-                                         tools=[{"type": "web_search_20250305", "name": "web_search"}])  # type: ignore[list-item]
+                                         tools=[search])  # type: ignore[list-item]
     assert missing.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
         "type": "not_found_error", "message": missing.value.body["error"]["message"]}}  # type: ignore[index]
     assert "tools[0].type" in server_tool.value.message
