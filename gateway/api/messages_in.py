@@ -31,6 +31,7 @@ import orjson
 
 from gateway.chat import ChatRequest, Json, Native, chat_request, field_error
 from gateway.errors import InvalidRequest
+from gateway.providers.base import as_str
 
 DIALECT = "anthropic"
 PASSED_HEADERS = ("anthropic-version", "anthropic-beta")
@@ -151,7 +152,7 @@ def _system(value: Any) -> str:
 
 def _message(i: int, m: Any) -> list[Json]:
     where = f"messages[{i}]"
-    if not isinstance(m, dict) or m.get("role") not in _TRANSLATED_BLOCKS:
+    if not isinstance(m, dict) or as_str(m.get("role")) not in _TRANSLATED_BLOCKS:
         raise InvalidRequest(f"Invalid value for '{where}.role': expected 'user' or 'assistant'.",
                              param=f"{where}.role")
     role, content = m["role"], m.get("content")
@@ -161,7 +162,7 @@ def _message(i: int, m: Any) -> list[Json]:
         raise field_error(f"{where}.content", "a string or an array of content blocks", content)
     for j, block in enumerate(content):
         kind = block.get("type") if isinstance(block, dict) else None
-        if kind not in _TRANSLATED_BLOCKS[role]:
+        if as_str(kind) not in _TRANSLATED_BLOCKS[role]:
             raise _unsupported(f"{where}.content[{j}].type",
                                f"{kind!r} blocks in {role} turns are not supported")
     blocks = [b for b in content if b["type"] not in _SKIPPED_BLOCKS]
@@ -267,7 +268,7 @@ def _tools(tools: Any, choice: Any) -> Json:
         out["tools"] = [_tool(i, t) for i, t in enumerate(tools)]
     if choice is None:
         return out
-    kind = choice.get("type") if isinstance(choice, dict) else None
+    kind = as_str(choice.get("type")) if isinstance(choice, dict) else None
     if kind in _TOOL_CHOICES:
         out["tool_choice"] = _TOOL_CHOICES[kind]
     elif kind == "tool" and isinstance(choice.get("name"), str):

@@ -146,7 +146,7 @@ class MessageEvents:
                 out.append(self._text(text))
             for call in delta.get("tool_calls") or ():
                 out.append(self._tool(as_obj(call)))
-            if reason := choice.get("finish_reason"):
+            if reason := as_str(choice.get("finish_reason")):
                 self.stop_reason = STOP_REASONS.get(reason, "end_turn")
         return b"".join(out)
 

@@ -26,6 +26,7 @@ from typing import Any
 
 from gateway.chat import ChatRequest, Json, chat_request, field_error
 from gateway.errors import InvalidRequest
+from gateway.providers.base import as_str
 
 _REFUSED_FIELDS = ("background", "conversation", "prompt")
 _TEXT_PARTS = frozenset({"input_text", "output_text"})
@@ -130,7 +131,7 @@ def _item(where: str, item: Any, out: list[Json]) -> None:
 
 def _message(where: str, item: Json) -> Json:
     role, content = item.get("role"), item.get("content")
-    if role not in _ROLES:
+    if as_str(role) not in _ROLES:
         raise field_error(f"{where}.role", "'user', 'assistant', 'system' or 'developer'", role)
     if isinstance(content, str):
         return {"role": role, "content": content}
@@ -147,7 +148,7 @@ def _message(where: str, item: Json) -> Json:
 
 
 def _part(where: str, part: Any) -> Json:
-    kind = part.get("type") if isinstance(part, dict) else None
+    kind = as_str(part.get("type")) if isinstance(part, dict) else None
     if kind in _TEXT_PARTS or kind == "refusal":
         text = part.get("refusal" if kind == "refusal" else "text")
         if not isinstance(text, str):
@@ -206,7 +207,7 @@ def _tools(tools: Any, choice: Any) -> Json:
             out["tools"] = [_tool(i, t) for i, t in enumerate(tools)]
     if choice is None:
         return out
-    if choice in _CHOICES:
+    if as_str(choice) in _CHOICES:
         out["tool_choice"] = choice
     elif isinstance(choice, dict) and choice.get("type") == "function" \
             and isinstance(choice.get("name"), str):
