@@ -51,6 +51,9 @@ class Native:
     dialect: str
     body: Mapping[str, Any]
     headers: Mapping[str, str]
+    only: tuple[str, ...] = ()
+    """Fields only a provider speaking ``dialect`` can carry (server tools, say): every other
+    provider refuses the request as unsupported, so failover looks for one that can."""
 
 
 @dataclass(frozen=True, slots=True)

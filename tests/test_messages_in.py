@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from gateway.api.messages_in import messages_request
-from gateway.errors import InvalidRequest
+from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.providers.base import refuse_native_only
 
 Json = dict[str, Any]
 
@@ -79,6 +80,18 @@ def test_the_native_body_and_headers_are_kept_for_anthropic() -> None:
 
 
 @pytest.mark.parametrize(("body", "param"), [
+    ({"max_tokens": 0}, "max_tokens"),
+    ({"temperature": 1.5}, "temperature"),
+    ({"stop_sequences": "X"}, "stop_sequences"),
+    ({"messages": [{"role": "system", "content": "hi"}]}, "messages[0].role"),
+    ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
+        "type": "base64", "media_type": "image/png"}}]}]}, "messages[0].content[0].source"),
+])
+def test_malformed_bodies_are_refused_naming_the_field(body: Json, param: str) -> None:
+    assert refused(**body).param == param
+
+
+@pytest.mark.parametrize(("body", "param"), [
     ({"tools": [{"type": "web_search_20250305", "name": "web_search"}]}, "tools[0].type"),
     ({"tools": [{"type": "computer_20250124", "name": "computer"}]}, "tools[0].type"),
     ({"mcp_servers": [{"type": "url", "url": "https://x"}]}, "mcp_servers"),
@@ -89,9 +102,18 @@ def test_the_native_body_and_headers_are_kept_for_anthropic() -> None:
     ({"messages": [{"role": "assistant", "content": [
         {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}]}]},
      "messages[0].content[0].type"),
-    ({"max_tokens": 0}, "max_tokens"),
-    ({"temperature": 1.5}, "temperature"),
-    ({"stop_sequences": "X"}, "stop_sequences"),
+    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                                  "content": [{"type": "image", "source": {}}]}]}]},
+     "messages[0].content[0].content[0]"),
 ])
-def test_what_cannot_be_carried_is_refused_naming_the_field(body: Json, param: str) -> None:
-    assert refused(**body).param == param
+def test_what_only_anthropic_can_carry_marks_the_request_native_only(
+    body: Json, param: str
+) -> None:
+    body = {"model": "m", "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hi"}], **body}
+    request = messages_request(body, {})
+    assert request.native is not None and request.native.only == (param,)
+    assert request.body["x_gateway_native_body"] is body, "the cache key covers all of it"
+    with pytest.raises(UpstreamFailure) as caught:
+        refuse_native_only(request)
+    assert caught.value.kind is FailureKind.UNSUPPORTED and param in caught.value.message

@@ -15,7 +15,7 @@ from anthropic.types import Message
 
 from tests import fake_anthropic as fa
 from tests.dialect_fixtures import Upstreams
-from tests.test_messages_api import USER, sdk
+from tests.test_messages_api import USER, WEATHER, sdk
 
 Json = dict[str, Any]
 RECORDINGS = Path("/work/shared/data/provider_recordings")
@@ -140,6 +140,29 @@ async def test_translated_message_has_the_recorded_messages_fields(upstreams: Up
     assert set(ours["content"][0]) == set(recorded["content"][1]) - {"caller"}
     assert ours["content"][0]["input"] == {"summary": "short"}
     assert set(ours["usage"]) <= set(recorded["usage"])
+
+
+async def test_server_tools_and_images_in_tool_results_reach_only_anthropic(
+    upstreams: Upstreams,
+) -> None:
+    body = {"max_tokens": 256, "tools": [
+        {"type": "web_search_20250305", "name": "web_search", "max_uses": 2}, WEATHER],
+        "messages": [
+            {"role": "user", "content": "What does this screenshot show?"},
+            {"role": "assistant", "content": [
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1",
+                                          "content": [{"type": "image", "source": {
+                                              "type": "base64", "media_type": "image/png",
+                                              "data": "iVBORw0KGgo="}}]}]}]}
+    passed = await upstreams.client.post("/v1/messages", json={**body, "model": "claude"})
+    assert passed.status == 200
+    assert upstreams.anthropic.requests[-1].body == {**body, "model": "claude-up"}
+    refused = await upstreams.client.post("/v1/messages", json={**body, "model": "gpt"})
+    error = await refused.json()
+    assert refused.status == 400 and error["type"] == "error"
+    assert "messages[2].content[0].content[0]" in error["error"]["message"]
+    assert not upstreams.openai.requests, "never sent, never silently cut down"
 
 
 async def test_anthropic_upstream_errors_keep_their_sdk_classes(upstreams: Upstreams) -> None:

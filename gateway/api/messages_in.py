@@ -15,10 +15,13 @@ custom tools, ``tool_choice``, ``stop_sequences``, ``max_tokens``, ``temperature
 one to one. Left out of a translation, as the model's own record or a hint only: thinking and
 redacted thinking blocks, ``cache_control``, ``top_k``, ``thinking``, ``service_tier``.
 
-Refused with a 400 naming the field, never dropped: server tools (web search, code execution,
-computer use, bash, text editor…), MCP servers, containers, context management, files by id,
-search results and other block types the gateway cannot carry to every provider.
-Pure functions: no I/O.
+What only Anthropic can carry (server tools such as web search, code execution, computer use,
+bash or the text editor; MCP servers, containers, context management; files by id, images in
+tool results, search results and other blocks) makes the request native-only
+(``Native.only``): it still goes through keys, limits and routing, from a text view of the
+conversation and with the whole body in its cache fingerprint, and reaches an Anthropic
+upstream as sent; any other provider refuses it, so a model with no Anthropic deployment
+answers 400 naming the field, never a silent drop. Pure functions: no I/O.
 """
 
 from __future__ import annotations
@@ -51,24 +54,59 @@ def messages_request(
 
     ``counting`` is for ``count_tokens``, whose body has no ``max_tokens``.
     """
-    for name in _UNSUPPORTED_FIELDS:
-        if body.get(name) is not None:
-            raise _unsupported(name, "is not supported by this gateway")
-    max_tokens = body.get("max_tokens")
-    if not counting and (isinstance(max_tokens, bool) or not isinstance(max_tokens, int)
-                         or max_tokens < 1):
-        raise field_error("max_tokens", "an integer of 1 or more", max_tokens)
-    chat: Json = {"model": body.get("model"), "messages": _messages(body)}
+    chat: Json = {"model": body.get("model")}
     if not counting:
+        max_tokens = body.get("max_tokens")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise field_error("max_tokens", "an integer of 1 or more", max_tokens)
         chat["max_tokens"] = max_tokens
     _copy_options(body, chat)
-    chat.update(_tools(body.get("tools"), body.get("tool_choice")))
+    only: tuple[str, ...] = ()
+    try:
+        for name in _UNSUPPORTED_FIELDS:
+            if body.get(name) is not None:
+                raise _unsupported(name, "needs an Anthropic upstream")
+        chat["messages"] = _messages(body)
+        chat.update(_tools(body.get("tools"), body.get("tool_choice")))
+    except _NativeOnly as needed:
+        only = (needed.param or "",)
+        chat["messages"] = _text_view(body)
+        chat["x_gateway_native_body"] = body  # what the cache fingerprint must cover
     passed = {k: v for k in PASSED_HEADERS if (v := headers.get(k)) is not None}
-    return replace(chat_request(chat), native=Native(DIALECT, body, passed))
+    return replace(chat_request(chat), native=Native(DIALECT, body, passed, only))
 
 
-def _unsupported(param: str, why: str) -> InvalidRequest:
-    return InvalidRequest(f"'{param}' {why}.", param=param, code="unsupported_parameter")
+class _NativeOnly(InvalidRequest):
+    """A part only an Anthropic upstream can take."""
+
+
+def _unsupported(param: str, why: str) -> _NativeOnly:
+    return _NativeOnly(f"'{param}' {why}.", param=param, code="unsupported_parameter")
+
+
+def _text_view(body: Json) -> list[Json]:
+    """The conversation's text alone: what routing, limits and the cache key need."""
+    out = [{"role": "system", "content": system}] if (system := _system(body.get("system"))) \
+        else []
+    for i, m in enumerate(_checked_messages(body.get("messages"))):
+        content = m.get("content")
+        if isinstance(content, list):
+            content = "\n".join(b["text"] for b in content
+                                if isinstance(b, dict) and isinstance(b.get("text"), str))
+        if not isinstance(content, str):
+            raise field_error(f"messages[{i}].content", "a string or an array of blocks", content)
+        out.append({"role": m["role"], "content": content})
+    return out
+
+
+def _checked_messages(messages: Any) -> list[Json]:
+    if not isinstance(messages, list) or not messages:
+        raise field_error("messages", "a non-empty array", messages)
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict) or as_str(m.get("role")) not in _TRANSLATED_BLOCKS:
+            raise InvalidRequest(f"Invalid value for 'messages[{i}].role': expected 'user' or "
+                                 "'assistant'.", param=f"messages[{i}].role")
+    return messages
 
 
 def _copy_options(body: Json, chat: Json) -> None:
@@ -128,10 +166,7 @@ def _messages(body: Json) -> list[Json]:
     system = _system(body.get("system"))
     if system:
         out.append({"role": "system", "content": system})
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise field_error("messages", "a non-empty array", messages)
-    for i, m in enumerate(messages):
+    for i, m in enumerate(_checked_messages(body.get("messages"))):
         out.extend(_message(i, m))
     return out
 
@@ -150,11 +185,8 @@ def _system(value: Any) -> str:
     raise field_error("system", "a string or an array of text blocks", value)
 
 
-def _message(i: int, m: Any) -> list[Json]:
+def _message(i: int, m: Json) -> list[Json]:
     where = f"messages[{i}]"
-    if not isinstance(m, dict) or as_str(m.get("role")) not in _TRANSLATED_BLOCKS:
-        raise InvalidRequest(f"Invalid value for '{where}.role': expected 'user' or 'assistant'.",
-                             param=f"{where}.role")
     role, content = m["role"], m.get("content")
     if isinstance(content, str):
         return [{"role": role, "content": content}]
@@ -164,7 +196,7 @@ def _message(i: int, m: Any) -> list[Json]:
         kind = block.get("type") if isinstance(block, dict) else None
         if as_str(kind) not in _TRANSLATED_BLOCKS[role]:
             raise _unsupported(f"{where}.content[{j}].type",
-                               f"{kind!r} blocks in {role} turns are not supported")
+                               f"{kind!r} blocks in {role} turns need an Anthropic upstream")
     blocks = [b for b in content if b["type"] not in _SKIPPED_BLOCKS]
     if role == "assistant":
         return [_assistant(where, blocks)]
@@ -225,7 +257,7 @@ def _part(where: str, block: Json) -> Json:
         return {"type": "file", "file": {"file_data": _url(where, source),
                                          "filename": str(block.get("title") or "document.pdf")}}
     raise _unsupported(f"{where}.source.type",
-                       f"{kind!r} sources of {block['type']} blocks are not supported")
+                       f"{kind!r} sources of {block['type']} blocks need an Anthropic upstream")
 
 
 def _url(where: str, source: Json) -> str:
@@ -249,7 +281,7 @@ def _tool_result(where: str, block: Json) -> Json:
         for k, part in enumerate(content):
             if not isinstance(part, dict) or part.get("type") != "text":
                 raise _unsupported(f"{where}.content[{k}]",
-                                   "holds a block other than text, which tool results cannot carry")
+                                   "holds a block other than text: it needs an Anthropic upstream")
             texts.append(_text(f"{where}.content[{k}]", part))
         content = "\n".join(texts)
     elif not isinstance(content, str):
@@ -284,8 +316,8 @@ def _tool(i: int, tool: Any) -> Json:
     if not isinstance(tool, dict):
         raise field_error(f"tools[{i}]", "an object", tool)
     if tool.get("type", "custom") not in ("custom", None):
-        raise _unsupported(f"tools[{i}].type", f"{tool.get('type')!r} is a server tool; "
-                           "only custom tools are supported")
+        raise _unsupported(f"tools[{i}].type", f"{tool.get('type')!r} is a server tool: it "
+                           "needs an Anthropic upstream")
     name, schema = tool.get("name"), tool.get("input_schema")
     if not isinstance(name, str) or not name:
         raise field_error(f"tools[{i}].name", "a non-empty string", name)

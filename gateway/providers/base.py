@@ -113,6 +113,16 @@ class Provider(Protocol):
         ...
 
 
+def refuse_native_only(request: ChatRequest) -> None:
+    """``UNSUPPORTED`` for a request that only a provider of its client's dialect can carry."""
+    native = request.native
+    if native is not None and native.only:
+        raise UpstreamFailure(
+            FailureKind.UNSUPPORTED,
+            f"'{native.only[0]}' can only go to an upstream that speaks {native.dialect}",
+        )
+
+
 def as_str(value: Any, default: str = "") -> str:
     """A string field of an upstream answer, which is untrusted JSON: ``default`` unless a str."""
     return value if isinstance(value, str) else default

@@ -53,6 +53,7 @@ from gateway.providers.base import (
     completion_id,
     event_json,
     now_s,
+    refuse_native_only,
     token_count,
     usage_chunk,
 )
@@ -135,6 +136,7 @@ def request_body(request: ChatRequest) -> bytes:
     Raises ``InvalidRequest`` for malformed input, ``UpstreamFailure(UNSUPPORTED)`` for what
     Gemini cannot express.
     """
+    refuse_native_only(request)
     system, contents = _contents(request.messages)
     if not contents:
         raise unsupported("Gemini needs at least one message besides system messages.")

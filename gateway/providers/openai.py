@@ -14,7 +14,14 @@ import orjson
 
 from gateway.chat import ChatRequest
 from gateway.errors import FailureKind, UpstreamFailure
-from gateway.providers.base import Completion, Deployment, Json, event_json, usage_from_openai
+from gateway.providers.base import (
+    Completion,
+    Deployment,
+    Json,
+    event_json,
+    refuse_native_only,
+    usage_from_openai,
+)
 from gateway.upstream import Upstream, error_message
 
 
@@ -30,6 +37,7 @@ class OpenAIProvider:
         return headers
 
     def _body(self, request: ChatRequest, deployment: Deployment, stream: bool) -> bytes:
+        refuse_native_only(request)
         body: dict[str, Any] = {**request.body, "model": deployment.model.upstream_model}
         if stream:
             body["stream"] = True
