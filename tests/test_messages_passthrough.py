@@ -172,3 +172,41 @@ async def test_anthropic_upstream_errors_keep_their_sdk_classes(upstreams: Upstr
             await client.messages.create(model="claude", max_tokens=16, messages=USER)  # type: ignore[arg-type]
     assert caught.value.body["type"] == "error"  # type: ignore[index]
     assert "bad thing" in caught.value.message
+
+
+async def test_recorded_claude_session_replays_through_the_gateway(upstreams: Upstreams) -> None:
+    """Turn one: a real streamed tool_use; the tool result goes back; turn two: real text."""
+    for name in ("anth_stream_tool.sse", "anth_stream_text.sse"):
+        upstreams.anthropic.script.append(fa.Answer({}, recorded_events(name)))
+    expected_text = "".join(d["delta"]["text"] for kind, d in recorded_events(
+        "anth_stream_text.sse") if kind == "content_block_delta")
+    history: list[Json] = [{"role": "user", "content": "Weather in Paris, then a pirate name?"}]
+    async with sdk(upstreams) as client:
+        async with client.messages.stream(model="claude", max_tokens=1024, messages=history,  # type: ignore[arg-type]
+                                          tools=[WEATHER], system="You are terse.") as stream:
+            first = await stream.get_final_message()
+        call = next(b for b in first.content if b.type == "tool_use")
+        history += [{"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                    {"role": "user", "content": [{"type": "tool_result",
+                                                  "tool_use_id": call.id, "content": "18 C"}]}]  # type: ignore[union-attr]
+        async with client.messages.stream(model="claude", max_tokens=1024, messages=history,  # type: ignore[arg-type]
+                                          tools=[WEATHER], system="You are terse.") as stream:
+            second = await stream.get_final_message()
+    assert call.name == "get_weather" and first.stop_reason == "tool_use"  # type: ignore[union-attr]
+    assert second.content[0].text == expected_text  # type: ignore[union-attr]
+    sent = upstreams.anthropic.requests[-1].body["messages"]
+    assert sent[-1]["content"][0]["tool_use_id"] == call.id  # type: ignore[union-attr]
+
+
+async def test_recorded_overload_mid_stream_reaches_the_sdk_as_an_error(
+    upstreams: Upstreams,
+) -> None:
+    upstreams.anthropic.script.append(
+        fa.Answer({}, recorded_events("anth_stream_overloaded_mid.sse")))
+    async with sdk(upstreams) as client:
+        with pytest.raises(anthropic.APIStatusError) as caught:
+            async with client.messages.stream(model="claude", max_tokens=64,
+                                              messages=USER) as stream:  # type: ignore[arg-type]
+                async for _ in stream:
+                    pass
+    assert "overloaded_error" in str(caught.value.body)
