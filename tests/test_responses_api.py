@@ -9,7 +9,9 @@ from typing import Any
 
 import openai
 import orjson
+import pytest
 
+from tests import fake_anthropic as fa
 from tests.dialect_fixtures import Upstreams
 from tests.fake_openai import Reply
 
@@ -107,19 +109,39 @@ async def test_streamed_function_call_arrives_as_argument_deltas(upstreams: Upst
     assert call.type == "function_call" and json.loads(call.arguments) == {"cmd": "pwd"}
 
 
-async def test_json_schema_format_reaches_the_upstream_as_response_format(
-    upstreams: Upstreams,
+async def test_json_schema_format_reaches_every_upstream_as_its_own_json_mode(
+    upstreams: Upstreams, upstream_model: str
 ) -> None:
-    upstreams.say("gpt", '{"city": "Oslo"}')
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    if upstream_model == "claude":  # Anthropic answers JSON as the input of a forced tool
+        upstreams.anthropic.script.append(fa.tool_use([("json_response", {"city": "Oslo"})]))
+    else:
+        upstreams.say(upstream_model, '{"city": "Oslo"}')
     async with sdk(upstreams) as client:
         response = await client.responses.create(
-            model="gpt", input="Capital of Norway as JSON",
+            model=upstream_model, input="Capital of Norway as JSON",
             text={"format": {"type": "json_schema", "name": "place", "schema": schema}},
         )
     assert json.loads(response.output_text) == {"city": "Oslo"}
-    sent = upstreams.openai.requests[-1]["response_format"]
-    assert sent == {"type": "json_schema", "json_schema": {"name": "place", "schema": schema}}
+    sent = upstreams.last_body(upstream_model)
+    if upstream_model == "gpt":
+        assert sent["response_format"] == {
+            "type": "json_schema", "json_schema": {"name": "place", "schema": schema}}
+    elif upstream_model == "gemini":
+        assert sent["generationConfig"]["responseMimeType"] == "application/json"
+    else:
+        assert sent["tool_choice"] == {"type": "tool", "name": "json_response"}
+
+
+async def test_errors_map_to_the_sdks_classes_naming_the_field(upstreams: Upstreams) -> None:
+    async with sdk(upstreams) as client:
+        with pytest.raises(openai.BadRequestError) as built_in:
+            await client.responses.create(model="gpt", input="news?",
+                                          tools=[{"type": "web_search"}])  # type: ignore[list-item]
+        with pytest.raises(openai.NotFoundError):
+            await client.responses.create(model="nope", input="hi")
+    assert built_in.value.param == "tools[0].type"
+    assert not upstreams.openai.requests
 
 
 async def test_stored_response_can_be_fetched_and_deleted(upstreams: Upstreams) -> None:
