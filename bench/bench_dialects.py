@@ -99,7 +99,7 @@ def edge_costs(repeat: int = 20_000) -> dict[str, float]:
     from gateway.api.responses import ResponsesFace
     from gateway.api.responses_in import responses_request
     from gateway.api.responses_out import Shape
-    from gateway.chat import json_object, parse_chat_request
+    from gateway.core.chat import json_object, parse_chat_request
 
     raw = {name: json.dumps({**body, "stream": False}).encode()
            for name, (_, body) in BODIES.items()}

@@ -13,8 +13,8 @@ import openai
 import pytest
 from aiohttp.test_utils import TestClient
 
-from gateway.access_log import ACCESS_LOGGER
 from gateway.cache.context import CACHE
+from gateway.observability.access_log import ACCESS_LOGGER
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
 from tests.conftest import GatewayFactory

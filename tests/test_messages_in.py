@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from gateway.api.messages_in import messages_request
-from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
-from gateway.providers.base import refuse_native_only
+from gateway.core.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.upstream.providers.base import refuse_native_only
 
 Json = dict[str, Any]
 

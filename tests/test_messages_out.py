@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from gateway.api.messages_out import MessageEvents, error_response, message_body
-from gateway.errors import (
+from gateway.core.errors import (
     FailureKind,
     GatewayError,
     InvalidRequest,

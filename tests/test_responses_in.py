@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.api.responses_in import responses_request
-from gateway.errors import InvalidRequest
+from gateway.core.errors import InvalidRequest
 
 Json = dict[str, Any]
 

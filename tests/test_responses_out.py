@@ -8,7 +8,7 @@ import orjson
 from openai.types.responses import Response
 
 from gateway.api.responses_out import ResponseEvents, Shape, output_messages, response_object
-from gateway.errors import FailureKind, UpstreamFailure
+from gateway.core.errors import FailureKind, UpstreamFailure
 
 Json = dict[str, Any]
 SHAPE = Shape.of({"model": "m", "input": "hi", "instructions": "Be brief.",

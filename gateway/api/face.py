@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gateway.providers.base import Json
-from gateway.streaming import ChunkWriter, OpenAIChunks
+from gateway.core.answer import Json
+from gateway.pipeline.streaming import ChunkWriter, OpenAIChunks
 
 
 class Face(Protocol):

@@ -17,9 +17,9 @@ from gateway.api.caller import caller
 from gateway.api.chat import serve
 from gateway.api.messages_in import messages_request
 from gateway.api.messages_out import MessageEvents, message_body
-from gateway.chat import json_object
-from gateway.providers.base import Json
-from gateway.streaming import ChunkWriter
+from gateway.core.answer import Json
+from gateway.core.chat import json_object
+from gateway.pipeline.streaming import ChunkWriter
 from gateway.tenants.context import ADMISSION_KEY
 
 MESSAGES_PATH = "/v1/messages"

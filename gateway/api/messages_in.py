@@ -32,9 +32,9 @@ from typing import Any
 
 import orjson
 
-from gateway.chat import ChatRequest, Json, Native, chat_request, field_error
-from gateway.errors import InvalidRequest
-from gateway.providers.base import as_str
+from gateway.core.answer import as_str
+from gateway.core.chat import ChatRequest, Json, Native, chat_request, field_error
+from gateway.core.errors import InvalidRequest
 
 DIALECT = "anthropic"
 PASSED_HEADERS = ("anthropic-version", "anthropic-beta")

@@ -16,8 +16,7 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import GatewayError, UpstreamFailure
-from gateway.providers.base import (
+from gateway.core.answer import (
     NATIVE_EVENTS,
     Json,
     as_index,
@@ -26,6 +25,7 @@ from gateway.providers.base import (
     completion_id,
     usage_from_openai,
 )
+from gateway.core.errors import GatewayError, UpstreamFailure
 
 STOP_REASONS = {
     "stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use",

@@ -17,10 +17,10 @@ from gateway.api.caller import caller
 from gateway.api.chat import serve
 from gateway.api.responses_in import responses_request
 from gateway.api.responses_out import ResponseEvents, Shape, output_messages, response_object
-from gateway.appkeys import SETTINGS
-from gateway.chat import Json, field_error, json_object
-from gateway.errors import NotFound
-from gateway.streaming import ChunkWriter
+from gateway.core.appkeys import SETTINGS
+from gateway.core.chat import Json, field_error, json_object
+from gateway.core.errors import NotFound
+from gateway.pipeline.streaming import ChunkWriter
 from gateway.tenants.response_store import RESPONSE_STORE, ResponseStore, StoredResponse
 
 RESPONSES_PATH = "/v1/responses"

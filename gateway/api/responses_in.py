@@ -24,9 +24,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.chat import ChatRequest, Json, chat_request, field_error
-from gateway.errors import InvalidRequest
-from gateway.providers.base import as_str
+from gateway.core.answer import as_str
+from gateway.core.chat import ChatRequest, Json, chat_request, field_error
+from gateway.core.errors import InvalidRequest
 
 _REFUSED_FIELDS = ("background", "conversation", "prompt")
 _TEXT_PARTS = frozenset({"input_text", "output_text"})

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from gateway.errors import UpstreamFailure
-from gateway.providers.base import Json, as_index, as_obj, as_str, usage_from_openai
+from gateway.core.answer import Json, as_index, as_obj, as_str, usage_from_openai
+from gateway.core.errors import UpstreamFailure
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 

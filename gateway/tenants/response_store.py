@@ -22,8 +22,8 @@ import aiosqlite
 import orjson
 from aiohttp import web
 
-from gateway.appkeys import SETTINGS
-from gateway.sqlite import open_wal
+from gateway.core.appkeys import SETTINGS
+from gateway.core.sqlite import open_wal
 
 Json = dict[str, Any]
 FILE_NAME = "responses.db"
