@@ -183,3 +183,22 @@ async def test_count_tokens_grows_with_the_prompt(upstreams: Upstreams) -> None:
             system="You are a helpful assistant.", tools=[WEATHER])  # type: ignore[list-item]
     assert 0 < short.input_tokens < long.input_tokens
     assert not upstreams.openai.requests, "counting never calls an upstream"
+
+
+async def test_gemini_thought_signature_survives_a_tool_round_trip(upstreams: Upstreams) -> None:
+    from tests import fake_gemini as fg
+
+    upstreams.gemini.script.append(fg.function_calls([("get_weather", {"city": "Oslo"})],
+                                                     signature="c2lnbmVkLzE+Kw=="))
+    async with sdk(upstreams) as client:
+        first = await client.messages.create(model="gemini", max_tokens=64, messages=USER,  # type: ignore[arg-type]
+                                             tools=[WEATHER])  # type: ignore[list-item]
+        call = next(b for b in first.content if b.type == "tool_use")
+        await client.messages.create(model="gemini", max_tokens=64, tools=[WEATHER], messages=[  # type: ignore[list-item]
+            *USER, {"role": "assistant", "content": [b.model_dump() for b in first.content]},  # type: ignore[list-item]
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,  # type: ignore[union-attr]
+                                          "content": "cold"}]}])
+    parts = [p for c in upstreams.last_body("gemini")["contents"] for p in c["parts"]]
+    sent = next(p for p in parts if "functionCall" in p)
+    assert sent["thoughtSignature"] == "c2lnbmVkLzE+Kw=="
+    assert any("functionResponse" in p for p in parts)

@@ -179,3 +179,25 @@ async def test_upstream_breaking_mid_stream_ends_in_error_and_response_failed(
     assert resp.status == 200
     assert kinds[0] == "response.created" and kinds[-2:] == ["error", "response.failed"]
     assert "response.completed" not in kinds
+
+
+async def test_gemini_thought_signature_survives_previous_response_id_and_full_replay(
+    upstreams: Upstreams,
+) -> None:
+    from tests import fake_gemini as fg
+
+    for _ in range(2):
+        upstreams.gemini.script.append(fg.function_calls([("shell", {"cmd": "ls"})],
+                                                         signature="c2ln/+=="))
+    async with sdk(upstreams) as client:
+        first = await client.responses.create(model="gemini", input="ls", tools=[SHELL])  # type: ignore[list-item]
+        call = first.output[0]
+        output = {"type": "function_call_output", "call_id": call.call_id, "output": "a"}  # type: ignore[union-attr]
+        await client.responses.create(model="gemini", previous_response_id=first.id,
+                                      tools=[SHELL], input=[output])  # type: ignore[list-item]
+        by_id = [p for c in upstreams.last_body("gemini")["contents"] for p in c["parts"]]
+        await client.responses.create(model="gemini", tools=[SHELL], store=False, input=[  # type: ignore[list-item]
+            {"role": "user", "content": "ls"}, call.model_dump(), output])  # type: ignore[list-item]
+        replayed = [p for c in upstreams.last_body("gemini")["contents"] for p in c["parts"]]
+    for parts in (by_id, replayed):
+        assert next(p for p in parts if "functionCall" in p)["thoughtSignature"] == "c2ln/+=="

@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from gateway.api.call_ids import unfold
 from gateway.core.answer import as_str
 from gateway.core.chat import ChatRequest, Json, Native, chat_request, field_error
 from gateway.core.errors import InvalidRequest
@@ -168,7 +169,7 @@ def _messages(body: Json) -> list[Json]:
         out.append({"role": "system", "content": system})
     for i, m in enumerate(_checked_messages(body.get("messages"))):
         out.extend(_message(i, m))
-    return out
+    return unfold(out)
 
 
 def _system(value: Any) -> str:

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway.api.call_ids import outward_id
 from gateway.core.answer import (
     NATIVE_EVENTS,
     Json,
@@ -85,7 +86,7 @@ def _message_id(body: Json) -> str:
 
 
 def _tool_id(call: Any) -> str:
-    return as_str(as_obj(call).get("id")) or completion_id("toolu").replace("-", "_")
+    return outward_id(call) or completion_id("toolu").replace("-", "_")
 
 
 def _arguments(arguments: Any) -> Json:

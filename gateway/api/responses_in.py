@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gateway.api.call_ids import unfold
 from gateway.core.answer import as_str
 from gateway.core.chat import ChatRequest, Json, chat_request, field_error
 from gateway.core.errors import InvalidRequest
@@ -46,7 +47,7 @@ def responses_request(body: Json, history: Sequence[Json] = ()) -> Translated:
     for name in _REFUSED_FIELDS:
         if body.get(name) not in (None, False):
             raise _unsupported(name, "is not supported by this gateway")
-    messages = [*history, *input_messages(body.get("input"))]
+    messages = unfold([*history, *input_messages(body.get("input"))])
     instructions = body.get("instructions")
     if instructions is not None and not isinstance(instructions, str):
         raise field_error("instructions", "a string", instructions)

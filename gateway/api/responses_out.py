@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway.api.call_ids import outward_id
 from gateway.core.answer import Json, as_index, as_obj, as_str, usage_from_openai
 from gateway.core.errors import UpstreamFailure
 
@@ -107,7 +108,7 @@ def response_object(shape: Shape, body: Json) -> Json:
         output.append(message_item(new_id("msg"), text))
     for call in message.get("tool_calls") or ():
         function = as_obj(as_obj(call).get("function"))
-        output.append(call_item(new_id("fc"), as_str(as_obj(call).get("id")) or new_id("call"),
+        output.append(call_item(new_id("fc"), outward_id(call) or new_id("call"),
                                 as_str(function.get("name")), as_str(function.get("arguments"))))
     return shape.response(as_str(body.get("model")), "completed", output, body.get("usage"),
                           as_str(choice.get("finish_reason")))
@@ -200,7 +201,7 @@ class ResponseEvents:
         out = b""
         if position not in self.calls:
             out = self._close()
-            item = call_item(new_id("fc"), as_str(call.get("id")) or new_id("call"),
+            item = call_item(new_id("fc"), outward_id(call) or new_id("call"),
                              as_str(function.get("name")), "", "in_progress")
             self.output.append(item)
             self.open_call = self.calls[position] = _Call(len(self.output) - 1, item)
