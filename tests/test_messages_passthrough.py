@@ -210,3 +210,18 @@ async def test_recorded_overload_mid_stream_reaches_the_sdk_as_an_error(
                 async for _ in stream:
                     pass
     assert "overloaded_error" in str(caught.value.body)
+
+
+async def test_thinking_reaches_the_client_before_the_answer_text_exists(
+    upstreams: Upstreams,
+) -> None:
+    """The upstream stops after its thinking block: had the gateway held thinking back until
+    the first text (as it holds a stream's head for failover), the client would get nothing."""
+    answer = thinking_answer()
+    stop_at = next(i for i, (kind, _) in enumerate(answer.events)
+                    if kind == "content_block_stop")
+    upstreams.anthropic.script.append(fa.Answer(answer.body, answer.events, end_after=stop_at))
+    resp = await upstreams.client.post("/v1/messages", json={**rich_request(), "stream": True})
+    relayed = [f["event"] for f in _frames(await resp.text())]
+    assert relayed[:5] == ["message_start", "content_block_start", "ping",
+                           "content_block_delta", "content_block_delta"]
