@@ -174,3 +174,15 @@ async def test_keys_limits_ledger_and_access_log_say_which_api(
     assert not any(key in r.getMessage() for r in caplog.records)
     assert fake.requests and all(r["model"] == "gpt-up" for r in fake.requests)
 
+
+
+async def test_auto_routes_requests_of_both_dialects(upstreams: Upstreams) -> None:
+    question = "Write a haiku about the sea."
+    messages = await upstreams.client.post("/v1/messages", json={
+        "model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": question}]})
+    responses = await upstreams.client.post("/v1/responses",
+                                            json={"model": "auto", "input": question})
+    for resp in (messages, responses):
+        assert resp.status == 200, await resp.text()
+        assert resp.headers["x-gateway-tier"] == "cheap"
+        assert "x-gateway-route-reason" in resp.headers
