@@ -3,7 +3,8 @@
 Requests: each body is a valid request of its endpoint with a few changes at random places (a
 value swapped for another JSON type, a field dropped, an unknown field added), answered by fake
 OpenAI, Anthropic and Gemini providers with the cache on; headers, paths, query strings and the
-dashboard cookie get odd values too. Only a 2xx or an OpenAI-shaped 4xx may come back. Upstream
+dashboard cookie get odd values too. Only a 2xx or a 4xx in the endpoint's dialect may come
+back (Anthropic's error shape on ``/v1/messages``, OpenAI's everywhere else). Upstream
 answers: valid answers and stream events damaged the same way, or their bytes garbled; only a
 200 or an upstream error may come back, every usage row is written, and no error is logged.
 
