@@ -14,9 +14,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
-from gateway.api import chat, embeddings, health, models, route
+from gateway.api import chat, embeddings, health, messages, models, responses, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
+from gateway.api.messages_out import error_response
 from gateway.api.routes_admin import add_routes_admin_routes
 from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.core.appkeys import LIFECYCLE, SETTINGS
@@ -40,6 +41,7 @@ from gateway.routing import context as routing
 from gateway.routing.follow import routes_follow_context
 from gateway.tenants import context as tenants
 from gateway.tenants.redis_counters import RedisCounterStore
+from gateway.tenants.response_store import response_store_context
 from gateway.upstream.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, UPSTREAM
 from gateway.upstream.calls import Upstream
 from gateway.upstream.catalog import Catalog
@@ -73,10 +75,14 @@ def _translate_http(exc: web.HTTPException) -> GatewayError:
     return InvalidRequest(exc.text or exc.reason)
 
 
-def render_error(error: GatewayError, request_id: str) -> web.Response:
+def render_error(error: GatewayError, request_id: str, path: str = "") -> web.Response:
+    """The error in OpenAI's shape, or Anthropic's on the Messages API's paths."""
     status = 413 if error.code == "request_too_large" else error.status
+    body = error.body()
+    if messages.is_messages_path(path):
+        status, body = error_response(error)
     return web.json_response(
-        error.body(), status=status, headers={**error.headers, "x-request-id": request_id}
+        body, status=status, headers={**error.headers, "x-request-id": request_id}
     )
 
 
@@ -87,11 +93,11 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     try:
         return await handler(request)
     except GatewayError as error:
-        return render_error(error, request_id)
+        return render_error(error, request_id, request.path)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render_error(_translate_http(exc), request_id)
+        return render_error(_translate_http(exc), request_id, request.path)
     except ConnectionResetError:
         raise
     except POSTGRES_ERRORS as exc:  # the shared database failed under an admin call
@@ -102,7 +108,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except Exception:
         log.exception("unexpected error in %s %s (request %s)", request.method, request.path,
                       request_id)
-        return render_error(GatewayError("The gateway hit an internal error."), request_id)
+        return render_error(GatewayError("The gateway hit an internal error."), request_id,
+                            request.path)
 
 
 async def upstream_context(app: web.Application) -> AsyncIterator[None]:
@@ -180,10 +187,16 @@ def create_app(settings: Settings) -> web.Application:
     setup_metrics(app, settings.observability)
     app.cleanup_ctx.append(cluster_metrics_context)
     setup_dashboard(app, settings.observability)
+    app.cleanup_ctx.append(response_store_context)
     app.cleanup_ctx.append(access_log_flusher)
     app.cleanup_ctx.append(lifecycle_context)
     app.on_shutdown.append(_on_shutdown)
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
+    app.router.add_post(messages.MESSAGES_PATH, messages.create_message)
+    app.router.add_post(messages.MESSAGES_PATH + "/count_tokens", messages.count_tokens)
+    app.router.add_post(responses.RESPONSES_PATH, responses.create_response)
+    app.router.add_get(responses.RESPONSES_PATH + "/{response_id}", responses.get_response)
+    app.router.add_delete(responses.RESPONSES_PATH + "/{response_id}", responses.delete_response)
     app.router.add_post("/v1/embeddings", embeddings.create_embeddings)
     app.router.add_post("/v1/route", route.route_dry_run)
     app.router.add_get("/v1/models", models.list_models)

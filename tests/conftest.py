@@ -15,6 +15,7 @@ from tests.fake_openai import FakeOpenAI, fake_openai_app
 from tests.redis_server import RedisServer, free_port, server_binary
 
 ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.dialect_fixtures"]
 
 Config = dict[str, Any]
 

@@ -5,7 +5,8 @@
 and ``data:`` lines (message_start, content_block_start/delta/stop, ping, message_delta,
 message_stop, error). Tests script the next answers (``fake.script``; ``fake.default`` after
 that) with the builders below and assert on what the fake was sent (``fake.requests``).
-A wrong ``x-api-key`` gets Anthropic's 401, a missing ``anthropic-version`` its 400.
+A wrong ``x-api-key`` gets Anthropic's 401, a missing or unknown ``anthropic-version`` its 400
+(the versions known: the gateway's own and the installed ``anthropic`` SDK's).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from anthropic._constants import ANTHROPIC_API_VERSION
 
 from tests import fake_provider
 from tests.fake_provider import json_response, write_stream
@@ -37,6 +39,7 @@ class FakeAnthropic(fake_provider.Scripted[Event, Received]):
 
 
 FAKE = web.AppKey("fake_anthropic", FakeAnthropic)
+API_VERSIONS = frozenset({"2023-06-01", ANTHROPIC_API_VERSION})
 
 
 def fake_anthropic_app(fake: FakeAnthropic) -> web.Application:
@@ -52,7 +55,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     fake.requests.append(Received(dict(request.headers), body))
     if request.headers.get("x-api-key") != fake.api_key:
         return json_response(error_body("authentication_error", "invalid x-api-key"), 401)
-    if request.headers.get("anthropic-version") != "2023-06-01":
+    if request.headers.get("anthropic-version") not in API_VERSIONS:
         return json_response(
             error_body("invalid_request_error", "anthropic-version: required"), 400
         )

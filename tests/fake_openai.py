@@ -98,8 +98,12 @@ async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> w
         return resp
     words = reply.text.split(" ")
     events = [_chunk(model, {"role": "assistant", "content": ""})]
-    events += [_chunk(model, {"content": w if i == 0 else " " + w}) for i, w in enumerate(words)]
-    events.append(_chunk(model, {}, reply.finish_reason))
+    if reply.tool_call:
+        events += _tool_call_chunks(model, reply.tool_call)
+    else:
+        events += [_chunk(model, {"content": w if i == 0 else " " + w})
+                   for i, w in enumerate(words)]
+        events.append(_chunk(model, {}, reply.finish_reason))
     if reply.kind == "malformed":
         events.insert(reply.chunks_before_cut, {**events[0], "choices": [None]})
     for i, payload in enumerate(events):
@@ -121,6 +125,20 @@ async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> w
         await resp.write(_event({**_chunk(model, {}), "choices": [], "usage": usage}))
     await resp.write(b"data: [DONE]\n\n")
     return resp
+
+
+def _tool_call_chunks(model: str, call: dict[str, Any]) -> list[dict[str, Any]]:
+    """A tool call as OpenAI streams one: id and name first, then the arguments in two."""
+    arguments = call["function"]["arguments"]
+    half = len(arguments) // 2
+    head = {"index": 0, "id": call["id"], "type": "function",
+            "function": {"name": call["function"]["name"], "arguments": ""}}
+    return [
+        _chunk(model, {"tool_calls": [head]}),
+        _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": arguments[:half]}}]}),
+        _chunk(model, {"tool_calls": [{"index": 0, "function": {"arguments": arguments[half:]}}]}),
+        _chunk(model, {}, "tool_calls"),
+    ]
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:

@@ -153,6 +153,7 @@ def _record(rng: random.Random, i: int, ts: float,
         cache=cache if status != 429 else None, saved_cost=full if hit else 0.0,
         escalations=1 if ok and rng.random() < 0.08 else 0, attempts=1 if ok else 2,
         latency_ms=round(latency, 3), ttft_ms=round(latency * 0.3, 3) if stream and ok else None,
+        api=rng.choices(("chat", "messages", "responses"), weights=(70, 20, 10))[0],
     )
 
 

@@ -231,6 +231,7 @@ async def test_tenants_page_shows_spend_against_budgets(
     ("?route=none&limit=500", lambda r: r.route is None),
     ("?model=claude-sonnet-4&status=200", lambda r: r.model == "claude-sonnet-4" and
      r.status == 200),
+    ("?api=messages", lambda r: r.api == "messages"),
 ])
 async def test_requests_page_lists_the_latest_matching_rows(
     scenario: tuple[Client, list[UsageRecord]], query: str, keep: Any
@@ -241,6 +242,8 @@ async def test_requests_page_lists_the_latest_matching_rows(
     want = [r.request_id for r in reversed(records) if keep(r)][:limit]
     assert re.findall(r'data-request-id="([^"]+)"', html) == want
     assert page_metrics(html)["rows"] == str(len(want))
+    shown = {r.request_id: r.api for r in records}
+    assert re.findall(r'data-field="api">([a-z]+)<', html) == [shown[i] for i in want]
 
 
 async def test_a_large_window_samples_rows_for_percentiles_and_says_so(

@@ -3,7 +3,8 @@
 Requests: each body is a valid request of its endpoint with a few changes at random places (a
 value swapped for another JSON type, a field dropped, an unknown field added), answered by fake
 OpenAI, Anthropic and Gemini providers with the cache on; headers, paths, query strings and the
-dashboard cookie get odd values too. Only a 2xx or an OpenAI-shaped 4xx may come back. Upstream
+dashboard cookie get odd values too. Only a 2xx or a 4xx in the endpoint's dialect may come
+back (Anthropic's error shape on ``/v1/messages``, OpenAI's everywhere else). Upstream
 answers: valid answers and stream events damaged the same way, or their bytes garbled; only a
 200 or an upstream error may come back, every usage row is written, and no error is logged.
 
@@ -58,6 +59,44 @@ CHAT: dict[str, Any] = {
     "stream_options": {"include_usage": True},
 }
 EMBEDDINGS: dict[str, Any] = {"model": "local", "input": ["one", "two"], "encoding_format": "float"}
+MESSAGES: dict[str, Any] = {  # Anthropic's Messages API
+    "model": "small", "max_tokens": 50,
+    "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
+    "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "What is 2 + 2?"}, {
+            "type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                        "data": "iVBORw0KGgo="}}]},
+        {"role": "assistant", "content": [
+            {"type": "thinking", "thinking": "Add.", "signature": "c2ln"},
+            {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {"a": 2, "b": 2}}]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
+                {"type": "text", "text": "4"}]},
+            {"type": "text", "text": "And 3 + 3?"}]},
+    ],
+    "tools": [{"name": "add", "description": "Adds.",
+               "input_schema": {"type": "object", "properties": {"a": {"type": "number"}}}}],
+    "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
+    "temperature": 0.2, "top_p": 0.9, "top_k": 5, "stop_sequences": ["\n\n"],
+    "metadata": {"user_id": "u1"}, "thinking": {"type": "enabled", "budget_tokens": 1024},
+}
+RESPONSES: dict[str, Any] = {  # OpenAI's Responses API
+    "model": "small", "instructions": "Be brief.", "max_output_tokens": 50,
+    "input": [
+        {"type": "message", "role": "user", "content": [
+            {"type": "input_text", "text": "What is 2 + 2?"},
+            {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]},
+        {"type": "function_call", "call_id": "call_1", "name": "add", "arguments": "{\"a\": 2}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "4"},
+        {"role": "user", "content": "And 3 + 3?"},
+    ],
+    "tools": [{"type": "function", "name": "add", "description": "Adds.", "strict": False,
+               "parameters": {"type": "object", "properties": {"a": {"type": "number"}}}}],
+    "tool_choice": "auto", "temperature": 0.2, "top_p": 0.9, "parallel_tool_calls": True,
+    "text": {"format": {"type": "json_schema", "name": "sum",
+                        "schema": {"type": "object"}}},
+    "metadata": {"k": "v"}, "store": True, "reasoning": {"effort": "low"}, "user": "u1",
+}
 
 
 MODELS = ["small", "claude", "gem"]  # one per provider kind: OpenAI, Anthropic, Gemini
@@ -91,7 +130,10 @@ async def _check(client: TestClient, path: str, body: dict[str, Any]) -> int:
     shown = json.dumps(body)[:400]
     assert response.status < 500, f"{path} {response.status} for {shown}: {raw[:300]!r}"
     if response.status >= 400:
-        error = json.loads(raw)["error"]
+        error = json.loads(raw)
+        if path.startswith("/v1/messages"):  # Anthropic's shape there, OpenAI's elsewhere
+            assert error["type"] == "error" and set(error) == {"type", "error"}, shown
+        error = error["error"]
         assert error["message"] and error["type"], shown
     return response.status
 
@@ -117,6 +159,22 @@ async def test_damaged_chat_requests_get_no_5xx(
         statuses.append(await _check(gateway, "/v1/chat/completions", damaged(body, rng)))
     _both_kinds(statuses)
     _no_errors_logged(caplog)  # a stream's 200 is sent first: a failure after it is only logged
+
+
+@pytest.mark.parametrize("stream", [False, True])
+async def test_damaged_messages_and_responses_requests_get_no_5xx_in_their_error_shape(
+    gateway: TestClient, stream: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    rng = fuzz_rng(19 if stream else 23)
+    statuses: dict[str, list[int]] = {"/v1/messages": [], "/v1/responses": []}
+    for i in range(ROUNDS):
+        for path, body in (("/v1/messages", MESSAGES), ("/v1/responses", RESPONSES)):
+            sent = damaged({**body, "model": MODELS[i % len(MODELS)], "stream": stream}, rng)
+            statuses[path].append(await _check(gateway, path, sent))
+        await _check(gateway, "/v1/messages/count_tokens", damaged(MESSAGES, rng))
+    for seen in statuses.values():
+        _both_kinds(seen)
+    _no_errors_logged(caplog)
 
 
 async def test_damaged_route_and_embeddings_requests_get_no_5xx(gateway: TestClient) -> None:
@@ -228,6 +286,7 @@ async def test_odd_paths_and_query_strings_get_no_5xx(
         ("GET", "/dashboard/requests?tenant={}&model={}&status={}&page={}&before={}"),
         ("GET", "/dashboard/providers?window={}"), ("GET", "/dashboard/login?next={}"),
         ("GET", "/metrics?name[]={}"), ("GET", "/readyz?{}"),
+        ("GET", "/v1/responses/{}"), ("DELETE", "/v1/responses/{}"),
     ]
     statuses = []
     for _ in range(ROUNDS // 5):

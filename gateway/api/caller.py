@@ -1,4 +1,5 @@
-"""Who is calling: the API key in ``Authorization`` mapped to its tenant (in memory)."""
+"""Who is calling: the API key in ``Authorization`` (or Anthropic's ``x-api-key``) mapped to
+its tenant (in memory)."""
 
 from __future__ import annotations
 
@@ -10,4 +11,7 @@ from gateway.tenants.context import AUTH_KEY
 
 def caller(request: web.Request) -> Principal:
     """The request's principal; ``AuthenticationFailed`` (401) when keys are required and wrong."""
-    return request.app[AUTH_KEY].identify(request.headers.get("Authorization"))
+    header = request.headers.get("Authorization")
+    if header is None and (key := request.headers.get("x-api-key")):
+        header = f"Bearer {key}"  # Anthropic's clients send the key this way
+    return request.app[AUTH_KEY].identify(header)

@@ -4,6 +4,9 @@ authenticate → parse → admit → embed (when routing or the semantic cache n
 cache lookup → call upstream with failover and escalation → answer (JSON or SSE) with headers
 that say what happened → store in the cache → account. Each stage lives in its own module; this
 one only sequences them and records what happened on the request's ``RequestRecord``.
+
+``serve`` is that path for any dialect: the Messages and Responses handlers translate their
+request into the same ``ChatRequest`` and pass a ``Face`` that translates the answer back.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from aiohttp import web
 
 from gateway.api.body import read_body
 from gateway.api.caller import caller
+from gateway.api.face import ChatFace, Face
 from gateway.cache.replay import assemble_chunks, replay_body, replay_chunks
 from gateway.cache.semantic_cache import Hit
 from gateway.core.answer import Deployment, Json, Usage
@@ -33,6 +37,7 @@ from gateway.pipeline.streaming import relay, replay
 from gateway.routing.classifier import FloatArray
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
 from gateway.routing.router import decision_headers
+from gateway.tenants.auth import Principal
 from gateway.tenants.context import ADMISSION_KEY
 from gateway.tenants.quotas import Reservation, rate_limit_headers
 from gateway.upstream.appkeys import CATALOG
@@ -61,10 +66,17 @@ def answer_headers(record: RequestRecord, deployment: Deployment) -> dict[str, s
 
 
 async def chat_completions(request: web.Request) -> web.StreamResponse:
-    app = request.app
-    record = RequestRecord(request[REQUEST_ID])
     principal = caller(request)
     chat = parse_chat_request(await read_body(request))
+    return await serve(request, principal, chat, ChatFace(chat.include_usage))
+
+
+async def serve(
+    request: web.Request, principal: Principal, chat: ChatRequest, face: Face
+) -> web.StreamResponse:
+    """The request path for ``chat``, answered in ``face``'s dialect."""
+    app = request.app
+    record = RequestRecord(request[REQUEST_ID], face.api)
     record.principal, record.model, record.stream = principal, chat.model, chat.stream
     record.chat = chat
     if app[OBSERVABILITY_KEY].access_log_prompts:
@@ -77,7 +89,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     record.timing.mark("admit")
     record.limit_headers = rate_limit_headers(reservation)
     try:
-        response = await _answer(request, chat, record, reservation)
+        response = await _answer(request, chat, record, reservation, face)
         # Finish the answer on the wire first: the accounting below is the gateway's business
         # and should not delay the client (for a stream this sends its final chunk marker).
         if not response.prepared:
@@ -117,7 +129,8 @@ def target_for(
 
 
 async def _answer(
-    request: web.Request, chat: ChatRequest, record: RequestRecord, reservation: Reservation
+    request: web.Request, chat: ChatRequest, record: RequestRecord, reservation: Reservation,
+    face: Face,
 ) -> web.StreamResponse:
     app = request.app
     cache = CacheStage.begin(request, chat, reservation.principal.tenant)
@@ -133,26 +146,28 @@ async def _answer(
     record.timing.mark("route")
     if (hit := await cache.lookup(vector, record)) is not None:
         record.timing.mark("cache")
-        return await _from_cache(request, chat, record, target, cache, hit)
+        return await _from_cache(request, chat, record, target, cache, hit, face)
     record.timing.mark("cache")
     if chat.stream:
-        return await _stream(request, chat, target, record, cache, vector)
+        return await _stream(request, chat, target, record, cache, vector, face)
     answer = await dispatch.complete(app, chat, target, record)
     record.timing.add("upstream", answer.upstream_ms)
     record.deployment = answer.deployment
     record.tier, record.usage = answer.deployment.tier, answer.completion.usage
     await cache.store(answer.completion.body, vector)
+    body = face.answer(answer.completion.body, answer.completion.native)
+    await face.finish()
     return web.Response(
-        body=orjson.dumps(answer.completion.body),
+        body=orjson.dumps(body),
         content_type="application/json",
         headers={**answer_headers(record, answer.deployment),
-                 **cache.headers()},
+                 **cache.headers(), **face.headers(record.limit_headers)},
     )
 
 
 async def _from_cache(
     request: web.Request, chat: ChatRequest, record: RequestRecord, target: Target,
-    cache: CacheStage, hit: Hit,
+    cache: CacheStage, hit: Hit, face: Face,
 ) -> web.StreamResponse:
     """Answer from the cache: free, and saying what it saved."""
     candidates = target.group or tuple(request.app[CATALOG].tier(target.tiers[0]))
@@ -160,19 +175,24 @@ async def _from_cache(
     record.usage = Usage(0, 0)  # a hit uses no tokens: the reservation is given back whole
     headers = {**record.decision_headers, "x-request-id": record.request_id,
                "Server-Timing": record.timing.header(), **cache.headers(),
-               **record.limit_headers}
+               **record.limit_headers, **face.headers(record.limit_headers)}
     if not chat.stream:
-        return web.Response(body=orjson.dumps(replay_body(hit.body)),
-                            content_type="application/json", headers=headers)
+        body = face.answer(replay_body(hit.body), None)
+        await face.finish()
+        return web.Response(body=orjson.dumps(body), content_type="application/json",
+                            headers=headers)
     resp = web.StreamResponse(headers={**headers, **SSE_HEADERS})
     await resp.prepare(request)
-    await replay(resp, replay_chunks(hit.body, chat.include_usage))
+    writer = face.writer()
+    data = replay(replay_chunks(hit.body, chat.include_usage), writer)
+    await face.finish()
+    await resp.write(data + writer.end())
     return resp
 
 
 async def _stream(
     request: web.Request, chat: ChatRequest, target: Target, record: RequestRecord,
-    cache: CacheStage, vector: FloatArray | None,
+    cache: CacheStage, vector: FloatArray | None, face: Face,
 ) -> web.StreamResponse:
     stream = await dispatch.open_stream(request.app, chat, target, record)
     try:
@@ -181,12 +201,16 @@ async def _stream(
         record.tier, record.ttft_ms = stream.deployment.tier, record.timing.elapsed_ms()
         resp = web.StreamResponse(headers={
             **answer_headers(record, stream.deployment), **cache.headers(),
-            **SSE_HEADERS,
+            **face.headers(record.limit_headers), **SSE_HEADERS,
         })
         await resp.prepare(request)
         keep: list[Json] | None = [] if cache.plan.store else None
-        whole = await relay(resp, stream, chat.include_usage, record, keep)
-        if whole and keep is not None:
+        writer = face.writer()
+        if not await relay(resp, stream, writer, record, keep):
+            return resp
+        await face.finish()
+        await resp.write(writer.end())
+        if keep is not None:
             await cache.store(assemble_chunks(keep), vector)
         return resp
     except BaseException:

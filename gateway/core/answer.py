@@ -94,6 +94,12 @@ class Completion:
 
     body: Json
     usage: Usage | None
+    native: Json | None = None
+    """The provider's own answer, when it speaks the client's dialect (``ChatRequest.native``)."""
+
+
+NATIVE_EVENTS = "x_gateway_native_events"
+"""The key under which a stream chunk carries the provider's own events, in native mode."""
 
 
 @dataclass(frozen=True, slots=True)

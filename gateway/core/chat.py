@@ -41,6 +41,22 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class Native:
+    """A request as its client sent it, in a dialect other than chat completions.
+
+    A provider that speaks ``dialect`` sends ``body`` (with its own model name) instead of
+    translating the chat request back, so nothing the translation cannot carry is lost.
+    """
+
+    dialect: str
+    body: Mapping[str, Any]
+    headers: Mapping[str, str]
+    only: tuple[str, ...] = ()
+    """Fields only a provider speaking ``dialect`` can carry (server tools, say): every other
+    provider refuses the request as unsupported, so failover looks for one that can."""
+
+
+@dataclass(frozen=True, slots=True)
 class ChatRequest:
     model: str
     messages: tuple[Message, ...]
@@ -56,6 +72,8 @@ class ChatRequest:
     tool_choice: str | Json | None
     response_format: Json | None
     body: Mapping[str, Any]
+    native: Native | None = None
+    """The client's own body when it spoke another dialect (``gateway.api.messages``)."""
 
     def with_model(self, model: str) -> ChatRequest:
         """The same request addressed to another (upstream) model name."""

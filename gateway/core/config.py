@@ -84,6 +84,8 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     shutdown_grace_s: float = 10.0
     data_dir: Path = Path("data")
+    response_retention_days: float = 30.0
+    """How long a stored Responses API response can be fetched or continued."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,7 @@ def _server(t: Table, base_dir: Path) -> ServerSettings:
         max_body_bytes=t.count("max_body_bytes", 4 * 1024 * 1024),
         shutdown_grace_s=t.non_negative("shutdown_grace_s", 10.0),
         data_dir=base_dir / data_dir,  # an absolute path stays itself
+        response_retention_days=t.positive("response_retention_days", 30.0),
     )
 
 

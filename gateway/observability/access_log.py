@@ -68,6 +68,8 @@ class AccessEntry:
     cost: float = 0.0
     error: str | None = None
     """The error code sent to the client (``rate_limit_exceeded``...), never its free text."""
+    api: str = "chat"
+    """The API the client spoke: ``chat``, ``messages`` or ``responses``."""
 
 
 def access_log_enabled(settings: ObservabilitySettings) -> bool:

@@ -21,7 +21,9 @@ from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY
 from gateway.tenants.ledger import UsageRecord
 from gateway.tenants.quotas import Reservation
 
-CHAT_PATH = "/v1/chat/completions"
+API_PATHS = {
+    "chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses",
+}
 
 
 def final_usage(
@@ -81,6 +83,7 @@ def _row(
         attempts=record.attempts,
         latency_ms=record.timing.elapsed_ms(),
         ttft_ms=record.ttft_ms,
+        api=record.api,
     )
 
 
@@ -96,10 +99,11 @@ def _observe(app: web.Application, record: RequestRecord, row: UsageRecord) -> N
     if not access_log_enabled(settings):
         return
     access_log_line(AccessEntry(
-        ts=row.ts, request_id=row.request_id, method="POST", path=CHAT_PATH,
+        ts=row.ts, request_id=row.request_id, method="POST", path=API_PATHS[record.api],
         status=row.status, latency_ms=row.latency_ms, tenant=row.tenant, key_id=row.key_id,
         route=row.route, tier=row.tier, model=row.model, deployment=row.deployment,
         cache=row.cache, stream=record.stream, attempts=row.attempts,
         escalations=row.escalations, upstream_ms=upstream_ms or None, ttft_ms=row.ttft_ms,
         tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost=row.cost, error=record.error,
+        api=record.api,
     ), settings, prompt=record.prompt)

@@ -19,6 +19,8 @@ from gateway.tenants.auth import Principal
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
+    api: str = "chat"
+    """The API the client spoke: ``chat``, ``messages`` or ``responses``."""
     timing: Timing = field(default_factory=Timing)
     principal: Principal | None = None
     model: str = ""

@@ -4,6 +4,10 @@ A relayed stream passes each chunk on as it arrives; a usage chunk goes to the c
 it asked for one (``stream_options.include_usage``). If the upstream breaks after the first byte,
 the client gets OpenAI's in-stream error event and no ``[DONE]``: never a clean end that looks
 like a complete answer.
+
+Chunks are always OpenAI ``chat.completion.chunk`` objects inside the gateway; a ``ChunkWriter``
+turns them into the client's dialect on the way out (``OpenAIChunks`` here; the Messages and
+Responses writers live beside their handlers in ``gateway.api``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Protocol
 
 import orjson
 from aiohttp import web
@@ -24,21 +29,60 @@ from gateway.upstream.sse import DONE, encode_data
 log = logging.getLogger(__name__)
 
 
+class ChunkWriter(Protocol):
+    """The client's dialect on the wire: the bytes for each chunk, the end, a broken stream."""
+
+    def chunk(self, chunk: Json) -> bytes:
+        """The bytes for one chunk (``b""``: nothing to send for it)."""
+        ...
+
+    def end(self) -> bytes:
+        """The bytes that close a whole stream."""
+        ...
+
+    def error(self, failure: UpstreamFailure | None) -> bytes:
+        """The in-stream error for an upstream that broke (None: the gateway itself failed)."""
+        ...
+
+
+class OpenAIChunks:
+    """Chat completions chunks as they are, the usage chunk only when the client asked."""
+
+    __slots__ = ("include_usage",)
+
+    def __init__(self, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def chunk(self, chunk: Json) -> bytes:
+        if not self.include_usage and "usage" in chunk:
+            if not chunk.get("choices"):
+                return b""
+            chunk = {k: v for k, v in chunk.items() if k != "usage"}
+        return encode_data(orjson.dumps(chunk))
+
+    def end(self) -> bytes:
+        return DONE
+
+    def error(self, failure: UpstreamFailure | None) -> bytes:
+        return encode_data(orjson.dumps(_stream_error(failure)))
+
+
 async def relay(
-    resp: web.StreamResponse, stream: Stream, include_usage: bool, record: RequestRecord,
+    resp: web.StreamResponse, stream: Stream, writer: ChunkWriter, record: RequestRecord,
     keep: list[Json] | None = None,
 ) -> bool:
-    """Write the stream to the client; True when it finished whole. ``keep`` collects chunks."""
+    """Write the stream to the client; True when it finished whole (the caller then writes the
+    writer's ``end``). ``keep`` collects the chunks."""
     try:
         for chunk in stream.head:
-            await _write_chunk(resp, chunk, include_usage, record, keep)
+            await _write_chunk(resp, chunk, writer, record, keep)
         async for chunk in stream.tail:
-            await _write_chunk(resp, chunk, include_usage, record, keep)
+            await _write_chunk(resp, chunk, writer, record, keep)
     except UpstreamFailure as failure:
         log.warning("stream from %s broke: %s", stream.deployment.id, failure.message)
         stream.health.record_failure(failure, time.monotonic())
         record.status = 502
-        await resp.write(encode_data(orjson.dumps(_stream_error(failure))))
+        await resp.write(writer.error(failure))
         return False
     except ConnectionResetError:  # before ``Exception``; cancellation is handled below
         stream.health.release_probe()  # the client left: no verdict on the deployment
@@ -48,23 +92,22 @@ async def relay(
         log.exception("relaying the stream from %s failed", stream.deployment.id)
         stream.health.release_probe()
         record.status, record.error = 500, "internal_error"
-        await resp.write(encode_data(orjson.dumps(_stream_error(None))))
+        await resp.write(writer.error(None))
         return False
     except BaseException:
         stream.health.release_probe()  # the client left: no verdict on the deployment
         raise
     stream.health.record_success(record.timing.elapsed_ms(), stream.first_byte_ms)
-    await resp.write(DONE)
     return True
 
 
-async def replay(resp: web.StreamResponse, chunks: Iterable[Json]) -> None:
-    """Write prepared chunks (a cache hit) and the end of the stream."""
-    await resp.write(b"".join(encode_data(orjson.dumps(c)) for c in chunks) + DONE)
+def replay(chunks: Iterable[Json], writer: ChunkWriter) -> bytes:
+    """The bytes of prepared chunks (a cache hit), without the stream's end."""
+    return b"".join(writer.chunk(c) for c in chunks)
 
 
 async def _write_chunk(
-    resp: web.StreamResponse, chunk: Json, include_usage: bool, record: RequestRecord,
+    resp: web.StreamResponse, chunk: Json, writer: ChunkWriter, record: RequestRecord,
     keep: list[Json] | None,
 ) -> None:
     if keep is not None:
@@ -72,15 +115,12 @@ async def _write_chunk(
     usage: Usage | None = usage_from_openai(chunk.get("usage"))
     if usage is not None:
         record.usage = usage
-        if not include_usage:
-            if not chunk.get("choices"):
-                return
-            chunk = {k: v for k, v in chunk.items() if k != "usage"}
     for choice in chunk.get("choices") or ():
         content = (choice.get("delta") or {}).get("content")
         if isinstance(content, str):
             record.streamed_text.append(content)
-    await resp.write(encode_data(orjson.dumps(chunk)))
+    if data := writer.chunk(chunk):
+        await resp.write(data)
 
 
 def _stream_error(failure: UpstreamFailure | None) -> Json:

@@ -53,6 +53,8 @@ class UsageRecord:
     attempts: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
+    api: str = "chat"
+    """The API the client spoke: ``chat``, ``messages`` or ``responses``."""
 
 
 def _row(record: UsageRecord) -> tuple[Any, ...]:
@@ -60,7 +62,7 @@ def _row(record: UsageRecord) -> tuple[Any, ...]:
     return (r.request_id, r.tenant, r.key_id, r.model, r.status, r.ts, r.route, r.tier,
             r.deployment, min(r.tokens_in, MAX_INT), min(r.tokens_out, MAX_INT), r.cost,
             r.estimated, r.cache, r.saved_cost, r.escalations, r.attempts, r.latency_ms,
-            r.ttft_ms)
+            r.ttft_ms, r.api)
 
 
 class Ledger:

@@ -67,13 +67,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (day, tenant, key_id, model)) WITHOUT ROWID""",
         "INSERT INTO meta (key, value) VALUES ('revision', '0')",
     ),
+    # Which API each request spoke (chat completions, Anthropic Messages, OpenAI Responses).
+    ("ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT 'chat'",),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 LIMIT_SELECT = ", ".join(LIMIT_FIELDS)
 USAGE_COLUMNS = (
     "request_id", "tenant", "key_id", "model", "status", "ts", "route", "tier", "deployment",
     "tokens_in", "tokens_out", "cost", "estimated", "cache", "saved_cost", "escalations",
-    "attempts", "latency_ms", "ttft_ms",
+    "attempts", "latency_ms", "ttft_ms", "api",
 )
 """The ledger's columns in ``ledger.UsageRecord``'s field order (a test holds them equal)."""
 _INSERT_USAGE = (

@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from gateway.core.answer import Attempt, Completion, Deployment, Json
+from gateway.core.answer import NATIVE_EVENTS, Attempt, Completion, Deployment, Json
 from gateway.core.chat import ChatRequest
 from gateway.core.config import FailoverSettings
 from gateway.core.errors import (
@@ -273,6 +273,9 @@ def _counts(attempt: Attempt) -> bool:
 
 
 def _has_content(chunk: Json) -> bool:
+    native = chunk.get(NATIVE_EVENTS)
+    if native and any(e.get("type") == "content_block_delta" for e in native):
+        return True  # thinking streams for a long time before any text: that is content too
     for choice in chunk.get("choices") or ():
         delta = choice.get("delta") or {}
         if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):

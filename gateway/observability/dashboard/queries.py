@@ -36,8 +36,9 @@ from gateway.tenants.store import Tenant
 
 QUANTILES = (0.5, 0.95, 0.99)
 MAX_SAMPLE_ROWS = 20_000
-GroupColumn = Literal["route", "cache", "model", "deployment", "tier", "status", "tenant"]
-_GROUP_COLUMNS = frozenset({"route", "cache", "model", "deployment", "tier", "status", "tenant"})
+GroupColumn = Literal["route", "cache", "model", "deployment", "tier", "status", "tenant", "api"]
+_GROUP_COLUMNS = frozenset({"route", "cache", "model", "deployment", "tier", "status", "tenant",
+                            "api"})
 _VALUE_COLUMNS = frozenset({"latency_ms", "ttft_ms"})
 NULL_LABEL = "none"
 """How a missing route or cache result is named in filters and groupings."""
@@ -147,6 +148,8 @@ class RequestFilter:
     route: str | None = None
     model: str | None = None
     cache: str | None = None
+    api: str | None = None
+    """``chat``, ``messages`` or ``responses``: the API the client spoke."""
     status: str | None = None
     """"ok" (below 400), "error" (400 and up), or one status code."""
     since: float | None = None
@@ -344,7 +347,7 @@ async def find_requests(store: TenantStore, f: RequestFilter) -> list[UsageRecor
     """The newest rows matching every given filter, newest first."""
     clauses: list[str] = []
     params: list[Any] = []
-    for column in ("tenant", "route", "model", "cache"):
+    for column in ("tenant", "route", "model", "cache", "api"):
         value = getattr(f, column)
         if value is None:
             continue

@@ -162,6 +162,7 @@ def request_filter(request: web.Request, now: float) -> q.RequestFilter:
         route=query.get("route") or None,
         model=query.get("model") or None,
         cache=query.get("cache") or None,
+        api=query.get("api") or None,
         status=status if status in ("ok", "error") or _STATUS.fullmatch(status or "") else None,
         since=now - window.seconds if window is not None else None,
         limit=limit,

@@ -22,6 +22,12 @@ Choices made here:
 - ``parallel_tool_calls: false`` becomes ``disable_parallel_tool_use``; ``user`` becomes
   ``metadata.user_id``.
 
+A request that arrived in Anthropic's own dialect (``ChatRequest.native``, from
+``/v1/messages``) is sent as the client wrote it, only the model swapped, with its
+``anthropic-version`` and ``anthropic-beta``; the answer keeps the upstream's own message
+(``Completion.native``) and each stream chunk carries the events it came from
+(``NATIVE_EVENTS``), so thinking blocks, signatures and ``cache_control`` survive the trip.
+
 Lossy: system messages in the middle of the conversation move to the top; ``seed``,
 ``presence_penalty``, ``frequency_penalty`` and ``logprobs`` are not sent; cache-creation
 tokens count as ordinary prompt tokens.
@@ -37,6 +43,7 @@ from typing import Any
 import orjson
 
 from gateway.core.answer import (
+    NATIVE_EVENTS,
     Completion,
     Deployment,
     Json,
@@ -53,7 +60,7 @@ from gateway.core.answer import (
     token_count,
     usage_chunk,
 )
-from gateway.core.chat import ChatRequest, Message
+from gateway.core.chat import ChatRequest, Message, Native
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.calls import Upstream, error_message
 from gateway.upstream.providers.parts import (
@@ -67,6 +74,8 @@ from gateway.upstream.providers.parts import (
 )
 
 API_VERSION = "2023-06-01"
+DIALECT = "anthropic"
+"""``Native.dialect`` of a request this adapter can send as it came."""
 DEFAULT_MAX_TOKENS = 4096
 JSON_TOOL = "json_response"
 _FINISH = {
@@ -86,42 +95,74 @@ class AnthropicProvider:
     def __init__(self, upstream: Upstream) -> None:
         self.upstream = upstream
 
-    def _headers(self, deployment: Deployment) -> dict[str, str]:
+    def _headers(self, deployment: Deployment, native: Native | None) -> dict[str, str]:
         p = deployment.provider
         headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        if native is not None:
+            headers.update(native.headers)  # the client's anthropic-version and -beta
         headers.update(p.headers)
         if p.api_key:
             headers["x-api-key"] = p.api_key
         return headers
 
     async def complete(self, request: ChatRequest, deployment: Deployment) -> Completion:
-        body = request_body(request, deployment.model.upstream_model, stream=False)
+        native = _native(request)
+        model = deployment.model.upstream_model
         resp = await self.upstream.post_json(
             f"{deployment.provider.base_url}/messages",
-            headers=self._headers(deployment),
-            body=body,
+            headers=self._headers(deployment, native),
+            body=_body(request, native, model, stream=False),
             timeouts=deployment.provider.timeouts,
         )
-        return completion_from(resp.body, deployment.model.upstream_model, _json_mode(request))
+        answer = completion_from(resp.body, model, native is None and _json_mode(request))
+        if native is not None:
+            answer = Completion(answer.body, answer.usage, resp.body)
+        return answer
 
     async def stream(
         self, request: ChatRequest, deployment: Deployment
     ) -> AsyncGenerator[Json, None]:
-        body = request_body(request, deployment.model.upstream_model, stream=True)
-        state = _Stream(
-            completion_id(), now_s(), deployment.model.upstream_model, _json_mode(request)
-        )
+        native = _native(request)
+        model = deployment.model.upstream_model
+        state = _Stream(completion_id(), now_s(), model, native is None and _json_mode(request))
         async with self.upstream.open_sse(
             f"{deployment.provider.base_url}/messages",
-            headers=self._headers(deployment),
-            body=body,
+            headers=self._headers(deployment, native),
+            body=_body(request, native, model, stream=True),
             timeouts=deployment.provider.timeouts,
         ) as events:
             async for event in events:
-                for out in state.feed(_event_json(event.data)):
+                upstream_event = _event_json(event.data)
+                chunks = state.feed(upstream_event)
+                if native is not None:
+                    chunks = _carrying(chunks, upstream_event)
+                for out in chunks:
                     yield out
         for out in state.finish():
             yield out
+
+
+def _native(request: ChatRequest) -> Native | None:
+    native = request.native
+    return native if native is not None and native.dialect == DIALECT else None
+
+
+def _body(request: ChatRequest, native: Native | None, model: str, *, stream: bool) -> bytes:
+    if native is None:
+        return request_body(request, model, stream=stream)
+    body = {**native.body, "model": model}
+    if stream:
+        body["stream"] = True
+    else:
+        body.pop("stream", None)
+    return orjson.dumps(body)
+
+
+def _carrying(chunks: list[Json], event: Json) -> list[Json]:
+    """``chunks`` with ``event`` attached to the first (or to an empty chunk of its own)."""
+    if not chunks:
+        return [{"object": "chat.completion.chunk", "choices": [], NATIVE_EVENTS: [event]}]
+    return [{**chunks[0], NATIVE_EVENTS: [event]}, *chunks[1:]]
 
 
 # --- request -------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from typing import Protocol
 
 from gateway.core.answer import Completion, Deployment, Json
 from gateway.core.chat import ChatRequest
+from gateway.core.errors import FailureKind, UpstreamFailure
 
 
 class Provider(Protocol):
@@ -29,3 +30,13 @@ class Provider(Protocol):
         Leaving the iteration early (``aclose``) releases the upstream connection.
         """
         ...
+
+
+def refuse_native_only(request: ChatRequest) -> None:
+    """``UNSUPPORTED`` for a request that only a provider of its client's dialect can carry."""
+    native = request.native
+    if native is not None and native.only:
+        raise UpstreamFailure(
+            FailureKind.UNSUPPORTED,
+            f"'{native.only[0]}' can only go to an upstream that speaks {native.dialect}",
+        )

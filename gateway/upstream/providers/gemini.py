@@ -57,6 +57,7 @@ from gateway.core.answer import (
 from gateway.core.chat import ChatRequest, Message
 from gateway.core.errors import FailureKind, InvalidRequest, UpstreamFailure
 from gateway.upstream.calls import Upstream, error_message
+from gateway.upstream.providers.base import refuse_native_only
 from gateway.upstream.providers.gemini_schema import gemini_schema
 from gateway.upstream.providers.parts import (
     InlineData,
@@ -135,6 +136,7 @@ def request_body(request: ChatRequest) -> bytes:
     Raises ``InvalidRequest`` for malformed input, ``UpstreamFailure(UNSUPPORTED)`` for what
     Gemini cannot express.
     """
+    refuse_native_only(request)
     system, contents = _contents(request.messages)
     if not contents:
         raise unsupported("Gemini needs at least one message besides system messages.")

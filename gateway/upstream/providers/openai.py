@@ -12,10 +12,17 @@ from typing import Any
 
 import orjson
 
-from gateway.core.answer import Completion, Deployment, Json, event_json, usage_from_openai
+from gateway.core.answer import (
+    Completion,
+    Deployment,
+    Json,
+    event_json,
+    usage_from_openai,
+)
 from gateway.core.chat import ChatRequest
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.calls import Upstream, error_message
+from gateway.upstream.providers.base import refuse_native_only
 
 
 class OpenAIProvider:
@@ -30,6 +37,7 @@ class OpenAIProvider:
         return headers
 
     def _body(self, request: ChatRequest, deployment: Deployment, stream: bool) -> bytes:
+        refuse_native_only(request)
         body: dict[str, Any] = {**request.body, "model": deployment.model.upstream_model}
         if stream:
             body["stream"] = True

@@ -1,0 +1,210 @@
+"""``/v1/messages`` through the official ``anthropic`` SDK, against a fake upstream of each wire
+format: translated for the OpenAI-compatible and Gemini fakes, passed through to the Anthropic
+fake with nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anthropic
+import orjson
+import pytest
+
+from tests import fake_anthropic as fa
+from tests.dialect_fixtures import Upstreams
+
+Json = dict[str, Any]
+USER = [{"role": "user", "content": "Say hello"}]
+WEATHER = {"name": "get_weather", "description": "Weather now",
+           "input_schema": {"type": "object", "properties": {"city": {"type": "string"}},
+                            "required": ["city"]}}
+
+
+def sdk(up: Upstreams) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=up.url(), api_key="unused", max_retries=0)
+
+
+def sync_sdk(up: Upstreams) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=up.url(), api_key="unused", max_retries=0)
+
+
+async def test_async_sdk_gets_a_text_message_from_every_upstream(
+    upstreams: Upstreams, upstream_model: str
+) -> None:
+    upstreams.say(upstream_model, "Hello there friend")
+    async with sdk(upstreams) as client:
+        reply = await client.messages.create(model=upstream_model, max_tokens=64, messages=USER)
+    assert reply.type == "message" and reply.role == "assistant"
+    assert [b.type for b in reply.content] == ["text"]
+    assert reply.content[0].text == "Hello there friend"  # type: ignore[union-attr]
+    assert reply.stop_reason == "end_turn"
+    assert reply.usage.input_tokens > 0 and reply.usage.output_tokens > 0
+
+
+async def test_async_sdk_stream_accumulates_the_same_message_from_every_upstream(
+    upstreams: Upstreams, upstream_model: str
+) -> None:
+    upstreams.say(upstream_model, "one two three four")
+    async with sdk(upstreams) as client, client.messages.stream(
+        model=upstream_model, max_tokens=64, messages=USER,  # type: ignore[arg-type]
+    ) as stream:
+        kinds = [event.type async for event in stream]
+        final = await stream.get_final_message()
+    assert kinds[0] == "message_start" and kinds[-1] == "message_stop"
+    assert "content_block_start" in kinds and "content_block_stop" in kinds
+    assert kinds.index("message_delta") > kinds.index("content_block_stop")
+    assert final.content[0].text == "one two three four"  # type: ignore[union-attr]
+    assert final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0
+
+
+async def test_sync_sdk_plain_and_streamed(upstreams: Upstreams) -> None:
+    upstreams.say("gpt", "plain answer")
+    upstreams.say("gpt", "streamed answer")
+
+    def both() -> tuple[str, str]:
+        with sync_sdk(upstreams) as client:
+            plain = client.messages.create(model="gpt", max_tokens=32, messages=USER)  # type: ignore[arg-type]
+            with client.messages.stream(model="gpt", max_tokens=32, messages=USER) as s:  # type: ignore[arg-type]
+                streamed = s.get_final_text()
+        return plain.content[0].text, streamed  # type: ignore[union-attr]
+
+    # The SDK's sync client blocks its thread; the gateway runs on this test's event loop.
+    assert await asyncio.to_thread(both) == ("plain answer", "streamed answer")
+
+
+async def test_tool_round_trip_reaches_every_upstream_in_its_own_format(
+    upstreams: Upstreams, upstream_model: str
+) -> None:
+    upstreams.call(upstream_model, "get_weather", {"city": "Oslo"})
+    upstreams.say(upstream_model, "It is sunny in Oslo")
+    async with sdk(upstreams) as client:
+        first = await client.messages.create(
+            model=upstream_model, max_tokens=64, messages=USER, tools=[WEATHER],  # type: ignore[list-item]
+            tool_choice={"type": "auto"},
+        )
+        assert first.stop_reason == "tool_use"
+        call = next(b for b in first.content if b.type == "tool_use")
+        assert (call.name, call.input) == ("get_weather", {"city": "Oslo"})  # type: ignore[union-attr]
+        history = [*USER, {"role": "assistant", "content": [b.model_dump() for b in first.content]},
+                   {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,  # type: ignore[union-attr]
+                                                 "content": "sunny, 21 C"}]}]
+        second = await client.messages.create(
+            model=upstream_model, max_tokens=64, messages=history, tools=[WEATHER],  # type: ignore[arg-type, list-item]
+        )
+    assert second.content[0].text == "It is sunny in Oslo"  # type: ignore[union-attr]
+    assert "sunny, 21 C" in orjson.dumps(upstreams.last_body(upstream_model)).decode()
+
+
+async def test_streamed_tool_call_arrives_as_input_json_deltas(
+    upstreams: Upstreams, upstream_model: str
+) -> None:
+    upstreams.call(upstream_model, "get_weather", {"city": "Lima"})
+    async with sdk(upstreams) as client, client.messages.stream(
+        model=upstream_model, max_tokens=64, messages=USER, tools=[WEATHER],  # type: ignore[arg-type, list-item]
+    ) as stream:
+        deltas = [e.delta.type async for e in stream if e.type == "content_block_delta"]  # type: ignore[union-attr]
+        final = await stream.get_final_message()
+    assert "input_json_delta" in deltas
+    call = next(b for b in final.content if b.type == "tool_use")
+    assert call.input == {"city": "Lima"}  # type: ignore[union-attr]
+    assert final.stop_reason == "tool_use"
+
+
+async def test_stop_sequences_reach_each_upstream_in_its_own_field(
+    upstreams: Upstreams, upstream_model: str
+) -> None:
+    async with sdk(upstreams) as client:
+        await client.messages.create(model=upstream_model, max_tokens=32, messages=USER,  # type: ignore[arg-type]
+                                     stop_sequences=["END", "STOP"])
+    body = upstreams.last_body(upstream_model)
+    sent = {"gpt": lambda: body["stop"],
+            "gemini": lambda: body["generationConfig"]["stopSequences"],
+            "claude": lambda: body["stop_sequences"]}[upstream_model]()
+    assert sent == ["END", "STOP"]
+
+
+async def test_anthropic_stop_sequence_reason_comes_back(upstreams: Upstreams) -> None:
+    upstreams.anthropic.script.append(fa.text("counting one two", stop_reason="stop_sequence"))
+    async with sdk(upstreams) as client:
+        reply = await client.messages.create(model="claude", max_tokens=32, messages=USER,  # type: ignore[arg-type]
+                                             stop_sequences=["three"])
+    assert reply.stop_reason == "stop_sequence"
+
+
+async def test_json_output_format_becomes_the_upstream_response_format(
+    upstreams: Upstreams,
+) -> None:
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    upstreams.say("gpt", '{"city": "Oslo"}')
+    async with sdk(upstreams) as client:
+        reply = await client.messages.create(
+            model="gpt", max_tokens=32, messages=USER,  # type: ignore[arg-type]
+            extra_body={"output_config": {"format": {"type": "json_schema", "schema": schema}}})
+    assert orjson.loads(reply.content[0].text) == {"city": "Oslo"}  # type: ignore[union-attr]
+    assert upstreams.openai.requests[-1]["response_format"]["json_schema"]["schema"] == schema
+
+
+async def test_errors_come_in_anthropics_shape_and_sdk_classes(upstreams: Upstreams) -> None:
+    async with sdk(upstreams) as client:
+        with pytest.raises(anthropic.NotFoundError) as missing:
+            await client.messages.create(model="nope", max_tokens=8, messages=USER)  # type: ignore[arg-type]
+        search = {"type": "web_search_20250305", "name": "web_search"}
+        with pytest.raises(anthropic.BadRequestError) as server_tool:
+            await client.messages.create(model="gpt", max_tokens=8, messages=USER,  # type: ignore[arg-type]
+                                         tools=[search])  # type: ignore[list-item]
+    assert missing.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
+        "type": "not_found_error", "message": missing.value.body["error"]["message"]}}  # type: ignore[index]
+    assert "tools[0].type" in server_tool.value.message
+    raw = await upstreams.client.post("/v1/messages", json={"model": "gpt", "messages": USER})
+    assert raw.status == 400
+    assert (await raw.json())["error"] == {
+        "type": "invalid_request_error",
+        "message": "Invalid value for 'max_tokens': expected an integer of 1 or more, got null."}
+
+
+async def test_upstream_failures_become_anthropics_api_and_overloaded_errors(
+    upstreams: Upstreams,
+) -> None:
+    upstreams.anthropic.script.append(fa.failure(529, "overloaded_error", "Overloaded"))
+    upstreams.anthropic.script.append(fa.failure(429, "rate_limit_error", "Slow down"))
+    async with sdk(upstreams) as client:
+        with pytest.raises(anthropic.InternalServerError) as failed:
+            await client.messages.create(model="claude", max_tokens=8, messages=USER)  # type: ignore[arg-type]
+        with pytest.raises(anthropic.OverloadedError) as limited:
+            await client.messages.create(model="claude", max_tokens=8, messages=USER)  # type: ignore[arg-type]
+    # Every deployment failing is the gateway's 502, Anthropic's 500 api_error; every
+    # deployment rate limited is its 503, Anthropic's 529 overloaded_error.
+    assert (failed.value.status_code, failed.value.body["error"]["type"]) == (500, "api_error")  # type: ignore[index]
+    assert (limited.value.status_code, limited.value.body["error"]["type"]) == (  # type: ignore[index]
+        529, "overloaded_error")
+
+
+async def test_count_tokens_grows_with_the_prompt(upstreams: Upstreams) -> None:
+    async with sdk(upstreams) as client:
+        short = await client.messages.count_tokens(model="gpt", messages=USER)  # type: ignore[arg-type]
+        long = await client.messages.count_tokens(
+            model="gpt", messages=[{"role": "user", "content": "Say hello " * 50}],
+            system="You are a helpful assistant.", tools=[WEATHER])  # type: ignore[list-item]
+    assert 0 < short.input_tokens < long.input_tokens
+    assert not upstreams.openai.requests, "counting never calls an upstream"
+
+
+async def test_gemini_thought_signature_survives_a_tool_round_trip(upstreams: Upstreams) -> None:
+    from tests import fake_gemini as fg
+
+    upstreams.gemini.script.append(fg.function_calls([("get_weather", {"city": "Oslo"})],
+                                                     signature="c2lnbmVkLzE+Kw=="))
+    async with sdk(upstreams) as client:
+        first = await client.messages.create(model="gemini", max_tokens=64, messages=USER,  # type: ignore[arg-type]
+                                             tools=[WEATHER])  # type: ignore[list-item]
+        call = next(b for b in first.content if b.type == "tool_use")
+        await client.messages.create(model="gemini", max_tokens=64, tools=[WEATHER], messages=[  # type: ignore[list-item]
+            *USER, {"role": "assistant", "content": [b.model_dump() for b in first.content]},  # type: ignore[list-item]
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id,  # type: ignore[union-attr]
+                                          "content": "cold"}]}])
+    parts = [p for c in upstreams.last_body("gemini")["contents"] for p in c["parts"]]
+    sent = next(p for p in parts if "functionCall" in p)
+    assert sent["thoughtSignature"] == "c2lnbmVkLzE+Kw=="
+    assert any("functionResponse" in p for p in parts)

@@ -1,0 +1,83 @@
+"""Tests for gateway/tenants/response_store.py: stored responses per tenant, kept for a while."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from gateway.tenants.response_store import SqliteResponseStore, StoredResponse
+
+CONVERSATION = ({"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"})
+
+
+def stored(response_id: str = "resp_1") -> StoredResponse:
+    return StoredResponse({"id": response_id, "object": "response", "output": []}, CONVERSATION)
+
+
+async def test_a_response_comes_back_to_its_tenant_after_a_restart(tmp_path: Path) -> None:
+    store = await SqliteResponseStore.open(tmp_path / "responses.db")
+    await store.put("acme", stored(), retention_s=3600)
+    await store.close()
+    store = await SqliteResponseStore.open(tmp_path / "responses.db")
+    try:
+        assert await store.get("acme", "resp_1") == stored()
+    finally:
+        await store.close()
+
+
+async def test_another_tenant_can_neither_read_nor_delete_it(tmp_path: Path) -> None:
+    store = await SqliteResponseStore.open(tmp_path / "responses.db")
+    try:
+        await store.put("acme", stored(), retention_s=3600)
+        assert await store.get("other", "resp_1") is None
+        assert not await store.delete("other", "resp_1")
+        assert await store.delete("acme", "resp_1")
+        assert await store.get("acme", "resp_1") is None
+    finally:
+        await store.close()
+
+
+async def test_expired_responses_are_never_served_and_are_swept_by_later_writes(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteResponseStore.open(tmp_path / "responses.db")
+    try:
+        await store.put("acme", stored("resp_old"), retention_s=-1)  # already past its time
+        assert await store.get("acme", "resp_old") is None
+        assert not await store.delete("acme", "resp_old")
+        await store.put("acme", stored("resp_new"), retention_s=3600)
+        await store.flush()
+        rows = await store._db.execute_fetchall("SELECT id FROM responses")
+        assert [r[0] for r in rows] == ["resp_new"]
+    finally:
+        await store.close()
+
+
+async def test_a_queued_response_is_served_before_its_write_and_a_deleted_one_never_written(
+    tmp_path: Path,
+) -> None:
+    store = await SqliteResponseStore.open(tmp_path / "responses.db")
+    try:
+        await store.put("acme", stored("resp_kept"), retention_s=3600)
+        await store.put("acme", stored("resp_gone"), retention_s=3600)
+        assert await store.get("acme", "resp_kept") == stored("resp_kept")  # still queued
+        assert await store.delete("acme", "resp_gone")
+        await store.flush()
+        rows = await store._db.execute_fetchall("SELECT id FROM responses")
+        assert [r[0] for r in rows] == ["resp_kept"]
+        assert await store.get("acme", "resp_kept") == stored("resp_kept")  # now from SQLite
+    finally:
+        await store.close()
+
+
+async def test_the_writer_task_writes_what_requests_queue(tmp_path: Path) -> None:
+    store = await SqliteResponseStore.open(tmp_path / "responses.db")
+    store.start()
+    try:
+        await store.put("acme", stored(), retention_s=3600)
+        deadline = asyncio.get_running_loop().time() + 5
+        while not await store._db.execute_fetchall("SELECT id FROM responses"):
+            assert asyncio.get_running_loop().time() < deadline, "never written"
+            await asyncio.sleep(0)  # yield to the writer; the deadline bounds the wait
+    finally:
+        await store.close()
