@@ -164,7 +164,7 @@ async def test_errors_come_in_anthropics_shape_and_sdk_classes(upstreams: Upstre
         "message": "Invalid value for 'max_tokens': expected an integer of 1 or more, got null."}
 
 
-async def test_upstream_failures_become_anthropics_api_and_overloaded_errors(
+async def test_upstream_failures_become_anthropics_api_and_rate_limit_errors(
     upstreams: Upstreams,
 ) -> None:
     upstreams.anthropic.script.append(fa.failure(529, "overloaded_error", "Overloaded"))
@@ -172,13 +172,14 @@ async def test_upstream_failures_become_anthropics_api_and_overloaded_errors(
     async with sdk(upstreams) as client:
         with pytest.raises(anthropic.InternalServerError) as failed:
             await client.messages.create(model="claude", max_tokens=8, messages=USER)  # type: ignore[arg-type]
-        with pytest.raises(anthropic.OverloadedError) as limited:
+        with pytest.raises(anthropic.RateLimitError) as limited:
             await client.messages.create(model="claude", max_tokens=8, messages=USER)  # type: ignore[arg-type]
     # Every deployment failing is the gateway's 502, Anthropic's 500 api_error; every
-    # deployment rate limited is its 503, Anthropic's 529 overloaded_error.
+    # deployment rate limited is a 429 with Retry-After, Anthropic's rate_limit_error.
     assert (failed.value.status_code, failed.value.body["error"]["type"]) == (500, "api_error")  # type: ignore[index]
     assert (limited.value.status_code, limited.value.body["error"]["type"]) == (  # type: ignore[index]
-        529, "overloaded_error")
+        429, "rate_limit_error")
+    assert int(limited.value.response.headers["retry-after"]) > 0
 
 
 async def test_count_tokens_grows_with_the_prompt(upstreams: Upstreams) -> None:
