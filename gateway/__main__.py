@@ -71,6 +71,8 @@ def _secrets(settings: Settings) -> list[str]:
     values = [p.api_key for p in settings.providers]
     values += [settings.tenants.admin_key, settings.tenants.key_secret]
     values.append(settings.observability.metrics_token)
+    if (tracing := settings.observability.tracing) is not None:
+        values += tracing.headers.values()
     return [v for v in values if v]
 
 

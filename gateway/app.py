@@ -26,6 +26,7 @@ from gateway.core.requestctx import REQUEST_ID
 from gateway.observability.access_log import access_log_flusher
 from gateway.observability.dashboard.site import setup_dashboard
 from gateway.observability.metrics import METRICS_KEY, setup_metrics
+from gateway.observability.tracing import setup_tracing
 from gateway.routing import context as routing
 from gateway.tenants import context as tenants
 from gateway.upstream.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, UPSTREAM
@@ -130,6 +131,7 @@ def create_app(settings: Settings) -> web.Application:
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)
     app.cleanup_ctx.append(upstream_context)
+    setup_tracing(app, settings.observability)  # after the upstream: it hands its tracer there
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
         app.cleanup_ctx.append(embedder_metrics_context)
