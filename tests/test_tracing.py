@@ -12,13 +12,17 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
+from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.__main__ import _secrets
+from gateway.cache.context import CACHE
 from gateway.core.config import ConfigError
 from gateway.observability.tracing import TRACING_KEY
-from tests.conftest import GatewayFactory, model, openai_provider, settings_from
+from gateway.routing.context import ROUTER
+from tests.conftest import ROOT, GatewayFactory, model, openai_provider, settings_from
 from tests.fake_openai import FakeOpenAI, Reply, fake_openai_app
 from tests.fake_otlp import OtlpReceiver, otlp_app
 
+MODEL_DIR = ROOT / "models" / "all-MiniLM-L6-v2"
 USER = [{"role": "user", "content": "Say hello"}]
 CLIENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -258,3 +262,43 @@ def test_with_tracing_off_opentelemetry_is_never_imported(tmp_path: Path) -> Non
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
                           text=True, timeout=60, check=True, env=os.environ.copy())
     assert done.stdout.split() == ["1", "[]"], done.stdout
+
+
+async def test_a_routed_request_span_says_route_tier_escalation_and_cache(
+        receiver: tuple[OtlpReceiver, str], make_gateway: GatewayFactory,
+        aiohttp_server: Any) -> None:
+    received, endpoint = receiver
+    cheap, strong = FakeOpenAI(), FakeOpenAI()
+    s1: TestServer = await aiohttp_server(fake_openai_app(cheap))
+    s2: TestServer = await aiohttp_server(fake_openai_app(strong))
+    client = await make_gateway({
+        "providers": [openai_provider("cheap-p", str(s1.make_url("/v1"))),
+                      openai_provider("strong-p", str(s2.make_url("/v1")))],
+        "models": [model("small", "cheap-p", "cheap"), model("large", "strong-p", "reasoning")],
+        "embedder": {"model_dir": str(MODEL_DIR)},
+        "cache": {"enabled": True},
+        "observability": {"tracing": {"endpoint": endpoint, "export_interval_ms": 60_000}},
+    })
+    await client.app[EMBEDDER_POOL].wait_live(1)
+    await client.app[ROUTER].loaded.wait()
+    cheap.script.append(Reply(finish_reason="length"))
+    body = {"model": "auto", "messages": [{"role": "user", "content": "Hi! How are you doing?"}]}
+    for _ in range(2):  # the second is answered from the cache
+        resp = await client.post("/v1/chat/completions", json=body)
+        assert resp.status == 200
+        await resp.read()
+        await client.app[CACHE].flush()  # the cache writes in batches; make this one visible
+    await _flush(client)
+    await received.wait_for(lambda r: len(r.named(CHAT_SPAN)) == 2)
+    escalated, cached = (s.attributes for s in received.named(CHAT_SPAN))
+    assert escalated["gateway.route"] == cached["gateway.route"] == "chit_chat"
+    assert escalated["gateway.escalation"] == "cheap->reasoning: truncated"
+    assert (escalated["gateway.tier"], escalated["gateway.escalations"]) == ("reasoning", 1)
+    assert (escalated["gateway.cache"], cached["gateway.cache"]) == ("miss", "hit")
+    assert escalated["gen_ai.request.model"] == "auto"
+    assert escalated["gen_ai.response.model"] == "large"
+    truncated, = received.named("chat small")
+    assert truncated.attributes["gen_ai.response.finish_reasons"] == ["length"]
+    assert len(received.named("chat large")) == 1, "the cache hit called no one"
+    cheap.release.set()
+    strong.release.set()
