@@ -204,11 +204,14 @@ async def test_other_paths_and_refusals_are_traced_only_under_v1(traced: Traced)
     assert (await client.get("/healthz")).status == 200
     bad = await client.post("/v1/chat/completions", json={"model": "m", "messages": "nope"})
     assert bad.status == 400
+    assert (await client.get("/v1/models/m")).status == 200
     await _flush(client)
-    await received.wait_for(lambda r: bool(r.named(CHAT_SPAN)))
-    assert [s.name for s in received.spans] == [CHAT_SPAN]
-    assert received.spans[0].attributes["http.response.status_code"] == 400
-    assert received.spans[0].status != "STATUS_CODE_ERROR", "a 4xx is the client's error"
+    await received.wait_for(lambda r: len(r.spans) == 2)
+    refused, listed = received.spans
+    assert (refused.name, listed.name) == (CHAT_SPAN, "GET /v1/models/{model}")
+    assert listed.attributes["url.path"] == "/v1/models/m"
+    assert refused.attributes["http.response.status_code"] == 400
+    assert refused.status != "STATUS_CODE_ERROR", "a 4xx is the client's error"
 
 
 def _observability(tmp_path: Path, tracing: dict[str, Any], env: dict[str, str]) -> Any:

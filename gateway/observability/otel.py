@@ -97,7 +97,11 @@ class OtelTracing:
     async def traced(self, request: web.Request, handler: Handler,
                      attributes: Attributes) -> web.StreamResponse:
         parent = self.propagator.extract(request.headers)
-        name = f"{request.method} {request.path}"
+        # The route's template, not the path: /v1/models/{model} is one span name, not many.
+        resource = request.match_info.route.resource
+        route = resource.canonical if resource is not None else request.path
+        name = f"{request.method} {route}"
+        attributes = {**attributes, "http.route": route}
         with self.tracer.start_as_current_span(
                 name, context=parent, kind=SpanKind.SERVER, attributes=attributes,
                 record_exception=False, set_status_on_exception=False) as span:
