@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextvars import Token
 from typing import Any
 from urllib.parse import urlsplit
 
 from aiohttp import web
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.exporter.otlp.proto.http import Compression
 from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -191,13 +193,13 @@ class _Attempt:
                  metrics: dict[str, AttributeValue]) -> None:
         self._owner, self._span, self._metrics = owner, span, metrics
         self._started = time.perf_counter()
-        self._token: object | None = otel_context.attach(trace.set_span_in_context(span))
+        self._token: Token[Context] | None = otel_context.attach(trace.set_span_in_context(span))
         self._ended = False
         self._pending: tuple[Json, Usage | None] | None = None
 
     def release(self) -> None:
         if self._token is not None:
-            otel_context.detach(self._token)  # type: ignore[arg-type]
+            otel_context.detach(self._token)
             self._token = None
         if self._pending is not None:
             self._end(*self._pending)
