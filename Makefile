@@ -5,8 +5,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_DIR := models/all-MiniLM-L6-v2
 MODEL := $(MODEL_DIR)/model.onnx
+# `make run CONFIG=my.toml PORT=8380 HOST=0.0.0.0`: each is optional (the file is laid over the
+# embedded default; GATEWAY_* variables work too).
 CONFIG ?=
-RUN_ARGS := $(if $(CONFIG),--config $(CONFIG),)
+PORT ?=
+HOST ?=
+RUN_ARGS := $(if $(CONFIG),--config $(CONFIG),) $(if $(PORT),--port $(PORT),) $(if $(HOST),--host $(HOST),)
 
 .PHONY: install run test lint typecheck pytest browser services bench clean
 

@@ -1,12 +1,14 @@
 """The gateway's added cost over going direct to the same upstream, side by side in one run.
 
-    .venv/bin/python bench/bench_proxy.py [--seconds 5] [--rounds 3]
+    .venv/bin/python bench/bench_proxy.py [--seconds 5] [--rounds 3] [--tracing]
 
 For each concurrency (1, 16, 64), non-streaming and streaming, the same load runs alternately
 against the fake upstream directly and through the gateway (an explicit model: no routing, no
 cache lookup). Non-streaming load comes from wrk (latency percentiles, requests/s); streaming
 load from an aiohttp client that times the first content chunk. Also: the gateway's CPU time per
 request, resident memory idle and under load, and cold start (process start to first answer).
+``--tracing`` turns OpenTelemetry on (every request sampled, spans and metrics exported to
+``bench/otlp_sink.py``), to compare with the same run without it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,36 @@ wrk.headers["Authorization"] = "Bearer %s"
 
 ADMIN_ENV = {"GATEWAY_ADMIN_KEY": "bench-admin-key-0123456789abcdef",
              "GATEWAY_KEY_SECRET": "bench-key-secret-0123456789abcdef"}
+
+
+def tracing_config(sink_port: int | None) -> str:
+    if sink_port is None:
+        return ""
+    return f"""
+[observability.tracing]
+endpoint = "http://127.0.0.1:{sink_port}"
+sampling_ratio = 1.0
+"""
+
+
+def start_sink(tracing: bool) -> tuple[subprocess.Popen[bytes] | None, int | None]:
+    if not tracing:
+        return None, None
+    port = free_port()
+    sink = start(["bench/otlp_sink.py", "--port", str(port)])
+    wait_port(port)
+    return sink, port
+
+
+def stop_sink(sink: subprocess.Popen[bytes] | None, port: int | None) -> None:
+    """Stop the sink, first saying how much it received (proof the exports happened)."""
+    if sink is None:
+        return
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/counts", timeout=5) as resp:
+        print(f"OTLP bytes received: {resp.read().decode()}", flush=True)
+    stop(sink)
 
 
 def gateway_config(upstream_port: int, data_dir: str) -> str:
@@ -165,13 +197,16 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--tracing", action="store_true",
+                        help="export every request's spans and metrics to an OTLP sink")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     up_port = free_port()
     upstream = start(["bench/fake_upstream.py", "--port", str(up_port), "--chunks", "20"])
     wait_port(up_port)
     config = tmp / "gateway.toml"
-    config.write_text(gateway_config(up_port, str(tmp / "data")))
+    sink, sink_port = start_sink(args.tracing)
+    config.write_text(gateway_config(up_port, str(tmp / "data")) + tracing_config(sink_port))
     key = create_key(config)
     cold_s, gateway, gw_port = cold_start(config, key)
     idle_rss = rss_mib(gateway.pid)
@@ -211,6 +246,7 @@ def main() -> None:
         stop(gateway)
         stop(floor)
         stop(upstream)
+        stop_sink(sink, sink_port)
     print(f"\ncold start (process start to first answer): {cold_s:.2f} s")
     print(f"gateway RSS idle: {idle_rss:.0f} MiB, under load (peak): {peak_rss:.0f} MiB")
     (Path("bench/out")).mkdir(parents=True, exist_ok=True)

@@ -4,7 +4,8 @@
     gateway tenants create|list|update ...      gateway keys create|list|revoke ...
     gateway migrate [--from-sqlite DATA_DIR]    (the shared database of [cluster])
 
-Every command reads the same configuration (``--config``, default: the embedded one).
+Every command reads the same configuration: the embedded default, with the file ``--config``
+(or ``$GATEWAY_CONFIG``) laid over it and the ``GATEWAY_*`` variables over both.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from aiohttp import web
 from gateway.app import create_app
 from gateway.cache import cli as cache_cli
 from gateway.core import migrate_cli
-from gateway.core.config import Settings, load
+from gateway.core.config import LOG_LEVEL_VAR, Settings, env_value, load
 from gateway.core.redact import install_redaction
 from gateway.core.toml_table import ConfigError
 from gateway.observability.access_log import configure_access_log
@@ -44,7 +45,8 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gateway", description="A self-hostable LLM gateway.")
-    parser.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
+    parser.add_argument("--log-level", default=None,
+                        help=f"logging level (default ${LOG_LEVEL_VAR}, else INFO)")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway")
     _add_config(serve)
@@ -76,6 +78,8 @@ def _secrets(settings: Settings) -> list[str]:
     for url in (settings.cluster.database_url, settings.cluster.redis_url):
         if url:  # the whole URL, and its password should a message quote only that
             values += [url, urlsplit(url).password]
+    if (tracing := settings.observability.tracing) is not None:
+        values += tracing.headers.values()
     return [v for v in values if v]
 
 
@@ -126,7 +130,7 @@ def _install_uvloop() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
-        level=args.log_level.upper(),
+        level=(args.log_level or env_value(LOG_LEVEL_VAR) or "INFO").upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -37,6 +37,7 @@ from gateway.core.requestctx import REQUEST_ID
 from gateway.observability.access_log import access_log_flusher
 from gateway.observability.dashboard.site import setup_dashboard
 from gateway.observability.metrics import METRICS_KEY, setup_metrics
+from gateway.observability.tracing import setup_tracing
 from gateway.routing import context as routing
 from gateway.routing.follow import routes_follow_context
 from gateway.tenants import context as tenants
@@ -173,6 +174,7 @@ def create_app(settings: Settings) -> web.Application:
     app[CLUSTER_SETTINGS] = settings.cluster
     app.cleanup_ctx.append(redis_context)
     app.cleanup_ctx.append(notices_context)
+    setup_tracing(app, settings.observability)  # after the upstream: it hands its tracer there
     if settings.embedder is not None:
         app.cleanup_ctx.append(embedder_context(settings.embedder))
         app.cleanup_ctx.append(embedder_metrics_context)

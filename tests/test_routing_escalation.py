@@ -80,6 +80,26 @@ def test_a_json_schema_is_validated() -> None:
     assert kind(req, answer("not json")) is EscalationKind.INVALID_JSON
 
 
+def test_a_nested_pydantic_schema_is_checked_through_its_refs() -> None:
+    schema = {"$defs": {"Step": {"type": "object", "required": ["n"],
+                                 "properties": {"n": {"type": "integer", "minimum": 1}}}},
+              "type": "object", "required": ["steps"],
+              "properties": {"steps": {"type": "array", "items": {"$ref": "#/$defs/Step"}}}}
+    req = request(response_format={"type": "json_schema",
+                                   "json_schema": {"name": "plan", "schema": schema}})
+    assert check_answer(req, answer('{"steps": [{"n": 1}, {"n": 2}]}')) is None
+    reason = check_answer(req, answer('{"steps": [{"n": 1}, {"n": 0}]}'))
+    assert reason is not None and reason.kind is EscalationKind.SCHEMA_MISMATCH
+    assert reason.detail.startswith("$.steps[1].n:"), reason.detail
+
+
+def test_an_invalid_schema_never_escalates_a_good_answer() -> None:
+    schema = {"type": "object", "properties": {"n": {"type": "integer", "maximum": "ten"}}}
+    req = request(response_format={"type": "json_schema",
+                                   "json_schema": {"name": "s", "schema": schema}})
+    assert check_answer(req, answer('{"n": 3}')) is None
+
+
 def tool_call(name: str, arguments: str) -> dict[str, Any]:
     return {"id": "c1", "type": "function", "function": {"name": name, "arguments": arguments}}
 

@@ -1,7 +1,9 @@
-"""Settings: one TOML file plus the environment, validated once into frozen values.
+"""Settings: the embedded default, a user's TOML file and the environment, validated once.
 
-This is the only module that reads the environment. A bad value fails at start-up with a
-``ConfigError`` that names the key (``providers[1].base_url: expected a string``).
+The layers (``gateway.core.layering``): the user's file is laid over the embedded default
+(``default.toml``), then the ``GATEWAY_*`` variables over both; the result is validated once into
+frozen values. This is the only module that reads the environment. A bad value fails at
+start-up with a ``ConfigError`` that names the key (``providers[1].base_url: expected a string``).
 Secrets never live in the file: a provider names the variable that holds its key.
 """
 
@@ -19,6 +21,7 @@ from typing import Any
 from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS, EmbedderSettings
 from gateway.core.cache_settings import CacheSettings, parse_cache
 from gateway.core.cluster import ClusterSettings, parse_cluster
+from gateway.core.layering import environment_layer, layer, layer_file
 from gateway.core.observability_settings import ObservabilitySettings, parse_observability
 from gateway.core.routing_settings import RoutingSettings, packaged_routes_file, parse_routing
 from gateway.core.tenant_settings import TenantSettings, parse_tenants
@@ -286,23 +289,54 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
     return settings
 
 
+CONFIG_VAR = "GATEWAY_CONFIG"
+LOG_LEVEL_VAR = "GATEWAY_LOG_LEVEL"
+
+
 def load(path: Path | None = None, *, env: Env | None = None) -> Settings:
-    """Read and validate a configuration file; None means the embedded default."""
+    """The settings from the embedded default, the file at ``path`` (else ``$GATEWAY_CONFIG``,
+    else none) laid over it, and the ``GATEWAY_*`` variables over both."""
     env = os.environ if env is None else env
-    if path is None:
-        text = resources.files("gateway.core").joinpath("default.toml").read_text("utf-8")
-        source, base_dir = "<embedded default>", Path.cwd()
-    else:
+    if path is None and env.get(CONFIG_VAR):
+        path = Path(env[CONFIG_VAR])
+    default = _read_toml(
+        resources.files("gateway.core").joinpath("default.toml").read_text("utf-8"),
+        "<embedded default>")
+    data, source, base_dir = default, "<embedded default>", Path.cwd()
+    if path is not None:
         try:
             text = path.read_text("utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
-        source, base_dir = str(path), path.resolve().parent
+        source, base_dir = f"{path} over the embedded default", path.resolve().parent
+        data = layer_file(_anchored(default, Path.cwd()), _read_toml(text, str(path)))
+    overrides = environment_layer(env)
+    if overrides:
+        log.debug("environment overrides: %s", ", ".join(
+            f"{table}.{key}" for table, keys in overrides.items() for key in keys))
+        data = layer(data, overrides)
+    return parse(data, env=env, base_dir=base_dir, source=source)
+
+
+# The default's relative paths mean the working directory, as they do with no file at all; a
+# path the user's file gives is relative to that file's folder.
+_DEFAULT_PATHS = (("server", "data_dir"), ("embedder", "model_dir"))
+
+
+def _anchored(default: Mapping[str, Any], cwd: Path) -> dict[str, Any]:
+    anchors: dict[str, Any] = {}
+    for table, key in _DEFAULT_PATHS:
+        value = default.get(table, {}).get(key)
+        if isinstance(value, str):
+            anchors.setdefault(table, {})[key] = str(cwd / value)
+    return layer(default, anchors)
+
+
+def _read_toml(text: str, source: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
-    return parse(data, env=env, base_dir=base_dir, source=source)
 
 
 def env_value(name: str, env: Env | None = None) -> str | None:

@@ -14,6 +14,14 @@ mapping that ``gateway.core.config`` passes it; it never reads ``os.environ`` it
     session_ttl_s = 43200        # how long a dashboard login lasts (12 h)
     refresh_s = 30               # dashboard auto-refresh period, when switched on in the browser
     templates_dir = ""           # your own dashboard templates (default: the repository's)
+
+    [observability.tracing]      # OpenTelemetry traces and GenAI metrics over OTLP/HTTP; off
+    endpoint = ""                #   unless an endpoint is given: "http://collector:4318"
+    headers_env = {}             # header -> environment variable holding its value (secrets)
+    sampling_ratio = 1.0         # share of new traces kept; a client's sampled parent is kept
+    service_name = "llm-gateway"
+    metrics = true               # also export gen_ai.client.* metrics
+    export_interval_ms = 5000    # how often spans and metrics are sent
 """
 
 from __future__ import annotations
@@ -31,6 +39,18 @@ MIN_SESSION_TTL_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
+class TracingSettings:
+    """Where OpenTelemetry exports go; the header values are secrets from the environment."""
+
+    endpoint: str
+    headers: Mapping[str, str] = field(default_factory=dict, repr=False)
+    sampling_ratio: float = 1.0
+    service_name: str = "llm-gateway"
+    metrics: bool = True
+    export_interval_ms: float = 5000.0
+
+
+@dataclass(frozen=True, slots=True)
 class ObservabilitySettings:
     tenant_labels: bool = False
     access_log: bool = True
@@ -42,6 +62,8 @@ class ObservabilitySettings:
     session_ttl_s: float = 43_200.0
     refresh_s: int = 30
     templates_dir: Path | None = None
+    tracing: TracingSettings | None = None
+    """None: tracing is off and the request path pays nothing for it."""
 
 
 OBSERVABILITY_KEY = web.AppKey("observability_settings", ObservabilitySettings)
@@ -67,9 +89,43 @@ def parse_observability(
         session_ttl_s=ttl,
         refresh_s=t.count("refresh_s", 30, minimum=5),
         templates_dir=base_dir / templates if templates else None,  # an absolute path stays itself
+        tracing=parse_tracing(t.table("tracing"), env or {}),
     )
     t.reject_unknown()
     return settings
+
+
+def parse_tracing(t: Table, env: Mapping[str, str]) -> TracingSettings | None:
+    """The ``[observability.tracing]`` table; None (off) when it names no endpoint."""
+    endpoint = t.get("endpoint", str, "").strip().rstrip("/")
+    ratio = t.get("sampling_ratio", float, 1.0)
+    if not 0.0 <= ratio <= 1.0:
+        raise t.fail("sampling_ratio", "a number from 0 to 1")
+    if endpoint and not endpoint.startswith(("http://", "https://")):
+        raise t.fail("endpoint", "an http:// or https:// URL")
+    settings = TracingSettings(
+        endpoint=endpoint,
+        headers=_headers(t, env),
+        sampling_ratio=ratio,
+        service_name=t.get("service_name", str, "llm-gateway") or "llm-gateway",
+        metrics=t.get("metrics", bool, True),
+        export_interval_ms=t.positive("export_interval_ms", 5000.0),
+    )
+    t.reject_unknown()
+    return settings if endpoint else None
+
+
+def _headers(t: Table, env: Mapping[str, str]) -> dict[str, str]:
+    headers: dict[str, str] = {}
+    for header, name in t.get("headers_env", dict, {}).items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{t.key('headers_env')}.{header}: expected a variable name")
+        value = env.get(name)
+        if not value:
+            raise ConfigError(
+                f"{t.key('headers_env')}.{header}: environment variable {name} is not set")
+        headers[str(header)] = value
+    return headers
 
 
 def _token(t: Table, name: str, env: Mapping[str, str]) -> str | None:

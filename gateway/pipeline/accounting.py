@@ -15,7 +15,9 @@ from aiohttp import web
 from gateway.core.answer import Usage
 from gateway.core.observability_settings import OBSERVABILITY_KEY
 from gateway.observability.access_log import AccessEntry, access_log_enabled, access_log_line
+from gateway.observability.genai import request_attributes
 from gateway.observability.metrics import METRICS_KEY
+from gateway.observability.tracing import TRACING_KEY
 from gateway.pipeline.request_record import RequestRecord
 from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY
 from gateway.tenants.ledger import UsageRecord
@@ -56,6 +58,12 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
     row = _row(record, reservation, usage, cost)
     app[LEDGER_KEY].record(row)
     _observe(app, record, row)
+    if (tracing := app.get(TRACING_KEY)) is not None:
+        deployment = record.deployment
+        tracing.request_done(request_attributes(
+            row, provider=deployment.provider if deployment is not None else None,
+            response_model=deployment.model.upstream_model if deployment is not None else None,
+            escalation=record.escalation, error=record.error), failed=row.status >= 500)
 
 
 def _row(

@@ -4,6 +4,6 @@ Import from the module that defines a thing (the ``[routing]`` table is read by
 ``gateway.core.routing_settings``): ``routes``
 (the routes file), ``prompt`` (what is embedded), ``vectors`` (the utterance vector cache),
 ``classifier`` (route scores), ``policy`` (decisions), ``router`` (the two together, headers),
-``calibrate`` (fitting and measuring), ``escalation`` and ``jsonschema_lite`` (answer checks),
+``calibrate`` (fitting and measuring), ``escalation`` and ``json_schema`` (answer checks),
 ``signals`` (what is recorded for learning), ``context`` (wiring), ``cli`` (``gateway routes``).
 """

@@ -7,8 +7,8 @@ When a routed request's answer fails a check, the gateway asks the next tier of
 - ``truncated``: ``finish_reason: length`` although the client set no token limit;
 - ``invalid_json``: ``response_format`` asks for JSON and the text does not parse (or, for
   ``json_object``, is not an object);
-- ``schema_mismatch``: the JSON breaks the ``json_schema`` the client gave (the subset that
-  ``jsonschema_lite`` understands);
+- ``schema_mismatch``: the JSON breaks the ``json_schema`` the client gave (checked by
+  ``json_schema``, the maintained ``jsonschema`` library);
 - ``bad_tool_call``: a tool call names no tool of the request, or its arguments are not a JSON
   object matching the tool's ``parameters`` (required keys, types, enums).
 
@@ -29,7 +29,7 @@ from gateway.core.answer import Completion
 from gateway.core.chat import ChatRequest
 from gateway.core.errors import ServiceUnavailable, UpstreamFailed
 from gateway.core.routing_settings import next_tier
-from gateway.routing.jsonschema_lite import validate
+from gateway.routing.json_schema import validate
 
 __all__ = [
     "EscalationKind",

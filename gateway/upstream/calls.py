@@ -20,6 +20,7 @@ import orjson
 
 from gateway.core.config import Timeouts
 from gateway.core.errors import FailureKind, UpstreamFailure
+from gateway.upstream.attempt_trace import NO_TRACING, AttemptTracer
 from gateway.upstream.http_client import HttpClient, HttpError, HttpTimeout, Response
 from gateway.upstream.sse import SseEvent, iter_sse
 
@@ -90,6 +91,8 @@ class Upstream:
 
     def __init__(self, session: HttpClient) -> None:
         self.session = session
+        self.tracer: AttemptTracer = NO_TRACING
+        """Adds the trace context to each call; the tracing context sets it when configured."""
 
     async def post_json(
         self, url: str, *, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
@@ -141,7 +144,7 @@ class Upstream:
     ) -> Response:
         try:
             return await self.session.request(
-                "POST", url, headers=headers, body=body,
+                "POST", url, headers=self.tracer.inject(headers), body=body,
                 connect_timeout_s=timeouts.connect_timeout_s,
                 first_byte_timeout_s=timeouts.first_byte_timeout_s,
             )

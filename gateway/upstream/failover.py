@@ -34,6 +34,7 @@ from gateway.core.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
 )
+from gateway.upstream.attempt_trace import NO_TRACING, AttemptTracer
 from gateway.upstream.providers.base import Provider
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ class Failover:
         self.settings = settings
         self.providers = providers
         self.health = {d.id: Health(d, settings) for d in deployments}
+        self.tracer: AttemptTracer = NO_TRACING
+        """Watches each attempt; the tracing context sets it when tracing is configured."""
 
     def order(self, candidates: Sequence[Deployment]) -> list[Deployment]:
         """Healthy first, then cheapest (input plus output price), then configured order."""
@@ -206,16 +209,22 @@ class Failover:
     async def complete(self, request: ChatRequest, candidates: Sequence[Deployment]) -> Answer:
         attempts: list[Attempt] = []
         for d in self._tries(candidates, attempts):
+            span = self.tracer.attempt(request, d)
             started = time.perf_counter()
             try:
                 completion = await self.providers[d.provider.name].complete(request, d)
             except UpstreamFailure as failure:
+                span.failed(failure)
                 attempts.append(Attempt(d, failure))
                 self._fail(d, failure, attempts)
                 continue
-            except BaseException:
+            except BaseException as error:
+                span.failed(error)
                 self.health[d.id].release_probe()
                 raise
+            finally:
+                span.release()
+            span.answered(completion)
             elapsed_ms = (time.perf_counter() - started) * 1000
             self.health[d.id].record_success(elapsed_ms)
             attempts.append(Attempt(d, None))
@@ -225,19 +234,24 @@ class Failover:
     async def open_stream(self, request: ChatRequest, candidates: Sequence[Deployment]) -> Stream:
         attempts: list[Attempt] = []
         for d in self._tries(candidates, attempts):
+            span = self.tracer.attempt(request, d)
             started = time.perf_counter()
-            tail = self.providers[d.provider.name].stream(request, d)
+            tail = span.watch(self.providers[d.provider.name].stream(request, d))
             try:
                 head = await _first_content(tail)
             except UpstreamFailure as failure:
                 await tail.aclose()
+                span.failed(failure)
                 attempts.append(Attempt(d, failure))
                 self._fail(d, failure, attempts)
                 continue
-            except BaseException:
+            except BaseException as error:
                 await tail.aclose()
+                span.failed(error)
                 self.health[d.id].release_probe()
                 raise
+            finally:
+                span.release()
             attempts.append(Attempt(d, None))
             first_ms = (time.perf_counter() - started) * 1000
             return Stream(d, tuple(attempts), head, tail, first_ms, self.health[d.id])
