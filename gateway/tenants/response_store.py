@@ -115,13 +115,16 @@ class SqliteResponseStore:
             return
         self._writing, self._queued = self._queued, {}
         now = time.time()
-        rows = [(tenant, response_id, now, expires, orjson.dumps(stored.response),
-                 orjson.dumps(stored.messages))
-                for (tenant, response_id), (stored, expires) in self._writing.items()
-                if expires >= now]
         try:
             await self._db.execute("BEGIN IMMEDIATE")
             await self._db.execute("DELETE FROM responses WHERE expires_at < ?", (now,))
+            # The rows are read from _writing only now, with no await before the INSERT is
+            # queued: a delete that came while the transaction began has already taken its
+            # response out, and one that comes later queues its DELETE after this INSERT.
+            rows = [(tenant, response_id, now, expires, orjson.dumps(stored.response),
+                     orjson.dumps(stored.messages))
+                    for (tenant, response_id), (stored, expires) in self._writing.items()
+                    if expires >= now]
             await self._db.executemany(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)", rows)
             await self._db.execute("COMMIT")
@@ -151,7 +154,7 @@ class SqliteResponseStore:
         key = (tenant, response_id)
         in_memory = self._in_memory(key) is not None
         self._queued.pop(key, None)
-        self._writing.pop(key, None)  # its INSERT, if under way, runs before this DELETE
+        self._writing.pop(key, None)  # not yet inserted: flush reads _writing just before it
         cursor = await self._db.execute(
             "DELETE FROM responses WHERE tenant = ? AND id = ? AND expires_at >= ?",
             (tenant, response_id, time.time()))
