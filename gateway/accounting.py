@@ -1,9 +1,12 @@
-"""The last stage of a request: settle its reservation and write its ledger row.
+"""The last stage of a request: settle its reservation, write its ledger row, and tell the
+router what happened.
 
 Runs once per admitted request, whatever its outcome. Cost comes from the deployment's prices
 and the provider's usage; when a stream ended without usage, the completion is counted with the
-gateway's tokenizer and the row is marked ``estimated``. Nothing here touches SQLite directly:
-the ledger queues the row and writes it in a batch off the request path.
+gateway's tokenizer and the row is marked ``estimated``. A request answered with a 200 is handed
+to the routing outcome feed (``gateway.routing.outcomes``), which learns from it. Nothing here
+touches SQLite directly: the ledger and the signal store queue rows and write them in batches
+off the request path.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from gateway.metrics import METRICS_KEY
 from gateway.observability_settings import OBSERVABILITY_KEY
 from gateway.providers.base import Usage
 from gateway.request_record import RequestRecord
+from gateway.routing.context import OUTCOMES
+from gateway.routing.signals import Answered
 from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY
 from gateway.tenants.ledger import UsageRecord
 from gateway.tenants.quotas import Reservation
@@ -54,6 +59,20 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
     row = _row(record, reservation, usage, cost)
     app[LEDGER_KEY].record(row)
     _observe(app, record, row)
+    _answered(app, record, row)
+
+
+def _answered(app: web.Application, record: RequestRecord, row: UsageRecord) -> None:
+    """Hand a successful answer to the routing outcome feed (retries, feedback, learning)."""
+    outcomes = app.get(OUTCOMES)
+    if outcomes is None or record.status != 200 or record.error is not None:
+        return
+    outcomes.answered(Answered(
+        request_id=record.request_id, tenant=row.tenant, tier=record.tier or record.routed_tier,
+        route=record.route, vector=record.vector, text_key=record.text_key,
+        failed=tuple(record.failed_tiers), cached=record.cache == "hit", learned=record.learned,
+        at_s=row.ts,
+    ))
 
 
 def _row(

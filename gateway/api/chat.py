@@ -33,6 +33,7 @@ from gateway.requestctx import REQUEST_ID
 from gateway.routing.classifier import FloatArray
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
 from gateway.routing.router import decision_headers
+from gateway.routing.signals import prompt_key
 from gateway.streaming import relay, replay
 from gateway.tenants.context import ADMISSION_KEY
 from gateway.tenants.quotas import Reservation, rate_limit_headers
@@ -115,6 +116,7 @@ def target_for(
         decision = replace(decision, tier=order[0], escalate=False)
         record.budget_downgraded = True
     record.route, record.decision_headers = decision.route, decision_headers(decision)
+    record.routed_tier = decision.tier
     return Target(tiers=tiers_after(decision, order, routing.escalation), decision=decision)
 
 
@@ -128,6 +130,7 @@ async def _answer(
     if routed or cache.wants_vector:
         text, vector = await prompt_vector(app, chat)
         record.timing.mark("embed")
+        record.vector, record.text_key = vector, prompt_key(text) if text else None
     target = target_for(app, chat, record, reservation, text, vector)
     decision = target.decision
     cache.route(f"{chat.model}/{decision.route}" if decision else chat.model,

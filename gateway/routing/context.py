@@ -3,7 +3,8 @@
 ``configure(app, config)`` puts a ``RoutingConfig`` on the app and registers ``routing_context``,
 which resolves the tiers, loads and validates the routes file (a bad file, an unknown tier or an
 empty route fails start-up with a message naming the place), and opens the signal store
-(``SIGNALS``) with its writer task. The trained router is built in the background, so start-up
+(``SIGNALS``) with its writer task and the feed that turns answers, retries and feedback into
+outcomes (``OUTCOMES``). The trained router is built in the background, so start-up
 never waits for the model: until it is in, ``ROUTER`` (a ``RouterSlot``) sends every routed
 request to the default tier. Building it gets the utterance vectors (from the on-disk cache;
 what is missing through the embedder pool once a worker is live, or with the model in this
@@ -32,6 +33,7 @@ from gateway.chat import ChatRequest
 from gateway.lifecycle import stop_task
 from gateway.metrics import METRICS_KEY
 from gateway.routing.classifier import FloatArray
+from gateway.routing.outcomes import OutcomeFeed
 from gateway.routing.policy import Decision
 from gateway.routing.prompt import routing_text
 from gateway.routing.router import Router, build_router, embed_routes
@@ -59,6 +61,7 @@ class RoutingConfig:
 ROUTING_CONFIG = web.AppKey("routing_config", RoutingConfig)
 ROUTER: web.AppKey[RouterSlot] = web.AppKey("router")
 SIGNALS = web.AppKey("routing_signals", SignalStore)
+OUTCOMES = web.AppKey("routing_outcomes", OutcomeFeed)
 
 
 def configure(app: web.Application, config: RoutingConfig) -> None:
@@ -186,6 +189,7 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
         )
         store.start()
         app[SIGNALS] = store
+    app[OUTCOMES] = OutcomeFeed(s.outcomes, signals=store)
     try:
         yield
     finally:

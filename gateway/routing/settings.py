@@ -9,7 +9,7 @@ file: the routes file itself is loaded by ``gateway.routing.routes``.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -22,6 +22,54 @@ PACKAGED_ROUTES = "routes.toml"
 def packaged_routes_file() -> Path:
     """The team's default routes file, shipped as package data (``gateway/routes.toml``)."""
     return Path(str(resources.files("gateway").joinpath(PACKAGED_ROUTES)))
+
+
+OUTCOME_SOURCES = ("answer", "escalation", "provider_failure", "client_retry", "feedback")
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeSettings:
+    """How what happened to requests becomes learner outcomes (``[routing.outcomes]``).
+
+    A request answered with no complaint counts as an acceptable answer from its tier with the
+    ``answer`` weight; an answer escalation discarded (or a tier whose every deployment failed:
+    ``provider_failure``) counts against its tier; a near-identical prompt from the same tenant
+    within ``retry_window_s`` of an answer (cosine similarity at or over ``retry_similarity``)
+    counts against that answer (``client_retry``); feedback counts with its score. A weight of
+    0 turns a source off; ``retry_window_s = 0`` turns retry detection off. ``recent_answers``
+    bounds the answers kept in memory for retries and feedback (older ones are read back from
+    the signal store).
+    """
+
+    retry_window_s: float = 120.0
+    retry_similarity: float = 0.95
+    recent_answers: int = 4096
+    weights: tuple[tuple[str, float], ...] = (
+        ("answer", 0.3), ("escalation", 1.0), ("provider_failure", 0.1),
+        ("client_retry", 1.0), ("feedback", 2.0),
+    )
+
+    def weight(self, source: str) -> float:
+        return dict(self.weights)[source]
+
+
+def parse_outcomes(t: Table) -> OutcomeSettings:
+    """``OutcomeSettings`` from ``[routing.outcomes]`` (and its ``weights`` table)."""
+    similarity = t.get("retry_similarity", float, 0.95)
+    if not 0 < similarity <= 1:
+        raise t.fail("retry_similarity", "a cosine similarity above 0 and at most 1")
+    w = t.table("weights")
+    defaults = dict(OutcomeSettings().weights)
+    weights = tuple((name, w.non_negative(name, defaults[name])) for name in OUTCOME_SOURCES)
+    w.reject_unknown()
+    settings = OutcomeSettings(
+        retry_window_s=t.non_negative("retry_window_s", 120.0),
+        retry_similarity=similarity,
+        recent_answers=t.count("recent_answers", 4096),
+        weights=weights,
+    )
+    t.reject_unknown()
+    return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +96,7 @@ class RoutingSettings:
     signals_flush_ms: float = 250.0
     signals_batch: int = 256
     signals_queue: int = 10_000
+    outcomes: OutcomeSettings = field(default_factory=OutcomeSettings)
 
     def cache_path(self, data_dir: Path) -> Path:
         return self.cache_dir or data_dir / "routing"
@@ -102,6 +151,7 @@ def parse_routing(t: Table, base_dir: Path) -> RoutingSettings:
         signals_flush_ms=t.positive("signals_flush_ms", 250.0),
         signals_batch=t.count("signals_batch", 256),
         signals_queue=t.count("signals_queue", 10_000),
+        outcomes=parse_outcomes(t.table("outcomes")),
     )
     if settings.default_tier == "":
         raise t.fail("default_tier", "a tier name")

@@ -1,4 +1,4 @@
-"""The signals that will teach the router: every decision, escalation, retry and provider failure.
+"""The signals that teach the router: decisions, escalations, retries, failures, answers, feedback.
 
 Rows go to their own SQLite file (``<data_dir>/signals.sqlite3``, WAL) through aiosqlite. The
 request path only appends to a bounded in-memory queue (``record`` never waits and never
@@ -8,7 +8,13 @@ rows and counts them (``dropped``). ``close`` writes what is left.
 
 Each signal refers to the prompt's vector by ``vector_key`` = sha256 of the embedded text; the
 vector itself is stored once per key and model in ``vectors`` as a float32 blob, so a learned
-policy can later be trained from ``signals JOIN vectors``. Touches only its database file.
+policy can later be trained from ``signals JOIN vectors``.
+
+An ``answer`` signal is the request as the client got it (``Answered``: the tenant, the tier that
+answered, whether from the cache, which tiers' answers escalation discarded); ``find_answer``
+reads it back with its vector, so feedback can refer to a request long after it left memory.
+``client_retry`` marks an answer that the same tenant asked again for at once; ``feedback`` is
+what ``POST /v1/feedback`` was told. Touches only its database file.
 """
 
 from __future__ import annotations
@@ -64,6 +70,11 @@ _INSERT_SIGNAL = (
     "INSERT INTO signals (ts, kind, request_id, route, tier, deployment, vector_key, detail) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_FIND_ANSWER = (
+    "SELECT s.ts, s.route, s.tier, s.vector_key, s.detail, v.vector FROM signals s "
+    "LEFT JOIN vectors v ON v.key = s.vector_key AND v.model = ? "
+    "WHERE s.kind = 'answer' AND s.request_id = ? ORDER BY s.id DESC LIMIT 50"
+)
 _INSERT_VECTOR = (
     "INSERT OR IGNORE INTO vectors (key, model, dim, vector, ts) VALUES (?, ?, ?, ?, ?)"
 )
@@ -73,7 +84,11 @@ class SignalKind(enum.StrEnum):
     DECISION = "decision"
     ESCALATION = "escalation"
     RETRY = "retry"
+    """A failover attempt after the first (another deployment), not a client's retry."""
     PROVIDER_FAILURE = "provider_failure"
+    ANSWER = "answer"
+    CLIENT_RETRY = "client_retry"
+    FEEDBACK = "feedback"
 
 
 def prompt_key(text: str) -> bytes:
@@ -95,6 +110,31 @@ class Signal:
     def row(self) -> tuple[Any, ...]:
         return (self.ts, self.kind.value, self.request_id, self.route, self.tier,
                 self.deployment, self.vector_key, json.dumps(dict(self.detail), default=str))
+
+
+@dataclass(frozen=True, slots=True)
+class Answered:
+    """One request as the client got it, as the learner sees it.
+
+    ``tier`` is the tier whose answer the client got; for a cache hit, the tier the request was
+    routed to (the one that would have answered). ``failed`` lists the tiers whose answers
+    escalation discarded, with the check each failed (``tier_failed``: every deployment failed).
+    """
+
+    request_id: str
+    tenant: str
+    tier: str | None
+    route: str | None = None
+    vector: FloatArray | None = None
+    text_key: bytes | None = None
+    failed: tuple[tuple[str, str], ...] = ()
+    cached: bool = False
+    learned: bool = False
+    at_s: float = field(default_factory=time.time)
+
+    def detail(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "cached": self.cached, "learned": self.learned,
+                "failed": [list(f) for f in self.failed]}
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +262,42 @@ class SignalStore:
         key = prompt_key(text) if text else None
         return self.record(Signal(SignalKind.DECISION, request_id, decision.route,
                                   decision.tier, vector_key=key, detail=detail), vector)
+
+    def answer(self, answered: Answered) -> bool:
+        """A request's answer as the client got it (what feedback later refers to)."""
+        return self.record(Signal(SignalKind.ANSWER, answered.request_id, answered.route,
+                                  answered.tier, vector_key=answered.text_key,
+                                  detail=answered.detail(), ts=answered.at_s), answered.vector)
+
+    def client_retry(self, earlier: Answered, request_id: str, similarity: float) -> bool:
+        """``request_id`` asked again, at once, for what ``earlier`` answered."""
+        detail = {"tenant": earlier.tenant, "retried_by": request_id,
+                  "similarity": round(similarity, 4)}
+        return self.record(Signal(SignalKind.CLIENT_RETRY, earlier.request_id, earlier.route,
+                                  earlier.tier, vector_key=earlier.text_key, detail=detail))
+
+    def feedback(self, answered: Answered, score: float, comment: str | None) -> bool:
+        """What the tenant said of an answer (``score``: 1 good, 0 bad)."""
+        detail = {"tenant": answered.tenant, "score": score, "comment": comment,
+                  "cached": answered.cached}
+        return self.record(Signal(SignalKind.FEEDBACK, answered.request_id, answered.route,
+                                  answered.tier, vector_key=answered.text_key, detail=detail))
+
+    async def find_answer(self, request_id: str, tenant: str) -> Answered | None:
+        """The latest answer ``tenant`` got under ``request_id`` (queued ones included), with its
+        vector when one was stored; None when there is none."""
+        await self.flush()
+        async with self._db.execute(_FIND_ANSWER, (self.model, request_id)) as cursor:
+            rows = await cursor.fetchall()
+        for ts, route, tier, key, detail_text, blob in rows:
+            detail = json.loads(detail_text)
+            if detail.get("tenant") != tenant:
+                continue  # request ids are the client's to choose: another tenant's same id
+            vector = np.frombuffer(blob, dtype=np.float32).copy() if blob is not None else None
+            return Answered(request_id, tenant, tier, route, vector, key,
+                            tuple((str(t), str(k)) for t, k in detail.get("failed", ())),
+                            bool(detail.get("cached")), bool(detail.get("learned")), ts)
+        return None
 
     def escalation(self, request_id: str, decision: Decision, from_tier: str,
                    to_tier: str | None, reason: EscalationReason, deployment: str | None = None
