@@ -16,6 +16,7 @@ from pathlib import Path
 from gateway.toml_table import ConfigError, Table
 
 AMBIGUITY_POLICIES = ("cheap_first", "strongest", "default_tier")
+LEARNING_SCOPES = ("global", "tenant")
 PACKAGED_ROUTES = "routes.toml"
 
 
@@ -73,6 +74,69 @@ def parse_outcomes(t: Table) -> OutcomeSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class LearningSettings:
+    """The ``[routing.learning]`` table: the learned policy and its learner.
+
+    ``quality_target`` is relative: a tier qualifies when its estimated acceptability reaches
+    ``quality_target`` times the best tier's estimate (0.95: "95% of the strongest tier's
+    quality"). ``explore_share`` of eligible requests go to another tier than the estimate
+    picks. Outcomes lose half their weight every ``half_life_s``; at most ``max_outcomes`` are
+    remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
+    forgotten first. ``k`` neighbours inform an estimate; ``prior_weight`` is how many outcomes'
+    worth the intent route's decision counts for, ``baseline_weight`` the same for the tier's
+    overall rate. ``dim`` is the size vectors are projected to before they are remembered (a
+    fixed seeded random projection: it bounds memory). ``file`` defaults to
+    ``<data_dir>/learning.sqlite3``.
+    """
+
+    enabled: bool = False
+    quality_target: float = 0.95
+    explore_share: float = 0.02
+    half_life_s: float = 7 * 86400.0
+    max_outcomes: int = 100_000
+    scope: str = "global"
+    k: int = 32
+    prior_weight: float = 2.0
+    baseline_weight: float = 4.0
+    dim: int = 128
+    seed: int = 0
+    file: Path | None = None
+    queue: int = 10_000
+    step_budget_ms: float = 0.5
+    flush_ms: float = 1000.0
+
+    def path(self, data_dir: Path) -> Path:
+        return self.file or data_dir / "learning.sqlite3"
+
+
+def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
+    """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
+    settings = LearningSettings(
+        enabled=t.get("enabled", bool, False),
+        quality_target=t.positive("quality_target", 0.95),
+        explore_share=t.non_negative("explore_share", 0.02),
+        half_life_s=t.positive("half_life_s", 7 * 86400.0),
+        max_outcomes=t.count("max_outcomes", 100_000, minimum=16),
+        scope=t.choice("scope", LEARNING_SCOPES, "global"),
+        k=t.count("k", 32),
+        prior_weight=t.positive("prior_weight", 2.0),
+        baseline_weight=t.non_negative("baseline_weight", 4.0),
+        dim=t.count("dim", 128, minimum=8),
+        seed=t.get("seed", int, 0),
+        file=_path(t, "file", base_dir),
+        queue=t.count("queue", 10_000),
+        step_budget_ms=t.positive("step_budget_ms", 0.5),
+        flush_ms=t.positive("flush_ms", 1000.0),
+    )
+    if settings.quality_target > 1.0:
+        raise t.fail("quality_target", "a number above 0 and at most 1")
+    if settings.explore_share >= 1.0:
+        raise t.fail("explore_share", "a number of 0 or more and below 1")
+    t.reject_unknown()
+    return settings
+
+
+@dataclass(frozen=True, slots=True)
 class RoutingSettings:
     """How ``model: "auto"`` is routed, escalated and recorded.
 
@@ -96,6 +160,7 @@ class RoutingSettings:
     signals_flush_ms: float = 250.0
     signals_batch: int = 256
     signals_queue: int = 10_000
+    learning: LearningSettings = LearningSettings()
     outcomes: OutcomeSettings = field(default_factory=OutcomeSettings)
 
     def cache_path(self, data_dir: Path) -> Path:
@@ -151,6 +216,7 @@ def parse_routing(t: Table, base_dir: Path) -> RoutingSettings:
         signals_flush_ms=t.positive("signals_flush_ms", 250.0),
         signals_batch=t.count("signals_batch", 256),
         signals_queue=t.count("signals_queue", 10_000),
+        learning=parse_learning(t.table("learning"), base_dir),
         outcomes=parse_outcomes(t.table("outcomes")),
     )
     if settings.default_tier == "":
