@@ -3,10 +3,10 @@ router what happened.
 
 Runs once per admitted request, whatever its outcome. Cost comes from the deployment's prices
 and the provider's usage; when a stream ended without usage, the completion is counted with the
-gateway's tokenizer and the row is marked ``estimated``. A request answered with a 200 is handed
-to the routing outcome feed (``gateway.routing.outcomes``), which learns from it. Nothing here
-touches SQLite directly: the ledger and the signal store queue rows and write them in batches
-off the request path.
+gateway's tokenizer and the row is marked ``estimated``. ``note_answer`` hands a request
+answered with a 200 to the routing outcome feed (``gateway.routing.outcomes``), which learns
+from it. Nothing here touches SQLite directly: the ledger and the signal store queue rows and
+write them in batches off the request path.
 """
 
 from __future__ import annotations
@@ -59,19 +59,21 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
     row = _row(record, reservation, usage, cost)
     app[LEDGER_KEY].record(row)
     _observe(app, record, row)
-    _answered(app, record, row)
 
 
-def _answered(app: web.Application, record: RequestRecord, row: UsageRecord) -> None:
-    """Hand a successful answer to the routing outcome feed (retries, feedback, learning)."""
+
+def note_answer(app: web.Application, record: RequestRecord, tenant: str) -> None:
+    """Hand a successful answer to the routing outcome feed (retries, feedback, learning).
+
+    Called just before the answer's end goes out, so that feedback sent the moment the client
+    has the answer finds it; it only queues (microseconds), the learning happens elsewhere."""
     outcomes = app.get(OUTCOMES)
     if outcomes is None or record.status != 200 or record.error is not None:
         return
     outcomes.answered(Answered(
-        request_id=record.request_id, tenant=row.tenant, tier=record.tier or record.routed_tier,
+        request_id=record.request_id, tenant=tenant, tier=record.tier or record.routed_tier,
         route=record.route, vector=record.vector, text_key=record.text_key,
         failed=tuple(record.failed_tiers), cached=record.cache == "hit", learned=record.learned,
-        at_s=row.ts,
     ))
 
 

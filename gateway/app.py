@@ -15,7 +15,7 @@ from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
 from gateway.access_log import access_log_flusher
-from gateway.api import chat, embeddings, health, models, route
+from gateway.api import chat, embeddings, feedback, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
@@ -31,6 +31,7 @@ from gateway.metrics import METRICS_KEY, setup_metrics
 from gateway.providers.registry import build_providers
 from gateway.requestctx import REQUEST_ID
 from gateway.routing import context as routing
+from gateway.routing.learned.policy import tier_costs
 from gateway.tenants import context as tenants
 from gateway.upstream import Upstream
 
@@ -137,6 +138,7 @@ def create_app(settings: Settings) -> web.Application:
     routing.configure(app, routing.RoutingConfig(
         settings=settings.routing, data_dir=settings.server.data_dir,
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
+        tier_costs=tier_costs(settings.models) if settings.routing.learning.enabled else {},
     ))
     tenants.configure(app, settings)
     setup_metrics(app, settings.observability)
@@ -147,6 +149,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_post("/v1/chat/completions", chat.chat_completions)
     app.router.add_post("/v1/embeddings", embeddings.create_embeddings)
     app.router.add_post("/v1/route", route.route_dry_run)
+    app.router.add_post("/v1/feedback", feedback.post_feedback)
     app.router.add_get("/v1/models", models.list_models)
     app.router.add_get("/v1/models/{model}", models.get_model)
     app.router.add_get("/healthz", health.healthz)

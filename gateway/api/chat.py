@@ -15,7 +15,7 @@ import orjson
 from aiohttp import web
 
 from gateway import dispatch
-from gateway.accounting import account
+from gateway.accounting import account, note_answer
 from gateway.api.body import read_body
 from gateway.api.caller import caller
 from gateway.appkeys import CATALOG
@@ -79,6 +79,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     record.limit_headers = rate_limit_headers(reservation)
     try:
         response = await _answer(request, chat, record, reservation)
+        note_answer(app, record, principal.tenant)
         # Finish the answer on the wire first: the accounting below is the gateway's business
         # and should not delay the client (for a stream this sends its final chunk marker).
         if not response.prepared:
@@ -108,15 +109,18 @@ def target_for(
     """An explicit model's failover group, or the routed tiers of ``auto`` (and aliases)."""
     routing = app[ROUTING_CONFIG].settings
     if not routing.is_alias(chat.model):
-        return Target(group=tuple(app[CATALOG].named(chat.model)))
-    decision = decide(app, record.request_id, text, vector)
-    order = app[ROUTER].plan.order
+        group = tuple(app[CATALOG].named(chat.model))
+        record.routed_tier = group[0].tier if group else None
+        return Target(group=group)
     past_soft_share = reservation.budget_share >= app[ADMISSION_KEY].soft_share
+    decision = decide(app, record.request_id, text, vector, reservation.principal.tenant,
+                      may_explore=not past_soft_share)
+    order = app[ROUTER].plan.order
     if past_soft_share and order and decision.tier != order[0]:
         decision = replace(decision, tier=order[0], escalate=False)
         record.budget_downgraded = True
     record.route, record.decision_headers = decision.route, decision_headers(decision)
-    record.routed_tier = decision.tier
+    record.routed_tier, record.learned = decision.tier, decision.learned is not None
     return Target(tiers=tiers_after(decision, order, routing.escalation), decision=decision)
 
 

@@ -70,7 +70,8 @@ class OutcomeFeed:
         if self.signals is not None:
             self.signals.answer(answered)
         for tier, reason in answered.failed:
-            source = Source.PROVIDER_FAILURE if reason == EscalationKind.TIER_FAILED else Source.ESCALATION
+            failed = reason == EscalationKind.TIER_FAILED
+            source = Source.PROVIDER_FAILURE if failed else Source.ESCALATION
             self._observe(answered, tier, 0.0, source)
         if not answered.cached:
             self._observe(answered, answered.tier, 1.0, Source.ANSWER)

@@ -255,10 +255,14 @@ class SignalStore:
     def decision(self, request_id: str, decision: Decision, text: str,
                  vector: FloatArray | None) -> bool:
         """A routing decision, with the prompt's vector when there was one."""
-        detail = {"reason": decision.reason.value, "detail": decision.detail,
+        detail: dict[str, Any] = {"reason": decision.reason.value, "detail": decision.detail,
                   "confidence": decision.confidence, "score": decision.score,
                   "margin": decision.margin,
                   "ranked": [[r.route, round(r.score, 4)] for r in decision.ranked[:3]]}
+        if (note := decision.learned) is not None:
+            detail["learned"] = {"prior_tier": note.prior_tier, "explored": note.explored,
+                                 "outcomes": note.count,
+                                 "p": {t: round(e.p, 4) for t, e in note.estimates}}
         key = prompt_key(text) if text else None
         return self.record(Signal(SignalKind.DECISION, request_id, decision.route,
                                   decision.tier, vector_key=key, detail=detail), vector)
