@@ -18,7 +18,7 @@ import jinja2
 from aiohttp import web
 
 import gateway
-from gateway.dashboard import login, views
+from gateway.dashboard import login, routing, views
 from gateway.dashboard.format import FILTERS, pairs
 from gateway.dashboard.session import HOME_PATH, Sessions
 from gateway.dashboard.state import DASHBOARD_KEY, JINJA_KEY, Dashboard, reader_context
@@ -65,6 +65,7 @@ def setup_dashboard(
     app[DASHBOARD_KEY] = Dashboard(settings, Sessions(settings.session_ttl_s, clock), templates,
                                    clock)
     app.cleanup_ctx.append(reader_context)
+    app.cleanup_ctx.append(routing.signals_reader_context)
     _add_routes(app, templates / "static")
     env.globals["static"] = _static_url(app)
     env.filters["pairs"] = pairs
@@ -78,6 +79,7 @@ def _add_routes(app: web.Application, static_dir: Path) -> None:
     router.add_get(f"{HOME_PATH}/providers", views.providers)
     router.add_get(f"{HOME_PATH}/tenants", views.tenants)
     router.add_get(f"{HOME_PATH}/requests", views.requests_page)
+    router.add_get(f"{HOME_PATH}/routing", routing.routing_page)
     router.add_get(f"{HOME_PATH}/login", login.login_form)
     router.add_post(f"{HOME_PATH}/login", login.login)
     router.add_get(f"{HOME_PATH}/logout", login.logout)
