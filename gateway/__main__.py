@@ -25,6 +25,7 @@ from gateway.cache import cli as cache_cli
 from gateway.config import Settings, load
 from gateway.heap import settled_heap
 from gateway.routing import cli as routing_cli
+from gateway.routing.learned import cli as learn_cli
 from gateway.tenants import cli as tenants_cli
 from gateway.tenants.redact import install_redaction
 from gateway.toml_table import ConfigError
@@ -50,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     tenants_cli.add_commands(commands, _add_config)
     routing_cli.add_commands(commands, _add_config)
+    learn_cli.add_commands(commands, _add_config)
     cache_cli.add_commands(commands, _add_config)
     return parser
 

@@ -82,7 +82,8 @@ class LearningSettings:
     quality"). ``explore_share`` of eligible requests go to another tier than the estimate
     picks. Outcomes lose half their weight every ``half_life_s``; at most ``max_outcomes`` are
     remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
-    forgotten first. ``k`` neighbours inform an estimate; ``prior_weight`` is how many outcomes'
+    forgotten first. ``k`` neighbours inform an estimate, each weighted by
+    ``exp(sharpness * (similarity - 1))``; ``prior_weight`` is how many outcomes'
     worth the intent route's decision counts for, ``baseline_weight`` the same for the tier's
     overall rate. ``dim`` is the size vectors are projected to before they are remembered (a
     fixed seeded random projection: it bounds memory). ``file`` defaults to
@@ -96,6 +97,7 @@ class LearningSettings:
     max_outcomes: int = 100_000
     scope: str = "global"
     k: int = 32
+    sharpness: float = 10.0
     prior_weight: float = 2.0
     baseline_weight: float = 4.0
     dim: int = 128
@@ -119,6 +121,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         max_outcomes=t.count("max_outcomes", 100_000, minimum=16),
         scope=t.choice("scope", LEARNING_SCOPES, "global"),
         k=t.count("k", 32),
+        sharpness=t.non_negative("sharpness", 10.0),
         prior_weight=t.positive("prior_weight", 2.0),
         baseline_weight=t.non_negative("baseline_weight", 4.0),
         dim=t.count("dim", 128, minimum=8),
