@@ -210,7 +210,8 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
         )
         store.start()
         app[SIGNALS] = store
-    app[OUTCOMES] = OutcomeFeed(s.outcomes, signals=store, learner=learner)
+    app[OUTCOMES] = OutcomeFeed(s.outcomes, signals=store, learner=learner,
+                                clock=learner.clock if learner is not None else time.time)
     try:
         yield
     finally:

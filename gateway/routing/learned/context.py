@@ -9,8 +9,9 @@ that feed it (so it closes after them).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +24,8 @@ from gateway.routing.settings import LearningSettings
 class LearningConfig:
     settings: LearningSettings
     data_dir: Path
+    clock: Callable[[], float] = field(default=time.time)
+    """Wall-clock seconds for the learner's recency weighting (and the outcomes' times)."""
 
 
 LEARNING_CONFIG = web.AppKey("learning_config", LearningConfig)
@@ -40,7 +43,8 @@ async def learner_context(app: web.Application) -> AsyncIterator[None]:
     if not config.settings.enabled:
         yield
         return
-    learner = Learner(config.settings, path=config.settings.path(config.data_dir))
+    learner = Learner(config.settings, path=config.settings.path(config.data_dir),
+                      clock=config.clock)
     await learner.start()
     app[LEARNER] = learner
     try:
