@@ -1,7 +1,7 @@
 """Fixtures for the learned-routing tests: the two classes of prompts embedded by the real model.
 
-Test modules load this with ``pytest_plugins = ["tests.routing_fixtures", "tests.learning_fixtures"]``
-and import the data and helpers from ``tests.learning_helpers``.
+Test modules load it after the routing fixtures (``pytest_plugins = ["tests.routing_fixtures",
+"tests.learning_fixtures"]``) and import the data and helpers from ``tests.learning_helpers``.
 """
 
 from __future__ import annotations

@@ -6,16 +6,19 @@ vectors come from the fixtures in ``tests.learning_fixtures``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.routing.learned.learner import Outcome, Source
-from gateway.routing.settings import LearningSettings
+from gateway.routing.router import Router
+from gateway.routing.settings import LearningSettings, TierPlan
 
 FloatArray = npt.NDArray[np.float32]
+RouterFactory = Callable[..., Awaitable[Router]]
+PLAN = TierPlan(("cheap", "reasoning"), "cheap")
 
 TAX = [
     "how do I deduct home office expenses on my income tax return?",

@@ -83,7 +83,7 @@ class LearningSettings:
     picks. Outcomes lose half their weight every ``half_life_s``; at most ``max_outcomes`` are
     remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
     forgotten first. ``k`` neighbours inform an estimate, each weighted by
-    ``exp(sharpness * (similarity - 1))``; ``prior_weight`` is how many outcomes'
+    ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many outcomes'
     worth the intent route's decision counts for, ``baseline_weight`` the same for the tier's
     overall rate. ``dim`` is the size vectors are projected to before they are remembered (a
     fixed seeded random projection: it bounds memory). ``file`` defaults to
@@ -99,7 +99,7 @@ class LearningSettings:
     k: int = 32
     sharpness: float = 10.0
     prior_weight: float = 2.0
-    baseline_weight: float = 4.0
+    baseline_weight: float = 0.0
     dim: int = 128
     seed: int = 0
     file: Path | None = None
@@ -123,7 +123,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         k=t.count("k", 32),
         sharpness=t.non_negative("sharpness", 10.0),
         prior_weight=t.positive("prior_weight", 2.0),
-        baseline_weight=t.non_negative("baseline_weight", 4.0),
+        baseline_weight=t.non_negative("baseline_weight", 0.0),
         dim=t.count("dim", 128, minimum=8),
         seed=t.get("seed", int, 0),
         file=_path(t, "file", base_dir),

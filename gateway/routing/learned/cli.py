@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -112,7 +114,8 @@ def learning_settings(args: argparse.Namespace, ws: Workspace) -> LearningSettin
     return replace(settings, max_outcomes=max(settings.max_outcomes, 16))
 
 
-async def _vectors(ws: Workspace, items: Sequence[Labelled]) -> FloatArray:
+async def labelled_vectors(ws: Workspace, items: Sequence[Labelled]) -> FloatArray:
+    """The vectors the gateway would route ``items`` by (cached like ``routes eval``'s)."""
     embedder = embedder_for(ws)
     texts = [head_and_tail(i.text, ws.routing.max_prompt_tokens) for i in items]
     return await data_vectors(ws, embedder, texts)
@@ -122,7 +125,7 @@ async def _replay(args: argparse.Namespace, settings: Settings) -> ReplayReport:
     ws = workspace(args, settings)
     plan = tier_plan(ws.routing, ws.tiers)
     items = read_labelled(args.data)
-    vectors = await _vectors(ws, items)
+    vectors = await labelled_vectors(ws, items)
     prior: Policy
     if args.prior == "routes":
         router = await router_for(ws, embedder_for(ws))
@@ -154,8 +157,8 @@ class _DefaultTier:
 async def _eval(args: argparse.Namespace, settings: Settings) -> EvalReport:
     ws = workspace(args, settings)
     train, test = read_labelled(args.train), read_labelled(args.test)
-    train_vectors = await _vectors(ws, train)
-    test_vectors = await _vectors(ws, test)
+    train_vectors = await labelled_vectors(ws, train)
+    test_vectors = await labelled_vectors(ws, test)
     learning = learning_settings(args, ws)
     learning = replace(learning, max_outcomes=max(learning.max_outcomes, 4 * len(train)))
     return evaluate(train, train_vectors, test, test_vectors, Learner(learning),
@@ -211,3 +214,27 @@ def format_eval(r: EvalReport, train: Path, test: Path) -> str:
         "  curve (reasoning share: quality): " + ", ".join(
             f"{x:.0%}: {y:.3f}" for x, y in r.curve[::2]),
     ])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m gateway.routing.learned.cli learn ...``: the commands without the main CLI."""
+    from gateway.config import load
+
+    parser = argparse.ArgumentParser(prog="gateway")
+    add_commands(parser.add_subparsers(dest="command", required=True), _config_option)
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args, load(args.config)))
+    except ConfigError as exc:
+        print(f"gateway: {exc}", file=sys.stderr)
+        return 2
+
+
+def _config_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None,
+                        help="TOML configuration file (default: the embedded default)")
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())

@@ -10,11 +10,11 @@ what is left.
 
 ``Learner.estimate(vector, tiers, tenant, prior)`` answers, for each tier, the probability of an
 acceptable answer: the outcomes of the ``k`` nearest remembered prompts on that tier, each
-weighted by similarity and by recency (half its weight every ``half_life_s``), shrunk towards
-the prior (the intent decision's view: ``prior_weight`` outcomes' worth) and the tier's overall
-rate. With nothing remembered the estimate is the prior itself, so a cold start decides as the
-intent routes do. Memory is bounded per scope (``global`` or one per tenant). Touches only its
-SQLite file.
+weighted by its similarity relative to the nearest one's and by recency (half its weight every
+``half_life_s``), shrunk towards the prior (the intent decision's view: ``prior_weight``
+outcomes' worth) and, with ``baseline_weight``, the tier's overall rate. With nothing
+remembered the estimate is the prior itself, so a cold start decides as the intent routes do.
+Memory is bounded per scope (``global`` or one per tenant). Touches only its SQLite file.
 """
 
 from __future__ import annotations
@@ -180,8 +180,10 @@ class Learner:
             return {t: TierEstimate(prior.get(t, NEUTRAL_PRIOR), 0.0, 0) for t in tiers}
         s, now = self.settings, self.clock()
         age = np.maximum(now - hood.at_s, 0.0)
-        weights = (hood.weight * np.exp(s.sharpness * (hood.similarity - 1.0))
-                   * np.exp2(-age / s.half_life_s))
+        # Relative to the nearest: embedding similarities of related prompts sit anywhere
+        # from 0.3 to 0.9 depending on their length and wording, their ranking matters.
+        closeness = hood.similarity - hood.similarity.max()
+        weights = hood.weight * np.exp(s.sharpness * closeness) * np.exp2(-age / s.half_life_s)
         estimates = {}
         for tier in tiers:
             p0 = prior.get(tier, NEUTRAL_PRIOR)

@@ -24,8 +24,10 @@ from gateway.routing.policy import Decision, Evidence, LearnedNote, Policy, Reas
 from gateway.routing.settings import LearningSettings, TierPlan
 
 PRIOR_ACCEPTABLE = 0.9
-"""The prior acceptability of the intent decision's tier and every stronger one; a cheaper
-tier's prior is low enough (half the target's share of it) that no target picks it cold."""
+"""The prior acceptability of the intent decision's tier and every stronger one."""
+PRIOR_SHORTFALL = 0.95
+"""A cheaper tier's prior is this share of what the target asks: just short of it, so no
+target picks it cold, and a few good outcomes nearby are enough to pick it."""
 
 
 class PricedModel(Protocol):
@@ -52,7 +54,7 @@ def tier_prior(
     plan: TierPlan, tiers: Iterable[str], chosen: str, target: float
 ) -> dict[str, float]:
     """What the intent decision for ``chosen`` says of each tier before any outcome."""
-    low = PRIOR_ACCEPTABLE * target / 2
+    low = PRIOR_ACCEPTABLE * target * PRIOR_SHORTFALL
     rank = plan.rank(chosen)
     return {t: PRIOR_ACCEPTABLE if plan.rank(t) >= rank else low for t in tiers}
 

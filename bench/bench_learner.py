@@ -1,0 +1,157 @@
+"""The learned policy's costs at full memory: decision time, learning steps, memory.
+
+Fills a ``Learner`` (the configured ``[routing.learning]`` settings, ``max_outcomes`` outcomes,
+100,000 by default) with outcomes of real prompt vectors (the RouteLLM prompts embedded by the
+configured model, each reused with a little seeded noise to reach the count), then measures:
+
+- the decision: ``LearnedPolicy.decide`` against the intent routes' ``ThresholdPolicy.decide``
+  alone on the same evidence (p50/p99 of each and of the difference: what learning adds to a
+  routed request);
+- learning on the event loop: ``--observe`` outcomes observed at once into the full memory (every
+  one overwrites the oldest), folded by the background task while a ticker coroutine measures
+  how long the loop was held between two of its turns; the longest learning step is timed too;
+- memory: the process's resident size before and after filling, and the learner's own count.
+
+    python bench/bench_learner.py [--outcomes 100000] [--queries 2000] [--observe 5000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from gateway.config import load
+from gateway.routing.cli import embedder_for, router_for, workspace
+from gateway.routing.learned.cli import labelled_vectors
+from gateway.routing.learned.learner import Learner, Outcome, Source
+from gateway.routing.learned.policy import LearnedPolicy, tier_costs
+from gateway.routing.learned.replay import read_labelled
+from gateway.routing.settings import tier_plan
+
+DATA = ("mmlu_train", "mmlu_test", "gsm8k_train", "gsm8k_test")
+
+
+def rss_mb() -> float:
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * 4096 / 2**20
+
+
+def outcomes(base: np.ndarray, n: int, seed: int) -> list[Outcome]:
+    rng = np.random.default_rng(seed)
+    rows = base[rng.integers(0, len(base), n)]
+    rows = rows + rng.normal(0, 0.02, rows.shape).astype(np.float32)
+    rows /= np.linalg.norm(rows, axis=1, keepdims=True)
+    tiers = rng.integers(0, 2, n)
+    ok = rng.random(n) < 0.75
+    return [Outcome(rows[i], ("cheap", "reasoning")[tiers[i]], float(ok[i]), 1.0,
+                    1000.0 + i * 0.001, None, Source.REPLAY) for i in range(n)]
+
+
+def percentiles(samples: list[float]) -> str:
+    q = statistics.quantiles(samples, n=100)
+    return f"p50 {q[49] * 1000:.3f} ms, p99 {q[98] * 1000:.3f} ms"
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    config = load(None)
+    ws = workspace(SimpleNamespace(routes=None, cache=None, model_dir=None), config)
+    plan = tier_plan(ws.routing, ws.tiers)
+    items = [i for name in DATA for i in read_labelled(Path(f"bench/out/{name}.jsonl"))]
+    base = await labelled_vectors(ws, items)
+    router = await router_for(ws, embedder_for(ws))
+    settings = replace(ws.routing.learning, enabled=True, max_outcomes=args.outcomes)
+    clock = [2000.0]
+    learner = Learner(settings, clock=lambda: clock[0])
+    before = rss_mb()
+    fill = outcomes(base, args.outcomes, 1)
+    for start in range(0, len(fill), 10_000):
+        learner.learn(fill[start:start + 10_000])
+    del fill
+    after = rss_mb()
+    policy = LearnedPolicy(router.policy, learner, plan, settings, tier_costs(config.models))
+    queries = base[np.random.default_rng(2).integers(0, len(base), args.queries)]
+    intent_s, learned_s = [], []
+    for vector in queries:
+        evidence = router.evidence(vector)
+        t0 = time.perf_counter()
+        router.policy.decide(evidence)
+        t1 = time.perf_counter()
+        policy.decide(evidence, vector, may_explore=True)
+        t2 = time.perf_counter()
+        intent_s.append(t1 - t0)
+        learned_s.append(t2 - t1)
+    added = [b - a for a, b in zip(intent_s, learned_s, strict=True)]
+    steps = await learning_steps(learner, outcomes(base, args.observe, 3))
+    report = {
+        "outcomes": learner.stats().remembered,
+        "dim": settings.dim, "k": settings.k,
+        "rss_added_mb": round(after - before, 1),
+        "learner_estimate_mb": round(learner.memory_bytes() / 2**20, 1),
+        "intent_decide": percentiles(intent_s),
+        "learned_decide": percentiles(learned_s),
+        "added_by_learning": percentiles(added),
+        **steps,
+    }
+    return report
+
+
+async def learning_steps(learner: Learner, batch: list[Outcome]) -> dict[str, object]:
+    """Observe ``batch`` at once; time the loop's longest hold and the longest step."""
+    longest_step = [0.0]
+    step = learner._step  # timed from outside: the benchmark's view of one learning step
+
+    def timed(budget_s: float) -> None:
+        t0 = time.perf_counter()
+        step(budget_s)
+        longest_step[0] = max(longest_step[0], time.perf_counter() - t0)
+
+    learner._step = timed  # type: ignore[method-assign]
+    await learner.start()
+    gaps: list[float] = []
+    done = asyncio.Event()
+
+    async def ticker() -> None:
+        last = time.perf_counter()
+        while not done.is_set():
+            await asyncio.sleep(0)
+            now = time.perf_counter()
+            gaps.append(now - last)
+            last = now
+
+    tick = asyncio.create_task(ticker())
+    t0 = time.perf_counter()
+    for o in batch:
+        learner.observe(o)
+    await learner.drained()
+    elapsed = time.perf_counter() - t0
+    done.set()
+    await tick
+    await learner.close()
+    return {
+        "observed": len(batch),
+        "learn_rate_per_s": round(len(batch) / elapsed),
+        "longest_step_ms": round(longest_step[0] * 1000, 3),
+        "longest_loop_hold_ms": round(max(gaps) * 1000, 3),
+        "loop_hold_p99_ms": round(statistics.quantiles(gaps, n=100)[98] * 1000, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--outcomes", type=int, default=100_000)
+    parser.add_argument("--queries", type=int, default=2000)
+    parser.add_argument("--observe", type=int, default=5000)
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(main_async(args)), indent=2))
+
+
+if __name__ == "__main__":
+    main()
