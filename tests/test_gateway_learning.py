@@ -3,8 +3,10 @@ path, gateway/api/chat.py): the real embedder worker, real SQLite files, two tie
 OpenAI-compatible providers, and ``[routing.learning]`` on.
 
 The cheap fake answers every tax question with an empty answer, which escalation catches; the
-gateway learns from those escalations to send tax questions straight to the reasoning tier while
-other prompts stay cheap, and, once the fake improves, exploration and recency bring them back.
+gateway learns from those escalations to send tax questions it has never seen straight to the
+reasoning tier while other prompts (capitals, translations) stay cheap, and, once the fake
+improves, recency and exploration bring them back. Each class comes from templates, so that its
+members are each other's nearest neighbours, as a kind of prompt is in real traffic.
 Each request waits for the learner to take in what it taught (``Learner.drained``), so every
 decision sees the same memory and the seeded exploration makes the same choices on every run.
 The learner's clock is the test's: "an hour later" is a jump of the clock, not a wait.
@@ -50,20 +52,16 @@ TAX_NEW = [
     VAT.format("washing machine", "Austria"), INCOME.format("lottery winnings", "Austria"),
     VAT.format("phone", "the Netherlands"), INCOME.format("a bonus", "the Netherlands"),
 ]
+# A class the cheap fake answers well: capitals and translations, the same way.
+CAPITAL = "What is the capital of {}?"
+TRANSLATE = "Translate '{}' into {}."
 OTHER_SEEN = [
-    "What is the capital of Australia?",
-    "Who wrote Pride and Prejudice?",
-    "Hey, how is your day going?",
-    "Translate good morning into Italian",
-    "What year did the Berlin Wall fall?",
-    "How many legs does a spider have?",
+    *(CAPITAL.format(c) for c in ("Australia", "Canada", "Japan")),
+    *(TRANSLATE.format(p, lang) for p, lang in (
+        ("good morning", "Italian"), ("thank you", "German"), ("see you soon", "French"))),
 ]
-OTHER_NEW = [
-    "Who painted the Mona Lisa?",
-    "Good evening! How are you?",
-    "Translate thank you very much into German",
-    "What is the tallest mountain in Africa?",
-]
+OTHER_NEW = [CAPITAL.format("Brazil"), CAPITAL.format("Kenya"),
+             TRANSLATE.format("good night", "Spanish"), TRANSLATE.format("how are you", "Dutch")]
 
 
 class Clock:
@@ -90,8 +88,7 @@ def _config(cheap: str, strong: str, **learning: Any) -> Config:
                          output_price_per_mtok=15.0)],
         "embedder": {"model_dir": str(MODEL_DIR)},
         "routing": {"learning": {"enabled": True, "seed": 11, "explore_share": 0.1,
-                                 "half_life_s": HALF_LIFE_S, "baseline_weight": 0.0,
-                                 "sharpness": 6.0, **learning},
+                                 "half_life_s": HALF_LIFE_S, **learning},
                     "outcomes": {"retry_window_s": 0}},
     }
 
@@ -245,8 +242,8 @@ async def test_what_was_learned_survives_a_restart(
     assert headers["x-gateway-tier"] == "reasoning" and "x-gateway-escalated" not in headers
 
 
-def _p_cheap(decided: dict[str, Any]) -> float:
-    return float(decided["learned"]["estimates"]["cheap"]["p"])
+def _p(decided: dict[str, Any], tier: str = "cheap") -> float:
+    return float(decided["learned"]["estimates"][tier]["p"])
 
 
 async def test_a_quick_retry_and_bad_feedback_count_against_the_answer_they_refer_to(
@@ -260,9 +257,9 @@ async def test_a_quick_retry_and_bad_feedback_count_against_the_answer_they_refe
     question = TAX_SEEN[0]
     first = await _ask(client, question)
     assert first["x-gateway-tier"] == "cheap"
-    answered = _p_cheap(await _dry_run(client, question))
+    answered = _p(await _dry_run(client, question))
     again = await _ask(client, question.replace("?", "??"))  # asked again at once
-    retried = _p_cheap(await _dry_run(client, question))
+    retried = _p(await _dry_run(client, question))
     assert retried < answered
 
     store = client.app[SIGNALS]
@@ -282,13 +279,14 @@ async def test_a_quick_retry_and_bad_feedback_count_against_the_answer_they_refe
     assert refused.status == 400
     await learner.drained()
     assert learner.stats().remembered == remembered  # bad input teaches nothing
-    liked = _p_cheap(await _dry_run(client, other))
+    served = answer["x-gateway-tier"]
+    liked = _p(await _dry_run(client, other), served)
     resp = await client.post("/v1/feedback", json={"request_id": answer["x-request-id"],
                                                    "score": "bad"})
-    assert resp.status == 200
+    assert resp.status == 200 and (await resp.json())["tier"] == served
     await learner.drained()
     assert learner.stats().remembered == remembered + 1
-    assert _p_cheap(await _dry_run(client, other)) < liked
+    assert _p(await _dry_run(client, other), served) < liked
 
 
 async def test_a_tenant_past_its_budgets_soft_share_is_never_explored(
