@@ -2,24 +2,30 @@
 
 A client that sends a near-identical prompt (its vector's cosine similarity to the earlier one
 at or over ``similarity``) within ``window_s`` of a successful answer is taken to say that the
-answer did not serve. ``RecentAnswers`` keeps the tenant's latest answers with their vectors
-(bounded: ``per_tenant`` each, ``max_answers`` in all, oldest forgotten first) and says, for a
-new prompt, which earlier answer it retries; an answer is retried at most once. It also finds
-a recent answer by request id, so feedback needs no database round trip while it is in memory.
+answer did not serve. ``RecentAnswers`` keeps each tenant's latest answers (at most
+``per_tenant``) with their unit vectors in one matrix per tenant, so that a check is a single
+matrix-vector product, and says, for a new prompt, which earlier answer it retries; an answer
+is retried at most once. It also finds a recent answer by request id, so feedback needs no
+database round trip while the answer is in memory. At most ``max_answers`` answers are kept
+in all, the oldest forgotten first; a tenant's matrix grows with its answers (doubling, up to
+``per_tenant`` rows) and goes when its last answer is forgotten, so memory follows the answers
+kept, whatever the number of tenants.
 
-Pure in-memory bookkeeping: touches nothing else, never waits. A check is one small matrix
-product over at most ``per_tenant`` vectors.
+Pure in-memory bookkeeping: touches nothing else, never waits.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict, deque
-from dataclasses import dataclass
+from collections import OrderedDict
+from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 
 from gateway.routing.classifier import FloatArray
 from gateway.routing.signals import Answered
+
+_FIRST_ROWS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +41,65 @@ def _unit(vector: FloatArray) -> FloatArray | None:
     return (vector / norm).astype(np.float32) if norm > 0 else None
 
 
+@dataclass(slots=True)
+class _Window:
+    """One tenant's latest answers: a ring of rows (unit vector, time, retried, answer)."""
+
+    dim: int
+    capacity: int
+    vectors: FloatArray = field(init=False)
+    at_s: npt.NDArray[np.float64] = field(init=False)
+    open: npt.NDArray[np.bool_] = field(init=False)
+    """Still a retry candidate: remembered and not retried yet."""
+    answers: list[Answered | None] = field(init=False)
+    next: int = 0
+    held: int = 0
+
+    def __post_init__(self) -> None:
+        rows = min(_FIRST_ROWS, self.capacity)
+        self.vectors = np.zeros((rows, self.dim), dtype=np.float32)
+        self.at_s = np.zeros(rows, dtype=np.float64)
+        self.open = np.zeros(rows, dtype=bool)
+        self.answers = [None] * rows
+
+    def add(self, answered: Answered, unit: FloatArray) -> None:
+        rows = len(self.answers)
+        if self.held == rows and rows < self.capacity:
+            self._grow(min(self.capacity, 2 * rows))
+        i = self.next
+        if self.answers[i] is not None:
+            self.held -= 1  # the ring overwrites the oldest row
+        self.vectors[i], self.at_s[i], self.open[i] = unit, answered.at_s, True
+        self.answers[i] = answered
+        self.held += 1
+        self.next = (i + 1) % len(self.answers)
+
+    def _grow(self, rows: int) -> None:
+        old = len(self.answers)  # full: rows in ring order start at ``next``, which is 0 here
+        self.vectors = np.concatenate([self.vectors, np.zeros((rows - old, self.dim),
+                                                              dtype=np.float32)])
+        self.at_s = np.concatenate([self.at_s, np.zeros(rows - old)])
+        self.open = np.concatenate([self.open, np.zeros(rows - old, dtype=bool)])
+        self.answers += [None] * (rows - old)
+        self.next = old
+
+    def forget(self, answered: Answered) -> None:
+        for i, held in enumerate(self.answers):
+            if held is answered:
+                self.answers[i], self.open[i] = None, False
+                self.held -= 1
+                return
+
+    def best(self, unit: FloatArray, since_s: float) -> tuple[int, float] | None:
+        """The row most similar to ``unit`` among open rows answered at or after ``since_s``."""
+        candidates = self.open & (self.at_s >= since_s)
+        if not candidates.any():
+            return None
+        similarity = np.where(candidates, self.vectors @ unit, -np.inf)
+        i = int(np.argmax(similarity))
+        return i, float(similarity[i])
+
+
 class RecentAnswers:
     """The latest answers per tenant, for retry detection and feedback lookups."""
 
@@ -45,8 +110,7 @@ class RecentAnswers:
         self._per_tenant = per_tenant
         self._max = max_answers
         self._by_id: OrderedDict[tuple[str, str], Answered] = OrderedDict()
-        self._recent: dict[str, deque[tuple[Answered, FloatArray]]] = {}
-        self._retried: set[tuple[str, str]] = set()
+        self._windows: dict[str, _Window] = {}
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -54,51 +118,41 @@ class RecentAnswers:
     def find(self, tenant: str, request_id: str) -> Answered | None:
         return self._by_id.get((tenant, request_id))
 
-    def replace(self, answered: Answered) -> None:
-        """Keep ``answered`` for lookups by id, without making it a retry candidate."""
-        self._remember(answered)
-
     def retry_of(self, tenant: str, vector: FloatArray | None, now_s: float) -> Retry | None:
         """The tenant's latest answer, within the window, that this prompt asks for again."""
-        recent = self._recent.get(tenant)
+        window = self._windows.get(tenant)
         unit = _unit(vector) if vector is not None else None
-        if not recent or unit is None:
+        if window is None or unit is None or unit.shape != (window.dim,):
             return None
-        while recent and now_s - recent[0][0].at_s > self.window_s:
-            recent.popleft()
-        candidates = [(a, v) for a, v in recent if v.shape == unit.shape
-                      and (tenant, a.request_id) not in self._retried]
-        if not candidates:
+        found = window.best(unit, now_s - self.window_s)
+        if found is None or found[1] < self.similarity:
             return None
-        similarities = np.stack([v for _, v in candidates]) @ unit
-        best = int(np.argmax(similarities))
-        if float(similarities[best]) < self.similarity:
-            return None
-        earlier = candidates[best][0]
-        self._retried.add((tenant, earlier.request_id))
-        return Retry(earlier, float(similarities[best]))
+        i, similarity = found
+        earlier = window.answers[i]
+        assert earlier is not None  # an open row holds its answer
+        window.open[i] = False
+        return Retry(earlier, similarity)
 
     def add(self, answered: Answered) -> None:
         """Remember a successful answer: found by id, and a retry candidate while it is recent."""
-        self._remember(answered)
-        unit = _unit(answered.vector) if answered.vector is not None else None
-        if unit is None:
-            return
-        recent = self._recent.setdefault(answered.tenant, deque(maxlen=self._per_tenant))
-        recent.append((answered, unit))
-
-    def _remember(self, answered: Answered) -> None:
         key = (answered.tenant, answered.request_id)
-        self._by_id.pop(key, None)
+        if (replaced := self._by_id.pop(key, None)) is not None:
+            self._forget(replaced)  # a reused request id is a new answer
         self._by_id[key] = answered
-        self._retried.discard(key)  # a reused request id is a new answer
+        unit = _unit(answered.vector) if answered.vector is not None else None
+        if unit is not None:
+            window = self._windows.get(answered.tenant)
+            if window is None or window.dim != unit.shape[0]:
+                window = _Window(unit.shape[0], self._per_tenant)
+                self._windows[answered.tenant] = window
+            window.add(answered, unit)
         while len(self._by_id) > self._max:
-            (tenant, request_id), _ = self._by_id.popitem(last=False)
-            self._retried.discard((tenant, request_id))
-            recent = self._recent.get(tenant)
-            if recent is not None:
-                remaining = [(a, v) for a, v in recent if a.request_id != request_id]
-                if remaining:
-                    self._recent[tenant] = deque(remaining, maxlen=self._per_tenant)
-                else:
-                    del self._recent[tenant]
+            self._forget(self._by_id.popitem(last=False)[1])
+
+    def _forget(self, answered: Answered) -> None:
+        window = self._windows.get(answered.tenant)
+        if window is None:
+            return
+        window.forget(answered)
+        if window.held == 0:
+            del self._windows[answered.tenant]
