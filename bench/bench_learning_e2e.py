@@ -33,8 +33,8 @@ from bench_proxy import ADMIN_ENV, create_key
 from procs import ROOT, free_port, start, stop, wait_port
 
 from embedder_worker.model import OnnxEmbedder
+from gateway.core.routing_settings import LearningSettings
 from gateway.routing.learned.learner import Learner, Outcome
-from gateway.routing.settings import LearningSettings
 
 MODELS = ROOT / "models" / "all-MiniLM-L6-v2"
 # ../shared/data beside the checkout (a worktree sits one folder deeper).

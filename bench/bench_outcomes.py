@@ -25,9 +25,9 @@ from pathlib import Path
 from procs import ROOT
 
 from embedder_worker.model import OnnxEmbedder
+from gateway.core.routing_settings import LearningSettings, OutcomeSettings
 from gateway.routing.learned.learner import Learner
 from gateway.routing.outcomes import OutcomeFeed
-from gateway.routing.settings import LearningSettings, OutcomeSettings
 from gateway.routing.signals import Answered, SignalStore, prompt_key
 
 DATA = next((p for p in (ROOT.parent / "shared/data", ROOT.parent.parent / "shared/data")

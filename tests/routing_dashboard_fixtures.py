@@ -16,12 +16,9 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.app import errors_middleware
-from gateway.appkeys import CATALOG, FAILOVER
-from gateway.catalog import Catalog
-from gateway.dashboard.site import setup_dashboard
-from gateway.failover import Failover
-from gateway.metrics import setup_metrics
-from gateway.observability_settings import ObservabilitySettings
+from gateway.core.observability_settings import ObservabilitySettings
+from gateway.observability.dashboard.site import setup_dashboard
+from gateway.observability.metrics import setup_metrics
 from gateway.routing import context as routing
 from gateway.routing.context import SIGNALS
 from gateway.routing.escalation import EscalationKind, EscalationReason
@@ -29,6 +26,9 @@ from gateway.routing.policy import Decision, LearnedNote, Reason, TierEstimate
 from gateway.routing.signals import Answered
 from gateway.tenants.context import CONFIG_KEY, LEDGER_KEY, TenantsConfig, tenants_context
 from gateway.tenants.ledger import UsageRecord
+from gateway.upstream.appkeys import CATALOG, FAILOVER
+from gateway.upstream.catalog import Catalog
+from gateway.upstream.failover import Failover
 from tests.observability_fixtures import gateway_settings
 from tests.tenant_fixtures import tenant_settings
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.dashboard import format as fmt
+from gateway.observability.dashboard import format as fmt
 from tests.cdp import Browser, Page
 from tests.observability_fixtures import expected, load_scenario, observability_app, page_metrics
 from tests.routing_dashboard_fixtures import routing_dashboard_app, write_routing_history

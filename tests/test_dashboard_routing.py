@@ -1,5 +1,5 @@
-"""The dashboard's routing page (gateway/dashboard/routing.py, routing_queries.py): the figures it
-shows for a scripted history written through the real ledger and the real signal store."""
+"""The dashboard's routing page (gateway/observability/dashboard/routing.py, routing_queries.py):
+the figures it shows for a scripted history written through the real ledger and signal store."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.dashboard import format as fmt
-from gateway.dashboard.routing import SIGNALS_READER
+from gateway.observability.dashboard import format as fmt
+from gateway.observability.dashboard.routing import SIGNALS_READER
 from tests.observability_fixtures import Client, login, page_metrics
 from tests.routing_dashboard_fixtures import routing_dashboard_app, write_routing_history
 

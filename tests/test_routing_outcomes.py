@@ -6,9 +6,9 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from gateway.core.routing_settings import OutcomeSettings
 from gateway.routing.learned.learner import Learner
 from gateway.routing.outcomes import OutcomeFeed
-from gateway.routing.settings import OutcomeSettings
 from gateway.routing.signals import Answered, SignalStore, prompt_key
 from tests.learning_helpers import FloatArray, learning, still
 

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from embedder_worker.model import OnnxEmbedder
+from gateway.core.routing_settings import TierPlan
 from gateway.routing.classifier import RouteClassifier, train_head
 from gateway.routing.policy import (
     Decision,
@@ -22,7 +23,6 @@ from gateway.routing.policy import (
 )
 from gateway.routing.router import Router, decision_headers
 from gateway.routing.routes import Calibration, RouteSet
-from gateway.routing.settings import TierPlan
 
 pytest_plugins = ["tests.routing_fixtures"]
 

@@ -10,10 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.config import ModelSettings, ProviderSettings
-from gateway.errors import FailureKind, UpstreamFailure
-from gateway.failover import Attempt
-from gateway.providers.base import Deployment
+from gateway.core.answer import Attempt, Deployment
+from gateway.core.config import ModelSettings, ProviderSettings
+from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.routing.escalation import EscalationKind, EscalationReason
 from gateway.routing.policy import Decision, LearnedNote, Reason, RouteScore, TierEstimate
 from gateway.routing.signals import Answered, SignalStore, prompt_key

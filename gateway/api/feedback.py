@@ -19,8 +19,8 @@ from aiohttp import web
 
 from gateway.api.body import read_body
 from gateway.api.caller import caller
-from gateway.chat import field_error, json_object
-from gateway.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.core.chat import field_error, json_object
+from gateway.core.errors import InvalidRequest, NotFound, ServiceUnavailable
 from gateway.routing.context import OUTCOMES
 
 MAX_REQUEST_ID = 128

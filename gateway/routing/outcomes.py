@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
+from gateway.core.routing_settings import OutcomeSettings
 from gateway.routing.escalation import EscalationKind
 from gateway.routing.learned.learner import Outcome
 from gateway.routing.retries import RecentAnswers
-from gateway.routing.settings import OutcomeSettings
 from gateway.routing.signals import Answered, SignalStore
 
 log = logging.getLogger(__name__)
