@@ -31,13 +31,13 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from gateway.config import load
+from gateway.core.config import load
+from gateway.core.routing_settings import tier_plan
 from gateway.routing.cli import embedder_for, router_for, workspace
 from gateway.routing.learned.cli import labelled_vectors
 from gateway.routing.learned.learner import Learner, Outcome, Source
 from gateway.routing.learned.policy import LearnedPolicy, tier_costs
 from gateway.routing.learned.replay import read_labelled
-from gateway.routing.settings import tier_plan
 
 DATA = ("mmlu_train", "mmlu_test", "gsm8k_train", "gsm8k_test")
 

@@ -25,12 +25,12 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from gateway.config import load
+from gateway.core.config import load
+from gateway.core.routing_settings import LearningSettings, tier_plan
 from gateway.routing.cli import workspace
 from gateway.routing.learned.cli import labelled_vectors
 from gateway.routing.learned.learner import Learner
 from gateway.routing.learned.replay import Labelled, evaluate, read_labelled
-from gateway.routing.settings import LearningSettings, tier_plan
 
 GRID = {
     "k": (32, 64, 128, 256),

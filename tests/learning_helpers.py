@@ -12,9 +12,9 @@ from dataclasses import replace
 import numpy as np
 import numpy.typing as npt
 
+from gateway.core.routing_settings import LearningSettings, TierPlan
 from gateway.routing.learned.learner import Outcome, Source
 from gateway.routing.router import Router
-from gateway.routing.settings import LearningSettings, TierPlan
 
 FloatArray = npt.NDArray[np.float32]
 RouterFactory = Callable[..., Awaitable[Router]]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from gateway.core.routing_settings import LearningSettings
 from gateway.routing.learned.learner import Learner
 from gateway.routing.learned.policy import LearnedPolicy, cheapest_reaching, tier_costs
 from gateway.routing.policy import Decision, Evidence, Reason, TierEstimate, fallback
 from gateway.routing.routes import RouteSet
-from gateway.routing.settings import LearningSettings
 from tests.learning_helpers import (
     CHAT,
     PLAN,

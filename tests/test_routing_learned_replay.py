@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.core.toml_table import ConfigError
 from gateway.routing.learned import cli as learn_cli
 from gateway.routing.learned.learner import Learner
 from gateway.routing.learned.policy import LearnedPolicy
@@ -22,7 +23,6 @@ from gateway.routing.learned.replay import (
     share_reaching,
 )
 from gateway.routing.policy import Decision, Reason, fallback
-from gateway.toml_table import ConfigError
 from tests.learning_helpers import CHAT, PLAN, TAX, FloatArray, learning, still
 
 pytest_plugins = ["tests.routing_fixtures", "tests.learning_fixtures"]

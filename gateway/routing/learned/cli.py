@@ -24,7 +24,9 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
-from gateway.config import Settings
+from gateway.core.config import Settings
+from gateway.core.routing_settings import LearningSettings, tier_plan
+from gateway.core.toml_table import ConfigError
 from gateway.routing.classifier import FloatArray
 from gateway.routing.cli import (
     Common,
@@ -46,8 +48,6 @@ from gateway.routing.learned.replay import (
 )
 from gateway.routing.policy import Decision, Evidence, Policy, Reason, fallback
 from gateway.routing.prompt import head_and_tail
-from gateway.routing.settings import LearningSettings, tier_plan
-from gateway.toml_table import ConfigError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -218,7 +218,7 @@ def format_eval(r: EvalReport, train: Path, test: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gateway.routing.learned.cli learn ...``: the commands without the main CLI."""
-    from gateway.config import load
+    from gateway.core.config import load
 
     parser = argparse.ArgumentParser(prog="gateway")
     add_commands(parser.add_subparsers(dest="command", required=True), _config_option)

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from gateway.core.routing_settings import LearningSettings
 from gateway.routing.learned.learner import Learner
-from gateway.routing.settings import LearningSettings
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
-from gateway.lifecycle import stop_task
+from gateway.core.lifecycle import stop_task
+from gateway.core.routing_settings import LearningSettings
 from gateway.routing.learned.memory import Memory, Neighbours, Projection
 from gateway.routing.learned.store import OutcomeStore, StoredOutcome
 from gateway.routing.policy import TierEstimate
-from gateway.routing.settings import LearningSettings
 
 log = logging.getLogger(__name__)
 

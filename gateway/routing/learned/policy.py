@@ -18,10 +18,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
+from gateway.core.routing_settings import LearningSettings, TierPlan
 from gateway.routing.classifier import FloatArray
 from gateway.routing.learned.learner import Learner
 from gateway.routing.policy import Decision, Evidence, LearnedNote, Policy, Reason, TierEstimate
-from gateway.routing.settings import LearningSettings, TierPlan
 
 PRIOR_ACCEPTABLE = 0.9
 """The prior acceptability of the intent decision's tier and every stronger one."""
@@ -31,7 +31,7 @@ target picks it cold, and a few good outcomes nearby are enough to pick it."""
 
 
 class PricedModel(Protocol):
-    """What ``tier_costs`` reads of a model (``gateway.config.ModelSettings`` fits)."""
+    """What ``tier_costs`` reads of a model (``gateway.core.config.ModelSettings`` fits)."""
 
     @property
     def tier(self) -> str: ...

@@ -31,11 +31,11 @@ from pathlib import Path
 import numpy as np
 import numpy.typing as npt
 
+from gateway.core.routing_settings import TierPlan
+from gateway.core.toml_table import ConfigError
 from gateway.routing.learned.learner import Learner, Outcome, Source
 from gateway.routing.learned.policy import LearnedPolicy
 from gateway.routing.policy import Decision
-from gateway.routing.settings import TierPlan
-from gateway.toml_table import ConfigError
 
 FloatArray = npt.NDArray[np.float32]
 CURVE_POINTS = 10

@@ -17,7 +17,7 @@ import aiosqlite
 import numpy as np
 import numpy.typing as npt
 
-from gateway.sqlite import open_wal
+from gateway.core.sqlite import open_wal
 
 FloatArray = npt.NDArray[np.float32]
 _SCHEMA = (
