@@ -91,21 +91,20 @@ class LearningSettings:
     """
 
     enabled: bool = False
-    quality_target: float = 0.95
+    quality_target: float = 0.92
     explore_share: float = 0.02
     half_life_s: float = 7 * 86400.0
     max_outcomes: int = 100_000
     scope: str = "global"
-    k: int = 32
+    k: int = 64
     sharpness: float = 10.0
     prior_weight: float = 2.0
     baseline_weight: float = 0.0
-    dim: int = 128
+    dim: int = 192
     seed: int = 0
     file: Path | None = None
     queue: int = 10_000
     step_budget_ms: float = 0.5
-    flush_ms: float = 1000.0
 
     def path(self, data_dir: Path) -> Path:
         return self.file or data_dir / "learning.sqlite3"
@@ -115,21 +114,20 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
     settings = LearningSettings(
         enabled=t.get("enabled", bool, False),
-        quality_target=t.positive("quality_target", 0.95),
+        quality_target=t.positive("quality_target", 0.92),
         explore_share=t.non_negative("explore_share", 0.02),
         half_life_s=t.positive("half_life_s", 7 * 86400.0),
         max_outcomes=t.count("max_outcomes", 100_000, minimum=16),
         scope=t.choice("scope", LEARNING_SCOPES, "global"),
-        k=t.count("k", 32),
+        k=t.count("k", 64),
         sharpness=t.non_negative("sharpness", 10.0),
         prior_weight=t.positive("prior_weight", 2.0),
         baseline_weight=t.non_negative("baseline_weight", 0.0),
-        dim=t.count("dim", 128, minimum=8),
+        dim=t.count("dim", 192, minimum=8),
         seed=t.get("seed", int, 0),
         file=_path(t, "file", base_dir),
         queue=t.count("queue", 10_000),
         step_budget_ms=t.positive("step_budget_ms", 0.5),
-        flush_ms=t.positive("flush_ms", 1000.0),
     )
     if settings.quality_target > 1.0:
         raise t.fail("quality_target", "a number above 0 and at most 1")

@@ -325,9 +325,9 @@ def _clip(x: float) -> float:
 def _group_oracle(test: Sequence[Labelled], weak: npt.NDArray[np.float64],
                   strong: npt.NDArray[np.float64]) -> float | None:
     """The share for 95% when whole groups go to the strong tier, largest gain first: what a
-    router that knew each group's (subject's) gain would need. None without groups."""
+    router that knew each group's (subject's) gain would need. None without two groups."""
     groups = [i.group for i in test]
-    if any(g is None for g in groups):
+    if any(g is None for g in groups) or len(set(groups)) < 2:
         return None
     names = sorted(set(groups), key=str)
     index = {g: n for n, g in enumerate(names)}
