@@ -5,7 +5,8 @@ the caller is authenticated by its API key, as for chat requests. A tenant rates
 requests: another tenant's request id is answered exactly as an unknown one, 404, so ids leak
 nothing. Feedback on an answer that came from the cache counts too. Bad input is a 400 naming
 the field, and nothing is recorded. The answer echoes what was recorded: the request, the tier
-whose answer was scored, and the score as a number.
+whose answer was scored, and the score as a number. Touches nothing itself: the routing outcome
+feed finds the answer and records the feedback.
 """
 
 from __future__ import annotations

@@ -15,13 +15,13 @@ source:
 and from ``feedback`` (``POST /v1/feedback``) the tenant's own score of one of its answers, cached
 ones included. Each becomes an ``Outcome`` for the learner, keyed by the prompt's vector (no
 vector, no outcome: the signal is still recorded). Answers, retries and feedback are also written
-to the signal store, which is where feedback finds an answer that has left memory.
+to the signal store, which is where feedback finds an answer that has left memory. Touches no
+file itself: the signal store and the learner own theirs.
 """
 
 from __future__ import annotations
 
 import enum
-import logging
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -32,7 +32,6 @@ from gateway.routing.learned.learner import Outcome
 from gateway.routing.retries import RecentAnswers
 from gateway.routing.signals import Answered, SignalStore
 
-log = logging.getLogger(__name__)
 
 class Source(enum.StrEnum):
     """Where an outcome came from; each has its weight in ``[routing.outcomes.weights]``."""
