@@ -67,10 +67,13 @@ async def test_a_tenant_rates_its_own_answer_and_the_score_is_recorded(keyed: Ke
     assert resp.status == 200, await resp.text()
     body = await resp.json()
     assert body["request_id"] == request_id and body["score"] == 0.0 and body["tier"] == "cheap"
-    ((rid, tier, detail),) = await _feedback_rows(client)
+    assert body["counted"] is True
+    again = await _feedback(client, acme, {"request_id": request_id, "score": "bad"})
+    assert (await again.json())["counted"] is False  # recorded, but learned from only once
+    (rid, tier, detail), (_, _, repeated) = await _feedback_rows(client)
     assert (rid, tier) == (request_id, "cheap")
-    assert detail["tenant"] == "acme" and detail["score"] == 0.0
-    assert detail["comment"] == "wrong rate"
+    assert detail["tenant"] == "acme" and detail["score"] == 0.0 and detail["counted"]
+    assert detail["comment"] == "wrong rate" and not repeated["counted"]
 
 
 async def test_a_numeric_score_is_kept_as_given(keyed: Keyed) -> None:

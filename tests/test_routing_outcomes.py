@@ -69,7 +69,7 @@ async def test_a_cached_answer_teaches_nothing_until_someone_scores_it(
     assert learner.stats().remembered == 0
     found = await feed.find("acme", "r1")
     assert found is not None and found.cached
-    feed.feedback(found, 0.0, "not what I asked")
+    assert await feed.feedback(found, 0.0, "not what I asked")
     await learner.drained()
     assert learner.stats().remembered == 1
     assert _p(learner, tax_vectors[0], "cheap") < 0.9
@@ -94,7 +94,7 @@ async def test_without_a_vector_nothing_is_learned(tax_vectors: FloatArray) -> N
     feed.answered(_answer(None, failed=(("cheap", "truncated"),)))
     found = await feed.find("acme", "r1")
     assert found is not None
-    feed.feedback(found, 1.0, None)
+    assert await feed.feedback(found, 1.0, None)
     await learner.drained()
     assert learner.stats().remembered == 0
 
@@ -112,8 +112,28 @@ async def test_an_answer_that_left_memory_is_found_in_the_signal_store_with_its_
         assert found is not None and found.tier == "cheap" and found.route == "factual"
         assert found.vector is not None and (found.vector == tax_vectors[0]).all()
         assert await feed.find("globex", "r1") is None
-        feed.feedback(found, 0.0, None)
+        assert await feed.feedback(found, 0.0, None)
         await learner.drained()
         assert _p(learner, tax_vectors[0], "cheap") < 0.9
+    finally:
+        await store.close()
+
+
+async def test_only_the_first_score_of_an_answer_is_learned(
+    tmp_path: Path, tax_vectors: FloatArray,
+) -> None:
+    store = await SignalStore.open(tmp_path / "signals.sqlite3", model="m")
+    try:
+        feed, learner = _feed(signals=store)
+        feed.answered(_answer(tax_vectors[0], cached=True))
+        found = await feed.find("acme", "r1")
+        assert found is not None
+        assert await feed.feedback(found, 0.0, None)
+        assert not await feed.feedback(found, 0.0, "again")
+        # A feed that remembers nothing (a restart) still finds the first score on disk.
+        again, _ = _feed(signals=store)
+        assert not await again.feedback(found, 0.0, "after a restart")
+        await learner.drained()
+        assert learner.stats().remembered == 1
     finally:
         await store.close()

@@ -5,8 +5,9 @@ the caller is authenticated by its API key, as for chat requests. A tenant rates
 requests: another tenant's request id is answered exactly as an unknown one, 404, so ids leak
 nothing. Feedback on an answer that came from the cache counts too. Bad input is a 400 naming
 the field, and nothing is recorded. The answer echoes what was recorded: the request, the tier
-whose answer was scored, and the score as a number. Touches nothing itself: the routing outcome
-feed finds the answer and records the feedback.
+whose answer was scored, the score as a number, and whether it counted (only an answer's first
+score teaches the router; later ones are kept as signals). Touches nothing itself: the routing
+outcome feed finds the answer and records the feedback.
 """
 
 from __future__ import annotations
@@ -78,7 +79,8 @@ async def post_feedback(request: web.Request) -> web.Response:
     if answered is None:
         raise NotFound(f"No request with id {feedback.request_id!r} was answered for you.",
                        param="request_id", code="request_not_found")
-    outcomes.feedback(answered, feedback.score, feedback.comment)
+    counted = await outcomes.feedback(answered, feedback.score, feedback.comment)
     body = {"object": "feedback", "request_id": feedback.request_id, "score": feedback.score,
-            "tier": answered.tier, "route": answered.route, "cached": answered.cached}
+            "tier": answered.tier, "route": answered.route, "cached": answered.cached,
+            "counted": counted}
     return web.Response(body=orjson.dumps(body), content_type="application/json")

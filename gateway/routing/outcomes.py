@@ -13,7 +13,8 @@ source:
   answer: that earlier answer was not acceptable (``client_retry``, ``gateway.routing.retries``);
 
 and from ``feedback`` (``POST /v1/feedback``) the tenant's own score of one of its answers, cached
-ones included. Each becomes an ``Outcome`` for the learner, keyed by the prompt's vector (no
+ones included (the first score of an answer only: later ones are recorded, not learned). Each
+becomes an ``Outcome`` for the learner, keyed by the prompt's vector (no
 vector, no outcome: the signal is still recorded). Answers, retries and feedback are also written
 to the signal store, which is where feedback finds an answer that has left memory. Touches no
 file itself: the signal store and the learner own theirs.
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import enum
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Protocol
 
@@ -62,6 +64,7 @@ class OutcomeFeed:
                                     similarity=settings.retry_similarity,
                                     max_answers=settings.recent_answers)
         self._clock = clock
+        self._rated: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.observed = 0
 
     def answered(self, answered: Answered) -> None:
@@ -90,11 +93,22 @@ class OutcomeFeed:
             found = await self.signals.find_answer(request_id, tenant)
         return found
 
-    def feedback(self, answered: Answered, score: float, comment: str | None) -> None:
-        """The tenant scored ``answered`` (0 bad .. 1 good): record it and learn from it."""
+    async def feedback(self, answered: Answered, score: float, comment: str | None) -> bool:
+        """The tenant scored ``answered`` (0 bad .. 1 good): record it, and learn from it when
+        it is the first score of that answer (True). Later scores are recorded only, so that
+        one tenant repeating itself cannot outweigh everyone else's outcomes."""
+        key = (answered.tenant, answered.request_id)
+        first = key not in self._rated
+        self._rated[key] = None  # before any wait: a concurrent score sees it
+        while len(self._rated) > self.settings.recent_answers:
+            self._rated.popitem(last=False)
+        if first and self.signals is not None:
+            first = not await self.signals.rated(answered.request_id, answered.tenant)
         if self.signals is not None:
-            self.signals.feedback(answered, score, comment)
-        self._observe(answered, answered.tier, score, Source.FEEDBACK)
+            self.signals.feedback(answered, score, comment, counted=first)
+        if first:
+            self._observe(answered, answered.tier, score, Source.FEEDBACK)
+        return first
 
     def _observe(self, answered: Answered, tier: str | None, acceptable: float,
                  source: Source) -> None:

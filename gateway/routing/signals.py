@@ -75,6 +75,10 @@ _FIND_ANSWER = (
     "LEFT JOIN vectors v ON v.key = s.vector_key AND v.model = ? "
     "WHERE s.kind = 'answer' AND s.request_id = ? ORDER BY s.id DESC LIMIT 50"
 )
+_RATED = (
+    "SELECT 1 FROM signals WHERE kind = 'feedback' AND request_id = ? "
+    "AND json_extract(detail, '$.tenant') = ? LIMIT 1"
+)
 _INSERT_VECTOR = (
     "INSERT OR IGNORE INTO vectors (key, model, dim, vector, ts) VALUES (?, ?, ?, ?, ?)"
 )
@@ -280,12 +284,20 @@ class SignalStore:
         return self.record(Signal(SignalKind.CLIENT_RETRY, earlier.request_id, earlier.route,
                                   earlier.tier, vector_key=earlier.text_key, detail=detail))
 
-    def feedback(self, answered: Answered, score: float, comment: str | None) -> bool:
-        """What the tenant said of an answer (``score``: 1 good, 0 bad)."""
+    def feedback(self, answered: Answered, score: float, comment: str | None, *,
+                 counted: bool = True) -> bool:
+        """What the tenant said of an answer (``score``: 1 good, 0 bad); ``counted`` False:
+        the answer had been scored before, and only the first score teaches the router."""
         detail = {"tenant": answered.tenant, "score": score, "comment": comment,
-                  "cached": answered.cached}
+                  "cached": answered.cached, "counted": counted}
         return self.record(Signal(SignalKind.FEEDBACK, answered.request_id, answered.route,
                                   answered.tier, vector_key=answered.text_key, detail=detail))
+
+    async def rated(self, request_id: str, tenant: str) -> bool:
+        """Whether ``tenant`` has scored its answer ``request_id`` before (queued ones too)."""
+        await self.flush()
+        async with self._db.execute(_RATED, (request_id, tenant)) as cursor:
+            return await cursor.fetchone() is not None
 
     async def find_answer(self, request_id: str, tenant: str) -> Answered | None:
         """The latest answer ``tenant`` got under ``request_id`` (queued ones included), with its
