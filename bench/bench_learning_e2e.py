@@ -13,6 +13,9 @@ outcome feed (retry check, signal, learner queue) just before its last byte.
 
 Reported: p50/p99 latency of each side and the difference of the p50s (goal: at most 0.3 ms),
 and ``Server-Timing``'s ``route`` stage p50 of each side (where the decision itself is spent).
+``--no-learning-from-traffic`` sets every outcome weight to 0 on the learning side: it still
+decides from its filled memory but learns (and writes) nothing, which separates the decision's
+cost from the learning that follows each answer.
 """
 
 from __future__ import annotations
@@ -42,7 +45,10 @@ DATA = next((p for p in (ROOT.parent / "shared/data", ROOT.parent.parent / "shar
              if p.exists()), ROOT.parent / "shared/data")
 
 
-def config(up_port: int, data_dir: Path, learning: bool) -> str:
+def config(up_port: int, data_dir: Path, learning: bool, outcomes: bool = True) -> str:
+    weights = "" if outcomes else (
+        "[routing.outcomes.weights]\nanswer = 0\nescalation = 0\nprovider_failure = 0\n"
+        "client_retry = 0\nfeedback = 0\n")
     return f"""
 [server]
 data_dir = "{data_dir}"
@@ -57,7 +63,7 @@ enabled = false
 model_dir = "{MODELS}"
 [routing.learning]
 enabled = {"true" if learning else "false"}
-[[providers]]
+{weights}[[providers]]
 name = "fake"
 kind = "openai"
 base_url = "http://127.0.0.1:{up_port}/v1"
@@ -141,6 +147,9 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--outcomes", type=int, default=100_000)
+    parser.add_argument("--no-learning-from-traffic", action="store_true",
+                        help="the learning side decides but learns nothing from its answers "
+                             "(every outcome weight 0): the decision's cost alone")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-learning-"))
     asyncio.run(fill_memory(tmp / "learning" / "data" / "learning.sqlite3", args.outcomes))
@@ -152,7 +161,8 @@ def main() -> None:
         for side in ("intent", "learning"):
             cfg = tmp / side / "gateway.toml"
             cfg.parent.mkdir(parents=True, exist_ok=True)
-            cfg.write_text(config(up_port, tmp / side / "data", side == "learning"))
+            cfg.write_text(config(up_port, tmp / side / "data", side == "learning",
+                                  not args.no_learning_from_traffic))
             keys[side] = create_key(cfg)
             port = free_port()
             gateways.append(start(["-m", "gateway", "serve", "--config", str(cfg),
