@@ -12,7 +12,9 @@ configured model, each reused with a little seeded noise to reach the count), th
   how long the loop was held between two of its turns; each learning step is timed too, in
   wall time and in the thread's CPU time (on a busy machine the wall time also counts the time
   the process was not running at all);
-- memory: the process's resident size before and after filling, and the learner's own count.
+- memory: the resident size the memory adds in a fresh process fed from one array
+  (``--memory-only``, run as a child), the learner's own count, and how much this process grew
+  while filling (which also holds what the allocator kept of the feed's transient objects).
 
     python bench/bench_learner.py [--outcomes 100000] [--queries 2000] [--observe 5000]
 """
@@ -24,6 +26,8 @@ import asyncio
 import gc
 import json
 import statistics
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -100,7 +104,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     report = {
         "outcomes": learner.stats().remembered,
         "dim": settings.dim, "k": settings.k,
-        "rss_added_mb": round(after - before, 1),
+        "bench_process_grew_mb": round(after - before, 1),
         "learner_estimate_mb": round(learner.memory_bytes() / 2**20, 1),
         "intent_decide": percentiles(intent_s),
         "learned_decide": percentiles(learned_s),
@@ -155,13 +159,43 @@ async def learning_steps(learner: Learner, batch: list[Outcome]) -> dict[str, ob
     }
 
 
+def memory_only(n: int) -> dict[str, object]:
+    """The learner's memory alone, in a process that holds nothing else: ``n`` outcomes of
+    random unit vectors, fed from one array (no per-outcome Python objects to retain)."""
+    settings = replace(load(None).routing.learning, max_outcomes=n)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n, 384)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    learner = Learner(settings, clock=lambda: 0.0)
+    learner.learn([Outcome(x[0], "cheap", 1.0)])  # the projection and arrays exist from here
+    gc.collect()
+    before = rss_mb()
+    for start in range(1, n, 1000):
+        learner.learn(Outcome(v, "cheap", 1.0) for v in x[start:start + 1000])
+    gc.collect()
+    return {"outcomes": learner.stats().remembered, "dim": settings.dim,
+            "memory_rss_mb": round(rss_mb() - before, 1),
+            "memory_estimate_mb": round(learner.memory_bytes() / 2**20, 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--outcomes", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--observe", type=int, default=5000)
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the memory of --outcomes outcomes (run in a fresh process)")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(main_async(args)), indent=2))
+    if args.memory_only:
+        print(json.dumps(memory_only(args.outcomes), indent=2))
+        return
+    fresh = subprocess.run(
+        [sys.executable, __file__, "--memory-only", "--outcomes", str(args.outcomes)],
+        check=True, capture_output=True, text=True,
+    )
+    report = asyncio.run(main_async(args))
+    report.update(json.loads(fresh.stdout))
+    print(json.dumps(report, indent=2))
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class LearningSettings:
     """
 
     enabled: bool = False
-    quality_target: float = 0.92
+    quality_target: float = 0.86
     explore_share: float = 0.02
     half_life_s: float = 7 * 86400.0
     max_outcomes: int = 100_000
@@ -114,7 +114,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
     settings = LearningSettings(
         enabled=t.get("enabled", bool, False),
-        quality_target=t.positive("quality_target", 0.92),
+        quality_target=t.positive("quality_target", 0.86),
         explore_share=t.non_negative("explore_share", 0.02),
         half_life_s=t.positive("half_life_s", 7 * 86400.0),
         max_outcomes=t.count("max_outcomes", 100_000, minimum=16),
