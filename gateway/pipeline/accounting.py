@@ -61,7 +61,6 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
     _observe(app, record, row)
 
 
-
 def note_answer(app: web.Application, record: RequestRecord, tenant: str) -> None:
     """Hand a successful answer to the routing outcome feed (retries, feedback, learning).
 
