@@ -2,6 +2,7 @@
 
     gateway serve [--config PATH] [--host H] [--port N]
     gateway tenants create|list|update ...      gateway keys create|list|revoke ...
+    gateway routes check|fit|eval|build ...     gateway learn replay|eval ...
 
 Every command reads the same configuration (``--config``, default: the embedded one).
 """

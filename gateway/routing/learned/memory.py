@@ -166,7 +166,14 @@ class Memory:
         if k <= 0:
             return None
         self._graph.set_ef(max(_MIN_EF, k))
-        labels, distances = self._graph.knn_query(vector, k=k)
+        while True:
+            try:
+                labels, distances = self._graph.knn_query(vector, k=k)
+                break
+            except RuntimeError:  # the graph could not reach k entries: ask for fewer
+                k //= 2
+                if k == 0:
+                    return None
         slots = labels[0].astype(np.intp)
         return Neighbours(
             similarity=(1.0 - distances[0]).astype(np.float32),

@@ -13,6 +13,7 @@ Touches nothing: the learner owns its memory.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -22,6 +23,8 @@ from gateway.core.routing_settings import LearningSettings, TierPlan
 from gateway.routing.classifier import FloatArray
 from gateway.routing.learned.learner import Learner
 from gateway.routing.policy import Decision, Evidence, LearnedNote, Policy, Reason, TierEstimate
+
+log = logging.getLogger(__name__)
 
 PRIOR_ACCEPTABLE = 0.9
 """The prior acceptability of the intent decision's tier and every stronger one."""
@@ -103,7 +106,11 @@ class LearnedPolicy:
             return intent  # a tier the plan does not order: nothing to compare it with
         target = self.settings.quality_target
         prior = tier_prior(self.plan, self.order, intent.tier, target)
-        estimates = self.learner.estimate(vector, self.order, tenant, prior)
+        try:
+            estimates = self.learner.estimate(vector, self.order, tenant, prior)
+        except Exception:  # a broken estimate must not fail the request: the routes decide
+            log.exception("learned policy: estimate failed; the intent decision stands")
+            return intent
         if not any(e.count for e in estimates.values()):
             return intent  # nothing learned near this prompt: decide exactly as the routes do
         tier = cheapest_reaching(estimates, self.order, target)
