@@ -3,6 +3,7 @@
     gateway serve [--config PATH] [--host H] [--port N]
     gateway tenants create|list|update ...      gateway keys create|list|revoke ...
     gateway migrate [--from-sqlite DATA_DIR]    (the shared database of [cluster])
+    gateway routes check|fit|eval|build ...     gateway learn replay|eval ...
 
 Every command reads the same configuration: the embedded default, with the file ``--config``
 (or ``$GATEWAY_CONFIG``) laid over it and the ``GATEWAY_*`` variables over both.
@@ -31,6 +32,7 @@ from gateway.core.toml_table import ConfigError
 from gateway.observability.access_log import configure_access_log
 from gateway.pipeline.heap import settled_heap
 from gateway.routing import cli as routing_cli
+from gateway.routing.learned import cli as learn_cli
 from gateway.tenants import cli as tenants_cli
 
 log = logging.getLogger("gateway")
@@ -55,6 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=_serve)
     tenants_cli.add_commands(commands, _add_config)
     routing_cli.add_commands(commands, _add_config)
+    learn_cli.add_commands(commands, _add_config)
     cache_cli.add_commands(commands, _add_config)
     migrate_cli.add_commands(commands, _add_config)
     return parser

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
-from gateway.api import chat, embeddings, health, messages, models, responses, route
+from gateway.api import chat, embeddings, feedback, health, messages, models, responses, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
 from gateway.api.messages_out import error_response
@@ -40,6 +40,7 @@ from gateway.observability.metrics import METRICS_KEY, setup_metrics
 from gateway.observability.tracing import setup_tracing
 from gateway.routing import context as routing
 from gateway.routing.follow import routes_follow_context
+from gateway.routing.learned.policy import tier_costs
 from gateway.tenants import context as tenants
 from gateway.tenants.redis_counters import RedisCounterStore
 from gateway.tenants.response_store import response_store_context
@@ -183,6 +184,7 @@ def create_app(settings: Settings) -> web.Application:
     routing.configure(app, routing.RoutingConfig(
         settings=settings.routing, data_dir=settings.server.data_dir,
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
+        tier_costs=tier_costs(settings.models) if settings.routing.learning.enabled else {},
     ))
     app.cleanup_ctx.append(routes_follow_context)
     tenants.configure(app, settings)
@@ -201,6 +203,7 @@ def create_app(settings: Settings) -> web.Application:
     app.router.add_delete(responses.RESPONSES_PATH + "/{response_id}", responses.delete_response)
     app.router.add_post("/v1/embeddings", embeddings.create_embeddings)
     app.router.add_post("/v1/route", route.route_dry_run)
+    app.router.add_post("/v1/feedback", feedback.post_feedback)
     app.router.add_get("/v1/models", models.list_models)
     app.router.add_get("/v1/models/{model}", models.get_model)
     app.router.add_get("/healthz", health.healthz)

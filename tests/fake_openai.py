@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,8 @@ class FakeOpenAI:
     def __init__(self) -> None:
         self.script: deque[Reply] = deque()
         self.default = Reply()
+        self.rule: Callable[[dict[str, Any]], Reply | None] | None = None
+        """Picks the reply from the request body (None: the script, then the default)."""
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.release = asyncio.Event()
@@ -57,7 +60,9 @@ class FakeOpenAI:
             if len(self.requests) >= count:
                 event.set()
 
-    def next_reply(self) -> Reply:
+    def next_reply(self, body: dict[str, Any] | None = None) -> Reply:
+        if self.rule is not None and body is not None and (chosen := self.rule(body)):
+            return chosen
         return self.script.popleft() if self.script else self.default
 
 
@@ -148,7 +153,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     fake.headers.append(dict(request.headers))
     fake.received.set()
     fake._arrived()
-    reply = fake.next_reply()
+    reply = fake.next_reply(body)
     if reply.kind == "status":
         error = {"error": {"message": f"fake says {reply.status}", "type": "server_error",
                            "param": None, "code": None}}

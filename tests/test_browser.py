@@ -3,7 +3,8 @@
 Logs in through the form like a person (type the key, press Enter), opens every page, checks the
 figures against the ledger's rows, checks that nothing is fetched from elsewhere and that the
 pages fit a laptop screen, and saves a screenshot of each page in ``screenshots/`` (git-ignored).
-A second walk does the same with JavaScript switched off.
+A second walk does the same with JavaScript switched off; a third opens the routing page over a
+history written to the ledger and the signal store.
 
 Needs Chromium: ``deploy/install_browser.sh`` installs Debian's package when run as root (``make
 test`` calls it); elsewhere set ``CHROMIUM=/path/to/chrome``. Without one the tests skip.
@@ -23,6 +24,7 @@ from aiohttp.test_utils import TestServer
 from gateway.observability.dashboard import format as fmt
 from tests.cdp import Browser, Page
 from tests.observability_fixtures import expected, load_scenario, observability_app, page_metrics
+from tests.routing_dashboard_fixtures import routing_dashboard_app, write_routing_history
 from tests.tenant_fixtures import ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,3 +119,28 @@ async def test_the_dashboard_works_with_javascript_off(
         errors = [r for r in records if r.status >= 400 and r.ts >= NOW - 7 * 86_400]
         assert page_metrics(await page.html())["rows"] == str(len(errors))
         await page.screenshot(SHOTS / "dashboard-requests-errors-nojs.png")
+
+
+async def test_the_routing_page_in_a_real_browser(aiohttp_server: Any, tmp_path: Path) -> None:
+    assert CHROMIUM is not None
+    app = routing_dashboard_app(tmp_path)
+    server: TestServer = await aiohttp_server(app)
+    history = await write_routing_history(app)
+    base = str(server.make_url("")).rstrip("/")
+    async with Browser.launch(CHROMIUM) as browser:
+        page = await browser.new_page(width=1440, height=900)
+        await page.goto(f"{base}/dashboard/routing")
+        await page.type_and_enter("#key", ADMIN_KEY)
+        assert await _where(page) == "/dashboard/routing"
+        html = await page.html()
+        shown = page_metrics(html)
+        assert shown["routed"] == fmt.num(history.routed)
+        assert shown["feedback-bad"] == fmt.num(history.bad)
+        assert f'data-override="{history.overridden_route}:cheap:reasoning"' in html
+        assert await page.evaluate(
+            "document.querySelectorAll('.chart-card svg').length") == 3  # the charts drew
+        assert await page.evaluate(
+            "document.querySelector('nav.tabs [aria-current=page]').textContent") == "Routing"
+        await _fits_a_laptop(page)
+        await page.screenshot(SHOTS / "dashboard-routing.png")
+        assert all(url.startswith((base, "data:")) for url in page.requested), page.requested

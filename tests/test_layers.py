@@ -26,8 +26,9 @@ RANKS = {CORE: 0, **dict.fromkeys(CAPABILITIES, 1), "pipeline": 2, "api": 3, "ap
 # Capability -> what of the other capabilities it may import (a package or a module under
 # ``gateway``), and why.
 ALLOWED_ACROSS: Mapping[str, tuple[str, ...]] = {
-    # Metrics and the dashboard show the tenants' keys, store and ledger, and upstream health.
-    "observability": ("tenants", "upstream"),
+    # Metrics and the dashboard show the tenants' keys, store and ledger, and upstream health;
+    # the dashboard's routing page reads the signal store, the tier plan and the learner's counts.
+    "observability": ("tenants", "upstream", "routing.context", "routing.learned.context"),
     # The prompt's embedding call is counted and timed in the metrics.
     "routing": ("observability.metrics",),
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,15 @@ import pytest
 from embedder_worker.model import OnnxEmbedder
 from gateway.core.routing_settings import TierPlan
 from gateway.routing.classifier import RouteClassifier, train_head
-from gateway.routing.policy import Evidence, Reason, RouteScore, ThresholdPolicy
+from gateway.routing.policy import (
+    Decision,
+    Evidence,
+    LearnedNote,
+    Reason,
+    RouteScore,
+    ThresholdPolicy,
+    TierEstimate,
+)
 from gateway.routing.router import Router, decision_headers
 from gateway.routing.routes import Calibration, RouteSet
 
@@ -119,3 +128,17 @@ def test_the_classifier_pads_routes_with_fewer_than_k_utterances() -> None:
     scores = classifier.score(vectors[4], blend=0.0)
     lone = int(np.flatnonzero(scores.routes == 1)[0])
     assert scores.similarity[lone] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_headers_say_when_the_learned_policy_decided_and_on_what() -> None:
+    note = LearnedNote((("cheap", TierEstimate(0.123, 2.0, 30)),
+                        ("reasoning", TierEstimate(0.91, 1.5, 7))), prior_tier="cheap")
+    decision = Decision("factual", "reasoning", Reason.LEARNED, "long detail", score=0.2,
+                        margin=0.05, learned=note)
+    headers = decision_headers(decision)
+    assert headers["x-gateway-route-reason"] == "learned (p_cheap 0.12, p_reasoning 0.91 over 37)"
+    assert headers["x-gateway-route-learned"] == (
+        "tier=reasoning; prior=cheap; explored=0; outcomes=37; p_cheap=0.123; p_reasoning=0.910")
+    intent = decision_headers(replace(decision, reason=Reason.CONFIDENT, learned=None))
+    assert "x-gateway-route-learned" not in intent
+    assert intent["x-gateway-route-reason"] == "confident (long detail)"

@@ -87,3 +87,27 @@ def test_next_tier_walks_the_order_and_stops_at_the_end() -> None:
 def test_rank_puts_unordered_tiers_strongest() -> None:
     plan = tier_plan(parse({}), {"cheap", "reasoning", "vision"})
     assert plan.rank("cheap") < plan.rank("reasoning") < plan.rank("vision")
+
+
+def test_outcome_weights_default_and_can_be_changed_one_by_one() -> None:
+    s = parse({"outcomes": {"retry_window_s": 30, "weights": {"feedback": 5}}}).outcomes
+    assert s.retry_window_s == 30.0 and s.retry_similarity == 0.95
+    assert s.weight("feedback") == 5.0 and s.weight("escalation") == 1.0
+    assert parse({}).outcomes.weight("answer") == 0.3
+
+
+@pytest.mark.parametrize(
+    ("data", "key"),
+    [
+        ({"retry_similarity": 0}, "routing.outcomes.retry_similarity"),
+        ({"retry_similarity": 1.5}, "routing.outcomes.retry_similarity"),
+        ({"retry_window_s": -1}, "routing.outcomes.retry_window_s"),
+        ({"recent_answers": 0}, "routing.outcomes.recent_answers"),
+        ({"weights": {"feedback": -1}}, "routing.outcomes.weights.feedback"),
+        ({"weights": {"clicks": 1}}, "routing.outcomes.weights.clicks: unknown key"),
+        ({"colour": "blue"}, "routing.outcomes.colour: unknown key"),
+    ],
+)
+def test_a_bad_outcomes_value_names_its_key(data: dict[str, object], key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        parse({"outcomes": data})

@@ -1,9 +1,11 @@
-"""Tests for gateway/routing/signals.py: decisions, escalations, retries and failures in SQLite."""
+"""Tests for gateway/routing/signals.py: decisions, escalations, retries, failures, answers and
+feedback in SQLite."""
 
 from __future__ import annotations
 
 import json
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +14,8 @@ from gateway.core.answer import Attempt, Deployment
 from gateway.core.config import ModelSettings, ProviderSettings
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.routing.escalation import EscalationKind, EscalationReason
-from gateway.routing.policy import Decision, Reason, RouteScore
-from gateway.routing.signals import SignalStore, prompt_key
+from gateway.routing.policy import Decision, LearnedNote, Reason, RouteScore, TierEstimate
+from gateway.routing.signals import Answered, SignalStore, prompt_key
 
 DECISION = Decision("code", "reasoning", Reason.CONFIDENT, "confidence 0.9 >= 0.8",
                     confidence=0.9, score=0.7, margin=0.2,
@@ -77,3 +79,50 @@ async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
     finally:
         await store.close()
     assert not store.decision("late", DECISION, "", None)
+
+
+async def test_answers_retries_and_feedback_are_written_and_an_answer_is_read_back(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m")
+    vector = np.arange(4, dtype=np.float32)
+    answered = Answered("req_1", "acme", "reasoning", "code", vector, prompt_key("fix it"),
+                        failed=(("cheap", "empty_answer"),), at_s=1234.5)
+    try:
+        assert store.answer(answered)
+        assert store.client_retry(answered, "req_2", 0.98765)
+        assert store.feedback(answered, 0.25, "close, not quite")
+        found = await store.find_answer("req_1", "acme")  # queued ones are written first
+        assert await store.find_answer("req_1", "globex") is None
+        assert await store.find_answer("req_9", "acme") is None
+    finally:
+        await store.close()
+    assert found is not None and found.vector is not None
+    assert (found.request_id, found.tenant, found.tier, found.route, found.failed) == (
+        "req_1", "acme", "reasoning", "code", (("cheap", "empty_answer"),))
+    assert np.array_equal(found.vector, vector) and found.at_s == 1234.5
+    kinds = rows(path, "SELECT kind, request_id, tier, detail FROM signals ORDER BY id")
+    assert [(k, r, t) for k, r, t, _ in kinds] == [
+        ("answer", "req_1", "reasoning"), ("client_retry", "req_1", "reasoning"),
+        ("feedback", "req_1", "reasoning")]
+    assert json.loads(str(kinds[1][3])) == {"tenant": "acme", "retried_by": "req_2",
+                                            "similarity": 0.9877}
+    assert json.loads(str(kinds[2][3]))["score"] == 0.25
+
+
+async def test_a_learned_decision_records_its_estimates_and_the_intent_tier(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "signals.sqlite3"
+    note = LearnedNote((("cheap", TierEstimate(0.3, 2.5, 4)),
+                        ("reasoning", TierEstimate(0.95, 1.0, 2))), "cheap")
+    store = await SignalStore.open(path)
+    try:
+        assert store.decision("req_1", replace(DECISION, learned=note), "tax?", None)
+    finally:
+        await store.close()
+    ((detail,),) = rows(path, "SELECT detail FROM signals")
+    assert json.loads(str(detail))["learned"] == {
+        "prior_tier": "cheap", "explored": False, "outcomes": 6,
+        "p": {"cheap": 0.3, "reasoning": 0.95}}

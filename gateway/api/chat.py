@@ -29,7 +29,7 @@ from gateway.core.observability_settings import OBSERVABILITY_KEY
 from gateway.core.requestctx import REQUEST_ID
 from gateway.observability.metrics import METRICS_KEY, refusal_kind
 from gateway.pipeline import dispatch
-from gateway.pipeline.accounting import account
+from gateway.pipeline.accounting import account, note_answer
 from gateway.pipeline.caching import CacheStage
 from gateway.pipeline.dispatch import Target, tiers_after
 from gateway.pipeline.request_record import RequestRecord
@@ -37,6 +37,7 @@ from gateway.pipeline.streaming import relay, replay
 from gateway.routing.classifier import FloatArray
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
 from gateway.routing.router import decision_headers
+from gateway.routing.signals import prompt_key
 from gateway.tenants.auth import Principal
 from gateway.tenants.context import ADMISSION_KEY
 from gateway.tenants.quotas import Reservation, rate_limit_headers
@@ -90,6 +91,7 @@ async def serve(
     record.limit_headers = rate_limit_headers(reservation)
     try:
         response = await _answer(request, chat, record, reservation, face)
+        note_answer(app, record, principal.tenant)
         # Finish the answer on the wire first: the accounting below is the gateway's business
         # and should not delay the client (for a stream this sends its final chunk marker).
         if not response.prepared:
@@ -117,14 +119,18 @@ def target_for(
     """An explicit model's failover group, or the routed tiers of ``auto`` (and aliases)."""
     routing = app[ROUTING_CONFIG].settings
     if not routing.is_alias(chat.model):
-        return Target(group=tuple(app[CATALOG].named(chat.model)))
-    decision = decide(app, record.request_id, text, vector)
-    order = app[ROUTER].plan.order
+        group = tuple(app[CATALOG].named(chat.model))
+        record.routed_tier = group[0].tier if group else None
+        return Target(group=group)
     past_soft_share = reservation.budget_share >= app[ADMISSION_KEY].soft_share
+    decision = decide(app, record.request_id, text, vector, reservation.principal.tenant,
+                      may_explore=not past_soft_share)
+    order = app[ROUTER].plan.order
     if past_soft_share and order and decision.tier != order[0]:
         decision = replace(decision, tier=order[0], escalate=False)
         record.budget_downgraded = True
     record.route, record.decision_headers = decision.route, decision_headers(decision)
+    record.routed_tier, record.learned = decision.tier, decision.learned is not None
     return Target(tiers=tiers_after(decision, order, routing.escalation), decision=decision)
 
 
@@ -139,6 +145,7 @@ async def _answer(
     if routed or cache.wants_vector:
         text, vector = await prompt_vector(app, chat)
         record.timing.mark("embed")
+        record.vector, record.text_key = vector, prompt_key(text) if text else None
     target = target_for(app, chat, record, reservation, text, vector)
     decision = target.decision
     cache.route(f"{chat.model}/{decision.route}" if decision else chat.model,

@@ -3,9 +3,11 @@
 The body is a chat completions body (``model`` may be left out: it means ``auto``). The answer
 says what the gateway would do with it, without calling any provider: the route, tier, reason,
 confidence, score and margin; the shortlisted routes with their scores; the tiers an escalation
-would try; and the candidate deployment ids in the order failover would try them. The
-``x-gateway-route*`` headers are the ones a real request gets. An explicit model name is
-reported as such, with its deployments. Records no signal.
+would try; and the candidate deployment ids in the order failover would try them. When the
+learned policy decided, ``learned`` holds each tier's estimate, how many past outcomes it rests
+on, and the tier the intent routes chose. The ``x-gateway-route*`` headers are the ones a real
+request gets. A dry run never explores (the decision shown is the one the estimates make), and
+an explicit model name is reported as such, with its deployments. Records no signal.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from gateway.api.caller import caller
 from gateway.core.chat import ChatRequest, chat_request, json_object
 from gateway.pipeline.dispatch import tiers_after
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, prompt_vector
-from gateway.routing.policy import Decision
+from gateway.routing.policy import Decision, LearnedNote
 from gateway.routing.router import decision_headers
 from gateway.upstream.appkeys import CATALOG, FAILOVER
 
@@ -30,6 +32,19 @@ def _chat(raw: bytes) -> ChatRequest:
     body = json_object(raw)
     body.setdefault("model", "auto")
     return chat_request(body)
+
+
+def learned_body(note: LearnedNote | None) -> dict[str, Any] | None:
+    """The learned policy's view of a decision, or None when the intent routes decided."""
+    if note is None:
+        return None
+    return {
+        "intent_tier": note.prior_tier,
+        "explored": note.explored,
+        "outcomes": note.count,
+        "estimates": {tier: {"p": e.p, "evidence": e.evidence, "outcomes": e.count}
+                      for tier, e in note.estimates},
+    }
 
 
 def decision_body(decision: Decision, text: str, deployments: list[str],
@@ -51,13 +66,14 @@ def decision_body(decision: Decision, text: str, deployments: list[str],
              "probability": r.probability}
             for r in decision.ranked
         ],
+        "learned": learned_body(decision.learned),
         "deployments": deployments,
         "embedded_text": text,
     }
 
 
 async def route_dry_run(request: web.Request) -> web.Response:
-    caller(request)
+    principal = caller(request)
     chat = _chat(await read_body(request))
     app = request.app
     catalog, failover = app[CATALOG], app[FAILOVER]
@@ -68,7 +84,7 @@ async def route_dry_run(request: web.Request) -> web.Response:
         return web.Response(body=orjson.dumps(body), content_type="application/json")
     text, vector = await prompt_vector(app, chat)
     router = app[ROUTER]
-    decision = router.route(vector)
+    decision = router.route(vector, principal.tenant, may_explore=False)
     deployments = [d.id for d in failover.order(catalog.tier(decision.tier))]
     return web.Response(
         body=orjson.dumps(decision_body(decision, text, deployments, router.plan.order)),

@@ -9,19 +9,132 @@ file: the routes file itself is loaded by ``gateway.routing.routes``.
 from __future__ import annotations
 
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from gateway.core.toml_table import ConfigError, Table
 
 AMBIGUITY_POLICIES = ("cheap_first", "strongest", "default_tier")
+LEARNING_SCOPES = ("global", "tenant")
 PACKAGED_ROUTES = "routes.toml"
 
 
 def packaged_routes_file() -> Path:
     """The team's default routes file, shipped as package data (``gateway/routing/routes.toml``)."""
     return Path(str(resources.files("gateway.routing").joinpath(PACKAGED_ROUTES)))
+
+
+OUTCOME_SOURCES = ("answer", "escalation", "provider_failure", "client_retry", "feedback")
+
+
+@dataclass(frozen=True, slots=True)
+class OutcomeSettings:
+    """How what happened to requests becomes learner outcomes (``[routing.outcomes]``).
+
+    A request answered with no complaint counts as an acceptable answer from its tier with the
+    ``answer`` weight; an answer escalation discarded (or a tier whose every deployment failed:
+    ``provider_failure``) counts against its tier; a near-identical prompt from the same tenant
+    within ``retry_window_s`` of an answer (cosine similarity at or over ``retry_similarity``)
+    counts against that answer (``client_retry``); feedback counts with its score. A weight of
+    0 turns a source off; ``retry_window_s = 0`` turns retry detection off. ``recent_answers``
+    bounds the answers kept in memory for retries and feedback (older ones are read back from
+    the signal store).
+    """
+
+    retry_window_s: float = 120.0
+    retry_similarity: float = 0.95
+    recent_answers: int = 4096
+    weights: tuple[tuple[str, float], ...] = (
+        ("answer", 0.3), ("escalation", 1.0), ("provider_failure", 0.1),
+        ("client_retry", 1.0), ("feedback", 2.0),
+    )
+
+    def weight(self, source: str) -> float:
+        return dict(self.weights)[source]
+
+
+def parse_outcomes(t: Table) -> OutcomeSettings:
+    """``OutcomeSettings`` from ``[routing.outcomes]`` (and its ``weights`` table)."""
+    similarity = t.get("retry_similarity", float, 0.95)
+    if not 0 < similarity <= 1:
+        raise t.fail("retry_similarity", "a cosine similarity above 0 and at most 1")
+    w = t.table("weights")
+    defaults = dict(OutcomeSettings().weights)
+    weights = tuple((name, w.non_negative(name, defaults[name])) for name in OUTCOME_SOURCES)
+    w.reject_unknown()
+    settings = OutcomeSettings(
+        retry_window_s=t.non_negative("retry_window_s", 120.0),
+        retry_similarity=similarity,
+        recent_answers=t.count("recent_answers", 4096),
+        weights=weights,
+    )
+    t.reject_unknown()
+    return settings
+
+
+@dataclass(frozen=True, slots=True)
+class LearningSettings:
+    """The ``[routing.learning]`` table: the learned policy and its learner.
+
+    ``quality_target`` is relative: a tier qualifies when its estimated acceptability reaches
+    ``quality_target`` times the best tier's estimate (0.95: "95% of the strongest tier's
+    quality"). ``explore_share`` of eligible requests go to another tier than the estimate
+    picks. Outcomes lose half their weight every ``half_life_s``; at most ``max_outcomes`` are
+    remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
+    forgotten first. ``k`` neighbours inform an estimate, each weighted by
+    ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many outcomes'
+    worth the intent route's decision counts for, ``baseline_weight`` the same for the tier's
+    overall rate. ``dim`` is the size vectors are projected to before they are remembered (a
+    fixed seeded random projection: it bounds memory). ``file`` defaults to
+    ``<data_dir>/learning.sqlite3``.
+    """
+
+    enabled: bool = False
+    quality_target: float = 0.86
+    explore_share: float = 0.02
+    half_life_s: float = 7 * 86400.0
+    max_outcomes: int = 100_000
+    scope: str = "global"
+    k: int = 64
+    sharpness: float = 10.0
+    prior_weight: float = 2.0
+    baseline_weight: float = 0.0
+    dim: int = 192
+    seed: int = 0
+    file: Path | None = None
+    queue: int = 10_000
+    step_budget_ms: float = 0.5
+
+    def path(self, data_dir: Path) -> Path:
+        return self.file or data_dir / "learning.sqlite3"
+
+
+def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
+    """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
+    settings = LearningSettings(
+        enabled=t.get("enabled", bool, False),
+        quality_target=t.positive("quality_target", 0.86),
+        explore_share=t.non_negative("explore_share", 0.02),
+        half_life_s=t.positive("half_life_s", 7 * 86400.0),
+        max_outcomes=t.count("max_outcomes", 100_000, minimum=16),
+        scope=t.choice("scope", LEARNING_SCOPES, "global"),
+        k=t.count("k", 64),
+        sharpness=t.non_negative("sharpness", 10.0),
+        prior_weight=t.positive("prior_weight", 2.0),
+        baseline_weight=t.non_negative("baseline_weight", 0.0),
+        dim=t.count("dim", 192, minimum=8),
+        seed=t.get("seed", int, 0),
+        file=_path(t, "file", base_dir),
+        queue=t.count("queue", 10_000),
+        step_budget_ms=t.positive("step_budget_ms", 0.5),
+    )
+    if settings.quality_target > 1.0:
+        raise t.fail("quality_target", "a number above 0 and at most 1")
+    if settings.explore_share >= 1.0:
+        raise t.fail("explore_share", "a number of 0 or more and below 1")
+    t.reject_unknown()
+    return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +161,8 @@ class RoutingSettings:
     signals_flush_ms: float = 250.0
     signals_batch: int = 256
     signals_queue: int = 10_000
+    learning: LearningSettings = LearningSettings()
+    outcomes: OutcomeSettings = field(default_factory=OutcomeSettings)
 
     def cache_path(self, data_dir: Path) -> Path:
         return self.cache_dir or data_dir / "routing"
@@ -102,6 +217,8 @@ def parse_routing(t: Table, base_dir: Path) -> RoutingSettings:
         signals_flush_ms=t.positive("signals_flush_ms", 250.0),
         signals_batch=t.count("signals_batch", 256),
         signals_queue=t.count("signals_queue", 10_000),
+        learning=parse_learning(t.table("learning"), base_dir),
+        outcomes=parse_outcomes(t.table("outcomes")),
     )
     if settings.default_tier == "":
         raise t.fail("default_tier", "a tier name")

@@ -1,9 +1,12 @@
-"""The last stage of a request: settle its reservation and write its ledger row.
+"""The last stage of a request: settle its reservation, write its ledger row, and tell the
+router what happened.
 
 Runs once per admitted request, whatever its outcome. Cost comes from the deployment's prices
 and the provider's usage; when a stream ended without usage, the completion is counted with the
-gateway's tokenizer and the row is marked ``estimated``. Nothing here touches SQLite directly:
-the ledger queues the row and writes it in a batch off the request path.
+gateway's tokenizer and the row is marked ``estimated``. ``note_answer`` hands a request
+answered with a 200 to the routing outcome feed (``gateway.routing.outcomes``), which learns
+from it. Nothing here touches SQLite directly: the ledger and the signal store queue rows and
+write them in batches off the request path.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from gateway.observability.genai import request_attributes
 from gateway.observability.metrics import METRICS_KEY
 from gateway.observability.tracing import TRACING_KEY
 from gateway.pipeline.request_record import RequestRecord
+from gateway.routing.context import OUTCOMES
+from gateway.routing.signals import Answered
 from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY
 from gateway.tenants.ledger import UsageRecord
 from gateway.tenants.quotas import Reservation
@@ -64,6 +69,21 @@ async def account(app: web.Application, record: RequestRecord, reservation: Rese
             row, provider=deployment.provider if deployment is not None else None,
             response_model=deployment.model.upstream_model if deployment is not None else None,
             escalation=record.escalation, error=record.error), failed=row.status >= 500)
+
+
+def note_answer(app: web.Application, record: RequestRecord, tenant: str) -> None:
+    """Hand a successful answer to the routing outcome feed (retries, feedback, learning).
+
+    Called just before the answer's end goes out, so that feedback sent the moment the client
+    has the answer finds it; it only queues (microseconds), the learning happens elsewhere."""
+    outcomes = app.get(OUTCOMES)
+    if outcomes is None or record.status != 200 or record.error is not None:
+        return
+    outcomes.answered(Answered(
+        request_id=record.request_id, tenant=tenant, tier=record.tier or record.routed_tier,
+        route=record.route, vector=record.vector, text_key=record.text_key,
+        failed=tuple(record.failed_tiers), cached=record.cache == "hit", learned=record.learned,
+    ))
 
 
 def _row(

@@ -57,6 +57,7 @@ class _Escalator:
         self.record.escalations += to is not None
         self.record.escalation = f"{tier}->{to}: {reason.kind.value}" if to else None
         if to is not None:
+            self.record.failed_tiers.append((tier, reason.kind.value))
             self.app[METRICS_KEY].escalated(tier, to, reason.kind.value)
         signals = self.app.get(SIGNALS)
         if signals is not None and self.target.decision is not None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from gateway.core.answer import Deployment, Usage
 from gateway.core.chat import ChatRequest
 from gateway.core.timing import Timing
+from gateway.routing.classifier import FloatArray
 from gateway.tenants.auth import Principal
 
 
@@ -26,12 +27,21 @@ class RequestRecord:
     model: str = ""
     chat: ChatRequest | None = None
     route: str | None = None
+    routed_tier: str | None = None
+    """The tier the router chose (a cache hit's answer stands for that tier's)."""
+    learned: bool = False
+    """Whether the learned policy made the routing decision."""
+    vector: FloatArray | None = None
+    text_key: bytes | None = None
+    """The prompt's vector and the key of the text embedded for it (``signals.prompt_key``)."""
     tier: str | None = None
     deployment: Deployment | None = None
     attempts: int = 0
     escalations: int = 0
     escalation: str | None = None
     """The last escalation, ``from->to: reason``, for the response header."""
+    failed_tiers: list[tuple[str, str]] = field(default_factory=list)
+    """(tier, reason) of each answer or tier escalation moved past."""
     discarded_usage: Usage | None = None
     discarded_cost: float = 0.0
     """What answers thrown away by escalation cost: paid for all the same."""

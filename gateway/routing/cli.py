@@ -122,7 +122,8 @@ def routing_settings(settings: Settings) -> RoutingSettings:
     return RoutingSettings(routes_file=packaged_routes_file())
 
 
-def _embedder(ws: Workspace) -> InProcessEmbedder:
+def embedder_for(ws: Workspace) -> InProcessEmbedder:
+    """The configured embedding model in this process, with the workers' options."""
     from gateway.routing.context import embedder_options
 
     options = embedder_options(ws.embedder) if ws.embedder is not None else {}
@@ -179,7 +180,8 @@ def run_check(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-async def _router(ws: Workspace, embedder: InProcessEmbedder) -> Router:
+async def router_for(ws: Workspace, embedder: InProcessEmbedder) -> Router:
+    """The router the gateway would build from the workspace's routes file."""
     cache = VectorCache.load(ws.cache_dir / "vectors.npz", embedder.name)
     vectors = await embed_routes(ws.routes, cache, embedder.embed)
     return build_router(
@@ -188,9 +190,10 @@ async def _router(ws: Workspace, embedder: InProcessEmbedder) -> Router:
     )
 
 
-async def _data_vectors(
+async def data_vectors(
     ws: Workspace, embedder: InProcessEmbedder, texts: Sequence[str]
 ) -> FloatArray:
+    """Vectors of labelled texts, through the workspace's data vector cache."""
     cache = VectorCache.load(ws.cache_dir / "data-vectors.npz", embedder.name)
     return await embed_cached(texts, cache, embedder.embed)
 
@@ -199,11 +202,11 @@ async def _labelled(
     args: argparse.Namespace, ws: Workspace
 ) -> tuple[InProcessEmbedder, Router, IntArray, FloatArray]:
     """The embedder, the router, and the ``--data`` examples' true routes and vectors."""
-    embedder = _embedder(ws)
-    router = await _router(ws, embedder)
+    embedder = embedder_for(ws)
+    router = await router_for(ws, embedder)
     examples = read_examples(args.data)
     truth = route_indices(examples, ws.routes.names, str(args.data))
-    vectors = await _data_vectors(ws, embedder, [e.text for e in examples])
+    vectors = await data_vectors(ws, embedder, [e.text for e in examples])
     return embedder, router, truth, vectors
 
 

@@ -3,7 +3,8 @@
 ``configure(app, config)`` puts a ``RoutingConfig`` on the app and registers ``routing_context``,
 which resolves the tiers, loads and validates the routes file (a bad file, an unknown tier or an
 empty route fails start-up with a message naming the place), and opens the signal store
-(``SIGNALS``) with its writer task. The trained router is built in the background, so start-up
+(``SIGNALS``) with its writer task and the feed that turns answers, retries and feedback into
+outcomes (``OUTCOMES``). The trained router is built in the background, so start-up
 never waits for the model: until it is in, ``ROUTER`` (a ``RouterSlot``) sends every routed
 request to the default tier. Building it gets the utterance vectors (from the on-disk cache;
 what is missing through the embedder pool once a worker is live, or with the model in this
@@ -19,8 +20,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,10 @@ from gateway.core.postgres import DATABASE
 from gateway.core.routing_settings import RoutingSettings, TierPlan, tier_plan
 from gateway.observability.metrics import METRICS_KEY
 from gateway.routing.classifier import FloatArray
+from gateway.routing.learned.context import LEARNER, configure_learning
+from gateway.routing.learned.learner import Learner
+from gateway.routing.learned.policy import LearnedPolicy
+from gateway.routing.outcomes import OutcomeFeed
 from gateway.routing.pg_signals import PgSignalSink
 from gateway.routing.policy import Decision
 from gateway.routing.prompt import routing_text
@@ -56,16 +61,22 @@ class RoutingConfig:
     tiers: tuple[str, ...]
     embedder: EmbedderSettings | None = None
     pool_key: web.AppKey[EmbedderPool] | None = None
+    tier_costs: Mapping[str, float] = field(default_factory=dict)
+    """Each tier's price (``learned.policy.tier_costs``): what the learned policy saves."""
 
 
 ROUTING_CONFIG = web.AppKey("routing_config", RoutingConfig)
 ROUTER: web.AppKey[RouterSlot] = web.AppKey("router")
 SIGNALS = web.AppKey("routing_signals", SignalStore)
+OUTCOMES = web.AppKey("routing_outcomes", OutcomeFeed)
 
 
 def configure(app: web.Application, config: RoutingConfig) -> None:
-    """Put the routing configuration on ``app`` and register ``routing_context``."""
+    """Put the routing configuration on ``app`` and register the learner's context (when
+    ``[routing.learning]`` is enabled it runs; it closes after the feed that fills it) and
+    ``routing_context``."""
     app[ROUTING_CONFIG] = config
+    configure_learning(app, config.settings.learning, config.data_dir)
     app.cleanup_ctx.append(routing_context)
 
 
@@ -131,22 +142,34 @@ async def load_router(app: web.Application, config: RoutingConfig, routes: Route
 class RouterSlot:
     """The router in use: at start-up one that sends everything to the default tier, then the
     trained one as soon as the utterance vectors are in (``loaded``). Start-up never waits for
-    the embedder; ``/readyz`` does."""
+    the embedder; ``/readyz`` does. With a learner, each router installed decides through a
+    ``LearnedPolicy`` with the router's own threshold policy as the prior."""
 
-    def __init__(self, router: Router) -> None:
-        self.current = router
+    def __init__(self, router: Router, learner: Learner | None = None,
+                 config: RoutingConfig | None = None) -> None:
+        self.learner = learner
+        self.config = config
+        self.current = self._learning(router)
         self.loaded = asyncio.Event()
 
     @property
     def plan(self) -> TierPlan:
         return self.current.plan
 
-    def route(self, vector: FloatArray | None) -> Decision:
-        return self.current.route(vector)
+    def route(self, vector: FloatArray | None, tenant: str | None = None, *,
+              may_explore: bool = True) -> Decision:
+        return self.current.route(vector, tenant, may_explore=may_explore)
 
     def install(self, router: Router) -> None:
-        self.current = router
+        self.current = self._learning(router)
         self.loaded.set()
+
+    def _learning(self, router: Router) -> Router:
+        if self.learner is not None and self.config is not None and router.learned is None:
+            router.learned = LearnedPolicy(router.policy, self.learner, router.plan,
+                                           self.config.settings.learning,
+                                           self.config.tier_costs)
+        return router
 
 
 async def _load(app: web.Application, config: RoutingConfig, routes: RouteSet,
@@ -177,7 +200,8 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
     s = config.settings
     plan = tier_plan(s, config.tiers)
     routes = load_configured_routes(s, config.tiers, plan)
-    slot = app[ROUTER] = RouterSlot(_default_router(routes, plan, s))
+    learner = app.get(LEARNER)
+    slot = app[ROUTER] = RouterSlot(_default_router(routes, plan, s), learner, config)
     loading = asyncio.create_task(_load(app, config, routes, slot), name="routing-load")
     store = None
     if s.signals:
@@ -190,6 +214,8 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
                  else await SignalStore.open(s.signals_path(config.data_dir), **options))
         store.start()
         app[SIGNALS] = store
+    app[OUTCOMES] = OutcomeFeed(s.outcomes, signals=store, learner=learner,
+                                clock=learner.clock if learner is not None else time.time)
     try:
         yield
     finally:
@@ -237,10 +263,11 @@ async def prompt_vector(app: web.Application, chat: ChatRequest) -> tuple[str, F
     return text, await embed_prompt(app, text)
 
 
-def decide(app: web.Application, request_id: str, text: str,
-           vector: FloatArray | None) -> Decision:
-    """Route one prompt (never fails) and record the decision as a signal."""
-    decision = app[ROUTER].route(vector)
+def decide(app: web.Application, request_id: str, text: str, vector: FloatArray | None,
+           tenant: str | None = None, *, may_explore: bool = True) -> Decision:
+    """Route one prompt (never fails) and record the decision as a signal. ``may_explore``
+    False (a tenant past its budget's soft share) keeps the learned policy from exploring."""
+    decision = app[ROUTER].route(vector, tenant, may_explore=may_explore)
     store = app.get(SIGNALS)
     if store is not None:
         store.decision(request_id, decision, text, vector)

@@ -11,10 +11,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.core.postgres import Database
-from gateway.routing.signals import PromptVector, Signal
+from gateway.routing.signals import AnswerRow, PromptVector, Signal
 
 _SIGNAL_COLUMNS = ("ts", "kind", "request_id", "route", "tier", "deployment", "vector_key",
                    "detail")
+_FIND_ANSWER = (
+    "SELECT s.ts, s.route, s.tier, s.vector_key, s.detail, v.vector FROM signals s "
+    "LEFT JOIN signal_vectors v ON v.key = s.vector_key AND v.model = $1 "
+    "WHERE s.kind = 'answer' AND s.request_id = $2 ORDER BY s.id DESC LIMIT 50"
+)
+_RATED = (
+    "SELECT 1 FROM signals WHERE kind = 'feedback' AND request_id = $1 "
+    "AND (detail::jsonb ->> 'tenant') = $2 LIMIT 1"
+)
 _INSERT_VECTOR = (
     "INSERT INTO signal_vectors (key, model, dim, vector, ts) VALUES ($1, $2, $3, $4, $5) "
     "ON CONFLICT (key, model) DO NOTHING"
@@ -33,6 +42,15 @@ class PgSignalSink:
             )
             if vectors:
                 await conn.executemany(_INSERT_VECTOR, [v.row(model) for v in vectors])
+
+    async def answers(self, request_id: str, model: str) -> list[AnswerRow]:
+        async with self._pool.acquire() as conn:
+            rows = await conn.fetch(_FIND_ANSWER, model, request_id)
+        return [(r[0], r[1], r[2], r[3], r[4], r[5]) for r in rows]
+
+    async def rated(self, request_id: str, tenant: str) -> bool:
+        async with self._pool.acquire() as conn:
+            return await conn.fetchval(_RATED, request_id, tenant) is not None
 
     async def close(self) -> None:
         """Nothing of its own: the pool belongs to the database's cleanup context."""

@@ -14,6 +14,10 @@ without touching the scorer or the request path.
 3. otherwise the prompt sits between the best route and the runner-up (``ambiguous``) and the
    ambiguity policy picks: ``cheap_first`` the cheaper of their tiers (a failed check then
    escalates), ``strongest`` the stronger, ``default_tier`` the default tier.
+
+A learned policy (``gateway.routing.learned.policy``) wraps this one as its prior; its
+decisions carry a ``LearnedNote`` (each tier's ``TierEstimate``, whether it explored, and the
+tier the intent routes chose) and the reason ``learned`` or ``explored``.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class Reason(enum.StrEnum):
     AMBIGUOUS = "ambiguous"
     OUT_OF_SCOPE = "out_of_scope"
     NO_EMBEDDING = "no_embedding"
+    LEARNED = "learned"
+    EXPLORED = "explored"
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +66,35 @@ class Evidence:
 
 
 @dataclass(frozen=True, slots=True)
+class TierEstimate:
+    """One tier's estimated probability of an acceptable answer for a prompt, and what it
+    rests on: ``evidence`` the decayed, similarity-weighted outcome weight of the neighbours
+    seen on that tier, ``count`` how many neighbours that is."""
+
+    p: float
+    evidence: float
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedNote:
+    """How the learned policy reached a decision: each tier's estimate (cheapest first), the
+    tier the intent routes chose (the prior), and whether this decision explored."""
+
+    estimates: tuple[tuple[str, TierEstimate], ...]
+    prior_tier: str
+    explored: bool = False
+
+    @property
+    def count(self) -> int:
+        """How many past outcomes the estimates rest on, over all tiers."""
+        return sum(e.count for _, e in self.estimates)
+
+    def estimate(self, tier: str) -> TierEstimate | None:
+        return next((e for t, e in self.estimates if t == tier), None)
+
+
+@dataclass(frozen=True, slots=True)
 class Decision:
     """Where a prompt goes and why; ``route`` is None when no route applies."""
 
@@ -73,6 +108,8 @@ class Decision:
     ranked: tuple[RouteScore, ...] = ()
     cache: str = "semantic"
     escalate: bool = True
+    learned: LearnedNote | None = None
+    """Set when the learned policy decided (None: the intent routes alone decided)."""
 
     @property
     def summary(self) -> str:

@@ -2,8 +2,10 @@
 
 ``Router.route(vector)`` scores the routes (``classifier``), turns the best score and its margin
 into a calibrated confidence (the routes file's ``[calibration]``), and lets the ``Policy``
-decide. It never fails: no vector (the embedder is down), a vector of the wrong size, or routing
-without an embedder at all all give the default tier, with the reason in the decision.
+decide. With a learned policy (``learned``, set once before the router is installed), that policy
+decides instead, with the threshold policy as its prior. It never fails: no vector (the embedder
+is down), a vector of the wrong size, or routing without an embedder at all all give the default
+tier, with the reason in the decision.
 
 ``build_router`` assembles one from a routes file and its utterance vectors; ``embed_routes``
 gets those vectors through the on-disk cache. Touches only the cache directory it is given.
@@ -29,9 +31,11 @@ from gateway.routing.classifier import (
     head_key,
     load_or_train_head,
 )
+from gateway.routing.learned.policy import LearnedPolicy
 from gateway.routing.policy import (
     Decision,
     Evidence,
+    LearnedNote,
     Policy,
     Reason,
     RouteScore,
@@ -48,6 +52,7 @@ SCORE_HEADER = "x-gateway-route-score"
 MARGIN_HEADER = "x-gateway-route-margin"
 TIER_HEADER = "x-gateway-tier"
 REASON_HEADER = "x-gateway-route-reason"
+LEARNED_HEADER = "x-gateway-route-learned"
 
 
 def confidence(c: Calibration, score: float, margin: float, log_prob: float) -> float:
@@ -74,6 +79,8 @@ class Router:
         self.policy: Policy = policy or ThresholdPolicy(routes, plan, ambiguity,
                                                         escalation=escalation)
         self.model = model
+        self.learned: LearnedPolicy | None = None
+        """The learned policy, when learning is on: set before the router is installed."""
         self._names = routes.names
         self._tiers = tuple(r.tier for r in routes.routes)
         self._n = len(routes.routes)  # a class index of _n means the out-of-scope examples
@@ -105,8 +112,11 @@ class Router:
         return Evidence(tuple(ranked), confidence(c, best.score, margin, log_prob), margin,
                         outside)
 
-    def route(self, vector: FloatArray | None) -> Decision:
-        """The decision for a prompt's vector; None (no embedding) gives the default tier."""
+    def route(self, vector: FloatArray | None, tenant: str | None = None, *,
+              may_explore: bool = True) -> Decision:
+        """The decision for a prompt's vector; None (no embedding) gives the default tier.
+        ``tenant`` and ``may_explore`` (False past the tenant's budget) inform the learned
+        policy only."""
         escalate = self.escalation
         if self.classifier is None:
             return fallback(self.plan.default, Reason.NO_EMBEDDING, "routing has no embedder",
@@ -119,20 +129,46 @@ class Router:
                         "model", vector.shape, self.classifier.dim)
             return fallback(self.plan.default, Reason.NO_EMBEDDING, "vector size mismatch",
                             escalate=escalate)
-        return self.policy.decide(self.evidence(np.asarray(vector, dtype=np.float32)))
+        vector = np.asarray(vector, dtype=np.float32)
+        evidence = self.evidence(vector)
+        if self.learned is not None:
+            return self.learned.decide(evidence, vector, tenant, may_explore=may_explore)
+        return self.policy.decide(evidence)
+
+
+def learned_reason(note: LearnedNote) -> str:
+    """``p_cheap 0.12, p_reasoning 0.97 over 37``: each tier's estimate and the outcomes the
+    estimates rest on."""
+    estimates = ", ".join(f"p_{tier} {e.p:.2f}" for tier, e in note.estimates)
+    return f"{estimates} over {note.count}"
+
+
+def learned_header(decision: Decision, note: LearnedNote) -> str:
+    """The dedicated header: ``tier=reasoning; prior=cheap; explored=0; outcomes=37;
+    p_cheap=0.12; p_reasoning=0.97`` (the prior is the tier the intent routes chose)."""
+    parts = [f"tier={decision.tier}", f"prior={note.prior_tier}",
+             f"explored={int(note.explored)}", f"outcomes={note.count}"]
+    parts += [f"p_{tier}={e.p:.3f}" for tier, e in note.estimates]
+    return "; ".join(parts)
 
 
 def decision_headers(decision: Decision) -> dict[str, str]:
     """The response headers that explain a routing decision (ASCII; empty values left out)."""
+    summary = decision.summary
+    if decision.learned is not None:
+        summary = f"{decision.reason.value} ({learned_reason(decision.learned)})"
     headers = {
         ROUTE_HEADER: decision.route or "none",
         TIER_HEADER: decision.tier,
-        REASON_HEADER: decision.summary.encode("ascii", "replace").decode("ascii"),
+        REASON_HEADER: summary.encode("ascii", "replace").decode("ascii"),
     }
     if decision.score is not None:
         headers[SCORE_HEADER] = f"{decision.score:.4f}"
     if decision.margin is not None:
         headers[MARGIN_HEADER] = f"{decision.margin:.4f}"
+    if decision.learned is not None:
+        headers[LEARNED_HEADER] = learned_header(decision, decision.learned).encode(
+            "ascii", "replace").decode("ascii")
     return headers
 
 

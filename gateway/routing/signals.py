@@ -1,4 +1,4 @@
-"""The signals that will teach the router: every decision, escalation, retry and provider failure.
+"""The signals that teach the router: decisions, escalations, retries, failures, answers, feedback.
 
 Rows go to their own SQLite file (``<data_dir>/signals.sqlite3``, WAL) through aiosqlite, or,
 with a shared database, to its ``signals`` tables (``pg_signals.PgSignalSink``): the writer
@@ -10,7 +10,13 @@ left.
 
 Each signal refers to the prompt's vector by ``vector_key`` = sha256 of the embedded text; the
 vector itself is stored once per key and model in ``vectors`` as a float32 blob, so a learned
-policy can later be trained from ``signals JOIN vectors``. Touches only its database (its sink).
+policy can later be trained from ``signals JOIN vectors``.
+
+An ``answer`` signal is the request as the client got it (``Answered``: the tenant, the tier that
+answered, whether from the cache, which tiers' answers escalation discarded); ``find_answer``
+reads it back with its vector, so feedback can refer to a request long after it left memory.
+``client_retry`` marks an answer that the same tenant asked again for at once; ``feedback`` is
+what ``POST /v1/feedback`` was told. Touches only its database (its sink).
 """
 
 from __future__ import annotations
@@ -66,6 +72,15 @@ _INSERT_SIGNAL = (
     "INSERT INTO signals (ts, kind, request_id, route, tier, deployment, vector_key, detail) "
     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_FIND_ANSWER = (
+    "SELECT s.ts, s.route, s.tier, s.vector_key, s.detail, v.vector FROM signals s "
+    "LEFT JOIN vectors v ON v.key = s.vector_key AND v.model = ? "
+    "WHERE s.kind = 'answer' AND s.request_id = ? ORDER BY s.id DESC LIMIT 50"
+)
+_RATED = (
+    "SELECT 1 FROM signals WHERE kind = 'feedback' AND request_id = ? "
+    "AND json_extract(detail, '$.tenant') = ? LIMIT 1"
+)
 _INSERT_VECTOR = (
     "INSERT OR IGNORE INTO vectors (key, model, dim, vector, ts) VALUES (?, ?, ?, ?, ?)"
 )
@@ -75,7 +90,11 @@ class SignalKind(enum.StrEnum):
     DECISION = "decision"
     ESCALATION = "escalation"
     RETRY = "retry"
+    """A failover attempt after the first (another deployment), not a client's retry."""
     PROVIDER_FAILURE = "provider_failure"
+    ANSWER = "answer"
+    CLIENT_RETRY = "client_retry"
+    FEEDBACK = "feedback"
 
 
 def prompt_key(text: str) -> bytes:
@@ -100,6 +119,31 @@ class Signal:
 
 
 @dataclass(frozen=True, slots=True)
+class Answered:
+    """One request as the client got it, as the learner sees it.
+
+    ``tier`` is the tier whose answer the client got; for a cache hit, the tier the request was
+    routed to (the one that would have answered). ``failed`` lists the tiers whose answers
+    escalation discarded, with the check each failed (``tier_failed``: every deployment failed).
+    """
+
+    request_id: str
+    tenant: str
+    tier: str | None
+    route: str | None = None
+    vector: FloatArray | None = None
+    text_key: bytes | None = None
+    failed: tuple[tuple[str, str], ...] = ()
+    cached: bool = False
+    learned: bool = False
+    at_s: float = field(default_factory=time.time)
+
+    def detail(self) -> dict[str, Any]:
+        return {"tenant": self.tenant, "cached": self.cached, "learned": self.learned,
+                "failed": [list(f) for f in self.failed]}
+
+
+@dataclass(frozen=True, slots=True)
 class PromptVector:
     key: bytes
     vector: FloatArray
@@ -110,12 +154,24 @@ class PromptVector:
                 np.ascontiguousarray(self.vector, dtype=np.float32).tobytes(), self.ts)
 
 
+AnswerRow = tuple[float, str | None, str | None, bytes | None, str, bytes | None]
+"""An ``answer`` signal as stored: ts, route, tier, vector key, detail JSON, vector bytes."""
+
+
 class SignalSink(Protocol):
     """Where batches of signals go: one transaction per batch; a vector already stored for its
-    key and model is kept."""
+    key and model is kept. The two reads serve ``POST /v1/feedback``."""
 
     async def write(self, signals: Sequence[Signal], vectors: Sequence[PromptVector],
                     model: str) -> None: ...
+
+    async def answers(self, request_id: str, model: str) -> list[AnswerRow]:
+        """The latest ``answer`` signals under ``request_id`` (any tenant), newest first."""
+        ...
+
+    async def rated(self, request_id: str, tenant: str) -> bool:
+        """Whether a ``feedback`` signal of ``tenant`` for ``request_id`` is stored."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -123,8 +179,9 @@ class SignalSink(Protocol):
 class SqliteSignals:
     """The embedded sink: this replica's own SQLite file."""
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, path: Path) -> None:
         self._db = db
+        self.path = path
 
     async def write(self, signals: Sequence[Signal], vectors: Sequence[PromptVector],
                     model: str) -> None:
@@ -136,6 +193,14 @@ class SqliteSignals:
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
+
+    async def answers(self, request_id: str, model: str) -> list[AnswerRow]:
+        async with self._db.execute(_FIND_ANSWER, (model, request_id)) as cursor:
+            return [tuple(row) for row in await cursor.fetchall()]
+
+    async def rated(self, request_id: str, tenant: str) -> bool:
+        async with self._db.execute(_RATED, (request_id, tenant)) as cursor:
+            return await cursor.fetchone() is not None
 
     async def close(self) -> None:
         await self._db.close()
@@ -169,7 +234,12 @@ class SignalStore:
                 await db.execute(statement)
             await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
-        return cls(SqliteSignals(await open_wal(path, create_schema)), **options)
+        return cls(SqliteSignals(await open_wal(path, create_schema), path), **options)
+
+    @property
+    def path(self) -> Path | None:
+        """The SQLite file, for readers of their own (the dashboard); None on PostgreSQL."""
+        return self._sink.path if isinstance(self._sink, SqliteSignals) else None
 
     @property
     def pending(self) -> int:
@@ -237,13 +307,59 @@ class SignalStore:
     def decision(self, request_id: str, decision: Decision, text: str,
                  vector: FloatArray | None) -> bool:
         """A routing decision, with the prompt's vector when there was one."""
-        detail = {"reason": decision.reason.value, "detail": decision.detail,
+        detail: dict[str, Any] = {"reason": decision.reason.value, "detail": decision.detail,
                   "confidence": decision.confidence, "score": decision.score,
                   "margin": decision.margin,
                   "ranked": [[r.route, round(r.score, 4)] for r in decision.ranked[:3]]}
+        if (note := decision.learned) is not None:
+            detail["learned"] = {"prior_tier": note.prior_tier, "explored": note.explored,
+                                 "outcomes": note.count,
+                                 "p": {t: round(e.p, 4) for t, e in note.estimates}}
         key = prompt_key(text) if text else None
         return self.record(Signal(SignalKind.DECISION, request_id, decision.route,
                                   decision.tier, vector_key=key, detail=detail), vector)
+
+    def answer(self, answered: Answered) -> bool:
+        """A request's answer as the client got it (what feedback later refers to)."""
+        return self.record(Signal(SignalKind.ANSWER, answered.request_id, answered.route,
+                                  answered.tier, vector_key=answered.text_key,
+                                  detail=answered.detail(), ts=answered.at_s), answered.vector)
+
+    def client_retry(self, earlier: Answered, request_id: str, similarity: float) -> bool:
+        """``request_id`` asked again, at once, for what ``earlier`` answered."""
+        detail = {"tenant": earlier.tenant, "retried_by": request_id,
+                  "similarity": round(similarity, 4)}
+        return self.record(Signal(SignalKind.CLIENT_RETRY, earlier.request_id, earlier.route,
+                                  earlier.tier, vector_key=earlier.text_key, detail=detail))
+
+    def feedback(self, answered: Answered, score: float, comment: str | None, *,
+                 counted: bool = True) -> bool:
+        """What the tenant said of an answer (``score``: 1 good, 0 bad); ``counted`` False:
+        the answer had been scored before, and only the first score teaches the router."""
+        detail = {"tenant": answered.tenant, "score": score, "comment": comment,
+                  "cached": answered.cached, "counted": counted}
+        return self.record(Signal(SignalKind.FEEDBACK, answered.request_id, answered.route,
+                                  answered.tier, vector_key=answered.text_key, detail=detail))
+
+    async def rated(self, request_id: str, tenant: str) -> bool:
+        """Whether ``tenant`` has scored its answer ``request_id`` before (queued ones too)."""
+        await self.flush()
+        return await self._sink.rated(request_id, tenant)
+
+    async def find_answer(self, request_id: str, tenant: str) -> Answered | None:
+        """The latest answer ``tenant`` got under ``request_id`` (queued ones included), with its
+        vector when one was stored; None when there is none."""
+        await self.flush()
+        for ts, route, tier, key, detail_text, blob in await self._sink.answers(request_id,
+                                                                                self.model):
+            detail = json.loads(detail_text)
+            if detail.get("tenant") != tenant:
+                continue  # request ids are the client's to choose: another tenant's same id
+            vector = np.frombuffer(blob, dtype=np.float32).copy() if blob is not None else None
+            return Answered(request_id, tenant, tier, route, vector, key,
+                            tuple((str(t), str(k)) for t, k in detail.get("failed", ())),
+                            bool(detail.get("cached")), bool(detail.get("learned")), ts)
+        return None
 
     def escalation(self, request_id: str, decision: Decision, from_tier: str,
                    to_tier: str | None, reason: EscalationReason, deployment: str | None = None

@@ -19,7 +19,7 @@ from aiohttp import web
 
 import gateway
 from gateway.core.observability_settings import ObservabilitySettings
-from gateway.observability.dashboard import login, views
+from gateway.observability.dashboard import login, routing, views
 from gateway.observability.dashboard.format import FILTERS, pairs
 from gateway.observability.dashboard.session import HOME_PATH, Sessions
 from gateway.observability.dashboard.state import (
@@ -70,6 +70,7 @@ def setup_dashboard(
     app[DASHBOARD_KEY] = Dashboard(settings, Sessions(settings.session_ttl_s, clock), templates,
                                    clock)
     app.cleanup_ctx.append(reader_context)
+    app.cleanup_ctx.append(routing.signals_reader_context)
     _add_routes(app, templates / "static")
     env.globals["static"] = _static_url(app)
     env.filters["pairs"] = pairs
@@ -83,6 +84,7 @@ def _add_routes(app: web.Application, static_dir: Path) -> None:
     router.add_get(f"{HOME_PATH}/providers", views.providers)
     router.add_get(f"{HOME_PATH}/tenants", views.tenants)
     router.add_get(f"{HOME_PATH}/requests", views.requests_page)
+    router.add_get(f"{HOME_PATH}/routing", routing.routing_page)
     router.add_get(f"{HOME_PATH}/login", login.login_form)
     router.add_post(f"{HOME_PATH}/login", login.login)
     router.add_get(f"{HOME_PATH}/logout", login.logout)

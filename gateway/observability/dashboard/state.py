@@ -30,7 +30,8 @@ from gateway.tenants.store import Store
 
 NAV = (("overview", "/dashboard", "Overview"), ("providers", "/dashboard/providers", "Providers"),
        ("tenants", "/dashboard/tenants", "Tenants"), ("requests", "/dashboard/requests",
-                                                      "Requests"))
+                                                      "Requests"),
+       ("routing", "/dashboard/routing", "Routing"))
 
 
 @dataclass(frozen=True, slots=True)

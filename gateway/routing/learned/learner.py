@@ -1,0 +1,323 @@
+"""The learner: remembered outcomes of past prompts, and each tier's estimate for a new one.
+
+An ``Outcome`` says how acceptable (0..1) one tier's answer was for one prompt vector, with a
+weight, a wall-clock time, the tenant and its source (feedback, escalation, retry, failure,
+replay). ``Learner.observe`` only appends to a bounded queue (it never waits and never fails:
+a full queue drops and counts); a background task started by ``start`` folds the queue into
+memory in steps of at most ``step_budget_ms`` (so no step holds the event loop longer) and
+persists outcomes to SQLite (``learning.sqlite3``); ``start`` restores them, ``close`` writes
+what is left.
+
+``Learner.estimate(vector, tiers, tenant, prior)`` answers, for each tier, the probability of an
+acceptable answer: the outcomes of the ``k`` nearest remembered prompts on that tier, each
+weighted by its similarity relative to the nearest one's and by recency (half its weight every
+``half_life_s``), shrunk towards the prior (the intent decision's view: ``prior_weight``
+outcomes' worth) and, with ``baseline_weight``, the tier's overall rate. With nothing
+remembered the estimate is the prior itself, so a cold start decides as the intent routes do.
+Memory is bounded per scope (``global`` or one per tenant). Touches only its SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from gateway.core.lifecycle import stop_task
+from gateway.core.routing_settings import LearningSettings
+from gateway.routing.learned.memory import Memory, Neighbours, Projection
+from gateway.routing.learned.store import OutcomeStore, StoredOutcome
+from gateway.routing.policy import TierEstimate
+
+log = logging.getLogger(__name__)
+
+FloatArray = npt.NDArray[np.float32]
+NEUTRAL_PRIOR = 0.5
+_RESTORE_THREADS = 2  # start-up, before requests: both cores
+
+
+class Source:
+    """Where an outcome came from (free strings are allowed; these are the gateway's own)."""
+
+    FEEDBACK = "feedback"
+    ESCALATION = "escalation"
+    RETRY = "retry"
+    FAILURE = "failure"
+    REPLAY = "replay"
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How acceptable ``tier``'s answer was (0: not at all, 1: fully) for the prompt whose
+    embedding is ``vector``; ``weight`` scales its say (a click of feedback may count more
+    than an inferred retry); ``at_s`` is wall-clock seconds (``time.time()``)."""
+
+    vector: FloatArray
+    tier: str
+    acceptable: float
+    weight: float = 1.0
+    at_s: float = 0.0
+    tenant: str | None = None
+    source: str = Source.FEEDBACK
+
+
+@dataclass(frozen=True, slots=True)
+class LearnerStats:
+    """What the learner holds: outcomes remembered (all scopes), waiting, dropped (queue
+    full), and whether the persisted state has been restored."""
+
+    remembered: int
+    pending: int
+    dropped: int
+    loaded: bool
+
+
+Prior = Mapping[str, float]
+"""Each tier's acceptability before any outcome: what the intent decision implies."""
+
+
+class Learner:
+    """Outcome memory and estimates (see the module docstring). ``path`` None: in memory
+    only (replay, tests); ``clock`` gives wall-clock seconds."""
+
+    def __init__(
+        self, settings: LearningSettings, *, path: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.path = path
+        self.clock = clock
+        self._projection = Projection(settings.dim, settings.seed)
+        self._memories: dict[str, Memory] = {}
+        self._tiers: dict[str, int] = {}
+        self._queue: deque[Outcome] = deque()
+        self._unsaved: list[StoredOutcome] = []
+        self._saved_since_trim = 0
+        self._dropped = 0
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._task: asyncio.Task[None] | None = None
+        self._store: OutcomeStore | None = None
+        self._loaded = path is None
+        self._closing = False
+
+    # -- learning ---------------------------------------------------------------------------
+
+    def observe(self, outcome: Outcome) -> None:
+        """Queue ``outcome`` for learning; never waits, never raises (a full queue drops)."""
+        if self._closing or len(self._queue) >= self.settings.queue or not _usable(outcome):
+            self._dropped += 1
+            if self._dropped == 1 or self._dropped % 1000 == 0:
+                log.warning("learner: %d outcomes dropped (queue full, closed or unusable)",
+                            self._dropped)
+            return
+        self._queue.append(outcome)
+        self._idle.clear()
+        self._wake.set()
+
+    def learn(self, outcomes: Iterable[Outcome]) -> None:
+        """Fold ``outcomes`` into memory now, synchronously (replay, evaluation, tests)."""
+        batch = [o for o in outcomes if _usable(o)]
+        if batch:
+            self._fold(batch)
+
+    def _fold(self, outcomes: Sequence[Outcome], threads: int = 1) -> None:
+        by_scope: dict[str, list[Outcome]] = {}
+        for o in outcomes:
+            by_scope.setdefault(self._scope(o.tenant), []).append(o)
+        for scope, items in by_scope.items():
+            try:
+                vectors = self._projection(np.stack([o.vector for o in items]))
+            except ValueError as exc:  # a vector of another size: a changed model
+                self._dropped += len(items)
+                log.warning("learner: %d outcomes dropped: %s", len(items), exc)
+                continue
+            memory = self._memories.get(scope)
+            if memory is None:
+                memory = Memory(vectors.shape[1], self.settings.max_outcomes)
+                self._memories[scope] = memory
+            memory.add(
+                vectors,
+                np.array([self._tier_code(o.tier) for o in items], dtype=np.int16),
+                np.array([o.acceptable for o in items], dtype=np.float32),
+                np.array([o.weight for o in items], dtype=np.float32),
+                np.array([o.at_s for o in items], dtype=np.float64),
+                self.settings.half_life_s, threads=threads,
+            )
+            if self._store is not None:
+                self._unsaved.extend(_stored(scope, o) for o in items)
+
+    def _tier_code(self, tier: str) -> int:
+        return self._tiers.setdefault(tier, len(self._tiers))
+
+    def _scope(self, tenant: str | None) -> str:
+        return (tenant or "") if self.settings.scope == "tenant" else ""
+
+    # -- estimating -------------------------------------------------------------------------
+
+    def estimate(
+        self, vector: FloatArray, tiers: Sequence[str], tenant: str | None = None,
+        prior: Prior | None = None,
+    ) -> dict[str, TierEstimate]:
+        """Each of ``tiers``' probability of an acceptable answer for ``vector``.
+
+        ``prior`` (default: 0.5 for every tier) is what the estimate is with no evidence. The
+        memory consulted is the global one, or ``tenant``'s when the scope is ``tenant``.
+        """
+        prior = prior or {}
+        memory = self._memories.get(self._scope(tenant))
+        hood = self._neighbours(memory, vector)
+        if memory is None or hood is None:
+            return {t: TierEstimate(prior.get(t, NEUTRAL_PRIOR), 0.0, 0) for t in tiers}
+        s, now = self.settings, self.clock()
+        age = np.maximum(now - hood.at_s, 0.0)
+        # Relative to the nearest: embedding similarities of related prompts sit anywhere
+        # from 0.3 to 0.9 depending on their length and wording, their ranking matters.
+        closeness = hood.similarity - hood.similarity.max()
+        weights = hood.weight * np.exp(s.sharpness * closeness) * np.exp2(-age / s.half_life_s)
+        estimates = {}
+        for tier in tiers:
+            p0 = prior.get(tier, NEUTRAL_PRIOR)
+            code = self._tiers.get(tier)
+            rate = memory.rates.get(code) if code is not None else None
+            if rate is None:
+                estimates[tier] = TierEstimate(p0, 0.0, 0)
+                continue
+            total, mean = rate.at(now, s.half_life_s)
+            base = min(s.baseline_weight, total)
+            mine = hood.tier == code
+            evidence = float(weights[mine].sum())
+            accepted = float((weights[mine] * hood.acceptable[mine]).sum())
+            p = (s.prior_weight * p0 + base * mean + accepted) / (s.prior_weight + base + evidence)
+            estimates[tier] = TierEstimate(p, evidence, int(mine.sum()))
+        return estimates
+
+    def _neighbours(self, memory: Memory | None, vector: FloatArray) -> Neighbours | None:
+        if memory is None or memory.size == 0:
+            return None
+        try:
+            projected = self._projection(vector)
+        except ValueError:
+            return None  # a vector of another size: no evidence, the prior decides
+        return memory.nearest(projected[0], self.settings.k)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Restore the persisted outcomes and start the background learning task."""
+        if self.path is not None:
+            self._store = await OutcomeStore.open(self.path)
+            rows = await self._store.load(self.settings.max_outcomes)
+            if rows:
+                await asyncio.to_thread(self._restore, rows)
+            await self._store.trim(self.settings.max_outcomes)
+            self._loaded = True
+            log.info("learner: %d outcomes restored from %s", len(rows), self.path)
+        self._task = asyncio.create_task(self._run(), name="routing-learner")
+
+    def _restore(self, rows: Sequence[StoredOutcome]) -> None:
+        outcomes = [
+            Outcome(r.vector, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source)
+            for r in rows
+        ]
+        store, self._store = self._store, None  # restored rows are on disk already
+        try:
+            self._fold(outcomes, threads=_RESTORE_THREADS)
+        finally:
+            self._store = store
+
+    async def _run(self) -> None:
+        budget_s = self.settings.step_budget_ms / 1000.0
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                self._step(budget_s)
+                await asyncio.sleep(0)  # let requests in between steps
+            await self._save()
+            if not self._queue:
+                self._idle.set()
+
+    def _step(self, budget_s: float) -> None:
+        """Fold queued outcomes one by one while the next one, costing what the last did, still
+        fits in ``budget_s`` (at least one: a single graph update stays well under 1 ms)."""
+        start = time.perf_counter()
+        while self._queue:
+            before = time.perf_counter()
+            self._fold([self._queue.popleft()])
+            after = time.perf_counter()
+            if after - start + (after - before) > budget_s:
+                return
+
+    async def _save(self) -> None:
+        if self._store is None or not self._unsaved:
+            return
+        rows, self._unsaved = self._unsaved, []
+        try:
+            await self._store.append(rows)
+            self._saved_since_trim += len(rows)
+            if self._saved_since_trim >= max(1, self.settings.max_outcomes // 4):
+                await self._store.trim(self.settings.max_outcomes)
+                self._saved_since_trim = 0
+        except Exception:  # a full disk must not stop learning; the memory still has them
+            log.exception("learner: could not write %d outcomes", len(rows))
+
+    async def drained(self) -> None:
+        """Return once every outcome observed so far is in memory and written."""
+        while self._queue or not self._idle.is_set():
+            if self._task is None or self._task.done():
+                self._fold(list(self._queue))
+                self._queue.clear()
+                await self._save()
+                self._idle.set()
+                return
+            await self._idle.wait()
+
+    async def close(self) -> None:
+        """Learn and persist what is queued, stop the task, close the file."""
+        self._closing = True
+        if self._task is not None:
+            await stop_task(self._task)
+            self._task = None
+        self._fold(list(self._queue))
+        self._queue.clear()
+        await self._save()
+        self._idle.set()
+        if self._store is not None:
+            await self._store.close()
+            self._store = None
+
+    def stats(self) -> LearnerStats:
+        return LearnerStats(
+            remembered=sum(m.size for m in self._memories.values()),
+            pending=len(self._queue),
+            dropped=self._dropped,
+            loaded=self._loaded,
+        )
+
+    def memory_bytes(self) -> int:
+        """Approximately what the remembered outcomes take in memory, over all scopes."""
+        return sum(m.approximate_bytes() for m in self._memories.values())
+
+
+def _usable(o: Outcome) -> bool:
+    vector = np.asarray(o.vector)
+    return (
+        vector.ndim == 1 and vector.size > 0 and bool(np.isfinite(vector).all())
+        and 0.0 <= o.acceptable <= 1.0 and math.isfinite(o.weight) and o.weight > 0
+        and math.isfinite(o.at_s) and bool(o.tier)
+    )
+
+
+def _stored(scope: str, o: Outcome) -> StoredOutcome:
+    return StoredOutcome(scope, np.asarray(o.vector, dtype=np.float32), o.tier, o.acceptable,
+                         o.weight, o.at_s, o.tenant, o.source)

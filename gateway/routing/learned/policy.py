@@ -1,0 +1,133 @@
+"""The learned policy: the cheapest tier whose estimated acceptability reaches the target.
+
+``LearnedPolicy.decide(evidence, vector, tenant, may_explore=...)`` first lets the intent
+policy (``ThresholdPolicy``, the prior) decide, turns its tier into a prior over the tiers
+(its tier and the stronger ones acceptable, the cheaper ones less so), asks the ``Learner``
+for each tier's estimate, and picks the cheapest tier (by ``costs``, from the model prices)
+whose estimate reaches ``quality_target`` times the best estimate. With no evidence it
+returns the intent decision unchanged. A seeded share ``explore_share`` of decisions that
+``may_explore`` (never for a tenant past its budget) go to another tier instead, so a region
+where a tier once failed is tried again now and then. Cheap-first escalation stays on.
+Touches nothing: the learner owns its memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from typing import Protocol
+
+from gateway.core.routing_settings import LearningSettings, TierPlan
+from gateway.routing.classifier import FloatArray
+from gateway.routing.learned.learner import Learner
+from gateway.routing.policy import Decision, Evidence, LearnedNote, Policy, Reason, TierEstimate
+
+log = logging.getLogger(__name__)
+
+PRIOR_ACCEPTABLE = 0.9
+"""The prior acceptability of the intent decision's tier and every stronger one."""
+PRIOR_SHORTFALL = 0.95
+"""A cheaper tier's prior is this share of what the target asks: just short of it, so no
+target picks it cold, and a few good outcomes nearby are enough to pick it."""
+
+
+class PricedModel(Protocol):
+    """What ``tier_costs`` reads of a model (``gateway.core.config.ModelSettings`` fits)."""
+
+    @property
+    def tier(self) -> str: ...
+    @property
+    def input_price_per_mtok(self) -> float: ...
+    @property
+    def output_price_per_mtok(self) -> float: ...
+
+
+def tier_costs(models: Iterable[PricedModel]) -> dict[str, float]:
+    """Each tier's cost: its cheapest model's input plus output price per million tokens."""
+    costs: dict[str, float] = {}
+    for m in models:
+        price = m.input_price_per_mtok + m.output_price_per_mtok
+        costs[m.tier] = min(costs.get(m.tier, price), price)
+    return costs
+
+
+def tier_prior(
+    plan: TierPlan, tiers: Iterable[str], chosen: str, target: float
+) -> dict[str, float]:
+    """What the intent decision for ``chosen`` says of each tier before any outcome."""
+    low = PRIOR_ACCEPTABLE * target * PRIOR_SHORTFALL
+    rank = plan.rank(chosen)
+    return {t: PRIOR_ACCEPTABLE if plan.rank(t) >= rank else low for t in tiers}
+
+
+def cheapest_reaching(
+    estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float
+) -> str:
+    """The first tier of ``order`` (cheapest first) whose estimate reaches ``target`` times
+    the best estimate (the best tier itself always does)."""
+    best = max(e.p for e in estimates.values())
+    return next(t for t in order if estimates[t].p >= target * best)
+
+
+class LearnedPolicy:
+    """Decides from the learner's estimates, with ``prior`` (the intent policy) as the prior."""
+
+    def __init__(
+        self, prior: Policy, learner: Learner, plan: TierPlan, settings: LearningSettings,
+        costs: Mapping[str, float] | None = None, *, seed: int | None = None,
+    ) -> None:
+        self.prior = prior
+        self.learner = learner
+        self.plan = plan
+        self.settings = settings
+        self.costs = dict(costs or {})
+        # Cheapest first by price; the plan's order breaks ties and places unpriced tiers.
+        self.order = tuple(sorted(
+            plan.order, key=lambda t: (self.costs.get(t, 0.0), plan.rank(t))
+        ))
+        self._rng = random.Random(settings.seed if seed is None else seed)
+
+    def decide(
+        self, evidence: Evidence, vector: FloatArray, tenant: str | None = None, *,
+        may_explore: bool = True,
+    ) -> Decision:
+        """The decision for one prompt (see the module docstring); never fails."""
+        intent = self.prior.decide(evidence)
+        return self.refine(intent, vector, tenant, may_explore=may_explore)
+
+    def refine(
+        self, intent: Decision, vector: FloatArray, tenant: str | None = None, *,
+        may_explore: bool = True,
+    ) -> Decision:
+        """``intent`` (the prior's decision) revised by the learned estimates."""
+        if intent.tier not in self.order:
+            return intent  # a tier the plan does not order: nothing to compare it with
+        target = self.settings.quality_target
+        prior = tier_prior(self.plan, self.order, intent.tier, target)
+        try:
+            estimates = self.learner.estimate(vector, self.order, tenant, prior)
+        except Exception:  # a broken estimate must not fail the request: the routes decide
+            log.exception("learned policy: estimate failed; the intent decision stands")
+            return intent
+        if not any(e.count for e in estimates.values()):
+            return intent  # nothing learned near this prompt: decide exactly as the routes do
+        tier = cheapest_reaching(estimates, self.order, target)
+        explored = (
+            may_explore and len(self.order) > 1
+            and self._rng.random() < self.settings.explore_share
+        )
+        if explored:
+            tier = self._rng.choice([t for t in self.order if t != tier])
+        note = LearnedNote(tuple((t, estimates[t]) for t in self.order), intent.tier, explored)
+        return replace(
+            intent, tier=tier, reason=Reason.EXPLORED if explored else Reason.LEARNED,
+            detail=_detail(note, tier, target, intent), learned=note,
+        )
+
+
+def _detail(note: LearnedNote, tier: str, target: float, intent: Decision) -> str:
+    shown = ", ".join(f"{t} {e.p:.2f} (n={e.count})" for t, e in note.estimates)
+    why = "explored" if note.explored else f"cheapest within {target:.2f} of the best"
+    return f"{shown}; {why} -> {tier}; intent: {intent.summary} -> {intent.tier}"

@@ -1,0 +1,121 @@
+"""The learner's outcomes on disk: one SQLite file (``learning.sqlite3``, WAL) via aiosqlite.
+
+Each outcome is one row: scope ('' for the global memory, else the tenant), tier, acceptability,
+weight, wall-clock time, tenant, source, and the prompt's embedding as a float16 blob (the
+original vector, not the projection, so a changed ``dim`` or ``seed`` still restores). ``load``
+returns the newest ``limit`` rows of every scope, oldest first; ``trim`` deletes the rest, so
+the file stays as bounded as the memory. Touches only its database file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+import numpy as np
+import numpy.typing as npt
+
+from gateway.core.sqlite import open_wal
+
+FloatArray = npt.NDArray[np.float32]
+_SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS outcomes (
+        id INTEGER PRIMARY KEY,
+        scope TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        acceptable REAL NOT NULL,
+        weight REAL NOT NULL,
+        at_s REAL NOT NULL,
+        tenant TEXT,
+        source TEXT NOT NULL,
+        vector BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS outcomes_scope ON outcomes (scope, id)",
+)
+_INSERT = (
+    "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredOutcome:
+    """One row: what ``Outcome`` holds, plus the scope it was remembered in."""
+
+    scope: str
+    vector: FloatArray
+    tier: str
+    acceptable: float
+    weight: float
+    at_s: float
+    tenant: str | None
+    source: str
+
+
+class OutcomeStore:
+    """The open database; ``open`` creates it, ``close`` closes it."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    @classmethod
+    async def open(cls, path: Path) -> OutcomeStore:
+        async def setup(db: aiosqlite.Connection) -> None:
+            for statement in _SCHEMA:
+                await db.execute(statement)
+
+        return cls(await open_wal(path, setup))
+
+    async def append(self, rows: Sequence[StoredOutcome]) -> None:
+        """Write ``rows`` in one transaction."""
+        if not rows:
+            return
+        await self._db.execute("BEGIN")
+        try:
+            await self._db.executemany(_INSERT, [
+                (r.scope, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source,
+                 np.asarray(r.vector, dtype=np.float16).tobytes())
+                for r in rows
+            ])
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        await self._db.execute("COMMIT")
+
+    async def load(self, limit: int) -> list[StoredOutcome]:
+        """The newest ``limit`` rows of each scope, oldest first (ids ascending)."""
+        rows: list[StoredOutcome] = []
+        async with self._db.execute("SELECT DISTINCT scope FROM outcomes") as cursor:
+            scopes = [str(s) for (s,) in await cursor.fetchall()]
+        for scope in scopes:
+            async with self._db.execute(
+                "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector "
+                "FROM outcomes WHERE scope = ? ORDER BY id DESC LIMIT ?", (scope, limit),
+            ) as cursor:
+                found = await cursor.fetchall()
+            rows.extend(
+                StoredOutcome(
+                    scope=str(s), tier=str(tier), acceptable=float(ok), weight=float(w),
+                    at_s=float(at), tenant=tenant, source=str(source),
+                    vector=np.frombuffer(blob, dtype=np.float16).astype(np.float32),
+                )
+                for s, tier, ok, w, at, tenant, source, blob in reversed(list(found))
+            )
+        return rows
+
+    async def trim(self, limit: int) -> None:
+        """Delete every row older than the newest ``limit`` of its scope."""
+        await self._db.execute(
+            "DELETE FROM outcomes WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
+            "(PARTITION BY scope ORDER BY id DESC) AS n FROM outcomes) WHERE n > ?)", (limit,),
+        )
+
+    async def count(self) -> int:
+        async with self._db.execute("SELECT COUNT(*) FROM outcomes") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def close(self) -> None:
+        await self._db.close()

@@ -1,0 +1,174 @@
+"""Tests for gateway/routing/learned/learner.py: outcome memory, estimates, recency, persistence."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from gateway.routing.learned.learner import Learner, Outcome
+from tests.learning_helpers import FloatArray, learning, outcome, still
+
+pytest_plugins = ["tests.routing_fixtures", "tests.learning_fixtures"]
+TIERS = ("cheap", "reasoning")
+
+
+def fail_tax_pass_chat(tax: FloatArray, chat: FloatArray, at_s: float = 0.0) -> list[Outcome]:
+    return ([outcome(v, "cheap", False, at_s) for v in tax]
+            + [outcome(v, "cheap", True, at_s) for v in chat]
+            + [outcome(v, "reasoning", True, at_s) for v in [*tax, *chat]])
+
+
+def test_a_learner_with_no_outcomes_answers_the_prior(tax_vectors: FloatArray) -> None:
+    learner = Learner(learning(), clock=still())
+    prior = {"cheap": 0.3, "reasoning": 0.8}
+    estimates = learner.estimate(tax_vectors[0], TIERS, prior=prior)
+    assert {t: e.p for t, e in estimates.items()} == prior
+    assert all(e.count == 0 and e.evidence == 0.0 for e in estimates.values())
+
+
+def test_nearby_failures_lower_a_tier_and_leave_other_prompts_alone(
+    tax_vectors: FloatArray, chat_vectors: FloatArray
+) -> None:
+    learner = Learner(learning(k=8), clock=still())
+    # Learn from all but the last prompt of each class; ask about the unseen ones.
+    learner.learn(fail_tax_pass_chat(tax_vectors[:-1], chat_vectors[:-1]))
+    tax = learner.estimate(tax_vectors[-1], TIERS)
+    chat = learner.estimate(chat_vectors[-1], TIERS)
+    assert tax["cheap"].p < 0.5 < chat["cheap"].p
+    assert tax["cheap"].p < tax["reasoning"].p
+    assert tax["cheap"].count > 0 and chat["cheap"].count > 0
+
+
+def test_recent_outcomes_outweigh_old_ones(tax_vectors: FloatArray) -> None:
+    now = [0.0]
+    learner = Learner(learning(half_life_s=100.0, k=24), clock=lambda: now[0])
+    learner.learn(outcome(v, "cheap", False, at_s=0.0) for v in tax_vectors[:-1])
+    now[0] = 1000.0  # ten half-lives later the cheap model got better
+    learner.learn(outcome(v, "cheap", True, at_s=1000.0) for v in tax_vectors[:-1])
+    improved = learner.estimate(tax_vectors[-1], TIERS)["cheap"].p
+    assert improved > 0.8
+    # The same outcomes, the other way round in time, say the opposite.
+    reverse = Learner(learning(half_life_s=100.0, k=24), clock=lambda: now[0])
+    reverse.learn(outcome(v, "cheap", True, at_s=0.0) for v in tax_vectors[:-1])
+    reverse.learn(outcome(v, "cheap", False, at_s=1000.0) for v in tax_vectors[:-1])
+    assert reverse.estimate(tax_vectors[-1], TIERS)["cheap"].p < 0.2
+
+
+def test_memory_keeps_only_the_newest_max_outcomes(tax_vectors: FloatArray) -> None:
+    newest = [outcome(v, "cheap", True) for v in tax_vectors[:8] for _ in range(2)]
+    learner = Learner(learning(max_outcomes=16, k=16), clock=still())
+    learner.learn(outcome(v, "cheap", False) for v in np.repeat(tax_vectors, 3, axis=0))
+    learner.learn(newest)
+    assert learner.stats().remembered == 16
+    # Every failure has been forgotten: the learner answers as one that saw only the newest.
+    fresh = Learner(learning(max_outcomes=16, k=16), clock=still())
+    fresh.learn(newest)
+    for v in tax_vectors:
+        assert learner.estimate(v, TIERS) == fresh.estimate(v, TIERS)
+    assert learner.estimate(tax_vectors[0], TIERS)["cheap"].p > 0.5
+
+
+def test_tenant_scope_keeps_each_tenants_outcomes_apart(tax_vectors: FloatArray) -> None:
+    learner = Learner(learning(scope="tenant"), clock=still())
+    learner.learn(outcome(v, "cheap", False, tenant="acme") for v in tax_vectors[:-1])
+    assert learner.estimate(tax_vectors[-1], TIERS, "acme")["cheap"].count > 0
+    assert learner.estimate(tax_vectors[-1], TIERS, "globex")["cheap"].count == 0
+    shared = Learner(learning(scope="global"), clock=still())
+    shared.learn(outcome(v, "cheap", False, tenant="acme") for v in tax_vectors[:-1])
+    assert shared.estimate(tax_vectors[-1], TIERS, "globex")["cheap"].count > 0
+
+
+def test_unusable_outcomes_and_a_full_queue_are_dropped_and_counted(
+    tax_vectors: FloatArray,
+) -> None:
+    learner = Learner(learning(queue=2), clock=still())
+    nan = np.full_like(tax_vectors[0], np.nan)
+    learner.observe(Outcome(nan, "cheap", 0.0))
+    learner.observe(Outcome(tax_vectors[0], "cheap", 1.5))
+    learner.observe(Outcome(tax_vectors[0], "", 1.0))
+    for v in tax_vectors[:3]:
+        learner.observe(outcome(v, "cheap", True))
+    stats = learner.stats()
+    assert (stats.pending, stats.dropped) == (2, 4)
+
+
+def test_a_vector_of_another_size_gets_the_prior(tax_vectors: FloatArray) -> None:
+    learner = Learner(learning(), clock=still())
+    learner.learn(outcome(v, "cheap", False) for v in tax_vectors)
+    estimates = learner.estimate(tax_vectors[0][:100], TIERS, prior={"cheap": 0.7})
+    assert estimates["cheap"].p == 0.7 and estimates["cheap"].count == 0
+
+
+async def test_observed_outcomes_are_learned_in_the_background(
+    tax_vectors: FloatArray,
+) -> None:
+    learner = Learner(learning(), clock=still())
+    await learner.start()
+    try:
+        for v in tax_vectors[:-1]:
+            learner.observe(outcome(v, "cheap", False))
+        await learner.drained()
+        assert learner.stats().remembered == len(tax_vectors) - 1
+        assert learner.estimate(tax_vectors[-1], TIERS)["cheap"].p < 0.5
+    finally:
+        await learner.close()
+
+
+async def test_learned_state_survives_a_restart(
+    tmp_path: Path, tax_vectors: FloatArray, chat_vectors: FloatArray
+) -> None:
+    path = tmp_path / "learning.sqlite3"
+    first = Learner(learning(), path=path, clock=still(5.0))
+    await first.start()
+    for o in fail_tax_pass_chat(tax_vectors[:-1], chat_vectors[:-1], at_s=5.0):
+        first.observe(o)
+    await first.drained()
+    before = {name: first.estimate(v, TIERS) for name, v in
+              (("tax", tax_vectors[-1]), ("chat", chat_vectors[-1]))}
+    await first.close()
+
+    second = Learner(learning(), path=path, clock=still(5.0))
+    await second.start()
+    try:
+        assert second.stats().remembered == first.stats().remembered
+        for name, v in (("tax", tax_vectors[-1]), ("chat", chat_vectors[-1])):
+            after = second.estimate(v, TIERS)
+            for tier in TIERS:  # vectors are stored as float16: equal to a few decimals
+                assert abs(after[tier].p - before[name][tier].p) < 1e-3
+                assert after[tier].count == before[name][tier].count
+    finally:
+        await second.close()
+
+
+async def test_outcomes_still_queued_at_close_are_written(
+    tmp_path: Path, tax_vectors: FloatArray
+) -> None:
+    path = tmp_path / "learning.sqlite3"
+    learner = Learner(learning(), path=path, clock=still(5.0))
+    await learner.start()
+    for v in tax_vectors:
+        learner.observe(outcome(v, "cheap", False))
+    await learner.close()
+    with sqlite3.connect(path) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM outcomes").fetchone()
+    assert count == len(tax_vectors)
+
+
+async def test_the_file_keeps_at_most_max_outcomes_per_scope(
+    tmp_path: Path, tax_vectors: FloatArray
+) -> None:
+    path = tmp_path / "learning.sqlite3"
+    for _ in range(3):
+        learner = Learner(learning(max_outcomes=16), path=path, clock=still())
+        await learner.start()
+        learner.learn(outcome(v, "cheap", True) for v in tax_vectors)
+        await learner.close()
+    restored = Learner(learning(max_outcomes=16), path=path, clock=still())
+    await restored.start()
+    await restored.close()
+    assert restored.stats().remembered == 16
+    with sqlite3.connect(path) as db:
+        (count,) = db.execute("SELECT COUNT(*) FROM outcomes").fetchone()
+    assert count == 16

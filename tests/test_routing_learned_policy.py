@@ -1,0 +1,137 @@
+"""Tests for gateway/routing/learned/policy.py: the learned decision on top of the intent routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.core.routing_settings import LearningSettings
+from gateway.routing.learned.learner import Learner
+from gateway.routing.learned.policy import LearnedPolicy, cheapest_reaching, tier_costs
+from gateway.routing.policy import Decision, Evidence, Reason, TierEstimate, fallback
+from gateway.routing.routes import RouteSet
+from tests.learning_helpers import (
+    CHAT,
+    PLAN,
+    TAX,
+    FloatArray,
+    RouterFactory,
+    learning,
+    outcome,
+    still,
+)
+
+pytest_plugins = ["tests.routing_fixtures", "tests.learning_fixtures"]
+COSTS = {"cheap": 0.13, "reasoning": 1.38}
+
+
+@dataclass(frozen=True)
+class Priced:
+    tier: str
+    input_price_per_mtok: float
+    output_price_per_mtok: float
+
+
+def policy_for(router_policy: object, settings: LearningSettings, seed: int = 0) -> LearnedPolicy:
+    learner = Learner(settings, clock=still())
+    return LearnedPolicy(router_policy, learner, PLAN, settings, COSTS,  # type: ignore[arg-type]
+                         seed=seed)
+
+
+async def test_with_no_outcomes_it_decides_exactly_as_the_intent_routes(
+    make_router: RouterFactory, small_routes: RouteSet, tax_vectors: FloatArray,
+    chat_vectors: FloatArray,
+) -> None:
+    router = await make_router(small_routes)
+    policy = policy_for(router.policy, learning(explore_share=0.5))
+    for vector in [*tax_vectors, *chat_vectors]:
+        evidence = router.evidence(vector)
+        assert policy.decide(evidence, vector, may_explore=True) == router.route(vector)
+
+
+class Always:
+    """An intent policy that sends every prompt to one tier."""
+
+    def __init__(self, tier: str) -> None:
+        self.decision = fallback(tier, Reason.OUT_OF_SCOPE, f"always {tier}")
+
+    def decide(self, evidence: Evidence) -> Decision:
+        return self.decision
+
+
+async def test_cheap_failures_near_a_prompt_send_it_to_reasoning_and_others_stay_cheap(
+    make_router: RouterFactory, small_routes: RouteSet, tax_vectors: FloatArray,
+    chat_vectors: FloatArray,
+) -> None:
+    router = await make_router(small_routes)
+    policy = policy_for(Always("cheap"), learning(k=8))
+    policy.learner.learn(
+        [outcome(v, "cheap", False) for v in tax_vectors[:-1]]
+        + [outcome(v, "reasoning", True) for v in tax_vectors[:-1]]
+        + [outcome(v, "cheap", True) for v in chat_vectors[:-1]]
+    )
+    tax = policy.decide(router.evidence(tax_vectors[-1]), tax_vectors[-1])
+    chat = policy.decide(router.evidence(chat_vectors[-1]), chat_vectors[-1])
+    assert (tax.tier, tax.reason) == ("reasoning", Reason.LEARNED)
+    assert (chat.tier, chat.reason) == ("cheap", Reason.LEARNED)
+    assert tax.learned is not None and tax.learned.prior_tier == "cheap"
+    cheap = tax.learned.estimate("cheap")
+    assert cheap is not None and cheap.count > 0 and cheap.p < 0.5
+    assert tax.learned.count >= cheap.count
+    assert "cheap" in tax.detail and "intent" in tax.detail
+
+
+async def test_a_learned_decision_keeps_the_intent_route_and_cache_mode(
+    make_router: RouterFactory, small_routes: RouteSet, tax_vectors: FloatArray,
+) -> None:
+    router = await make_router(small_routes)
+    policy = policy_for(router.policy, learning(k=8))
+    policy.learner.learn(outcome(v, t, True) for v in tax_vectors[:-1]
+                         for t in ("cheap", "reasoning"))
+    intent = router.route(tax_vectors[-1])
+    learned = policy.decide(router.evidence(tax_vectors[-1]), tax_vectors[-1])
+    assert learned.reason == Reason.LEARNED and learned.tier == "cheap"
+    assert (learned.route, learned.cache, learned.score, learned.margin) == (
+        intent.route, intent.cache, intent.score, intent.margin)
+
+
+async def test_exploration_is_seeded_and_never_for_a_tenant_past_its_budget(
+    make_router: RouterFactory, small_routes: RouteSet, chat_vectors: FloatArray,
+) -> None:
+    router = await make_router(small_routes)
+    settings = learning(explore_share=0.3)
+
+    def run(seed: int, may_explore: bool) -> list[str]:
+        policy = policy_for(router.policy, settings, seed)
+        policy.learner.learn(outcome(v, "cheap", True) for v in chat_vectors)
+        return [policy.decide(router.evidence(v), v, may_explore=may_explore).reason.value
+                for v in list(chat_vectors) * 10]
+
+    first = run(7, True)
+    assert first == run(7, True)
+    assert Reason.EXPLORED.value in first and Reason.LEARNED.value in first
+    assert Reason.EXPLORED.value not in run(7, False)
+
+
+def test_the_cheapest_tier_within_the_target_of_the_best_is_chosen() -> None:
+    def estimates(cheap: float, reasoning: float) -> dict[str, TierEstimate]:
+        return {"cheap": TierEstimate(cheap, 1.0, 1), "reasoning": TierEstimate(reasoning, 1.0, 1)}
+
+    order = ("cheap", "reasoning")
+    assert cheapest_reaching(estimates(0.90, 0.94), order, 0.95) == "cheap"
+    assert cheapest_reaching(estimates(0.80, 0.94), order, 0.95) == "reasoning"
+    assert cheapest_reaching(estimates(0.95, 0.90), order, 0.95) == "cheap"
+
+
+def test_tier_costs_take_each_tiers_cheapest_model() -> None:
+    models = [Priced("cheap", 0.15, 0.60), Priced("cheap", 0.05, 0.08),
+              Priced("reasoning", 3.0, 15.0), Priced("reasoning", 0.59, 0.79)]
+    costs = tier_costs(models)
+    assert costs == {"cheap": 0.05 + 0.08, "reasoning": 0.59 + 0.79}
+
+
+def test_tiers_are_compared_cheapest_first_by_price(tax_vectors: FloatArray) -> None:
+    settings = learning()
+    inverted = LearnedPolicy(object(), Learner(settings), PLAN,  # type: ignore[arg-type]
+                             settings, {"cheap": 5.0, "reasoning": 1.0})
+    assert inverted.order == ("reasoning", "cheap")
+    assert len(TAX) == len(CHAT)
