@@ -8,7 +8,7 @@ import numpy as np
 
 from gateway.core.postgres import Database
 from gateway.routing.pg_signals import PgSignalSink
-from gateway.routing.signals import SignalStore, prompt_key
+from gateway.routing.signals import Answered, SignalStore, prompt_key
 from tests.test_routing_signals import DECISION
 
 pytest_plugins = ["tests.postgres_fixtures"]
@@ -35,3 +35,25 @@ async def test_two_replicas_write_their_signals_and_one_vector_per_prompt(
     key, model, dim, blob = vectors[0]
     assert bytes(key) == prompt_key("fix my code") and (model, dim) == ("m", 4)
     assert np.array_equal(np.frombuffer(blob, dtype=np.float32), vector)
+
+
+async def test_an_answer_and_its_feedback_are_read_back_from_another_replica(
+    database: Database,
+) -> None:
+    vector = np.arange(4, dtype=np.float32)
+    answered = Answered("req_1", "acme", "reasoning", "code", vector, prompt_key("fix it"),
+                        failed=(("cheap", "empty_answer"),), at_s=1234.5)
+    writer = SignalStore(PgSignalSink(database), model="m")
+    assert writer.answer(answered) and writer.feedback(answered, 0.0, None)
+    await writer.close()
+    reader = SignalStore(PgSignalSink(database), model="m")  # feedback may reach any replica
+    try:
+        found = await reader.find_answer("req_1", "acme")
+        assert await reader.find_answer("req_1", "globex") is None  # another tenant's id
+        assert await reader.rated("req_1", "acme") and not await reader.rated("req_1", "globex")
+    finally:
+        await reader.close()
+    assert found is not None and found.vector is not None
+    assert (found.tenant, found.tier, found.route, found.failed, found.at_s) == (
+        "acme", "reasoning", "code", (("cheap", "empty_answer"),), 1234.5)
+    assert np.array_equal(found.vector, vector)
