@@ -88,8 +88,15 @@ class ServerSettings:
 @dataclass(frozen=True, slots=True)
 class FailoverSettings:
     failure_threshold: int = 3
+    """A run of this many failures (of one kind of call) opens the breaker."""
+    failure_rate: float = 0.5
+    """Or this share of failed calls in the window, once it holds ``min_calls`` calls."""
+    min_calls: int = 10
+    window_calls: int = 20
+    window_s: float = 60.0
     cooldown_s: float = 30.0
     max_cooldown_s: float = 300.0
+    """The longest rest, a 429's ``Retry-After`` included."""
     max_attempts: int = 4
 
 
@@ -134,8 +141,15 @@ def _server(t: Table, base_dir: Path) -> ServerSettings:
 
 
 def _failover(t: Table) -> FailoverSettings:
+    rate = t.positive("failure_rate", 0.5)
+    if rate > 1:
+        raise t.fail("failure_rate", "a share of calls from 0 to 1")
     return FailoverSettings(
         failure_threshold=t.count("failure_threshold", 3),
+        failure_rate=rate,
+        min_calls=t.count("min_calls", 10),
+        window_calls=t.count("window_calls", 20),
+        window_s=t.positive("window_s", 60.0),
         cooldown_s=t.positive("cooldown_s", 30.0),
         max_cooldown_s=t.positive("max_cooldown_s", 300.0),
         max_attempts=t.count("max_attempts", 4),

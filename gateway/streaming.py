@@ -16,7 +16,7 @@ import orjson
 from aiohttp import web
 
 from gateway.errors import UpstreamFailure
-from gateway.failover import Stream
+from gateway.failover import CallKind, Stream
 from gateway.providers.base import Json, Usage, usage_from_openai
 from gateway.request_record import RequestRecord
 from gateway.sse import DONE, encode_data
@@ -36,7 +36,7 @@ async def relay(
             await _write_chunk(resp, chunk, include_usage, record, keep)
     except UpstreamFailure as failure:
         log.warning("stream from %s broke: %s", stream.deployment.id, failure.message)
-        stream.health.record_failure(failure, time.monotonic())
+        stream.health.record_failure(failure, time.monotonic(), CallKind.STREAM)
         record.status = 502
         await resp.write(encode_data(orjson.dumps(_stream_error(failure))))
         return False
@@ -53,7 +53,8 @@ async def relay(
     except BaseException:
         stream.health.release_probe()  # the client left: no verdict on the deployment
         raise
-    stream.health.record_success(record.timing.elapsed_ms(), stream.first_byte_ms)
+    stream.health.record_success(record.timing.elapsed_ms(), stream.first_byte_ms,
+                                 CallKind.STREAM)
     await resp.write(DONE)
     return True
 

@@ -266,6 +266,9 @@ CHUNKS: list[dict[str, Any]] = [
      "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
 ]
 
+NEVER_OPEN = {"failure_threshold": 10_000, "min_calls": 10_000}
+"""Breakers that never rest the one upstream: every request meets the damage."""
+
 
 async def _ask_through(client: TestClient, model_name: str, caplog: pytest.LogCaptureFixture, *,
                        stream: Callable[[int], bool],
@@ -322,7 +325,8 @@ async def test_damaged_upstream_answers_never_become_internal_errors(
         await response.write(b"data: [DONE]\n\n")
         return response
 
-    client = await _gateway_before(aiohttp_server, make_gateway, completions)
+    client = await _gateway_before(aiohttp_server, make_gateway, completions,
+                                   failover=NEVER_OPEN)
     await _ask_through(client, "small", caplog, stream=lambda i: i % 2 == 1)
 
 
@@ -362,7 +366,7 @@ async def test_damaged_translated_answers_never_become_internal_errors(
         provider = {"name": "g1", "kind": "gemini", "base_url": str(server.make_url("/v1beta")),
                     "api_key_env": "FAKE_KEY"}
         env = {"FAKE_KEY": "test-gemini-key"}
-    client = await make_gateway({"providers": [provider],
+    client = await make_gateway({"providers": [provider], "failover": NEVER_OPEN,
                                  "models": [model("m", provider["name"], upstream_model="up")]},
                                 env=env)
     await _ask_through(client, "m", caplog, stream=lambda i: i % 4 >= 2, before=lambda i: (
@@ -402,7 +406,6 @@ async def test_garbled_upstream_bytes_never_become_internal_errors(
         await response.write(_garbled(stream_bytes + b"data: [DONE]\n\n", rng))
         return response
 
-    # The breaker would rest the upstream and answer 503 for it.
     client = await _gateway_before(aiohttp_server, make_gateway, completions,
-                                   failover={"failure_threshold": 10_000})
+                                   failover=NEVER_OPEN)
     await _ask_through(client, "small", caplog, stream=lambda i: i % 2 == 1)
