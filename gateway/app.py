@@ -72,7 +72,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Give the request its id and render every error as OpenAI-style JSON."""
     request_id = request[REQUEST_ID] = _request_id(request)
     try:
-        return await handler(request)
+        with request.app[LIFECYCLE].serving():
+            return await handler(request)
     except GatewayError as error:
         return render_error(error, request_id)
     except web.HTTPException as exc:
@@ -119,8 +120,10 @@ async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    log.info("gateway draining: finishing requests in flight, accepting no new ones")
-    app[LIFECYCLE].move(State.DRAINING)
+    """Draining, unless ``gateway serve`` began it already at SIGTERM with its deadline."""
+    if app[LIFECYCLE].state is not State.DRAINING:
+        log.info("gateway draining: finishing requests in flight, accepting no new ones")
+        app[LIFECYCLE].drain()
 
 
 def create_app(settings: Settings) -> web.Application:

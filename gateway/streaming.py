@@ -3,7 +3,8 @@
 A relayed stream passes each chunk on as it arrives; a usage chunk goes to the client only when
 it asked for one (``stream_options.include_usage``). If the upstream breaks after the first byte,
 the client gets OpenAI's in-stream error event and no ``[DONE]``: never a clean end that looks
-like a complete answer.
+like a complete answer. A stream still running at the shutdown deadline (``Lifecycle.drain``)
+ends the same way.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from aiohttp import web
 
 from gateway.errors import UpstreamFailure
 from gateway.failover import CallKind, Stream
+from gateway.lifecycle import Lifecycle
 from gateway.providers.base import Json, Usage, usage_from_openai
 from gateway.request_record import RequestRecord
 from gateway.sse import DONE, encode_data
@@ -26,14 +28,21 @@ log = logging.getLogger(__name__)
 
 async def relay(
     resp: web.StreamResponse, stream: Stream, include_usage: bool, record: RequestRecord,
-    keep: list[Json] | None = None,
+    keep: list[Json] | None = None, *, lifecycle: Lifecycle,
 ) -> bool:
     """Write the stream to the client; True when it finished whole. ``keep`` collects chunks."""
     try:
-        for chunk in stream.head:
-            await _write_chunk(resp, chunk, include_usage, record, keep)
-        async for chunk in stream.tail:
-            await _write_chunk(resp, chunk, include_usage, record, keep)
+        async with lifecycle.streaming():
+            for chunk in stream.head:
+                await _write_chunk(resp, chunk, include_usage, record, keep)
+            async for chunk in stream.tail:
+                await _write_chunk(resp, chunk, include_usage, record, keep)
+    except TimeoutError:  # the shutdown deadline; upstream timeouts are ``UpstreamFailure``
+        log.warning("stream from %s cut at the shutdown deadline", stream.deployment.id)
+        stream.health.release_probe()  # no verdict on the deployment
+        record.status, record.error = 503, "shutting_down"
+        await resp.write(encode_data(orjson.dumps(SHUTDOWN_ERROR)))
+        return False
     except UpstreamFailure as failure:
         log.warning("stream from %s broke: %s", stream.deployment.id, failure.message)
         stream.health.record_failure(failure, time.monotonic(), CallKind.STREAM)
@@ -82,6 +91,11 @@ async def _write_chunk(
         if isinstance(content, str):
             record.streamed_text.append(content)
     await resp.write(encode_data(orjson.dumps(chunk)))
+
+
+SHUTDOWN_ERROR: Json = {"error": {
+    "message": "The gateway is shutting down: the stream was cut before its end; retry.",
+    "type": "api_error", "param": None, "code": "stream_interrupted"}}
 
 
 def _stream_error(failure: UpstreamFailure | None) -> Json:

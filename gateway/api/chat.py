@@ -18,7 +18,7 @@ from gateway import dispatch
 from gateway.accounting import account
 from gateway.api.body import read_body
 from gateway.api.caller import caller
-from gateway.appkeys import CATALOG
+from gateway.appkeys import CATALOG, LIFECYCLE
 from gateway.cache.replay import assemble_chunks, replay_body, replay_chunks
 from gateway.cache.semantic_cache import Hit
 from gateway.caching import CacheStage
@@ -187,7 +187,8 @@ async def _stream(
         })
         await resp.prepare(request)
         keep: list[Json] | None = [] if cache.plan.store else None
-        whole = await relay(resp, stream, chat.include_usage, record, keep)
+        whole = await relay(resp, stream, chat.include_usage, record, keep,
+                            lifecycle=request.app[LIFECYCLE])
         if whole and keep is not None:
             await cache.store(assemble_chunks(keep), vector)
         return resp
