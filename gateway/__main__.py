@@ -20,6 +20,7 @@ from pathlib import Path
 from aiohttp import web
 
 from gateway.access_log import configure_access_log
+from gateway.api.connections import GuardedRunner
 from gateway.app import create_app
 from gateway.appkeys import LIFECYCLE
 from gateway.cache import cli as cache_cli
@@ -97,7 +98,7 @@ async def _run(app: web.Application, settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     server = settings.server
-    runner = web.AppRunner(app, shutdown_timeout=_CANCEL_S, handler_cancellation=True,
+    runner = GuardedRunner(app, shutdown_timeout=_CANCEL_S, handler_cancellation=True,
                            access_log=None)
     try:
         await runner.setup()

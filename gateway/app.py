@@ -18,6 +18,7 @@ from gateway.access_log import access_log_flusher
 from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
+from gateway.api.connections import CONNECTION_GUARD, ConnectionGuard
 from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.cache.context import CACHE_SETTINGS, cache_context
 from gateway.catalog import Catalog
@@ -62,9 +63,12 @@ def _translate_http(exc: web.HTTPException) -> GatewayError:
 
 def render_error(error: GatewayError, request_id: str) -> web.Response:
     status = 413 if error.code == "request_too_large" else error.status
-    return web.json_response(
+    response = web.json_response(
         error.body(), status=status, headers={**error.headers, "x-request-id": request_id}
     )
+    if error.closes_connection:
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -72,8 +76,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Give the request its id and render every error as OpenAI-style JSON."""
     request_id = request[REQUEST_ID] = _request_id(request)
     try:
-        with request.app[LIFECYCLE].serving():
-            return await handler(request)
+        return await handler(request)
     except GatewayError as error:
         return render_error(error, request_id)
     except web.HTTPException as exc:
@@ -86,6 +89,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         log.exception("unexpected error in %s %s (request %s)", request.method, request.path,
                       request_id)
         return render_error(GatewayError("The gateway hit an internal error."), request_id)
+
+
+@web.middleware
+async def in_flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the request as in flight, so shutdown knows when the last one is done."""
+    with request.app[LIFECYCLE].serving():
+        return await handler(request)
 
 
 async def upstream_context(app: web.Application) -> AsyncIterator[None]:
@@ -127,7 +137,8 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=0)
+    app = web.Application(middlewares=[in_flight_middleware, errors_middleware],
+                          client_max_size=0)
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)
@@ -142,7 +153,8 @@ def create_app(settings: Settings) -> web.Application:
         tiers=app[CATALOG].tiers, embedder=settings.embedder, pool_key=EMBEDDER_POOL,
     ))
     tenants.configure(app, settings)
-    setup_metrics(app, settings.observability)
+    metrics = setup_metrics(app, settings.observability)
+    app[CONNECTION_GUARD] = ConnectionGuard(settings.server, metrics.registry)
     setup_dashboard(app, settings.observability)
     app.cleanup_ctx.append(access_log_flusher)
     app.cleanup_ctx.append(lifecycle_context)

@@ -83,6 +83,14 @@ class ServerSettings:
     max_body_bytes: int = 4 * 1024 * 1024
     shutdown_grace_s: float = 10.0
     data_dir: Path = Path("data")
+    header_timeout_s: float = 10.0
+    """From a request's first byte until its whole head has arrived (408 past it)."""
+    body_timeout_s: float = 30.0
+    """For reading a request's whole body (408 past it)."""
+    idle_timeout_s: float = 75.0
+    """A connection with no request under way is closed after this long."""
+    max_connections: int = 1024
+    """Open client connections; one more gets a 503 and is closed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +145,10 @@ def _server(t: Table, base_dir: Path) -> ServerSettings:
         max_body_bytes=t.count("max_body_bytes", 4 * 1024 * 1024),
         shutdown_grace_s=t.non_negative("shutdown_grace_s", 10.0),
         data_dir=base_dir / data_dir,  # an absolute path stays itself
+        header_timeout_s=t.positive("header_timeout_s", 10.0),
+        body_timeout_s=t.positive("body_timeout_s", 30.0),
+        idle_timeout_s=t.positive("idle_timeout_s", 75.0),
+        max_connections=t.count("max_connections", 1024),
     )
 
 
