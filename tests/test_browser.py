@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.dashboard import format as fmt
+from gateway.observability.dashboard import format as fmt
 from tests.cdp import Browser, Page
 from tests.observability_fixtures import expected, load_scenario, observability_app, page_metrics
 from tests.tenant_fixtures import ADMIN_KEY

@@ -6,7 +6,7 @@ import stat
 from pathlib import Path
 
 from gateway.cache.entry_tokens import KEY_FILE, EntryTokens
-from gateway.sqlite import MAX_INT
+from gateway.core.sqlite import MAX_INT
 
 
 def test_names_turn_back_into_their_ids_for_their_tenant_only(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from aiohttp.test_utils import TestClient
 
 from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.app import create_app
-from gateway.config import parse
+from gateway.core.config import parse
 from tests.fuzzing import damaged, fuzz_rng
 
 if TYPE_CHECKING:

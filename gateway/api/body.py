@@ -7,8 +7,8 @@ import asyncio
 from aiohttp import web
 
 from gateway.api.connections import CONNECTION_GUARD
-from gateway.appkeys import SETTINGS
-from gateway.errors import BodyTooLarge, RequestTimeout
+from gateway.core.appkeys import SETTINGS
+from gateway.core.errors import BodyTooLarge, RequestTimeout
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -19,8 +19,8 @@ from aiohttp import web
 from gateway.api.admin import admin_only
 from gateway.cache.context import CACHE, ENTRY_TOKENS
 from gateway.cache.entry_tokens import PREFIX as NAME_PREFIX
-from gateway.errors import InvalidRequest, NotFound
-from gateway.sqlite import MAX_INT
+from gateway.core.errors import InvalidRequest, NotFound
+from gateway.core.sqlite import MAX_INT
 
 log = logging.getLogger(__name__)
 

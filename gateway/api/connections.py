@@ -33,8 +33,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from gateway.config import ServerSettings
-from gateway.errors import (
+from gateway.core.config import ServerSettings
+from gateway.core.errors import (
     GatewayError,
     HeadersTooLarge,
     InvalidRequest,

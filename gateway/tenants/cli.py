@@ -17,10 +17,10 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Settings
-from gateway.errors import GatewayError
+from gateway.core.config import Settings
+from gateway.core.errors import GatewayError
+from gateway.core.tenant_settings import LIMIT_FIELDS, Limits
 from gateway.tenants.context import open_store
-from gateway.tenants.settings import LIMIT_FIELDS, Limits
 from gateway.tenants.store import Store, apply_limit_changes, check_limit_changes
 
 Handler = Callable[[argparse.Namespace, Settings], int]

@@ -17,8 +17,8 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
-from gateway.sqlite import MAX_INT
-from gateway.tenants.settings import LedgerSettings
+from gateway.core.sqlite import MAX_INT
+from gateway.core.tenant_settings import LedgerSettings
 from gateway.tenants.store import Store
 
 log = logging.getLogger(__name__)
