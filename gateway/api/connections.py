@@ -88,7 +88,7 @@ class GuardedHandler(RequestHandler):
     is under way, so the idle timer runs; the next byte starts the head's timer instead.
     """
 
-    __slots__ = ("_answered", "_ending", "_guard", "_heads", "_timer", "_timing")
+    __slots__ = ("_answered", "_deadline", "_ending", "_guard", "_heads", "_timer", "_timing")
 
     def __init__(self, manager: web.Server, guard: ConnectionGuard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -98,6 +98,7 @@ class GuardedHandler(RequestHandler):
         self._ending = False
         self._timer: asyncio.TimerHandle | None = None
         self._timing: Callable[[], None] | None = None
+        self._deadline = 0.0
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -114,6 +115,9 @@ class GuardedHandler(RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._guard.open -= 1
         self._disarm()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -158,17 +162,34 @@ class GuardedHandler(RequestHandler):
         return response
 
     def _arm(self, delay_s: float, expired: Callable[[], None]) -> None:
-        self._disarm()
-        self._timer = self._loop.call_later(delay_s, expired)
+        """Call ``expired`` in ``delay_s`` unless disarmed or re-armed first.
+
+        Arming happens twice per request, so it only moves a deadline: the one timer is
+        replaced only when the new deadline is earlier, and otherwise, when it fires early,
+        sets itself again for the deadline."""
+        self._deadline = self._loop.time() + delay_s
         self._timing = expired
+        timer = self._timer
+        if timer is None or timer.when() > self._deadline:
+            if timer is not None:
+                timer.cancel()
+            self._timer = self._loop.call_at(self._deadline, self._fire)
 
     def _disarm(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer = self._timing = None
+        self._timing = None  # the timer, if any, fires and finds nothing to do
+
+    def _fire(self) -> None:
+        self._timer = None
+        expired = self._timing
+        if expired is None:
+            return
+        if self._loop.time() < self._deadline:
+            self._timer = self._loop.call_at(self._deadline, self._fire)
+            return
+        self._timing = None
+        expired()
 
     def _head_expired(self) -> None:
-        self._timer = self._timing = None
         if self._heads == self._answered:
             self._guard.closed("header_timeout")
             limit_s = self._guard.settings.header_timeout_s
@@ -176,7 +197,6 @@ class GuardedHandler(RequestHandler):
                 f"The request head did not arrive within {limit_s:g} s."))
 
     def _idle_expired(self) -> None:
-        self._timer = self._timing = None
         if self._heads == self._answered:
             self._guard.closed("idle_timeout")
             self.force_close()
