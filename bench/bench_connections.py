@@ -6,8 +6,9 @@ The same app (demo provider, no embedder, keyless) runs in two processes: one on
 ``GuardedRunner`` (as ``gateway serve`` runs it: header, idle and connection-cap guards), one on
 aiohttp's plain ``AppRunner``. wrk loads ``GET /healthz`` (the cheapest handler, so the guards'
 share is the largest it can be) alternately on both, with keep-alive connections and with a new
-connection per request. The figures are medians over the rounds; compare the two columns of one
-run, not runs on different days.
+connection per request. The figure is the server's CPU time per request (user plus system, from
+/proc), which a busy machine disturbs far less than requests per second; medians over the
+rounds. Compare the two columns of one run, not runs on different days.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from aiohttp import web
-from procs import free_port, start, stop, wait_port
+from procs import cpu_s, free_port, start, stop, wait_port
 
 CONFIG = """
 [server]
@@ -58,14 +59,20 @@ async def _serve(mode: str, port: int, config: Path) -> None:
     await asyncio.Event().wait()  # until the benchmark terminates this process
 
 
-def wrk(url: str, seconds: float, close: bool) -> float:
-    """Requests per second at 16 connections."""
+def wrk(url: str, seconds: float, close: bool) -> int:
+    """Requests answered at 16 connections in ``seconds``."""
     args = ["wrk", "-t1", "-c16", f"-d{max(1, round(seconds))}s", url]
     if close:
         args[1:1] = ["-H", "Connection: close"]
     out = subprocess.run(args, capture_output=True, text=True, check=True).stdout
-    line = next(x for x in out.splitlines() if x.startswith("Requests/sec:"))
-    return float(line.split()[1])
+    line = next(x for x in out.splitlines() if " requests in " in x)
+    return int(line.split()[0])
+
+
+def cpu_us_per_request(pid: int, url: str, seconds: float, close: bool) -> float:
+    before = cpu_s(pid)
+    requests = wrk(url, seconds, close)
+    return (cpu_s(pid) - before) / requests * 1e6
 
 
 def main() -> None:
@@ -93,20 +100,20 @@ def main() -> None:
             results: dict[tuple[str, bool], list[float]] = {}
             for _ in range(args.rounds):
                 for close in (False, True):
-                    for mode, port in ports.items():
+                    for (mode, port), proc in zip(ports.items(), procs, strict=True):
                         url = f"http://127.0.0.1:{port}/healthz"
                         results.setdefault((mode, close), []).append(
-                            wrk(url, args.seconds, close))
+                            cpu_us_per_request(proc.pid, url, args.seconds, close))
         finally:
             for proc in procs:
                 stop(proc)
-    print("| connections | guarded req/s | plain req/s | guarded / plain |")
+    print("| connections | guarded CPU µs/request | plain CPU µs/request | guarded / plain |")
     print("|---|---|---|---|")
     for close in (False, True):
         guarded = statistics.median(results[("guarded", close)])
         plain = statistics.median(results[("plain", close)])
         label = "new per request" if close else "keep-alive"
-        print(f"| {label} | {guarded:.0f} | {plain:.0f} | {guarded / plain:.2f} |")
+        print(f"| {label} | {guarded:.1f} | {plain:.1f} | {guarded / plain:.2f} |")
 
 
 if __name__ == "__main__":

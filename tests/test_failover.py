@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -317,3 +318,30 @@ def test_a_rested_breaker_is_shown_half_open_and_claims_one_probe() -> None:
     h.record_failure(UpstreamFailure(FailureKind.SERVER_ERROR, "boom"), now=0.0)
     assert _breaker(h, 5.0) is BreakerState.OPEN and _breaker(h, 10.0) is BreakerState.HALF_OPEN
     assert h.available(10.0) and not h.rested(10.0), "the probe is out"
+
+
+async def test_one_request_probes_a_rested_deployment_while_the_rest_go_to_its_partner(
+    make_gateway: GatewayFactory, aiohttp_server: Any
+) -> None:
+    cheap, dear = FakeOpenAI(), FakeOpenAI()
+    s1 = await aiohttp_server(fake_openai_app(cheap))
+    s2 = await aiohttp_server(fake_openai_app(dear))
+    client = await make_gateway({
+        "providers": [openai_provider("a", str(s1.make_url("/v1"))),
+                      openai_provider("b", str(s2.make_url("/v1")))],
+        "models": [model("m", "a", input_price_per_mtok=1.0),
+                   model("m", "b", input_price_per_mtok=2.0)],
+        "failover": {"failure_threshold": 1, "cooldown_s": 60},
+    })
+    cheap.script.extend([Reply(kind="status", status=500), Reply(kind="hang")])
+    assert (await _ask(client)).headers["x-gateway-provider"] == "b"
+    health = client.server.app[FAILOVER].health["a/m"]
+    health.open_until = time.monotonic()  # the rest is over (a minute, unwaited)
+    probe = asyncio.ensure_future(_ask(client))
+    await cheap.wait_for_requests(2)  # the probe is out, held by the fake
+    during = [(await _ask(client)).headers["x-gateway-provider"] for _ in range(5)]
+    assert during == ["b"] * 5, "no second probe while the first is out"
+    cheap.release.set()
+    answered = await probe
+    assert answered.status == 200 and answered.headers["x-gateway-provider"] == "a"
+    assert health.state is BreakerState.CLOSED and len(cheap.requests) == 2
