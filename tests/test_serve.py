@@ -28,8 +28,12 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(tmp_path: Path, upstream_url: str, grace_s: float = 20, extra: str = "") -> Path:
+def _config(tmp_path: Path, upstream_url: str, grace_s: float = 20, extra: str = "",
+            embedder: bool = False) -> Path:
     path = tmp_path / "gateway.toml"
+    workers = f'model_dir = "{ROOT / "models" / "all-MiniLM-L6-v2"}"' if embedder else (
+        "enabled = false")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path.write_text(f"""
 [server]
 data_dir = "{tmp_path / 'data'}"
@@ -44,7 +48,7 @@ name = "small"
 provider = "fake"
 tier = "cheap"
 [embedder]
-enabled = false
+{workers}
 """)
     return path
 
@@ -73,17 +77,19 @@ Served = tuple[asyncio.subprocess.Process, str, FakeOpenAI, aiohttp.ClientSessio
 
 @contextlib.asynccontextmanager
 async def serving(
-    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str], grace_s: float = 20, extra: str = ""
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str], grace_s: float = 20, extra: str = "",
+    *, embedder: bool = False, env: dict[str, str] | None = None,
 ) -> AsyncIterator[Served]:
     """``gateway serve`` as a process on a free port, and a session holding its first key."""
     fake, url = fake_openai
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "gateway", "serve", "--config",
-        str(_config(tmp_path, url, grace_s, extra)),
+        str(_config(tmp_path, url, grace_s, extra, embedder)),
         "--port", str(port), cwd=ROOT, stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+        env={**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+             **(env or {})},
     )
     assert proc.stderr is not None and proc.stdout is not None
     try:
@@ -185,6 +191,22 @@ async def test_sigterm_under_load_loses_no_ledger_row(served: Any, tmp_path: Pat
     with sqlite3.connect(tmp_path / "data" / "gateway.sqlite3") as db:
         (rows,) = db.execute("SELECT count(*) FROM usage WHERE status = 200").fetchone()
     assert completed == 40 and rows == completed
+
+
+async def test_a_sigkilled_gateways_embedder_directory_is_removed_by_the_next_start(
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    async with serving(tmp_path / "first", fake_openai, embedder=True, env=env) as (proc, *_):
+        (left,) = temp.glob("embedder-*")
+        proc.kill()
+        await proc.wait()
+    assert left.exists(), "SIGKILL ran no cleanup"
+    async with serving(tmp_path / "second", fake_openai, embedder=True, env=env):
+        (own,) = temp.glob("embedder-*")
+    assert own != left and not left.exists()
 
 
 async def test_a_start_up_that_fails_part_way_exits_naming_the_error(
