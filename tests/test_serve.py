@@ -148,9 +148,11 @@ async def test_sigterm_keeps_one_deadline_and_cuts_longer_streams_with_the_error
     tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]
 ) -> None:
     """Streams that outlive the grace end with the in-stream error event (and keep their
-    ledger rows); the process exits within the grace plus a second."""
+    ledger rows); the process, its embedder worker's stop included, exits within the grace
+    plus a second."""
     grace_s = 2.0
-    async with serving(tmp_path, fake_openai, grace_s) as (proc, base, fake, session):
+    async with serving(tmp_path, fake_openai, grace_s, embedder=True) as (
+            proc, base, fake, session):
         fake.default = Reply(kind="hang", chunks_before_cut=3)
         body = {"model": "small", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
         streams = [await session.post(f"{base}/v1/chat/completions", json=body)
