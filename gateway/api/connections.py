@@ -147,6 +147,9 @@ class GuardedHandler(RequestHandler):
         message: str | None = None,
     ) -> web.StreamResponse:
         """aiohttp's answer to a request it could not parse, in OpenAI's error JSON."""
+        if request.writer.output_size > 0:
+            # As aiohttp's own: an answer already begun cannot be followed by another.
+            raise ConnectionError("the response had begun; the connection is dropped")
         error: GatewayError
         if isinstance(exc, LineTooLong):
             error = HeadersTooLarge("A request line or header is too large.")
