@@ -345,3 +345,17 @@ async def test_one_request_probes_a_rested_deployment_while_the_rest_go_to_its_p
     answered = await probe
     assert answered.status == 200 and answered.headers["x-gateway-provider"] == "a"
     assert health.state is BreakerState.CLOSED and len(cheap.requests) == 2
+
+
+def test_stragglers_failing_after_the_breaker_opened_do_not_lengthen_its_rest() -> None:
+    h = _health(failure_threshold=2, cooldown_s=10, max_cooldown_s=300)
+    failure = UpstreamFailure(FailureKind.SERVER_ERROR, "boom")
+    for _ in range(2):
+        h.record_failure(failure, now=0.0)
+    assert h.state is BreakerState.OPEN and h.open_until == 10.0
+    for _ in range(6):  # the rest of a burst of concurrent requests, failing late
+        h.record_failure(failure, now=1.0)
+    assert (h.open_until, h.cooldown_s) == (10.0, 10), "no doubling without a failed probe"
+    told = UpstreamFailure(FailureKind.RATE_LIMITED, "slow down", retry_after_s=3600)
+    h.record_failure(told, now=2.0)
+    assert h.open_until == 302.0, "a Retry-After lengthens it, within max_cooldown_s"

@@ -154,6 +154,13 @@ class Health:
         window.add(now, failed=True)
         self.recent_errors.append((time.time(), f"{failure.kind.value}: {failure.message}"))
         told = failure.kind is FailureKind.RATE_LIMITED and failure.retry_after_s is not None
+        if self.state is BreakerState.OPEN:
+            # A straggler sent before the breaker opened: its failure doubles no rest, though
+            # a provider's own Retry-After may lengthen it (within the cap).
+            if told and failure.retry_after_s is not None:
+                rest_s = min(failure.retry_after_s, self.settings.max_cooldown_s)
+                self.open_until = max(self.open_until, now + rest_s)
+            return
         if self.state is BreakerState.HALF_OPEN or told or window.tripped(now, self.settings):
             self._open(failure, now)
 
