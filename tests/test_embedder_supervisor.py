@@ -58,6 +58,8 @@ async def test_a_starting_supervisor_removes_a_killed_gateways_directory_and_own
         model_dir=ROOT / "models" / "all-MiniLM-L6-v2", workers=1))
     await supervisor.start()
     try:
+        # Live first: a worker cancelled while it spawns would outlive the test, loading its model.
+        await asyncio.wait_for(supervisor.pool.wait_live(1), timeout=60)
         assert not stale.exists()
         (own,) = tmp_path.glob("embedder-*")
         assert (own / OWNER_FILE).read_text("ascii") == _owner(os.getpid())
