@@ -20,7 +20,9 @@ from tests.fake_openai import FakeOpenAI
 from tests.test_metrics import samples, total
 from tests.test_serve import Served, serving
 
-SHORT = "header_timeout_s = 0.5\nbody_timeout_s = 0.5\nidle_timeout_s = 0.5"
+SHORT = "header_timeout_s = 0.5\nbody_timeout_s = 0.5"
+"""Short head and body limits; the idle limit stays long, so that the normal traffic's pooled
+connections are not closed under the client's feet between two requests."""
 PACE_S = 0.1
 """How slowly a slow client sends: the guards' limits are several of its steps."""
 STEPS = 100
@@ -112,9 +114,14 @@ async def test_a_body_sent_a_byte_at_a_time_gets_408_and_the_connection_closes(
 
 
 async def test_a_silent_connection_is_closed_and_so_is_an_idle_kept_alive_one(
-    short_limits: Served,
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str],
 ) -> None:
-    _, base, _, session = short_limits
+    async with serving(tmp_path, fake_openai, extra="idle_timeout_s = 0.5") as served:
+        await _idle_connections_closed(served)
+
+
+async def _idle_connections_closed(served: Served) -> None:
+    _, base, _, session = served
     reader, writer = await _connect(base)
     assert await asyncio.wait_for(reader.read(), timeout=PACE_S * STEPS) == b""
     writer.close()
