@@ -10,7 +10,12 @@ while workers warm up, and ``pool.ready`` tells ``/readyz`` when one has answere
 ``embedder_context(settings)`` is the aiohttp cleanup context: the pool is stored under
 ``EMBEDDER_POOL`` before ``yield``; the pool is closed and the workers stopped (SIGTERM, they
 drain) after it.
-Touches the run directory, the worker processes it started and the sockets it is given.
+
+A run directory holds ``owner.pid``: the gateway's process id and start time. A gateway killed
+before its cleanup (SIGKILL) leaves its directory behind; the next one to start removes every
+``embedder-*`` directory in the temp folder whose owner is dead (``remove_stale_run_dirs``),
+and leaves alone those whose owner lives and those with no owner file (not ours to judge).
+Touches the run directories, the worker processes it started and the sockets it is given.
 """
 
 from __future__ import annotations
@@ -36,6 +41,8 @@ logger = logging.getLogger(__name__)
 
 EMBEDDER_POOL = web.AppKey("embedder_pool", EmbedderPool)
 READY_PREFIX = b"READY"
+RUN_DIR_PREFIX = "embedder-"
+OWNER_FILE = "owner.pid"
 _STABLE_S = 30.0  # a worker up this long has its restart backoff reset
 
 
@@ -224,7 +231,9 @@ class EmbedderSupervisor:
         if self.settings.run_dir is not None:
             self.settings.run_dir.mkdir(parents=True, exist_ok=True)
             return self.settings.run_dir
-        self._own_run_dir = Path(tempfile.mkdtemp(prefix="embedder-"))
+        remove_stale_run_dirs(Path(tempfile.gettempdir()))
+        self._own_run_dir = Path(tempfile.mkdtemp(prefix=RUN_DIR_PREFIX))
+        (self._own_run_dir / OWNER_FILE).write_text(_owner(os.getpid()), "ascii")
         return self._own_run_dir
 
     def pids(self) -> list[int | None]:
@@ -244,6 +253,47 @@ class EmbedderSupervisor:
         self._tasks = []
         if self._own_run_dir is not None:
             shutil.rmtree(self._own_run_dir, ignore_errors=True)
+
+
+def _owner(pid: int) -> str:
+    """``pid`` and its start time, so a reused process id is not taken for the owner."""
+    return f"{pid} {_start_time(pid)}\n"
+
+
+def _start_time(pid: int) -> str:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("ascii")
+    except OSError:
+        return "?"  # no procfs here: the process id alone decides
+    return stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+
+
+def _alive(owner: str) -> bool:
+    pid_text, _, started = owner.strip().partition(" ")
+    pid = int(pid_text)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's process: alive
+    return started in ("", "?") or _start_time(pid) in ("?", started)
+
+
+def remove_stale_run_dirs(parent: Path) -> list[Path]:
+    """Remove the ``embedder-*`` run directories in ``parent`` whose owning process is dead."""
+    removed = []
+    for path in parent.glob(RUN_DIR_PREFIX + "*"):
+        try:
+            owner = (path / OWNER_FILE).read_text("ascii")
+            stale = path.stat().st_uid == os.getuid() and not _alive(owner)
+        except (OSError, ValueError):
+            continue  # no owner file, or not ours: leave it
+        if stale:
+            shutil.rmtree(path, ignore_errors=True)
+            logger.info("removed %s, left by a gateway that was killed", path)
+            removed.append(path)
+    return removed
 
 
 def embedder_context(

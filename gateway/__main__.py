@@ -23,9 +23,11 @@ from urllib.parse import urlsplit
 
 from aiohttp import web
 
+from gateway.api.connections import GuardedRunner
 from gateway.app import create_app
 from gateway.cache import cli as cache_cli
 from gateway.core import migrate_cli
+from gateway.core.appkeys import LIFECYCLE
 from gateway.core.config import LOG_LEVEL_VAR, Settings, env_value, load
 from gateway.core.redact import install_redaction
 from gateway.core.toml_table import ConfigError
@@ -110,16 +112,38 @@ async def _run(app: web.Application, settings: Settings) -> None:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
     server = settings.server
-    runner = web.AppRunner(app, shutdown_timeout=server.shutdown_grace_s,
-                           handler_cancellation=True, access_log=None)
+    runner = GuardedRunner(app, shutdown_timeout=_CANCEL_S, handler_cancellation=True,
+                           access_log=None)
     try:
         await runner.setup()
         await web.TCPSite(runner, server.host, server.port).start()
         for host, port, *_ in runner.addresses:
             log.info("gateway listening on http://%s:%d", host, port)
         await stop.wait()
+        await _drain(runner, app, server.shutdown_grace_s)
     finally:
         await runner.cleanup()
+
+
+_CANCEL_S = 0.2
+"""After the deadline, what a handler still running gets to finish once cancelled."""
+
+
+async def _drain(runner: web.AppRunner, app: web.Application, grace_s: float) -> None:
+    """One deadline, ``grace_s`` from now: stop accepting, close idle connections, let the
+    requests in flight finish; streams still running shortly before the deadline are cut with
+    the in-stream error event, so they end (and are accounted) before it."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    log.info("gateway draining: finishing requests in flight for up to %.1f s", grace_s)
+    app[LIFECYCLE].drain(cut_at=deadline - min(0.5, grace_s / 4))
+    for site in runner.sites:
+        await site.stop()
+    if runner.server is not None:
+        runner.server.pre_shutdown()  # idle keep-alive connections close now, busy ones after
+    if not await app[LIFECYCLE].wait_idle(deadline):
+        log.warning("shutdown deadline reached with %d requests in flight; cancelling them",
+                    app[LIFECYCLE].in_flight)
 
 
 def _install_uvloop() -> None:

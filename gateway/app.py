@@ -17,6 +17,7 @@ from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
 from gateway.api import chat, embeddings, feedback, health, messages, models, responses, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
+from gateway.api.connections import CONNECTION_GUARD, ConnectionGuard
 from gateway.api.messages_out import error_response
 from gateway.api.routes_admin import add_routes_admin_routes
 from gateway.cache.context import CACHE_SETTINGS, cache_context
@@ -83,9 +84,12 @@ def render_error(error: GatewayError, request_id: str, path: str = "") -> web.Re
     body = error.body()
     if messages.is_messages_path(path):
         status, body = error_response(error)
-    return web.json_response(
+    response = web.json_response(
         body, status=status, headers={**error.headers, "x-request-id": request_id}
     )
+    if error.closes_connection:
+        response.force_close()
+    return response
 
 
 @web.middleware
@@ -112,6 +116,13 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
                       request_id)
         return render_error(GatewayError("The gateway hit an internal error."), request_id,
                             request.path)
+
+
+@web.middleware
+async def in_flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Count the request as in flight, so shutdown knows when the last one is done."""
+    with request.app[LIFECYCLE].serving():
+        return await handler(request)
 
 
 async def upstream_context(app: web.Application) -> AsyncIterator[None]:
@@ -160,12 +171,15 @@ async def lifecycle_context(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    log.info("gateway draining: finishing requests in flight, accepting no new ones")
-    app[LIFECYCLE].move(State.DRAINING)
+    """Draining, unless ``gateway serve`` began it already at SIGTERM with its deadline."""
+    if app[LIFECYCLE].state is not State.DRAINING:
+        log.info("gateway draining: finishing requests in flight, accepting no new ones")
+        app[LIFECYCLE].drain()
 
 
 def create_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=0)
+    app = web.Application(middlewares=[in_flight_middleware, errors_middleware],
+                          client_max_size=0)
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)
@@ -188,8 +202,9 @@ def create_app(settings: Settings) -> web.Application:
     ))
     app.cleanup_ctx.append(routes_follow_context)
     tenants.configure(app, settings)
-    setup_metrics(app, settings.observability)
+    metrics = setup_metrics(app, settings.observability)
     app.cleanup_ctx.append(cluster_metrics_context)
+    app[CONNECTION_GUARD] = ConnectionGuard(settings.server, metrics.registry)
     setup_dashboard(app, settings.observability)
     app.cleanup_ctx.append(response_store_context)
     app.cleanup_ctx.append(access_log_flusher)

@@ -34,9 +34,9 @@ def test_plan_follows_policy_and_directives() -> None:
 
 def test_headers_for_hit_miss_and_bypass() -> None:
     hit = Hit(42, "semantic", 0.97123, {}, "q", 0.0)
-    assert cache_headers(hit) == {
+    assert cache_headers(hit, entry="ce_0123456789abcdef") == {
         "x-gateway-cache": "hit", "x-gateway-cache-kind": "semantic",
-        "x-gateway-cache-score": "0.9712", "x-gateway-cache-entry": "42",
+        "x-gateway-cache-score": "0.9712", "x-gateway-cache-entry": "ce_0123456789abcdef",
     }
     assert cache_headers(None) == {"x-gateway-cache": "miss"}
     assert cache_headers(None, bypassed=True) == {"x-gateway-cache": "bypass"}

@@ -61,6 +61,10 @@ def test_secret_comes_from_environment_and_relative_paths_from_file() -> None:
     ({"upstream": {"connect_timeout_s": float("nan")}},
      "upstream.connect_timeout_s: expected a finite number"),
     ({"cache": {"threshold": float("inf")}}, "cache.threshold: expected a finite number"),
+    ({"server": {"header_timeout_s": 0}}, "server.header_timeout_s: expected a number above 0"),
+    ({"server": {"max_connections": 0}}, "server.max_connections: expected an integer of 1"),
+    ({"failover": {"failure_rate": 1.5}}, "failover.failure_rate: expected a share of calls"),
+    ({"failover": {"min_calls": 0}}, "failover.min_calls: expected an integer of 1 or more"),
 ])
 def test_bad_values_fail_naming_the_key(patch: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -92,3 +96,10 @@ def test_deploy_reference_config_is_valid() -> None:
     root = Path(__file__).resolve().parent.parent
     settings = load(root / "deploy" / "gateway.toml", env={})
     assert settings.models
+    # The reference states each guard's and breaker's default, so it must agree with the code.
+    defaults = _parse(BASE)
+    assert settings.server.header_timeout_s == defaults.server.header_timeout_s
+    assert settings.server.body_timeout_s == defaults.server.body_timeout_s
+    assert settings.server.idle_timeout_s == defaults.server.idle_timeout_s
+    assert settings.server.max_connections == defaults.server.max_connections
+    assert settings.failover == defaults.failover

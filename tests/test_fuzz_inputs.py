@@ -14,12 +14,14 @@ Seeded, so a failure names what caused it and comes back on every run (``FUZZ_SE
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -36,6 +38,7 @@ from tests.fake_openai import FakeOpenAI
 from tests.fake_provider import Answer
 from tests.fuzzing import damaged, fuzz_rng
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
+from tests.test_serve import serving
 
 ROUNDS = int(os.environ.get("FUZZ_ROUNDS", "150"))
 
@@ -325,6 +328,9 @@ CHUNKS: list[dict[str, Any]] = [
      "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
 ]
 
+NEVER_OPEN = {"failure_threshold": 10_000, "min_calls": 10_000}
+"""Breakers that never rest the one upstream: every request meets the damage."""
+
 
 async def _ask_through(client: TestClient, model_name: str, caplog: pytest.LogCaptureFixture, *,
                        stream: Callable[[int], bool],
@@ -381,7 +387,8 @@ async def test_damaged_upstream_answers_never_become_internal_errors(
         await response.write(b"data: [DONE]\n\n")
         return response
 
-    client = await _gateway_before(aiohttp_server, make_gateway, completions)
+    client = await _gateway_before(aiohttp_server, make_gateway, completions,
+                                   failover=NEVER_OPEN)
     await _ask_through(client, "small", caplog, stream=lambda i: i % 2 == 1)
 
 
@@ -421,7 +428,7 @@ async def test_damaged_translated_answers_never_become_internal_errors(
         provider = {"name": "g1", "kind": "gemini", "base_url": str(server.make_url("/v1beta")),
                     "api_key_env": "FAKE_KEY"}
         env = {"FAKE_KEY": "test-gemini-key"}
-    client = await make_gateway({"providers": [provider],
+    client = await make_gateway({"providers": [provider], "failover": NEVER_OPEN,
                                  "models": [model("m", provider["name"], upstream_model="up")]},
                                 env=env)
     await _ask_through(client, "m", caplog, stream=lambda i: i % 4 >= 2, before=lambda i: (
@@ -461,7 +468,56 @@ async def test_garbled_upstream_bytes_never_become_internal_errors(
         await response.write(_garbled(stream_bytes + b"data: [DONE]\n\n", rng))
         return response
 
-    # The breaker would rest the upstream and answer 503 for it.
     client = await _gateway_before(aiohttp_server, make_gateway, completions,
-                                   failover={"failure_threshold": 10_000})
+                                   failover=NEVER_OPEN)
     await _ask_through(client, "small", caplog, stream=lambda i: i % 2 == 1)
+
+
+def _damaged_head(rng: random.Random, key: str) -> bytes:
+    """A chat request's head with one fault: a header far too long (the key's, or another),
+    too many headers, bytes that are not HTTP, a broken request line, or a head cut short."""
+    head = [b"POST /v1/chat/completions HTTP/1.1", b"Host: gateway",
+            b"Authorization: " + key.encode(), b"Content-Type: application/json",
+            b"Content-Length: 2"]
+    fault = rng.randrange(5)
+    if fault == 0:
+        at = rng.randrange(1, len(head))
+        head[at] += b"k" * rng.randint(8_200, 40_000)
+    elif fault == 1:
+        head += [b"X-N%d: 1" % i for i in range(rng.randint(129, 400))]
+    elif fault == 2:
+        head.insert(rng.randrange(1, len(head)), bytes(rng.randrange(256) for _ in range(40)))
+    elif fault == 3:
+        head[0] = rng.choice([b"POST", b"POST /v1 HTTP/9.9", b"\x16\x03\x01 TLS", b"GET  HTTP"])
+    else:
+        return b"\r\n".join(head)[:rng.randrange(10, 60)]  # cut: the head's timer answers
+    return b"\r\n".join(head) + b"\r\n\r\n{}"
+
+
+async def test_damaged_request_heads_get_openai_error_json_or_a_close(
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    """Raw heads damaged at random against ``gateway serve``: every answer the gateway gives is
+    OpenAI's error JSON (never aiohttp's plain text), and it goes on serving."""
+    rng = fuzz_rng(37)
+    limits = "header_timeout_s = 0.5"
+    async with serving(tmp_path, fake_openai, extra=limits) as (proc, base, _, session):
+        host, port = base.removeprefix("http://").split(":")
+        statuses = []
+        for _ in range(40):
+            reader, writer = await asyncio.open_connection(host, int(port))
+            writer.write(_damaged_head(rng, session.headers["Authorization"]))
+            raw = await asyncio.wait_for(reader.read(), timeout=30)
+            writer.close()
+            if not raw:
+                continue  # closed without an answer: allowed
+            head, _, body = raw.partition(b"\r\n\r\n")
+            status = int(head.split(b" ", 2)[1])
+            assert 400 <= status < 500 and b"application/json" in head, raw[:300]
+            assert "error" in json.loads(body)
+            statuses.append(status)
+        async with session.post(f"{base}/v1/chat/completions", json={
+                "model": "small", "messages": [{"role": "user", "content": "hi"}]}) as resp:
+            assert resp.status == 200
+        assert proc.returncode is None
+    assert {400, 408, 431} <= set(statuses)

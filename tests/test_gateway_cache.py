@@ -15,7 +15,7 @@ from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
 from tests.conftest import ROOT, GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply
-from tests.tenant_fixtures import GATEWAY_ENV, bearer, new_tenant_key
+from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer, new_tenant_key
 from tests.test_chat_api import sse_payloads
 
 Cached = tuple[TestClient, FakeOpenAI]
@@ -131,3 +131,39 @@ async def test_tenants_never_read_each_others_entries(
     own = await _ask(client, "What is our refund policy?", headers=bearer(keys[0]))
     assert [r.headers["x-gateway-cache"] for r in (first, other, own)] == ["miss", "miss", "hit"]
     assert len(fake.requests) == 2
+
+
+async def test_entry_names_are_opaque_per_tenant_and_the_admin_resolves_them(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
+) -> None:
+    """Two tenants sharing a namespace see one entry under unrelated names, neither its row id;
+    the admin invalidates it by a tenant's name and that tenant."""
+    fake, url = fake_openai
+    shared = {"namespace": "shared"}
+    client = await make_gateway({
+        "providers": [openai_provider("p1", url)],
+        "models": [model("small", "p1")],
+        "tenants": {"bootstrap": False, "tokenizer": ""},
+        "cache": {"enabled": True, "tenants": {"acme": shared, "globex": shared}},
+    }, env=GATEWAY_ENV)
+    keys = [await new_tenant_key(client, name) for name in ("acme", "globex")]
+    questions = [f"What is our refund policy for product {n}?" for n in range(3)]
+    for q in questions:
+        await _ask(client, q, headers=bearer(keys[0]))
+    names = {tenant: [(await _ask(client, q, headers=bearer(key))).headers[
+        "x-gateway-cache-entry"] for q in questions] for tenant, key in zip(
+            ("acme", "globex"), keys, strict=True)}
+    assert len(set(names["acme"]) | set(names["globex"])) == 6, "per tenant, per entry"
+    for name in names["acme"] + names["globex"]:
+        assert name.startswith("ce_") and len(name) == 19
+        assert int(name[3:], 16) > 3, "not the row id (1, 2, 3)"
+    admin = bearer(ADMIN_KEY)
+    wrong = await client.delete(f"/admin/cache/entries/{names['acme'][0]}?tenant=globex",
+                                headers=admin)
+    assert wrong.status == 404, "a name means nothing for another tenant"
+    resp = await client.delete(f"/admin/cache/entries/{names['acme'][0]}?tenant=acme",
+                               headers=admin)
+    assert resp.status == 200 and (await resp.json())["invalidated"] == 1
+    again = await _ask(client, questions[0], headers=bearer(keys[1]))
+    assert again.headers["x-gateway-cache"] == "miss"
+    assert len(fake.requests) == 4

@@ -396,6 +396,13 @@ def test_observability_settings_default_to_safe_values(tmp_path: Path) -> None:
     assert not settings.tenant_labels and settings.access_log and not settings.access_log_prompts
 
 
+def test_the_metrics_token_is_set_by_its_default_variable_alone(tmp_path: Path) -> None:
+    table = Table({}, "observability")
+    settings = parse_observability(table, tmp_path, {"GATEWAY_METRICS_TOKEN": "t" * 20})
+    assert settings.metrics_token == "t" * 20
+    assert parse_observability(table, tmp_path, {}).metrics_token is None, "open when unset"
+
+
 def test_observability_settings_read_every_key(tmp_path: Path) -> None:
     table = Table({"tenant_labels": True, "access_log": False, "access_log_prompts": True,
                    "dashboard": False, "metrics": False, "metrics_token_env": "TOKEN",

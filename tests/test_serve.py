@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -18,6 +19,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.fake_openai import FakeOpenAI, Reply
+from tests.test_chat_api import sse_payloads
 
 
 def _free_port() -> int:
@@ -26,12 +28,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _config(tmp_path: Path, upstream_url: str) -> Path:
+def _config(tmp_path: Path, upstream_url: str, grace_s: float = 20, extra: str = "",
+            embedder: bool = False) -> Path:
     path = tmp_path / "gateway.toml"
+    workers = f'model_dir = "{ROOT / "models" / "all-MiniLM-L6-v2"}"' if embedder else (
+        "enabled = false")
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path.write_text(f"""
 [server]
 data_dir = "{tmp_path / 'data'}"
-shutdown_grace_s = 20
+shutdown_grace_s = {grace_s}
+{extra}
 [[providers]]
 name = "fake"
 kind = "openai"
@@ -41,7 +48,7 @@ name = "small"
 provider = "fake"
 tier = "cheap"
 [embedder]
-enabled = false
+{workers}
 """)
     return path
 
@@ -65,27 +72,41 @@ async def _wait_for_line(stream: asyncio.StreamReader, needle: bytes) -> list[by
             return lines
 
 
-@pytest.fixture
-async def served(
-    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]
-) -> AsyncIterator[tuple[asyncio.subprocess.Process, str, FakeOpenAI]]:
+Served = tuple[asyncio.subprocess.Process, str, FakeOpenAI, aiohttp.ClientSession]
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str], grace_s: float = 20, extra: str = "",
+    *, embedder: bool = False, env: dict[str, str] | None = None,
+) -> AsyncIterator[Served]:
+    """``gateway serve`` as a process on a free port, and a session holding its first key."""
     fake, url = fake_openai
     port = _free_port()
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "gateway", "serve", "--config", str(_config(tmp_path, url)),
+        sys.executable, "-m", "gateway", "serve", "--config",
+        str(_config(tmp_path, url, grace_s, extra, embedder)),
         "--port", str(port), cwd=ROOT, stderr=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
-        env={k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+        env={**{k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")},
+             **(env or {})},
     )
     assert proc.stderr is not None and proc.stdout is not None
-    key = await asyncio.wait_for(_first_key(proc.stdout), timeout=30)
-    await asyncio.wait_for(_wait_for_line(proc.stderr, b"gateway listening"), timeout=30)
-    session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"})
-    yield proc, f"http://127.0.0.1:{port}", fake, session
-    await session.close()
-    if proc.returncode is None:
-        proc.kill()
-    await proc.wait()
+    try:
+        key = await asyncio.wait_for(_first_key(proc.stdout), timeout=30)
+        await asyncio.wait_for(_wait_for_line(proc.stderr, b"gateway listening"), timeout=30)
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:
+            yield proc, f"http://127.0.0.1:{port}", fake, session
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+        await proc.wait()
+
+
+@pytest.fixture
+async def served(tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]) -> AsyncIterator[Served]:
+    async with serving(tmp_path, fake_openai) as running:
+        yield running
 
 
 async def test_process_survives_hostile_input(served: Any) -> None:
@@ -123,6 +144,36 @@ async def test_sigterm_lets_a_stream_in_flight_finish(served: Any) -> None:
     assert await asyncio.wait_for(proc.wait(), timeout=30) == 0
 
 
+async def test_sigterm_keeps_one_deadline_and_cuts_longer_streams_with_the_error_event(
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    """Streams that outlive the grace end with the in-stream error event (and keep their
+    ledger rows); the process, its embedder worker's stop included, exits within the grace
+    plus a second."""
+    grace_s = 2.0
+    async with serving(tmp_path, fake_openai, grace_s, embedder=True) as (
+            proc, base, fake, session):
+        fake.default = Reply(kind="hang", chunks_before_cut=3)
+        body = {"model": "small", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+        streams = [await session.post(f"{base}/v1/chat/completions", json=body)
+                   for _ in range(2)]
+        for resp in streams:
+            assert (await resp.content.readuntil(b"\n\n")).startswith(b"data: ")
+        loop = asyncio.get_running_loop()
+        signalled = loop.time()
+        proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), timeout=grace_s + 1)
+        assert code == 0, f"exit {code} after {loop.time() - signalled:.1f} s"
+        for resp in streams:
+            payloads = sse_payloads((await resp.content.read()).decode())
+            resp.close()
+            assert "[DONE]" not in payloads
+            assert json.loads(payloads[-1])["error"]["code"] == "stream_interrupted"
+    with sqlite3.connect(tmp_path / "data" / "gateway.sqlite3") as db:
+        rows = db.execute("SELECT status FROM usage").fetchall()
+    assert rows == [(503,)] * 2
+
+
 async def test_sigterm_under_load_loses_no_ledger_row(served: Any, tmp_path: Path) -> None:
     proc, base, fake, session = served
     fake.default = Reply(kind="hang")
@@ -142,6 +193,22 @@ async def test_sigterm_under_load_loses_no_ledger_row(served: Any, tmp_path: Pat
     with sqlite3.connect(tmp_path / "data" / "gateway.sqlite3") as db:
         (rows,) = db.execute("SELECT count(*) FROM usage WHERE status = 200").fetchone()
     assert completed == 40 and rows == completed
+
+
+async def test_a_sigkilled_gateways_embedder_directory_is_removed_by_the_next_start(
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str]
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    async with serving(tmp_path / "first", fake_openai, embedder=True, env=env) as (proc, *_):
+        (left,) = temp.glob("embedder-*")
+        proc.kill()
+        await proc.wait()
+    assert left.exists(), "SIGKILL ran no cleanup"
+    async with serving(tmp_path / "second", fake_openai, embedder=True, env=env):
+        (own,) = temp.glob("embedder-*")
+    assert own != left and not left.exists()
 
 
 async def test_a_start_up_that_fails_part_way_exits_naming_the_error(

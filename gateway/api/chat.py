@@ -23,6 +23,7 @@ from gateway.api.face import ChatFace, Face
 from gateway.cache.replay import assemble_chunks, replay_body, replay_chunks
 from gateway.cache.semantic_cache import Hit
 from gateway.core.answer import Deployment, Json, Usage
+from gateway.core.appkeys import LIFECYCLE
 from gateway.core.chat import ChatRequest, parse_chat_request
 from gateway.core.errors import GatewayError, RateLimited
 from gateway.core.observability_settings import OBSERVABILITY_KEY
@@ -213,7 +214,8 @@ async def _stream(
         await resp.prepare(request)
         keep: list[Json] | None = [] if cache.plan.store else None
         writer = face.writer()
-        if not await relay(resp, stream, writer, record, keep):
+        if not await relay(resp, stream, writer, record, keep,
+                           lifecycle=request.app[LIFECYCLE]):
             return resp
         await face.finish()
         await resp.write(writer.end())

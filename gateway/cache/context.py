@@ -1,7 +1,8 @@
 """The cache's place on the app: its typed keys and its cleanup context.
 
 ``cache_context(app)`` opens the cache (database, in-memory table, graphs loaded or rebuilt),
-starts its writer task, and puts it under ``CACHE``; on exit it stops the writer, writes what is
+starts its writer task, and puts it under ``CACHE`` (and the key that names entries to tenants
+under ``ENTRY_TOKENS``); on exit it stops the writer, writes what is
 queued, saves the graphs and closes the database. Settings come from ``CACHE_SETTINGS`` (set by
 ``create_app`` from the parsed ``[cache]`` table), or the defaults in ``server.data_dir``. The
 vector space (model and dimension) is read from the embedder's model directory once; without an
@@ -19,6 +20,7 @@ from aiohttp import web
 
 from embedder_worker.model import ModelConfig
 from embedder_worker.settings import EmbedderSettings
+from gateway.cache.entry_tokens import EntryTokens
 from gateway.cache.index import VectorSpace
 from gateway.cache.pg_store import PgCacheStore
 from gateway.cache.semantic_cache import SemanticCache
@@ -31,6 +33,7 @@ log = logging.getLogger(__name__)
 
 CACHE = web.AppKey("cache", SemanticCache)
 CACHE_SETTINGS = web.AppKey("cache_settings", CacheSettings)
+ENTRY_TOKENS = web.AppKey("cache_entry_tokens", EntryTokens)
 
 
 def vector_space(embedder: EmbedderSettings | None) -> VectorSpace | None:
@@ -64,6 +67,7 @@ async def cache_context(app: web.Application) -> AsyncIterator[None]:
              if database is not None and settings.enabled else None)
     cache = await SemanticCache.open(settings, space, store=store)
     app[CACHE] = cache
+    app[ENTRY_TOKENS] = EntryTokens.beside(settings.database)
     cache.start()
     try:
         yield

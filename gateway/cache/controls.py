@@ -60,13 +60,14 @@ def decide(policy: Policy, directives: CacheDirectives, *, available: bool = Tru
     return CachePlan(policy, lookup=not directives.no_cache, store=not directives.no_store)
 
 
-def cache_headers(hit: Hit | None, *, bypassed: bool = False) -> dict[str, str]:
-    """Response headers for a hit, a miss, or a bypassed cache (off, no-cache, no vector)."""
+def cache_headers(hit: Hit | None, *, bypassed: bool = False, entry: str = "") -> dict[str, str]:
+    """Response headers for a hit (``entry``: the entry's opaque name for this tenant), a miss,
+    or a bypassed cache (off, no-cache, no vector)."""
     if hit is not None:
         return {
             HEADER: "hit",
             KIND_HEADER: hit.kind,
             SCORE_HEADER: f"{hit.score:.4f}",
-            ENTRY_HEADER: str(hit.entry_id),
+            ENTRY_HEADER: entry,
         }
     return {HEADER: "bypass" if bypassed else "miss"}

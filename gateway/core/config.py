@@ -89,13 +89,28 @@ class ServerSettings:
     data_dir: Path = Path("data")
     response_retention_days: float = 30.0
     """How long a stored Responses API response can be fetched or continued."""
+    header_timeout_s: float = 10.0
+    """From a request's first byte until its whole head has arrived (408 past it)."""
+    body_timeout_s: float = 30.0
+    """For reading a request's whole body (408 past it)."""
+    idle_timeout_s: float = 75.0
+    """A connection with no request under way is closed after this long."""
+    max_connections: int = 1024
+    """Open client connections; one more gets a 503 and is closed."""
 
 
 @dataclass(frozen=True, slots=True)
 class FailoverSettings:
     failure_threshold: int = 3
+    """A run of this many failures (of one kind of call) opens the breaker."""
+    failure_rate: float = 0.5
+    """Or this share of failed calls in the window, once it holds ``min_calls`` calls."""
+    min_calls: int = 10
+    window_calls: int = 20
+    window_s: float = 60.0
     cooldown_s: float = 30.0
     max_cooldown_s: float = 300.0
+    """The longest rest, a 429's ``Retry-After`` included."""
     max_attempts: int = 4
 
 
@@ -138,12 +153,23 @@ def _server(t: Table, base_dir: Path) -> ServerSettings:
         shutdown_grace_s=t.non_negative("shutdown_grace_s", 10.0),
         data_dir=base_dir / data_dir,  # an absolute path stays itself
         response_retention_days=t.positive("response_retention_days", 30.0),
+        header_timeout_s=t.positive("header_timeout_s", 10.0),
+        body_timeout_s=t.positive("body_timeout_s", 30.0),
+        idle_timeout_s=t.positive("idle_timeout_s", 75.0),
+        max_connections=t.count("max_connections", 1024),
     )
 
 
 def _failover(t: Table) -> FailoverSettings:
+    rate = t.positive("failure_rate", 0.5)
+    if rate > 1:
+        raise t.fail("failure_rate", "a share of calls from 0 to 1")
     return FailoverSettings(
         failure_threshold=t.count("failure_threshold", 3),
+        failure_rate=rate,
+        min_calls=t.count("min_calls", 10),
+        window_calls=t.count("window_calls", 20),
+        window_s=t.positive("window_s", 60.0),
         cooldown_s=t.positive("cooldown_s", 30.0),
         max_cooldown_s=t.positive("max_cooldown_s", 300.0),
         max_attempts=t.count("max_attempts", 4),

@@ -7,7 +7,9 @@ Third-party exceptions are translated where they are caught (``raise ... from ex
     GatewayError                      500 api_error (never raised on purpose)
     ├── InvalidRequest                400 invalid_request_error
     │   ├── BodyTooLarge              413
-    │   └── UnsupportedMediaType      415
+    │   ├── UnsupportedMediaType      415
+    │   ├── RequestTimeout            408 request_timeout (the client sent too slowly; closes)
+    │   └── HeadersTooLarge           431 request_header_fields_too_large
     ├── AuthenticationFailed          401 authentication_error / invalid_api_key
     ├── PermissionDenied              403 permission_error
     ├── NotFound                      404 not_found_error
@@ -38,6 +40,8 @@ class GatewayError(Exception):
     error_type: ClassVar[str] = "api_error"
     default_code: ClassVar[str | None] = None
     attempts: int = 0  # upstream calls made before the error (failover's errors set it)
+    closes_connection: ClassVar[bool] = False
+    """The connection cannot carry another request after this answer (its body is unread)."""
 
     def __init__(
         self,
@@ -77,6 +81,18 @@ class BodyTooLarge(InvalidRequest):
 
 class UnsupportedMediaType(InvalidRequest):
     status = 415
+
+
+class RequestTimeout(InvalidRequest):
+    status = 408
+    default_code = "request_timeout"
+    closes_connection = True
+
+
+class HeadersTooLarge(InvalidRequest):
+    status = 431
+    default_code = "request_header_fields_too_large"
+    closes_connection = True
 
 
 class AuthenticationFailed(GatewayError):

@@ -2,7 +2,9 @@
 
 ``parse_observability`` receives the table, the configuration file's folder and the environment
 mapping that ``gateway.core.config`` passes it; it never reads ``os.environ`` itself. The optional
-``/metrics`` bearer token comes only from the environment variable named here.
+``/metrics`` bearer token comes only from the environment variable named here: by default
+``GATEWAY_METRICS_TOKEN``, so setting that variable is all it takes (unset: ``/metrics`` is open,
+like most exporters; a variable named in the file must be set).
 
     [observability]
     tenant_labels = false        # add a tenant label to per-request metrics (a series per tenant)
@@ -10,7 +12,7 @@ mapping that ``gateway.core.config`` passes it; it never reads ``os.environ`` it
     access_log_prompts = false   # also log the prompt (keys redacted): only where that is allowed
     dashboard = true             # the browser dashboard under /dashboard (admin key login)
     metrics = true               # GET /metrics, Prometheus text format
-    metrics_token_env = ""       # a variable name: /metrics then needs "Bearer <its value>"
+    metrics_token_env = "GATEWAY_METRICS_TOKEN"  # when set, /metrics needs "Bearer <its value>"
     session_ttl_s = 43200        # how long a dashboard login lasts (12 h)
     refresh_s = 30               # dashboard auto-refresh period, when switched on in the browser
     templates_dir = ""           # your own dashboard templates (default: the repository's)
@@ -36,6 +38,7 @@ from gateway.core.tenant_settings import env_secret
 from gateway.core.toml_table import ConfigError, Table
 
 MIN_SESSION_TTL_S = 60.0
+DEFAULT_TOKEN_ENV = "GATEWAY_METRICS_TOKEN"
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +60,7 @@ class ObservabilitySettings:
     access_log_prompts: bool = False
     dashboard: bool = True
     metrics: bool = True
-    metrics_token_env: str = ""
+    metrics_token_env: str = DEFAULT_TOKEN_ENV
     metrics_token: str | None = field(default=None, repr=False)
     session_ttl_s: float = 43_200.0
     refresh_s: int = 30
@@ -73,7 +76,8 @@ def parse_observability(
     t: Table, base_dir: Path, env: Mapping[str, str] | None = None
 ) -> ObservabilitySettings:
     """Validate the ``[observability]`` table; the metrics token comes from ``env``."""
-    token_env = t.get("metrics_token_env", str, "")
+    named = "metrics_token_env" in t.data
+    token_env = t.get("metrics_token_env", str, DEFAULT_TOKEN_ENV)
     templates = t.get("templates_dir", str, "")
     ttl = t.positive("session_ttl_s", 43_200.0)
     if ttl < MIN_SESSION_TTL_S:
@@ -85,7 +89,7 @@ def parse_observability(
         dashboard=t.get("dashboard", bool, True),
         metrics=t.get("metrics", bool, True),
         metrics_token_env=token_env,
-        metrics_token=_token(t, token_env, env or {}),
+        metrics_token=_token(t, token_env, env or {}, required=named),
         session_ttl_s=ttl,
         refresh_s=t.count("refresh_s", 30, minimum=5),
         templates_dir=base_dir / templates if templates else None,  # an absolute path stays itself
@@ -128,11 +132,11 @@ def _headers(t: Table, env: Mapping[str, str]) -> dict[str, str]:
     return headers
 
 
-def _token(t: Table, name: str, env: Mapping[str, str]) -> str | None:
+def _token(t: Table, name: str, env: Mapping[str, str], *, required: bool) -> str | None:
     if not name:
         return None
     value = env_secret(t, "metrics_token_env", name, env)
-    if value is None:
+    if value is None and required:
         raise ConfigError(f"{t.key('metrics_token_env')}: environment variable {name} is not set")
     return value
 

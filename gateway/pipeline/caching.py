@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from gateway.cache.context import CACHE, CACHE_SETTINGS
+from gateway.cache.context import CACHE, CACHE_SETTINGS, ENTRY_TOKENS
 from gateway.cache.controls import CachePlan, cache_headers, decide, parse_cache_control
 from gateway.cache.fingerprint import cache_text, fingerprint
 from gateway.cache.semantic_cache import Hit, SemanticCache
@@ -92,7 +92,10 @@ class CacheStage:
         self.app[METRICS_KEY].cache_result("hit", self.lookup_s, record.saved_cost)
 
     def headers(self) -> dict[str, str]:
-        return cache_headers(self.hit, bypassed=not self.plan.lookup)
+        entry = ""
+        if self.hit is not None and (tokens := self.app.get(ENTRY_TOKENS)) is not None:
+            entry = tokens.name(self.tenant, self.hit.entry_id)
+        return cache_headers(self.hit, bypassed=not self.plan.lookup, entry=entry)
 
     async def store(self, body: Json | None, vector: FloatArray | None) -> None:
         """Queue a finished answer (the cache refuses errors and truncated answers itself)."""

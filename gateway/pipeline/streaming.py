@@ -3,7 +3,8 @@
 A relayed stream passes each chunk on as it arrives; a usage chunk goes to the client only when
 it asked for one (``stream_options.include_usage``). If the upstream breaks after the first byte,
 the client gets OpenAI's in-stream error event and no ``[DONE]``: never a clean end that looks
-like a complete answer.
+like a complete answer. A stream still running at the shutdown deadline (``Lifecycle.drain``)
+ends the same way.
 
 Chunks are always OpenAI ``chat.completion.chunk`` objects inside the gateway; a ``ChunkWriter``
 turns them into the client's dialect on the way out (``OpenAIChunks`` here; the Messages and
@@ -21,9 +22,10 @@ import orjson
 from aiohttp import web
 
 from gateway.core.answer import Json, Usage, usage_from_openai
-from gateway.core.errors import UpstreamFailure
+from gateway.core.errors import FailureKind, UpstreamFailure
+from gateway.core.lifecycle import Lifecycle
 from gateway.pipeline.request_record import RequestRecord
-from gateway.upstream.failover import Stream
+from gateway.upstream.failover import CallKind, Stream
 from gateway.upstream.sse import DONE, encode_data
 
 log = logging.getLogger(__name__)
@@ -69,18 +71,25 @@ class OpenAIChunks:
 
 async def relay(
     resp: web.StreamResponse, stream: Stream, writer: ChunkWriter, record: RequestRecord,
-    keep: list[Json] | None = None,
+    keep: list[Json] | None = None, *, lifecycle: Lifecycle,
 ) -> bool:
     """Write the stream to the client; True when it finished whole (the caller then writes the
     writer's ``end``). ``keep`` collects the chunks."""
     try:
-        for chunk in stream.head:
-            await _write_chunk(resp, chunk, writer, record, keep)
-        async for chunk in stream.tail:
-            await _write_chunk(resp, chunk, writer, record, keep)
+        async with lifecycle.streaming():
+            for chunk in stream.head:
+                await _write_chunk(resp, chunk, writer, record, keep)
+            async for chunk in stream.tail:
+                await _write_chunk(resp, chunk, writer, record, keep)
+    except TimeoutError:  # the shutdown deadline; upstream timeouts are ``UpstreamFailure``
+        log.warning("stream from %s cut at the shutdown deadline", stream.deployment.id)
+        stream.health.release_probe()  # no verdict on the deployment
+        record.status, record.error = 503, "shutting_down"
+        await resp.write(writer.error(SHUTDOWN))
+        return False
     except UpstreamFailure as failure:
         log.warning("stream from %s broke: %s", stream.deployment.id, failure.message)
-        stream.health.record_failure(failure, time.monotonic())
+        stream.health.record_failure(failure, time.monotonic(), CallKind.STREAM)
         record.status = 502
         await resp.write(writer.error(failure))
         return False
@@ -97,7 +106,8 @@ async def relay(
     except BaseException:
         stream.health.release_probe()  # the client left: no verdict on the deployment
         raise
-    stream.health.record_success(record.timing.elapsed_ms(), stream.first_byte_ms)
+    stream.health.record_success(record.timing.elapsed_ms(), stream.first_byte_ms,
+                                 CallKind.STREAM)
     return True
 
 
@@ -123,8 +133,18 @@ async def _write_chunk(
         await resp.write(data)
 
 
+SHUTDOWN = UpstreamFailure(
+    FailureKind.CONNECT, "the gateway is shutting down: the stream was cut before its end; retry")
+"""What a stream cut at the shutdown deadline tells the client's dialect (``ChunkWriter.error``)."""
+SHUTDOWN_ERROR: Json = {"error": {
+    "message": "The gateway is shutting down: the stream was cut before its end; retry.",
+    "type": "api_error", "param": None, "code": "stream_interrupted"}}
+
+
 def _stream_error(failure: UpstreamFailure | None) -> Json:
     """OpenAI's in-stream error event, for an upstream that broke or the gateway itself."""
+    if failure is SHUTDOWN:
+        return SHUTDOWN_ERROR
     if failure is None:
         message, kind = "The gateway hit an internal error while streaming.", "api_error"
     else:

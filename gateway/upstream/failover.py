@@ -1,8 +1,14 @@
 """Deployment health, circuit breakers, and the order in which candidates are tried.
 
 Each deployment has a breaker: ``closed`` (serving), ``open`` (resting for a cooldown after
-repeated failures or a 429's ``Retry-After``) and ``half_open`` (one probe request allowed;
-success closes it, failure opens it again for twice as long, up to ``max_cooldown_s``).
+failures or a 429's ``Retry-After``, never longer than ``max_cooldown_s``) and ``half_open``
+(one probe request allowed; success closes it, failure opens it again for twice as long, up to
+``max_cooldown_s``). A rested deployment is ordered first, so its probe rides on live traffic
+even while its partners are healthy. Health is judged per kind of call (plain answers and
+streams apart, since a deployment can serve one and break the other) over a sliding window of
+the last ``window_calls`` calls within ``window_s``: the breaker opens after a run of
+``failure_threshold`` failures, or once ``min_calls`` calls are in the window and at least
+``failure_rate`` of them failed.
 
 ``Failover.complete`` and ``Failover.open_stream`` try the candidates in order and move on after
 any failure that happens before the first byte reaches the client: a connect error, a timeout,
@@ -46,6 +52,45 @@ class BreakerState(enum.Enum):
     HALF_OPEN = "half_open"
 
 
+class CallKind(enum.Enum):
+    """Calls judged apart: a deployment may serve whole answers and break every stream."""
+
+    PLAIN = "plain"
+    STREAM = "stream"
+
+
+@dataclass(slots=True)
+class Window:
+    """One kind of call's recent outcomes: the last ``window_calls``, none older than
+    ``window_s``, and the current run of failures."""
+
+    outcomes: deque[tuple[float, bool]]
+    consecutive_failures: int = 0
+
+    def add(self, now: float, failed: bool) -> None:
+        self.outcomes.append((now, failed))
+        self.consecutive_failures = self.consecutive_failures + 1 if failed else 0
+
+    def tripped(self, now: float, settings: FailoverSettings) -> bool:
+        """A run of ``failure_threshold`` failures, or at least ``min_calls`` recent calls of
+        which ``failure_rate`` or more failed."""
+        if self.consecutive_failures >= settings.failure_threshold:
+            return True
+        while self.outcomes and self.outcomes[0][0] < now - settings.window_s:
+            self.outcomes.popleft()
+        calls = len(self.outcomes)
+        failed = sum(1 for _, f in self.outcomes if f)
+        return calls >= settings.min_calls and failed >= settings.failure_rate * calls
+
+    def clear(self) -> None:
+        self.outcomes.clear()
+        self.consecutive_failures = 0
+
+
+def _windows(settings: FailoverSettings) -> dict[CallKind, Window]:
+    return {k: Window(deque(maxlen=settings.window_calls)) for k in CallKind}
+
+
 @dataclass(slots=True)
 class Health:
     """One deployment's breaker and the figures the dashboard shows."""
@@ -53,7 +98,6 @@ class Health:
     deployment: Deployment
     settings: FailoverSettings
     state: BreakerState = BreakerState.CLOSED
-    consecutive_failures: int = 0
     open_until: float = 0.0
     cooldown_s: float = 0.0
     probe_in_flight: bool = False
@@ -63,6 +107,22 @@ class Health:
     latency_ms_ewma: float | None = None
     ttft_ms_ewma: float | None = None
     recent_errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=20))
+    windows: dict[CallKind, Window] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.windows = _windows(self.settings)
+
+    @property
+    def consecutive_failures(self) -> int:
+        """The longest current run of failures over the kinds of call."""
+        return max(w.consecutive_failures for w in self.windows.values())
+
+    def rested(self, now: float) -> bool:
+        """Whether the next request should be this deployment's probe: its rest is over and
+        no probe is out."""
+        if self.state is BreakerState.OPEN:
+            return now >= self.open_until
+        return self.state is BreakerState.HALF_OPEN and not self.probe_in_flight
 
     def available(self, now: float) -> bool:
         """Whether a request may go to this deployment now (claims the probe if half-open)."""
@@ -77,30 +137,49 @@ class Health:
             self.probe_in_flight = True
         return True
 
-    def record_success(self, latency_ms: float, ttft_ms: float | None = None) -> None:
+    def record_success(self, latency_ms: float, ttft_ms: float | None = None,
+                       kind: CallKind = CallKind.PLAIN, now: float | None = None) -> None:
         self.successes += 1
-        self.consecutive_failures = 0
-        self.state, self.cooldown_s, self.probe_in_flight = BreakerState.CLOSED, 0.0, False
-        self.rate_limited = False
+        if self.state is BreakerState.HALF_OPEN:
+            for window in self.windows.values():
+                window.clear()  # a passed probe starts the deployment afresh
+        self.windows[kind].add(time.monotonic() if now is None else now, failed=False)
+        if self.state is not BreakerState.OPEN:  # a straggler's success ends no rest
+            self.state, self.cooldown_s, self.probe_in_flight = BreakerState.CLOSED, 0.0, False
+            self.rate_limited = False
         self.latency_ms_ewma = _ewma(self.latency_ms_ewma, latency_ms)
         if ttft_ms is not None:
             self.ttft_ms_ewma = _ewma(self.ttft_ms_ewma, ttft_ms)
 
-    def record_failure(self, failure: UpstreamFailure, now: float) -> None:
+    def record_failure(self, failure: UpstreamFailure, now: float,
+                       kind: CallKind = CallKind.PLAIN) -> None:
         self.failures += 1
-        self.consecutive_failures += 1
+        window = self.windows[kind]
+        window.add(now, failed=True)
         self.recent_errors.append((time.time(), f"{failure.kind.value}: {failure.message}"))
-        rested = failure.kind is FailureKind.RATE_LIMITED and failure.retry_after_s is not None
-        tripped = self.consecutive_failures >= self.settings.failure_threshold
-        if self.state is BreakerState.HALF_OPEN or tripped or rested:
-            base = self.cooldown_s * 2 if self.cooldown_s else self.settings.cooldown_s
-            cooldown = min(base, self.settings.max_cooldown_s)
-            if rested and failure.retry_after_s is not None:
-                cooldown = failure.retry_after_s
-            self.state, self.cooldown_s, self.probe_in_flight = BreakerState.OPEN, cooldown, False
-            self.open_until, self.rate_limited = now + cooldown, rested
-            log.warning("deployment %s opened for %.1f s: %s",
-                        self.deployment.id, cooldown, failure.message)
+        told = failure.kind is FailureKind.RATE_LIMITED and failure.retry_after_s is not None
+        if self.state is BreakerState.OPEN:
+            # A straggler sent before the breaker opened: its failure doubles no rest, though
+            # a provider's own Retry-After may lengthen it (within the cap).
+            if told and failure.retry_after_s is not None:
+                rest_s = min(failure.retry_after_s, self.settings.max_cooldown_s)
+                self.open_until = max(self.open_until, now + rest_s)
+            return
+        if self.state is BreakerState.HALF_OPEN or told or window.tripped(now, self.settings):
+            self._open(failure, now)
+
+    def _open(self, failure: UpstreamFailure, now: float) -> None:
+        """Rest for a cooldown that doubles after each failed probe, or for as long as a 429
+        asked; never longer than ``max_cooldown_s``."""
+        base = self.cooldown_s * 2 if self.cooldown_s else self.settings.cooldown_s
+        if failure.kind is FailureKind.RATE_LIMITED and failure.retry_after_s is not None:
+            base = failure.retry_after_s
+        cooldown = min(base, self.settings.max_cooldown_s)
+        self.state, self.cooldown_s, self.probe_in_flight = BreakerState.OPEN, cooldown, False
+        self.open_until = now + cooldown
+        self.rate_limited = failure.kind is FailureKind.RATE_LIMITED
+        log.warning("deployment %s opened for %.1f s: %s",
+                    self.deployment.id, cooldown, failure.message)
 
     def release_probe(self) -> None:
         """A probe that ended without a verdict (client gone) frees the half-open slot."""
@@ -147,15 +226,17 @@ class Failover:
         """Watches each attempt; the tracing context sets it when tracing is configured."""
 
     def order(self, candidates: Sequence[Deployment]) -> list[Deployment]:
-        """Healthy first, then cheapest (input plus output price), then configured order."""
+        """A rested deployment first (it gets its one probe on live traffic, whatever its
+        partners' health), then the closed ones, then the rest; cheapest first within each
+        (input plus output price), then in configured order."""
         if len(candidates) == 1:
             return list(candidates)
+        now = time.monotonic()
 
-        def key(d: Deployment) -> tuple[bool, float]:
+        def key(d: Deployment) -> tuple[int, float]:
             h = self.health[d.id]
-            return h.state is not BreakerState.CLOSED, (
-                d.model.input_price_per_mtok + d.model.output_price_per_mtok
-            )
+            rank = 0 if h.rested(now) else 1 if h.state is BreakerState.CLOSED else 2
+            return rank, d.model.input_price_per_mtok + d.model.output_price_per_mtok
 
         return sorted(candidates, key=key)
 
@@ -187,7 +268,8 @@ class Failover:
                 headers={"Retry-After": str(max(1, round(wait + 0.5)))},
             )
 
-    def _fail(self, d: Deployment, failure: UpstreamFailure, attempts: Sequence[Attempt]) -> None:
+    def _fail(self, d: Deployment, failure: UpstreamFailure, kind: CallKind,
+              attempts: Sequence[Attempt]) -> None:
         if not failure.retryable:
             self.health[d.id].release_probe()
             body = failure.body.get("error") if failure.body else None
@@ -204,7 +286,7 @@ class Failover:
         if failure.kind is FailureKind.UNSUPPORTED:
             self.health[d.id].release_probe()  # the deployment is fine; the request is not for it
         else:
-            self.health[d.id].record_failure(failure, time.monotonic())
+            self.health[d.id].record_failure(failure, time.monotonic(), kind)
 
     async def complete(self, request: ChatRequest, candidates: Sequence[Deployment]) -> Answer:
         attempts: list[Attempt] = []
@@ -216,7 +298,7 @@ class Failover:
             except UpstreamFailure as failure:
                 span.failed(failure)
                 attempts.append(Attempt(d, failure))
-                self._fail(d, failure, attempts)
+                self._fail(d, failure, CallKind.PLAIN, attempts)
                 continue
             except BaseException as error:
                 span.failed(error)
@@ -243,7 +325,7 @@ class Failover:
                 await tail.aclose()
                 span.failed(failure)
                 attempts.append(Attempt(d, failure))
-                self._fail(d, failure, attempts)
+                self._fail(d, failure, CallKind.STREAM, attempts)
                 continue
             except BaseException as error:
                 await tail.aclose()
