@@ -262,13 +262,14 @@ def test_with_tracing_off_the_tracing_code_and_sdk_trace_pipeline_are_not_import
         "app = create_app(settings)\n"
         "loaded = sorted(m for m in sys.modules if m.startswith(('opentelemetry.sdk.trace',"
         " 'opentelemetry.exporter', 'gateway.observability.otel')))\n"
-        "print(len(app.middlewares), loaded)\n"
+        "traced = [m.__name__ for m in app.middlewares if 'tracing' in m.__name__]\n"
+        "print(len(traced), loaded)\n"
     )
     done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], capture_output=True,
                           text=True, timeout=60, check=True, env=os.environ.copy())
     # The redis client imports OpenTelemetry's API for metrics of its own when it is installed;
     # the gateway's tracing code, the SDK's trace pipeline and the exporter stay out.
-    assert done.stdout.split() == ["1", "[]"], done.stdout
+    assert done.stdout.split() == ["0", "[]"], done.stdout
 
 
 async def test_a_routed_request_span_says_route_tier_escalation_and_cache(
