@@ -9,12 +9,14 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
 from gateway.access_log import access_log_flusher
+from gateway.accounting import account_refusal
 from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
@@ -29,7 +31,7 @@ from gateway.http_client import HttpClient
 from gateway.lifecycle import Lifecycle, State
 from gateway.metrics import METRICS_KEY, setup_metrics
 from gateway.providers.registry import build_providers
-from gateway.requestctx import REQUEST_ID
+from gateway.requestctx import ACCOUNTED, REQUEST_ID
 from gateway.routing import context as routing
 from gateway.tenants import context as tenants
 from gateway.upstream import Upstream
@@ -38,16 +40,21 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_REQUEST_ID = 128
-_ID_PREFIX = "req_" + secrets.token_hex(6)
-"""Random per process, then a counter: unique without a system call per request."""
+_ID_SUFFIX = secrets.token_hex(4)
+"""Random per process: ids of two processes never collide."""
 _ID_COUNTER = itertools.count(1)
+_ID_MIX = 0x9E3779B97F4B  # odd, so multiplying by it permutes the 48-bit counter values
+_ID_MASK = (1 << 48) - 1
 
 
 def _request_id(request: web.Request) -> str:
+    """The client's id, else a fresh one that differs from the last one in its first digits
+    (a scrambled counter, then the process's suffix): unique without a system call, and
+    telling apart on a page that shows only an id's start."""
     given = request.headers.get("x-request-id", "")
     if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
         return given
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+    return f"req_{next(_ID_COUNTER) * _ID_MIX & _ID_MASK:012x}{_ID_SUFFIX}"
 
 
 def _translate_http(exc: web.HTTPException) -> GatewayError:
@@ -67,18 +74,27 @@ def render_error(error: GatewayError, request_id: str) -> web.Response:
     )
 
 
+def _refused(request: web.Request, error: GatewayError, started: float) -> web.Response:
+    """Render ``error``; a 4xx on a request with no usage row yet is recorded as a refusal."""
+    response = render_error(error, request[REQUEST_ID])
+    if response.status < 500 and not request.get(ACCOUNTED, False):
+        account_refusal(request, error, response.status, (time.perf_counter() - started) * 1000)
+    return response
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request its id and render every error as OpenAI-style JSON."""
+    """Give the request its id, render every error as OpenAI-style JSON, record refusals."""
+    started = time.perf_counter()
     request_id = request[REQUEST_ID] = _request_id(request)
     try:
         return await handler(request)
     except GatewayError as error:
-        return render_error(error, request_id)
+        return _refused(request, error, started)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render_error(_translate_http(exc), request_id)
+        return _refused(request, _translate_http(exc), started)
     except ConnectionResetError:
         raise
     except Exception:

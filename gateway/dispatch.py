@@ -19,7 +19,7 @@ from aiohttp import web
 from gateway.appkeys import CATALOG, FAILOVER
 from gateway.chat import ChatRequest
 from gateway.errors import ServiceUnavailable, UpstreamFailed
-from gateway.failover import Answer, Stream
+from gateway.failover import Answer, Stream, failed_deployments
 from gateway.metrics import METRICS_KEY
 from gateway.providers.base import Deployment
 from gateway.request_record import RequestRecord
@@ -65,6 +65,7 @@ class _Escalator:
 
     def note_attempts(self, tier: str, answer: Answer | Stream) -> None:
         self.record.attempts += len(answer.attempts)
+        self.record.failed.extend(failed_deployments(answer.attempts))
         signals = self.app.get(SIGNALS)
         if signals is not None:
             route = self.target.decision.route if self.target.decision else None
@@ -88,7 +89,9 @@ async def _run(
             reason = check_failure(error)
             if following is None or reason is None:
                 raise
-            record.attempts += error.attempts if isinstance(error, UpstreamFailed) else 0
+            if isinstance(error, UpstreamFailed):
+                record.attempts += error.attempts
+                record.failed.extend(error.deployments)
             esc.escalate(tier, following, reason)
             continue
         esc.note_attempts(tier, result)

@@ -180,10 +180,13 @@ class UpstreamFailed(GatewayError):
     status = 502
     error_type = "upstream_error"
 
-    def __init__(self, message: str, *, status: int, code: str, attempts: int = 0) -> None:
+    def __init__(self, message: str, *, status: int, code: str, attempts: int = 0,
+                 deployments: tuple[str, ...] = ()) -> None:
         super().__init__(message, code=code)
         self.status = status
         self.attempts = attempts
+        self.deployments = deployments
+        """The deployments that were called and failed, for the ledger."""
 
 
 class UpstreamRejected(GatewayError):

@@ -4,10 +4,15 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.requestctx import PRINCIPAL
 from gateway.tenants.auth import Principal
 from gateway.tenants.context import AUTH_KEY
 
 
 def caller(request: web.Request) -> Principal:
-    """The request's principal; ``AuthenticationFailed`` (401) when keys are required and wrong."""
-    return request.app[AUTH_KEY].identify(request.headers.get("Authorization"))
+    """The request's principal; ``AuthenticationFailed`` (401) when keys are required and wrong.
+
+    Kept on the request, so that a refusal after this point is recorded against its tenant."""
+    principal = request[PRINCIPAL] = request.app[AUTH_KEY].identify(
+        request.headers.get("Authorization"))
+    return principal

@@ -24,12 +24,11 @@ from gateway.cache.semantic_cache import Hit
 from gateway.caching import CacheStage
 from gateway.chat import ChatRequest, parse_chat_request
 from gateway.dispatch import Target, tiers_after
-from gateway.errors import GatewayError, RateLimited, UpstreamFailed
-from gateway.metrics import METRICS_KEY, refusal_kind
+from gateway.errors import GatewayError, UpstreamFailed
 from gateway.observability_settings import OBSERVABILITY_KEY
 from gateway.providers.base import Deployment, Json, Usage
 from gateway.request_record import RequestRecord
-from gateway.requestctx import REQUEST_ID
+from gateway.requestctx import ACCOUNTED, REQUEST_ID
 from gateway.routing.classifier import FloatArray
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
 from gateway.routing.router import decision_headers
@@ -69,11 +68,8 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
     record.chat = chat
     if app[OBSERVABILITY_KEY].access_log_prompts:
         record.prompt = next((m.text for m in reversed(chat.messages) if m.role == "user"), None)
-    try:
-        reservation = await app[ADMISSION_KEY].admit(principal, chat)
-    except RateLimited as refusal:
-        app[METRICS_KEY].refused(refusal_kind(refusal) or "rate_limit", principal.tenant)
-        raise
+    reservation = await app[ADMISSION_KEY].admit(principal, chat)  # a refusal: the middleware's
+    request[ACCOUNTED] = True  # from here on, the request's ledger row says how it ended
     record.timing.mark("admit")
     record.limit_headers = rate_limit_headers(reservation)
     try:
@@ -88,6 +84,7 @@ async def chat_completions(request: web.Request) -> web.StreamResponse:
         record.status, record.error = error.status, error.code
         if isinstance(error, UpstreamFailed):
             record.attempts += error.attempts
+            record.failed.extend(error.deployments)
         error.headers.update(record.limit_headers)
         raise
     except (asyncio.CancelledError, ConnectionResetError):

@@ -1,4 +1,5 @@
-"""The tenants database: one SQLite file (WAL) holding tenants, keys, the ledger and roll-ups.
+"""The tenants database: one SQLite file (WAL) holding tenants, keys, the ledger, refusals and
+their daily and hourly roll-ups (``rollups.py``).
 
 ``Store.open`` connects, applies the versioned migrations (``PRAGMA user_version``) and returns a
 store; the CRUD for tenants and keys lives here, the ledger's writes and queries in ``ledger.py``.
@@ -23,6 +24,7 @@ import aiosqlite
 
 from gateway.errors import InvalidRequest, NotFound
 from gateway.sqlite import MAX_INT, open_wal
+from gateway.tenants import rollups
 from gateway.tenants.keys import generate_key, generate_key_id, hash_key, key_prefix
 from gateway.tenants.settings import INT_LIMITS, LIMIT_FIELDS, Limits
 
@@ -65,6 +67,7 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             PRIMARY KEY (day, tenant, key_id, model)) WITHOUT ROWID""",
         "INSERT INTO meta (key, value) VALUES ('revision', '0')",
     ),
+    (*rollups.SCHEMA, *rollups.BACKFILL),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 _LIMIT_SELECT = ", ".join(LIMIT_FIELDS)
@@ -130,6 +133,7 @@ class Store:
         """Connect, switch to WAL and bring the schema up to date."""
         async def migrate(db: aiosqlite.Connection) -> None:
             await db.execute("PRAGMA foreign_keys = ON")
+            await rollups.register_functions(db)
             await cls(db, path)._migrate()
 
         return cls(await open_wal(path, migrate), path)
