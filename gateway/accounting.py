@@ -5,8 +5,9 @@ once per embeddings call that got past its checks; ``account_refusal`` (from the
 middleware) for every 4xx the gateway answers itself before either, so that every request is on
 the record: a ledger row or a refusal row, an access line and a metric.
 
-Cost comes from the deployment's prices and the provider's usage; when a stream ended without usage, the completion is counted with the
-gateway's tokenizer and the row is marked ``estimated``. Nothing here touches SQLite directly:
+Cost comes from the deployment's prices and the provider's usage; when a stream ended without
+usage, the completion is counted with the gateway's tokenizer and the row is marked
+``estimated``. Nothing here touches SQLite directly:
 the ledger queues the row and writes it in a batch off the request path.
 """
 

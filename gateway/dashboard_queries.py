@@ -2,14 +2,17 @@
 
 They complement ``gateway.tenants.ledger``'s own queries (``recent``, ``tenant_totals``,
 ``spend_by_model``) with what the pages draw: a window's summary and latency percentiles, time
-buckets for the charts, counts by route, cache result or deployment, recent rows with more
-filters, and each tenant's use against its limits. Raw rows (``usage``, indexed by time) serve
-windows up to a week; the daily roll-ups (``usage_daily``) serve "today" and "this month".
+buckets for the charts, counts by route, model or deployment, refusals, recent rows with more
+filters, and each tenant's use against its limits.
 
-Percentiles are nearest-rank: the smallest value whose cumulative share (SQLite's
-``cume_dist()``) reaches the quantile, over successful requests (status below 400). A window
-holding more than ``MAX_SAMPLE_ROWS`` rows is sampled (every n-th row id) so that the sort stays
-small; the result says so. Touches the tenants database through ``Store.db``, reading only.
+Every window is cut in three: the whole UTC hours inside it are read from the hourly roll-ups
+(``gateway.tenants.rollups``), the two partial hours at its ends from the raw rows (indexed by
+time), so a week costs about as much as an hour. Percentiles over whole hours come from the
+latency histograms (within half a bucket, ~2.5 %, of the exact value; the page marks them
+"≈"); a window with no whole hour (the last hour) is read from raw rows and is exact:
+nearest-rank, the smallest value whose cumulative share (``cume_dist()``) reaches the quantile,
+over successful chat requests, sampled (every n-th row id) above ``MAX_SAMPLE_ROWS`` rows.
+Touches the tenants database through ``Store.db``, reading only.
 """
 
 from __future__ import annotations
@@ -29,12 +32,21 @@ from gateway.tenants.ledger import (
     tenant_totals,
     usage_record,
 )
+from gateway.tenants.rollups import (
+    CHAT_API,
+    HOUR_S,
+    LATENCY_METRICS,
+    histogram_quantile,
+    whole_hours,
+)
 from gateway.tenants.store import Store, Tenant
 
 QUANTILES = (0.5, 0.95, 0.99)
 MAX_SAMPLE_ROWS = 20_000
-GroupColumn = Literal["route", "cache", "model", "deployment", "tier", "status", "tenant"]
-_GROUP_COLUMNS = frozenset({"route", "cache", "model", "deployment", "tier", "status", "tenant"})
+GroupColumn = Literal["route", "cache", "model", "answered_model", "deployment", "tier",
+                      "status", "tenant", "api"]
+_GROUP_COLUMNS = frozenset({"route", "cache", "model", "answered_model", "deployment", "tier",
+                            "status", "tenant", "api"})
 _VALUE_COLUMNS = frozenset({"latency_ms", "ttft_ms"})
 NULL_LABEL = "none"
 """How a missing route or cache result is named in filters and groupings."""
@@ -90,8 +102,9 @@ class Percentiles:
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
-    sampled: bool = False
-    """Computed from every n-th row of a window too large to sort whole (``MAX_SAMPLE_ROWS``)."""
+    approximate: bool = False
+    """From the hourly latency histograms, or every n-th row of a window too large to sort
+    whole (``MAX_SAMPLE_ROWS``): shown with "≈"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,18 @@ class Bucket:
 @dataclass(frozen=True, slots=True)
 class Count:
     label: str
+    requests: int
+    errors: int
+    cost: float
+    saved_cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCount:
+    """The model a client asked for (``auto``...) and the one that answered it."""
+
+    model: str
+    answered: str
     requests: int
     errors: int
     cost: float
@@ -150,19 +175,34 @@ class RequestFilter:
     limit: int = 100
 
 
-_SUMMARY = """
-SELECT count(*), coalesce(sum(status >= 400), 0), coalesce(sum(cache = 'hit'), 0),
-       coalesce(sum(cache = 'miss'), 0), coalesce(sum(cache = 'bypass'), 0),
-       coalesce(sum(escalations > 0), 0), coalesce(sum(tokens_in), 0),
-       coalesce(sum(tokens_out), 0), coalesce(sum(cost), 0.0), coalesce(sum(saved_cost), 0.0)
-FROM usage WHERE ts >= :since AND ts < :until
-"""
+_SUMMARY_SUMS = ("requests", "errors", "cache_hits", "cache_misses", "cache_bypasses",
+                 "escalated", "tokens_in", "tokens_out", "cost", "saved_cost")
+_SUMMARY_RAW = ("1", "status >= 400", "cache IS 'hit'", "cache IS 'miss'", "cache IS 'bypass'",
+                "escalations > 0", "tokens_in", "tokens_out", "cost", "saved_cost")
+
+
+def window_rows(hourly: str, raw: str, hourly_table: str = "usage_hourly",
+                 raw_table: str = "usage") -> str:
+    """Rows of ``[:since, :until)``: whole hours ``[:h0, :h1)`` from the roll-up, the partial
+    hours at both ends from the raw rows (``hourly`` and ``raw`` select the same columns)."""
+    return (f"SELECT {hourly} FROM {hourly_table} WHERE hour >= :h0 AND hour < :h1 "
+            f"UNION ALL SELECT {raw} FROM {raw_table} WHERE ts >= :since AND ts < :h0 "
+            f"UNION ALL SELECT {raw} FROM {raw_table} WHERE ts >= :h1 AND ts < :until")
+
+
+def window_params(since: float, until: float, **more: Any) -> dict[str, Any]:
+    h0, h1 = whole_hours(since, until)
+    return {"since": since, "until": until, "h0": h0, "h1": h1, **more}
 
 
 async def summary(store: Store, since: float, until: float) -> Summary:
     """Counts and sums of the requests in ``[since, until)``."""
-    rows = list(await store.db.execute_fetchall(_SUMMARY, {"since": since, "until": until}))
-    return Summary(*rows[0])
+    rows = window_rows(", ".join(_SUMMARY_SUMS), ", ".join(
+        f"{e} AS {n}" for e, n in zip(_SUMMARY_RAW, _SUMMARY_SUMS, strict=True)))
+    sums = ", ".join(f"coalesce(sum({n}), 0)" for n in _SUMMARY_SUMS)
+    found = list(await store.db.execute_fetchall(f"SELECT {sums} FROM ({rows})",
+                                                 window_params(since, until)))
+    return Summary(*found[0])
 
 
 async def sample_step(store: Store, since: float, until: float) -> int:
@@ -175,16 +215,51 @@ async def sample_step(store: Store, since: float, until: float) -> int:
 async def percentiles(
     store: Store, since: float, until: float, column: str = "latency_ms"
 ) -> Percentiles:
-    """p50, p95 and p99 of ``latency_ms`` or ``ttft_ms`` over successful requests."""
+    """p50, p95 and p99 of ``latency_ms`` or ``ttft_ms`` over successful chat requests."""
+    if whole_hours(since, until)[0] < until:
+        histogram = await _histograms(store, since, until, column, "0")
+        return _from_histogram(histogram.get(0, []))
     step = await sample_step(store, since, until)
     grouped = await _grouped_percentiles(store, "0", since, until, column, step)
-    return grouped.get(0, Percentiles(sampled=step > 1))
+    return grouped.get(0, Percentiles(approximate=step > 1))
+
+
+def _from_histogram(counts: list[tuple[int, int]]) -> Percentiles:
+    p50, p95, p99 = (histogram_quantile(counts, q) for q in QUANTILES)
+    return Percentiles(p50, p95, p99, approximate=True)
+
+
+async def _histograms(
+    store: Store, since: float, until: float, column: str, group: str, **params: Any
+) -> dict[int, list[tuple[int, int]]]:
+    """Latency histograms over ``[since, until)``: (bucket, count) pairs per value of ``group``
+    (an expression of ``{t}``: the hour, or the row's time)."""
+    metric = next((m for m, c in LATENCY_METRICS.items() if c == column), None)
+    if metric is None:
+        raise ValueError(f"no percentiles of {column!r}")
+    rows = window_rows(
+        f"{group.format(t='hour')} AS g, bucket, count",
+        f"{group.format(t='ts')} AS g, latency_bucket({column}), 1",
+        "latency_hourly",
+    )
+    raw_filter = f"status < 400 AND api = '{CHAT_API}' AND {column} IS NOT NULL AND "
+    rows = rows.replace("FROM latency_hourly WHERE ", f"FROM latency_hourly WHERE metric = "
+                        f"'{metric}' AND ").replace("FROM usage WHERE ", f"FROM usage WHERE "
+                                                    f"{raw_filter}")
+    found = await store.db.execute_fetchall(
+        f"SELECT g, bucket, sum(count) FROM ({rows}) GROUP BY g, bucket",
+        window_params(since, until, **params))
+    out: dict[int, list[tuple[int, int]]] = {}
+    for g, bucket, count in found:
+        out.setdefault(int(g), []).append((bucket, count))
+    return out
 
 
 async def percentiles_by(
     store: Store, column: GroupColumn, since: float, until: float
 ) -> dict[str, Percentiles]:
-    """Latency percentiles per value of ``column`` (a missing value is ``none``)."""
+    """Latency percentiles per value of ``column`` (a missing value is ``none``), from raw rows
+    (the providers page asks for the last hour)."""
     step = await sample_step(store, since, until)
     grouped = await _grouped_percentiles(store, _group_expr(column), since, until, "latency_ms",
                                          step)
@@ -202,38 +277,51 @@ async def _grouped_percentiles(
     FROM (SELECT {group} AS g, {column} AS v,
                  cume_dist() OVER (PARTITION BY {group} ORDER BY {column}) AS cd
           FROM usage WHERE ts >= :since AND ts < :until AND status < 400
-                           AND {column} IS NOT NULL AND id % :step = 0)
+                           AND api = '{CHAT_API}' AND {column} IS NOT NULL AND id % :step = 0)
     GROUP BY g"""
     params = {"since": since, "until": until, "step": step,
               **{f"q{i}": q for i, q in enumerate(QUANTILES)}}
     rows = await store.db.execute_fetchall(sql, params)
-    return {r[0]: Percentiles(r[1], r[2], r[3], sampled=step > 1) for r in rows}
+    return {r[0]: Percentiles(r[1], r[2], r[3], approximate=step > 1) for r in rows}
+
+
+_BUCKET_SUMS = ("requests", "errors", "cost", "cache_hits", "cache_misses", "cache_bypasses")
 
 
 async def buckets(store: Store, since: float, until: float, width_s: int) -> list[Bucket]:
-    """Every ``width_s`` bucket from ``since`` to ``until``, empty ones included."""
-    params = {"since": since, "until": until, "width": width_s,
-              "step": await sample_step(store, since, until)}
-    group = "CAST((ts - :since) / :width AS INTEGER)"
-    rows = await store.db.execute_fetchall(
-        f"SELECT {group}, count(*), sum(status >= 400), sum(cost), sum(cache = 'hit'), "
-        "sum(cache = 'miss'), sum(cache = 'bypass') FROM usage "
-        "WHERE ts >= :since AND ts < :until GROUP BY 1",
-        params,
-    )
+    """Every ``width_s`` bucket from ``since`` to ``until``, empty ones included.
+
+    Buckets of whole hours, starting on an hour, come from the roll-ups; narrower ones (the
+    last hour's) from the raw rows."""
+    by_hour = width_s % HOUR_S == 0 and since % HOUR_S == 0
+    group = "CAST(({t} - :since) / :width AS INTEGER)"
+    params = window_params(since, until, width=width_s)
+    if not by_hour:
+        params.update(h0=until, h1=until)  # every row raw
+    raw = {"requests": "1", "errors": "status >= 400", "cost": "cost",
+           "cache_hits": "cache IS 'hit'", "cache_misses": "cache IS 'miss'",
+           "cache_bypasses": "cache IS 'bypass'"}
+    rows_sql = window_rows(
+        f"{group.format(t='hour')} AS g, {', '.join(_BUCKET_SUMS)}",
+        f"{group.format(t='ts')} AS g, " + ", ".join(f"{raw[c]} AS {c}"
+                                                         for c in _BUCKET_SUMS))
+    sums = ", ".join(f"sum({c})" for c in _BUCKET_SUMS)
+    rows = await store.db.execute_fetchall(f"SELECT g, {sums} FROM ({rows_sql}) GROUP BY g",
+                                           params)
     counts = {r[0]: r[1:] for r in rows}
-    sql_percentiles = await _bucket_percentiles(store, group, params)
+    histograms = (await _histograms(store, since, until, "latency_ms", group, width=width_s)
+                  if by_hour else None)
+    raw_percentiles = None if by_hour else await _bucket_percentiles(
+        store, group.format(t="ts"), {"since": since, "until": until, "width": width_s})
     out = []
-    count = max(0, int((until - since + width_s - 1) // width_s))
-    for i in range(count):
-        c = counts.get(i)
-        p = sql_percentiles.get(i, Percentiles())
-        start = since + i * width_s
-        if c is None:
-            out.append(Bucket(start, p50_ms=p.p50, p95_ms=p.p95))
+    for i in range(max(0, int((until - since + width_s - 1) // width_s))):
+        c = counts.get(i) or (0, 0, 0.0, 0, 0, 0)
+        if histograms is not None:
+            p = _from_histogram(histograms.get(i, []))
         else:
-            out.append(Bucket(start, c[0], c[1] or 0, c[2] or 0.0, c[3] or 0, c[4] or 0,
-                              c[5] or 0, p.p50, p.p95))
+            p = (raw_percentiles or {}).get(i, Percentiles())
+        out.append(Bucket(since + i * width_s, c[0], c[1] or 0, c[2] or 0.0, c[3] or 0,
+                          c[4] or 0, c[5] or 0, p.p50, p.p95))
     return out
 
 
@@ -244,21 +332,56 @@ async def _bucket_percentiles(
     SELECT g, min(CASE WHEN cd >= 0.5 THEN v END), min(CASE WHEN cd >= 0.95 THEN v END)
     FROM (SELECT {group} AS g, latency_ms AS v,
                  cume_dist() OVER (PARTITION BY {group} ORDER BY latency_ms) AS cd
-          FROM usage WHERE ts >= :since AND ts < :until AND status < 400 AND id % :step = 0)
+          FROM usage WHERE ts >= :since AND ts < :until AND status < 400
+                           AND api = '{CHAT_API}')
     GROUP BY g"""
     rows = await store.db.execute_fetchall(sql, params)
     return {r[0]: Percentiles(r[1], r[2]) for r in rows}
 
 
+_HOURLY_GROUPS = frozenset({"route", "model", "answered_model", "deployment", "tenant", "api"})
+
+
 async def counts_by(store: Store, column: GroupColumn, since: float, until: float) -> list[Count]:
     """Requests, errors, cost and savings per value of ``column``, most requests first."""
-    expr = _group_expr(column)
+    return [Count(label[0], n, errors, cost, saved)
+            for label, n, errors, cost, saved in await _counts(store, (column,), since, until)]
+
+
+async def model_counts(store: Store, since: float, until: float) -> list[ModelCount]:
+    """Per model asked for and model that answered: requests, errors, cost and savings."""
+    rows = await _counts(store, ("model", "answered_model"), since, until)
+    return [ModelCount(label[0], label[1], n, errors, cost, saved)
+            for label, n, errors, cost, saved in rows]
+
+
+async def _counts(
+    store: Store, columns: tuple[GroupColumn, ...], since: float, until: float
+) -> list[tuple[tuple[str, ...], int, int, float, float]]:
+    params = window_params(since, until)
+    if not all(c in _HOURLY_GROUPS for c in columns):
+        params.update(h0=until, h1=until)  # a column the roll-ups do not keep: every row raw
+    hourly = ", ".join(f"coalesce(nullif({c}, ''), '{NULL_LABEL}') AS g{i}"
+                       for i, c in enumerate(columns))
+    raw = ", ".join(f"{_group_expr(c)} AS g{i}" for i, c in enumerate(columns))
+    rows_sql = window_rows(f"{hourly}, requests, errors, cost, saved_cost",
+                            f"{raw}, 1, status >= 400, cost, saved_cost")
+    keys = ", ".join(f"g{i}" for i in range(len(columns)))
     rows = await store.db.execute_fetchall(
-        f"SELECT {expr}, count(*), sum(status >= 400), sum(cost), sum(saved_cost) FROM usage "
-        "WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY 2 DESC, 1",
-        (since, until),
-    )
-    return [Count(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+        f"SELECT {keys}, sum(requests), sum(errors), sum(cost), sum(saved_cost) "
+        f"FROM ({rows_sql}) GROUP BY {keys} ORDER BY {len(columns) + 1} DESC, {keys}", params)
+    width = len(columns)
+    return [(tuple(str(v) for v in r[:width]), r[width], r[width + 1], r[width + 2],
+             r[width + 3]) for r in rows]
+
+
+async def failed_attempts(store: Store, since: float, until: float) -> dict[str, int]:
+    """Upstream attempts that failed in ``[since, until)``, per deployment (failover included:
+    the request may still have been answered by another)."""
+    rows = await store.db.execute_fetchall(
+        "SELECT deployment, count(*) FROM failed_attempts WHERE ts >= ? AND ts < ? GROUP BY 1",
+        (since, until))
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 def _group_expr(column: str) -> str:
@@ -286,8 +409,9 @@ async def tenant_usage(store: Store, now: float) -> list[TenantUsage]:
     totals = {t.tenant: t for t in await tenant_totals(store, now=now)}
     minute = {
         r[0]: (r[1], r[2]) for r in await store.db.execute_fetchall(
-            "SELECT tenant, count(*), sum(tokens_in + tokens_out) FROM usage WHERE ts >= ? "
-            "GROUP BY tenant", (now - 60.0,))
+            # By time: left to itself, SQLite walks the whole (tenant, ts) index for the GROUP BY.
+            "SELECT tenant, count(*), sum(tokens_in + tokens_out) FROM usage INDEXED BY usage_ts "
+            "WHERE ts >= ? GROUP BY tenant", (now - 60.0,))
     }
     keys: dict[str, int] = {}
     for key in await store.list_keys(active_only=True):
@@ -365,9 +489,13 @@ async def models_since(store: Store, since_day: str) -> list[str]:
 async def distinct_values(
     store: Store, column: GroupColumn, since: float, limit: int = 200
 ) -> list[str]:
-    """The values ``column`` took since ``since``, for filter menus."""
-    expr = _group_expr(column)
-    rows = await store.db.execute_fetchall(
-        f"SELECT DISTINCT {expr} FROM usage WHERE ts >= ? ORDER BY 1 LIMIT ?", (since, limit)
-    )
+    """The values ``column`` took since ``since`` (from the start of its hour, when the hourly
+    roll-ups keep the column), for filter menus."""
+    if column in _HOURLY_GROUPS:
+        sql = (f"SELECT DISTINCT coalesce(nullif({column}, ''), '{NULL_LABEL}') FROM usage_hourly "
+               "WHERE hour >= ? ORDER BY 1 LIMIT ?")
+        since = since - since % HOUR_S
+    else:
+        sql = f"SELECT DISTINCT {_group_expr(column)} FROM usage WHERE ts >= ? ORDER BY 1 LIMIT ?"
+    rows = await store.db.execute_fetchall(sql, (since, limit))
     return [str(r[0]) for r in rows]

@@ -5,8 +5,8 @@ method per event: ``request_done``, ``cache_result``, ``escalated``, ``refused``
 ``embedder_call`` and so on. Label values are bounded: route, tier and deployment names come
 from the configuration, statuses are HTTP codes, kinds and results are fixed sets, and a tenant
 label on per-request metrics exists only with ``[observability] tenant_labels = true``
-(refusals, rare and counted per tenant for operators, always carry it). As a last guard, a metric that
-has seen ``MAX_SERIES`` label sets files any new one under ``other``.
+(refusals, rare and counted per tenant for operators, always carry it). As a last guard, a
+metric that has seen ``MAX_SERIES`` label sets files any new one under ``other``.
 
 The two calls every request makes, ``request_done`` and ``cache_result``, skip the library's
 metric objects (a lock and several calls per ``inc``): they add to plain floats, ``Count`` and

@@ -25,6 +25,7 @@ from gateway.errors import ServiceUnavailable
 from gateway.observability_settings import ObservabilitySettings
 from gateway.tenants.auth import Authenticator
 from gateway.tenants.context import AUTH_KEY, LEDGER_KEY, STORE_KEY
+from gateway.tenants.rollups import register_functions
 from gateway.tenants.store import Store
 
 NAV = (("overview", "/dashboard", "Overview"), ("providers", "/dashboard/providers", "Providers"),
@@ -65,6 +66,7 @@ async def reader_context(app: web.Application) -> AsyncIterator[None]:
     db = await aiosqlite.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         await db.execute("PRAGMA busy_timeout = 5000")
+        await register_functions(db)
         app[READER_KEY] = Store(db, store.path)
         yield
     finally:

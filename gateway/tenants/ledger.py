@@ -6,7 +6,8 @@ that also folds the rows into the daily roll-ups (``usage_daily``: per day, tena
 days in UTC) and the hourly ones (``rollups.py``). The same queue carries refusals (requests the
 gateway answered with a 4xx of its own: ``refuse``, capped per tenant and minute) and the
 deployments of failed upstream attempts. When the queue is full, new rows are dropped,
-counted and logged, never silently; ``close`` writes what is left. The query functions below serve the dashboard and the admin API.
+counted and logged, never silently; ``close`` writes what is left. The query functions below
+serve the dashboard and the admin API.
 """
 
 from __future__ import annotations

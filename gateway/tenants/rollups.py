@@ -106,7 +106,7 @@ def latency_bucket(ms: float | None) -> int | None:
 
 def bucket_value(bucket: int) -> float:
     """The value a percentile falling in ``bucket`` is reported as: its geometric middle."""
-    return _LATENCY_FLOOR_MS * LATENCY_RATIO ** (bucket + 0.5)
+    return float(_LATENCY_FLOOR_MS * LATENCY_RATIO ** (bucket + 0.5))
 
 
 def histogram_quantile(counts: Iterable[tuple[int, int]], q: float) -> float | None:
