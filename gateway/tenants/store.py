@@ -22,6 +22,7 @@ from typing import Any
 
 import aiosqlite
 
+from gateway.chat import field_error
 from gateway.errors import InvalidRequest, NotFound
 from gateway.sqlite import MAX_INT, open_wal
 from gateway.tenants import rollups
@@ -337,13 +338,11 @@ def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | No
             out[name] = None
         elif name in INT_LIMITS:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
-                raise InvalidRequest(f"{param} must be an integer from 1 to {MAX_INT}, or null.",
-                                     param=param)
+                raise field_error(param, f"an integer from 1 to {MAX_INT}, or null", value)
             out[name] = value
         else:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise InvalidRequest(f"{param} must be an amount of 0 or more, or null.",
-                                     param=param)
+                raise field_error(param, "an amount of 0 or more, or null", value)
             out[name] = float(value)
     return out
 
