@@ -128,6 +128,12 @@ async def open_store(settings: TenantSettings, data_dir: Path) -> tuple[Store, b
     return store, secret
 
 
+async def secret_matches(store: Store, secret: bytes) -> bool:
+    """Whether ``secret`` is the one the stored keys were made with (or none is recorded)."""
+    stored = await store.get_meta(_SECRET_CHECK)
+    return stored is None or stored == secret_check(secret)
+
+
 async def admin_digest(store: Store, settings: TenantSettings, secret: bytes) -> str:
     """The admin key's hash: from the environment, else stored, else generated and shown once."""
     if settings.admin_key:
