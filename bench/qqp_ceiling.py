@@ -43,7 +43,7 @@ def main() -> int:
     args = parser.parse_args()
     pairs = load_pairs(args.pairs)
     embedder = CachedEmbedder(ROOT / "models/all-MiniLM-L6-v2",
-                              ROOT / "bench/out/qqp_pairs_dev_vectors.npz")
+                              ROOT / "bench/out/qqp_pairs_dev_vectors.jsonl")
     with tempfile.TemporaryDirectory(prefix="qqp-ceiling-") as workdir:
         outcomes = asyncio.run(run_pairs(pairs, embedder, embedder.space, Path(workdir)))
     audit = {(a["text_a"], a["text_b"]): a for a in json.loads(AUDIT.read_text("utf-8"))}
