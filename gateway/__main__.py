@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import NoReturn
+from typing import NoReturn, cast
 
 from aiohttp import web
 
@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gateway", description="A self-hostable LLM gateway.")
     parser.add_argument("--log-level", default="INFO", type=_log_level,
                         help="logging level: DEBUG, INFO (default), WARNING, ERROR")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+                    parser.add_subparsers(dest="command", required=True))
     serve = commands.add_parser("serve", help="run the gateway")
     _add_config(serve)
     serve.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")

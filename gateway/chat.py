@@ -125,7 +125,9 @@ def shown_value(got: Any) -> str:
         if len(got) <= _SHOWN_CHARS:
             return repr(got)
         return f"a string of {len(got)} characters"
-    return {dict: "an object", list: "an array"}.get(type(got), type(got).__name__)
+    if isinstance(got, dict):
+        return "an object"
+    return "an array" if isinstance(got, list) else type(got).__name__
 
 
 def field_error(name: str, expected: str, got: Any) -> InvalidRequest:
