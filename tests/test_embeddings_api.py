@@ -25,6 +25,7 @@ from gateway.config import parse
 from gateway.dashboard.refusals import latest_refusals
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
+from tests.conftest import ROOT
 from tests.fuzzing import damaged, fuzz_rng
 
 if TYPE_CHECKING:
@@ -115,6 +116,18 @@ async def test_bad_requests_get_openai_errors_naming_the_field(gateway: Client) 
         error = (await resp.json())["error"]
         assert error["param"] == param, body
         assert error["message"], body
+
+
+async def test_token_id_input_is_refused_with_the_langchain_setting_the_readme_shows(
+    gateway: Client,
+) -> None:
+    # What LangChain's OpenAIEmbeddings sends by default: each text as a list of token ids.
+    resp = await gateway.post("/v1/embeddings", json={"model": MODEL, "input": [[9906, 1917]]})
+    assert resp.status == 400
+    message = (await resp.json())["error"]["message"]
+    assert "check_embedding_ctx_length=False" in message
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert "OpenAIEmbeddings(" in readme and "check_embedding_ctx_length=False" in readme
 
 
 async def test_before_any_worker_is_ready_the_endpoint_answers_503(

@@ -39,6 +39,11 @@ from gateway.timing import Timing
 MAX_INPUTS = 2048  # OpenAI's own limit on the number of inputs in one request
 MAX_INPUT_CHARS = 100_000  # far beyond max_length tokens; keeps frames small
 EncodingFormat = Literal["float", "base64"]
+TOKEN_IDS_REFUSED = (
+    "Token-id input is not supported here (the gateway's model has its own tokenizer); send "
+    "the text as strings. LangChain's OpenAIEmbeddings sends token ids unless given "
+    "check_embedding_ctx_length=False."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,9 +62,7 @@ def _texts(value: Any) -> tuple[str, ...]:
         raise InvalidRequest(f"'input' may hold at most {MAX_INPUTS} items.", param="input")
     for text in texts:
         if isinstance(text, int | list):
-            raise InvalidRequest(
-                "Token-id input is not supported here; send the text as strings.", param="input"
-            )
+            raise InvalidRequest(TOKEN_IDS_REFUSED, param="input")
         if not isinstance(text, str) or not text:
             raise field_error("input", "non-empty strings", text)
         if len(text) > MAX_INPUT_CHARS:
