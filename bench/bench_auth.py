@@ -28,15 +28,15 @@ from typing import Any
 
 import orjson
 
-from gateway.chat import parse_chat_request
-from gateway.providers.base import Usage
+from gateway.core.answer import Usage
+from gateway.core.chat import parse_chat_request
+from gateway.core.tenant_settings import LedgerSettings, Limits, TenantSettings
 from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.context import load_admission
 from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import Ledger, UsageRecord
 from gateway.tenants.quotas import Admission, rate_limit_headers
-from gateway.tenants.settings import LedgerSettings, Limits, TenantSettings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter
 

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from gateway.cache.cli import read_vector_file  # noqa: E402
 from gateway.cache.index import FloatArray, VectorSpace  # noqa: E402
 from gateway.cache.semantic_cache import SemanticCache  # noqa: E402
-from gateway.cache.settings import CacheSettings  # noqa: E402
+from gateway.core.cache_settings import CacheSettings  # noqa: E402
 
 SPACE = VectorSpace("bench", 384)
 REAL_VECTORS = ROOT / "bench/out/qqp_pairs_dev_vectors.jsonl"

@@ -29,8 +29,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import errors_middleware
-from gateway.dashboard.site import setup_dashboard
-from gateway.observability_settings import ObservabilitySettings
+from gateway.core.observability_settings import ObservabilitySettings
+from gateway.core.tenant_settings import LedgerSettings, TenantSettings
+from gateway.observability.dashboard.site import setup_dashboard
 from gateway.tenants.context import (
     AUTH_KEY,
     CONFIG_KEY,
@@ -40,7 +41,6 @@ from gateway.tenants.context import (
     tenants_context,
 )
 from gateway.tenants.ledger import UsageRecord
-from gateway.tenants.settings import LedgerSettings, TenantSettings
 
 ADMIN_KEY = "bench-admin-key-0123456789abcdef"
 SECRET = "bench-key-secret-0123456789abcdef"

@@ -25,9 +25,9 @@ from typing import Any
 
 from prometheus_client import generate_latest
 
-from gateway.access_log import ACCESS_LOGGER, AccessEntry, access_log_line
-from gateway.metrics import CacheResult, Metrics
-from gateway.observability_settings import ObservabilitySettings
+from gateway.core.observability_settings import ObservabilitySettings
+from gateway.observability.access_log import ACCESS_LOGGER, AccessEntry, access_log_line
+from gateway.observability.metrics import CacheResult, Metrics
 
 ROUTES = ("code", "chitchat", "math", "summarise", None)
 DEPLOYMENTS = tuple(f"provider{i}/model-{i}" for i in range(5))

@@ -41,8 +41,8 @@ from gateway.cache.evaluate import (  # noqa: E402
     split,
 )
 from gateway.cache.guards import MARGINS  # noqa: E402
-from gateway.cache.settings import BUILTIN_VERIFIER  # noqa: E402
 from gateway.cache.verifier import load  # noqa: E402
+from gateway.core.cache_settings import BUILTIN_VERIFIER  # noqa: E402
 
 # Precision measured on fewer hits is too noisy to hold a fit to: with 200 hits its standard
 # error is 1.5 points at 95%, and QQP's top-scored pairs carry label noise (5.6% of the pairs with

@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from embedder_worker.model import ModelConfig, OnnxEmbedder  # noqa: E402
+from gateway.core.routing_settings import TierPlan  # noqa: E402
 from gateway.routing.calibrate import (  # noqa: E402
     EvalReport,
     FitOptions,
@@ -45,7 +46,6 @@ from gateway.routing.classifier import FloatArray, IntArray  # noqa: E402
 from gateway.routing.cli import routes_from_examples  # noqa: E402
 from gateway.routing.router import Router, build_router, utterance_table  # noqa: E402
 from gateway.routing.routes import Calibration, RouteSet  # noqa: E402
-from gateway.routing.settings import TierPlan  # noqa: E402
 from gateway.routing.vectors import VectorCache, embed_cached  # noqa: E402
 
 OUT = ROOT / "bench" / "out"

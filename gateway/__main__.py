@@ -25,15 +25,15 @@ from typing import NoReturn, cast
 
 from aiohttp import web
 
-from gateway.access_log import configure_access_log
 from gateway.app import create_app
 from gateway.cache import cli as cache_cli
-from gateway.config import Settings, load
-from gateway.heap import settled_heap
+from gateway.core.config import Settings, load
+from gateway.core.redact import install_redaction
+from gateway.core.toml_table import ConfigError
+from gateway.observability.access_log import configure_access_log
+from gateway.pipeline.heap import settled_heap
 from gateway.routing import cli as routing_cli
 from gateway.tenants import cli as tenants_cli
-from gateway.tenants.redact import install_redaction
-from gateway.toml_table import ConfigError
 
 log = logging.getLogger("gateway")
 

@@ -15,26 +15,27 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL, embedder_context
-from gateway.access_log import access_log_flusher
-from gateway.accounting import account_refusal
 from gateway.api import chat, embeddings, health, models, route
 from gateway.api.admin import add_admin_routes
 from gateway.api.cache_admin import add_cache_admin_routes
-from gateway.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, LIFECYCLE, SETTINGS, UPSTREAM
 from gateway.cache.context import CACHE_SETTINGS, cache_context
-from gateway.catalog import Catalog
-from gateway.config import Settings
-from gateway.dashboard.site import setup_dashboard
-from gateway.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
-from gateway.failover import Failover
-from gateway.http_client import HttpClient
-from gateway.lifecycle import Lifecycle, State
-from gateway.metrics import METRICS_KEY, setup_metrics
-from gateway.providers.registry import build_providers
-from gateway.requestctx import ACCOUNTED, REQUEST_ID
+from gateway.core.appkeys import LIFECYCLE, SETTINGS
+from gateway.core.config import Settings
+from gateway.core.errors import GatewayError, InvalidRequest, MethodNotAllowed, NotFound
+from gateway.core.lifecycle import Lifecycle, State
+from gateway.core.requestctx import ACCOUNTED, REQUEST_ID
+from gateway.observability.access_log import access_log_flusher
+from gateway.observability.dashboard.site import setup_dashboard
+from gateway.observability.metrics import METRICS_KEY, setup_metrics
+from gateway.pipeline.accounting import account_refusal
 from gateway.routing import context as routing
 from gateway.tenants import context as tenants
-from gateway.upstream import Upstream
+from gateway.upstream.appkeys import CATALOG, CLIENT_SESSION, FAILOVER, UPSTREAM
+from gateway.upstream.calls import Upstream
+from gateway.upstream.catalog import Catalog
+from gateway.upstream.failover import Failover
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.providers.registry import build_providers
 
 log = logging.getLogger(__name__)
 

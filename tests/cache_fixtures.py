@@ -15,7 +15,7 @@ import numpy as np
 from embedder_worker.model import OnnxEmbedder
 from gateway.cache.index import FloatArray, VectorSpace
 from gateway.cache.semantic_cache import SemanticCache
-from gateway.cache.settings import CacheSettings
+from gateway.core.cache_settings import CacheSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_DIR = ROOT / "models" / "all-MiniLM-L6-v2"

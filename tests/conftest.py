@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.app import create_app
-from gateway.config import Settings, parse
+from gateway.core.config import Settings, parse
 from tests.fake_openai import FakeOpenAI, fake_openai_app
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -21,15 +21,13 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from gateway.app import errors_middleware
-from gateway.appkeys import CATALOG, FAILOVER
-from gateway.catalog import Catalog
-from gateway.config import Settings, parse
-from gateway.dashboard import format as fmt
-from gateway.dashboard.site import setup_dashboard
-from gateway.errors import FailureKind, UpstreamFailure
-from gateway.failover import Failover
-from gateway.metrics import Metrics, setup_metrics
-from gateway.observability_settings import ObservabilitySettings
+from gateway.core.config import Settings, parse
+from gateway.core.errors import FailureKind, UpstreamFailure
+from gateway.core.observability_settings import ObservabilitySettings
+from gateway.core.tenant_settings import Limits
+from gateway.observability.dashboard import format as fmt
+from gateway.observability.dashboard.site import setup_dashboard
+from gateway.observability.metrics import Metrics, setup_metrics
 from gateway.tenants.context import (
     AUTH_KEY,
     CONFIG_KEY,
@@ -40,7 +38,9 @@ from gateway.tenants.context import (
 )
 from gateway.tenants.ledger import RefusalRecord, UsageRecord, day_of, month_start_of
 from gateway.tenants.rollups import bucket_value, latency_bucket, whole_hours
-from gateway.tenants.settings import Limits
+from gateway.upstream.appkeys import CATALOG, FAILOVER
+from gateway.upstream.catalog import Catalog
+from gateway.upstream.failover import Failover
 from tests.tenant_fixtures import ADMIN_KEY, tenant_settings
 
 Client = TestClient[web.Request, web.Application]

@@ -8,9 +8,10 @@ from typing import Any, Generic, TypeVar
 import orjson
 import pytest
 
-from gateway.chat import ChatRequest, parse_chat_request
-from gateway.errors import UpstreamFailure
-from gateway.providers.base import Deployment, Json, Provider
+from gateway.core.answer import Deployment, Json
+from gateway.core.chat import ChatRequest, parse_chat_request
+from gateway.core.errors import UpstreamFailure
+from gateway.upstream.providers.base import Provider
 
 Fake = TypeVar("Fake")
 

@@ -16,9 +16,9 @@ import numpy.typing as npt
 import pytest
 
 from embedder_worker.model import OnnxEmbedder
+from gateway.core.routing_settings import TierPlan
 from gateway.routing.router import Router, build_router, embed_routes
 from gateway.routing.routes import RouteSet, parse_routes
-from gateway.routing.settings import TierPlan
 from gateway.routing.vectors import VectorCache
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,12 +13,12 @@ from aiohttp.test_utils import TestClient
 
 from gateway.api.admin import add_admin_routes
 from gateway.app import errors_middleware
-from gateway.appkeys import SETTINGS
-from gateway.chat import ChatRequest, parse_chat_request
-from gateway.config import Settings, parse
+from gateway.core.appkeys import SETTINGS
+from gateway.core.chat import ChatRequest, parse_chat_request
+from gateway.core.config import Settings, parse
+from gateway.core.tenant_settings import LedgerSettings, Limits, TenantSettings
 from gateway.tenants.auth import Principal
 from gateway.tenants.context import CONFIG_KEY, TenantsConfig, tenants_context
-from gateway.tenants.settings import LedgerSettings, Limits, TenantSettings
 from gateway.tenants.store import Store
 from tests.conftest import model, openai_provider
 

@@ -1,4 +1,5 @@
-"""Tests for gateway/access_log.py: one JSON line per request, no prompt or key unless asked."""
+"""Tests for gateway/observability/access_log.py: one JSON line per request, no prompt or key unless
+asked."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from collections.abc import Iterator
 import orjson
 import pytest
 
-from gateway.access_log import (
+from gateway.core.observability_settings import ObservabilitySettings
+from gateway.observability.access_log import (
     ACCESS_LOGGER,
     MAX_PROMPT_CHARS,
     AccessEntry,
@@ -17,7 +19,6 @@ from gateway.access_log import (
     access_log_line,
     configure_access_log,
 )
-from gateway.observability_settings import ObservabilitySettings
 
 KEY = "gw-" + "Zz9" * 14
 ENTRY = AccessEntry(
@@ -74,7 +75,7 @@ def test_nothing_is_built_when_the_logger_is_quiet(
     def explode(*args: object, **kwargs: object) -> bytes:
         raise AssertionError("serialised although nobody listens")
 
-    monkeypatch.setattr("gateway.access_log.orjson.dumps", explode)
+    monkeypatch.setattr("gateway.observability.access_log.orjson.dumps", explode)
     with caplog.at_level(logging.WARNING, logger=ACCESS_LOGGER):
         access_log_line(ENTRY, ObservabilitySettings())
     assert caplog.records == []

@@ -1,5 +1,6 @@
-"""Tests for gateway/accounting.py through a whole gateway: every request ends on the record,
-as a usage row or a refusal row, with an access line and a metric, and the dashboard shows it."""
+"""Tests for gateway/pipeline/accounting.py through a whole gateway: every request ends on the
+record, as a usage row or a refusal row, with an access line and a metric, and the dashboard
+shows it."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.access_log import ACCESS_LOGGER
-from gateway.dashboard.refusals import UNAUTHENTICATED, latest_refusals
+from gateway.observability.access_log import ACCESS_LOGGER
+from gateway.observability.dashboard.refusals import UNAUTHENTICATED, latest_refusals
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
 from gateway.tenants.store import Store

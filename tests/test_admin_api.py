@@ -11,12 +11,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from gateway.appkeys import SETTINGS
-from gateway.errors import AuthenticationFailed
+from gateway.core.appkeys import SETTINGS
+from gateway.core.errors import AuthenticationFailed
+from gateway.core.tenant_settings import TenantSettings
 from gateway.tenants.context import ADMISSION_KEY, AUTH_KEY, LEDGER_KEY, RELOAD_TASK_KEY
 from gateway.tenants.keys import generate_key
 from gateway.tenants.ledger import UsageRecord
-from gateway.tenants.settings import TenantSettings
 from tests.tenant_fixtures import ADMIN_KEY, bearer, chat, tenant_settings, tenants_app
 
 ADMIN = bearer(ADMIN_KEY)

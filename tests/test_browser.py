@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestServer
 
-from gateway.dashboard import format as fmt
-from gateway.dashboard_queries import WINDOWS
+from gateway.observability.dashboard import format as fmt
+from gateway.observability.dashboard.queries import WINDOWS
 from tests.cdp import Browser, Page
 from tests.observability_fixtures import (
     expected,

@@ -8,9 +8,9 @@ from typing import Any
 from aiohttp import web
 
 from gateway.app import create_app
-from gateway.appkeys import SETTINGS
 from gateway.cache.context import CACHE, vector_space
-from gateway.config import parse
+from gateway.core.appkeys import SETTINGS
+from gateway.core.config import parse
 from tests.cache_fixtures import CONTEXT, MODEL_DIR, answer, unit_vectors
 from tests.tenant_fixtures import ADMIN_KEY, SECRET, bearer
 

@@ -16,8 +16,8 @@ import pytest
 from embedder_worker.model import OnnxEmbedder
 from gateway.cache.fingerprint import cache_text, fingerprint
 from gateway.cache.semantic_cache import SemanticCache
-from gateway.cache.settings import DEFAULT_THRESHOLD
-from gateway.chat import ChatRequest, parse_chat_request
+from gateway.core.cache_settings import DEFAULT_THRESHOLD
+from gateway.core.chat import ChatRequest, parse_chat_request
 from tests.cache_fixtures import ROOT, answer, load_embedder, open_cache
 
 SUITE = json.loads((ROOT / "tests" / "data" / "cache_adversarial.json").read_text("utf-8"))

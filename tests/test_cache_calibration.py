@@ -20,9 +20,9 @@ from gateway.cache.calibration import (
 )
 from gateway.cache.evaluate import Outcome, Pair, curve, point, run_pairs
 from gateway.cache.index import VectorSpace
-from gateway.cache.settings import parse_cache
-from gateway.config import parse
-from gateway.toml_table import Table
+from gateway.core.cache_settings import parse_cache
+from gateway.core.config import parse
+from gateway.core.toml_table import Table
 from tests.cache_fixtures import MODEL_DIR, load_embedder
 
 PAIRS = [

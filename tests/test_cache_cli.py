@@ -12,7 +12,7 @@ import pytest
 
 from gateway.cache.cli import CachedEmbedder, format_curve, rule_label
 from gateway.cache.evaluate import Point
-from gateway.toml_table import ConfigError
+from gateway.core.toml_table import ConfigError
 
 pytest_plugins = ["tests.embedder_fixtures"]
 pytestmark = pytest.mark.timeout(60)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from gateway.cache.fingerprint import cache_text, exact_key, fingerprint, loose_key, normalize_text
-from gateway.chat import ChatRequest, parse_chat_request
+from gateway.core.chat import ChatRequest, parse_chat_request
 
 
 def _request(**fields: Any) -> ChatRequest:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cache.index import META_FILE, IndexSet, Neighbour, ReadWriteLock
-from gateway.cache.settings import IndexParams
+from gateway.core.cache_settings import IndexParams
 from tests.cache_fixtures import SPACE, unit_vectors
 from tests.tasks import started
 

@@ -1,4 +1,5 @@
-"""gateway/cache/settings.py: the [cache] table, errors that name their key, calibration file."""
+"""gateway/core/cache_settings.py: the [cache] table, errors that name their key, calibration
+file."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from gateway.cache.settings import DEFAULT_THRESHOLD, parse_cache
-from gateway.toml_table import ConfigError, Table
+from gateway.core.cache_settings import DEFAULT_THRESHOLD, parse_cache
+from gateway.core.toml_table import ConfigError, Table
 
 
 def _parse(data: dict[str, Any], base: Path) -> Any:

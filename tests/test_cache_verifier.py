@@ -19,10 +19,10 @@ import pytest
 from embedder_worker.model import OnnxEmbedder
 from gateway.cache import cli
 from gateway.cache.index import VectorSpace
-from gateway.cache.settings import BUILTIN_VERIFIER, parse_cache
 from gateway.cache.verifier import FEATURES, load, save
-from gateway.config import parse
-from gateway.toml_table import Table
+from gateway.core.cache_settings import BUILTIN_VERIFIER, parse_cache
+from gateway.core.config import parse
+from gateway.core.toml_table import Table
 from tests.cache_fixtures import CONTEXT, MODEL_DIR, ROOT, answer, load_embedder, open_cache
 
 SAMPLE = ROOT / "tests" / "data" / "cache_qqp_sample.json"

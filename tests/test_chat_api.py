@@ -6,7 +6,7 @@ import json
 
 from aiohttp.test_utils import TestClient
 
-from gateway.dashboard.format import short_id
+from gateway.observability.dashboard.format import short_id
 from tests.fake_openai import FakeOpenAI, Reply
 
 USER = [{"role": "user", "content": "Say hello"}]

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import parse
+from gateway.core.config import parse
+from gateway.core.tenant_settings import TenantSettings
 from gateway.tenants.context import open_store
-from gateway.tenants.settings import TenantSettings
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -1,4 +1,4 @@
-"""Settings from TOML and the environment (gateway/config.py)."""
+"""Settings from TOML and the environment (gateway/core/config.py)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.config import ConfigError, load, parse
+from gateway.core.config import ConfigError, load, parse
 
 BASE: dict[str, Any] = {
     "providers": [{"name": "p", "kind": "openai", "base_url": "http://x/v1",

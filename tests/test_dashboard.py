@@ -1,4 +1,5 @@
-"""Tests for the dashboard (gateway/dashboard/, gateway/dashboard_queries.py, gateway/charts.py).
+"""Tests for the dashboard (gateway/observability/dashboard/,
+gateway/observability/dashboard/queries.py, gateway/observability/dashboard/charts.py).
 
 Pages are fetched over HTTP after a scripted mix of requests was written through the real
 ledger; the figures they show are compared with the same figures computed from the rows.
@@ -17,12 +18,19 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from gateway.charts import Series, bar_chart, line_chart, meter, nice_ceiling, share_bar
-from gateway.dashboard import format as fmt
-from gateway.dashboard.session import COOKIE, Sessions, safe_next, set_session_cookie
-from gateway.dashboard.state import READER_KEY
-from gateway.dashboard_queries import WINDOWS
-from gateway.observability_settings import ObservabilitySettings
+from gateway.core.observability_settings import ObservabilitySettings
+from gateway.observability.dashboard import format as fmt
+from gateway.observability.dashboard.charts import (
+    Series,
+    bar_chart,
+    line_chart,
+    meter,
+    nice_ceiling,
+    share_bar,
+)
+from gateway.observability.dashboard.queries import WINDOWS
+from gateway.observability.dashboard.session import COOKIE, Sessions, safe_next, set_session_cookie
+from gateway.observability.dashboard.state import READER_KEY
 from gateway.tenants.context import AUTH_KEY, STORE_KEY
 from gateway.tenants.ledger import UsageRecord, day_of, month_start_of
 from gateway.tenants.rollups import whole_hours
@@ -268,7 +276,7 @@ async def test_requests_page_lists_the_latest_matching_rows(
 async def test_a_large_window_samples_rows_for_percentiles_and_says_so(
     scenario: tuple[Client, list[UsageRecord]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("gateway.dashboard_queries.MAX_SAMPLE_ROWS", 50)
+    monkeypatch.setattr("gateway.observability.dashboard.queries.MAX_SAMPLE_ROWS", 50)
     client, records = scenario
     shown = page_metrics(await _page(client, "/dashboard?window=1h"))  # no whole hour: raw rows
     inside = [(row_id, r) for row_id, r in enumerate(records, start=1)

@@ -19,10 +19,10 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from embedder_worker.supervisor import EMBEDDER_POOL
-from gateway.access_log import ACCESS_LOGGER
 from gateway.app import create_app
-from gateway.config import parse
-from gateway.dashboard.refusals import latest_refusals
+from gateway.core.config import parse
+from gateway.observability.access_log import ACCESS_LOGGER
+from gateway.observability.dashboard.refusals import latest_refusals
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
 from tests.conftest import ROOT

@@ -1,4 +1,4 @@
-"""Failover across deployments and the circuit breakers (gateway/failover.py)."""
+"""Failover across deployments and the circuit breakers (gateway/upstream/failover.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.config import FailoverSettings
-from gateway.errors import FailureKind, UpstreamFailure
-from gateway.failover import BreakerState, Health
+from gateway.core.config import FailoverSettings
+from gateway.core.errors import FailureKind, UpstreamFailure
+from gateway.upstream.failover import BreakerState, Health
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply, fake_openai_app
 from tests.test_chat_api import USER, sse_payloads
@@ -153,8 +153,8 @@ async def test_retry_after_rests_the_deployment(two_upstreams: Pair) -> None:
 
 
 def _health(**overrides: Any) -> Health:
-    from gateway.config import ModelSettings, ProviderSettings
-    from gateway.providers.base import Deployment
+    from gateway.core.answer import Deployment
+    from gateway.core.config import ModelSettings, ProviderSettings
 
     d = Deployment(ModelSettings("m", "p", "u", "cheap"), ProviderSettings("p", "openai", "x"))
     return Health(d, FailoverSettings(**overrides))

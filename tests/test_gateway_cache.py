@@ -1,5 +1,5 @@
 """The semantic cache on the chat path, end to end with the real embedder worker
-(gateway/caching.py, gateway/api/chat.py)."""
+(gateway/pipeline/caching.py, gateway/api/chat.py)."""
 
 from __future__ import annotations
 

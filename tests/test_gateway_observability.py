@@ -1,5 +1,6 @@
-"""Metrics and the dashboard after a scripted mix of real chat requests: the figures agree with
-the ledger (gateway/accounting.py, gateway/metrics.py, gateway/dashboard/)."""
+"""Metrics and the dashboard after a scripted mix of real chat requests: the figures agree with the
+ledger (gateway/pipeline/accounting.py, gateway/observability/metrics.py,
+gateway/observability/dashboard/)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """``model: "auto"`` end to end: the real embedder worker, the shipped routes, two tiers of fake
-providers, and cheap-first escalation (gateway/api/chat.py, gateway/dispatch.py)."""
+providers, and cheap-first escalation (gateway/api/chat.py, gateway/pipeline/dispatch.py)."""
 
 from __future__ import annotations
 

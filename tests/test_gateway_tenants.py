@@ -1,4 +1,5 @@
-"""Keys, limits and the ledger on the chat path (gateway/api/chat.py, gateway/accounting.py)."""
+"""Keys, limits and the ledger on the chat path (gateway/api/chat.py,
+gateway/pipeline/accounting.py)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests for gateway/http_client.py against raw HTTP servers on real sockets.
+"""Tests for gateway/upstream/http_client.py against raw HTTP servers on real sockets.
 
 Each server is a few lines of asyncio that write exact bytes, so framing (sized, chunked, read to
 the connection's end), keep-alive reuse, stale pooled connections and malformed answers are all
@@ -14,7 +14,7 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.http_client import (
+from gateway.upstream.http_client import (
     MAX_BUFFERED,
     ConnectError,
     HttpClient,

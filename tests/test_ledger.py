@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import BudgetExceeded
+from gateway.core.errors import BudgetExceeded
+from gateway.core.tenant_settings import LedgerSettings, Limits
 from gateway.tenants import ledger as ledger_module
 from gateway.tenants.context import load_admission
 from gateway.tenants.ledger import (
@@ -22,7 +23,6 @@ from gateway.tenants.ledger import (
     recent,
     spend_by_model,
 )
-from gateway.tenants.settings import LedgerSettings, Limits
 from gateway.tenants.store import Store
 from tests.tenant_fixtures import chat, open_store, principal, tenant_settings
 

@@ -1,4 +1,5 @@
-"""Tests for gateway/metrics.py, gateway/observability_settings.py and the deploy/ files.
+"""Tests for gateway/observability/metrics.py, gateway/core/observability_settings.py and the
+deploy/ files.
 
 ``/metrics`` is scraped after a scripted mix of requests (the same rows the dashboard tests
 write to the ledger) was reported through ``Metrics``' methods; the parsed exposition must agree
@@ -20,23 +21,23 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.errors import (
+from gateway.core.errors import (
     AuthenticationFailed,
     BudgetExceeded,
     GatewayError,
     InvalidRequest,
     RateLimited,
 )
-from gateway.metrics import (
+from gateway.core.observability_settings import ObservabilitySettings, parse_observability
+from gateway.core.toml_table import ConfigError, Table
+from gateway.observability.metrics import (
     FAST_BUCKETS_S,
     LATENCY_BUCKETS_S,
     METRICS_KEY,
     Metrics,
     refusal_kind,
 )
-from gateway.observability_settings import ObservabilitySettings, parse_observability
 from gateway.tenants.ledger import UsageRecord
-from gateway.toml_table import ConfigError, Table
 from tests.observability_fixtures import (
     Client,
     load_scenario,
@@ -157,7 +158,7 @@ def test_each_app_has_its_own_registry_and_the_global_one_stays_clean() -> None:
 
 
 def test_label_sets_beyond_the_cap_are_counted_as_other(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("gateway.metrics.MAX_SERIES", 3)
+    monkeypatch.setattr("gateway.observability.metrics.MAX_SERIES", 3)
     metrics = Metrics()
     for i in range(6):
         metrics.request_done(f"route-{i}", "cheap", "p/m", 200, 0.1)
@@ -325,7 +326,7 @@ class LibraryReference:
 def test_request_metrics_expose_what_the_library_metrics_would(
     monkeypatch: pytest.MonkeyPatch, tenant_labels: bool
 ) -> None:
-    monkeypatch.setattr("gateway.metrics.MAX_SERIES", 40)
+    monkeypatch.setattr("gateway.observability.metrics.MAX_SERIES", 40)
     metrics = Metrics(tenant_labels=tenant_labels)
     reference = LibraryReference(metrics, 40)
     rng = random.Random(7)

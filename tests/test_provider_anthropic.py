@@ -1,4 +1,4 @@
-"""Tests of ``gateway/providers/anthropic.py`` against the in-process fake Messages API."""
+"""Tests of ``gateway/upstream/providers/anthropic.py`` against the in-process fake Messages API."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ from typing import Any
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from gateway.config import ModelSettings, ProviderSettings
-from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
-from gateway.http_client import HttpClient
-from gateway.providers.anthropic import AnthropicProvider
-from gateway.providers.base import Deployment, Json
-from gateway.upstream import Upstream
+from gateway.core.answer import Deployment, Json
+from gateway.core.config import ModelSettings, ProviderSettings
+from gateway.core.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.upstream.calls import Upstream
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.providers.anthropic import AnthropicProvider
 from tests import fake_anthropic as fa
 from tests import provider_harness
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app

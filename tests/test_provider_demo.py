@@ -1,5 +1,5 @@
-"""Tests for gateway/providers/demo.py through a gateway: every choice streams, and the demo's
-words are true about how it came to answer."""
+"""Tests for gateway/upstream/providers/demo.py through a gateway: every choice streams, and
+the demo's words are true about how it came to answer."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Tests of ``gateway/providers/gemini.py`` against the in-process fake Gemini API."""
+"""Tests of ``gateway/upstream/providers/gemini.py`` against the in-process fake Gemini API."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ from collections.abc import AsyncIterator
 import pytest
 from pytest_aiohttp import AiohttpServer
 
-from gateway.config import ModelSettings, ProviderSettings
-from gateway.errors import FailureKind, InvalidRequest, UpstreamFailure
-from gateway.http_client import HttpClient
-from gateway.providers.base import Deployment, Json
-from gateway.providers.gemini import GeminiProvider
-from gateway.providers.gemini_schema import gemini_schema
-from gateway.upstream import Upstream
+from gateway.core.answer import Deployment, Json
+from gateway.core.config import ModelSettings, ProviderSettings
+from gateway.core.errors import FailureKind, InvalidRequest, UpstreamFailure
+from gateway.upstream.calls import Upstream
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.providers.gemini import GeminiProvider
+from gateway.upstream.providers.gemini_schema import gemini_schema
 from tests import fake_gemini as fg
 from tests import provider_harness
 from tests.fake_gemini import FakeGemini, fake_gemini_app

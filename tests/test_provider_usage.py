@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.providers.base import Usage, token_count, usage_from_openai
+from gateway.core.answer import Usage, token_count, usage_from_openai
 
 
 @pytest.mark.parametrize(("value", "expected"), [

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.errors import BudgetExceeded, RateLimited
-from gateway.providers.base import Usage
+from gateway.core.answer import Usage
+from gateway.core.errors import BudgetExceeded, RateLimited
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.auth import Principal
 from gateway.tenants.counters import CounterStore, MemoryCounterStore, Take
 from gateway.tenants.quotas import (
@@ -18,7 +19,6 @@ from gateway.tenants.quotas import (
     format_reset,
     rate_limit_headers,
 )
-from gateway.tenants.settings import Limits
 from gateway.tenants.tokens import MAX_EXACT_CHARS, TokenCounter
 from tests.tenant_fixtures import chat, principal
 

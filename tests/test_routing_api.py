@@ -18,11 +18,11 @@ from embedder_worker.model import OnnxEmbedder
 from embedder_worker.settings import EmbedderSettings
 from gateway.api.route import route_dry_run
 from gateway.app import errors_middleware
-from gateway.appkeys import CATALOG, FAILOVER, SETTINGS
-from gateway.catalog import Catalog
-from gateway.config import parse
-from gateway.failover import Failover
-from gateway.metrics import setup_metrics
+from gateway.core.appkeys import SETTINGS
+from gateway.core.config import parse
+from gateway.core.routing_settings import RoutingSettings
+from gateway.core.toml_table import ConfigError
+from gateway.observability.metrics import setup_metrics
 from gateway.routing.context import (
     ROUTER,
     SIGNALS,
@@ -32,9 +32,10 @@ from gateway.routing.context import (
     prompt_vector,
     routing_context,
 )
-from gateway.routing.settings import RoutingSettings
 from gateway.tenants import context as tenants
-from gateway.toml_table import ConfigError
+from gateway.upstream.appkeys import CATALOG, FAILOVER
+from gateway.upstream.catalog import Catalog
+from gateway.upstream.failover import Failover
 
 pytest_plugins = ["tests.routing_fixtures"]
 
@@ -181,14 +182,14 @@ async def test_utterance_vectors_are_embedded_once_across_restarts(
 async def test_decisions_are_recorded_as_signals(
     tmp_path: Path, routes_file: Path, routing_model_dir: Path, onnx_embedder: OnnxEmbedder
 ) -> None:
-    from gateway.chat import Message
+    from gateway.core.chat import Message
 
     app = build_app(tmp_path, routes_file, InProcessPool(onnx_embedder), routing_model_dir)
     context = routing_context(app)
     await anext(context)
     await app[ROUTER].loaded.wait()
     assert SIGNALS in app
-    from gateway.chat import ChatRequest
+    from gateway.core.chat import ChatRequest
 
     request = ChatRequest("auto", (Message("user", "translate cat into french"),), False, False,
                           None, None, None, 1, None, (), (), None, None, {})

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gateway.core.toml_table import ConfigError
 from gateway.routing.calibrate import (
     FitOptions,
     Scored,
@@ -18,7 +19,6 @@ from gateway.routing.calibrate import (
     read_examples,
     route_indices,
 )
-from gateway.toml_table import ConfigError
 
 
 def synthetic(n: int = 400, seed: int = 0) -> Scored:

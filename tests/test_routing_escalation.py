@@ -6,9 +6,9 @@ from typing import Any
 
 import orjson
 
-from gateway.chat import ChatRequest, parse_chat_request
-from gateway.errors import ServiceUnavailable, UpstreamFailed, UpstreamRejected
-from gateway.providers.base import Completion
+from gateway.core.answer import Completion
+from gateway.core.chat import ChatRequest, parse_chat_request
+from gateway.core.errors import ServiceUnavailable, UpstreamFailed, UpstreamRejected
 from gateway.routing.escalation import (
     EscalationKind,
     check_answer,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.chat import Message
+from gateway.core.chat import Message
 from gateway.routing.prompt import head_and_tail, routing_text
 
 

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from embedder_worker.model import OnnxEmbedder
+from gateway.core.routing_settings import TierPlan
 from gateway.routing.classifier import RouteClassifier, train_head
 from gateway.routing.policy import Evidence, Reason, RouteScore, ThresholdPolicy
 from gateway.routing.router import Router, decision_headers
 from gateway.routing.routes import Calibration, RouteSet
-from gateway.routing.settings import TierPlan
 
 pytest_plugins = ["tests.routing_fixtures"]
 

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from gateway.core.routing_settings import RoutingSettings, packaged_routes_file, tier_plan
+from gateway.core.toml_table import ConfigError
 from gateway.routing.routes import (
     Calibration,
     load_configured_routes,
@@ -15,8 +17,6 @@ from gateway.routing.routes import (
     render_routes,
     write_calibration,
 )
-from gateway.routing.settings import RoutingSettings, packaged_routes_file, tier_plan
-from gateway.toml_table import ConfigError
 
 ONE_ROUTE = """
 # a comment that must survive

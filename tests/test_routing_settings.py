@@ -1,4 +1,4 @@
-"""Tests for gateway/routing/settings.py: the [routing] table, tiers and their order."""
+"""Tests for gateway/core/routing_settings.py: the [routing] table, tiers and their order."""
 
 from __future__ import annotations
 
@@ -6,14 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from gateway.routing.settings import (
+from gateway.core.routing_settings import (
     RoutingSettings,
     next_tier,
     packaged_routes_file,
     parse_routing,
     tier_plan,
 )
-from gateway.toml_table import ConfigError, Table
+from gateway.core.toml_table import ConfigError, Table
 
 
 def parse(data: dict[str, object], base: Path = Path("/base")) -> RoutingSettings:

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.config import ModelSettings, ProviderSettings
-from gateway.errors import FailureKind, UpstreamFailure
-from gateway.failover import Attempt
-from gateway.providers.base import Deployment
+from gateway.core.answer import Attempt, Deployment
+from gateway.core.config import ModelSettings, ProviderSettings
+from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.routing.escalation import EscalationKind, EscalationReason
 from gateway.routing.policy import Decision, Reason, RouteScore
 from gateway.routing.signals import SignalStore, prompt_key

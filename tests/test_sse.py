@@ -1,4 +1,4 @@
-"""Reading providers' event streams (gateway/sse.py), over a real HTTP connection."""
+"""Reading providers' event streams (gateway/upstream/sse.py), over a real HTTP connection."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.errors import UpstreamFailure
-from gateway.http_client import HttpClient
-from gateway.sse import SseEvent, iter_sse
+from gateway.core.errors import UpstreamFailure
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.sse import SseEvent, iter_sse
 
 PIECES = [
     b": a comment line\n",

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.core.errors import AuthenticationFailed, PermissionDenied
+from gateway.core.tenant_settings import Limits
 from gateway.tenants import auth as auth_module
 from gateway.tenants.auth import Authenticator, bearer_token
 from gateway.tenants.context import watch_changes
 from gateway.tenants.keys import generate_key, hash_key
-from gateway.tenants.settings import Limits
 from gateway.tenants.store import Store
 from tests.tenant_fixtures import ADMIN_KEY, SECRET, open_store
 

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Settings
+from gateway.core.config import ConfigError, Settings
+from gateway.core.redact import MASK, RedactingFilter, redact
 from gateway.tenants.cli import add_commands
 from gateway.tenants.context import open_store as open_tenants_store
 from gateway.tenants.keys import (
@@ -24,7 +25,6 @@ from gateway.tenants.keys import (
     key_prefix,
     load_or_create_secret,
 )
-from gateway.tenants.redact import MASK, RedactingFilter, redact
 from gateway.tenants.store import Store
 from tests.tenant_fixtures import SECRET, gateway_settings, open_store
 

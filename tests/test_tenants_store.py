@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Table
-from gateway.errors import InvalidRequest, NotFound
-from gateway.tenants.settings import Limits, parse_tenants
+from gateway.core.config import ConfigError, Table
+from gateway.core.errors import InvalidRequest, NotFound
+from gateway.core.tenant_settings import Limits, parse_tenants
 from gateway.tenants.store import (
     SCHEMA_VERSION,
     Store,

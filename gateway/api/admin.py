@@ -2,7 +2,7 @@
 
 Every route is wrapped by ``admin_only`` when it is registered, so none can be added without the
 check: the admin key passes, a tenant key gets 403, anything else the usual 401. Handlers raise
-errors from ``gateway.errors`` and never build error bodies. Changes reload the in-memory keys
+errors from ``gateway.core.errors`` and never build error bodies. Changes reload the in-memory keys
 before answering, so a revoked key is refused from the next request on.
 
     GET    /admin/tenants                   POST /admin/tenants {"name", "limits"?}
@@ -25,11 +25,11 @@ import orjson
 from aiohttp import web
 
 from gateway.api.body import read_body
-from gateway.chat import field_error, json_object
-from gateway.errors import InvalidRequest
+from gateway.core.chat import field_error, json_object
+from gateway.core.errors import InvalidRequest
+from gateway.core.tenant_settings import Limits
 from gateway.tenants import ledger
 from gateway.tenants.context import AUTH_KEY, CONFIG_KEY, LEDGER_KEY, STORE_KEY
-from gateway.tenants.settings import Limits
 from gateway.tenants.store import apply_limit_changes, check_limit_changes
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.appkeys import SETTINGS
-from gateway.errors import BodyTooLarge
+from gateway.core.appkeys import SETTINGS
+from gateway.core.errors import BodyTooLarge
 
 
 async def read_body(request: web.Request) -> bytes:

@@ -17,8 +17,8 @@ from aiohttp import web
 
 from gateway.api.admin import admin_only
 from gateway.cache.context import CACHE
-from gateway.errors import InvalidRequest, NotFound
-from gateway.sqlite import MAX_INT
+from gateway.core.errors import InvalidRequest, NotFound
+from gateway.core.sqlite import MAX_INT
 
 log = logging.getLogger(__name__)
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.requestctx import PRINCIPAL
 from gateway.tenants.auth import Principal
-from gateway.tenants.context import AUTH_KEY
+from gateway.tenants.context import AUTH_KEY, PRINCIPAL
 
 
 def caller(request: web.Request) -> Principal:

@@ -14,27 +14,27 @@ from dataclasses import replace
 import orjson
 from aiohttp import web
 
-from gateway import dispatch
-from gateway.accounting import account
 from gateway.api.body import read_body
 from gateway.api.caller import caller
-from gateway.appkeys import CATALOG
 from gateway.cache.replay import assemble_chunks, replay_body, replay_chunks
 from gateway.cache.semantic_cache import Hit
-from gateway.caching import CacheStage
-from gateway.chat import ChatRequest, parse_chat_request
-from gateway.dispatch import Target, tiers_after
-from gateway.errors import GatewayError, UpstreamFailed
-from gateway.observability_settings import OBSERVABILITY_KEY
-from gateway.providers.base import Deployment, Json, Usage
-from gateway.request_record import RequestRecord
-from gateway.requestctx import ACCOUNTED, REQUEST_ID
+from gateway.core.answer import Deployment, Json, Usage
+from gateway.core.chat import ChatRequest, parse_chat_request
+from gateway.core.errors import GatewayError, UpstreamFailed
+from gateway.core.observability_settings import OBSERVABILITY_KEY
+from gateway.core.requestctx import ACCOUNTED, REQUEST_ID
+from gateway.pipeline import dispatch
+from gateway.pipeline.accounting import account
+from gateway.pipeline.caching import CacheStage
+from gateway.pipeline.dispatch import Target, tiers_after
+from gateway.pipeline.request_record import RequestRecord
+from gateway.pipeline.streaming import relay, replay
 from gateway.routing.classifier import FloatArray
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
 from gateway.routing.router import decision_headers
-from gateway.streaming import relay, replay
 from gateway.tenants.context import ADMISSION_KEY
 from gateway.tenants.quotas import Reservation, rate_limit_headers
+from gateway.upstream.appkeys import CATALOG
 
 SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
 

@@ -5,7 +5,7 @@ Accepts ``input`` as one string or a list of strings (token-id arrays are refuse
 float32, as OpenAI sends it) and ``dimensions`` (accepted only when it equals the model's). Texts
 longer than the model's ``max_length`` tokens are truncated, as sentence-transformers does, and
 ``usage.prompt_tokens`` counts the tokens the model actually read. Reads the embedder pool from
-the app; errors are raised from ``gateway.errors``, never rendered here. Each call that passed
+the app; errors are raised from ``gateway.core.errors``, never rendered here. Each call that passed
 its checks gets a ledger row and an access line (``account_embeddings``); one refused before
 that is recorded by the error middleware as a refusal.
 """
@@ -28,13 +28,13 @@ from embedder_worker.client import (
     Embeddings,
 )
 from embedder_worker.supervisor import EMBEDDER_POOL
-from gateway.accounting import account_embeddings
 from gateway.api.body import read_body
 from gateway.api.caller import caller
-from gateway.chat import field_error, json_object
-from gateway.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
-from gateway.requestctx import ACCOUNTED, REQUEST_ID
-from gateway.timing import Timing
+from gateway.core.chat import field_error, json_object
+from gateway.core.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
+from gateway.core.requestctx import ACCOUNTED, REQUEST_ID
+from gateway.core.timing import Timing
+from gateway.pipeline.accounting import account_embeddings
 
 MAX_INPUTS = 2048  # OpenAI's own limit on the number of inputs in one request
 MAX_INPUT_CHARS = 100_000  # far beyond max_length tokens; keeps frames small

@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL
-from gateway.appkeys import LIFECYCLE
-from gateway.lifecycle import State
+from gateway.core.appkeys import LIFECYCLE
+from gateway.core.lifecycle import State
 from gateway.routing.context import ROUTER
 
 

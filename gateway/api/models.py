@@ -5,8 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.api.caller import caller
-from gateway.appkeys import CATALOG
-from gateway.catalog import AUTO
+from gateway.upstream.appkeys import CATALOG
+from gateway.upstream.catalog import AUTO
 
 
 async def list_models(request: web.Request) -> web.Response:

@@ -17,12 +17,12 @@ from aiohttp import web
 
 from gateway.api.body import read_body
 from gateway.api.caller import caller
-from gateway.appkeys import CATALOG, FAILOVER
-from gateway.chat import ChatRequest, chat_request, json_object
-from gateway.dispatch import tiers_after
+from gateway.core.chat import ChatRequest, chat_request, json_object
+from gateway.pipeline.dispatch import tiers_after
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, prompt_vector
 from gateway.routing.policy import Decision
 from gateway.routing.router import decision_headers
+from gateway.upstream.appkeys import CATALOG, FAILOVER
 
 
 def _chat(raw: bytes) -> ChatRequest:

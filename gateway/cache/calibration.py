@@ -31,7 +31,7 @@ import numpy as np
 
 from gateway.cache.evaluate import Outcome, Point, point
 from gateway.cache.guards import MARGINS, margin
-from gateway.cache.settings import CALIBRATION_VERSION
+from gateway.core.cache_settings import CALIBRATION_VERSION
 
 # Margins tried per kind of soft difference, and the hit rates whose precision is averaged.
 MARGIN_GRID: Mapping[str, tuple[float, ...]] = {

@@ -51,11 +51,11 @@ from gateway.cache.evaluate import (
 )
 from gateway.cache.index import FloatArray, VectorSpace
 from gateway.cache.rule import serving_rule
-from gateway.cache.settings import CacheSettings, parse_cache
 from gateway.cache.training import DEFAULT_L2, TrainOptions, train_verifier
 from gateway.cache.verifier import save
-from gateway.config import Settings
-from gateway.toml_table import ConfigError, Table
+from gateway.core.cache_settings import CacheSettings, parse_cache
+from gateway.core.config import Settings
+from gateway.core.toml_table import ConfigError, Table
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 Common = Callable[[argparse.ArgumentParser], None]

@@ -17,11 +17,11 @@ from aiohttp import web
 
 from embedder_worker.model import ModelConfig
 from embedder_worker.settings import EmbedderSettings
-from gateway.appkeys import SETTINGS
 from gateway.cache.index import VectorSpace
 from gateway.cache.semantic_cache import SemanticCache
-from gateway.cache.settings import CacheSettings, parse_cache
-from gateway.toml_table import Table
+from gateway.core.appkeys import SETTINGS
+from gateway.core.cache_settings import CacheSettings, parse_cache
+from gateway.core.toml_table import Table
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gateway.cache.semantic_cache import Hit
-from gateway.cache.settings import Policy
+from gateway.core.cache_settings import Policy
 
 HEADER = "x-gateway-cache"
 KIND_HEADER = "x-gateway-cache-kind"

@@ -29,7 +29,7 @@ from gateway.cache.fingerprint import normalize_text
 from gateway.cache.guards import compare
 from gateway.cache.index import FloatArray, VectorSpace
 from gateway.cache.semantic_cache import SemanticCache
-from gateway.cache.settings import CacheSettings
+from gateway.core.cache_settings import CacheSettings
 
 Embed = Callable[[Sequence[str]], FloatArray]
 FLOOR = 0.5

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from gateway.chat import ChatRequest, Message
+from gateway.core.chat import ChatRequest, Message
 
 # Body fields that never change the answer's content: transport, accounting, routing hints.
 _TRANSPORT_FIELDS = frozenset({

@@ -55,15 +55,8 @@ from dataclasses import dataclass
 from types import MappingProxyType
 
 from gateway.cache.lexicon import ANTONYMS, COORDINATORS, DIRECTIONAL
-from gateway.cache.text_features import (
-    LIGHT_STEMS,
-    NOT_CONTENT,
-    Profile,
-    Token,
-    profile,
-    stem,
-    unit_of,
-)
+from gateway.cache.text_features import LIGHT_STEMS, NOT_CONTENT, Profile, profile, stem, unit_of
+from gateway.cache.tokens import Token
 
 
 @dataclass(frozen=True, slots=True)

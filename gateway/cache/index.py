@@ -34,7 +34,7 @@ import hnswlib
 import numpy as np
 import numpy.typing as npt
 
-from gateway.cache.settings import IndexParams
+from gateway.core.cache_settings import IndexParams
 
 log = logging.getLogger(__name__)
 

@@ -36,7 +36,7 @@ from gateway.cache.lexicon import (
 )
 
 if TYPE_CHECKING:  # annotations only: text_features imports this module to build a Profile
-    from gateway.cache.text_features import Token
+    from gateway.cache.tokens import Token
 
 
 _WAYS = MANNER_NOUNS | {"anyway", "anyways"}

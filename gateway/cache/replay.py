@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.providers.base import chunk, completion_id, now_s
+from gateway.core.answer import chunk, completion_id, now_s
 
 Json = dict[str, Any]
 CACHEABLE_FINISH = frozenset({"stop", "tool_calls", "function_call"})

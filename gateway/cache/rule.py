@@ -23,9 +23,9 @@ from dataclasses import dataclass, replace
 
 from gateway.cache.guards import Verdict, compare
 from gateway.cache.index import VectorSpace
-from gateway.cache.settings import CacheSettings
 from gateway.cache.text_features import Profile, profile
 from gateway.cache.verifier import Verifier, features, load, model_name
+from gateway.core.cache_settings import CacheSettings
 
 log = logging.getLogger(__name__)
 

@@ -38,9 +38,9 @@ from gateway.cache.fingerprint import exact_key, loose_key
 from gateway.cache.index import FloatArray, IndexSet, Neighbour, VectorSpace
 from gateway.cache.replay import uncacheable
 from gateway.cache.rule import Rule, serving_rule
-from gateway.cache.settings import CacheSettings, Policy
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
 from gateway.cache.text_features import Profile, profile
+from gateway.core.cache_settings import CacheSettings, Policy
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from gateway.cache.answers import AnswerReader
 from gateway.cache.index import FloatArray, VectorSpace
-from gateway.sqlite import open_wal
+from gateway.core.sqlite import open_wal
 
 log = logging.getLogger(__name__)
 

@@ -43,6 +43,7 @@ from gateway.cache.lexicon import (
     WH,
 )
 from gateway.cache.questions import asks_answerer, question_kinds, question_mood
+from gateway.cache.tokens import Token
 
 _WORD = re.compile(r"[^\W_]+(?:[.,]\d+)*|[$€£¥₹%°]")
 # Operators and the marks of names like C++ and C#: "+" and "#" change what is asked.
@@ -79,19 +80,6 @@ _SPELLINGS = (
 _VOWEL = re.compile(r"[aeiouy]")
 # Words that carry no content (the guards also skip them when they compare word order).
 NOT_CONTENT = STOPWORDS | LIGHT_WORDS | LIGHT_VERBS
-
-
-@dataclass(frozen=True, slots=True)
-class Token:
-    """One word as written (``raw``), lowercased (``lower``) and as a lemma-like ``stem``."""
-
-    raw: str
-    lower: str
-    stem: str
-    entity: bool
-    number: str | None  # canonical value when the word is a number ("two" -> "2", "3rd" -> "#3")
-    sentence: int
-    alternatives: int = 0  # words offered as alternatives ("stay/visit") share a number > 0
 
 
 @dataclass(frozen=True, slots=True)

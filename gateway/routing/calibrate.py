@@ -27,11 +27,11 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.core.toml_table import ConfigError
 from gateway.routing.classifier import Array, FloatArray, IntArray, RouteClassifier
 from gateway.routing.policy import Reason
 from gateway.routing.router import Router
 from gateway.routing.routes import Calibration
-from gateway.toml_table import ConfigError
 
 log = logging.getLogger(__name__)
 

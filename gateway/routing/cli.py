@@ -27,7 +27,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from embedder_worker.settings import EmbedderSettings
-from gateway.config import Settings
+from gateway.core.config import Settings
+from gateway.core.routing_settings import RoutingSettings, packaged_routes_file, tier_plan
+from gateway.core.toml_table import ConfigError
 from gateway.routing.calibrate import (
     FitOptions,
     evaluate,
@@ -49,9 +51,7 @@ from gateway.routing.routes import (
     write_calibration,
     write_text_atomically,
 )
-from gateway.routing.settings import RoutingSettings, packaged_routes_file, tier_plan
 from gateway.routing.vectors import InProcessEmbedder, VectorCache, embed_cached
-from gateway.toml_table import ConfigError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 Common = Callable[[argparse.ArgumentParser], None]
@@ -310,7 +310,7 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gateway.routing.cli routes ...``: the commands without the main CLI."""
-    from gateway.config import load
+    from gateway.core.config import load
 
     parser = argparse.ArgumentParser(prog="gateway")
     add_commands(parser.add_subparsers(dest="command", required=True), _config_option)

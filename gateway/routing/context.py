@@ -28,15 +28,15 @@ from aiohttp import web
 
 from embedder_worker.client import EmbedderError, EmbedderPool
 from embedder_worker.settings import EmbedderSettings
-from gateway.chat import ChatRequest
-from gateway.lifecycle import stop_task
-from gateway.metrics import METRICS_KEY
+from gateway.core.chat import ChatRequest
+from gateway.core.lifecycle import stop_task
+from gateway.core.routing_settings import RoutingSettings, TierPlan, tier_plan
+from gateway.observability.metrics import METRICS_KEY
 from gateway.routing.classifier import FloatArray
 from gateway.routing.policy import Decision
 from gateway.routing.prompt import routing_text
 from gateway.routing.router import Router, build_router, embed_routes
 from gateway.routing.routes import RouteSet, load_configured_routes
-from gateway.routing.settings import RoutingSettings, TierPlan, tier_plan
 from gateway.routing.signals import SignalStore
 from gateway.routing.vectors import InProcessEmbedder, VectorCache
 

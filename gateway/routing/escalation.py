@@ -25,11 +25,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.chat import ChatRequest
-from gateway.errors import ServiceUnavailable, UpstreamFailed
-from gateway.providers.base import Completion
+from gateway.core.answer import Completion
+from gateway.core.chat import ChatRequest
+from gateway.core.errors import ServiceUnavailable, UpstreamFailed
+from gateway.core.routing_settings import next_tier
 from gateway.routing.jsonschema_lite import validate
-from gateway.routing.settings import next_tier
 
 __all__ = [
     "EscalationKind",

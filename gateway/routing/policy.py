@@ -22,8 +22,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
+from gateway.core.routing_settings import TierPlan
 from gateway.routing.routes import CACHE_MODES, Calibration, RouteSet
-from gateway.routing.settings import TierPlan
 
 
 class Reason(enum.StrEnum):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from gateway.chat import Message
+from gateway.core.chat import Message
 
 FOLLOW_UP_WORDS = 12
 MAX_TOKENS = 160

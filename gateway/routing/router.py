@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.core.routing_settings import TierPlan
 from gateway.routing.classifier import (
     SHORTLIST,
     FloatArray,
@@ -38,7 +39,6 @@ from gateway.routing.policy import (
     fallback,
 )
 from gateway.routing.routes import Calibration, RouteSet
-from gateway.routing.settings import TierPlan
 from gateway.routing.vectors import Embed, VectorCache, embed_cached
 
 log = logging.getLogger(__name__)

@@ -34,8 +34,8 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from gateway.routing.settings import RoutingSettings, TierPlan, packaged_routes_file
-from gateway.toml_table import ConfigError, Table
+from gateway.core.routing_settings import RoutingSettings, TierPlan, packaged_routes_file
+from gateway.core.toml_table import ConfigError, Table
 
 log = logging.getLogger(__name__)
 

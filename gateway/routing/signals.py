@@ -28,11 +28,11 @@ from typing import Any
 import aiosqlite
 import numpy as np
 
-from gateway.failover import Attempt
+from gateway.core.answer import Attempt
+from gateway.core.sqlite import open_wal
 from gateway.routing.classifier import FloatArray
 from gateway.routing.escalation import EscalationReason
 from gateway.routing.policy import Decision
-from gateway.sqlite import open_wal
 
 log = logging.getLogger(__name__)
 

@@ -13,9 +13,9 @@ import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.errors import AuthenticationFailed, PermissionDenied
+from gateway.core.errors import AuthenticationFailed, PermissionDenied
+from gateway.core.tenant_settings import Limits
 from gateway.tenants.keys import hash_key
-from gateway.tenants.settings import Limits
 from gateway.tenants.store import ApiKey, Store, Tenant
 
 log = logging.getLogger(__name__)

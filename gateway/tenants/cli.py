@@ -19,13 +19,13 @@ from typing import Any
 
 import orjson
 
-from gateway.config import Settings
-from gateway.errors import GatewayError
+from gateway.core.config import Settings
+from gateway.core.errors import GatewayError
+from gateway.core.tenant_settings import LIMIT_FIELDS, Limits
+from gateway.core.toml_table import ConfigError
 from gateway.tenants.context import open_store, secret_matches
 from gateway.tenants.keys import SECRET_FILE
-from gateway.tenants.settings import LIMIT_FIELDS, Limits
 from gateway.tenants.store import Store, apply_limit_changes, check_limit_changes
-from gateway.toml_table import ConfigError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 _LIMIT_FLAGS = {

@@ -26,14 +26,14 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.config import Settings
-from gateway.lifecycle import stop_task
+from gateway.core.config import Settings
+from gateway.core.lifecycle import stop_task
+from gateway.core.tenant_settings import Limits, TenantSettings
 from gateway.tenants.auth import Authenticator, Principal
 from gateway.tenants.counters import MemoryCounterStore
 from gateway.tenants.keys import generate_admin_key, hash_key, load_or_create_secret, secret_check
 from gateway.tenants.ledger import Ledger, month_spend
 from gateway.tenants.quotas import Admission
-from gateway.tenants.settings import Limits, TenantSettings
 from gateway.tenants.store import Store
 from gateway.tenants.tokens import TokenCounter
 
@@ -59,6 +59,9 @@ STORE_KEY = web.AppKey("tenants_store", Store)
 AUTH_KEY = web.AppKey("tenants_auth", Authenticator)
 ADMISSION_KEY = web.AppKey("tenants_admission", Admission)
 LEDGER_KEY = web.AppKey("tenants_ledger", Ledger)
+PRINCIPAL = web.RequestKey("principal", Principal)
+"""On a request: who is calling, once the API key was checked (a refusal then names the
+tenant)."""
 RELOAD_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("tenants_reload_task", asyncio.Task)
 
 

@@ -16,7 +16,7 @@ import re
 import secrets
 from pathlib import Path
 
-from gateway.toml_table import ConfigError
+from gateway.core.toml_table import ConfigError
 
 log = logging.getLogger(__name__)
 

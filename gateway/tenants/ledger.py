@@ -22,9 +22,9 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.sqlite import MAX_INT
+from gateway.core.sqlite import MAX_INT
+from gateway.core.tenant_settings import LedgerSettings
 from gateway.tenants.rollups import CHAT_API, FOLD_REFUSALS, FOLD_USAGE
-from gateway.tenants.settings import LedgerSettings
 from gateway.tenants.store import Store
 
 log = logging.getLogger(__name__)

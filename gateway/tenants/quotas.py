@@ -23,9 +23,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from gateway.chat import ChatRequest
-from gateway.errors import BudgetExceeded, RateLimited
-from gateway.providers.base import Usage
+from gateway.core.answer import Usage
+from gateway.core.chat import ChatRequest
+from gateway.core.errors import BudgetExceeded, RateLimited
 from gateway.tenants.auth import Principal
 from gateway.tenants.counters import BucketState, CounterStore, Take, TakeResult
 from gateway.tenants.tokens import TokenCounter

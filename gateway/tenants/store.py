@@ -22,12 +22,12 @@ from typing import Any
 
 import aiosqlite
 
-from gateway.chat import field_error
-from gateway.errors import InvalidRequest, NotFound
-from gateway.sqlite import MAX_INT, open_wal
+from gateway.core.chat import field_error
+from gateway.core.errors import InvalidRequest, NotFound
+from gateway.core.sqlite import MAX_INT, open_wal
+from gateway.core.tenant_settings import INT_LIMITS, LIMIT_FIELDS, Limits
 from gateway.tenants import rollups
 from gateway.tenants.keys import generate_key, generate_key_id, hash_key, key_prefix
-from gateway.tenants.settings import INT_LIMITS, LIMIT_FIELDS, Limits
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import orjson
 from tokenizers import Tokenizer
 
-from gateway.chat import ChatRequest
+from gateway.core.chat import ChatRequest
 
 log = logging.getLogger(__name__)
 

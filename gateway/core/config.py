@@ -1,0 +1,334 @@
+"""Settings: one TOML file plus the environment, validated once into frozen values.
+
+This is the only module that reads the environment. A bad value fails at start-up with a
+``ConfigError`` that names the key (``providers[1].base_url: expected a string``).
+Secrets never live in the file: a provider names the variable that holds its key.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS, EmbedderSettings
+from gateway.core.cache_settings import CacheSettings, parse_cache
+from gateway.core.observability_settings import ObservabilitySettings, parse_observability
+from gateway.core.routing_settings import RoutingSettings, packaged_routes_file, parse_routing
+from gateway.core.tenant_settings import TenantSettings, parse_tenants
+from gateway.core.toml_table import ConfigError, Table
+
+log = logging.getLogger(__name__)
+
+PROVIDER_KINDS = ("openai", "gemini", "anthropic", "demo")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """Per-phase upstream timeouts; streams have no total timeout."""
+
+    connect_timeout_s: float = 5.0
+    first_byte_timeout_s: float = 60.0
+    chunk_timeout_s: float = 60.0
+
+    @classmethod
+    def from_table(cls, t: Table, base: Timeouts | None = None) -> Timeouts:
+        base = base or cls()
+        return cls(
+            connect_timeout_s=t.positive("connect_timeout_s", base.connect_timeout_s),
+            first_byte_timeout_s=t.positive("first_byte_timeout_s", base.first_byte_timeout_s),
+            chunk_timeout_s=t.positive("chunk_timeout_s", base.chunk_timeout_s),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderSettings:
+    name: str
+    kind: str
+    base_url: str
+    api_key: str | None = field(default=None, repr=False)
+    timeouts: Timeouts = Timeouts()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    word_delay_ms: float = 0.0  # demo only: pacing of its word-by-word stream
+    fallback: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ModelSettings:
+    """One deployment: a public model name served by one provider's upstream model."""
+
+    name: str
+    provider: str
+    upstream_model: str
+    tier: str
+    input_price_per_mtok: float = 0.0
+    output_price_per_mtok: float = 0.0
+    cached_input_price_per_mtok: float = 0.0
+    deployment_id: str = field(init=False, repr=False, compare=False)
+    """``provider/upstream_model``: computed once, read on every request."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "deployment_id", f"{self.provider}/{self.upstream_model}")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    max_body_bytes: int = 4 * 1024 * 1024
+    shutdown_grace_s: float = 10.0
+    data_dir: Path = Path("data")
+
+
+@dataclass(frozen=True, slots=True)
+class FailoverSettings:
+    failure_threshold: int = 3
+    cooldown_s: float = 30.0
+    max_cooldown_s: float = 300.0
+    max_attempts: int = 4
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    server: ServerSettings
+    upstream: Timeouts
+    failover: FailoverSettings
+    providers: tuple[ProviderSettings, ...]
+    models: tuple[ModelSettings, ...]
+    embedder: EmbedderSettings | None
+    tenants: TenantSettings = field(default_factory=TenantSettings)
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    routing: RoutingSettings = field(
+        default_factory=lambda: RoutingSettings(routes_file=packaged_routes_file())
+    )
+    source: str = "<memory>"
+    provider_notes: tuple[str, ...] = ()
+    """Which providers are enabled, skipped or off, and why: logged when the gateway starts."""
+
+    def provider(self, name: str) -> ProviderSettings:
+        for p in self.providers:
+            if p.name == name:
+                return p
+        raise KeyError(name)
+
+
+Env = Mapping[str, str]
+
+
+def _server(t: Table, base_dir: Path) -> ServerSettings:
+    port = t.get("port", int, 8080)
+    if not 0 <= port <= 65535:
+        raise t.fail("port", "a port number from 0 to 65535")
+    data_dir = Path(t.get("data_dir", str, "data"))
+    return ServerSettings(
+        host=t.get("host", str, "127.0.0.1"),
+        port=port,
+        max_body_bytes=t.count("max_body_bytes", 4 * 1024 * 1024),
+        shutdown_grace_s=t.non_negative("shutdown_grace_s", 10.0),
+        data_dir=base_dir / data_dir,  # an absolute path stays itself
+    )
+
+
+def _failover(t: Table) -> FailoverSettings:
+    return FailoverSettings(
+        failure_threshold=t.count("failure_threshold", 3),
+        cooldown_s=t.positive("cooldown_s", 30.0),
+        max_cooldown_s=t.positive("max_cooldown_s", 300.0),
+        max_attempts=t.count("max_attempts", 4),
+    )
+
+
+def _provider(
+    t: Table, defaults: Timeouts, env: Env, keys_needed: bool = True
+) -> ProviderSettings | None:
+    """A provider, or None when its key is absent from the environment and it is optional (or
+    no key is needed: an admin command)."""
+    name = t.required("name", str)
+    kind = t.choice("kind", PROVIDER_KINDS, "openai")
+    key_env = t.get("api_key_env", str, "")
+    if "api_key" in t.data:
+        raise ConfigError(f"{t.key('api_key')}: secrets do not go in the file; use api_key_env")
+    api_key = env.get(key_env) if key_env else None
+    required = t.get("required", bool, True)
+    base_url = t.get("base_url", str, "")
+    headers = t.get("headers", dict, {})
+    provider = ProviderSettings(
+        name=name,
+        kind=kind,
+        base_url=base_url.rstrip("/"),
+        api_key=api_key or None,
+        timeouts=Timeouts.from_table(t.table("timeouts"), defaults),
+        headers={str(k): str(v) for k, v in headers.items()},
+        word_delay_ms=t.non_negative("word_delay_ms", 0.0),
+        fallback=t.get("fallback", bool, False),
+    )
+    t.reject_unknown()
+    if kind != "demo" and not base_url:
+        raise ConfigError(f"{t.key('base_url')}: required for a {kind} provider")
+    if key_env and not api_key:
+        if required and keys_needed:
+            raise ConfigError(f"{t.key('api_key_env')}: environment variable {key_env} is not set")
+        log.debug("provider %s skipped: %s is not set", name, key_env)
+        return None
+    return provider
+
+
+def _providers(
+    root: Table, defaults: Timeouts, env: Env, keys_needed: bool = True
+) -> tuple[tuple[ProviderSettings, ...], tuple[str, ...]]:
+    """The enabled providers, and what an operator should be told about the choice."""
+    tables = root.tables("providers")
+    read = [p for t in tables if (p := _provider(t, defaults, env, keys_needed))]
+    # Fallback providers (the demo) serve only when no other provider is enabled.
+    chosen = [p for p in read if not p.fallback] or read
+    names = [p.name for p in chosen]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"providers: name {name!r} is used twice")
+    skipped = [f"{t.data.get('name')} ({t.data.get('api_key_env')} is not set)" for t in tables
+               if t.data.get("name") not in {p.name for p in read}]
+    notes = [f"providers enabled: {', '.join(names) or 'none'}"]
+    if skipped:
+        notes.append(f"providers skipped: {', '.join(skipped)}")
+    dropped = [p.name for p in read if p.fallback and p not in chosen]
+    if dropped:
+        notes.append(f"fallback provider {', '.join(dropped)} is off: it serves only while no "
+                     "other provider is enabled")
+    elif any(p.fallback for p in chosen):
+        notes.append(f"no provider key is set: fallback provider {', '.join(names)} answers "
+                     "(its replies say so); setting a key turns it off")
+    return tuple(chosen), tuple(notes)
+
+
+def _model(t: Table, providers: Mapping[str, ProviderSettings]) -> ModelSettings | None:
+    provider = t.required("provider", str)
+    model = ModelSettings(
+        name=t.required("name", str),
+        provider=provider,
+        upstream_model=t.get("upstream_model", str, t.data.get("name", "")),
+        tier=t.get("tier", str, "default"),
+        input_price_per_mtok=t.non_negative("input_price_per_mtok", 0.0),
+        output_price_per_mtok=t.non_negative("output_price_per_mtok", 0.0),
+        cached_input_price_per_mtok=t.non_negative("cached_input_price_per_mtok", 0.0),
+    )
+    t.reject_unknown()
+    if not model.name or model.name == "auto":
+        raise t.fail("name", "a model name other than 'auto'")
+    return model if provider in providers else None
+
+
+def _models(root: Table, providers: tuple[ProviderSettings, ...]) -> tuple[ModelSettings, ...]:
+    by_name = {p.name: p for p in providers}
+    declared = {t.data.get("name") for t in root.tables("providers")}
+    models = []
+    for t in root.tables("models"):
+        name = t.data.get("provider")
+        if name not in declared:
+            raise ConfigError(f"{t.key('provider')}: no provider named {name!r}")
+        if (model := _model(t, by_name)) is not None:
+            models.append(model)
+    ids = [m.deployment_id for m in models]
+    for i, dep in enumerate(ids):
+        if ids.index(dep) != i:
+            raise ConfigError(f"models[{i}]: deployment {dep!r} is declared twice")
+    return tuple(models)
+
+
+def _embedder(t: Table, base_dir: Path) -> EmbedderSettings | None:
+    if not t.get("enabled", bool, True):
+        t.data = {}
+        return None
+    model_dir = Path(t.get("model_dir", str, "models/all-MiniLM-L6-v2"))
+    sockets = tuple(Path(s) for s in t.strings("sockets"))
+    settings = EmbedderSettings(
+        model_dir=base_dir / model_dir,
+        workers=t.count("workers", 1),
+        threads=t.count("threads", DEFAULT_THREADS),
+        lanes=t.count("lanes", DEFAULT_LANES),
+        sockets=sockets,
+        call_timeout_ms=t.positive("call_timeout_ms", 2000.0),
+        max_batch=t.count("max_batch", 32),
+        max_wait_ms=t.non_negative("max_wait_ms", 2.0),
+        lru_size=t.count("lru_size", 1024, minimum=0),
+        pooling=t.optional("pooling", str),
+        normalize=t.optional("normalize", bool),
+        max_length=t.optional("max_length", int),
+        query_prefix=t.get("query_prefix", str, ""),
+        quantize=t.get("quantize", bool, False),
+    )
+    if settings.pooling not in (None, "mean", "cls"):
+        raise t.fail("pooling", "'mean' or 'cls'")
+    t.reject_unknown()
+    return settings
+
+
+def parse(
+    data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str,
+    providers_needed: bool = True,
+) -> Settings:
+    """Validate a whole configuration. ``providers_needed=False`` (admin commands, which touch
+    only the store) skips providers whose key is missing instead of failing on them."""
+    root = Table(data)
+    upstream = Timeouts.from_table(root.table("upstream"))
+    providers, provider_notes = _providers(root, upstream, env, providers_needed)
+    if not providers and providers_needed:
+        raise ConfigError("providers: no provider is enabled")
+    models = _models(root, providers)
+    if not models and providers_needed:
+        raise ConfigError("models: no model is served by an enabled provider")
+    server_t, failover_t = root.table("server"), root.table("failover")
+    server = _server(server_t, base_dir)
+    settings = Settings(
+        server=server,
+        upstream=upstream,
+        failover=_failover(failover_t),
+        providers=providers,
+        models=models,
+        embedder=_embedder(root.table("embedder"), base_dir),
+        tenants=parse_tenants(root.table("tenants"), env, base_dir),
+        routing=parse_routing(root.table("routing"), base_dir),
+        observability=parse_observability(root.table("observability"), base_dir, env),
+        cache=parse_cache(root.table("cache"), server.data_dir),
+        source=source,
+        provider_notes=provider_notes,
+    )
+    server_t.reject_unknown()
+    failover_t.reject_unknown()
+    root.get("upstream", dict, {})
+    for name in ("embedder", "tenants", "routing", "observability", "cache"):
+        root.get(name, dict, {})
+    root.reject_unknown()
+    return settings
+
+
+def load(
+    path: Path | None = None, *, env: Env | None = None, providers_needed: bool = True
+) -> Settings:
+    """Read and validate a configuration file; None means the embedded default."""
+    env = os.environ if env is None else env
+    if path is None:
+        text = resources.files("gateway.core").joinpath("default.toml").read_text("utf-8")
+        source, base_dir = "<embedded default>", Path.cwd()
+    else:
+        try:
+            text = path.read_text("utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+        source, base_dir = str(path), path.resolve().parent
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML ({exc})") from exc
+    return parse(data, env=env, base_dir=base_dir, source=source,
+                 providers_needed=providers_needed)
+
+
+def env_value(name: str, env: Env | None = None) -> str | None:
+    """A value from the environment, for the CLI's secrets (admin key, key-hashing secret)."""
+    return (os.environ if env is None else env).get(name) or None

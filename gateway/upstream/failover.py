@@ -1,0 +1,290 @@
+"""Deployment health, circuit breakers, and the order in which candidates are tried.
+
+Each deployment has a breaker: ``closed`` (serving), ``open`` (resting for a cooldown after
+repeated failures or a 429's ``Retry-After``) and ``half_open`` (one probe request allowed;
+success closes it, failure opens it again for twice as long, up to ``max_cooldown_s``).
+
+``Failover.complete`` and ``Failover.open_stream`` try the candidates in order and move on after
+any failure that happens before the first byte reaches the client: a connect error, a timeout,
+a 5xx, a 429, an error inside a 200, or a stream that ends before its first content. A failure
+that the request itself caused (a provider's 400) goes back to the client at once. A provider
+that cannot express the request (``UNSUPPORTED``: say ``n=2`` to Anthropic) is skipped without
+counting against its health or ``max_attempts``; if none can, the client gets a 400.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from gateway.core.answer import Attempt, Completion, Deployment, Json
+from gateway.core.chat import ChatRequest
+from gateway.core.config import FailoverSettings
+from gateway.core.errors import (
+    FailureKind,
+    GatewayError,
+    InvalidRequest,
+    ServiceUnavailable,
+    UpstreamFailed,
+    UpstreamFailure,
+    UpstreamRejected,
+)
+from gateway.upstream.providers.base import Provider
+
+log = logging.getLogger(__name__)
+
+
+class BreakerState(enum.Enum):
+    CLOSED = "closed"
+    OPEN = "open"
+    HALF_OPEN = "half_open"
+
+
+@dataclass(slots=True)
+class Health:
+    """One deployment's breaker and the figures the dashboard shows."""
+
+    deployment: Deployment
+    settings: FailoverSettings
+    state: BreakerState = BreakerState.CLOSED
+    consecutive_failures: int = 0
+    open_until: float = 0.0
+    cooldown_s: float = 0.0
+    probe_in_flight: bool = False
+    successes: int = 0
+    failures: int = 0
+    latency_ms_ewma: float | None = None
+    ttft_ms_ewma: float | None = None
+    recent_errors: deque[tuple[float, str]] = field(default_factory=lambda: deque(maxlen=20))
+
+    def available(self, now: float) -> bool:
+        """Whether a request may go to this deployment now (claims the probe if half-open)."""
+        if self.state is BreakerState.OPEN:
+            if now < self.open_until:
+                return False
+            self.state = BreakerState.HALF_OPEN
+            self.probe_in_flight = False
+        if self.state is BreakerState.HALF_OPEN:
+            if self.probe_in_flight:
+                return False
+            self.probe_in_flight = True
+        return True
+
+    def record_success(self, latency_ms: float, ttft_ms: float | None = None) -> None:
+        self.successes += 1
+        self.consecutive_failures = 0
+        self.state, self.cooldown_s, self.probe_in_flight = BreakerState.CLOSED, 0.0, False
+        self.latency_ms_ewma = _ewma(self.latency_ms_ewma, latency_ms)
+        if ttft_ms is not None:
+            self.ttft_ms_ewma = _ewma(self.ttft_ms_ewma, ttft_ms)
+
+    def record_failure(self, failure: UpstreamFailure, now: float) -> None:
+        self.failures += 1
+        self.consecutive_failures += 1
+        self.recent_errors.append((time.time(), f"{failure.kind.value}: {failure.message}"))
+        rested = failure.kind is FailureKind.RATE_LIMITED and failure.retry_after_s is not None
+        tripped = self.consecutive_failures >= self.settings.failure_threshold
+        if self.state is BreakerState.HALF_OPEN or tripped or rested:
+            base = self.cooldown_s * 2 if self.cooldown_s else self.settings.cooldown_s
+            cooldown = min(base, self.settings.max_cooldown_s)
+            if rested and failure.retry_after_s is not None:
+                cooldown = failure.retry_after_s
+            self.state, self.cooldown_s, self.probe_in_flight = BreakerState.OPEN, cooldown, False
+            self.open_until = now + cooldown
+            log.warning("deployment %s opened for %.1f s: %s",
+                        self.deployment.id, cooldown, failure.message)
+
+    def release_probe(self) -> None:
+        """A probe that ended without a verdict (client gone) frees the half-open slot."""
+        self.probe_in_flight = False
+
+
+def _ewma(old: float | None, new: float, alpha: float = 0.2) -> float:
+    return new if old is None else old + alpha * (new - old)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    completion: Completion
+    deployment: Deployment
+    attempts: tuple[Attempt, ...]
+    upstream_ms: float
+
+
+@dataclass(slots=True)
+class Stream:
+    """An open stream whose first content has arrived: ``head`` is buffered, ``tail`` follows."""
+
+    deployment: Deployment
+    attempts: tuple[Attempt, ...]
+    head: list[Json]
+    tail: AsyncGenerator[Json, None]
+    first_byte_ms: float
+    health: Health
+
+
+class Failover:
+    """Tries candidate deployments in order of health and price."""
+
+    def __init__(
+        self,
+        deployments: Sequence[Deployment],
+        providers: Mapping[str, Provider],
+        settings: FailoverSettings,
+    ) -> None:
+        self.settings = settings
+        self.providers = providers
+        self.health = {d.id: Health(d, settings) for d in deployments}
+
+    def order(self, candidates: Sequence[Deployment]) -> list[Deployment]:
+        """Healthy first, then cheapest (input plus output price), then configured order."""
+        if len(candidates) == 1:
+            return list(candidates)
+
+        def key(d: Deployment) -> tuple[bool, float]:
+            h = self.health[d.id]
+            return h.state is not BreakerState.CLOSED, (
+                d.model.input_price_per_mtok + d.model.output_price_per_mtok
+            )
+
+        return sorted(candidates, key=key)
+
+    def _tries(
+        self, candidates: Sequence[Deployment], attempts: list[Attempt]
+    ) -> Iterator[Deployment]:
+        """The deployments to try, in order, each claimed only when its turn comes.
+
+        A half-open breaker's single probe is claimed lazily, so a deployment that is never
+        tried (an earlier one answered) never holds a probe it will not use. Attempts that a
+        provider declined as unsupported do not count against ``max_attempts``.
+        """
+        for d in self.order(candidates):
+            counted = sum(1 for a in attempts if _counts(a))
+            if counted >= self.settings.max_attempts:
+                return
+            if self.health[d.id].available(time.monotonic()):
+                yield d
+        if not attempts:
+            now = time.monotonic()
+            wait = min(self.health[d.id].open_until for d in candidates) - now
+            raise ServiceUnavailable(
+                "Every deployment for this model is resting after failures; retry shortly.",
+                code="circuit_open",
+                headers={"Retry-After": str(max(1, round(wait + 0.5)))},
+            )
+
+    def _fail(self, d: Deployment, failure: UpstreamFailure) -> None:
+        if not failure.retryable:
+            self.health[d.id].release_probe()
+            body = failure.body.get("error") if failure.body else None
+            param = body.get("param") if isinstance(body, dict) else None
+            code = body.get("code") if isinstance(body, dict) else None
+            raise UpstreamRejected(
+                failure.message,
+                status=failure.status or 400,
+                param=param if isinstance(param, str) else None,
+                code=code if isinstance(code, str) else None,
+            ) from failure
+        log.info("attempt at %s failed: %s", d.id, failure.message)
+        if failure.kind is FailureKind.UNSUPPORTED:
+            self.health[d.id].release_probe()  # the deployment is fine; the request is not for it
+        else:
+            self.health[d.id].record_failure(failure, time.monotonic())
+
+    async def complete(self, request: ChatRequest, candidates: Sequence[Deployment]) -> Answer:
+        attempts: list[Attempt] = []
+        for d in self._tries(candidates, attempts):
+            started = time.perf_counter()
+            try:
+                completion = await self.providers[d.provider.name].complete(request, d)
+            except UpstreamFailure as failure:
+                attempts.append(Attempt(d, failure))
+                self._fail(d, failure)
+                continue
+            except BaseException:
+                self.health[d.id].release_probe()
+                raise
+            elapsed_ms = (time.perf_counter() - started) * 1000
+            self.health[d.id].record_success(elapsed_ms)
+            attempts.append(Attempt(d, None))
+            return Answer(completion, d, tuple(attempts), elapsed_ms)
+        raise exhausted(attempts)
+
+    async def open_stream(self, request: ChatRequest, candidates: Sequence[Deployment]) -> Stream:
+        attempts: list[Attempt] = []
+        for d in self._tries(candidates, attempts):
+            started = time.perf_counter()
+            tail = self.providers[d.provider.name].stream(request, d)
+            try:
+                head = await _first_content(tail)
+            except UpstreamFailure as failure:
+                await tail.aclose()
+                attempts.append(Attempt(d, failure))
+                self._fail(d, failure)
+                continue
+            except BaseException:
+                await tail.aclose()
+                self.health[d.id].release_probe()
+                raise
+            attempts.append(Attempt(d, None))
+            first_ms = (time.perf_counter() - started) * 1000
+            return Stream(d, tuple(attempts), head, tail, first_ms, self.health[d.id])
+        raise exhausted(attempts)
+
+
+def _counts(attempt: Attempt) -> bool:
+    return attempt.failure is None or attempt.failure.kind is not FailureKind.UNSUPPORTED
+
+
+def _has_content(chunk: Json) -> bool:
+    for choice in chunk.get("choices") or ():
+        delta = choice.get("delta") or {}
+        if delta.get("content") or delta.get("tool_calls") or delta.get("refusal"):
+            return True
+        if choice.get("finish_reason"):
+            return True
+    return False
+
+
+async def _first_content(stream: AsyncIterator[Json]) -> list[Json]:
+    """Chunks up to and including the first with content; a stream that ends first fails."""
+    head: list[Json] = []
+    async for chunk in stream:
+        head.append(chunk)
+        if _has_content(chunk):
+            return head
+    raise UpstreamFailure(FailureKind.EMPTY_STREAM, "stream ended before any content")
+
+
+_NOT_CALLED = frozenset({FailureKind.UNSUPPORTED, FailureKind.CIRCUIT_OPEN})
+
+
+def failed_deployments(attempts: Sequence[Attempt]) -> tuple[str, ...]:
+    """The deployments that were called and failed (not those skipped unasked)."""
+    return tuple(a.deployment.id for a in attempts
+                 if a.failure is not None and a.failure.kind not in _NOT_CALLED)
+
+
+def exhausted(attempts: Sequence[Attempt]) -> GatewayError:
+    """The client's error once every candidate failed: 504, 503 or 502 by what went wrong."""
+    kinds = {a.failure.kind for a in attempts if a.failure}
+    failed = failed_deployments(attempts)
+    detail = "; ".join(f"{a.deployment.id}: {a.failure.message}" for a in attempts if a.failure)
+    if kinds == {FailureKind.UNSUPPORTED}:
+        return InvalidRequest(f"No deployment of this model supports the request ({detail}).",
+                              code="unsupported_by_provider")
+    if kinds == {FailureKind.TIMEOUT}:
+        return UpstreamFailed(f"Every deployment timed out ({detail}).", status=504,
+                              code="upstream_timeout", attempts=len(attempts),
+                              deployments=failed)
+    if kinds <= {FailureKind.RATE_LIMITED}:
+        return UpstreamFailed(f"Every deployment is rate limited ({detail}).", status=503,
+                              code="upstream_rate_limited", attempts=len(attempts),
+                              deployments=failed)
+    return UpstreamFailed(f"Every deployment failed ({detail}).", status=502,
+                          code="upstream_failed", attempts=len(attempts),
+                              deployments=failed)

@@ -1,0 +1,458 @@
+"""A lean HTTP/1.1 client for provider calls: pooled keep-alive connections, one write per
+request, responses parsed by httptools (llhttp, in C), timeouts as single timers.
+
+Why not aiohttp's client: the gateway makes one upstream call per request, and aiohttp's client
+spent more Python per call (request and response objects, header multidicts, payload and timer
+machinery) than the rest of the gateway's own request path. This client does what a provider
+call needs and nothing else:
+
+- ``HttpClient.request`` sends one request on an idle pooled connection of the origin (scheme,
+  host, port) or a new one (TLS with the system's default context for ``https``), and returns a
+  ``Response`` once the status line and headers are in. A pooled connection the server closed
+  while it sat idle is detected and the request is sent again on a new one, once, when no byte
+  of a response had arrived.
+- ``Response.readany(timeout_s)`` yields the body as it arrives (chunked, sized or read to the
+  connection's end), ``read`` collects it whole. Reading pauses the socket when more than
+  ``MAX_BUFFERED`` bytes wait unread. gzip and deflate bodies are decoded (``identity`` is asked
+  for, but a server may send them anyway).
+- ``Response.release`` returns a fully read, keep-alive connection to the pool; anything else
+  (a release before the end, or a broken response) closes it, so no stale bytes are ever reused.
+
+Every failure is an ``HttpError`` (``ConnectError`` for connecting, ``HttpTimeout`` for a timer
+that ran out); ``gateway.upstream.calls`` translates them into failover kinds. No proxies, no
+redirects, no cookies: providers need none of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import time
+import zlib
+from collections import deque
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+import httptools
+
+MAX_BUFFERED = 256 * 1024
+"""Unread body bytes at which the socket stops being read until the reader catches up."""
+IDLE_TIMEOUT_S = 30.0
+"""A pooled connection idle longer than this is closed rather than reused."""
+MAX_IDLE_PER_ORIGIN = 256
+_URL_CACHE_SIZE = 1024
+
+
+class HttpError(Exception):
+    """Connecting, sending or reading failed."""
+
+
+class ConnectError(HttpError):
+    """No connection could be made (refused, unresolvable, TLS handshake failed)."""
+
+
+class HttpTimeout(HttpError):
+    """A phase's timer ran out: connecting, the response's headers, or the next body bytes."""
+
+
+class _StaleConnection(HttpError):
+    """A reused connection ended before any byte of the response: safe to send again."""
+
+
+class Headers(dict[str, str]):
+    """Response headers by lower-cased name; repeated fields joined with ``", "``."""
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
+_Origin = tuple[str, str, int]
+RawHeader = tuple[bytes, bytes]
+
+
+class _Target:
+    """A URL split once: the origin to connect to, and the request line's target and host."""
+
+    __slots__ = ("host_header", "origin", "path")
+
+    def __init__(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise HttpError(f"unsupported URL {url!r}: only http and https")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.origin: _Origin = (parts.scheme, parts.hostname, port)
+        self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self.host_header = parts.netloc.rpartition("@")[2]
+
+
+class Response:
+    """One response: status and headers at once, the body as it arrives."""
+
+    __slots__ = ("_buffered", "_chunks", "_conn", "_decoder", "_eof", "_error", "_headers",
+                 "_loop", "_raw_headers", "_waiter", "status")
+
+    def __init__(self, conn: _Connection, status: int, raw_headers: list[RawHeader]) -> None:
+        self._conn: _Connection | None = conn
+        self._loop = conn.loop
+        self.status = status
+        self._raw_headers = raw_headers
+        self._headers: Headers | None = None
+        self._chunks: deque[bytes] = deque()
+        self._buffered = 0
+        self._eof = False
+        self._error: HttpError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        encoding = next((v for n, v in raw_headers if n.lower() == b"content-encoding"), b"")
+        self._decoder = (zlib.decompressobj(wbits=47) if encoding.lower() in (b"gzip", b"deflate")
+                         else None)
+
+    @property
+    def headers(self) -> Headers:
+        """Decoded on first use: a successful JSON answer never needs them."""
+        if self._headers is None:
+            self._headers = Headers()
+            for raw_name, raw_value in self._raw_headers:
+                name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+                known = dict.get(self._headers, name)
+                self._headers[name] = value if known is None else f"{known}, {value}"
+        return self._headers
+
+    # Fed by the connection -------------------------------------------------------------
+
+    def _feed(self, data: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error as exc:
+                self._fail(HttpError(f"undecodable {self.headers.get('content-encoding')} "
+                                     f"body: {exc}"))
+                return
+            if not data:
+                return
+        self._chunks.append(data)
+        self._buffered += len(data)
+        if self._buffered > MAX_BUFFERED and self._conn is not None:
+            self._conn.pause()
+        self._wake()
+
+    def _finish(self) -> None:
+        if self._decoder is not None:
+            tail = self._decoder.flush()
+            if tail:
+                self._chunks.append(tail)
+        self._eof = True
+        self._wake()
+
+    def _fail(self, error: HttpError) -> None:
+        if not self._eof and self._error is None:
+            self._error = error
+            self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    # Read by the caller ----------------------------------------------------------------
+
+    async def readany(self, timeout_s: float | None = None) -> bytes:
+        """The next bytes of the body; ``b""`` at its end. Waits at most ``timeout_s``."""
+        while not self._chunks:
+            if self._error is not None:
+                raise self._error
+            if self._eof:
+                return b""
+            await self._wait(timeout_s)
+        data = self._chunks.popleft()
+        self._buffered -= len(data)
+        if self._buffered <= MAX_BUFFERED // 2 and self._conn is not None:
+            self._conn.resume()
+        return data
+
+    async def read(self, timeout_s: float | None = None) -> bytes:
+        """The whole body; ``timeout_s`` bounds each wait for more bytes."""
+        parts = []
+        while data := await self.readany(timeout_s):
+            parts.append(data)
+        return b"".join(parts)
+
+    async def _wait(self, timeout_s: float | None) -> None:
+        waiter = self._waiter = self._loop.create_future()
+        timer = (self._loop.call_later(timeout_s, _expire, waiter)
+                 if timeout_s is not None else None)
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+            if timer is not None:
+                timer.cancel()
+
+    def at_eof(self) -> bool:
+        return self._eof and not self._chunks
+
+    def release(self) -> None:
+        """Done with the response: its connection goes back to the pool only when the body
+        was read to its end and the server keeps the connection alive; else it is closed."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.done(reusable=self._eof and self._error is None)
+
+
+def _expire(waiter: asyncio.Future[Any]) -> None:
+    if not waiter.done():
+        waiter.set_exception(HttpTimeout("timed out"))
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection; it carries one request at a time."""
+
+    def __init__(self, client: HttpClient, origin: _Origin, loop: asyncio.AbstractEventLoop):
+        self.client = client
+        self.origin = origin
+        self.loop = loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.closed = False
+        self.idle_since = 0.0
+        self._paused = False
+        self._keep_alive = False
+        self._received = False
+        self._complete = False
+        self._interim = False
+        self._header_items: list[RawHeader] = []
+        self._head: asyncio.Future[Response] | None = None
+        self._response: Response | None = None
+
+    # asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self._head is None and self._response is None:  # bytes nobody asked for
+            self.abort()
+            return
+        self._received = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._broken(HttpError(f"malformed response: {exc}"))
+
+    def eof_received(self) -> bool | None:
+        return None  # close the transport; ``connection_lost`` follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.client._open.discard(self)
+        response = self._response
+        if response is not None and not self._complete and self._head is None:
+            length = response.headers.get("content-length")
+            chunked = "chunked" in (response.headers.get("transfer-encoding") or "")
+            if length is None and not chunked:  # delimited by the connection's end
+                self._complete = True
+                response._finish()
+                return
+        error: HttpError
+        if self._head is not None and not self._received:
+            error = _StaleConnection("the connection closed before a response")
+        else:
+            error = HttpError(f"the connection closed mid-response: {exc or 'EOF'}")
+        self._broken(error, close=False)
+
+    # httptools callbacks ---------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_items.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        items, self._header_items = self._header_items, []
+        status = self.parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (100 Continue, 103 Early Hints): skip it
+            self._interim = True
+            return
+        self._keep_alive = bool(self.parser.should_keep_alive())
+        response = self._response = Response(self, status, items)
+        head, self._head = self._head, None
+        if head is not None and not head.done():
+            head.set_result(response)
+
+    def on_body(self, body: bytes) -> None:
+        if self._response is not None:
+            self._response._feed(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        self._complete = True
+        if self._response is not None:
+            self._response._finish()
+
+    # Used by the client and the response -----------------------------------------------
+
+    def send(self, data: bytes) -> asyncio.Future[Response]:
+        assert self.transport is not None
+        self._received = self._complete = self._interim = False
+        self._response = None
+        self._head = self.loop.create_future()
+        self.transport.write(data)
+        return self._head
+
+    def pause(self) -> None:
+        if not self._paused and self.transport is not None and not self.closed:
+            self._paused = True
+            self.transport.pause_reading()
+
+    def resume(self) -> None:
+        if self._paused and self.transport is not None and not self.closed:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def done(self, *, reusable: bool) -> None:
+        self._response = None
+        if reusable and self._complete and self._keep_alive and not self.closed:
+            self.resume()
+            self.client._put_idle(self)
+        else:
+            self.abort()
+
+    def abort(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _broken(self, error: HttpError, *, close: bool = True) -> None:
+        head, self._head = self._head, None
+        if head is not None and not head.done():
+            head.set_exception(error)
+        if self._response is not None:
+            self._response._fail(error)
+        if close:
+            self.abort()
+
+
+class HttpClient:
+    """Pooled connections per origin; ``request`` is the one operation."""
+
+    def __init__(self, *, ssl_context: ssl.SSLContext | None = None,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+        self._ssl = ssl_context
+        self._idle: dict[_Origin, list[_Connection]] = {}
+        self._targets: dict[str, _Target] = {}
+        self._idle_timeout_s = idle_timeout_s
+        self._open: set[_Connection] = set()
+        self.closed = False
+
+    async def __aenter__(self) -> HttpClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: bytes = b"",
+        connect_timeout_s: float | None = None, first_byte_timeout_s: float | None = None,
+    ) -> Response:
+        """Send and return once the response's headers are in (its body is read from it)."""
+        if self.closed:
+            raise HttpError("the client is closed")
+        target = self._target(url)
+        data = _encode(method, target, headers, body)
+        for attempt in (1, 2):
+            conn = self._take_idle(target.origin) if attempt == 1 else None
+            pooled = conn is not None
+            if conn is None:
+                conn = await self._connect(target.origin, connect_timeout_s)
+            head = conn.send(data)
+            timer = (conn.loop.call_later(first_byte_timeout_s, _expire, head)
+                     if first_byte_timeout_s is not None else None)
+            try:
+                return await head
+            except _StaleConnection:
+                conn.abort()
+                if not pooled:
+                    raise HttpError("the connection closed before a response") from None
+            except BaseException:
+                conn.abort()
+                raise
+            finally:
+                if timer is not None:
+                    timer.cancel()
+        raise AssertionError("unreachable")
+
+    async def close(self) -> None:
+        self.closed = True
+        for conn in list(self._open):
+            conn.abort()
+        self._open.clear()
+        self._idle.clear()
+
+    def _target(self, url: str) -> _Target:
+        target = self._targets.get(url)
+        if target is None:
+            if len(self._targets) >= _URL_CACHE_SIZE:
+                self._targets.clear()
+            target = self._targets[url] = _Target(url)
+        return target
+
+    def _take_idle(self, origin: _Origin) -> _Connection | None:
+        idle = self._idle.get(origin)
+        now = time.monotonic()
+        while idle:
+            conn = idle.pop()
+            if not conn.closed and now - conn.idle_since < self._idle_timeout_s:
+                return conn
+            conn.abort()
+            self._open.discard(conn)
+        return None
+
+    def _put_idle(self, conn: _Connection) -> None:
+        if self.closed:
+            conn.abort()
+            return
+        idle = self._idle.setdefault(conn.origin, [])
+        if len(idle) >= MAX_IDLE_PER_ORIGIN:
+            conn.abort()
+            self._open.discard(conn)
+            return
+        conn.idle_since = time.monotonic()
+        idle.append(conn)
+
+    async def _connect(self, origin: _Origin, timeout_s: float | None) -> _Connection:
+        scheme, host, port = origin
+        loop = asyncio.get_running_loop()
+        tls = None
+        if scheme == "https":
+            tls = self._ssl = self._ssl or ssl.create_default_context()
+        conn = _Connection(self, origin, loop)
+        try:
+            async with asyncio.timeout(timeout_s):
+                await loop.create_connection(
+                    lambda: conn, host, port, ssl=tls, server_hostname=host if tls else None)
+        except TimeoutError as exc:
+            raise HttpTimeout(f"connecting to {host}:{port} took over {timeout_s} s") from exc
+        except (OSError, ssl.SSLError) as exc:
+            raise ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+        self._open.add(conn)
+        return conn
+
+
+def _encode(method: str, target: _Target, headers: Mapping[str, str], body: bytes) -> bytes:
+    lines = [f"{method} {target.path} HTTP/1.1", f"Host: {target.host_header}",
+             f"Content-Length: {len(body)}", "Accept-Encoding: identity"]
+    for name, value in headers.items():
+        if "\r" in value or "\n" in value or "\r" in name or "\n" in name or ":" in name:
+            raise HttpError(f"header {name!r} holds a line break or colon")
+        lines.append(f"{name}: {value}")
+    lines.append("\r\n")
+    try:
+        return "\r\n".join(lines).encode("latin-1") + body
+    except UnicodeEncodeError as exc:
+        raise HttpError(f"a header is not latin-1: {exc}") from exc

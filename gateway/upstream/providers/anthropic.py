@@ -1,0 +1,478 @@
+"""The Anthropic adapter: OpenAI chat completions to the Messages API and back.
+
+Requests: system and developer messages are joined into the top-level ``system`` string;
+user and assistant messages become content blocks (same-role neighbours merged, as the API
+wants turns to alternate); assistant tool calls become ``tool_use`` blocks and tool messages
+``tool_result`` blocks in a user turn. ``max_tokens`` is required by Anthropic: the client's, or
+4096. Answers come back as a ``chat.completion`` or as chunks translated from the event stream
+(``message_start`` … ``message_stop``).
+
+Choices made here:
+
+- What Anthropic cannot express is ``UpstreamFailure(UNSUPPORTED)``, so failover tries the
+  next deployment: ``n`` above 1 (one answer per call), the legacy ``function`` role, audio
+  and other part types without an equivalent, images other than JPEG, PNG, GIF and WebP,
+  files other than PDF or by OpenAI file id, a conversation of nothing but system messages,
+  and a JSON ``response_format`` combined with client ``tools`` (see below). Input malformed
+  for any provider stays ``InvalidRequest``.
+- ``response_format`` json_object / json_schema is honoured with a forced tool whose input
+  schema is the requested schema (``json_object``: any object); the tool's input comes back as
+  the message content, so the JSON is enforced by the API, not asked for in the prompt.
+- ``temperature`` above 1 (Anthropic's maximum) is clamped to 1.
+- ``parallel_tool_calls: false`` becomes ``disable_parallel_tool_use``; ``user`` becomes
+  ``metadata.user_id``.
+
+Lossy: system messages in the middle of the conversation move to the top; ``seed``,
+``presence_penalty``, ``frequency_penalty`` and ``logprobs`` are not sent; cache-creation
+tokens count as ordinary prompt tokens.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncGenerator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from gateway.core.answer import (
+    Completion,
+    Deployment,
+    Json,
+    Usage,
+    as_index,
+    as_obj,
+    as_str,
+    assistant_message,
+    chunk,
+    completion,
+    completion_id,
+    event_json,
+    now_s,
+    token_count,
+    usage_chunk,
+)
+from gateway.core.chat import ChatRequest, Message
+from gateway.core.errors import FailureKind, UpstreamFailure
+from gateway.upstream.calls import Upstream, error_message
+from gateway.upstream.providers.parts import (
+    InlineData,
+    file_data,
+    function_call,
+    image_url,
+    inline_data,
+    is_web_url,
+    unsupported,
+)
+
+API_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+JSON_TOOL = "json_response"
+_FINISH = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
+
+
+class AnthropicProvider:
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def _headers(self, deployment: Deployment) -> dict[str, str]:
+        p = deployment.provider
+        headers = {"Content-Type": "application/json", "anthropic-version": API_VERSION}
+        headers.update(p.headers)
+        if p.api_key:
+            headers["x-api-key"] = p.api_key
+        return headers
+
+    async def complete(self, request: ChatRequest, deployment: Deployment) -> Completion:
+        body = request_body(request, deployment.model.upstream_model, stream=False)
+        resp = await self.upstream.post_json(
+            f"{deployment.provider.base_url}/messages",
+            headers=self._headers(deployment),
+            body=body,
+            timeouts=deployment.provider.timeouts,
+        )
+        return completion_from(resp.body, deployment.model.upstream_model, _json_mode(request))
+
+    async def stream(
+        self, request: ChatRequest, deployment: Deployment
+    ) -> AsyncGenerator[Json, None]:
+        body = request_body(request, deployment.model.upstream_model, stream=True)
+        state = _Stream(
+            completion_id(), now_s(), deployment.model.upstream_model, _json_mode(request)
+        )
+        async with self.upstream.open_sse(
+            f"{deployment.provider.base_url}/messages",
+            headers=self._headers(deployment),
+            body=body,
+            timeouts=deployment.provider.timeouts,
+        ) as events:
+            async for event in events:
+                for out in state.feed(_event_json(event.data)):
+                    yield out
+        for out in state.finish():
+            yield out
+
+
+# --- request -------------------------------------------------------------------------------
+
+
+def request_body(request: ChatRequest, model: str, *, stream: bool) -> bytes:
+    """The Messages API body for ``request``.
+
+    Raises ``InvalidRequest`` for malformed input, ``UpstreamFailure(UNSUPPORTED)`` for what
+    Anthropic cannot express.
+    """
+    if request.n > 1:
+        raise unsupported(f"Anthropic models give one choice per request (n={request.n}).")
+    system, messages = _messages(request.messages)
+    if not messages:
+        raise unsupported("Anthropic needs at least one message besides system messages.")
+    body: Json = {
+        "model": model,
+        "max_tokens": request.max_tokens or DEFAULT_MAX_TOKENS,
+        "messages": messages,
+    }
+    if system:
+        body["system"] = system
+    if request.stop:
+        body["stop_sequences"] = list(request.stop)
+    if request.temperature is not None:
+        body["temperature"] = min(request.temperature, 1.0)
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    user = request.body.get("user")
+    if isinstance(user, str) and user:
+        body["metadata"] = {"user_id": user}
+    body.update(_tools(request))
+    if stream:
+        body["stream"] = True
+    return orjson.dumps(body)
+
+
+def _messages(messages: tuple[Message, ...]) -> tuple[str, list[Json]]:
+    system: list[str] = []
+    out: list[Json] = []
+    for i, m in enumerate(messages):
+        if m.role in ("system", "developer"):
+            system.append(m.text)
+            continue
+        role, blocks = _turn(i, m)
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == role:
+            out[-1]["content"].extend(blocks)
+        else:
+            out.append({"role": role, "content": blocks})
+    return "\n\n".join(s for s in system if s), out
+
+
+def _turn(i: int, m: Message) -> tuple[str, list[Json]]:
+    if m.role == "function":
+        raise unsupported(
+            f"The legacy 'function' role (messages[{i}]) cannot be sent to Anthropic; "
+            "use tool messages."
+        )
+    if m.role == "tool":
+        result: Json = {"type": "tool_result", "tool_use_id": _tool_id(m.tool_call_id or "")}
+        if m.text:
+            result["content"] = m.text
+        return "user", [result]
+    blocks = _content_blocks(i, m)
+    if m.role == "assistant":
+        return "assistant", blocks + [_tool_use(i, j, c) for j, c in enumerate(m.tool_calls)]
+    return "user", blocks
+
+
+def _tool_id(call_id: str) -> str:
+    # Anthropic accepts only [A-Za-z0-9_-] in ids; ids made by other providers may not fit.
+    return _ID_UNSAFE.sub("_", call_id)
+
+
+def _content_blocks(i: int, m: Message) -> list[Json]:
+    if isinstance(m.content, str):
+        return [{"type": "text", "text": m.content}] if m.content else []
+    blocks = [_block(f"messages[{i}].content[{j}]", p) for j, p in enumerate(m.content or ())]
+    # Anthropic refuses empty text blocks.
+    return [b for b in blocks if b.get("type") != "text" or b.get("text")]
+
+
+def _block(where: str, part: Json) -> Json:
+    kind = part.get("type")
+    if kind == "text":
+        return {"type": "text", "text": str(part.get("text", ""))}
+    if kind == "image_url":
+        return _image(image_url(part), f"{where}.image_url.url")
+    if kind == "file":
+        return _document(file_data(part, where, "Anthropic"), f"{where}.file.file_data")
+    raise unsupported(f"Anthropic cannot take content parts of type {kind!r} ('{where}').")
+
+
+def _image(url: object, where: str) -> Json:
+    if is_web_url(url):
+        return {"type": "image", "source": {"type": "url", "url": url}}
+    media = inline_data(url, where, "Anthropic")
+    if media.media_type not in _IMAGE_TYPES:
+        raise unsupported(f"Anthropic cannot take {media.media_type} images ('{where}').")
+    return {"type": "image", "source": _base64_source(media)}
+
+
+def _document(media: InlineData, where: str) -> Json:
+    if media.media_type != "application/pdf":
+        raise unsupported(f"Anthropic cannot take {media.media_type} files ('{where}').")
+    return {"type": "document", "source": _base64_source(media)}
+
+
+def _base64_source(media: InlineData) -> Json:
+    return {"type": "base64", "media_type": media.media_type, "data": media.data}
+
+
+def _tool_use(i: int, j: int, call: Json) -> Json:
+    parsed = function_call(call, f"messages[{i}].tool_calls[{j}].function")
+    call_id = _tool_id(str(call.get("id") or f"call_{i}_{j}"))
+    return {"type": "tool_use", "id": call_id, "name": parsed.name, "input": parsed.arguments}
+
+
+def _tools(request: ChatRequest) -> Json:
+    if _json_mode(request):
+        return _json_tool(request)
+    if not request.tools:
+        return {}
+    tools = []
+    for tool in request.tools:
+        function = tool["function"]
+        spec: Json = {
+            "name": function["name"],
+            "input_schema": function.get("parameters") or {"type": "object", "properties": {}},
+        }
+        if function.get("description"):
+            spec["description"] = function["description"]
+        tools.append(spec)
+    out: Json = {"tools": tools}
+    choice = _tool_choice(request.tool_choice, request.body.get("parallel_tool_calls") is False)
+    if choice:
+        out["tool_choice"] = choice
+    return out
+
+
+def _json_tool(request: ChatRequest) -> Json:
+    """A forced tool whose input is the JSON answer the response format asks for."""
+    if request.tools:
+        # The JSON answer is itself a forced tool call, which leaves the client's tools unusable.
+        raise unsupported("Anthropic cannot combine a JSON response_format with tools.")
+    tool: Json = {
+        "name": JSON_TOOL,
+        "description": "Give the answer as this tool's input.",
+        "input_schema": _json_schema(request.response_format or {}),
+    }
+    return {"tools": [tool], "tool_choice": {"type": "tool", "name": JSON_TOOL}}
+
+
+def _tool_choice(choice: str | Json | None, serial: bool) -> Json | None:
+    if isinstance(choice, dict):
+        out: Json = {"type": "tool", "name": choice["function"].get("name")}
+    elif choice == "none":
+        return {"type": "none"}
+    elif choice == "required":
+        out = {"type": "any"}
+    elif choice == "auto" or serial:
+        out = {"type": "auto"}
+    else:
+        return None
+    if serial:
+        out["disable_parallel_tool_use"] = True
+    return out
+
+
+def _json_mode(request: ChatRequest) -> bool:
+    fmt = request.response_format or {}
+    return fmt.get("type") in ("json_object", "json_schema")
+
+
+def _json_schema(fmt: Json) -> Json:
+    spec = fmt.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    return schema if isinstance(schema, dict) else {"type": "object"}
+
+
+# --- response ------------------------------------------------------------------------------
+
+
+def completion_from(body: Any, model: str, json_mode: bool = False) -> Completion:
+    """A Messages API answer as a ``chat.completion``; raises ``UpstreamFailure``."""
+    if isinstance(body, dict) and body.get("type") == "error":
+        raise _error_failure(body)
+    content = body.get("content") if isinstance(body, dict) else None
+    if not isinstance(content, list):
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "Anthropic answered without content")
+    texts, calls = _read_blocks(content, json_mode)
+    choice = {
+        "index": 0,
+        "message": assistant_message("".join(texts) if texts or not calls else None, calls),
+        "logprobs": None,
+        "finish_reason": _finish(body.get("stop_reason"), json_mode),
+    }
+    return completion(as_str(body.get("model"), model), [choice], _usage(body.get("usage")))
+
+
+def _read_blocks(content: list[Any], json_mode: bool) -> tuple[list[str], list[Json]]:
+    texts: list[str] = []
+    calls: list[Json] = []
+    for block in content:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text":
+            texts.append(str(block.get("text", "")))
+        elif block.get("type") == "tool_use":
+            arguments = orjson.dumps(block.get("input") or {}).decode()
+            if json_mode and block.get("name") == JSON_TOOL:
+                texts.append(arguments)
+            else:
+                calls.append(_tool_call(block, arguments))
+    return texts, calls
+
+
+def _tool_call(block: Json, arguments: str) -> Json:
+    return {
+        "id": as_str(block.get("id")) or completion_id("call"),
+        "type": "function",
+        "function": {"name": as_str(block.get("name")), "arguments": arguments},
+    }
+
+
+def _finish(reason: Any, json_mode: bool) -> str:
+    if json_mode and reason == "tool_use":
+        return "stop"  # the forced JSON tool is the answer, not a call for the client
+    return _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
+
+
+def _usage(fields: Any) -> Usage | None:
+    if not isinstance(fields, dict):
+        return None
+    inputs = token_count(fields.get("input_tokens"))
+    outputs = token_count(fields.get("output_tokens"))
+    if inputs is None or outputs is None:
+        return None
+    read = token_count(fields.get("cache_read_input_tokens")) or 0
+    written = token_count(fields.get("cache_creation_input_tokens")) or 0
+    # Anthropic's input_tokens leaves out cached tokens; OpenAI's prompt_tokens includes them.
+    return Usage(inputs + read + written, outputs, read)
+
+
+def _error_failure(body: Json) -> UpstreamFailure:
+    error = body.get("error")
+    kind = error.get("type") if isinstance(error, dict) else None
+    return UpstreamFailure(
+        FailureKind.ERROR_IN_BODY,
+        f"{kind or 'error'}: {error_message(body, 200)}",
+        status=529 if kind == "overloaded_error" else None,
+        body=body,
+    )
+
+
+# --- streaming -----------------------------------------------------------------------------
+
+
+def _event_json(data: bytes) -> Json:
+    value = event_json(data)
+    if not isinstance(value, dict):
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
+    return value
+
+
+@dataclass(slots=True)
+class _Stream:
+    """Translation state of one Messages API event stream."""
+
+    chunk_id: str
+    created: int
+    model: str
+    json_mode: bool
+    tool_index: dict[int, int] = field(default_factory=dict)
+    json_blocks: set[int] = field(default_factory=set)
+    usage: Json = field(default_factory=dict)
+    started: bool = False
+    stopped: bool = False
+
+    def feed(self, event: Json) -> list[Json]:
+        handlers: dict[str, Callable[[Json], list[Json]]] = {
+            "message_start": self._message_start,
+            "content_block_start": self._block_start,
+            "content_block_delta": self._block_delta,
+            "message_delta": self._message_delta,
+            "message_stop": self._message_stop,
+        }
+        kind = event.get("type")
+        if kind == "error":
+            raise _error_failure(event)
+        handler = handlers.get(kind) if isinstance(kind, str) else None
+        # ping, content_block_stop and event types added later carry nothing to translate.
+        return handler(event) if handler else []
+
+    def _chunk(self, delta: Json, finish_reason: str | None = None) -> Json:
+        return chunk(self.chunk_id, self.model, self.created, delta, finish_reason)
+
+    def _message_start(self, event: Json) -> list[Json]:
+        message = as_obj(event.get("message"))
+        self.usage.update(as_obj(message.get("usage")))
+        if isinstance(message.get("model"), str):
+            self.model = message["model"]
+        self.started = True
+        return [self._chunk({"role": "assistant", "content": ""})]
+
+    def _block_start(self, event: Json) -> list[Json]:
+        block, index = as_obj(event.get("content_block")), as_index(event.get("index"))
+        if block.get("type") == "text" and (text := as_str(block.get("text"))):
+            return [self._chunk({"content": text})]
+        if block.get("type") != "tool_use":
+            return []
+        if self.json_mode and block.get("name") == JSON_TOOL:
+            self.json_blocks.add(index)
+            return []
+        position = self.tool_index[index] = len(self.tool_index)
+        call = _tool_call(block, "")
+        return [self._chunk({"tool_calls": [{"index": position, **call}]})]
+
+    def _block_delta(self, event: Json) -> list[Json]:
+        delta, index = as_obj(event.get("delta")), as_index(event.get("index"))
+        if delta.get("type") == "text_delta" and (text := as_str(delta.get("text"))):
+            return [self._chunk({"content": text})]
+        partial = as_str(delta.get("partial_json")) if delta.get("type") == "input_json_delta" \
+            else None
+        if not partial:
+            return []  # thinking, signatures, citations and empty fragments
+        if index in self.json_blocks:
+            return [self._chunk({"content": partial})]
+        if index not in self.tool_index:
+            return []
+        arguments = {"index": self.tool_index[index], "function": {"arguments": partial}}
+        return [self._chunk({"tool_calls": [arguments]})]
+
+    def _message_delta(self, event: Json) -> list[Json]:
+        # message_delta's usage holds running totals, so it replaces message_start's counts.
+        self.usage.update(as_obj(event.get("usage")))
+        reason = as_obj(event.get("delta")).get("stop_reason")
+        return [self._chunk({}, _finish(reason, self.json_mode))] if reason else []
+
+    def _message_stop(self, event: Json) -> list[Json]:
+        self.stopped = True
+        return []
+
+    def finish(self) -> list[Json]:
+        """The closing usage chunk; raises when the stream ended before ``message_stop``."""
+        if not self.started:
+            raise UpstreamFailure(FailureKind.EMPTY_STREAM, "Anthropic stream ended empty")
+        if not self.stopped:
+            raise UpstreamFailure(FailureKind.CONNECT, "Anthropic stream ended before its end")
+        usage = _usage(self.usage)
+        return [usage_chunk(self.chunk_id, self.model, self.created, usage)] if usage else []

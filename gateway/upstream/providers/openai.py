@@ -1,0 +1,89 @@
+"""OpenAI-compatible providers (OpenAI, Groq, Together, vLLM, Ollama, LM Studio): pass-through.
+
+The client's body goes upstream as sent, with the model name swapped for the deployment's
+upstream id and, for streams, usage requested so that cost can be accounted. Errors inside a
+200 (an ``error`` object in the body or in a stream event) are failures like any other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Mapping
+from typing import Any
+
+import orjson
+
+from gateway.core.answer import Completion, Deployment, Json, event_json, usage_from_openai
+from gateway.core.chat import ChatRequest
+from gateway.core.errors import FailureKind, UpstreamFailure
+from gateway.upstream.calls import Upstream, error_message
+
+
+class OpenAIProvider:
+    def __init__(self, upstream: Upstream) -> None:
+        self.upstream = upstream
+
+    def _headers(self, deployment: Deployment) -> dict[str, str]:
+        p = deployment.provider
+        headers = {"Content-Type": "application/json", **p.headers}
+        if p.api_key:
+            headers["Authorization"] = f"Bearer {p.api_key}"
+        return headers
+
+    def _body(self, request: ChatRequest, deployment: Deployment, stream: bool) -> bytes:
+        body: dict[str, Any] = {**request.body, "model": deployment.model.upstream_model}
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+        return orjson.dumps(body)
+
+    async def complete(self, request: ChatRequest, deployment: Deployment) -> Completion:
+        resp = await self.upstream.post_json(
+            f"{deployment.provider.base_url}/chat/completions",
+            headers=self._headers(deployment),
+            body=self._body(request, deployment, stream=False),
+            timeouts=deployment.provider.timeouts,
+        )
+        body = resp.body
+        _raise_embedded_error(body)
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, dict) for c in choices):
+            raise UpstreamFailure(FailureKind.BAD_RESPONSE, "response has no valid choices")
+        return Completion(body, usage_from_openai(body.get("usage")))
+
+    async def stream(
+        self, request: ChatRequest, deployment: Deployment
+    ) -> AsyncGenerator[Json, None]:
+        async with self.upstream.open_sse(
+            f"{deployment.provider.base_url}/chat/completions",
+            headers=self._headers(deployment),
+            body=self._body(request, deployment, stream=True),
+            timeouts=deployment.provider.timeouts,
+        ) as events:
+            finished = False
+            async for event in events:
+                if event.data == b"[DONE]":
+                    return
+                chunk = event_json(event.data)
+                _raise_embedded_error(chunk)
+                finished = _check_chunk(chunk) or finished
+                yield chunk
+            if not finished:
+                # A body that simply stops is a cut stream, not a whole answer.
+                raise UpstreamFailure(FailureKind.CONNECT, "stream ended before [DONE]")
+
+
+def _check_chunk(chunk: Any) -> bool:
+    """Refuse a chunk whose shape the gateway cannot relay; True when it finishes a choice."""
+    choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if not isinstance(choices, list) or not all(
+        isinstance(c, dict) and isinstance(c.get("delta", {}), dict) for c in choices
+    ):
+        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream chunk has malformed choices")
+    return any(c.get("finish_reason") for c in choices)
+
+
+def _raise_embedded_error(body: Any) -> None:
+    if isinstance(body, Mapping) and body.get("error"):
+        raise UpstreamFailure(
+            FailureKind.ERROR_IN_BODY, error_message(body, 200), body=dict(body)
+        )
