@@ -114,3 +114,14 @@ def test_routes_build_over_an_existing_file_is_a_usage_error(tmp_path: Path) -> 
                                     "--default-tier", "cheap"), 2)
     assert f"{out}: already exists (use --force to overwrite)" in line
     assert out.read_text() == "# mine\n"
+
+
+def test_a_pairs_file_that_is_not_json_is_one_line(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text("{not json")
+    line = _one_line_error(_gateway(tmp_path, "--log-level", "error", "cache", "eval",
+                                    "--pairs", str(pairs)), 2)
+    assert str(pairs) in line
+    missing = _one_line_error(_gateway(tmp_path, "--log-level", "error", "cache", "eval",
+                                       "--pairs", str(tmp_path / "none.json")), 1)
+    assert "none.json" in missing and "No such file" in missing

@@ -31,7 +31,7 @@ from gateway.observability.dashboard.charts import (
 from gateway.observability.dashboard.queries import WINDOWS
 from gateway.observability.dashboard.session import COOKIE, Sessions, safe_next, set_session_cookie
 from gateway.observability.dashboard.state import READER_KEY
-from gateway.tenants.context import AUTH_KEY, STORE_KEY
+from gateway.tenants.context import AUTH_KEY, LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import UsageRecord, day_of, month_start_of
 from gateway.tenants.rollups import whole_hours
 from tests.observability_fixtures import (
@@ -397,3 +397,21 @@ def test_durations_shares_and_ages_read_naturally() -> None:
     assert [fmt.ago(v) for v in (1, 42, 600, 7200, 200_000)] == [
         "just now", "42 s ago", "10 min ago", "2 h ago", "2 d ago"]
     assert [fmt.compact(v) for v in (950, 12_300, 4_500_000)] == ["950", "12.3k", "4.5M"]
+
+
+async def test_embeddings_calls_show_on_the_requests_page_and_count_on_the_overview(
+    scenario: tuple[Client, list[UsageRecord]]
+) -> None:
+    client, records = scenario
+    call = UsageRecord(request_id="req_embed_0001", tenant="acme", key_id="key_acme",
+                       model="all-MiniLM-L6-v2", status=200, ts=NOW - 30, tokens_in=12,
+                       latency_ms=4.0, api="/v1/embeddings", answered_model="all-MiniLM-L6-v2")
+    ledger = client.app[LEDGER_KEY]
+    assert ledger.record(call)
+    await ledger.flush()
+    page = await _page(client, "/dashboard/requests?tenant=acme")
+    row = re.search(r'data-request-id="req_embed_0001".*?</tr>', page, re.S)
+    assert row is not None and '<span class="tag">embeddings</span>' in row.group(0)
+    hour = [r for r in records if r.ts >= NOW - 3600]
+    shown = page_metrics(await _page(client, "/dashboard?window=1h"))
+    assert shown["requests"] == fmt.num(len(hour) + 1)

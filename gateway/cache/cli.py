@@ -199,13 +199,21 @@ def _outcomes(pairs: Sequence[Pair], embedder: CachedEmbedder, guards: bool,
                                      guards=guards, verifier=verifier))
 
 
+def _pairs(path: Path) -> list[Pair]:
+    """The labelled pairs; a file that is not what the command needs is a one-line error."""
+    try:
+        return load_pairs(path)
+    except ValueError as exc:  # JSON that does not parse, or an item without its fields
+        raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+
+
 def _rule(args: argparse.Namespace, settings: Settings, space: VectorSpace) -> str:
     """The rule the configured cache would serve by, with these vectors."""
     return serving_rule(cache_settings(settings), space).name if args.guards else "cosine"
 
 
 def run_fit(args: argparse.Namespace, settings: Settings) -> int:
-    pairs = load_pairs(args.pairs)
+    pairs = _pairs(args.pairs)
     tune, held_out = split(pairs, args.holdout) if args.holdout else (pairs, [])
     embedder = _embedder(args, settings)
     verifier = cache_settings(settings).verifier
@@ -249,7 +257,7 @@ def _print_fit(fit: Fit, tuned: int, held: int, guards: bool) -> None:
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
-    pairs = load_pairs(args.pairs)
+    pairs = _pairs(args.pairs)
     configured = cache_settings(settings)
     embedder = _embedder(args, settings)
     rule = serving_rule(configured, embedder.space) if args.guards else None
@@ -275,7 +283,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
-    pairs = load_pairs(args.pairs)
+    pairs = _pairs(args.pairs)
     tune, held_out = split(pairs, args.holdout) if args.holdout else (pairs, [])
     embedder = _embedder(args, settings)
     options = TrainOptions(precision=args.precision, min_hits=args.min_hits, l2=args.l2)
