@@ -43,6 +43,7 @@ from tests.observability_fixtures import (
     load_scenario,
     observability_app,
     replay_into_metrics,
+    scripted_refusals,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -117,7 +118,8 @@ async def test_breakers_ledger_and_budgets_are_read_at_scrape_time(
     }
     assert total(parsed, "gateway_upstream_attempts_total", outcome="failure",
                  deployment="anthropic/claude-sonnet-4-0") == 3
-    assert total(parsed, "gateway_ledger_written_rows_total") == len(records)
+    written = len(records) + len(scripted_refusals(NOW))  # usage rows and refusal rows
+    assert total(parsed, "gateway_ledger_written_rows_total") == written
     assert total(parsed, "gateway_ledger_dropped_rows_total") == 0
     today = time.strftime("%Y-%m-%d", time.gmtime(NOW))
     acme_today = sum(r.cost for r in records if r.tenant == "acme" and
