@@ -8,16 +8,19 @@ answering model, deployment, route and API (``usage_hourly``), latency histogram
 within half a bucket, about 2.5 %, of the exact one) and refusal counts (``refusals_hourly``).
 A missing text value is stored as ``''`` so that it can be part of a primary key.
 
-The ledger runs ``fold_statements`` in the transaction that inserts the rows, so a roll-up never
-disagrees with its rows after a crash. ``register_functions`` gives a connection the one SQL
-function the histograms need (``latency_bucket``); the store and the dashboard's reader call it.
-Touches nothing itself: it only holds schema text, SQL and arithmetic.
+The ledger runs ``FOLD_USAGE`` and ``FOLD_REFUSALS`` in the transaction that inserts the rows,
+so a roll-up never disagrees with its rows after a crash. ``register_functions`` gives a
+connection the one SQL function the histograms need (``latency_bucket``); the store and the
+dashboard's reader call it.
+``window_rows`` reads a window back: whole hours from a roll-up, the partial hours at its ends
+from the raw rows. Touches nothing itself: it only holds schema text, SQL and arithmetic.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import aiosqlite
 
@@ -129,6 +132,21 @@ def whole_hours(since: float, until: float) -> tuple[float, float]:
     h0 = math.ceil(since / HOUR_S) * HOUR_S
     h1 = math.floor(until / HOUR_S) * HOUR_S
     return (h0, h1) if h1 > h0 else (until, until)
+
+
+def window_rows(hourly: str, raw: str, hourly_table: str = "usage_hourly",
+                 raw_table: str = "usage") -> str:
+    """Rows of ``[:since, :until)``: whole hours ``[:h0, :h1)`` from the roll-up, the partial
+    hours at both ends from the raw rows (``hourly`` and ``raw`` select the same columns)."""
+    return (f"SELECT {hourly} FROM {hourly_table} WHERE hour >= :h0 AND hour < :h1 "
+            f"UNION ALL SELECT {raw} FROM {raw_table} WHERE ts >= :since AND ts < :h0 "
+            f"UNION ALL SELECT {raw} FROM {raw_table} WHERE ts >= :h1 AND ts < :until")
+
+
+def window_params(since: float, until: float, **more: Any) -> dict[str, Any]:
+    """The parameters of ``window_rows`` for ``[since, until)``."""
+    h0, h1 = whole_hours(since, until)
+    return {"since": since, "until": until, "h0": h0, "h1": h1, **more}
 
 
 async def register_functions(db: aiosqlite.Connection) -> None:

@@ -38,6 +38,8 @@ from gateway.tenants.rollups import (
     LATENCY_METRICS,
     histogram_quantile,
     whole_hours,
+    window_params,
+    window_rows,
 )
 from gateway.tenants.store import Store, Tenant
 
@@ -179,20 +181,6 @@ _SUMMARY_SUMS = ("requests", "errors", "cache_hits", "cache_misses", "cache_bypa
                  "escalated", "tokens_in", "tokens_out", "cost", "saved_cost")
 _SUMMARY_RAW = ("1", "status >= 400", "cache IS 'hit'", "cache IS 'miss'", "cache IS 'bypass'",
                 "escalations > 0", "tokens_in", "tokens_out", "cost", "saved_cost")
-
-
-def window_rows(hourly: str, raw: str, hourly_table: str = "usage_hourly",
-                 raw_table: str = "usage") -> str:
-    """Rows of ``[:since, :until)``: whole hours ``[:h0, :h1)`` from the roll-up, the partial
-    hours at both ends from the raw rows (``hourly`` and ``raw`` select the same columns)."""
-    return (f"SELECT {hourly} FROM {hourly_table} WHERE hour >= :h0 AND hour < :h1 "
-            f"UNION ALL SELECT {raw} FROM {raw_table} WHERE ts >= :since AND ts < :h0 "
-            f"UNION ALL SELECT {raw} FROM {raw_table} WHERE ts >= :h1 AND ts < :until")
-
-
-def window_params(since: float, until: float, **more: Any) -> dict[str, Any]:
-    h0, h1 = whole_hours(since, until)
-    return {"since": since, "until": until, "h0": h0, "h1": h1, **more}
 
 
 async def summary(store: Store, since: float, until: float) -> Summary:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.observability.dashboard.queries import window_params, window_rows
 from gateway.tenants.ledger import REFUSAL_COLUMNS, RefusalRecord
+from gateway.tenants.rollups import window_params, window_rows
 from gateway.tenants.store import Store
 
 UNAUTHENTICATED = "(no key)"
