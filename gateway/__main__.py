@@ -133,6 +133,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         log.info("%s", note)
     try:
         asyncio.run(_run(app, settings))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            log.exception("gateway stopped on an error")
+        else:  # taken between the check above and the bind: the same one line
+            server = settings.server
+            print(f"gateway: {port_problem(server.host, server.port) or exc.strerror}",
+                  file=sys.stderr)
+        return 1
     except Exception:
         log.exception("gateway stopped on an error")
         return 1
