@@ -51,6 +51,7 @@ bench: install
 	$(BIN)/python bench/bench_cache.py
 	$(BIN)/python bench/bench_auth.py
 	$(BIN)/python bench/bench_metrics.py
+	$(BIN)/python bench/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -2,11 +2,13 @@
 folds freshly written rows into them.
 
 A dashboard window of a day or a week would otherwise read every raw row (a million at ~6,000
-requests an hour); the roll-ups hold, per UTC hour, counts and sums by tenant, requested model,
-answering model, deployment, route and API (``usage_hourly``), latency histograms
-(``latency_hourly``: log-spaced buckets ``LATENCY_RATIO`` wide, so a percentile read from them is
-within half a bucket, about 2.5 %, of the exact one) and refusal counts (``refusals_hourly``).
-A missing text value is stored as ``''`` so that it can be part of a primary key.
+requests an hour); the roll-ups hold, per UTC hour, counts and sums by requested model,
+answering model, deployment, route and API (``usage_hourly``; not by tenant, which would
+multiply its rows by the tenants: per tenant figures come from ``usage_daily``), latency
+histograms (``latency_hourly``: log-spaced buckets ``LATENCY_RATIO`` wide, so a percentile read
+from them is within half a bucket, about 2.5 %, of the exact one) and refusal counts
+(``refusals_hourly``). A missing text value is stored as ``''`` so that it can be part of a
+primary key.
 
 The ledger runs ``FOLD_USAGE`` and ``FOLD_REFUSALS`` in the transaction that inserts the rows,
 so a roll-up never disagrees with its rows after a crash. ``register_functions`` gives a
@@ -35,14 +37,14 @@ SCHEMA: tuple[str, ...] = (
     f"ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT '{CHAT_API}'",
     "ALTER TABLE usage ADD COLUMN answered_model TEXT",
     """CREATE TABLE usage_hourly (
-        hour INTEGER NOT NULL, tenant TEXT NOT NULL, model TEXT NOT NULL,
+        hour INTEGER NOT NULL, model TEXT NOT NULL,
         answered_model TEXT NOT NULL, deployment TEXT NOT NULL, route TEXT NOT NULL,
         api TEXT NOT NULL, requests INTEGER NOT NULL, errors INTEGER NOT NULL,
         cache_hits INTEGER NOT NULL, cache_misses INTEGER NOT NULL,
         cache_bypasses INTEGER NOT NULL, escalated INTEGER NOT NULL, tokens_in INTEGER NOT NULL,
         tokens_out INTEGER NOT NULL, cost REAL NOT NULL, saved_cost REAL NOT NULL,
         latency_ms_sum REAL NOT NULL,
-        PRIMARY KEY (hour, tenant, model, answered_model, deployment, route, api)
+        PRIMARY KEY (hour, model, answered_model, deployment, route, api)
     ) WITHOUT ROWID""",
     """CREATE TABLE latency_hourly (
         hour INTEGER NOT NULL, metric TEXT NOT NULL, bucket INTEGER NOT NULL,
@@ -64,16 +66,16 @@ SCHEMA: tuple[str, ...] = (
 )
 
 _HOUR = f"CAST(ts / {HOUR_S} AS INTEGER) * {HOUR_S}"
-_USAGE_KEY = "hour, tenant, model, answered_model, deployment, route, api"
+_USAGE_KEY = "hour, model, answered_model, deployment, route, api"
 _USAGE_SUMS = ("requests", "errors", "cache_hits", "cache_misses", "cache_bypasses", "escalated",
                "tokens_in", "tokens_out", "cost", "saved_cost", "latency_ms_sum")
 _FOLD_USAGE = f"""
 INSERT INTO usage_hourly ({_USAGE_KEY}, {', '.join(_USAGE_SUMS)})
-SELECT {_HOUR}, tenant, model, coalesce(answered_model, ''), coalesce(deployment, ''),
+SELECT {_HOUR}, model, coalesce(answered_model, ''), coalesce(deployment, ''),
        coalesce(route, ''), api, count(*), sum(status >= 400), sum(cache IS 'hit'),
        sum(cache IS 'miss'), sum(cache IS 'bypass'), sum(escalations > 0), sum(tokens_in),
        sum(tokens_out), sum(cost), sum(saved_cost), sum(latency_ms)
-FROM usage WHERE id > :after GROUP BY 1, 2, 3, 4, 5, 6, 7
+FROM usage WHERE id > :after GROUP BY 1, 2, 3, 4, 5, 6
 ON CONFLICT ({_USAGE_KEY}) DO UPDATE SET
     {', '.join(f'{c} = {c} + excluded.{c}' for c in _USAGE_SUMS)}
 """

@@ -327,7 +327,7 @@ async def _bucket_percentiles(
     return {r[0]: Percentiles(r[1], r[2]) for r in rows}
 
 
-_HOURLY_GROUPS = frozenset({"route", "model", "answered_model", "deployment", "tenant", "api"})
+_HOURLY_GROUPS = frozenset({"route", "model", "answered_model", "deployment", "api"})
 
 
 async def counts_by(store: Store, column: GroupColumn, since: float, until: float) -> list[Count]:
