@@ -79,7 +79,9 @@ async def served(
     )
     assert proc.stderr is not None and proc.stdout is not None
     key = await asyncio.wait_for(_first_key(proc.stdout), timeout=30)
-    await asyncio.wait_for(_wait_for_line(proc.stderr, b"gateway listening"), timeout=30)
+    started = await asyncio.wait_for(_wait_for_line(proc.stderr, b"gateway listening"),
+                                     timeout=30)
+    assert any(b"providers enabled: fake" in line for line in started)  # the rule, visible
     session = aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"})
     yield proc, f"http://127.0.0.1:{port}", fake, session
     await session.close()

@@ -250,7 +250,9 @@ def test_collector_header_values_are_secrets_kept_out_of_reprs_and_logs(tmp_path
     assert "Bearer otlp-secret-value" in _secrets(settings), "the log redaction knows it"
 
 
-def test_with_tracing_off_the_tracing_code_and_the_sdk_trace_pipeline_are_never_imported(tmp_path: Path) -> None:
+def test_with_tracing_off_the_tracing_code_and_the_sdk_trace_pipeline_are_never_imported(
+    tmp_path: Path,
+) -> None:
     script = (
         "import sys, asyncio\n"
         "from tests.conftest import settings_from, openai_provider, model\n"
