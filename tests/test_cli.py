@@ -36,9 +36,9 @@ enabled = false
 """
 
 
-def _gateway(cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+def _gateway(cwd: Path, *argv: str, **extra_env: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.endswith("_API_KEY") and not k.startswith("GATEWAY_")}
+           if not k.endswith("_API_KEY") and not k.startswith("GATEWAY_")} | extra_env
     return subprocess.run([sys.executable, "-m", "gateway", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=50, check=False)
 
@@ -54,6 +54,11 @@ def _one_line_error(result: subprocess.CompletedProcess[str], status: int) -> st
 def test_a_bad_log_level_is_one_line_naming_it_with_status_2(tmp_path: Path) -> None:
     line = _one_line_error(_gateway(tmp_path, "--log-level", "LOUD", "tenants", "list"), 2)
     assert "'LOUD'" in line and "INFO" in line
+
+
+def test_a_bad_log_level_from_the_environment_is_one_line_naming_it(tmp_path: Path) -> None:
+    line = _one_line_error(_gateway(tmp_path, "tenants", "list", GATEWAY_LOG_LEVEL="loud"), 2)
+    assert "GATEWAY_LOG_LEVEL" in line and "'loud'" in line
 
 
 def test_admin_commands_refuse_to_create_a_store_and_say_what_to_pass(tmp_path: Path) -> None:

@@ -1,9 +1,7 @@
-"""Read-only ledger queries for the dashboard and for ``/metrics``' budget gauges.
-
-They complement ``gateway.tenants.ledger``'s own queries (``recent``, ``tenant_totals``,
-``spend_by_model``) with what the pages draw: a window's summary and latency percentiles, time
-buckets for the charts, counts by route, model or deployment, failed attempts, recent rows with
-more filters, and each tenant's use against its limits.
+"""Read-only ledger queries for the dashboard and for ``/metrics``' budget gauges: a window's
+summary and latency percentiles, chart buckets, counts by route, model or deployment, failed
+attempts, recent rows with filters, each tenant's use against its limits (beside
+``gateway.tenants.ledger``'s own ``recent``, ``tenant_totals`` and ``spend_by_model``).
 
 Every window is cut in three: the whole UTC hours inside it are read from the hourly roll-ups
 (``gateway.tenants.rollups``), the two partial hours at its ends from the raw rows (indexed by
@@ -194,8 +192,7 @@ def _floor(x: str) -> str:
     return f"CAST({x} AS INTEGER) - CASE WHEN CAST({x} AS INTEGER) > {x} THEN 1 ELSE 0 END"
 
 
-_GENERATION = f"status < 400 AND api <> '{EMBEDDINGS_API}'"
-"""The rows latency percentiles are taken over (as ``latency_hourly`` keeps them)."""
+_GENERATION = f"status < 400 AND api <> '{EMBEDDINGS_API}'"  # as latency_hourly counts them
 _SUMMARY_SUMS = ("requests", "errors", "cache_hits", "cache_misses", "cache_bypasses",
                  "escalated", "tokens_in", "tokens_out", "cost", "saved_cost")
 _SUMMARY_RAW = ("1", _flag("status >= 400"), _flag("cache = 'hit'"), _flag("cache = 'miss'"),
@@ -261,8 +258,7 @@ async def _histograms(
 async def percentiles_by(
     store: TenantStore, column: GroupColumn, since: float, until: float
 ) -> dict[str, Percentiles]:
-    """Latency percentiles per value of ``column`` (a missing value is ``none``), from raw rows
-    (the providers page asks for the last hour)."""
+    """Latency percentiles per value of ``column`` (``none`` if missing), from raw rows."""
     step = await sample_step(store, since, until)
     grouped = await _grouped_percentiles(store, _group_expr(column), since, until, "latency_ms",
                                          step)
@@ -290,17 +286,12 @@ _BUCKET_SUMS = ("requests", "errors", "cost", "cache_hits", "cache_misses", "cac
 _BUCKET_RAW = {"requests": "1", "errors": _flag("status >= 400"), "cost": "cost",
                "cache_hits": _flag("cache = 'hit'"), "cache_misses": _flag("cache = 'miss'"),
                "cache_bypasses": _flag("cache = 'bypass'")}
-_BUCKET_OF = _floor("(({t} - :since) / :width)")
-"""The bucket number of a row's time (or an hour's start) ``{t}``."""
+_BUCKET_OF = _floor("(({t} - :since) / :width)")  # of a row's time, or an hour's start
 
 
-async def buckets(
-    store: TenantStore, since: float, until: float, width_s: int
-) -> list[Bucket]:
-    """Every ``width_s`` bucket from ``since`` to ``until``, empty ones included.
-
-    Buckets of whole hours, starting on an hour, come from the roll-ups; narrower ones (the
-    last hour's) from the raw rows."""
+async def buckets(store: TenantStore, since: float, until: float, width_s: int) -> list[Bucket]:
+    """Every ``width_s`` bucket from ``since`` to ``until``, empty ones included: from the
+    roll-ups when they are whole hours starting on an hour, else from the raw rows."""
     by_hour = width_s % HOUR_S == 0 and since % HOUR_S == 0
     params = window_params(since, until, width=float(width_s))
     if not by_hour:
@@ -332,8 +323,7 @@ async def _bucket_percentiles(
     store: TenantStore, params: Mapping[str, float]
 ) -> dict[int, Percentiles]:
     group = _BUCKET_OF.format(t="ts")
-    sql = f"""
-    SELECT g, min(CASE WHEN cd >= 0.5 THEN v END), min(CASE WHEN cd >= 0.95 THEN v END)
+    sql = f"""SELECT g, min(CASE WHEN cd >= 0.5 THEN v END), min(CASE WHEN cd >= 0.95 THEN v END)
     FROM (SELECT {group} AS g, latency_ms AS v,
                  cume_dist() OVER (PARTITION BY {group} ORDER BY latency_ms) AS cd
           FROM usage WHERE ts >= :since AND ts < :until AND {_GENERATION}) AS ranked
@@ -383,8 +373,8 @@ async def _counts(
 
 
 async def failed_attempts(store: TenantStore, since: float, until: float) -> dict[str, int]:
-    """Upstream attempts that failed in ``[since, until)``, per deployment (failover included:
-    the request may still have been answered by another)."""
+    """Upstream attempts that failed in ``[since, until)``, per deployment (answered elsewhere
+    or not)."""
     rows = await store.fetch(
         "SELECT deployment, count(*) FROM failed_attempts WHERE ts >= ? AND ts < ? GROUP BY 1",
         (since, until))
