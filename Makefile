@@ -60,6 +60,7 @@ bench: install services
 	$(BIN)/python bench/bench_auth.py
 	$(BIN)/python bench/bench_pg_ledger.py
 	$(BIN)/python bench/bench_metrics.py
+	$(BIN)/python bench/bench_dashboard.py
 
 clean:
 	rm -rf $(VENV) models .pytest_cache .mypy_cache .ruff_cache

@@ -10,7 +10,7 @@ a vector at cosine ~0.97 to its entry; the guards run) and misses (a random vect
 process's resident size before and after the reopen.
 
 Vectors (384 dimensions, the default model's): ``--vectors real`` (default) takes the QQP dev
-sentences' real embeddings (``bench/out/qqp_pairs_dev_vectors.npz``, made by ``eval_cache.py``)
+sentences' real embeddings (``bench/out/qqp_pairs_dev_vectors.jsonl``, made by ``eval_cache.py``)
 and fills up to ``--entries`` with mixtures of two of them plus a little noise, so the index sees
 the clustered, low-dimensional structure of sentence embeddings; ``--vectors random`` uses
 uniformly random unit vectors, a worst case for any graph index (no structure at all).
@@ -31,12 +31,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from gateway.cache.cli import read_vector_file  # noqa: E402
 from gateway.cache.index import FloatArray, VectorSpace  # noqa: E402
 from gateway.cache.semantic_cache import SemanticCache  # noqa: E402
 from gateway.core.cache_settings import CacheSettings  # noqa: E402
 
 SPACE = VectorSpace("bench", 384)
-REAL_VECTORS = ROOT / "bench/out/qqp_pairs_dev_vectors.npz"
+REAL_VECTORS = ROOT / "bench/out/qqp_pairs_dev_vectors.jsonl"
 NAMESPACE, CONTEXT = "tenant:bench", "bench-context"
 ANSWER = {
     "id": "chatcmpl-bench", "object": "chat.completion", "created": 0, "model": "bench",
@@ -60,7 +61,7 @@ def vectors(count: int, seed: int) -> FloatArray:
 
 
 def real_derived(count: int, seed: int) -> FloatArray:
-    real = np.load(REAL_VECTORS)["vectors"].astype(np.float32)
+    real = np.stack(list(read_vector_file(REAL_VECTORS).values())).astype(np.float32)
     rng = np.random.default_rng(seed)
     first, second = rng.integers(0, len(real), count), rng.integers(0, len(real), count)
     v = real[first] + 0.6 * real[second]

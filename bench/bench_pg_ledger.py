@@ -8,8 +8,8 @@ queue fed for ``--seconds`` (the producer of ``bench_auth.py``: 500-row batches,
 above half its bound) and reports rows/s written, drops and resident memory:
 
 - sqlite: the embedded default, a WAL file on this disk (the baseline);
-- postgres-copy: ``PgStore.write_usage`` as shipped: COPY, then the daily roll-up upsert, one
-  transaction per batch;
+- postgres-copy: ``PgStore.write_usage`` as shipped: COPY, then the daily and hourly roll-up
+  upserts, one transaction per batch;
 - postgres-executemany: the same transaction with the rows sent by ``executemany`` INSERTs instead
   of COPY, the alternative COPY was chosen over.
 
@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.postgre
 from bench_auth import bench_ledger, sustained_ledger
 
 from gateway.core.postgres import Database
-from gateway.tenants.pg_store import _UPSERT_DAILY, PgStore, roll_up
+from gateway.tenants.pg_store import PgStore, fold_usage
 from gateway.tenants.store import USAGE_COLUMNS
 from tests.postgres_fixtures import create_database, running_postgres
 
@@ -44,10 +44,14 @@ _INSERT = (f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES "
 class ExecutemanyStore(PgStore):
     """``PgStore`` with its COPY replaced by INSERTs, to measure what COPY buys."""
 
-    async def write_usage(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def write_usage(
+        self, rows: Sequence[tuple[Any, ...]], failed: Sequence[tuple[Any, ...]] = (),
+        refusals: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
+        assert not failed and not refusals  # the benchmark's producer writes usage rows only
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.executemany(_INSERT, rows)
-            await conn.executemany(_UPSERT_DAILY, roll_up(rows))
+            await fold_usage(conn, rows)
 
 
 async def postgres_variant(url: str, store_class: type[PgStore], seconds: float) -> dict[str, Any]:

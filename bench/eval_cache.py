@@ -113,7 +113,7 @@ def main() -> int:
     parser.add_argument("--precision", type=float, default=0.95)
     parser.add_argument("--model-dir", type=Path, default=ROOT / "models/all-MiniLM-L6-v2")
     args = parser.parse_args()
-    embedder = CachedEmbedder(args.model_dir, ROOT / "bench/out/qqp_pairs_dev_vectors.npz")
+    embedder = CachedEmbedder(args.model_dir, ROOT / "bench/out/qqp_pairs_dev_vectors.jsonl")
     tune, held = split(load_pairs(args.pairs), 0.5)
     report: dict[str, object] = {"pairs": str(args.pairs), "tune": len(tune), "held_out": len(held),
                                  "margins": dict(MARGINS)}

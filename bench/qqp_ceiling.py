@@ -49,7 +49,7 @@ def main() -> int:
     if args.held_out:
         pairs = split(pairs, 0.5)[1]
     embedder = CachedEmbedder(ROOT / "models/all-MiniLM-L6-v2",
-                              ROOT / "bench/out/qqp_pairs_dev_vectors.npz")
+                              ROOT / "bench/out/qqp_pairs_dev_vectors.jsonl")
     with tempfile.TemporaryDirectory(prefix="qqp-ceiling-") as workdir:
         outcomes = asyncio.run(run_pairs(pairs, embedder, embedder.space, Path(workdir)))
     audit = {(a["text_a"], a["text_b"]): a for a in json.loads(AUDIT.read_text("utf-8"))}

@@ -6,19 +6,25 @@
     gateway routes check|fit|eval|build ...     gateway learn replay|eval ...
 
 Every command reads the same configuration: the embedded default, with the file ``--config``
-(or ``$GATEWAY_CONFIG``) laid over it and the ``GATEWAY_*`` variables over both.
+(or ``$GATEWAY_CONFIG``) laid over it and the ``GATEWAY_*`` variables over both; the admin
+commands need only its store, not the providers' keys. A mistake on the command line, in the
+configuration or in a command's input is one line on stderr and exit status 2 (1 when the
+command itself failed), never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import NoReturn, cast
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -47,11 +53,30 @@ def _add_config(parser: argparse.ArgumentParser) -> None:
     )
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (``gateway: error: …``) and exit status 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _log_level(value: str) -> str:
+    if value.upper() not in LOG_LEVELS:
+        raise argparse.ArgumentTypeError(
+            f"expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value.upper()
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway", description="A self-hostable LLM gateway.")
-    parser.add_argument("--log-level", default=None,
-                        help=f"logging level (default ${LOG_LEVEL_VAR}, else INFO)")
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="gateway", description="A self-hostable LLM gateway.")
+    parser.add_argument("--log-level", default=None, type=_log_level,
+                        help=f"logging level: DEBUG, INFO, WARNING, ERROR (default "
+                             f"${LOG_LEVEL_VAR}, else INFO)")
+    commands = cast("argparse._SubParsersAction[argparse.ArgumentParser]",
+                    parser.add_subparsers(dest="command", required=True))
     serve = commands.add_parser("serve", help="run the gateway")
     _add_config(serve)
     serve.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
@@ -66,7 +91,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings(args: argparse.Namespace) -> Settings:
-    settings = load(args.config)
+    settings = load(args.config, providers_needed=getattr(args, "providers_needed", True))
     server = settings.server
     if getattr(args, "host", None):
         server = replace(server, host=args.host)
@@ -88,15 +113,50 @@ def _secrets(settings: Settings) -> list[str]:
     return [v for v in values if v]
 
 
+def port_problem(host: str, port: int) -> str | None:
+    """Why ``host:port`` cannot be listened on, as one line with the fix; None when it can.
+
+    Checked before anything is created (the first start prints keys once), so a busy port
+    never costs an operator a key they then cannot use."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        return f"cannot listen on {host!r}: {exc.strerror}; pass --host with a local address"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as aiohttp binds
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return (f"port {port} on {host} is already in use (another gateway?): stop "
+                        f"that process, or pass --port N (or [server] port) to use another")
+            return f"cannot listen on {host}:{port}: {exc.strerror}"
+    return None
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    problem = port_problem(settings.server.host, settings.server.port)
+    if problem is not None:
+        print(f"gateway: {problem}", file=sys.stderr)
+        return 1
     _install_uvloop()
     app = create_app(settings)
     app.cleanup_ctx.append(settled_heap)
-    log.info("gateway starting (config: %s); providers: %s; models: %s", settings.source,
-             ", ".join(p.name for p in settings.providers),
+    log.info("gateway starting (config: %s); models: %s", settings.source,
              ", ".join(sorted({m.name for m in settings.models})))
+    for note in settings.provider_notes:
+        log.info("%s", note)
     try:
         asyncio.run(_run(app, settings))
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE:
+            log.exception("gateway stopped on an error")
+        else:  # taken between the check above and the bind: the same one line
+            server = settings.server
+            print(f"gateway: {port_problem(server.host, server.port) or exc.strerror}",
+                  file=sys.stderr)
+        return 1
     except Exception:
         log.exception("gateway stopped on an error")
         return 1
@@ -156,8 +216,13 @@ def _install_uvloop() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    level = args.log_level or env_value(LOG_LEVEL_VAR) or "INFO"
+    if level.upper() not in LOG_LEVELS:
+        print(f"gateway: configuration error: {LOG_LEVEL_VAR}: expected one of "
+              f"{', '.join(LOG_LEVELS)}, got {level!r}", file=sys.stderr)
+        return 2
     logging.basicConfig(
-        level=(args.log_level or env_value(LOG_LEVEL_VAR) or "INFO").upper(),
+        level=level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
@@ -168,7 +233,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_redaction(secrets=_secrets(settings))
     if settings.observability.access_log:
         configure_access_log()
-    return int(args.handler(args, settings))
+    try:
+        return int(args.handler(args, settings))
+    except ConfigError as exc:  # a command's own input: a file, a flag's value
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"gateway: error: {exc.filename or ''}{': ' if exc.filename else ''}"
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
@@ -34,11 +35,12 @@ from gateway.core.lifecycle import Lifecycle, State
 from gateway.core.notices import notices_context
 from gateway.core.postgres import POSTGRES_ERRORS, database_context
 from gateway.core.redis_link import CLUSTER_SETTINGS, REDIS_LINK, redis_context
-from gateway.core.requestctx import REQUEST_ID
+from gateway.core.requestctx import ACCOUNTED, REQUEST_ID
 from gateway.observability.access_log import access_log_flusher
 from gateway.observability.dashboard.site import setup_dashboard
 from gateway.observability.metrics import METRICS_KEY, setup_metrics
 from gateway.observability.tracing import setup_tracing
+from gateway.pipeline.accounting import account_refusal
 from gateway.routing import context as routing
 from gateway.routing.follow import routes_follow_context
 from gateway.routing.learned.policy import tier_costs
@@ -56,16 +58,21 @@ log = logging.getLogger(__name__)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_REQUEST_ID = 128
-_ID_PREFIX = "req_" + secrets.token_hex(6)
-"""Random per process, then a counter: unique without a system call per request."""
+_ID_SUFFIX = secrets.token_hex(4)
+"""Random per process: ids of two processes never collide."""
 _ID_COUNTER = itertools.count(1)
+_ID_MIX = 0x9E3779B97F4B  # odd, so multiplying by it permutes the 48-bit counter values
+_ID_MASK = (1 << 48) - 1
 
 
 def _request_id(request: web.Request) -> str:
+    """The client's id, else a fresh one that differs from the last one in its first digits
+    (a scrambled counter, then the process's suffix): unique without a system call, and
+    telling apart on a page that shows only an id's start."""
     given = request.headers.get("x-request-id", "")
     if given and len(given) <= _MAX_REQUEST_ID and given.isprintable():
         return given
-    return f"{_ID_PREFIX}{next(_ID_COUNTER):012x}"
+    return f"req_{next(_ID_COUNTER) * _ID_MIX & _ID_MASK:012x}{_ID_SUFFIX}"
 
 
 def _translate_http(exc: web.HTTPException) -> GatewayError:
@@ -92,18 +99,27 @@ def render_error(error: GatewayError, request_id: str, path: str = "") -> web.Re
     return response
 
 
+def _refused(request: web.Request, error: GatewayError, started: float) -> web.Response:
+    """Render ``error``; a 4xx on a request with no usage row yet is recorded as a refusal."""
+    response = render_error(error, request[REQUEST_ID], request.path)
+    if response.status < 500 and not request.get(ACCOUNTED, False):
+        account_refusal(request, error, response.status, (time.perf_counter() - started) * 1000)
+    return response
+
+
 @web.middleware
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Give the request its id and render every error as OpenAI-style JSON."""
+    """Give the request its id, render every error as OpenAI-style JSON, record refusals."""
+    started = time.perf_counter()
     request_id = request[REQUEST_ID] = _request_id(request)
     try:
         return await handler(request)
     except GatewayError as error:
-        return render_error(error, request_id, request.path)
+        return _refused(request, error, started)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return render_error(_translate_http(exc), request_id, request.path)
+        return _refused(request, _translate_http(exc), started)
     except ConnectionResetError:
         raise
     except POSTGRES_ERRORS as exc:  # the shared database failed under an admin call

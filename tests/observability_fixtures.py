@@ -25,6 +25,7 @@ from gateway.core.config import Settings, parse
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.core.observability_settings import ObservabilitySettings
 from gateway.core.tenant_settings import Limits
+from gateway.observability.dashboard import format as fmt
 from gateway.observability.dashboard.site import setup_dashboard
 from gateway.observability.metrics import Metrics, setup_metrics
 from gateway.tenants.context import (
@@ -35,7 +36,8 @@ from gateway.tenants.context import (
     TenantsConfig,
     tenants_context,
 )
-from gateway.tenants.ledger import UsageRecord, day_of, month_start_of
+from gateway.tenants.ledger import RefusalRecord, UsageRecord, day_of, month_start_of
+from gateway.tenants.rollups import bucket_value, latency_bucket, whole_hours
 from gateway.upstream.appkeys import CATALOG, FAILOVER
 from gateway.upstream.catalog import Catalog
 from gateway.upstream.failover import Failover
@@ -145,10 +147,12 @@ def _record(rng: random.Random, i: int, ts: float,
     cost = 0.0 if hit or not ok else (tokens_in * price_in + tokens_out * price_out) / 1e6
     stream = rng.random() < 0.6
     latency = rng.lognormvariate(6.3, 0.7) if ok and not hit else rng.uniform(2, 40)
+    answered = not hit and status != 429
     return UsageRecord(
         request_id=f"req_{i:06d}{rng.getrandbits(32):08x}", tenant=tenant, key_id=f"key_{tenant}",
-        model=model, status=status, ts=ts, route=route, tier=tier or dep_tier,
-        deployment=None if hit or status == 429 else deployment,
+        model="auto" if route else model, status=status, ts=ts, route=route,
+        tier=tier or dep_tier, deployment=deployment if answered else None,
+        answered_model=model if answered else None,
         tokens_in=tokens_in, tokens_out=tokens_out, cost=cost,
         cache=cache if status != 429 else None, saved_cost=full if hit else 0.0,
         escalations=1 if ok and rng.random() < 0.08 else 0, attempts=1 if ok else 2,
@@ -157,8 +161,29 @@ def _record(rng: random.Random, i: int, ts: float,
     )
 
 
+REFUSALS = ((401, "invalid_api_key", None), (400, "invalid_request_error", "acme"),
+            (429, "rate_limit_exceeded", "globex"), (413, "request_too_large", "acme"),
+            (404, "not_found_error", None))
+
+
+def scripted_refusals(now: float, count: int = 40, seed: int = 11) -> list[RefusalRecord]:
+    """Refusals over the last week, in time order, a quarter of them in the last hour."""
+    rng = random.Random(seed)
+    times = sorted(now - (rng.uniform(5, 3500) if rng.random() < 0.25 else
+                          rng.uniform(3700, 6.5 * 86_400)) for _ in range(count))
+    out = []
+    for i, ts in enumerate(times):
+        status, code, tenant = rng.choice(REFUSALS)
+        out.append(RefusalRecord(ts=ts, request_id=f"ref_{i:04d}{rng.getrandbits(24):06x}",
+                                 api="/v1/chat/completions", method="POST", status=status,
+                                 code=code, tenant=tenant,
+                                 key_id=f"key_{tenant}" if tenant else None))
+    return out
+
+
 async def load_scenario(app: web.Application, now: float) -> list[UsageRecord]:
-    """Create the tenants and keys, write the scripted mix through the ledger, shape health."""
+    """Create the tenants and keys, write the scripted mix (and refusals) through the ledger,
+    shape health."""
     store, auth = app[STORE_KEY], app[AUTH_KEY]
     for name, limits in TENANTS.items():
         await store.create_tenant(name, limits)
@@ -168,6 +193,8 @@ async def load_scenario(app: web.Application, now: float) -> list[UsageRecord]:
     ledger = app[LEDGER_KEY]
     for r in records:
         assert ledger.record(r)
+    for refusal in scripted_refusals(now):
+        ledger.refuse(refusal)
     await ledger.flush()
     shape_health(app[FAILOVER])
     return records
@@ -241,6 +268,16 @@ def expected(records: Sequence[UsageRecord], since: float, now: float) -> Expect
         cost_today=math.fsum(r.cost for r in records if day_of(r.ts) == today and r.ts <= now),
         cost_month=math.fsum(r.cost for r in records if day_of(r.ts) >= month and r.ts <= now),
     )
+
+
+def shown_percentile(value: float | None, since: float, until: float) -> str:
+    """How the overview prints an exact percentile ``value`` of ``[since, until)``: as is when
+    the window holds no whole hour (raw rows), else as the middle of its histogram bucket."""
+    if whole_hours(since, until)[0] >= until or value is None:
+        return fmt.ms(value)
+    bucket = latency_bucket(value)
+    assert bucket is not None
+    return "≈ " + fmt.ms(bucket_value(bucket))
 
 
 _METRIC = re.compile(r'data-metric="([^"]+)">([^<]*)<')

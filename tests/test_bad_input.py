@@ -115,3 +115,21 @@ async def test_unknown_path_and_wrong_method_are_openai_errors(
     assert missing.status == 404 and "error" in await missing.json()
     wrong = await client.get("/v1/chat/completions")
     assert wrong.status == 405 and "error" in await wrong.json()
+
+
+@pytest.mark.parametrize(("body", "shown"), [
+    (_with(n=0), "expected an integer from 1 to 128, got 0."),
+    (_with(n=True), "got true."),
+    (_with(temperature=5), "got 5."),
+    (_with(temperature="hot"), "got 'hot'."),
+    (_with(stream={"on": True}), "got an object."),
+    (_with(max_tokens="x" * 500), "got a string of 500 characters."),
+], ids=["n=0", "n=true", "temperature=5", "temperature=hot", "stream={}", "long stop"])
+async def test_error_messages_say_what_was_given(
+    one_upstream: tuple[TestClient, FakeOpenAI], body: dict[str, Any], shown: str
+) -> None:
+    client, _ = one_upstream
+    resp = await client.post("/v1/chat/completions", json=body)
+    assert resp.status == 400
+    message = (await resp.json())["error"]["message"]
+    assert message.endswith(shown), message

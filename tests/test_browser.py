@@ -22,8 +22,16 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from gateway.observability.dashboard import format as fmt
+from gateway.observability.dashboard.queries import WINDOWS
 from tests.cdp import Browser, Page
-from tests.observability_fixtures import expected, load_scenario, observability_app, page_metrics
+from tests.observability_fixtures import (
+    expected,
+    load_scenario,
+    observability_app,
+    page_metrics,
+    scripted_refusals,
+    shown_percentile,
+)
 from tests.routing_dashboard_fixtures import routing_dashboard_app, write_routing_history
 from tests.tenant_fixtures import ADMIN_KEY
 
@@ -85,14 +93,31 @@ async def test_the_dashboard_in_a_real_browser(aiohttp_server: Any, tmp_path: Pa
         await _fits_a_laptop(page)
         await page.screenshot(SHOTS / "dashboard-overview.png")
 
-        for name, path in (("overview-24h", "/dashboard?window=24h"),
-                           ("tenants", "/dashboard/tenants?tenant=acme"),
+        refusals = scripted_refusals(NOW)
+        for key in ("24h", "7d"):  # read from the hourly roll-ups and the raw edges
+            await page.goto(f"{base}/dashboard?window={key}")
+            since = NOW - WINDOWS[key].seconds
+            want = expected(records, since, NOW)
+            shown = page_metrics(await page.html())
+            assert shown["requests"] == fmt.num(want.requests)
+            assert shown["latency-p50"] == shown_percentile(want.p50, since, NOW)
+            assert shown["latency-p50"].startswith("≈ ")
+            assert shown["refused"] == fmt.num(sum(1 for r in refusals if r.ts >= since))
+            await _fits_a_laptop(page)
+            await page.screenshot(SHOTS / f"dashboard-overview-{key}.png")
+
+        for name, path in (("tenants", "/dashboard/tenants?tenant=acme"),
                            ("requests", "/dashboard/requests?limit=50")):
             await page.goto(base + path)
             assert await _where(page) == path
             await _fits_a_laptop(page)
             await page.screenshot(SHOTS / f"dashboard-{name}.png")
-        assert page_metrics(await page.html())["rows"] == "50"
+        shown = page_metrics(await page.html())
+        assert shown["rows"] == "50"
+        assert shown["refusal-rows"] == str(len(refusals))
+        newest = await page.evaluate(
+            "document.querySelector('table.refusals tbody tr').dataset.refusalId")
+        assert newest == refusals[-1].request_id
 
         assert all(url.startswith((base, "data:")) for url in page.requested), page.requested
         await page.click(".tools button")

@@ -6,6 +6,7 @@ import json
 
 from aiohttp.test_utils import TestClient
 
+from gateway.observability.dashboard.format import short_id
 from tests.fake_openai import FakeOpenAI, Reply
 
 USER = [{"role": "user", "content": "Say hello"}]
@@ -101,3 +102,19 @@ async def test_health_and_readiness(one_upstream: tuple[TestClient, FakeOpenAI])
     assert (await client.get("/healthz")).status == 200
     ready = await client.get("/readyz")
     assert ready.status == 200 and (await ready.json())["status"] == "ready"
+
+
+async def test_fresh_request_ids_differ_in_their_first_digits_and_short_ids_too(
+    one_upstream: tuple[TestClient, FakeOpenAI],
+) -> None:
+    client, _ = one_upstream
+    ids = []
+    for _ in range(20):
+        resp = await client.post("/v1/chat/completions", json={"model": "small"})  # a 400
+        ids.append(resp.headers["x-request-id"])
+    assert len(set(ids)) == 20
+    starts = {i[:8] for i in ids}  # "req_" and four digits: what a narrow column shows
+    assert len(starts) == 20
+    assert len({short_id(i) for i in ids}) == 20
+    long_client_ids = [f"my-application-request-{n:06d}" for n in (1, 2)]
+    assert short_id(long_client_ids[0]) != short_id(long_client_ids[1])

@@ -37,6 +37,17 @@ def test_embedded_default_enables_each_provider_whose_key_is_set() -> None:
     assert "gsk-secret" not in repr(groq), "keys never appear in reprs"
 
 
+def test_the_settings_say_which_providers_serve_and_why_the_demo_is_on_or_off() -> None:
+    fallback = load(None, env={}).provider_notes
+    assert fallback[0] == "providers enabled: demo"
+    assert "GROQ_API_KEY is not set" in fallback[1]
+    assert "no provider key is set: fallback provider demo answers" in fallback[2]
+    real = load(None, env={"GROQ_API_KEY": "gsk-secret-value"}).provider_notes
+    assert real[0] == "providers enabled: groq"
+    assert "fallback provider demo is off" in real[2]
+    assert not any("gsk-secret" in note for note in real)
+
+
 def test_secret_comes_from_environment_and_relative_paths_from_file() -> None:
     settings = _parse(BASE)
     assert settings.providers[0].api_key == "secret-1"

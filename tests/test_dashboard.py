@@ -31,8 +31,9 @@ from gateway.observability.dashboard.charts import (
 from gateway.observability.dashboard.queries import WINDOWS
 from gateway.observability.dashboard.session import COOKIE, Sessions, safe_next, set_session_cookie
 from gateway.observability.dashboard.state import READER_KEY
-from gateway.tenants.context import AUTH_KEY, STORE_KEY
+from gateway.tenants.context import AUTH_KEY, LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import UsageRecord, day_of, month_start_of
+from gateway.tenants.rollups import whole_hours
 from tests.observability_fixtures import (
     LEAKED,
     TENANTS,
@@ -43,6 +44,8 @@ from tests.observability_fixtures import (
     nearest_rank,
     observability_app,
     page_metrics,
+    scripted_refusals,
+    shown_percentile,
 )
 from tests.tenant_fixtures import ADMIN_KEY
 
@@ -169,8 +172,9 @@ async def test_overview_figures_agree_with_the_ledger(
     want = expected(records, NOW - WINDOWS[window].seconds, NOW)
     assert shown["requests"] == fmt.num(want.requests)
     assert shown["error-rate"] == fmt.pct(want.errors / want.requests)
-    assert shown["latency-p50"] == fmt.ms(want.p50)
-    assert shown["ttft-p50"] == fmt.ms(want.ttft_p50)
+    since = NOW - WINDOWS[window].seconds
+    assert shown["latency-p50"] == shown_percentile(want.p50, since, NOW)
+    assert shown["ttft-p50"] == shown_percentile(want.ttft_p50, since, NOW)
     assert shown["hit-rate"] == fmt.pct(want.hits / (want.hits + want.misses))
     assert shown["escalation-rate"] == fmt.pct(want.escalated / want.requests)
     assert shown["spend-today"] == fmt.usd(want.cost_today)
@@ -188,6 +192,23 @@ async def test_overview_route_mix_counts_each_route(
         row = re.search(rf'data-route="{route}">.*?<td class="num">([\d,]+)</td>', html, re.S)
         assert row is not None and row.group(1) == fmt.num(count)
     assert html.count("<svg") >= 5  # four charts and the route share bar, drawn inline
+
+
+async def test_overview_models_table_shows_the_model_asked_for_and_the_one_that_answered(
+    scenario: tuple[Client, list[UsageRecord]]
+) -> None:
+    client, records = scenario
+    html = await _page(client, "/dashboard?window=7d")
+    week = [r for r in records if r.ts >= NOW - 7 * 86_400]
+    pairs: dict[tuple[str, str], int] = {}
+    for r in week:
+        key = (r.model, r.answered_model or "none")
+        pairs[key] = pairs.get(key, 0) + 1
+    shown = re.findall(r'<tr data-model="([^"]+)" data-answered="([^"]+)">.*?'
+                       r'<td class="num">([\d,]+)</td>', html, re.S)
+    top = sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:10]
+    assert [((m, a), int(n.replace(",", ""))) for m, a, n in shown] == top
+    assert any(m == "auto" and a != "none" for (m, a), _ in top)
 
 
 async def test_providers_page_shows_each_breaker_and_redacts_error_text(
@@ -221,7 +242,16 @@ async def test_tenants_page_shows_spend_against_budgets(
     assert f"<b>{fmt.usd(acme_today)}</b><span class=\"muted\"> of $0.50</span>" in html
     focused = page_metrics(await _page(client, "/dashboard/tenants?tenant=globex"))
     spent = sum(r.cost for r in records if r.tenant == "globex" and day_of(r.ts) >= month)
-    assert focused == {"selected-tenant": "globex", "model-spend-total": fmt.usd(spent)}
+    nobody_today = sum(1 for r in scripted_refusals(NOW) if r.tenant is None
+                       and day_of(r.ts) == today)
+    assert focused == {"selected-tenant": "globex", "model-spend-total": fmt.usd(spent),
+                       **({"refused-unauthenticated": str(nobody_today)} if nobody_today else {})}
+    for tenant in TENANTS:
+        refused = sum(1 for r in scripted_refusals(NOW) if r.tenant == tenant
+                      and day_of(r.ts) == today)
+        cell = re.search(rf'data-tenant="{tenant}".*?data-field="refused-today">(.*?)</td>',
+                         html, re.S)
+        assert cell is not None and re.sub(r"<[^>]+>", "", cell.group(1)) == str(refused)
 
 
 @pytest.mark.parametrize(("query", "keep"), [
@@ -251,13 +281,34 @@ async def test_a_large_window_samples_rows_for_percentiles_and_says_so(
 ) -> None:
     monkeypatch.setattr("gateway.observability.dashboard.queries.MAX_SAMPLE_ROWS", 50)
     client, records = scenario
-    shown = page_metrics(await _page(client, "/dashboard?window=24h"))
+    shown = page_metrics(await _page(client, "/dashboard?window=1h"))  # no whole hour: raw rows
     inside = [(row_id, r) for row_id, r in enumerate(records, start=1)
-              if NOW - 86_400 <= r.ts < NOW]
+              if NOW - 3600 <= r.ts < NOW]
     step = math.ceil(len(inside) / 50)
     sample = [r.latency_ms for row_id, r in inside if row_id % step == 0 and r.status < 400]
+    assert step > 1
     assert shown["latency-p50"] == "≈ " + fmt.ms(nearest_rank(sample, 0.5))
     assert shown["requests"] == fmt.num(len(inside))  # counts stay exact
+
+
+async def test_day_and_week_windows_read_whole_hours_from_the_roll_ups(
+    scenario: tuple[Client, list[UsageRecord]]
+) -> None:
+    client, records = scenario
+    store = client.app[STORE_KEY]
+    # Rows changed behind the roll-ups' back show which windows read which: the roll-ups keep
+    # the counts they were given, the raw rows the change.
+    await store.db.execute("UPDATE usage SET cost = cost + 1.0")
+    for window in ("24h", "7d"):
+        since = NOW - WINDOWS[window].seconds
+        h0, h1 = whole_hours(since, NOW)
+        shown = page_metrics(await _page(client, f"/dashboard?window={window}"))
+        edges = sum(1 for r in records if since <= r.ts < h0 or h1 <= r.ts < NOW)
+        inside = [r for r in records if since <= r.ts < NOW]
+        assert h0 < h1 and 0 < edges < len(inside)
+        want = math.fsum(r.cost for r in inside) + edges
+        assert f"{fmt.usd(want)} in the " in await _page(client, f"/dashboard?window={window}")
+        assert shown["requests"] == fmt.num(len(inside))
 
 
 async def test_the_dashboard_reads_through_a_read_only_connection_of_its_own(
@@ -349,3 +400,21 @@ def test_durations_shares_and_ages_read_naturally() -> None:
     assert [fmt.ago(v) for v in (1, 42, 600, 7200, 200_000)] == [
         "just now", "42 s ago", "10 min ago", "2 h ago", "2 d ago"]
     assert [fmt.compact(v) for v in (950, 12_300, 4_500_000)] == ["950", "12.3k", "4.5M"]
+
+
+async def test_embeddings_calls_show_on_the_requests_page_and_count_on_the_overview(
+    scenario: tuple[Client, list[UsageRecord]]
+) -> None:
+    client, records = scenario
+    call = UsageRecord(request_id="req_embed_0001", tenant="acme", key_id="key_acme",
+                       model="all-MiniLM-L6-v2", status=200, ts=NOW - 30, tokens_in=12,
+                       latency_ms=4.0, api="embeddings", answered_model="all-MiniLM-L6-v2")
+    ledger = client.app[LEDGER_KEY]
+    assert ledger.record(call)
+    await ledger.flush()
+    page = await _page(client, "/dashboard/requests?tenant=acme")
+    row = re.search(r'data-request-id="req_embed_0001".*?</tr>', page, re.S)
+    assert row is not None and '<td data-field="api">embeddings</td>' in row.group(0)
+    hour = [r for r in records if r.ts >= NOW - 3600]
+    shown = page_metrics(await _page(client, "/dashboard?window=1h"))
+    assert shown["requests"] == fmt.num(len(hour) + 1)

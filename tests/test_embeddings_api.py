@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,6 +21,11 @@ from aiohttp.test_utils import TestClient
 from embedder_worker.supervisor import EMBEDDER_POOL
 from gateway.app import create_app
 from gateway.core.config import parse
+from gateway.observability.access_log import ACCESS_LOGGER
+from gateway.observability.dashboard.refusals import latest_refusals
+from gateway.tenants.context import LEDGER_KEY, STORE_KEY
+from gateway.tenants.ledger import recent
+from tests.conftest import ROOT
 from tests.fuzzing import damaged, fuzz_rng
 
 if TYPE_CHECKING:
@@ -112,6 +118,18 @@ async def test_bad_requests_get_openai_errors_naming_the_field(gateway: Client) 
         assert error["message"], body
 
 
+async def test_token_id_input_is_refused_with_the_langchain_setting_the_readme_shows(
+    gateway: Client,
+) -> None:
+    # What LangChain's OpenAIEmbeddings sends by default: each text as a list of token ids.
+    resp = await gateway.post("/v1/embeddings", json={"model": MODEL, "input": [[9906, 1917]]})
+    assert resp.status == 400
+    message = (await resp.json())["error"]["message"]
+    assert "check_embedding_ctx_length=False" in message
+    readme = (ROOT / "README.md").read_text("utf-8")
+    assert "OpenAIEmbeddings(" in readme and "check_embedding_ctx_length=False" in readme
+
+
 async def test_before_any_worker_is_ready_the_endpoint_answers_503(
     aiohttp_client: ClientFactory, tmp_path: Path
 ) -> None:
@@ -153,3 +171,25 @@ async def test_damaged_requests_to_a_live_worker_get_no_5xx(gateway: Client) -> 
             assert payload["error"]["message"]
     assert served > 0
     assert (await embed(gateway, input="still here"))["data"]
+
+
+async def test_embeddings_calls_are_in_the_ledger_and_the_access_log(
+    gateway: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=ACCESS_LOGGER):
+        resp = await gateway.post("/v1/embeddings", json={"model": MODEL,
+                                                          "input": ["one", "two words"]})
+        body = await resp.json()
+        refused = await gateway.post("/v1/embeddings", json={"model": MODEL, "input": ""})
+        assert refused.status == 400
+    await gateway.app[LEDGER_KEY].flush()
+    (row,) = await recent(gateway.app[STORE_KEY])
+    assert row.api == "embeddings" and row.request_id == resp.headers["x-request-id"]
+    assert (row.tenant, row.model, row.status) == ("anonymous", MODEL, 200)
+    assert row.tokens_in == body["usage"]["prompt_tokens"] > 0 and row.cost == 0
+    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == ACCESS_LOGGER]
+    assert [(line["path"], line["status"]) for line in lines] == [
+        ("/v1/embeddings", 200), ("/v1/embeddings", 400)]
+    assert lines[0]["tokens_in"] == row.tokens_in and lines[1]["error"] == "invalid_request_error"
+    (refusal,) = await latest_refusals(gateway.app[STORE_KEY])
+    assert (refusal.api, refusal.status, refusal.param) == ("/v1/embeddings", 400, "input")

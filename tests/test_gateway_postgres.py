@@ -40,19 +40,25 @@ async def test_usage_through_the_gateway_is_in_the_shared_ledger_and_on_the_dash
     key = await new_tenant_key(client, "acme")
     for _ in range(3):
         assert (await ask(client, key)).status == 200
+    assert (await ask(client, "gw-not-a-key")).status == 401  # a refusal, on the record too
     usage = await client.get("/admin/usage", headers=bearer(ADMIN_KEY))
     assert usage.status == 200
     (acme,) = (await usage.json())["tenants"]
     assert acme["tenant"] == "acme" and acme["today"]["requests"] == 3
     assert acme["today"]["cost"] > 0
     assert (await login(client)).status == 303
-    for page in ("/dashboard", "/dashboard/tenants", "/dashboard/requests?tenant=acme"):
+    for page in ("/dashboard", "/dashboard?window=24h", "/dashboard?window=7d",
+                 "/dashboard/providers", "/dashboard/tenants", "/dashboard/requests?tenant=acme"):
         resp = await client.get(page)
         assert resp.status == 200, (page, await resp.text())
-        assert page == "/dashboard" or "acme" in await resp.text()
+        assert not page.startswith("/dashboard/") or "acme" in await resp.text() \
+            or page == "/dashboard/providers"
+        assert not page.startswith("/dashboard?") or "invalid_api_key" in await resp.text()
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM usage WHERE tenant = 'acme'") == 3
+        assert await conn.fetchval("SELECT sum(requests) FROM usage_hourly") == 3
+        assert await conn.fetchval("SELECT code FROM refusals") == "invalid_api_key"
         assert await conn.fetchval("SELECT count(*) FROM api_keys") == 1
     finally:
         await conn.close()

@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.keys import hash_key
 from gateway.tenants.ledger import recent
-from tests.conftest import GatewayFactory, model, openai_provider
+from tests.conftest import ROOT, GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.tenant_fixtures import (
     GATEWAY_ENV,
@@ -74,6 +74,27 @@ async def test_streams_carry_the_rate_limit_headers_too(keyed: Keyed) -> None:
     await resp.read()
     assert resp.headers["x-ratelimit-limit-requests"] == "3"
     assert resp.headers["x-ratelimit-remaining-requests"] == "2"
+
+
+async def test_rate_limit_headers_come_exactly_for_the_limits_that_apply_as_documented(
+    keyed: Keyed,
+) -> None:
+    client, _, key = keyed
+    unlimited = await new_tenant_key(client, "initech")
+    tokens_only = await new_tenant_key(client, "globex", limits={"tokens_per_minute": 5000})
+    seen = {}
+    for name, k in (("acme", key), ("initech", unlimited), ("globex", tokens_only)):
+        resp = await _ask(client, k)
+        assert resp.status == 200
+        seen[name] = sorted(h for h in resp.headers if h.lower().startswith("x-ratelimit-"))
+    assert seen["acme"] == sorted(f"x-ratelimit-{w}-requests" for w in ("limit", "remaining",
+                                                                          "reset"))
+    assert seen["initech"] == []
+    assert seen["globex"] == sorted(f"x-ratelimit-{w}-tokens" for w in ("limit", "remaining",
+                                                                         "reset"))
+    readme = (ROOT / "README.md").read_text()
+    row = next(line for line in readme.splitlines() if "`x-ratelimit-limit-requests`" in line)
+    assert "a tenant without limits gets none" in row  # what the README promises is true
 
 
 async def test_every_request_gets_a_ledger_row_with_its_cost(keyed: Keyed) -> None:

@@ -15,7 +15,14 @@ from gateway.core.errors import BudgetExceeded
 from gateway.core.tenant_settings import LedgerSettings, Limits
 from gateway.tenants import ledger as ledger_module
 from gateway.tenants.context import load_admission
-from gateway.tenants.ledger import Ledger, UsageRecord, month_spend, recent, spend_by_model
+from gateway.tenants.ledger import (
+    Ledger,
+    RefusalRecord,
+    UsageRecord,
+    month_spend,
+    recent,
+    spend_by_model,
+)
 from gateway.tenants.store import Store
 from tests.tenant_fixtures import chat, open_store, principal, tenant_settings
 
@@ -150,3 +157,29 @@ async def test_budgets_count_spend_already_in_the_ledger_after_a_restart(tmp_pat
         await admission.admit(who, chat())
     await admission.admit(principal("beta", "key_2", tenant_limits=Limits(daily_budget_usd=1.0)),
                           chat())
+
+
+async def test_a_flood_of_refusals_adds_a_bounded_number_of_rows_and_loses_no_count(
+    store: Store,
+) -> None:
+    ledger = Ledger(store, LedgerSettings(refusal_rows_per_minute=5))
+    minute = (NOW // 60) * 60
+    for i in range(1000):  # a bad-key flood: two minutes, two kinds
+        ledger.refuse(RefusalRecord(ts=minute + (i >= 500) * 60 + 1, request_id=f"r{i}",
+                                    api="/v1/chat/completions", method="POST",
+                                    status=401 if i % 4 < 2 else 404, code=f"c{i % 4 < 2}"))
+    for i in range(3):  # a tenant's own refusals have a budget of their own
+        ledger.refuse(RefusalRecord(ts=minute + 61, request_id=f"t{i}", api="/v1/embeddings",
+                                    method="POST", status=429, code="rate_limit_exceeded",
+                                    tenant="acme", key_id="key_1"))
+    await ledger.flush()
+    rows = list(await store.db.execute_fetchall(
+        "SELECT tenant, request_id, count FROM refusals"))
+    kept = [r for r in rows if r[0] is None and r[1]]
+    folded = [r for r in rows if r[0] is None and not r[1]]
+    assert len(kept) == 10 and len(folded) == 4  # 5 a minute, then one per minute and kind
+    assert sum(r[2] for r in rows if r[0] is None) == 1000
+    assert sorted(r[1] for r in rows if r[0] == "acme") == ["t0", "t1", "t2"]
+    hourly = await store.db.execute_fetchall(
+        "SELECT tenant, sum(count) FROM refusals_hourly GROUP BY 1 ORDER BY 1")
+    assert [tuple(r) for r in hourly] == [("", 1000), ("acme", 3)]

@@ -21,7 +21,13 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.core.errors import BudgetExceeded, InvalidRequest, RateLimited
+from gateway.core.errors import (
+    AuthenticationFailed,
+    BudgetExceeded,
+    GatewayError,
+    InvalidRequest,
+    RateLimited,
+)
 from gateway.core.observability_settings import ObservabilitySettings, parse_observability
 from gateway.core.toml_table import ConfigError, Table
 from gateway.observability.metrics import (
@@ -37,6 +43,7 @@ from tests.observability_fixtures import (
     load_scenario,
     observability_app,
     replay_into_metrics,
+    scripted_refusals,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -111,7 +118,8 @@ async def test_breakers_ledger_and_budgets_are_read_at_scrape_time(
     }
     assert total(parsed, "gateway_upstream_attempts_total", outcome="failure",
                  deployment="anthropic/claude-sonnet-4-0") == 3
-    assert total(parsed, "gateway_ledger_written_rows_total") == len(records)
+    written = len(records) + len(scripted_refusals(NOW))  # usage rows and refusal rows
+    assert total(parsed, "gateway_ledger_written_rows_total") == written
     assert total(parsed, "gateway_ledger_dropped_rows_total") == 0
     today = time.strftime("%Y-%m-%d", time.gmtime(NOW))
     acme_today = sum(r.cost for r in records if r.tenant == "acme" and
@@ -127,7 +135,9 @@ async def test_tenant_labels_appear_only_when_configured(
     aiohttp_client: Any, tmp_path: Path
 ) -> None:
     parsed, _, _ = await _scraped(aiohttp_client, tmp_path)
-    assert not any("tenant" in dict(ls) for _, ls in parsed)
+    # Refusals are always counted per tenant (rare, and tenants are bounded); nothing else is.
+    assert not any("tenant" in dict(ls) for name, ls in parsed
+                   if name != "gateway_refusals_total")
     labelled, records, _ = await _scraped(aiohttp_client, tmp_path / "labelled",
                                           ObservabilitySettings(tenant_labels=True))
     acme = [r for r in records if r.tenant == "acme" and r.status != 429]
@@ -356,12 +366,15 @@ def test_embedder_and_cache_calls_land_in_their_metrics() -> None:
     assert get("gateway_cache_lookup_duration_seconds_count") == 0
 
 
-def test_refusals_are_classified_by_the_error_admission_raised() -> None:
+def test_refusals_are_classified_by_the_error_the_gateway_raised() -> None:
     assert refusal_kind(BudgetExceeded("over", retry_after_s=60)) == "budget"
     assert refusal_kind(RateLimited("Rate limit reached", retry_after_s=1)) == "rate_limit"
     assert refusal_kind(RateLimited("Too many concurrent requests for tenant acme: limit 2.",
                                     retry_after_s=1)) == "concurrency"
-    assert refusal_kind(InvalidRequest("bad")) is None
+    assert refusal_kind(InvalidRequest("bad")) == "invalid_request"
+    assert refusal_kind(InvalidRequest("too big"), 413) == "too_large"
+    assert refusal_kind(AuthenticationFailed("no key")) == "authentication"
+    assert refusal_kind(GatewayError("teapot"), 418) == "other"
 
 
 async def test_metrics_can_require_a_bearer_token(aiohttp_client: Any, tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from gateway.core.toml_table import ConfigError
 from gateway.routing.calibrate import (
     FitOptions,
     Scored,
+    _per_route,
     fit_calibration,
     fit_logistic,
     rank,
@@ -89,3 +90,11 @@ def test_a_bad_line_is_named(tmp_path: Path, line: str, message: str) -> None:
     path.write_text('{"text": "ok", "route": null}\n' + line + "\n")
     with pytest.raises(ConfigError, match=message):
         read_examples(path)
+
+
+def test_out_of_scope_prompts_count_against_no_routes_precision() -> None:
+    top = np.array([0, 0, 1, 0, 1])
+    truth = np.array([0, -1, 1, -1, 0])  # two out-of-scope prompts went to route 0
+    a, b = _per_route(top, truth, ("a", "b"))
+    assert (a.precision, a.recall, a.support) == (1.0, 0.5, 2)
+    assert (b.precision, b.recall, b.support) == (0.5, 1.0, 1)

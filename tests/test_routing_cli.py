@@ -86,3 +86,33 @@ def test_errors_name_the_place_and_exit_2(tmp_path: Path, data: tuple[Path, Path
     (tmp_path / "exists.toml").write_text("")
     assert run("routes", "build", "--data", train, "--out", tmp_path / "exists.toml",
                "--default-tier", "cheap") == 2
+
+
+def test_any_label_of_a_data_set_makes_a_usable_route(
+    tmp_path: Path, routing_model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    labels = {"greeting": "greeting?", "code": "code (all kinds)", "translate": "card/translate"}
+    rows = [(t, labels[r]) for r, texts in EXAMPLES.items() for t in texts] + [
+        (t, None) for t in OUT_OF_SCOPE]
+    data = write_examples(tmp_path / "labelled.jsonl", rows)
+    routes = tmp_path / "routes.toml"
+    assert run("routes", "build", "--data", data, "--out", routes, "--default-tier", "cheap") == 0
+    assert set(load_routes(routes).names) == set(labels.values())
+    common = ("--cache", tmp_path / "cache", "--model-dir", routing_model_dir)
+    assert run("routes", "check", "--routes", routes) == 0
+    assert run("routes", "eval", "--routes", routes, "--data", data, *common) == 0
+    out = capsys.readouterr().out
+    # One tier for every route: a tier accuracy would be 100% whatever the router did.
+    assert "tier accuracy (decided tier = the true route's tier): n/a" in out
+    assert "greeting?" in out
+
+
+def test_a_label_that_cannot_name_a_route_is_refused_at_build_naming_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = write_examples(tmp_path / "labelled.jsonl", [("hello", "caf\u00e9"), ("hi", "ok")])
+    routes = tmp_path / "routes.toml"
+    assert run("routes", "build", "--data", data, "--out", routes, "--default-tier", "cheap") == 2
+    assert "route 'café' cannot be a route name: expected 1 to 100 printable ASCII" in (
+        capsys.readouterr().err)
+    assert not routes.exists()

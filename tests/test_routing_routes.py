@@ -62,7 +62,7 @@ def test_a_missing_file_names_the_file(tmp_path: Path) -> None:
         ('[[routes]]\nname = "a"\nutterances = ["x"]', r"routes\[0\]\.tier: required"),
         ('[[routes]]\nname = "a"\ntier = "cheap"\nutterances = ["x"]\ncache = "maybe"',
          r"routes\[0\]\.cache"),
-        ('[[routes]]\nname = "a b"\ntier = "cheap"\nutterances = ["x"]', r"routes\[0\]\.name"),
+        ('[[routes]]\nname = " a"\ntier = "cheap"\nutterances = ["x"]', r"routes\[0\]\.name"),
         ('[[routes]]\nname = "a"\ntier = "cheap"\nutterances = ["  "]',
          r"routes\[0\]\.utterances\[0\]"),
         ('[[routes]]\nname = "a"\ntier = "cheap"\nutterances = ["x"]\n'

@@ -94,7 +94,9 @@ async def serving(
     assert proc.stderr is not None and proc.stdout is not None
     try:
         key = await asyncio.wait_for(_first_key(proc.stdout), timeout=30)
-        await asyncio.wait_for(_wait_for_line(proc.stderr, b"gateway listening"), timeout=30)
+        started = await asyncio.wait_for(_wait_for_line(proc.stderr, b"gateway listening"),
+                                         timeout=30)
+        assert any(b"providers enabled: fake" in line for line in started)  # the rule, visible
         async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as session:
             yield proc, f"http://127.0.0.1:{port}", fake, session
     finally:

@@ -18,7 +18,7 @@ from gateway.cache.store import CacheStore
 from gateway.core.postgres import Database, migrations
 from gateway.core.tenant_settings import Limits
 from gateway.routing.signals import SignalStore
-from gateway.tenants.ledger import Ledger, UsageRecord, recent, tenant_totals
+from gateway.tenants.ledger import Ledger, RefusalRecord, UsageRecord, recent, tenant_totals
 from gateway.tenants.pg_store import PgStore
 from gateway.tenants.store import Store
 from tests.cache_fixtures import CONTEXT, SPACE, answer, load_embedder, settings_in
@@ -29,10 +29,19 @@ from tests.test_routing_signals import DECISION
 pytest_plugins = ["tests.postgres_fixtures"]
 
 STORED, ASKED = "How do I reset my password?", "How can I reset my password?"
+_LEDGER_TABLES = (
+    "SELECT id, ts, request_id, deployment FROM failed_attempts ORDER BY id",
+    "SELECT id, ts, request_id, tenant, api, status, code, count FROM refusals ORDER BY id",
+    "SELECT hour, model, answered_model, deployment, route, api, requests, errors, cost "
+    "FROM usage_hourly ORDER BY 1, 2, 3, 4, 5, 6",
+    "SELECT hour, metric, bucket, count FROM latency_hourly ORDER BY 1, 2, 3",
+    "SELECT hour, tenant, api, status, code, count FROM refusals_hourly ORDER BY 1, 2, 3, 4, 5",
+)
 
 
 async def embedded_deployment(data_dir: Path, embedder: OnnxEmbedder) -> None:
-    """What a gateway on SQLite leaves in its data folder: tenants, keys, usage, cache, signals."""
+    """What a gateway on SQLite leaves in its data folder: tenants, keys, usage (with failed
+    attempts, refusals and roll-ups), cache, signals."""
     store = await Store.open(data_dir / "gateway.sqlite3")
     await store.create_tenant("acme", Limits(requests_per_minute=60))
     await store.create_tenant("beta", Limits(daily_budget_usd=1.5))
@@ -45,7 +54,10 @@ async def embedded_deployment(data_dir: Path, embedder: OnnxEmbedder) -> None:
         ledger.record(UsageRecord(f"req_{i}", "acme" if i % 3 else "beta", "key_1", "small",
                                   200 if i % 7 else 502, 1_700_000_000.0 + i, tokens_in=i,
                                   cost=0.01 * i, estimated=i % 2 == 0,
-                                  cache="hit" if i % 5 == 0 else None, latency_ms=1.5 * i))
+                                  cache="hit" if i % 5 == 0 else None, latency_ms=1.5 * i,
+                                  failed=() if i % 7 else ("p/a",)))
+    ledger.refuse(RefusalRecord(1_700_000_050.0, "ref_1", "/v1/chat/completions", "POST", 401,
+                                "invalid_api_key"))
     await ledger.close()
     await store.close()
     cache = await SemanticCache.open(settings_in(data_dir), SPACE)
@@ -97,11 +109,16 @@ async def test_an_embedded_deployment_copies_over_and_reads_back_the_same(
         assert await recent(shared, limit=100) == await recent(sqlite, limit=100)
         now = 1_700_000_100.0
         assert await tenant_totals(shared, now=now) == await tenant_totals(sqlite, now=now)
+        for sql in _LEDGER_TABLES:
+            assert await shared.fetch(sql) == await sqlite.fetch(sql), sql
         await shared.create_tenant("gamma")  # the revision and the sequences carry on
         ledger = Ledger(shared)
-        ledger.record(UsageRecord("after", "gamma", "k", "small", 200, now))
+        ledger.record(UsageRecord("after", "gamma", "k", "small", 200, now, failed=("p/b",)))
+        ledger.refuse(RefusalRecord(now, "ref_2", "/v1/embeddings", "POST", 400, "bad"))
         await ledger.close()
         assert (await recent(shared, limit=1))[0].request_id == "after"
+        assert await database.scalar("SELECT max(id) FROM refusals") == 2
+        assert await database.scalar("SELECT count(*) FROM failed_attempts") == 6
         await assert_cache_copied(database, data_dir, embedder, tmp_path)
         assert await database.scalar("SELECT count(*) FROM signals") == 1
         assert await database.scalar("SELECT dim FROM signal_vectors") == 4

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from gateway.core.config import ConfigError, Settings
 from gateway.core.redact import MASK, RedactingFilter, redact
 from gateway.tenants.cli import add_commands
+from gateway.tenants.context import open_store as open_tenants_store
 from gateway.tenants.keys import (
     KEY_PREFIX,
     PREFIX_CHARS,
@@ -132,6 +134,18 @@ def test_the_logging_filter_redacts_arguments_and_tracebacks() -> None:
 # CLI --------------------------------------------------------------------------------------
 
 
+def _served_store(tmp_path: Path) -> Settings:
+    """Settings whose store exists, as after a gateway's first start."""
+    settings = gateway_settings(tmp_path)
+
+    async def first_start() -> None:
+        store, _ = await open_tenants_store(settings.tenants, settings.server.data_dir)
+        await store.close()
+
+    asyncio.run(first_start())
+    return settings
+
+
 def _cli(settings: Settings, *argv: str) -> int:
     parser = argparse.ArgumentParser(prog="gateway")
     add_commands(parser.add_subparsers(dest="command", required=True),
@@ -154,7 +168,7 @@ async def _store_state(settings: Settings) -> tuple[list[str], list[tuple[str, b
 def test_the_cli_manages_tenants_and_keys(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = gateway_settings(tmp_path)
+    settings = _served_store(tmp_path)
     assert _cli(settings, "tenants", "create", "acme", "--rpm", "30", "--daily-budget", "2") == 0
     assert _cli(settings, "tenants", "update", "acme", "--rpm", "none", "--disable") == 0
     assert _cli(settings, "keys", "create", "acme", "--name", "ci", "--tpm", "1000") == 0
@@ -179,8 +193,18 @@ def test_the_cli_manages_tenants_and_keys(
 def test_cli_errors_are_reported_without_a_traceback(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    settings = gateway_settings(tmp_path)
+    settings = _served_store(tmp_path)
     assert _cli(settings, "keys", "create", "ghost") == 1
     assert "error: No tenant named 'ghost'" in capsys.readouterr().err
     assert _cli(settings, "tenants", "create", "acme", "--rpm", "0") == 1
     assert "requests_per_minute" in capsys.readouterr().err
+
+
+def test_the_cli_refuses_a_key_secret_the_stored_keys_were_not_made_with(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    settings = _served_store(tmp_path)
+    other = replace(settings, tenants=replace(settings.tenants, key_secret="x" * 40))
+    assert _cli(other, "keys", "create", "acme") == 2
+    err = capsys.readouterr().err
+    assert "not the one this store's keys were made with" in err and "x" * 40 not in err

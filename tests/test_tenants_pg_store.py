@@ -4,17 +4,19 @@ held to the same answers as the SQLite store (gateway/tenants/store.py) for the 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from dataclasses import fields, replace
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from gateway.core.config import parse
 from gateway.core.errors import AuthenticationFailed, BudgetExceeded, InvalidRequest, NotFound
-from gateway.core.postgres import Database
+from gateway.core.postgres import Database, migrations
 from gateway.core.tenant_settings import LedgerSettings, Limits
 from gateway.core.toml_table import ConfigError
 from gateway.tenants import ledger as ledger_module
@@ -28,9 +30,9 @@ from gateway.tenants.context import (
     open_store,
 )
 from gateway.tenants.keys import hash_key
-from gateway.tenants.ledger import Ledger, UsageRecord
+from gateway.tenants.ledger import Ledger, RefusalRecord, UsageRecord
 from gateway.tenants.pg_store import PgStore
-from gateway.tenants.store import USAGE_COLUMNS, Store
+from gateway.tenants.store import MIGRATIONS, REFUSAL_COLUMNS, USAGE_COLUMNS, Store
 from tests.tenant_fixtures import GATEWAY_ENV, SECRET, chat, principal, tenant_settings
 from tests.test_tenants_keys import _cli
 
@@ -65,8 +67,9 @@ async def both(database: Database, tmp_path: Path) -> AsyncIterator[list[TenantS
         await sqlite.close()
 
 
-def test_the_ledger_columns_are_the_usage_record_fields_in_order() -> None:
-    assert tuple(f.name for f in fields(UsageRecord)) == USAGE_COLUMNS
+def test_the_ledger_columns_are_the_record_fields_in_order() -> None:
+    assert tuple(f.name for f in fields(UsageRecord) if f.name != "failed") == USAGE_COLUMNS
+    assert tuple(f.name for f in fields(RefusalRecord)) == REFUSAL_COLUMNS
 
 
 async def test_ledger_queries_answer_the_same_on_postgres_as_on_sqlite(
@@ -211,3 +214,90 @@ async def test_the_cli_manages_tenants_and_keys_in_the_shared_database(
     assert await cli("keys", "create", "ghost") == 1
     assert "No tenant named 'ghost'" in capsys.readouterr().err
     assert not (tmp_path / "data" / "gateway.sqlite3").exists()  # nothing went to SQLite
+
+
+_ROLL_UPS = {  # each table's rows in one order, with the columns both engines keep alike
+    "usage_hourly": "SELECT * FROM usage_hourly ORDER BY 1, 2, 3, 4, 5, 6",
+    "latency_hourly": "SELECT * FROM latency_hourly ORDER BY 1, 2, 3",
+    "refusals_hourly": "SELECT * FROM refusals_hourly ORDER BY 1, 2, 3, 4, 5",
+    "refusals": "SELECT ts, request_id, tenant, key_id, api, method, status, code, param, count "
+                "FROM refusals ORDER BY id",
+    "failed_attempts": "SELECT ts, request_id, deployment FROM failed_attempts ORDER BY id",
+    "usage_daily": "SELECT * FROM usage_daily ORDER BY 1, 2, 3, 4",
+}
+
+
+async def roll_ups(store: TenantStore) -> dict[str, list[tuple[object, ...]]]:
+    return {table: [tuple(round(v, 6) if isinstance(v, float) else v for v in r)
+                    for r in await store.fetch(sql)] for table, sql in _ROLL_UPS.items()}
+
+
+HOURLY_ROWS = [
+    *ROWS, row(7, api="embeddings", ttft_ms=None, answered_model="minilm"),
+    row(8, api="messages", answered_model="small", failed=("p1/up-big", "p2/up-big")),
+    row(9, ts=NOW - 7200, api="responses", deployment=None, route=None, escalations=1),
+    row(10, status=502, failed=("p1/up-small",), deployment=None),
+]
+REFUSALS = [
+    RefusalRecord(ts=NOW - 5, request_id="r1", api="/v1/chat/completions", method="POST",
+                  status=401, code="invalid_api_key"),
+    RefusalRecord(ts=NOW - 4, request_id="r2", api="/v1/messages", method="POST", status=429,
+                  code="rate_limit_exceeded", tenant="acme", key_id="key_1"),
+    RefusalRecord(ts=NOW - 3600 * 30, request_id="r3", api="(no route)", method="GET",
+                  status=404, code="not_found", param="path"),
+]
+
+
+async def test_refusals_failed_attempts_and_hourly_roll_ups_are_written_as_on_sqlite(
+    both: list[TenantStore],
+) -> None:
+    written = []
+    for store in both:
+        ledger = Ledger(store, LedgerSettings(batch_rows=3))
+        for r in HOURLY_ROWS:
+            assert ledger.record(r)
+        for refusal in REFUSALS:
+            ledger.refuse(refusal)
+        await ledger.close()
+        written.append(await roll_ups(store))
+    sqlite, postgres = written
+    assert postgres == sqlite
+    assert len(postgres["refusals"]) == 3 and len(postgres["failed_attempts"]) == 3
+    latency = sum(r[3] for r in postgres["latency_hourly"] if r[1] == "latency")
+    assert latency == sum(r.status < 400 and r.api != "embeddings" for r in HOURLY_ROWS)
+    assert sum(r[6] for r in postgres["usage_hourly"]) == len(HOURLY_ROWS)
+
+
+async def test_migration_3_folds_the_rows_written_before_it_as_sqlite_does(
+    database_url: str, tmp_path: Path,
+) -> None:
+    rows = [r for r in HOURLY_ROWS if r.api != "embeddings"]  # before it, no embeddings rows
+    columns = USAGE_COLUMNS[:-1]  # no answered_model yet
+    values = [ledger_module._row(r)[:-1] for r in rows]
+    path = tmp_path / "gateway.sqlite3"
+    with sqlite3.connect(path) as db:  # a SQLite ledger at schema 2, with rows
+        for statement in (s for m in MIGRATIONS[:2] for s in m):
+            db.execute(statement)
+        db.executemany(f"INSERT INTO usage ({', '.join(columns)}) "
+                       f"VALUES ({', '.join('?' * len(columns))})", values)
+        db.execute("PRAGMA user_version = 2")
+    conn = await asyncpg.connect(database_url)  # the shared database at migration 2, with rows
+    try:
+        await conn.execute("CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, "
+                           "name TEXT NOT NULL, applied_at TIMESTAMPTZ NOT NULL DEFAULT now())")
+        for m in migrations()[:2]:
+            await conn.execute(m.sql)
+            await conn.execute("INSERT INTO schema_migrations (version, name) VALUES ($1, $2)",
+                               m.version, m.name)
+        await conn.copy_records_to_table("usage", records=values, columns=columns)
+    finally:
+        await conn.close()
+    sqlite, database = await Store.open(path), await Database.open_url(database_url)
+    try:
+        on_sqlite, on_postgres = await roll_ups(sqlite), await roll_ups(PgStore(database))
+    finally:
+        await sqlite.close()
+        await database.close()
+    folded = {t: on_postgres[t] for t in ("usage_hourly", "latency_hourly")}
+    assert folded == {t: on_sqlite[t] for t in folded}
+    assert sum(r[6] for r in folded["usage_hourly"]) == len(rows)

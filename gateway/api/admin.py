@@ -26,7 +26,7 @@ import orjson
 from aiohttp import web
 
 from gateway.api.body import read_body
-from gateway.core.chat import json_object
+from gateway.core.chat import field_error, json_object
 from gateway.core.errors import InvalidRequest
 from gateway.core.notices import NOTICES
 from gateway.core.tenant_settings import Limits
@@ -77,7 +77,7 @@ async def _body(request: web.Request) -> dict[str, Any]:
 def _limits_field(data: dict[str, Any]) -> dict[str, int | float | None]:
     limits = data.get("limits", {})
     if not isinstance(limits, dict):
-        raise InvalidRequest("'limits' must be an object.", param="limits")
+        raise field_error("limits", "an object", limits)
     return check_limit_changes(limits)
 
 
@@ -102,7 +102,7 @@ async def create_tenant(request: web.Request) -> web.Response:
     _reject_unknown(data, {"name", "limits"})
     name = data.get("name")
     if not isinstance(name, str):
-        raise InvalidRequest("'name' must be a string.", param="name")
+        raise field_error("name", "a string", name)
     base = request.app[CONFIG_KEY].settings.default_limits
     limits = apply_limit_changes(base, _limits_field(data))
     tenant = await request.app[STORE_KEY].create_tenant(name, limits)
@@ -120,7 +120,7 @@ async def update_tenant(request: web.Request) -> web.Response:
     _reject_unknown(data, {"limits", "disabled"})
     disabled = data.get("disabled")
     if disabled is not None and not isinstance(disabled, bool):
-        raise InvalidRequest("'disabled' must be true or false.", param="disabled")
+        raise field_error("disabled", "true or false", disabled)
     tenant = await request.app[STORE_KEY].update_tenant(
         request.match_info["tenant"], limits=_limits_field(data), disabled=disabled
     )
@@ -147,7 +147,7 @@ async def create_key(request: web.Request) -> web.Response:
     _reject_unknown(data, {"name", "limits"})
     name = data.get("name", "")
     if not isinstance(name, str):
-        raise InvalidRequest("'name' must be a string.", param="name")
+        raise field_error("name", "a string", name)
     limits = apply_limit_changes(Limits(), _limits_field(data))
     store = request.app[STORE_KEY]
     secret = request.app[AUTH_KEY].secret
@@ -204,7 +204,7 @@ def _totals_json(totals: ledger.TenantTotals) -> dict[str, Any]:
 def _limit(request: web.Request) -> int:
     text = request.query.get("limit", "50")
     if not (text.isascii() and text.isdigit()) or not 0 <= int(text) <= MAX_ROWS:
-        raise InvalidRequest(f"'limit' must be an integer from 0 to {MAX_ROWS}.", param="limit")
+        raise field_error("limit", f"an integer from 0 to {MAX_ROWS}", text)
     return int(text)
 
 
@@ -212,5 +212,5 @@ def _since_day(request: web.Request) -> str | None:
     day = request.query.get("since_day")
     if day is not None and not (len(day) == 10 and day[4] == day[7] == "-"
                                 and day.isascii() and day.replace("-", "").isdigit()):
-        raise InvalidRequest("'since_day' must be a date as YYYY-MM-DD.", param="since_day")
+        raise field_error("since_day", "a date as YYYY-MM-DD", day)
     return day

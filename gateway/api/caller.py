@@ -6,12 +6,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.tenants.auth import Principal
-from gateway.tenants.context import AUTH_KEY
+from gateway.tenants.context import AUTH_KEY, PRINCIPAL
 
 
 def caller(request: web.Request) -> Principal:
-    """The request's principal; ``AuthenticationFailed`` (401) when keys are required and wrong."""
+    """The request's principal; ``AuthenticationFailed`` (401) when keys are required and wrong.
+
+    Kept on the request, so that a refusal after this point is recorded against its tenant."""
     header = request.headers.get("Authorization")
     if header is None and (key := request.headers.get("x-api-key")):
         header = f"Bearer {key}"  # Anthropic's clients send the key this way
-    return request.app[AUTH_KEY].identify(header)
+    principal = request[PRINCIPAL] = request.app[AUTH_KEY].identify(header)
+    return principal

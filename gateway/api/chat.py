@@ -25,10 +25,9 @@ from gateway.cache.semantic_cache import Hit
 from gateway.core.answer import Deployment, Json, Usage
 from gateway.core.appkeys import LIFECYCLE
 from gateway.core.chat import ChatRequest, parse_chat_request
-from gateway.core.errors import GatewayError, RateLimited
+from gateway.core.errors import GatewayError
 from gateway.core.observability_settings import OBSERVABILITY_KEY
-from gateway.core.requestctx import REQUEST_ID
-from gateway.observability.metrics import METRICS_KEY, refusal_kind
+from gateway.core.requestctx import ACCOUNTED, REQUEST_ID
 from gateway.pipeline import dispatch
 from gateway.pipeline.accounting import account, note_answer
 from gateway.pipeline.caching import CacheStage
@@ -83,11 +82,8 @@ async def serve(
     record.chat = chat
     if app[OBSERVABILITY_KEY].access_log_prompts:
         record.prompt = next((m.text for m in reversed(chat.messages) if m.role == "user"), None)
-    try:
-        reservation = await app[ADMISSION_KEY].admit(principal, chat)
-    except RateLimited as refusal:
-        app[METRICS_KEY].refused(refusal_kind(refusal) or "rate_limit", principal.tenant)
-        raise
+    reservation = await app[ADMISSION_KEY].admit(principal, chat)  # a refusal: the middleware's
+    request[ACCOUNTED] = True  # from here on, the request's ledger row says how it ended
     record.timing.mark("admit")
     record.limit_headers = rate_limit_headers(reservation)
     try:

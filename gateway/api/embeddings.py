@@ -5,7 +5,9 @@ Accepts ``input`` as one string or a list of strings (token-id arrays are refuse
 float32, as OpenAI sends it) and ``dimensions`` (accepted only when it equals the model's). Texts
 longer than the model's ``max_length`` tokens are truncated, as sentence-transformers does, and
 ``usage.prompt_tokens`` counts the tokens the model actually read. Reads the embedder pool from
-the app; errors are raised from ``gateway.core.errors``, never rendered here.
+the app; errors are raised from ``gateway.core.errors``, never rendered here. Each call that passed
+its checks gets a ledger row and an access line (``account_embeddings``); one refused before
+that is recorded by the error middleware as a refusal.
 """
 
 from __future__ import annotations
@@ -30,12 +32,18 @@ from gateway.api.body import read_body
 from gateway.api.caller import caller
 from gateway.core.chat import field_error, json_object
 from gateway.core.errors import GatewayError, InvalidRequest, ModelNotFound, ServiceUnavailable
-from gateway.core.requestctx import REQUEST_ID
+from gateway.core.requestctx import ACCOUNTED, REQUEST_ID
 from gateway.core.timing import Timing
+from gateway.pipeline.accounting import account_embeddings
 
 MAX_INPUTS = 2048  # OpenAI's own limit on the number of inputs in one request
 MAX_INPUT_CHARS = 100_000  # far beyond max_length tokens; keeps frames small
 EncodingFormat = Literal["float", "base64"]
+TOKEN_IDS_REFUSED = (
+    "Token-id input is not supported here (the gateway's model has its own tokenizer); send "
+    "the text as strings. LangChain's OpenAIEmbeddings sends token ids unless given "
+    "check_embedding_ctx_length=False."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +62,7 @@ def _texts(value: Any) -> tuple[str, ...]:
         raise InvalidRequest(f"'input' may hold at most {MAX_INPUTS} items.", param="input")
     for text in texts:
         if isinstance(text, int | list):
-            raise InvalidRequest(
-                "Token-id input is not supported here; send the text as strings.", param="input"
-            )
+            raise InvalidRequest(TOKEN_IDS_REFUSED, param="input")
         if not isinstance(text, str) or not text:
             raise field_error("input", "non-empty strings", text)
         if len(text) > MAX_INPUT_CHARS:
@@ -138,7 +144,7 @@ def render(result: Embeddings, model: str, encoding: EncodingFormat) -> bytes:
 
 async def create_embeddings(request: web.Request) -> web.StreamResponse:
     timing = Timing()
-    caller(request)
+    principal = caller(request)
     parsed = parse_embeddings_request(await read_body(request))
     pool = request.app.get(EMBEDDER_POOL)
     if pool is None:
@@ -146,8 +152,16 @@ async def create_embeddings(request: web.Request) -> web.StreamResponse:
                             "embedding model ([embedder] enabled = false).", param="model")
     model = _check_model(pool, parsed)
     timing.mark("parse")
-    result = await _embed(pool, parsed.texts)
+    request[ACCOUNTED] = True  # from here on, a ledger row says how the call ended
+    try:
+        result = await _embed(pool, parsed.texts)
+    except GatewayError as error:
+        account_embeddings(request, principal, model, 0, error.status, timing.elapsed_ms(),
+                           error.code or error.error_type)
+        raise
     timing.mark("embed")
+    account_embeddings(request, principal, model, result.prompt_tokens, 200,
+                       timing.elapsed_ms())
     body = render(result, model, parsed.encoding_format)
     headers = {"x-request-id": request[REQUEST_ID], "Server-Timing": timing.header()}
     return web.Response(body=body, content_type="application/json", headers=headers)

@@ -12,14 +12,15 @@ and margin. ``fit`` chooses that rule's threshold, prints the ``[cache]`` TOML l
 ``--write``, writes the calibration file that the gateway reads at start-up when its config sets
 no threshold. ``train`` fits verifier weights (``gateway.cache.training``) and writes them to
 ``--out``; with ``--holdout`` it reports the held-out pairs through a cache serving by them.
-``--vectors-cache FILE`` keeps the pairs' vectors in an ``.npz`` file so later runs skip the
-embedding. Leaves set ``handler(args, settings)``.
+``--vectors-cache FILE`` keeps the pairs' vectors, by model and text, in an append-only file so
+later runs skip the embedding. Leaves set ``handler(args, settings)``.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import sys
 import tempfile
@@ -55,7 +56,7 @@ from gateway.cache.training import DEFAULT_L2, TrainOptions, train_verifier
 from gateway.cache.verifier import save
 from gateway.core.cache_settings import CacheSettings, parse_cache
 from gateway.core.config import Settings
-from gateway.core.toml_table import Table
+from gateway.core.toml_table import ConfigError, Table
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 Common = Callable[[argparse.ArgumentParser], None]
@@ -106,7 +107,8 @@ def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, h
     parser.add_argument("--model-dir", type=Path, default=None,
                         help="embedding model (default: the configured embedder's)")
     parser.add_argument("--vectors-cache", type=Path, default=None,
-                        help=".npz file caching the pairs' vectors between runs")
+                        help="file caching the pairs' vectors between runs (JSON lines, by "
+                             "model and text; new vectors are appended)")
     parser.set_defaults(handler=handler)
     return parser
 
@@ -127,33 +129,61 @@ def cache_settings(settings: Settings) -> CacheSettings:
 
 
 class CachedEmbedder:
-    """The model in this process, with an optional on-disk cache of vectors by text."""
+    """The model in this process, with an optional on-disk cache of vectors by model and text.
+
+    The cache file is append-only JSON lines, one vector each (``{"space": model/dim, "text",
+    "vector": base64 float32}``): a batch of new texts adds its lines and nothing is rewritten;
+    lines of another model (or dimension) are kept but never used, so changing the model cannot
+    reuse stale vectors. A half-written last line (an interrupted run) is skipped.
+    """
 
     def __init__(self, model_dir: Path, cache_file: Path | None) -> None:
         self.model = OnnxEmbedder(model_dir, threads=2)
         self.space = VectorSpace(self.model.name, self.model.dim)
+        self._key = f"{self.space.model}/{self.space.dim}"
         self._file = cache_file
         self._known: dict[str, FloatArray] = {}
         if cache_file is not None and cache_file.exists():
-            with np.load(cache_file) as data:
-                self._known = dict(zip((str(t) for t in data["texts"]), data["vectors"],
-                                       strict=True))
+            self._known = read_vector_file(cache_file, self._key)
 
     def __call__(self, texts: Sequence[str]) -> FloatArray:
         missing = sorted({t for t in texts if t not in self._known})
         if missing:
-            self._known.update(zip(missing, self.model.embed(missing), strict=True))
-            self._save()
+            fresh = dict(zip(missing, self.model.embed(missing), strict=True))
+            self._known.update(fresh)
+            self._append(fresh)
         return np.stack([self._known[t] for t in texts]).astype(np.float32)
 
-    def _save(self) -> None:
+    def _append(self, fresh: dict[str, FloatArray]) -> None:
         if self._file is None:
             return
         self._file.parent.mkdir(parents=True, exist_ok=True)
-        texts = list(self._known)
-        tmp = self._file.with_name(self._file.stem + ".tmp.npz")
-        np.savez(tmp, texts=np.array(texts), vectors=np.stack([self._known[t] for t in texts]))
-        tmp.replace(self._file)
+        lines = [json.dumps({"space": self._key, "text": text, "vector": base64.b64encode(
+            np.asarray(vector, dtype="<f4").tobytes()).decode("ascii")}) + "\n"
+            for text, vector in fresh.items()]
+        with self._file.open("a", encoding="utf-8") as f:
+            f.write("".join(lines))
+
+
+def read_vector_file(path: Path, space: str | None = None) -> dict[str, FloatArray]:
+    """The vectors of ``space`` (``model/dim``; None: every space) in a cache file, by text;
+    ``ConfigError`` for a file of another kind."""
+    known: dict[str, FloatArray] = {}
+    with path.open("rb") as f:
+        if f.read(2) == b"PK":
+            raise ConfigError(f"{path}: an .npz vectors cache of an older version (vectors keyed "
+                              "by text alone); delete it or name a new file")
+    for line in path.read_text("utf-8").splitlines():
+        try:
+            entry = json.loads(line)
+            vector = np.frombuffer(base64.b64decode(entry["vector"]), dtype="<f4")
+        except (ValueError, KeyError, TypeError):
+            continue  # an interrupted run's half line
+        wanted = space is None or (entry.get("space") == space
+                                   and f"{vector.shape[0]}" == space.rsplit("/", 1)[-1])
+        if wanted:
+            known[str(entry["text"])] = vector
+    return known
 
 
 def _embedder(args: argparse.Namespace, settings: Settings) -> CachedEmbedder:
@@ -170,13 +200,21 @@ def _outcomes(pairs: Sequence[Pair], embedder: CachedEmbedder, guards: bool,
                                      guards=guards, verifier=verifier))
 
 
+def _pairs(path: Path) -> list[Pair]:
+    """The labelled pairs; a file that is not what the command needs is a one-line error."""
+    try:
+        return load_pairs(path)
+    except ValueError as exc:  # JSON that does not parse, or an item without its fields
+        raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+
+
 def _rule(args: argparse.Namespace, settings: Settings, space: VectorSpace) -> str:
     """The rule the configured cache would serve by, with these vectors."""
     return serving_rule(cache_settings(settings), space).name if args.guards else "cosine"
 
 
 def run_fit(args: argparse.Namespace, settings: Settings) -> int:
-    pairs = load_pairs(args.pairs)
+    pairs = _pairs(args.pairs)
     tune, held_out = split(pairs, args.holdout) if args.holdout else (pairs, [])
     embedder = _embedder(args, settings)
     verifier = cache_settings(settings).verifier
@@ -189,7 +227,7 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     fit = replace(fit, rule=_rule(args, settings, embedder.space))
     if held_out:
         fit = with_held_out(fit, _outcomes(held_out, embedder, args.guards, verifier))
-    _print_fit(fit, len(tune), len(held_out))
+    _print_fit(fit, len(tune), len(held_out), args.guards)
     print(toml_line(fit))
     if args.write:
         path = cache_settings(settings).calibration_file
@@ -199,9 +237,19 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _print_fit(fit: Fit, tuned: int, held: int) -> None:
+def rule_label(rule: str, guards: bool) -> str:
+    """What a result was measured with, in words: the score and whether the guards judged."""
+    if not guards:
+        return "plain cosine, guards off"
+    if rule == "verifier":
+        return "learned verifier, guards on"
+    return "cosine minus the guards' margins, guards on"
+
+
+def _print_fit(fit: Fit, tuned: int, held: int, guards: bool) -> None:
     t = fit.tune
-    print(f"{fit.rule} threshold {fit.threshold:.4f}: on {tuned} tuning pairs precision "
+    print(f"{rule_label(fit.rule, guards)}: threshold {fit.threshold:.4f}: on {tuned} tuning "
+          f"pairs precision "
           f"{t.precision:.3f}, hit rate {t.hit_rate:.3f}, false-hit rate {t.false_hit_rate:.4f}")
     if fit.held_out is not None:
         h = fit.held_out
@@ -210,7 +258,7 @@ def _print_fit(fit: Fit, tuned: int, held: int) -> None:
 
 
 def run_eval(args: argparse.Namespace, settings: Settings) -> int:
-    pairs = load_pairs(args.pairs)
+    pairs = _pairs(args.pairs)
     configured = cache_settings(settings)
     embedder = _embedder(args, settings)
     rule = serving_rule(configured, embedder.space) if args.guards else None
@@ -228,7 +276,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
                           "operating_point": asdict(chosen),
                           "curve": [asdict(p) for p in points]}, indent=2))
         return 0
-    print(f"{len(pairs)} pairs, guards {'on' if args.guards else 'off'}, rule {name}")
+    print(f"{len(pairs)} pairs, {rule_label(name, args.guards)}")
     print(format_curve(points))
     print(f"operating point {threshold:.4f}: precision {chosen.precision:.3f}, hit rate "
           f"{chosen.hit_rate:.3f}, false-hit rate {chosen.false_hit_rate:.4f}")
@@ -239,7 +287,7 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def run_train(args: argparse.Namespace, settings: Settings) -> int:
-    pairs = load_pairs(args.pairs)
+    pairs = _pairs(args.pairs)
     tune, held_out = split(pairs, args.holdout) if args.holdout else (pairs, [])
     embedder = _embedder(args, settings)
     options = TrainOptions(precision=args.precision, min_hits=args.min_hits, l2=args.l2)
@@ -267,8 +315,11 @@ def verifier_thresholds() -> list[float]:
 
 
 def format_curve(points: Sequence[Point]) -> str:
-    lines = ["threshold  precision  hit-rate  false-hit-rate  hits  false-hits"]
+    """The curve as a table: ``served`` counts every pair answered from the cache, duplicates
+    (``true-hits``) and not (``false-hits``)."""
+    lines = ["threshold  precision  hit-rate  false-hit-rate  served  true-hits  false-hits"]
     for p in points:
         lines.append(f"{p.threshold:9.3f}  {p.precision:9.3f}  {p.hit_rate:8.3f}  "
-                     f"{p.false_hit_rate:14.4f}  {p.hits:4d}  {p.false_hits:10d}")
+                     f"{p.false_hit_rate:14.4f}  {p.hits + p.false_hits:6d}  {p.hits:9d}  "
+                     f"{p.false_hits:10d}")
     return "\n".join(lines)

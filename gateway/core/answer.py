@@ -194,7 +194,8 @@ def completion(model: str, choices: list[Json], usage: Usage | None) -> Completi
 
 
 def chunk(
-    chunk_id: str, model: str, created: int, delta: Json, finish_reason: str | None = None
+    chunk_id: str, model: str, created: int, delta: Json, finish_reason: str | None = None,
+    index: int = 0,
 ) -> Json:
     """One ``chat.completion.chunk`` with a single choice, as translating adapters emit them."""
     return {
@@ -202,7 +203,8 @@ def chunk(
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
-        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": [{"index": index, "delta": delta, "logprobs": None,
+                     "finish_reason": finish_reason}],
     }
 
 

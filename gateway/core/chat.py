@@ -129,11 +129,29 @@ def chat_request(body: Json) -> ChatRequest:
     )
 
 
+_SHOWN_CHARS = 40
+
+
+def shown_value(got: Any) -> str:
+    """What the client sent, as a message shows it: the value itself when it is short (``0``,
+    ``true``, ``'fast'``), else its JSON type (``an object``, ``a string of 5000 characters``)."""
+    if got is None or isinstance(got, bool):
+        return "null" if got is None else str(got).lower()
+    if isinstance(got, int | float):
+        return repr(got)
+    if isinstance(got, str):
+        if len(got) <= _SHOWN_CHARS:
+            return repr(got)
+        return f"a string of {len(got)} characters"
+    if isinstance(got, dict):
+        return "an object"
+    return "an array" if isinstance(got, list) else type(got).__name__
+
+
 def field_error(name: str, expected: str, got: Any) -> InvalidRequest:
-    """A 400 naming the parameter, what it should be, and the JSON type it was."""
-    kind = "null" if got is None else type(got).__name__
+    """A 400 naming the parameter, what it should be, and what it was."""
     return InvalidRequest(
-        f"Invalid value for '{name}': expected {expected}, got {kind}.", param=name
+        f"Invalid value for '{name}': expected {expected}, got {shown_value(got)}.", param=name
     )
 
 
@@ -156,9 +174,7 @@ def _number(body: Mapping[str, Any], name: str, low: float, high: float) -> floa
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise field_error(name, "a number", value)
     if not low <= value <= high:
-        raise InvalidRequest(
-            f"Invalid value for '{name}': must be from {low} to {high}.", param=name
-        )
+        raise field_error(name, f"a number from {low:g} to {high:g}", value)
     return float(value)
 
 

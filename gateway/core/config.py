@@ -130,6 +130,8 @@ class Settings:
     )
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     source: str = "<memory>"
+    provider_notes: tuple[str, ...] = ()
+    """Which providers are enabled, skipped or off, and why: logged when the gateway starts."""
 
     def provider(self, name: str) -> ProviderSettings:
         for p in self.providers:
@@ -176,8 +178,11 @@ def _failover(t: Table) -> FailoverSettings:
     )
 
 
-def _provider(t: Table, defaults: Timeouts, env: Env) -> ProviderSettings | None:
-    """A provider, or None when it is optional and its key is absent from the environment."""
+def _provider(
+    t: Table, defaults: Timeouts, env: Env, keys_needed: bool = True
+) -> ProviderSettings | None:
+    """A provider, or None when its key is absent from the environment and it is optional (or
+    no key is needed: an admin command)."""
     name = t.required("name", str)
     kind = t.choice("kind", PROVIDER_KINDS, "openai")
     key_env = t.get("api_key_env", str, "")
@@ -201,22 +206,38 @@ def _provider(t: Table, defaults: Timeouts, env: Env) -> ProviderSettings | None
     if kind != "demo" and not base_url:
         raise ConfigError(f"{t.key('base_url')}: required for a {kind} provider")
     if key_env and not api_key:
-        if required:
+        if required and keys_needed:
             raise ConfigError(f"{t.key('api_key_env')}: environment variable {key_env} is not set")
         log.debug("provider %s skipped: %s is not set", name, key_env)
         return None
     return provider
 
 
-def _providers(root: Table, defaults: Timeouts, env: Env) -> tuple[ProviderSettings, ...]:
-    read = [p for t in root.tables("providers") if (p := _provider(t, defaults, env))]
+def _providers(
+    root: Table, defaults: Timeouts, env: Env, keys_needed: bool = True
+) -> tuple[tuple[ProviderSettings, ...], tuple[str, ...]]:
+    """The enabled providers, and what an operator should be told about the choice."""
+    tables = root.tables("providers")
+    read = [p for t in tables if (p := _provider(t, defaults, env, keys_needed))]
     # Fallback providers (the demo) serve only when no other provider is enabled.
     chosen = [p for p in read if not p.fallback] or read
     names = [p.name for p in chosen]
     for name in names:
         if names.count(name) > 1:
             raise ConfigError(f"providers: name {name!r} is used twice")
-    return tuple(chosen)
+    skipped = [f"{t.data.get('name')} ({t.data.get('api_key_env')} is not set)" for t in tables
+               if t.data.get("name") not in {p.name for p in read}]
+    notes = [f"providers enabled: {', '.join(names) or 'none'}"]
+    if skipped:
+        notes.append(f"providers skipped: {', '.join(skipped)}")
+    dropped = [p.name for p in read if p.fallback and p not in chosen]
+    if dropped:
+        notes.append(f"fallback provider {', '.join(dropped)} is off: it serves only while no "
+                     "other provider is enabled")
+    elif any(p.fallback for p in chosen):
+        notes.append(f"no provider key is set: fallback provider {', '.join(names)} answers "
+                     "(its replies say so); setting a key turns it off")
+    return tuple(chosen), tuple(notes)
 
 
 def _model(t: Table, providers: Mapping[str, ProviderSettings]) -> ModelSettings | None:
@@ -281,14 +302,19 @@ def _embedder(t: Table, base_dir: Path) -> EmbedderSettings | None:
     return settings
 
 
-def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> Settings:
+def parse(
+    data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str,
+    providers_needed: bool = True,
+) -> Settings:
+    """Validate a whole configuration. ``providers_needed=False`` (admin commands, which touch
+    only the store) skips providers whose key is missing instead of failing on them."""
     root = Table(data)
     upstream = Timeouts.from_table(root.table("upstream"))
-    providers = _providers(root, upstream, env)
-    if not providers:
+    providers, provider_notes = _providers(root, upstream, env, providers_needed)
+    if not providers and providers_needed:
         raise ConfigError("providers: no provider is enabled")
     models = _models(root, providers)
-    if not models:
+    if not models and providers_needed:
         raise ConfigError("models: no model is served by an enabled provider")
     server_t, failover_t = root.table("server"), root.table("failover")
     server = _server(server_t, base_dir)
@@ -305,6 +331,7 @@ def parse(data: Mapping[str, Any], *, env: Env, base_dir: Path, source: str) -> 
         cache=parse_cache(root.table("cache"), server.data_dir),
         cluster=parse_cluster(root.table("cluster"), env),
         source=source,
+        provider_notes=provider_notes,
     )
     server_t.reject_unknown()
     failover_t.reject_unknown()
@@ -319,9 +346,12 @@ CONFIG_VAR = "GATEWAY_CONFIG"
 LOG_LEVEL_VAR = "GATEWAY_LOG_LEVEL"
 
 
-def load(path: Path | None = None, *, env: Env | None = None) -> Settings:
+def load(
+    path: Path | None = None, *, env: Env | None = None, providers_needed: bool = True
+) -> Settings:
     """The settings from the embedded default, the file at ``path`` (else ``$GATEWAY_CONFIG``,
-    else none) laid over it, and the ``GATEWAY_*`` variables over both."""
+    else none) laid over it, and the ``GATEWAY_*`` variables over both.
+    ``providers_needed=False``: an admin command's settings (see ``parse``)."""
     env = os.environ if env is None else env
     if path is None and env.get(CONFIG_VAR):
         path = Path(env[CONFIG_VAR])
@@ -341,7 +371,8 @@ def load(path: Path | None = None, *, env: Env | None = None) -> Settings:
         log.debug("environment overrides: %s", ", ".join(
             f"{table}.{key}" for table, keys in overrides.items() for key in keys))
         data = layer(data, overrides)
-    return parse(data, env=env, base_dir=base_dir, source=source)
+    return parse(data, env=env, base_dir=base_dir, source=source,
+                 providers_needed=providers_needed)
 
 
 # The default's relative paths mean the working directory, as they do with no file at all; a

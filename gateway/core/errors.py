@@ -199,10 +199,13 @@ class UpstreamFailed(GatewayError):
     status = 502
     error_type = "upstream_error"
 
-    def __init__(self, message: str, *, status: int, code: str, attempts: int = 0) -> None:
+    def __init__(self, message: str, *, status: int, code: str, attempts: int = 0,
+                 deployments: tuple[str, ...] = ()) -> None:
         super().__init__(message, code=code)
         self.status = status
         self.attempts = attempts
+        self.deployments = deployments
+        """The deployments that were called and failed, for the ledger."""
 
 
 class UpstreamRateLimited(UpstreamFailed):
@@ -211,8 +214,10 @@ class UpstreamRateLimited(UpstreamFailed):
 
     error_type = "rate_limit_error"
 
-    def __init__(self, message: str, *, retry_after_s: float, attempts: int = 0) -> None:
-        super().__init__(message, status=429, code="upstream_rate_limited", attempts=attempts)
+    def __init__(self, message: str, *, retry_after_s: float, attempts: int = 0,
+                 deployments: tuple[str, ...] = ()) -> None:
+        super().__init__(message, status=429, code="upstream_rate_limited", attempts=attempts,
+                         deployments=deployments)
         self.headers["Retry-After"] = str(max(1, round(retry_after_s + 0.499)))
         self.retry_after_s = retry_after_s
 

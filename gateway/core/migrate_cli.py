@@ -34,7 +34,7 @@ def add_commands(
         "--from-sqlite", type=Path, metavar="DATA_DIR", default=None,
         help="then copy this embedded deployment's SQLite files into the (empty) database",
     )
-    parser.set_defaults(handler=run_migrate)
+    parser.set_defaults(handler=run_migrate, providers_needed=False)  # only the database
 
 
 def sqlite_files(settings: Settings, data_dir: Path) -> SqliteFiles:

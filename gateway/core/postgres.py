@@ -5,8 +5,8 @@ the few helpers every PostgreSQL backend (tenants and ledger, cache entries, sig
 ``gateway/core/migrations/NNNN_name.sql`` that are not yet recorded in ``schema_migrations``,
 each in its own transaction, under a session advisory lock so that replicas starting together
 apply each migration exactly once. ``fetch`` runs the SQL the SQLite backends share with this one
-(``?`` placeholders, rewritten to ``$n``). Touches only the database named by the URL; the URL is
-never logged (it may hold a password).
+(``?`` or ``:name`` placeholders, rewritten to ``$n``). Touches only the database named by the
+URL; the URL is never logged (it may hold a password).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from importlib import resources
@@ -24,6 +24,7 @@ import asyncpg
 from aiohttp import web
 
 from gateway.core.cluster import ClusterSettings
+from gateway.core.sqlite import Params
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,24 @@ def positional(sql: str) -> str:
         return f"${count}"
 
     return re.sub(r"\?", number, sql)
+
+
+_NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+"""A ``:name`` placeholder (not a ``::type`` cast)."""
+
+
+def numbered(sql: str, params: Params) -> tuple[str, list[Any]]:
+    """A statement and its parameters for asyncpg: ``:name`` placeholders (``params`` a
+    mapping; a name used twice is one ``$n``) or ``?`` ones (a sequence) as ``$1, $2, ...``."""
+    if not isinstance(params, Mapping):
+        return positional(sql), list(params)
+    names: dict[str, int] = {}
+
+    def number(match: re.Match[str]) -> str:
+        return f"${names.setdefault(match[1], len(names) + 1)}"
+
+    sql = _NAMED.sub(number, sql)
+    return sql, [params[name] for name in names]
 
 
 def plain(value: Any) -> Any:
@@ -152,13 +171,16 @@ class Database:
                 await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK)
         return applied
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query written with ``?`` placeholders, values as SQLite gives them."""
-        rows = await self.pool.fetch(positional(sql), *params)
+    async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """Rows of a query written with ``?`` or ``:name`` placeholders, values as SQLite gives
+        them."""
+        statement, args = numbered(sql, params)
+        rows = await self.pool.fetch(statement, *args)
         return [tuple(plain(v) for v in row.values()) for row in rows]
 
-    async def scalar(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        return plain(await self.pool.fetchval(positional(sql), *params))
+    async def scalar(self, sql: str, params: Params = ()) -> Any:
+        statement, args = numbered(sql, params)
+        return plain(await self.pool.fetchval(statement, *args))
 
 
 DATABASE = web.AppKey("database", Database)

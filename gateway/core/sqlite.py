@@ -7,14 +7,18 @@ the file) and waits up to five seconds for another connection's write lock.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
 BUSY_TIMEOUT_MS = 5000
 MAX_INT = 2**63 - 1
 """The largest INTEGER SQLite holds: a bigger Python int fails the whole statement."""
+Params = Sequence[Any] | Mapping[str, Any]
+"""A statement's parameters: a sequence for ``?`` placeholders, a mapping for ``:name`` ones
+(the PostgreSQL backends rewrite either to ``$n``)."""
 
 
 async def open_wal(

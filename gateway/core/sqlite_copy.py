@@ -1,9 +1,10 @@
 """Copying an embedded deployment's SQLite files into the shared PostgreSQL database.
 
-``copy_sqlite(database, files)`` reads the tenants database (tenants, keys, meta, the ledger and
-its roll-ups), the cache database (entries and their meta) and the routing signals, whichever
-exist, and writes them with COPY in one transaction: all or nothing. Ids are kept (cache entry
-ids are hnswlib labels, ledger ids order the ledger) and the identity sequences moved past them.
+``copy_sqlite(database, files)`` reads the tenants database (tenants, keys, meta, the ledger,
+failed attempts and refusals, and their daily and hourly roll-ups), the cache database (entries
+and their meta) and the routing signals, whichever exist, and writes them with COPY in one
+transaction: all or nothing. Ids are kept (cache entry ids are hnswlib labels, ledger ids order
+the ledger) and the identity sequences moved past them.
 It refuses a database that already holds tenants, usage or cache entries: copying is for moving
 a deployment once, not for merging two. Reads the SQLite files read-only; writes only the tables
 of ``gateway/core/migrations``.
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 _BATCH_ROWS = 5000
 _KEYED = {"meta": "key", "cache_meta": "key"}
 """Tables the migrations already filled (``meta.revision``): rows are upserted, not copied."""
-_IDENTITY = ("usage", "cache_entries", "signals")
+_IDENTITY = ("usage", "failed_attempts", "refusals", "cache_entries", "signals")
 _MUST_BE_EMPTY = ("tenants", "usage", "cache_entries", "signals")
 
 
@@ -45,6 +46,11 @@ PLAN: tuple[tuple[str, str, str], ...] = (
     ("tenants", "api_keys", "api_keys"),
     ("tenants", "usage", "usage"),
     ("tenants", "usage_daily", "usage_daily"),
+    ("tenants", "usage_hourly", "usage_hourly"),
+    ("tenants", "latency_hourly", "latency_hourly"),
+    ("tenants", "failed_attempts", "failed_attempts"),
+    ("tenants", "refusals", "refusals"),
+    ("tenants", "refusals_hourly", "refusals_hourly"),
     ("cache", "meta", "cache_meta"),
     ("cache", "entries", "cache_entries"),
     ("signals", "signals", "signals"),

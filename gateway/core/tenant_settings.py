@@ -26,6 +26,8 @@ from the environment variables named here and are kept out of ``repr``.
     flush_interval_s = 1.0
     batch_rows = 500
     max_pending_rows = 50000
+    refusal_rows_per_minute = 120       # refusals kept one by one per tenant a minute; the
+                                        # rest (a flood of bad keys, say) are counted, not kept
 """
 
 from __future__ import annotations
@@ -73,6 +75,9 @@ class LedgerSettings:
     flush_interval_s: float = 1.0
     batch_rows: int = 500
     max_pending_rows: int = 50_000
+    refusal_rows_per_minute: int = 120
+    """Refusals kept row by row per tenant (and for unauthenticated callers) each minute; the
+    rest of that minute's are folded into counted rows (``Ledger.refuse``)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +150,7 @@ def _ledger(t: Table) -> LedgerSettings:
         flush_interval_s=t.positive("flush_interval_s", 1.0),
         batch_rows=t.count("batch_rows", 500),
         max_pending_rows=t.count("max_pending_rows", 50_000),
+        refusal_rows_per_minute=t.count("refusal_rows_per_minute", 120),
     )
     t.reject_unknown()
     if settings.max_pending_rows < settings.batch_rows:

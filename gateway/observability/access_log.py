@@ -68,8 +68,9 @@ class AccessEntry:
     cost: float = 0.0
     error: str | None = None
     """The error code sent to the client (``rate_limit_exceeded``...), never its free text."""
-    api: str = "chat"
-    """The API the client spoke: ``chat``, ``messages`` or ``responses``."""
+    api: str | None = "chat"
+    """The API the client spoke: ``chat``, ``messages``, ``responses`` or ``embeddings``;
+    None for a refusal on any other path."""
 
 
 def access_log_enabled(settings: ObservabilitySettings) -> bool:

@@ -4,8 +4,9 @@
 method per event: ``request_done``, ``cache_result``, ``escalated``, ``refused``,
 ``embedder_call`` and so on. Label values are bounded: route, tier and deployment names come
 from the configuration, statuses are HTTP codes, kinds and results are fixed sets, and a tenant
-label exists only with ``[observability] tenant_labels = true``. As a last guard, a metric that
-has seen ``MAX_SERIES`` label sets files any new one under ``other``.
+label on per-request metrics exists only with ``[observability] tenant_labels = true``
+(refusals, rare and counted per tenant for operators, always carry it). As a last guard, a
+metric that has seen ``MAX_SERIES`` label sets files any new one under ``other``.
 
 The two calls every request makes, ``request_done`` and ``cache_result``, skip the library's
 metric objects (a lock and several calls per ``inc``): they add to plain floats, ``Count`` and
@@ -33,7 +34,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from importlib import metadata
 from itertools import accumulate
-from typing import Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 from aiohttp import web
 from prometheus_client import (
@@ -75,9 +76,14 @@ OTHER = "other"
 NONE = "none"
 
 CacheResult = Literal["hit", "miss", "bypass"]
-RefusalKind = Literal["rate_limit", "concurrency", "budget"]
+RefusalKind = Literal["rate_limit", "concurrency", "budget", "authentication", "permission",
+                      "invalid_request", "not_found", "method_not_allowed", "too_large",
+                      "unsupported_media_type", "other"]
 CACHE_RESULTS: tuple[CacheResult, ...] = ("hit", "miss", "bypass")
-REFUSAL_KINDS: tuple[RefusalKind, ...] = ("rate_limit", "concurrency", "budget")
+_KIND_BY_STATUS: dict[int, RefusalKind] = {
+    400: "invalid_request", 401: "authentication", 403: "permission", 404: "not_found",
+    405: "method_not_allowed", 413: "too_large", 415: "unsupported_media_type",
+}
 BUDGET_PERIODS = ("day", "month")
 
 
@@ -233,8 +239,9 @@ class Metrics:
         r.register(FamiliesCollector(self.requests, self.request_duration, self.upstream_duration,
                                      self.ttft, self.tokens, self.cost))
         self.refusals = Counter(
-            "gateway_refusals", "Requests refused by rate limits, concurrency or budgets.",
-            ("kind", *tenant), registry=r)
+            "gateway_refusals", "Requests the gateway refused itself with a 4xx (bad key or "
+            "body, unknown path, limits, budgets), by kind and tenant ('none': unknown).",
+            ("kind", "tenant"), registry=r)
         self.escalations = Counter(
             "gateway_escalations", "Answers escalated to a stronger tier, and why.",
             ("from_tier", "to_tier", "reason"), registry=r)
@@ -277,8 +284,7 @@ class Metrics:
         self.tenant_budget_used = Gauge(
             "gateway_tenant_budget_used_ratio", "Share of each tenant's budget spent (only "
             "with tenant_labels).", ("tenant", "period"), registry=r)
-        self._refusals = {kind: self.refusals.labels(kind) for kind in REFUSAL_KINDS
-                          if not self.tenant_labels}
+        self._refusals: dict[tuple[str, str], Any] = {}
 
     # The request path ------------------------------------------------------------------
 
@@ -336,10 +342,15 @@ class Metrics:
         child.inc()
 
     def refused(self, kind: RefusalKind, tenant: str | None = None) -> None:
-        if self.tenant_labels:
-            self.refusals.labels(kind, tenant or NONE).inc()
-        else:
-            self._refusals[kind].inc()
+        """One request refused with a 4xx. Always per tenant: tenants are made by operators,
+        so the label stays bounded; an unauthenticated caller is ``none``."""
+        key = (kind, tenant or NONE)
+        child = self._refusals.get(key)
+        if child is None:
+            if len(self._refusals) >= MAX_SERIES:
+                key = (kind, OTHER)
+            child = self._refusals[key] = self.refusals.labels(*key)
+        child.inc()
 
     def embedder_call(self, latency_s: float, batch: int = 1) -> None:
         self.embedder_duration.observe(latency_s)
@@ -390,13 +401,13 @@ class Metrics:
         self.registry.register(StateCollector(failover, ledger))
 
 
-def refusal_kind(error: GatewayError) -> RefusalKind | None:
-    """The kind of a refusal raised by admission; None for any other error."""
+def refusal_kind(error: GatewayError, status: int | None = None) -> RefusalKind:
+    """The kind of a refusal (a 4xx the gateway answered itself), for the metric's label."""
     if isinstance(error, BudgetExceeded):
         return "budget"
     if isinstance(error, RateLimited):
         return "concurrency" if error.message.startswith("Too many concurrent") else "rate_limit"
-    return None
+    return _KIND_BY_STATUS.get(error.status if status is None else status, "other")
 
 
 class StateCollector(Collector):

@@ -1,12 +1,16 @@
 """The last stage of a request: settle its reservation, write its ledger row, and tell the
 router what happened.
 
-Runs once per admitted request, whatever its outcome. Cost comes from the deployment's prices
-and the provider's usage; when a stream ended without usage, the completion is counted with the
-gateway's tokenizer and the row is marked ``estimated``. ``note_answer`` hands a request
-answered with a 200 to the routing outcome feed (``gateway.routing.outcomes``), which learns
-from it. Nothing here touches SQLite directly: the ledger and the signal store queue rows and
-write them in batches off the request path.
+``account`` runs once per admitted chat request, whatever its outcome; ``account_embeddings``
+once per embeddings call that got past its checks; ``account_refusal`` (from the error
+middleware) for every 4xx the gateway answers itself before either, so that every request is on
+the record: a ledger row or a refusal row, an access line and a metric.
+
+Cost comes from the deployment's prices and the provider's usage; when a stream ended without
+usage, the completion is counted with the gateway's tokenizer and the row is marked
+``estimated``. ``note_answer`` hands a request answered with a 200 to the routing outcome feed
+(``gateway.routing.outcomes``), which learns from it. Nothing here touches SQLite directly: the
+ledger and the signal store queue rows and write them in batches off the request path.
 """
 
 from __future__ import annotations
@@ -16,21 +20,30 @@ import time
 from aiohttp import web
 
 from gateway.core.answer import Usage
+from gateway.core.errors import GatewayError
 from gateway.core.observability_settings import OBSERVABILITY_KEY
+from gateway.core.requestctx import REQUEST_ID
 from gateway.observability.access_log import AccessEntry, access_log_enabled, access_log_line
 from gateway.observability.genai import request_attributes
-from gateway.observability.metrics import METRICS_KEY
+from gateway.observability.metrics import METRICS_KEY, refusal_kind
 from gateway.observability.tracing import TRACING_KEY
 from gateway.pipeline.request_record import RequestRecord
 from gateway.routing.context import OUTCOMES
 from gateway.routing.signals import Answered
-from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY
-from gateway.tenants.ledger import UsageRecord
+from gateway.tenants.auth import Principal
+from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY, PRINCIPAL
+from gateway.tenants.ledger import RefusalRecord, UsageRecord
 from gateway.tenants.quotas import Reservation
+from gateway.tenants.rollups import EMBEDDINGS_API
 
 API_PATHS = {
     "chat": "/v1/chat/completions", "messages": "/v1/messages", "responses": "/v1/responses",
+    EMBEDDINGS_API: "/v1/embeddings",
 }
+"""The path each of the ledger's APIs is served on."""
+_API_OF_PATH = {path: api for api, path in API_PATHS.items()}
+UNMATCHED = "(no route)"
+"""The API of a refused request whose path matched no route: one label for any path."""
 
 
 def final_usage(
@@ -101,6 +114,8 @@ def _row(
         route=record.route,
         tier=record.tier,
         deployment=deployment.id if deployment is not None else None,
+        answered_model=deployment.model.name if deployment is not None else None,
+        failed=tuple(record.failed),
         tokens_in=usage.prompt_tokens if usage is not None else 0,
         tokens_out=usage.completion_tokens if usage is not None else 0,
         cost=cost,
@@ -135,3 +150,52 @@ def _observe(app: web.Application, record: RequestRecord, row: UsageRecord) -> N
         tokens_in=row.tokens_in, tokens_out=row.tokens_out, cost=row.cost, error=record.error,
         api=record.api,
     ), settings, prompt=record.prompt)
+
+
+def account_embeddings(
+    request: web.Request, principal: Principal, model: str, tokens: int, status: int,
+    latency_ms: float, error: str | None = None,
+) -> None:
+    """Queue the ledger row of one embeddings call (local work: it costs nothing) and log it."""
+    row = UsageRecord(
+        request_id=request[REQUEST_ID], tenant=principal.tenant, key_id=principal.key_id,
+        model=model, status=status, ts=time.time(), tokens_in=tokens, latency_ms=latency_ms,
+        api=EMBEDDINGS_API, answered_model=model if status < 400 else None,
+    )
+    app = request.app
+    app[LEDGER_KEY].record(row)
+    settings = app[OBSERVABILITY_KEY]
+    if access_log_enabled(settings):
+        access_log_line(AccessEntry(
+            ts=row.ts, request_id=row.request_id, method=request.method,
+            path=API_PATHS[EMBEDDINGS_API], status=status, latency_ms=latency_ms,
+            tenant=row.tenant, key_id=row.key_id, model=model, tokens_in=tokens, error=error,
+            api=EMBEDDINGS_API,
+        ), settings)
+
+
+def account_refusal(
+    request: web.Request, error: GatewayError, status: int, latency_ms: float
+) -> None:
+    """A 4xx the gateway answered itself: a refusal row (queued), the metric, the access line."""
+    app = request.app
+    principal = request.get(PRINCIPAL)
+    resource = request.match_info.route.resource
+    refusal = RefusalRecord(
+        ts=time.time(), request_id=request[REQUEST_ID],
+        api=resource.canonical if resource is not None else UNMATCHED, method=request.method,
+        status=status, code=error.code or error.error_type,
+        tenant=principal.tenant if principal is not None else None,
+        key_id=principal.key_id if principal is not None else None, param=error.param,
+    )
+    if (ledger := app.get(LEDGER_KEY)) is not None:
+        ledger.refuse(refusal)
+    if (metrics := app.get(METRICS_KEY)) is not None:
+        metrics.refused(refusal_kind(error, status), refusal.tenant)
+    settings = app.get(OBSERVABILITY_KEY)
+    if settings is not None and access_log_enabled(settings):
+        access_log_line(AccessEntry(
+            ts=refusal.ts, request_id=refusal.request_id, method=refusal.method,
+            path=refusal.api, status=status, latency_ms=latency_ms, tenant=refusal.tenant,
+            key_id=refusal.key_id, error=refusal.code, api=_API_OF_PATH.get(refusal.api),
+        ), settings)

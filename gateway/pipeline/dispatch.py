@@ -18,14 +18,14 @@ from aiohttp import web
 
 from gateway.core.answer import Deployment
 from gateway.core.chat import ChatRequest
-from gateway.core.errors import GatewayError, ServiceUnavailable
+from gateway.core.errors import GatewayError, ServiceUnavailable, UpstreamFailed
 from gateway.observability.metrics import METRICS_KEY
 from gateway.pipeline.request_record import RequestRecord
 from gateway.routing.context import SIGNALS
 from gateway.routing.escalation import EscalationReason, check_answer, check_failure
 from gateway.routing.policy import Decision
 from gateway.upstream.appkeys import CATALOG, FAILOVER
-from gateway.upstream.failover import Answer, Stream
+from gateway.upstream.failover import Answer, Stream, failed_deployments
 
 T = TypeVar("T", Answer, Stream)
 
@@ -66,6 +66,7 @@ class _Escalator:
 
     def note_attempts(self, tier: str, answer: Answer | Stream) -> None:
         self.record.attempts += len(answer.attempts)
+        self.record.failed.extend(failed_deployments(answer.attempts))
         signals = self.app.get(SIGNALS)
         if signals is not None:
             route = self.target.decision.route if self.target.decision else None
@@ -87,6 +88,8 @@ async def _run(
             result = await attempt(deployments)
         except GatewayError as error:
             record.attempts += error.attempts  # a provider's 400 passed on was a call too
+            if isinstance(error, UpstreamFailed):
+                record.failed.extend(error.deployments)
             reason = check_failure(error)
             if following is None or reason is None:
                 raise

@@ -37,6 +37,8 @@ class RequestRecord:
     tier: str | None = None
     deployment: Deployment | None = None
     attempts: int = 0
+    failed: list[str] = field(default_factory=list)
+    """The deployment of each attempt that failed (the providers page counts them)."""
     escalations: int = 0
     escalation: str | None = None
     """The last escalation, ``from->to: reason``, for the response header."""

@@ -254,16 +254,20 @@ class EvalReport:
     oos_rejected: float
     oos_not_confident: float
     in_scope_kept: float
-    tier_accuracy: float
+    tier_accuracy: float | None
+    """None when every route and the default share one tier: any decision has the right one."""
     oos_rejected_at_95: float | None
     per_route: tuple[RouteStats, ...]
     confusion: tuple[tuple[str, str, int], ...]
 
 
 def _per_route(top: Array, truth: Array, names: Sequence[str]) -> tuple[RouteStats, ...]:
+    """Precision and recall per route over in-scope examples: an out-of-scope prompt has no
+    right route, so its top-1 counts against no route's precision (``oos_*`` measure it)."""
     stats = []
+    inside = truth >= 0
     for r, name in enumerate(names):
-        predicted, actual = top == r, truth == r
+        predicted, actual = (top == r) & inside, truth == r
         hits = int((predicted & actual).sum())
         stats.append(RouteStats(
             name,
@@ -304,6 +308,7 @@ def evaluate(router: Router, vectors: FloatArray, truth: IntArray) -> EvalReport
     expected = [router.routes.routes[t].tier if t >= 0 else router.plan.default
                 for t in truth.tolist()]
     tiers_ok = np.asarray([d.tier == e for d, e in zip(decisions, expected, strict=True)])
+    one_tier = len({*(r.tier for r in router.routes.routes), router.plan.default}) == 1
     at_95 = None
     if outside.any() and inside.any():
         cut = float(np.quantile(score[inside], 0.05))
@@ -317,7 +322,7 @@ def evaluate(router: Router, vectors: FloatArray, truth: IntArray) -> EvalReport
         oos_rejected=_ratio(rejected, outside),
         oos_not_confident=_ratio(~confident, outside),
         in_scope_kept=_ratio(~rejected, inside),
-        tier_accuracy=float(tiers_ok.mean()),
+        tier_accuracy=None if one_tier else float(tiers_ok.mean()),
         oos_rejected_at_95=at_95,
         per_route=_per_route(top, truth, names),
         confusion=_confusion(top, truth, names, confident.astype(np.int64)),
@@ -334,7 +339,9 @@ def format_report(report: EvalReport, *, per_route_limit: int = 200) -> str:
         f"in scope kept (not sent to the default tier): {report.in_scope_kept:.2%}",
         f"out of scope sent to the default tier: {report.oos_rejected:.2%}",
         f"out of scope not routed confidently: {report.oos_not_confident:.2%}",
-        f"tier accuracy (decided tier = the true route's tier): {report.tier_accuracy:.2%}",
+        "tier accuracy (decided tier = the true route's tier): " + (
+            f"{report.tier_accuracy:.2%}" if report.tier_accuracy is not None
+            else "n/a (every route and the default have one tier)"),
     ]
     if report.oos_rejected_at_95 is not None:
         lines.append("out of scope rejected at 95% in-scope coverage (threshold from this "

@@ -47,6 +47,7 @@ from gateway.routing.routes import (
     Route,
     RouteSet,
     load_configured_routes,
+    name_problem,
     render_routes,
     write_calibration,
     write_text_atomically,
@@ -266,6 +267,9 @@ def routes_from_examples(
     unknown = sorted(set(tiers) - set(by_route))
     if unknown:
         raise ConfigError(f"--tier: no examples for route {unknown[0]!r}")
+    for name in by_route:
+        if (problem := name_problem(name)) is not None:
+            raise ConfigError(f"route {name!r} cannot be a route name: {problem}")
     rng = random.Random(seed)
     routes = []
     for name, texts in by_route.items():

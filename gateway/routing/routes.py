@@ -40,7 +40,15 @@ from gateway.core.toml_table import ConfigError, Table
 log = logging.getLogger(__name__)
 
 CACHE_MODES = ("semantic", "exact", "off")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_NAME = re.compile(r"[!-~](?:[ -~]{0,98}[!-~])?")
+"""Any label a data set uses (``reverted_card_payment?``): printable ASCII, no space at either
+end, at most 100 characters, so that it fits a response header and a metric label as is."""
+NAME_RULE = "1 to 100 printable ASCII characters, not starting or ending with a space"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a route, or None when it can."""
+    return None if _NAME.fullmatch(name) else f"expected {NAME_RULE}, got {name!r}"
 _CALIBRATION_HEADER = re.compile(r"^\s*\[\s*calibration\s*(\.[^\]]*)?\]\s*(#.*)?$")
 _ANY_HEADER = re.compile(r"^\s*\[")
 
@@ -116,8 +124,8 @@ class RouteSet:
 
 def _route(t: Table, tiers: Collection[str] | None) -> Route:
     name = t.required("name", str)
-    if not _NAME.match(name):
-        raise t.fail("name", "a name of letters, digits, '_', '-' or '.'")
+    if not _NAME.fullmatch(name):
+        raise t.fail("name", NAME_RULE)
     tier = t.required("tier", str)
     if tiers is not None and tier not in tiers:
         known = ", ".join(sorted(tiers)) or "none"

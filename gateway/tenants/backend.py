@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from gateway.core.sqlite import Params
 from gateway.core.tenant_settings import Limits
 from gateway.tenants.store import ApiKey, Tenant
 
@@ -50,11 +51,16 @@ class TenantStore(Protocol):
     async def get_key(self, key_id: str) -> ApiKey: ...
     async def revoke_key(self, key_id: str) -> ApiKey: ...
 
-    async def write_usage(self, rows: Sequence[tuple[Any, ...]]) -> None:
-        """Append ledger rows (``USAGE_COLUMNS`` order) and fold them into the daily roll-ups,
+    async def write_usage(
+        self, rows: Sequence[tuple[Any, ...]], failed: Sequence[tuple[Any, ...]] = (),
+        refusals: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
+        """Append ledger rows (``USAGE_COLUMNS`` order), failed attempts (``FAILED_COLUMNS``)
+        and refusals (``REFUSAL_COLUMNS``), and fold them into the daily and hourly roll-ups,
         in one transaction."""
         ...
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """The rows of a read query written in the SQL both engines speak."""
+    async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
+        """The rows of a read query written in the SQL both engines speak (``?`` placeholders
+        with a sequence, ``:name`` ones with a mapping)."""
         ...

@@ -2,9 +2,11 @@
 
 ``add_commands`` registers the sub-commands; each sets ``handler`` to a function
 ``(args, settings) -> exit status`` that opens the store from the settings, does one thing and
-closes it. A running gateway on the same store notices the change within
-``tenants.reload_interval_s``; with ``[cluster] redis_url`` a command that changed something also
-publishes a ``keys`` notice, so every replica reloads within a second.
+closes it. They need only the store: providers' keys may be absent, and a SQLite store (or key
+secret) that does not exist yet is an error naming what to pass, never created. A running
+gateway on the same store notices the change within ``tenants.reload_interval_s``; with
+``[cluster] redis_url`` a command that changed something also publishes a ``keys`` notice, so
+every replica reloads within a second.
 A new key is printed once, to stdout; only its hash is stored.
 """
 
@@ -24,8 +26,10 @@ from gateway.core.errors import GatewayError
 from gateway.core.notices import publish_once
 from gateway.core.postgres import Database, DatabaseError
 from gateway.core.tenant_settings import LIMIT_FIELDS, Limits
+from gateway.core.toml_table import ConfigError
 from gateway.tenants.backend import TenantStore
-from gateway.tenants.context import open_store
+from gateway.tenants.context import open_store, secret_matches
+from gateway.tenants.keys import SECRET_FILE
 from gateway.tenants.store import apply_limit_changes, check_limit_changes
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -85,7 +89,7 @@ def _leaf(
     common: Callable[[argparse.ArgumentParser], None] | None,
 ) -> argparse.ArgumentParser:
     parser = sub.add_parser(name, help=help_text)
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, providers_needed=False)  # the store is all they touch
     if common is not None:
         common(parser)
     return parser
@@ -170,6 +174,27 @@ def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
     return _run(settings, act, notify=True)
 
 
+def existing_store(settings: Settings) -> str | None:
+    """Why the store the server uses is not here, as one line saying what to pass; None when
+    it is. An admin command never creates a store (or a key secret): run from the wrong folder,
+    it would make a new, empty one whose keys no server accepts. The shared database is
+    named by its URL (and needs the key secret from the environment, which ``open_store``
+    checks)."""
+    if settings.cluster.shared_database:
+        return None
+    path = settings.tenants.database_path(settings.server.data_dir).resolve()
+    where = ("pass the server's --config (its [server] data_dir), or run this in the folder "
+             "`gateway serve` runs in")
+    if not path.exists():
+        return f"no gateway store at {path}: {where}"
+    secret_file = settings.server.data_dir / SECRET_FILE
+    if settings.tenants.key_secret is None and not secret_file.exists():
+        return (f"no key secret: {settings.tenants.key_secret_env} is not set and "
+                f"{secret_file.resolve()} does not exist; set {settings.tenants.key_secret_env} "
+                f"to the server's, or {where}")
+    return None
+
+
 def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]], *,
          notify: bool = False) -> int:
     async def main() -> None:
@@ -179,6 +204,10 @@ def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]
         try:
             store, secret = await open_store(settings.tenants, settings.server.data_dir, database)
             try:
+                if not await secret_matches(store, secret):
+                    raise ConfigError(
+                        f"the key secret ({settings.tenants.key_secret_env}) is not the one this "
+                        "store's keys were made with: keys made now would not authenticate")
                 await act(store, secret)
             finally:
                 await store.close()
@@ -190,14 +219,20 @@ def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]
             print("warning: the other replicas were not notified (Redis unavailable); they "
                   "pick the change up at their next full re-read", file=sys.stderr)
 
+    if (problem := existing_store(settings)) is not None:
+        print(f"gateway: error: {problem}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(main())
     except GatewayError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
+        print(f"gateway: error: {exc.message}", file=sys.stderr)
         return 1
     except DatabaseError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"gateway: error: {exc}", file=sys.stderr)
         return 1
+    except ConfigError as exc:
+        print(f"gateway: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

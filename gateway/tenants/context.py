@@ -79,6 +79,9 @@ STORE_KEY = web.AppKey("tenants_store", TenantStore)
 AUTH_KEY = web.AppKey("tenants_auth", Authenticator)
 ADMISSION_KEY = web.AppKey("tenants_admission", Admission)
 LEDGER_KEY = web.AppKey("tenants_ledger", Ledger)
+PRINCIPAL = web.RequestKey("principal", Principal)
+"""On a request: who is calling, once the API key was checked (a refusal then names the
+tenant)."""
 RELOAD_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("tenants_reload_task", asyncio.Task)
 COUNTERS_KEY: web.AppKey[CounterStore] = web.AppKey("tenants_counters")
 
@@ -213,6 +216,12 @@ async def open_store(
         await store.close()
         raise
     return store, secret
+
+
+async def secret_matches(store: TenantStore, secret: bytes) -> bool:
+    """Whether ``secret`` is the one the stored keys were made with (or none is recorded)."""
+    stored = await store.get_meta(_SECRET_CHECK)
+    return stored is None or stored == secret_check(secret)
 
 
 async def admin_digest(store: TenantStore, settings: TenantSettings, secret: bytes) -> str:

@@ -3,8 +3,11 @@
 ``Ledger.record`` only appends to a bounded in-memory queue; a background task (``start``) writes
 the queue every ``flush_interval_s``, or sooner once ``batch_rows`` are waiting, in one transaction
 that also folds the rows into the daily roll-ups (``usage_daily``: per day, tenant, key and model,
-days in UTC). When the queue is full, new rows are dropped, counted and logged, never silently;
-``close`` writes what is left. The query functions below serve the dashboard and the admin API.
+days in UTC) and the hourly ones (``rollups.py``). The same queue carries refusals (requests the
+gateway answered with a 4xx of its own: ``refuse``, capped per tenant and minute) and the
+deployments of failed upstream attempts. When the queue is full, new rows are dropped,
+counted and logged, never silently; ``close`` writes what is left. The query functions below
+serve the dashboard and the admin API.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from typing import Any
 from gateway.core.sqlite import MAX_INT
 from gateway.core.tenant_settings import LedgerSettings
 from gateway.tenants.backend import TenantStore
+from gateway.tenants.rollups import CHAT_API
+from gateway.tenants.store import REFUSAL_COLUMNS as REFUSAL_COLUMNS
 from gateway.tenants.store import USAGE_COLUMNS as USAGE_COLUMNS
 
 log = logging.getLogger(__name__)
@@ -53,8 +58,33 @@ class UsageRecord:
     attempts: int = 0
     latency_ms: float = 0.0
     ttft_ms: float | None = None
-    api: str = "chat"
-    """The API the client spoke: ``chat``, ``messages`` or ``responses``."""
+    api: str = CHAT_API
+    """The API the client spoke: ``chat``, ``messages``, ``responses`` or ``embeddings``."""
+    answered_model: str | None = None
+    """The public name of the deployment that answered (``model`` is what was asked for)."""
+    failed: tuple[str, ...] = ()
+    """The deployments of the attempts that failed on the way (``failed_attempts``, not a
+    column of ``usage``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RefusalRecord:
+    """A request the gateway refused itself with a 4xx before it reached the usage ledger.
+
+    ``count`` above 1: refusals past ``LedgerSettings.refusal_rows_per_minute`` for one tenant (or
+    for unauthenticated callers) in one minute, folded into one row without a request id.
+    """
+
+    ts: float
+    request_id: str
+    api: str
+    method: str
+    status: int
+    code: str
+    tenant: str | None = None
+    key_id: str | None = None
+    param: str | None = None
+    count: int = 1
 
 
 def _row(record: UsageRecord) -> tuple[Any, ...]:
@@ -62,22 +92,27 @@ def _row(record: UsageRecord) -> tuple[Any, ...]:
     return (r.request_id, r.tenant, r.key_id, r.model, r.status, r.ts, r.route, r.tier,
             r.deployment, min(r.tokens_in, MAX_INT), min(r.tokens_out, MAX_INT), r.cost,
             r.estimated, r.cache, r.saved_cost, r.escalations, r.attempts, r.latency_ms,
-            r.ttft_ms, r.api)
+            r.ttft_ms, r.api, r.answered_model)
 
 
 class Ledger:
-    """A bounded queue of ``UsageRecord``s and the task that writes it to the store."""
+    """A bounded queue of usage and refusal rows and the task that writes it to the store."""
 
     def __init__(self, store: TenantStore, settings: LedgerSettings | None = None) -> None:
         self._store = store
         self._settings = settings or LedgerSettings()
-        self._pending: list[UsageRecord] = []
+        self._pending: list[UsageRecord | RefusalRecord] = []
         self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._progress = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._drop_reported = 0
+        self._refusal_minute = -1
+        self._refusal_rows: dict[str | None, int] = {}
+        """Detail rows queued this minute, per tenant (None: unauthenticated callers)."""
+        self._folded: dict[tuple[int, str | None, str, str, int, str], int] = {}
+        """Refusals past the per-minute cap: (minute, tenant, api, method, status, code) → n."""
         self.dropped = 0
         self.written = 0
 
@@ -85,7 +120,7 @@ class Ledger:
     def pending(self) -> int:
         return len(self._pending)
 
-    def record(self, record: UsageRecord) -> bool:
+    def record(self, record: UsageRecord | RefusalRecord) -> bool:
         """Queue one row (never blocks); False when the queue is full and the row was dropped."""
         if len(self._pending) >= self._settings.max_pending_rows or self._closing:
             self.dropped += 1
@@ -97,6 +132,23 @@ class Ledger:
         if len(self._pending) >= self._settings.batch_rows:
             self._wake.set()
         return True
+
+    def refuse(self, refusal: RefusalRecord) -> None:
+        """Queue a refusal: its own row while its tenant (or the unauthenticated callers) has
+        had fewer than ``refusal_rows_per_minute`` this minute, else folded into a count, so
+        that a flood of bad requests adds a bounded number of rows a minute."""
+        minute = int(refusal.ts // 60)
+        if minute != self._refusal_minute:
+            self._refusal_minute = minute
+            self._refusal_rows.clear()
+        seen = self._refusal_rows.get(refusal.tenant, 0)
+        if seen < self._settings.refusal_rows_per_minute:
+            self._refusal_rows[refusal.tenant] = seen + 1
+            self.record(refusal)
+            return
+        r = refusal
+        key = (minute, r.tenant, r.api, r.method, r.status, r.code)
+        self._folded[key] = self._folded.get(key, 0) + 1
 
     def start(self) -> None:
         """Start the background writer; ``close`` stops it."""
@@ -125,6 +177,7 @@ class Ledger:
         """Write every queued row now; the number written."""
         written = 0
         async with self._flush_lock:
+            self._queue_folded()
             batch_rows = self._settings.batch_rows
             while self._pending:
                 batch = self._pending[:batch_rows]
@@ -141,15 +194,27 @@ class Ledger:
                     self._progress.notify_all()
         return written
 
+    def _queue_folded(self) -> None:
+        """The folded refusals of past minutes (and this one's so far) as rows of their own."""
+        folded, self._folded = self._folded, {}
+        for (minute, tenant, api, method, status, code), count in folded.items():
+            self._pending.append(RefusalRecord(
+                ts=minute * 60.0 + 59.0, request_id="", api=api, method=method, status=status,
+                code=code, tenant=tenant, count=count,
+            ))
+
     async def wait_written(self, count: int) -> None:
         """Return once at least ``count`` rows have been written in total."""
         async with self._progress:
             await self._progress.wait_for(lambda: self.written >= count)
 
-    async def _write(self, batch: list[UsageRecord]) -> None:
-        await self._store.write_usage([_row(r) for r in batch])
+    async def _write(self, batch: list[UsageRecord | RefusalRecord]) -> None:
+        usage = [r for r in batch if isinstance(r, UsageRecord)]
+        failed = [(r.ts, r.request_id, d) for r in usage for d in r.failed]
+        refusals = [_refusal_row(r) for r in batch if isinstance(r, RefusalRecord)]
+        await self._store.write_usage([_row(r) for r in usage], failed, refusals)
 
-    def _requeue(self, batch: list[UsageRecord]) -> None:
+    def _requeue(self, batch: list[UsageRecord | RefusalRecord]) -> None:
         room = max(0, self._settings.max_pending_rows - len(self._pending))
         kept = batch[:room]
         self._pending[:0] = kept
@@ -161,6 +226,11 @@ class Ledger:
             log.warning("ledger dropped %d usage rows (%d in total) because its queue was full",
                         self.dropped - self._drop_reported, self.dropped)
             self._drop_reported = self.dropped
+
+
+def _refusal_row(r: RefusalRecord) -> tuple[Any, ...]:
+    return (r.ts, r.request_id, r.api, r.method, r.status, r.code, r.tenant, r.key_id, r.param,
+            r.count)
 
 
 # Queries ---------------------------------------------------------------------------------

@@ -3,25 +3,32 @@
 The same operations as the SQLite ``store.Store`` (``backend.TenantStore``), for several
 replicas at once: every change to tenants or keys bumps ``meta.revision`` in its transaction, and
 each replica's reload watcher polls that one row, so a key created or revoked through one replica
-is honoured by the others within their ``reload_interval_s``. Ledger batches go in with COPY and
-are folded into ``usage_daily`` by an upsert in the same transaction. Touches only the tables of
-``gateway/core/migrations`` that it names; the schema itself is ``Database.migrate``'s job.
+is honoured by the others within their ``reload_interval_s``. Ledger batches (usage rows, failed
+attempts, refusals) go in with COPY and are folded into ``usage_daily`` and the hourly roll-ups
+(``rollups.py``) by upserts in the same transaction: summed in Python from the batch itself,
+since another replica's rows may commit between two statements of this one. Touches only the
+tables of ``gateway/core/migrations`` that it names; the schema itself is
+``Database.migrate``'s job.
 """
 
 from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 import asyncpg
 
 from gateway.core.postgres import Database
+from gateway.core.sqlite import Params
 from gateway.core.tenant_settings import Limits
+from gateway.tenants import rollups
 from gateway.tenants.ledger import day_of
 from gateway.tenants.store import (
+    FAILED_COLUMNS,
     LIMIT_SELECT,
+    REFUSAL_COLUMNS,
     USAGE_COLUMNS,
     ApiKey,
     Tenant,
@@ -51,6 +58,23 @@ ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET
     saved_cost = usage_daily.saved_cost + excluded.saved_cost,
     latency_ms_sum = usage_daily.latency_ms_sum + excluded.latency_ms_sum
 """
+
+
+def _upsert(table: str, key: tuple[str, ...], sums: tuple[str, ...]) -> str:
+    """Add ``sums`` into ``table``'s row of ``key``, or insert it."""
+    columns = (*key, *sums)
+    values = ", ".join(f"${i}" for i in range(1, len(columns) + 1))
+    added = ", ".join(f"{c} = {table}.{c} + excluded.{c}" for c in sums)
+    return (f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({values}) "
+            f"ON CONFLICT ({', '.join(key)}) DO UPDATE SET {added}")
+
+
+_UPSERT_USAGE_HOURLY = _upsert(
+    "usage_hourly", ("hour", "model", "answered_model", "deployment", "route", "api"),
+    rollups.USAGE_SUMS)
+_UPSERT_LATENCY_HOURLY = _upsert("latency_hourly", ("hour", "metric", "bucket"), ("count",))
+_UPSERT_REFUSALS_HOURLY = _upsert(
+    "refusals_hourly", ("hour", "tenant", "api", "status", "code"), ("count",))
 
 
 class PgStore:
@@ -210,13 +234,39 @@ class PgStore:
 
     # The ledger ----------------------------------------------------------------------------
 
-    async def write_usage(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def write_usage(
+        self, rows: Sequence[tuple[Any, ...]], failed: Sequence[tuple[Any, ...]] = (),
+        refusals: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.copy_records_to_table("usage", records=rows, columns=USAGE_COLUMNS)
-            await conn.executemany(_UPSERT_DAILY, roll_up(rows))
+            if rows:
+                await conn.copy_records_to_table("usage", records=rows, columns=USAGE_COLUMNS)
+                await fold_usage(conn, rows)
+            if failed:
+                await conn.copy_records_to_table("failed_attempts", records=failed,
+                                                 columns=FAILED_COLUMNS)
+            if refusals:
+                await conn.copy_records_to_table("refusals", records=refusals,
+                                                 columns=REFUSAL_COLUMNS)
+                await conn.executemany(_UPSERT_REFUSALS_HOURLY, rollups.refusals_hourly_rows(
+                    rollups.as_dicts(REFUSAL_COLUMNS, refusals)))
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         return await self.database.fetch(sql, params)
+
+
+class Batcher(Protocol):
+    """What ``fold_usage`` needs of a connection (a pooled one is a proxy, not a Connection)."""
+
+    async def executemany(self, command: str, args: Iterable[Sequence[Any]]) -> None: ...
+
+
+async def fold_usage(conn: Batcher, rows: Sequence[tuple[Any, ...]]) -> None:
+    """Add ledger rows just written into the daily and hourly roll-ups (in their transaction)."""
+    await conn.executemany(_UPSERT_DAILY, roll_up(rows))
+    named = rollups.as_dicts(USAGE_COLUMNS, rows)
+    await conn.executemany(_UPSERT_USAGE_HOURLY, rollups.usage_hourly_rows(named))
+    await conn.executemany(_UPSERT_LATENCY_HOURLY, rollups.latency_hourly_rows(named))
 
 
 def roll_up(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:

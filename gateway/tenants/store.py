@@ -1,4 +1,5 @@
-"""The tenants database: one SQLite file (WAL) holding tenants, keys, the ledger and roll-ups.
+"""The tenants database: one SQLite file (WAL) holding tenants, keys, the ledger, refusals and
+their daily and hourly roll-ups (``rollups.py``).
 
 ``Store.open`` connects, applies the versioned migrations (``PRAGMA user_version``) and returns a
 store; the CRUD for tenants and keys and the ledger's batch write live here, the ledger's queue
@@ -23,9 +24,11 @@ from typing import Any
 
 import aiosqlite
 
+from gateway.core.chat import field_error
 from gateway.core.errors import InvalidRequest, NotFound
-from gateway.core.sqlite import MAX_INT, open_wal
+from gateway.core.sqlite import MAX_INT, Params, open_wal
 from gateway.core.tenant_settings import INT_LIMITS, LIMIT_FIELDS, Limits
+from gateway.tenants import rollups
 from gateway.tenants.keys import generate_key, generate_key_id, hash_key, key_prefix
 
 log = logging.getLogger(__name__)
@@ -69,25 +72,38 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
     # Which API each request spoke (chat completions, Anthropic Messages, OpenAI Responses).
     ("ALTER TABLE usage ADD COLUMN api TEXT NOT NULL DEFAULT 'chat'",),
+    # The answering model, failed attempts, refusals and the hourly roll-ups (``rollups.py``).
+    (*rollups.SCHEMA, *rollups.BACKFILL),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 LIMIT_SELECT = ", ".join(LIMIT_FIELDS)
 USAGE_COLUMNS = (
     "request_id", "tenant", "key_id", "model", "status", "ts", "route", "tier", "deployment",
     "tokens_in", "tokens_out", "cost", "estimated", "cache", "saved_cost", "escalations",
-    "attempts", "latency_ms", "ttft_ms", "api",
+    "attempts", "latency_ms", "ttft_ms", "api", "answered_model",
 )
 """The ledger's columns in ``ledger.UsageRecord``'s field order (a test holds them equal)."""
+REFUSAL_COLUMNS = (
+    "ts", "request_id", "api", "method", "status", "code", "tenant", "key_id", "param", "count",
+)
+"""The refusals' columns in ``ledger.RefusalRecord``'s field order (a test holds them equal)."""
+FAILED_COLUMNS = ("ts", "request_id", "deployment")
+"""A failed upstream attempt's row: when, of which request, at which deployment."""
 _INSERT_USAGE = (
     f"INSERT INTO usage ({', '.join(USAGE_COLUMNS)}) VALUES ({', '.join('?' * len(USAGE_COLUMNS))})"
 )
+_INSERT_REFUSAL = (
+    f"INSERT INTO refusals ({', '.join(REFUSAL_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(REFUSAL_COLUMNS))})"
+)
+_INSERT_FAILED = "INSERT INTO failed_attempts (ts, request_id, deployment) VALUES (?, ?, ?)"
 _ROLL_UP = """
 INSERT INTO usage_daily (day, tenant, key_id, model, requests, errors, cache_hits,
                          tokens_in, tokens_out, cost, saved_cost, latency_ms_sum)
 SELECT date(ts, 'unixepoch'), tenant, key_id, model, count(*), sum(status >= 400),
        coalesce(sum(cache = 'hit'), 0), sum(tokens_in), sum(tokens_out), sum(cost), sum(saved_cost),
        sum(latency_ms)
-FROM usage WHERE id > ? GROUP BY 1, 2, 3, 4
+FROM usage WHERE id > :after GROUP BY 1, 2, 3, 4
 ON CONFLICT (day, tenant, key_id, model) DO UPDATE SET
     requests = requests + excluded.requests, errors = errors + excluded.errors,
     cache_hits = cache_hits + excluded.cache_hits, tokens_in = tokens_in + excluded.tokens_in,
@@ -157,6 +173,7 @@ class Store:
         """Connect, switch to WAL and bring the schema up to date."""
         async def migrate(db: aiosqlite.Connection) -> None:
             await db.execute("PRAGMA foreign_keys = ON")
+            await rollups.register_functions(db)
             await cls(db, path)._migrate()
 
         return cls(await open_wal(path, migrate), path)
@@ -331,13 +348,24 @@ class Store:
 
     # The ledger ----------------------------------------------------------------------------
 
-    async def write_usage(self, rows: Sequence[tuple[Any, ...]]) -> None:
+    async def write_usage(
+        self, rows: Sequence[tuple[Any, ...]], failed: Sequence[tuple[Any, ...]] = (),
+        refusals: Sequence[tuple[Any, ...]] = (),
+    ) -> None:
         async with self.transaction() as db:
-            first = await self._scalar("SELECT coalesce(max(id), 0) FROM usage")
-            await db.executemany(_INSERT_USAGE, rows)
-            await db.execute(_ROLL_UP, (first,))
+            if rows:
+                after = await self._scalar("SELECT coalesce(max(id), 0) FROM usage")
+                await db.executemany(_INSERT_USAGE, rows)
+                for statement in (_ROLL_UP, *rollups.FOLD_USAGE):
+                    await db.execute(statement, {"after": after})
+            if failed:
+                await db.executemany(_INSERT_FAILED, failed)
+            if refusals:
+                after = await self._scalar("SELECT coalesce(max(id), 0) FROM refusals")
+                await db.executemany(_INSERT_REFUSAL, refusals)
+                await db.execute(rollups.FOLD_REFUSALS, {"after": after})
 
-    async def fetch(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    async def fetch(self, sql: str, params: Params = ()) -> list[tuple[Any, ...]]:
         return [tuple(row) for row in await self.db.execute_fetchall(sql, params)]
 
     async def _keys(self, where: str, params: Sequence[Any]) -> list[ApiKey]:
@@ -394,13 +422,11 @@ def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | No
             out[name] = None
         elif name in INT_LIMITS:
             if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
-                raise InvalidRequest(f"{param} must be an integer from 1 to {MAX_INT}, or null.",
-                                     param=param)
+                raise field_error(param, f"an integer from 1 to {MAX_INT}, or null", value)
             out[name] = value
         else:
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise InvalidRequest(f"{param} must be an amount of 0 or more, or null.",
-                                     param=param)
+                raise field_error(param, "an amount of 0 or more, or null", value)
             out[name] = float(value)
     return out
 

@@ -351,7 +351,8 @@ class Failover:
         detail = "; ".join(f"{a.deployment.id}: {a.failure.message}" for a in attempts
                            if a.failure)
         return UpstreamRateLimited(f"Every deployment is rate limited ({detail}).",
-                                   retry_after_s=min(rests), attempts=len(attempts))
+                                   retry_after_s=min(rests), attempts=len(attempts),
+                                   deployments=failed_deployments(attempts))
 
     def _rest_s(self, d: Deployment, failure: UpstreamFailure, now: float) -> float:
         """How long ``d`` rests after ``failure``: its open breaker's time left, else what the
@@ -391,15 +392,26 @@ async def _first_content(stream: AsyncIterator[Json]) -> list[Json]:
     raise UpstreamFailure(FailureKind.EMPTY_STREAM, "stream ended before any content")
 
 
+_NOT_CALLED = frozenset({FailureKind.UNSUPPORTED, FailureKind.CIRCUIT_OPEN})
+
+
+def failed_deployments(attempts: Sequence[Attempt]) -> tuple[str, ...]:
+    """The deployments that were called and failed (not those skipped unasked)."""
+    return tuple(a.deployment.id for a in attempts
+                 if a.failure is not None and a.failure.kind not in _NOT_CALLED)
+
+
 def exhausted(attempts: Sequence[Attempt]) -> GatewayError:
     """The client's error once every candidate failed: 504, 503 or 502 by what went wrong."""
     kinds = {a.failure.kind for a in attempts if a.failure}
+    failed = failed_deployments(attempts)
     detail = "; ".join(f"{a.deployment.id}: {a.failure.message}" for a in attempts if a.failure)
     if kinds == {FailureKind.UNSUPPORTED}:
         return InvalidRequest(f"No deployment of this model supports the request ({detail}).",
                               code="unsupported_by_provider")
     if kinds == {FailureKind.TIMEOUT}:
         return UpstreamFailed(f"Every deployment timed out ({detail}).", status=504,
-                              code="upstream_timeout", attempts=len(attempts))
+                              code="upstream_timeout", attempts=len(attempts),
+                              deployments=failed)
     return UpstreamFailed(f"Every deployment failed ({detail}).", status=502,
-                          code="upstream_failed", attempts=len(attempts))
+                          code="upstream_failed", attempts=len(attempts), deployments=failed)

@@ -121,6 +121,18 @@ def price(per_mtok: float) -> str:
     return "free" if per_mtok == 0 else f"${per_mtok:g}"
 
 
+SHORT_ID_CHARS = 20
+
+
+def short_id(request_id: str) -> str:
+    """A long request id as its start and its end: ids that share a prefix (a client's own,
+    or one process's) still differ somewhere on the page; the whole id is in the title."""
+    if len(request_id) <= SHORT_ID_CHARS:
+        return request_id
+    half = (SHORT_ID_CHARS - 1) // 2
+    return f"{request_id[:half]}…{request_id[-half:]}"
+
+
 def pairs(values: Iterable[object]) -> list[tuple[str, str]]:
     """Menu options from plain values: each value as both the option's value and its text."""
     return [(str(v), str(v)) for v in values]
@@ -128,6 +140,6 @@ def pairs(values: Iterable[object]) -> list[tuple[str, str]]:
 
 FILTERS: dict[str, Callable[..., str]] = {
     "usd": usd, "ms": ms, "pct": pct, "num": num, "compact": compact, "clock": clock,
-    "ago": ago, "price": price,
+    "ago": ago, "price": price, "short_id": short_id,
 }
 """Filters that print a value; ``pairs`` (menu options) is registered beside them."""

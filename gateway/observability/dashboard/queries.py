@@ -1,17 +1,19 @@
-"""Read-only ledger queries for the dashboard and for ``/metrics``' budget gauges.
+"""Read-only ledger queries for the dashboard and for ``/metrics``' budget gauges: a window's
+summary and latency percentiles, chart buckets, counts by route, model or deployment, failed
+attempts, recent rows with filters, each tenant's use against its limits (beside
+``gateway.tenants.ledger``'s own ``recent``, ``tenant_totals`` and ``spend_by_model``).
 
-They complement ``gateway.tenants.ledger``'s own queries (``recent``, ``tenant_totals``,
-``spend_by_model``) with what the pages draw: a window's summary and latency percentiles, time
-buckets for the charts, counts by route, cache result or deployment, recent rows with more
-filters, and each tenant's use against its limits. Raw rows (``usage``, indexed by time) serve
-windows up to a week; the daily roll-ups (``usage_daily``) serve "today" and "this month".
-
-Percentiles are nearest-rank: the smallest value whose cumulative share (``cume_dist()``)
-reaches the quantile, over successful requests (status below 400). A window holding more than
-``MAX_SAMPLE_ROWS`` rows is sampled (every n-th row id) so that the sort stays small; the result
-says so. The SQL is the part SQLite and PostgreSQL share (counts as ``sum(CASE ...)``, ``?``
-placeholders, a floor that both engines' casts agree on), run through ``TenantStore.fetch``, so
-the pages draw the same figures on either store. Reads the ledger only.
+Every window is cut in three: the whole UTC hours inside it are read from the hourly roll-ups
+(``gateway.tenants.rollups``), the two partial hours at its ends from the raw rows (indexed by
+time), so a week costs about as much as an hour. Percentiles over whole hours come from the
+latency histograms (within half a bucket, ~2.5 %, of the exact value; the page marks them
+"≈"); a window with no whole hour (the last hour) is read from raw rows and is exact:
+nearest-rank, the smallest value whose cumulative share (``cume_dist()``) reaches the quantile,
+over successful requests of the generation APIs (not embeddings), sampled (every n-th row id)
+above ``MAX_SAMPLE_ROWS`` rows. The SQL is the part SQLite and PostgreSQL share (counts as
+``sum(CASE ...)``, ``?`` or ``:name`` placeholders, a floor that both engines' casts agree on,
+``latency_bucket`` defined in each), run through ``TenantStore.fetch``, so the pages draw the
+same figures on either store. Reads the ledger only.
 """
 
 from __future__ import annotations
@@ -32,13 +34,23 @@ from gateway.tenants.ledger import (
     tenant_totals,
     usage_record,
 )
+from gateway.tenants.rollups import (
+    EMBEDDINGS_API,
+    HOUR_S,
+    LATENCY_METRICS,
+    histogram_quantile,
+    whole_hours,
+    window_params,
+    window_rows,
+)
 from gateway.tenants.store import Tenant
 
 QUANTILES = (0.5, 0.95, 0.99)
 MAX_SAMPLE_ROWS = 20_000
-GroupColumn = Literal["route", "cache", "model", "deployment", "tier", "status", "tenant", "api"]
-_GROUP_COLUMNS = frozenset({"route", "cache", "model", "deployment", "tier", "status", "tenant",
-                            "api"})
+GroupColumn = Literal["route", "cache", "model", "answered_model", "deployment", "tier",
+                      "status", "tenant", "api"]
+_GROUP_COLUMNS = frozenset({"route", "cache", "model", "answered_model", "deployment", "tier",
+                            "status", "tenant", "api"})
 _VALUE_COLUMNS = frozenset({"latency_ms", "ttft_ms"})
 NULL_LABEL = "none"
 """How a missing route or cache result is named in filters and groupings."""
@@ -94,8 +106,9 @@ class Percentiles:
     p50: float | None = None
     p95: float | None = None
     p99: float | None = None
-    sampled: bool = False
-    """Computed from every n-th row of a window too large to sort whole (``MAX_SAMPLE_ROWS``)."""
+    approximate: bool = False
+    """From the hourly latency histograms, or every n-th row of a window too large to sort
+    whole (``MAX_SAMPLE_ROWS``): shown with "≈"."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +127,18 @@ class Bucket:
 @dataclass(frozen=True, slots=True)
 class Count:
     label: str
+    requests: int
+    errors: int
+    cost: float
+    saved_cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCount:
+    """The model a client asked for (``auto``...) and the one that answered it."""
+
+    model: str
+    answered: str
     requests: int
     errors: int
     cost: float
@@ -149,38 +174,39 @@ class RequestFilter:
     model: str | None = None
     cache: str | None = None
     api: str | None = None
-    """``chat``, ``messages`` or ``responses``: the API the client spoke."""
+    """``chat``, ``messages``, ``responses`` or ``embeddings``: the API the client spoke."""
     status: str | None = None
     """"ok" (below 400), "error" (400 and up), or one status code."""
     since: float | None = None
     limit: int = 100
 
 
+def _flag(condition: str) -> str:
+    """1 where ``condition`` holds, else 0: SQLite sums booleans, PostgreSQL does not."""
+    return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
 
 
-def _count(condition: str) -> str:
-    """How many rows meet ``condition``: SQLite sums booleans, PostgreSQL does not."""
-    return f"sum(CASE WHEN {condition} THEN 1 ELSE 0 END)"
+def _floor(x: str) -> str:
+    """floor(x) in both engines: SQLite's cast truncates, PostgreSQL's rounds; either way a cast
+    above ``x`` is one too many."""
+    return f"CAST({x} AS INTEGER) - CASE WHEN CAST({x} AS INTEGER) > {x} THEN 1 ELSE 0 END"
 
 
-ERRORS = _count("status >= 400")
-HITS, MISSES, BYPASSES = (_count(f"cache = '{c}'") for c in ("hit", "miss", "bypass"))
-_SUMMARY = f"""
-SELECT count(*), coalesce({ERRORS}, 0), coalesce({HITS}, 0), coalesce({MISSES}, 0),
-       coalesce({BYPASSES}, 0), coalesce({_count("escalations > 0")}, 0),
-       coalesce(sum(tokens_in), 0), coalesce(sum(tokens_out), 0), coalesce(sum(cost), 0.0),
-       coalesce(sum(saved_cost), 0.0)
-FROM usage WHERE ts >= ? AND ts < ?
-"""
-_BUCKET = "CAST(x AS INTEGER) - CASE WHEN CAST(x AS INTEGER) > x THEN 1 ELSE 0 END"
-"""floor(x) in both engines: SQLite's cast truncates, PostgreSQL's rounds; either way a cast
-above ``x`` is one too many."""
+_GENERATION = f"status < 400 AND api <> '{EMBEDDINGS_API}'"  # as latency_hourly counts them
+_SUMMARY_SUMS = ("requests", "errors", "cache_hits", "cache_misses", "cache_bypasses",
+                 "escalated", "tokens_in", "tokens_out", "cost", "saved_cost")
+_SUMMARY_RAW = ("1", _flag("status >= 400"), _flag("cache = 'hit'"), _flag("cache = 'miss'"),
+                _flag("cache = 'bypass'"), _flag("escalations > 0"), "tokens_in", "tokens_out",
+                "cost", "saved_cost")
 
 
 async def summary(store: TenantStore, since: float, until: float) -> Summary:
     """Counts and sums of the requests in ``[since, until)``."""
-    rows = await store.fetch(_SUMMARY, (since, until))
-    return Summary(*rows[0])
+    rows = window_rows(", ".join(_SUMMARY_SUMS), ", ".join(
+        f"{e} AS {n}" for e, n in zip(_SUMMARY_RAW, _SUMMARY_SUMS, strict=True)))
+    sums = ", ".join(f"coalesce(sum({n}), 0)" for n in _SUMMARY_SUMS)
+    found = await store.fetch(f"SELECT {sums} FROM ({rows}) AS w", window_params(since, until))
+    return Summary(*found[0])
 
 
 async def sample_step(store: TenantStore, since: float, until: float) -> int:
@@ -193,16 +219,46 @@ async def sample_step(store: TenantStore, since: float, until: float) -> int:
 async def percentiles(
     store: TenantStore, since: float, until: float, column: str = "latency_ms"
 ) -> Percentiles:
-    """p50, p95 and p99 of ``latency_ms`` or ``ttft_ms`` over successful requests."""
+    """p50, p95 and p99 of ``latency_ms`` or ``ttft_ms`` over successful generation requests."""
+    if whole_hours(since, until)[0] < until:
+        histogram = await _histograms(store, since, until, column, "0")
+        return _from_histogram(histogram.get(0, []))
     step = await sample_step(store, since, until)
     grouped = await _grouped_percentiles(store, "0", since, until, column, step)
-    return grouped.get(0, Percentiles(sampled=step > 1))
+    return grouped.get(0, Percentiles(approximate=step > 1))
+
+
+def _from_histogram(counts: list[tuple[int, int]]) -> Percentiles:
+    p50, p95, p99 = (histogram_quantile(counts, q) for q in QUANTILES)
+    return Percentiles(p50, p95, p99, approximate=True)
+
+
+async def _histograms(
+    store: TenantStore, since: float, until: float, column: str, group: str, **params: Any
+) -> dict[int, list[tuple[int, int]]]:
+    """Latency histograms over ``[since, until)``: (bucket, count) pairs per value of ``group``
+    (an expression of ``{t}``: the hour, or the row's time)."""
+    metric = next((m for m, c in LATENCY_METRICS.items() if c == column), None)
+    if metric is None:
+        raise ValueError(f"no percentiles of {column!r}")
+    rows = window_rows(
+        f"{group.format(t='hour')} AS g, bucket, count",
+        f"{group.format(t='ts')} AS g, latency_bucket({column}) AS bucket, 1 AS count",
+        "latency_hourly", raw_where=f"{_GENERATION} AND {column} IS NOT NULL AND ",
+        hourly_where=f"metric = '{metric}' AND ")
+    found = await store.fetch(
+        f"SELECT g, bucket, sum(count) FROM ({rows}) AS w GROUP BY g, bucket",
+        window_params(since, until, **params))
+    out: dict[int, list[tuple[int, int]]] = {}
+    for g, bucket, count in found:
+        out.setdefault(int(g), []).append((int(bucket), int(count)))
+    return out
 
 
 async def percentiles_by(
     store: TenantStore, column: GroupColumn, since: float, until: float
 ) -> dict[str, Percentiles]:
-    """Latency percentiles per value of ``column`` (a missing value is ``none``)."""
+    """Latency percentiles per value of ``column`` (``none`` if missing), from raw rows."""
     step = await sample_step(store, since, until)
     grouped = await _grouped_percentiles(store, _group_expr(column), since, until, "latency_ms",
                                          step)
@@ -219,69 +275,110 @@ async def _grouped_percentiles(
            min(CASE WHEN cd >= ? THEN v END)
     FROM (SELECT {group} AS g, {column} AS v,
                  cume_dist() OVER (PARTITION BY {group} ORDER BY {column}) AS cd
-          FROM usage WHERE ts >= ? AND ts < ? AND status < 400
+          FROM usage WHERE ts >= ? AND ts < ? AND {_GENERATION}
                            AND {column} IS NOT NULL AND id % ? = 0) AS ranked
     GROUP BY g"""
     rows = await store.fetch(sql, (*QUANTILES, since, until, step))
-    return {r[0]: Percentiles(r[1], r[2], r[3], sampled=step > 1) for r in rows}
+    return {r[0]: Percentiles(r[1], r[2], r[3], approximate=step > 1) for r in rows}
+
+
+_BUCKET_SUMS = ("requests", "errors", "cost", "cache_hits", "cache_misses", "cache_bypasses")
+_BUCKET_RAW = {"requests": "1", "errors": _flag("status >= 400"), "cost": "cost",
+               "cache_hits": _flag("cache = 'hit'"), "cache_misses": _flag("cache = 'miss'"),
+               "cache_bypasses": _flag("cache = 'bypass'")}
+_BUCKET_OF = _floor("(({t} - :since) / :width)")  # of a row's time, or an hour's start
 
 
 async def buckets(store: TenantStore, since: float, until: float, width_s: int) -> list[Bucket]:
-    """Every ``width_s`` bucket from ``since`` to ``until``, empty ones included."""
-    window = (float(since), float(width_s), since, until)
-    rows = await store.fetch(
-        f"SELECT g, count(*), {ERRORS}, sum(cost), {HITS}, {MISSES}, {BYPASSES} "
-        f"FROM ({_bucketed('status, cost, cache')}) AS b GROUP BY g",
-        window,
-    )
-    counts = {r[0]: r[1:] for r in rows}
-    step = await sample_step(store, since, until)
-    sql_percentiles = await _bucket_percentiles(store, (*window, step))
+    """Every ``width_s`` bucket from ``since`` to ``until``, empty ones included: from the
+    roll-ups when they are whole hours starting on an hour, else from the raw rows."""
+    by_hour = width_s % HOUR_S == 0 and since % HOUR_S == 0
+    params = window_params(since, until, width=float(width_s))
+    if not by_hour:
+        params.update(h0=float(until), h1=float(until))  # every row raw
+    rows_sql = window_rows(
+        f"{_BUCKET_OF.format(t='hour')} AS g, {', '.join(_BUCKET_SUMS)}",
+        f"{_BUCKET_OF.format(t='ts')} AS g, " + ", ".join(f"{_BUCKET_RAW[c]} AS {c}"
+                                                           for c in _BUCKET_SUMS))
+    sums = ", ".join(f"sum({c})" for c in _BUCKET_SUMS)
+    rows = await store.fetch(f"SELECT g, {sums} FROM ({rows_sql}) AS w GROUP BY g", params)
+    counts = {int(r[0]): r[1:] for r in rows}
+    histograms = (await _histograms(store, since, until, "latency_ms", _BUCKET_OF,
+                                    width=float(width_s)) if by_hour else None)
+    raw_percentiles = None if by_hour else await _bucket_percentiles(
+        store, {"since": float(since), "until": float(until), "width": float(width_s)})
     out = []
-    count = max(0, int((until - since + width_s - 1) // width_s))
-    for i in range(count):
-        c = counts.get(i)
-        p = sql_percentiles.get(i, Percentiles())
-        start = since + i * width_s
-        if c is None:
-            out.append(Bucket(start, p50_ms=p.p50, p95_ms=p.p95))
+    for i in range(max(0, int((until - since + width_s - 1) // width_s))):
+        c = counts.get(i) or (0, 0, 0.0, 0, 0, 0)
+        if histograms is not None:
+            p = _from_histogram(histograms.get(i, []))
         else:
-            out.append(Bucket(start, c[0], c[1] or 0, c[2] or 0.0, c[3] or 0, c[4] or 0,
-                              c[5] or 0, p.p50, p.p95))
+            p = (raw_percentiles or {}).get(i, Percentiles())
+        out.append(Bucket(since + i * width_s, c[0], c[1] or 0, c[2] or 0.0, c[3] or 0,
+                          c[4] or 0, c[5] or 0, p.p50, p.p95))
     return out
 
 
-def _bucketed(columns: str, where: str = "") -> str:
-    """Rows of ``[?, ?)`` with their bucket number ``g``; parameters: since, width, since,
-    until."""
-    return (f"SELECT {_BUCKET} AS g, {columns} FROM (SELECT (ts - ?) / ? AS x, {columns} "
-            f"FROM usage WHERE ts >= ? AND ts < ?{where}) AS t")
-
-
 async def _bucket_percentiles(
-    store: TenantStore, params: tuple[float, ...]
+    store: TenantStore, params: Mapping[str, float]
 ) -> dict[int, Percentiles]:
-    sql = f"""
-    SELECT g, min(CASE WHEN cd >= 0.5 THEN v END), min(CASE WHEN cd >= 0.95 THEN v END)
-    FROM (SELECT g, latency_ms AS v,
-                 cume_dist() OVER (PARTITION BY g ORDER BY latency_ms) AS cd
-          FROM ({_bucketed("latency_ms", " AND status < 400 AND id % ? = 0")}) AS b) AS ranked
+    group = _BUCKET_OF.format(t="ts")
+    sql = f"""SELECT g, min(CASE WHEN cd >= 0.5 THEN v END), min(CASE WHEN cd >= 0.95 THEN v END)
+    FROM (SELECT {group} AS g, latency_ms AS v,
+                 cume_dist() OVER (PARTITION BY {group} ORDER BY latency_ms) AS cd
+          FROM usage WHERE ts >= :since AND ts < :until AND {_GENERATION}) AS ranked
     GROUP BY g"""
     rows = await store.fetch(sql, params)
-    return {r[0]: Percentiles(r[1], r[2]) for r in rows}
+    return {int(r[0]): Percentiles(r[1], r[2]) for r in rows}
+
+
+_HOURLY_GROUPS = frozenset({"route", "model", "answered_model", "deployment", "api"})
 
 
 async def counts_by(
     store: TenantStore, column: GroupColumn, since: float, until: float
 ) -> list[Count]:
     """Requests, errors, cost and savings per value of ``column``, most requests first."""
-    expr = _group_expr(column)
+    return [Count(label[0], n, errors, cost, saved)
+            for label, n, errors, cost, saved in await _counts(store, (column,), since, until)]
+
+
+async def model_counts(store: TenantStore, since: float, until: float) -> list[ModelCount]:
+    """Per model asked for and model that answered: requests, errors, cost and savings."""
+    rows = await _counts(store, ("model", "answered_model"), since, until)
+    return [ModelCount(label[0], label[1], n, errors, cost, saved)
+            for label, n, errors, cost, saved in rows]
+
+
+async def _counts(
+    store: TenantStore, columns: tuple[GroupColumn, ...], since: float, until: float
+) -> list[tuple[tuple[str, ...], int, int, float, float]]:
+    hourly = ", ".join(f"coalesce(nullif({c}, ''), '{NULL_LABEL}') AS g{i}"
+                       for i, c in enumerate(columns))
+    raw = (", ".join(f"{_group_expr(c)} AS g{i}" for i, c in enumerate(columns))
+           + f", 1 AS requests, {_flag('status >= 400')} AS errors, cost, saved_cost")
+    params = window_params(since, until)
+    if all(c in _HOURLY_GROUPS for c in columns):
+        rows_sql = window_rows(f"{hourly}, requests, errors, cost, saved_cost", raw)
+    else:  # a column the roll-ups do not keep: every row raw
+        rows_sql = f"SELECT {raw} FROM usage WHERE ts >= :since AND ts < :until"
+    keys = ", ".join(f"g{i}" for i in range(len(columns)))
     rows = await store.fetch(
-        f"SELECT {expr}, count(*), {ERRORS}, sum(cost), sum(saved_cost) FROM usage "
-        "WHERE ts >= ? AND ts < ? GROUP BY 1 ORDER BY 2 DESC, 1",
-        (since, until),
-    )
-    return [Count(str(r[0]), r[1], r[2], r[3], r[4]) for r in rows]
+        f"SELECT {keys}, sum(requests), sum(errors), sum(cost), sum(saved_cost) "
+        f"FROM ({rows_sql}) AS w GROUP BY {keys} ORDER BY {len(columns) + 1} DESC, {keys}",
+        params)
+    width = len(columns)
+    return [(tuple(str(v) for v in r[:width]), r[width], r[width + 1], r[width + 2],
+             r[width + 3]) for r in rows]
+
+
+async def failed_attempts(store: TenantStore, since: float, until: float) -> dict[str, int]:
+    """Upstream attempts that failed in ``[since, until)``, per deployment (answered elsewhere
+    or not)."""
+    rows = await store.fetch(
+        "SELECT deployment, count(*) FROM failed_attempts WHERE ts >= ? AND ts < ? GROUP BY 1",
+        (since, until))
+    return {str(r[0]): int(r[1]) for r in rows}
 
 
 def _group_expr(column: str) -> str:
@@ -309,8 +406,10 @@ async def tenant_usage(store: TenantStore, now: float) -> list[TenantUsage]:
     totals = {t.tenant: t for t in await tenant_totals(store, now=now)}
     minute = {
         r[0]: (r[1], r[2]) for r in await store.fetch(
-            "SELECT tenant, count(*), sum(tokens_in + tokens_out) FROM usage WHERE ts >= ? "
-            "GROUP BY tenant", (now - 60.0,))
+            # Grouped by an expression: by the bare column, SQLite walks the whole (tenant, ts)
+            # index for the GROUP BY instead of reading the last minute by time.
+            "SELECT tenant || '', count(*), sum(tokens_in + tokens_out) FROM usage "
+            "WHERE ts >= ? GROUP BY 1", (now - 60.0,))
     }
     keys: dict[str, int] = {}
     for key in await store.list_keys(active_only=True):
@@ -388,9 +487,13 @@ async def models_since(store: TenantStore, since_day: str) -> list[str]:
 async def distinct_values(
     store: TenantStore, column: GroupColumn, since: float, limit: int = 200
 ) -> list[str]:
-    """The values ``column`` took since ``since``, for filter menus."""
-    expr = _group_expr(column)
-    rows = await store.fetch(
-        f"SELECT DISTINCT {expr} FROM usage WHERE ts >= ? ORDER BY 1 LIMIT ?", (since, limit)
-    )
+    """The values ``column`` took since ``since`` (from the start of its hour, when the hourly
+    roll-ups keep the column), for filter menus."""
+    if column in _HOURLY_GROUPS:
+        sql = (f"SELECT DISTINCT coalesce(nullif({column}, ''), '{NULL_LABEL}') FROM usage_hourly "
+               "WHERE hour >= ? ORDER BY 1 LIMIT ?")
+        since = float(since - since % HOUR_S)
+    else:
+        sql = f"SELECT DISTINCT {_group_expr(column)} FROM usage WHERE ts >= ? ORDER BY 1 LIMIT ?"
+    rows = await store.fetch(sql, (since, limit))
     return [str(r[0]) for r in rows]

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from gateway.observability.dashboard.queries import _BUCKET as BUCKET  # shared SQL
-from gateway.observability.dashboard.queries import _count as count_of
+from gateway.observability.dashboard.queries import _BUCKET_OF as BUCKET_OF  # shared SQL
+from gateway.observability.dashboard.queries import _flag as flag
 from gateway.tenants.backend import TenantStore
 
 _BUCKET = "CAST((ts - :since) / :width AS INTEGER)"
@@ -74,13 +74,15 @@ async def tier_buckets(store: TenantStore, aliases: Sequence[str], since: float,
                        width_s: int) -> list[TierBucket]:
     """Every ``width_s`` bucket of routed, successful requests in ``[since, until)``; in the SQL
     SQLite and PostgreSQL share (``queries``), so the page works on either ledger."""
-    marks = ", ".join("?" for _ in aliases) or "NULL"
+    marks = ", ".join(f":a{i}" for i in range(len(aliases))) or "NULL"
+    params: dict[str, object] = {"since": since, "until": until, "width": width_s}
+    params.update({f"a{i}": a for i, a in enumerate(aliases)})
     rows = await store.fetch(
-        f"SELECT {BUCKET} AS g, t, count(*), {count_of('escalations > 0')}, "
-        f"{count_of(_HIT)} FROM (SELECT (ts - ?) / ? AS x, "
-        "CASE WHEN cache = 'hit' THEN NULL ELSE tier END AS t, escalations, cache FROM usage "
-        f"WHERE ts >= ? AND ts < ? AND status < 400 AND model IN ({marks})) AS routed "
-        "GROUP BY g, t", (since, width_s, since, until, *aliases))
+        f"SELECT {BUCKET_OF.format(t='ts')} AS g, "
+        "CASE WHEN cache = 'hit' THEN NULL ELSE tier END AS t, count(*), "
+        f"sum({flag('escalations > 0')}), sum({flag(_HIT)}) FROM usage "
+        f"WHERE ts >= :since AND ts < :until AND status < 400 AND model IN ({marks}) "
+        "GROUP BY g, t", params)
     grouped: dict[int, list[tuple[str | None, int, int, int]]] = {}
     for b, tier, count, escalated, hits in rows:
         grouped.setdefault(int(b), []).append((tier, int(count), int(escalated or 0),

@@ -26,6 +26,7 @@ from gateway.observability.dashboard.session import COOKIE, Handler, Sessions, l
 from gateway.tenants.auth import Authenticator
 from gateway.tenants.backend import TenantStore
 from gateway.tenants.context import AUTH_KEY, LEDGER_KEY, STORE_KEY
+from gateway.tenants.rollups import register_functions
 from gateway.tenants.store import Store
 
 NAV = (("overview", "/dashboard", "Overview"), ("providers", "/dashboard/providers", "Providers"),
@@ -67,6 +68,7 @@ async def reader_context(app: web.Application) -> AsyncIterator[None]:
     db = await aiosqlite.connect(store.path.resolve().as_uri() + "?mode=ro", uri=True)
     try:
         await db.execute("PRAGMA busy_timeout = 5000")
+        await register_functions(db)
         app[READER_KEY] = Store(db, store.path)
         yield
     finally:

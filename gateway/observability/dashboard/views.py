@@ -1,8 +1,8 @@
 """The dashboard's pages: overview, providers, tenants and recent requests.
 
-Each handler reads the ledger (``gateway.observability.dashboard.queries`` and the tenants
-ledger's queries) and in-memory state (``Failover.health``), shapes the figures into small
-frozen values, and renders one template. Query parameters select the time window and the
+Each handler reads the ledger (``queries``, ``refusals`` and the tenants ledger's queries) and
+in-memory state (``Failover.health``), shapes the figures into small frozen values, and renders
+one template. Query parameters select the time window and the
 filters; a value that does not parse falls back to the default rather than failing the page.
 """
 
@@ -19,6 +19,12 @@ from gateway.core.redact import redact
 from gateway.observability.dashboard import queries as q
 from gateway.observability.dashboard.charts import meter
 from gateway.observability.dashboard.figures import mix, overview_charts, span
+from gateway.observability.dashboard.refusals import (
+    UNAUTHENTICATED,
+    latest_refusals,
+    refusal_counts,
+    refusals_by_tenant,
+)
 from gateway.observability.dashboard.state import DASHBOARD_KEY, fresh_store, render, require_login
 from gateway.tenants.backend import TenantStore
 from gateway.tenants.ledger import day_of, spend_by_model
@@ -29,6 +35,7 @@ DEFAULT_WINDOW = "1h"
 MAX_ROWS = 500
 DEFAULT_ROWS = 100
 RECENT_ERRORS = 5
+REFUSAL_ROWS = 100
 _STATUS = re.compile(r"[1-5][0-9][0-9]")  # one HTTP status code
 
 
@@ -44,7 +51,8 @@ async def overview(request: web.Request) -> web.StreamResponse:
     since = now - window.seconds
     start, end = span(now, window)
     routes = await q.counts_by(store, "route", since, now)
-    models = await q.counts_by(store, "model", since, now)
+    models = await q.model_counts(store, since, now)
+    refused = await refusal_counts(store, since, now)
     return render(request, "overview.html", {
         "page": "overview",
         "window": window,
@@ -56,6 +64,8 @@ async def overview(request: web.Request) -> web.StreamResponse:
         "charts": overview_charts(await q.buckets(store, start, end, window.bucket_s), window),
         "routes": mix("Route mix", routes),
         "models": models[:10],
+        "refused": refused[:8],
+        "refused_total": sum(r.count for r in refused),
     })
 
 
@@ -68,10 +78,21 @@ class ProviderRow:
     errors: tuple[tuple[float, str], ...]
     hour: q.Count | None
     hour_latency: q.Percentiles
+    failed_attempts: int = 0
+    """Attempts at this deployment that failed in the last hour, answered elsewhere or not."""
+
+    @property
+    def hour_requests(self) -> int:
+        """Rows it answered (or failed mid-answer) and attempts that failed before answering."""
+        return (self.hour.requests if self.hour else 0) + self.failed_attempts
+
+    @property
+    def hour_errors(self) -> int:
+        return (self.hour.errors if self.hour else 0) + self.failed_attempts
 
 
 def _provider_row(h: Health, hour: dict[str, q.Count], hour_latency: dict[str, q.Percentiles],
-                  mono_now: float) -> ProviderRow:
+                  failed: dict[str, int], mono_now: float) -> ProviderRow:
     state, retry_in = h.state, None
     if state is BreakerState.OPEN:
         if mono_now >= h.open_until:
@@ -81,7 +102,7 @@ def _provider_row(h: Health, hour: dict[str, q.Count], hour_latency: dict[str, q
     errors = tuple((ts, redact(message)) for ts, message in reversed(h.recent_errors))
     d = h.deployment.id
     return ProviderRow(h, state.value, retry_in, errors, hour.get(d),
-                       hour_latency.get(d, q.Percentiles()))
+                       hour_latency.get(d, q.Percentiles()), failed.get(d, 0))
 
 
 @require_login
@@ -91,10 +112,11 @@ async def providers(request: web.Request) -> web.StreamResponse:
     since = now - 3600
     hour = {c.label: c for c in await q.counts_by(store, "deployment", since, now)}
     hour_latency = await q.percentiles_by(store, "deployment", since, now)
+    failed = await q.failed_attempts(store, since, now)
     failover = request.app.get(FAILOVER)
     health = failover.health.values() if failover is not None else ()
     mono_now = time.monotonic()
-    rows = [_provider_row(h, hour, hour_latency, mono_now) for h in health]
+    rows = [_provider_row(h, hour, hour_latency, failed, mono_now) for h in health]
     order = {"open": 0, "half_open": 1, "closed": 2}
     rows.sort(key=lambda r: (order[r.state], r.health.deployment.provider.name,
                              r.health.deployment.id))
@@ -138,12 +160,16 @@ async def tenants(request: web.Request) -> web.StreamResponse:
     store = await fresh_store(request)
     now = request.app[DASHBOARD_KEY].clock()
     usages = await q.tenant_usage(store, now)
+    day_start = now - now % 86_400
+    refused = await refusals_by_tenant(store, day_start, now)
     names = {u.tenant.name for u in usages}
     chosen = request.query.get("tenant")
     selected = chosen if chosen in names else None
     return render(request, "tenants.html", {
         "page": "tenants",
         "rows": [(u, _limit_uses(u)) for u in usages],
+        "refused": refused,
+        "unauthenticated": UNAUTHENTICATED,
         "selected": selected,
         "by_model": await spend_by_model(store, tenant=selected, now=now),
     })
@@ -189,9 +215,12 @@ async def requests_page(request: web.Request) -> web.StreamResponse:
     now = request.app[DASHBOARD_KEY].clock()
     chosen = request_filter(request, now)
     rows = await q.find_requests(store, chosen)
+    refusals = await latest_refusals(store, tenant=chosen.tenant, since=chosen.since,
+                                     limit=min(chosen.limit, REFUSAL_ROWS))
     return render(request, "requests.html", {
         "page": "requests",
         "rows": rows,
+        "refusals": refusals,
         "filter": chosen,
         "query": request.query,
         "options": await _options(store, now, chosen),

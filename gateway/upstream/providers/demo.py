@@ -32,17 +32,20 @@ def demo_answer(request: ChatRequest, deployment: Deployment) -> str:
     words = last.split()
     echo = " ".join(words[:_MAX_ECHO_WORDS]) + (" …" if len(words) > _MAX_ECHO_WORDS else "")
     digest = hashlib.sha256(last.encode()).hexdigest()[:8]
-    return (
-        f"[demo answer from {deployment.model.name} ({deployment.tier} tier)] "
-        f"This gateway has no real provider configured, so this is a canned reply. "
-        f"You asked: \"{echo}\" (fingerprint {digest}). Set GROQ_API_KEY, OPENAI_API_KEY, "
-        f"GEMINI_API_KEY or ANTHROPIC_API_KEY to get real answers."
-    )
+    head = (f"[demo answer from {deployment.model.name} ({deployment.tier} tier)] "
+            f"This is a canned reply from the gateway's built-in demo provider; no model was "
+            f"called. You asked: \"{echo}\" (fingerprint {digest}).")
+    if deployment.provider.fallback:  # a fallback serves only when no real provider is enabled
+        return (f"{head} No real provider is configured: set GROQ_API_KEY, OPENAI_API_KEY, "
+                f"GEMINI_API_KEY or ANTHROPIC_API_KEY to get real answers.")
+    return f"{head} This gateway's configuration routes model {deployment.model.name} to it."
 
 
 def _usage(request: ChatRequest, text: str) -> Usage:
+    """Words as tokens; every one of the ``n`` choices is counted, as a provider bills them."""
     prompt = sum(len(m.text.split()) + 4 for m in request.messages)
-    return Usage(prompt_tokens=prompt, completion_tokens=len(text.split()), estimated=False)
+    return Usage(prompt_tokens=prompt, completion_tokens=len(text.split()) * request.n,
+                 estimated=False)
 
 
 def _truncate(request: ChatRequest, text: str) -> tuple[str, str]:
@@ -80,10 +83,15 @@ class DemoProvider:
         text, finish = _truncate(request, demo_answer(request, deployment))
         cid, created, model = completion_id(), now_s(), deployment.model.upstream_model
         delay_s = deployment.provider.word_delay_ms / 1000
-        yield chunk(cid, model, created, {"role": "assistant", "content": ""})
+        choices = range(request.n)  # every choice streams, interleaved word by word
+        for c in choices:
+            yield chunk(cid, model, created, {"role": "assistant", "content": ""}, index=c)
         for i, word in enumerate(text.split(" ")):
             if delay_s:
                 await asyncio.sleep(delay_s)
-            yield chunk(cid, model, created, {"content": word if i == 0 else " " + word})
-        yield chunk(cid, model, created, {}, finish)
+            for c in choices:
+                yield chunk(cid, model, created, {"content": word if i == 0 else " " + word},
+                            index=c)
+        for c in choices:
+            yield chunk(cid, model, created, {}, finish, index=c)
         yield usage_chunk(cid, model, created, _usage(request, text))
