@@ -58,7 +58,8 @@ class Source:
 class Outcome:
     """How acceptable ``tier``'s answer was (0: not at all, 1: fully) for the prompt whose
     embedding is ``vector``; ``weight`` scales its say (a click of feedback may count more
-    than an inferred retry); ``at_s`` is wall-clock seconds (``time.time()``)."""
+    than an inferred retry); ``at_s`` is wall-clock seconds (``time.time()``, the learner's
+    clock): left at 0 an outcome dates from 1970 and has decayed to nothing."""
 
     vector: FloatArray
     tier: str
