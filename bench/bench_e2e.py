@@ -29,7 +29,7 @@ from pathlib import Path
 
 import aiohttp
 from bench_proxy import ADMIN_ENV, create_key, gateway_config
-from procs import ROOT, free_port, start, stop, wait_port
+from procs import ROOT, free_port, start, stop, wait_port, wait_ready
 
 BYPASS = {"Cache-Control": "no-cache, no-store"}
 
@@ -117,7 +117,7 @@ def main() -> None:
                     env=ADMIN_ENV)
     try:
         wait_port(gw_port)
-        asyncio.run(_ready(f"http://127.0.0.1:{gw_port}/readyz"))
+        asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/readyz"))
         out = asyncio.run(run(f"http://127.0.0.1:{gw_port}/v1/chat/completions", key,
                               args.requests))
     finally:
@@ -133,15 +133,6 @@ def main() -> None:
                                                    strict=True))
     print(f"semantic hits: {len(out['semantic'])} of {args.requests} paraphrases; p50 of each hit "
           f"less its own embedding {rest:.2f} ms (goal: at most 5 ms)")
-
-
-async def _ready(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        while True:
-            async with session.get(url) as resp:
-                if resp.status == 200:
-                    return
-            await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,7 @@ import aiohttp
 import numpy as np
 from bench_e2e import stage_ms
 from bench_proxy import ADMIN_ENV, create_key
-from procs import ROOT, free_port, start, stop, wait_port
+from procs import ROOT, free_port, start, stop, wait_port, wait_ready
 
 from embedder_worker.model import OnnxEmbedder
 from gateway.core.routing_settings import LearningSettings
@@ -168,7 +168,7 @@ def main() -> None:
             gateways.append(start(["-m", "gateway", "serve", "--config", str(cfg),
                                    "--port", str(port)], env=ADMIN_ENV))
             wait_port(port, timeout_s=120)
-            asyncio.run(_ready(f"http://127.0.0.1:{port}/readyz"))
+            asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz"))
             urls[side] = f"http://127.0.0.1:{port}/v1/chat/completions"
         out = asyncio.run(run(urls, keys, args.requests))
     finally:
@@ -182,15 +182,6 @@ def main() -> None:
     print(f"learning - intent = {p50['learning'] - p50['intent']:.3f} ms at "
           f"{args.outcomes:,} remembered outcomes (goal: at most 0.3 ms); route stage "
           f"{p50['learning_route'] - p50['intent_route']:+.3f} ms")
-
-
-async def _ready(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        while True:
-            async with session.get(url) as resp:
-                if resp.status == 200:
-                    return
-            await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from pathlib import Path
 import aiohttp
 from bench_embedder import start_worker, throughput
 from bench_proxy import ADMIN_ENV, create_key, gateway_config
-from procs import ROOT, cpu_s, free_port, start, stop, wait_port
+from procs import ROOT, cpu_s, free_port, start, stop, wait_port, wait_ready
 
 from embedder_worker.client import EmbedderPool
 
@@ -156,7 +156,7 @@ def main() -> None:
     rows = []
     try:
         wait_port(gw_port)
-        asyncio.run(_ready(f"http://127.0.0.1:{gw_port}/readyz"))
+        asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/readyz"))
         worker = worker_pid(gateway.pid)
         url = f"http://127.0.0.1:{gw_port}/v1/chat/completions"
         for c in args.concurrency:
@@ -180,15 +180,6 @@ def main() -> None:
         auto = next(len(lat) / args.seconds for m, cc, lat, _, _ in rows
                     if m == "auto" and cc == c)
         print(f"| {c} | {alone[c]:,.0f} | {auto:,.0f} | {auto / alone[c]:.2f} |")
-
-
-async def _ready(url: str) -> None:
-    async with aiohttp.ClientSession() as session:
-        while True:
-            async with session.get(url) as resp:
-                if resp.status == 200:
-                    return
-            await asyncio.sleep(0.05)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
@@ -28,6 +29,18 @@ def wait_port(port: int, timeout_s: float = 30.0) -> None:
         except OSError:
             time.sleep(0.01)
     raise RuntimeError(f"port {port} did not open")
+
+
+async def wait_ready(url: str) -> None:
+    """Until ``url`` (a gateway's ``/readyz``) answers 200."""
+    import aiohttp
+
+    async with aiohttp.ClientSession() as session:
+        while True:
+            async with session.get(url) as resp:
+                if resp.status == 200:
+                    return
+            await asyncio.sleep(0.05)
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
