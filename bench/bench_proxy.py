@@ -104,7 +104,7 @@ def create_key(config: Path) -> str:
     """A tenant and its key, made with the CLI before the gateway starts."""
     env = {**os.environ, **ADMIN_ENV}
     cli = [sys.executable, "-m", "gateway", "--log-level", "WARNING"]
-    subprocess.run([*cli, "tenants", "create", "bench", "--config", str(config)],
+    subprocess.run([*cli, "tenants", "create", "bench", "--init", "--config", str(config)],
                    check=True, capture_output=True, env=env, cwd=ROOT)
     out = subprocess.run([*cli, "keys", "create", "bench", "--config", str(config)],
                          check=True, capture_output=True, text=True, env=env, cwd=ROOT).stdout

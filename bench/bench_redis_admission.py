@@ -187,7 +187,7 @@ def make_key(config: Path) -> str:
     cli = [sys.executable, "-m", "gateway", "--log-level", "WARNING"]
     limits = ["--rpm", "1000000000", "--tpm", "1000000000000", "--concurrency", "100000",
               "--daily-budget", "1000000000"]
-    subprocess.run([*cli, "tenants", "create", "bench", *limits, "--config", str(config)],
+    subprocess.run([*cli, "tenants", "create", "bench", "--init", *limits, "--config", str(config)],
                    check=True, capture_output=True, env=env, cwd=ROOT)
     out = subprocess.run([*cli, "keys", "create", "bench", "--config", str(config)],
                          check=True, capture_output=True, text=True, env=env, cwd=ROOT).stdout

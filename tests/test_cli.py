@@ -130,3 +130,15 @@ def test_a_pairs_file_that_is_not_json_is_one_line(tmp_path: Path) -> None:
     missing = _one_line_error(_gateway(tmp_path, "--log-level", "error", "cache", "eval",
                                        "--pairs", str(tmp_path / "none.json")), 1)
     assert "none.json" in missing and "No such file" in missing
+
+
+def test_tenants_create_with_init_makes_a_new_deployments_store(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text(CONFIG)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = _gateway(elsewhere, "tenants", "create", "acme", "--init", "--config",
+                      str(tmp_path / "gateway.toml"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "data" / "gateway.sqlite3").exists()
+    listed = _gateway(elsewhere, "tenants", "list", "--config", str(tmp_path / "gateway.toml"))
+    assert listed.returncode == 0 and "acme" in listed.stdout

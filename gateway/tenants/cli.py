@@ -55,6 +55,9 @@ def add_commands(
     t_sub = tenants.add_subparsers(dest="tenants_command", required=True)
     create = _leaf(t_sub, "create", "create a tenant", run_tenants_create, common)
     create.add_argument("name")
+    create.add_argument("--init", action="store_true",
+                        help="a new deployment: create the store (at the config's data_dir) "
+                             "when there is none yet")
     _limit_arguments(create)
     listing = _leaf(t_sub, "list", "list tenants", run_tenants_list, common)
     listing.add_argument("--json", action="store_true", help="one JSON object per line")
@@ -125,7 +128,7 @@ def run_tenants_create(args: argparse.Namespace, settings: Settings) -> int:
         tenant = await store.create_tenant(args.name, limits)
         print(f"created tenant {tenant.name}: {_limits_text(tenant.limits.as_json())}")
 
-    return _run(settings, act, notify=True)
+    return _run(settings, act, notify=True, create_store=args.init)
 
 
 def run_tenants_list(args: argparse.Namespace, settings: Settings) -> int:
@@ -177,7 +180,8 @@ def run_keys_revoke(args: argparse.Namespace, settings: Settings) -> int:
 def existing_store(settings: Settings) -> str | None:
     """Why the store the server uses is not here, as one line saying what to pass; None when
     it is. An admin command never creates a store (or a key secret): run from the wrong folder,
-    it would make a new, empty one whose keys no server accepts. The shared database is
+    it would make a new, empty one whose keys no server accepts (``tenants create --init`` is
+    how a new deployment makes its store before the first ``serve``). The shared database is
     named by its URL (and needs the key secret from the environment, which ``open_store``
     checks)."""
     if settings.cluster.shared_database:
@@ -196,7 +200,7 @@ def existing_store(settings: Settings) -> str | None:
 
 
 def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]], *,
-         notify: bool = False) -> int:
+         notify: bool = False, create_store: bool = False) -> int:
     async def main() -> None:
         database = None
         if settings.cluster.shared_database:
@@ -219,7 +223,7 @@ def _run(settings: Settings, act: Callable[[TenantStore, bytes], Awaitable[None]
             print("warning: the other replicas were not notified (Redis unavailable); they "
                   "pick the change up at their next full re-read", file=sys.stderr)
 
-    if (problem := existing_store(settings)) is not None:
+    if not create_store and (problem := existing_store(settings)) is not None:
         print(f"gateway: error: {problem}", file=sys.stderr)
         return 2
     try:
