@@ -316,10 +316,15 @@ def _config_option(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gateway.routing.cli routes ...``: the commands without the main CLI."""
+    return standalone(add_commands, argv)
+
+
+def standalone(add: Callable[..., None], argv: Sequence[str] | None) -> int:
+    """Run the commands ``add`` registers without the main CLI (``python -m ...``)."""
     from gateway.core.config import load
 
     parser = argparse.ArgumentParser(prog="gateway")
-    add_commands(parser.add_subparsers(dest="command", required=True), _config_option)
+    add(parser.add_subparsers(dest="command", required=True), _config_option)
     args = parser.parse_args(argv)
     try:
         return int(args.handler(args, load(args.config)))

@@ -34,6 +34,7 @@ from gateway.routing.cli import (
     data_vectors,
     embedder_for,
     router_for,
+    standalone,
     workspace,
 )
 from gateway.routing.learned.learner import Learner
@@ -218,21 +219,7 @@ def format_eval(r: EvalReport, train: Path, test: Path) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m gateway.routing.learned.cli learn ...``: the commands without the main CLI."""
-    from gateway.core.config import load
-
-    parser = argparse.ArgumentParser(prog="gateway")
-    add_commands(parser.add_subparsers(dest="command", required=True), _config_option)
-    args = parser.parse_args(argv)
-    try:
-        return int(args.handler(args, load(args.config)))
-    except ConfigError as exc:
-        print(f"gateway: {exc}", file=sys.stderr)
-        return 2
-
-
-def _config_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None,
-                        help="TOML configuration file (default: the embedded default)")
+    return standalone(add_commands, argv)
 
 
 if __name__ == "__main__":
