@@ -4,8 +4,9 @@ entries in a real PostgreSQL, each with its own hnswlib graphs, kept in step by 
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -15,10 +16,12 @@ from gateway.cache.pg_store import PgCacheStore
 from gateway.cache.semantic_cache import SemanticCache
 from gateway.core.postgres import Database
 from tests.cache_fixtures import CONTEXT, SPACE, answer, load_embedder, settings_in
+from tests.tasks import until as until_within
 
 pytest_plugins = ["tests.postgres_fixtures"]
 
 NOTICE_DEADLINE_S = 30.0  # a deadline for a loaded machine, not a measurement
+until = functools.partial(until_within, timeout_s=NOTICE_DEADLINE_S)
 STORED, ASKED = "How do I reset my password?", "How can I reset my password?"
 
 
@@ -51,16 +54,6 @@ async def replicas(database: Database, tmp_path: Path) -> AsyncIterator[Replicas
     yield fleet
     for cache in fleet.opened:
         await cache.close()
-
-
-async def until(condition: Callable[[], bool], what: str) -> float:
-    """Seconds until ``condition`` held; fails after the deadline."""
-    start = time.monotonic()
-    while not condition():
-        if time.monotonic() - start > NOTICE_DEADLINE_S:
-            raise AssertionError(f"not within {NOTICE_DEADLINE_S} s: {what}")
-        await asyncio.sleep(0.005)
-    return time.monotonic() - start
 
 
 async def test_an_answer_stored_through_one_replica_is_a_semantic_hit_through_another(

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -20,9 +21,11 @@ from gateway.tenants.quotas import Admission, Reservation
 from gateway.tenants.redis_counters import RedisCounterStore
 from gateway.tenants.tokens import TokenCounter
 from tests.redis_server import RedisServer
+from tests.tasks import until as until_within
 from tests.tenant_fixtures import chat, principal
 
 WAIT_S = 10.0
+until = functools.partial(until_within, timeout_s=WAIT_S)
 
 
 @asynccontextmanager
@@ -57,19 +60,6 @@ async def admit_all(adms: list[Admission], who: Principal, count: int,
     assert len(admitted) + len(refused) == count, [r for r in results if
                                                    isinstance(r, BaseException)][:1]
     return admitted, refused
-
-
-async def until(condition: Callable[[], Any], what: str) -> None:
-    """Poll ``condition`` (sync or async) until true, failing after ``WAIT_S``."""
-    deadline = time.monotonic() + WAIT_S
-    while True:
-        value = condition()
-        if asyncio.iscoroutine(value):
-            value = await value
-        if value:
-            return
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_300_admissions_over_three_replicas_against_50_per_minute_admit_exactly_50(

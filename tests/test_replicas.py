@@ -9,6 +9,7 @@ hour, so what reaches a replica within the test goes through Redis.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -33,11 +34,13 @@ from tests.replicas import (
     start_replicas,
     stop_all,
 )
+from tests.tasks import until as until_within
 from tests.tenant_fixtures import ADMIN_KEY
 from tests.tenant_fixtures import chat as tenant_chat
 
 pytestmark = pytest.mark.timeout(300)
 WAIT_S = 30.0
+until = functools.partial(until_within, timeout_s=WAIT_S)
 
 
 @pytest.fixture
@@ -54,14 +57,6 @@ async def _fleet(tmp_path: Path, fake_url: str, redis_server: RedisServer,
     replicas = await start_replicas(tmp_path, 3, upstream=fake_url, redis_url=redis_server.url,
                                     session=session, **options)
     return replicas, keys
-
-
-async def until(condition: Any, what: str, timeout_s: float = WAIT_S) -> None:
-    """Poll an async condition until it holds, failing after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.05)
 
 
 async def test_300_requests_over_three_replicas_against_50_per_minute_admit_exactly_50(

@@ -5,7 +5,6 @@ replica serves, one set of keys. Only the upstream provider is faked (in this pr
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ import pytest
 
 from tests.fake_openai import FakeOpenAI
 from tests.replicas import Replica, start_replicas, stop_all
+from tests.tasks import until
 from tests.tenant_fixtures import ADMIN_KEY, bearer
 
 pytest_plugins = ["tests.postgres_fixtures"]
@@ -71,15 +71,6 @@ async def _ask(session: aiohttp.ClientSession, replica: Replica, key: str, text:
         return resp
 
 
-async def _until(condition: Callable[[], Awaitable[bool]], deadline_s: float, what: str) -> float:
-    start = time.monotonic()
-    while not await condition():
-        if time.monotonic() - start > deadline_s:
-            raise AssertionError(f"not within {deadline_s} s: {what}")
-        await asyncio.sleep(0.02)
-    return time.monotonic() - start
-
-
 async def test_every_request_completed_before_sigterm_of_every_replica_is_in_the_ledger(
     fleet: Fleet, database_url: str,
 ) -> None:
@@ -103,7 +94,7 @@ async def test_every_request_completed_before_sigterm_of_every_replica_is_in_the
                     completed.append(resp.headers["x-request-id"])
 
         workers = [asyncio.create_task(load(w)) for w in range(12)]
-        await _until(lambda: _at_least(completed, 150), 60, "150 requests completed")
+        await until(lambda: _at_least(completed, 150), "150 requests completed", 60)
         await stop_all(replicas)  # SIGTERM to each at once, under load, with rows still queued
         stop.set()
         await asyncio.gather(*workers)
@@ -130,12 +121,12 @@ async def test_an_answer_cached_through_one_replica_is_a_hit_through_another(
     a, _, c = await fleet(3, embedder=True)
     async with aiohttp.ClientSession() as session:
         key, _ = await _new_key(session, a, "acme")
-        await _until(lambda: _accepted(session, c, key), WAIT_S, "C knows the key")
+        await until(lambda: _accepted(session, c, key), "C knows the key", WAIT_S)
         first = await _ask(session, a, key, "How do I reset my password?")
         assert first.status == 200 and first.headers["x-gateway-cache"] == "miss"
         # A writes its entry within its flush interval (0.2 s); C hears of it by NOTIFY.
-        await _until(lambda: _cached_entries(session, c, 1), WAIT_S,
-                     "A's entry in C's cache")
+        await until(lambda: _cached_entries(session, c, 1),
+                     "A's entry in C's cache", WAIT_S)
         resp = await _ask(session, c, key, "How can I reset my password?")
         assert resp.status == 200 and resp.headers["x-gateway-cache"] == "hit"
         assert resp.headers["x-gateway-cache-kind"] == "semantic"
@@ -160,14 +151,14 @@ async def test_a_key_created_or_revoked_through_one_replica_holds_on_the_others(
     async with aiohttp.ClientSession() as session:
         key, key_id = await _new_key(session, replicas[0], "acme")
         for replica in replicas[1:]:
-            await _until(lambda r=replica: _accepted(session, r, key), WAIT_S,
-                         f"{replica.url} accepts the new key")
+            await until(lambda r=replica: _accepted(session, r, key),
+                         f"{replica.url} accepts the new key", WAIT_S)
         async with session.delete(f"{replicas[1].url}/admin/keys/{key_id}",
                                   headers=bearer(ADMIN_KEY)) as resp:
             assert resp.status == 200
         for replica in (replicas[0], replicas[2]):
-            await _until(lambda r=replica: _refused(session, r, key), WAIT_S,
-                         f"{replica.url} refuses the revoked key")
+            await until(lambda r=replica: _refused(session, r, key),
+                         f"{replica.url} refuses the revoked key", WAIT_S)
 
 
 async def _refused(session: aiohttp.ClientSession, replica: Replica, key: str) -> bool:

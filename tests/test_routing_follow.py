@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -12,9 +11,11 @@ from aiohttp.test_utils import TestClient
 from gateway.routing.context import ROUTER
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.redis_server import RedisServer
+from tests.tasks import until as until_within
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV
 
 WAIT_S = 10.0
+until = functools.partial(until_within, timeout_s=WAIT_S)
 
 ROUTES = """
 [[routes]]
@@ -41,13 +42,6 @@ def config(routes: Path, redis_url: str, **cluster: Any) -> dict[str, Any]:
 
 def route_names(client: TestClient) -> tuple[str, ...]:
     return client.server.app[ROUTER].current.routes.names
-
-
-async def until(condition: Any, what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_reload_through_one_replica_reaches_the_others(

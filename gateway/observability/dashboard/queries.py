@@ -181,7 +181,7 @@ class RequestFilter:
     limit: int = 100
 
 
-def _flag(condition: str) -> str:
+def flag(condition: str) -> str:
     """1 where ``condition`` holds, else 0: SQLite sums booleans, PostgreSQL does not."""
     return f"CASE WHEN {condition} THEN 1 ELSE 0 END"
 
@@ -195,8 +195,8 @@ def _floor(x: str) -> str:
 _GENERATION = f"status < 400 AND api <> '{EMBEDDINGS_API}'"  # as latency_hourly counts them
 _SUMMARY_SUMS = ("requests", "errors", "cache_hits", "cache_misses", "cache_bypasses",
                  "escalated", "tokens_in", "tokens_out", "cost", "saved_cost")
-_SUMMARY_RAW = ("1", _flag("status >= 400"), _flag("cache = 'hit'"), _flag("cache = 'miss'"),
-                _flag("cache = 'bypass'"), _flag("escalations > 0"), "tokens_in", "tokens_out",
+_SUMMARY_RAW = ("1", flag("status >= 400"), flag("cache = 'hit'"), flag("cache = 'miss'"),
+                flag("cache = 'bypass'"), flag("escalations > 0"), "tokens_in", "tokens_out",
                 "cost", "saved_cost")
 
 
@@ -283,10 +283,10 @@ async def _grouped_percentiles(
 
 
 _BUCKET_SUMS = ("requests", "errors", "cost", "cache_hits", "cache_misses", "cache_bypasses")
-_BUCKET_RAW = {"requests": "1", "errors": _flag("status >= 400"), "cost": "cost",
-               "cache_hits": _flag("cache = 'hit'"), "cache_misses": _flag("cache = 'miss'"),
-               "cache_bypasses": _flag("cache = 'bypass'")}
-_BUCKET_OF = _floor("(({t} - :since) / :width)")  # of a row's time, or an hour's start
+_BUCKET_RAW = {"requests": "1", "errors": flag("status >= 400"), "cost": "cost",
+               "cache_hits": flag("cache = 'hit'"), "cache_misses": flag("cache = 'miss'"),
+               "cache_bypasses": flag("cache = 'bypass'")}
+BUCKET_OF = _floor("(({t} - :since) / :width)")  # of a row's time, or an hour's start
 
 
 async def buckets(store: TenantStore, since: float, until: float, width_s: int) -> list[Bucket]:
@@ -297,13 +297,13 @@ async def buckets(store: TenantStore, since: float, until: float, width_s: int) 
     if not by_hour:
         params.update(h0=float(until), h1=float(until))  # every row raw
     rows_sql = window_rows(
-        f"{_BUCKET_OF.format(t='hour')} AS g, {', '.join(_BUCKET_SUMS)}",
-        f"{_BUCKET_OF.format(t='ts')} AS g, " + ", ".join(f"{_BUCKET_RAW[c]} AS {c}"
+        f"{BUCKET_OF.format(t='hour')} AS g, {', '.join(_BUCKET_SUMS)}",
+        f"{BUCKET_OF.format(t='ts')} AS g, " + ", ".join(f"{_BUCKET_RAW[c]} AS {c}"
                                                            for c in _BUCKET_SUMS))
     sums = ", ".join(f"sum({c})" for c in _BUCKET_SUMS)
     rows = await store.fetch(f"SELECT g, {sums} FROM ({rows_sql}) AS w GROUP BY g", params)
     counts = {int(r[0]): r[1:] for r in rows}
-    histograms = (await _histograms(store, since, until, "latency_ms", _BUCKET_OF,
+    histograms = (await _histograms(store, since, until, "latency_ms", BUCKET_OF,
                                     width=float(width_s)) if by_hour else None)
     raw_percentiles = None if by_hour else await _bucket_percentiles(
         store, {"since": float(since), "until": float(until), "width": float(width_s)})
@@ -322,7 +322,7 @@ async def buckets(store: TenantStore, since: float, until: float, width_s: int) 
 async def _bucket_percentiles(
     store: TenantStore, params: Mapping[str, float]
 ) -> dict[int, Percentiles]:
-    group = _BUCKET_OF.format(t="ts")
+    group = BUCKET_OF.format(t="ts")
     sql = f"""SELECT g, min(CASE WHEN cd >= 0.5 THEN v END), min(CASE WHEN cd >= 0.95 THEN v END)
     FROM (SELECT {group} AS g, latency_ms AS v,
                  cume_dist() OVER (PARTITION BY {group} ORDER BY latency_ms) AS cd
@@ -356,7 +356,7 @@ async def _counts(
     hourly = ", ".join(f"coalesce(nullif({c}, ''), '{NULL_LABEL}') AS g{i}"
                        for i, c in enumerate(columns))
     raw = (", ".join(f"{_group_expr(c)} AS g{i}" for i, c in enumerate(columns))
-           + f", 1 AS requests, {_flag('status >= 400')} AS errors, cost, saved_cost")
+           + f", 1 AS requests, {flag('status >= 400')} AS errors, cost, saved_cost")
     params = window_params(since, until)
     if all(c in _HOURLY_GROUPS for c in columns):
         rows_sql = window_rows(f"{hourly}, requests, errors, cost, saved_cost", raw)

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 
 import aiosqlite
 
-from gateway.observability.dashboard.queries import _BUCKET_OF as BUCKET_OF  # shared SQL
-from gateway.observability.dashboard.queries import _flag as flag
+from gateway.observability.dashboard.queries import BUCKET_OF, flag
 from gateway.tenants.backend import TenantStore
 
 _BUCKET = "CAST((ts - :since) / :width AS INTEGER)"
