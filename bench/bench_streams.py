@@ -1,24 +1,25 @@
 """Many concurrent streams through the gateway, side by side with the same streams direct.
 
     .venv/bin/python bench/bench_streams.py [--streams 1024] [--chunks 64] [--chunk-delay-ms 20]
-        [--rounds 3]
+        [--rounds 3] [--tree DIR ...] [--gateway-soft-nofile 1024]
 
 The fake upstream (``bench/fake_upstream.py``) answers each streaming request with ``--chunks``
 content chunks ``--chunk-delay-ms`` apart. ``--streams`` clients start at once (one connection
 each, uvloop) and each reads its stream, noting when every content chunk arrives; the same wave
-runs alternately direct to the upstream and through one gateway (the full keyed path, an
-explicit model, its default configuration: ``[server] max_connections`` 1024, one worker).
+runs in turn direct to the upstream and through each gateway: one per ``--tree`` (a checkout,
+default this one; its code runs), the full keyed path, an explicit model, the default
+configuration (``[server] max_connections`` 1024, one worker). ``--gateway-soft-nofile`` starts
+the gateways with that soft open-files limit, as a distribution's default (1024) would.
 
 Per wave: streams that failed; time to the first content chunk and to the stream's end (p50,
 p99); the gaps between consecutive chunks as a client saw them (p99 and the largest: a stall is a
-gap of more than ``--stall-ms``, default three chunk spacings); the added p99 is the gateway's
+gap of more than ``--stall-ms``, default three chunk spacings); the added p99 is a gateway's
 stream-end p99 minus the direct one, medians over the rounds. Also the CPU the gateway and the
 upstream spent per content chunk in each wave (from /proc): the gateway's figure times
-``streams * 1000 / chunk-delay-ms`` chunks a second is the share of a core it needs. The
-client, the upstream and the gateway share the machine: the direct column carries the client's
-and the upstream's own lag.
-Descriptor limits: this process (and so the upstream it starts) raises its soft open-files limit
-to the hard one, as the gateway does at start.
+``streams * 1000 / chunk-delay-ms`` chunks a second is the share of its one core it needs. The
+client, the upstream and the gateway share the machine: the direct row carries the client's and
+the upstream's own lag. This process (and so the upstream it starts) raises its own soft
+open-files limit to the hard one.
 """
 
 from __future__ import annotations
@@ -28,14 +29,17 @@ import asyncio
 import itertools
 import json
 import os
+import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench_proxy import ADMIN_ENV, BODY, create_key, gateway_config
-from procs import cpu_s, free_port, start, stop, wait_port, wait_ready
+from procs import ROOT, cpu_s, free_port, start, stop, wait_port, wait_ready
 
 from gateway.core.fd_limit import raise_open_files_limit
 
@@ -129,6 +133,11 @@ async def wave(port: int, streams: int, key: str | None) -> list[Stream]:
 def summary(results: list[Stream], stall_ms: float) -> dict[str, float]:
     ok = [r for r in results if r.ok]
     gaps = [g for r in ok for g in r.gaps_ms]
+    if not gaps:
+        nan = float("nan")
+        return {"failed": len(results) - len(ok), "first_p50_ms": nan, "first_p99_ms": nan,
+                "end_p50_ms": nan, "end_p99_ms": nan, "gap_p99_ms": nan, "gap_max_ms": nan,
+                "stalls": nan}
 
     def p99(values: list[float]) -> float:
         return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else max(values)
@@ -148,6 +157,32 @@ def run_wave(port: int, streams: int, key: str | None, stall_ms: float) -> dict[
     return summary(uvloop.run(wave(port, streams, key)), stall_ms)
 
 
+def start_gateway(tree: Path, config: Path, port: int, soft_nofile: int | None
+                  ) -> subprocess.Popen[bytes]:
+    """``gateway serve`` from ``tree``'s code, its soft open-files limit set when asked (as a
+    distribution's default of 1024 would be)."""
+
+    def limit() -> None:
+        if soft_nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft_nofile, hard))
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
+        cwd=tree, env={**os.environ, **ADMIN_ENV, "PYTHONPATH": str(tree)}, preexec_fn=limit,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measured_wave(port: int, key: str | None, pids: dict[str, int], args: argparse.Namespace,
+                  stall_ms: float) -> dict[str, float]:
+    before = {name: cpu_s(pid) for name, pid in pids.items()}
+    result = run_wave(port, args.streams, key, stall_ms)
+    for name, pid in pids.items():
+        result[f"{name}_cpu_us_per_chunk"] = (
+            (cpu_s(pid) - before[name]) * 1e6 / (args.streams * args.chunks))
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--streams", type=int, default=1024)
@@ -156,49 +191,56 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--stall-ms", type=float, default=None,
                         help="a gap longer than this is a stall (default: 3 chunk spacings)")
+    parser.add_argument("--tree", type=Path, action="append",
+                        help="a checkout whose gateway to run (repeatable; default: this one)")
+    parser.add_argument("--gateway-soft-nofile", type=int, default=None,
+                        help="start each gateway with this soft open-files limit")
     args = parser.parse_args()
     stall_ms = args.stall_ms or 3 * args.chunk_delay_ms
     limits = raise_open_files_limit(args.streams)
+    trees = [t.resolve() for t in (args.tree or [ROOT])]
     tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
-    up_port, gw_port = free_port(), free_port()
+    up_port = free_port()
     upstream = start(["bench/fake_upstream.py", "--port", str(up_port), "--chunks",
                       str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)])
-    gateway = None
-    runs: dict[str, list[dict[str, float]]] = {"direct": [], "gateway": []}
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    runs: dict[str, list[dict[str, float]]] = {"direct": []}
     try:
         wait_port(up_port)
         config = tmp / "gateway.toml"
         config.write_text(gateway_config(up_port, str(tmp / "data")))
         key = create_key(config)
-        gateway = start(["-m", "gateway", "serve", "--config", str(config),
-                         "--port", str(gw_port)], env=ADMIN_ENV)
-        wait_port(gw_port)
-        asyncio.run(wait_ready(f"http://127.0.0.1:{gw_port}/readyz"))
-        targets = {"direct": (up_port, None), "gateway": (gw_port, key)}
+        for tree in trees:
+            port = free_port()
+            gateways[f"gateway {tree}"] = (
+                start_gateway(tree, config, port, args.gateway_soft_nofile), port)
+            wait_port(port)
+            asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz"))
+            runs[f"gateway {tree}"] = []
         for _ in range(args.rounds):
-            for name, (port, wave_key) in targets.items():
-                cpu = {"gateway": cpu_s(gateway.pid), "upstream": cpu_s(upstream.pid)}
-                result = run_wave(port, args.streams, wave_key, stall_ms)
-                for proc, pid in (("gateway", gateway.pid), ("upstream", upstream.pid)):
-                    result[f"{proc}_cpu_us_per_chunk"] = (
-                        (cpu_s(pid) - cpu[proc]) * 1e6 / (args.streams * args.chunks))
-                runs[name].append(result)
-                print(name, json.dumps({k: round(v, 1) for k, v in runs[name][-1].items()}),
-                      flush=True)
+            runs["direct"].append(measured_wave(up_port, None, {"upstream": upstream.pid},
+                                                args, stall_ms))
+            for name, (proc, port) in gateways.items():
+                pids = {"gateway": proc.pid, "upstream": upstream.pid}
+                runs[name].append(measured_wave(port, key, pids, args, stall_ms))
+            for name, rs in runs.items():
+                print(name, json.dumps({k: round(v, 1) for k, v in rs[-1].items()}), flush=True)
     finally:
-        if gateway is not None:
-            stop(gateway)
+        for proc, _ in gateways.values():
+            stop(proc)
         stop(upstream)
     report(args, runs, stall_ms, limits.soft)
 
 
 def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], stall_ms: float,
            soft_limit: int) -> None:
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+    med = {name: {k: statistics.median(r.get(k, 0.0) for r in rs) for k in rs[0]}
            for name, rs in runs.items()}
     print(f"\n{args.streams} concurrent streams, {args.chunks} chunks {args.chunk_delay_ms:g} ms "
           f"apart; medians of {args.rounds} rounds; stall: a gap > {stall_ms:g} ms; "
-          f"open-files soft limit {soft_limit}; load average {os.getloadavg()[0]:.2f}")
+          f"open-files soft limit {soft_limit} here, "
+          f"{args.gateway_soft_nofile or 'raised by the gateway'} in the gateway at start; "
+          f"load average {os.getloadavg()[0]:.2f}")
     print("| target | failed | first chunk p50 / p99 ms | stream end p50 / p99 ms | "
           "gap p99 ms | largest gap ms | stalls | CPU us/chunk gateway, upstream |")
     print("|---|---|---|---|---|---|---|---|")
@@ -206,9 +248,12 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], st
         print(f"| {name} | {m['failed']:.0f} | {m['first_p50_ms']:.1f} / {m['first_p99_ms']:.1f}"
               f" | {m['end_p50_ms']:.1f} / {m['end_p99_ms']:.1f} | {m['gap_p99_ms']:.1f} | "
               f"{m['gap_max_ms']:.1f} | {m['stalls']:.0f} | "
-              f"{m['gateway_cpu_us_per_chunk']:.1f}, {m['upstream_cpu_us_per_chunk']:.1f} |")
-    added = med["gateway"]["end_p99_ms"] - med["direct"]["end_p99_ms"]
-    print(f"\nadded p99 (stream end, gateway - direct): {added:+.1f} ms")
+              f"{m.get('gateway_cpu_us_per_chunk', 0.0):.1f}, "
+              f"{m['upstream_cpu_us_per_chunk']:.1f} |")
+    for name in runs:
+        if name != "direct":
+            added = med[name]["end_p99_ms"] - med["direct"]["end_p99_ms"]
+            print(f"added p99 (stream end, {name} - direct): {added:+.1f} ms")
 
 
 if __name__ == "__main__":
