@@ -11,7 +11,8 @@ kernel may drop and reload them under pressure.
 
 Only the extended level is saved: it is what every CPU can run; the layout level is tied to the
 machine. The version is in the name because the fused operators belong to one onnxruntime; another
-version ignores the file and makes its own. Files appear under their final names only once
+version ignores the file and makes its own, and a source written after the file replaces it. Files
+appear under their final names only once
 complete (written in a temporary directory beside them, then renamed, weights first), so workers
 starting at once never read half a file. Touches only the model directory and onnxruntime.
 """
@@ -39,10 +40,20 @@ def weights_path(graph: Path) -> Path:
     return graph.with_name(graph.name + ".data")
 
 
+def _current(target: Path, source: Path) -> bool:
+    """Both files there, and made after the source was last written (a model rebuilt or replaced
+    under the same name gets a new optimized graph, not the old one's vectors)."""
+    try:
+        return (weights_path(target).exists()
+                and target.stat().st_mtime_ns >= source.stat().st_mtime_ns)
+    except FileNotFoundError:
+        return False
+
+
 def ensure_optimized(source: Path) -> Path:
     """The optimized graph of ``source``, written first if missing; OSError if it cannot be."""
     target = optimized_path(source)
-    if target.exists() and weights_path(target).exists():
+    if _current(target, source):
         return target
     with tempfile.TemporaryDirectory(dir=source.parent, prefix=".optimize-") as tmp:
         staged = Path(tmp) / target.name

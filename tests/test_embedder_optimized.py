@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -75,3 +76,13 @@ def test_a_directory_that_cannot_take_the_graph_still_gives_the_reference_vector
     vectors = embedder.embed(reference.sentences)
     assert np.abs(vectors - reference.embeddings).max() <= 1e-5
     assert not optimized_path(fresh_model / model_files.MODEL_FILE).exists()
+
+
+def test_a_source_written_after_the_saved_graph_gets_a_new_one(fresh_model: Path) -> None:
+    source = fresh_model / model_files.MODEL_FILE
+    graph = ensure_optimized(source)
+    # As if the model were rebuilt or replaced ten seconds after the graph was saved.
+    earlier = source.stat().st_mtime_ns - 10_000_000_000
+    os.utime(graph, ns=(earlier, earlier))
+    assert ensure_optimized(source) == graph
+    assert graph.stat().st_mtime_ns >= source.stat().st_mtime_ns, "the stale graph was kept"
