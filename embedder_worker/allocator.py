@@ -19,7 +19,7 @@ import logging
 logger = logging.getLogger(__name__)
 
 _M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
-ARENAS = 2  # the loop thread and the lanes share these; more bought no speed (bench/RESULTS.md)
+ARENAS = 2  # the loop thread and the lanes share these: no throughput lost (bench/RESULTS.md)
 
 
 def _glibc() -> ctypes.CDLL | None:
