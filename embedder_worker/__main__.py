@@ -20,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
+from embedder_worker.allocator import limit_arenas, release_free_memory
 from embedder_worker.model import POOLINGS, OnnxEmbedder
 from embedder_worker.server import DEFAULT_INLINE_MAX_TOKENS, WorkerServer
 from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS
@@ -114,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         level=args.log_level.upper(),
         format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
+    limit_arenas()
     model = OnnxEmbedder(
         args.model,
         threads=args.threads,
@@ -124,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         quantize=args.quantize,
     )
     model.warm_up()
+    release_free_memory()  # what loading and the first inferences freed
     with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
         return runner.run(serve(model, args))
 

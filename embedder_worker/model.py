@@ -5,10 +5,12 @@
 normalize, max_length, query_prefix); keyword arguments override the file. Any BERT-family export
 works: the graph may or may not take ``token_type_ids`` (or ``position_ids``), and may output token
 states (pooled here: ``mean`` over the attention mask, or ``cls``) or an already pooled
-``[batch, dim]`` vector.
+``[batch, dim]`` vector. The session runs the graph ``embedder_worker.optimized`` saves beside
+the source (optimized once, weights memory-mapped from their own file).
 
 The worker's server uses the two halves separately (``encode`` on arrival, to group texts by token
-length, then ``infer`` on a batch); offline users call ``embed``. Touches only the model directory.
+length, then ``infer`` on a batch); offline users call ``embed``. Touches only the model directory
+(reads it; writes the optimized graph there when missing).
 """
 
 from __future__ import annotations
@@ -18,15 +20,19 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, cast
+from typing import TYPE_CHECKING, Literal, cast
 
 import numpy as np
 import numpy.typing as npt
-import onnxruntime as ort
-from tokenizers import Tokenizer
 
 from embedder_worker.model_files import CONFIG_FILE, INT8_FILE, MODEL_FILE, TOKENIZER_FILE
 from embedder_worker.settings import DEFAULT_THREADS
+
+# The gateway process reads ModelConfig from here; onnxruntime and tokenizers (~20 MiB resident)
+# load only in a process that builds a session.
+if TYPE_CHECKING:
+    import onnxruntime as ort
+    from tokenizers import Tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -145,12 +151,33 @@ def pad_batch(batch: Sequence[Encoded], pad_id: int) -> tuple[IntArray, IntArray
     return ids, mask, types
 
 
-def _session(path: Path, threads: int) -> ort.InferenceSession:
+def _graph_to_load(source: Path) -> tuple[Path, ort.GraphOptimizationLevel]:
+    """The saved optimized graph of ``source`` (saved now if missing), loaded as it is; or, when
+    the model directory cannot take it, ``source`` optimized in memory at each start."""
+    import onnxruntime as ort
+
+    from embedder_worker.optimized import ensure_optimized
+
+    try:
+        return ensure_optimized(source), ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    except OSError as exc:  # a read-only model directory, e.g. an image built before the file
+        logger.warning(
+            "no optimized graph beside %s (%s): optimizing in memory, weights on the heap",
+            source,
+            exc,
+        )
+        return source, ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+
+
+def _session(source: Path, threads: int) -> ort.InferenceSession:
+    import onnxruntime as ort
+
+    path, level = _graph_to_load(source)
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = level
     # Batches change shape every call; the arena would keep the largest one ever seen.
     options.enable_cpu_mem_arena = False
     # Spinning threads wait for work by burning a core; on a small shared machine that costs
@@ -224,6 +251,8 @@ class OnnxEmbedder:
         )
 
     def _load_tokenizer(self, path: Path) -> Tokenizer:
+        from tokenizers import Tokenizer
+
         tokenizer = Tokenizer.from_file(str(path))
         # The shipped file may fix 128 tokens of padding; pad per batch in pad_batch instead.
         tokenizer.no_padding()

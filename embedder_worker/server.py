@@ -42,6 +42,7 @@ from typing import Protocol, cast
 import numpy as np
 
 from embedder_worker import protocol
+from embedder_worker.allocator import IdleTrim
 from embedder_worker.model import Encoded, FloatArray, length_batches
 from embedder_worker.protocol import ErrorCode, Frame, FrameType, ProtocolError
 from embedder_worker.settings import DEFAULT_LANES
@@ -238,6 +239,7 @@ class MicroBatcher:
         self._running: set[_Inference] = set()  # inferences in the lanes now
         self._lane_freed = asyncio.Event()
         self._executor = ThreadPoolExecutor(max_workers=lanes, thread_name_prefix="embedder-lane")
+        self.idle_trim = IdleTrim()
         self._task: asyncio.Task[None] | None = None
         self.batches = 0  # inferences run, of them on the loop thread, and texts embedded
         self.inline_batches = 0
@@ -250,6 +252,7 @@ class MicroBatcher:
 
     async def close(self) -> None:
         """Stop after the running inferences; requests still queued are cancelled."""
+        self.idle_trim.cancel()
         if self._turn is not None:
             self._turn.cancel()
         if self._task is not None:
@@ -401,6 +404,7 @@ class MicroBatcher:
     def _fill(self, group: list[_Slot], vectors: FloatArray, seconds: float) -> None:
         self.model_seconds += seconds
         self.batches += 1
+        self.idle_trim.touch()
         self.texts += len(group)
         for slot, row in zip(group, vectors, strict=True):
             if not slot.request.cancelled:

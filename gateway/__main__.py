@@ -35,6 +35,7 @@ from gateway.cache import cli as cache_cli
 from gateway.core import migrate_cli
 from gateway.core.appkeys import LIFECYCLE
 from gateway.core.config import LOG_LEVEL_VAR, Settings, env_value, load
+from gateway.core.fd_limit import raise_open_files_limit
 from gateway.core.redact import install_redaction
 from gateway.core.toml_table import ConfigError
 from gateway.observability.access_log import configure_access_log
@@ -141,6 +142,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"gateway: {problem}", file=sys.stderr)
         return 1
     _install_uvloop()
+    raise_open_files_limit(settings.server.max_connections)
     app = create_app(settings)
     app.cleanup_ctx.append(settled_heap)
     log.info("gateway starting (config: %s); models: %s", settings.source,
@@ -176,7 +178,10 @@ async def _run(app: web.Application, settings: Settings) -> None:
                            access_log=None)
     try:
         await runner.setup()
-        await web.TCPSite(runner, server.host, server.port).start()
+        # A burst of connections beyond the default backlog (128) waits for the client's SYN
+        # retry (a second or more); the kernel caps this at net.core.somaxconn.
+        await web.TCPSite(runner, server.host, server.port,
+                          backlog=server.max_connections).start()
         for host, port, *_ in runner.addresses:
             log.info("gateway listening on http://%s:%d", host, port)
         await stop.wait()

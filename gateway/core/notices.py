@@ -38,15 +38,16 @@ import logging
 import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
-from redis.asyncio.client import PubSub
-from redis.exceptions import RedisError
 
 from gateway.core.cluster import ClusterSettings
 from gateway.core.redis_link import REDIS_LINK, RedisLink, RedisUnavailable
+
+if TYPE_CHECKING:  # see redis_link.redis_errors: no client library without Redis configured
+    from redis.asyncio.client import PubSub
 
 log = logging.getLogger(__name__)
 
@@ -155,16 +156,16 @@ class Notices:
                     log.info("notices: subscribed again after a reconnection")
                     await self.resync()
                 await self._pump(pubsub)
-            except (RedisError, OSError, TimeoutError) as exc:
+            except link.errors as exc:
                 self.subscribed.clear()
                 link.failed(exc)
                 if pubsub is not None:
-                    await _close(pubsub)
+                    await _close(link, pubsub)
                 pubsub = None
                 await asyncio.sleep(link.settings.redis_retry_interval_s)
             except BaseException:
                 if pubsub is not None:
-                    await _close(pubsub)
+                    await _close(link, pubsub)
                 raise
 
     async def _pump(self, pubsub: PubSub) -> None:
@@ -174,8 +175,8 @@ class Notices:
                 await self.handle(message["data"], message["channel"])
 
 
-async def _close(pubsub: PubSub) -> None:
-    with contextlib.suppress(RedisError, OSError):
+async def _close(link: RedisLink, pubsub: PubSub) -> None:
+    with contextlib.suppress(*link.errors):
         await pubsub.aclose()
 
 
@@ -205,7 +206,7 @@ async def notices_context(app: web.Application) -> AsyncIterator[None]:
     pubsub: PubSub | None = None
     try:
         pubsub = await notices.connect(link)
-    except (RedisError, OSError, TimeoutError) as exc:
+    except link.errors as exc:
         link.failed(exc)
     listener = asyncio.create_task(notices.listen(link, pubsub), name="notices-listener")
     try:

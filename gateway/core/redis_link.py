@@ -20,15 +20,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import redis.asyncio as redis
 from aiohttp import web
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
 
 from gateway.core.cluster import ClusterSettings
+
+if TYPE_CHECKING:  # the client library loads only where Redis is configured (redis_errors)
+    import redis.asyncio as redis
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +38,17 @@ class RedisUnavailable(Exception):
     """Redis did not answer in time, refused the connection, or is resting after doing so."""
 
 
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a Redis round trip raises when Redis fails.
+
+    The client library is imported here and in ``_client``, not with this module: it (and the
+    OpenTelemetry SDK it imports) costs a gateway without ``[cluster] redis_url`` ~10 MiB.
+    """
+    from redis.exceptions import RedisError
+
+    return (RedisError, OSError, TimeoutError)
+
+
 class RedisLink:
     """One Redis client and whether Redis is up; see the module docstring."""
 
@@ -47,6 +57,7 @@ class RedisLink:
             raise ValueError("RedisLink needs [cluster] redis_url")
         self.settings = settings
         self.client = client or _client(settings, settings.redis_url)
+        self.errors = redis_errors()
         self.timeout_s = settings.redis_timeout_ms / 1000
         self.prefix = settings.key_prefix
         self._down_until = 0.0
@@ -69,7 +80,7 @@ class RedisLink:
         try:
             async with asyncio.timeout(self.timeout_s):
                 result = await command()
-        except (RedisError, OSError, TimeoutError) as exc:
+        except self.errors as exc:
             self.failed(exc)
             raise RedisUnavailable(f"Redis at {self.settings.redis_shown}: {exc}") from exc
         if not self.up:
@@ -97,6 +108,10 @@ class RedisLink:
 
 
 def _client(settings: ClusterSettings, url: str) -> redis.Redis:
+    import redis.asyncio as redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
     # A bounded pool: Redis runs one command at a time anyway, and a burst of requests then
     # waits for a connection (inside its deadline) instead of opening hundreds.
     pool = redis.BlockingConnectionPool.from_url(

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
-from tokenizers import Tokenizer
 
 from gateway.core.chat import ChatRequest
+
+if TYPE_CHECKING:  # loaded by TokenCounter.load, only when [tenants] tokenizer is set
+    from tokenizers import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,8 @@ class TokenCounter:
         if not path.is_file():
             log.warning("no tokenizer at %s: prompt tokens are estimated from length", path)
             return cls(None)
+        from tokenizers import Tokenizer
+
         try:
             tokenizer = Tokenizer.from_file(str(path))
         except Exception as exc:  # a corrupt file must not stop the gateway

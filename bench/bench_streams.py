@@ -1,0 +1,260 @@
+"""Many concurrent streams through the gateway, side by side with the same streams direct.
+
+    .venv/bin/python bench/bench_streams.py [--streams 1024] [--chunks 64] [--chunk-delay-ms 20]
+        [--rounds 3] [--tree DIR ...] [--gateway-soft-nofile 1024]
+
+The fake upstream (``bench/fake_upstream.py``) answers each streaming request with ``--chunks``
+content chunks ``--chunk-delay-ms`` apart. ``--streams`` clients start at once (one connection
+each, uvloop) and each reads its stream, noting when every content chunk arrives; the same wave
+runs in turn direct to the upstream and through each gateway: one per ``--tree`` (a checkout,
+default this one; its code runs), the full keyed path, an explicit model, the default
+configuration (``[server] max_connections`` 1024, one worker). ``--gateway-soft-nofile`` starts
+the gateways with that soft open-files limit, as a distribution's default (1024) would.
+
+Per wave: streams that failed; time to the first content chunk and to the stream's end (p50,
+p99); the gaps between consecutive chunks as a client saw them (p99 and the largest: a stall is a
+gap of more than ``--stall-ms``, default three chunk spacings); the added p99 is a gateway's
+stream-end p99 minus the direct one, medians over the rounds. Also the CPU the gateway and the
+upstream spent per content chunk in each wave (from /proc): the gateway's figure times
+``streams * 1000 / chunk-delay-ms`` chunks a second is the share of its one core it needs. The
+client, the upstream and the gateway share the machine: the direct row carries the client's and
+the upstream's own lag. This process (and so the upstream it starts) raises its own soft
+open-files limit to the hard one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench_proxy import ADMIN_ENV, BODY, create_key, gateway_config
+from procs import ROOT, cpu_s, free_port, start, stop, wait_port, wait_ready
+
+from gateway.core.fd_limit import raise_open_files_limit
+
+
+@dataclass
+class Stream:
+    ok: bool
+    first_ms: float
+    end_ms: float
+    gaps_ms: list[float]
+
+
+class _StreamReader(asyncio.Protocol):
+    """One streaming request on its own connection, read with as little client CPU as can be:
+    a thousand Python clients parsing SSE would lag more than the gateway being measured. The
+    time of each read is the arrival of every content chunk in it (a read holding two chunks
+    is a gap of 0 after a longer one, as a client reading the socket would see it)."""
+
+    def __init__(self, request: bytes, done: asyncio.Future[Stream]) -> None:
+        self.request = request
+        self.done = done
+        self.started = 0.0
+        self.arrivals: list[float] = []
+        self.head = b""
+        self.status_ok: bool | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.started = time.perf_counter()
+        transport.write(self.request)  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        now = time.perf_counter()
+        if self.status_ok is None:
+            self.head += data
+            if b"\r\n" not in self.head:
+                return
+            self.status_ok = self.head.startswith(b"HTTP/1.1 200")
+            data = self.head
+        self.arrivals.extend([now] * data.count(b"word"))
+        if data.endswith(b"\r\n0\r\n\r\n"):  # the last chunk of a chunked body
+            self._finish(now)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._finish(time.perf_counter())
+
+    def _finish(self, now: float) -> None:
+        if self.done.done():
+            return
+        arrivals = self.arrivals
+        if not self.status_ok or not arrivals:
+            self.done.set_result(Stream(False, 0.0, 0.0, []))
+            return
+        gaps = [(b - a) * 1000 for a, b in itertools.pairwise(arrivals)]
+        self.done.set_result(Stream(True, (arrivals[0] - self.started) * 1000,
+                                    (now - self.started) * 1000, gaps))
+
+
+def http_request(port: int, key: str | None) -> bytes:
+    body = json.dumps({**BODY, "stream": True}).encode()
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
+    return (f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n{auth}"
+            "Connection: close\r\n\r\n").encode() + body
+
+
+async def one_stream(port: int, request: bytes, go: asyncio.Event) -> Stream:
+    await go.wait()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[Stream] = loop.create_future()
+    try:
+        transport, _ = await loop.create_connection(
+            lambda: _StreamReader(request, done), "127.0.0.1", port)
+    except OSError:
+        return Stream(False, 0.0, 0.0, [])
+    try:
+        async with asyncio.timeout(120):
+            return await done
+    finally:
+        transport.close()
+
+
+async def wave(port: int, streams: int, key: str | None) -> list[Stream]:
+    request = http_request(port, key)
+    go = asyncio.Event()
+    tasks = [asyncio.create_task(one_stream(port, request, go)) for _ in range(streams)]
+    await asyncio.sleep(0)  # every task waits on the event: they all start together
+    go.set()
+    return await asyncio.gather(*tasks)
+
+
+def summary(results: list[Stream], stall_ms: float) -> dict[str, float]:
+    ok = [r for r in results if r.ok]
+    gaps = [g for r in ok for g in r.gaps_ms]
+    if not gaps:
+        nan = float("nan")
+        return {"failed": len(results) - len(ok), "first_p50_ms": nan, "first_p99_ms": nan,
+                "end_p50_ms": nan, "end_p99_ms": nan, "gap_p99_ms": nan, "gap_max_ms": nan,
+                "stalls": nan}
+
+    def p99(values: list[float]) -> float:
+        return statistics.quantiles(values, n=100)[98] if len(values) >= 100 else max(values)
+
+    return {"failed": len(results) - len(ok),
+            "first_p50_ms": statistics.median(r.first_ms for r in ok),
+            "first_p99_ms": p99([r.first_ms for r in ok]),
+            "end_p50_ms": statistics.median(r.end_ms for r in ok),
+            "end_p99_ms": p99([r.end_ms for r in ok]),
+            "gap_p99_ms": p99(gaps), "gap_max_ms": max(gaps),
+            "stalls": sum(g > stall_ms for g in gaps)}
+
+
+def run_wave(port: int, streams: int, key: str | None, stall_ms: float) -> dict[str, float]:
+    import uvloop
+
+    return summary(uvloop.run(wave(port, streams, key)), stall_ms)
+
+
+def start_gateway(tree: Path, config: Path, port: int, soft_nofile: int | None
+                  ) -> subprocess.Popen[bytes]:
+    """``gateway serve`` from ``tree``'s code, its soft open-files limit set when asked (as a
+    distribution's default of 1024 would be)."""
+
+    def limit() -> None:
+        if soft_nofile is not None:
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft_nofile, hard))
+
+    return subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
+        cwd=tree, env={**os.environ, **ADMIN_ENV, "PYTHONPATH": str(tree)}, preexec_fn=limit,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def measured_wave(port: int, key: str | None, pids: dict[str, int], args: argparse.Namespace,
+                  stall_ms: float) -> dict[str, float]:
+    before = {name: cpu_s(pid) for name, pid in pids.items()}
+    result = run_wave(port, args.streams, key, stall_ms)
+    for name, pid in pids.items():
+        result[f"{name}_cpu_us_per_chunk"] = (
+            (cpu_s(pid) - before[name]) * 1e6 / (args.streams * args.chunks))
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--streams", type=int, default=1024)
+    parser.add_argument("--chunks", type=int, default=64)
+    parser.add_argument("--chunk-delay-ms", type=float, default=20.0)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--stall-ms", type=float, default=None,
+                        help="a gap longer than this is a stall (default: 3 chunk spacings)")
+    parser.add_argument("--tree", type=Path, action="append",
+                        help="a checkout whose gateway to run (repeatable; default: this one)")
+    parser.add_argument("--gateway-soft-nofile", type=int, default=None,
+                        help="start each gateway with this soft open-files limit")
+    args = parser.parse_args()
+    stall_ms = args.stall_ms or 3 * args.chunk_delay_ms
+    limits = raise_open_files_limit(args.streams)
+    trees = [t.resolve() for t in (args.tree or [ROOT])]
+    tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
+    up_port = free_port()
+    upstream = start(["bench/fake_upstream.py", "--port", str(up_port), "--chunks",
+                      str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)])
+    gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
+    runs: dict[str, list[dict[str, float]]] = {"direct": []}
+    try:
+        wait_port(up_port)
+        config = tmp / "gateway.toml"
+        config.write_text(gateway_config(up_port, str(tmp / "data")))
+        key = create_key(config)
+        for tree in trees:
+            port = free_port()
+            gateways[f"gateway {tree}"] = (
+                start_gateway(tree, config, port, args.gateway_soft_nofile), port)
+            wait_port(port)
+            asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz"))
+            runs[f"gateway {tree}"] = []
+        for _ in range(args.rounds):
+            runs["direct"].append(measured_wave(up_port, None, {"upstream": upstream.pid},
+                                                args, stall_ms))
+            for name, (proc, port) in gateways.items():
+                pids = {"gateway": proc.pid, "upstream": upstream.pid}
+                runs[name].append(measured_wave(port, key, pids, args, stall_ms))
+            for name, rs in runs.items():
+                print(name, json.dumps({k: round(v, 1) for k, v in rs[-1].items()}), flush=True)
+    finally:
+        for proc, _ in gateways.values():
+            stop(proc)
+        stop(upstream)
+    report(args, runs, stall_ms, limits.soft)
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], stall_ms: float,
+           soft_limit: int) -> None:
+    med = {name: {k: statistics.median(r.get(k, 0.0) for r in rs) for k in rs[0]}
+           for name, rs in runs.items()}
+    print(f"\n{args.streams} concurrent streams, {args.chunks} chunks {args.chunk_delay_ms:g} ms "
+          f"apart; medians of {args.rounds} rounds; stall: a gap > {stall_ms:g} ms; "
+          f"open-files soft limit {soft_limit} here, "
+          f"{args.gateway_soft_nofile or 'raised by the gateway'} in the gateway at start; "
+          f"load average {os.getloadavg()[0]:.2f}")
+    print("| target | failed | first chunk p50 / p99 ms | stream end p50 / p99 ms | "
+          "gap p99 ms | largest gap ms | stalls | CPU us/chunk gateway, upstream |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, m in med.items():
+        print(f"| {name} | {m['failed']:.0f} | {m['first_p50_ms']:.1f} / {m['first_p99_ms']:.1f}"
+              f" | {m['end_p50_ms']:.1f} / {m['end_p99_ms']:.1f} | {m['gap_p99_ms']:.1f} | "
+              f"{m['gap_max_ms']:.1f} | {m['stalls']:.0f} | "
+              f"{m.get('gateway_cpu_us_per_chunk', 0.0):.1f}, "
+              f"{m['upstream_cpu_us_per_chunk']:.1f} |")
+    for name in runs:
+        if name != "direct":
+            added = med[name]["end_p99_ms"] - med["direct"]["end_p99_ms"]
+            print(f"added p99 (stream end, {name} - direct): {added:+.1f} ms")
+
+
+if __name__ == "__main__":
+    main()
