@@ -146,8 +146,9 @@ async def test_queries_filter_by_tenant_and_never_mix_tenants(store: Store) -> N
 async def test_budgets_count_spend_already_in_the_ledger_after_a_restart(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         ledger = Ledger(store)
-        ledger.record(row(1, cost=0.6))
-        ledger.record(row(2, cost=0.5))
+        today = datetime.now(UTC).timestamp()  # not NOW: a run that crosses midnight starts a new day
+        ledger.record(row(1, cost=0.6, ts=today))
+        ledger.record(row(2, cost=0.5, ts=today))
         await ledger.close()
     async with open_store(tmp_path) as store:
         assert sum(d.cost for d in await month_spend(store)) == pytest.approx(1.1)
