@@ -5,9 +5,10 @@
 Builds (once; reused from ``bench/out/bench_cache/`` afterwards) a cache of ``--entries`` entries
 in one namespace and context, then
 reopens it as the gateway would (SQLite rows into memory, the saved hnswlib graph loaded) and times
-``SemanticCache.lookup`` one call at a time for exact hits, semantic hits (a paraphrased text with
-a vector at cosine ~0.97 to its entry; the guards run) and misses (a random vector). Memory is the
-process's resident size before and after the reopen.
+``SemanticCache.lookup`` one call at a time (after folding the text's typos, as the pipeline does)
+for exact hits, semantic hits (a paraphrased text with a vector at cosine ~0.97 to its entry; the
+guards run) and misses (a random vector). Memory is the process's resident size before and after
+the reopen (which loads the typo-folding word list).
 
 Vectors (384 dimensions, the default model's): ``--vectors real`` (default) takes the QQP dev
 sentences' real embeddings (``bench/out/qqp_pairs_dev_vectors.jsonl``, made by ``eval_cache.py``)
@@ -101,7 +102,8 @@ async def timed(cache: SemanticCache,
     times, hits = [], 0
     for text, vector in queries:
         started = time.perf_counter_ns()
-        hit = await cache.lookup(NAMESPACE, CONTEXT, text, vector, "semantic")
+        # the key the pipeline looks up: typos folded (the re-embedding a fold needs is not here)
+        hit = await cache.lookup(NAMESPACE, CONTEXT, cache.key_text(text), vector, "semantic")
         times.append((time.perf_counter_ns() - started) / 1e6)
         hits += hit is not None
     return {"p50_ms": round(float(np.percentile(times, 50)), 3),

@@ -38,6 +38,17 @@ def test_known_words_names_code_and_short_words_are_left_alone(
     assert speller.fold(text) == text
 
 
+def test_a_contraction_typed_without_its_apostrophe_gets_it_back(speller: Speller) -> None:
+    assert speller.fold("whats the fastest way to learn to type") == \
+        "what's the fastest way to learn to type"
+    assert speller.fold("Im sure it doesnt work") == "I'm sure it doesn't work"
+
+
+def test_a_capitalised_word_is_folded_only_where_it_starts_the_text(speller: Speller) -> None:
+    assert speller.fold("Simptoms of the flu?") == "Symptoms of the flu?"
+    assert speller.fold("Does Simptoms Inc sell masks?") == "Does Simptoms Inc sell masks?"
+
+
 def test_of_several_corrections_the_most_frequent_is_taken() -> None:
     speller = Speller({"house": 500, "horse": 200}, frozenset())
     assert speller.correction("hoose") == "house"

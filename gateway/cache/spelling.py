@@ -11,8 +11,9 @@ it and a changed first letter is how real words differ from their jargon ("async
 (MIT), ``words.txt`` beside this module (the embedding model's whole-word vocabulary and words
 of public question sets, ``bench/cache_sets/build_words.py``) and Python's keywords, built-ins
 and standard modules ("dict", "json"). Only lowercase words of five letters or more in prose are
-touched (a capitalised word is a name to the guards; a word inside ``a.b``, ``a_b``, ``a/b`` or
-a call is code). The exact tier keeps the text as sent.
+corrected, and the capitalised first word of the text (elsewhere a capitalised word is a name to
+the guards; a word inside ``a.b``, ``a_b``, ``a/b`` or a call is code); contractions typed
+without their apostrophe ("whats", "dont") get it back. The exact tier keeps the text as sent.
 
 Reads its two word lists once per process (``load``, ~0.3 s); otherwise pure.
 """
@@ -33,7 +34,15 @@ WORDS = Path(__file__).with_name("words.txt")
 MIN_TARGET_COUNT = 100
 MIN_LENGTH = 5
 _LETTERS = "abcdefghijklmnopqrstuvwxyz"
-_PROSE_WORD = re.compile(r"(?<![\w./\\`@#$-])[a-z]+(?![\w/\\`(@#$-]|\.\w)")
+_PROSE_WORD = re.compile(r"(?<![\w./\\`@#$-])[A-Za-z][a-z]+(?![\w/\\`(@#$-]|\.\w)")
+# contractions typed without their apostrophe (frequent words themselves, so never "unknown")
+_BARE_CONTRACTIONS: Mapping[str, str] = {
+    "whats": "what's", "thats": "that's", "hows": "how's", "wheres": "where's", "whos": "who's",
+    "dont": "don't", "doesnt": "doesn't", "didnt": "didn't", "isnt": "isn't", "arent": "aren't",
+    "wasnt": "wasn't", "werent": "weren't", "cant": "can't", "couldnt": "couldn't",
+    "shouldnt": "shouldn't", "wouldnt": "wouldn't", "hasnt": "hasn't", "havent": "haven't",
+    "youre": "you're", "theyre": "they're", "ive": "I've", "im": "I'm",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,8 +66,20 @@ class Speller:
         return best
 
     def fold(self, text: str) -> str:
-        """``text`` with every misspelt prose word replaced by its correction."""
-        return _PROSE_WORD.sub(lambda m: self.correction(m.group()) or m.group(), text)
+        """``text`` with every misspelt prose word replaced by its correction, and contractions
+        typed without an apostrophe given one. A capitalised word is folded only where it
+        starts the text (elsewhere it is a name)."""
+        return _PROSE_WORD.sub(lambda m: self._fold_word(m.group(), m.start() == 0), text)
+
+    def _fold_word(self, word: str, first: bool) -> str:
+        capital = word[0].isupper()
+        if capital and not first:
+            return word
+        lower = word.lower()
+        folded = _BARE_CONTRACTIONS.get(lower) or self.correction(lower)
+        if folded is None:
+            return word
+        return folded[0].upper() + folded[1:] if capital else folded
 
 
 def _edits(word: str) -> set[str]:
