@@ -19,7 +19,6 @@ from gateway.cache.calibration import (
     write_calibration,
 )
 from gateway.cache.evaluate import Outcome, Pair, curve, point, run_pairs
-from gateway.cache.guards import RELIEF
 from gateway.cache.index import VectorSpace
 from gateway.core.cache_settings import parse_cache
 from gateway.core.config import parse
@@ -54,8 +53,7 @@ async def test_pairs_run_through_the_cache_with_and_without_guards(
     # every outcome keeps its cosine and the guards' verdict, hit or not
     assert all(0.5 < o.cosine <= 1.0001 for o in guarded)
     assert "negation" in guarded[1].reason and "entity" in guarded[2].reason
-    assert guarded[0].differences == ()
-    assert guarded[0].score == pytest.approx(guarded[0].cosine + RELIEF["clean"])
+    assert guarded[0].differences == () and guarded[0].score == pytest.approx(guarded[0].cosine)
     assert all(o.reason == "" and o.differences == () for o in plain)
 
 
@@ -67,7 +65,7 @@ def test_rescore_takes_other_margins_off_the_cosine() -> None:
     outcomes = [_scored(1, 0.97, ("added", 2)), _scored(0, 0.96), Outcome(1, "exact", 1.0),
                 Outcome(0, None, 0.0, 0.7)]
     rescored = rescore(outcomes, {"added": 0.01})
-    assert [o.score for o in rescored] == [pytest.approx(0.95), 0.96 + RELIEF["clean"], 1.0, 0.0]
+    assert [o.score for o in rescored] == [pytest.approx(0.95), 0.96, 1.0, 0.0]
     assert rescored[0].cosine == 0.97
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cache.guards import MARGINS, RELIEF, compare
+from gateway.cache.guards import MARGINS, compare
 from gateway.cache.rule import accept
 
 REFUSED = [
@@ -121,30 +121,9 @@ def test_paraphrases_pass(stored: str, asked: str) -> None:
     assert compare(asked, stored).ok
 
 
-def test_identical_content_costs_no_margin_and_earns_the_clean_relief() -> None:
+def test_identical_content_costs_no_margin() -> None:
     verdict = compare("How do I reset my password?", "How can I reset my password?")
-    assert verdict.ok and verdict.margin == -RELIEF["clean"] and verdict.differences == ()
-
-
-def test_a_pair_with_no_difference_is_served_below_the_threshold_by_the_clean_relief() -> None:
-    stored, asked = "How do I reset my password?", "How can I reset my password?"
-    assert accept(stored, asked, 0.95 - RELIEF["clean"] + 0.001, 0.95).ok
-    assert not accept(stored, asked, 0.95 - RELIEF["clean"] - 0.001, 0.95).ok
-
-
-def test_a_pair_whose_only_differences_are_free_gets_the_smaller_relief() -> None:
-    stored, asked = "How do I reset my password?", "How do I change my password?"
-    verdict = compare(stored, asked)
-    assert verdict.ok and dict(verdict.differences) == {"substituted": 1}
-    assert verdict.margin == -RELIEF["free"] and RELIEF["free"] < RELIEF["clean"]
-    assert accept(stored, asked, 0.95 - RELIEF["free"] + 0.001, 0.95).ok
-    assert not accept(stored, asked, 0.95 - RELIEF["free"] - 0.001, 0.95).ok
-
-
-def test_a_difference_with_a_cost_gets_no_relief() -> None:
-    verdict = compare("What is the best book for GRE?",
-                      "What is the best book for GRE preparation?")
-    assert verdict.ok and verdict.margin == MARGINS["added"]
+    assert verdict.ok and verdict.margin == 0.0 and verdict.differences == ()
 
 
 def test_soft_differences_cost_their_margin() -> None:
@@ -162,8 +141,7 @@ def test_soft_differences_cost_their_margin() -> None:
 
 
 def test_how_to_questions_treat_every_person_alike() -> None:
-    verdict = compare("How do you start writing?", "How can I start writing?")
-    assert verdict.differences == () and verdict.margin == -RELIEF["clean"]
+    assert compare("How do you start writing?", "How can I start writing?").margin == 0.0
 
 
 def test_accept_takes_the_margin_off_the_cosine() -> None:

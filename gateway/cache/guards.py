@@ -64,8 +64,7 @@ class Verdict:
     """Whether the guards let a pair through, and at what cost.
 
     ``margin``: the cosine similarity the pair needs above the threshold for its soft
-    differences (listed in ``reason`` when it passes), ``MARGINS`` weighted by ``differences``,
-    less its ``RELIEF`` (negative: no costed difference lets it in below the threshold)
+    differences (listed in ``reason`` when it passes), ``MARGINS`` weighted by ``differences``
     (how many of each kind); ``substituted``: content words unmatched on either side;
     ``score``: what the serving rule compared with its threshold (``rule.Rule.judge``).
     """
@@ -92,26 +91,10 @@ MARGINS: Mapping[str, float] = MappingProxyType({
 })
 
 
-# The operating point depends on what the guards found: a pair they pass with no difference at
-# all is served at a cosine RELIEF["clean"] below the threshold, one whose only differences cost
-# nothing (a substituted word, the question's frame) RELIEF["free"] below; any difference with a
-# cost gets none. Such pairs are duplicates more often than others at the same cosine (QQP's
-# tuning half: 20.9% of duplicates at 99.3% precision against the audited labels instead of 16.4%
-# at 99.7%; ``bench/eval_cache.py``). A relief is a negative margin.
-RELIEF: Mapping[str, float] = MappingProxyType({"clean": 0.03, "free": 0.01})
-FREE_KINDS = frozenset({"substituted", "frame"})
-
-
 def margin(differences: tuple[tuple[str, int], ...],
            margins: Mapping[str, float] = MARGINS) -> float:
-    """The extra cosine ``differences`` cost under ``margins``, less the relief a pair with no
-    costed difference gets (negative for such a pair)."""
-    cost = sum(margins[kind] * count for kind, count in differences)
-    if not differences:
-        cost -= RELIEF["clean"]
-    elif all(kind in FREE_KINDS for kind, _ in differences):
-        cost -= RELIEF["free"]
-    return round(cost, 6)
+    """The extra cosine ``differences`` cost under ``margins``."""
+    return round(sum(margins[kind] * count for kind, count in differences), 6)
 
 
 def compare(a: Profile | str, b: Profile | str) -> Verdict:

@@ -8,8 +8,7 @@ compared):
   the verifier's probability that the two texts ask the same question must reach
   ``verifier_threshold``;
 - **cosine and margin** (otherwise): the hard guards must pass and ``cosine - margin`` (what the
-  soft differences cost, negative for a pair with no costed difference: ``guards.RELIEF``) must
-  reach ``threshold``; with ``guards`` off, the cosine alone.
+  soft differences cost) must reach ``threshold``; with ``guards`` off, the cosine alone.
 
 ``floor`` is the lowest cosine a candidate can be served at, so a lookup stops at the first
 neighbour below it. ``serving_rule(settings, space)`` builds the rule a cache applies: it reads
@@ -22,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from gateway.cache.guards import RELIEF, Verdict, compare
+from gateway.cache.guards import Verdict, compare
 from gateway.cache.index import VectorSpace
 from gateway.cache.text_features import Profile, profile
 from gateway.cache.verifier import Verifier, features, load, model_name
@@ -49,9 +48,8 @@ class Rule:
     @property
     def floor(self) -> float:
         """The lowest cosine at which a candidate may be served."""
-        if self.verifier is not None and self.guards:
-            return self.verifier.min_cosine
-        return round(self.threshold - max(RELIEF.values()), 6) if self.guards else self.threshold
+        return self.verifier.min_cosine if self.verifier is not None and self.guards \
+            else self.threshold
 
     def judge(self, stored: str | Profile, asked: str | Profile, cosine: float) -> Verdict:
         if cosine < self.floor:
