@@ -59,6 +59,9 @@ REFUSED = [
     ("Is a square a rectangle?", "Is a rectangle a square?", "order"),
     ("How do I transfer money from PayPal to my bank?",
      "How do I transfer money from my bank to PayPal?", "order"),
+    # a person the object on one side, the subject on the other
+    ("Does my landlord owe me money?", "Do I owe my landlord money?", "subject on one side"),
+    ("Why does my boss ignore us?", "Why do we ignore my boss?", "subject on one side"),
 ]
 
 ACCEPTED = [
