@@ -65,6 +65,9 @@ REFUSED = [
 ]
 
 ACCEPTED = [
+    # persons in two clauses of a long question are no role swap
+    ("How can I keep my kids safe online so that they are not bullied by strangers?",
+     "So that my kids are not bullied by strangers, how can I keep them safe online?"),
     # one measure asked two ways; a compound question in the other order; a clause moved
     ("How tall is Mount Everest?", "What is the height of Mount Everest?"),
     ("How long does the flu last?", "How many days does the flu last?"),

@@ -335,12 +335,15 @@ def _roles_swapped(a: Profile, b: Profile) -> bool:
 
 # a person's subject and object forms ("her" is left out: it is also a possessive)
 _CASES = (("i", "me"), ("we", "us"), ("he", "him"), ("they", "them"))
+_ONE_CLAUSE_WORDS = 12
 
 
 def _pronoun_case_swapped(a: Profile, b: Profile) -> bool:
     """ "Does my landlord owe me money?" / "Do I owe my landlord money?": the same content words,
-    and a person is only the object on one side and only the subject on the other."""
-    if a.content != b.content:
+    and a person is only the object on one side and only the subject on the other. Only in
+    short questions: in a longer one the pronouns may belong to different clauses ("photos ...
+    so that they are not lost" / "back them up")."""
+    if a.content != b.content or max(len(a.words), len(b.words)) > _ONE_CLAUSE_WORDS:
         return False
     wa, wb = a.lowers, b.lowers
     return any((obj in wa and subj not in wa and subj in wb and obj not in wb)
