@@ -20,6 +20,7 @@ uniformly random unit vectors, a worst case for any graph index (no structure at
 from __future__ import annotations
 
 import argparse
+import hashlib
 import asyncio
 import json
 import sys
@@ -113,12 +114,15 @@ async def timed(cache: SemanticCache,
 
 
 async def run(entries: int, queries: int, kind: str, ef_search: int) -> dict[str, object]:
-    directory = ROOT / "bench/out/bench_cache" / f"{kind}-{entries}"
+    stored = real_derived(entries, seed=1) if kind == "real" else vectors(entries, seed=1)
+    # the vectors file grows as other scripts embed more texts: a cache built from other vectors
+    # would answer none of the near copies, so each set of vectors gets its own
+    digest = hashlib.sha256(stored.tobytes()).hexdigest()[:10]
+    directory = ROOT / "bench/out/bench_cache" / f"{kind}-{entries}-{digest}"
     settings = replace(CacheSettings(), database=directory / "cache.sqlite3",
                        index_dir=directory / "index", threshold=0.95, max_entries=entries,
                        max_pending=10_000, ttl_s=0.0,
                        index=replace(CacheSettings().index, ef_search=ef_search))
-    stored = real_derived(entries, seed=1) if kind == "real" else vectors(entries, seed=1)
     build_s = None
     if not settings.database.exists():
         build_s = await build(settings, entries, stored)
