@@ -20,8 +20,8 @@ uniformly random unit vectors, a worst case for any graph index (no structure at
 from __future__ import annotations
 
 import argparse
-import hashlib
 import asyncio
+import hashlib
 import json
 import sys
 import time
