@@ -1,6 +1,6 @@
 """Semantic cache lookup latency (embedding excluded) and memory at 100,000 entries.
 
-    .venv/bin/python bench/bench_cache.py [--entries 100000] [--queries 2000]
+    .venv/bin/python bench/bench_cache.py [--entries 100000] [--queries 2000] [--no-fold]
 
 Builds (once; reused from ``bench/out/bench_cache/`` afterwards) a cache of ``--entries`` entries
 in one namespace and context, then
@@ -113,7 +113,8 @@ async def timed(cache: SemanticCache,
             "hit_share": round(hits / len(queries), 4)}
 
 
-async def run(entries: int, queries: int, kind: str, ef_search: int) -> dict[str, object]:
+async def run(entries: int, queries: int, kind: str, ef_search: int,
+              fold_typos: bool = True) -> dict[str, object]:
     stored = real_derived(entries, seed=1) if kind == "real" else vectors(entries, seed=1)
     # the vectors file grows as other scripts embed more texts: a cache built from other vectors
     # would answer none of the near copies, so each set of vectors gets its own
@@ -122,7 +123,8 @@ async def run(entries: int, queries: int, kind: str, ef_search: int) -> dict[str
     settings = replace(CacheSettings(), database=directory / "cache.sqlite3",
                        index_dir=directory / "index", threshold=0.95, max_entries=entries,
                        max_pending=10_000, ttl_s=0.0,
-                       index=replace(CacheSettings().index, ef_search=ef_search))
+                       index=replace(CacheSettings().index, ef_search=ef_search),
+                       fold_typos=fold_typos)
     build_s = None
     if not settings.database.exists():
         build_s = await build(settings, entries, stored)
@@ -146,6 +148,7 @@ async def run(entries: int, queries: int, kind: str, ef_search: int) -> dict[str
         await cache.close()
     return {
         "entries": entries, "queries": queries, "vectors": kind, "ef_search": ef_search,
+        "fold_typos": fold_typos,
         "build_s": build_s, "open_s": round(open_s, 2),
         "exact_hit": exact, "semantic_hit": semantic, "miss": misses,
         "rss_mb_before_open": round(before, 1), "rss_mb_after_open": round(after, 1),
@@ -159,8 +162,11 @@ def main() -> int:
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--vectors", choices=("real", "random"), default="real")
     parser.add_argument("--ef-search", type=int, default=CacheSettings().index.ef_search)
+    parser.add_argument("--no-fold", dest="fold_typos", action="store_false",
+                        help="without typo folding ([cache] fold_typos = false)")
     args = parser.parse_args()
-    report = asyncio.run(run(args.entries, args.queries, args.vectors, args.ef_search))
+    report = asyncio.run(run(args.entries, args.queries, args.vectors, args.ef_search,
+                             args.fold_typos))
     out = ROOT / f"bench/out/bench_cache-{args.vectors}.json"
     out.write_text(json.dumps(report, indent=2) + "\n", "utf-8")
     print(json.dumps(report, indent=2))
