@@ -59,9 +59,15 @@ REFUSED = [
     ("Is a square a rectangle?", "Is a rectangle a square?", "order"),
     ("How do I transfer money from PayPal to my bank?",
      "How do I transfer money from my bank to PayPal?", "order"),
+    # a person the object on one side, the subject on the other
+    ("Does my landlord owe me money?", "Do I owe my landlord money?", "subject on one side"),
+    ("Why does my boss ignore us?", "Why do we ignore my boss?", "subject on one side"),
 ]
 
 ACCEPTED = [
+    # persons in two clauses of a long question are no role swap
+    ("How can I keep my kids safe online so that they are not bullied by strangers?",
+     "So that my kids are not bullied by strangers, how can I keep them safe online?"),
     # one measure asked two ways; a compound question in the other order; a clause moved
     ("How tall is Mount Everest?", "What is the height of Mount Everest?"),
     ("How long does the flu last?", "How many days does the flu last?"),

@@ -70,6 +70,32 @@ async def test_a_paraphrase_is_a_semantic_hit_and_a_negation_is_not(cached: Cach
     assert len(fake.requests) == 2
 
 
+async def test_a_misspelt_paraphrase_is_served_once_its_typo_is_folded(cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "how to fix a leaky fauset")  # stored under the folded "faucet"
+    asked = await _ask(client, "How do I fix a leaky faucet?")
+    assert asked.headers["x-gateway-cache"] == "hit"
+    assert asked.headers["x-gateway-cache-kind"] == "semantic"
+    assert len(fake.requests) == 1
+
+
+async def test_typos_are_not_folded_when_folding_is_off(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
+) -> None:
+    fake, url = fake_openai
+    client = await make_gateway({
+        "providers": [openai_provider("p1", url)],
+        "models": [model("small", "p1")],
+        "embedder": {"model_dir": str(ROOT / "models" / "all-MiniLM-L6-v2")},
+        "cache": {"enabled": True, "fold_typos": False},
+    })
+    await client.app[EMBEDDER_POOL].wait_live(1)
+    await _ask(client, "how to fix a leaky fauset")
+    asked = await _ask(client, "How do I fix a leaky faucet?")
+    assert asked.headers["x-gateway-cache"] == "miss"
+    assert len(fake.requests) == 2
+
+
 async def test_a_different_system_prompt_never_shares_an_answer(cached: Cached) -> None:
     client, fake = cached
     question = {"role": "user", "content": "Name a good book."}

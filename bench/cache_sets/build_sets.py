@@ -6,6 +6,8 @@
 (label 0: a question that needs another answer) hold ``group | stored | asked`` lines. Each group
 (a style or a kind) is split in half with a fixed seed: ``*_fit.json`` is the only part any rule
 may be fitted or tuned on, ``*_heldout.json`` is only reported. Both files name each pair's group.
+``*_fresh.txt`` were written later, before the next round of rule changes, and are written whole
+to ``*_fresh.json``: never fitted on, run once when the rules are final.
 """
 
 from __future__ import annotations
@@ -41,6 +43,10 @@ def main() -> None:
         for part, pairs in (("fit", fit), ("heldout", held)):
             (HERE / f"{name}_{part}.json").write_text(json.dumps(pairs, indent=1) + "\n")
             print(f"{name}_{part}.json: {len(pairs)} pairs")
+        groups = sorted(read(HERE / f"{name}_fresh.txt", label).items())
+        fresh = [pair for _group, pairs in groups for pair in pairs]
+        (HERE / f"{name}_fresh.json").write_text(json.dumps(fresh, indent=1) + "\n")
+        print(f"{name}_fresh.json: {len(fresh)} pairs")
 
 
 if __name__ == "__main__":

@@ -129,11 +129,12 @@ def _settings(directory: Path, guards: bool, verifier: Path | None) -> CacheSett
 
 async def _run_chunk(chunk: Sequence[Pair], embed: Embed, space: VectorSpace,
                      settings: CacheSettings) -> list[Outcome]:
-    texts_a = [normalize_text(p.text_a) for p in chunk]
-    texts_b = [normalize_text(p.text_b) for p in chunk]
-    vectors = embed([*texts_a, *texts_b])
     cache = await SemanticCache.open(settings, space)
     try:
+        # keyed as a request is (``pipeline.caching``): the text with its typos folded
+        texts_a = [cache.key_text(normalize_text(p.text_a)) for p in chunk]
+        texts_b = [cache.key_text(normalize_text(p.text_b)) for p in chunk]
+        vectors = embed([*texts_a, *texts_b])
         for i, text in enumerate(texts_a):
             await cache.store(f"pair:{i}", _CONTEXT, text, vectors[i], _ANSWER)
         await cache.flush()

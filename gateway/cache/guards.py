@@ -288,6 +288,8 @@ def _order(a: Profile, b: Profile, soft: list[tuple[str, str]]) -> str:
     subject, "Who did Beethoven influence?" for the object: refused too."""
     if a.question in _SUBJECT_KINDS and a.question == b.question and _roles_swapped(a, b):
         return "subject and object of the question swapped"
+    if _pronoun_case_swapped(a, b):
+        return "a person is the subject on one side and the object on the other"
     seq_a, seq_b = _sequence(a), _sequence(b)
     position_b = {w: i for i, w in enumerate(seq_b)}
     shared = [w for w in seq_a if w in position_b]
@@ -329,6 +331,24 @@ def _roles_swapped(a: Profile, b: Profile) -> bool:
                 and verb.stem in direct.content and verb.stem in other.content:
             return True
     return False
+
+
+# a person's subject and object forms ("her" is left out: it is also a possessive)
+_CASES = (("i", "me"), ("we", "us"), ("he", "him"), ("they", "them"))
+_ONE_CLAUSE_WORDS = 12
+
+
+def _pronoun_case_swapped(a: Profile, b: Profile) -> bool:
+    """ "Does my landlord owe me money?" / "Do I owe my landlord money?": the same content words,
+    and a person is only the object on one side and only the subject on the other. Only in
+    short questions: in a longer one the pronouns may belong to different clauses ("photos ...
+    so that they are not lost" / "back them up")."""
+    if a.content != b.content or max(len(a.words), len(b.words)) > _ONE_CLAUSE_WORDS:
+        return False
+    wa, wb = a.lowers, b.lowers
+    return any((obj in wa and subj not in wa and subj in wb and obj not in wb)
+               or (subj in wa and obj not in wa and obj in wb and subj not in wb)
+               for subj, obj in _CASES)
 
 
 def _swapped(a: Profile, b: Profile, gap_a: list[Token], gap_b: list[Token]) -> bool:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import orjson
 
+from gateway.cache import spelling
 from gateway.cache.backend import AnswerSource, CacheBackend
 from gateway.cache.entries import EntryTable
 from gateway.cache.fingerprint import exact_key, loose_key
@@ -41,6 +42,7 @@ from gateway.cache.index import FloatArray, IndexSet, Neighbour, VectorSpace
 from gateway.cache.peers import Peers, unindex
 from gateway.cache.replay import uncacheable
 from gateway.cache.rule import Rule, serving_rule
+from gateway.cache.spelling import Speller
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
 from gateway.cache.text_features import Profile, profile
 from gateway.core.cache_settings import CacheSettings, Policy
@@ -72,8 +74,9 @@ class SemanticCache:
 
     def __init__(self, settings: CacheSettings, space: VectorSpace | None,
                  store: CacheBackend | None, index: IndexSet | None, clock: Clock,
-                 rule: Rule | None = None) -> None:
+                 rule: Rule | None = None, speller: Speller | None = None) -> None:
         self.settings = settings
+        self.speller = speller
         self.space = space
         self.rule = rule or Rule(settings.threshold, settings.guards)
         self._store = store
@@ -109,7 +112,9 @@ class SemanticCache:
             return cls(settings, None, None, None, clock)
         store = store or await CacheStore.open(settings.database)
         index = IndexSet(space, settings.index) if space is not None else None
-        cache = cls(settings, space, store, index, clock, serving_rule(settings, space))
+        speller = await asyncio.to_thread(spelling.load) \
+            if settings.fold_typos and index is not None else None
+        cache = cls(settings, space, store, index, clock, serving_rule(settings, space), speller)
         try:
             # Listening before loading: a peer's entry stored meanwhile is heard, not missed.
             await store.listen(cache._peers.notices.put_nowait)
@@ -119,6 +124,11 @@ class SemanticCache:
             await cache._close_resources()
             raise
         return cache
+
+    def key_text(self, text: str) -> str:
+        """The text a semantic lookup or store is keyed by: ``text`` with misspelt words folded
+        (``spelling``; unchanged when folding is off). A caller embeds this text."""
+        return self.speller.fold(text) if self.speller is not None else text
 
     # -- lookup ------------------------------------------------------------------------------
 

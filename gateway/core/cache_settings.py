@@ -17,6 +17,7 @@ written for the verifier rule (``"rule": "verifier"``) sets it when the config d
     calibration_file = "cache_calibration.json"
     threshold = 0.95                      # cosine; omit to use the calibration file
     guards = true                         # lexical checks before a semantic hit is served
+    fold_typos = true                     # misspelt words corrected in the semantic key
     verifier = "off"                      # "off" | "builtin" | path to verifier weights
     verifier_threshold = 0.9              # probability; omit for the verifier's own
     default_policy = "semantic"           # "semantic" | "exact" | "off"
@@ -90,6 +91,7 @@ class CacheSettings:
     threshold: float = DEFAULT_THRESHOLD
     threshold_source: str = "default"
     guards: bool = True
+    fold_typos: bool = True  # misspelt words corrected before embedding (cache.spelling)
     verifier: Path | None = None  # off: the cosine-and-margin rule serves
     verifier_threshold: float | None = None  # None: the verifier file's operating point
     default_policy: Policy = "semantic"
@@ -133,6 +135,7 @@ def parse_cache(t: Table, base_dir: Path) -> CacheSettings:
         threshold=threshold,
         threshold_source=source,
         guards=t.get("guards", bool, True),
+        fold_typos=t.get("fold_typos", bool, True),
         verifier=_verifier(t, base_dir),
         verifier_threshold=_verifier_threshold(t, calibrated),
         default_policy=cast(Policy, t.choice("default_policy", POLICIES, "semantic")),

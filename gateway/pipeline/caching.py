@@ -23,6 +23,7 @@ from gateway.core.chat import ChatRequest
 from gateway.observability.metrics import METRICS_KEY
 from gateway.pipeline.request_record import RequestRecord
 from gateway.routing.classifier import FloatArray
+from gateway.routing.context import embed_prompt
 
 
 @dataclass(slots=True)
@@ -36,6 +37,7 @@ class CacheStage:
     fingerprint: str = ""
     hit: Hit | None = None
     lookup_s: float | None = None
+    key_vector: FloatArray | None = None  # the folded text's vector, when folding changed it
 
     @classmethod
     def begin(cls, request: web.Request, chat: ChatRequest, tenant: str) -> CacheStage:
@@ -75,6 +77,7 @@ class CacheStage:
             record.cache = "bypass"
             metrics.cache_result("bypass")
             return None
+        vector = await self._key_vector(vector)
         started = time.perf_counter()
         self.hit = await self.cache.lookup(self.namespace, self.fingerprint, self.text, vector,
                                            self.plan.policy)
@@ -83,6 +86,23 @@ class CacheStage:
         if self.hit is None:
             metrics.cache_result("miss", self.lookup_s)
         return self.hit
+
+    async def _key_vector(self, vector: FloatArray | None) -> FloatArray | None:
+        """The semantic key's vector: when folding typos changed the text (``cache.key_text``),
+        the folded text is embedded on its own and keys the lookup and the store; else the
+        prompt's vector. Once per request."""
+        if self.key_vector is not None:
+            return self.key_vector
+        if self.cache is None or vector is None or self.plan.policy != "semantic":
+            return vector
+        folded = self.cache.key_text(self.text)
+        if folded == self.text:
+            return vector
+        self.key_vector = await embed_prompt(self.app, folded)
+        if self.key_vector is None:  # no embedder answered: keep the text it was asked with
+            return vector
+        self.text = folded
+        return self.key_vector
 
     def account_hit(self, hit: Hit, deployment: Deployment | None, record: RequestRecord) -> None:
         """Count the hit and what it saved: the answer's usage at ``deployment``'s prices."""
@@ -101,5 +121,6 @@ class CacheStage:
         """Queue a finished answer (the cache refuses errors and truncated answers itself)."""
         if body is None or self.hit is not None or not self.plan.store or self.cache is None:
             return
+        vector = await self._key_vector(vector)
         await self.cache.store(self.namespace, self.fingerprint, self.text, vector, body,
                                policy=self.plan.policy)
