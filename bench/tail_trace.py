@@ -1,15 +1,20 @@
 """Where the gateway's slowest requests lose their time: a tail tracer for c=1.
 
-    .venv/bin/python bench/tail_trace.py [--seconds 4] [--rounds 3]
+    .venv/bin/python bench/tail_trace.py [--seconds 4] [--rounds 3] [--base DIR] [--base-toml TOML]
 
 A closed loop of one client (a blocking keep-alive socket, so the client adds little of its own)
 sends the bench's explicit-model request alternately to the fake upstream directly, to
 ``floor_proxy.py`` and to the gateway, run under ``traced_gateway.py``. Every request's send and
 receive times are kept (``time.perf_counter``: CLOCK_MONOTONIC, shared by the processes), and so
 is the gateway's ``Server-Timing`` header. The gateway's trace gives the windows of its garbage
-collections, ledger writes, access log flushes and handler runs. For the slowest 1% of gateway
-requests the report says how many overlapped each kind of event, against the same share among
-all requests, and where their time went: inside the handler, or before and after it.
+collections, ledger writes, routing signal writes, access log flushes and handler runs. For the
+slowest 1% of gateway requests the report says how many overlapped each kind of event,
+against the same share among all requests, and where their time went: inside the handler, or
+before and after it.
+Every gateway's CPU per request is reported too. ``--base DIR`` traces a second gateway from
+another checkout beside the first; ``--base-toml`` appends configuration to that second one
+(with or without ``--base``: e.g. ``'\n[routing]\nsignals = false\n'`` to see what the
+signal store costs).
 """
 
 from __future__ import annotations
@@ -112,6 +117,7 @@ def report(name: str, samples: list[Sample], trace: dict[str, Any]) -> None:
     kinds: dict[str, list[tuple[float, float]]] = {
         f"gc gen{g}": sorted((a, b) for a, b, gen in trace["gc"] if gen == g) for g in (0, 1, 2)}
     kinds["ledger write"] = sorted(map(tuple, trace["ledger"]))  # type: ignore[arg-type]
+    kinds["signals write"] = sorted(map(tuple, trace["signals"]))  # type: ignore[arg-type]
     kinds["log flush"] = sorted(map(tuple, trace["log_flush"]))  # type: ignore[arg-type]
     print(f"\n{name}: slowest 1% of requests: {len(slow)} of {len(gw)} (> "
           f"{(gw[-cut][1] - gw[-cut][0]) * 1000:.3f} ms)")
@@ -145,8 +151,7 @@ def report(name: str, samples: list[Sample], trace: dict[str, Any]) -> None:
 
 
 def traced_gateway(
-    tmp: Path, name: str, up_port: int, pythonpath: str | None, extra_toml: str = "",
-    extra_env: str = "",
+    tmp: Path, name: str, up_port: int, pythonpath: str | None, extra_toml: str = ""
 ) -> tuple[subprocess.Popen[bytes], int, str, Path]:
     """A gateway under ``traced_gateway.py``: its process, port, key and trace file."""
     (tmp / name).mkdir()
@@ -154,11 +159,8 @@ def traced_gateway(
     config.write_text(gateway_config(up_port, str(tmp / name / "data")) + extra_toml)
     key = create_key(config, pythonpath)
     trace_file, port = tmp / name / "trace.json", free_port()
-    env = build_env(pythonpath)
-    if extra_env:
-        env.update([extra_env.split("=", 1)])
     proc = start(["bench/traced_gateway.py", str(trace_file), "serve", "--config", str(config),
-                  "--port", str(port)], env=env)
+                  "--port", str(port)], env=build_env(pythonpath))
     return proc, port, key, trace_file
 
 
@@ -167,7 +169,6 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--base", help="another checkout to trace side by side, as 'base'")
-    parser.add_argument("--base-env", default="", help="NAME=VALUE for 'base' (an experiment)")
     parser.add_argument("--base-toml", default="",
                         help="configuration appended for 'base' (with or without --base)")
     args = parser.parse_args()
@@ -177,9 +178,9 @@ def main() -> None:
     floor = start(["bench/floor_proxy.py", "--port", str(floor_port),
                    "--upstream", f"http://127.0.0.1:{up_port}"])
     gateways = {"gateway": traced_gateway(tmp, "gateway", up_port, None)}
-    if args.base or args.base_toml or args.base_env:
+    if args.base or args.base_toml:
         gateways["base"] = traced_gateway(tmp, "base", up_port, args.base,
-                                          args.base_toml.replace("\\n", "\n"), args.base_env)
+                                          args.base_toml.replace("\\n", "\n"))
     ports = {"direct": up_port, "floor": floor_port,
              **{name: g[1] for name, g in gateways.items()}}
     keys = {name: g[2] for name, g in gateways.items()}

@@ -3,9 +3,10 @@
     python bench/traced_gateway.py TRACE.json serve --config ... --port ...
 
 Runs ``gateway.__main__.main`` unchanged after hooking: garbage collections (``gc.callbacks``),
-the ledger's writes to SQLite, the access log's flushes and each request's time inside the
-handler stack. On exit it writes the ``time.perf_counter`` windows (CLOCK_MONOTONIC, the same
-clock the load generator reads in its own process) to TRACE.json. Not a product: a probe.
+the ledger's and the routing signals' writes to SQLite, the access log's flushes and each
+request's time inside the handler stack. On exit it writes the ``time.perf_counter`` windows
+(CLOCK_MONOTONIC, the same clock the load generator reads in its own process) to TRACE.json.
+Not a product: a probe.
 """
 
 from __future__ import annotations
@@ -63,18 +64,18 @@ def timed_sync(owner: Any, name: str, sink: list[Window]) -> None:
 
 def main() -> int:
     out, argv = sys.argv[1], sys.argv[2:]
-    events: dict[str, list[Any]] = {"gc": [], "ledger": [], "log_flush": [], "handler": []}
+    events: dict[str, list[Any]] = {"gc": [], "ledger": [], "signals": [], "log_flush": [],
+                                    "handler": []}
     hook_gc(events)
-    import os
-    if os.environ.get("SWITCH_S"):
-        sys.setswitchinterval(float(os.environ["SWITCH_S"]))
     from aiohttp import web
 
     from gateway import app as app_module
     from gateway.observability import access_log
+    from gateway.routing import signals
     from gateway.tenants import store
 
     timed_async(store.Store, "write_usage", events["ledger"])
+    timed_async(signals.SqliteSignals, "write", events["signals"])
     timed_sync(access_log, "flush_access_log", events["log_flush"])
     inner = app_module.errors_middleware
 
