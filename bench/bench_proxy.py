@@ -1,12 +1,14 @@
 """The gateway's added cost over going direct to the same upstream, side by side in one run.
 
-    .venv/bin/python bench/bench_proxy.py [--seconds 5] [--rounds 3] [--tracing] [--base DIR]
+    .venv/bin/python bench/bench_proxy.py [--seconds 5] [--rounds 3] [--concurrency 1,16,64]
+        [--modes json,stream] [--tracing] [--base DIR]
 
 For each concurrency (1, 16, 64), non-streaming and streaming, the same load runs alternately
 against the fake upstream directly and through the gateway (an explicit model: no routing, no
 cache lookup). Non-streaming load comes from wrk (latency percentiles, requests/s); streaming
 load from an aiohttp client that times the first content chunk. Also: the gateway's CPU time per
-request, resident memory idle and under load, and cold start (process start to first answer).
+request (and its main thread's share: the rest is its SQLite writer threads), resident memory
+idle and under load, and cold start (process start to first answer).
 ``--tracing`` turns OpenTelemetry on (every request sampled, spans and metrics exported to
 ``bench/otlp_sink.py``), to compare with the same run without it. ``--base DIR`` runs a second
 gateway from another checkout (its code on ``PYTHONPATH``) as one more target, ``base``, so a
@@ -28,7 +30,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from procs import ROOT, cpu_s, free_port, rss_mib, start, stop, wait_port
+from procs import ROOT, cpu_s, free_port, main_thread_cpu_s, rss_mib, start, stop, wait_port
 
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello there, benchmark!"}]}
 LUA = """wrk.method = "POST"
@@ -206,6 +208,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--tracing", action="store_true",
                         help="export every request's spans and metrics to an OTLP sink")
     parser.add_argument("--base", help="another checkout, run side by side as 'base'")
@@ -246,7 +249,7 @@ def main() -> None:
     peak_rss = idle_rss
     try:
         for c in [int(x) for x in args.concurrency.split(",")]:
-            for mode in ("json", "stream"):
+            for mode in args.modes.split(","):
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
                 for _ in range(args.rounds):
                     for name, url in targets.items():
@@ -278,12 +281,14 @@ def one_load(
 ) -> dict[str, float]:
     """One round against one target; with ``pid``, that process's CPU per request too."""
     before = cpu_s(pid) if pid else 0.0
+    main_before = main_thread_cpu_s(pid) if pid else 0.0
     if mode == "json":
         r = wrk(url, c, seconds, script)
     else:
         r = asyncio.run(stream_load(url, c, seconds, key))
     if pid:
         r["cpu_ms_per_req"] = (cpu_s(pid) - before) * 1000 / r["requests"]
+        r["loop_cpu_ms_per_req"] = (main_thread_cpu_s(pid) - main_before) * 1000 / r["requests"]
     return r
 
 
@@ -313,7 +318,8 @@ def print_row(mode: str, c: int, results: dict[str, dict[str, float]]) -> None:
         if "ttfb_p50_ms" in d:
             line += f" | first chunk +{g['ttfb_p50_ms'] - d['ttfb_p50_ms']:.2f} ms"
         line += (f" | rps {g['rps']:.0f} (direct {d['rps']:.0f})"
-                 f" | cpu {g['cpu_ms_per_req']:.3f} ms/req")
+                 f" | cpu {g['cpu_ms_per_req']:.3f} ms/req (main thread"
+                 f" {g['loop_cpu_ms_per_req']:.3f})")
         print(line, flush=True)
 
 
