@@ -131,23 +131,31 @@ def report(name: str, samples: list[Sample], trace: dict[str, Any]) -> None:
               f"max {max(durs):.3f} ms | overlap: slowest 1% {in_slow / len(slow):6.1%}, "
               f"all {in_all / len(gw):6.1%}")
     handlers = sorted(map(tuple, trace["handler"]))  # type: ignore[arg-type]
-    starts = [h[0] for h in handlers]
-
-    def split(group: list[Sample]) -> tuple[float, float, float, float]:
-        inside, gws, ups = [], [], []
-        for t0, t1, timing in group:
-            i = bisect.bisect_left(starts, t0)
-            if i < len(handlers) and handlers[i][1] <= t1:
-                inside.append((handlers[i][1] - handlers[i][0]) * 1000)
-            gws.append(stage_ms(timing, "gw"))
-            ups.append(stage_ms(timing, "upstream"))
-        total = statistics.median((t1 - t0) * 1000 for t0, t1, _ in group)
-        return total, statistics.median(inside), statistics.median(gws), statistics.median(ups)
-
     for label, group in (("all", gw), ("slowest 1%", slow)):
-        total, inside, gws, ups = split(group)
-        print(f"  {label:11} median: client {total:.3f} ms = handler {inside:.3f} "
-              f"(gateway stages {gws:.3f} + upstream {ups:.3f}) + outside {total - inside:.3f}")
+        print(f"  {label:11} median: " + where_time_went(group, handlers))
+
+
+def where_time_went(group: list[Sample], handlers: list[tuple[float, ...]]) -> str:
+    """Client time split into the handler's and the rest; the loop thread's CPU in the handler,
+    its voluntary context switches (waits) and the share of requests the kernel preempted."""
+    starts = [h[0] for h in handlers]
+    inside, cpu, waits, preempted, gws, ups = [], [], [], 0, [], []
+    for t0, t1, timing in group:
+        i = bisect.bisect_left(starts, t0)
+        if i < len(handlers) and handlers[i][1] <= t1:
+            h = handlers[i]
+            inside.append((h[1] - h[0]) * 1000)
+            cpu.append(h[2] * 1000)
+            waits.append(h[3])
+            preempted += h[4] > 0
+        gws.append(stage_ms(timing, "gw"))
+        ups.append(stage_ms(timing, "upstream"))
+    total = statistics.median((t1 - t0) * 1000 for t0, t1, _ in group)
+    handler = statistics.median(inside)
+    return (f"client {total:.3f} ms = handler {handler:.3f} (gateway stages "
+            f"{statistics.median(gws):.3f} + upstream {statistics.median(ups):.3f}) + outside "
+            f"{total - handler:.3f} | loop thread in handler: CPU {statistics.median(cpu):.3f} "
+            f"ms, {statistics.median(waits):.0f} waits, preempted in {preempted / len(inside):.1%}")
 
 
 def traced_gateway(
