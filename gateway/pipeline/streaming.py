@@ -9,20 +9,14 @@ ends the same way.
 Chunks are always OpenAI ``chat.completion.chunk`` objects inside the gateway; a ``ChunkWriter``
 turns them into the client's dialect on the way out (``OpenAIChunks`` here; the Messages and
 Responses writers live beside their handlers in ``gateway.api``).
-
-Chunks already in hand go out together: the relay asks the upstream for the next chunk and,
-only when that would wait for the network, first writes what it holds (``Burst``). One network
-read from the provider often carries many events; writing each alone cost a system call and a
-TCP segment per chunk (on loopback about as much CPU as the rest of the stream's handling).
-Nothing is held back while the relay waits, so no chunk reaches the client later.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncGenerator, Coroutine, Generator, Iterable
-from typing import Any, Protocol
+from collections.abc import Iterable
+from typing import Protocol
 
 import orjson
 from aiohttp import web
@@ -81,24 +75,23 @@ async def relay(
 ) -> bool:
     """Write the stream to the client; True when it finished whole (the caller then writes the
     writer's ``end``). ``keep`` collects the chunks."""
-    burst = Burst(resp, writer, record, keep)
     try:
         async with lifecycle.streaming():
             for chunk in stream.head:
-                burst.add(chunk)
-            await burst.flush()  # the first content, at once
-            await burst.relay(stream.tail)
+                await _write_chunk(resp, chunk, writer, record, keep)
+            async for chunk in stream.tail:
+                await _write_chunk(resp, chunk, writer, record, keep)
     except TimeoutError:  # the shutdown deadline; upstream timeouts are ``UpstreamFailure``
         log.warning("stream from %s cut at the shutdown deadline", stream.deployment.id)
         stream.health.release_probe()  # no verdict on the deployment
         record.status, record.error = 503, "shutting_down"
-        await burst.flush(writer.error(SHUTDOWN))
+        await resp.write(writer.error(SHUTDOWN))
         return False
     except UpstreamFailure as failure:
         log.warning("stream from %s broke: %s", stream.deployment.id, failure.message)
         stream.health.record_failure(failure, time.monotonic(), CallKind.STREAM)
         record.status = 502
-        await burst.flush(writer.error(failure))
+        await resp.write(writer.error(failure))
         return False
     except ConnectionResetError:  # before ``Exception``; cancellation is handled below
         stream.health.release_probe()  # the client left: no verdict on the deployment
@@ -108,7 +101,7 @@ async def relay(
         log.exception("relaying the stream from %s failed", stream.deployment.id)
         stream.health.release_probe()
         record.status, record.error = 500, "internal_error"
-        await burst.flush(writer.error(None))
+        await resp.write(writer.error(None))
         return False
     except BaseException:
         stream.health.release_probe()  # the client left: no verdict on the deployment
@@ -118,92 +111,26 @@ async def relay(
     return True
 
 
-class Burst:
-    """The bytes of the chunks in hand, written in one call when the next chunk must wait."""
-
-    __slots__ = ("keep", "out", "record", "resp", "writer")
-
-    def __init__(self, resp: web.StreamResponse, writer: ChunkWriter, record: RequestRecord,
-                 keep: list[Json] | None) -> None:
-        self.resp, self.writer, self.record, self.keep = resp, writer, record, keep
-        self.out: list[bytes] = []
-
-    def add(self, chunk: Json) -> None:
-        """Account for one chunk (usage, text, the cache's copy) and hold its bytes."""
-        if self.keep is not None:
-            self.keep.append(chunk)
-        usage: Usage | None = usage_from_openai(chunk.get("usage"))
-        if usage is not None:
-            self.record.usage = usage
-        for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or {}).get("content")
-            if isinstance(content, str):
-                self.record.streamed_text.append(content)
-        if data := self.writer.chunk(chunk):
-            self.out.append(data)
-
-    async def flush(self, last: bytes = b"") -> None:
-        """Write what is held (and ``last``, an error event) in one call."""
-        if last:
-            self.out.append(last)
-        if self.out:
-            data = b"".join(self.out)
-            self.out.clear()
-            await self.resp.write(data)
-
-    async def relay(self, tail: AsyncGenerator[Json, None]) -> None:
-        """Every chunk of ``tail``; the held bytes go out before each wait for the network."""
-        while True:
-            step = tail.__anext__()
-            try:
-                waiting = step.send(None)  # runs until the chunk is in hand or it must wait
-            except StopIteration as done:  # in hand
-                self.add(done.value)
-                continue
-            except StopAsyncIteration:
-                break
-            try:
-                await self.flush()
-            except BaseException:
-                step.close()  # the client left while the step waited: end it there
-                raise
-            try:
-                self.add(await _Resumed(step, waiting))
-            except StopAsyncIteration:
-                break
-        await self.flush()
-
-
-class _Resumed:
-    """The rest of a step that had to wait, awaited as if it had been awaited from its start:
-    what it waits on goes to the task, and what the task sends or throws (a result, a
-    cancellation) goes back into the step."""
-
-    __slots__ = ("step", "waiting")
-
-    def __init__(self, step: Coroutine[Any, Any, Json], waiting: Any) -> None:
-        self.step, self.waiting = step, waiting
-
-    def __await__(self) -> Generator[Any, Any, Json]:
-        step, waiting = self.step, self.waiting
-        while True:
-            try:
-                sent = yield waiting
-            except BaseException as exc:
-                try:
-                    waiting = step.throw(exc)
-                except StopIteration as done:
-                    return done.value  # type: ignore[no-any-return]
-                continue
-            try:
-                waiting = step.send(sent)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-
-
 def replay(chunks: Iterable[Json], writer: ChunkWriter) -> bytes:
     """The bytes of prepared chunks (a cache hit), without the stream's end."""
     return b"".join(writer.chunk(c) for c in chunks)
+
+
+async def _write_chunk(
+    resp: web.StreamResponse, chunk: Json, writer: ChunkWriter, record: RequestRecord,
+    keep: list[Json] | None,
+) -> None:
+    if keep is not None:
+        keep.append(chunk)
+    usage: Usage | None = usage_from_openai(chunk.get("usage"))
+    if usage is not None:
+        record.usage = usage
+    for choice in chunk.get("choices") or ():
+        content = (choice.get("delta") or {}).get("content")
+        if isinstance(content, str):
+            record.streamed_text.append(content)
+    if data := writer.chunk(chunk):
+        await resp.write(data)
 
 
 SHUTDOWN = UpstreamFailure(
