@@ -1,14 +1,18 @@
 """The gateway's added cost over going direct to the same upstream, side by side in one run.
 
-    .venv/bin/python bench/bench_proxy.py [--seconds 5] [--rounds 3] [--tracing]
+    .venv/bin/python bench/bench_proxy.py [--seconds 5] [--rounds 3] [--concurrency 1,16,64]
+        [--modes json,stream] [--tracing] [--base DIR]
 
 For each concurrency (1, 16, 64), non-streaming and streaming, the same load runs alternately
 against the fake upstream directly and through the gateway (an explicit model: no routing, no
 cache lookup). Non-streaming load comes from wrk (latency percentiles, requests/s); streaming
 load from an aiohttp client that times the first content chunk. Also: the gateway's CPU time per
-request, resident memory idle and under load, and cold start (process start to first answer).
+request (and its main thread's share: the rest is its SQLite writer threads), resident memory
+idle and under load, and cold start (process start to first answer).
 ``--tracing`` turns OpenTelemetry on (every request sampled, spans and metrics exported to
-``bench/otlp_sink.py``), to compare with the same run without it.
+``bench/otlp_sink.py``), to compare with the same run without it. ``--base DIR`` runs a second
+gateway from another checkout (its code on ``PYTHONPATH``) as one more target, ``base``, so a
+change is measured against the build before it in the same run, alternating round by round.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import time
 from pathlib import Path
 
 import aiohttp
-from procs import ROOT, cpu_s, free_port, rss_mib, start, stop, wait_port
+from procs import ROOT, cpu_s, free_port, main_thread_cpu_s, rss_mib, start, stop, wait_port
 
 BODY = {"model": "bench", "messages": [{"role": "user", "content": "Hello there, benchmark!"}]}
 LUA = """wrk.method = "POST"
@@ -100,9 +104,14 @@ output_price_per_mtok = 0.2
 """
 
 
-def create_key(config: Path) -> str:
+def build_env(pythonpath: str | None = None) -> dict[str, str]:
+    """The gateway's environment; ``pythonpath`` runs another checkout's code (``--base``)."""
+    return {**ADMIN_ENV, **({"PYTHONPATH": pythonpath} if pythonpath else {})}
+
+
+def create_key(config: Path, pythonpath: str | None = None) -> str:
     """A tenant and its key, made with the CLI before the gateway starts."""
-    env = {**os.environ, **ADMIN_ENV}
+    env = {**os.environ, **build_env(pythonpath)}
     cli = [sys.executable, "-m", "gateway", "--log-level", "WARNING"]
     subprocess.run([*cli, "tenants", "create", "bench", "--init", "--config", str(config)],
                    check=True, capture_output=True, env=env, cwd=ROOT)
@@ -167,13 +176,15 @@ async def stream_load(
             "requests": len(total)}
 
 
-def cold_start(config: Path, key: str) -> tuple[float, subprocess.Popen[bytes], int]:
+def cold_start(
+    config: Path, key: str, pythonpath: str | None = None
+) -> tuple[float, subprocess.Popen[bytes], int]:
     """Seconds from process start to the first successful answer."""
     port = free_port()
     body = json.dumps(BODY).encode()
     started = time.perf_counter()
     proc = start(["-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
-                 env=ADMIN_ENV)
+                 env=build_env(pythonpath))
     url = f"http://127.0.0.1:{port}/v1/chat/completions"
     import urllib.request
 
@@ -197,8 +208,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--tracing", action="store_true",
                         help="export every request's spans and metrics to an OTLP sink")
+    parser.add_argument("--base", help="another checkout, run side by side as 'base'")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-proxy-"))
     up_port = free_port()
@@ -220,22 +233,28 @@ def main() -> None:
                "floor": f"http://127.0.0.1:{floor_port}/v1/chat/completions",
                "gateway": f"http://127.0.0.1:{gw_port}/v1/chat/completions"}
     pids = {"floor": floor.pid, "gateway": gateway.pid}
+    base = start_base(args.base, tmp, up_port, sink_port) if args.base else None
+    if base is not None:
+        cold_base, proc, port, base_key = base
+        print(f"cold start: gateway {cold_s:.2f} s, base {cold_base:.2f} s", flush=True)
+        targets["base"] = f"http://127.0.0.1:{port}/v1/chat/completions"
+        pids["base"] = proc.pid
+        base_script = tmp / "base.lua"
+        base_script.write_text(LUA % (json.dumps(BODY), base_key))
+    keys = {name: key for name in targets}
+    scripts = {name: script for name in targets}
+    if base is not None:
+        keys["base"], scripts["base"] = base_key, base_script
     results: dict[str, dict[str, float]] = {}
     peak_rss = idle_rss
     try:
         for c in [int(x) for x in args.concurrency.split(",")]:
-            for mode in ("json", "stream"):
+            for mode in args.modes.split(","):
                 runs: dict[str, list[dict[str, float]]] = {name: [] for name in targets}
                 for _ in range(args.rounds):
                     for name, url in targets.items():
-                        pid = pids.get(name)
-                        before = cpu_s(pid) if pid else 0.0
-                        if mode == "json":
-                            r = wrk(url, c, args.seconds, script)
-                        else:
-                            r = asyncio.run(stream_load(url, c, args.seconds, key))
-                        if pid:
-                            r["cpu_ms_per_req"] = (cpu_s(pid) - before) * 1000 / r["requests"]
+                        r = one_load(mode, url, c, args.seconds, keys[name], scripts[name],
+                                     pids.get(name))
                         if name == "gateway":
                             peak_rss = max(peak_rss, rss_mib(gateway.pid))
                         runs[name].append(r)
@@ -244,6 +263,8 @@ def main() -> None:
                 print_row(mode, c, results)
     finally:
         stop(gateway)
+        if base is not None:
+            stop(base[1])
         stop(floor)
         stop(upstream)
         stop_sink(sink, sink_port)
@@ -255,9 +276,40 @@ def main() -> None:
          "rss_peak_mib": peak_rss}, indent=2))
 
 
+def one_load(
+    mode: str, url: str, c: int, seconds: float, key: str, script: Path, pid: int | None
+) -> dict[str, float]:
+    """One round against one target; with ``pid``, that process's CPU per request too."""
+    before = cpu_s(pid) if pid else 0.0
+    main_before = main_thread_cpu_s(pid) if pid else 0.0
+    if mode == "json":
+        r = wrk(url, c, seconds, script)
+    else:
+        r = asyncio.run(stream_load(url, c, seconds, key))
+    if pid:
+        r["cpu_ms_per_req"] = (cpu_s(pid) - before) * 1000 / r["requests"]
+        r["loop_cpu_ms_per_req"] = (main_thread_cpu_s(pid) - main_before) * 1000 / r["requests"]
+    return r
+
+
+def start_base(
+    checkout: str, tmp: Path, up_port: int, sink_port: int | None
+) -> tuple[float, subprocess.Popen[bytes], int, str]:
+    """The gateway of another checkout, with its own data: cold start, process, port, key."""
+    (tmp / "base").mkdir()
+    config = tmp / "base" / "gateway.toml"
+    config.write_text(gateway_config(up_port, str(tmp / "base" / "data"))
+                      + tracing_config(sink_port))
+    key = create_key(config, checkout)
+    cold_s, proc, port = cold_start(config, key, checkout)
+    return cold_s, proc, port, key
+
+
 def print_row(mode: str, c: int, results: dict[str, dict[str, float]]) -> None:
     d = results[f"{mode} c={c} direct"]
-    for name in ("floor", "gateway"):
+    for name in ("floor", "gateway", "base"):
+        if f"{mode} c={c} {name}" not in results:
+            continue
         g = results[f"{mode} c={c} {name}"]
         line = (f"{mode:6} c={c:<3} {name:8} p50 +{g['p50_ms'] - d['p50_ms']:.2f} ms"
                 f" (direct {d['p50_ms']:.2f})")
@@ -266,7 +318,8 @@ def print_row(mode: str, c: int, results: dict[str, dict[str, float]]) -> None:
         if "ttfb_p50_ms" in d:
             line += f" | first chunk +{g['ttfb_p50_ms'] - d['ttfb_p50_ms']:.2f} ms"
         line += (f" | rps {g['rps']:.0f} (direct {d['rps']:.0f})"
-                 f" | cpu {g['cpu_ms_per_req']:.3f} ms/req")
+                 f" | cpu {g['cpu_ms_per_req']:.3f} ms/req (main thread"
+                 f" {g['loop_cpu_ms_per_req']:.3f})")
         print(line, flush=True)
 
 

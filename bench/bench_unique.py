@@ -1,7 +1,7 @@
 """Every request a different prompt: what ``auto``, the semantic cache and an explicit model cost
 when no embedding can be reused, beside the embedding worker's own throughput on the same texts.
 
-    .venv/bin/python bench/bench_unique.py [--seconds 6] [--concurrency 1 16 64]
+    .venv/bin/python bench/bench_unique.py [--seconds 6] [--concurrency 1 16 64] [--data DIR]
 
 Prompts are the distinct texts of CLINC150 and BANKING77 (``../shared/data``, about 25,000); no
 prompt is sent twice in a run, so the gateway's text LRU and the cache never answer from memory.
@@ -46,9 +46,8 @@ MODES = ("explicit", "auto", "cache")
 WORKER_TEXTS = 1500  # the worker alone embeds this many of the prompts the run did not send
 
 
-def unique_prompts() -> list[str]:
+def unique_prompts(data: Path) -> list[str]:
     """The distinct texts of CLINC150 (train and val) and BANKING77, in a fixed order."""
-    data = ROOT.parent / "shared/data"
     texts = [text for name in ("train", "val")
              for split in json.loads((data / f"clinc150/{name}.json").read_text()).values()
              for text, _ in split]
@@ -141,8 +140,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data",
+                        help="the shared data sets (from a worktree: /work/shared/data)")
     args = parser.parse_args()
-    texts = unique_prompts()
+    texts = unique_prompts(args.data)
     tmp = Path(tempfile.mkdtemp(prefix="bench-unique-"))
     up_port, gw_port = free_port(), free_port()
     upstream = start(["bench/fake_upstream.py", "--port", str(up_port)])

@@ -56,6 +56,13 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def main_thread_cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process's main thread alone (its event loop, in a
+    gateway): the rest of ``cpu_s`` is its other threads (SQLite writers, exporters)."""
+    fields = Path(f"/proc/{pid}/task/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
 def rss_mib(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):

@@ -70,6 +70,37 @@ async def test_a_full_batch_is_written_before_the_interval(store: Store) -> None
         await ledger.close()
 
 
+async def test_rows_that_arrive_during_a_write_wait_for_the_next_batch(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer takes what is queued when it wakes, so that under steady load it writes a
+    few full batches, not one transaction after another of the few rows that came meanwhile."""
+    ledger = Ledger(store, LedgerSettings(flush_interval_s=3600, batch_rows=10))
+    real_write = ledger._write
+    sizes: list[int] = []
+
+    async def write(batch: list[UsageRecord | RefusalRecord]) -> None:
+        sizes.append(len(batch))
+        if len(sizes) == 1:
+            for i in range(100, 103):  # three requests finish while the first batch is written
+                ledger.record(row(i))
+        await real_write(batch)
+
+    monkeypatch.setattr(ledger, "_write", write)
+    ledger.start()
+    try:
+        for i in range(10):
+            ledger.record(row(i))
+        await asyncio.wait_for(ledger.wait_written(10), 10)
+        for i in range(10, 17):  # with the three, a full batch again
+            ledger.record(row(i))
+        await asyncio.wait_for(ledger.wait_written(20), 10)
+        assert sizes == [10, 10]
+    finally:
+        await ledger.close()
+    assert len(await recent(store, limit=100)) == 20
+
+
 async def test_a_full_queue_drops_counts_and_logs(
     store: Store, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -170,18 +170,26 @@ class Ledger:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._settings.flush_interval_s)
             self._wake.clear()
-            await self.flush()
+            # Only what is queued now: rows that arrive during the write wait for the next
+            # interval or full batch, so that writes stay few and large. Writing on until the
+            # queue was empty kept the writer busy most of the time under steady load, in
+            # batches of a few rows, each a transaction whose thread work and loop wake-ups
+            # delayed requests.
+            await self.flush(until_empty=False)
             self._report_drops()
 
-    async def flush(self) -> int:
-        """Write every queued row now; the number written."""
+    async def flush(self, *, until_empty: bool = True) -> int:
+        """Write every queued row now, the number written; with ``until_empty`` false, only
+        the rows queued when it starts, not those that arrive while it writes."""
         written = 0
         async with self._flush_lock:
             self._queue_folded()
             batch_rows = self._settings.batch_rows
-            while self._pending:
-                batch = self._pending[:batch_rows]
-                del self._pending[:batch_rows]
+            left = len(self._pending)
+            while self._pending and (until_empty or written < left):
+                size = batch_rows if until_empty else min(batch_rows, left - written)
+                batch = self._pending[:size]
+                del self._pending[:size]
                 try:
                     await self._write(batch)
                 except Exception:

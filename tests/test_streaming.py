@@ -1,0 +1,73 @@
+"""Tests for gateway/pipeline/streaming.py: how relayed chunks are written to the client.
+
+The provider is a small aiohttp app speaking OpenAI's event stream, which controls how its
+bytes are cut into network writes and when it pauses; the client reads as the bytes come. A
+relay that batched its writes (bench/RESULTS.md, issue 20: tried, not kept) must still pass
+the test here: no chunk in hand is held back while the stream waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from tests.conftest import GatewayFactory, model, openai_provider
+
+WORDS = [f" w{i}" for i in range(20)]
+BODY = {"model": "small", "messages": [{"role": "user", "content": "Count"}], "stream": True}
+
+
+def event(delta: dict[str, str], finish: str | None = None) -> bytes:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+HEAD = event({"role": "assistant", "content": ""}) + event({"content": "Counting:"})
+REST = b"".join(event({"content": w}) for w in WORDS) + event({}, "stop") + b"data: [DONE]\n\n"
+
+
+async def gateway_on(
+    aiohttp_server: Any, make_gateway: GatewayFactory, handler: Any
+) -> Any:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    server: TestServer = await aiohttp_server(app)
+    return await make_gateway({"providers": [openai_provider("p1", str(server.make_url("/v1")))],
+                               "models": [model("small", "p1", upstream_model="up")]})
+
+
+def text_of(body: bytes) -> str:
+    out = []
+    for line in body.split(b"\n"):
+        if line.startswith(b"data: {"):
+            for choice in json.loads(line[6:])["choices"]:
+                out.append(choice["delta"].get("content", ""))
+    return "".join(out)
+
+
+async def test_a_chunk_in_hand_is_not_held_back_while_the_stream_waits(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    seen = asyncio.Event()
+
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD + event({"content": " held?"}))
+        await seen.wait()  # the rest only once the client has the chunk before the pause
+        await resp.write(REST)
+        return resp
+
+    client = await gateway_on(aiohttp_server, make_gateway, provider)
+    resp = await client.post("/v1/chat/completions", json=BODY)
+    body = b""
+    async for data in resp.content.iter_any():
+        body += data
+        if b" held?" in body:
+            seen.set()
+    assert text_of(body) == "Counting: held?" + "".join(WORDS)
