@@ -3,19 +3,22 @@ feedback in SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from gateway.core.answer import Attempt, Deployment
 from gateway.core.config import ModelSettings, ProviderSettings
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.routing.escalation import EscalationKind, EscalationReason
 from gateway.routing.policy import Decision, LearnedNote, Reason, RouteScore, TierEstimate
-from gateway.routing.signals import Answered, SignalStore, prompt_key
+from gateway.routing.signals import Answered, PromptVector, Signal, SignalStore, prompt_key
 
 DECISION = Decision("code", "reasoning", Reason.CONFIDENT, "confidence 0.9 >= 0.8",
                     confidence=0.9, score=0.7, margin=0.2,
@@ -126,3 +129,40 @@ async def test_a_learned_decision_records_its_estimates_and_the_intent_tier(
     assert json.loads(str(detail))["learned"] == {
         "prior_tier": "cheap", "explored": False, "outcomes": 6,
         "p": {"cheap": 0.3, "reasoning": 0.95}}
+
+
+async def test_signals_that_arrive_during_a_write_wait_for_the_next_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The writer takes what is queued when it wakes, so that under steady load it writes a few
+    full batches, not one transaction after another of the few signals that came meanwhile."""
+    store = await SignalStore.open(tmp_path / "s.sqlite3", batch=10, flush_interval_s=3600)
+    sink = store._sink
+    real_write = sink.write
+    sizes: list[int] = []
+    ten, twenty = asyncio.Event(), asyncio.Event()
+
+    async def write(signals: Sequence[Signal], vectors: Sequence[PromptVector],
+                    model: str) -> None:
+        sizes.append(len(signals))
+        if len(sizes) == 1:
+            for i in range(100, 103):  # three requests finish while the first batch is written
+                store.decision(f"r{i}", DECISION, "", None)
+        await real_write(signals, vectors, model)
+        ten.set()
+        if sum(sizes) >= 20:
+            twenty.set()
+
+    monkeypatch.setattr(sink, "write", write)
+    store.start()
+    try:
+        for i in range(10):
+            store.decision(f"r{i}", DECISION, "", None)
+        await asyncio.wait_for(ten.wait(), 10)
+        for i in range(10, 17):  # with the three, a full batch again
+            store.decision(f"r{i}", DECISION, "", None)
+        await asyncio.wait_for(twenty.wait(), 10)
+        assert sizes == [10, 10]
+    finally:
+        await store.close()
+    assert rows(tmp_path / "s.sqlite3", "SELECT count(*) FROM signals") == [(20,)]

@@ -268,15 +268,22 @@ class SignalStore:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
             self._wake.clear()
-            await self.flush()
+            # Only what is queued now (as the ledger's writer): signals that arrive during the
+            # write wait for the next interval or full batch, so writes stay few and large
+            # instead of back-to-back transactions of the few that came meanwhile.
+            await self.flush(until_empty=False)
 
-    async def flush(self) -> int:
-        """Write every queued signal now; how many were written."""
-        written = 0
+    async def flush(self, *, until_empty: bool = True) -> int:
+        """Write every queued signal now, how many were written; with ``until_empty`` false,
+        only those queued when it starts."""
+        written = taken = 0
         async with self._lock:
-            while self._signals:
-                signals, vectors = self._signals[: self._batch], self._vectors
-                del self._signals[: self._batch]
+            left = len(self._signals)
+            while self._signals and (until_empty or taken < left):
+                size = self._batch if until_empty else min(self._batch, left - taken)
+                signals, vectors = self._signals[:size], self._vectors
+                del self._signals[:size]
+                taken += size
                 self._vectors = []
                 try:
                     await self._sink.write(signals, vectors, self.model)
