@@ -2,7 +2,7 @@
 and the cold start; several builds side by side in one run.
 
     .venv/bin/python bench/bench_memory.py [--requests 2000] [--concurrency 16] [--rounds 2]
-        [--tree DIR ...]
+        [--cache] [--data DIR] [--tree DIR ...]
 
 Each ``--tree`` is a checkout of the repository (default: this one); its gateway runs with that
 tree's code (``PYTHONPATH``, working directory) and the same model directory, fake upstream
@@ -158,11 +158,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--quiet-s", type=float, default=3.0,
                         help="how long after the load the last snapshot is taken")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data",
+                        help="the shared data folder the unique prompts are drawn from")
+    parser.add_argument("--cache", action="store_true",
+                        help="the semantic cache on, as in the default configuration")
     parser.add_argument("--tree", type=Path, action="append",
                         help="a checkout of the repository to run (repeatable; default: this one)")
     args = parser.parse_args()
     trees = [t.resolve() for t in (args.tree or [ROOT])]
-    texts = unique_prompts()
+    texts = unique_prompts(args.data)
     tmp = Path(tempfile.mkdtemp(prefix="bench-memory-"))
     up_port = free_port()
     upstream = start(["bench/fake_upstream.py", "--port", str(up_port)])
@@ -171,7 +175,10 @@ def main() -> None:
     try:
         wait_port(up_port)
         config = tmp / "gateway.toml"
-        config.write_text(gateway_config(up_port, str(tmp / "data")))
+        text = gateway_config(up_port, str(tmp / "data"))
+        if args.cache:  # the default configuration's cache: its index and typo folding loaded
+            text = text.replace("[cache]\nenabled = false", "[cache]\nenabled = true")
+        config.write_text(text)
         key = create_key(config)
         for _ in range(args.rounds):
             for tree in trees:

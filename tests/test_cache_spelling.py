@@ -50,7 +50,7 @@ def test_a_capitalised_word_is_folded_only_where_it_starts_the_text(speller: Spe
 
 
 def test_of_several_corrections_the_most_frequent_is_taken() -> None:
-    speller = Speller({"house": 500, "horse": 200}, frozenset())
+    speller = Speller.of({"house": 500, "horse": 200}, frozenset())
     assert speller.correction("hoose") == "house"
-    assert Speller({"house": 50}, frozenset()).correction("hoose") is None  # too rare to trust
-    assert Speller({"house": 500}, frozenset({"hoose"})).correction("hoose") is None  # known
+    assert Speller.of({"house": 50}, frozenset()).correction("hoose") is None  # too rare to trust
+    assert Speller.of({"house": 500}, frozenset({"hoose"})).correction("hoose") is None  # known
