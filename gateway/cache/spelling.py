@@ -27,7 +27,6 @@ import re
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -65,10 +64,12 @@ class Speller:
     @classmethod
     def of(cls, counts: Mapping[str, int], extra: Iterable[str]) -> Speller:
         """From word frequencies (every key a known word) and known words with no frequency."""
-        known = np.unique(np.fromiter((hash(w) for w in chain(counts, extra)), dtype=np.int64))
-        common = [(hash(w), c) for w, c in counts.items() if c >= MIN_TARGET_COUNT]
-        pairs = np.array(sorted(common), dtype=np.int64).reshape(-1, 2)
-        return cls(known, pairs[:, 0].copy(), pairs[:, 1].copy())
+        codes = np.fromiter(map(hash, counts), dtype=np.int64, count=len(counts))
+        frequencies = np.fromiter(counts.values(), dtype=np.int64, count=len(counts))
+        common = frequencies >= MIN_TARGET_COUNT
+        order = np.argsort(codes[common])
+        known = np.unique(np.concatenate([codes, np.fromiter(map(hash, extra), dtype=np.int64)]))
+        return cls(known, codes[common][order], frequencies[common][order])
 
     def known(self, word: str) -> bool:
         return bool(_lookup(self.known_hashes, np.array([hash(word)], dtype=np.int64))[1][0])
