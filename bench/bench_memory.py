@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import statistics
 import subprocess
@@ -33,7 +34,7 @@ import time
 from pathlib import Path
 
 from bench_proxy import ADMIN_ENV, create_key, gateway_config
-from bench_unique import BYPASS, Feed, unique_prompts, worker_pid
+from bench_unique import BYPASS, Feed, load, unique_prompts, worker_pid
 from procs import ROOT, free_port, start, stop, wait_port
 
 FIELDS = ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Anonymous")
@@ -81,29 +82,6 @@ async def ready(url: str, timeout_s: float = 60.0) -> None:
     raise RuntimeError(f"{url} not ready in {timeout_s} s")
 
 
-async def auto_requests(url: str, key: str, feed: Feed, count: int, concurrency: int
-                        ) -> list[float]:
-    """Latencies (ms) of ``count`` ``auto`` requests, each a new prompt, ``concurrency`` at once."""
-    import aiohttp
-
-    headers = {"Authorization": f"Bearer {key}", **BYPASS}
-    latencies: list[float] = []
-    async with aiohttp.ClientSession(headers=headers) as session:
-
-        async def caller() -> None:
-            while len(latencies) < count:
-                body = {"model": "auto", "messages": [{"role": "user", "content": feed.take()}]}
-                started = time.perf_counter()
-                async with session.post(url, json=body) as resp:
-                    await resp.read()
-                    if resp.status != 200:
-                        raise RuntimeError(f"auto: HTTP {resp.status}")
-                latencies.append((time.perf_counter() - started) * 1000)
-
-        await asyncio.gather(*(caller() for _ in range(concurrency)))
-    return latencies
-
-
 def snapshot(gateway: int, worker: int) -> dict[str, dict[str, float]]:
     both = {"gateway": memory_mib(gateway), "worker": memory_mib(worker)}
     both["total"] = {k: both["gateway"][k] + both["worker"][k] for k in both["gateway"]}
@@ -125,7 +103,8 @@ def one_start(tree: Path, config: Path, key: str, feed: Feed, args: argparse.Nam
         worker = worker_pid(proc.pid)
         idle = snapshot(proc.pid, worker)
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        latencies = asyncio.run(auto_requests(url, key, feed, args.requests, args.concurrency))
+        latencies = asyncio.run(load(url, key, "auto", feed, args.concurrency, math.inf,
+                                     count=args.requests))
         loaded = snapshot(proc.pid, worker)
         time.sleep(args.quiet_s)  # the figure itself: memory once the load has stopped
         quiet = snapshot(proc.pid, worker)

@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import csv
 import json
+import math
 import random
 import statistics
 import tempfile
@@ -90,8 +91,9 @@ class Feed:
 
 
 async def load(url: str, key: str, mode: str, feed: Feed, concurrency: int,
-               seconds: float) -> list[float]:
-    """Latencies (ms) of a closed loop of ``concurrency`` callers for ``seconds``."""
+               seconds: float, count: float = math.inf) -> list[float]:
+    """Latencies (ms) of a closed loop of ``concurrency`` callers for ``seconds`` or until
+    about ``count`` requests have been answered, whichever comes first."""
     headers = {"Authorization": f"Bearer {key}", **({} if mode == "cache" else BYPASS)}
     model = "auto" if mode == "auto" else "bench"
     latencies: list[float] = []
@@ -100,7 +102,7 @@ async def load(url: str, key: str, mode: str, feed: Feed, concurrency: int,
     async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def caller() -> None:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and len(latencies) < count:
                 body = {"model": model, "messages": [{"role": "user", "content": feed.take()}]}
                 started = time.perf_counter()
                 async with session.post(url, json=body) as resp:
