@@ -82,11 +82,13 @@ class LearningSettings:
     quality"). ``explore_share`` of eligible requests go to another tier than the estimate
     picks. Outcomes lose half their weight every ``half_life_s``; at most ``max_outcomes`` are
     remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
-    forgotten first. ``k`` neighbours inform an estimate, each weighted by
-    ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many outcomes'
-    worth the intent route's decision counts for, ``baseline_weight`` the same for the tier's
-    overall rate. ``dim`` is the size vectors are projected to before they are remembered (a
-    fixed seeded random projection: it bounds memory). ``file`` defaults to
+    forgotten first. ``k`` neighbours inform an estimate, those with a cosine similarity below
+    ``floor`` not at all (unrelated prompts: with none above it the intent decision stands), the
+    others weighted by ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight``
+    is how many outcomes' worth the intent route's decision counts for, ``linear_weight`` the same
+    (at most) for each tier's ridge regression over the whole embedding (L2 penalty ``ridge``).
+    ``dim`` is the size vectors are projected to before they are remembered (a fixed seeded
+    random projection: it bounds memory). ``file`` defaults to
     ``<data_dir>/learning.sqlite3``.
     """
 
@@ -99,7 +101,9 @@ class LearningSettings:
     k: int = 64
     sharpness: float = 10.0
     prior_weight: float = 2.0
-    baseline_weight: float = 0.0
+    floor: float = 0.3
+    linear_weight: float = 8.0
+    ridge: float = 10.0
     dim: int = 192
     seed: int = 0
     file: Path | None = None
@@ -122,7 +126,9 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         k=t.count("k", 64),
         sharpness=t.non_negative("sharpness", 10.0),
         prior_weight=t.positive("prior_weight", 2.0),
-        baseline_weight=t.non_negative("baseline_weight", 0.0),
+        floor=t.get("floor", float, 0.3),
+        linear_weight=t.non_negative("linear_weight", 8.0),
+        ridge=t.positive("ridge", 10.0),
         dim=t.count("dim", 192, minimum=8),
         seed=t.get("seed", int, 0),
         file=_path(t, "file", base_dir),
@@ -131,6 +137,8 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     )
     if settings.quality_target > 1.0:
         raise t.fail("quality_target", "a number above 0 and at most 1")
+    if not -1.0 <= settings.floor <= 1.0:
+        raise t.fail("floor", "a cosine similarity from -1 to 1")
     if settings.explore_share >= 1.0:
         raise t.fail("explore_share", "a number of 0 or more and below 1")
     t.reject_unknown()
