@@ -77,11 +77,13 @@ def parse_outcomes(t: Table) -> OutcomeSettings:
 class LearningSettings:
     """The ``[routing.learning]`` table: the learned policy and its learner.
 
-    ``quality_target`` is relative: a tier qualifies when its estimated acceptability reaches
-    ``quality_target`` times the best tier's estimate (0.95: "95% of the strongest tier's
-    quality"). ``explore_share`` of eligible requests go to another tier than the estimate
-    picks. Outcomes lose half their weight every ``half_life_s``; at most ``max_outcomes`` are
-    remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
+    ``quality_target`` is relative: the share of the best tier's estimated quality to keep on
+    average (0.95: "95% of the strongest tier's quality"). A tier qualifies when its estimate
+    reaches a threshold times the best tier's; the threshold starts at ``quality_target`` and
+    moves by ``calibration_rate`` per decision so that the quality given up on average is what
+    the target allows (0: a fixed threshold). ``explore_share`` of eligible requests go to another
+    tier than the estimate picks. Outcomes lose half their weight every ``half_life_s``; at most
+    ``max_outcomes`` are remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
     forgotten first. ``k`` neighbours inform an estimate, those with a cosine similarity below
     ``floor`` not at all (unrelated prompts: with none above it the intent decision stands), the
     others weighted by ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight``
@@ -93,7 +95,8 @@ class LearningSettings:
     """
 
     enabled: bool = False
-    quality_target: float = 0.86
+    quality_target: float = 0.95
+    calibration_rate: float = 0.05
     explore_share: float = 0.02
     half_life_s: float = 7 * 86400.0
     max_outcomes: int = 100_000
@@ -118,7 +121,8 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
     settings = LearningSettings(
         enabled=t.get("enabled", bool, False),
-        quality_target=t.positive("quality_target", 0.86),
+        quality_target=t.positive("quality_target", 0.95),
+        calibration_rate=t.non_negative("calibration_rate", 0.05),
         explore_share=t.non_negative("explore_share", 0.02),
         half_life_s=t.positive("half_life_s", 7 * 86400.0),
         max_outcomes=t.count("max_outcomes", 100_000, minimum=16),

@@ -1,14 +1,18 @@
-"""The learned policy: the cheapest tier whose estimated acceptability reaches the target.
+"""The learned policy: the cheapest tier whose estimated acceptability reaches the threshold.
 
 ``LearnedPolicy.decide(evidence, vector, tenant, may_explore=...)`` first lets the intent
 policy (``ThresholdPolicy``, the prior) decide, turns its tier into a prior over the tiers
 (its tier and the stronger ones acceptable, the cheaper ones less so), asks the ``Learner``
 for each tier's estimate, and picks the cheapest tier (by ``costs``, from the model prices)
-whose estimate reaches ``quality_target`` times the best estimate. With no evidence it
-returns the intent decision unchanged. A seeded share ``explore_share`` of decisions that
+whose estimate reaches ``threshold`` times the best estimate. With no evidence it returns the
+intent decision unchanged. The threshold starts at ``quality_target`` and calibrates itself
+(``calibration_rate``): after each learned decision it moves so that the estimated quality
+given up on average is what ``quality_target`` allows, e.g. 5% of the best tier's for 0.95, so
+the same target holds on data whose base rates differ (an easier mix of prompts sends more to
+the cheap tier without a new target). A seeded share ``explore_share`` of decisions that
 ``may_explore`` (never for a tenant past its budget) go to another tier instead, so a region
 where a tier once failed is tried again now and then. Cheap-first escalation stays on.
-Touches nothing: the learner owns its memory.
+Touches nothing: the learner owns its memory; the threshold lives in this process only.
 """
 
 from __future__ import annotations
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 
 PRIOR_ACCEPTABLE = 0.9
 """The prior acceptability of the intent decision's tier and every stronger one."""
+MIN_THRESHOLD = 0.5
+"""The calibrated threshold never drops below this: a tier half as good never qualifies."""
 PRIOR_SHORTFALL = 0.95
 """A cheaper tier's prior is this share of what the target asks: just short of it, so no
 target picks it cold, and a few good outcomes nearby are enough to pick it."""
@@ -88,6 +94,8 @@ class LearnedPolicy:
             plan.order, key=lambda t: (self.costs.get(t, 0.0), plan.rank(t))
         ))
         self._rng = random.Random(settings.seed if seed is None else seed)
+        self.threshold = settings.quality_target
+        """The per-prompt threshold: a tier qualifies at this share of the best estimate."""
 
     def decide(
         self, evidence: Evidence, vector: FloatArray, tenant: str | None = None, *,
@@ -104,7 +112,7 @@ class LearnedPolicy:
         """``intent`` (the prior's decision) revised by the learned estimates."""
         if intent.tier not in self.order:
             return intent  # a tier the plan does not order: nothing to compare it with
-        target = self.settings.quality_target
+        target = self.threshold
         prior = tier_prior(self.plan, self.order, intent.tier, target)
         try:
             estimates = self.learner.estimate(vector, self.order, tenant, prior)
@@ -114,6 +122,7 @@ class LearnedPolicy:
         if not any(e.count for e in estimates.values()):
             return intent  # nothing learned near this prompt: decide exactly as the routes do
         tier = cheapest_reaching(estimates, self.order, target)
+        self._calibrate(estimates, tier)
         explored = (
             may_explore and len(self.order) > 1
             and self._rng.random() < self.settings.explore_share
@@ -125,6 +134,18 @@ class LearnedPolicy:
             intent, tier=tier, reason=Reason.EXPLORED if explored else Reason.LEARNED,
             detail=_detail(note, tier, target, intent), learned=note,
         )
+
+    def _calibrate(self, estimates: Mapping[str, TierEstimate], tier: str) -> None:
+        """Move the per-prompt threshold so that the estimated quality given up on average
+        (the best estimate minus the chosen tier's) matches what ``quality_target`` allows
+        ((1 - target) x the best estimate): a step of ``calibration_rate`` per decision."""
+        rate = self.settings.calibration_rate
+        if rate <= 0.0:
+            return
+        best = max(e.p for e in estimates.values())
+        allowed = (1.0 - self.settings.quality_target) * best
+        given_up = best - estimates[tier].p
+        self.threshold = min(1.0, max(MIN_THRESHOLD, self.threshold - rate * (allowed - given_up)))
 
 
 def _detail(note: LearnedNote, tier: str, target: float, intent: Decision) -> str:
