@@ -222,7 +222,7 @@ async def test_the_linear_estimate_survives_a_restart_beyond_the_outcomes_kept(
     rebuilt = Learner(settings, clock=still(5.0))  # what the 16 kept outcomes alone would say
     rebuilt.learn(fail_tax_pass_chat(tax_vectors, chat_vectors, at_s=5.0)[-16:])
     alone = [rebuilt.estimate(v, TIERS) for v in (*tax_vectors, *chat_vectors)]
-    for b, a, r in zip(before, after, alone, strict=True):
+    for b, a in zip(before, after, strict=True):
         assert abs(a["cheap"].p - b["cheap"].p) < 1e-3
     assert max(abs(r["cheap"].p - b["cheap"].p) for b, r in zip(before, alone, strict=True)) > 0.05
     # Tax questions fail on the cheap tier and chat passes: the restored estimate still says so.

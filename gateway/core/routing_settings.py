@@ -79,24 +79,24 @@ class LearningSettings:
 
     ``quality_target`` is relative: the share of the best tier's estimated quality to keep on
     average (0.95: "95% of the strongest tier's quality"). A tier qualifies when its estimate
-    reaches a threshold times the best tier's; the threshold starts at ``quality_target`` and
-    moves by ``calibration_rate`` per decision so that the quality given up on average is what
-    the target allows (0: a fixed threshold). ``explore_share`` of eligible requests go to another
-    tier than the estimate picks. Outcomes lose half their weight every ``half_life_s``; at most
-    ``max_outcomes`` are remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
-    forgotten first. ``k`` neighbours inform an estimate, those with a cosine similarity below
-    ``floor`` not at all (unrelated prompts: with none above it the intent decision stands), the
-    others weighted by ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight``
-    is how many outcomes' worth the intent route's decision counts for, ``linear_weight`` the same
-    (at most) for each tier's ridge regression over the whole embedding (L2 penalty ``ridge``).
-    ``dim`` is the size vectors are projected to before they are remembered (a fixed seeded
-    random projection: it bounds memory). ``file`` defaults to
-    ``<data_dir>/learning.sqlite3``.
+    reaches a threshold times the best tier's; the threshold starts at ``quality_target`` and is
+    then set, over the last ``calibration_window`` decisions, so that the estimated quality given
+    up is what the target allows (0: a fixed threshold). ``explore_share`` of eligible requests go
+    to another tier than the estimate picks. Outcomes lose half their weight every
+    ``half_life_s``; at most ``max_outcomes`` are remembered per scope (``global``: one memory;
+    ``tenant``: one per tenant), the oldest forgotten first. ``k`` neighbours inform an estimate,
+    those with a cosine similarity below ``floor`` not at all (unrelated prompts: with none above
+    it the intent decision stands), the others weighted by
+    ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many
+    outcomes' worth the intent route's decision counts for, ``linear_weight`` the same (at most)
+    for each tier's ridge regression over the whole embedding (L2 penalty ``ridge``). ``dim`` is
+    the size vectors are projected to before they are remembered (a fixed seeded random
+    projection: it bounds memory). ``file`` defaults to ``<data_dir>/learning.sqlite3``.
     """
 
     enabled: bool = False
     quality_target: float = 0.95
-    calibration_rate: float = 0.05
+    calibration_window: int = 500
     explore_share: float = 0.02
     half_life_s: float = 7 * 86400.0
     max_outcomes: int = 100_000
@@ -111,7 +111,6 @@ class LearningSettings:
     seed: int = 0
     file: Path | None = None
     queue: int = 10_000
-    step_budget_ms: float = 0.5
 
     def path(self, data_dir: Path) -> Path:
         return self.file or data_dir / "learning.sqlite3"
@@ -122,7 +121,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     settings = LearningSettings(
         enabled=t.get("enabled", bool, False),
         quality_target=t.positive("quality_target", 0.95),
-        calibration_rate=t.non_negative("calibration_rate", 0.05),
+        calibration_window=t.count("calibration_window", 500, minimum=0),
         explore_share=t.non_negative("explore_share", 0.02),
         half_life_s=t.positive("half_life_s", 7 * 86400.0),
         max_outcomes=t.count("max_outcomes", 100_000, minimum=16),
@@ -137,7 +136,6 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         seed=t.get("seed", int, 0),
         file=_path(t, "file", base_dir),
         queue=t.count("queue", 10_000),
-        step_budget_ms=t.positive("step_budget_ms", 0.5),
     )
     if settings.quality_target > 1.0:
         raise t.fail("quality_target", "a number above 0 and at most 1")

@@ -3,10 +3,10 @@
 An ``Outcome`` says how acceptable (0..1) one tier's answer was for one prompt vector, with a
 weight, a wall-clock time, the tenant and its source (feedback, escalation, retry, failure,
 replay). ``Learner.observe`` only appends to a bounded queue (it never waits and never fails:
-a full queue drops and counts); a background task started by ``start`` folds the queue into
-memory in steps of at most ``step_budget_ms`` (so no step holds the event loop longer) and
-persists outcomes to SQLite (``learning.sqlite3``); ``start`` restores them, ``close`` writes
-what is left.
+a full queue drops and counts); a background task started by ``start`` has the queue folded
+into memory in a worker thread (the graph update and the products release the GIL, so the event
+loop is not held; an estimate waits for at most one outcome's fold) and persists outcomes to
+SQLite (``learning.sqlite3``); ``start`` restores them, ``close`` writes what is left.
 
 ``Learner.estimate(vector, tiers, tenant, prior)`` answers, for each tier, the probability of an
 acceptable answer, pooling three things: the prior (the intent decision's view, ``prior_weight``
@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -47,6 +48,9 @@ log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float32]
 NEUTRAL_PRIOR = 0.5
 _RESTORE_THREADS = 2  # start-up, before requests: both cores
+_BATCH = 256  # outcomes handed to the worker thread at once
+_ERROR_DECAY = 0.999  # the estimates' bias is measured over about the last 1,000 outcomes
+_ERROR_PRIOR = 20.0  # outcomes' worth of "no bias" while few have come back
 
 
 class Source:
@@ -104,6 +108,11 @@ class Learner:
         self._projection = Projection(settings.dim, settings.seed)
         self._memories: dict[str, Memory] = {}
         self._linear: dict[str, Linear] = {}
+        self._errors: dict[str, list[float]] = {}
+        # hnswlib's search is not safe during an update of the same graph; re-entrant: a fold
+        # scores the estimate for its outcome first.
+        self._lock = threading.RLock()
+        self._folding: asyncio.Future[None] | None = None
         self._tiers: dict[str, int] = {}
         self._queue: deque[Outcome] = deque()
         self._unsaved: list[StoredOutcome] = []
@@ -146,6 +155,8 @@ class Learner:
 
     def _fold(self, outcomes: Sequence[Outcome], threads: int = 1,
               to_linear: bool = True) -> None:
+        if len(outcomes) == 1:  # one at a time, as they arrive: score the estimate first
+            self._score(outcomes[0])
         by_scope: dict[str, list[Outcome]] = {}
         for o in outcomes:
             by_scope.setdefault(self._scope(o.tenant), []).append(o)
@@ -172,6 +183,22 @@ class Learner:
             )
             if self._store is not None:
                 self._unsaved.extend(_stored(scope, o) for o in items)
+
+    def _score(self, o: Outcome) -> None:
+        """Record how far the estimate for ``o``'s prompt, made before learning it, was from
+        what happened (only where the estimate rested on evidence)."""
+        estimate = self.estimate(o.vector, (o.tier,), o.tenant)[o.tier]
+        if estimate.count == 0:
+            return
+        error = self._errors.setdefault(o.tier, [0.0, 0.0])
+        error[0] = error[0] * _ERROR_DECAY + (estimate.p - o.acceptable)
+        error[1] = error[1] * _ERROR_DECAY + 1.0
+
+    def bias(self, tier: str) -> float:
+        """How much the estimates of ``tier`` exceeded the outcomes that came back, on recent
+        outcomes (about the last thousand; shrunk towards 0 while there are few)."""
+        total, count = self._errors.get(tier, (0.0, 0.0))
+        return total / (count + _ERROR_PRIOR)
 
     def _fold_linear(self, scope: str, items: Sequence[Outcome]) -> None:
         linear = self._linear.get(scope)
@@ -203,7 +230,8 @@ class Learner:
         """
         prior = prior or {}
         memory = self._memories.get(self._scope(tenant))
-        hood = self._neighbours(memory, vector)
+        with self._lock:
+            hood = self._neighbours(memory, vector)
         if memory is None or hood is None:
             return {t: TierEstimate(prior.get(t, NEUTRAL_PRIOR), 0.0, 0) for t in tiers}
         s, now = self.settings, self.clock()
@@ -295,29 +323,28 @@ class Learner:
         self.refit()
 
     async def _run(self) -> None:
-        budget_s = self.settings.step_budget_ms / 1000.0
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                self._step(budget_s)
-                await asyncio.sleep(0)  # let requests in between steps
+                batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
+                # Folded in a worker thread: hnswlib's update and numpy's products run without
+                # the GIL, so the event loop is never held by a graph update (~0.25 ms each).
+                self._folding = loop.run_in_executor(None, self._fold_each, batch)
+                await asyncio.shield(self._folding)  # close() waits for a batch under way
             # Nothing folds while this runs: this task is the only one that folds.
             await asyncio.to_thread(self.refit)
             await self._save()
             if not self._queue:
                 self._idle.set()
 
-    def _step(self, budget_s: float) -> None:
-        """Fold queued outcomes one by one while the next one, costing what the last did, still
-        fits in ``budget_s`` (at least one: a single graph update stays well under 1 ms)."""
-        start = time.perf_counter()
-        while self._queue:
-            before = time.perf_counter()
-            self._fold([self._queue.popleft()])
-            after = time.perf_counter()
-            if after - start + (after - before) > budget_s:
-                return
+    def _fold_each(self, batch: Sequence[Outcome]) -> None:
+        """Fold ``batch`` one outcome at a time, each under the lock that estimates take: an
+        estimate waits for one graph update at most, never for the batch."""
+        for o in batch:
+            with self._lock:
+                self._fold([o])
 
     async def _save(self) -> None:
         if self._store is None or not self._unsaved:
@@ -360,7 +387,11 @@ class Learner:
         if self._task is not None:
             await stop_task(self._task)
             self._task = None
-        self._fold(list(self._queue))
+        if self._folding is not None:
+            await asyncio.wait([self._folding])  # a batch the worker thread is still folding
+            self._folding = None
+        with self._lock:
+            self._fold(list(self._queue))
         self._queue.clear()
         await self._save()
         try:

@@ -5,14 +5,16 @@ policy (``ThresholdPolicy``, the prior) decide, turns its tier into a prior over
 (its tier and the stronger ones acceptable, the cheaper ones less so), asks the ``Learner``
 for each tier's estimate, and picks the cheapest tier (by ``costs``, from the model prices)
 whose estimate reaches ``threshold`` times the best estimate. With no evidence it returns the
-intent decision unchanged. The threshold starts at ``quality_target`` and calibrates itself
-(``calibration_rate``): after each learned decision it moves so that the estimated quality
-given up on average is what ``quality_target`` allows, e.g. 5% of the best tier's for 0.95, so
-the same target holds on data whose base rates differ (an easier mix of prompts sends more to
-the cheap tier without a new target). A seeded share ``explore_share`` of decisions that
-``may_explore`` (never for a tenant past its budget) go to another tier instead, so a region
-where a tier once failed is tried again now and then. Cheap-first escalation stays on.
-Touches nothing: the learner owns its memory; the threshold lives in this process only.
+intent decision unchanged. Estimates are first corrected by each tier's measured bias (how far
+its estimates ran above the outcomes that came back: ``Learner.bias``). The threshold starts at
+``quality_target`` and calibrates itself: after each learned decision it is set to the lowest
+that, over the last ``calibration_window`` prompts, would give up no more estimated quality than
+``quality_target`` allows (5% of the best tier's for 0.95), so the same target holds on data
+whose base rates differ (an easier mix of prompts sends more to the cheap tier). A seeded share
+``explore_share`` of decisions that ``may_explore`` (never for a tenant past its budget) go to
+another tier instead, so a region where a tier once failed is tried again now and then.
+Cheap-first escalation stays on. Touches nothing: the learner owns its memory; the threshold
+lives in this process only.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Protocol
 
+import numpy as np
+
 from gateway.core.routing_settings import LearningSettings, TierPlan
 from gateway.routing.classifier import FloatArray
 from gateway.routing.learned.learner import Learner
@@ -32,6 +36,8 @@ log = logging.getLogger(__name__)
 
 PRIOR_ACCEPTABLE = 0.9
 """The prior acceptability of the intent decision's tier and every stronger one."""
+CALIBRATE_AFTER = 50
+"""Prompts decided before the calibrated threshold replaces ``quality_target``."""
 MIN_THRESHOLD = 0.5
 """The calibrated threshold never drops below this: a tier half as good never qualifies."""
 PRIOR_SHORTFALL = 0.95
@@ -96,6 +102,8 @@ class LearnedPolicy:
         self._rng = random.Random(settings.seed if seed is None else seed)
         self.threshold = settings.quality_target
         """The per-prompt threshold: a tier qualifies at this share of the best estimate."""
+        self._window = (_Window(settings.calibration_window)
+                        if settings.calibration_window > 0 and len(self.order) > 1 else None)
 
     def decide(
         self, evidence: Evidence, vector: FloatArray, tenant: str | None = None, *,
@@ -121,8 +129,13 @@ class LearnedPolicy:
             return intent
         if not any(e.count for e in estimates.values()):
             return intent  # nothing learned near this prompt: decide exactly as the routes do
+        # Corrected by how far each cheaper tier's estimates ran above the outcomes that came
+        # back (it is served where its estimate is high, which flatters it). Not the dearest
+        # tier: its outcomes come mostly from escalations, the hardest prompts, a biased sample.
+        estimates = {t: replace(e, p=min(1.0, max(0.0, e.p - self.learner.bias(t))))
+                     if t != self.order[-1] else e for t, e in estimates.items()}
         tier = cheapest_reaching(estimates, self.order, target)
-        self._calibrate(estimates, tier)
+        self._calibrate(estimates)
         explored = (
             may_explore and len(self.order) > 1
             and self._rng.random() < self.settings.explore_share
@@ -135,17 +148,45 @@ class LearnedPolicy:
             detail=_detail(note, tier, target, intent), learned=note,
         )
 
-    def _calibrate(self, estimates: Mapping[str, TierEstimate], tier: str) -> None:
-        """Move the per-prompt threshold so that the estimated quality given up on average
-        (the best estimate minus the chosen tier's) matches what ``quality_target`` allows
-        ((1 - target) x the best estimate): a step of ``calibration_rate`` per decision."""
-        rate = self.settings.calibration_rate
-        if rate <= 0.0:
+    def _calibrate(self, estimates: Mapping[str, TierEstimate]) -> None:
+        """Remember this prompt's estimates and set the threshold to the lowest that, over the
+        last ``calibration_window`` prompts, gives up no more estimated quality (the best
+        estimate minus the cheapest tier's, on prompts sent to the cheapest tier) than
+        ``quality_target`` allows: (1 - target) x the sum of the best estimates."""
+        window = self._window
+        if window is None:
             return
         best = max(e.p for e in estimates.values())
-        allowed = (1.0 - self.settings.quality_target) * best
-        given_up = best - estimates[tier].p
-        self.threshold = min(1.0, max(MIN_THRESHOLD, self.threshold - rate * (allowed - given_up)))
+        cheapest = estimates[self.order[0]].p
+        window.add(cheapest / best if best > 0 else 1.0, best - cheapest, best)
+        if window.size >= min(CALIBRATE_AFTER, len(window.ratio)):
+            self.threshold = max(MIN_THRESHOLD, window.threshold(self.settings.quality_target))
+
+
+class _Window:
+    """The last prompts' (ratio, quality given up if sent to the cheapest tier, best estimate)
+    in a ring of numpy arrays."""
+
+    def __init__(self, size: int) -> None:
+        self.ratio = np.zeros(size)
+        self.gap = np.zeros(size)
+        self.best = np.zeros(size)
+        self.size = 0
+        self._next = 0
+
+    def add(self, ratio: float, gap: float, best: float) -> None:
+        i = self._next
+        self.ratio[i], self.gap[i], self.best[i] = ratio, max(0.0, gap), best
+        self._next = (i + 1) % len(self.ratio)
+        self.size = min(self.size + 1, len(self.ratio))
+
+    def threshold(self, target: float) -> float:
+        ratio, gap = self.ratio[: self.size], self.gap[: self.size]
+        order = np.argsort(-ratio, kind="stable")
+        given_up = np.cumsum(gap[order])
+        budget = (1.0 - target) * float(self.best[: self.size].sum())
+        fits = int(np.searchsorted(given_up, budget, side="right"))
+        return float(ratio[order[fits - 1]]) if fits > 0 else 1.0
 
 
 def _detail(note: LearnedNote, tier: str, target: float, intent: Decision) -> str:
