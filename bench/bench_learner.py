@@ -7,11 +7,12 @@ configured model, each reused with a little seeded noise to reach the count), th
 - the decision: ``LearnedPolicy.decide`` against the intent routes' ``ThresholdPolicy.decide``
   alone on the same evidence (p50/p99 of each and of the difference: what learning adds to a
   routed request);
-- learning on the event loop: ``--observe`` outcomes observed at once into the full memory (every
-  one overwrites the oldest), folded by the background task while a ticker coroutine measures
-  how long the loop was held between two of its turns; each learning step is timed too, in
-  wall time and in the thread's CPU time (on a busy machine the wall time also counts the time
-  the process was not running at all);
+- learning beside the event loop: ``--observe`` outcomes observed at once into the full memory
+  (every one overwrites the oldest), folded by the background task in its worker thread while a
+  ticker coroutine measures how long the loop was held between two of its turns (the figure
+  that matters: what a request waiting on the loop would see); each outcome's fold is timed too,
+  in wall time and in the worker thread's CPU time (on a busy machine the wall time also counts
+  the time the thread was not running at all);
 - memory: the resident size the memory adds in a fresh process fed from one array
   (``--memory-only``, run as a child), the learner's own count, and how much this process grew
   while filling (which also holds what the allocator kept of the feed's transient objects).
@@ -29,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
@@ -118,15 +120,15 @@ async def learning_steps(learner: Learner, batch: list[Outcome]) -> dict[str, ob
     """Observe ``batch`` at once; time the loop's longest hold and the longest step."""
     walls: list[float] = []
     cpus: list[float] = []
-    step = learner._step  # timed from outside: the benchmark's view of one learning step
+    fold = learner._fold  # timed from outside: one outcome's fold, in the worker thread
 
-    def timed(budget_s: float) -> None:
+    def timed(outcomes: Sequence[Outcome], threads: int = 1, to_linear: bool = True) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
-        step(budget_s)
+        fold(outcomes, threads, to_linear)
         cpus.append(time.thread_time() - c0)
         walls.append(time.perf_counter() - t0)
 
-    learner._step = timed  # type: ignore[method-assign]
+    learner._fold = timed  # type: ignore[method-assign]
     await learner.start()
     gaps: list[float] = []
     done = asyncio.Event()
@@ -151,9 +153,10 @@ async def learning_steps(learner: Learner, batch: list[Outcome]) -> dict[str, ob
     return {
         "observed": len(batch),
         "learn_rate_per_s": round(len(batch) / elapsed),
-        "steps": len(walls),
-        "step_cpu_ms": f"p50 {ms(cpus, 49)}, p99 {ms(cpus, 98)}, max {max(cpus) * 1000:.3f}",
-        "step_wall_ms": f"p50 {ms(walls, 49)}, p99 {ms(walls, 98)}, max {max(walls) * 1000:.3f}",
+        "folds": len(walls),
+        "fold_thread_cpu_ms": f"p50 {ms(cpus, 49)}, p99 {ms(cpus, 98)}, "
+                              f"max {max(cpus) * 1000:.3f}",
+        "fold_wall_ms": f"p50 {ms(walls, 49)}, p99 {ms(walls, 98)}, max {max(walls) * 1000:.3f}",
         "longest_loop_hold_ms": round(max(gaps) * 1000, 3),
         "loop_hold_p99_ms": round(statistics.quantiles(gaps, n=100)[98] * 1000, 3),
     }

@@ -17,8 +17,8 @@ similarity relative to the nearest one's and by recency (half its weight every `
 With no remembered prompt above the floor (nothing learned, or only unrelated prompts) the
 estimate is the prior itself, so a cold start, or a prompt unlike any seen, decides as the intent
 routes do. The linear statistics are refitted off the event loop (a worker thread) and
-checkpointed beside the outcomes. Memory is bounded per scope (``global`` or one per tenant).
-Touches only its SQLite file.
+checkpointed beside the outcomes, with each tier's measured estimate bias. Memory is bounded
+per scope (``global`` or one per tenant). Touches only its SQLite file.
 """
 
 from __future__ import annotations
@@ -291,6 +291,7 @@ class Learner:
             self._store = await OutcomeStore.open(self.path)
             rows = await self._store.load(self.settings.max_outcomes)
             linear = await self._store.load_linear()
+            self._errors = {t: [e, n] for t, (e, n) in (await self._store.load_bias()).items()}
             if rows or linear:
                 await asyncio.to_thread(self._restore, rows, linear)
             await self._store.trim(self.settings.max_outcomes)
@@ -368,6 +369,7 @@ class Learner:
         for scope, linear in list(self._linear.items()):
             states = await asyncio.to_thread(linear.state)
             await self._store.save_linear(scope, states)
+        await self._store.save_bias({t: (e, n) for t, (e, n) in self._errors.items()})
 
     async def drained(self) -> None:
         """Return once every outcome observed so far is in memory and written."""

@@ -6,13 +6,14 @@ original vector, not the projection, so a changed ``dim`` or ``seed`` still rest
 returns the newest ``limit`` rows of every scope, oldest first; ``trim`` deletes the rest, so
 the file stays as bounded as the memory. Beside them, table ``linear`` holds each scope's
 linear statistics (``LinearState``) as of the newest outcome row then written: on restore, only
-the rows after it are folded into them again. Touches only its database file.
+the rows after it are folded into them again; table ``bias`` each tier's measured estimate
+error. Touches only its database file.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,11 @@ _SCHEMA = (
         at_s REAL NOT NULL,
         through_id INTEGER NOT NULL,
         PRIMARY KEY (scope, tier)
+    )""",
+    """CREATE TABLE IF NOT EXISTS bias (
+        tier TEXT PRIMARY KEY,
+        error REAL NOT NULL,
+        count REAL NOT NULL
     )""",
 )
 _INSERT = (
@@ -166,6 +172,18 @@ class OutcomeStore:
                                 float(at_s))
             out.append(StoredLinear(str(scope), state, int(through)))
         return out
+
+    async def save_bias(self, errors: Mapping[str, tuple[float, float]]) -> None:
+        """Each tier's decayed sum of estimate errors and its decayed count."""
+        await self._db.executemany(
+            "INSERT OR REPLACE INTO bias (tier, error, count) VALUES (?, ?, ?)",
+            [(tier, e, n) for tier, (e, n) in errors.items()],
+        )
+
+    async def load_bias(self) -> dict[str, tuple[float, float]]:
+        async with self._db.execute("SELECT tier, error, count FROM bias") as cursor:
+            rows = await cursor.fetchall()
+        return {str(tier): (float(e), float(n)) for tier, e, n in rows}
 
     async def count(self) -> int:
         async with self._db.execute("SELECT COUNT(*) FROM outcomes") as cursor:
