@@ -6,7 +6,12 @@ from dataclasses import dataclass
 
 from gateway.core.routing_settings import LearningSettings
 from gateway.routing.learned.learner import Learner
-from gateway.routing.learned.policy import LearnedPolicy, cheapest_reaching, tier_costs
+from gateway.routing.learned.policy import (
+    CalibrationWindow,
+    LearnedPolicy,
+    cheapest_reaching,
+    tier_costs,
+)
 from gateway.routing.policy import Decision, Evidence, Reason, TierEstimate, fallback
 from gateway.routing.routes import RouteSet
 from tests.learning_helpers import (
@@ -135,3 +140,31 @@ def test_tiers_are_compared_cheapest_first_by_price(tax_vectors: FloatArray) -> 
                              settings, {"cheap": 5.0, "reasoning": 1.0})
     assert inverted.order == ("reasoning", "cheap")
     assert len(TAX) == len(CHAT)
+
+
+def test_the_calibrated_threshold_gives_up_no_more_than_the_target_allows() -> None:
+    window = CalibrationWindow(4)
+    # (cheap / best, best - cheap, best): sent cheap in order of the ratio, best first.
+    for ratio, gap in ((1.0, 0.0), (0.9, 0.1), (0.8, 0.2), (0.5, 0.5)):
+        window.add(ratio, gap, 1.0)
+    assert window.threshold(0.95) == 0.9  # budget 0.2: the first two (0.1 given up)
+    assert window.threshold(0.90) == 0.8  # budget 0.4: three (0.3)
+    assert window.threshold(1.0) == 1.0  # nothing to give up: only a cheap tier as good
+    window.add(0.95, 0.05, 1.0)  # a ring: this replaces the first
+    assert window.size == 4 and window.threshold(0.95) == 0.9
+
+
+def test_estimates_that_ran_above_the_outcomes_are_corrected(tax_vectors: FloatArray) -> None:
+    settings = learning(k=8, calibration_window=0)
+    policy = policy_for(Always("cheap"), settings)
+    learner = policy.learner
+    learner.learn([outcome(v, "cheap", True) for v in tax_vectors[:6]]
+                  + [outcome(v, "reasoning", True) for v in tax_vectors])
+    for v in tax_vectors[6:]:  # one by one, as they come back: each is scored first
+        learner.learn([outcome(v, "cheap", False)])
+    assert learner.bias("cheap") > 0.05 and learner.bias("reasoning") == 0.0
+    decided = policy.refine(Always("cheap").decision, tax_vectors[0], may_explore=False)
+    raw = learner.estimate(tax_vectors[0], ("cheap",), prior={"cheap": 0.9})["cheap"].p
+    assert decided.learned is not None
+    shown = decided.learned.estimate("cheap")
+    assert shown is not None and abs(shown.p - (raw - learner.bias("cheap"))) < 1e-9
