@@ -77,17 +77,16 @@ def parse_outcomes(t: Table) -> OutcomeSettings:
 class LearningSettings:
     """The ``[routing.learning]`` table: the learned policy and its learner.
 
-    ``quality_target`` is relative: the share of the best tier's estimated quality to keep on
-    average (0.95: "95% of the strongest tier's quality"). A tier qualifies when its estimate
-    reaches a threshold times the best tier's; the threshold starts at ``quality_target`` and is
-    then set, over the last ``calibration_window`` decisions, so that the estimated quality given
-    up is what the target allows (0: a fixed threshold). ``explore_share`` of eligible requests go
-    to another tier than the estimate picks. Outcomes lose half their weight every
-    ``half_life_s``; at most ``max_outcomes`` are remembered per scope (``global``: one memory;
-    ``tenant``: one per tenant), the oldest forgotten first. ``k`` neighbours inform an estimate,
-    those with a cosine similarity below ``floor`` not at all (unrelated prompts: with none above
-    it the intent decision stands), the others weighted by
-    ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many
+    ``quality_target`` is relative: with ``calibration_window`` 0 a tier qualifies when its
+    estimate reaches ``quality_target`` times the best tier's; with a window, the threshold is
+    set after each decision so that over the last ``calibration_window`` decisions the estimated
+    quality given up is what the target allows (0.95: keep 95% of the best tier's).
+    ``explore_share`` of eligible requests go to another tier than the estimate picks. Outcomes
+    lose half their weight every ``half_life_s``; at most ``max_outcomes`` are remembered per
+    scope (``global``: one memory; ``tenant``: one per tenant), the oldest forgotten first.
+    ``k`` neighbours inform an estimate, those with a cosine similarity below ``floor`` not at
+    all (unrelated prompts: with none above it the intent decision stands), the others weighted
+    by ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many
     outcomes' worth the intent route's decision counts for, ``linear_weight`` the same (at most)
     for each tier's ridge regression over the whole embedding (L2 penalty ``ridge``). ``dim`` is
     the size vectors are projected to before they are remembered (a fixed seeded random
@@ -95,8 +94,8 @@ class LearningSettings:
     """
 
     enabled: bool = False
-    quality_target: float = 0.95
-    calibration_window: int = 500
+    quality_target: float = 0.90
+    calibration_window: int = 0
     explore_share: float = 0.02
     half_life_s: float = 7 * 86400.0
     max_outcomes: int = 100_000
@@ -120,8 +119,8 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
     settings = LearningSettings(
         enabled=t.get("enabled", bool, False),
-        quality_target=t.positive("quality_target", 0.95),
-        calibration_window=t.count("calibration_window", 500, minimum=0),
+        quality_target=t.positive("quality_target", 0.90),
+        calibration_window=t.count("calibration_window", 0, minimum=0),
         explore_share=t.non_negative("explore_share", 0.02),
         half_life_s=t.positive("half_life_s", 7 * 86400.0),
         max_outcomes=t.count("max_outcomes", 100_000, minimum=16),

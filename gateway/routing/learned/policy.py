@@ -102,7 +102,7 @@ class LearnedPolicy:
         self._rng = random.Random(settings.seed if seed is None else seed)
         self.threshold = settings.quality_target
         """The per-prompt threshold: a tier qualifies at this share of the best estimate."""
-        self._window = (_Window(settings.calibration_window)
+        self._window = (CalibrationWindow(settings.calibration_window)
                         if settings.calibration_window > 0 and len(self.order) > 1 else None)
 
     def decide(
@@ -163,7 +163,7 @@ class LearnedPolicy:
             self.threshold = max(MIN_THRESHOLD, window.threshold(self.settings.quality_target))
 
 
-class _Window:
+class CalibrationWindow:
     """The last prompts' (ratio, quality given up if sent to the cheapest tier, best estimate)
     in a ring of numpy arrays."""
 
