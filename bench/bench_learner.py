@@ -9,10 +9,10 @@ configured model, each reused with a little seeded noise to reach the count), th
   routed request);
 - learning beside the event loop: ``--observe`` outcomes observed at once into the full memory
   (every one overwrites the oldest), folded by the background task in its worker thread while a
-  ticker coroutine measures how long the loop was held between two of its turns (the figure
-  that matters: what a request waiting on the loop would see); each outcome's fold is timed too,
-  in wall time and in the worker thread's CPU time (on a busy machine the wall time also counts
-  the time the thread was not running at all);
+  ticker coroutine measures how long the loop was held between two of its turns, in wall time
+  and in the loop thread's own CPU time (the figure that matters: what a request waiting on
+  the loop would see, without the time the machine did not run the process at all); each
+  outcome's fold is timed too, in wall time and in the worker thread's CPU time;
 - memory: the resident size the memory adds in a fresh process fed from one array
   (``--memory-only``, run as a child), the learner's own count, and how much this process grew
   while filling (which also holds what the allocator kept of the feed's transient objects).
@@ -131,15 +131,17 @@ async def learning_steps(learner: Learner, batch: list[Outcome]) -> dict[str, ob
     learner._fold = timed  # type: ignore[method-assign]
     await learner.start()
     gaps: list[float] = []
+    cpu_gaps: list[float] = []  # the loop thread's own CPU between two turns: no preemption
     done = asyncio.Event()
 
     async def ticker() -> None:
-        last = time.perf_counter()
+        last, last_cpu = time.perf_counter(), time.thread_time()
         while not done.is_set():
             await asyncio.sleep(0)
-            now = time.perf_counter()
+            now, now_cpu = time.perf_counter(), time.thread_time()
             gaps.append(now - last)
-            last = now
+            cpu_gaps.append(now_cpu - last_cpu)
+            last, last_cpu = now, now_cpu
 
     tick = asyncio.create_task(ticker())
     t0 = time.perf_counter()
@@ -158,6 +160,8 @@ async def learning_steps(learner: Learner, batch: list[Outcome]) -> dict[str, ob
                               f"max {max(cpus) * 1000:.3f}",
         "fold_wall_ms": f"p50 {ms(walls, 49)}, p99 {ms(walls, 98)}, max {max(walls) * 1000:.3f}",
         "longest_loop_hold_ms": round(max(gaps) * 1000, 3),
+        "longest_loop_hold_cpu_ms": round(max(cpu_gaps) * 1000, 3),
+        "loop_hold_cpu_p99_ms": round(statistics.quantiles(cpu_gaps, n=100)[98] * 1000, 3),
         "loop_hold_p99_ms": round(statistics.quantiles(gaps, n=100)[98] * 1000, 3),
     }
 

@@ -73,7 +73,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", type=float, nargs="+", default=[0.95, 0.96, 0.97])
     parser.add_argument("--windows", type=int, nargs="+", default=[500])
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument("--no-bias", action="store_true",
+                        help="ablation: decide on the raw estimates (no bias correction)")
+    args = parser.parse_args()
+    if args.no_bias:
+        Learner.bias = lambda self, tier: 0.0  # type: ignore[method-assign]
+    asyncio.run(main_async(args))
 
 
 if __name__ == "__main__":
