@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -136,6 +137,32 @@ async def test_observed_outcomes_are_learned_in_the_background(
         await learner.drained()
         assert learner.stats().remembered == len(tax_vectors) - 1
         assert learner.estimate(tax_vectors[-1], TIERS)["cheap"].p < 0.5
+    finally:
+        await learner.close()
+
+
+async def test_estimates_made_while_the_worker_thread_folds_stay_sound(
+    tax_vectors: FloatArray, chat_vectors: FloatArray
+) -> None:
+    # Folds run in a worker thread; estimates on the loop take the same lock. Overwriting a
+    # small memory many times over while estimating exercises both sides at once.
+    learner = Learner(learning(max_outcomes=64), clock=still())
+    rng = np.random.default_rng(5)
+    base = np.vstack([tax_vectors, chat_vectors])
+    noisy = base[rng.integers(0, len(base), 3000)] + rng.normal(0, 0.02, (3000, base.shape[1]))
+    await learner.start()
+    try:
+        for i, v in enumerate(noisy.astype(np.float32)):
+            learner.observe(outcome(v, "cheap", bool(i % 2)))
+        seen = 0
+        while learner.stats().pending or seen == 0:
+            for v in base:
+                p = learner.estimate(v, TIERS)["cheap"].p
+                assert 0.0 <= p <= 1.0
+                seen += 1
+            await asyncio.sleep(0)
+        await learner.drained()
+        assert learner.stats().remembered == 64 and learner.stats().dropped == 0
     finally:
         await learner.close()
 
