@@ -91,6 +91,10 @@ class LearningSettings:
     for each tier's ridge regression over the whole embedding (L2 penalty ``ridge``). ``dim`` is
     the size vectors are projected to before they are remembered (a fixed seeded random
     projection: it bounds memory). ``file`` defaults to ``<data_dir>/learning.sqlite3``.
+    ``bias_correction`` lowers each cheaper tier's estimate by how far its estimates ran above
+    the outcomes that came back; ``margin`` asks a cheaper tier to qualify with its estimate
+    lowered by ``margin`` standard errors (``sqrt(p(1-p)/(prior_weight + evidence))``), so a
+    tier judged on few outcomes near the prompt has to be clearly good to be chosen.
     """
 
     enabled: bool = False
@@ -110,6 +114,8 @@ class LearningSettings:
     seed: int = 0
     file: Path | None = None
     queue: int = 10_000
+    bias_correction: bool = True
+    margin: float = 0.0
 
     def path(self, data_dir: Path) -> Path:
         return self.file or data_dir / "learning.sqlite3"
@@ -135,6 +141,8 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         seed=t.get("seed", int, 0),
         file=_path(t, "file", base_dir),
         queue=t.count("queue", 10_000),
+        bias_correction=t.get("bias_correction", bool, True),
+        margin=t.non_negative("margin", 0.0),
     )
     if settings.quality_target > 1.0:
         raise t.fail("quality_target", "a number above 0 and at most 1")

@@ -5,8 +5,11 @@ policy (``ThresholdPolicy``, the prior) decide, turns its tier into a prior over
 (its tier and the stronger ones acceptable, the cheaper ones less so), asks the ``Learner``
 for each tier's estimate, and picks the cheapest tier (by ``costs``, from the model prices)
 whose estimate reaches ``threshold`` times the best estimate. With no evidence it returns the
-intent decision unchanged. Estimates are first corrected by each tier's measured bias (how far
-its estimates ran above the outcomes that came back: ``Learner.bias``). The threshold starts at
+intent decision unchanged. With ``bias_correction`` estimates are first corrected by each
+tier's measured bias (how far its estimates ran above the outcomes that came back:
+``Learner.bias``); with a ``margin`` a cheaper tier qualifies only with its estimate lowered by
+that many standard errors, so a tier judged on few outcomes near the prompt is chosen only
+when it is clearly good. The threshold starts at
 ``quality_target`` and calibrates itself: after each learned decision it is set to the lowest
 that, over the last ``calibration_window`` prompts, would give up no more estimated quality than
 ``quality_target`` allows (5% of the best tier's for 0.95), so the same target holds on data
@@ -20,6 +23,7 @@ lives in this process only.
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
@@ -74,13 +78,26 @@ def tier_prior(
     return {t: PRIOR_ACCEPTABLE if plan.rank(t) >= rank else low for t in tiers}
 
 
+def lower_bound(e: TierEstimate, margin: float, prior_weight: float) -> float:
+    """``e.p`` less ``margin`` standard errors of a rate measured on ``prior_weight +
+    e.evidence`` outcomes: the estimate a tier has to qualify with when it rests on little."""
+    if margin <= 0.0:
+        return e.p
+    p = min(1.0, max(0.0, e.p))
+    return p - margin * math.sqrt(p * (1.0 - p) / (prior_weight + e.evidence))
+
+
 def cheapest_reaching(
-    estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float
+    estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float,
+    margin: float = 0.0, prior_weight: float = 1.0,
 ) -> str:
-    """The first tier of ``order`` (cheapest first) whose estimate reaches ``target`` times
-    the best estimate (the best tier itself always does)."""
-    best = max(e.p for e in estimates.values())
-    return next(t for t in order if estimates[t].p >= target * best)
+    """The first tier of ``order`` (cheapest first) whose estimate, lowered by ``margin``
+    standard errors (``lower_bound``), reaches ``target`` times the best estimate (the best
+    tier itself always qualifies)."""
+    top = max(estimates, key=lambda t: estimates[t].p)
+    best = estimates[top].p
+    return next(t for t in order
+                if t == top or lower_bound(estimates[t], margin, prior_weight) >= target * best)
 
 
 class LearnedPolicy:
@@ -129,12 +146,10 @@ class LearnedPolicy:
             return intent
         if not any(e.count for e in estimates.values()):
             return intent  # nothing learned near this prompt: decide exactly as the routes do
-        # Corrected by how far each cheaper tier's estimates ran above the outcomes that came
-        # back (it is served where its estimate is high, which flatters it). Not the dearest
-        # tier: its outcomes come mostly from escalations, the hardest prompts, a biased sample.
-        estimates = {t: replace(e, p=min(1.0, max(0.0, e.p - self.learner.bias(t))))
-                     if t != self.order[-1] else e for t, e in estimates.items()}
-        tier = cheapest_reaching(estimates, self.order, target)
+        if self.settings.bias_correction:
+            estimates = self._corrected(estimates)
+        s = self.settings
+        tier = cheapest_reaching(estimates, self.order, target, s.margin, s.prior_weight)
         self._calibrate(estimates)
         explored = (
             may_explore and len(self.order) > 1
@@ -147,6 +162,13 @@ class LearnedPolicy:
             intent, tier=tier, reason=Reason.EXPLORED if explored else Reason.LEARNED,
             detail=_detail(note, tier, target, intent), learned=note,
         )
+
+    def _corrected(self, estimates: Mapping[str, TierEstimate]) -> dict[str, TierEstimate]:
+        """Each cheaper tier's estimate less how far its estimates ran above the outcomes that
+        came back (it is served where its estimate is high, which flatters it). Not the
+        dearest tier: its outcomes come mostly from escalations, the hardest prompts."""
+        return {t: replace(e, p=min(1.0, max(0.0, e.p - self.learner.bias(t))))
+                if t != self.order[-1] else e for t, e in estimates.items()}
 
     def _calibrate(self, estimates: Mapping[str, TierEstimate]) -> None:
         """Remember this prompt's estimates and set the threshold to the lowest that, over the
