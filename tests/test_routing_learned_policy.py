@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.core.routing_settings import LearningSettings
 from gateway.routing.learned.learner import Learner
@@ -10,6 +10,7 @@ from gateway.routing.learned.policy import (
     CalibrationWindow,
     LearnedPolicy,
     cheapest_reaching,
+    lower_bound,
     tier_costs,
 )
 from gateway.routing.policy import Decision, Evidence, Reason, TierEstimate, fallback
@@ -155,7 +156,7 @@ def test_the_calibrated_threshold_gives_up_no_more_than_the_target_allows() -> N
 
 
 def test_estimates_that_ran_above_the_outcomes_are_corrected(tax_vectors: FloatArray) -> None:
-    settings = learning(k=8, calibration_window=0)
+    settings = learning(k=8, calibration_window=0, bias_correction=True)
     policy = policy_for(Always("cheap"), settings)
     learner = policy.learner
     learner.learn([outcome(v, "cheap", True) for v in tax_vectors[:6]]
@@ -168,3 +169,26 @@ def test_estimates_that_ran_above_the_outcomes_are_corrected(tax_vectors: FloatA
     assert decided.learned is not None
     shown = decided.learned.estimate("cheap")
     assert shown is not None and abs(shown.p - (raw - learner.bias("cheap"))) < 1e-9
+    # Off, the same learner's estimate is shown (and decided on) as it is.
+    raw_policy = LearnedPolicy(Always("cheap"), learner, PLAN,  # type: ignore[arg-type]
+                               replace(settings, bias_correction=False), COSTS)
+    undecided = raw_policy.refine(Always("cheap").decision, tax_vectors[0], may_explore=False)
+    assert undecided.learned is not None
+    unshown = undecided.learned.estimate("cheap")
+    assert unshown is not None and abs(unshown.p - raw) < 1e-9
+
+
+def test_a_cheaper_tier_resting_on_few_outcomes_must_clear_the_margin() -> None:
+    order = ("cheap", "reasoning")
+    strong = TierEstimate(0.94, 100.0, 100)
+    few = {"cheap": TierEstimate(0.92, 2.0, 2), "reasoning": strong}
+    many = {"cheap": TierEstimate(0.92, 1000.0, 1000), "reasoning": strong}
+    assert cheapest_reaching(few, order, 0.9) == "cheap"  # no margin: the estimate alone
+    assert cheapest_reaching(few, order, 0.9, margin=1.0, prior_weight=2.0) == "reasoning"
+    assert cheapest_reaching(many, order, 0.9, margin=1.0, prior_weight=2.0) == "cheap"
+    # One standard error of a rate of 0.92 on 2 + 2 outcomes' worth.
+    assert abs(lower_bound(few["cheap"], 1.0, 2.0) - (0.92 - (0.92 * 0.08 / 4) ** 0.5)) < 1e-12
+    assert lower_bound(few["cheap"], 0.0, 2.0) == 0.92
+    # The best tier qualifies whatever its evidence: something is always chosen.
+    assert cheapest_reaching({"cheap": TierEstimate(0.95, 0.0, 0), "reasoning": strong},
+                             order, 0.99, margin=5.0) == "cheap"

@@ -39,7 +39,8 @@ class OutcomeSettings:
     counts against that answer (``client_retry``); feedback counts with its score. A weight of
     0 turns a source off; ``retry_window_s = 0`` turns retry detection off. ``recent_answers``
     bounds the answers kept in memory for retries and feedback (older ones are read back from
-    the signal store).
+    the signal store). ``feedback_per_minute`` caps ``POST /v1/feedback`` per API key (a token
+    bucket in the tenants' own counters, shared by replicas with Redis); 0 lifts the cap.
     """
 
     retry_window_s: float = 120.0
@@ -49,6 +50,7 @@ class OutcomeSettings:
         ("answer", 0.3), ("escalation", 1.0), ("provider_failure", 0.1),
         ("client_retry", 1.0), ("feedback", 2.0),
     )
+    feedback_per_minute: int = 60
 
     def weight(self, source: str) -> float:
         return dict(self.weights)[source]
@@ -68,6 +70,7 @@ def parse_outcomes(t: Table) -> OutcomeSettings:
         retry_similarity=similarity,
         recent_answers=t.count("recent_answers", 4096),
         weights=weights,
+        feedback_per_minute=t.count("feedback_per_minute", 60, minimum=0),
     )
     t.reject_unknown()
     return settings
