@@ -3,7 +3,8 @@
 Replays ``bench/out/mmlu_train.jsonl`` and ``bench/out/gsm8k_train.jsonl`` (never the test
 files) through the gateway's ``Learner`` and ``LearnedPolicy`` as ``gateway learn replay`` does
 (30% feedback, cold start, the packaged intent routes as the prior), for each setting in the
-grid (quality target x calibration window x uncertainty margin x bias correction on/off), on
+grid (quality target x calibration window x uncertainty margin x bias correction on/off x
+what the target multiplies: the best estimate or the prior), on
 each whole stream with ``--seeds`` and, so that one ordering of one mix does not decide, on two
 sub-streams of the MMLU training stream (its subjects, sorted by name, taken alternately: whole
 subjects, the stream's order kept) with ``--sub-seeds``. It prints each run's second-half
@@ -14,7 +15,7 @@ share among those whose EVERY training run kept at least 95% quality over its se
 if none did, the one whose worst run's quality is highest (ties to the lower mean share).
 
     python bench/learn_replay_cv.py [--targets 0.9] [--windows 0] [--margins 0 1]
-        [--bias on off] [--seeds 0 1 2 3 4] [--sub-seeds 0 1]
+        [--bias on off] [--relative-to best prior] [--seeds 0 1 2 3 4] [--sub-seeds 0 1]
 """
 
 from __future__ import annotations
@@ -111,13 +112,13 @@ async def main_async(args: argparse.Namespace) -> None:
                           costs=tier_costs(config.models))
     data = await streams(args, ws)
     results = []
-    for target, window, margin, bias in itertools.product(
-        args.targets, args.windows, args.margins, args.bias
+    for target, window, margin, bias, relative in itertools.product(
+        args.targets, args.windows, args.margins, args.bias, args.relative_to
     ):
         settings = replace(ws.routing.learning, quality_target=target,
                            calibration_window=window, margin=margin,
-                           bias_correction=bias == "on")
-        label = f"target {target} window {window} margin {margin} bias {bias}"
+                           bias_correction=bias == "on", relative_to=relative)
+        label = f"target {target} window {window} margin {margin} bias {bias} vs {relative}"
         results.append(score(label, settings, data, ctx))
     kept = [r for r in results if r.kept]
     if kept:
@@ -135,6 +136,8 @@ def main() -> None:
     parser.add_argument("--windows", type=int, nargs="+", default=[0])
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0])
     parser.add_argument("--bias", choices=("on", "off"), nargs="+", default=["on"])
+    parser.add_argument("--relative-to", choices=("best", "prior"), nargs="+",
+                        default=["best"])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sub-seeds", type=int, nargs="*", default=[0, 1])
     asyncio.run(main_async(parser.parse_args()))

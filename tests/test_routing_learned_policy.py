@@ -189,6 +189,37 @@ def test_a_cheaper_tier_resting_on_few_outcomes_must_clear_the_margin() -> None:
     # One standard error of a rate of 0.92 on 2 + 2 outcomes' worth.
     assert abs(lower_bound(few["cheap"], 1.0, 2.0) - (0.92 - (0.92 * 0.08 / 4) ** 0.5)) < 1e-12
     assert lower_bound(few["cheap"], 0.0, 2.0) == 0.92
-    # The best tier qualifies whatever its evidence: something is always chosen.
-    assert cheapest_reaching({"cheap": TierEstimate(0.95, 0.0, 0), "reasoning": strong},
-                             order, 0.99, margin=5.0) == "cheap"
+    # Without a margin the best tier always qualifies; with one, a best tier that rests on
+    # nothing does not, and the dearest tier answers.
+    unproven = {"cheap": TierEstimate(0.95, 0.0, 0), "reasoning": strong}
+    assert cheapest_reaching(unproven, order, 0.99) == "cheap"
+    assert cheapest_reaching(unproven, order, 0.99, margin=5.0) == "reasoning"
+
+
+def test_relative_to_the_prior_a_cheap_tier_must_reach_the_target_of_a_fixed_rate() -> None:
+    order = ("cheap", "reasoning")
+    # The dearest tier's estimate ran low (its outcomes came from escalated, hard prompts).
+    low = {"cheap": TierEstimate(0.80, 50.0, 50), "reasoning": TierEstimate(0.70, 5.0, 5)}
+    assert cheapest_reaching(low, order, 0.95) == "cheap"
+    assert cheapest_reaching(low, order, 0.95, reference=0.9) == "reasoning"  # 0.80 < 0.855
+    assert cheapest_reaching(low, order, 0.85, reference=0.9) == "cheap"  # 0.80 >= 0.765
+
+
+async def test_the_policy_compares_with_the_prior_when_configured(
+    tax_vectors: FloatArray,
+) -> None:
+    def decide(relative_to: str) -> Decision:
+        settings = learning(k=8, relative_to=relative_to, quality_target=0.95)
+        policy = policy_for(Always("cheap"), settings)
+        policy.learner.learn([outcome(v, "cheap", i % 4 != 0) for i, v in
+                              enumerate(tax_vectors[:-1])]
+                             + [outcome(v, "reasoning", i % 2 == 0) for i, v in
+                                enumerate(tax_vectors[:-1])])
+        return policy.refine(Always("cheap").decision, tax_vectors[-1], may_explore=False)
+
+    best, prior = decide("best"), decide("prior")
+    assert best.learned is not None and prior.learned is not None
+    cheap = best.learned.estimate("cheap")
+    assert cheap is not None and cheap.p < 0.95 * 0.9  # short of the prior's target ...
+    assert best.tier == "cheap"  # ... but within 0.95 of a reasoning tier that ran low
+    assert prior.tier == "reasoning"

@@ -17,6 +17,7 @@ from gateway.core.toml_table import ConfigError, Table
 
 AMBIGUITY_POLICIES = ("cheap_first", "strongest", "default_tier")
 LEARNING_SCOPES = ("global", "tenant")
+LEARNING_REFERENCES = ("best", "prior")
 PACKAGED_ROUTES = "routes.toml"
 
 
@@ -98,6 +99,10 @@ class LearningSettings:
     the outcomes that came back; ``margin`` asks a cheaper tier to qualify with its estimate
     lowered by ``margin`` standard errors (``sqrt(p(1-p)/(prior_weight + evidence))``), so a
     tier judged on few outcomes near the prompt has to be clearly good to be chosen.
+    ``relative_to`` is what ``quality_target`` multiplies: ``best``, the best tier's estimate for
+    the prompt, or ``prior``, the prior acceptability of the intent decision's tier (a fixed
+    0.9): the dearest tier's outcomes come mostly from escalations, the hardest prompts, so its
+    estimate near a prompt runs low and flatters the cheaper tiers.
     """
 
     enabled: bool = False
@@ -119,6 +124,7 @@ class LearningSettings:
     queue: int = 10_000
     bias_correction: bool = True
     margin: float = 0.0
+    relative_to: str = "best"
 
     def path(self, data_dir: Path) -> Path:
         return self.file or data_dir / "learning.sqlite3"
@@ -146,6 +152,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         queue=t.count("queue", 10_000),
         bias_correction=t.get("bias_correction", bool, True),
         margin=t.non_negative("margin", 0.0),
+        relative_to=t.choice("relative_to", LEARNING_REFERENCES, "best"),
     )
     if settings.quality_target > 1.0:
         raise t.fail("quality_target", "a number above 0 and at most 1")

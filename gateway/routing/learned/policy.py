@@ -4,7 +4,8 @@
 policy (``ThresholdPolicy``, the prior) decide, turns its tier into a prior over the tiers
 (its tier and the stronger ones acceptable, the cheaper ones less so), asks the ``Learner``
 for each tier's estimate, and picks the cheapest tier (by ``costs``, from the model prices)
-whose estimate reaches ``threshold`` times the best estimate. With no evidence it returns the
+whose estimate reaches ``threshold`` times the best estimate (or, with ``relative_to =
+"prior"``, times the prior's ``PRIOR_ACCEPTABLE``). With no evidence it returns the
 intent decision unchanged. With ``bias_correction`` estimates are first corrected by each
 tier's measured bias (how far its estimates ran above the outcomes that came back:
 ``Learner.bias``); with a ``margin`` a cheaper tier qualifies only with its estimate lowered by
@@ -89,15 +90,15 @@ def lower_bound(e: TierEstimate, margin: float, prior_weight: float) -> float:
 
 def cheapest_reaching(
     estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float,
-    margin: float = 0.0, prior_weight: float = 1.0,
+    margin: float = 0.0, prior_weight: float = 1.0, reference: float | None = None,
 ) -> str:
     """The first tier of ``order`` (cheapest first) whose estimate, lowered by ``margin``
-    standard errors (``lower_bound``), reaches ``target`` times the best estimate (the best
-    tier itself always qualifies)."""
-    top = max(estimates, key=lambda t: estimates[t].p)
-    best = estimates[top].p
-    return next(t for t in order
-                if t == top or lower_bound(estimates[t], margin, prior_weight) >= target * best)
+    standard errors (``lower_bound``), reaches ``target`` times ``reference`` (None: the best
+    estimate); the last (dearest) tier when none does."""
+    tiers = tuple(order)
+    bar = target * (max(e.p for e in estimates.values()) if reference is None else reference)
+    return next((t for t in tiers[:-1] if lower_bound(estimates[t], margin, prior_weight) >= bar),
+                tiers[-1])
 
 
 class LearnedPolicy:
@@ -149,7 +150,9 @@ class LearnedPolicy:
         if self.settings.bias_correction:
             estimates = self._corrected(estimates)
         s = self.settings
-        tier = cheapest_reaching(estimates, self.order, target, s.margin, s.prior_weight)
+        reference = PRIOR_ACCEPTABLE if s.relative_to == "prior" else None
+        tier = cheapest_reaching(estimates, self.order, target, s.margin, s.prior_weight,
+                                 reference)
         self._calibrate(estimates)
         explored = (
             may_explore and len(self.order) > 1
