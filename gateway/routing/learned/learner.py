@@ -247,28 +247,34 @@ class Learner:
         weights = (near * hood.weight * np.exp(s.sharpness * closeness)
                    * np.exp2(-age / s.half_life_s))
         linear = self._linear.get(self._scope(tenant))
-        return {t: self._tier_estimate(t, prior.get(t, NEUTRAL_PRIOR), hood, weights, linear,
-                                       vector, now)
-                for t in tiers}
+        # Per tier code at once (one pass each, not one per tier): the neighbours' weight, the
+        # weight of their acceptable outcomes, and how many weigh anything.
+        codes, size = hood.tier.astype(np.intp), len(self._tiers)
+        evidence = np.bincount(codes, weights=weights, minlength=size).tolist()
+        accepted = np.bincount(codes, weights=weights * hood.acceptable, minlength=size).tolist()
+        counts = np.bincount(codes[weights > 0], minlength=size).tolist()
+        out = {}
+        for t in tiers:
+            code = self._tiers.get(t)
+            seen = (0.0, 0.0, 0) if code is None else (evidence[code], accepted[code], counts[code])
+            out[t] = self._tier_estimate(t, prior.get(t, NEUTRAL_PRIOR), seen, linear, vector, now)
+        return out
 
     def _tier_estimate(
-        self, tier: str, p0: float, hood: Neighbours, weights: npt.NDArray[np.float64],
-        linear: Linear | None, vector: FloatArray, now: float,
+        self, tier: str, p0: float, seen: tuple[float, float, int], linear: Linear | None,
+        vector: FloatArray, now: float,
     ) -> TierEstimate:
         """The prior, the linear estimate (``linear_weight`` outcomes' worth, less while it rests
-        on fewer outcomes than it has coefficients) and the weighted neighbours, pooled."""
+        on fewer outcomes than it has coefficients) and the weighted neighbours (``seen``: their
+        weight, the weight of the acceptable ones, their count), pooled."""
         s = self.settings
-        code = self._tiers.get(tier)
-        mine = hood.tier == code if code is not None else np.zeros(len(weights), dtype=bool)
-        evidence = float(weights[mine].sum())
-        accepted = float((weights[mine] * hood.acceptable[mine]).sum())
+        evidence, accepted, count = seen
         base, p_lin = 0.0, 0.0
         if linear is not None:
             p_lin, total = linear.estimate(vector, tier, now)
             # Full say once it rests on as many outcomes as it has coefficients: before that
             # it is underdetermined, little more than the tier's overall rate.
             base = s.linear_weight * min(1.0, total / (linear.dim + 1))
-        count = int((mine & (weights > 0)).sum())
         if count == 0 and base == 0.0:
             return TierEstimate(p0, 0.0, 0)
         p = (s.prior_weight * p0 + base * p_lin + accepted) / (s.prior_weight + base + evidence)

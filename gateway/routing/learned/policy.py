@@ -163,7 +163,8 @@ class LearnedPolicy:
         note = LearnedNote(tuple((t, estimates[t]) for t in self.order), intent.tier, explored)
         return replace(
             intent, tier=tier, reason=Reason.EXPLORED if explored else Reason.LEARNED,
-            detail=_detail(note, tier, target, intent), learned=note,
+            detail=_detail(note, tier, target, intent, self.settings.relative_to),
+            learned=note,
         )
 
     def _corrected(self, estimates: Mapping[str, TierEstimate]) -> dict[str, TierEstimate]:
@@ -214,7 +215,8 @@ class CalibrationWindow:
         return float(ratio[order[fits - 1]]) if fits > 0 else 1.0
 
 
-def _detail(note: LearnedNote, tier: str, target: float, intent: Decision) -> str:
+def _detail(note: LearnedNote, tier: str, target: float, intent: Decision,
+            relative_to: str) -> str:
     shown = ", ".join(f"{t} {e.p:.2f} (n={e.count})" for t, e in note.estimates)
-    why = "explored" if note.explored else f"cheapest within {target:.2f} of the best"
+    why = "explored" if note.explored else f"cheapest within {target:.2f} of the {relative_to}"
     return f"{shown}; {why} -> {tier}; intent: {intent.summary} -> {intent.tier}"
