@@ -106,7 +106,7 @@ class LearningSettings:
     """
 
     enabled: bool = False
-    quality_target: float = 0.90
+    quality_target: float = 0.83
     calibration_window: int = 0
     explore_share: float = 0.02
     half_life_s: float = 7 * 86400.0
@@ -122,9 +122,9 @@ class LearningSettings:
     seed: int = 0
     file: Path | None = None
     queue: int = 10_000
-    bias_correction: bool = True
+    bias_correction: bool = False
     margin: float = 0.0
-    relative_to: str = "best"
+    relative_to: str = "prior"
 
     def path(self, data_dir: Path) -> Path:
         return self.file or data_dir / "learning.sqlite3"
@@ -134,7 +134,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
     settings = LearningSettings(
         enabled=t.get("enabled", bool, False),
-        quality_target=t.positive("quality_target", 0.90),
+        quality_target=t.positive("quality_target", 0.83),
         calibration_window=t.count("calibration_window", 0, minimum=0),
         explore_share=t.non_negative("explore_share", 0.02),
         half_life_s=t.positive("half_life_s", 7 * 86400.0),
@@ -150,9 +150,9 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         seed=t.get("seed", int, 0),
         file=_path(t, "file", base_dir),
         queue=t.count("queue", 10_000),
-        bias_correction=t.get("bias_correction", bool, True),
+        bias_correction=t.get("bias_correction", bool, False),
         margin=t.non_negative("margin", 0.0),
-        relative_to=t.choice("relative_to", LEARNING_REFERENCES, "best"),
+        relative_to=t.choice("relative_to", LEARNING_REFERENCES, "prior"),
     )
     if settings.quality_target > 1.0:
         raise t.fail("quality_target", "a number above 0 and at most 1")
