@@ -4,7 +4,7 @@ Replays ``bench/out/mmlu_train.jsonl`` and ``bench/out/gsm8k_train.jsonl`` (neve
 files) through the gateway's ``Learner`` and ``LearnedPolicy`` as ``gateway learn replay`` does
 (30% feedback, cold start, the packaged intent routes as the prior), for each setting in the
 grid (quality target x calibration window x uncertainty margin x bias correction on/off x
-what the target multiplies: the best estimate or the prior), on
+what the target multiplies: the best estimate or the prior x neighbours k), on
 each whole stream with ``--seeds`` and, so that one ordering of one mix does not decide, on two
 sub-streams of the MMLU training stream (its subjects, sorted by name, taken alternately: whole
 subjects, the stream's order kept) with ``--sub-seeds``. It prints each run's second-half
@@ -112,13 +112,14 @@ async def main_async(args: argparse.Namespace) -> None:
                           costs=tier_costs(config.models))
     data = await streams(args, ws)
     results = []
-    for target, window, margin, bias, relative in itertools.product(
-        args.targets, args.windows, args.margins, args.bias, args.relative_to
+    for target, window, margin, bias, relative, k in itertools.product(
+        args.targets, args.windows, args.margins, args.bias, args.relative_to, args.ks
     ):
         settings = replace(ws.routing.learning, quality_target=target,
                            calibration_window=window, margin=margin,
-                           bias_correction=bias == "on", relative_to=relative)
-        label = f"target {target} window {window} margin {margin} bias {bias} vs {relative}"
+                           bias_correction=bias == "on", relative_to=relative, k=k)
+        label = (f"target {target} window {window} margin {margin} bias {bias} vs {relative}"
+                 f" k {k}")
         results.append(score(label, settings, data, ctx))
     kept = [r for r in results if r.kept]
     if kept:
@@ -138,6 +139,8 @@ def main() -> None:
     parser.add_argument("--bias", choices=("on", "off"), nargs="+", default=["on"])
     parser.add_argument("--relative-to", choices=("best", "prior"), nargs="+",
                         default=["best"])
+    parser.add_argument("--ks", type=int, nargs="+", default=[64],
+                        help="neighbours per estimate")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sub-seeds", type=int, nargs="*", default=[0, 1])
     asyncio.run(main_async(parser.parse_args()))
