@@ -81,8 +81,9 @@ def parse_outcomes(t: Table) -> OutcomeSettings:
 class LearningSettings:
     """The ``[routing.learning]`` table: the learned policy and its learner.
 
-    ``quality_target`` is relative: with ``calibration_window`` 0 a tier qualifies when its
-    estimate reaches ``quality_target`` times the best tier's; with a window, the threshold is
+    ``quality_target`` is relative: with ``calibration_window`` 0 a cheaper tier qualifies when
+    its estimate reaches ``quality_target`` times the reference (``relative_to``); with a
+    window, the threshold is
     set after each decision so that over the last ``calibration_window`` decisions the estimated
     quality given up is what the target allows (0.95: keep 95% of the best tier's).
     ``explore_share`` of eligible requests go to another tier than the estimate picks. Outcomes
