@@ -6,7 +6,8 @@ configured model, each reused with a little seeded noise to reach the count), th
 
 - the decision: ``LearnedPolicy.decide`` against the intent routes' ``ThresholdPolicy.decide``
   alone on the same evidence (p50/p99 of each and of the difference: what learning adds to a
-  routed request);
+  routed request); with ``--thrash-mb`` an array that size is rewritten before each decision,
+  so the graph is as cold in the CPU caches as a gateway's request path leaves it;
 - learning beside the event loop: ``--observe`` outcomes observed at once into the full memory
   (every one overwrites the oldest), folded by the background task in its worker thread while a
   ticker coroutine measures how long the loop was held between two of its turns, in wall time
@@ -18,6 +19,7 @@ configured model, each reused with a little seeded noise to reach the count), th
   while filling (which also holds what the allocator kept of the feed's transient objects).
 
     python bench/bench_learner.py [--outcomes 100000] [--queries 2000] [--observe 5000]
+        [--thrash-mb 16] [--k 32]
 """
 
 from __future__ import annotations
@@ -33,7 +35,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -75,12 +76,13 @@ def percentiles(samples: list[float]) -> str:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     config = load(None)
-    ws = workspace(SimpleNamespace(routes=None, cache=None, model_dir=None), config)
+    ws = workspace(argparse.Namespace(routes=None, cache=None, model_dir=None), config)
     plan = tier_plan(ws.routing, ws.tiers)
     items = [i for name in DATA for i in read_labelled(Path(f"bench/out/{name}.jsonl"))]
     base = await labelled_vectors(ws, items)
     router = await router_for(ws, embedder_for(ws))
-    settings = replace(ws.routing.learning, enabled=True, max_outcomes=args.outcomes)
+    settings = replace(ws.routing.learning, enabled=True, max_outcomes=args.outcomes,
+                       k=args.k or ws.routing.learning.k)
     clock = [2000.0]
     learner = Learner(settings, clock=lambda: clock[0])
     gc.collect()
@@ -92,8 +94,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     policy = LearnedPolicy(router.policy, learner, plan, settings, tier_costs(config.models))
     queries = base[np.random.default_rng(2).integers(0, len(base), args.queries)]
     intent_s, learned_s = [], []
+    # Rewritten between decisions (--thrash-mb): the CPU caches as a request path leaves them.
+    junk = np.ones(args.thrash_mb * 2**20 // 8)
     for vector in queries:
         evidence = router.evidence(vector)
+        junk += 1.0
         t0 = time.perf_counter()
         router.policy.decide(evidence)
         t1 = time.perf_counter()
@@ -105,7 +110,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     steps = await learning_steps(learner, outcomes(base, args.observe, 3))
     report = {
         "outcomes": learner.stats().remembered,
-        "dim": settings.dim, "k": settings.k,
+        "dim": settings.dim, "k": settings.k, "thrash_mb": args.thrash_mb,
         "bench_process_grew_mb": round(after - before, 1),
         "learner_estimate_mb": round(learner.memory_bytes() / 2**20, 1),
         "intent_decide": percentiles(intent_s),
@@ -190,6 +195,9 @@ def main() -> None:
     parser.add_argument("--outcomes", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--observe", type=int, default=5000)
+    parser.add_argument("--thrash-mb", type=int, default=0,
+                        help="rewrite this many MB between decisions (cold CPU caches)")
+    parser.add_argument("--k", type=int, default=None, help="neighbours per estimate")
     parser.add_argument("--memory-only", action="store_true",
                         help="only the memory of --outcomes outcomes (run in a fresh process)")
     args = parser.parse_args()
