@@ -6,17 +6,20 @@ configured model, each reused with a little seeded noise to reach the count), th
 
 - the decision: ``LearnedPolicy.decide`` against the intent routes' ``ThresholdPolicy.decide``
   alone on the same evidence (p50/p99 of each and of the difference: what learning adds to a
-  routed request);
-- learning on the event loop: ``--observe`` outcomes observed at once into the full memory (every
-  one overwrites the oldest), folded by the background task while a ticker coroutine measures
-  how long the loop was held between two of its turns; each learning step is timed too, in
-  wall time and in the thread's CPU time (on a busy machine the wall time also counts the time
-  the process was not running at all);
+  routed request); with ``--thrash-mb`` an array that size is rewritten before each decision,
+  so the graph is as cold in the CPU caches as a gateway's request path leaves it;
+- learning beside the event loop: ``--observe`` outcomes observed at once into the full memory
+  (every one overwrites the oldest), folded by the background task in its worker thread while a
+  ticker coroutine measures how long the loop was held between two of its turns, in wall time
+  and in the loop thread's own CPU time (the figure that matters: what a request waiting on
+  the loop would see, without the time the machine did not run the process at all); each
+  outcome's fold is timed too, in wall time and in the worker thread's CPU time;
 - memory: the resident size the memory adds in a fresh process fed from one array
   (``--memory-only``, run as a child), the learner's own count, and how much this process grew
   while filling (which also holds what the allocator kept of the feed's transient objects).
 
     python bench/bench_learner.py [--outcomes 100000] [--queries 2000] [--observe 5000]
+        [--thrash-mb 16] [--k 32]
 """
 
 from __future__ import annotations
@@ -29,9 +32,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
 
@@ -73,12 +76,13 @@ def percentiles(samples: list[float]) -> str:
 
 async def main_async(args: argparse.Namespace) -> dict[str, object]:
     config = load(None)
-    ws = workspace(SimpleNamespace(routes=None, cache=None, model_dir=None), config)
+    ws = workspace(argparse.Namespace(routes=None, cache=None, model_dir=None), config)
     plan = tier_plan(ws.routing, ws.tiers)
     items = [i for name in DATA for i in read_labelled(Path(f"bench/out/{name}.jsonl"))]
     base = await labelled_vectors(ws, items)
     router = await router_for(ws, embedder_for(ws))
-    settings = replace(ws.routing.learning, enabled=True, max_outcomes=args.outcomes)
+    settings = replace(ws.routing.learning, enabled=True, max_outcomes=args.outcomes,
+                       k=args.k or ws.routing.learning.k)
     clock = [2000.0]
     learner = Learner(settings, clock=lambda: clock[0])
     gc.collect()
@@ -90,8 +94,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     policy = LearnedPolicy(router.policy, learner, plan, settings, tier_costs(config.models))
     queries = base[np.random.default_rng(2).integers(0, len(base), args.queries)]
     intent_s, learned_s = [], []
+    # Rewritten between decisions (--thrash-mb): the CPU caches as a request path leaves them.
+    junk = np.ones(args.thrash_mb * 2**20 // 8)
     for vector in queries:
         evidence = router.evidence(vector)
+        junk += 1.0
         t0 = time.perf_counter()
         router.policy.decide(evidence)
         t1 = time.perf_counter()
@@ -103,7 +110,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     steps = await learning_steps(learner, outcomes(base, args.observe, 3))
     report = {
         "outcomes": learner.stats().remembered,
-        "dim": settings.dim, "k": settings.k,
+        "dim": settings.dim, "k": settings.k, "thrash_mb": args.thrash_mb,
         "bench_process_grew_mb": round(after - before, 1),
         "learner_estimate_mb": round(learner.memory_bytes() / 2**20, 1),
         "intent_decide": percentiles(intent_s),
@@ -118,26 +125,28 @@ async def learning_steps(learner: Learner, batch: list[Outcome]) -> dict[str, ob
     """Observe ``batch`` at once; time the loop's longest hold and the longest step."""
     walls: list[float] = []
     cpus: list[float] = []
-    step = learner._step  # timed from outside: the benchmark's view of one learning step
+    fold = learner._fold  # timed from outside: one outcome's fold, in the worker thread
 
-    def timed(budget_s: float) -> None:
+    def timed(outcomes: Sequence[Outcome], threads: int = 1, to_linear: bool = True) -> None:
         t0, c0 = time.perf_counter(), time.thread_time()
-        step(budget_s)
+        fold(outcomes, threads, to_linear)
         cpus.append(time.thread_time() - c0)
         walls.append(time.perf_counter() - t0)
 
-    learner._step = timed  # type: ignore[method-assign]
+    learner._fold = timed  # type: ignore[method-assign]
     await learner.start()
     gaps: list[float] = []
+    cpu_gaps: list[float] = []  # the loop thread's own CPU between two turns: no preemption
     done = asyncio.Event()
 
     async def ticker() -> None:
-        last = time.perf_counter()
+        last, last_cpu = time.perf_counter(), time.thread_time()
         while not done.is_set():
             await asyncio.sleep(0)
-            now = time.perf_counter()
+            now, now_cpu = time.perf_counter(), time.thread_time()
             gaps.append(now - last)
-            last = now
+            cpu_gaps.append(now_cpu - last_cpu)
+            last, last_cpu = now, now_cpu
 
     tick = asyncio.create_task(ticker())
     t0 = time.perf_counter()
@@ -151,10 +160,13 @@ async def learning_steps(learner: Learner, batch: list[Outcome]) -> dict[str, ob
     return {
         "observed": len(batch),
         "learn_rate_per_s": round(len(batch) / elapsed),
-        "steps": len(walls),
-        "step_cpu_ms": f"p50 {ms(cpus, 49)}, p99 {ms(cpus, 98)}, max {max(cpus) * 1000:.3f}",
-        "step_wall_ms": f"p50 {ms(walls, 49)}, p99 {ms(walls, 98)}, max {max(walls) * 1000:.3f}",
+        "folds": len(walls),
+        "fold_thread_cpu_ms": f"p50 {ms(cpus, 49)}, p99 {ms(cpus, 98)}, "
+                              f"max {max(cpus) * 1000:.3f}",
+        "fold_wall_ms": f"p50 {ms(walls, 49)}, p99 {ms(walls, 98)}, max {max(walls) * 1000:.3f}",
         "longest_loop_hold_ms": round(max(gaps) * 1000, 3),
+        "longest_loop_hold_cpu_ms": round(max(cpu_gaps) * 1000, 3),
+        "loop_hold_cpu_p99_ms": round(statistics.quantiles(cpu_gaps, n=100)[98] * 1000, 3),
         "loop_hold_p99_ms": round(statistics.quantiles(gaps, n=100)[98] * 1000, 3),
     }
 
@@ -183,6 +195,9 @@ def main() -> None:
     parser.add_argument("--outcomes", type=int, default=100_000)
     parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--observe", type=int, default=5000)
+    parser.add_argument("--thrash-mb", type=int, default=0,
+                        help="rewrite this many MB between decisions (cold CPU caches)")
+    parser.add_argument("--k", type=int, default=None, help="neighbours per estimate")
     parser.add_argument("--memory-only", action="store_true",
                         help="only the memory of --outcomes outcomes (run in a fresh process)")
     args = parser.parse_args()

@@ -186,3 +186,24 @@ async def test_an_answer_from_before_a_restart_can_still_be_rated(
     assert resp.status == 200, await resp.text()
     assert (await resp.json())["tier"] == "cheap"
     assert [r for r, _, _ in await _feedback_rows(again)] == [request_id]
+
+
+async def test_feedback_past_the_keys_allowance_is_a_429_and_not_recorded(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
+) -> None:
+    _, url = fake_openai
+    client, acme, globex = await _keyed(
+        make_gateway, url, routing={"outcomes": {"feedback_per_minute": 2}})
+    request_id = (await _ask(client, acme)).headers["x-request-id"]
+    for _ in range(2):
+        ok = await _feedback(client, acme, {"request_id": request_id, "score": "good"})
+        assert ok.status == 200, await ok.text()
+    refused = await _feedback(client, acme, {"request_id": request_id, "score": "bad"})
+    assert refused.status == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    error = (await refused.json())["error"]
+    assert error["type"] == "rate_limit_error" and "2 a minute" in error["message"]
+    assert [d["score"] for _, _, d in await _feedback_rows(client)] == [1.0, 1.0]
+    # Another key has an allowance of its own.
+    other = await _feedback(client, globex, {"request_id": "unknown", "score": "good"})
+    assert other.status == 404

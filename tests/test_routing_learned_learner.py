@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
 import numpy as np
 
+from embedder_worker.model import OnnxEmbedder
 from gateway.routing.learned.learner import Learner, Outcome
+from gateway.routing.learned.memory import Projection
 from tests.learning_helpers import FloatArray, learning, outcome, still
 
 pytest_plugins = ["tests.routing_fixtures", "tests.learning_fixtures"]
@@ -41,6 +44,26 @@ def test_nearby_failures_lower_a_tier_and_leave_other_prompts_alone(
     assert tax["cheap"].count > 0 and chat["cheap"].count > 0
 
 
+def test_an_unrelated_prompt_is_not_moved_by_the_only_outcomes_remembered(
+    onnx_embedder: OnnxEmbedder, tax_vectors: FloatArray,
+) -> None:
+    # A sparse memory: one bad cheap answer to a VAT question, one retry on a tax question.
+    learner = Learner(learning(), clock=still())
+    learner.learn([outcome(tax_vectors[3], "cheap", False),
+                   outcome(tax_vectors[0], "cheap", False)])
+    capital, vat = onnx_embedder.embed(["What is the capital of Australia?",
+                                        "how is VAT charged on goods imported from China?"])
+    projection = Projection(learner.settings.dim, learner.settings.seed)
+    similarity = float((projection(capital) @ projection(tax_vectors[3]).T)[0, 0])
+    assert similarity < learner.settings.floor  # the nearest outcome, but an unrelated one
+    prior = {"cheap": 0.9, "reasoning": 0.9}
+    unrelated = learner.estimate(capital, TIERS, prior=prior)
+    assert {t: (e.p, e.count) for t, e in unrelated.items()} == {t: (0.9, 0) for t in TIERS}
+    # A related prompt above the floor still learns from it.
+    related = learner.estimate(vat, TIERS, prior=prior)["cheap"]
+    assert related.count > 0 and related.p < 0.9
+
+
 def test_recent_outcomes_outweigh_old_ones(tax_vectors: FloatArray) -> None:
     now = [0.0]
     learner = Learner(learning(half_life_s=100.0, k=24), clock=lambda: now[0])
@@ -58,12 +81,14 @@ def test_recent_outcomes_outweigh_old_ones(tax_vectors: FloatArray) -> None:
 
 def test_memory_keeps_only_the_newest_max_outcomes(tax_vectors: FloatArray) -> None:
     newest = [outcome(v, "cheap", True) for v in tax_vectors[:8] for _ in range(2)]
-    learner = Learner(learning(max_outcomes=16, k=16), clock=still())
+    # The neighbours' memory forgets by count; the linear estimate only by half-life: off here.
+    settings = learning(max_outcomes=16, k=16, linear_weight=0.0)
+    learner = Learner(settings, clock=still())
     learner.learn(outcome(v, "cheap", False) for v in np.repeat(tax_vectors, 3, axis=0))
     learner.learn(newest)
     assert learner.stats().remembered == 16
     # Every failure has been forgotten: the learner answers as one that saw only the newest.
-    fresh = Learner(learning(max_outcomes=16, k=16), clock=still())
+    fresh = Learner(settings, clock=still())
     fresh.learn(newest)
     for v in tax_vectors:
         assert learner.estimate(v, TIERS) == fresh.estimate(v, TIERS)
@@ -112,6 +137,32 @@ async def test_observed_outcomes_are_learned_in_the_background(
         await learner.drained()
         assert learner.stats().remembered == len(tax_vectors) - 1
         assert learner.estimate(tax_vectors[-1], TIERS)["cheap"].p < 0.5
+    finally:
+        await learner.close()
+
+
+async def test_estimates_made_while_the_worker_thread_folds_stay_sound(
+    tax_vectors: FloatArray, chat_vectors: FloatArray
+) -> None:
+    # Folds run in a worker thread; estimates on the loop take the same lock. Overwriting a
+    # small memory many times over while estimating exercises both sides at once.
+    learner = Learner(learning(max_outcomes=64), clock=still())
+    rng = np.random.default_rng(5)
+    base = np.vstack([tax_vectors, chat_vectors])
+    noisy = base[rng.integers(0, len(base), 3000)] + rng.normal(0, 0.02, (3000, base.shape[1]))
+    await learner.start()
+    try:
+        for i, v in enumerate(noisy.astype(np.float32)):
+            learner.observe(outcome(v, "cheap", bool(i % 2)))
+        seen = 0
+        while learner.stats().pending or seen == 0:
+            for v in base:
+                p = learner.estimate(v, TIERS)["cheap"].p
+                assert 0.0 <= p <= 1.0
+                seen += 1
+            await asyncio.sleep(0)
+        await learner.drained()
+        assert learner.stats().remembered == 64 and learner.stats().dropped == 0
     finally:
         await learner.close()
 
@@ -172,3 +223,35 @@ async def test_the_file_keeps_at_most_max_outcomes_per_scope(
     with sqlite3.connect(path) as db:
         (count,) = db.execute("SELECT COUNT(*) FROM outcomes").fetchone()
     assert count == 16
+
+
+async def test_the_linear_estimate_survives_a_restart_beyond_the_outcomes_kept(
+    tmp_path: Path, tax_vectors: FloatArray, chat_vectors: FloatArray
+) -> None:
+    # The file keeps 16 outcomes; the linear statistics hold all 48 and are saved beside them.
+    path = tmp_path / "learning.sqlite3"
+    settings = learning(max_outcomes=16, linear_weight=1000.0, ridge=0.1)
+    first = Learner(settings, path=path, clock=still(5.0))
+    await first.start()
+    first.learn(fail_tax_pass_chat(tax_vectors, chat_vectors, at_s=5.0))
+    before = [first.estimate(v, TIERS) for v in (*tax_vectors, *chat_vectors)]
+    await first.close()
+    with sqlite3.connect(path) as db:
+        (saved,) = db.execute("SELECT COUNT(*) FROM linear").fetchone()
+    assert saved == len(TIERS)
+
+    second = Learner(settings, path=path, clock=still(5.0))
+    await second.start()
+    try:
+        after = [second.estimate(v, TIERS) for v in (*tax_vectors, *chat_vectors)]
+    finally:
+        await second.close()
+    rebuilt = Learner(settings, clock=still(5.0))  # what the 16 kept outcomes alone would say
+    rebuilt.learn(fail_tax_pass_chat(tax_vectors, chat_vectors, at_s=5.0)[-16:])
+    alone = [rebuilt.estimate(v, TIERS) for v in (*tax_vectors, *chat_vectors)]
+    for b, a in zip(before, after, strict=True):
+        assert abs(a["cheap"].p - b["cheap"].p) < 1e-3
+    assert max(abs(r["cheap"].p - b["cheap"].p) for b, r in zip(before, alone, strict=True)) > 0.05
+    # Tax questions fail on the cheap tier and chat passes: the restored estimate still says so.
+    assert max(e["cheap"].p for e in after[:len(tax_vectors)]) < min(
+        e["cheap"].p for e in after[len(tax_vectors):])

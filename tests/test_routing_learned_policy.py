@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gateway.core.routing_settings import LearningSettings
 from gateway.routing.learned.learner import Learner
-from gateway.routing.learned.policy import LearnedPolicy, cheapest_reaching, tier_costs
+from gateway.routing.learned.policy import (
+    CalibrationWindow,
+    LearnedPolicy,
+    cheapest_reaching,
+    lower_bound,
+    tier_costs,
+)
 from gateway.routing.policy import Decision, Evidence, Reason, TierEstimate, fallback
 from gateway.routing.routes import RouteSet
 from tests.learning_helpers import (
@@ -135,3 +141,85 @@ def test_tiers_are_compared_cheapest_first_by_price(tax_vectors: FloatArray) -> 
                              settings, {"cheap": 5.0, "reasoning": 1.0})
     assert inverted.order == ("reasoning", "cheap")
     assert len(TAX) == len(CHAT)
+
+
+def test_the_calibrated_threshold_gives_up_no_more_than_the_target_allows() -> None:
+    window = CalibrationWindow(4)
+    # (cheap / best, best - cheap, best): sent cheap in order of the ratio, best first.
+    for ratio, gap in ((1.0, 0.0), (0.9, 0.1), (0.8, 0.2), (0.5, 0.5)):
+        window.add(ratio, gap, 1.0)
+    assert window.threshold(0.95) == 0.9  # budget 0.2: the first two (0.1 given up)
+    assert window.threshold(0.90) == 0.8  # budget 0.4: three (0.3)
+    assert window.threshold(1.0) == 1.0  # nothing to give up: only a cheap tier as good
+    window.add(0.95, 0.05, 1.0)  # a ring: this replaces the first
+    assert window.size == 4 and window.threshold(0.95) == 0.9
+
+
+def test_estimates_that_ran_above_the_outcomes_are_corrected(tax_vectors: FloatArray) -> None:
+    settings = learning(k=8, calibration_window=0, bias_correction=True)
+    policy = policy_for(Always("cheap"), settings)
+    learner = policy.learner
+    learner.learn([outcome(v, "cheap", True) for v in tax_vectors[:6]]
+                  + [outcome(v, "reasoning", True) for v in tax_vectors])
+    for v in tax_vectors[6:]:  # one by one, as they come back: each is scored first
+        learner.learn([outcome(v, "cheap", False)])
+    assert learner.bias("cheap") > 0.05 and learner.bias("reasoning") == 0.0
+    decided = policy.refine(Always("cheap").decision, tax_vectors[0], may_explore=False)
+    raw = learner.estimate(tax_vectors[0], ("cheap",), prior={"cheap": 0.9})["cheap"].p
+    assert decided.learned is not None
+    shown = decided.learned.estimate("cheap")
+    assert shown is not None and abs(shown.p - (raw - learner.bias("cheap"))) < 1e-9
+    # Off, the same learner's estimate is shown (and decided on) as it is.
+    raw_policy = LearnedPolicy(Always("cheap"), learner, PLAN,  # type: ignore[arg-type]
+                               replace(settings, bias_correction=False), COSTS)
+    undecided = raw_policy.refine(Always("cheap").decision, tax_vectors[0], may_explore=False)
+    assert undecided.learned is not None
+    unshown = undecided.learned.estimate("cheap")
+    assert unshown is not None and abs(unshown.p - raw) < 1e-9
+
+
+def test_a_cheaper_tier_resting_on_few_outcomes_must_clear_the_margin() -> None:
+    order = ("cheap", "reasoning")
+    strong = TierEstimate(0.94, 100.0, 100)
+    few = {"cheap": TierEstimate(0.92, 2.0, 2), "reasoning": strong}
+    many = {"cheap": TierEstimate(0.92, 1000.0, 1000), "reasoning": strong}
+    assert cheapest_reaching(few, order, 0.9) == "cheap"  # no margin: the estimate alone
+    assert cheapest_reaching(few, order, 0.9, margin=1.0, prior_weight=2.0) == "reasoning"
+    assert cheapest_reaching(many, order, 0.9, margin=1.0, prior_weight=2.0) == "cheap"
+    # One standard error of a rate of 0.92 on 2 + 2 outcomes' worth.
+    assert abs(lower_bound(few["cheap"], 1.0, 2.0) - (0.92 - (0.92 * 0.08 / 4) ** 0.5)) < 1e-12
+    assert lower_bound(few["cheap"], 0.0, 2.0) == 0.92
+    # Without a margin the best tier always qualifies; with one, a best tier that rests on
+    # nothing does not, and the dearest tier answers.
+    unproven = {"cheap": TierEstimate(0.95, 0.0, 0), "reasoning": strong}
+    assert cheapest_reaching(unproven, order, 0.99) == "cheap"
+    assert cheapest_reaching(unproven, order, 0.99, margin=5.0) == "reasoning"
+
+
+def test_relative_to_the_prior_a_cheap_tier_must_reach_the_target_of_a_fixed_rate() -> None:
+    order = ("cheap", "reasoning")
+    # The dearest tier's estimate ran low (its outcomes came from escalated, hard prompts).
+    low = {"cheap": TierEstimate(0.80, 50.0, 50), "reasoning": TierEstimate(0.70, 5.0, 5)}
+    assert cheapest_reaching(low, order, 0.95) == "cheap"
+    assert cheapest_reaching(low, order, 0.95, reference=0.9) == "reasoning"  # 0.80 < 0.855
+    assert cheapest_reaching(low, order, 0.85, reference=0.9) == "cheap"  # 0.80 >= 0.765
+
+
+async def test_the_policy_compares_with_the_prior_when_configured(
+    tax_vectors: FloatArray,
+) -> None:
+    def decide(relative_to: str) -> Decision:
+        settings = learning(k=8, relative_to=relative_to, quality_target=0.95)
+        policy = policy_for(Always("cheap"), settings)
+        policy.learner.learn([outcome(v, "cheap", i % 4 != 0) for i, v in
+                              enumerate(tax_vectors[:-1])]
+                             + [outcome(v, "reasoning", i % 2 == 0) for i, v in
+                                enumerate(tax_vectors[:-1])])
+        return policy.refine(Always("cheap").decision, tax_vectors[-1], may_explore=False)
+
+    best, prior = decide("best"), decide("prior")
+    assert best.learned is not None and prior.learned is not None
+    cheap = best.learned.estimate("cheap")
+    assert cheap is not None and cheap.p < 0.95 * 0.9  # short of the prior's target ...
+    assert best.tier == "cheap"  # ... but within 0.95 of a reasoning tier that ran low
+    assert prior.tier == "reasoning"

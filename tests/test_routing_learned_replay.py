@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import random
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from gateway.core.routing_settings import LearningSettings
 from gateway.core.toml_table import ConfigError
 from gateway.routing.learned import cli as learn_cli
 from gateway.routing.learned.learner import Learner
@@ -171,3 +174,19 @@ def test_learn_replay_refuses_data_without_two_served_tiers(
                              "--model-dir", str(routing_model_dir)])
     assert status == 2
     assert "two or more served tiers" in capsys.readouterr().err
+
+
+def test_the_command_line_overrides_reference_margin_and_bias_correction() -> None:
+    ws = SimpleNamespace(routing=SimpleNamespace(learning=LearningSettings()))
+    names = ("quality_target", "explore_share", "k", "sharpness", "calibration_window",
+             "relative_to", "margin", "bias_correction")
+    unset = dict.fromkeys(names)
+    kept = learn_cli.learning_settings(argparse.Namespace(**unset), ws)  # type: ignore[arg-type]
+    assert kept == LearningSettings()
+    args = argparse.Namespace(**{**unset, "relative_to": "prior", "margin": 0.5,
+                                 "bias_correction": "off"})
+    changed = learn_cli.learning_settings(args, ws)  # type: ignore[arg-type]
+    assert (changed.relative_to, changed.margin, changed.bias_correction) == ("prior", 0.5, False)
+    with pytest.raises(ConfigError, match="--margin"):
+        learn_cli.learning_settings(argparse.Namespace(**{**unset, "margin": -1.0}),
+                                    ws)  # type: ignore[arg-type]

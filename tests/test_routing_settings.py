@@ -103,6 +103,7 @@ def test_outcome_weights_default_and_can_be_changed_one_by_one() -> None:
         ({"retry_similarity": 1.5}, "routing.outcomes.retry_similarity"),
         ({"retry_window_s": -1}, "routing.outcomes.retry_window_s"),
         ({"recent_answers": 0}, "routing.outcomes.recent_answers"),
+        ({"feedback_per_minute": -1}, "routing.outcomes.feedback_per_minute"),
         ({"weights": {"feedback": -1}}, "routing.outcomes.weights.feedback"),
         ({"weights": {"clicks": 1}}, "routing.outcomes.weights.clicks: unknown key"),
         ({"colour": "blue"}, "routing.outcomes.colour: unknown key"),
@@ -111,3 +112,12 @@ def test_outcome_weights_default_and_can_be_changed_one_by_one() -> None:
 def test_a_bad_outcomes_value_names_its_key(data: dict[str, object], key: str) -> None:
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
         parse({"outcomes": data})
+
+
+def test_learning_bias_correction_and_margin_are_read_and_checked() -> None:
+    s = parse({"learning": {"bias_correction": False, "margin": 1.5}}).learning
+    assert s.bias_correction is False and s.margin == 1.5
+    with pytest.raises(ConfigError, match=r"routing\.learning\.margin"):
+        parse({"learning": {"margin": -1}})
+    with pytest.raises(ConfigError, match=r"routing\.learning\.bias_correction"):
+        parse({"learning": {"bias_correction": "yes"}})

@@ -6,13 +6,17 @@ requests: another tenant's request id is answered exactly as an unknown one, 404
 nothing. Feedback on an answer that came from the cache counts too. Bad input is a 400 naming
 the field, and nothing is recorded. The answer echoes what was recorded: the request, the tier
 whose answer was scored, the score as a number, and whether it counted (only an answer's first
-score teaches the router; later ones are kept as signals). Touches nothing itself: the routing
-outcome feed finds the answer and records the feedback.
+score teaches the router; later ones are kept as signals). Each API key may send
+``[routing.outcomes] feedback_per_minute`` of them (a token bucket taken from the tenants' own
+counters, as admission does for chat requests; past it, a 429 with ``Retry-After``), so a
+client cannot flood the learner with scores. Touches nothing itself: the routing outcome feed
+finds the answer and records the feedback.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,8 +26,11 @@ from aiohttp import web
 from gateway.api.body import read_body
 from gateway.api.caller import caller
 from gateway.core.chat import field_error, json_object
-from gateway.core.errors import InvalidRequest, NotFound, ServiceUnavailable
+from gateway.core.errors import InvalidRequest, NotFound, RateLimited, ServiceUnavailable
 from gateway.routing.context import OUTCOMES
+from gateway.tenants.auth import Principal
+from gateway.tenants.context import COUNTERS_KEY
+from gateway.tenants.counters import Ask, Take
 
 MAX_REQUEST_ID = 128
 MAX_COMMENT = 2000
@@ -69,12 +76,27 @@ def parse_feedback(raw: bytes) -> Feedback:
     return Feedback(request_id, _score(body["score"]), comment)
 
 
+async def _take_allowance(app: web.Application, principal: Principal, per_minute: int) -> None:
+    """One of the key's ``per_minute`` feedback requests, or ``RateLimited``."""
+    counters = app.get(COUNTERS_KEY)
+    if counters is None or per_minute == 0:
+        return
+    # Only a take: no budget, no concurrency slot, so nothing is held and nothing settles.
+    ask = Ask(f"feedback-{principal.key_id}", principal.tenant, (), 1.0, (),
+              (Take(f"fb:{principal.key_id}", 1, per_minute),), time.monotonic())
+    verdict = await counters.admit(ask)
+    if not verdict.granted:
+        raise RateLimited(f"Too much feedback from this API key: at most {per_minute} a "
+                          f"minute.", retry_after_s=verdict.take.retry_after_s)
+
+
 async def post_feedback(request: web.Request) -> web.Response:
     principal = caller(request)
-    feedback = parse_feedback(await read_body(request))
     outcomes = request.app.get(OUTCOMES)
     if outcomes is None:
         raise ServiceUnavailable("Feedback is not being collected: routing is not running.")
+    await _take_allowance(request.app, principal, outcomes.settings.feedback_per_minute)
+    feedback = parse_feedback(await read_body(request))
     answered = await outcomes.find(principal.tenant, feedback.request_id)
     if answered is None:
         raise NotFound(f"No request with id {feedback.request_id!r} was answered for you.",

@@ -17,6 +17,7 @@ from gateway.core.toml_table import ConfigError, Table
 
 AMBIGUITY_POLICIES = ("cheap_first", "strongest", "default_tier")
 LEARNING_SCOPES = ("global", "tenant")
+LEARNING_REFERENCES = ("best", "prior")
 PACKAGED_ROUTES = "routes.toml"
 
 
@@ -39,7 +40,8 @@ class OutcomeSettings:
     counts against that answer (``client_retry``); feedback counts with its score. A weight of
     0 turns a source off; ``retry_window_s = 0`` turns retry detection off. ``recent_answers``
     bounds the answers kept in memory for retries and feedback (older ones are read back from
-    the signal store).
+    the signal store). ``feedback_per_minute`` caps ``POST /v1/feedback`` per API key (a token
+    bucket in the tenants' own counters, shared by replicas with Redis); 0 lifts the cap.
     """
 
     retry_window_s: float = 120.0
@@ -49,6 +51,7 @@ class OutcomeSettings:
         ("answer", 0.3), ("escalation", 1.0), ("provider_failure", 0.1),
         ("client_retry", 1.0), ("feedback", 2.0),
     )
+    feedback_per_minute: int = 60
 
     def weight(self, source: str) -> float:
         return dict(self.weights)[source]
@@ -68,6 +71,7 @@ def parse_outcomes(t: Table) -> OutcomeSettings:
         retry_similarity=similarity,
         recent_answers=t.count("recent_answers", 4096),
         weights=weights,
+        feedback_per_minute=t.count("feedback_per_minute", 60, minimum=0),
     )
     t.reject_unknown()
     return settings
@@ -77,21 +81,34 @@ def parse_outcomes(t: Table) -> OutcomeSettings:
 class LearningSettings:
     """The ``[routing.learning]`` table: the learned policy and its learner.
 
-    ``quality_target`` is relative: a tier qualifies when its estimated acceptability reaches
-    ``quality_target`` times the best tier's estimate (0.95: "95% of the strongest tier's
-    quality"). ``explore_share`` of eligible requests go to another tier than the estimate
-    picks. Outcomes lose half their weight every ``half_life_s``; at most ``max_outcomes`` are
-    remembered per scope (``global``: one memory; ``tenant``: one per tenant), the oldest
-    forgotten first. ``k`` neighbours inform an estimate, each weighted by
-    ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many outcomes'
-    worth the intent route's decision counts for, ``baseline_weight`` the same for the tier's
-    overall rate. ``dim`` is the size vectors are projected to before they are remembered (a
-    fixed seeded random projection: it bounds memory). ``file`` defaults to
-    ``<data_dir>/learning.sqlite3``.
+    ``quality_target`` is relative: with ``calibration_window`` 0 a cheaper tier qualifies when
+    its estimate reaches ``quality_target`` times the reference (``relative_to``); with a
+    window, the threshold is
+    set after each decision so that over the last ``calibration_window`` decisions the estimated
+    quality given up is what the target allows (0.95: keep 95% of the best tier's).
+    ``explore_share`` of eligible requests go to another tier than the estimate picks. Outcomes
+    lose half their weight every ``half_life_s``; at most ``max_outcomes`` are remembered per
+    scope (``global``: one memory; ``tenant``: one per tenant), the oldest forgotten first.
+    ``k`` neighbours inform an estimate, those with a cosine similarity below ``floor`` not at
+    all (unrelated prompts: with none above it the intent decision stands), the others weighted
+    by ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many
+    outcomes' worth the intent route's decision counts for, ``linear_weight`` the same (at most)
+    for each tier's ridge regression over the whole embedding (L2 penalty ``ridge``). ``dim`` is
+    the size vectors are projected to before they are remembered (a fixed seeded random
+    projection: it bounds memory). ``file`` defaults to ``<data_dir>/learning.sqlite3``.
+    ``bias_correction`` lowers each cheaper tier's estimate by how far its estimates ran above
+    the outcomes that came back; ``margin`` asks a cheaper tier to qualify with its estimate
+    lowered by ``margin`` standard errors (``sqrt(p(1-p)/(prior_weight + evidence))``), so a
+    tier judged on few outcomes near the prompt has to be clearly good to be chosen.
+    ``relative_to`` is what ``quality_target`` multiplies: ``best``, the best tier's estimate for
+    the prompt, or ``prior``, the prior acceptability of the intent decision's tier (a fixed
+    0.9): the dearest tier's outcomes come mostly from escalations, the hardest prompts, so its
+    estimate near a prompt runs low and flatters the cheaper tiers.
     """
 
     enabled: bool = False
-    quality_target: float = 0.86
+    quality_target: float = 0.83
+    calibration_window: int = 0
     explore_share: float = 0.02
     half_life_s: float = 7 * 86400.0
     max_outcomes: int = 100_000
@@ -99,12 +116,16 @@ class LearningSettings:
     k: int = 64
     sharpness: float = 10.0
     prior_weight: float = 2.0
-    baseline_weight: float = 0.0
+    floor: float = 0.3
+    linear_weight: float = 8.0
+    ridge: float = 10.0
     dim: int = 192
     seed: int = 0
     file: Path | None = None
     queue: int = 10_000
-    step_budget_ms: float = 0.5
+    bias_correction: bool = False
+    margin: float = 0.0
+    relative_to: str = "prior"
 
     def path(self, data_dir: Path) -> Path:
         return self.file or data_dir / "learning.sqlite3"
@@ -114,7 +135,8 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
     settings = LearningSettings(
         enabled=t.get("enabled", bool, False),
-        quality_target=t.positive("quality_target", 0.86),
+        quality_target=t.positive("quality_target", 0.83),
+        calibration_window=t.count("calibration_window", 0, minimum=0),
         explore_share=t.non_negative("explore_share", 0.02),
         half_life_s=t.positive("half_life_s", 7 * 86400.0),
         max_outcomes=t.count("max_outcomes", 100_000, minimum=16),
@@ -122,15 +144,21 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         k=t.count("k", 64),
         sharpness=t.non_negative("sharpness", 10.0),
         prior_weight=t.positive("prior_weight", 2.0),
-        baseline_weight=t.non_negative("baseline_weight", 0.0),
+        floor=t.get("floor", float, 0.3),
+        linear_weight=t.non_negative("linear_weight", 8.0),
+        ridge=t.positive("ridge", 10.0),
         dim=t.count("dim", 192, minimum=8),
         seed=t.get("seed", int, 0),
         file=_path(t, "file", base_dir),
         queue=t.count("queue", 10_000),
-        step_budget_ms=t.positive("step_budget_ms", 0.5),
+        bias_correction=t.get("bias_correction", bool, False),
+        margin=t.non_negative("margin", 0.0),
+        relative_to=t.choice("relative_to", LEARNING_REFERENCES, "prior"),
     )
     if settings.quality_target > 1.0:
         raise t.fail("quality_target", "a number above 0 and at most 1")
+    if not -1.0 <= settings.floor <= 1.0:
+        raise t.fail("floor", "a cosine similarity from -1 to 1")
     if settings.explore_share >= 1.0:
         raise t.fail("explore_share", "a number of 0 or more and below 1")
     t.reject_unknown()

@@ -4,12 +4,13 @@
     gateway learn eval   --train FILE --test FILE [--json OUT]
 
 Both drive the gateway's own ``Learner`` and ``LearnedPolicy`` with the ``[routing.learning]``
-settings (``--quality-target``, ``--explore-share``, ``--k`` and ``--sharpness`` override them),
-the costs of the configured models' prices, and the configured embedding model in this process
-(the text the gateway would embed: ``head_and_tail`` of the prompt; vectors are cached under the
-routing cache directory like ``gateway routes eval``'s). ``replay``'s prior is the configured
-intent routes (``--prior routes``, what the gateway decides today) or the default tier
-(``--prior default``). Reads the files it is given; writes only ``--json OUT``.
+settings (``--quality-target``, ``--calibration-window``, ``--relative-to``, ``--margin``,
+``--bias-correction``, ``--explore-share``, ``--k`` and ``--sharpness`` override them), the
+costs of the configured models' prices, and the configured embedding model in this process
+(the text the gateway would embed: ``head_and_tail`` of the prompt; vectors are cached under
+the routing cache directory like ``gateway routes eval``'s). ``replay``'s prior is the
+configured intent routes (``--prior routes``, what the gateway decides today) or the default
+tier (``--prior default``). Reads the files it is given; writes only ``--json OUT``.
 """
 
 from __future__ import annotations
@@ -80,6 +81,13 @@ def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, h
                         help="also write the report as JSON to OUT")
     parser.add_argument("--quality-target", type=_share, default=None, metavar="Q")
     parser.add_argument("--explore-share", type=_share, default=None, metavar="E")
+    parser.add_argument("--calibration-window", type=int, default=None, metavar="N",
+                        help="decisions the threshold is calibrated over (0: fixed)")
+    parser.add_argument("--relative-to", choices=("best", "prior"), default=None,
+                        help="what the quality target multiplies")
+    parser.add_argument("--margin", type=float, default=None, metavar="Z",
+                        help="standard errors a cheaper tier's estimate must clear by")
+    parser.add_argument("--bias-correction", choices=("on", "off"), default=None)
     parser.add_argument("--k", type=int, default=None, help="neighbours per estimate")
     parser.add_argument("--sharpness", type=float, default=None)
     parser.add_argument("--routes", type=Path, default=None,
@@ -105,12 +113,16 @@ def learning_settings(args: argparse.Namespace, ws: Workspace) -> LearningSettin
     """The configured ``[routing.learning]`` with the command line's overrides."""
     overrides: dict[str, Any] = {
         "quality_target": args.quality_target, "explore_share": args.explore_share,
-        "k": args.k, "sharpness": args.sharpness,
+        "k": args.k, "sharpness": args.sharpness, "calibration_window": args.calibration_window,
+        "relative_to": args.relative_to, "margin": args.margin,
+        "bias_correction": None if args.bias_correction is None else args.bias_correction == "on",
     }
     settings = replace(ws.routing.learning, **{k: v for k, v in overrides.items()
                                                if v is not None})
-    if settings.k < 1 or settings.quality_target <= 0:
-        raise ConfigError("--k must be 1 or more and --quality-target above 0")
+    if (settings.k < 1 or settings.quality_target <= 0 or settings.calibration_window < 0
+            or settings.margin < 0):
+        raise ConfigError("--k must be 1 or more, --quality-target above 0, "
+                          "--calibration-window and --margin 0 or more")
     # Memory large enough for the whole stream: what is measured is learning, not forgetting.
     return replace(settings, max_outcomes=max(settings.max_outcomes, 16))
 

@@ -3,18 +3,22 @@
 An ``Outcome`` says how acceptable (0..1) one tier's answer was for one prompt vector, with a
 weight, a wall-clock time, the tenant and its source (feedback, escalation, retry, failure,
 replay). ``Learner.observe`` only appends to a bounded queue (it never waits and never fails:
-a full queue drops and counts); a background task started by ``start`` folds the queue into
-memory in steps of at most ``step_budget_ms`` (so no step holds the event loop longer) and
-persists outcomes to SQLite (``learning.sqlite3``); ``start`` restores them, ``close`` writes
-what is left.
+a full queue drops and counts); a background task started by ``start`` has the queue folded
+into memory in a worker thread (the graph update and the products release the GIL, so the event
+loop is not held; an estimate waits for at most one outcome's fold) and persists outcomes to
+SQLite (``learning.sqlite3``); ``start`` restores them, ``close`` writes what is left.
 
 ``Learner.estimate(vector, tiers, tenant, prior)`` answers, for each tier, the probability of an
-acceptable answer: the outcomes of the ``k`` nearest remembered prompts on that tier, each
-weighted by its similarity relative to the nearest one's and by recency (half its weight every
-``half_life_s``), shrunk towards the prior (the intent decision's view: ``prior_weight``
-outcomes' worth) and, with ``baseline_weight``, the tier's overall rate. With nothing
-remembered the estimate is the prior itself, so a cold start decides as the intent routes do.
-Memory is bounded per scope (``global`` or one per tenant). Touches only its SQLite file.
+acceptable answer, pooling three things: the prior (the intent decision's view, ``prior_weight``
+outcomes' worth); the tier's ridge regression over the whole embedding (``linear.Linear``,
+``linear_weight`` outcomes' worth); and the outcomes of the ``k`` nearest remembered prompts on
+that tier whose cosine similarity reaches the absolute ``floor``, each weighted by its
+similarity relative to the nearest one's and by recency (half its weight every ``half_life_s``).
+With no remembered prompt above the floor (nothing learned, or only unrelated prompts) the
+estimate is the prior itself, so a cold start, or a prompt unlike any seen, decides as the intent
+routes do. The linear statistics are refitted off the event loop (a worker thread) and
+checkpointed beside the outcomes, with each tier's measured estimate bias. Memory is bounded
+per scope (``global`` or one per tenant). Touches only its SQLite file.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,8 +38,9 @@ import numpy.typing as npt
 
 from gateway.core.lifecycle import stop_task
 from gateway.core.routing_settings import LearningSettings
+from gateway.routing.learned.linear import Linear
 from gateway.routing.learned.memory import Memory, Neighbours, Projection
-from gateway.routing.learned.store import OutcomeStore, StoredOutcome
+from gateway.routing.learned.store import OutcomeStore, StoredLinear, StoredOutcome
 from gateway.routing.policy import TierEstimate
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,9 @@ log = logging.getLogger(__name__)
 FloatArray = npt.NDArray[np.float32]
 NEUTRAL_PRIOR = 0.5
 _RESTORE_THREADS = 2  # start-up, before requests: both cores
+_BATCH = 256  # outcomes handed to the worker thread at once
+_ERROR_DECAY = 0.999  # the estimates' bias is measured over about the last 1,000 outcomes
+_ERROR_PRIOR = 20.0  # outcomes' worth of "no bias" while few have come back
 
 
 class Source:
@@ -98,6 +107,12 @@ class Learner:
         self.clock = clock
         self._projection = Projection(settings.dim, settings.seed)
         self._memories: dict[str, Memory] = {}
+        self._linear: dict[str, Linear] = {}
+        self._errors: dict[str, list[float]] = {}
+        # hnswlib's search is not safe during an update of the same graph; re-entrant: a fold
+        # scores the estimate for its outcome first.
+        self._lock = threading.RLock()
+        self._folding: asyncio.Future[None] | None = None
         self._tiers: dict[str, int] = {}
         self._queue: deque[Outcome] = deque()
         self._unsaved: list[StoredOutcome] = []
@@ -130,8 +145,18 @@ class Learner:
         batch = [o for o in outcomes if _usable(o)]
         if batch:
             self._fold(batch)
+            self.refit()
 
-    def _fold(self, outcomes: Sequence[Outcome], threads: int = 1) -> None:
+    def refit(self) -> None:
+        """Solve the linear estimates again for what was folded since (milliseconds of
+        LAPACK without the GIL: the background task runs it in a worker thread)."""
+        for linear in list(self._linear.values()):
+            linear.refit()
+
+    def _fold(self, outcomes: Sequence[Outcome], threads: int = 1,
+              to_linear: bool = True) -> None:
+        if len(outcomes) == 1:  # one at a time, as they arrive: score the estimate first
+            self._score(outcomes[0])
         by_scope: dict[str, list[Outcome]] = {}
         for o in outcomes:
             by_scope.setdefault(self._scope(o.tenant), []).append(o)
@@ -146,6 +171,8 @@ class Learner:
             if memory is None:
                 memory = Memory(vectors.shape[1], self.settings.max_outcomes)
                 self._memories[scope] = memory
+            if to_linear:
+                self._fold_linear(scope, items)
             memory.add(
                 vectors,
                 np.array([self._tier_code(o.tier) for o in items], dtype=np.int16),
@@ -156,6 +183,33 @@ class Learner:
             )
             if self._store is not None:
                 self._unsaved.extend(_stored(scope, o) for o in items)
+
+    def _score(self, o: Outcome) -> None:
+        """Record how far the estimate for ``o``'s prompt, made before learning it, was from
+        what happened (only where the estimate rested on evidence)."""
+        estimate = self.estimate(o.vector, (o.tier,), o.tenant)[o.tier]
+        if estimate.count == 0:
+            return
+        error = self._errors.setdefault(o.tier, [0.0, 0.0])
+        error[0] = error[0] * _ERROR_DECAY + (estimate.p - o.acceptable)
+        error[1] = error[1] * _ERROR_DECAY + 1.0
+
+    def bias(self, tier: str) -> float:
+        """How much the estimates of ``tier`` exceeded the outcomes that came back, on recent
+        outcomes (about the last thousand; shrunk towards 0 while there are few)."""
+        total, count = self._errors.get(tier, (0.0, 0.0))
+        return total / (count + _ERROR_PRIOR)
+
+    def _fold_linear(self, scope: str, items: Sequence[Outcome]) -> None:
+        linear = self._linear.get(scope)
+        if linear is None:
+            s = self.settings
+            linear = Linear(len(items[0].vector), s.ridge, s.half_life_s)
+            self._linear[scope] = linear
+        for o in items:
+            if len(o.vector) == linear.dim:
+                linear.add(np.asarray(o.vector, dtype=np.float32), o.tier, o.acceptable,
+                           o.weight, o.at_s)
 
     def _tier_code(self, tier: str) -> int:
         return self._tiers.setdefault(tier, len(self._tiers))
@@ -176,31 +230,55 @@ class Learner:
         """
         prior = prior or {}
         memory = self._memories.get(self._scope(tenant))
-        hood = self._neighbours(memory, vector)
+        with self._lock:
+            hood = self._neighbours(memory, vector)
         if memory is None or hood is None:
             return {t: TierEstimate(prior.get(t, NEUTRAL_PRIOR), 0.0, 0) for t in tiers}
         s, now = self.settings, self.clock()
+        # An absolute floor first: below it a remembered prompt is unrelated, however near it
+        # ranks in a sparse memory, and carries no weight (nothing above it: the prior rules).
+        near = hood.similarity >= s.floor
+        if not near.any():
+            return {t: TierEstimate(prior.get(t, NEUTRAL_PRIOR), 0.0, 0) for t in tiers}
         age = np.maximum(now - hood.at_s, 0.0)
-        # Relative to the nearest: embedding similarities of related prompts sit anywhere
-        # from 0.3 to 0.9 depending on their length and wording, their ranking matters.
+        # Above the floor, relative to the nearest: similarities of related prompts sit
+        # anywhere from 0.3 to 0.9 depending on their length and wording; their ranking matters.
         closeness = hood.similarity - hood.similarity.max()
-        weights = hood.weight * np.exp(s.sharpness * closeness) * np.exp2(-age / s.half_life_s)
-        estimates = {}
-        for tier in tiers:
-            p0 = prior.get(tier, NEUTRAL_PRIOR)
-            code = self._tiers.get(tier)
-            rate = memory.rates.get(code) if code is not None else None
-            if rate is None:
-                estimates[tier] = TierEstimate(p0, 0.0, 0)
-                continue
-            total, mean = rate.at(now, s.half_life_s)
-            base = min(s.baseline_weight, total)
-            mine = hood.tier == code
-            evidence = float(weights[mine].sum())
-            accepted = float((weights[mine] * hood.acceptable[mine]).sum())
-            p = (s.prior_weight * p0 + base * mean + accepted) / (s.prior_weight + base + evidence)
-            estimates[tier] = TierEstimate(p, evidence, int(mine.sum()))
-        return estimates
+        weights = (near * hood.weight * np.exp(s.sharpness * closeness)
+                   * np.exp2(-age / s.half_life_s))
+        linear = self._linear.get(self._scope(tenant))
+        # Per tier code at once (one pass each, not one per tier): the neighbours' weight, the
+        # weight of their acceptable outcomes, and how many weigh anything.
+        codes, size = hood.tier.astype(np.intp), len(self._tiers)
+        evidence = np.bincount(codes, weights=weights, minlength=size).tolist()
+        accepted = np.bincount(codes, weights=weights * hood.acceptable, minlength=size).tolist()
+        counts = np.bincount(codes[weights > 0], minlength=size).tolist()
+        out = {}
+        for t in tiers:
+            code = self._tiers.get(t)
+            seen = (0.0, 0.0, 0) if code is None else (evidence[code], accepted[code], counts[code])
+            out[t] = self._tier_estimate(t, prior.get(t, NEUTRAL_PRIOR), seen, linear, vector, now)
+        return out
+
+    def _tier_estimate(
+        self, tier: str, p0: float, seen: tuple[float, float, int], linear: Linear | None,
+        vector: FloatArray, now: float,
+    ) -> TierEstimate:
+        """The prior, the linear estimate (``linear_weight`` outcomes' worth, less while it rests
+        on fewer outcomes than it has coefficients) and the weighted neighbours (``seen``: their
+        weight, the weight of the acceptable ones, their count), pooled."""
+        s = self.settings
+        evidence, accepted, count = seen
+        base, p_lin = 0.0, 0.0
+        if linear is not None:
+            p_lin, total = linear.estimate(vector, tier, now)
+            # Full say once it rests on as many outcomes as it has coefficients: before that
+            # it is underdetermined, little more than the tier's overall rate.
+            base = s.linear_weight * min(1.0, total / (linear.dim + 1))
+        if count == 0 and base == 0.0:
+            return TierEstimate(p0, 0.0, 0)
+        p = (s.prior_weight * p0 + base * p_lin + accepted) / (s.prior_weight + base + evidence)
+        return TierEstimate(p, evidence + base, count)
 
     def _neighbours(self, memory: Memory | None, vector: FloatArray) -> Neighbours | None:
         if memory is None or memory.size == 0:
@@ -218,46 +296,62 @@ class Learner:
         if self.path is not None:
             self._store = await OutcomeStore.open(self.path)
             rows = await self._store.load(self.settings.max_outcomes)
-            if rows:
-                await asyncio.to_thread(self._restore, rows)
+            linear = await self._store.load_linear()
+            self._errors = {t: [e, n] for t, (e, n) in (await self._store.load_bias()).items()}
+            if rows or linear:
+                await asyncio.to_thread(self._restore, rows, linear)
             await self._store.trim(self.settings.max_outcomes)
             self._loaded = True
             log.info("learner: %d outcomes restored from %s", len(rows), self.path)
         self._task = asyncio.create_task(self._run(), name="routing-learner")
 
-    def _restore(self, rows: Sequence[StoredOutcome]) -> None:
+    def _restore(self, rows: Sequence[StoredOutcome], linear: Sequence[StoredLinear]) -> None:
+        """The outcomes into the neighbours' memory; the saved linear statistics, with the
+        outcomes written after them folded in (all outcomes for a scope without any)."""
         outcomes = [
             Outcome(r.vector, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source)
             for r in rows
         ]
         store, self._store = self._store, None  # restored rows are on disk already
         try:
-            self._fold(outcomes, threads=_RESTORE_THREADS)
+            self._fold(outcomes, threads=_RESTORE_THREADS, to_linear=False)
         finally:
             self._store = store
+        through: dict[str, int] = {}
+        for saved in linear:
+            scope_linear = self._linear.setdefault(saved.scope, Linear(
+                saved.state.a.shape[0] - 1, self.settings.ridge, self.settings.half_life_s))
+            scope_linear.restore([saved.state])
+            through[saved.scope] = min(through.get(saved.scope, saved.through_id),
+                                       saved.through_id)
+        for row, o in zip(rows, outcomes, strict=True):
+            if row.row_id > through.get(row.scope, 0):
+                self._fold_linear(row.scope, [o])
+        self.refit()
 
     async def _run(self) -> None:
-        budget_s = self.settings.step_budget_ms / 1000.0
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
             while self._queue:
-                self._step(budget_s)
-                await asyncio.sleep(0)  # let requests in between steps
+                batch = [self._queue.popleft() for _ in range(min(_BATCH, len(self._queue)))]
+                # Folded in a worker thread: hnswlib's update and numpy's products run without
+                # the GIL, so the event loop is never held by a graph update (~0.25 ms each).
+                self._folding = loop.run_in_executor(None, self._fold_each, batch)
+                await asyncio.shield(self._folding)  # close() waits for a batch under way
+            # Nothing folds while this runs: this task is the only one that folds.
+            await asyncio.to_thread(self.refit)
             await self._save()
             if not self._queue:
                 self._idle.set()
 
-    def _step(self, budget_s: float) -> None:
-        """Fold queued outcomes one by one while the next one, costing what the last did, still
-        fits in ``budget_s`` (at least one: a single graph update stays well under 1 ms)."""
-        start = time.perf_counter()
-        while self._queue:
-            before = time.perf_counter()
-            self._fold([self._queue.popleft()])
-            after = time.perf_counter()
-            if after - start + (after - before) > budget_s:
-                return
+    def _fold_each(self, batch: Sequence[Outcome]) -> None:
+        """Fold ``batch`` one outcome at a time, each under the lock that estimates take: an
+        estimate waits for one graph update at most, never for the batch."""
+        for o in batch:
+            with self._lock:
+                self._fold([o])
 
     async def _save(self) -> None:
         if self._store is None or not self._unsaved:
@@ -268,9 +362,20 @@ class Learner:
             self._saved_since_trim += len(rows)
             if self._saved_since_trim >= max(1, self.settings.max_outcomes // 4):
                 await self._store.trim(self.settings.max_outcomes)
+                await self._save_linear()
                 self._saved_since_trim = 0
         except Exception:  # a full disk must not stop learning; the memory still has them
             log.exception("learner: could not write %d outcomes", len(rows))
+
+    async def _save_linear(self) -> None:
+        """Checkpoint the linear statistics (every ``max_outcomes // 4`` outcomes and at close:
+        a restart folds in only the outcomes written since)."""
+        if self._store is None:
+            return
+        for scope, linear in list(self._linear.items()):
+            states = await asyncio.to_thread(linear.state)
+            await self._store.save_linear(scope, states)
+        await self._store.save_bias({t: (e, n) for t, (e, n) in self._errors.items()})
 
     async def drained(self) -> None:
         """Return once every outcome observed so far is in memory and written."""
@@ -278,6 +383,7 @@ class Learner:
             if self._task is None or self._task.done():
                 self._fold(list(self._queue))
                 self._queue.clear()
+                self.refit()
                 await self._save()
                 self._idle.set()
                 return
@@ -289,9 +395,17 @@ class Learner:
         if self._task is not None:
             await stop_task(self._task)
             self._task = None
-        self._fold(list(self._queue))
+        if self._folding is not None:
+            await asyncio.wait([self._folding])  # a batch the worker thread is still folding
+            self._folding = None
+        with self._lock:
+            self._fold(list(self._queue))
         self._queue.clear()
         await self._save()
+        try:
+            await self._save_linear()
+        except Exception:  # a full disk: the outcomes rebuild the statistics at the next start
+            log.exception("learner: could not write the linear statistics")
         self._idle.set()
         if self._store is not None:
             await self._store.close()
@@ -307,7 +421,8 @@ class Learner:
 
     def memory_bytes(self) -> int:
         """Approximately what the remembered outcomes take in memory, over all scopes."""
-        return sum(m.approximate_bytes() for m in self._memories.values())
+        return (sum(m.approximate_bytes() for m in self._memories.values())
+                + sum(lin.approximate_bytes() for lin in self._linear.values()))
 
 
 def _usable(o: Outcome) -> bool:

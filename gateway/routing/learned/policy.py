@@ -1,23 +1,36 @@
-"""The learned policy: the cheapest tier whose estimated acceptability reaches the target.
+"""The learned policy: the cheapest tier whose estimated acceptability reaches the threshold.
 
 ``LearnedPolicy.decide(evidence, vector, tenant, may_explore=...)`` first lets the intent
 policy (``ThresholdPolicy``, the prior) decide, turns its tier into a prior over the tiers
 (its tier and the stronger ones acceptable, the cheaper ones less so), asks the ``Learner``
 for each tier's estimate, and picks the cheapest tier (by ``costs``, from the model prices)
-whose estimate reaches ``quality_target`` times the best estimate. With no evidence it
-returns the intent decision unchanged. A seeded share ``explore_share`` of decisions that
-``may_explore`` (never for a tenant past its budget) go to another tier instead, so a region
-where a tier once failed is tried again now and then. Cheap-first escalation stays on.
-Touches nothing: the learner owns its memory.
+whose estimate reaches ``threshold`` times the best estimate (or, with ``relative_to =
+"prior"``, times the prior's ``PRIOR_ACCEPTABLE``). With no evidence it returns the
+intent decision unchanged. With ``bias_correction`` estimates are first corrected by each
+tier's measured bias (how far its estimates ran above the outcomes that came back:
+``Learner.bias``); with a ``margin`` a cheaper tier qualifies only with its estimate lowered by
+that many standard errors, so a tier judged on few outcomes near the prompt is chosen only
+when it is clearly good. The threshold starts at
+``quality_target`` and calibrates itself: after each learned decision it is set to the lowest
+that, over the last ``calibration_window`` prompts, would give up no more estimated quality than
+``quality_target`` allows (5% of the best tier's for 0.95), so the same target holds on data
+whose base rates differ (an easier mix of prompts sends more to the cheap tier). A seeded share
+``explore_share`` of decisions that ``may_explore`` (never for a tenant past its budget) go to
+another tier instead, so a region where a tier once failed is tried again now and then.
+Cheap-first escalation stays on. Touches nothing: the learner owns its memory; the threshold
+lives in this process only.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import random
 from collections.abc import Iterable, Mapping
 from dataclasses import replace
 from typing import Protocol
+
+import numpy as np
 
 from gateway.core.routing_settings import LearningSettings, TierPlan
 from gateway.routing.classifier import FloatArray
@@ -28,6 +41,10 @@ log = logging.getLogger(__name__)
 
 PRIOR_ACCEPTABLE = 0.9
 """The prior acceptability of the intent decision's tier and every stronger one."""
+CALIBRATE_AFTER = 50
+"""Prompts decided before the calibrated threshold replaces ``quality_target``."""
+MIN_THRESHOLD = 0.5
+"""The calibrated threshold never drops below this: a tier half as good never qualifies."""
 PRIOR_SHORTFALL = 0.95
 """A cheaper tier's prior is this share of what the target asks: just short of it, so no
 target picks it cold, and a few good outcomes nearby are enough to pick it."""
@@ -62,13 +79,26 @@ def tier_prior(
     return {t: PRIOR_ACCEPTABLE if plan.rank(t) >= rank else low for t in tiers}
 
 
+def lower_bound(e: TierEstimate, margin: float, prior_weight: float) -> float:
+    """``e.p`` less ``margin`` standard errors of a rate measured on ``prior_weight +
+    e.evidence`` outcomes: the estimate a tier has to qualify with when it rests on little."""
+    if margin <= 0.0:
+        return e.p
+    p = min(1.0, max(0.0, e.p))
+    return p - margin * math.sqrt(p * (1.0 - p) / (prior_weight + e.evidence))
+
+
 def cheapest_reaching(
-    estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float
+    estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float,
+    margin: float = 0.0, prior_weight: float = 1.0, reference: float | None = None,
 ) -> str:
-    """The first tier of ``order`` (cheapest first) whose estimate reaches ``target`` times
-    the best estimate (the best tier itself always does)."""
-    best = max(e.p for e in estimates.values())
-    return next(t for t in order if estimates[t].p >= target * best)
+    """The first tier of ``order`` (cheapest first) whose estimate, lowered by ``margin``
+    standard errors (``lower_bound``), reaches ``target`` times ``reference`` (None: the best
+    estimate); the last (dearest) tier when none does."""
+    tiers = tuple(order)
+    bar = target * (max(e.p for e in estimates.values()) if reference is None else reference)
+    return next((t for t in tiers[:-1] if lower_bound(estimates[t], margin, prior_weight) >= bar),
+                tiers[-1])
 
 
 class LearnedPolicy:
@@ -88,6 +118,10 @@ class LearnedPolicy:
             plan.order, key=lambda t: (self.costs.get(t, 0.0), plan.rank(t))
         ))
         self._rng = random.Random(settings.seed if seed is None else seed)
+        self.threshold = settings.quality_target
+        """The per-prompt threshold: a tier qualifies at this share of the best estimate."""
+        self._window = (CalibrationWindow(settings.calibration_window)
+                        if settings.calibration_window > 0 and len(self.order) > 1 else None)
 
     def decide(
         self, evidence: Evidence, vector: FloatArray, tenant: str | None = None, *,
@@ -104,7 +138,7 @@ class LearnedPolicy:
         """``intent`` (the prior's decision) revised by the learned estimates."""
         if intent.tier not in self.order:
             return intent  # a tier the plan does not order: nothing to compare it with
-        target = self.settings.quality_target
+        target = self.threshold
         prior = tier_prior(self.plan, self.order, intent.tier, target)
         try:
             estimates = self.learner.estimate(vector, self.order, tenant, prior)
@@ -113,7 +147,13 @@ class LearnedPolicy:
             return intent
         if not any(e.count for e in estimates.values()):
             return intent  # nothing learned near this prompt: decide exactly as the routes do
-        tier = cheapest_reaching(estimates, self.order, target)
+        if self.settings.bias_correction:
+            estimates = self._corrected(estimates)
+        s = self.settings
+        reference = PRIOR_ACCEPTABLE if s.relative_to == "prior" else None
+        tier = cheapest_reaching(estimates, self.order, target, s.margin, s.prior_weight,
+                                 reference)
+        self._calibrate(estimates)
         explored = (
             may_explore and len(self.order) > 1
             and self._rng.random() < self.settings.explore_share
@@ -123,11 +163,60 @@ class LearnedPolicy:
         note = LearnedNote(tuple((t, estimates[t]) for t in self.order), intent.tier, explored)
         return replace(
             intent, tier=tier, reason=Reason.EXPLORED if explored else Reason.LEARNED,
-            detail=_detail(note, tier, target, intent), learned=note,
+            detail=_detail(note, tier, target, intent, self.settings.relative_to),
+            learned=note,
         )
 
+    def _corrected(self, estimates: Mapping[str, TierEstimate]) -> dict[str, TierEstimate]:
+        """Each cheaper tier's estimate less how far its estimates ran above the outcomes that
+        came back (it is served where its estimate is high, which flatters it). Not the
+        dearest tier: its outcomes come mostly from escalations, the hardest prompts."""
+        return {t: replace(e, p=min(1.0, max(0.0, e.p - self.learner.bias(t))))
+                if t != self.order[-1] else e for t, e in estimates.items()}
 
-def _detail(note: LearnedNote, tier: str, target: float, intent: Decision) -> str:
+    def _calibrate(self, estimates: Mapping[str, TierEstimate]) -> None:
+        """Remember this prompt's estimates and set the threshold to the lowest that, over the
+        last ``calibration_window`` prompts, gives up no more estimated quality (the best
+        estimate minus the cheapest tier's, on prompts sent to the cheapest tier) than
+        ``quality_target`` allows: (1 - target) x the sum of the best estimates."""
+        window = self._window
+        if window is None:
+            return
+        best = max(e.p for e in estimates.values())
+        cheapest = estimates[self.order[0]].p
+        window.add(cheapest / best if best > 0 else 1.0, best - cheapest, best)
+        if window.size >= min(CALIBRATE_AFTER, len(window.ratio)):
+            self.threshold = max(MIN_THRESHOLD, window.threshold(self.settings.quality_target))
+
+
+class CalibrationWindow:
+    """The last prompts' (ratio, quality given up if sent to the cheapest tier, best estimate)
+    in a ring of numpy arrays."""
+
+    def __init__(self, size: int) -> None:
+        self.ratio = np.zeros(size)
+        self.gap = np.zeros(size)
+        self.best = np.zeros(size)
+        self.size = 0
+        self._next = 0
+
+    def add(self, ratio: float, gap: float, best: float) -> None:
+        i = self._next
+        self.ratio[i], self.gap[i], self.best[i] = ratio, max(0.0, gap), best
+        self._next = (i + 1) % len(self.ratio)
+        self.size = min(self.size + 1, len(self.ratio))
+
+    def threshold(self, target: float) -> float:
+        ratio, gap = self.ratio[: self.size], self.gap[: self.size]
+        order = np.argsort(-ratio, kind="stable")
+        given_up = np.cumsum(gap[order])
+        budget = (1.0 - target) * float(self.best[: self.size].sum())
+        fits = int(np.searchsorted(given_up, budget, side="right"))
+        return float(ratio[order[fits - 1]]) if fits > 0 else 1.0
+
+
+def _detail(note: LearnedNote, tier: str, target: float, intent: Decision,
+            relative_to: str) -> str:
     shown = ", ".join(f"{t} {e.p:.2f} (n={e.count})" for t, e in note.estimates)
-    why = "explored" if note.explored else f"cheapest within {target:.2f} of the best"
+    why = "explored" if note.explored else f"cheapest within {target:.2f} of the {relative_to}"
     return f"{shown}; {why} -> {tier}; intent: {intent.summary} -> {intent.tier}"

@@ -34,7 +34,7 @@ import numpy.typing as npt
 from gateway.core.routing_settings import TierPlan
 from gateway.core.toml_table import ConfigError
 from gateway.routing.learned.learner import Learner, Outcome, Source
-from gateway.routing.learned.policy import LearnedPolicy
+from gateway.routing.learned.policy import PRIOR_ACCEPTABLE, LearnedPolicy, lower_bound
 from gateway.routing.policy import Decision
 
 FloatArray = npt.NDArray[np.float32]
@@ -242,11 +242,14 @@ def learn_all(learner: Learner, items: Sequence[Labelled], vectors: FloatArray,
 
 
 def cheap_ratio(learner: Learner, vectors: FloatArray, tiers: tuple[str, str]) -> FloatArray:
-    """The policy's criterion per prompt: the cheap tier's estimate over the strong tier's."""
+    """The policy's criterion per prompt: the cheap tier's estimate (lowered by the settings'
+    ``margin``, as the policy does) over the strong tier's (or the prior's, ``relative_to``)."""
+    s = learner.settings
     out = np.empty(len(vectors), dtype=np.float32)
     for i, vector in enumerate(vectors):
         e = learner.estimate(vector, tiers)
-        out[i] = e[tiers[0]].p / max(e[tiers[1]].p, 1e-9)
+        strong = PRIOR_ACCEPTABLE if s.relative_to == "prior" else max(e[tiers[1]].p, 1e-9)
+        out[i] = lower_bound(e[tiers[0]], s.margin, s.prior_weight) / strong
     return out
 
 

@@ -4,12 +4,16 @@ Each outcome is one row: scope ('' for the global memory, else the tenant), tier
 weight, wall-clock time, tenant, source, and the prompt's embedding as a float16 blob (the
 original vector, not the projection, so a changed ``dim`` or ``seed`` still restores). ``load``
 returns the newest ``limit`` rows of every scope, oldest first; ``trim`` deletes the rest, so
-the file stays as bounded as the memory. Touches only its database file.
+the file stays as bounded as the memory. Beside them, table ``linear`` holds each scope's
+linear statistics (``LinearState``) as of the newest outcome row then written: on restore, only
+the rows after it are folded into them again; table ``bias`` each tier's measured estimate
+error. Touches only its database file.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.core.sqlite import open_wal
+from gateway.routing.learned.linear import LinearState
 
 FloatArray = npt.NDArray[np.float32]
 _SCHEMA = (
@@ -33,6 +38,21 @@ _SCHEMA = (
         vector BLOB NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS outcomes_scope ON outcomes (scope, id)",
+    """CREATE TABLE IF NOT EXISTS linear (
+        scope TEXT NOT NULL,
+        tier TEXT NOT NULL,
+        a BLOB NOT NULL,
+        b BLOB NOT NULL,
+        total REAL NOT NULL,
+        at_s REAL NOT NULL,
+        through_id INTEGER NOT NULL,
+        PRIMARY KEY (scope, tier)
+    )""",
+    """CREATE TABLE IF NOT EXISTS bias (
+        tier TEXT PRIMARY KEY,
+        error REAL NOT NULL,
+        count REAL NOT NULL
+    )""",
 )
 _INSERT = (
     "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector) "
@@ -52,6 +72,16 @@ class StoredOutcome:
     at_s: float
     tenant: str | None
     source: str
+    row_id: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StoredLinear:
+    """One scope's linear estimate of one tier, as of outcome row ``through_id``."""
+
+    scope: str
+    state: LinearState
+    through_id: int
 
 
 class OutcomeStore:
@@ -91,7 +121,7 @@ class OutcomeStore:
             scopes = [str(s) for (s,) in await cursor.fetchall()]
         for scope in scopes:
             async with self._db.execute(
-                "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector "
+                "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector, id "
                 "FROM outcomes WHERE scope = ? ORDER BY id DESC LIMIT ?", (scope, limit),
             ) as cursor:
                 found = await cursor.fetchall()
@@ -100,8 +130,9 @@ class OutcomeStore:
                     scope=str(s), tier=str(tier), acceptable=float(ok), weight=float(w),
                     at_s=float(at), tenant=tenant, source=str(source),
                     vector=np.frombuffer(blob, dtype=np.float16).astype(np.float32),
+                    row_id=int(row_id),
                 )
-                for s, tier, ok, w, at, tenant, source, blob in reversed(list(found))
+                for s, tier, ok, w, at, tenant, source, blob, row_id in reversed(list(found))
             )
         return rows
 
@@ -111,6 +142,48 @@ class OutcomeStore:
             "DELETE FROM outcomes WHERE id IN (SELECT id FROM (SELECT id, ROW_NUMBER() OVER "
             "(PARTITION BY scope ORDER BY id DESC) AS n FROM outcomes) WHERE n > ?)", (limit,),
         )
+
+    async def save_linear(self, scope: str, states: Sequence[LinearState]) -> None:
+        """Replace ``scope``'s linear statistics by ``states``, as of the newest row written."""
+        async with self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outcomes") as cursor:
+            row = await cursor.fetchone()
+        through = int(row[0]) if row else 0
+        await self._db.executemany(  # each row stands alone: its own through_id
+            "INSERT OR REPLACE INTO linear (scope, tier, a, b, total, at_s, through_id) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [(scope, st.tier, st.a.astype(np.float32).tobytes(),
+              st.b.astype(np.float64).tobytes(), st.total, st.at_s, through) for st in states],
+        )
+
+    async def load_linear(self) -> list[StoredLinear]:
+        """Every saved linear statistic (square ``a`` matrices rebuilt from their size)."""
+        async with self._db.execute(
+            "SELECT scope, tier, a, b, total, at_s, through_id FROM linear"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        out = []
+        for scope, tier, a, b, total, at_s, through in rows:
+            flat = np.frombuffer(a, dtype=np.float32)
+            side = math.isqrt(flat.size)
+            if side * side != flat.size:
+                continue  # a damaged row: the outcomes rebuild it
+            state = LinearState(str(tier), flat.reshape(side, side).copy(),
+                                np.frombuffer(b, dtype=np.float64).copy(), float(total),
+                                float(at_s))
+            out.append(StoredLinear(str(scope), state, int(through)))
+        return out
+
+    async def save_bias(self, errors: Mapping[str, tuple[float, float]]) -> None:
+        """Each tier's decayed sum of estimate errors and its decayed count."""
+        await self._db.executemany(
+            "INSERT OR REPLACE INTO bias (tier, error, count) VALUES (?, ?, ?)",
+            [(tier, e, n) for tier, (e, n) in errors.items()],
+        )
+
+    async def load_bias(self) -> dict[str, tuple[float, float]]:
+        async with self._db.execute("SELECT tier, error, count FROM bias") as cursor:
+            rows = await cursor.fetchall()
+        return {str(tier): (float(e), float(n)) for tier, e, n in rows}
 
     async def count(self) -> int:
         async with self._db.execute("SELECT COUNT(*) FROM outcomes") as cursor:
