@@ -13,7 +13,8 @@ call needs and nothing else:
   of a response had arrived.
 - ``Response.readany(timeout_s)`` yields the body as it arrives (chunked, sized or read to the
   connection's end), ``read`` collects it whole. Reading pauses the socket when more than
-  ``MAX_BUFFERED`` bytes wait unread. gzip and deflate bodies are decoded (``identity`` is asked
+  ``MAX_BUFFERED`` bytes wait unread. A response keeps one read timer, moved forward lazily,
+  rather than arming one per read. gzip and deflate bodies are decoded (``identity`` is asked
   for, but a server may send them anyway).
 - ``Response.release`` returns a fully read, keep-alive connection to the pool; anything else
   (a release before the end, or a broken response) closes it, so no stale bytes are ever reused.
