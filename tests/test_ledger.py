@@ -177,7 +177,7 @@ async def test_queries_filter_by_tenant_and_never_mix_tenants(store: Store) -> N
 async def test_budgets_count_spend_already_in_the_ledger_after_a_restart(tmp_path: Path) -> None:
     async with open_store(tmp_path) as store:
         ledger = Ledger(store)
-        today = datetime.now(UTC).timestamp()  # not NOW: a run that crosses midnight starts a new day
+        today = datetime.now(UTC).timestamp()  # not NOW: a run may cross midnight
         ledger.record(row(1, cost=0.6, ts=today))
         ledger.record(row(2, cost=0.5, ts=today))
         await ledger.close()
