@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_proxy import ADMIN_ENV, BODY, create_key, gateway_config
-from procs import ROOT, cpu_s, free_port, start, stop, wait_port, wait_ready
+from procs import ROOT, TICKS, cpu_s, free_port, start, stop, wait_port, wait_ready
 
 from gateway.core.fd_limit import raise_open_files_limit
 
@@ -173,13 +173,23 @@ def start_gateway(tree: Path, config: Path, port: int, soft_nofile: int | None
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
+def user_system_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far (``cpu_s`` is their sum)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
 def measured_wave(port: int, key: str | None, pids: dict[str, int], args: argparse.Namespace,
                   stall_ms: float) -> dict[str, float]:
     before = {name: cpu_s(pid) for name, pid in pids.items()}
+    split = {name: user_system_s(pid) for name, pid in pids.items()}
     result = run_wave(port, args.streams, key, stall_ms)
+    chunks = args.streams * args.chunks
     for name, pid in pids.items():
-        result[f"{name}_cpu_us_per_chunk"] = (
-            (cpu_s(pid) - before[name]) * 1e6 / (args.streams * args.chunks))
+        result[f"{name}_cpu_us_per_chunk"] = (cpu_s(pid) - before[name]) * 1e6 / chunks
+        user, system = user_system_s(pid)
+        result[f"{name}_user_us_per_chunk"] = (user - split[name][0]) * 1e6 / chunks
+        result[f"{name}_system_us_per_chunk"] = (system - split[name][1]) * 1e6 / chunks
     return result
 
 
@@ -242,14 +252,17 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], st
           f"{args.gateway_soft_nofile or 'raised by the gateway'} in the gateway at start; "
           f"load average {os.getloadavg()[0]:.2f}")
     print("| target | failed | first chunk p50 / p99 ms | stream end p50 / p99 ms | "
-          "gap p99 ms | largest gap ms | stalls | CPU us/chunk gateway, upstream |")
-    print("|---|---|---|---|---|---|---|---|")
+          "gap p99 ms | largest gap ms | stalls | CPU us/chunk gateway, upstream | "
+          "gateway user / system us/chunk |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
         print(f"| {name} | {m['failed']:.0f} | {m['first_p50_ms']:.1f} / {m['first_p99_ms']:.1f}"
               f" | {m['end_p50_ms']:.1f} / {m['end_p99_ms']:.1f} | {m['gap_p99_ms']:.1f} | "
               f"{m['gap_max_ms']:.1f} | {m['stalls']:.0f} | "
               f"{m.get('gateway_cpu_us_per_chunk', 0.0):.1f}, "
-              f"{m['upstream_cpu_us_per_chunk']:.1f} |")
+              f"{m['upstream_cpu_us_per_chunk']:.1f} | "
+              f"{m.get('gateway_user_us_per_chunk', 0.0):.1f} / "
+              f"{m.get('gateway_system_us_per_chunk', 0.0):.1f} |")
     for name in runs:
         if name != "direct":
             added = med[name]["end_p99_ms"] - med["direct"]["end_p99_ms"]

@@ -177,6 +177,49 @@ async def test_a_stalled_body_times_out() -> None:
         assert client._idle.get(("http", "127.0.0.1", server.port)) in (None, [])
 
 
+async def test_a_shorter_read_timeout_after_a_longer_one_still_times_out_in_time() -> None:
+    # One timer per response stays armed at the first read's 60 s deadline; a later read
+    # that allows only 0.05 s must not wait for it (the test's own timeout would end it).
+    reading = asyncio.Event()
+
+    async def reply(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        await writer.drain()
+        await reading.wait()  # sent only once the client waits for it, with its timer armed
+        writer.write(b"5\r\nfirst\r\n")
+        await writer.drain()
+        await reader.read()
+
+    async with serving(reply) as server, HttpClient() as client:
+        resp = await client.request("POST", server.url, headers={})
+        reading.set()
+        assert await resp.readany(60) == b"first"
+        with pytest.raises(HttpTimeout):
+            await resp.readany(0.05)
+        resp.release()
+
+
+async def test_a_body_that_keeps_coming_outlives_its_read_timeout() -> None:
+    # Pieces 0.05 s apart, eight of them, each read allowed 0.3 s: the body takes longer than
+    # one read's timeout, so a deadline that is not moved forward by each read would fire.
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i in range(8):
+            await asyncio.sleep(0.05)  # the server's pace, not a wait for the client
+            writer.write(b"1\r\n%d\r\n" % i)
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async with serving(reply) as server, HttpClient() as client:
+        resp = await client.request("POST", server.url, headers={})
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        assert await resp.read(0.3) == b"01234567"
+        assert loop.time() - start > 0.3  # it did outlast one read's timeout
+        resp.release()
+
+
 async def test_a_refused_connection_is_a_connect_error() -> None:
     async with serving(sized(b"")) as server:
         port = server.port

@@ -65,3 +65,42 @@ async def test_a_stalled_stream_times_out_as_upstream_failure(aiohttp_server: An
         assert await anext(events) == SseEvent("", b"1")
         with pytest.raises(UpstreamFailure, match="no stream data"):
             await anext(events)
+
+
+class _Pieces:
+    """A body that hands over the given pieces, one per read."""
+
+    def __init__(self, pieces: list[bytes]) -> None:
+        self.pieces = list(pieces)
+
+    async def readany(self, timeout_s: float | None = None) -> bytes:
+        return self.pieces.pop(0) if self.pieces else b""
+
+
+async def _events(pieces: list[bytes]) -> list[SseEvent]:
+    return [e async for e in iter_sse(_Pieces(pieces), chunk_timeout_s=5)]
+
+
+TRICKY_STREAMS = [
+    b"data: {\"a\": 1}\n\ndata: {\"b\": 2}\n\ndata: [DONE]\n\n",
+    b"event: message_start\ndata: {}\n\ndata: plain\n\n",
+    b"data: one\ndata: two\n\n: a comment\n\ndata:no-space\n\n",
+    b"data: x\n\n\n\ndata:  two spaces\n\n\ndata: y\n\n",
+    b"data: crlf\r\n\r\ndata: z\n\n",
+    b"id: 7\ndata: with id\n\nretry: 10\n\ndata: tail without its blank line",
+]
+
+
+@pytest.mark.parametrize("stream", TRICKY_STREAMS)
+async def test_whole_events_read_at_once_parse_as_byte_by_byte(stream: bytes) -> None:
+    # A read of whole events takes a shortcut for one-line ``data:`` events; byte by byte
+    # never can. Both must give the same events, whatever else the stream holds.
+    at_once = await _events([stream])
+    assert at_once == await _events([stream[i:i + 1] for i in range(len(stream))])
+    assert at_once  # every stream above holds events
+
+
+async def test_events_after_a_read_that_ends_mid_event_are_whole() -> None:
+    pieces = [b"data: {\"a\"", b": 1}\n\ndata: next\n\n", b"event: e\n", b"data: 3\n\n"]
+    assert await _events(pieces) == [
+        SseEvent("", b'{"a": 1}'), SseEvent("", b"next"), SseEvent("e", b"3")]

@@ -71,3 +71,62 @@ async def test_a_chunk_in_hand_is_not_held_back_while_the_stream_waits(
         if b" held?" in body:
             seen.set()
     assert text_of(body) == "Counting: held?" + "".join(WORDS)
+
+
+async def raw_exchange(port: int, times: int) -> list[list[bytes]]:
+    """``times`` streaming requests on one keep-alive connection, each answer's body as the
+    HTTP/1.1 chunks it came in, decoded strictly (a wrong length breaks the next request)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = json.dumps(BODY).encode()
+    answers = []
+    try:
+        for _ in range(times):
+            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
+                         b"application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            head = await reader.readuntil(b"\r\n\r\n")
+            assert b"transfer-encoding: chunked" in head.lower()
+            chunks = []
+            while size := int((await reader.readuntil(b"\r\n"))[:-2], 16):
+                chunks.append(await reader.readexactly(size))
+                assert await reader.readexactly(2) == b"\r\n"
+            assert await reader.readexactly(2) == b"\r\n"
+            answers.append(chunks)
+    finally:
+        writer.close()
+    return answers
+
+
+async def test_each_relayed_chunk_is_one_http_chunk_on_a_connection_kept_alive(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD + REST)  # all in one network write
+        return resp
+
+    client = await gateway_on(aiohttp_server, make_gateway, provider)
+    for chunks in await raw_exchange(client.server.port, 2):
+        assert all(c.startswith(b"data: ") and c.count(b"\n\n") == 1 for c in chunks)
+        assert chunks[-1] == b"data: [DONE]\n\n"
+        assert text_of(b"".join(chunks)) == "Counting:" + "".join(WORDS)
+
+
+async def test_an_error_event_mid_stream_ends_the_body_with_the_error_and_no_done(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    error = b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD + event({"content": " more"}))
+        await resp.write(error)
+        return resp
+
+    client = await gateway_on(aiohttp_server, make_gateway, provider)
+    [chunks] = await raw_exchange(client.server.port, 1)
+    assert text_of(b"".join(chunks[:-1])) == "Counting: more"
+    last = json.loads(chunks[-1].removeprefix(b"data: "))
+    assert last["error"]["code"] == "stream_interrupted"
+    assert b"[DONE]" not in b"".join(chunks)

@@ -211,7 +211,7 @@ async def _stream(
         keep: list[Json] | None = [] if cache.plan.store else None
         writer = face.writer()
         if not await relay(resp, stream, writer, record, keep,
-                           lifecycle=request.app[LIFECYCLE]):
+                           lifecycle=request.app[LIFECYCLE], out=request.writer):
             return resp
         await face.finish()
         await resp.write(writer.end())

@@ -133,7 +133,7 @@ class Upstream:
                     f"expected an event stream, got {ctype or 'no content type'}: "
                     + error_message(parsed, resp.status),
                 )
-            yield _translated(iter_sse(resp, timeouts.chunk_timeout_s))
+            yield iter_sse(resp, timeouts.chunk_timeout_s)
         finally:
             # A body read to its end returns the connection to the pool; a stream abandoned
             # part-way (client gone, failover) closes it so no stale bytes are reused.
@@ -164,11 +164,3 @@ async def _read_error_body(resp: Response, timeouts: Timeouts) -> bytes:
     except HttpError:
         pass
     return b"".join(parts)[:64 * 1024]
-
-
-async def _translated(events: AsyncIterator[SseEvent]) -> AsyncIterator[SseEvent]:
-    try:
-        async for event in events:
-            yield event
-    except HttpError as exc:
-        raise UpstreamFailure(FailureKind.CONNECT, f"stream broke: {exc}") from exc

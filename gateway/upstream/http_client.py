@@ -13,7 +13,8 @@ call needs and nothing else:
   of a response had arrived.
 - ``Response.readany(timeout_s)`` yields the body as it arrives (chunked, sized or read to the
   connection's end), ``read`` collects it whole. Reading pauses the socket when more than
-  ``MAX_BUFFERED`` bytes wait unread. gzip and deflate bodies are decoded (``identity`` is asked
+  ``MAX_BUFFERED`` bytes wait unread. A response keeps one read timer, moved forward lazily,
+  rather than arming one per read. gzip and deflate bodies are decoded (``identity`` is asked
   for, but a server may send them anyway).
 - ``Response.release`` returns a fully read, keep-alive connection to the pool; anything else
   (a release before the end, or a broken response) closes it, so no stale bytes are ever reused.
@@ -95,8 +96,8 @@ class _Target:
 class Response:
     """One response: status and headers at once, the body as it arrives."""
 
-    __slots__ = ("_buffered", "_chunks", "_conn", "_decoder", "_eof", "_error", "_headers",
-                 "_loop", "_raw_headers", "_waiter", "status")
+    __slots__ = ("_buffered", "_chunks", "_conn", "_deadline", "_decoder", "_eof", "_error",
+                 "_headers", "_loop", "_raw_headers", "_timer", "_timer_at", "_waiter", "status")
 
     def __init__(self, conn: _Connection, status: int, raw_headers: list[RawHeader]) -> None:
         self._conn: _Connection | None = conn
@@ -109,6 +110,9 @@ class Response:
         self._eof = False
         self._error: HttpError | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._deadline = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         encoding = next((v for n, v in raw_headers if n.lower() == b"content-encoding"), b"")
         self._decoder = (zlib.decompressobj(wbits=47) if encoding.lower() in (b"gzip", b"deflate")
                          else None)
@@ -185,14 +189,35 @@ class Response:
 
     async def _wait(self, timeout_s: float | None) -> None:
         waiter = self._waiter = self._loop.create_future()
-        timer = (self._loop.call_later(timeout_s, _expire, waiter)
-                 if timeout_s is not None else None)
+        if timeout_s is None:
+            self._deadline = 0.0
+        else:
+            # One timer per response, not one per read: a stream reads every few milliseconds
+            # and would otherwise arm and cancel a timer each time. The timer stays armed at an
+            # older deadline; when it fires early it re-arms itself at the current one.
+            self._deadline = deadline = self._loop.time() + timeout_s
+            if self._timer is None or self._timer_at > deadline:  # first, or a shorter timeout
+                self._arm(deadline)
         try:
             await waiter
         finally:
             self._waiter = None
-            if timer is not None:
-                timer.cancel()
+
+    def _check_deadline(self) -> None:
+        self._timer = None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or not self._deadline:
+            return  # nobody waits: the next wait arms a timer again
+        if self._loop.time() >= self._deadline:
+            waiter.set_exception(HttpTimeout("timed out"))
+        else:
+            self._arm(self._deadline)
+
+    def _arm(self, deadline: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._check_deadline)
 
     def at_eof(self) -> bool:
         return self._eof and not self._chunks
@@ -201,6 +226,9 @@ class Response:
         """Done with the response: its connection goes back to the pool only when the body
         was read to its end and the server keeps the connection alive; else it is closed."""
         conn, self._conn = self._conn, None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if conn is not None:
             conn.done(reusable=self._eof and self._error is None)
 

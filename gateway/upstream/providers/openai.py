@@ -7,7 +7,7 @@ upstream id and, for streams, usage requested so that cost can be accounted. Err
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -83,15 +83,18 @@ class OpenAIProvider:
 def _check_chunk(chunk: Any) -> bool:
     """Refuse a chunk whose shape the gateway cannot relay; True when it finishes a choice."""
     choices = chunk.get("choices") if isinstance(chunk, dict) else None
-    if not isinstance(choices, list) or not all(
-        isinstance(c, dict) and isinstance(c.get("delta", {}), dict) for c in choices
-    ):
+    if not isinstance(choices, list):
         raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream chunk has malformed choices")
-    return any(c.get("finish_reason") for c in choices)
+    finished = False
+    for c in choices:  # a loop, not all()/any() over generators: this runs for every chunk
+        if not isinstance(c, dict) or not isinstance(c.get("delta", {}), dict):
+            raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream chunk has malformed choices")
+        finished = finished or bool(c.get("finish_reason"))
+    return finished
 
 
 def _raise_embedded_error(body: Any) -> None:
-    if isinstance(body, Mapping) and body.get("error"):
+    if isinstance(body, dict) and body.get("error"):
         raise UpstreamFailure(
             FailureKind.ERROR_IN_BODY, error_message(body, 200), body=dict(body)
         )
