@@ -15,7 +15,8 @@ corrected, and the capitalised first word of the text (elsewhere a capitalised w
 the guards; a word inside ``a.b``, ``a_b``, ``a/b`` or a call is code); contractions typed
 without their apostrophe ("whats", "dont") get it back. The exact tier keeps the text as sent.
 
-Reads its two word lists once per process (``load``, ~0.3 s); otherwise pure.
+Reads its two word lists once per process (``load``, ~0.3 s) and then hands the pages the
+reading freed back to the system (``malloc_trim``); otherwise pure.
 """
 
 from __future__ import annotations
