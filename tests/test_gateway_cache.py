@@ -21,17 +21,24 @@ from tests.test_chat_api import sse_payloads
 Cached = tuple[TestClient, FakeOpenAI]
 
 
-@pytest.fixture
-async def cached(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory) -> Cached:
+async def _cached_gateway(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory,
+                          **cache: Any) -> Cached:
+    """A gateway with the semantic cache on (``cache``: more ``[cache]`` settings) and its
+    embedder worker live."""
     fake, url = fake_openai
     client = await make_gateway({
         "providers": [openai_provider("p1", url)],
         "models": [model("small", "p1", input_price_per_mtok=1.0, output_price_per_mtok=2.0)],
         "embedder": {"model_dir": str(ROOT / "models" / "all-MiniLM-L6-v2")},
-        "cache": {"enabled": True},
+        "cache": {"enabled": True, **cache},
     })
     await client.app[EMBEDDER_POOL].wait_live(1)
     return client, fake
+
+
+@pytest.fixture
+async def cached(fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory) -> Cached:
+    return await _cached_gateway(fake_openai, make_gateway)
 
 
 async def _ask(client: TestClient, text: str, headers: dict[str, str] | None = None,
@@ -82,14 +89,7 @@ async def test_a_misspelt_paraphrase_is_served_once_its_typo_is_folded(cached: C
 async def test_typos_are_not_folded_when_folding_is_off(
     fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
 ) -> None:
-    fake, url = fake_openai
-    client = await make_gateway({
-        "providers": [openai_provider("p1", url)],
-        "models": [model("small", "p1")],
-        "embedder": {"model_dir": str(ROOT / "models" / "all-MiniLM-L6-v2")},
-        "cache": {"enabled": True, "fold_typos": False},
-    })
-    await client.app[EMBEDDER_POOL].wait_live(1)
+    client, fake = await _cached_gateway(fake_openai, make_gateway, fold_typos=False)
     await _ask(client, "how to fix a leaky fauset")
     asked = await _ask(client, "How do I fix a leaky faucet?")
     assert asked.headers["x-gateway-cache"] == "miss"

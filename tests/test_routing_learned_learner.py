@@ -255,3 +255,30 @@ async def test_the_linear_estimate_survives_a_restart_beyond_the_outcomes_kept(
     # Tax questions fail on the cheap tier and chat passes: the restored estimate still says so.
     assert max(e["cheap"].p for e in after[:len(tax_vectors)]) < min(
         e["cheap"].p for e in after[len(tax_vectors):])
+
+
+async def test_a_damaged_linear_checkpoint_is_rebuilt_from_the_kept_outcomes(
+    tmp_path: Path, tax_vectors: FloatArray, chat_vectors: FloatArray
+) -> None:
+    path = tmp_path / "learning.sqlite3"
+    settings = learning(max_outcomes=16, linear_weight=1000.0, ridge=0.1)
+    outcomes = fail_tax_pass_chat(tax_vectors, chat_vectors, at_s=5.0)
+    first = Learner(settings, path=path, clock=still(5.0))
+    await first.start()
+    first.learn(outcomes)
+    await first.close()
+    with sqlite3.connect(path) as db:  # one tier's coefficients cut short, as by a bad disk
+        db.execute("UPDATE linear SET b = substr(b, 1, 20) WHERE tier = 'cheap'")
+
+    second = Learner(settings, path=path, clock=still(5.0))
+    await second.start()  # not a crash at start-up
+    try:
+        after = [second.estimate(v, TIERS) for v in (*tax_vectors, *chat_vectors)]
+    finally:
+        await second.close()
+    rebuilt = Learner(settings, clock=still(5.0))  # every tier from the 16 kept outcomes alone
+    rebuilt.learn(outcomes[-16:])
+    alone = [rebuilt.estimate(v, TIERS) for v in (*tax_vectors, *chat_vectors)]
+    for a, r in zip(after, alone, strict=True):
+        for tier in TIERS:  # the file keeps vectors as float16: equal to a few decimals
+            assert abs(a[tier].p - r[tier].p) < 1e-3

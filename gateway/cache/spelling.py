@@ -13,9 +13,12 @@ of public question sets, ``bench/cache_sets/build_words.py``) and Python's keywo
 and standard modules ("dict", "json"). Only lowercase words of five letters or more in prose are
 corrected, and the capitalised first word of the text (elsewhere a capitalised word is a name to
 the guards; a word inside ``a.b``, ``a_b``, ``a/b`` or a call is code); contractions typed
-without their apostrophe ("whats", "dont") get it back. The exact tier keeps the text as sent.
+without their apostrophe ("whats", "dont") get it back. Under the ``exact`` cache policy the
+text is kept as sent; under ``semantic`` the folded text keys the exact step too
+(``pipeline.caching``: a typo of a stored prompt is then an exact hit).
 
-Reads its two word lists once per process (``load``, ~0.3 s); otherwise pure.
+Reads its two word lists once per process (``load``, ~0.3 s) and then hands the pages the
+reading freed back to the system (``malloc_trim``); otherwise pure.
 """
 
 from __future__ import annotations

@@ -255,8 +255,9 @@ class Learner:
         counts = np.bincount(codes[weights > 0], minlength=size).tolist()
         out = {}
         for t in tiers:
-            code = self._tiers.get(t)
-            seen = (0.0, 0.0, 0) if code is None else (evidence[code], accepted[code], counts[code])
+            code = self._tiers.get(t)  # a tier the worker thread coded after ``size``: unseen here
+            seen = ((0.0, 0.0, 0) if code is None or code >= size
+                    else (evidence[code], accepted[code], counts[code]))
             out[t] = self._tier_estimate(t, prior.get(t, NEUTRAL_PRIOR), seen, linear, vector, now)
         return out
 
@@ -412,8 +413,11 @@ class Learner:
             self._store = None
 
     def stats(self) -> LearnerStats:
+        # Snapshots (list() copies a dict's values in one step under the GIL): the worker thread
+        # adds a scope's memory on its first outcome, and iterating the dict itself while it
+        # grows raises RuntimeError, here a 500 from the dashboard's routing page.
         return LearnerStats(
-            remembered=sum(m.size for m in self._memories.values()),
+            remembered=sum(m.size for m in list(self._memories.values())),
             pending=len(self._queue),
             dropped=self._dropped,
             loaded=self._loaded,
@@ -421,8 +425,8 @@ class Learner:
 
     def memory_bytes(self) -> int:
         """Approximately what the remembered outcomes take in memory, over all scopes."""
-        return (sum(m.approximate_bytes() for m in self._memories.values())
-                + sum(lin.approximate_bytes() for lin in self._linear.values()))
+        return (sum(m.approximate_bytes() for m in list(self._memories.values()))
+                + sum(lin.approximate_bytes() for lin in list(self._linear.values())))
 
 
 def _usable(o: Outcome) -> bool:

@@ -82,7 +82,10 @@ class Linear:
     def add(self, vector: FloatArray, tier: str, acceptable: float, weight: float,
             at_s: float) -> None:
         """Queue one outcome for the next ``refit`` (cheap: an append)."""
-        self._pending.append((vector, tier, acceptable, weight, at_s))
+        # Under the lock: ``close`` folds the last outcomes while a cancelled refit may still run
+        # in its thread, and an append to the list that refit has just taken would be lost.
+        with self._lock:
+            self._pending.append((vector, tier, acceptable, weight, at_s))
 
     @property
     def dirty(self) -> bool:

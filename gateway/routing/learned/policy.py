@@ -10,8 +10,8 @@ intent decision unchanged. With ``bias_correction`` estimates are first correcte
 tier's measured bias (how far its estimates ran above the outcomes that came back:
 ``Learner.bias``); with a ``margin`` a cheaper tier qualifies only with its estimate lowered by
 that many standard errors, so a tier judged on few outcomes near the prompt is chosen only
-when it is clearly good. The threshold starts at
-``quality_target`` and calibrates itself: after each learned decision it is set to the lowest
+when it is clearly good. The threshold is ``quality_target``; with ``calibration_window`` above
+0 (off by default) it calibrates itself: after each learned decision it is set to the lowest
 that, over the last ``calibration_window`` prompts, would give up no more estimated quality than
 ``quality_target`` allows (5% of the best tier's for 0.95), so the same target holds on data
 whose base rates differ (an easier mix of prompts sends more to the cheap tier). A seeded share

@@ -16,6 +16,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import numpy as np
@@ -156,22 +157,25 @@ class OutcomeStore:
         )
 
     async def load_linear(self) -> list[StoredLinear]:
-        """Every saved linear statistic (square ``a`` matrices rebuilt from their size)."""
+        """Every saved linear statistic (square ``a`` matrices rebuilt from their size); none of
+        a scope with a damaged row."""
         async with self._db.execute(
             "SELECT scope, tier, a, b, total, at_s, through_id FROM linear"
         ) as cursor:
             rows = await cursor.fetchall()
-        out = []
+        out, damaged = [], set()
         for scope, tier, a, b, total, at_s, through in rows:
-            flat = np.frombuffer(a, dtype=np.float32)
+            flat, coef = _floats(a, np.float32), _floats(b, np.float64)
             side = math.isqrt(flat.size)
-            if side * side != flat.size:
-                continue  # a damaged row: the outcomes rebuild it
-            state = LinearState(str(tier), flat.reshape(side, side).copy(),
-                                np.frombuffer(b, dtype=np.float64).copy(), float(total),
-                                float(at_s))
+            if side == 0 or side * side != flat.size or coef.size != side:
+                # A damaged row drops its whole scope: the kept outcomes rebuild every tier of
+                # it, which they could not do for one tier beside the others' checkpoints.
+                damaged.add(str(scope))
+                continue
+            state = LinearState(str(tier), flat.reshape(side, side).astype(np.float32),
+                                coef.astype(np.float64), float(total), float(at_s))
             out.append(StoredLinear(str(scope), state, int(through)))
-        return out
+        return [saved for saved in out if saved.scope not in damaged]
 
     async def save_bias(self, errors: Mapping[str, tuple[float, float]]) -> None:
         """Each tier's decayed sum of estimate errors and its decayed count."""
@@ -192,3 +196,9 @@ class OutcomeStore:
 
     async def close(self) -> None:
         await self._db.close()
+
+
+def _floats(blob: bytes, dtype: type[np.floating[Any]]) -> npt.NDArray[Any]:
+    """``blob`` as an array of ``dtype``; empty when its length does not fit (a damaged row)."""
+    size = np.dtype(dtype).itemsize
+    return np.frombuffer(blob, dtype=dtype) if len(blob) % size == 0 else np.zeros(0, dtype)
