@@ -160,7 +160,10 @@ def _graph_to_load(source: Path) -> tuple[Path, ort.GraphOptimizationLevel]:
 
     try:
         return ensure_optimized(source), ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    except OSError as exc:  # a read-only model directory, e.g. an image built before the file
+    # A read-only model directory (an image built before the file), or onnxruntime unable to
+    # save this model's graph with its weights apart (its errors derive from Exception only):
+    # the model may still run optimized in memory, as before the saved graph existed.
+    except Exception as exc:
         logger.warning(
             "no optimized graph beside %s (%s): optimizing in memory, weights on the heap",
             source,

@@ -7,6 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from embedder_worker.model import OnnxEmbedder
 from gateway.routing.learned.learner import Learner, Outcome
@@ -137,6 +138,34 @@ async def test_observed_outcomes_are_learned_in_the_background(
         await learner.drained()
         assert learner.stats().remembered == len(tax_vectors) - 1
         assert learner.estimate(tax_vectors[-1], TIERS)["cheap"].p < 0.5
+    finally:
+        await learner.close()
+
+
+async def test_a_batch_that_fails_to_fold_is_dropped_and_learning_goes_on(
+    tax_vectors: FloatArray, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    learner = Learner(learning(), clock=still())
+    real_fold = learner._fold
+    failures = [RuntimeError("a graph update failed")]
+
+    def fold(outcomes: list[Outcome]) -> None:
+        if failures:
+            raise failures.pop()
+        real_fold(outcomes)
+
+    monkeypatch.setattr(learner, "_fold", fold)
+    await learner.start()
+    try:
+        learner.observe(outcome(tax_vectors[0], "cheap", False))
+        await learner.drained()
+        for v in tax_vectors[1:-1]:  # the learner's task survived the failed batch
+            learner.observe(outcome(v, "cheap", False))
+        await learner.drained()
+        stats = learner.stats()
+        assert (stats.remembered, stats.dropped) == (len(tax_vectors) - 2, 1)
+        assert learner.estimate(tax_vectors[-1], TIERS)["cheap"].p < 0.5
+        assert "folding 1 outcomes failed" in caplog.text
     finally:
         await learner.close()
 

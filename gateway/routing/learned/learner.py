@@ -340,10 +340,19 @@ class Learner:
                 # Folded in a worker thread: hnswlib's update and numpy's products run without
                 # the GIL, so the event loop is never held by a graph update (~0.25 ms each).
                 self._folding = loop.run_in_executor(None, self._fold_each, batch)
-                await asyncio.shield(self._folding)  # close() waits for a batch under way
-            # Nothing folds while this runs: this task is the only one that folds.
-            await asyncio.to_thread(self.refit)
-            await self._save()
+                try:
+                    await asyncio.shield(self._folding)  # close() waits for a batch under way
+                except Exception:  # one bad batch must not stop learning for good
+                    log.exception("learning: folding %d outcomes failed; they are dropped",
+                                  len(batch))
+                    self._dropped += len(batch)
+            try:
+                # Nothing folds while this runs: this task is the only one that folds.
+                await asyncio.to_thread(self.refit)
+                await self._save()
+            except Exception:
+                log.exception("learning: refitting or saving failed; tried again after the "
+                              "next outcomes")
             if not self._queue:
                 self._idle.set()
 
