@@ -32,7 +32,7 @@ from pathlib import Path
 import aiohttp
 import numpy as np
 from bench_e2e import stage_ms
-from bench_proxy import ADMIN_ENV, create_key
+from bench_proxy import ADMIN_ENV, create_key, gateway_config
 from procs import ROOT, free_port, start, stop, wait_port, wait_ready
 
 from embedder_worker.model import OnnxEmbedder
@@ -46,35 +46,13 @@ DATA = next((p for p in (ROOT.parent / "shared/data", ROOT.parent.parent / "shar
 
 
 def config(up_port: int, data_dir: Path, learning: bool, outcomes: bool = True) -> str:
+    """bench_proxy's full request path, with a reasoning tier and learning on or off."""
     weights = "" if outcomes else (
         "[routing.outcomes.weights]\nanswer = 0\nescalation = 0\nprovider_failure = 0\n"
         "client_retry = 0\nfeedback = 0\n")
-    return f"""
-[server]
-data_dir = "{data_dir}"
-[tenants]
-bootstrap = false
-[tenants.default_limits]
-requests_per_minute = 100000000
-tokens_per_minute = 10000000000
-[cache]
-enabled = false
-[embedder]
-model_dir = "{MODELS}"
-[routing.learning]
+    return gateway_config(up_port, str(data_dir)) + f"""[routing.learning]
 enabled = {"true" if learning else "false"}
-{weights}[[providers]]
-name = "fake"
-kind = "openai"
-base_url = "http://127.0.0.1:{up_port}/v1"
-[[models]]
-name = "bench"
-provider = "fake"
-upstream_model = "bench-upstream"
-tier = "cheap"
-input_price_per_mtok = 0.1
-output_price_per_mtok = 0.2
-[[models]]
+{weights}[[models]]
 name = "bench-strong"
 provider = "fake"
 upstream_model = "bench-strong"

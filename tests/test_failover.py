@@ -23,20 +23,28 @@ from tests.test_metrics import samples, total
 Pair = tuple[TestClient, FakeOpenAI, FakeOpenAI]
 
 
-@pytest.fixture
-async def two_upstreams(aiohttp_server: Any, make_gateway: GatewayFactory) -> Pair:
+async def _two_deployments(aiohttp_server: Any, make_gateway: GatewayFactory,
+                           failover: dict[str, Any], **provider: Any) -> Pair:
     """Deployments ``a`` (cheaper, tried first) and ``b`` behind the public name ``m``."""
     first, second = FakeOpenAI(), FakeOpenAI()
     s1: TestServer = await aiohttp_server(fake_openai_app(first))
     s2: TestServer = await aiohttp_server(fake_openai_app(second))
-    timeouts = {"first_byte_timeout_s": 0.5, "chunk_timeout_s": 0.5}
     client = await make_gateway({
-        "providers": [openai_provider("a", str(s1.make_url("/v1")), timeouts=timeouts),
-                      openai_provider("b", str(s2.make_url("/v1")), timeouts=timeouts)],
+        "providers": [openai_provider("a", str(s1.make_url("/v1")), **provider),
+                      openai_provider("b", str(s2.make_url("/v1")), **provider)],
         "models": [model("m", "a", input_price_per_mtok=1.0),
                    model("m", "b", input_price_per_mtok=2.0)],
-        "failover": {"failure_threshold": 2, "cooldown_s": 60},
+        "failover": failover,
     })
+    return client, first, second
+
+
+@pytest.fixture
+async def two_upstreams(aiohttp_server: Any, make_gateway: GatewayFactory) -> Pair:
+    timeouts = {"first_byte_timeout_s": 0.5, "chunk_timeout_s": 0.5}
+    client, first, second = await _two_deployments(
+        aiohttp_server, make_gateway, {"failure_threshold": 2, "cooldown_s": 60},
+        timeouts=timeouts)
     yield client, first, second
     first.release.set()
     second.release.set()
@@ -199,16 +207,8 @@ async def test_a_rested_deployment_gets_its_probe_while_its_partner_serves(
 ) -> None:
     """The cheaper deployment, failed and rested, serves the first request after its cooldown
     although its partner never stopped answering."""
-    cheap, dear = FakeOpenAI(), FakeOpenAI()
-    s1 = await aiohttp_server(fake_openai_app(cheap))
-    s2 = await aiohttp_server(fake_openai_app(dear))
-    client = await make_gateway({
-        "providers": [openai_provider("a", str(s1.make_url("/v1"))),
-                      openai_provider("b", str(s2.make_url("/v1")))],
-        "models": [model("m", "a", input_price_per_mtok=1.0),
-                   model("m", "b", input_price_per_mtok=2.0)],
-        "failover": {"failure_threshold": 2, "cooldown_s": 0.3},
-    })
+    client, cheap, _ = await _two_deployments(aiohttp_server, make_gateway,
+                                              {"failure_threshold": 2, "cooldown_s": 0.3})
     cheap.script.extend([Reply(kind="status", status=500)] * 2)
     for _ in range(2):
         assert (await _ask(client)).headers["x-gateway-provider"] == "b"
@@ -325,16 +325,8 @@ def test_a_rested_breaker_is_shown_half_open_and_claims_one_probe() -> None:
 async def test_one_request_probes_a_rested_deployment_while_the_rest_go_to_its_partner(
     make_gateway: GatewayFactory, aiohttp_server: Any
 ) -> None:
-    cheap, dear = FakeOpenAI(), FakeOpenAI()
-    s1 = await aiohttp_server(fake_openai_app(cheap))
-    s2 = await aiohttp_server(fake_openai_app(dear))
-    client = await make_gateway({
-        "providers": [openai_provider("a", str(s1.make_url("/v1"))),
-                      openai_provider("b", str(s2.make_url("/v1")))],
-        "models": [model("m", "a", input_price_per_mtok=1.0),
-                   model("m", "b", input_price_per_mtok=2.0)],
-        "failover": {"failure_threshold": 1, "cooldown_s": 60},
-    })
+    client, cheap, _ = await _two_deployments(aiohttp_server, make_gateway,
+                                              {"failure_threshold": 1, "cooldown_s": 60})
     cheap.script.extend([Reply(kind="status", status=500), Reply(kind="hang")])
     assert (await _ask(client)).headers["x-gateway-provider"] == "b"
     health = client.server.app[FAILOVER].health["a/m"]

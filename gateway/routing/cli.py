@@ -65,17 +65,17 @@ def add_commands(
     """Register ``routes check|fit|eval|build``; ``common`` adds shared options (``--config``)."""
     routes = subparsers.add_parser("routes", help="check, fit, evaluate and build routes files")
     sub = routes.add_subparsers(dest="routes_command", required=True)
-    _leaf(sub, "check", "validate a routes file without starting", run_check, common)
-    fit = _leaf(sub, "fit", "fit the thresholds on labelled examples", run_fit, common)
+    leaf(sub, "check", "validate a routes file without starting", run_check, common)
+    fit = leaf(sub, "fit", "fit the thresholds on labelled examples", run_fit, common)
     _data(fit)
     fit.add_argument("--target-precision", type=_unit, required=True, metavar="P",
                      help="precision of confident decisions to aim for (0..1)")
     fit.add_argument("--coverage", type=_unit, default=0.95, metavar="C",
                      help="share of in-scope examples kept in scope (default 0.95)")
-    evaluation = _leaf(sub, "eval", "measure routing on labelled examples", run_eval, common)
+    evaluation = leaf(sub, "eval", "measure routing on labelled examples", run_eval, common)
     _data(evaluation)
     evaluation.add_argument("--json", action="store_true", help="print the report as JSON")
-    build = _leaf(sub, "build", "make a routes file from labelled examples", run_build, common)
+    build = leaf(sub, "build", "make a routes file from labelled examples", run_build, common)
     _data(build)
     build.add_argument("--out", type=Path, required=True, help="the routes file to write")
     build.add_argument("--per-route", type=int, default=None, metavar="N",
@@ -88,8 +88,9 @@ def add_commands(
     build.add_argument("--force", action="store_true", help="overwrite --out")
 
 
-def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str,
+def leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str,
           handler: Handler, common: Common | None) -> argparse.ArgumentParser:
+    """A ``gateway routes|learn`` command with the workspace options every one of them takes."""
     parser = sub.add_parser(name, help=help_text, description=help_text)
     parser.add_argument("--routes", type=Path, default=None,
                         help="routes file (default: [routing] routes_file)")

@@ -22,7 +22,6 @@ what ``POST /v1/feedback`` was told. Touches only its database (its sink).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import hashlib
 import json
@@ -30,6 +29,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -37,6 +37,7 @@ import aiosqlite
 import numpy as np
 
 from gateway.core.answer import Attempt
+from gateway.core.batch_writer import BatchWriter
 from gateway.core.sqlite import open_wal
 from gateway.routing.classifier import FloatArray
 from gateway.routing.escalation import EscalationReason
@@ -214,15 +215,13 @@ class SignalStore:
                  ) -> None:
         self.model = model
         self._sink = sink
-        self._flush_interval_s = flush_interval_s
         self._batch = batch
         self._max_pending = max_pending
         self._signals: list[Signal] = []
         self._vectors: list[PromptVector] = []
-        self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._writer = BatchWriter(partial(self.flush, until_empty=False),
+                                   interval_s=flush_interval_s, name="routing-signals")
         self.dropped = 0
         self.written = 0
 
@@ -247,7 +246,7 @@ class SignalStore:
 
     def record(self, signal: Signal, vector: FloatArray | None = None) -> bool:
         """Queue one signal (and its vector); never waits. False when it had to be dropped."""
-        if self._closing or len(self._signals) >= self._max_pending:
+        if self._writer.closing or len(self._signals) >= self._max_pending:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("signal queue full or closed: %d signals dropped", self.dropped)
@@ -256,22 +255,11 @@ class SignalStore:
         if vector is not None and signal.vector_key is not None:
             self._vectors.append(PromptVector(signal.vector_key, vector, signal.ts))
         if len(self._signals) >= self._batch:
-            self._wake.set()
+            self._writer.wake()
         return True
 
     def start(self) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="routing-signals")
-
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._flush_interval_s)
-            self._wake.clear()
-            # Only what is queued now (as the ledger's writer): signals that arrive during the
-            # write wait for the next interval or full batch, so writes stay few and large
-            # instead of back-to-back transactions of the few that came meanwhile.
-            await self.flush(until_empty=False)
+        self._writer.start()
 
     async def flush(self, *, until_empty: bool = True) -> int:
         """Write every queued signal now, how many were written; with ``until_empty`` false,
@@ -297,11 +285,7 @@ class SignalStore:
 
     async def close(self) -> None:
         """Stop taking signals, write those queued, stop the writer, close the database."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._writer.close()
         try:
             await self.flush()
         finally:

@@ -13,13 +13,13 @@ serve the dashboard and the admin API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.core.batch_writer import BatchWriter
 from gateway.core.sqlite import MAX_INT
 from gateway.core.tenant_settings import LedgerSettings
 from gateway.tenants.backend import TenantStore
@@ -102,11 +102,10 @@ class Ledger:
         self._store = store
         self._settings = settings or LedgerSettings()
         self._pending: list[UsageRecord | RefusalRecord] = []
-        self._wake = asyncio.Event()
         self._flush_lock = asyncio.Lock()
         self._progress = asyncio.Condition()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        self._writer = BatchWriter(self._write_queued, interval_s=self._settings.flush_interval_s,
+                                   name="ledger-flush")
         self._drop_reported = 0
         self._refusal_minute = -1
         self._refusal_rows: dict[str | None, int] = {}
@@ -122,7 +121,7 @@ class Ledger:
 
     def record(self, record: UsageRecord | RefusalRecord) -> bool:
         """Queue one row (never blocks); False when the queue is full and the row was dropped."""
-        if len(self._pending) >= self._settings.max_pending_rows or self._closing:
+        if len(self._pending) >= self._settings.max_pending_rows or self._writer.closing:
             self.dropped += 1
             if self.dropped == self._drop_reported + 1:
                 log.warning("ledger queue full (%d rows) or closed: dropping usage rows",
@@ -130,7 +129,7 @@ class Ledger:
             return False
         self._pending.append(record)
         if len(self._pending) >= self._settings.batch_rows:
-            self._wake.set()
+            self._writer.wake()
         return True
 
     def refuse(self, refusal: RefusalRecord) -> None:
@@ -152,31 +151,17 @@ class Ledger:
 
     def start(self) -> None:
         """Start the background writer; ``close`` stops it."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="ledger-flush")
+        self._writer.start()
 
     async def close(self) -> None:
         """Stop taking rows, write every queued row, and stop the writer."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._writer.close()
         await self.flush()
         self._report_drops()
 
-    async def _run(self) -> None:
-        while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self._settings.flush_interval_s)
-            self._wake.clear()
-            # Only what is queued now: rows that arrive during the write wait for the next
-            # interval or full batch, so that writes stay few and large. Writing on until the
-            # queue was empty kept the writer busy most of the time under steady load, in
-            # batches of a few rows, each a transaction whose thread work and loop wake-ups
-            # delayed requests.
-            await self.flush(until_empty=False)
-            self._report_drops()
+    async def _write_queued(self) -> None:
+        await self.flush(until_empty=False)  # what came meanwhile waits (core.batch_writer)
+        self._report_drops()
 
     async def flush(self, *, until_empty: bool = True) -> int:
         """Write every queued row now, the number written; with ``until_empty`` false, only

@@ -19,8 +19,6 @@ and closes it on exit.
 
 from __future__ import annotations
 
-import asyncio
-import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,9 +30,8 @@ import orjson
 from aiohttp import web
 
 from gateway.core.appkeys import SETTINGS
+from gateway.core.batch_writer import BatchWriter
 from gateway.core.sqlite import open_wal
-
-log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 FILE_NAME = "responses.db"
@@ -79,9 +76,8 @@ class SqliteResponseStore:
         self._queued: dict[Key, tuple[StoredResponse, float]] = {}
         self._writing: dict[Key, tuple[StoredResponse, float]] = {}
         """The batch being written: still read from memory until it is committed."""
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._closing = False
+        # Only woken by a put: a write sweeps the expired ones too.
+        self._writer = BatchWriter(self.flush, interval_s=None, name="response-store-writer")
 
     @classmethod
     async def open(cls, path: Path) -> SqliteResponseStore:
@@ -93,21 +89,11 @@ class SqliteResponseStore:
 
     def start(self) -> None:
         """Start the background writer; ``close`` stops it."""
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="response-store-writer")
-
-    async def _run(self) -> None:
-        while not self._closing:
-            await self._wake.wait()
-            self._wake.clear()
-            try:
-                await self.flush()
-            except Exception:  # the batch went back to the queue: the next wake retries it
-                log.exception("writing stored responses to %s failed", FILE_NAME)
+        self._writer.start()
 
     async def put(self, tenant: str, stored: StoredResponse, retention_s: float) -> None:
         self._queued[(tenant, stored.id)] = (stored, time.time() + retention_s)
-        self._wake.set()
+        self._writer.wake()
 
     async def flush(self) -> None:
         """Write every queued response (one transaction) and sweep the expired ones."""
@@ -162,11 +148,7 @@ class SqliteResponseStore:
 
     async def close(self) -> None:
         """Stop the writer after its current write, write what is left, close the file."""
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            await self._task
-            self._task = None
+        await self._writer.close()
         await self.flush()
         await self._db.close()
 

@@ -34,6 +34,7 @@ from gateway.routing.cli import (
     Workspace,
     data_vectors,
     embedder_for,
+    leaf,
     router_for,
     standalone,
     workspace,
@@ -76,7 +77,7 @@ def add_commands(
 
 def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help_text: str,
           handler: Handler, common: Common | None) -> argparse.ArgumentParser:
-    parser = sub.add_parser(name, help=help_text, description=help_text)
+    parser = leaf(sub, name, help_text, handler, common)
     parser.add_argument("--json", type=Path, default=None, metavar="OUT",
                         help="also write the report as JSON to OUT")
     parser.add_argument("--quality-target", type=_share, default=None, metavar="Q")
@@ -90,15 +91,6 @@ def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, h
     parser.add_argument("--bias-correction", choices=("on", "off"), default=None)
     parser.add_argument("--k", type=int, default=None, help="neighbours per estimate")
     parser.add_argument("--sharpness", type=float, default=None)
-    parser.add_argument("--routes", type=Path, default=None,
-                        help="routes file (default: [routing] routes_file)")
-    parser.add_argument("--cache", type=Path, default=None,
-                        help="vector cache directory (default: [routing] cache_dir)")
-    parser.add_argument("--model-dir", type=Path, default=None,
-                        help="embedding model directory (default: [embedder] model_dir)")
-    if common is not None:
-        common(parser)
-    parser.set_defaults(handler=handler)
     return parser
 
 
