@@ -9,6 +9,9 @@ setting chosen here: the lowest mean share over both data sets.
 
     python bench/learn_cv.py [--mmlu bench/out/mmlu_train.jsonl]
                              [--gsm8k bench/out/gsm8k_train.jsonl]
+                             [--grid relative_to=prior,best,gain k=32,64]
+
+``--grid`` searches the named settings instead of ``GRID`` (the others at their defaults).
 """
 
 from __future__ import annotations
@@ -42,6 +45,17 @@ GRID = {
 this script over k in 32..256, sharpness 0/10 and dim 128/192/384; see bench/RESULTS.md)."""
 
 
+def parse_grid(items: Sequence[str]) -> dict[str, tuple[object, ...]]:
+    """``key=v1,v2`` items as a grid, each value of the type of the setting's default."""
+    defaults = LearningSettings()
+    grid: dict[str, tuple[object, ...]] = {}
+    for item in items:
+        key, _, values = item.partition("=")
+        kind = type(getattr(defaults, key))
+        grid[key] = tuple(kind(v) for v in values.split(","))
+    return grid
+
+
 def folds_by_group(items: Sequence[Labelled], n: int, seed: int) -> list[list[int]]:
     groups = sorted({str(i.group) for i in items})
     random.Random(seed).shuffle(groups)
@@ -73,6 +87,7 @@ async def main_async(args: argparse.Namespace) -> None:
     ws = workspace(SimpleNamespace(routes=None, cache=None, model_dir=None), config)
     plan = tier_plan(ws.routing, ws.tiers)
     base = replace(LearningSettings(), max_outcomes=50_000)
+    grid = parse_grid(args.grid) if args.grid else GRID
     totals: list[dict[tuple[float, ...], float]] = []
     for name, path, by_group in (("mmlu", args.mmlu, True), ("gsm8k", args.gsm8k, False)):
         items = read_labelled(path)
@@ -80,14 +95,14 @@ async def main_async(args: argparse.Namespace) -> None:
         folds = (folds_by_group if by_group else folds_by_item)(items, args.folds, args.seed)
         print(f"{name}: {len(items)} training prompts, {args.folds} folds")
         results = []
-        for values in itertools.product(*GRID.values()):
-            settings = replace(base, **dict(zip(GRID, values, strict=True)))
+        for values in itertools.product(*grid.values()):
+            settings = replace(base, **dict(zip(grid, values, strict=True)))
             share, apgr_ = cross_validate(items, vectors, folds, settings, plan)
             results.append((share, -apgr_, values))
-            print(f"  {dict(zip(GRID, values, strict=True))}: share95 {share:.3f} "
+            print(f"  {dict(zip(grid, values, strict=True))}: share95 {share:.3f} "
                   f"APGR {apgr_:.3f}", flush=True)
         best = min(results)
-        print(f"{name} best: {dict(zip(GRID, best[2], strict=True))} share95 {best[0]:.3f}")
+        print(f"{name} best: {dict(zip(grid, best[2], strict=True))} share95 {best[0]:.3f}")
         totals.append({values: share for share, _, values in results})
     both = {v: statistics.mean(t[v] for t in totals) for v in totals[0]}
     # The lowest mean share; ties (within half a point) go to the smaller k: a cheaper search.
@@ -95,7 +110,7 @@ async def main_async(args: argparse.Namespace) -> None:
     chosen = min((v for v in both if both[v] <= best_share + 0.005),
                  key=lambda v: (v[0], both[v]))
     print(f"chosen for both (mean share95 {both[chosen]:.3f}): "
-          f"{dict(zip(GRID, chosen, strict=True))}")
+          f"{dict(zip(grid, chosen, strict=True))}")
 
 
 def main() -> None:
@@ -104,6 +119,8 @@ def main() -> None:
     parser.add_argument("--gsm8k", type=Path, default=Path("bench/out/gsm8k_train.jsonl"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--grid", nargs="*", default=None, metavar="KEY=V1,V2",
+                        help="search these settings instead of GRID")
     args = parser.parse_args()
     asyncio.run(main_async(args))
 

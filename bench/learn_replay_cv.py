@@ -4,7 +4,8 @@ Replays ``bench/out/mmlu_train.jsonl`` and ``bench/out/gsm8k_train.jsonl`` (neve
 files) through the gateway's ``Learner`` and ``LearnedPolicy`` as ``gateway learn replay`` does
 (30% feedback, cold start, the packaged intent routes as the prior), for each setting in the
 grid (quality target x calibration window x uncertainty margin x bias correction on/off x
-what the target multiplies: the best estimate or the prior x neighbours k), on
+what the target multiplies: the best estimate or the prior, or the gain criterion x neighbours
+k x the weight share of outcomes observed after an escalation), on
 each whole stream with ``--seeds`` and, so that one ordering of one mix does not decide, on two
 sub-streams of the MMLU training stream (its subjects, sorted by name, taken alternately: whole
 subjects, the stream's order kept) with ``--sub-seeds``. It prints each run's second-half
@@ -15,7 +16,8 @@ share among those whose EVERY training run kept at least 95% quality over its se
 if none did, the one whose worst run's quality is highest (ties to the lower mean share).
 
     python bench/learn_replay_cv.py [--targets 0.9] [--windows 0] [--margins 0 1]
-        [--bias on off] [--relative-to best prior] [--seeds 0 1 2 3 4] [--sub-seeds 0 1]
+        [--bias on off] [--relative-to best prior gain] [--ks 32 64]
+        [--escalated-weights 0 1] [--seeds 0 1 2 3 4] [--sub-seeds 0 1]
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from gateway.core.config import load
-from gateway.core.routing_settings import LearningSettings, tier_plan
+from gateway.core.routing_settings import LEARNING_REFERENCES, LearningSettings, tier_plan
 from gateway.routing.classifier import FloatArray
 from gateway.routing.cli import Workspace, embedder_for, router_for, workspace
 from gateway.routing.learned.cli import labelled_vectors
@@ -112,14 +114,16 @@ async def main_async(args: argparse.Namespace) -> None:
                           costs=tier_costs(config.models))
     data = await streams(args, ws)
     results = []
-    for target, window, margin, bias, relative, k in itertools.product(
-        args.targets, args.windows, args.margins, args.bias, args.relative_to, args.ks
+    for target, window, margin, bias, relative, k, escalated in itertools.product(
+        args.targets, args.windows, args.margins, args.bias, args.relative_to, args.ks,
+        args.escalated_weights,
     ):
         settings = replace(ws.routing.learning, quality_target=target,
                            calibration_window=window, margin=margin,
-                           bias_correction=bias == "on", relative_to=relative, k=k)
+                           bias_correction=bias == "on", relative_to=relative, k=k,
+                           escalated_weight=escalated)
         label = (f"target {target} window {window} margin {margin} bias {bias} vs {relative}"
-                 f" k {k}")
+                 f" k {k} escalated {escalated}")
         results.append(score(label, settings, data, ctx))
     kept = [r for r in results if r.kept]
     if kept:
@@ -137,8 +141,10 @@ def main() -> None:
     parser.add_argument("--windows", type=int, nargs="+", default=[0])
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0])
     parser.add_argument("--bias", choices=("on", "off"), nargs="+", default=["on"])
-    parser.add_argument("--relative-to", choices=("best", "prior"), nargs="+",
+    parser.add_argument("--relative-to", choices=LEARNING_REFERENCES, nargs="+",
                         default=["best"])
+    parser.add_argument("--escalated-weights", type=float, nargs="+", default=[0.0],
+                        help="weight share of outcomes observed after an escalation")
     parser.add_argument("--ks", type=int, nargs="+", default=[64],
                         help="neighbours per estimate")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

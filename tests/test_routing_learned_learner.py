@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -311,3 +312,75 @@ async def test_a_damaged_linear_checkpoint_is_rebuilt_from_the_kept_outcomes(
     for a, r in zip(after, alone, strict=True):
         for tier in TIERS:  # the file keeps vectors as float16: equal to a few decimals
             assert abs(a[tier].p - r[tier].p) < 1e-3
+
+
+def _escalated(vector: FloatArray, tier: str, ok: bool) -> Outcome:
+    return replace(outcome(vector, tier, ok), escalated=True)
+
+
+def test_an_outcome_observed_after_an_escalation_does_not_lower_the_tiers_estimate(
+    tax_vectors: FloatArray,
+) -> None:
+    # The reasoning tier was asked about these tax questions only because the cheap tier had
+    # failed them: its failures there speak of the prompts the cheap tier fails.
+    prior = {"cheap": 0.9, "reasoning": 0.9}
+
+    def reasoning_after(weight: float, escalated: bool) -> float:
+        learner = Learner(learning(k=8, escalated_weight=weight), clock=still())
+        make = _escalated if escalated else (lambda v, t, ok: outcome(v, t, ok))
+        learner.learn([outcome(v, "cheap", False) for v in tax_vectors[:-1]]
+                      + [make(v, "reasoning", False) for v in tax_vectors[:-1]])
+        estimates = learner.estimate(tax_vectors[-1], TIERS, prior=prior)
+        assert estimates["cheap"].p < 0.5  # the cheap failures themselves count in full
+        return estimates["reasoning"].p
+
+    assert reasoning_after(0.0, escalated=True) == 0.9  # left out: the prior stands
+    direct = reasoning_after(0.0, escalated=False)
+    assert direct < 0.5
+    assert direct < reasoning_after(0.5, escalated=True) < 0.9  # a smaller say when configured
+    assert reasoning_after(1.0, escalated=True) == pytest.approx(direct)
+
+
+async def test_an_escalation_observed_outcome_keeps_its_flag_across_a_restart(
+    tmp_path: Path, tax_vectors: FloatArray,
+) -> None:
+    path = tmp_path / "learning.sqlite3"
+    first = Learner(learning(k=8), path=path, clock=still())
+    await first.start()
+    first.learn(_escalated(v, "reasoning", False) for v in tax_vectors[:-1])
+    await first.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT COUNT(*), SUM(escalated) FROM outcomes").fetchone() == (11, 11)
+    # Read back with a say for escalated outcomes: they were written, flagged, and count now.
+    second = Learner(learning(k=8, escalated_weight=1.0), path=path, clock=still())
+    await second.start()
+    try:
+        assert second.estimate(tax_vectors[-1], TIERS)["reasoning"].p < 0.5
+    finally:
+        await second.close()
+
+
+async def test_an_older_file_without_the_escalation_flag_reads_its_rows_as_direct(
+    tmp_path: Path, tax_vectors: FloatArray,
+) -> None:
+    path = tmp_path / "learning.sqlite3"
+    with sqlite3.connect(path) as db:  # the outcomes table as the third round wrote it
+        db.execute("CREATE TABLE outcomes (id INTEGER PRIMARY KEY, scope TEXT NOT NULL, "
+                   "tier TEXT NOT NULL, acceptable REAL NOT NULL, weight REAL NOT NULL, "
+                   "at_s REAL NOT NULL, tenant TEXT, source TEXT NOT NULL, vector BLOB NOT NULL)")
+        db.executemany(
+            "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector)"
+            " VALUES ('', 'reasoning', 0.0, 1.0, 0.0, NULL, 'feedback', ?)",
+            [(v.astype(np.float16).tobytes(),) for v in tax_vectors[:-1]])
+    learner = Learner(learning(k=8), path=path, clock=still())
+    await learner.start()
+    try:
+        assert learner.stats().remembered == 11
+        assert learner.estimate(tax_vectors[-1], TIERS)["reasoning"].p < 0.5  # counted, direct
+        learner.observe(_escalated(tax_vectors[0], "reasoning", True))
+        await learner.drained()
+    finally:
+        await learner.close()
+    with sqlite3.connect(path) as db:
+        flags = [f for (f,) in db.execute("SELECT escalated FROM outcomes ORDER BY id")]
+    assert flags == [0] * 11 + [1]

@@ -205,6 +205,19 @@ def test_relative_to_the_prior_a_cheap_tier_must_reach_the_target_of_a_fixed_rat
     assert cheapest_reaching(low, order, 0.85, reference=0.9) == "cheap"  # 0.80 >= 0.765
 
 
+def test_with_the_gain_criterion_a_cheap_tier_may_fall_short_by_a_fixed_amount() -> None:
+    order = ("cheap", "reasoning")
+    # Both tiers weak on these prompts: the ratio 0.5 / 0.6 misses 0.85, but sending them to
+    # the cheap tier gives up 0.10 of an answer each, within 0.15 x 0.9 = 0.135.
+    hard = {"cheap": TierEstimate(0.50, 50.0, 50), "reasoning": TierEstimate(0.60, 50.0, 50)}
+    assert cheapest_reaching(hard, order, 0.85) == "reasoning"
+    assert cheapest_reaching(hard, order, 0.85, reference=0.9, gain=True) == "cheap"
+    # Where the reasoning tier is strong the same shortfall is too much for either criterion.
+    easy = {"cheap": TierEstimate(0.75, 50.0, 50), "reasoning": TierEstimate(0.95, 50.0, 50)}
+    assert cheapest_reaching(easy, order, 0.85) == "reasoning"
+    assert cheapest_reaching(easy, order, 0.85, reference=0.9, gain=True) == "reasoning"
+
+
 async def test_the_policy_compares_with_the_prior_when_configured(
     tax_vectors: FloatArray,
 ) -> None:

@@ -85,6 +85,29 @@ def test_replay_learns_to_send_the_failing_class_to_reasoning(
     assert report.prompts == 400  # type: ignore[attr-defined]
 
 
+def test_replay_marks_the_outcome_of_an_escalation_as_observed_after_it(
+    tax_vectors: FloatArray,
+) -> None:
+    # One tax question both tiers get wrong, every outcome coming back: the cheap failure
+    # escalates, and the reasoning failure seen then is the escalation's.
+    items = [Labelled(TAX[0], {"cheap": False, "reasoning": False})]
+
+    def learned(escalated_weight: float) -> Learner:
+        settings = learning(k=8, escalated_weight=escalated_weight)
+        policy = LearnedPolicy(AlwaysCheap(), Learner(settings, clock=still()), PLAN, settings,
+                               COSTS, seed=0)
+        report = replay(items, tax_vectors[:1], policy, lambda _: CHEAP, feedback_rate=1.0,
+                        seed=0, costs=COSTS)
+        assert report.whole.escalations == 1
+        return policy.learner
+
+    left_out, counted = learned(0.0), learned(1.0)
+    assert left_out.stats().remembered == 1  # the cheap failure only
+    assert left_out.estimate(tax_vectors[0], ("reasoning",))["reasoning"].count == 0
+    assert counted.stats().remembered == 2
+    assert counted.estimate(tax_vectors[0], ("reasoning",))["reasoning"].count == 1
+
+
 def test_without_feedback_nothing_is_learned_and_every_prompt_stays_cheap(
     tax_vectors: FloatArray, chat_vectors: FloatArray
 ) -> None:
@@ -179,14 +202,15 @@ def test_learn_replay_refuses_data_without_two_served_tiers(
 def test_the_command_line_overrides_reference_margin_and_bias_correction() -> None:
     ws = SimpleNamespace(routing=SimpleNamespace(learning=LearningSettings()))
     names = ("quality_target", "explore_share", "k", "sharpness", "calibration_window",
-             "relative_to", "margin", "bias_correction")
+             "relative_to", "margin", "bias_correction", "escalated_weight")
     unset = dict.fromkeys(names)
     kept = learn_cli.learning_settings(argparse.Namespace(**unset), ws)  # type: ignore[arg-type]
     assert kept == LearningSettings()
-    args = argparse.Namespace(**{**unset, "relative_to": "prior", "margin": 0.5,
-                                 "bias_correction": "off"})
+    args = argparse.Namespace(**{**unset, "relative_to": "gain", "margin": 0.5,
+                                 "bias_correction": "off", "escalated_weight": 0.25})
     changed = learn_cli.learning_settings(args, ws)  # type: ignore[arg-type]
-    assert (changed.relative_to, changed.margin, changed.bias_correction) == ("prior", 0.5, False)
+    assert (changed.relative_to, changed.margin, changed.bias_correction,
+            changed.escalated_weight) == ("gain", 0.5, False, 0.25)
     with pytest.raises(ConfigError, match="--margin"):
         learn_cli.learning_settings(argparse.Namespace(**{**unset, "margin": -1.0}),
                                     ws)  # type: ignore[arg-type]

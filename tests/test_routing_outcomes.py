@@ -39,10 +39,24 @@ def _p(learner: Learner, vector: FloatArray, tier: str) -> float:
     return learner.estimate(vector, TIERS, prior={"cheap": 0.9, "reasoning": 0.9})[tier].p
 
 
-async def test_an_escalated_answer_counts_against_the_failed_tier_and_for_the_answering_one(
+async def test_an_escalated_answer_counts_against_the_failed_tier_only(
     tax_vectors: FloatArray,
 ) -> None:
+    # The reasoning tier answered because the cheap answer was empty: its outcome is selected
+    # by that failure and stays out of its estimate (``escalated_weight`` 0 by default).
     feed, learner = _feed()
+    feed.answered(_answer(tax_vectors[0], tier="reasoning",
+                          failed=(("cheap", "empty_answer"),)))
+    await learner.drained()
+    assert learner.stats().remembered == 1
+    assert _p(learner, tax_vectors[0], "cheap") < 0.9 == _p(learner, tax_vectors[0], "reasoning")
+
+
+async def test_an_escalated_answer_counts_for_the_answering_tier_with_its_configured_say(
+    tax_vectors: FloatArray,
+) -> None:
+    learner = Learner(learning(escalated_weight=0.5), clock=still(1000.0))
+    feed = OutcomeFeed(_settings(), learner=learner, clock=learner.clock)
     feed.answered(_answer(tax_vectors[0], tier="reasoning",
                           failed=(("cheap", "empty_answer"),)))
     await learner.drained()
@@ -58,6 +72,8 @@ async def test_a_tier_whose_deployments_all_failed_weighs_as_a_provider_failure(
     await learner.drained()
     assert learner.stats().remembered == 1  # only the answer: failures are switched off
     assert _p(learner, tax_vectors[0], "cheap") == 0.9
+    # No check failed: the reasoning answer is not selected by one and counts as direct.
+    assert _p(learner, tax_vectors[0], "reasoning") > 0.9
 
 
 async def test_a_cached_answer_teaches_nothing_until_someone_scores_it(

@@ -17,7 +17,7 @@ from gateway.core.toml_table import ConfigError, Table
 
 AMBIGUITY_POLICIES = ("cheap_first", "strongest", "default_tier")
 LEARNING_SCOPES = ("global", "tenant")
-LEARNING_REFERENCES = ("best", "prior")
+LEARNING_REFERENCES = ("best", "prior", "gain")
 PACKAGED_ROUTES = "routes.toml"
 
 
@@ -102,8 +102,11 @@ class LearningSettings:
     tier judged on few outcomes near the prompt has to be clearly good to be chosen.
     ``relative_to`` is what ``quality_target`` multiplies: ``best``, the best tier's estimate for
     the prompt, or ``prior``, the prior acceptability of the intent decision's tier (a fixed
-    0.9): the dearest tier's outcomes come mostly from escalations, the hardest prompts, so its
-    estimate near a prompt runs low and flatters the cheaper tiers.
+    0.9); with ``gain`` a cheaper tier qualifies when it falls short of the best estimate by at
+    most ``(1 - quality_target)`` of that 0.9 (the expected answers given up, not a ratio).
+    ``escalated_weight`` is the share of its weight an outcome observed after an escalation
+    keeps in its tier's estimate: it was asked only because the cheaper tier failed, so it
+    speaks of the prompts that tier fails and would pull the estimate down (0: left out).
     """
 
     enabled: bool = False
@@ -126,6 +129,7 @@ class LearningSettings:
     bias_correction: bool = False
     margin: float = 0.0
     relative_to: str = "prior"
+    escalated_weight: float = 0.0
 
     def path(self, data_dir: Path) -> Path:
         return self.file or data_dir / "learning.sqlite3"
@@ -154,11 +158,14 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         bias_correction=t.get("bias_correction", bool, False),
         margin=t.non_negative("margin", 0.0),
         relative_to=t.choice("relative_to", LEARNING_REFERENCES, "prior"),
+        escalated_weight=t.non_negative("escalated_weight", 0.0),
     )
     if settings.quality_target > 1.0:
         raise t.fail("quality_target", "a number above 0 and at most 1")
     if not -1.0 <= settings.floor <= 1.0:
         raise t.fail("floor", "a cosine similarity from -1 to 1")
+    if settings.escalated_weight > 1.0:
+        raise t.fail("escalated_weight", "a share of 0 or more and at most 1")
     if settings.explore_share >= 1.0:
         raise t.fail("explore_share", "a number of 0 or more and below 1")
     t.reject_unknown()

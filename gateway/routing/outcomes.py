@@ -13,7 +13,11 @@ source:
   answer: that earlier answer was not acceptable (``client_retry``, ``gateway.routing.retries``);
 
 and from ``feedback`` (``POST /v1/feedback``) the tenant's own score of one of its answers, cached
-ones included (the first score of an answer only: later ones are recorded, not learned). Each
+ones included (the first score of an answer only: later ones are recorded, not learned). An
+outcome of the tier that answered after a cheaper tier's answer failed a check is marked
+``escalated``: that tier was asked only because of the failure, so the learner keeps it out of
+the tier's unconditional estimate (a tier that failed for availability selects no prompt and
+leaves the next tier's outcome direct). Each
 becomes an ``Outcome`` for the learner, keyed by the prompt's vector (no
 vector, no outcome: the signal is still recorded). Answers, retries and feedback are also written
 to the signal store, which is where feedback finds an answer that has left memory. Touches no
@@ -74,7 +78,7 @@ class OutcomeFeed:
         for tier, reason in answered.failed:
             failed = reason == EscalationKind.TIER_FAILED
             source = Source.PROVIDER_FAILURE if failed else Source.ESCALATION
-            self._observe(answered, tier, 0.0, source)
+            self._observe(answered, tier, 0.0, source, escalated=False)
         if not answered.cached:
             self._observe(answered, answered.tier, 1.0, Source.ANSWER)
         if self.settings.retry_window_s > 0:
@@ -111,10 +115,19 @@ class OutcomeFeed:
         return first
 
     def _observe(self, answered: Answered, tier: str | None, acceptable: float,
-                 source: Source) -> None:
+                 source: Source, *, escalated: bool | None = None) -> None:
+        """``escalated`` None: the answer's own tier, escalated when a check failed before it."""
         weight = self.settings.weight(source.value)
         if self.learner is None or tier is None or answered.vector is None or weight <= 0:
             return
+        if escalated is None:
+            escalated = after_escalation(answered)
         self.learner.observe(Outcome(answered.vector, tier, acceptable, weight, self._clock(),
-                                     answered.tenant, source.value))
+                                     answered.tenant, source.value, escalated))
         self.observed += 1
+
+
+def after_escalation(answered: Answered) -> bool:
+    """Whether ``answered``'s tier answered only because a cheaper tier's answer failed a check
+    (not because every deployment of it failed: that selects no prompt)."""
+    return any(reason != EscalationKind.TIER_FAILED for _, reason in answered.failed)

@@ -5,10 +5,10 @@
 
 Both drive the gateway's own ``Learner`` and ``LearnedPolicy`` with the ``[routing.learning]``
 settings (``--quality-target``, ``--calibration-window``, ``--relative-to``, ``--margin``,
-``--bias-correction``, ``--explore-share``, ``--k`` and ``--sharpness`` override them), the
-costs of the configured models' prices, and the configured embedding model in this process
-(the text the gateway would embed: ``head_and_tail`` of the prompt; vectors are cached under
-the routing cache directory like ``gateway routes eval``'s). ``replay``'s prior is the
+``--bias-correction``, ``--escalated-weight``, ``--explore-share``, ``--k`` and ``--sharpness``
+override them), the costs of the configured models' prices, and the configured embedding model
+in this process (the text the gateway would embed: ``head_and_tail`` of the prompt; vectors are
+cached under the routing cache directory like ``gateway routes eval``'s). ``replay``'s prior is the
 configured intent routes (``--prior routes``, what the gateway decides today) or the default
 tier (``--prior default``). Reads the files it is given; writes only ``--json OUT``.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.core.config import Settings
-from gateway.core.routing_settings import LearningSettings, tier_plan
+from gateway.core.routing_settings import LEARNING_REFERENCES, LearningSettings, tier_plan
 from gateway.core.toml_table import ConfigError
 from gateway.routing.classifier import FloatArray
 from gateway.routing.cli import (
@@ -84,8 +84,10 @@ def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, h
     parser.add_argument("--explore-share", type=_share, default=None, metavar="E")
     parser.add_argument("--calibration-window", type=int, default=None, metavar="N",
                         help="decisions the threshold is calibrated over (0: fixed)")
-    parser.add_argument("--relative-to", choices=("best", "prior"), default=None,
-                        help="what the quality target multiplies")
+    parser.add_argument("--relative-to", choices=LEARNING_REFERENCES, default=None,
+                        help="what the quality target multiplies (gain: the shortfall allowed)")
+    parser.add_argument("--escalated-weight", type=_share, default=None, metavar="W",
+                        help="weight share of an outcome observed after an escalation")
     parser.add_argument("--margin", type=float, default=None, metavar="Z",
                         help="standard errors a cheaper tier's estimate must clear by")
     parser.add_argument("--bias-correction", choices=("on", "off"), default=None)
@@ -107,6 +109,7 @@ def learning_settings(args: argparse.Namespace, ws: Workspace) -> LearningSettin
         "quality_target": args.quality_target, "explore_share": args.explore_share,
         "k": args.k, "sharpness": args.sharpness, "calibration_window": args.calibration_window,
         "relative_to": args.relative_to, "margin": args.margin,
+        "escalated_weight": args.escalated_weight,
         "bias_correction": None if args.bias_correction is None else args.bias_correction == "on",
     }
     settings = replace(ws.routing.learning, **{k: v for k, v in overrides.items()

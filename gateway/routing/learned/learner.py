@@ -16,9 +16,14 @@ that tier whose cosine similarity reaches the absolute ``floor``, each weighted 
 similarity relative to the nearest one's and by recency (half its weight every ``half_life_s``).
 With no remembered prompt above the floor (nothing learned, or only unrelated prompts) the
 estimate is the prior itself, so a cold start, or a prompt unlike any seen, decides as the intent
-routes do. The linear statistics are refitted off the event loop (a worker thread) and
-checkpointed beside the outcomes, with each tier's measured estimate bias. Memory is bounded
-per scope (``global`` or one per tenant). Touches only its SQLite file.
+routes do. An outcome observed after an escalation (the tier was asked only because a cheaper
+tier's answer failed) is conditioned on that failure: it says how the tier does on the prompts
+its cheaper tier fails, not on prompts like this one, so it counts ``escalated_weight`` of its
+weight in its tier's estimate (0 by default: not at all; it is still written, so a changed
+setting restores it); the cheaper tier's failure is an outcome of its own and counts in full.
+The linear statistics are refitted off the event loop (a worker thread) and checkpointed beside
+the outcomes, with each tier's measured estimate bias. Memory is bounded per scope (``global``
+or one per tenant). Touches only its SQLite file.
 """
 
 from __future__ import annotations
@@ -68,7 +73,9 @@ class Outcome:
     """How acceptable ``tier``'s answer was (0: not at all, 1: fully) for the prompt whose
     embedding is ``vector``; ``weight`` scales its say (a click of feedback may count more
     than an inferred retry); ``at_s`` is wall-clock seconds (``time.time()``, the learner's
-    clock): left at 0 an outcome dates from 1970 and has decayed to nothing."""
+    clock): left at 0 an outcome dates from 1970 and has decayed to nothing. ``escalated``:
+    observed after an escalation, i.e. only because a cheaper tier's answer failed (it counts
+    ``escalated_weight`` of ``weight`` in its tier's estimate)."""
 
     vector: FloatArray
     tier: str
@@ -77,6 +84,7 @@ class Outcome:
     at_s: float = 0.0
     tenant: str | None = None
     source: str = Source.FEEDBACK
+    escalated: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,12 +168,17 @@ class Learner:
         by_scope: dict[str, list[Outcome]] = {}
         for o in outcomes:
             by_scope.setdefault(self._scope(o.tenant), []).append(o)
-        for scope, items in by_scope.items():
+        for scope, every in by_scope.items():
+            items = [o for o in every if self._say(o) > 0]
             try:
-                vectors = self._projection(np.stack([o.vector for o in items]))
+                vectors = self._projection(np.stack([o.vector for o in items or every]))
             except ValueError as exc:  # a vector of another size: a changed model
-                self._dropped += len(items)
-                log.warning("learner: %d outcomes dropped: %s", len(items), exc)
+                self._dropped += len(every)
+                log.warning("learner: %d outcomes dropped: %s", len(every), exc)
+                continue
+            if self._store is not None:  # kept on disk even when they carry no weight now
+                self._unsaved.extend(_stored(scope, o) for o in every)
+            if not items:
                 continue
             memory = self._memories.get(scope)
             if memory is None:
@@ -177,16 +190,22 @@ class Learner:
                 vectors,
                 np.array([self._tier_code(o.tier) for o in items], dtype=np.int16),
                 np.array([o.acceptable for o in items], dtype=np.float32),
-                np.array([o.weight for o in items], dtype=np.float32),
+                np.array([self._say(o) for o in items], dtype=np.float32),
                 np.array([o.at_s for o in items], dtype=np.float64),
                 self.settings.half_life_s, threads=threads,
             )
-            if self._store is not None:
-                self._unsaved.extend(_stored(scope, o) for o in items)
+
+    def _say(self, o: Outcome) -> float:
+        """``o``'s weight in its tier's estimate: an outcome observed after an escalation keeps
+        only ``escalated_weight`` of it (it was selected by a cheaper tier's failure)."""
+        return o.weight * self.settings.escalated_weight if o.escalated else o.weight
 
     def _score(self, o: Outcome) -> None:
         """Record how far the estimate for ``o``'s prompt, made before learning it, was from
-        what happened (only where the estimate rested on evidence)."""
+        what happened (only where the estimate rested on evidence, and not for an outcome
+        selected by a cheaper tier's failure: the bias is measured on prompts as they come)."""
+        if o.escalated:
+            return
         estimate = self.estimate(o.vector, (o.tier,), o.tenant)[o.tier]
         if estimate.count == 0:
             return
@@ -207,9 +226,10 @@ class Learner:
             linear = Linear(len(items[0].vector), s.ridge, s.half_life_s)
             self._linear[scope] = linear
         for o in items:
-            if len(o.vector) == linear.dim:
+            say = self._say(o)
+            if len(o.vector) == linear.dim and say > 0:
                 linear.add(np.asarray(o.vector, dtype=np.float32), o.tier, o.acceptable,
-                           o.weight, o.at_s)
+                           say, o.at_s)
 
     def _tier_code(self, tier: str) -> int:
         return self._tiers.setdefault(tier, len(self._tiers))
@@ -310,7 +330,8 @@ class Learner:
         """The outcomes into the neighbours' memory; the saved linear statistics, with the
         outcomes written after them folded in (all outcomes for a scope without any)."""
         outcomes = [
-            Outcome(r.vector, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source)
+            Outcome(r.vector, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source,
+                    r.escalated)
             for r in rows
         ]
         store, self._store = self._store, None  # restored rows are on disk already
@@ -449,4 +470,4 @@ def _usable(o: Outcome) -> bool:
 
 def _stored(scope: str, o: Outcome) -> StoredOutcome:
     return StoredOutcome(scope, np.asarray(o.vector, dtype=np.float32), o.tier, o.acceptable,
-                         o.weight, o.at_s, o.tenant, o.source)
+                         o.weight, o.at_s, o.tenant, o.source, o.escalated)

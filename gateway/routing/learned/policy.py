@@ -5,7 +5,11 @@ policy (``ThresholdPolicy``, the prior) decide, turns its tier into a prior over
 (its tier and the stronger ones acceptable, the cheaper ones less so), asks the ``Learner``
 for each tier's estimate, and picks the cheapest tier (by ``costs``, from the model prices)
 whose estimate reaches ``threshold`` times the best estimate (or, with ``relative_to =
-"prior"``, times the prior's ``PRIOR_ACCEPTABLE``). With no evidence it returns the
+"prior"``, times the prior's ``PRIOR_ACCEPTABLE``; with ``"gain"``, the best estimate less
+``1 - threshold`` of ``PRIOR_ACCEPTABLE``: a fixed number of answers given up per prompt, which
+is how a router ranks prompts to lose the fewest answers for its calls; it needs the dearest
+tier's estimate unbiased, which the learner's ``escalated_weight`` of 0 keeps it). With no
+evidence it returns the
 intent decision unchanged. With ``bias_correction`` estimates are first corrected by each
 tier's measured bias (how far its estimates ran above the outcomes that came back:
 ``Learner.bias``); with a ``margin`` a cheaper tier qualifies only with its estimate lowered by
@@ -90,13 +94,17 @@ def lower_bound(e: TierEstimate, margin: float, prior_weight: float) -> float:
 
 def cheapest_reaching(
     estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float,
-    margin: float = 0.0, prior_weight: float = 1.0, reference: float | None = None,
+    margin: float = 0.0, prior_weight: float = 1.0, reference: float | None = None, *,
+    gain: bool = False,
 ) -> str:
     """The first tier of ``order`` (cheapest first) whose estimate, lowered by ``margin``
     standard errors (``lower_bound``), reaches ``target`` times ``reference`` (None: the best
-    estimate); the last (dearest) tier when none does."""
+    estimate), or with ``gain`` the best estimate less ``1 - target`` times ``reference``; the
+    last (dearest) tier when none does."""
     tiers = tuple(order)
-    bar = target * (max(e.p for e in estimates.values()) if reference is None else reference)
+    best = max(e.p for e in estimates.values())
+    scale = best if reference is None else reference
+    bar = best - (1.0 - target) * scale if gain else target * scale
     return next((t for t in tiers[:-1] if lower_bound(estimates[t], margin, prior_weight) >= bar),
                 tiers[-1])
 
@@ -150,9 +158,9 @@ class LearnedPolicy:
         if self.settings.bias_correction:
             estimates = self._corrected(estimates)
         s = self.settings
-        reference = PRIOR_ACCEPTABLE if s.relative_to == "prior" else None
+        reference = None if s.relative_to == "best" else PRIOR_ACCEPTABLE
         tier = cheapest_reaching(estimates, self.order, target, s.margin, s.prior_weight,
-                                 reference)
+                                 reference, gain=s.relative_to == "gain")
         self._calibrate(estimates)
         explored = (
             may_explore and len(self.order) > 1

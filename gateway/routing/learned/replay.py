@@ -7,12 +7,14 @@ optional ``"group"``, e.g. the MMLU subject): whether each tier's answer to the 
 cold; the ``LearnedPolicy`` decides each one from the intent decision and what it has learned;
 the served tier's outcome comes back as a signal with probability ``feedback_rate``, and a
 failure that comes back escalates to the next tier (both calls paid), whose outcome then comes
-back with the same probability. Quality is the share of prompts finally answered right,
+back with the same probability, marked as observed after an escalation (as the gateway marks an
+escalated answer's). Quality is the share of prompts finally answered right,
 relative to always calling the strongest tier on the same prompts; cost is relative to that too.
 
 ``evaluate`` is the offline measure (``gateway learn eval``): learn every outcome of a training
 set, then rank the test prompts by the policy's own criterion (the cheap tier's estimate over
-the strong tier's: the policy keeps the cheap tier when it reaches ``quality_target`` of it) and
+the strong tier's, or its shortfall with ``relative_to = "gain"``: the policy keeps the cheap
+tier when it reaches ``quality_target`` of it) and
 sweep the share sent to the strong tier, RouteLLM's way: the share needed for 95% of the strong
 tier's quality, CPT(50%) and CPT(80%) (the share that closes that much of the gap between the
 tiers) and APGR (the area under the quality curve above the weak tier's, over the gap's).
@@ -33,7 +35,7 @@ import numpy.typing as npt
 
 from gateway.core.routing_settings import TierPlan
 from gateway.core.toml_table import ConfigError
-from gateway.routing.learned.learner import Learner, Outcome, Source
+from gateway.routing.learned.learner import Learner, Outcome, Prior, Source
 from gateway.routing.learned.policy import PRIOR_ACCEPTABLE, LearnedPolicy, lower_bound
 from gateway.routing.policy import Decision
 
@@ -168,7 +170,7 @@ def _serve(
         if rng.random() >= feedback_rate:
             break
         learner.learn([Outcome(vector, tier, 1.0 if right else 0.0, 1.0, now_s, tenant,
-                               Source.REPLAY)])
+                               Source.REPLAY, escalated)])
         following = plan.next(tier)
         if right or following is None or following not in tiers:
             break
@@ -241,15 +243,22 @@ def learn_all(learner: Learner, items: Sequence[Labelled], vectors: FloatArray,
     )
 
 
-def cheap_ratio(learner: Learner, vectors: FloatArray, tiers: tuple[str, str]) -> FloatArray:
-    """The policy's criterion per prompt: the cheap tier's estimate (lowered by the settings'
-    ``margin``, as the policy does) over the strong tier's (or the prior's, ``relative_to``)."""
+def cheap_ratio(learner: Learner, vectors: FloatArray, tiers: tuple[str, str],
+                priors: Sequence[Prior] | None = None) -> FloatArray:
+    """The policy's criterion per prompt, as the quality target at which it would flip: the
+    cheap tier's estimate (lowered by the settings' ``margin``, as the policy does) over the
+    strong tier's (or the prior's, ``relative_to``), or with ``gain`` one less the cheap tier's
+    shortfall below the strong one in units of the prior's acceptability. ``priors``: each
+    prompt's prior (default: none, as offline, where every outcome is known)."""
     s = learner.settings
     out = np.empty(len(vectors), dtype=np.float32)
     for i, vector in enumerate(vectors):
-        e = learner.estimate(vector, tiers)
-        strong = PRIOR_ACCEPTABLE if s.relative_to == "prior" else max(e[tiers[1]].p, 1e-9)
-        out[i] = lower_bound(e[tiers[0]], s.margin, s.prior_weight) / strong
+        e = learner.estimate(vector, tiers, prior=None if priors is None else priors[i])
+        cheap, strong = lower_bound(e[tiers[0]], s.margin, s.prior_weight), e[tiers[1]].p
+        if s.relative_to == "gain":
+            out[i] = 1.0 - (strong - cheap) / PRIOR_ACCEPTABLE
+        else:
+            out[i] = cheap / (PRIOR_ACCEPTABLE if s.relative_to == "prior" else max(strong, 1e-9))
     return out
 
 

@@ -2,7 +2,9 @@
 
 Each outcome is one row: scope ('' for the global memory, else the tenant), tier, acceptability,
 weight, wall-clock time, tenant, source, and the prompt's embedding as a float16 blob (the
-original vector, not the projection, so a changed ``dim`` or ``seed`` still restores). ``load``
+original vector, not the projection, so a changed ``dim`` or ``seed`` still restores) and
+whether it was observed after an escalation (a column added to older files on open, their rows
+reading as direct). ``load``
 returns the newest ``limit`` rows of every scope, oldest first; ``trim`` deletes the rest, so
 the file stays as bounded as the memory. Beside them, table ``linear`` holds each scope's
 linear statistics (``LinearState``) as of the newest outcome row then written: on restore, only
@@ -36,7 +38,8 @@ _SCHEMA = (
         at_s REAL NOT NULL,
         tenant TEXT,
         source TEXT NOT NULL,
-        vector BLOB NOT NULL
+        vector BLOB NOT NULL,
+        escalated INTEGER NOT NULL DEFAULT 0
     )""",
     "CREATE INDEX IF NOT EXISTS outcomes_scope ON outcomes (scope, id)",
     """CREATE TABLE IF NOT EXISTS linear (
@@ -56,8 +59,8 @@ _SCHEMA = (
     )""",
 )
 _INSERT = (
-    "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector, "
+    "escalated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -73,6 +76,7 @@ class StoredOutcome:
     at_s: float
     tenant: str | None
     source: str
+    escalated: bool = False
     row_id: int = 0
 
 
@@ -96,6 +100,7 @@ class OutcomeStore:
         async def setup(db: aiosqlite.Connection) -> None:
             for statement in _SCHEMA:
                 await db.execute(statement)
+            await _add_escalated(db)
 
         return cls(await open_wal(path, setup))
 
@@ -107,7 +112,7 @@ class OutcomeStore:
         try:
             await self._db.executemany(_INSERT, [
                 (r.scope, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source,
-                 np.asarray(r.vector, dtype=np.float16).tobytes())
+                 np.asarray(r.vector, dtype=np.float16).tobytes(), int(r.escalated))
                 for r in rows
             ])
         except BaseException:
@@ -122,7 +127,8 @@ class OutcomeStore:
             scopes = [str(s) for (s,) in await cursor.fetchall()]
         for scope in scopes:
             async with self._db.execute(
-                "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector, id "
+                "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector, id, "
+                "escalated "
                 "FROM outcomes WHERE scope = ? ORDER BY id DESC LIMIT ?", (scope, limit),
             ) as cursor:
                 found = await cursor.fetchall()
@@ -131,9 +137,10 @@ class OutcomeStore:
                     scope=str(s), tier=str(tier), acceptable=float(ok), weight=float(w),
                     at_s=float(at), tenant=tenant, source=str(source),
                     vector=np.frombuffer(blob, dtype=np.float16).astype(np.float32),
-                    row_id=int(row_id),
+                    row_id=int(row_id), escalated=bool(escalated),
                 )
-                for s, tier, ok, w, at, tenant, source, blob, row_id in reversed(list(found))
+                for s, tier, ok, w, at, tenant, source, blob, row_id, escalated
+                in reversed(list(found))
             )
         return rows
 
@@ -196,6 +203,15 @@ class OutcomeStore:
 
     async def close(self) -> None:
         await self._db.close()
+
+
+async def _add_escalated(db: aiosqlite.Connection) -> None:
+    """Files written before outcomes carried the escalation flag get the column; their rows
+    read as observed directly, which is what they were counted as when they were learned."""
+    async with db.execute("PRAGMA table_info(outcomes)") as cursor:
+        columns = {str(row[1]) for row in await cursor.fetchall()}
+    if "escalated" not in columns:
+        await db.execute("ALTER TABLE outcomes ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0")
 
 
 def _floats(blob: bytes, dtype: type[np.floating[Any]]) -> npt.NDArray[Any]:

@@ -1,0 +1,125 @@
+"""Where the online limit of the learned policy lies, on TRAINING streams only.
+
+For each stream (``bench/out/{mmlu,gsm8k}_train.jsonl``; never the test files) and seed, the
+second half of the stream is scored five ways, each as the reasoning-tier share needed for 95%
+of always-reasoning quality on those prompts (the best cut of a ranking), except the last:
+
+- ``oracle``: the prompts ranked by their true gain (reasoning right, cheap wrong first): the
+  least any router could need;
+- ``all outcomes``: the learner trained on every outcome of both tiers of the first half (as
+  ``gateway learn eval`` learns a training file), ranking by the policy's criterion: the
+  estimator's limit with full information from the same prompts;
+- ``30% of both``: the same from a random 30% of the first half's prompts, both tiers: as much
+  data as 30% feedback returns, but without the policy choosing which tier is observed;
+- ``as replayed``: the learner as the online replay left it at mid-stream (30% feedback of the
+  tier it served, escalations), ranking with the intent prior as the policy does: what the
+  policy's data allows, with the cut chosen in hindsight;
+- ``online``: the replay's own second half, share at the quality it got (the threshold fixed
+  in advance): the policy.
+
+    python bench/learn_limits.py [--seeds 0 1 2] [--streams gsm8k_train mmlu_train]
+        [--quality-target Q --relative-to R --escalated-weight W]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+from dataclasses import replace
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from gateway.core.config import load
+from gateway.core.routing_settings import LEARNING_REFERENCES, LearningSettings, tier_plan
+from gateway.routing.classifier import FloatArray
+from gateway.routing.cli import embedder_for, router_for, workspace
+from gateway.routing.learned.cli import labelled_vectors
+from gateway.routing.learned.learner import Learner
+from gateway.routing.learned.policy import LearnedPolicy, tier_costs, tier_prior
+from gateway.routing.learned.replay import (
+    Labelled,
+    cheap_ratio,
+    learn_all,
+    quality_curve,
+    read_labelled,
+    replay,
+    share_reaching,
+)
+
+TIERS = ("cheap", "reasoning")
+
+
+def share95(score: FloatArray, items: list[Labelled]) -> float:
+    weak = np.array([i.outcomes[TIERS[0]] for i in items], dtype=np.float64)
+    strong = np.array([i.outcomes[TIERS[1]] for i in items], dtype=np.float64)
+    return share_reaching(quality_curve(score, weak, strong), 0.95 * float(strong.mean()))
+
+
+def offline(settings: LearningSettings, items: list[Labelled], vectors: FloatArray,
+            test: list[Labelled], test_vectors: FloatArray) -> float:
+    learner = Learner(settings, clock=lambda: 0.0)
+    learn_all(learner, items, vectors, TIERS)
+    return share95(cheap_ratio(learner, test_vectors, TIERS), test)
+
+
+def limits(name: str, items: list[Labelled], vectors: FloatArray, seed: int,
+           settings: LearningSettings, ctx: SimpleNamespace) -> str:
+    half = len(items) // 2
+    first, second = items[:half], items[half:]
+    gain = np.array([i.outcomes[TIERS[1]] - i.outcomes[TIERS[0]] for i in second], np.float32)
+    oracle = share95(-gain, second)
+    full = offline(settings, first, vectors[:half], second, vectors[half:])
+    picked = sorted(random.Random(seed).sample(range(half), round(0.3 * half)))
+    sampled = offline(settings, [first[i] for i in picked], vectors[picked], second,
+                      vectors[half:])
+
+    def policy() -> LearnedPolicy:
+        return LearnedPolicy(ctx.router.policy, Learner(settings), ctx.plan, settings,
+                             ctx.costs, seed=seed)
+
+    mid = policy()  # the first half replayed alone draws the same feedback as the whole run
+    replay(first, vectors[:half], mid, ctx.router.route, feedback_rate=0.3, seed=seed,
+           costs=ctx.costs)
+    priors = [tier_prior(ctx.plan, TIERS, ctx.router.route(v).tier, settings.quality_target)
+              for v in vectors[half:]]
+    replayed = share95(cheap_ratio(mid.learner, vectors[half:], TIERS, priors), second)
+    online = replay(items, vectors, policy(), ctx.router.route, feedback_rate=0.3, seed=seed,
+                    costs=ctx.costs).second_half
+    return (f"{name} seed {seed}: share for 95% on the second half: oracle {oracle:.3f}, "
+            f"all outcomes {full:.3f}, 30% of both {sampled:.3f}, as replayed {replayed:.3f}; "
+            f"online {online.strong_share:.3f} at quality {online.quality:.3f}")
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    config = load(None)
+    ws = workspace(argparse.Namespace(routes=None, cache=None, model_dir=None), config)
+    overrides = {"quality_target": args.quality_target, "relative_to": args.relative_to,
+                 "escalated_weight": args.escalated_weight}
+    settings = replace(ws.routing.learning,
+                       **{k: v for k, v in overrides.items() if v is not None})
+    ctx = SimpleNamespace(router=await router_for(ws, embedder_for(ws)),
+                          plan=tier_plan(ws.routing, ws.tiers), costs=tier_costs(config.models))
+    print(f"settings: target {settings.quality_target}, vs {settings.relative_to}, "
+          f"escalated weight {settings.escalated_weight}, k {settings.k}", flush=True)
+    for name in args.streams:
+        items = read_labelled(Path(f"bench/out/{name}.jsonl"))
+        vectors = await labelled_vectors(ws, items)
+        for seed in args.seeds:
+            print(limits(name, items, vectors, seed, settings, ctx), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", nargs="+", default=["gsm8k_train", "mmlu_train"])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--quality-target", type=float, default=None)
+    parser.add_argument("--relative-to", choices=LEARNING_REFERENCES, default=None)
+    parser.add_argument("--escalated-weight", type=float, default=None)
+    asyncio.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
