@@ -5,7 +5,7 @@ second half of the stream is scored five ways, each as the reasoning-tier share 
 of always-reasoning quality on those prompts (the best cut of a ranking), except the last:
 
 - ``oracle``: the prompts ranked by their true gain (reasoning right, cheap wrong first): the
-  least any router could need;
+  least any router could need; ``random``: a random router's share (no ranking at all);
 - ``all outcomes``: the learner trained on every outcome of both tiers of the first half (as
   ``gateway learn eval`` learns a training file), ranking by the policy's criterion: the
   estimator's limit with full information from the same prompts;
@@ -16,6 +16,11 @@ of always-reasoning quality on those prompts (the best cut of a ranking), except
   policy's data allows, with the cut chosen in hindsight;
 - ``online``: the replay's own second half, share at the quality it got (the threshold fixed
   in advance): the policy.
+
+Beside them, how far the reasoning tier's estimate ran from what happened on the second half's
+prompts where it rested on nearby reasoning outcomes (mean estimate less the share the reasoning
+tier got right): the escalation bias this round removes shows as a negative figure with
+``--escalated-weight 1``.
 
     python bench/learn_limits.py [--seeds 0 1 2] [--streams gsm8k_train mmlu_train]
         [--quality-target Q --relative-to R --escalated-weight W]
@@ -29,6 +34,7 @@ import random
 from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +54,7 @@ from gateway.routing.learned.replay import (
     replay,
     share_reaching,
 )
+from gateway.routing.policy import Decision, LearnedNote
 
 TIERS = ("cheap", "reasoning")
 
@@ -71,14 +78,17 @@ def limits(name: str, items: list[Labelled], vectors: FloatArray, seed: int,
     first, second = items[:half], items[half:]
     gain = np.array([i.outcomes[TIERS[1]] - i.outcomes[TIERS[0]] for i in second], np.float32)
     oracle = share95(-gain, second)
+    weak = float(np.mean([i.outcomes[TIERS[0]] for i in second]))
+    strong = float(np.mean([i.outcomes[TIERS[1]] for i in second]))
+    chance = (0.95 * strong - weak) / (strong - weak) if strong > weak else 0.0
     full = offline(settings, first, vectors[:half], second, vectors[half:])
     picked = sorted(random.Random(seed).sample(range(half), round(0.3 * half)))
     sampled = offline(settings, [first[i] for i in picked], vectors[picked], second,
                       vectors[half:])
 
-    def policy() -> LearnedPolicy:
-        return LearnedPolicy(ctx.router.policy, Learner(settings), ctx.plan, settings,
-                             ctx.costs, seed=seed)
+    def policy() -> Recording:
+        return Recording(ctx.router.policy, Learner(settings), ctx.plan, settings,
+                         ctx.costs, seed=seed)
 
     mid = policy()  # the first half replayed alone draws the same feedback as the whole run
     replay(first, vectors[:half], mid, ctx.router.route, feedback_rate=0.3, seed=seed,
@@ -86,11 +96,40 @@ def limits(name: str, items: list[Labelled], vectors: FloatArray, seed: int,
     priors = [tier_prior(ctx.plan, TIERS, ctx.router.route(v).tier, settings.quality_target)
               for v in vectors[half:]]
     replayed = share95(cheap_ratio(mid.learner, vectors[half:], TIERS, priors), second)
-    online = replay(items, vectors, policy(), ctx.router.route, feedback_rate=0.3, seed=seed,
+    whole = policy()
+    online = replay(items, vectors, whole, ctx.router.route, feedback_rate=0.3, seed=seed,
                     costs=ctx.costs).second_half
+    bias = estimate_bias(whole.notes[half:], second)
     return (f"{name} seed {seed}: share for 95% on the second half: oracle {oracle:.3f}, "
+            f"random {chance:.3f}, "
             f"all outcomes {full:.3f}, 30% of both {sampled:.3f}, as replayed {replayed:.3f}; "
-            f"online {online.strong_share:.3f} at quality {online.quality:.3f}")
+            f"online {online.strong_share:.3f} at quality {online.quality:.3f}; reasoning "
+            f"estimate - outcome {bias}")
+
+
+class Recording(LearnedPolicy):
+    """The learned policy, keeping each decision's note (None: the intent decision stood)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.notes: list[LearnedNote | None] = []
+
+    def refine(self, intent: Decision, vector: FloatArray, tenant: str | None = None, *,
+               may_explore: bool = True) -> Decision:
+        decision = super().refine(intent, vector, tenant, may_explore=may_explore)
+        self.notes.append(decision.learned)
+        return decision
+
+
+def estimate_bias(notes: list[LearnedNote | None], items: list[Labelled]) -> str:
+    """Mean reasoning estimate less the reasoning tier's accuracy, over the prompts whose
+    estimate rested on nearby reasoning outcomes (and how many)."""
+    pairs = [(e.p, float(i.outcomes[TIERS[1]])) for n, i in zip(notes, items, strict=True)
+             if n is not None and (e := n.estimate(TIERS[1])) is not None and e.count > 0]
+    if not pairs:
+        return "n/a (no prompt)"
+    estimate, right = np.mean(pairs, axis=0)
+    return f"{estimate - right:+.3f} over {len(pairs)}"
 
 
 async def main_async(args: argparse.Namespace) -> None:

@@ -236,3 +236,27 @@ async def test_the_policy_compares_with_the_prior_when_configured(
     assert cheap is not None and cheap.p < 0.95 * 0.9  # short of the prior's target ...
     assert best.tier == "cheap"  # ... but within 0.95 of a reasoning tier that ran low
     assert prior.tier == "reasoning"
+
+
+async def test_the_policy_weighs_the_shortfall_with_the_gain_criterion(
+    tax_vectors: FloatArray,
+) -> None:
+    # Tax questions both tiers often get wrong: the cheap tier 4 of 11, the reasoning tier 5 of
+    # 11. Their ratio misses 0.85; the share of an answer given up per prompt (0.09) does not.
+    def decide(relative_to: str) -> Decision:
+        settings = learning(k=32, sharpness=0.0, prior_weight=0.1, linear_weight=0.0,
+                            relative_to=relative_to, quality_target=0.85)
+        policy = policy_for(Always("cheap"), settings)
+        policy.learner.learn([outcome(v, "cheap", i % 3 == 0) for i, v in
+                              enumerate(tax_vectors[:-1])]
+                             + [outcome(v, "reasoning", i % 2 == 1) for i, v in
+                                enumerate(tax_vectors[:-1])])
+        return policy.refine(Always("cheap").decision, tax_vectors[-1], may_explore=False)
+
+    best, gain = decide("best"), decide("gain")
+    assert gain.learned is not None
+    cheap, strong = gain.learned.estimate("cheap"), gain.learned.estimate("reasoning")
+    assert cheap is not None and strong is not None
+    assert cheap.p < 0.85 * strong.p and strong.p - cheap.p <= 0.15 * 0.9
+    assert (best.tier, gain.tier) == ("reasoning", "cheap")
+    assert "short of the best by at most 0.14" in gain.detail  # 0.15 x 0.9

@@ -110,7 +110,7 @@ class LearningSettings:
     """
 
     enabled: bool = False
-    quality_target: float = 0.83
+    quality_target: float = 0.89
     calibration_window: int = 0
     explore_share: float = 0.02
     half_life_s: float = 7 * 86400.0
@@ -128,7 +128,7 @@ class LearningSettings:
     queue: int = 10_000
     bias_correction: bool = False
     margin: float = 0.0
-    relative_to: str = "prior"
+    relative_to: str = "gain"
     escalated_weight: float = 0.0
 
     def path(self, data_dir: Path) -> Path:
@@ -139,7 +139,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
     """``LearningSettings`` from ``[routing.learning]``; unknown keys are an error."""
     settings = LearningSettings(
         enabled=t.get("enabled", bool, False),
-        quality_target=t.positive("quality_target", 0.83),
+        quality_target=t.positive("quality_target", 0.89),
         calibration_window=t.count("calibration_window", 0, minimum=0),
         explore_share=t.non_negative("explore_share", 0.02),
         half_life_s=t.positive("half_life_s", 7 * 86400.0),
@@ -157,7 +157,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         queue=t.count("queue", 10_000),
         bias_correction=t.get("bias_correction", bool, False),
         margin=t.non_negative("margin", 0.0),
-        relative_to=t.choice("relative_to", LEARNING_REFERENCES, "prior"),
+        relative_to=t.choice("relative_to", LEARNING_REFERENCES, "gain"),
         escalated_weight=t.non_negative("escalated_weight", 0.0),
     )
     if settings.quality_target > 1.0:

@@ -127,7 +127,8 @@ class LearnedPolicy:
         ))
         self._rng = random.Random(settings.seed if seed is None else seed)
         self.threshold = settings.quality_target
-        """The per-prompt threshold: a tier qualifies at this share of the best estimate."""
+        """The per-prompt threshold: a tier qualifies at this share of the reference (or,
+        with ``gain``, short of the best estimate by at most ``1 -`` this of 0.9)."""
         self._window = (CalibrationWindow(settings.calibration_window)
                         if settings.calibration_window > 0 and len(self.order) > 1 else None)
 
@@ -226,5 +227,10 @@ class CalibrationWindow:
 def _detail(note: LearnedNote, tier: str, target: float, intent: Decision,
             relative_to: str) -> str:
     shown = ", ".join(f"{t} {e.p:.2f} (n={e.count})" for t, e in note.estimates)
-    why = "explored" if note.explored else f"cheapest within {target:.2f} of the {relative_to}"
+    if note.explored:
+        why = "explored"
+    elif relative_to == "gain":
+        why = f"cheapest short of the best by at most {(1.0 - target) * PRIOR_ACCEPTABLE:.2f}"
+    else:
+        why = f"cheapest within {target:.2f} of the {relative_to}"
     return f"{shown}; {why} -> {tier}; intent: {intent.summary} -> {intent.tier}"
