@@ -68,6 +68,7 @@ def test_a_regular_form_of_a_known_word_is_never_folded(speller: Speller, text: 
 
 def test_a_form_missing_its_doubled_consonant_is_still_a_typo(speller: Speller) -> None:
     assert speller.fold("it occured at the begining") == "it occurred at the beginning"
+    assert speller.fold("How long to boil potatos?") == "How long to boil potatoes?"
 
 
 @pytest.mark.parametrize("text", [

@@ -179,6 +179,18 @@ def point(outcomes: Sequence[Outcome], threshold: float) -> Point:
     )
 
 
+def ceiling(outcomes: Sequence[Outcome]) -> Point | None:
+    """The highest hit rate any single threshold reaches with no false hit: the threshold just
+    above the best-scored non-duplicate (what the scores themselves can tell apart). None when
+    a non-duplicate is an exact hit (no threshold refuses it) or there are no duplicates."""
+    if any(o.label != 1 and o.kind == "exact" for o in outcomes) \
+            or not any(o.label == 1 for o in outcomes):
+        return None
+    false_scores = [o.score for o in outcomes if o.label != 1 and o.kind == "semantic"]
+    threshold = round(max(false_scores) + 1e-4, 4) if false_scores else FLOOR
+    return point(outcomes, threshold)
+
+
 def curve(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -> list[Point]:
     return [point(outcomes, t) for t in thresholds]
 

@@ -110,19 +110,21 @@ class Speller:
 
     def correction(self, word: str) -> str | None:
         """The common word one edit from ``word`` (the most frequent of several), or None when
-        ``word`` is known, short, or has no such neighbour."""
+        ``word`` is known, short, or has no such neighbour. For a regular form of a known word
+        the only corrections are the forms it meant (``_meant``)."""
         if len(word) < MIN_LENGTH or self.known(word) or self._prefixed(word):
             return None
-        candidates = list(_edits(word))
+        base = self.known_form(word)
+        candidates = list(_edits(word)) if base is None else _meant(base, word)
         codes = np.fromiter(map(hash, candidates), dtype=np.int64, count=len(candidates))
         at, found = _lookup(self.target_hashes, codes)
-        counts = np.where(found, self.target_counts[at], 0) if found.any() else found
+        if not found.any():
+            return None
+        counts = np.where(found, self.target_counts[at], 0)
         best = int(np.argmax(counts))
         if counts[best] < MIN_TARGET_COUNT or candidates[best] in GUARDED:
             return None  # a guarded best guess is not traded for the next one ("gramms")
-        base = self.known_form(word)
-        return candidates[best] if base is None or _doubled(base, word, candidates[best]) \
-            else None
+        return candidates[best]
 
     def known_form(self, word: str) -> str | None:
         """The known word ``word`` is a regular form of ("memes" -> "meme"), or None."""
@@ -165,11 +167,13 @@ def _lookup(sorted_codes: npt.NDArray[np.int64], codes: npt.NDArray[np.int64]
     return at, np.asarray(sorted_codes[at] == codes)
 
 
-def _doubled(base: str, word: str, correction: str) -> bool:
-    """Whether ``correction`` is ``word`` with the base's last consonant doubled before its
-    ending ("occured" -> "occurred", "begining" -> "beginning"): a typo, not a form."""
+def _meant(base: str, word: str) -> list[str]:
+    """The forms of ``base`` that ``word`` misspells: its last consonant doubled before the
+    ending ("occured" -> "occurred", "begining" -> "beginning") or the plural in -es ("potatos"
+    -> "potatoes"). Any other correction would make it another word ("memes" -> "memos")."""
     cut = len(base.rstrip("e"))
-    return correction == word[:cut] + word[cut - 1] + word[cut:]
+    doubled = word[:cut] + word[cut - 1] + word[cut:]
+    return [doubled, word[:-1] + "es"] if word.endswith("s") else [doubled]
 
 
 def _edits(word: str) -> set[str]:
