@@ -98,6 +98,17 @@ async def test_a_typo_of_a_stored_prompt_is_a_semantic_hit_and_a_repeat_an_exact
     assert len(fake.requests) == 1
 
 
+async def test_a_typo_of_a_stored_prompt_is_served_whatever_its_case_and_punctuation(
+        cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "How many calories are in an avocado?")
+    # folded, it is the stored text but for case and "?", which the model scores at 0.935
+    asked = await _ask(client, "how many calroies are in an avocado")
+    assert asked.headers["x-gateway-cache"] == "hit"
+    assert asked.headers["x-gateway-cache-kind"] == "semantic"
+    assert len(fake.requests) == 1
+
+
 async def test_a_plural_the_word_list_lacks_is_not_folded_into_another_word(
         cached: Cached) -> None:
     client, fake = cached

@@ -92,7 +92,7 @@ class SemanticCache:
         self._store = store
         self._index = index
         self._clock = clock
-        self._table = EntryTable()
+        self._table = EntryTable(speller.fold if speller is not None else None)
         self._pending: list[NewEntry] = []
         self._pending_keys: set[bytes] = set()
         self._hits: dict[int, tuple[float, int]] = {}
@@ -162,11 +162,17 @@ class SemanticCache:
     async def _exact(self, namespace: str, fingerprint: str, text: str,
                      policy: Policy) -> Hit | None:
         entry = self._table.exact(exact_key(namespace, fingerprint, text))
+        kind: Literal["exact", "semantic"] = "exact"
         if entry is None and policy == "semantic":
             entry = self._table.exact(loose_key(namespace, fingerprint, text))
+        if entry is None and policy == "semantic" and self.speller is not None:
+            # the same text once typos are folded on either side: the same question, but not
+            # the text as sent ("whats the capitol of france" / "What's the capital of France?")
+            entry = self._table.typo_match(namespace, fingerprint, text, self.key_text(text))
+            kind = "semantic"
         if entry is None or self._expired(entry):
             return None
-        return await self._hit(entry, "exact", 1.0)
+        return await self._hit(entry, kind, 1.0)
 
     async def _semantic(self, namespace: str, fingerprint: str, text: str,
                         vector: FloatArray) -> Hit | None:
