@@ -23,6 +23,7 @@ class EntryTable:
         self._by_id: OrderedDict[int, StoredEntry] = OrderedDict()
         self._exact: dict[bytes, int] = {}
         self._folded: dict[bytes, int] = {}  # loose keys of texts whose typos folding changed
+        self._folded_of: dict[int, bytes] = {}  # and back, so removing never folds again
         self._fold = fold
         self._namespaces: dict[str, set[int]] = {}
 
@@ -44,6 +45,7 @@ class EntryTable:
             self._exact.setdefault(_loose(entry), entry.entry_id)
             if (folded := self._folded_key(entry)) is not None:
                 self._folded.setdefault(folded, entry.entry_id)
+                self._folded_of[entry.entry_id] = folded
         self._namespaces.setdefault(entry.namespace, set()).add(entry.entry_id)
 
     def ids(self) -> set[int]:
@@ -85,7 +87,7 @@ class EntryTable:
         for key in (entry.exact_key, _loose(entry)):
             if self._exact.get(key) == entry_id:
                 del self._exact[key]
-        folded = self._folded_key(entry) if entry.has_vector else None
+        folded = self._folded_of.pop(entry_id, None)
         if folded is not None and self._folded.get(folded) == entry_id:
             del self._folded[folded]
         ids = self._namespaces.get(entry.namespace)
