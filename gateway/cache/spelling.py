@@ -9,21 +9,23 @@ such words the most frequent is taken. The first letter stays because typos rare
 changed first letter is how real words differ from their jargon ("async" / "sync", "numpy" /
 "lumpy"). Never folded either: a regular form of a known word ("memes" of "meme", "podcasts",
 "influencers" of "influence", "vaping" of "vape"; the frequency list lacks many such forms, and
-"memes" -> "memos" turned two questions into one), unless the correction is that form with its last
-consonant doubled ("occured" -> "occurred", "begining"); a known word behind the prefix "e"
-("esports", "ebikes"); and a correction into a word the hard guards read (a negation, a number or
-ordinal, a unit, a degree word, a person, a word that asks about the one answering): a fold must
-never make the guards see what the writer did not type ("fourty" -> "fourth" would read a number).
-Known: the English word-frequency list that ships with ``pyspellchecker`` (MIT), ``words.txt``
-beside this module (the embedding model's whole-word vocabulary and words of public question sets,
-``bench/cache_sets/build_words.py``) and Python's keywords, built-ins and standard modules ("dict",
-"json"). Only lowercase words of five letters or more in prose are corrected, and the capitalised
-first word of the text (elsewhere a capitalised word is a name to the guards; a word inside
-``a.b``, ``a_b``, ``a/b`` or a call is code); contractions typed without their apostrophe ("whats",
-"dont") get it back. Under the ``exact`` cache policy the text is kept as sent. The folded text
-keys only the semantic step (its vector and the guards' reading); the exact step and the stored
-entry keep the text as sent, so a typo of a stored prompt is a semantic hit, never an exact one
-(``semantic_cache``).
+"memes" -> "memos" turned two questions into one), unless the correction is the form it meant (its
+last consonant doubled, "occured" -> "occurred", or a plural in -es, "potatos" -> "potatoes"); a
+known word behind the prefix "e" ("esports", "ebikes"); and a correction into a word the hard
+guards read (a negation, a number or ordinal, a unit, a degree word, a person, a word that asks
+about the one answering): a fold must never make the guards see what the writer did not type
+("fourty" -> "fourth" would read a number). Known: the English word-frequency list that ships with
+``pyspellchecker`` (MIT), ``words.txt`` beside this module (the embedding model's whole-word
+vocabulary and words of public question sets, ``bench/cache_sets/build_words.py``) and Python's
+keywords, built-ins and standard modules ("dict", "json"). Only lowercase words of five letters or
+more in prose are corrected, and the capitalised first word of the text (elsewhere a capitalised
+word is a name to the guards; a word inside ``a.b``, ``a_b``, ``a/b`` or a call is code);
+contractions typed without their apostrophe ("whats", "dont") get it back. Under the ``exact``
+cache policy the text is kept as sent. The folded text keys the semantic step (its vector and the
+guards' reading) and a typo step beside the exact one (the loose key of the folded text); the exact
+key and the stored entry keep the text as sent, so a typo of a stored prompt is a semantic hit,
+never an exact one (``semantic_cache``). ``KeyFolder`` remembers the last texts folded, so the
+cache's lookup reuses the fold the pipeline made to embed the text.
 
 Reads its two word lists once per process (``load``, ~0.3 s) and then hands the pages the
 reading freed back to the system (``malloc_trim``); otherwise pure.
