@@ -77,7 +77,26 @@ def main() -> int:
     at_20 = _at_hit_rate(outcomes, false_hits, visible, duplicates, 0.20)
     print(f"\nat a 20% duplicate hit rate: precision {at_20[0]:.3f} served, "
           f"{at_20[1]:.3f} for the oracle")
+    for floor, what in ((0.99, "audited precision >= 0.99"),
+                        (1.0, "no false hit with a visible difference")):
+        t, rate = _ceiling(outcomes, false_hits, visible, duplicates, floor)
+        print(f"highest hit rate with {what}: {rate:.3f} (threshold {t:.4f})")
     return 0
+
+
+def _ceiling(outcomes: list[Outcome], false_hits: list[tuple[Pair, Outcome]],
+             visible: set[tuple[str, str]], duplicates: int,
+             floor: float) -> tuple[float, float]:
+    """(threshold, hit rate): the lowest audited threshold at which the precision against the
+    audited labels (a false hit asking the same question counts as right) holds ``floor``."""
+    scores = sorted({o.score for o in outcomes if o.kind and o.score >= AUDITED_FROM})
+    for t in scores:
+        hits = sum(1 for o in outcomes if o.label == 1 and o.hit(t))
+        wrong = [(p, o) for p, o in false_hits if o.hit(t)]
+        same = sum(1 for p, _ in wrong if (p.text_a, p.text_b) not in visible)
+        if hits and (hits + same) / (hits + len(wrong)) >= floor:
+            return t, hits / duplicates
+    return 1.0, 0.0
 
 
 def _at_hit_rate(outcomes: list[Outcome], false_hits: list[tuple[Pair, Outcome]],

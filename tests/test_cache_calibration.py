@@ -18,7 +18,7 @@ from gateway.cache.calibration import (
     toml_line,
     write_calibration,
 )
-from gateway.cache.evaluate import Outcome, Pair, curve, point, run_pairs
+from gateway.cache.evaluate import Outcome, Pair, ceiling, curve, point, run_pairs
 from gateway.cache.index import VectorSpace
 from gateway.core.cache_settings import parse_cache
 from gateway.core.config import parse
@@ -127,3 +127,35 @@ def test_cli_fit_and_eval(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     report = json.loads(capsys.readouterr().out)
     assert report["operating_point"]["false_hits"] == 0
     assert report["operating_point"]["hits"] >= 2
+    assert report["ceiling"]["false_hits"] == 0
+
+
+def test_cli_eval_reads_several_pair_files_as_one(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    files = []
+    for label in (0, 1):
+        files.append(tmp_path / f"label{label}.json")
+        files[-1].write_text(json.dumps([{"text_a": p.text_a, "text_b": p.text_b,
+                                          "label": p.label} for p in PAIRS if p.label == label]))
+    settings = parse({"providers": [{"name": "demo", "kind": "demo"}],
+                      "models": [{"name": "m", "provider": "demo"}],
+                      "embedder": {"model_dir": str(MODEL_DIR)}}, env={}, base_dir=tmp_path,
+                     source="<test>")
+    parser = argparse.ArgumentParser()
+    cli.add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["cache", "eval", "--pairs", *map(str, files), "--json"])
+    assert args.handler(args, settings) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"] == len(PAIRS)
+    assert report["operating_point"]["hits"] >= 2
+
+
+def test_the_ceiling_serves_what_scores_above_the_best_scored_non_duplicate() -> None:
+    outcomes = [Outcome(1, "semantic", 0.97), Outcome(1, "semantic", 0.93),
+                Outcome(1, "exact", 1.0), Outcome(1, None, 0.0),
+                Outcome(0, "semantic", 0.94), Outcome(0, None, 0.0)]
+    best = ceiling(outcomes)
+    assert best is not None
+    assert (best.hits, best.false_hits, best.hit_rate) == (2, 0, 0.5)
+    assert 0.94 < best.threshold <= 0.9401
+    assert ceiling([*outcomes, Outcome(0, "exact", 1.0)]) is None  # no threshold refuses it

@@ -146,6 +146,24 @@ def test_soft_differences_cost_their_margin() -> None:
     assert substituted.substituted == 2
 
 
+def test_the_reason_framing_a_why_question_costs_no_margin() -> None:
+    framed = compare("Why was my card declined?", "What is the reason my card got declined?")
+    assert framed.ok and framed.margin == 0.0
+    # asked of a thing, not as "why", the reason is more than the thing: still an added word
+    assert compare("What is the war?", "What is the reason for the war?").margin == \
+        pytest.approx(MARGINS["added"])
+
+
+def test_a_treatment_asked_as_a_noun_is_a_how_question() -> None:
+    assert compare("How is strep throat treated?", "What is the treatment for strep throat?").ok
+    assert compare("How do I cure hiccups?", "What is the cure for hiccups?").margin == 0.0
+
+
+def test_looking_or_appearing_adds_nothing_asked() -> None:
+    assert compare("Why is the sky blue?", "Why does the sky look blue?").margin == 0.0
+    assert compare("Why is the sky blue?", "Why does the sky appear blue?").margin == 0.0
+
+
 def test_how_to_questions_treat_every_person_alike() -> None:
     assert compare("How do you start writing?", "How can I start writing?").margin == 0.0
 

@@ -76,6 +76,21 @@ async def test_case_and_punctuation_hit_the_exact_tier_on_semantic_routes(
     assert await cache.lookup("tenant:a", CONTEXT, asked, vectors[1], "exact") is None
 
 
+async def test_a_stored_typo_meets_its_corrected_question_as_a_semantic_hit(
+    cache: SemanticCache, embedder: OnnxEmbedder
+) -> None:
+    stored = "how many calroies are in an avocado"
+    await cache.store("tenant:a", CONTEXT, stored, embedder.embed([cache.key_text(stored)])[0],
+                      answer("About 240."))
+    await cache.flush()
+    asked = "How many calories are in an avocado?"  # its vector is not even needed
+    hit = await cache.lookup("tenant:a", CONTEXT, asked, None, "semantic")
+    assert hit is not None and (hit.kind, hit.text) == ("semantic", stored)
+    assert await cache.lookup("tenant:a", CONTEXT, asked, None, "exact") is None
+    assert await cache.invalidate(hit.entry_id)
+    assert await cache.lookup("tenant:a", CONTEXT, asked, None, "semantic") is None
+
+
 async def test_entries_are_isolated_by_namespace_and_context(
     cache: SemanticCache, embedder: OnnxEmbedder
 ) -> None:

@@ -54,3 +54,29 @@ def test_of_several_corrections_the_most_frequent_is_taken() -> None:
     assert speller.correction("hoose") == "house"
     assert Speller.of({"house": 50}, frozenset()).correction("hoose") is None  # too rare to trust
     assert Speller.of({"house": 500}, frozenset({"hoose"})).correction("hoose") is None  # known
+
+
+@pytest.mark.parametrize("text", [
+    "What are memes?",  # "meme" is known, so its plural is a word, not a typo of "memos"
+    "How do podcasts make money?",
+    "Do influencers pay taxes?",  # "influence" + "rs"
+    "Are esports real sports?",  # "e" + a known word, not "escorts"
+])
+def test_a_regular_form_of_a_known_word_is_never_folded(speller: Speller, text: str) -> None:
+    assert speller.fold(text) == text
+
+
+def test_a_form_missing_its_doubled_consonant_is_still_a_typo(speller: Speller) -> None:
+    assert speller.fold("it occured at the begining") == "it occurred at the beginning"
+    assert speller.fold("How long to boil potatos?") == "How long to boil potatoes?"
+
+
+@pytest.mark.parametrize("text", [
+    "What is fourty percent of 80?",  # "fourth" would read a number the writer did not type
+    "Can I bake bread withot yeast?",  # "without" would read a negation
+    "Is 500 gramms of sugar too much?",  # "grams" a unit (and not "grammy" in its place)
+    "What is your favorit movie?",  # "favorite" asks about the one answering
+])
+def test_a_typo_is_never_folded_into_a_word_the_guards_read(
+        speller: Speller, text: str) -> None:
+    assert speller.fold(text) == text

@@ -86,6 +86,46 @@ async def test_a_misspelt_paraphrase_is_served_once_its_typo_is_folded(cached: C
     assert len(fake.requests) == 1
 
 
+async def test_a_typo_of_a_stored_prompt_is_a_semantic_hit_and_a_repeat_an_exact_one(
+        cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "how to fix a leaky fauset")
+    corrected = await _ask(client, "How to fix a leaky faucet?")
+    assert corrected.headers["x-gateway-cache"] == "hit"
+    assert corrected.headers["x-gateway-cache-kind"] == "semantic"  # not the same text
+    repeat = await _ask(client, "How to fix a leaky fauset?")
+    assert repeat.headers["x-gateway-cache-kind"] == "exact"  # the text as it was stored
+    assert len(fake.requests) == 1
+
+
+async def test_a_typo_of_a_stored_prompt_is_served_whatever_its_case_and_punctuation(
+        cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "How many calories are in an avocado?")
+    # folded, it is the stored text but for case and "?", which the model scores at 0.935
+    asked = await _ask(client, "how many calroies are in an avocado")
+    assert asked.headers["x-gateway-cache"] == "hit"
+    assert asked.headers["x-gateway-cache-kind"] == "semantic"
+    assert len(fake.requests) == 1
+
+
+async def test_a_plural_the_word_list_lacks_is_not_folded_into_another_word(
+        cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "What are memos?")
+    memes = await _ask(client, "What are memes?")  # "memes" is one edit from "memos"
+    assert memes.headers["x-gateway-cache"] == "miss"
+    assert len(fake.requests) == 2
+
+
+async def test_a_typo_is_never_folded_into_a_word_the_guards_read(cached: Cached) -> None:
+    client, fake = cached
+    await _ask(client, "Who finished fourth in the race?")
+    asked = await _ask(client, "Who finished fourty in the race?")  # forty? fortieth?
+    assert asked.headers["x-gateway-cache"] == "miss"  # the guards read no number in it
+    assert len(fake.requests) == 2
+
+
 async def test_typos_are_not_folded_when_folding_is_off(
     fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
 ) -> None:

@@ -43,6 +43,7 @@ from gateway.cache.evaluate import (
     Pair,
     Point,
     by_group,
+    ceiling,
     curve,
     default_thresholds,
     load_pairs,
@@ -100,8 +101,8 @@ def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, h
     parser = sub.add_parser(name, help=help_text)
     if common is not None:
         common(parser)
-    parser.add_argument("--pairs", type=Path, required=True,
-                        help="JSON list of {text_a, text_b, label}")
+    parser.add_argument("--pairs", type=Path, required=True, nargs="+", metavar="FILE",
+                        help="JSON lists of {text_a, text_b, label}, read as one")
     parser.add_argument("--no-guards", dest="guards", action="store_false",
                         help="measure plain cosine similarity, without the guards")
     parser.add_argument("--model-dir", type=Path, default=None,
@@ -200,12 +201,21 @@ def _outcomes(pairs: Sequence[Pair], embedder: CachedEmbedder, guards: bool,
                                      guards=guards, verifier=verifier))
 
 
-def _pairs(path: Path) -> list[Pair]:
-    """The labelled pairs; a file that is not what the command needs is a one-line error."""
-    try:
-        return load_pairs(path)
-    except ValueError as exc:  # JSON that does not parse, or an item without its fields
-        raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)) from exc
+def _pairs(paths: Sequence[Path]) -> list[Pair]:
+    """The labelled pairs of every file, in order; a file that is not what the command needs
+    is a one-line error."""
+    pairs: list[Pair] = []
+    for path in paths:
+        try:
+            pairs.extend(load_pairs(path))
+        except ValueError as exc:  # JSON that does not parse, or an item without its fields
+            raise ConfigError(f"{path}: {exc}" if str(path) not in str(exc) else str(exc)
+                              ) from exc
+    return pairs
+
+
+def _names(paths: Sequence[Path]) -> str:
+    return " ".join(str(p) for p in paths)
 
 
 def _rule(args: argparse.Namespace, settings: Settings, space: VectorSpace) -> str:
@@ -232,7 +242,7 @@ def run_fit(args: argparse.Namespace, settings: Settings) -> int:
     if args.write:
         path = cache_settings(settings).calibration_file
         space = f"{embedder.space.model}/{embedder.space.dim}"
-        write_calibration(path, fit, str(args.pairs), space)
+        write_calibration(path, fit, _names(args.pairs), space)
         print(f"wrote {path}")
     return 0
 
@@ -271,15 +281,20 @@ def run_eval(args: argparse.Namespace, settings: Settings) -> int:
     grid = verifier_thresholds() if name == "verifier" else default_thresholds()
     points = curve(outcomes, sorted({*grid, threshold}))
     chosen = point(outcomes, threshold)
+    best = ceiling(outcomes)
     if args.json:
         print(json.dumps({"pairs": len(pairs), "guards": args.guards, "rule": name,
                           "operating_point": asdict(chosen),
+                          "ceiling": None if best is None else asdict(best),
                           "curve": [asdict(p) for p in points]}, indent=2))
         return 0
     print(f"{len(pairs)} pairs, {rule_label(name, args.guards)}")
     print(format_curve(points))
     print(f"operating point {threshold:.4f}: precision {chosen.precision:.3f}, hit rate "
           f"{chosen.hit_rate:.3f}, false-hit rate {chosen.false_hit_rate:.4f}")
+    if best is not None:
+        print(f"ceiling with no false hit: hit rate {best.hit_rate:.3f} ({best.hits} served) "
+              f"at threshold {best.threshold:.4f}")
     for group, label, n, served in by_group(pairs, outcomes, threshold):
         what = "paraphrases served" if label else "false hits"
         print(f"  {group}: {served} of {n} {what}")
@@ -293,7 +308,7 @@ def run_train(args: argparse.Namespace, settings: Settings) -> int:
     options = TrainOptions(precision=args.precision, min_hits=args.min_hits, l2=args.l2)
     with tempfile.TemporaryDirectory(prefix="cache-train-") as workdir:
         trained = asyncio.run(train_verifier(tune, embedder, embedder.space, Path(workdir),
-                                             options, str(args.pairs)))
+                                             options, _names(args.pairs)))
     save(trained.verifier, args.out)
     v = trained.verifier
     print(f"wrote {args.out}: {v.model}/{v.dim}, {trained.candidates} candidate pairs of "

@@ -131,22 +131,23 @@ async def _run_chunk(chunk: Sequence[Pair], embed: Embed, space: VectorSpace,
                      settings: CacheSettings) -> list[Outcome]:
     cache = await SemanticCache.open(settings, space)
     try:
-        # keyed as a request is (``pipeline.caching``): the text with its typos folded
-        texts_a = [cache.key_text(normalize_text(p.text_a)) for p in chunk]
-        texts_b = [cache.key_text(normalize_text(p.text_b)) for p in chunk]
-        vectors = embed([*texts_a, *texts_b])
-        for i, text in enumerate(texts_a):
+        # as a request is (``pipeline.caching``): the text as sent, the vector of its folded text
+        sent_a = [normalize_text(p.text_a) for p in chunk]
+        sent_b = [normalize_text(p.text_b) for p in chunk]
+        keys_a, keys_b = [cache.key_text(t) for t in sent_a], [cache.key_text(t) for t in sent_b]
+        vectors = embed([*keys_a, *keys_b])
+        for i, text in enumerate(sent_a):
             await cache.store(f"pair:{i}", _CONTEXT, text, vectors[i], _ANSWER)
         await cache.flush()
         outcomes = []
-        for i, (pair, text) in enumerate(zip(chunk, texts_b, strict=True)):
+        for i, (pair, text) in enumerate(zip(chunk, sent_b, strict=True)):
             hit = await cache.lookup(f"pair:{i}", _CONTEXT, text, vectors[len(chunk) + i],
                                      "semantic")
             cosine = _cosine(vectors[i], vectors[len(chunk) + i])
-            verdict = compare(texts_a[i], text) if settings.guards else None
+            verdict = compare(keys_a[i], keys_b[i]) if settings.guards else None
             score = hit.score if hit else 0.0
             if hit and hit.kind == "semantic":  # what the rule compared with its threshold
-                score = cache.rule.judge(texts_a[i], text, hit.score).score
+                score = cache.rule.judge(keys_a[i], keys_b[i], hit.score).score
             outcomes.append(Outcome(
                 pair.label, hit.kind if hit else None, score, cosine,
                 verdict.differences if verdict and verdict.ok else (),
@@ -176,6 +177,18 @@ def point(outcomes: Sequence[Outcome], threshold: float) -> Point:
         hits=hits,
         false_hits=false_hits,
     )
+
+
+def ceiling(outcomes: Sequence[Outcome]) -> Point | None:
+    """The highest hit rate any single threshold reaches with no false hit: the threshold just
+    above the best-scored non-duplicate (what the scores themselves can tell apart). None when
+    a non-duplicate is an exact hit (no threshold refuses it) or there are no duplicates."""
+    if any(o.label != 1 and o.kind == "exact" for o in outcomes) \
+            or not any(o.label == 1 for o in outcomes):
+        return None
+    false_scores = [o.score for o in outcomes if o.label != 1 and o.kind == "semantic"]
+    threshold = round(max(false_scores) + 1e-4, 4) if false_scores else FLOOR
+    return point(outcomes, threshold)
 
 
 def curve(outcomes: Sequence[Outcome], thresholds: Sequence[float]) -> list[Point]:

@@ -54,7 +54,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gateway.cache.lexicon import ANTONYMS, COORDINATORS, DIRECTIONAL
+from gateway.cache.lexicon import ANTONYMS, COORDINATORS, DIRECTIONAL, REASON_NOUNS
 from gateway.cache.text_features import LIGHT_STEMS, NOT_CONTENT, Profile, profile, stem, unit_of
 from gateway.cache.tokens import Token
 
@@ -108,6 +108,8 @@ def compare(a: Profile | str, b: Profile | str) -> Verdict:
         if reason:
             return Verdict(False, reason)
     only_a, only_b = _unmatched(pa, pb)
+    frame = _frame_words(pa, pb)
+    only_a, only_b = only_a - frame, only_b - frame
     na, nb = len(only_a), len(only_b)
     # a light verb on the shorter side stands in for a content verb ("make" for "create")
     spare = len(pb.light_verbs - pa.light_verbs if na > nb else pa.light_verbs - pb.light_verbs)
@@ -120,6 +122,19 @@ def compare(a: Profile | str, b: Profile | str) -> Verdict:
     differences = tuple((kind, n) for kind, n in sorted(counts.items()) if n)
     return Verdict(True, "; ".join(text for _, text in soft), substituted=na + nb,
                    margin=margin(differences), differences=differences)
+
+
+# "What is the reason X?" asks why X: the noun frames the question, it adds nothing asked.
+_WHY_FRAME = frozenset(stem(w) for w in REASON_NOUNS)
+
+
+def _frame_words(a: Profile, b: Profile) -> frozenset[str]:
+    """Content words that only frame a question both sides ask: "reason" when one side asks
+    why and the other's "What is the reason ..." may ("Why was my card declined?" / "What is
+    the reason my card got declined?")."""
+    if {a.question, b.question} == {"why", "what"} and "why" in a.kinds | b.kinds:
+        return _WHY_FRAME
+    return frozenset()
 
 
 def _abbreviated(p: Profile, other: Profile) -> frozenset[str]:

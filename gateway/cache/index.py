@@ -458,3 +458,13 @@ def _remove_stale(index_dir: Path, keep: set[str]) -> None:
     for path in index_dir.glob("ns-*.hnsw*"):
         if path.name not in keep:
             path.unlink(missing_ok=True)
+
+
+def as_vector(vector: FloatArray | Sequence[float]) -> FloatArray:
+    """One float32 row, whatever array or list shape the embedder client handed over."""
+    return np.asarray(vector, dtype=np.float32).reshape(-1)
+
+
+def valid_vector(vector: FloatArray, dim: int) -> bool:
+    """Whether ``vector`` fits a graph of ``dim`` dimensions and holds only finite numbers."""
+    return bool(vector.size == dim and np.isfinite(vector).all())

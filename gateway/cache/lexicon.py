@@ -159,7 +159,7 @@ WH: Mapping[str, str] = MappingProxyType({
 # "What is the best way/method to ..." asks how.
 MANNER_NOUNS = frozenset(_split("""
 way ways method methods step steps tip tips technique techniques procedure procedures
-approach approaches
+approach approaches treatment treatments cure cures remedy remedies
 """))
 # "What year/date ..." asks when; "What place/city ..." and "What is the reason ..." may ask
 # where and why.
@@ -254,7 +254,7 @@ gave given giving go goes went gone going come comes came coming keep keeps kept
 puts putting try tries tried trying start starts started starting begin begins began begun
 beginning want wants wanted wanting feel feels felt feeling seem seems seemed find finds found
 finding see sees saw seen seeing help helps helped helping provide provides provided providing
-consider considers considered considering
+consider considers considered considering look looks looked appear appears appeared
 """))
 
 COORDINATORS = frozenset(_split("and or vs versus nor"))

@@ -101,3 +101,11 @@ def serving_rule(settings: CacheSettings, space: VectorSpace | None) -> Rule:
         threshold = verifier.threshold
     return Rule(settings.threshold, settings.guards, verifier,
                 0.5 if threshold is None else threshold)
+
+
+def describe(rule: Rule, settings: CacheSettings) -> str:
+    """The rule a cache serves by, for its start-up log line."""
+    if rule.uses_verifier:
+        return (f"verifier {settings.verifier}, threshold {rule.verifier_threshold:.3f}, "
+                f"cosine from {rule.floor:.3f}")
+    return f"threshold {settings.threshold:.3f} from {settings.threshold_source}"

@@ -1,12 +1,14 @@
 """The semantic cache: exact, then guarded semantic lookup of complete answers, and their storing.
 
 ``lookup(namespace, fingerprint, text, vector, policy)`` tries the exact tier (namespace,
-fingerprint and normalised text), then, for a ``semantic`` policy with a vector, the namespace's
-hnswlib graph: the nearest entries with the same fingerprint, at or above the rule's floor, are
-judged by the serving rule (``rule.Rule``: the guards, then the learned verifier or the
-cosine-and-margin rule) in order of similarity; the first that passes is the hit. A semantic
-lookup is one job in the index pool: the search, then the answers of the neighbours at or above
-the floor (``answers.AnswerReader``); an exact hit is one read in the reader's threads.
+fingerprint and normalised text as sent), then, for a ``semantic`` policy with a vector, the
+namespace's hnswlib graph: the nearest entries with the same fingerprint, at or above the rule's
+floor, are judged by the serving rule (``rule.Rule``: the guards, then the learned verifier or the
+cosine-and-margin rule) in order of similarity; the first that passes is the hit. The semantic tier
+reads texts with their typos folded (``key_text``; the caller embeds that text): a typo of a stored
+prompt is a semantic hit, and the entry keeps the text as sent. A semantic lookup is one job in the
+index pool: the search, then the answers of the neighbours at or above the floor
+(``answers.AnswerReader``); an exact hit is one read in the reader's threads.
 ``store(...)`` only queues an entry (cheap, never blocks the request); the writer task writes
 queued entries to SQLite in one transaction per batch, then adds their vectors to the graph, then
 makes them visible. Expired and least-recently-used entries beyond ``max_entries`` are removed by
@@ -26,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, Literal
@@ -38,11 +40,18 @@ from gateway.cache import spelling
 from gateway.cache.backend import AnswerSource, CacheBackend
 from gateway.cache.entries import EntryTable
 from gateway.cache.fingerprint import exact_key, loose_key
-from gateway.cache.index import FloatArray, IndexSet, Neighbour, VectorSpace
+from gateway.cache.index import (
+    FloatArray,
+    IndexSet,
+    Neighbour,
+    VectorSpace,
+    as_vector,
+    valid_vector,
+)
 from gateway.cache.peers import Peers, unindex
 from gateway.cache.replay import uncacheable
-from gateway.cache.rule import Rule, serving_rule
-from gateway.cache.spelling import Speller
+from gateway.cache.rule import Rule, describe, serving_rule
+from gateway.cache.spelling import KeyFolder, Speller
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
 from gateway.cache.text_features import Profile, profile
 from gateway.core.cache_settings import CacheSettings, Policy
@@ -77,12 +86,13 @@ class SemanticCache:
                  rule: Rule | None = None, speller: Speller | None = None) -> None:
         self.settings = settings
         self.speller = speller
+        self._fold = KeyFolder(speller)
         self.space = space
         self.rule = rule or Rule(settings.threshold, settings.guards)
         self._store = store
         self._index = index
         self._clock = clock
-        self._table = EntryTable()
+        self._table = EntryTable(speller.fold if speller is not None else None)
         self._pending: list[NewEntry] = []
         self._pending_keys: set[bytes] = set()
         self._hits: dict[int, tuple[float, int]] = {}
@@ -126,9 +136,10 @@ class SemanticCache:
         return cache
 
     def key_text(self, text: str) -> str:
-        """The text a semantic lookup or store is keyed by: ``text`` with misspelt words folded
-        (``spelling``; unchanged when folding is off). A caller embeds this text."""
-        return self.speller.fold(text) if self.speller is not None else text
+        """The text the semantic tier reads for ``text``: its misspelt words folded
+        (``spelling``; unchanged when folding is off). A caller embeds this text and passes
+        ``text`` itself, as sent, to ``lookup`` and ``store``."""
+        return self._fold(text)
 
     # -- lookup ------------------------------------------------------------------------------
 
@@ -151,17 +162,23 @@ class SemanticCache:
     async def _exact(self, namespace: str, fingerprint: str, text: str,
                      policy: Policy) -> Hit | None:
         entry = self._table.exact(exact_key(namespace, fingerprint, text))
+        kind: Literal["exact", "semantic"] = "exact"
         if entry is None and policy == "semantic":
             entry = self._table.exact(loose_key(namespace, fingerprint, text))
+        if entry is None and policy == "semantic" and self.speller is not None:
+            # the same text once typos are folded on either side: the same question, but not
+            # the text as sent ("whats the capitol of france" / "What's the capital of France?")
+            entry = self._table.typo_match(namespace, fingerprint, text, self.key_text(text))
+            kind = "semantic"
         if entry is None or self._expired(entry):
             return None
-        return await self._hit(entry, "exact", 1.0)
+        return await self._hit(entry, kind, 1.0)
 
     async def _semantic(self, namespace: str, fingerprint: str, text: str,
                         vector: FloatArray) -> Hit | None:
-        vector = _as_vector(vector)
+        vector = as_vector(vector)
         if (self._index is None or self._store is None or self.space is None
-                or not _valid(vector, self.space.dim)):
+                or not valid_vector(vector, self.space.dim)):
             return None
         job = partial(_servable, self._store.reader, self.rule.floor, fingerprint)
         close, bodies = await self._index.search_then(namespace, vector,
@@ -171,7 +188,7 @@ class SemanticCache:
             entry = self._table.get(n.entry_id)
             if entry is None or entry.fingerprint != fingerprint or self._expired(entry):
                 continue
-            asked = asked or profile(text)
+            asked = asked or profile(self.key_text(text))
             verdict = self.rule.judge(self._profile(entry), asked, n.score)
             if verdict.ok:
                 body = bodies.get(entry.entry_id)  # None: deleted since the search
@@ -184,7 +201,8 @@ class SemanticCache:
         """The stored text's guard profile, kept for the most recently compared entries."""
         cached = self._profiles.get(entry.entry_id)
         if cached is None:
-            cached = self._profiles[entry.entry_id] = profile(entry.text)
+            text = entry.text if self.speller is None else self.speller.fold(entry.text)
+            cached = self._profiles[entry.entry_id] = profile(text)
             if len(self._profiles) > _PROFILES:
                 self._profiles.popitem(last=False)
         else:
@@ -249,10 +267,10 @@ class SemanticCache:
                    ttl_s: float | None) -> NewEntry:
         now = self._clock()
         ttl = self.settings.ttl_s if ttl_s is None else ttl_s
-        vector = None if vector is None else _as_vector(vector)
+        vector = None if vector is None else as_vector(vector)
         keep_vector = (
             policy == "semantic" and bool(text) and vector is not None and self.space is not None
-            and _valid(vector, self.space.dim)
+            and valid_vector(vector, self.space.dim)
         )
         return NewEntry(
             namespace=namespace, fingerprint=fingerprint, exact_key=key, text=text,
@@ -383,13 +401,7 @@ class SemanticCache:
         if changed:
             await self.save()
         log.info("cache open: %d entries in %d namespaces (%s)", len(self._table), len(wanted),
-                 self._rule_text())
-
-    def _rule_text(self) -> str:
-        if self.rule.uses_verifier:
-            return (f"verifier {self.settings.verifier}, threshold "
-                    f"{self.rule.verifier_threshold:.3f}, cosine from {self.rule.floor:.3f}")
-        return f"threshold {self.settings.threshold:.3f} from {self.settings.threshold_source}"
+                 describe(self.rule, self.settings))
 
     def _vector_ids(self) -> dict[str, set[int]]:
         wanted: dict[str, set[int]] = {}
@@ -492,12 +504,3 @@ def _keys(e: NewEntry) -> tuple[bytes, ...]:
     if e.vector is None:
         return (e.exact_key,)
     return e.exact_key, loose_key(e.namespace, e.fingerprint, e.text)
-
-
-def _as_vector(vector: FloatArray | Sequence[float]) -> FloatArray:
-    """One float32 row, whatever array or list shape the embedder client handed over."""
-    return np.asarray(vector, dtype=np.float32).reshape(-1)
-
-
-def _valid(vector: FloatArray, dim: int) -> bool:
-    return bool(vector.size == dim and np.isfinite(vector).all())

@@ -89,8 +89,9 @@ class CacheStage:
 
     async def _key_vector(self, vector: FloatArray | None) -> FloatArray | None:
         """The semantic key's vector: when folding typos changed the text (``cache.key_text``),
-        the folded text is embedded on its own and keys the lookup and the store; else the
-        prompt's vector. Once per request."""
+        the folded text is embedded on its own and keys the semantic lookup and the store; else
+        the prompt's vector. The text itself stays as sent (the exact tier's key). Once per
+        request."""
         if self.key_vector is not None:
             return self.key_vector
         if self.cache is None or vector is None or self.plan.policy != "semantic":
@@ -99,10 +100,7 @@ class CacheStage:
         if folded == self.text:
             return vector
         self.key_vector = await embed_prompt(self.app, folded)
-        if self.key_vector is None:  # no embedder answered: keep the text it was asked with
-            return vector
-        self.text = folded
-        return self.key_vector
+        return vector if self.key_vector is None else self.key_vector
 
     def account_hit(self, hit: Hit, deployment: Deployment | None, record: RequestRecord) -> None:
         """Count the hit and what it saved: the answer's usage at ``deployment``'s prices."""
