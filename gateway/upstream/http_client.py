@@ -16,6 +16,10 @@ call needs and nothing else:
   ``MAX_BUFFERED`` bytes wait unread. A response keeps one read timer, moved forward lazily,
   rather than arming one per read. gzip and deflate bodies are decoded (``identity`` is asked
   for, but a server may send them anyway).
+- ``Response.push(sink, timeout_s)`` instead hands each piece of the body to ``sink`` from the
+  connection's own callback as it arrives (no task wakes up per piece: the stream relay's fast
+  path); ``pause_push``/``resume_push`` apply the sink's backpressure to the socket, and the
+  read timer then runs only while reading is on.
 - ``Response.release`` returns a fully read, keep-alive connection to the pool; anything else
   (a release before the end, or a broken response) closes it, so no stale bytes are ever reused.
 
@@ -32,7 +36,7 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httptools
@@ -93,11 +97,28 @@ class _Target:
         self.host_header = parts.netloc.rpartition("@")[2]
 
 
+class BodySink(Protocol):
+    """Where a pushed body goes (``Response.push``); called from the connection's callbacks."""
+
+    def body_data(self, data: bytes) -> None:
+        """The next piece of the body."""
+        ...
+
+    def body_end(self) -> None:
+        """The body ended whole."""
+        ...
+
+    def body_error(self, error: HttpError) -> None:
+        """The body broke (or its read timer ran out); nothing follows."""
+        ...
+
+
 class Response:
     """One response: status and headers at once, the body as it arrives."""
 
     __slots__ = ("_buffered", "_chunks", "_conn", "_deadline", "_decoder", "_eof", "_error",
-                 "_headers", "_loop", "_raw_headers", "_timer", "_timer_at", "_waiter", "status")
+                 "_headers", "_loop", "_push_timeout_s", "_raw_headers", "_sink", "_timer",
+                 "_timer_at", "_waiter", "status")
 
     def __init__(self, conn: _Connection, status: int, raw_headers: list[RawHeader]) -> None:
         self._conn: _Connection | None = conn
@@ -113,6 +134,8 @@ class Response:
         self._deadline = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = 0.0
+        self._sink: BodySink | None = None
+        self._push_timeout_s = 0.0
         encoding = next((v for n, v in raw_headers if n.lower() == b"content-encoding"), b"")
         self._decoder = (zlib.decompressobj(wbits=47) if encoding.lower() in (b"gzip", b"deflate")
                          else None)
@@ -140,6 +163,10 @@ class Response:
                 return
             if not data:
                 return
+        if self._sink is not None:
+            self._deadline = self._loop.time() + self._push_timeout_s
+            self._sink.body_data(data)
+            return
         self._chunks.append(data)
         self._buffered += len(data)
         if self._buffered > MAX_BUFFERED and self._conn is not None:
@@ -152,11 +179,15 @@ class Response:
             if tail:
                 self._chunks.append(tail)
         self._eof = True
+        if self._sink is not None:
+            self._flush_to_sink()
         self._wake()
 
     def _fail(self, error: HttpError) -> None:
         if not self._eof and self._error is None:
             self._error = error
+            if self._sink is not None:
+                self._sink.body_error(error)
             self._wake()
 
     def _wake(self) -> None:
@@ -203,8 +234,62 @@ class Response:
         finally:
             self._waiter = None
 
+    # Pushed to a sink -----------------------------------------------------------------
+
+    def push(self, sink: BodySink, timeout_s: float) -> None:
+        """From now on hand the body to ``sink`` as it arrives, beginning with what is buffered;
+        ``timeout_s`` bounds each wait for more bytes while reading is on (``body_error`` with
+        ``HttpTimeout`` when it runs out). Ends with ``unpush`` or ``release``."""
+        self._sink, self._push_timeout_s = sink, timeout_s
+        self._flush_to_sink()
+        if self._sink is not None and not self._eof and self._error is None:
+            self.resume_push()
+
+    def pause_push(self) -> None:
+        """Stop reading the socket (the sink cannot take more yet); the read timer stops too."""
+        self._deadline = 0.0
+        if self._conn is not None:
+            self._conn.pause()
+
+    def resume_push(self) -> None:
+        """Read the socket again, with a fresh read timer."""
+        self._deadline = deadline = self._loop.time() + self._push_timeout_s
+        if self._timer is None or self._timer_at > deadline:
+            self._arm(deadline)
+        if self._conn is not None:
+            self._conn.resume()
+
+    def unpush(self) -> None:
+        """Stop handing the body to the sink; what arrives after waits, unread, for release."""
+        if self._sink is not None:
+            self._sink = None
+            self.pause_push()
+
+    def _flush_to_sink(self) -> None:
+        sink = self._sink
+        while self._chunks and self._sink is sink and sink is not None:
+            data = self._chunks.popleft()
+            self._buffered -= len(data)
+            sink.body_data(data)
+        if self._sink is sink and sink is not None and not self._chunks:
+            if self._error is not None:
+                sink.body_error(self._error)
+            elif self._eof:
+                sink.body_end()
+
+    def _check_pushed_deadline(self) -> None:
+        if not self._deadline:
+            return  # paused: ``resume_push`` arms the timer again
+        if self._loop.time() >= self._deadline:
+            self._fail(HttpTimeout("timed out"))
+        else:
+            self._arm(self._deadline)
+
     def _check_deadline(self) -> None:
         self._timer = None
+        if self._sink is not None:
+            self._check_pushed_deadline()
+            return
         waiter = self._waiter
         if waiter is None or waiter.done() or not self._deadline:
             return  # nobody waits: the next wait arms a timer again
@@ -226,6 +311,7 @@ class Response:
         """Done with the response: its connection goes back to the pool only when the body
         was read to its end and the server keeps the connection alive; else it is closed."""
         conn, self._conn = self._conn, None
+        self._sink = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
