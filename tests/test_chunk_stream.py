@@ -39,7 +39,10 @@ NO_DONE = [event("a"), event(None, "stop")]  # finished, then the body ends: who
 HOLD = web.AppKey("hold", asyncio.Event)
 
 
-async def provider(aiohttp_server: Any, pieces: list[bytes], hold: bool = False) -> str:
+async def provider(aiohttp_server: Any, pieces: list[bytes], hold: bool = False,
+                   after: tuple[bytes, ...] = ()) -> tuple[str, asyncio.Event]:
+    """The provider's URL and its hold: it writes ``pieces``, then, with ``hold``, waits for
+    the hold to be set before writing ``after``."""
     async def handler(request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
@@ -47,13 +50,15 @@ async def provider(aiohttp_server: Any, pieces: list[bytes], hold: bool = False)
             await resp.write(piece)
         if hold:
             await request.app[HOLD].wait()
+        for piece in after:
+            await resp.write(piece)
         return resp
 
     app = web.Application()
     app[HOLD] = asyncio.Event()
     app.router.add_post("/v1/chat/completions", handler)
     server = await aiohttp_server(app)
-    return str(server.make_url("/v1"))
+    return str(server.make_url("/v1")), app[HOLD]
 
 
 class Consumer:
@@ -114,7 +119,7 @@ def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> Chu
 async def test_pushed_chunks_and_their_end_are_those_pulled(
     aiohttp_server: Any, pieces: list[bytes], texts: list[str | None], kind: FailureKind | None
 ) -> None:
-    url = await provider(aiohttp_server, pieces)
+    url, _ = await provider(aiohttp_server, pieces)
     async with HttpClient() as client:
         outcomes = []
         for read in (pulled, pushed):
@@ -128,7 +133,7 @@ async def test_pushed_chunks_and_their_end_are_those_pulled(
 
 
 async def test_a_pushed_stream_that_stalls_ends_with_a_timeout(aiohttp_server: Any) -> None:
-    url = await provider(aiohttp_server, [event("a"), event("b")], hold=True)
+    url, _ = await provider(aiohttp_server, [event("a"), event("b")], hold=True)
     async with HttpClient() as client:
         stream = open_stream(client, url, chunk_timeout_s=0.2)
         try:
@@ -136,3 +141,39 @@ async def test_a_pushed_stream_that_stalls_ends_with_a_timeout(aiohttp_server: A
         finally:
             await stream.aclose()
     assert (contents(chunks), failure) == (["a", "b"], FailureKind.TIMEOUT)
+
+
+class Pausing(Consumer):
+    """Pauses the stream at its first chunk, as the relay does when the client is behind."""
+
+    def __init__(self, stream: ChunkStream) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def chunk(self, chunk: Json) -> None:
+        if not self.chunks:
+            self.stream.pause()
+        super().chunk(chunk)
+
+
+async def test_a_consumer_that_pauses_as_the_push_begins_stays_paused_until_it_resumes(
+    aiohttp_server: Any,
+) -> None:
+    url, hold = await provider(aiohttp_server, [event("a") + event("b")], hold=True,
+                         after=(event(None, "stop") + b"data: [DONE]\n\n",))
+    async with HttpClient() as client:
+        stream = open_stream(client, url)
+        try:
+            first = await stream.__anext__()  # "b" came in the same read: it is pushed at once
+            consumer = Pausing(stream)
+            stream.push(consumer)
+            transport = next(iter(client._open)).transport
+            assert transport is not None and not transport.is_reading()
+            stream.resume()
+            assert transport.is_reading()
+            hold.set()
+            async with asyncio.timeout(10):
+                await consumer.ended.wait()
+        finally:
+            await stream.aclose()
+    assert (contents([first, *consumer.chunks]), consumer.failure) == (["a", "b", None], None)

@@ -117,7 +117,8 @@ class Response:
     """One response: status and headers at once, the body as it arrives."""
 
     __slots__ = ("_buffered", "_chunks", "_conn", "_deadline", "_decoder", "_eof", "_error",
-                 "_headers", "_loop", "_push_timeout_s", "_raw_headers", "_sink", "_timer",
+                 "_headers", "_loop", "_push_paused", "_push_timeout_s", "_raw_headers", "_sink",
+                 "_timer",
                  "_timer_at", "_waiter", "status")
 
     def __init__(self, conn: _Connection, status: int, raw_headers: list[RawHeader]) -> None:
@@ -136,6 +137,7 @@ class Response:
         self._timer_at = 0.0
         self._sink: BodySink | None = None
         self._push_timeout_s = 0.0
+        self._push_paused = False
         encoding = next((v for n, v in raw_headers if n.lower() == b"content-encoding"), b"")
         self._decoder = (zlib.decompressobj(wbits=47) if encoding.lower() in (b"gzip", b"deflate")
                          else None)
@@ -242,17 +244,20 @@ class Response:
         ``HttpTimeout`` when it runs out). Ends with ``unpush`` or ``release``."""
         self._sink, self._push_timeout_s = sink, timeout_s
         self._flush_to_sink()
-        if self._sink is not None and not self._eof and self._error is None:
+        if (self._sink is not None and not self._eof and self._error is None
+                and not self._push_paused):  # the sink may have paused during the flush
             self.resume_push()
 
     def pause_push(self) -> None:
         """Stop reading the socket (the sink cannot take more yet); the read timer stops too."""
+        self._push_paused = True
         self._deadline = 0.0
         if self._conn is not None:
             self._conn.pause()
 
     def resume_push(self) -> None:
         """Read the socket again, with a fresh read timer."""
+        self._push_paused = False
         self._deadline = deadline = self._loop.time() + self._push_timeout_s
         if self._timer is None or self._timer_at > deadline:
             self._arm(deadline)
