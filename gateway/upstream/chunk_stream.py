@@ -17,7 +17,6 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.core.answer import Json
-from gateway.core.errors import UpstreamFailure
 from gateway.upstream.http_client import HttpError, Response
 from gateway.upstream.sse import EventParser, SseEvent, read_failure
 
@@ -25,12 +24,13 @@ from gateway.upstream.sse import EventParser, SseEvent, read_failure
 class ChunkDecoder(Protocol):
     """A provider's events as chunks."""
 
-    def event(self, event: SseEvent) -> Json | None:
-        """The chunk an event carries (None: the end marker); raises ``UpstreamFailure``."""
+    def event(self, event: SseEvent) -> list[Json] | None:
+        """The chunks an event carries (None: the end marker); raises ``UpstreamFailure``."""
         ...
 
-    def end(self) -> None:
-        """The body ended with no end marker: raise ``UpstreamFailure`` if that cut the answer."""
+    def end(self) -> list[Json]:
+        """The body ended with no end marker: the last chunks, or ``UpstreamFailure`` if that
+        cut the answer."""
         ...
 
 
@@ -40,8 +40,9 @@ class ChunkConsumer(Protocol):
     def chunk(self, chunk: Json) -> None:
         ...
 
-    def end(self, failure: UpstreamFailure | None) -> None:
-        """The stream is over: whole (None) or broken; nothing follows."""
+    def end(self, failure: Exception | None) -> None:
+        """The stream is over: whole (None) or broken (an ``UpstreamFailure``, or what a
+        decoder raised that it should not have); nothing follows."""
         ...
 
 
@@ -59,7 +60,7 @@ class ChunkStream(AsyncGenerator[Json, None]):
         self._response: Response | None = None
         self._parser = EventParser()
         self._ready: deque[Json] = deque()
-        self._failure: UpstreamFailure | None = None
+        self._failure: Exception | None = None
         self._over = False  # no more bytes will be decoded: end marker, end of body, failure
         self._consumer: ChunkConsumer | None = None
 
@@ -165,13 +166,13 @@ class ChunkStream(AsyncGenerator[Json, None]):
         decoder, ready = self._decoder, self._ready
         try:
             for event in self._parser.read(data):
-                chunk = decoder.event(event)
-                if chunk is None:
+                chunks = decoder.event(event)
+                if chunks is None:
                     self._over = True
                     break
-                ready.append(chunk)
-        except UpstreamFailure as failure:
-            self._failure, self._over = failure, True
+                ready.extend(chunks)
+        except Exception as exc:  # raised where the pull would have raised it, after the chunks
+            self._failure, self._over = exc, True  # before it (pushed: not in the loop's hands)
         self._deliver()
 
     def body_end(self) -> None:
@@ -179,14 +180,14 @@ class ChunkStream(AsyncGenerator[Json, None]):
             return
         try:
             for event in self._parser.end():
-                chunk = self._decoder.event(event)
-                if chunk is None:
+                chunks = self._decoder.event(event)
+                if chunks is None:
                     break
-                self._ready.append(chunk)
+                self._ready.extend(chunks)
             else:
-                self._decoder.end()
-        except UpstreamFailure as failure:
-            self._failure = failure
+                self._ready.extend(self._decoder.end())
+        except Exception as exc:
+            self._failure = exc
         self._over = True
         self._deliver()
 

@@ -86,18 +86,19 @@ class _Chunks:
     def __init__(self) -> None:
         self.finished = False
 
-    def event(self, event: SseEvent) -> Json | None:
+    def event(self, event: SseEvent) -> list[Json] | None:
         if event.data == b"[DONE]":
             return None
         chunk: Json = event_json(event.data)
         _raise_embedded_error(chunk)
         self.finished = _check_chunk(chunk) or self.finished
-        return chunk
+        return [chunk]
 
-    def end(self) -> None:
+    def end(self) -> list[Json]:
         if not self.finished:
             # A body that simply stops is a cut stream, not a whole answer.
             raise UpstreamFailure(FailureKind.CONNECT, "stream ended before [DONE]")
+        return []
 
 
 def _check_chunk(chunk: Any) -> bool:
