@@ -21,7 +21,8 @@ import orjson
 from gateway.core.config import Timeouts
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.attempt_trace import NO_TRACING, AttemptTracer
-from gateway.upstream.http_client import HttpClient, HttpError, HttpTimeout, Response
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.http_response import HttpError, HttpTimeout, Response
 from gateway.upstream.sse import SseEvent, iter_sse
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any, Protocol
 
 from gateway.core.answer import Json
-from gateway.upstream.http_client import HttpError, Response
+from gateway.upstream.http_response import HttpError, Response
 from gateway.upstream.sse import EventParser, SseEvent, read_failure
 
 

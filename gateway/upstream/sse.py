@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.core.errors import FailureKind, UpstreamFailure
-from gateway.upstream.http_client import HttpError, HttpTimeout
+from gateway.upstream.http_response import HttpError, HttpTimeout
 
 
 @dataclass(frozen=True, slots=True)

@@ -65,7 +65,7 @@ from gateway.core.chat import ChatRequest, Message, Native
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.calls import Upstream, error_message
 from gateway.upstream.chunk_stream import ChunkStream
-from gateway.upstream.http_client import Response
+from gateway.upstream.http_response import Response
 from gateway.upstream.providers.parts import (
     InlineData,
     file_data,
