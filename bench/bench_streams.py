@@ -1,7 +1,8 @@
 """Many concurrent streams through the gateway, side by side with the same streams direct.
 
-    .venv/bin/python bench/bench_streams.py [--streams 1024] [--chunks 64] [--chunk-delay-ms 20]
-        [--rounds 3] [--tree DIR ...] [--gateway-soft-nofile 1024]
+    .venv/bin/python bench/bench_streams.py [--streams 1024 | --streams 256,512,768,1024]
+        [--chunks 64] [--chunk-delay-ms 20] [--rounds 3] [--tree DIR ...]
+        [--gateway-soft-nofile 1024]
 
 The fake upstream (``bench/fake_upstream.py``) answers each streaming request with ``--chunks``
 content chunks ``--chunk-delay-ms`` apart. ``--streams`` clients start at once (one connection
@@ -14,12 +15,14 @@ the gateways with that soft open-files limit, as a distribution's default (1024)
 Per wave: streams that failed; time to the first content chunk and to the stream's end (p50,
 p99); the gaps between consecutive chunks as a client saw them (p99 and the largest: a stall is a
 gap of more than ``--stall-ms``, default three chunk spacings); the added p99 is a gateway's
-stream-end p99 minus the direct one, medians over the rounds. Also the CPU the gateway and the
-upstream spent per content chunk in each wave (from /proc): the gateway's figure times
-``streams * 1000 / chunk-delay-ms`` chunks a second is the share of its one core it needs. The
+stream-end p99 minus the direct one, medians over the rounds. Also the CPU the gateway, the
+upstream and this client spent per content chunk in each wave (from /proc and getrusage): the
+gateway's figure times ``streams * 1000 / chunk-delay-ms`` chunks a second is the share of its one
+core it needs; the upstream's and the client's together are what the harness itself costs. The
 client, the upstream and the gateway share the machine: the direct row carries the client's and
-the upstream's own lag. This process (and so the upstream it starts) raises its own soft
-open-files limit to the hard one.
+the upstream's own lag. ``--streams`` takes a comma-separated list to sweep: each count runs its
+rounds in turn, with the same processes, and gets its own table. This process (and so the
+upstream it starts) raises its own soft open-files limit to the hard one.
 """
 
 from __future__ import annotations
@@ -180,11 +183,15 @@ def user_system_s(pid: int) -> tuple[float, float]:
 
 
 def measured_wave(port: int, key: str | None, pids: dict[str, int], args: argparse.Namespace,
-                  stall_ms: float) -> dict[str, float]:
+                  streams: int, stall_ms: float) -> dict[str, float]:
     before = {name: cpu_s(pid) for name, pid in pids.items()}
     split = {name: user_system_s(pid) for name, pid in pids.items()}
-    result = run_wave(port, args.streams, key, stall_ms)
-    chunks = args.streams * args.chunks
+    client_before = time.process_time()
+    load_before = os.getloadavg()[0]
+    result = run_wave(port, streams, key, stall_ms)
+    chunks = streams * args.chunks
+    result["client_cpu_us_per_chunk"] = (time.process_time() - client_before) * 1e6 / chunks
+    result["load"] = max(load_before, os.getloadavg()[0])
     for name, pid in pids.items():
         result[f"{name}_cpu_us_per_chunk"] = (cpu_s(pid) - before[name]) * 1e6 / chunks
         user, system = user_system_s(pid)
@@ -195,7 +202,8 @@ def measured_wave(port: int, key: str | None, pids: dict[str, int], args: argpar
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--streams", type=int, default=1024)
+    parser.add_argument("--streams", default="1024",
+                        help="concurrent streams, or a comma-separated list to sweep")
     parser.add_argument("--chunks", type=int, default=64)
     parser.add_argument("--chunk-delay-ms", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=3)
@@ -207,14 +215,15 @@ def main() -> None:
                         help="start each gateway with this soft open-files limit")
     args = parser.parse_args()
     stall_ms = args.stall_ms or 3 * args.chunk_delay_ms
-    limits = raise_open_files_limit(args.streams)
+    counts = [int(n) for n in str(args.streams).split(",")]
+    limits = raise_open_files_limit(max(counts))
     trees = [t.resolve() for t in (args.tree or [ROOT])]
     tmp = Path(tempfile.mkdtemp(prefix="bench-streams-"))
     up_port = free_port()
     upstream = start(["bench/fake_upstream.py", "--port", str(up_port), "--chunks",
                       str(args.chunks), "--chunk-delay-ms", str(args.chunk_delay_ms)])
     gateways: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
-    runs: dict[str, list[dict[str, float]]] = {"direct": []}
+    sweep: dict[int, dict[str, list[dict[str, float]]]] = {n: {"direct": []} for n in counts}
     try:
         wait_port(up_port)
         config = tmp / "gateway.toml"
@@ -226,43 +235,54 @@ def main() -> None:
                 start_gateway(tree, config, port, args.gateway_soft_nofile), port)
             wait_port(port)
             asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz"))
-            runs[f"gateway {tree}"] = []
-        for _ in range(args.rounds):
-            runs["direct"].append(measured_wave(up_port, None, {"upstream": upstream.pid},
-                                                args, stall_ms))
-            for name, (proc, port) in gateways.items():
-                pids = {"gateway": proc.pid, "upstream": upstream.pid}
-                runs[name].append(measured_wave(port, key, pids, args, stall_ms))
-            for name, rs in runs.items():
-                print(name, json.dumps({k: round(v, 1) for k, v in rs[-1].items()}), flush=True)
+            for runs in sweep.values():
+                runs[f"gateway {tree}"] = []
+        for streams, runs in sweep.items():
+            run_rounds(streams, runs, args, upstream.pid, up_port, gateways, key, stall_ms)
     finally:
         for proc, _ in gateways.values():
             stop(proc)
         stop(upstream)
-    report(args, runs, stall_ms, limits.soft)
+    for streams, runs in sweep.items():
+        report(args, streams, runs, stall_ms, limits.soft)
 
 
-def report(args: argparse.Namespace, runs: dict[str, list[dict[str, float]]], stall_ms: float,
-           soft_limit: int) -> None:
+def run_rounds(streams: int, runs: dict[str, list[dict[str, float]]], args: argparse.Namespace,
+               upstream_pid: int, up_port: int,
+               gateways: dict[str, tuple[subprocess.Popen[bytes], int]], key: str,
+               stall_ms: float) -> None:
+    for _ in range(args.rounds):
+        runs["direct"].append(measured_wave(up_port, None, {"upstream": upstream_pid},
+                                            args, streams, stall_ms))
+        for name, (proc, port) in gateways.items():
+            pids = {"gateway": proc.pid, "upstream": upstream_pid}
+            runs[name].append(measured_wave(port, key, pids, args, streams, stall_ms))
+        for name, rs in runs.items():
+            print(streams, name, json.dumps({k: round(v, 1) for k, v in rs[-1].items()}),
+                  flush=True)
+
+
+def report(args: argparse.Namespace, streams: int, runs: dict[str, list[dict[str, float]]],
+           stall_ms: float, soft_limit: int) -> None:
     med = {name: {k: statistics.median(r.get(k, 0.0) for r in rs) for k in rs[0]}
            for name, rs in runs.items()}
-    print(f"\n{args.streams} concurrent streams, {args.chunks} chunks {args.chunk_delay_ms:g} ms "
+    print(f"\n{streams} concurrent streams, {args.chunks} chunks {args.chunk_delay_ms:g} ms "
           f"apart; medians of {args.rounds} rounds; stall: a gap > {stall_ms:g} ms; "
           f"open-files soft limit {soft_limit} here, "
           f"{args.gateway_soft_nofile or 'raised by the gateway'} in the gateway at start; "
           f"load average {os.getloadavg()[0]:.2f}")
     print("| target | failed | first chunk p50 / p99 ms | stream end p50 / p99 ms | "
-          "gap p99 ms | largest gap ms | stalls | CPU us/chunk gateway, upstream | "
-          "gateway user / system us/chunk |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "gap p99 ms | largest gap ms | stalls | CPU us/chunk gateway, upstream, client | "
+          "gateway user / system us/chunk | load |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for name, m in med.items():
         print(f"| {name} | {m['failed']:.0f} | {m['first_p50_ms']:.1f} / {m['first_p99_ms']:.1f}"
               f" | {m['end_p50_ms']:.1f} / {m['end_p99_ms']:.1f} | {m['gap_p99_ms']:.1f} | "
               f"{m['gap_max_ms']:.1f} | {m['stalls']:.0f} | "
               f"{m.get('gateway_cpu_us_per_chunk', 0.0):.1f}, "
-              f"{m['upstream_cpu_us_per_chunk']:.1f} | "
+              f"{m['upstream_cpu_us_per_chunk']:.1f}, {m['client_cpu_us_per_chunk']:.1f} | "
               f"{m.get('gateway_user_us_per_chunk', 0.0):.1f} / "
-              f"{m.get('gateway_system_us_per_chunk', 0.0):.1f} |")
+              f"{m.get('gateway_system_us_per_chunk', 0.0):.1f} | {m['load']:.1f} |")
     for name in runs:
         if name != "direct":
             added = med[name]["end_p99_ms"] - med["direct"]["end_p99_ms"]

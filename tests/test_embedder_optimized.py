@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +17,12 @@ import pytest
 
 from embedder_worker import model_files
 from embedder_worker.model import OnnxEmbedder
-from embedder_worker.optimized import ensure_optimized, optimized_path, weights_path
+from embedder_worker.optimized import (
+    ensure_optimized,
+    lock_path,
+    optimized_path,
+    weights_path,
+)
 
 pytest_plugins = ["tests.embedder_fixtures"]
 
@@ -86,3 +94,49 @@ def test_a_source_written_after_the_saved_graph_gets_a_new_one(fresh_model: Path
     os.utime(graph, ns=(earlier, earlier))
     assert ensure_optimized(source) == graph
     assert graph.stat().st_mtime_ns >= source.stat().st_mtime_ns, "the stale graph was kept"
+
+
+def test_writing_a_graph_removes_those_other_onnxruntime_versions_made(
+    fresh_model: Path,
+) -> None:
+    source = fresh_model / model_files.MODEL_FILE
+    old = [fresh_model / "model.ort-1.0.0.onnx", fresh_model / "model.ort-1.0.0.onnx.data"]
+    other_source = fresh_model / "model.int8.ort-1.0.0.onnx"  # another source's: kept
+    for path in (*old, other_source):
+        path.write_bytes(b"from an older onnxruntime")
+    graph = ensure_optimized(source)
+    assert graph.exists() and weights_path(graph).exists()
+    assert not any(path.exists() for path in old)
+    assert other_source.exists()
+
+
+def _waiters_on(path: Path) -> int:
+    """Processes or threads blocked in ``flock`` on ``path`` (``/proc/locks`` marks them ->)."""
+    inode = f":{path.stat().st_ino} "
+    return sum("->" in line and inode in line
+               for line in Path("/proc/locks").read_text().splitlines())
+
+
+def test_a_worker_that_finds_another_writing_waits_and_then_uses_its_graph(
+    fresh_model: Path, tmp_path: Path
+) -> None:
+    source = fresh_model / model_files.MODEL_FILE
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copytree(fresh_model, elsewhere)
+    made = ensure_optimized(elsewhere / model_files.MODEL_FILE)  # what the other worker writes
+    lock = lock_path(source)
+    with open(lock, "ab") as held, ThreadPoolExecutor(1) as pool:
+        fcntl.flock(held, fcntl.LOCK_EX)  # the other worker is writing
+        second = pool.submit(ensure_optimized, source)
+        deadline = time.monotonic() + 30
+        while not _waiters_on(lock):
+            assert not second.done(), "the second worker wrote without waiting for the first"
+            assert time.monotonic() < deadline, "the second worker never waited on the lock"
+            time.sleep(0.01)
+        target = optimized_path(source)
+        shutil.copy(weights_path(made), weights_path(target))
+        shutil.copy(made, target)
+        written = (target.stat().st_ino, weights_path(target).stat().st_ino)
+        fcntl.flock(held, fcntl.LOCK_UN)
+        assert second.result(timeout=60) == target
+    assert (target.stat().st_ino, weights_path(target).stat().st_ino) == written

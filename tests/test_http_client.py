@@ -14,10 +14,10 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from gateway.upstream.http_client import (
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.http_response import (
     MAX_BUFFERED,
     ConnectError,
-    HttpClient,
     HttpError,
     HttpTimeout,
 )

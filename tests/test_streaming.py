@@ -3,19 +3,26 @@
 The provider is a small aiohttp app speaking OpenAI's event stream, which controls how its
 bytes are cut into network writes and when it pauses; the client reads as the bytes come. A
 relay that batched its writes (bench/RESULTS.md, issue 20: tried, not kept) must still pass
-the test here: no chunk in hand is held back while the stream waits.
+the test here: no chunk in hand is held back while the stream waits. The tail of an OpenAI
+stream is pushed from the upstream connection's callbacks (``ChunkStream.push``): the tests
+below hold that path to what the pulled one did, usage, backpressure and a client that leaves.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from typing import Any
 
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.tenants.context import LEDGER_KEY, STORE_KEY
+from gateway.tenants.ledger import recent
+from gateway.upstream.appkeys import CLIENT_SESSION
 from tests.conftest import GatewayFactory, model, openai_provider
+from tests.tasks import until
 
 WORDS = [f" w{i}" for i in range(20)]
 BODY = {"model": "small", "messages": [{"role": "user", "content": "Count"}], "stream": True}
@@ -130,3 +137,107 @@ async def test_an_error_event_mid_stream_ends_the_body_with_the_error_and_no_don
     last = json.loads(chunks[-1].removeprefix(b"data: "))
     assert last["error"]["code"] == "stream_interrupted"
     assert b"[DONE]" not in b"".join(chunks)
+
+
+def usage_event(prompt: int, completion: int) -> bytes:
+    chunk = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up",
+             "choices": [], "usage": {"prompt_tokens": prompt, "completion_tokens": completion,
+                                      "total_tokens": prompt + completion}}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+async def test_usage_and_text_of_chunks_pushed_one_read_at_a_time_are_accounted(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD)
+        for word in WORDS:  # each its own write: the tail reaches the relay piece by piece
+            await resp.write(event({"content": word}))
+        await resp.write(event({}, "stop") + usage_event(7, 21) + b"data: [DONE]\n\n")
+        return resp
+
+    client = await gateway_on(aiohttp_server, make_gateway, provider)
+    resp = await client.post("/v1/chat/completions", json=BODY)
+    body = await resp.read()
+    assert text_of(body) == "Counting:" + "".join(WORDS)
+    assert b'"usage"' not in body and body.endswith(b"data: [DONE]\n\n")  # not asked for
+    app = client.server.app
+    await app[LEDGER_KEY].flush()
+    [row] = await recent(app[STORE_KEY])
+    assert (row.tokens_in, row.tokens_out, row.estimated, row.status) == (7, 21, False, 200)
+
+
+async def test_a_client_that_does_not_read_pauses_the_upstream_until_it_reads(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    filler = " " + "x" * 16_000
+    count = 1500  # ~24 MB of events: far more than the sockets between can hold (~4 MB each)
+
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD)
+        for _ in range(count):
+            await resp.write(event({"content": filler}))
+        await resp.write(event({}, "stop") + b"data: [DONE]\n\n")
+        return resp
+
+    client = await gateway_on(aiohttp_server, make_gateway, provider)
+    pool = client.server.app[CLIENT_SESSION]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # a small window
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    body = json.dumps(BODY).encode()
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+                 % (len(body), body))
+
+    def upstream_paused() -> bool:
+        return any(c.transport is not None and not c.transport.is_reading()
+                   for c in pool._open)
+
+    await until(upstream_paused, "the upstream read pauses while the client reads nothing", 10)
+    try:
+        answer = await reader.read()  # the client reads: the upstream resumes to the end
+    finally:
+        writer.close()
+    assert answer.count(filler.encode()) == count
+    assert answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+
+
+async def test_a_client_that_leaves_mid_stream_closes_the_upstream_connection(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    closed = asyncio.Event()
+    more = asyncio.Event()
+
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD + event({"content": " one"}))
+        await more.wait()
+        try:
+            while True:  # until the gateway lets go of this connection (the write fails, or
+                await resp.write(event({"content": " again"}))  # aiohttp cancels the handler)
+                await asyncio.sleep(0)  # lets the connection's closing be seen
+        finally:
+            closed.set()
+
+    client = await gateway_on(aiohttp_server, make_gateway, provider)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
+    body = json.dumps(BODY).encode()
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    seen = b""
+    while b" one" not in seen:
+        seen += await reader.read(65536)
+    writer.close()
+    await writer.wait_closed()
+    more.set()
+    async with asyncio.timeout(10):
+        await closed.wait()
+    assert not client.server.app[CLIENT_SESSION]._open, "the upstream connection is not pooled"

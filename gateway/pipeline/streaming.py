@@ -30,6 +30,7 @@ from gateway.core.answer import Json, Usage, usage_from_openai
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.core.lifecycle import Lifecycle
 from gateway.pipeline.request_record import RequestRecord
+from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.failover import CallKind, Stream
 from gateway.upstream.sse import DONE, encode_data
 
@@ -96,6 +97,11 @@ class ChunkSink:
         self._out = out
         self._direct = False
 
+    @property
+    def direct(self) -> bool:
+        """True once pieces go straight to the transport (``write_now`` may be used)."""
+        return self._direct
+
     async def send(self, data: bytes) -> None:
         if not self._direct:
             await self._resp.write(data)
@@ -103,14 +109,89 @@ class ChunkSink:
             self._direct = (isinstance(out, StreamWriter) and out.chunked
                             and not self._resp.compression)
             return
+        if self.write_now(data):
+            await self._out.drain()
+
+    def write_now(self, data: bytes) -> bool:
+        """One piece on the transport at once (``direct`` only); True when the client's socket
+        now holds more than ``WRITE_BUFFER_LIMIT`` unsent and the writer should ``drain``."""
         transport: asyncio.WriteTransport | None = self._out.transport
         if transport is None or transport.is_closing():
             raise ClientConnectionResetError("Cannot write to closing transport")
         frame = b"%x\r\n%b\r\n" % (len(data), data)
         self._out.output_size += len(frame)
         transport.write(frame)
-        if transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT:
-            await self._out.drain()
+        return transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT
+
+    async def drain(self) -> None:
+        await self._out.drain()
+
+
+class _Pushed:
+    """The relay's half that runs in the upstream connection's callbacks (a ``ChunkConsumer``).
+
+    Each chunk is accounted and written to the client's transport at once. When the client's
+    socket holds more than ``WRITE_BUFFER_LIMIT`` unsent, the upstream read pauses and the
+    relay's task is woken to wait for the drain; the task is also woken when the stream ends.
+    """
+
+    __slots__ = ("failure", "keep", "over", "paused", "record", "sink", "tail", "waiter",
+                 "writer")
+
+    def __init__(self, sink: ChunkSink, tail: ChunkStream, writer: ChunkWriter,
+                 record: RequestRecord, keep: list[Json] | None) -> None:
+        self.sink, self.tail, self.writer, self.record, self.keep = (
+            sink, tail, writer, record, keep)
+        self.waiter: asyncio.Future[None] | None = None
+        self.over = False
+        self.paused = False
+        self.failure: BaseException | None = None
+
+    def chunk(self, chunk: Json) -> None:
+        if self.over:
+            return
+        try:
+            data = _account(chunk, self.writer, self.record, self.keep)
+            if data and self.sink.write_now(data) and not self.paused:
+                self.paused = True
+                self.tail.pause()
+                self._wake()
+        except Exception as exc:  # the client left, or a writer failed: the task raises it
+            self.end(exc)
+
+    def end(self, failure: BaseException | None) -> None:
+        if not self.over:
+            self.over, self.failure = True, failure
+            self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+async def _relay_pushed(sink: ChunkSink, tail: ChunkStream, writer: ChunkWriter,
+                        record: RequestRecord, keep: list[Json] | None) -> None:
+    """The tail pushed from the upstream's callbacks: this task wakes only to wait for the
+    client to drain and at the end (raising the ``UpstreamFailure`` that broke the stream, or
+    the client's ``ConnectionResetError``)."""
+    pushed = _Pushed(sink, tail, writer, record, keep)
+    loop = asyncio.get_running_loop()
+    try:
+        tail.push(pushed)
+        while True:
+            if pushed.over:
+                if pushed.failure is not None:
+                    raise pushed.failure
+                return
+            if pushed.paused:
+                await sink.drain()
+                pushed.paused = False
+                tail.resume()
+                continue
+            pushed.waiter = loop.create_future()
+            await pushed.waiter
+    finally:
+        tail.stop_push()  # nothing reaches the client from upstream after this returns
 
 
 async def relay(
@@ -124,8 +205,12 @@ async def relay(
         async with lifecycle.streaming():
             for chunk in stream.head:
                 await _write_chunk(sink, chunk, writer, record, keep)
-            async for chunk in stream.tail:
-                await _write_chunk(sink, chunk, writer, record, keep)
+            tail = stream.tail
+            if isinstance(tail, ChunkStream) and sink.direct:
+                await _relay_pushed(sink, tail, writer, record, keep)
+            else:
+                async for chunk in tail:
+                    await _write_chunk(sink, chunk, writer, record, keep)
     except TimeoutError:  # the shutdown deadline; upstream timeouts are ``UpstreamFailure``
         log.warning("stream from %s cut at the shutdown deadline", stream.deployment.id)
         stream.health.release_probe()  # no verdict on the deployment
@@ -165,6 +250,14 @@ async def _write_chunk(
     sink: ChunkSink, chunk: Json, writer: ChunkWriter, record: RequestRecord,
     keep: list[Json] | None,
 ) -> None:
+    if data := _account(chunk, writer, record, keep):
+        await sink.send(data)
+
+
+def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
+             keep: list[Json] | None) -> bytes:
+    """Note what a chunk carries (usage, text, the chunk itself) and return its bytes for the
+    client; the same for a pulled and a pushed chunk."""
     if keep is not None:
         keep.append(chunk)
     usage: Usage | None = usage_from_openai(chunk.get("usage"))
@@ -174,8 +267,7 @@ async def _write_chunk(
         content = (choice.get("delta") or {}).get("content")
         if isinstance(content, str):
             record.streamed_text.append(content)
-    if data := writer.chunk(chunk):
-        await sink.send(data)
+    return writer.chunk(chunk)
 
 
 SHUTDOWN = UpstreamFailure(

@@ -21,7 +21,8 @@ import orjson
 from gateway.core.config import Timeouts
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.attempt_trace import NO_TRACING, AttemptTracer
-from gateway.upstream.http_client import HttpClient, HttpError, HttpTimeout, Response
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.http_response import HttpError, HttpTimeout, Response
 from gateway.upstream.sse import SseEvent, iter_sse
 
 log = logging.getLogger(__name__)
@@ -119,6 +120,19 @@ class Upstream:
         self, url: str, *, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
     ) -> AsyncIterator[AsyncIterator[SseEvent]]:
         """POST and yield the answer's SSE events; released when the block exits."""
+        resp = await self.open_event_stream(url, headers=headers, body=body, timeouts=timeouts)
+        try:
+            yield iter_sse(resp, timeouts.chunk_timeout_s)
+        finally:
+            # A body read to its end returns the connection to the pool; a stream abandoned
+            # part-way (client gone, failover) closes it so no stale bytes are reused.
+            resp.release()
+
+    async def open_event_stream(
+        self, url: str, *, headers: Mapping[str, str], body: bytes, timeouts: Timeouts
+    ) -> Response:
+        """POST and return the response once it is known to be an event stream (its body
+        unread; the caller releases it); any other answer is an ``UpstreamFailure``."""
         resp = await self._send(url, headers, body, timeouts)
         try:
             if resp.status >= 300:
@@ -133,11 +147,10 @@ class Upstream:
                     f"expected an event stream, got {ctype or 'no content type'}: "
                     + error_message(parsed, resp.status),
                 )
-            yield iter_sse(resp, timeouts.chunk_timeout_s)
-        finally:
-            # A body read to its end returns the connection to the pool; a stream abandoned
-            # part-way (client gone, failover) closes it so no stale bytes are reused.
+        except BaseException:
             resp.release()
+            raise
+        return resp
 
     async def _send(
         self, url: str, headers: Mapping[str, str], body: bytes, timeouts: Timeouts

@@ -11,11 +11,8 @@ call needs and nothing else:
   ``Response`` once the status line and headers are in. A pooled connection the server closed
   while it sat idle is detected and the request is sent again on a new one, once, when no byte
   of a response had arrived.
-- ``Response.readany(timeout_s)`` yields the body as it arrives (chunked, sized or read to the
-  connection's end), ``read`` collects it whole. Reading pauses the socket when more than
-  ``MAX_BUFFERED`` bytes wait unread. A response keeps one read timer, moved forward lazily,
-  rather than arming one per read. gzip and deflate bodies are decoded (``identity`` is asked
-  for, but a server may send them anyway).
+- The ``Response`` (``gateway.upstream.http_response``) is read as it arrives or pushed to a
+  sink from the connection's own callbacks.
 - ``Response.release`` returns a fully read, keep-alive connection to the pool; anything else
   (a release before the end, or a broken response) closes it, so no stale bytes are ever reused.
 
@@ -29,53 +26,31 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-import zlib
-from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
 
-MAX_BUFFERED = 256 * 1024
-"""Unread body bytes at which the socket stops being read until the reader catches up."""
+from gateway.upstream.http_response import (
+    ConnectError,
+    HttpError,
+    HttpTimeout,
+    RawHeader,
+    Response,
+)
+
 IDLE_TIMEOUT_S = 30.0
 """A pooled connection idle longer than this is closed rather than reused."""
 MAX_IDLE_PER_ORIGIN = 256
 _URL_CACHE_SIZE = 1024
 
 
-class HttpError(Exception):
-    """Connecting, sending or reading failed."""
-
-
-class ConnectError(HttpError):
-    """No connection could be made (refused, unresolvable, TLS handshake failed)."""
-
-
-class HttpTimeout(HttpError):
-    """A phase's timer ran out: connecting, the response's headers, or the next body bytes."""
-
-
 class _StaleConnection(HttpError):
     """A reused connection ended before any byte of the response: safe to send again."""
 
 
-class Headers(dict[str, str]):
-    """Response headers by lower-cased name; repeated fields joined with ``", "``."""
-
-    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
-        return super().get(name.lower(), default)
-
-    def __getitem__(self, name: str) -> str:
-        return super().__getitem__(name.lower())
-
-    def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and super().__contains__(name.lower())
-
-
 _Origin = tuple[str, str, int]
-RawHeader = tuple[bytes, bytes]
 
 
 class _Target:
@@ -91,146 +66,6 @@ class _Target:
         self.origin: _Origin = (parts.scheme, parts.hostname, port)
         self.path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         self.host_header = parts.netloc.rpartition("@")[2]
-
-
-class Response:
-    """One response: status and headers at once, the body as it arrives."""
-
-    __slots__ = ("_buffered", "_chunks", "_conn", "_deadline", "_decoder", "_eof", "_error",
-                 "_headers", "_loop", "_raw_headers", "_timer", "_timer_at", "_waiter", "status")
-
-    def __init__(self, conn: _Connection, status: int, raw_headers: list[RawHeader]) -> None:
-        self._conn: _Connection | None = conn
-        self._loop = conn.loop
-        self.status = status
-        self._raw_headers = raw_headers
-        self._headers: Headers | None = None
-        self._chunks: deque[bytes] = deque()
-        self._buffered = 0
-        self._eof = False
-        self._error: HttpError | None = None
-        self._waiter: asyncio.Future[None] | None = None
-        self._deadline = 0.0
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        encoding = next((v for n, v in raw_headers if n.lower() == b"content-encoding"), b"")
-        self._decoder = (zlib.decompressobj(wbits=47) if encoding.lower() in (b"gzip", b"deflate")
-                         else None)
-
-    @property
-    def headers(self) -> Headers:
-        """Decoded on first use: a successful JSON answer never needs them."""
-        if self._headers is None:
-            self._headers = Headers()
-            for raw_name, raw_value in self._raw_headers:
-                name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
-                known = dict.get(self._headers, name)
-                self._headers[name] = value if known is None else f"{known}, {value}"
-        return self._headers
-
-    # Fed by the connection -------------------------------------------------------------
-
-    def _feed(self, data: bytes) -> None:
-        if self._decoder is not None:
-            try:
-                data = self._decoder.decompress(data)
-            except zlib.error as exc:
-                self._fail(HttpError(f"undecodable {self.headers.get('content-encoding')} "
-                                     f"body: {exc}"))
-                return
-            if not data:
-                return
-        self._chunks.append(data)
-        self._buffered += len(data)
-        if self._buffered > MAX_BUFFERED and self._conn is not None:
-            self._conn.pause()
-        self._wake()
-
-    def _finish(self) -> None:
-        if self._decoder is not None:
-            tail = self._decoder.flush()
-            if tail:
-                self._chunks.append(tail)
-        self._eof = True
-        self._wake()
-
-    def _fail(self, error: HttpError) -> None:
-        if not self._eof and self._error is None:
-            self._error = error
-            self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    # Read by the caller ----------------------------------------------------------------
-
-    async def readany(self, timeout_s: float | None = None) -> bytes:
-        """The next bytes of the body; ``b""`` at its end. Waits at most ``timeout_s``."""
-        while not self._chunks:
-            if self._error is not None:
-                raise self._error
-            if self._eof:
-                return b""
-            await self._wait(timeout_s)
-        data = self._chunks.popleft()
-        self._buffered -= len(data)
-        if self._buffered <= MAX_BUFFERED // 2 and self._conn is not None:
-            self._conn.resume()
-        return data
-
-    async def read(self, timeout_s: float | None = None) -> bytes:
-        """The whole body; ``timeout_s`` bounds each wait for more bytes."""
-        parts = []
-        while data := await self.readany(timeout_s):
-            parts.append(data)
-        return b"".join(parts)
-
-    async def _wait(self, timeout_s: float | None) -> None:
-        waiter = self._waiter = self._loop.create_future()
-        if timeout_s is None:
-            self._deadline = 0.0
-        else:
-            # One timer per response, not one per read: a stream reads every few milliseconds
-            # and would otherwise arm and cancel a timer each time. The timer stays armed at an
-            # older deadline; when it fires early it re-arms itself at the current one.
-            self._deadline = deadline = self._loop.time() + timeout_s
-            if self._timer is None or self._timer_at > deadline:  # first, or a shorter timeout
-                self._arm(deadline)
-        try:
-            await waiter
-        finally:
-            self._waiter = None
-
-    def _check_deadline(self) -> None:
-        self._timer = None
-        waiter = self._waiter
-        if waiter is None or waiter.done() or not self._deadline:
-            return  # nobody waits: the next wait arms a timer again
-        if self._loop.time() >= self._deadline:
-            waiter.set_exception(HttpTimeout("timed out"))
-        else:
-            self._arm(self._deadline)
-
-    def _arm(self, deadline: float) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_at = deadline
-        self._timer = self._loop.call_at(deadline, self._check_deadline)
-
-    def at_eof(self) -> bool:
-        return self._eof and not self._chunks
-
-    def release(self) -> None:
-        """Done with the response: its connection goes back to the pool only when the body
-        was read to its end and the server keeps the connection alive; else it is closed."""
-        conn, self._conn = self._conn, None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if conn is not None:
-            conn.done(reusable=self._eof and self._error is None)
 
 
 def _expire(waiter: asyncio.Future[Any]) -> None:

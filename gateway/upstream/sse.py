@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gateway.core.errors import FailureKind, UpstreamFailure
-from gateway.upstream.http_client import HttpError, HttpTimeout
+from gateway.upstream.http_response import HttpError, HttpTimeout
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,16 +35,12 @@ async def iter_sse(content: Body, chunk_timeout_s: float) -> AsyncIterator[SseEv
     raised here rather than by a wrapping generator: each layer of async generators costs a
     resumption per event.
     """
-    parser = _Parser()
+    parser = EventParser()
     while True:
         try:
             data = await content.readany(chunk_timeout_s)
-        except HttpTimeout as exc:
-            raise UpstreamFailure(
-                FailureKind.TIMEOUT, f"no stream data for {chunk_timeout_s} s"
-            ) from exc
         except HttpError as exc:
-            raise UpstreamFailure(FailureKind.CONNECT, f"stream broke: {exc}") from exc
+            raise read_failure(exc, chunk_timeout_s) from exc
         if not data:
             for event in parser.end():
                 yield event
@@ -53,7 +49,14 @@ async def iter_sse(content: Body, chunk_timeout_s: float) -> AsyncIterator[SseEv
             yield event
 
 
-class _Parser:
+def read_failure(error: HttpError, chunk_timeout_s: float) -> UpstreamFailure:
+    """What a broken read of an event stream is to failover: a timeout or a cut connection."""
+    if isinstance(error, HttpTimeout):
+        return UpstreamFailure(FailureKind.TIMEOUT, f"no stream data for {chunk_timeout_s} s")
+    return UpstreamFailure(FailureKind.CONNECT, f"stream broke: {error}")
+
+
+class EventParser:
     """The event-stream field rules: bytes as they arrive in, whole events out."""
 
     __slots__ = ("data", "event", "pending")

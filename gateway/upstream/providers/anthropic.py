@@ -38,6 +38,7 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import orjson
@@ -63,6 +64,8 @@ from gateway.core.answer import (
 from gateway.core.chat import ChatRequest, Message, Native
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.calls import Upstream, error_message
+from gateway.upstream.chunk_stream import ChunkStream
+from gateway.upstream.http_response import Response
 from gateway.upstream.providers.parts import (
     InlineData,
     file_data,
@@ -72,6 +75,7 @@ from gateway.upstream.providers.parts import (
     is_web_url,
     unsupported,
 )
+from gateway.upstream.sse import SseEvent
 
 API_VERSION = "2023-06-01"
 DIALECT = "anthropic"
@@ -119,27 +123,44 @@ class AnthropicProvider:
             answer = Completion(answer.body, answer.usage, resp.body)
         return answer
 
-    async def stream(
+    def stream(
         self, request: ChatRequest, deployment: Deployment
     ) -> AsyncGenerator[Json, None]:
+        """A ``ChunkStream``: the relay can have its chunks pushed (no task wake per chunk)."""
         native = _native(request)
         model = deployment.model.upstream_model
         state = _Stream(completion_id(), now_s(), model, native is None and _json_mode(request))
-        async with self.upstream.open_sse(
+        return ChunkStream(partial(self._open_stream, request, deployment, native),
+                           _Chunks(state, native is not None),
+                           deployment.provider.timeouts.chunk_timeout_s)
+
+    async def _open_stream(self, request: ChatRequest, deployment: Deployment,
+                           native: Native | None) -> Response:
+        return await self.upstream.open_event_stream(
             f"{deployment.provider.base_url}/messages",
             headers=self._headers(deployment, native),
-            body=_body(request, native, model, stream=True),
+            body=_body(request, native, deployment.model.upstream_model, stream=True),
             timeouts=deployment.provider.timeouts,
-        ) as events:
-            async for event in events:
-                upstream_event = _event_json(event.data)
-                chunks = state.feed(upstream_event)
-                if native is not None:
-                    chunks = _carrying(chunks, upstream_event)
-                for out in chunks:
-                    yield out
-        for out in state.finish():
-            yield out
+        )
+
+
+class _Chunks:
+    """Messages events as OpenAI chunks (each carrying its event when the client speaks
+    Messages too); the body's end closes the answer."""
+
+    __slots__ = ("native", "state")
+
+    def __init__(self, state: _Stream, native: bool) -> None:
+        self.state = state
+        self.native = native
+
+    def event(self, event: SseEvent) -> list[Json]:
+        upstream_event = _event_json(event.data)
+        chunks = self.state.feed(upstream_event)
+        return _carrying(chunks, upstream_event) if self.native else chunks
+
+    def end(self) -> list[Json]:
+        return self.state.finish()
 
 
 def _native(request: ChatRequest) -> Native | None:

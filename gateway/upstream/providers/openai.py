@@ -8,6 +8,7 @@ upstream id and, for streams, usage requested so that cost can be accounted. Err
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from functools import partial
 from typing import Any
 
 import orjson
@@ -22,7 +23,10 @@ from gateway.core.answer import (
 from gateway.core.chat import ChatRequest
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.calls import Upstream, error_message
+from gateway.upstream.chunk_stream import ChunkStream
+from gateway.upstream.http_response import Response
 from gateway.upstream.providers.base import refuse_native_only
+from gateway.upstream.sse import SseEvent
 
 
 class OpenAIProvider:
@@ -58,26 +62,43 @@ class OpenAIProvider:
             raise UpstreamFailure(FailureKind.BAD_RESPONSE, "response has no valid choices")
         return Completion(body, usage_from_openai(body.get("usage")))
 
-    async def stream(
+    def stream(
         self, request: ChatRequest, deployment: Deployment
     ) -> AsyncGenerator[Json, None]:
-        async with self.upstream.open_sse(
+        """A ``ChunkStream``: the relay can have its chunks pushed (no task wake per chunk)."""
+        return ChunkStream(partial(self._open_stream, request, deployment), _Chunks(),
+                           deployment.provider.timeouts.chunk_timeout_s)
+
+    async def _open_stream(self, request: ChatRequest, deployment: Deployment) -> Response:
+        return await self.upstream.open_event_stream(
             f"{deployment.provider.base_url}/chat/completions",
             headers=self._headers(deployment),
             body=self._body(request, deployment, stream=True),
             timeouts=deployment.provider.timeouts,
-        ) as events:
-            finished = False
-            async for event in events:
-                if event.data == b"[DONE]":
-                    return
-                chunk = event_json(event.data)
-                _raise_embedded_error(chunk)
-                finished = _check_chunk(chunk) or finished
-                yield chunk
-            if not finished:
-                # A body that simply stops is a cut stream, not a whole answer.
-                raise UpstreamFailure(FailureKind.CONNECT, "stream ended before [DONE]")
+        )
+
+
+class _Chunks:
+    """Events of an OpenAI stream as chunks, each checked; ``[DONE]`` ends it."""
+
+    __slots__ = ("finished",)
+
+    def __init__(self) -> None:
+        self.finished = False
+
+    def event(self, event: SseEvent) -> list[Json] | None:
+        if event.data == b"[DONE]":
+            return None
+        chunk: Json = event_json(event.data)
+        _raise_embedded_error(chunk)
+        self.finished = _check_chunk(chunk) or self.finished
+        return [chunk]
+
+    def end(self) -> list[Json]:
+        if not self.finished:
+            # A body that simply stops is a cut stream, not a whole answer.
+            raise UpstreamFailure(FailureKind.CONNECT, "stream ended before [DONE]")
+        return []
 
 
 def _check_chunk(chunk: Any) -> bool:

@@ -1,0 +1,198 @@
+"""An upstream event stream as OpenAI chunks: pulled with ``async for``, or pushed to a consumer.
+
+Failover pulls the first chunks (it must see content before it commits to a deployment). The
+relay then may ``push`` the rest: each piece of the body goes from the upstream connection's own
+callback through the event parser and the provider's decoder to the consumer, so a relayed
+chunk wakes no task and resumes no generator. Both ways see the same chunks in the same order
+and end the same way: the end marker, a body that ends (a cut stream unless the decoder says it
+was whole), or an ``UpstreamFailure`` after the chunks that came before it.
+
+Touches the one upstream response it reads, and releases it on ``aclose``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any, Protocol
+
+from gateway.core.answer import Json
+from gateway.upstream.http_response import HttpError, Response
+from gateway.upstream.sse import EventParser, SseEvent, read_failure
+
+
+class ChunkDecoder(Protocol):
+    """A provider's events as chunks."""
+
+    def event(self, event: SseEvent) -> list[Json] | None:
+        """The chunks an event carries (None: the end marker); raises ``UpstreamFailure``."""
+        ...
+
+    def end(self) -> list[Json]:
+        """The body ended with no end marker: the last chunks, or ``UpstreamFailure`` if that
+        cut the answer."""
+        ...
+
+
+class ChunkConsumer(Protocol):
+    """Where pushed chunks go; called from the upstream connection's callbacks."""
+
+    def chunk(self, chunk: Json) -> None:
+        ...
+
+    def end(self, failure: Exception | None) -> None:
+        """The stream is over: whole (None) or broken (an ``UpstreamFailure``, or what a
+        decoder raised that it should not have); nothing follows."""
+        ...
+
+
+class ChunkStream(AsyncGenerator[Json, None]):
+    """One upstream call's chunks; the call is made at the first ``__anext__``."""
+
+    __slots__ = ("_consumer", "_decoder", "_failure", "_open", "_over", "_parser", "_ready",
+                 "_response", "_timeout_s")
+
+    def __init__(self, open_: Callable[[], Awaitable[Response]], decoder: ChunkDecoder,
+                 chunk_timeout_s: float) -> None:
+        self._open: Callable[[], Awaitable[Response]] | None = open_
+        self._decoder = decoder
+        self._timeout_s = chunk_timeout_s
+        self._response: Response | None = None
+        self._parser = EventParser()
+        self._ready: deque[Json] = deque()
+        self._failure: Exception | None = None
+        self._over = False  # no more bytes will be decoded: end marker, end of body, failure
+        self._consumer: ChunkConsumer | None = None
+
+    # Pulled ------------------------------------------------------------------------------
+
+    async def __anext__(self) -> Json:
+        while not self._ready:
+            if self._failure is not None:
+                failure, self._failure = self._failure, None
+                raise failure
+            if self._over:
+                self._release()
+                raise StopAsyncIteration
+            await self._read()
+        return self._ready.popleft()
+
+    async def _read(self) -> None:
+        if self._response is None:
+            if self._open is None:
+                self._over = True  # closed before it was opened
+                return
+            open_, self._open = self._open, None
+            self._response = await open_()
+        try:
+            data = await self._response.readany(self._timeout_s)
+        except HttpError as exc:
+            self.body_error(exc)
+            return
+        if data:
+            self.body_data(data)
+        else:
+            self.body_end()
+
+    async def asend(self, value: None) -> Json:
+        return await self.__anext__()
+
+    async def athrow(self, typ: Any, val: Any = None, tb: Any = None) -> Json:
+        await self.aclose()
+        raise typ if val is None else val
+
+    async def aclose(self) -> None:
+        """Stop: the upstream connection is released (closed unless read to its end)."""
+        self._open = None
+        self._over = True
+        self._consumer = None
+        self._ready.clear()
+        self._release()
+
+    def _release(self) -> None:
+        if self._response is not None:
+            self._response.release()
+
+    # Pushed ------------------------------------------------------------------------------
+
+    def push(self, consumer: ChunkConsumer) -> None:
+        """Hand every chunk still to come to ``consumer`` as it arrives, then its ``end``.
+
+        Only once pulling has begun (failover has read the first chunks). Chunks already
+        decoded go first, from this call."""
+        if self._response is None:
+            raise RuntimeError("push before the stream was opened")
+        self._consumer = consumer
+        self._deliver()
+        if self._consumer is not None:
+            self._response.push(self, self._timeout_s)
+
+    def pause(self) -> None:
+        """The consumer cannot take more yet: stop reading upstream until ``resume``."""
+        if self._response is not None and self._consumer is not None:
+            self._response.pause_push()
+
+    def resume(self) -> None:
+        if self._response is not None and self._consumer is not None:
+            self._response.resume_push()
+
+    def stop_push(self) -> None:
+        """No more chunks to the consumer; what arrives later stays unread until ``aclose``."""
+        self._consumer = None
+        if self._response is not None:
+            self._response.unpush()
+
+    def _deliver(self) -> None:
+        consumer = self._consumer
+        if consumer is None:
+            return
+        ready = self._ready
+        while ready:
+            consumer.chunk(ready.popleft())
+            if self._consumer is not consumer:
+                return
+        if self._over:
+            failure, self._failure = self._failure, None
+            self._consumer = None
+            if self._response is not None:
+                self._response.unpush()
+            consumer.end(failure)
+
+    # The response's bytes (``BodySink``), pulled or pushed ----------------------------------
+
+    def body_data(self, data: bytes) -> None:
+        if self._over:
+            return
+        decoder, ready = self._decoder, self._ready
+        try:
+            for event in self._parser.read(data):
+                chunks = decoder.event(event)
+                if chunks is None:
+                    self._over = True
+                    break
+                ready.extend(chunks)
+        except Exception as exc:  # raised where the pull would have raised it, after the chunks
+            self._failure, self._over = exc, True  # before it (pushed: not in the loop's hands)
+        self._deliver()
+
+    def body_end(self) -> None:
+        if self._over:
+            return
+        try:
+            for event in self._parser.end():
+                chunks = self._decoder.event(event)
+                if chunks is None:
+                    break
+                self._ready.extend(chunks)
+            else:
+                self._ready.extend(self._decoder.end())
+        except Exception as exc:
+            self._failure = exc
+        self._over = True
+        self._deliver()
+
+    def body_error(self, error: HttpError) -> None:
+        if self._over:
+            return
+        self._failure, self._over = read_failure(error, self._timeout_s), True
+        self._deliver()

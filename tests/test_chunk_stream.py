@@ -1,0 +1,179 @@
+"""Tests for gateway/upstream/chunk_stream.py: a stream pushed to a consumer ends as pulled.
+
+A real aiohttp app writes OpenAI events, each piece its own network write, to the gateway's own
+HTTP client; the OpenAI adapter's ``ChunkStream`` is read once by pulling every chunk and once
+by pulling the first and having the rest pushed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp import web
+
+from gateway.core.answer import Deployment, Json
+from gateway.core.config import ModelSettings, ProviderSettings, Timeouts
+from gateway.core.errors import FailureKind, UpstreamFailure
+from gateway.upstream.calls import Upstream
+from gateway.upstream.chunk_stream import ChunkStream
+from gateway.upstream.http_client import HttpClient
+from gateway.upstream.providers.openai import OpenAIProvider
+from tests.provider_harness import chat
+
+
+def event(content: str | None, finish: str | None = None) -> bytes:
+    delta = {} if content is None else {"content": content}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+WHOLE = [event("a"), event("b"), event(None, "stop"), b"data: [DONE]\n\n", b"data: late\n\n"]
+ERROR_MID = [event("a"), event("b") + b'data: {"error": {"message": "overloaded"}}\n\n']
+CUT = [event("a"), event("b")]  # the body ends with no finish and no [DONE]
+NO_DONE = [event("a"), event(None, "stop")]  # finished, then the body ends: whole
+
+HOLD = web.AppKey("hold", asyncio.Event)
+
+
+async def provider(aiohttp_server: Any, pieces: list[bytes], hold: bool = False,
+                   after: tuple[bytes, ...] = ()) -> tuple[str, asyncio.Event]:
+    """The provider's URL and its hold: it writes ``pieces``, then, with ``hold``, waits for
+    the hold to be set before writing ``after``."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in pieces:
+            await resp.write(piece)
+        if hold:
+            await request.app[HOLD].wait()
+        for piece in after:
+            await resp.write(piece)
+        return resp
+
+    app = web.Application()
+    app[HOLD] = asyncio.Event()
+    app.router.add_post("/v1/chat/completions", handler)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/v1")), app[HOLD]
+
+
+class Consumer:
+    def __init__(self) -> None:
+        self.chunks: list[Json] = []
+        self.ended = asyncio.Event()
+        self.failure: UpstreamFailure | None = None
+
+    def chunk(self, chunk: Json) -> None:
+        assert not self.ended.is_set(), "a chunk after the end"
+        self.chunks.append(chunk)
+
+    def end(self, failure: UpstreamFailure | None) -> None:
+        assert not self.ended.is_set(), "ended twice"
+        self.failure = failure
+        self.ended.set()
+
+
+def contents(chunks: list[Json]) -> list[str | None]:
+    return [c["choices"][0]["delta"].get("content") for c in chunks]
+
+
+async def pulled(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
+    chunks: list[Json] = []
+    try:
+        async for chunk in stream:
+            chunks.append(chunk)
+    except UpstreamFailure as failure:
+        return chunks, failure.kind
+    return chunks, None
+
+
+async def pushed(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
+    first = await stream.__anext__()
+    consumer = Consumer()
+    stream.push(consumer)
+    async with asyncio.timeout(10):
+        await consumer.ended.wait()
+    return [first, *consumer.chunks], consumer.failure.kind if consumer.failure else None
+
+
+def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> ChunkStream:
+    deployment = Deployment(
+        ModelSettings(name="smart", provider="p", upstream_model="up", tier="smart"),
+        ProviderSettings(name="p", kind="openai", base_url=url,
+                         timeouts=Timeouts(chunk_timeout_s=chunk_timeout_s)))
+    stream = OpenAIProvider(Upstream(client)).stream(chat(stream=True), deployment)
+    assert isinstance(stream, ChunkStream)
+    return stream
+
+
+@pytest.mark.parametrize(("pieces", "texts", "kind"), [
+    (WHOLE, ["a", "b", None], None),
+    (ERROR_MID, ["a", "b"], FailureKind.ERROR_IN_BODY),
+    (CUT, ["a", "b"], FailureKind.CONNECT),
+    (NO_DONE, ["a", None], None),
+], ids=["whole", "error-event-mid-stream", "cut-before-finish", "finished-without-done"])
+async def test_pushed_chunks_and_their_end_are_those_pulled(
+    aiohttp_server: Any, pieces: list[bytes], texts: list[str | None], kind: FailureKind | None
+) -> None:
+    url, _ = await provider(aiohttp_server, pieces)
+    async with HttpClient() as client:
+        outcomes = []
+        for read in (pulled, pushed):
+            stream = open_stream(client, url)
+            try:
+                chunks, failure = await read(stream)
+            finally:
+                await stream.aclose()
+            outcomes.append((contents(chunks), failure))
+    assert outcomes == [(texts, kind), (texts, kind)]
+
+
+async def test_a_pushed_stream_that_stalls_ends_with_a_timeout(aiohttp_server: Any) -> None:
+    url, _ = await provider(aiohttp_server, [event("a"), event("b")], hold=True)
+    async with HttpClient() as client:
+        stream = open_stream(client, url, chunk_timeout_s=0.2)
+        try:
+            chunks, failure = await pushed(stream)
+        finally:
+            await stream.aclose()
+    assert (contents(chunks), failure) == (["a", "b"], FailureKind.TIMEOUT)
+
+
+class Pausing(Consumer):
+    """Pauses the stream at its first chunk, as the relay does when the client is behind."""
+
+    def __init__(self, stream: ChunkStream) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def chunk(self, chunk: Json) -> None:
+        if not self.chunks:
+            self.stream.pause()
+        super().chunk(chunk)
+
+
+async def test_a_consumer_that_pauses_as_the_push_begins_stays_paused_until_it_resumes(
+    aiohttp_server: Any,
+) -> None:
+    url, hold = await provider(aiohttp_server, [event("a") + event("b")], hold=True,
+                         after=(event(None, "stop") + b"data: [DONE]\n\n",))
+    async with HttpClient() as client:
+        stream = open_stream(client, url)
+        try:
+            first = await stream.__anext__()  # "b" came in the same read: it is pushed at once
+            consumer = Pausing(stream)
+            stream.push(consumer)
+            transport = next(iter(client._open)).transport
+            assert transport is not None and not transport.is_reading()
+            stream.resume()
+            assert transport.is_reading()
+            hold.set()
+            async with asyncio.timeout(10):
+                await consumer.ended.wait()
+        finally:
+            await stream.aclose()
+    assert (contents([first, *consumer.chunks]), consumer.failure) == (["a", "b", None], None)
