@@ -8,6 +8,7 @@ from one ``data_received``). The stream on top is the OpenAI adapter's ``ChunkSt
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -138,3 +139,82 @@ async def test_the_read_timer_stays_off_while_the_sink_is_paused_mid_read(upstre
             await stream.aclose()
     texts = [c["choices"][0]["delta"].get("content") for c in [first, *consumer.chunks]]
     assert (texts, consumer.failure) == (["a", "b", "c", "d", None], None)
+
+
+BODY = event("a") + event("b") + event(None, "stop") + b"data: [DONE]\n\n"
+
+
+def crlf(body: bytes) -> bytes:
+    return body.replace(b"\n", b"\r\n")
+
+
+def sized(body: bytes, encoding: bytes = b"") -> bytes:
+    extra = b"Content-Encoding: %b\r\n" % encoding if encoding else b""
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n%b"
+            b"Content-Length: %d\r\n\r\n%b" % (extra, len(body), body))
+
+
+def chunked(body: bytes, encoding: bytes = b"") -> bytes:
+    extra = b"Content-Encoding: %b\r\n" % encoding if encoding else b""
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n%b"
+            b"Transfer-Encoding: chunked\r\n\r\n" % extra
+            + b"".join(frame(body[i:i + 7]) for i in range(0, len(body), 7)) + b"0\r\n\r\n")
+
+
+def to_close(body: bytes) -> bytes:  # no length, not chunked: the body ends with the connection
+    return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + body
+
+
+RESPONSES = {
+    "sized": sized(BODY),
+    "chunked-7-bytes-a-chunk": chunked(BODY),
+    "crlf-line-ends": chunked(crlf(BODY)),
+    "gzip-sized": sized(gzip.compress(BODY), b"gzip"),
+    "gzip-chunked": chunked(gzip.compress(BODY), b"gzip"),
+    "ended-by-close": to_close(BODY),
+    "cut-mid-event": sized(event("a") + event("b"))[:-3],  # shorter than its length
+}
+
+
+@pytest.mark.parametrize("name", RESPONSES)
+async def test_a_response_written_byte_by_byte_is_pushed_as_it_is_pulled(
+    upstream: Start, name: str
+) -> None:
+    response = RESPONSES[name]
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for i in range(len(response)):  # one byte a write, each drained: many small reads
+            writer.write(response[i:i + 1])
+            await writer.drain()
+
+    url = await upstream(script)
+    outcomes = []
+    async with HttpClient() as client:
+        for push in (False, True):
+            stream = open_stream(client, url, 10)
+            chunks: list[Json] = []
+            failure: Exception | None = None
+            try:
+                chunks.append(await stream.__anext__())
+                if push:
+                    consumer = PausingConsumer(stream)
+                    stream.push(consumer)
+                    stream.resume()  # it paused at its first chunk
+                    async with asyncio.timeout(10):
+                        await consumer.ended.wait()
+                    chunks += consumer.chunks
+                    failure = consumer.failure
+                else:
+                    try:
+                        async for chunk in stream:
+                            chunks.append(chunk)
+                    except Exception as exc:
+                        failure = exc
+            finally:
+                await stream.aclose()
+            texts = [c["choices"][0]["delta"].get("content") for c in chunks]
+            outcomes.append((texts, type(failure).__name__, str(failure)))
+    assert outcomes[0] == outcomes[1]
+    whole = name != "cut-mid-event"
+    assert outcomes[0][0] == (["a", "b", None] if whole else ["a"])
+    assert outcomes[0][1] == ("NoneType" if whole else "UpstreamFailure")
