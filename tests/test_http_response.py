@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
 from gateway.core.answer import Deployment, Json
 from gateway.core.config import ModelSettings, ProviderSettings, Timeouts
+from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.calls import Upstream
 from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_client import HttpClient
@@ -83,6 +85,10 @@ def open_stream(client: HttpClient, url: str, chunk_timeout_s: float) -> ChunkSt
     return stream
 
 
+def contents(chunks: list[Json]) -> list[str | None]:
+    return [c["choices"][0]["delta"].get("content") for c in chunks]
+
+
 class PausingConsumer:
     """Pauses the stream at the first pushed chunk, as the relay does for a client behind."""
 
@@ -137,8 +143,8 @@ async def test_the_read_timer_stays_off_while_the_sink_is_paused_mid_read(upstre
                 await consumer.ended.wait()
         finally:
             await stream.aclose()
-    texts = [c["choices"][0]["delta"].get("content") for c in [first, *consumer.chunks]]
-    assert (texts, consumer.failure) == (["a", "b", "c", "d", None], None)
+    assert (contents([first, *consumer.chunks]), consumer.failure) == (
+        ["a", "b", "c", "d", None], None)
 
 
 BODY = event("a") + event("b") + event(None, "stop") + b"data: [DONE]\n\n"
@@ -165,14 +171,16 @@ def to_close(body: bytes) -> bytes:  # no length, not chunked: the body ends wit
     return b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n" + body
 
 
-RESPONSES = {
-    "sized": sized(BODY),
-    "chunked-7-bytes-a-chunk": chunked(BODY),
-    "crlf-line-ends": chunked(crlf(BODY)),
-    "gzip-sized": sized(gzip.compress(BODY), b"gzip"),
-    "gzip-chunked": chunked(gzip.compress(BODY), b"gzip"),
-    "ended-by-close": to_close(BODY),
-    "cut-mid-event": sized(event("a") + event("b"))[:-3],  # shorter than its length
+WHOLE = (["a", "b", None], "NoneType")
+RESPONSES = {  # name: (the response, the contents and the failure either way)
+    "sized": (sized(BODY), WHOLE),
+    "chunked-7-bytes-a-chunk": (chunked(BODY), WHOLE),
+    "crlf-line-ends": (chunked(crlf(BODY)), WHOLE),
+    "gzip-sized": (sized(gzip.compress(BODY), b"gzip"), WHOLE),
+    "gzip-chunked": (chunked(gzip.compress(BODY), b"gzip"), WHOLE),
+    "ended-by-close": (to_close(BODY), WHOLE),
+    # Shorter than its length: the connection's end cuts the second event.
+    "cut-mid-event": (sized(event("a") + event("b"))[:-3], (["a"], "UpstreamFailure")),
 }
 
 
@@ -180,7 +188,7 @@ RESPONSES = {
 async def test_a_response_written_byte_by_byte_is_pushed_as_it_is_pulled(
     upstream: Start, name: str
 ) -> None:
-    response = RESPONSES[name]
+    response, (texts, failure_type) = RESPONSES[name]
 
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         for i in range(len(response)):  # one byte a write, each drained: many small reads
@@ -212,9 +220,50 @@ async def test_a_response_written_byte_by_byte_is_pushed_as_it_is_pulled(
                         failure = exc
             finally:
                 await stream.aclose()
-            texts = [c["choices"][0]["delta"].get("content") for c in chunks]
-            outcomes.append((texts, type(failure).__name__, str(failure)))
+            outcomes.append((contents(chunks), type(failure).__name__, str(failure)))
     assert outcomes[0] == outcomes[1]
-    whole = name != "cut-mid-event"
-    assert outcomes[0][0] == (["a", "b", None] if whole else ["a"])
-    assert outcomes[0][1] == ("NoneType" if whole else "UpstreamFailure")
+    assert outcomes[0][:2] == (texts, failure_type)
+
+
+async def test_a_body_that_stops_decoding_ends_the_pushed_stream_as_the_pulled_one(
+    upstream: Start,
+) -> None:
+    go = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        deflate = zlib.compressobj(wbits=31)  # gzip
+        head = deflate.compress(event("a")) + deflate.flush(zlib.Z_SYNC_FLUSH)
+        writer.write(HEAD.replace(b"\r\n\r\n", b"\r\nContent-Encoding: gzip\r\n\r\n")
+                     + frame(head))
+        await go.wait()
+        go.clear()
+        # A reserved deflate block type: zlib raises inside the connection's data_received.
+        writer.write(frame(b"\xff" * 16))
+        await reader.read()  # the connection stays open: only the decoder ends the stream
+
+    url = await upstream(script)
+    outcomes = []
+    async with HttpClient() as client:
+        for push in (False, True):
+            stream = open_stream(client, url, 10)
+            try:
+                chunks = [await stream.__anext__()]
+                go.set()
+                if push:
+                    consumer = PausingConsumer(stream)
+                    stream.push(consumer)
+                    stream.resume()
+                    async with asyncio.timeout(10):
+                        await consumer.ended.wait()
+                    failure = consumer.failure
+                else:
+                    with pytest.raises(UpstreamFailure) as raised:
+                        await stream.__anext__()
+                    failure = raised.value
+            finally:
+                await stream.aclose()
+            assert isinstance(failure, UpstreamFailure)
+            outcomes.append((contents(chunks), failure.kind, failure.message))
+    assert outcomes[0] == outcomes[1]
+    assert outcomes[0][:2] == (["a"], FailureKind.CONNECT)
+    assert "undecodable gzip body" in outcomes[0][2]
