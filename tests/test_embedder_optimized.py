@@ -7,6 +7,8 @@ import fcntl
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -140,3 +142,25 @@ def test_a_worker_that_finds_another_writing_waits_and_then_uses_its_graph(
         fcntl.flock(held, fcntl.LOCK_UN)
         assert second.result(timeout=60) == target
     assert (target.stat().st_ino, weights_path(target).stat().st_ino) == written
+
+
+def test_a_worker_that_died_holding_the_lock_does_not_block_the_next(fresh_model: Path) -> None:
+    source = fresh_model / model_files.MODEL_FILE
+    with subprocess.Popen(
+        [sys.executable, "-c", "import fcntl, sys\n"
+         "lock = open(sys.argv[1], 'ab')\n"
+         "fcntl.flock(lock, fcntl.LOCK_EX)\n"
+         "print('held', flush=True)\n"
+         "sys.stdin.read()\n",  # holds it until killed
+         str(lock_path(source))],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    ) as holder:
+        try:
+            assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        finally:
+            holder.kill()  # dies holding it, as a worker killed while optimizing would
+    with open(lock_path(source), "ab") as lock:  # free now: BlockingIOError if still held
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    graph = ensure_optimized(source)
+    assert graph == optimized_path(source) and weights_path(graph).exists()

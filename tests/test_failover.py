@@ -13,6 +13,8 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.core.config import FailoverSettings
 from gateway.core.errors import FailureKind, UpstreamFailure
+from gateway.tenants.context import LEDGER_KEY, STORE_KEY
+from gateway.tenants.ledger import recent
 from gateway.upstream.appkeys import FAILOVER
 from gateway.upstream.failover import BreakerState, CallKind, Health
 from tests.conftest import GatewayFactory, model, openai_provider
@@ -99,7 +101,8 @@ async def test_stream_failing_before_content_moves_to_next_deployment(
     Reply(kind="cut", chunks_before_cut=3),
     Reply(kind="unfinished", chunks_before_cut=3),
     Reply(kind="malformed", chunks_before_cut=3),
-], ids=["connection-cut", "body-ends-without-done", "malformed-chunk"])
+    Reply(kind="hang", chunks_before_cut=3),
+], ids=["connection-cut", "body-ends-without-done", "malformed-chunk", "silent-mid-stream"])
 async def test_a_stream_broken_after_content_ends_in_an_error_event(
     two_upstreams: Pair, reply: Reply
 ) -> None:
@@ -353,3 +356,22 @@ def test_stragglers_failing_after_the_breaker_opened_do_not_lengthen_its_rest() 
     told = UpstreamFailure(FailureKind.RATE_LIMITED, "slow down", retry_after_s=3600)
     h.record_failure(told, now=2.0)
     assert h.open_until == 302.0, "a Retry-After lengthens it, within max_cooldown_s"
+
+
+async def test_an_upstream_silent_mid_stream_is_cut_recorded_and_its_connection_closed(
+    two_upstreams: Pair,
+) -> None:
+    client, first, second = two_upstreams
+    first.script.append(Reply(kind="hang", chunks_before_cut=3))
+    resp = await _ask(client, stream=True)
+    payloads = sse_payloads(await resp.text())
+    error = json.loads(payloads[-1])["error"]
+    assert (error["code"], "[DONE]" in payloads) == ("stream_interrupted", False)
+    assert "no stream data for 0.5 s" in error["message"]
+    async with asyncio.timeout(10):  # closed, not pooled with the rest of the body unread
+        await first.disconnected.wait()
+    app = client.server.app
+    await app[LEDGER_KEY].flush()
+    [row] = await recent(app[STORE_KEY])
+    assert (row.status, row.deployment, row.tokens_out > 0) == (502, "a/m", True)
+    assert second.requests == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -12,6 +13,7 @@ from gateway.core.answer import Deployment, Json
 from gateway.core.config import ModelSettings, ProviderSettings
 from gateway.core.errors import FailureKind, InvalidRequest, UpstreamFailure
 from gateway.upstream.calls import Upstream
+from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_client import HttpClient
 from gateway.upstream.providers.anthropic import AnthropicProvider
 from tests import fake_anthropic as fa
@@ -422,3 +424,76 @@ async def test_bad_key_is_a_deployment_failure(anthropic: Harness) -> None:
     failure = await anthropic.complete_fails()
     assert failure.status == 401
     assert failure.kind is FailureKind.SERVER_ERROR
+
+
+# --- pushed (the relay's fast path) --------------------------------------------------------
+
+
+class _Collected:
+    """A ``ChunkConsumer`` keeping what is pushed to it."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Json] = []
+        self.failure: Exception | None = None
+        self.ended = asyncio.Event()
+
+    def chunk(self, chunk: Json) -> None:
+        assert not self.ended.is_set(), "a chunk after the end"
+        self.chunks.append(chunk)
+
+    def end(self, failure: Exception | None) -> None:
+        assert not self.ended.is_set(), "ended twice"
+        self.failure = failure
+        self.ended.set()
+
+
+async def _pushed(anthropic: Harness, **body: Any) -> tuple[list[Json], Exception | None]:
+    stream = anthropic.provider.stream(chat(stream=True, **body), anthropic.deployment)
+    assert isinstance(stream, ChunkStream)
+    try:
+        chunks = [await anext(stream)]  # failover pulls the first; the relay has the rest pushed
+        consumer = _Collected()
+        stream.push(consumer)
+        async with asyncio.timeout(10):
+            await consumer.ended.wait()
+    finally:
+        await stream.aclose()
+    return chunks + consumer.chunks, consumer.failure
+
+
+async def _pulled(anthropic: Harness, **body: Any) -> tuple[list[Json], Exception | None]:
+    chunks: list[Json] = []
+    try:
+        async for chunk in anthropic.provider.stream(chat(stream=True, **body),
+                                                     anthropic.deployment):
+            chunks.append(chunk)
+    except UpstreamFailure as failure:
+        return chunks, failure
+    return chunks, None
+
+
+def _same_ids(chunks: list[Json]) -> list[Json]:
+    return [{**c, "id": "", "created": 0} for c in chunks]
+
+
+@pytest.mark.parametrize(("answer", "body", "kind"), [
+    (lambda: fa.text("Hello there world", use=fa.usage(12, 3)), {}, None),
+    (lambda: fa.tool_use([("get_weather", {"city": "Paris"})], lead_text="Checking."),
+     {"tools": [WEATHER_TOOL]}, None),
+    (lambda: fa.tool_use([("json_response", {"answer": 42})]),
+     {"response_format": {"type": "json_object"}}, None),
+    (fa.error_in_stream, {}, FailureKind.ERROR_IN_BODY),
+    (lambda: fa.text("one two three four", cut_after=5), {}, FailureKind.CONNECT),
+    (lambda: fa.text("one two", end_after=5), {}, FailureKind.CONNECT),
+], ids=["text-and-usage", "tool-calls", "json-mode", "error-event-mid-stream", "cut",
+        "ended-before-message-stop"])
+async def test_a_pushed_stream_gives_the_chunks_and_end_of_the_pulled_one(
+    anthropic: Harness, answer: Any, body: Json, kind: FailureKind | None
+) -> None:
+    outcomes = []
+    for read in (_pulled, _pushed):
+        anthropic.fake.script.append(answer())
+        chunks, failure = await read(anthropic, **body)
+        assert (failure.kind if isinstance(failure, UpstreamFailure) else failure) == kind
+        outcomes.append((_same_ids(chunks), str(failure)))
+    assert outcomes[0] == outcomes[1]

@@ -137,7 +137,8 @@ class Response:
             if not data:
                 return
         if self._sink is not None:
-            self._deadline = self._loop.time() + self._push_timeout_s
+            if not self._push_paused:  # paused earlier in this same read: the timer stays off
+                self._deadline = self._loop.time() + self._push_timeout_s
             self._sink.body_data(data)
             return
         self._chunks.append(data)
