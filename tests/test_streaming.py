@@ -18,6 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+from gateway.observability.metrics import METRICS_KEY
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
 from gateway.upstream.appkeys import CLIENT_SESSION
@@ -241,3 +242,47 @@ async def test_a_client_that_leaves_mid_stream_closes_the_upstream_connection(
     async with asyncio.timeout(10):
         await closed.wait()
     assert not client.server.app[CLIENT_SESSION]._open, "the upstream connection is not pooled"
+
+
+async def test_a_client_that_reads_nothing_past_the_write_timeout_is_cut_and_the_upstream_closed(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    closed = asyncio.Event()
+
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD)
+        try:
+            while True:  # until the gateway lets go of this connection
+                await resp.write(event({"content": " " + "x" * 16_000}))
+        finally:
+            closed.set()
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", provider)
+    server: TestServer = await aiohttp_server(app)
+    client = await make_gateway({
+        "server": {"write_timeout_s": 0.5},
+        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
+        "models": [model("small", "p1", upstream_model="up")]})
+    gateway = client.server.app
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.server.port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    body = json.dumps(BODY).encode()
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    try:
+        async with asyncio.timeout(20):  # the client reads nothing meanwhile
+            await closed.wait()
+        await gateway[LEDGER_KEY].flush()
+        await until(lambda: not gateway[CLIENT_SESSION]._open, "the upstream is not pooled", 10)
+        [row] = await recent(gateway[STORE_KEY])
+        assert row.status == 499
+        assert gateway[METRICS_KEY].registry.get_sample_value(
+            "gateway_client_connections_closed_total", {"reason": "write_timeout"}) == 1
+    finally:
+        writer.close()

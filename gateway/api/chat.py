@@ -19,11 +19,12 @@ from aiohttp import web
 
 from gateway.api.body import read_body
 from gateway.api.caller import caller
+from gateway.api.connections import CONNECTION_GUARD
 from gateway.api.face import ChatFace, Face
 from gateway.cache.replay import assemble_chunks, replay_body, replay_chunks
 from gateway.cache.semantic_cache import Hit
 from gateway.core.answer import Deployment, Json, Usage
-from gateway.core.appkeys import LIFECYCLE
+from gateway.core.appkeys import LIFECYCLE, SETTINGS
 from gateway.core.chat import ChatRequest, parse_chat_request
 from gateway.core.errors import GatewayError
 from gateway.core.observability_settings import OBSERVABILITY_KEY
@@ -33,7 +34,7 @@ from gateway.pipeline.accounting import account, note_answer
 from gateway.pipeline.caching import CacheStage
 from gateway.pipeline.dispatch import Target, tiers_after
 from gateway.pipeline.request_record import RequestRecord
-from gateway.pipeline.streaming import relay, replay
+from gateway.pipeline.streaming import ClientWriteTimeout, relay, replay
 from gateway.routing.classifier import FloatArray
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
 from gateway.routing.router import decision_headers
@@ -99,8 +100,12 @@ async def serve(
         record.status, record.error = error.status, error.code
         error.headers.update(record.limit_headers)
         raise
-    except (asyncio.CancelledError, ConnectionResetError):
+    except (asyncio.CancelledError, ConnectionResetError) as gone:
         record.status = 499  # the client went away (nginx's code for it)
+        if isinstance(gone, ClientWriteTimeout):
+            record.error = "client_write_timeout"
+            if (guard := app.get(CONNECTION_GUARD)) is not None:
+                guard.closed("write_timeout")
         raise
     except BaseException:
         record.status, record.error = 500, "internal_error"
@@ -210,8 +215,9 @@ async def _stream(
         await resp.prepare(request)
         keep: list[Json] | None = [] if cache.plan.store else None
         writer = face.writer()
-        if not await relay(resp, stream, writer, record, keep,
-                           lifecycle=request.app[LIFECYCLE], out=request.writer):
+        if not await relay(resp, stream, writer, record, keep, lifecycle=request.app[LIFECYCLE],
+                           out=request.writer,
+                           write_timeout_s=request.app[SETTINGS].server.write_timeout_s):
             return resp
         await face.finish()
         await resp.write(writer.end())

@@ -10,7 +10,8 @@ hour. ``gateway serve`` runs its app on a ``GuardedRunner`` whose connections
   is closed, silently: there is nothing to answer.
 - ``max_connections``: a connection beyond the cap gets a 503 in the same JSON and is closed.
 - ``body_timeout_s`` is kept by ``gateway.api.body.read_body`` (408 while a response can still
-  be sent).
+  be sent); ``write_timeout_s`` by the stream relay (``gateway.pipeline.streaming``: a client
+  that reads nothing while its socket is full is cut, counted here as ``write_timeout``).
 
 A request aiohttp's parser refuses (an oversized header, a malformed head) gets OpenAI's error
 JSON instead of aiohttp's plain text, and its text (which quotes the header's value, a key
@@ -44,9 +45,10 @@ from gateway.core.errors import (
 
 log = logging.getLogger(__name__)
 
-CloseReason = Literal["header_timeout", "body_timeout", "idle_timeout", "over_capacity"]
+CloseReason = Literal["header_timeout", "body_timeout", "idle_timeout", "over_capacity",
+                      "write_timeout"]
 CLOSE_REASONS: tuple[CloseReason, ...] = (
-    "header_timeout", "body_timeout", "idle_timeout", "over_capacity")
+    "header_timeout", "body_timeout", "idle_timeout", "over_capacity", "write_timeout")
 
 
 class ConnectionGuard:

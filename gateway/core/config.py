@@ -95,6 +95,9 @@ class ServerSettings:
     """For reading a request's whole body (408 past it)."""
     idle_timeout_s: float = 75.0
     """A connection with no request under way is closed after this long."""
+    write_timeout_s: float = 60.0
+    """A streamed answer's client that reads nothing for this long while its socket is full is
+    cut (499; the upstream's connection closes)."""
     max_connections: int = 1024
     """Open client connections; one more gets a 503 and is closed."""
 
@@ -158,6 +161,7 @@ def _server(t: Table, base_dir: Path) -> ServerSettings:
         header_timeout_s=t.positive("header_timeout_s", 10.0),
         body_timeout_s=t.positive("body_timeout_s", 30.0),
         idle_timeout_s=t.positive("idle_timeout_s", 75.0),
+        write_timeout_s=t.positive("write_timeout_s", 60.0),
         max_connections=t.count("max_connections", 1024),
     )
 

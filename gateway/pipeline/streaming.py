@@ -9,15 +9,19 @@ ends the same way.
 Chunks are always OpenAI ``chat.completion.chunk`` objects inside the gateway; a ``ChunkWriter``
 turns them into the client's dialect on the way out (``OpenAIChunks`` here; the Messages and
 Responses writers live beside their handlers in ``gateway.api``). A ``ChunkSink`` puts each
-chunk's bytes on the client's socket. Touches the response's socket and nothing else.
+chunk's bytes on the client's socket, and cuts a client that reads nothing for
+``[server] write_timeout_s`` while its socket is full (``ClientWriteTimeout``): otherwise it
+would hold its stream and the upstream's connection for ever. Touches the response's socket
+and nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from typing import Protocol
 
 import orjson
@@ -79,6 +83,11 @@ WRITE_BUFFER_LIMIT = 64 * 1024
 """Bytes the client's socket may hold unsent before a chunk's write waits for it to drain."""
 
 
+class ClientWriteTimeout(ClientConnectionResetError):
+    """The client read nothing for ``write_timeout_s`` while its socket held more than
+    ``WRITE_BUFFER_LIMIT`` unsent: treated as a client that left (499, the upstream closed)."""
+
+
 class ChunkSink:
     """A prepared chunked response's body, one HTTP/1.1 chunk per call.
 
@@ -90,12 +99,14 @@ class ChunkSink:
     response (HTTP/1.0) always goes through aiohttp.
     """
 
-    __slots__ = ("_direct", "_out", "_resp")
+    __slots__ = ("_direct", "_out", "_resp", "_write_timeout_s")
 
-    def __init__(self, resp: web.StreamResponse, out: AbstractStreamWriter) -> None:
+    def __init__(self, resp: web.StreamResponse, out: AbstractStreamWriter,
+                 write_timeout_s: float) -> None:
         self._resp = resp
         self._out = out
         self._direct = False
+        self._write_timeout_s = write_timeout_s
 
     @property
     def direct(self) -> bool:
@@ -104,13 +115,14 @@ class ChunkSink:
 
     async def send(self, data: bytes) -> None:
         if not self._direct:
-            await self._resp.write(data)
+            async with self._client_reads():  # aiohttp's write drains past its own limit
+                await self._resp.write(data)
             out = self._out  # chunked: aiohttp chose it at ``prepare`` (HTTP/1.1, no length)
             self._direct = (isinstance(out, StreamWriter) and out.chunked
                             and not self._resp.compression)
             return
         if self.write_now(data):
-            await self._out.drain()
+            await self.drain()
 
     def write_now(self, data: bytes) -> bool:
         """One piece on the transport at once (``direct`` only); True when the client's socket
@@ -124,7 +136,20 @@ class ChunkSink:
         return transport.get_write_buffer_size() > WRITE_BUFFER_LIMIT
 
     async def drain(self) -> None:
-        await self._out.drain()
+        async with self._client_reads():
+            await self._out.drain()
+
+    @contextlib.asynccontextmanager
+    async def _client_reads(self) -> AsyncIterator[None]:
+        """Within ``write_timeout_s``, or the client is cut (``ClientWriteTimeout``)."""
+        try:
+            async with asyncio.timeout(self._write_timeout_s):
+                yield
+        except TimeoutError:
+            if (transport := self._out.transport) is not None:
+                transport.abort()  # its unsent bytes go too: nothing waits on them now
+            raise ClientWriteTimeout(
+                f"the client read nothing for {self._write_timeout_s:g} s") from None
 
 
 class _Pushed:
@@ -197,10 +222,11 @@ async def _relay_pushed(sink: ChunkSink, tail: ChunkStream, writer: ChunkWriter,
 async def relay(
     resp: web.StreamResponse, stream: Stream, writer: ChunkWriter, record: RequestRecord,
     keep: list[Json] | None = None, *, lifecycle: Lifecycle, out: AbstractStreamWriter,
+    write_timeout_s: float,
 ) -> bool:
     """Write the stream to the client; True when it finished whole (the caller then writes the
     writer's ``end``). ``keep`` collects the chunks; ``out`` is the request's ``writer``."""
-    sink = ChunkSink(resp, out)
+    sink = ChunkSink(resp, out, write_timeout_s)
     try:
         async with lifecycle.streaming():
             for chunk in stream.head:
