@@ -236,3 +236,30 @@ async def test_disabled_cache_neither_stores_nor_answers(tmp_path: Path) -> None
     assert await cache.lookup("tenant:a", CONTEXT, "q", None, "semantic") is None
     await cache.close()
     assert not (tmp_path / "cache.sqlite3").exists()
+
+
+async def test_a_typo_match_never_crosses_namespaces_or_contexts(
+    cache: SemanticCache, embedder: OnnxEmbedder
+) -> None:
+    stored = "how many calroies are in an avocado"
+    await cache.store("tenant:a", CONTEXT, stored, embedder.embed([cache.key_text(stored)])[0],
+                      answer("About 240."))
+    await cache.flush()
+    asked = "How many calories are in an avocado?"
+    assert await cache.lookup("tenant:a", CONTEXT, asked, None, "semantic") is not None
+    assert await cache.lookup("tenant:b", CONTEXT, asked, None, "semantic") is None
+    assert await cache.lookup("tenant:a", "another-context", asked, None, "semantic") is None
+
+
+@pytest.mark.parametrize(("stored", "asked"), [
+    ("Who finished fourth in the race?", "Who finished fourty in the race?"),
+    ("Can I bake bread without yeast?", "Can I bake bread withot yeast?"),
+    ("Is 500 grams of sugar too much?", "Is 500 gramms of sugar too much?"),
+])
+async def test_a_typo_read_as_a_number_negation_or_unit_is_no_typo_match(
+    cache: SemanticCache, stored: str, asked: str
+) -> None:
+    await cache.store("tenant:a", CONTEXT, stored, unit_vectors(1)[0], answer())
+    await cache.flush()
+    assert await cache.lookup("tenant:a", CONTEXT, asked, None, "semantic") is None
+    assert await cache.lookup("tenant:a", CONTEXT, stored.lower(), None, "semantic") is not None
