@@ -103,6 +103,8 @@ class EntryTable:
             if key is not None:
                 self._folded.setdefault(key, entry_id)
                 self._folded_of[entry_id] = key
+        if not self._unkeyed:
+            self._unkeyed = {}  # a dict never shrinks: the 100,000 slots of an open are handed back
 
     def touch(self, entry_id: int) -> None:
         """Mark as just used: the last to be evicted."""
