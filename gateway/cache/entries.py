@@ -32,6 +32,8 @@ class EntryTable:
         self._typos = typos
         self._unkeyed: dict[int, None] = {}  # semantic entries awaiting their typo key, in order
         self.unkeyed_added = asyncio.Event()
+        self.all_keyed = asyncio.Event()
+        self.all_keyed.set()
         self._namespaces: dict[str, set[int]] = {}
 
     def __len__(self) -> int:
@@ -53,6 +55,7 @@ class EntryTable:
             if self._typos:
                 self._unkeyed[entry.entry_id] = None
                 self.unkeyed_added.set()
+                self.all_keyed.clear()
         self._namespaces.setdefault(entry.namespace, set()).add(entry.entry_id)
 
     def ids(self) -> set[int]:
@@ -105,6 +108,7 @@ class EntryTable:
                 self._folded_of[entry_id] = key
         if not self._unkeyed:
             self._unkeyed = {}  # a dict never shrinks: the 100,000 slots of an open are handed back
+            self.all_keyed.set()
 
     def touch(self, entry_id: int) -> None:
         """Mark as just used: the last to be evicted."""
@@ -119,6 +123,8 @@ class EntryTable:
             if self._exact.get(key) == entry_id:
                 del self._exact[key]
         self._unkeyed.pop(entry_id, None)
+        if not self._unkeyed:
+            self.all_keyed.set()
         folded = self._folded_of.pop(entry_id, None)
         if folded is not None and self._folded.get(folded) == entry_id:
             del self._folded[folded]

@@ -313,11 +313,25 @@ class SemanticCache:
         for entry_id, e in zip(ids, batch, strict=True):
             self._table.add(StoredEntry(entry_id, e.namespace, e.fingerprint, e.exact_key,
                                         e.text, e.vector is not None, e.created_at, e.expires_at))
-        if self.speller is not None:  # the fold the request made to embed each text is remembered
-            self._table.set_typo_keys(
-                (i, typo_key(self._fold, e.namespace, e.fingerprint, e.text))
-                for i, e in zip(ids, batch, strict=True) if e.vector is not None)
+        if self.speller is not None:
+            self._table.set_typo_keys(self._remembered_keys(ids, batch))
         return len(ids)
+
+    def _remembered_keys(self, ids: list[int], batch: list[NewEntry]
+                         ) -> list[tuple[int, bytes | None]]:
+        """Typo keys of new semantic entries whose fold, made by the request to embed the text,
+        is still remembered; the others wait for the background task (folding a batch here
+        could hold the loop ~0.1 ms per misspelt word)."""
+        keys: list[tuple[int, bytes | None]] = []
+        for entry_id, e in zip(ids, batch, strict=True):
+            folded = self._fold.remembered(e.text)
+            if e.vector is not None and folded is not None:
+                keys.append((entry_id, typo_key(e.namespace, e.fingerprint, e.text, folded)))
+        return keys
+
+    async def typo_keys_made(self) -> None:
+        """Wait until every entry has its typo key (a batch evaluation, a test)."""
+        await self._table.all_keyed.wait()
 
     async def _index_new(self, written: list[tuple[int, NewEntry]]) -> None:
         if self._index is None:

@@ -4,9 +4,10 @@ A semantic entry is also found by its typo key (``EntryTable.typo_match``), so t
 either side still meets its stored question. Making the key means folding the text
 (``spelling.Speller.fold``, ~13 µs for a clean one), which, done for every row as the cache
 opened, held the event loop 1–1.5 s at 100,000 entries. So the cache keys its own new entries at
-once (their texts were just folded to be embedded, so the fold is remembered), and ``fill``, a
-task the cache owns, keys the rest (rows loaded at open, entries a peer stored) in batches folded
-in a worker thread; the loop only installs each batch's keys. Until an entry has its key only
+once when the fold the request made to embed the text is still remembered (``KeyFolder``), and
+``fill``, a task the cache owns, keys the rest (rows loaded at open, entries a peer stored, a
+text whose fold was forgotten) in batches folded in a worker thread; the loop only installs each
+batch's keys. Until an entry has its key only
 its typo step is missing: its exact keys and its vector serve as before.
 
 Touches nothing outside the table it is given; the speller is pure and safe to share with a
@@ -28,10 +29,9 @@ BATCH = 1000  # texts folded per hop to the thread: ~13 ms of work, a few dict w
 _YIELD_EVERY = 4  # texts folded between two offers of the GIL: ~0.05 ms
 
 
-def typo_key(fold: Fold, namespace: str, fingerprint: str, text: str) -> bytes | None:
-    """The loose key of ``text`` with its typos folded; None when folding leaves it as it is
-    (its own loose key already finds it)."""
-    folded = fold(text)
+def typo_key(namespace: str, fingerprint: str, text: str, folded: str) -> bytes | None:
+    """The loose key of ``folded``, ``text`` with its typos folded; None when folding left it as
+    it is (its own loose key already finds it)."""
     return None if folded == text else loose_key(namespace, fingerprint, folded)
 
 
@@ -43,7 +43,7 @@ def typo_keys(fold: Fold, entries: Sequence[StoredEntry]) -> list[tuple[int, byt
     for n, e in enumerate(entries):
         if n % _YIELD_EVERY == 0:
             time.sleep(0)
-        keys.append((e.entry_id, typo_key(fold, e.namespace, e.fingerprint, e.text)))
+        keys.append((e.entry_id, typo_key(e.namespace, e.fingerprint, e.text, fold(e.text))))
     return keys
 
 
