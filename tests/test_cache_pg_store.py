@@ -140,3 +140,17 @@ async def test_a_replica_whose_listener_dropped_listens_again_and_catches_up(
     assert await b.lookup("t", CONTEXT, "old question", None, "exact") is None
     new = await b.lookup("t", CONTEXT, "new question", None, "exact")
     assert new is not None and new.body["choices"][0]["message"]["content"] == "new"
+
+
+async def test_a_typo_stored_through_one_replica_meets_its_correction_through_another(
+    replicas: Replicas, embedder: OnnxEmbedder,
+) -> None:
+    a, b = await replicas("a"), await replicas("b")
+    typo, corrected = "how do I reset my pasword", "How do I reset my password?"
+    await a.store("t", CONTEXT, typo, embedder.embed([a.key_text(typo)])[0], answer("Click."))
+    await a.flush()
+    # B adopts the entry from the notice and makes its typo key in the background
+    await until(lambda: b.stats()["entries"] == 1 and b.stats()["typo_keys"] == 1,
+                "B keys A's entry by its folded text")
+    hit = await b.lookup("t", CONTEXT, corrected, None, "semantic")
+    assert hit is not None and (hit.kind, hit.text) == ("semantic", typo)

@@ -76,14 +76,21 @@ async def test_case_and_punctuation_hit_the_exact_tier_on_semantic_routes(
     assert await cache.lookup("tenant:a", CONTEXT, asked, vectors[1], "exact") is None
 
 
+TYPO, CORRECTED = "how many calroies are in an avocado", "How many calories are in an avocado?"
+
+
+async def _store_typo(cache: SemanticCache, embedder: OnnxEmbedder) -> None:
+    """``TYPO`` stored as the pipeline stores it: its text as sent, its folded text's vector."""
+    await cache.store("tenant:a", CONTEXT, TYPO, embedder.embed([cache.key_text(TYPO)])[0],
+                      answer("About 240."))
+    await cache.flush()
+
+
 async def test_a_stored_typo_meets_its_corrected_question_as_a_semantic_hit(
     cache: SemanticCache, embedder: OnnxEmbedder
 ) -> None:
-    stored = "how many calroies are in an avocado"
-    await cache.store("tenant:a", CONTEXT, stored, embedder.embed([cache.key_text(stored)])[0],
-                      answer("About 240."))
-    await cache.flush()
-    asked = "How many calories are in an avocado?"  # its vector is not even needed
+    await _store_typo(cache, embedder)
+    stored, asked = TYPO, CORRECTED  # the asked text's vector is not even needed
     hit = await cache.lookup("tenant:a", CONTEXT, asked, None, "semantic")
     assert hit is not None and (hit.kind, hit.text) == ("semantic", stored)
     assert await cache.lookup("tenant:a", CONTEXT, asked, None, "exact") is None
@@ -236,3 +243,27 @@ async def test_disabled_cache_neither_stores_nor_answers(tmp_path: Path) -> None
     assert await cache.lookup("tenant:a", CONTEXT, "q", None, "semantic") is None
     await cache.close()
     assert not (tmp_path / "cache.sqlite3").exists()
+
+
+async def test_a_typo_match_never_crosses_namespaces_or_contexts(
+    cache: SemanticCache, embedder: OnnxEmbedder
+) -> None:
+    await _store_typo(cache, embedder)
+    vector = embedder.embed([CORRECTED])[0]
+    assert await cache.lookup("tenant:a", CONTEXT, CORRECTED, None, "semantic") is not None
+    assert await cache.lookup("tenant:b", CONTEXT, CORRECTED, vector, "semantic") is None
+    assert await cache.lookup("tenant:a", "other-context", CORRECTED, vector, "semantic") is None
+
+
+@pytest.mark.parametrize(("stored", "asked"), [
+    ("Who finished fourth in the race?", "Who finished fourty in the race?"),
+    ("Can I bake bread without yeast?", "Can I bake bread withot yeast?"),
+    ("Is 500 grams of sugar too much?", "Is 500 gramms of sugar too much?"),
+])
+async def test_a_typo_read_as_a_number_negation_or_unit_is_no_typo_match(
+    cache: SemanticCache, stored: str, asked: str
+) -> None:
+    await cache.store("tenant:a", CONTEXT, stored, unit_vectors(1)[0], answer())
+    await cache.flush()
+    assert await cache.lookup("tenant:a", CONTEXT, asked, None, "semantic") is None
+    assert await cache.lookup("tenant:a", CONTEXT, stored.lower(), None, "semantic") is not None

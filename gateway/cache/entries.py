@@ -3,28 +3,37 @@ for entries stored under a semantic policy, by loose key: case and punctuation a
 namespace. A mirror of SQLite's rows without their vectors and answers, rebuilt at start-up;
 lookups read only this and the vector index, and fetch answers only for an exact hit or for
 semantic candidates at or above the serving rule's floor. Entries stored under a semantic policy
-are also found by the loose key of their text with its typos folded (``fold``, the cache's
-speller), so that a typo on either side still meets its stored question (``typo_match``). Not
-thread-safe: used on the event loop only.
+are also found by the loose key of their text with its typos folded (``typo_keys``), so that a
+typo on either side still meets its stored question (``typo_match``). The table never folds a
+text itself: folding every stored text at start-up held the loop for over a second at 100,000
+entries, so an entry comes in without its typo key and waits in ``unkeyed`` until the cache
+hands the key over (``set_typo_keys``: at once for its own writes, from a thread for what it
+loads or a peer stored). Not thread-safe: used on the event loop only.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Iterable
 
 from gateway.cache.fingerprint import loose_key
 from gateway.cache.store import StoredEntry
 
 
 class EntryTable:
-    def __init__(self, fold: Callable[[str], str] | None = None) -> None:
+    def __init__(self, typos: bool = False) -> None:
+        """``typos``: whether entries are to be found by their typo keys (folding is on)."""
         self._by_id: OrderedDict[int, StoredEntry] = OrderedDict()
         self._exact: dict[bytes, int] = {}
         self._folded: dict[bytes, int] = {}  # loose keys of texts whose typos folding changed
         self._folded_of: dict[int, bytes] = {}  # and back, so removing never folds again
-        self._fold = fold
+        self._typos = typos
+        self._unkeyed: dict[int, None] = {}  # semantic entries awaiting their typo key, in order
+        self.unkeyed_added = asyncio.Event()
+        self.all_keyed = asyncio.Event()
+        self.all_keyed.set()
         self._namespaces: dict[str, set[int]] = {}
 
     def __len__(self) -> int:
@@ -43,9 +52,10 @@ class EntryTable:
         self._exact[entry.exact_key] = entry.entry_id
         if entry.has_vector:  # stored under a semantic policy: case and punctuation are loose
             self._exact.setdefault(_loose(entry), entry.entry_id)
-            if (folded := self._folded_key(entry)) is not None:
-                self._folded.setdefault(folded, entry.entry_id)
-                self._folded_of[entry.entry_id] = folded
+            if self._typos:
+                self._unkeyed[entry.entry_id] = None
+                self.unkeyed_added.set()
+                self.all_keyed.clear()
         self._namespaces.setdefault(entry.namespace, set()).add(entry.entry_id)
 
     def ids(self) -> set[int]:
@@ -68,12 +78,37 @@ class EntryTable:
             entry_id = self._exact.get(key)
         return None if entry_id is None else self._by_id.get(entry_id)
 
-    def _folded_key(self, entry: StoredEntry) -> bytes | None:
-        if self._fold is None:
-            return None
-        folded = self._fold(entry.text)
-        return None if folded == entry.text else loose_key(entry.namespace, entry.fingerprint,
-                                                           folded)
+    def unkeyed(self, count: int) -> list[StoredEntry]:
+        """Up to ``count`` entries still waiting for their typo key, the longest-waiting first."""
+        out: list[StoredEntry] = []
+        for entry_id in self._unkeyed:
+            if len(out) >= count:
+                break
+            out.append(self._by_id[entry_id])
+        return out
+
+    @property
+    def unkeyed_count(self) -> int:
+        return len(self._unkeyed)
+
+    @property
+    def typo_key_count(self) -> int:
+        """Entries found by a typo key: at most one per entry, gone with it."""
+        return len(self._folded_of)
+
+    def set_typo_keys(self, keys: Iterable[tuple[int, bytes | None]]) -> None:
+        """Register typo keys (None: folding leaves the text as it is); an entry removed while
+        its key was being made is skipped, and the first entry with a key keeps it."""
+        for entry_id, key in keys:
+            if entry_id not in self._unkeyed:
+                continue
+            del self._unkeyed[entry_id]
+            if key is not None:
+                self._folded.setdefault(key, entry_id)
+                self._folded_of[entry_id] = key
+        if not self._unkeyed:
+            self._unkeyed = {}  # a dict never shrinks: the 100,000 slots of an open are handed back
+            self.all_keyed.set()
 
     def touch(self, entry_id: int) -> None:
         """Mark as just used: the last to be evicted."""
@@ -87,6 +122,9 @@ class EntryTable:
         for key in (entry.exact_key, _loose(entry)):
             if self._exact.get(key) == entry_id:
                 del self._exact[key]
+        self._unkeyed.pop(entry_id, None)
+        if not self._unkeyed:
+            self.all_keyed.set()
         folded = self._folded_of.pop(entry_id, None)
         if folded is not None and self._folded.get(folded) == entry_id:
             del self._folded[folded]

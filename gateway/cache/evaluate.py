@@ -139,6 +139,7 @@ async def _run_chunk(chunk: Sequence[Pair], embed: Embed, space: VectorSpace,
         for i, text in enumerate(sent_a):
             await cache.store(f"pair:{i}", _CONTEXT, text, vectors[i], _ANSWER)
         await cache.flush()
+        await cache.typo_keys_made()  # as a running gateway would have them
         outcomes = []
         for i, (pair, text) in enumerate(zip(chunk, sent_b, strict=True)):
             hit = await cache.lookup(f"pair:{i}", _CONTEXT, text, vectors[len(chunk) + i],

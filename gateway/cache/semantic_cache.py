@@ -15,7 +15,9 @@ makes them visible. Expired and least-recently-used entries beyond ``max_entries
 the same task. With a shared backend (``pg_store.PgCacheStore``) the peers' changes arrive as
 notices, which a second task applies to this replica's table and graphs (``peers.Peers``).
 ``save()`` writes changed graphs; ``open`` loads them and reconciles them with the database
-(entries newer than the saved graph are added, removed ones deleted), or rebuilds them.
+(``graphs.reconcile``). With typo folding on, a third task keys loaded and peer-stored entries'
+texts by their folded form in a worker thread (``typo_keys.fill``), so that no start-up waits on
+folding 100,000 texts.
 
 Touches the cache database (or the backend it is given) and the index directory named in its
 settings, nothing else.
@@ -40,6 +42,7 @@ from gateway.cache import spelling
 from gateway.cache.backend import AnswerSource, CacheBackend
 from gateway.cache.entries import EntryTable
 from gateway.cache.fingerprint import exact_key, loose_key
+from gateway.cache.graphs import reconcile
 from gateway.cache.index import (
     FloatArray,
     IndexSet,
@@ -54,6 +57,7 @@ from gateway.cache.rule import Rule, describe, serving_rule
 from gateway.cache.spelling import KeyFolder, Speller
 from gateway.cache.store import CacheStore, NewEntry, StoredEntry
 from gateway.cache.text_features import Profile, profile
+from gateway.cache.typo_keys import fill, typo_key
 from gateway.core.cache_settings import CacheSettings, Policy
 from gateway.core.lifecycle import stop_task
 from gateway.core.postgres import STORAGE_ERRORS
@@ -92,7 +96,7 @@ class SemanticCache:
         self._store = store
         self._index = index
         self._clock = clock
-        self._table = EntryTable(speller.fold if speller is not None else None)
+        self._table = EntryTable(typos=speller is not None)
         self._pending: list[NewEntry] = []
         self._pending_keys: set[bytes] = set()
         self._hits: dict[int, tuple[float, int]] = {}
@@ -101,6 +105,7 @@ class SemanticCache:
         self._tasks: list[asyncio.Task[None]] = []
         self._peers = Peers(self._table, index, store, space, self._flush_lock)
         self._peer_task: asyncio.Task[None] | None = None
+        self._typo_task: asyncio.Task[None] | None = None
         self._last_save = 0.0
         self._stopping = False
         self._profiles: OrderedDict[int, Profile] = OrderedDict()
@@ -133,6 +138,9 @@ class SemanticCache:
         except BaseException:
             await cache._close_resources()
             raise
+        if speller is not None:  # the loaded rows' typo keys, made off the loop (``typo_keys``)
+            cache._typo_task = asyncio.create_task(fill(cache._table, speller.fold),
+                                                   name="cache-typo-keys")
         return cache
 
     def key_text(self, text: str) -> str:
@@ -305,7 +313,25 @@ class SemanticCache:
         for entry_id, e in zip(ids, batch, strict=True):
             self._table.add(StoredEntry(entry_id, e.namespace, e.fingerprint, e.exact_key,
                                         e.text, e.vector is not None, e.created_at, e.expires_at))
+        if self.speller is not None:
+            self._table.set_typo_keys(self._remembered_keys(ids, batch))
         return len(ids)
+
+    def _remembered_keys(self, ids: list[int], batch: list[NewEntry]
+                         ) -> list[tuple[int, bytes | None]]:
+        """Typo keys of new semantic entries whose fold, made by the request to embed the text,
+        is still remembered; the others wait for the background task (folding a batch here
+        could hold the loop ~0.1 ms per misspelt word)."""
+        keys: list[tuple[int, bytes | None]] = []
+        for entry_id, e in zip(ids, batch, strict=True):
+            folded = self._fold.remembered(e.text)
+            if e.vector is not None and folded is not None:
+                keys.append((entry_id, typo_key(e.namespace, e.fingerprint, e.text, folded)))
+        return keys
+
+    async def typo_keys_made(self) -> None:
+        """Wait until every entry has its typo key (a batch evaluation, a test)."""
+        await self._table.all_keyed.wait()
 
     async def _index_new(self, written: list[tuple[int, NewEntry]]) -> None:
         if self._index is None:
@@ -362,6 +388,8 @@ class SemanticCache:
             "enabled": self.enabled,
             "semantic": self.semantic,
             "entries": len(self._table),
+            "typo_keys": self._table.typo_key_count,
+            "typo_keys_pending": self._table.unkeyed_count,
             "pending": len(self._pending),
             "namespaces": len(self._table.namespaces()),
             "threshold": self.settings.threshold,
@@ -391,56 +419,11 @@ class SemanticCache:
         if self._index is None or self.space is None:
             return
         await self._index.load(self.settings.index_dir)
-        changed = False
-        wanted = self._vector_ids()
-        for namespace in set(self._index.namespaces()) - set(wanted):
-            await self._index.drop(namespace)
-            changed = True
-        for namespace, ids in wanted.items():
-            changed = await self._reconcile(namespace, ids) or changed
+        namespaces, changed = await reconcile(self._table, self._index, self._store, self.space)
         if changed:
             await self.save()
-        log.info("cache open: %d entries in %d namespaces (%s)", len(self._table), len(wanted),
+        log.info("cache open: %d entries in %d namespaces (%s)", len(self._table), namespaces,
                  describe(self.rule, self.settings))
-
-    def _vector_ids(self) -> dict[str, set[int]]:
-        wanted: dict[str, set[int]] = {}
-        for namespace in self._table.namespaces():
-            ids = {i for i in self._table.in_namespace(namespace)
-                   if (e := self._table.get(i)) is not None and e.has_vector}
-            if ids:
-                wanted[namespace] = ids
-        return wanted
-
-    async def _reconcile(self, namespace: str, ids: set[int]) -> bool:
-        """Bring a namespace's graph in line with SQLite; True when it had to change."""
-        assert self._index is not None and self._store is not None and self.space is not None
-        if namespace not in self._index.namespaces():
-            await self._rebuild(namespace)
-            return True
-        labels = await self._index.labels(namespace)
-        missing, stale = sorted(ids - labels), sorted(labels - ids)
-        if missing:
-            found, vectors = await self._store.vectors_by_id(missing, self.space.dim)
-            await self._index.add(namespace, found, vectors)
-        if stale:
-            await self._index.remove(namespace, stale)
-        await self._index.set_live(namespace, len(ids))
-        if missing or stale:
-            log.info("cache graph %s: %d entries added, %d removed since it was saved",
-                     namespace, len(missing), len(stale))
-        return bool(missing or stale)
-
-    async def _rebuild(self, namespace: str) -> None:
-        assert self._index is not None and self._store is not None and self.space is not None
-        ids: list[int] = []
-        parts: list[FloatArray] = []
-        async for batch_ids, vectors in self._store.vectors(namespace, self.space.dim):
-            ids.extend(batch_ids)
-            parts.append(vectors)
-        matrix = np.concatenate(parts) if parts else np.empty((0, self.space.dim), np.float32)
-        await self._index.install(namespace, await self._index.build(ids, matrix))
-        log.info("cache graph %s rebuilt from the database (%d vectors)", namespace, len(ids))
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -472,9 +455,10 @@ class SemanticCache:
         """Stop the writer, write what is queued, save the graphs, release everything."""
         self._stopping = True
         self._wake.set()
-        if self._peer_task is not None:
-            await stop_task(self._peer_task)  # only this replica's memory: safe to cut short
-            self._peer_task = None
+        for background in (self._peer_task, self._typo_task):
+            if background is not None:  # only this replica's memory: safe to cut short
+                await stop_task(background)
+        self._peer_task = self._typo_task = None
         for task in self._tasks:
             await task
         self._tasks.clear()

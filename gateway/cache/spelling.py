@@ -210,6 +210,10 @@ class KeyFolder:
         self._size = size
         self._memo: OrderedDict[str, str] = OrderedDict()
 
+    def remembered(self, text: str) -> str | None:
+        """``text``'s fold if it is still in the memo (or folding is off), without folding."""
+        return text if self.speller is None else self._memo.get(text)
+
     def __call__(self, text: str) -> str:
         if self.speller is None:
             return text
