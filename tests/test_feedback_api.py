@@ -1,5 +1,6 @@
 """``POST /v1/feedback`` (gateway/api/feedback.py): who may rate which answer, what bad input gets,
-and that feedback is written to the signal store, cached answers and restarts included."""
+and that feedback is written to the signal store, cached answers and restarts included (an
+escalated answer's score read back after a restart is learned as observed after the escalation)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,18 @@ from aiohttp.test_utils import TestClient
 
 from gateway.cache.context import CACHE
 from gateway.routing.context import SIGNALS
+from gateway.routing.learned.context import LEARNER
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI
 from tests.tenant_fixtures import GATEWAY_ENV, bearer, new_tenant_key
+from tests.test_gateway_learning import (
+    TAX_SEEN,
+    Tiers,
+    fakes,  # noqa: F401  (the two-tier fakes fixture)
+)
+from tests.test_gateway_learning import _ask as ask_auto
+from tests.test_gateway_learning import _config as learning_config
+from tests.test_gateway_learning import _gateway as learning_gateway
 
 Keyed = tuple[TestClient, str, str]
 
@@ -207,3 +217,29 @@ async def test_feedback_past_the_keys_allowance_is_a_429_and_not_recorded(
     # Another key has an allowance of its own.
     other = await _feedback(client, globex, {"request_id": "unknown", "score": "good"})
     assert other.status == 404
+
+
+async def test_feedback_on_an_escalated_answer_after_a_restart_is_learned_as_escalated(
+    fakes: Tiers, aiohttp_client: Any, tmp_path: Path  # noqa: F811  (the fixture imported)
+) -> None:
+    # The cheap fake answers tax questions empty, so the reasoning tier answers them only
+    # because of that; a score of its answer, read back from the signal store after a restart,
+    # must say so too, or it would pull the reasoning estimate down where the cheap tier fails.
+    _, _, cheap_url, strong_url = fakes
+    config = learning_config(cheap_url, strong_url, explore_share=0.0)
+    client = await learning_gateway(aiohttp_client, tmp_path, config)
+    headers = await ask_auto(client, TAX_SEEN[0])
+    assert headers["x-gateway-escalated"] == "cheap->reasoning: empty_answer"
+    path = client.app[LEARNER].path
+    await client.close()
+
+    again = await learning_gateway(aiohttp_client, tmp_path, config)
+    resp = await again.post("/v1/feedback", json={"request_id": headers["x-request-id"],
+                                                  "score": "bad"})
+    assert resp.status == 200 and (await resp.json())["tier"] == "reasoning"
+    await again.close()
+    assert path is not None
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT source, tier, escalated FROM outcomes ORDER BY id").fetchall()
+    assert rows == [("escalation", "cheap", 0), ("answer", "reasoning", 1),
+                    ("feedback", "reasoning", 1)]

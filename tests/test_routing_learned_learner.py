@@ -360,7 +360,7 @@ async def test_an_escalation_observed_outcome_keeps_its_flag_across_a_restart(
         await second.close()
 
 
-async def test_an_older_file_without_the_escalation_flag_reads_its_rows_as_direct(
+async def test_an_older_file_without_the_escalation_columns_reads_its_rows_as_direct(
     tmp_path: Path, tax_vectors: FloatArray,
 ) -> None:
     path = tmp_path / "learning.sqlite3"
@@ -368,6 +368,9 @@ async def test_an_older_file_without_the_escalation_flag_reads_its_rows_as_direc
         db.execute("CREATE TABLE outcomes (id INTEGER PRIMARY KEY, scope TEXT NOT NULL, "
                    "tier TEXT NOT NULL, acceptable REAL NOT NULL, weight REAL NOT NULL, "
                    "at_s REAL NOT NULL, tenant TEXT, source TEXT NOT NULL, vector BLOB NOT NULL)")
+        db.execute("CREATE TABLE linear (scope TEXT NOT NULL, tier TEXT NOT NULL, a BLOB NOT NULL,"
+                   " b BLOB NOT NULL, total REAL NOT NULL, at_s REAL NOT NULL, "
+                   "through_id INTEGER NOT NULL, PRIMARY KEY (scope, tier))")
         db.executemany(
             "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector)"
             " VALUES ('', 'reasoning', 0.0, 1.0, 0.0, NULL, 'feedback', ?)",
@@ -384,3 +387,29 @@ async def test_an_older_file_without_the_escalation_flag_reads_its_rows_as_direc
     with sqlite3.connect(path) as db:
         flags = [f for (f,) in db.execute("SELECT escalated FROM outcomes ORDER BY id")]
     assert flags == [0] * 11 + [1]
+
+
+async def test_a_changed_escalated_weight_rebuilds_the_linear_checkpoint_from_the_outcomes(
+    tmp_path: Path, tax_vectors: FloatArray, chat_vectors: FloatArray,
+) -> None:
+    # The checkpoint was folded leaving the escalated reasoning failures out; read back with
+    # them counted in full, it must not keep saying what the old setting made of them.
+    path = tmp_path / "learning.sqlite3"
+    outcomes = [*fail_tax_pass_chat(tax_vectors, chat_vectors, at_s=5.0),
+                *(replace(_escalated(v, "reasoning", False), at_s=5.0) for v in tax_vectors)]
+    first = Learner(learning(linear_weight=1000.0, ridge=0.1), path=path, clock=still(5.0))
+    await first.start()
+    first.learn(outcomes)
+    await first.close()
+
+    counted = learning(linear_weight=1000.0, ridge=0.1, escalated_weight=1.0)
+    second = Learner(counted, path=path, clock=still(5.0))
+    await second.start()
+    try:
+        after = [second.estimate(v, TIERS)["reasoning"].p for v in tax_vectors]
+    finally:
+        await second.close()
+    alone = Learner(counted, clock=still(5.0))  # the same outcomes, learned with the new say
+    alone.learn(outcomes)
+    expected = [alone.estimate(v, TIERS)["reasoning"].p for v in tax_vectors]
+    assert after == pytest.approx(expected, abs=1e-3)

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
+import pytest
+
 from gateway.core.routing_settings import LearningSettings
 from gateway.routing.learned.learner import Learner
 from gateway.routing.learned.policy import (
+    CALIBRATE_AFTER,
+    PRIOR_ACCEPTABLE,
     CalibrationWindow,
     LearnedPolicy,
     cheapest_reaching,
@@ -153,6 +157,36 @@ def test_the_calibrated_threshold_gives_up_no_more_than_the_target_allows() -> N
     assert window.threshold(1.0) == 1.0  # nothing to give up: only a cheap tier as good
     window.add(0.95, 0.05, 1.0)  # a ring: this replaces the first
     assert window.size == 4 and window.threshold(0.95) == 0.9
+
+
+async def test_the_calibrated_threshold_is_in_the_units_the_criterion_reads_it_in(
+    tax_vectors: FloatArray,
+) -> None:
+    # The same prompt decided CALIBRATE_AFTER times: the threshold settles on that prompt's own
+    # flip point, a ratio for ``best`` and one less the shortfall over 0.9 for ``gain`` (a
+    # ratio read as a shortfall would send prompts cheap that the target does not allow).
+    def settled(relative_to: str) -> tuple[float, float, float]:
+        settings = learning(k=32, sharpness=0.0, prior_weight=0.1, linear_weight=0.0,
+                            relative_to=relative_to, quality_target=0.85,
+                            calibration_window=CALIBRATE_AFTER)
+        policy = policy_for(Always("cheap"), settings)
+        policy.learner.learn([outcome(v, "cheap", i % 3 == 0) for i, v in
+                              enumerate(tax_vectors[:-1])]
+                             + [outcome(v, "reasoning", i % 2 == 1) for i, v in
+                                enumerate(tax_vectors[:-1])])
+        for _ in range(CALIBRATE_AFTER):
+            decision = policy.refine(Always("cheap").decision, tax_vectors[-1],
+                                     may_explore=False)
+        assert decision.learned is not None
+        cheap, strong = decision.learned.estimate("cheap"), decision.learned.estimate("reasoning")
+        assert cheap is not None and strong is not None
+        return policy.threshold, cheap.p, strong.p
+
+    threshold, cheap, strong = settled("best")
+    assert threshold == pytest.approx(cheap / strong)
+    threshold, cheap, strong = settled("gain")
+    assert threshold == pytest.approx(1.0 - (strong - cheap) / PRIOR_ACCEPTABLE)
+    assert abs(threshold - cheap / strong) > 0.05
 
 
 def test_estimates_that_ran_above_the_outcomes_are_corrected(tax_vectors: FloatArray) -> None:

@@ -64,6 +64,29 @@ async def test_an_escalated_answer_counts_for_the_answering_tier_with_its_config
     assert _p(learner, tax_vectors[0], "cheap") < 0.9 < _p(learner, tax_vectors[0], "reasoning")
 
 
+async def test_in_a_chain_of_three_a_middle_tier_asked_after_a_failed_check_is_escalated(
+    tax_vectors: FloatArray,
+) -> None:
+    # cheap failed a check, so mid was asked only because of it: mid's own failure speaks of
+    # the prompts cheap fails and stays out of mid's estimate, like the answer that followed.
+    prior = {"cheap": 0.9, "mid": 0.9, "reasoning": 0.9}
+    feed, learner = _feed()
+    feed.answered(_answer(tax_vectors[0], tier="reasoning",
+                          failed=(("cheap", "empty_answer"), ("mid", "invalid_json"))))
+    await learner.drained()
+    after_check = learner.estimate(tax_vectors[0], tuple(prior), prior=prior)
+    assert learner.stats().remembered == 1
+    assert after_check["cheap"].p < 0.9
+    assert after_check["mid"].p == after_check["reasoning"].p == 0.9
+    # cheap was unavailable instead: mid was asked as if first, and its failure counts.
+    feed, learner = _feed()
+    feed.answered(_answer(tax_vectors[0], tier="reasoning",
+                          failed=(("cheap", "tier_failed"), ("mid", "invalid_json"))))
+    await learner.drained()
+    after_outage = learner.estimate(tax_vectors[0], tuple(prior), prior=prior)
+    assert after_outage["mid"].p < 0.9 == after_outage["reasoning"].p
+
+
 async def test_a_tier_whose_deployments_all_failed_weighs_as_a_provider_failure(
     tax_vectors: FloatArray,
 ) -> None:

@@ -119,13 +119,17 @@ def test_learning_bias_correction_and_margin_are_read_and_checked() -> None:
     assert s.bias_correction is False and s.margin == 1.5
     with pytest.raises(ConfigError, match=r"routing\.learning\.margin"):
         parse({"learning": {"margin": -1}})
+    with pytest.raises(ConfigError, match=r"routing\.learning\.bias_correction"):
+        parse({"learning": {"bias_correction": "yes"}})
 
 
 def test_learning_gain_criterion_and_escalated_weight_are_read_and_checked() -> None:
-    s = parse({"learning": {"relative_to": "gain", "escalated_weight": 0.25}}).learning
-    assert (s.relative_to, s.escalated_weight) == ("gain", 0.25)
-    assert parse({}).learning.escalated_weight == 0.0  # left out unless configured
-    with pytest.raises(ConfigError, match=r"routing\.learning\.escalated_weight"):
-        parse({"learning": {"escalated_weight": 1.5}})
-    with pytest.raises(ConfigError, match=r"routing\.learning\.bias_correction"):
-        parse({"learning": {"bias_correction": "yes"}})
+    s = parse({"learning": {"relative_to": "best", "escalated_weight": 0.25}}).learning
+    assert (s.relative_to, s.escalated_weight) == ("best", 0.25)
+    default = parse({}).learning
+    assert (default.relative_to, default.escalated_weight) == ("gain", 0.0)
+    for bad in (1.5, -0.1):
+        with pytest.raises(ConfigError, match=r"routing\.learning\.escalated_weight"):
+            parse({"learning": {"escalated_weight": bad}})
+    with pytest.raises(ConfigError, match=r"routing\.learning\.relative_to"):
+        parse({"learning": {"relative_to": "ratio"}})

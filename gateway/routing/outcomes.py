@@ -14,8 +14,9 @@ source:
 
 and from ``feedback`` (``POST /v1/feedback``) the tenant's own score of one of its answers, cached
 ones included (the first score of an answer only: later ones are recorded, not learned). An
-outcome of the tier that answered after a cheaper tier's answer failed a check is marked
-``escalated``: that tier was asked only because of the failure, so the learner keeps it out of
+outcome of a tier asked after a cheaper tier's answer failed a check (the one that answered, or
+one further up the chain whose answer failed in turn) is marked ``escalated``: that tier was
+asked only because of the failure, so the learner keeps it out of
 the tier's unconditional estimate (a tier that failed for availability selects no prompt and
 leaves the next tier's outcome direct). Each
 becomes an ``Outcome`` for the learner, keyed by the prompt's vector (no
@@ -75,10 +76,12 @@ class OutcomeFeed:
         """A request answered with a 200: record it, learn from it, check it for a retry."""
         if self.signals is not None:
             self.signals.answer(answered)
+        selected = False  # a tier asked after a cheaper one failed a check: selected by it
         for tier, reason in answered.failed:
             failed = reason == EscalationKind.TIER_FAILED
             source = Source.PROVIDER_FAILURE if failed else Source.ESCALATION
-            self._observe(answered, tier, 0.0, source, escalated=False)
+            self._observe(answered, tier, 0.0, source, escalated=selected)
+            selected = selected or not failed
         if not answered.cached:
             self._observe(answered, answered.tier, 1.0, Source.ANSWER)
         if self.settings.retry_window_s > 0:

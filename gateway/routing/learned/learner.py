@@ -20,7 +20,8 @@ routes do. An outcome observed after an escalation (the tier was asked only beca
 tier's answer failed) is conditioned on that failure: it says how the tier does on the prompts
 its cheaper tier fails, not on prompts like this one, so it counts ``escalated_weight`` of its
 weight in its tier's estimate (0 by default: not at all; it is still written, so a changed
-setting restores it); the cheaper tier's failure is an outcome of its own and counts in full.
+setting restores it, the linear checkpoint then rebuilt from the kept outcomes); the cheaper
+tier's failure is an outcome of its own and counts in full.
 The linear statistics are refitted off the event loop (a worker thread) and checkpointed beside
 the outcomes, with each tier's measured estimate bias. Memory is bounded per scope (``global``
 or one per tenant). Touches only its SQLite file.
@@ -317,7 +318,7 @@ class Learner:
         if self.path is not None:
             self._store = await OutcomeStore.open(self.path)
             rows = await self._store.load(self.settings.max_outcomes)
-            linear = await self._store.load_linear()
+            linear = await self._store.load_linear(self.settings.escalated_weight)
             self._errors = {t: [e, n] for t, (e, n) in (await self._store.load_bias()).items()}
             if rows or linear:
                 await asyncio.to_thread(self._restore, rows, linear)
@@ -405,7 +406,7 @@ class Learner:
             return
         for scope, linear in list(self._linear.items()):
             states = await asyncio.to_thread(linear.state)
-            await self._store.save_linear(scope, states)
+            await self._store.save_linear(scope, states, self.settings.escalated_weight)
         await self._store.save_bias({t: (e, n) for t, (e, n) in self._errors.items()})
 
     async def drained(self) -> None:

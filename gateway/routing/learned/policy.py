@@ -92,6 +92,18 @@ def lower_bound(e: TierEstimate, margin: float, prior_weight: float) -> float:
     return p - margin * math.sqrt(p * (1.0 - p) / (prior_weight + e.evidence))
 
 
+def flip_target(cheap: float, best: float, relative_to: str) -> float:
+    """The highest quality target at which a cheaper tier estimated at ``cheap`` (after any
+    margin) still qualifies beside a ``best`` estimate, in the units ``relative_to`` gives the
+    target: ``cheap / best``, ``cheap / PRIOR_ACCEPTABLE``, or with ``gain`` one less the
+    shortfall in units of ``PRIOR_ACCEPTABLE`` (what ranks prompts and calibrates the threshold)."""
+    if relative_to == "gain":
+        return 1.0 - (best - cheap) / PRIOR_ACCEPTABLE
+    if relative_to == "prior":
+        return cheap / PRIOR_ACCEPTABLE
+    return cheap / best if best > 0 else 1.0
+
+
 def cheapest_reaching(
     estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float,
     margin: float = 0.0, prior_weight: float = 1.0, reference: float | None = None, *,
@@ -193,14 +205,16 @@ class LearnedPolicy:
             return
         best = max(e.p for e in estimates.values())
         cheapest = estimates[self.order[0]].p
-        window.add(cheapest / best if best > 0 else 1.0, best - cheapest, best)
+        # In the units the threshold is read in (``relative_to``), or the calibrated threshold
+        # would be a ratio read as a shortfall.
+        window.add(flip_target(cheapest, best, self.settings.relative_to), best - cheapest, best)
         if window.size >= min(CALIBRATE_AFTER, len(window.ratio)):
             self.threshold = max(MIN_THRESHOLD, window.threshold(self.settings.quality_target))
 
 
 class CalibrationWindow:
-    """The last prompts' (ratio, quality given up if sent to the cheapest tier, best estimate)
-    in a ring of numpy arrays."""
+    """The last prompts' (``flip_target``, quality given up if sent to the cheapest tier, best
+    estimate) in a ring of numpy arrays."""
 
     def __init__(self, size: int) -> None:
         self.ratio = np.zeros(size)

@@ -36,7 +36,7 @@ import numpy.typing as npt
 from gateway.core.routing_settings import TierPlan
 from gateway.core.toml_table import ConfigError
 from gateway.routing.learned.learner import Learner, Outcome, Prior, Source
-from gateway.routing.learned.policy import PRIOR_ACCEPTABLE, LearnedPolicy, lower_bound
+from gateway.routing.learned.policy import LearnedPolicy, flip_target, lower_bound
 from gateway.routing.policy import Decision
 
 FloatArray = npt.NDArray[np.float32]
@@ -254,11 +254,8 @@ def cheap_ratio(learner: Learner, vectors: FloatArray, tiers: tuple[str, str],
     out = np.empty(len(vectors), dtype=np.float32)
     for i, vector in enumerate(vectors):
         e = learner.estimate(vector, tiers, prior=None if priors is None else priors[i])
-        cheap, strong = lower_bound(e[tiers[0]], s.margin, s.prior_weight), e[tiers[1]].p
-        if s.relative_to == "gain":
-            out[i] = 1.0 - (strong - cheap) / PRIOR_ACCEPTABLE
-        else:
-            out[i] = cheap / (PRIOR_ACCEPTABLE if s.relative_to == "prior" else max(strong, 1e-9))
+        cheap = lower_bound(e[tiers[0]], s.margin, s.prior_weight)
+        out[i] = flip_target(cheap, e[tiers[1]].p, s.relative_to)
     return out
 
 

@@ -8,8 +8,9 @@ reading as direct). ``load``
 returns the newest ``limit`` rows of every scope, oldest first; ``trim`` deletes the rest, so
 the file stays as bounded as the memory. Beside them, table ``linear`` holds each scope's
 linear statistics (``LinearState``) as of the newest outcome row then written: on restore, only
-the rows after it are folded into them again; table ``bias`` each tier's measured estimate
-error. Touches only its database file.
+the rows after it are folded into them again (a checkpoint folded with another
+``escalated_weight`` is rebuilt from the rows instead); table ``bias`` each tier's measured
+estimate error. Touches only its database file.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ _SCHEMA = (
         total REAL NOT NULL,
         at_s REAL NOT NULL,
         through_id INTEGER NOT NULL,
+        escalated_weight REAL,
         PRIMARY KEY (scope, tier)
     )""",
     """CREATE TABLE IF NOT EXISTS bias (
@@ -100,7 +102,8 @@ class OutcomeStore:
         async def setup(db: aiosqlite.Connection) -> None:
             for statement in _SCHEMA:
                 await db.execute(statement)
-            await _add_escalated(db)
+            await _add_column(db, "outcomes", "escalated", "INTEGER NOT NULL DEFAULT 0")
+            await _add_column(db, "linear", "escalated_weight", "REAL")
 
         return cls(await open_wal(path, setup))
 
@@ -151,30 +154,35 @@ class OutcomeStore:
             "(PARTITION BY scope ORDER BY id DESC) AS n FROM outcomes) WHERE n > ?)", (limit,),
         )
 
-    async def save_linear(self, scope: str, states: Sequence[LinearState]) -> None:
-        """Replace ``scope``'s linear statistics by ``states``, as of the newest row written."""
+    async def save_linear(self, scope: str, states: Sequence[LinearState],
+                          escalated_weight: float) -> None:
+        """Replace ``scope``'s linear statistics by ``states``, as of the newest row written,
+        folded with ``escalated_weight`` (what a restart with another one cannot reuse)."""
         async with self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outcomes") as cursor:
             row = await cursor.fetchone()
         through = int(row[0]) if row else 0
         await self._db.executemany(  # each row stands alone: its own through_id
-            "INSERT OR REPLACE INTO linear (scope, tier, a, b, total, at_s, through_id) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO linear (scope, tier, a, b, total, at_s, through_id, "
+            "escalated_weight) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(scope, st.tier, st.a.astype(np.float32).tobytes(),
-              st.b.astype(np.float64).tobytes(), st.total, st.at_s, through) for st in states],
+              st.b.astype(np.float64).tobytes(), st.total, st.at_s, through, escalated_weight)
+             for st in states],
         )
 
-    async def load_linear(self) -> list[StoredLinear]:
+    async def load_linear(self, escalated_weight: float) -> list[StoredLinear]:
         """Every saved linear statistic (square ``a`` matrices rebuilt from their size); none of
-        a scope with a damaged row."""
+        a scope with a damaged row or one folded with another ``escalated_weight`` (its
+        escalated outcomes weighed otherwise than the setting now asks)."""
         async with self._db.execute(
-            "SELECT scope, tier, a, b, total, at_s, through_id FROM linear"
+            "SELECT scope, tier, a, b, total, at_s, through_id, escalated_weight FROM linear"
         ) as cursor:
             rows = await cursor.fetchall()
         out, damaged = [], set()
-        for scope, tier, a, b, total, at_s, through in rows:
+        for scope, tier, a, b, total, at_s, through, folded_with in rows:
             flat, coef = _floats(a, np.float32), _floats(b, np.float64)
             side = math.isqrt(flat.size)
-            if side == 0 or side * side != flat.size or coef.size != side:
+            stale = folded_with is not None and float(folded_with) != escalated_weight
+            if stale or side == 0 or side * side != flat.size or coef.size != side:
                 # A damaged row drops its whole scope: the kept outcomes rebuild every tier of
                 # it, which they could not do for one tier beside the others' checkpoints.
                 damaged.add(str(scope))
@@ -205,13 +213,14 @@ class OutcomeStore:
         await self._db.close()
 
 
-async def _add_escalated(db: aiosqlite.Connection) -> None:
-    """Files written before outcomes carried the escalation flag get the column; their rows
-    read as observed directly, which is what they were counted as when they were learned."""
-    async with db.execute("PRAGMA table_info(outcomes)") as cursor:
+async def _add_column(db: aiosqlite.Connection, table: str, column: str, declared: str) -> None:
+    """A file written before ``table`` had ``column`` gets it. Older outcome rows read as
+    observed directly and older checkpoints as folded with any ``escalated_weight`` (NULL): that
+    is what they were, since nothing was flagged when they were written."""
+    async with db.execute(f"PRAGMA table_info({table})") as cursor:
         columns = {str(row[1]) for row in await cursor.fetchall()}
-    if "escalated" not in columns:
-        await db.execute("ALTER TABLE outcomes ADD COLUMN escalated INTEGER NOT NULL DEFAULT 0")
+    if column not in columns:
+        await db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declared}")
 
 
 def _floats(blob: bytes, dtype: type[np.floating[Any]]) -> npt.NDArray[Any]:
