@@ -18,7 +18,13 @@ from gateway.core.config import ModelSettings, ProviderSettings
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.routing.escalation import EscalationKind, EscalationReason
 from gateway.routing.policy import Decision, LearnedNote, Reason, RouteScore, TierEstimate
-from gateway.routing.signals import Answered, PromptVector, Signal, SignalStore, prompt_key
+from gateway.routing.signals import (
+    Answered,
+    SignalRow,
+    SignalStore,
+    VectorRow,
+    prompt_key,
+)
 
 DECISION = Decision("code", "reasoning", Reason.CONFIDENT, "confidence 0.9 >= 0.8",
                     confidence=0.9, score=0.7, margin=0.2,
@@ -142,13 +148,12 @@ async def test_signals_that_arrive_during_a_write_wait_for_the_next_batch(
     sizes: list[int] = []
     ten, twenty = asyncio.Event(), asyncio.Event()
 
-    async def write(signals: Sequence[Signal], vectors: Sequence[PromptVector],
-                    model: str) -> None:
+    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
         sizes.append(len(signals))
         if len(sizes) == 1:
             for i in range(100, 103):  # three requests finish while the first batch is written
                 store.decision(f"r{i}", DECISION, "", None)
-        await real_write(signals, vectors, model)
+        await real_write(signals, vectors)
         ten.set()
         if sum(sizes) >= 20:
             twenty.set()

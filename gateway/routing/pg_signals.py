@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.core.postgres import Database
-from gateway.routing.signals import AnswerRow, PromptVector, Signal
+from gateway.routing.signals import AnswerRow, SignalRow, VectorRow
 
 _SIGNAL_COLUMNS = ("ts", "kind", "request_id", "route", "tier", "deployment", "vector_key",
                    "detail")
@@ -34,14 +34,11 @@ class PgSignalSink:
     def __init__(self, database: Database) -> None:
         self._pool = database.pool
 
-    async def write(self, signals: Sequence[Signal], vectors: Sequence[PromptVector],
-                    model: str) -> None:
+    async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
-            await conn.copy_records_to_table(
-                "signals", records=[s.row() for s in signals], columns=_SIGNAL_COLUMNS
-            )
+            await conn.copy_records_to_table("signals", records=signals, columns=_SIGNAL_COLUMNS)
             if vectors:
-                await conn.executemany(_INSERT_VECTOR, [v.row(model) for v in vectors])
+                await conn.executemany(_INSERT_VECTOR, vectors)
 
     async def answers(self, request_id: str, model: str) -> list[AnswerRow]:
         async with self._pool.acquire() as conn:

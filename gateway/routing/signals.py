@@ -159,12 +159,18 @@ AnswerRow = tuple[float, str | None, str | None, bytes | None, str, bytes | None
 """An ``answer`` signal as stored: ts, route, tier, vector key, detail JSON, vector bytes."""
 
 
+SignalRow = tuple[Any, ...]
+"""A signal as written: ``Signal.row()``."""
+VectorRow = tuple[Any, ...]
+"""A prompt's vector as written: ``PromptVector.row(model)``."""
+
+
 class SignalSink(Protocol):
     """Where batches of signals go: one transaction per batch; a vector already stored for its
     key and model is kept. The two reads serve ``POST /v1/feedback``."""
 
-    async def write(self, signals: Sequence[Signal], vectors: Sequence[PromptVector],
-                    model: str) -> None: ...
+    async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]
+                    ) -> None: ...
 
     async def answers(self, request_id: str, model: str) -> list[AnswerRow]:
         """The latest ``answer`` signals under ``request_id`` (any tenant), newest first."""
@@ -184,12 +190,11 @@ class SqliteSignals:
         self._db = db
         self.path = path
 
-    async def write(self, signals: Sequence[Signal], vectors: Sequence[PromptVector],
-                    model: str) -> None:
+    async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
         await self._db.execute("BEGIN")
         try:
-            await self._db.executemany(_INSERT_SIGNAL, [s.row() for s in signals])
-            await self._db.executemany(_INSERT_VECTOR, [v.row(model) for v in vectors])
+            await self._db.executemany(_INSERT_SIGNAL, signals)
+            await self._db.executemany(_INSERT_VECTOR, vectors)
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
@@ -217,8 +222,11 @@ class SignalStore:
         self._sink = sink
         self._batch = batch
         self._max_pending = max_pending
-        self._signals: list[Signal] = []
-        self._vectors: list[PromptVector] = []
+        # Rows are made as signals arrive, a few microseconds each inside a request, not all
+        # at once when a batch is written: a batch's worth of rows made in one go held the
+        # event loop ~1 ms, the p99 of requests that came then (bench/RESULTS.md, issue 20).
+        self._signals: list[SignalRow] = []
+        self._vectors: list[VectorRow] = []
         self._lock = asyncio.Lock()
         self._writer = BatchWriter(partial(self.flush, until_empty=False),
                                    interval_s=flush_interval_s, name="routing-signals")
@@ -251,9 +259,9 @@ class SignalStore:
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("signal queue full or closed: %d signals dropped", self.dropped)
             return False
-        self._signals.append(signal)
+        self._signals.append(signal.row())
         if vector is not None and signal.vector_key is not None:
-            self._vectors.append(PromptVector(signal.vector_key, vector, signal.ts))
+            self._vectors.append(PromptVector(signal.vector_key, vector, signal.ts).row(self.model))
         if len(self._signals) >= self._batch:
             self._writer.wake()
         return True
@@ -274,7 +282,7 @@ class SignalStore:
                 taken += size
                 self._vectors = []
                 try:
-                    await self._sink.write(signals, vectors, self.model)
+                    await self._sink.write(signals, vectors)
                 except Exception:
                     log.exception("writing %d signals failed; they are dropped", len(signals))
                     self.dropped += len(signals)

@@ -95,13 +95,25 @@ def _row(record: UsageRecord) -> tuple[Any, ...]:
             r.ttft_ms, r.api, r.answered_model)
 
 
+_Queued = tuple[bool, tuple[Any, ...], tuple[tuple[Any, ...], ...]]
+"""A queued row as it will be written: usage (True) or refusal, the row, the usage row's
+failed attempts. Made when the row is queued, a few microseconds inside its request: made a
+batch at a time, they held the event loop ~1 ms at each write (bench/RESULTS.md, issue 20)."""
+
+
+def _queued(record: UsageRecord | RefusalRecord) -> _Queued:
+    if isinstance(record, RefusalRecord):
+        return False, _refusal_row(record), ()
+    return True, _row(record), tuple((record.ts, record.request_id, d) for d in record.failed)
+
+
 class Ledger:
     """A bounded queue of usage and refusal rows and the task that writes it to the store."""
 
     def __init__(self, store: TenantStore, settings: LedgerSettings | None = None) -> None:
         self._store = store
         self._settings = settings or LedgerSettings()
-        self._pending: list[UsageRecord | RefusalRecord] = []
+        self._pending: list[_Queued] = []
         self._flush_lock = asyncio.Lock()
         self._progress = asyncio.Condition()
         self._writer = BatchWriter(self._write_queued, interval_s=self._settings.flush_interval_s,
@@ -127,7 +139,7 @@ class Ledger:
                 log.warning("ledger queue full (%d rows) or closed: dropping usage rows",
                             len(self._pending))
             return False
-        self._pending.append(record)
+        self._pending.append(_queued(record))
         if len(self._pending) >= self._settings.batch_rows:
             self._writer.wake()
         return True
@@ -191,23 +203,23 @@ class Ledger:
         """The folded refusals of past minutes (and this one's so far) as rows of their own."""
         folded, self._folded = self._folded, {}
         for (minute, tenant, api, method, status, code), count in folded.items():
-            self._pending.append(RefusalRecord(
+            self._pending.append(_queued(RefusalRecord(
                 ts=minute * 60.0 + 59.0, request_id="", api=api, method=method, status=status,
                 code=code, tenant=tenant, count=count,
-            ))
+            )))
 
     async def wait_written(self, count: int) -> None:
         """Return once at least ``count`` rows have been written in total."""
         async with self._progress:
             await self._progress.wait_for(lambda: self.written >= count)
 
-    async def _write(self, batch: list[UsageRecord | RefusalRecord]) -> None:
-        usage = [r for r in batch if isinstance(r, UsageRecord)]
-        failed = [(r.ts, r.request_id, d) for r in usage for d in r.failed]
-        refusals = [_refusal_row(r) for r in batch if isinstance(r, RefusalRecord)]
-        await self._store.write_usage([_row(r) for r in usage], failed, refusals)
+    async def _write(self, batch: list[_Queued]) -> None:
+        usage = [row for is_usage, row, _ in batch if is_usage]
+        failed = [attempt for _, _, attempts in batch for attempt in attempts]
+        refusals = [row for is_usage, row, _ in batch if not is_usage]
+        await self._store.write_usage(usage, failed, refusals)
 
-    def _requeue(self, batch: list[UsageRecord | RefusalRecord]) -> None:
+    def _requeue(self, batch: list[_Queued]) -> None:
         room = max(0, self._settings.max_pending_rows - len(self._pending))
         kept = batch[:room]
         self._pending[:0] = kept
