@@ -10,8 +10,13 @@ import pytest
 
 from gateway.core.answer import Deployment, Json
 from gateway.core.chat import ChatRequest, parse_chat_request
+from gateway.core.config import ModelSettings, ProviderSettings, Timeouts
 from gateway.core.errors import UpstreamFailure
+from gateway.upstream.calls import Upstream
+from gateway.upstream.chunk_stream import ChunkStream
+from gateway.upstream.http_client import HttpClient
 from gateway.upstream.providers.base import Provider
+from gateway.upstream.providers.openai import OpenAIProvider
 
 Fake = TypeVar("Fake")
 
@@ -57,3 +62,14 @@ def chat(**body: Any) -> ChatRequest:
     body.setdefault("model", "smart")
     body.setdefault("messages", [{"role": "user", "content": "Hi"}])
     return parse_chat_request(orjson.dumps(body))
+
+
+def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> ChunkStream:
+    """A streamed chat from the OpenAI adapter at ``url``, as failover hands it to the relay."""
+    deployment = Deployment(
+        ModelSettings(name="smart", provider="p", upstream_model="up", tier="smart"),
+        ProviderSettings(name="p", kind="openai", base_url=url,
+                         timeouts=Timeouts(chunk_timeout_s=chunk_timeout_s)))
+    stream = OpenAIProvider(Upstream(client)).stream(chat(stream=True), deployment)
+    assert isinstance(stream, ChunkStream)
+    return stream

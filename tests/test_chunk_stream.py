@@ -14,14 +14,11 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from gateway.core.answer import Deployment, Json
-from gateway.core.config import ModelSettings, ProviderSettings, Timeouts
+from gateway.core.answer import Json
 from gateway.core.errors import FailureKind, UpstreamFailure
-from gateway.upstream.calls import Upstream
 from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_client import HttpClient
-from gateway.upstream.providers.openai import OpenAIProvider
-from tests.provider_harness import chat
+from tests.provider_harness import open_stream
 
 
 def event(content: str | None, finish: str | None = None) -> bytes:
@@ -98,16 +95,6 @@ async def pushed(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
     async with asyncio.timeout(10):
         await consumer.ended.wait()
     return [first, *consumer.chunks], consumer.failure.kind if consumer.failure else None
-
-
-def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> ChunkStream:
-    deployment = Deployment(
-        ModelSettings(name="smart", provider="p", upstream_model="up", tier="smart"),
-        ProviderSettings(name="p", kind="openai", base_url=url,
-                         timeouts=Timeouts(chunk_timeout_s=chunk_timeout_s)))
-    stream = OpenAIProvider(Upstream(client)).stream(chat(stream=True), deployment)
-    assert isinstance(stream, ChunkStream)
-    return stream
 
 
 @pytest.mark.parametrize(("pieces", "texts", "kind"), [

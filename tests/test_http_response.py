@@ -15,14 +15,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from gateway.core.answer import Deployment, Json
-from gateway.core.config import ModelSettings, ProviderSettings, Timeouts
+from gateway.core.answer import Json
 from gateway.core.errors import FailureKind, UpstreamFailure
-from gateway.upstream.calls import Upstream
 from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_client import HttpClient
-from gateway.upstream.providers.openai import OpenAIProvider
-from tests.provider_harness import chat
+from tests.provider_harness import open_stream
+from tests.tasks import until
 
 HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n")
@@ -75,16 +73,6 @@ async def upstream() -> AsyncIterator[Start]:
     await asyncio.gather(*handlers)
 
 
-def open_stream(client: HttpClient, url: str, chunk_timeout_s: float) -> ChunkStream:
-    deployment = Deployment(
-        ModelSettings(name="smart", provider="p", upstream_model="up", tier="smart"),
-        ProviderSettings(name="p", kind="openai", base_url=url,
-                         timeouts=Timeouts(chunk_timeout_s=chunk_timeout_s)))
-    stream = OpenAIProvider(Upstream(client)).stream(chat(stream=True), deployment)
-    assert isinstance(stream, ChunkStream)
-    return stream
-
-
 def contents(chunks: list[Json]) -> list[str | None]:
     return [c["choices"][0]["delta"].get("content") for c in chunks]
 
@@ -132,11 +120,14 @@ async def test_the_read_timer_stays_off_while_the_sink_is_paused_mid_read(upstre
             consumer = PausingConsumer(stream)
             stream.push(consumer)
             burst.set()
-            await consumer.first.wait()
-            # Paused by the consumer, the stream must outlive several read timeouts: only the
-            # upstream's silence while the gateway reads counts against it.
-            with pytest.raises(TimeoutError):
-                await asyncio.wait_for(consumer.ended.wait(), 5 * chunk_timeout_s)
+            await until(lambda: len(consumer.chunks) == 3, "b, c and d reach the consumer", 10)
+            # Paused by the consumer, the stream must outlive its read timer: only the
+            # upstream's silence while the gateway reads counts against it. The timer armed
+            # before the pause fires, and must neither cut the stream nor arm itself again.
+            response = stream._response
+            assert response is not None
+            await until(lambda: response._timer is None, "the read timer has fired", 10)
+            assert not consumer.ended.is_set()
             stream.resume()
             finish.set()
             async with asyncio.timeout(10):
