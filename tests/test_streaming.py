@@ -244,6 +244,45 @@ async def test_a_client_that_leaves_mid_stream_closes_the_upstream_connection(
     assert not client.server.app[CLIENT_SESSION]._open, "the upstream connection is not pooled"
 
 
+async def gateway_with_write_timeout(aiohttp_server: Any, make_gateway: GatewayFactory,
+                                     provider: Any) -> tuple[web.Application, int]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", provider)
+    server: TestServer = await aiohttp_server(app)
+    client = await make_gateway({
+        "server": {"write_timeout_s": 0.5},
+        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
+        "models": [model("small", "p1", upstream_model="up")]})
+    assert client.server.port is not None
+    return client.server.app, client.server.port
+
+
+async def silent_client(port: int) -> asyncio.StreamWriter:
+    """A client with a small receive window that sends a streamed request and reads nothing."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    _, writer = await asyncio.open_connection(sock=sock)
+    body = json.dumps(BODY).encode()
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
+                 b"application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    return writer
+
+
+async def accounted_as_write_timeout(gateway: web.Application) -> None:
+    """Waits for the request's ledger row: a 499, counted as a write timeout."""
+    async def rows() -> list[Any]:
+        await gateway[LEDGER_KEY].flush()
+        return await recent(gateway[STORE_KEY])
+
+    await until(rows, "the request is accounted", 20)
+    [row] = await rows()
+    assert row.status == 499
+    assert gateway[METRICS_KEY].registry.get_sample_value(
+        "gateway_client_connections_closed_total", {"reason": "write_timeout"}) == 1
+
+
 async def test_a_client_that_reads_nothing_past_the_write_timeout_is_cut_and_the_upstream_closed(
     aiohttp_server: Any, make_gateway: GatewayFactory
 ) -> None:
@@ -259,30 +298,34 @@ async def test_a_client_that_reads_nothing_past_the_write_timeout_is_cut_and_the
         finally:
             closed.set()
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", provider)
-    server: TestServer = await aiohttp_server(app)
-    client = await make_gateway({
-        "server": {"write_timeout_s": 0.5},
-        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
-        "models": [model("small", "p1", upstream_model="up")]})
-    gateway = client.server.app
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.server.port))
-    _, writer = await asyncio.open_connection(sock=sock)
-    body = json.dumps(BODY).encode()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
-                 b"application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    gateway, port = await gateway_with_write_timeout(aiohttp_server, make_gateway, provider)
+    writer = await silent_client(port)
     try:
         async with asyncio.timeout(20):  # the client reads nothing meanwhile
             await closed.wait()
-        await gateway[LEDGER_KEY].flush()
+        await accounted_as_write_timeout(gateway)
         await until(lambda: not gateway[CLIENT_SESSION]._open, "the upstream is not pooled", 10)
-        [row] = await recent(gateway[STORE_KEY])
-        assert row.status == 499
-        assert gateway[METRICS_KEY].registry.get_sample_value(
-            "gateway_client_connections_closed_total", {"reason": "write_timeout"}) == 1
+    finally:
+        writer.close()
+
+
+async def test_a_client_that_reads_nothing_of_an_answer_already_whole_is_cut_at_the_write_timeout(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD)
+        # One event larger than any socket's buffers, with the stream's end in the same write:
+        # the relay has the whole answer at once, and only the client's reading is left to wait
+        # for (the end of the response, after the relay).
+        await resp.write(event({"content": "x" * 4_000_000}) + event({}, "stop")
+                         + b"data: [DONE]\n\n")
+        return resp
+
+    gateway, port = await gateway_with_write_timeout(aiohttp_server, make_gateway, provider)
+    writer = await silent_client(port)
+    try:
+        await accounted_as_write_timeout(gateway)
     finally:
         writer.close()

@@ -34,7 +34,7 @@ from gateway.pipeline.accounting import account, note_answer
 from gateway.pipeline.caching import CacheStage
 from gateway.pipeline.dispatch import Target, tiers_after
 from gateway.pipeline.request_record import RequestRecord
-from gateway.pipeline.streaming import ClientWriteTimeout, relay, replay
+from gateway.pipeline.streaming import ClientWriteTimeout, client_reads, relay, replay
 from gateway.routing.classifier import FloatArray
 from gateway.routing.context import ROUTER, ROUTING_CONFIG, decide, prompt_vector
 from gateway.routing.router import decision_headers
@@ -94,7 +94,10 @@ async def serve(
         # and should not delay the client (for a stream this sends its final chunk marker).
         if not response.prepared:
             await response.prepare(request)
-        await response.write_eof()
+        # The end drains what the client has not read yet: a client that reads nothing would
+        # hold the request (and its ledger row) for ever.
+        async with client_reads(request.writer, app[SETTINGS].server.write_timeout_s):
+            await response.write_eof()
         return response
     except GatewayError as error:
         record.status, record.error = error.status, error.code

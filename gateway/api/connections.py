@@ -10,8 +10,9 @@ hour. ``gateway serve`` runs its app on a ``GuardedRunner`` whose connections
   is closed, silently: there is nothing to answer.
 - ``max_connections``: a connection beyond the cap gets a 503 in the same JSON and is closed.
 - ``body_timeout_s`` is kept by ``gateway.api.body.read_body`` (408 while a response can still
-  be sent); ``write_timeout_s`` by the stream relay (``gateway.pipeline.streaming``: a client
-  that reads nothing while its socket is full is cut, counted here as ``write_timeout``).
+  be sent); ``write_timeout_s`` by the stream relay and at each answer's end
+  (``gateway.pipeline.streaming.client_reads``: a client that reads nothing while its socket is
+  full is cut, counted here as ``write_timeout``).
 
 A request aiohttp's parser refuses (an oversized header, a malformed head) gets OpenAI's error
 JSON instead of aiohttp's plain text, and its text (which quotes the header's value, a key

@@ -96,8 +96,8 @@ class ServerSettings:
     idle_timeout_s: float = 75.0
     """A connection with no request under way is closed after this long."""
     write_timeout_s: float = 60.0
-    """A streamed answer's client that reads nothing for this long while its socket is full is
-    cut (499; the upstream's connection closes)."""
+    """A client that reads nothing of its answer (a stream, or any answer's end) for this long
+    while its socket is full is cut (499; a stream's upstream connection closes)."""
     max_connections: int = 1024
     """Open client connections; one more gets a 503 and is closed."""
 

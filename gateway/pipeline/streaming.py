@@ -10,8 +10,9 @@ Chunks are always OpenAI ``chat.completion.chunk`` objects inside the gateway; a
 turns them into the client's dialect on the way out (``OpenAIChunks`` here; the Messages and
 Responses writers live beside their handlers in ``gateway.api``). A ``ChunkSink`` puts each
 chunk's bytes on the client's socket, and cuts a client that reads nothing for
-``[server] write_timeout_s`` while its socket is full (``ClientWriteTimeout``): otherwise it
-would hold its stream and the upstream's connection for ever. Touches the response's socket
+``[server] write_timeout_s`` while its socket is full (``ClientWriteTimeout``; ``client_reads``
+guards the response's end the same way): otherwise it would hold its stream and the upstream's
+connection for ever. Touches the response's socket
 and nothing else.
 """
 
@@ -139,17 +140,21 @@ class ChunkSink:
         async with self._client_reads():
             await self._out.drain()
 
-    @contextlib.asynccontextmanager
-    async def _client_reads(self) -> AsyncIterator[None]:
-        """Within ``write_timeout_s``, or the client is cut (``ClientWriteTimeout``)."""
-        try:
-            async with asyncio.timeout(self._write_timeout_s):
-                yield
-        except TimeoutError:
-            if (transport := self._out.transport) is not None:
-                transport.abort()  # its unsent bytes go too: nothing waits on them now
-            raise ClientWriteTimeout(
-                f"the client read nothing for {self._write_timeout_s:g} s") from None
+    def _client_reads(self) -> contextlib.AbstractAsyncContextManager[None]:
+        return client_reads(self._out, self._write_timeout_s)
+
+
+@contextlib.asynccontextmanager
+async def client_reads(out: AbstractStreamWriter, write_timeout_s: float) -> AsyncIterator[None]:
+    """Within ``write_timeout_s``, or the client is cut (``ClientWriteTimeout``): around each
+    write that may wait for the client to read, the response's end included (its drain)."""
+    try:
+        async with asyncio.timeout(write_timeout_s):
+            yield
+    except TimeoutError:
+        if (transport := out.transport) is not None:
+            transport.abort()  # its unsent bytes go too: nothing waits on them now
+        raise ClientWriteTimeout(f"the client read nothing for {write_timeout_s:g} s") from None
 
 
 class _Pushed:
