@@ -4,8 +4,8 @@ Requests: system and developer messages are joined into the top-level ``system``
 user and assistant messages become content blocks (same-role neighbours merged, as the API
 wants turns to alternate); assistant tool calls become ``tool_use`` blocks and tool messages
 ``tool_result`` blocks in a user turn. ``max_tokens`` is required by Anthropic: the client's, or
-4096. Answers come back as a ``chat.completion`` or as chunks translated from the event stream
-(``message_start`` … ``message_stop``).
+4096. Answers come back as a ``chat.completion`` or as chunks from the event stream
+(``message_start`` … ``message_stop``), translated in ``anthropic_answers``.
 
 Choices made here:
 
@@ -36,36 +36,28 @@ tokens count as ordinary prompt tokens.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator
 from functools import partial
-from typing import Any
 
 import orjson
 
 from gateway.core.answer import (
-    NATIVE_EVENTS,
     Completion,
     Deployment,
     Json,
-    Usage,
-    as_index,
-    as_obj,
-    as_str,
-    assistant_message,
-    chunk,
-    completion,
     completion_id,
-    event_json,
     now_s,
-    token_count,
-    usage_chunk,
 )
 from gateway.core.chat import ChatRequest, Message, Native
-from gateway.core.errors import FailureKind, UpstreamFailure
-from gateway.upstream.calls import Upstream, error_message
+from gateway.upstream.calls import Upstream
 from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_response import Response
+from gateway.upstream.providers.anthropic_answers import (
+    JSON_TOOL,
+    MessagesChunks,
+    MessagesStream,
+    completion_from,
+)
 from gateway.upstream.providers.parts import (
     InlineData,
     file_data,
@@ -75,22 +67,11 @@ from gateway.upstream.providers.parts import (
     is_web_url,
     unsupported,
 )
-from gateway.upstream.sse import SseEvent
 
 API_VERSION = "2023-06-01"
 DIALECT = "anthropic"
 """``Native.dialect`` of a request this adapter can send as it came."""
 DEFAULT_MAX_TOKENS = 4096
-JSON_TOOL = "json_response"
-_FINISH = {
-    "end_turn": "stop",
-    "stop_sequence": "stop",
-    "pause_turn": "stop",
-    "max_tokens": "length",
-    "model_context_window_exceeded": "length",
-    "tool_use": "tool_calls",
-    "refusal": "content_filter",
-}
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
@@ -129,9 +110,10 @@ class AnthropicProvider:
         """A ``ChunkStream``: the relay can have its chunks pushed (no task wake per chunk)."""
         native = _native(request)
         model = deployment.model.upstream_model
-        state = _Stream(completion_id(), now_s(), model, native is None and _json_mode(request))
+        state = MessagesStream(completion_id(), now_s(), model,
+                               native is None and _json_mode(request))
         return ChunkStream(partial(self._open_stream, request, deployment, native),
-                           _Chunks(state, native is not None),
+                           MessagesChunks(state, native is not None),
                            deployment.provider.timeouts.chunk_timeout_s)
 
     async def _open_stream(self, request: ChatRequest, deployment: Deployment,
@@ -143,24 +125,6 @@ class AnthropicProvider:
             timeouts=deployment.provider.timeouts,
         )
 
-
-class _Chunks:
-    """Messages events as OpenAI chunks (each carrying its event when the client speaks
-    Messages too); the body's end closes the answer."""
-
-    __slots__ = ("native", "state")
-
-    def __init__(self, state: _Stream, native: bool) -> None:
-        self.state = state
-        self.native = native
-
-    def event(self, event: SseEvent) -> list[Json]:
-        upstream_event = _event_json(event.data)
-        chunks = self.state.feed(upstream_event)
-        return _carrying(chunks, upstream_event) if self.native else chunks
-
-    def end(self) -> list[Json]:
-        return self.state.finish()
 
 
 def _native(request: ChatRequest) -> Native | None:
@@ -179,11 +143,6 @@ def _body(request: ChatRequest, native: Native | None, model: str, *, stream: bo
     return orjson.dumps(body)
 
 
-def _carrying(chunks: list[Json], event: Json) -> list[Json]:
-    """``chunks`` with ``event`` attached to the first (or to an empty chunk of its own)."""
-    if not chunks:
-        return [{"object": "chat.completion.chunk", "choices": [], NATIVE_EVENTS: [event]}]
-    return [{**chunks[0], NATIVE_EVENTS: [event]}, *chunks[1:]]
 
 
 # --- request -------------------------------------------------------------------------------
@@ -365,189 +324,3 @@ def _json_schema(fmt: Json) -> Json:
     spec = fmt.get("json_schema")
     schema = spec.get("schema") if isinstance(spec, dict) else None
     return schema if isinstance(schema, dict) else {"type": "object"}
-
-
-# --- response ------------------------------------------------------------------------------
-
-
-def completion_from(body: Any, model: str, json_mode: bool = False) -> Completion:
-    """A Messages API answer as a ``chat.completion``; raises ``UpstreamFailure``."""
-    if isinstance(body, dict) and body.get("type") == "error":
-        raise _error_failure(body)
-    content = body.get("content") if isinstance(body, dict) else None
-    if not isinstance(content, list):
-        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "Anthropic answered without content")
-    texts, calls = _read_blocks(content, json_mode)
-    choice = {
-        "index": 0,
-        "message": assistant_message("".join(texts) if texts or not calls else None, calls),
-        "logprobs": None,
-        "finish_reason": _finish(body.get("stop_reason"), json_mode),
-    }
-    return completion(as_str(body.get("model"), model), [choice], _usage(body.get("usage")))
-
-
-def _read_blocks(content: list[Any], json_mode: bool) -> tuple[list[str], list[Json]]:
-    texts: list[str] = []
-    calls: list[Json] = []
-    for block in content:
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "text":
-            texts.append(str(block.get("text", "")))
-        elif block.get("type") == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
-            if json_mode and block.get("name") == JSON_TOOL:
-                texts.append(arguments)
-            else:
-                calls.append(_tool_call(block, arguments))
-    return texts, calls
-
-
-def _tool_call(block: Json, arguments: str) -> Json:
-    return {
-        "id": as_str(block.get("id")) or completion_id("call"),
-        "type": "function",
-        "function": {"name": as_str(block.get("name")), "arguments": arguments},
-    }
-
-
-def _finish(reason: Any, json_mode: bool) -> str:
-    if json_mode and reason == "tool_use":
-        return "stop"  # the forced JSON tool is the answer, not a call for the client
-    return _FINISH.get(reason, "stop") if isinstance(reason, str) else "stop"
-
-
-def _usage(fields: Any) -> Usage | None:
-    if not isinstance(fields, dict):
-        return None
-    inputs = token_count(fields.get("input_tokens"))
-    outputs = token_count(fields.get("output_tokens"))
-    if inputs is None or outputs is None:
-        return None
-    read = token_count(fields.get("cache_read_input_tokens")) or 0
-    written = token_count(fields.get("cache_creation_input_tokens")) or 0
-    # Anthropic's input_tokens leaves out cached tokens; OpenAI's prompt_tokens includes them.
-    return Usage(inputs + read + written, outputs, read)
-
-
-def _error_failure(body: Json) -> UpstreamFailure:
-    error = body.get("error")
-    kind = error.get("type") if isinstance(error, dict) else None
-    return UpstreamFailure(
-        FailureKind.ERROR_IN_BODY,
-        f"{kind or 'error'}: {error_message(body, 200)}",
-        status=529 if kind == "overloaded_error" else None,
-        body=body,
-    )
-
-
-# --- streaming -----------------------------------------------------------------------------
-
-
-def _event_json(data: bytes) -> Json:
-    value = event_json(data)
-    if not isinstance(value, dict):
-        raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not a JSON object")
-    return value
-
-
-@dataclass(slots=True)
-class _Stream:
-    """Translation state of one Messages API event stream."""
-
-    chunk_id: str
-    created: int
-    model: str
-    json_mode: bool
-    tool_index: dict[int, int] = field(default_factory=dict)
-    json_blocks: set[int] = field(default_factory=set)
-    # Tool blocks whose input has had a non-empty fragment: a parameterless tool's only
-    # fragment is "", and its arguments must still reach the client as the JSON "{}".
-    with_input: set[int] = field(default_factory=set)
-    usage: Json = field(default_factory=dict)
-    started: bool = False
-    stopped: bool = False
-
-    def feed(self, event: Json) -> list[Json]:
-        handlers: dict[str, Callable[[Json], list[Json]]] = {
-            "message_start": self._message_start,
-            "content_block_start": self._block_start,
-            "content_block_delta": self._block_delta,
-            "content_block_stop": self._block_stop,
-            "message_delta": self._message_delta,
-            "message_stop": self._message_stop,
-        }
-        kind = event.get("type")
-        if kind == "error":
-            raise _error_failure(event)
-        handler = handlers.get(kind) if isinstance(kind, str) else None
-        # ping and event types added later carry nothing to translate.
-        return handler(event) if handler else []
-
-    def _chunk(self, delta: Json, finish_reason: str | None = None) -> Json:
-        return chunk(self.chunk_id, self.model, self.created, delta, finish_reason)
-
-    def _message_start(self, event: Json) -> list[Json]:
-        message = as_obj(event.get("message"))
-        self.usage.update(as_obj(message.get("usage")))
-        if isinstance(message.get("model"), str):
-            self.model = message["model"]
-        self.started = True
-        return [self._chunk({"role": "assistant", "content": ""})]
-
-    def _block_start(self, event: Json) -> list[Json]:
-        block, index = as_obj(event.get("content_block")), as_index(event.get("index"))
-        if block.get("type") == "text" and (text := as_str(block.get("text"))):
-            return [self._chunk({"content": text})]
-        if block.get("type") != "tool_use":
-            return []
-        if self.json_mode and block.get("name") == JSON_TOOL:
-            self.json_blocks.add(index)
-            return []
-        position = self.tool_index[index] = len(self.tool_index)
-        call = _tool_call(block, "")
-        return [self._chunk({"tool_calls": [{"index": position, **call}]})]
-
-    def _block_delta(self, event: Json) -> list[Json]:
-        delta, index = as_obj(event.get("delta")), as_index(event.get("index"))
-        if delta.get("type") == "text_delta" and (text := as_str(delta.get("text"))):
-            return [self._chunk({"content": text})]
-        partial = as_str(delta.get("partial_json")) if delta.get("type") == "input_json_delta" \
-            else None
-        if not partial:
-            return []  # thinking, signatures, citations and empty fragments
-        self.with_input.add(index)
-        return self._input(index, partial)
-
-    def _block_stop(self, event: Json) -> list[Json]:
-        index = as_index(event.get("index"))
-        return [] if index in self.with_input else self._input(index, "{}")
-
-    def _input(self, index: int, partial: str) -> list[Json]:
-        """A fragment of a tool block's input JSON: content in JSON mode, else arguments."""
-        if index in self.json_blocks:
-            return [self._chunk({"content": partial})]
-        if index not in self.tool_index:
-            return []
-        arguments = {"index": self.tool_index[index], "function": {"arguments": partial}}
-        return [self._chunk({"tool_calls": [arguments]})]
-
-    def _message_delta(self, event: Json) -> list[Json]:
-        # message_delta's usage holds running totals, so it replaces message_start's counts.
-        self.usage.update(as_obj(event.get("usage")))
-        reason = as_obj(event.get("delta")).get("stop_reason")
-        return [self._chunk({}, _finish(reason, self.json_mode))] if reason else []
-
-    def _message_stop(self, event: Json) -> list[Json]:
-        self.stopped = True
-        return []
-
-    def finish(self) -> list[Json]:
-        """The closing usage chunk; raises when the stream ended before ``message_stop``."""
-        if not self.started:
-            raise UpstreamFailure(FailureKind.EMPTY_STREAM, "Anthropic stream ended empty")
-        if not self.stopped:
-            raise UpstreamFailure(FailureKind.CONNECT, "Anthropic stream ended before its end")
-        usage = _usage(self.usage)
-        return [usage_chunk(self.chunk_id, self.model, self.created, usage)] if usage else []
