@@ -234,14 +234,7 @@ async def relay(
     sink = ChunkSink(resp, out, write_timeout_s)
     try:
         async with lifecycle.streaming():
-            for chunk in stream.head:
-                await _write_chunk(sink, chunk, writer, record, keep)
-            tail = stream.tail
-            if isinstance(tail, ChunkStream) and sink.direct:
-                await _relay_pushed(sink, tail, writer, record, keep)
-            else:
-                async for chunk in tail:
-                    await _write_chunk(sink, chunk, writer, record, keep)
+            await _send_all(sink, stream, writer, record, keep)
     except TimeoutError:  # the shutdown deadline; upstream timeouts are ``UpstreamFailure``
         log.warning("stream from %s cut at the shutdown deadline", stream.deployment.id)
         stream.health.release_probe()  # no verdict on the deployment
@@ -270,6 +263,20 @@ async def relay(
     stream.health.record_success(record.timing.elapsed_ms(), stream.first_byte_ms,
                                  CallKind.STREAM)
     return True
+
+
+async def _send_all(sink: ChunkSink, stream: Stream, writer: ChunkWriter,
+                    record: RequestRecord, keep: list[Json] | None) -> None:
+    """The chunks failover already holds, then the tail: pushed when the upstream can push
+    and the client's socket is written directly, else pulled one by one."""
+    for chunk in stream.head:
+        await _write_chunk(sink, chunk, writer, record, keep)
+    tail = stream.tail
+    if isinstance(tail, ChunkStream) and sink.direct:
+        await _relay_pushed(sink, tail, writer, record, keep)
+    else:
+        async for chunk in tail:
+            await _write_chunk(sink, chunk, writer, record, keep)
 
 
 def replay(chunks: Iterable[Json], writer: ChunkWriter) -> bytes:
