@@ -123,7 +123,7 @@ async def test_a_failed_write_keeps_the_rows_for_the_next_flush(
     real_write = ledger._write
     calls = []
 
-    async def failing_once(batch: list[UsageRecord]) -> None:
+    async def failing_once(batch: list[ledger_module._Queued]) -> None:  # rows, made at queue time
         calls.append(len(batch))
         if len(calls) == 1:
             raise OSError("disk full")
@@ -136,6 +136,16 @@ async def test_a_failed_write_keeps_the_rows_for_the_next_flush(
     await ledger.close()
     assert [r.request_id for r in await recent(store)] == ["req_1"]
     assert ledger.dropped == 0
+
+
+async def test_a_row_is_written_as_it_was_when_queued(store: Store) -> None:
+    ledger = Ledger(store)
+    record = row(1, cost=0.5, failed=("p1/small",))
+    ledger.record(record)
+    record.cost, record.failed = 9.0, ()  # the row was made when queued: this reaches nothing
+    await ledger.close()
+    assert [r.cost for r in await recent(store)] == [0.5]
+    assert await store.fetch("SELECT deployment FROM failed_attempts", ()) == [("p1/small",)]
 
 
 async def test_roll_ups_total_per_tenant_and_model(store: Store) -> None:
