@@ -1,0 +1,122 @@
+"""Tests for gateway/upstream/http_client.py over TLS: providers are reached over HTTPS.
+
+The provider here is a small aiohttp app serving HTTPS with a certificate from a throwaway
+certificate authority (trustme); the gateway trusts it the way an operator trusts a private CA,
+through ``SSL_CERT_FILE``. The pushed stream relay reads from the TLS transport's callbacks, so
+its backpressure (pausing the upstream read while the client reads nothing) is checked here on
+a TLS connection too, not only on plain TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import ssl
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trustme
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from gateway.upstream.appkeys import CLIENT_SESSION
+from tests.conftest import GatewayFactory, model, openai_provider
+from tests.tasks import until
+from tests.test_streaming import BODY, HEAD, event, text_of
+
+
+@pytest.fixture
+def authority(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> trustme.CA:
+    """A certificate authority the gateway's default TLS context trusts (and nothing else)."""
+    ca = trustme.CA()
+    bundle = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    return ca
+
+
+async def https_gateway(
+    aiohttp_server: Any, make_gateway: GatewayFactory, ca: trustme.CA, handler: Any
+) -> TestClient:
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_tls)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    server: TestServer = await aiohttp_server(app, ssl=server_tls)
+    url = str(server.make_url("/v1"))
+    assert url.startswith("https://")
+    return await make_gateway({"providers": [openai_provider("p1", url)],
+                               "models": [model("small", "p1", upstream_model="up")]})
+
+
+async def test_an_answer_comes_back_over_tls_from_a_provider_the_gateway_trusts(
+    aiohttp_server: Any, make_gateway: GatewayFactory, authority: trustme.CA
+) -> None:
+    async def provider(request: web.Request) -> web.Response:
+        assert (await request.json())["model"] == "up"
+        return web.json_response({
+            "id": "c1", "object": "chat.completion", "created": 1, "model": "up",
+            "choices": [{"index": 0, "finish_reason": "stop",
+                         "message": {"role": "assistant", "content": "over TLS"}}],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}})
+
+    client = await https_gateway(aiohttp_server, make_gateway, authority, provider)
+    resp = await client.post("/v1/chat/completions", json={**BODY, "stream": False})
+    assert resp.status == 200, await resp.text()
+    assert (await resp.json())["choices"][0]["message"]["content"] == "over TLS"
+
+
+async def test_a_provider_whose_certificate_is_not_trusted_is_a_clean_502(
+    aiohttp_server: Any, make_gateway: GatewayFactory, authority: trustme.CA
+) -> None:
+    async def provider(request: web.Request) -> web.Response:
+        raise AssertionError("no request reaches a provider the gateway does not trust")
+
+    stranger = trustme.CA()  # the provider's certificate comes from a CA nobody trusts
+    client = await https_gateway(aiohttp_server, make_gateway, stranger, provider)
+    resp = await client.post("/v1/chat/completions", json={**BODY, "stream": False})
+    assert resp.status == 502, await resp.text()
+    assert (await resp.json())["error"]["type"]
+
+
+async def test_a_stream_over_tls_pauses_the_upstream_while_the_client_reads_nothing(
+    aiohttp_server: Any, make_gateway: GatewayFactory, authority: trustme.CA
+) -> None:
+    filler = " " + "x" * 16_000
+    count = 1500  # ~24 MB: far more than the sockets and TLS buffers between can hold
+
+    async def provider(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(HEAD)
+        for _ in range(count):
+            await resp.write(event({"content": filler}))
+        await resp.write(event({}, "stop") + b"data: [DONE]\n\n")
+        return resp
+
+    client = await https_gateway(aiohttp_server, make_gateway, authority, provider)
+    pool = client.server.app[CLIENT_SESSION]
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.server.port))
+    reader, writer = await asyncio.open_connection(sock=sock)
+    body = json.dumps(BODY).encode()
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
+                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
+                 % (len(body), body))
+
+    def upstream_paused() -> bool:
+        return any(c.transport is not None and not c.transport.is_reading()
+                   for c in pool._open)
+
+    await until(upstream_paused, "the TLS upstream's read pauses while the client reads", 20)
+    try:
+        answer = await reader.read()  # the client reads: the upstream resumes to the end
+    finally:
+        writer.close()
+    assert answer.count(filler.encode()) == count
+    assert answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
+    assert text_of(answer.replace(b"\r\n", b"\n")).startswith("Counting:")
