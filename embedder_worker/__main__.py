@@ -22,6 +22,7 @@ from typing import cast
 
 from embedder_worker.allocator import limit_arenas, release_free_memory
 from embedder_worker.model import POOLINGS, OnnxEmbedder
+from embedder_worker.model_files import MODEL_FILE
 from embedder_worker.server import DEFAULT_INLINE_MAX_TOKENS, WorkerServer
 from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS
 
@@ -116,15 +117,25 @@ def main(argv: list[str] | None = None) -> int:
         format=f"%(asctime)s worker[{os.getpid()}] %(levelname)s %(name)s: %(message)s",
     )
     limit_arenas()
-    model = OnnxEmbedder(
-        args.model,
-        threads=args.threads,
-        max_length=args.max_length,
-        pooling=args.pooling,
-        normalize=args.normalize,
-        query_prefix=args.query_prefix,
-        quantize=args.quantize,
-    )
+    # A missing or unreadable model is one line and exit status 2, not a traceback: the
+    # supervisor restarts a worker that exits, and would print it again at every restart.
+    if not (args.model / MODEL_FILE).is_file():
+        logger.error("no %s in %s: build it with `python -m embedder_worker.build_model "
+                     "--out %s`", MODEL_FILE, args.model, args.model)
+        return 2
+    try:
+        model = OnnxEmbedder(
+            args.model,
+            threads=args.threads,
+            max_length=args.max_length,
+            pooling=args.pooling,
+            normalize=args.normalize,
+            query_prefix=args.query_prefix,
+            quantize=args.quantize,
+        )
+    except Exception as exc:  # onnxruntime's and the tokenizer's errors have no common base
+        logger.error("cannot load the model in %s: %s", args.model, exc)
+        return 2
     model.warm_up()
     release_free_memory()  # what loading and the first inferences freed
     with asyncio.Runner(loop_factory=_loop_factory(args.loop)) as runner:
