@@ -22,6 +22,7 @@ from gateway.observability.metrics import METRICS_KEY
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import recent
 from gateway.upstream.appkeys import CLIENT_SESSION
+from gateway.upstream.http_client import HttpClient
 from tests.conftest import GatewayFactory, model, openai_provider
 from tests.tasks import until
 
@@ -170,43 +171,46 @@ async def test_usage_and_text_of_chunks_pushed_one_read_at_a_time_are_accounted(
     assert (row.tokens_in, row.tokens_out, row.estimated, row.status) == (7, 21, False, 200)
 
 
-async def test_a_client_that_does_not_read_pauses_the_upstream_until_it_reads(
-    aiohttp_server: Any, make_gateway: GatewayFactory
-) -> None:
-    filler = " " + "x" * 16_000
-    count = 1500  # ~24 MB of events: far more than the sockets between can hold (~4 MB each)
+FILLER = " " + "x" * 16_000
+FLOOD = 1500
+"""Events of ``FILLER`` in a flood: ~24 MB, far more than the sockets between can hold."""
 
-    async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD)
-        for _ in range(count):
-            await resp.write(event({"content": filler}))
-        await resp.write(event({}, "stop") + b"data: [DONE]\n\n")
-        return resp
 
-    client = await gateway_on(aiohttp_server, make_gateway, provider)
-    pool = client.server.app[CLIENT_SESSION]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)  # a small window
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.server.port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    body = json.dumps(BODY).encode()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-                 % (len(body), body))
+async def flood(request: web.Request) -> web.StreamResponse:
+    """A provider that streams ``FLOOD`` large events as fast as it may write them."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(HEAD)
+    for _ in range(FLOOD):
+        await resp.write(event({"content": FILLER}))
+    await resp.write(event({}, "stop") + b"data: [DONE]\n\n")
+    return resp
 
+
+async def read_once_the_upstream_pauses(
+    pool: HttpClient, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> bytes:
+    """Wait until the gateway pauses its upstream read for this silent client, then read
+    the whole answer (the upstream resumes to the end)."""
     def upstream_paused() -> bool:
         return any(c.transport is not None and not c.transport.is_reading()
                    for c in pool._open)
 
-    await until(upstream_paused, "the upstream read pauses while the client reads nothing", 10)
+    await until(upstream_paused, "the upstream read pauses while the client reads nothing", 20)
     try:
-        answer = await reader.read()  # the client reads: the upstream resumes to the end
+        return await reader.read()
     finally:
         writer.close()
-    assert answer.count(filler.encode()) == count
+
+
+async def test_a_client_that_does_not_read_pauses_the_upstream_until_it_reads(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    client = await gateway_on(aiohttp_server, make_gateway, flood)
+    assert client.server.port is not None
+    reader, writer = await silent_client(client.server.port, close=True)
+    answer = await read_once_the_upstream_pauses(client.server.app[CLIENT_SESSION], reader, writer)
+    assert answer.count(FILLER.encode()) == FLOOD
     assert answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
 
 
@@ -257,17 +261,22 @@ async def gateway_with_write_timeout(aiohttp_server: Any, make_gateway: GatewayF
     return client.server.app, client.server.port
 
 
-async def silent_client(port: int) -> asyncio.StreamWriter:
-    """A client with a small receive window that sends a streamed request and reads nothing."""
+async def silent_client(
+    port: int, *, close: bool = False
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client with a small receive window that sends a streamed request and reads nothing
+    (yet); ``close`` asks for ``Connection: close``, so that the answer ends at EOF."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
-    _, writer = await asyncio.open_connection(sock=sock)
+    reader, writer = await asyncio.open_connection(sock=sock)
     body = json.dumps(BODY).encode()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
-                 b"application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
-    return writer
+    connection = b"Connection: close\r\n" if close else b""
+    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n%bContent-Type: "
+                 b"application/json\r\nContent-Length: %d\r\n\r\n%b"
+                 % (connection, len(body), body))
+    return reader, writer
 
 
 async def accounted_as_write_timeout(gateway: web.Application) -> None:
@@ -299,7 +308,7 @@ async def test_a_client_that_reads_nothing_past_the_write_timeout_is_cut_and_the
             closed.set()
 
     gateway, port = await gateway_with_write_timeout(aiohttp_server, make_gateway, provider)
-    writer = await silent_client(port)
+    _, writer = await silent_client(port)
     try:
         async with asyncio.timeout(20):  # the client reads nothing meanwhile
             await closed.wait()
@@ -324,7 +333,7 @@ async def test_a_client_that_reads_nothing_of_an_answer_already_whole_is_cut_at_
         return resp
 
     gateway, port = await gateway_with_write_timeout(aiohttp_server, make_gateway, provider)
-    writer = await silent_client(port)
+    _, writer = await silent_client(port)
     try:
         await accounted_as_write_timeout(gateway)
     finally:

@@ -9,9 +9,6 @@ a TLS connection too, not only on plain TCP.
 
 from __future__ import annotations
 
-import asyncio
-import json
-import socket
 import ssl
 from pathlib import Path
 from typing import Any
@@ -23,8 +20,14 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.upstream.appkeys import CLIENT_SESSION
 from tests.conftest import GatewayFactory, model, openai_provider
-from tests.tasks import until
-from tests.test_streaming import BODY, HEAD, event, text_of
+from tests.test_streaming import (
+    BODY,
+    FILLER,
+    FLOOD,
+    flood,
+    read_once_the_upstream_pauses,
+    silent_client,
+)
 
 
 @pytest.fixture
@@ -84,39 +87,9 @@ async def test_a_provider_whose_certificate_is_not_trusted_is_a_clean_502(
 async def test_a_stream_over_tls_pauses_the_upstream_while_the_client_reads_nothing(
     aiohttp_server: Any, make_gateway: GatewayFactory, authority: trustme.CA
 ) -> None:
-    filler = " " + "x" * 16_000
-    count = 1500  # ~24 MB: far more than the sockets and TLS buffers between can hold
-
-    async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD)
-        for _ in range(count):
-            await resp.write(event({"content": filler}))
-        await resp.write(event({}, "stop") + b"data: [DONE]\n\n")
-        return resp
-
-    client = await https_gateway(aiohttp_server, make_gateway, authority, provider)
-    pool = client.server.app[CLIENT_SESSION]
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.setblocking(False)
-    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", client.server.port))
-    reader, writer = await asyncio.open_connection(sock=sock)
-    body = json.dumps(BODY).encode()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n"
-                 b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%b"
-                 % (len(body), body))
-
-    def upstream_paused() -> bool:
-        return any(c.transport is not None and not c.transport.is_reading()
-                   for c in pool._open)
-
-    await until(upstream_paused, "the TLS upstream's read pauses while the client reads", 20)
-    try:
-        answer = await reader.read()  # the client reads: the upstream resumes to the end
-    finally:
-        writer.close()
-    assert answer.count(filler.encode()) == count
+    client = await https_gateway(aiohttp_server, make_gateway, authority, flood)
+    assert client.server.port is not None
+    reader, writer = await silent_client(client.server.port, close=True)
+    answer = await read_once_the_upstream_pauses(client.server.app[CLIENT_SESSION], reader, writer)
+    assert answer.count(FILLER.encode()) == FLOOD
     assert answer.endswith(b"data: [DONE]\n\n\r\n0\r\n\r\n")
-    assert text_of(answer.replace(b"\r\n", b"\n")).startswith("Counting:")
