@@ -28,6 +28,7 @@ import pytest
 
 from gateway.core.cluster import ClusterSettings
 from gateway.core.postgres import Database
+from tests.services import missing
 
 _START_TIMEOUT_S = 30.0
 _DATABASES = itertools.count(1)
@@ -49,10 +50,6 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-def _missing(reason: str) -> None:
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):  # as tests/redis_server.py
-        pytest.fail(f"{reason}: CI must run the PostgreSQL tests (make test installs it)")
-    pytest.skip(reason)
 
 
 def _free_port() -> int:
@@ -87,7 +84,7 @@ def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
     PostgreSQL's fsync on (benchmarks); tests run without it."""
     bin_dir = postgres_bin()
     if bin_dir is None:
-        _missing("PostgreSQL server binaries are not installed (/usr/lib/postgresql/*/bin)")
+        missing("PostgreSQL server binaries are not installed (/usr/lib/postgresql/*/bin)")
         raise AssertionError("unreachable")
     # Not under pytest's own temp folder: that one is private to root, the server is not root.
     folder = Path(tempfile.mkdtemp(prefix="gateway-pg-"))

@@ -7,7 +7,8 @@ A second walk does the same with JavaScript switched off; a third opens the rout
 history written to the ledger and the signal store.
 
 Needs Chromium: ``deploy/install_browser.sh`` installs Debian's package when run as root (``make
-test`` calls it); elsewhere set ``CHROMIUM=/path/to/chrome``. Without one the tests skip.
+test`` calls it); elsewhere set ``CHROMIUM=/path/to/chrome``. Without one the tests skip, or
+fail under ``make test`` and CI (tests/services.py).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from tests.observability_fixtures import (
     shown_percentile,
 )
 from tests.routing_dashboard_fixtures import routing_dashboard_app, write_routing_history
+from tests.services import missing
 from tests.tenant_fixtures import ADMIN_KEY
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,10 +44,14 @@ CHROMIUM = next((found for name in (os.environ.get("CHROMIUM"), "chromium", "chr
                                     "google-chrome") if name and (found := shutil.which(name))),
                 None)
 
-pytestmark = pytest.mark.skipif(
-    CHROMIUM is None,
-    reason="no Chromium found: run deploy/install_browser.sh as root (apt) or set CHROMIUM",
-)
+
+@pytest.fixture(autouse=True)
+def chromium() -> str:
+    """The browser every test here drives; a failure under make test or CI, where it is
+    installed, rather than a silent skip."""
+    if CHROMIUM is None:
+        missing("no Chromium found: run deploy/install_browser.sh as root (apt) or set CHROMIUM")
+    return CHROMIUM
 
 
 async def _server(aiohttp_server: Any, tmp_path: Path) -> tuple[str, list[Any]]:
