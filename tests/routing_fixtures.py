@@ -20,6 +20,7 @@ from gateway.core.routing_settings import TierPlan
 from gateway.routing.router import Router, build_router, embed_routes
 from gateway.routing.routes import RouteSet, parse_routes
 from gateway.routing.vectors import VectorCache
+from tests.services import missing
 
 ROOT = Path(__file__).resolve().parent.parent
 FloatArray = npt.NDArray[np.float32]
@@ -72,7 +73,7 @@ def routing_model_dir() -> Path:
     configured = os.environ.get("GATEWAY_TEST_MODEL_DIR")
     path = Path(configured) if configured else ROOT / "models" / "all-MiniLM-L6-v2"
     if not (path / "model.onnx").exists():
-        pytest.skip(f"no embedding model at {path} (make install builds it)")
+        missing(f"no embedding model at {path} (make install builds it)")
     return path
 
 
