@@ -35,7 +35,7 @@ from pathlib import Path
 
 from bench_proxy import ADMIN_ENV, create_key, gateway_config
 from bench_unique import BYPASS, Feed, load, unique_prompts, worker_pid
-from procs import ROOT, free_port, start, stop, wait_port
+from procs import ROOT, free_port, start, stop, wait_port, wait_ready
 
 FIELDS = ("Rss", "Pss", "Private_Clean", "Private_Dirty", "Anonymous")
 FIGURES = ("rss", "pss", "uss", "anon", "weights")
@@ -65,23 +65,6 @@ def mapped_weights_mib(pid: int) -> float:
     return total_kib / 1024
 
 
-async def ready(url: str, timeout_s: float = 60.0) -> None:
-    """Until ``url`` answers 200, polled every 5 ms (the cold start's resolution)."""
-    import aiohttp
-
-    deadline = time.monotonic() + timeout_s
-    async with aiohttp.ClientSession() as session:
-        while time.monotonic() < deadline:
-            try:
-                async with session.get(url) as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.005)
-    raise RuntimeError(f"{url} not ready in {timeout_s} s")
-
-
 def snapshot(gateway: int, worker: int) -> dict[str, dict[str, float]]:
     both = {"gateway": memory_mib(gateway), "worker": memory_mib(worker)}
     both["total"] = {k: both["gateway"][k] + both["worker"][k] for k in both["gateway"]}
@@ -98,7 +81,8 @@ def one_start(tree: Path, config: Path, key: str, feed: Feed, args: argparse.Nam
         cwd=tree, env={**os.environ, **env},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        asyncio.run(ready(f"http://127.0.0.1:{port}/readyz"))
+        # Polled every 5 ms from process start: the cold start's resolution.
+        asyncio.run(wait_ready(f"http://127.0.0.1:{port}/readyz", poll_s=0.005, timeout_s=60.0))
         cold_s = time.perf_counter() - started
         worker = worker_pid(proc.pid)
         idle = snapshot(proc.pid, worker)

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench_proxy import ADMIN_ENV, BODY, create_key, gateway_config
-from procs import ROOT, TICKS, cpu_s, free_port, start, stop, wait_port, wait_ready
+from procs import ROOT, cpu_s, free_port, start, stop, user_system_s, wait_port, wait_ready
 
 from gateway.core.fd_limit import raise_open_files_limit
 
@@ -174,12 +174,6 @@ def start_gateway(tree: Path, config: Path, port: int, soft_nofile: int | None
         [sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port", str(port)],
         cwd=tree, env={**os.environ, **ADMIN_ENV, "PYTHONPATH": str(tree)}, preexec_fn=limit,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def user_system_s(pid: int) -> tuple[float, float]:
-    """User and system CPU seconds of a process so far (``cpu_s`` is their sum)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
 
 
 def measured_wave(port: int, key: str | None, pids: dict[str, int], args: argparse.Namespace,

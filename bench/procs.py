@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import socket
 import subprocess
@@ -31,16 +32,22 @@ def wait_port(port: int, timeout_s: float = 30.0) -> None:
     raise RuntimeError(f"port {port} did not open")
 
 
-async def wait_ready(url: str) -> None:
-    """Until ``url`` (a gateway's ``/readyz``) answers 200."""
+async def wait_ready(url: str, poll_s: float = 0.05, timeout_s: float = math.inf) -> None:
+    """Until ``url`` (a gateway's ``/readyz``) answers 200, asked every ``poll_s`` (a port not
+    yet open is asked again: a cold start can be timed from process start)."""
     import aiohttp
 
+    deadline = time.monotonic() + timeout_s
     async with aiohttp.ClientSession() as session:
-        while True:
-            async with session.get(url) as resp:
-                if resp.status == 200:
-                    return
-            await asyncio.sleep(0.05)
+        while time.monotonic() < deadline:
+            try:
+                async with session.get(url) as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(poll_s)
+    raise RuntimeError(f"{url} not ready in {timeout_s} s")
 
 
 def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
@@ -50,10 +57,15 @@ def start(args: list[str], env: dict[str, str] | None = None) -> subprocess.Pope
     )
 
 
-def cpu_s(pid: int) -> float:
-    """User plus system CPU seconds of a process and its reaped children so far."""
+def user_system_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds of a process so far (``cpu_s`` is their sum)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS
+    return int(fields[11]) / TICKS, int(fields[12]) / TICKS
+
+
+def cpu_s(pid: int) -> float:
+    """User plus system CPU seconds of a process so far."""
+    return sum(user_system_s(pid))
 
 
 def main_thread_cpu_s(pid: int) -> float:

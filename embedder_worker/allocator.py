@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import logging
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ _M_ARENA_MAX = -8  # mallopt parameter number, from glibc's malloc.h
 ARENAS = 2  # the loop thread and the lanes share these: no throughput lost (bench/RESULTS.md)
 
 
+@functools.cache  # find_library runs `ldconfig -p` in a subprocess: once a process, not a trim
 def _glibc() -> ctypes.CDLL | None:
     name = ctypes.util.find_library("c")
     if name is None:

@@ -79,7 +79,7 @@ async def test_rows_that_arrive_during_a_write_wait_for_the_next_batch(
     real_write = ledger._write
     sizes: list[int] = []
 
-    async def write(batch: list[UsageRecord | RefusalRecord]) -> None:
+    async def write(batch: list[ledger_module._Queued]) -> None:
         sizes.append(len(batch))
         if len(sizes) == 1:
             for i in range(100, 103):  # three requests finish while the first batch is written
