@@ -51,6 +51,15 @@ async def _ask(client: TestClient, text: str, headers: dict[str, str] | None = N
     return resp
 
 
+async def _ask_after(cached: Cached, stored: str, asked: str) -> tuple[Any, int]:
+    """Ask ``stored``, then ``asked``: the second answer, and how many requests reached the
+    upstream in all."""
+    client, fake = cached
+    await _ask(client, stored)
+    answered = await _ask(client, asked)
+    return answered, len(fake.requests)
+
+
 async def test_a_repeat_is_an_exact_hit_that_costs_nothing(cached: Cached) -> None:
     client, fake = cached
     first = await _ask(client, "What is the capital of France?")
@@ -85,12 +94,10 @@ async def test_a_paraphrase_is_a_semantic_hit_and_a_negation_is_not(cached: Cach
 ])
 async def test_a_typo_on_either_side_is_served_as_a_semantic_hit(
         cached: Cached, stored: str, asked: str) -> None:
-    client, fake = cached
-    await _ask(client, stored)
-    answered = await _ask(client, asked)
+    answered, upstream = await _ask_after(cached, stored, asked)
     assert answered.headers["x-gateway-cache"] == "hit"
     assert answered.headers["x-gateway-cache-kind"] == "semantic"
-    assert len(fake.requests) == 1
+    assert upstream == 1
 
 
 async def test_a_typo_of_a_stored_prompt_is_a_semantic_hit_and_a_repeat_an_exact_one(
@@ -112,21 +119,19 @@ async def test_a_typo_of_a_stored_prompt_is_a_semantic_hit_and_a_repeat_an_exact
 ])
 async def test_a_word_is_never_folded_into_another_word_or_one_the_guards_read(
         cached: Cached, stored: str, asked: str) -> None:
-    client, fake = cached
-    await _ask(client, stored)
-    answered = await _ask(client, asked)
+    answered, upstream = await _ask_after(cached, stored, asked)
     assert answered.headers["x-gateway-cache"] == "miss"
-    assert len(fake.requests) == 2
+    assert upstream == 2
 
 
 async def test_typos_are_not_folded_when_folding_is_off(
     fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory
 ) -> None:
-    client, fake = await _cached_gateway(fake_openai, make_gateway, fold_typos=False)
-    await _ask(client, "how to fix a leaky fauset")
-    asked = await _ask(client, "How do I fix a leaky faucet?")
+    cached = await _cached_gateway(fake_openai, make_gateway, fold_typos=False)
+    asked, upstream = await _ask_after(cached, "how to fix a leaky fauset",
+                                       "How do I fix a leaky faucet?")
     assert asked.headers["x-gateway-cache"] == "miss"
-    assert len(fake.requests) == 2
+    assert upstream == 2
 
 
 async def test_a_different_system_prompt_never_shares_an_answer(cached: Cached) -> None:

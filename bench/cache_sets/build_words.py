@@ -7,9 +7,9 @@ model's whole words (all-MiniLM-L6-v2's WordPiece vocabulary) and the words occu
 twice in the public sets below (library names, jargon), one per line. Sources: CLINC150's and
 BANKING77's training utterances, and only the tuning half of QQP's ``pairs_dev.json``
 (``bench/eval_cache.py``'s split: the held-out half is never read). Licences and attribution:
-CLINC150 (Larson et al., 2019) CC BY 3.0; BANKING77 (Casanueva et al., 2020) CC BY 4.0; Quora
-Question Pairs via GPTCache's benchmark (MIT; Quora's terms apply). The file holds words
-only, no text.
+all-MiniLM-L6-v2's vocabulary (sentence-transformers, Apache-2.0); CLINC150 (Larson et al.,
+2019) CC BY 3.0; BANKING77 (Casanueva et al., 2020) CC BY 4.0; Quora Question Pairs via GPTCache's
+benchmark (MIT; Quora's terms apply). The file holds words only, no text.
 """
 
 from __future__ import annotations

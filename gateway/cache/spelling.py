@@ -16,9 +16,10 @@ guards read (a negation, a number or ordinal, a unit, a degree word, a person, a
 about the one answering): a fold must never make the guards see what the writer did not type
 ("fourty" -> "fourth" would read a number). Known: the English word-frequency list that ships with
 ``pyspellchecker`` (MIT), ``words.txt`` beside this module (the embedding model's whole-word
-vocabulary and words of public question sets, ``bench/cache_sets/build_words.py``) and Python's
-keywords, built-ins and standard modules ("dict", "json"). Only lowercase words of five letters or
-more in prose are corrected, and the capitalised first word of the text (elsewhere a capitalised
+vocabulary and words of public question sets; their sources and licences are in
+``bench/cache_sets/build_words.py``, which builds it) and Python's keywords, built-ins and
+standard modules ("dict", "json"). Only lowercase words of five letters or more in prose are
+corrected, and the capitalised first word of the text (elsewhere a capitalised
 word is a name to the guards; a word inside ``a.b``, ``a_b``, ``a/b`` or a call is code);
 contractions typed without their apostrophe ("whats", "dont") get it back. Under the ``exact``
 cache policy the text is kept as sent. The folded text keys the semantic step (its vector and the
