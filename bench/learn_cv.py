@@ -106,9 +106,11 @@ async def main_async(args: argparse.Namespace) -> None:
         totals.append({values: share for share, _, values in results})
     both = {v: statistics.mean(t[v] for t in totals) for v in totals[0]}
     # The lowest mean share; ties (within half a point) go to the smaller k: a cheaper search.
+    # By k's own place in the grid: with ``--grid relative_to=... k=...`` it is not the first.
+    k_at = list(grid).index("k") if "k" in grid else None
     best_share = min(both.values())
     chosen = min((v for v in both if both[v] <= best_share + 0.005),
-                 key=lambda v: (v[0], both[v]))
+                 key=lambda v: (0 if k_at is None else v[k_at], both[v]))
     print(f"chosen for both (mean share95 {both[chosen]:.3f}): "
           f"{dict(zip(grid, chosen, strict=True))}")
 

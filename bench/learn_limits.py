@@ -49,10 +49,10 @@ from gateway.routing.learned.replay import (
     Labelled,
     cheap_ratio,
     learn_all,
-    quality_curve,
+    random_share,
     read_labelled,
     replay,
-    share_reaching,
+    share_for_95,
 )
 from gateway.routing.policy import Decision, LearnedNote
 
@@ -62,7 +62,7 @@ TIERS = ("cheap", "reasoning")
 def share95(score: FloatArray, items: list[Labelled]) -> float:
     weak = np.array([i.outcomes[TIERS[0]] for i in items], dtype=np.float64)
     strong = np.array([i.outcomes[TIERS[1]] for i in items], dtype=np.float64)
-    return share_reaching(quality_curve(score, weak, strong), 0.95 * float(strong.mean()))
+    return share_for_95(score, weak, strong)
 
 
 def offline(settings: LearningSettings, items: list[Labelled], vectors: FloatArray,
@@ -78,9 +78,8 @@ def limits(name: str, items: list[Labelled], vectors: FloatArray, seed: int,
     first, second = items[:half], items[half:]
     gain = np.array([i.outcomes[TIERS[1]] - i.outcomes[TIERS[0]] for i in second], np.float32)
     oracle = share95(-gain, second)
-    weak = float(np.mean([i.outcomes[TIERS[0]] for i in second]))
-    strong = float(np.mean([i.outcomes[TIERS[1]] for i in second]))
-    chance = (0.95 * strong - weak) / (strong - weak) if strong > weak else 0.0
+    chance = random_share(float(np.mean([i.outcomes[TIERS[0]] for i in second])),
+                          float(np.mean([i.outcomes[TIERS[1]] for i in second])))
     full = offline(settings, first, vectors[:half], second, vectors[half:])
     picked = sorted(random.Random(seed).sample(range(half), round(0.3 * half)))
     sampled = offline(settings, [first[i] for i in picked], vectors[picked], second,

@@ -42,6 +42,7 @@ from gateway.routing.policy import Decision
 FloatArray = npt.NDArray[np.float32]
 CURVE_POINTS = 10
 TIME_STEP_S = 1.0  # one prompt a second: only the order matters under a days-long half-life
+QUALITY_95 = 0.95  # "95% of always-reasoning quality", the figure every share is read at
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +275,7 @@ def evaluate(
     strong = np.array([i.outcomes[pair[1]] for i in test], dtype=np.float64)
     curve = quality_curve(ratio, weak, strong)
     w, s = float(weak.mean()), float(strong.mean())
-    share95 = share_reaching(curve, 0.95 * s)
+    share95 = share_reaching(curve, QUALITY_95 * s)
     return EvalReport(
         train=len(train), test=len(test), weak_accuracy=w, strong_accuracy=s,
         share_for_95=share95,
@@ -282,7 +283,7 @@ def evaluate(
         cpt80=share_reaching(curve, w + 0.8 * (s - w)),
         apgr=apgr(curve, w, s),
         target_for_95=_target_at(ratio, share95),
-        random_share_for_95=_clip((0.95 * s - w) / (s - w)) if s > w else 0.0,
+        random_share_for_95=random_share(w, s),
         group_oracle_share_for_95=_group_oracle(test, weak, strong),
         curve=tuple((float(x), float(y)) for x, y in curve[:: max(1, len(curve) // 20)]),
     )
@@ -296,6 +297,18 @@ def quality_curve(score: FloatArray, weak: npt.NDArray[np.float64],
     n = len(score)
     quality = weak.sum() + np.concatenate([[0.0], np.cumsum(gain)])
     return np.stack([np.arange(n + 1) / n, quality / n], axis=1)
+
+
+def share_for_95(score: FloatArray, weak: npt.NDArray[np.float64],
+                 strong: npt.NDArray[np.float64]) -> float:
+    """The share ranking by ``score`` sends to the strong tier for 95% of its quality."""
+    return share_reaching(quality_curve(score, weak, strong), QUALITY_95 * float(strong.mean()))
+
+
+def random_share(weak: float, strong: float) -> float:
+    """The share a router that ranks nothing sends to the strong tier for 95% of its quality
+    (``weak`` and ``strong``: the tiers' accuracies)."""
+    return _clip((QUALITY_95 * strong - weak) / (strong - weak)) if strong > weak else 0.0
 
 
 def share_reaching(curve: npt.NDArray[np.float64], quality: float) -> float:
@@ -342,5 +355,4 @@ def _group_oracle(test: Sequence[Labelled], weak: npt.NDArray[np.float64],
     index = {g: n for n, g in enumerate(names)}
     codes = np.array([index[g] for g in groups])
     gain = np.array([(strong - weak)[codes == n].mean() for n in range(len(names))])
-    score = -gain[codes].astype(np.float32)
-    return share_reaching(quality_curve(score, weak, strong), 0.95 * float(strong.mean()))
+    return share_for_95(-gain[codes].astype(np.float32), weak, strong)

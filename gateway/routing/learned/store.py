@@ -125,27 +125,22 @@ class OutcomeStore:
 
     async def load(self, limit: int) -> list[StoredOutcome]:
         """The newest ``limit`` rows of each scope, oldest first (ids ascending)."""
-        rows: list[StoredOutcome] = []
-        async with self._db.execute("SELECT DISTINCT scope FROM outcomes") as cursor:
-            scopes = [str(s) for (s,) in await cursor.fetchall()]
-        for scope in scopes:
-            async with self._db.execute(
-                "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector, id, "
-                "escalated "
-                "FROM outcomes WHERE scope = ? ORDER BY id DESC LIMIT ?", (scope, limit),
-            ) as cursor:
-                found = await cursor.fetchall()
-            rows.extend(
-                StoredOutcome(
-                    scope=str(s), tier=str(tier), acceptable=float(ok), weight=float(w),
-                    at_s=float(at), tenant=tenant, source=str(source),
-                    vector=np.frombuffer(blob, dtype=np.float16).astype(np.float32),
-                    row_id=int(row_id), escalated=bool(escalated),
-                )
-                for s, tier, ok, w, at, tenant, source, blob, row_id, escalated
-                in reversed(list(found))
+        # One query for every scope (as ``trim`` deletes), not one per tenant at start-up.
+        async with self._db.execute(
+            "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector, id, escalated "
+            "FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY scope ORDER BY id DESC) AS n "
+            "FROM outcomes) WHERE n <= ? ORDER BY id", (limit,),
+        ) as cursor:
+            found = await cursor.fetchall()
+        return [
+            StoredOutcome(
+                scope=str(s), tier=str(tier), acceptable=float(ok), weight=float(w),
+                at_s=float(at), tenant=tenant, source=str(source),
+                vector=np.frombuffer(blob, dtype=np.float16).astype(np.float32),
+                row_id=int(row_id), escalated=bool(escalated),
             )
-        return rows
+            for s, tier, ok, w, at, tenant, source, blob, row_id, escalated in found
+        ]
 
     async def trim(self, limit: int) -> None:
         """Delete every row older than the newest ``limit`` of its scope."""
