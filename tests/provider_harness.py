@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import orjson
 import pytest
+from aiohttp import web
 
 from gateway.core.answer import Deployment, Json
 from gateway.core.chat import ChatRequest, parse_chat_request
@@ -73,3 +75,29 @@ def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> Chu
     stream = OpenAIProvider(Upstream(client)).stream(chat(stream=True), deployment)
     assert isinstance(stream, ChunkStream)
     return stream
+
+
+HOLD = web.AppKey("hold", asyncio.Event)
+
+
+async def event_stream(aiohttp_server: Any, pieces: list[bytes], hold: bool = False,
+                       after: tuple[bytes, ...] = ()) -> tuple[str, asyncio.Event]:
+    """A provider's event stream at ``{url}/chat/completions``: the URL and its hold. It writes
+    ``pieces``, each its own network write, then, with ``hold``, waits for the hold to be set
+    before writing ``after``."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in pieces:
+            await resp.write(piece)
+        if hold:
+            await request.app[HOLD].wait()
+        for piece in after:
+            await resp.write(piece)
+        return resp
+
+    app = web.Application()
+    app[HOLD] = asyncio.Event()
+    app.router.add_post("/v1/chat/completions", handler)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/v1")), app[HOLD]
