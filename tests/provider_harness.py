@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -64,6 +65,19 @@ def chat(**body: Any) -> ChatRequest:
     body.setdefault("model", "smart")
     body.setdefault("messages", [{"role": "user", "content": "Hi"}])
     return parse_chat_request(orjson.dumps(body))
+
+
+def event(content: str | None, finish: str | None = None) -> bytes:
+    """One OpenAI stream event: a chunk with ``content`` (none: an empty delta), ``finish``."""
+    delta = {} if content is None else {"content": content}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def contents(chunks: list[Json]) -> list[str | None]:
+    """The content of each chunk's first choice (None where its delta has none)."""
+    return [c["choices"][0]["delta"].get("content") for c in chunks]
 
 
 def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> ChunkStream:

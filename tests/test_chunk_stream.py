@@ -8,7 +8,6 @@ by pulling the first and having the rest pushed.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
@@ -17,15 +16,7 @@ from gateway.core.answer import Json
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_client import HttpClient
-from tests.provider_harness import event_stream, open_stream
-
-
-def event(content: str | None, finish: str | None = None) -> bytes:
-    delta = {} if content is None else {"content": content}
-    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
-             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
+from tests.provider_harness import contents, event, event_stream, open_stream
 
 WHOLE = [event("a"), event("b"), event(None, "stop"), b"data: [DONE]\n\n", b"data: late\n\n"]
 ERROR_MID = [event("a"), event("b") + b'data: {"error": {"message": "overloaded"}}\n\n']
@@ -47,10 +38,6 @@ class Consumer:
         assert not self.ended.is_set(), "ended twice"
         self.failure = failure
         self.ended.set()
-
-
-def contents(chunks: list[Json]) -> list[str | None]:
-    return [c["choices"][0]["delta"].get("content") for c in chunks]
 
 
 async def pulled(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
@@ -122,7 +109,7 @@ async def test_a_consumer_that_pauses_as_the_push_begins_stays_paused_until_it_r
     aiohttp_server: Any,
 ) -> None:
     url, hold = await event_stream(aiohttp_server, [event("a") + event("b")], hold=True,
-                         after=(event(None, "stop") + b"data: [DONE]\n\n",))
+                                   after=(event(None, "stop") + b"data: [DONE]\n\n",))
     async with HttpClient() as client:
         stream = open_stream(client, url)
         try:
