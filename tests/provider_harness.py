@@ -80,6 +80,25 @@ def contents(chunks: list[Json]) -> list[str | None]:
     return [c["choices"][0]["delta"].get("content") for c in chunks]
 
 
+class Collected:
+    """A ``ChunkConsumer`` keeping what is pushed to it; it holds the stream to its contract
+    (no chunk after the end, one end)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Json] = []
+        self.failure: Exception | None = None
+        self.ended = asyncio.Event()
+
+    def chunk(self, chunk: Json) -> None:
+        assert not self.ended.is_set(), "a chunk after the end"
+        self.chunks.append(chunk)
+
+    def end(self, failure: Exception | None) -> None:
+        assert not self.ended.is_set(), "ended twice"
+        self.failure = failure
+        self.ended.set()
+
+
 def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> ChunkStream:
     """A streamed chat from the OpenAI adapter at ``url``, as failover hands it to the relay."""
     deployment = Deployment(

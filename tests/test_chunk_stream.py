@@ -16,28 +16,12 @@ from gateway.core.answer import Json
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_client import HttpClient
-from tests.provider_harness import contents, event, event_stream, open_stream
+from tests.provider_harness import Collected, contents, event, event_stream, open_stream
 
 WHOLE = [event("a"), event("b"), event(None, "stop"), b"data: [DONE]\n\n", b"data: late\n\n"]
 ERROR_MID = [event("a"), event("b") + b'data: {"error": {"message": "overloaded"}}\n\n']
 CUT = [event("a"), event("b")]  # the body ends with no finish and no [DONE]
 NO_DONE = [event("a"), event(None, "stop")]  # finished, then the body ends: whole
-
-
-class Consumer:
-    def __init__(self) -> None:
-        self.chunks: list[Json] = []
-        self.ended = asyncio.Event()
-        self.failure: UpstreamFailure | None = None
-
-    def chunk(self, chunk: Json) -> None:
-        assert not self.ended.is_set(), "a chunk after the end"
-        self.chunks.append(chunk)
-
-    def end(self, failure: UpstreamFailure | None) -> None:
-        assert not self.ended.is_set(), "ended twice"
-        self.failure = failure
-        self.ended.set()
 
 
 async def pulled(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
@@ -52,7 +36,7 @@ async def pulled(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
 
 async def pushed(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
     first = await stream.__anext__()
-    consumer = Consumer()
+    consumer = Collected()
     stream.push(consumer)
     async with asyncio.timeout(10):
         await consumer.ended.wait()
@@ -92,7 +76,7 @@ async def test_a_pushed_stream_that_stalls_ends_with_a_timeout(aiohttp_server: A
     assert (contents(chunks), failure) == (["a", "b"], FailureKind.TIMEOUT)
 
 
-class Pausing(Consumer):
+class Pausing(Collected):
     """Pauses the stream at its first chunk, as the relay does when the client is behind."""
 
     def __init__(self, stream: ChunkStream) -> None:
