@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import orjson
 import pytest
+from aiohttp import web
 
 from gateway.core.answer import Deployment, Json
 from gateway.core.chat import ChatRequest, parse_chat_request
@@ -64,6 +67,38 @@ def chat(**body: Any) -> ChatRequest:
     return parse_chat_request(orjson.dumps(body))
 
 
+def event(content: str | None, finish: str | None = None) -> bytes:
+    """One OpenAI stream event: a chunk with ``content`` (none: an empty delta), ``finish``."""
+    delta = {} if content is None else {"content": content}
+    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
+             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
+
+
+def contents(chunks: list[Json]) -> list[str | None]:
+    """The content of each chunk's first choice (None where its delta has none)."""
+    return [c["choices"][0]["delta"].get("content") for c in chunks]
+
+
+class Collected:
+    """A ``ChunkConsumer`` keeping what is pushed to it; it holds the stream to its contract
+    (no chunk after the end, one end)."""
+
+    def __init__(self) -> None:
+        self.chunks: list[Json] = []
+        self.failure: Exception | None = None
+        self.ended = asyncio.Event()
+
+    def chunk(self, chunk: Json) -> None:
+        assert not self.ended.is_set(), "a chunk after the end"
+        self.chunks.append(chunk)
+
+    def end(self, failure: Exception | None) -> None:
+        assert not self.ended.is_set(), "ended twice"
+        self.failure = failure
+        self.ended.set()
+
+
 def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> ChunkStream:
     """A streamed chat from the OpenAI adapter at ``url``, as failover hands it to the relay."""
     deployment = Deployment(
@@ -73,3 +108,29 @@ def open_stream(client: HttpClient, url: str, chunk_timeout_s: float = 5) -> Chu
     stream = OpenAIProvider(Upstream(client)).stream(chat(stream=True), deployment)
     assert isinstance(stream, ChunkStream)
     return stream
+
+
+HOLD = web.AppKey("hold", asyncio.Event)
+
+
+async def event_stream(aiohttp_server: Any, pieces: list[bytes], hold: bool = False,
+                       after: tuple[bytes, ...] = ()) -> tuple[str, asyncio.Event]:
+    """A provider's event stream at ``{url}/chat/completions``: the URL and its hold. It writes
+    ``pieces``, each its own network write, then, with ``hold``, waits for the hold to be set
+    before writing ``after``."""
+    async def handler(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece in pieces:
+            await resp.write(piece)
+        if hold:
+            await request.app[HOLD].wait()
+        for piece in after:
+            await resp.write(piece)
+        return resp
+
+    app = web.Application()
+    app[HOLD] = asyncio.Event()
+    app.router.add_post("/v1/chat/completions", handler)
+    server = await aiohttp_server(app)
+    return str(server.make_url("/v1")), app[HOLD]

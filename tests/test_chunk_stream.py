@@ -8,74 +8,20 @@ by pulling the first and having the rest pushed.
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from gateway.core.answer import Json
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_client import HttpClient
-from tests.provider_harness import open_stream
-
-
-def event(content: str | None, finish: str | None = None) -> bytes:
-    delta = {} if content is None else {"content": content}
-    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
-             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
-
+from tests.provider_harness import Collected, contents, event, event_stream, open_stream
 
 WHOLE = [event("a"), event("b"), event(None, "stop"), b"data: [DONE]\n\n", b"data: late\n\n"]
 ERROR_MID = [event("a"), event("b") + b'data: {"error": {"message": "overloaded"}}\n\n']
 CUT = [event("a"), event("b")]  # the body ends with no finish and no [DONE]
 NO_DONE = [event("a"), event(None, "stop")]  # finished, then the body ends: whole
-
-HOLD = web.AppKey("hold", asyncio.Event)
-
-
-async def provider(aiohttp_server: Any, pieces: list[bytes], hold: bool = False,
-                   after: tuple[bytes, ...] = ()) -> tuple[str, asyncio.Event]:
-    """The provider's URL and its hold: it writes ``pieces``, then, with ``hold``, waits for
-    the hold to be set before writing ``after``."""
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for piece in pieces:
-            await resp.write(piece)
-        if hold:
-            await request.app[HOLD].wait()
-        for piece in after:
-            await resp.write(piece)
-        return resp
-
-    app = web.Application()
-    app[HOLD] = asyncio.Event()
-    app.router.add_post("/v1/chat/completions", handler)
-    server = await aiohttp_server(app)
-    return str(server.make_url("/v1")), app[HOLD]
-
-
-class Consumer:
-    def __init__(self) -> None:
-        self.chunks: list[Json] = []
-        self.ended = asyncio.Event()
-        self.failure: UpstreamFailure | None = None
-
-    def chunk(self, chunk: Json) -> None:
-        assert not self.ended.is_set(), "a chunk after the end"
-        self.chunks.append(chunk)
-
-    def end(self, failure: UpstreamFailure | None) -> None:
-        assert not self.ended.is_set(), "ended twice"
-        self.failure = failure
-        self.ended.set()
-
-
-def contents(chunks: list[Json]) -> list[str | None]:
-    return [c["choices"][0]["delta"].get("content") for c in chunks]
 
 
 async def pulled(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
@@ -90,7 +36,7 @@ async def pulled(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
 
 async def pushed(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
     first = await stream.__anext__()
-    consumer = Consumer()
+    consumer = Collected()
     stream.push(consumer)
     async with asyncio.timeout(10):
         await consumer.ended.wait()
@@ -106,7 +52,7 @@ async def pushed(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
 async def test_pushed_chunks_and_their_end_are_those_pulled(
     aiohttp_server: Any, pieces: list[bytes], texts: list[str | None], kind: FailureKind | None
 ) -> None:
-    url, _ = await provider(aiohttp_server, pieces)
+    url, _ = await event_stream(aiohttp_server, pieces)
     async with HttpClient() as client:
         outcomes = []
         for read in (pulled, pushed):
@@ -120,7 +66,7 @@ async def test_pushed_chunks_and_their_end_are_those_pulled(
 
 
 async def test_a_pushed_stream_that_stalls_ends_with_a_timeout(aiohttp_server: Any) -> None:
-    url, _ = await provider(aiohttp_server, [event("a"), event("b")], hold=True)
+    url, _ = await event_stream(aiohttp_server, [event("a"), event("b")], hold=True)
     async with HttpClient() as client:
         stream = open_stream(client, url, chunk_timeout_s=0.2)
         try:
@@ -130,7 +76,7 @@ async def test_a_pushed_stream_that_stalls_ends_with_a_timeout(aiohttp_server: A
     assert (contents(chunks), failure) == (["a", "b"], FailureKind.TIMEOUT)
 
 
-class Pausing(Consumer):
+class Pausing(Collected):
     """Pauses the stream at its first chunk, as the relay does when the client is behind."""
 
     def __init__(self, stream: ChunkStream) -> None:
@@ -146,8 +92,8 @@ class Pausing(Consumer):
 async def test_a_consumer_that_pauses_as_the_push_begins_stays_paused_until_it_resumes(
     aiohttp_server: Any,
 ) -> None:
-    url, hold = await provider(aiohttp_server, [event("a") + event("b")], hold=True,
-                         after=(event(None, "stop") + b"data: [DONE]\n\n",))
+    url, hold = await event_stream(aiohttp_server, [event("a") + event("b")], hold=True,
+                                   after=(event(None, "stop") + b"data: [DONE]\n\n",))
     async with HttpClient() as client:
         stream = open_stream(client, url)
         try:

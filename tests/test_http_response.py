@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import json
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
@@ -19,18 +18,11 @@ from gateway.core.answer import Json
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.chunk_stream import ChunkStream
 from gateway.upstream.http_client import HttpClient
-from tests.provider_harness import open_stream
+from tests.provider_harness import contents, event, open_stream
 from tests.tasks import until
 
 HEAD = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
         b"Transfer-Encoding: chunked\r\n\r\n")
-
-
-def event(content: str | None, finish: str | None = None) -> bytes:
-    delta = {} if content is None else {"content": content}
-    chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "up",
-             "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
-    return b"data: " + json.dumps(chunk).encode() + b"\n\n"
 
 
 def frame(data: bytes) -> bytes:
@@ -73,24 +65,18 @@ async def upstream() -> AsyncIterator[Start]:
     await asyncio.gather(*handlers)
 
 
-def contents(chunks: list[Json]) -> list[str | None]:
-    return [c["choices"][0]["delta"].get("content") for c in chunks]
-
-
 class PausingConsumer:
     """Pauses the stream at the first pushed chunk, as the relay does for a client behind."""
 
     def __init__(self, stream: ChunkStream) -> None:
         self.stream = stream
         self.chunks: list[Json] = []
-        self.first = asyncio.Event()
         self.ended = asyncio.Event()
         self.failure: Exception | None = None
 
     def chunk(self, chunk: Json) -> None:
         if not self.chunks:
             self.stream.pause()
-            self.first.set()
         self.chunks.append(chunk)
 
     def end(self, failure: Exception | None) -> None:

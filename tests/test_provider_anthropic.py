@@ -19,7 +19,7 @@ from gateway.upstream.providers.anthropic import AnthropicProvider
 from tests import fake_anthropic as fa
 from tests import provider_harness
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
-from tests.provider_harness import chat, deltas
+from tests.provider_harness import Collected, chat, deltas
 
 WEATHER_TOOL = {"type": "function", "function": {
     "name": "get_weather", "description": "Weather now",
@@ -429,30 +429,12 @@ async def test_bad_key_is_a_deployment_failure(anthropic: Harness) -> None:
 # --- pushed (the relay's fast path) --------------------------------------------------------
 
 
-class _Collected:
-    """A ``ChunkConsumer`` keeping what is pushed to it."""
-
-    def __init__(self) -> None:
-        self.chunks: list[Json] = []
-        self.failure: Exception | None = None
-        self.ended = asyncio.Event()
-
-    def chunk(self, chunk: Json) -> None:
-        assert not self.ended.is_set(), "a chunk after the end"
-        self.chunks.append(chunk)
-
-    def end(self, failure: Exception | None) -> None:
-        assert not self.ended.is_set(), "ended twice"
-        self.failure = failure
-        self.ended.set()
-
-
 async def _pushed(anthropic: Harness, **body: Any) -> tuple[list[Json], Exception | None]:
     stream = anthropic.provider.stream(chat(stream=True, **body), anthropic.deployment)
     assert isinstance(stream, ChunkStream)
     try:
         chunks = [await anext(stream)]  # failover pulls the first; the relay has the rest pushed
-        consumer = _Collected()
+        consumer = Collected()
         stream.push(consumer)
         async with asyncio.timeout(10):
             await consumer.ended.wait()

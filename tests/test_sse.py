@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from gateway.core.errors import UpstreamFailure
 from gateway.upstream.http_client import HttpClient
 from gateway.upstream.sse import SseEvent, iter_sse
+from tests.provider_harness import event_stream
 
 PIECES = [
     b": a comment line\n",
@@ -22,31 +21,10 @@ PIECES = [
 ]
 
 
-RELEASE = web.AppKey("release", asyncio.Event)
-
-
-async def _serve(aiohttp_server: Any, pieces: list[bytes], hold: bool = False) -> str:
-    async def handler(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        for piece in pieces:
-            await resp.write(piece)
-        if hold:
-            await request.app[RELEASE].wait()
-        return resp
-
-    app = web.Application()
-    app[RELEASE] = asyncio.Event()
-    app.router.add_get("/", handler)
-    server = await aiohttp_server(app)
-    return str(server.make_url("/"))
-
-
-
 async def test_events_split_across_reads_are_reassembled(aiohttp_server: Any) -> None:
-    url = await _serve(aiohttp_server, PIECES)
+    url, _ = await event_stream(aiohttp_server, PIECES)
     async with HttpClient() as client:
-        resp = await client.request("GET", url, headers={})
+        resp = await client.request("POST", f"{url}/chat/completions", headers={})
         events = [e async for e in iter_sse(resp, chunk_timeout_s=5)]
         resp.release()
     assert events == [
@@ -58,9 +36,9 @@ async def test_events_split_across_reads_are_reassembled(aiohttp_server: Any) ->
 
 
 async def test_a_stalled_stream_times_out_as_upstream_failure(aiohttp_server: Any) -> None:
-    url = await _serve(aiohttp_server, [b"data: 1\n\n"], hold=True)
+    url, _ = await event_stream(aiohttp_server, [b"data: 1\n\n"], hold=True)
     async with HttpClient() as client:
-        resp = await client.request("GET", url, headers={})
+        resp = await client.request("POST", f"{url}/chat/completions", headers={})
         events = iter_sse(resp, chunk_timeout_s=0.05)
         assert await anext(events) == SseEvent("", b"1")
         with pytest.raises(UpstreamFailure, match="no stream data"):

@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+from ssl import SSLContext
 from typing import Any
 
 from aiohttp import web
-from aiohttp.test_utils import TestServer
+from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.observability.metrics import METRICS_KEY
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
@@ -40,13 +41,26 @@ HEAD = event({"role": "assistant", "content": ""}) + event({"content": "Counting
 REST = b"".join(event({"content": w}) for w in WORDS) + event({}, "stop") + b"data: [DONE]\n\n"
 
 
+async def events(request: web.Request, first: bytes) -> web.StreamResponse:
+    """A provider's event stream, begun with ``first`` (one network write)."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    await resp.write(first)
+    return resp
+
+
 async def gateway_on(
-    aiohttp_server: Any, make_gateway: GatewayFactory, handler: Any
-) -> Any:
+    aiohttp_server: Any, make_gateway: GatewayFactory, handler: Any, *,
+    ssl: SSLContext | None = None, **config: Any,
+) -> TestClient:
+    """A gateway whose one model is served by ``handler`` (over TLS with ``ssl``);
+    ``config`` adds to the gateway's settings."""
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handler)
-    server: TestServer = await aiohttp_server(app)
-    return await make_gateway({"providers": [openai_provider("p1", str(server.make_url("/v1")))],
+    server: TestServer = await aiohttp_server(app, ssl=ssl)
+    url = str(server.make_url("/v1"))
+    assert url.startswith("https://" if ssl else "http://")
+    return await make_gateway({**config, "providers": [openai_provider("p1", url)],
                                "models": [model("small", "p1", upstream_model="up")]})
 
 
@@ -65,9 +79,7 @@ async def test_a_chunk_in_hand_is_not_held_back_while_the_stream_waits(
     seen = asyncio.Event()
 
     async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD + event({"content": " held?"}))
+        resp = await events(request, HEAD + event({"content": " held?"}))
         await seen.wait()  # the rest only once the client has the chunk before the pause
         await resp.write(REST)
         return resp
@@ -82,16 +94,23 @@ async def test_a_chunk_in_hand_is_not_held_back_while_the_stream_waits(
     assert text_of(body) == "Counting: held?" + "".join(WORDS)
 
 
+def streamed_request(*, close: bool = False) -> bytes:
+    """``BODY`` as raw HTTP/1.1 bytes; ``close`` asks for ``Connection: close``."""
+    body = json.dumps(BODY).encode()
+    connection = b"Connection: close\r\n" if close else b""
+    return (b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n%bContent-Type: "
+            b"application/json\r\nContent-Length: %d\r\n\r\n%b"
+            % (connection, len(body), body))
+
+
 async def raw_exchange(port: int, times: int) -> list[list[bytes]]:
     """``times`` streaming requests on one keep-alive connection, each answer's body as the
     HTTP/1.1 chunks it came in, decoded strictly (a wrong length breaks the next request)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    body = json.dumps(BODY).encode()
     answers = []
     try:
         for _ in range(times):
-            writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
-                         b"application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+            writer.write(streamed_request())
             head = await reader.readuntil(b"\r\n\r\n")
             assert b"transfer-encoding: chunked" in head.lower()
             chunks = []
@@ -109,10 +128,7 @@ async def test_each_relayed_chunk_is_one_http_chunk_on_a_connection_kept_alive(
     aiohttp_server: Any, make_gateway: GatewayFactory
 ) -> None:
     async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD + REST)  # all in one network write
-        return resp
+        return await events(request, HEAD + REST)  # all in one network write
 
     client = await gateway_on(aiohttp_server, make_gateway, provider)
     for chunks in await raw_exchange(client.server.port, 2):
@@ -127,9 +143,7 @@ async def test_an_error_event_mid_stream_ends_the_body_with_the_error_and_no_don
     error = b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
 
     async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD + event({"content": " more"}))
+        resp = await events(request, HEAD + event({"content": " more"}))
         await resp.write(error)
         return resp
 
@@ -152,9 +166,7 @@ async def test_usage_and_text_of_chunks_pushed_one_read_at_a_time_are_accounted(
     aiohttp_server: Any, make_gateway: GatewayFactory
 ) -> None:
     async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD)
+        resp = await events(request, HEAD)
         for word in WORDS:  # each its own write: the tail reaches the relay piece by piece
             await resp.write(event({"content": word}))
         await resp.write(event({}, "stop") + usage_event(7, 21) + b"data: [DONE]\n\n")
@@ -178,9 +190,7 @@ FLOOD = 1500
 
 async def flood(request: web.Request) -> web.StreamResponse:
     """A provider that streams ``FLOOD`` large events as fast as it may write them."""
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
-    await resp.write(HEAD)
+    resp = await events(request, HEAD)
     for _ in range(FLOOD):
         await resp.write(event({"content": FILLER}))
     await resp.write(event({}, "stop") + b"data: [DONE]\n\n")
@@ -221,9 +231,7 @@ async def test_a_client_that_leaves_mid_stream_closes_the_upstream_connection(
     more = asyncio.Event()
 
     async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD + event({"content": " one"}))
+        resp = await events(request, HEAD + event({"content": " one"}))
         await more.wait()
         try:
             while True:  # until the gateway lets go of this connection (the write fails, or
@@ -234,9 +242,7 @@ async def test_a_client_that_leaves_mid_stream_closes_the_upstream_connection(
 
     client = await gateway_on(aiohttp_server, make_gateway, provider)
     reader, writer = await asyncio.open_connection("127.0.0.1", client.server.port)
-    body = json.dumps(BODY).encode()
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: "
-                 b"application/json\r\nContent-Length: %d\r\n\r\n%b" % (len(body), body))
+    writer.write(streamed_request())
     seen = b""
     while b" one" not in seen:
         seen += await reader.read(65536)
@@ -250,13 +256,8 @@ async def test_a_client_that_leaves_mid_stream_closes_the_upstream_connection(
 
 async def gateway_with_write_timeout(aiohttp_server: Any, make_gateway: GatewayFactory,
                                      provider: Any) -> tuple[web.Application, int]:
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", provider)
-    server: TestServer = await aiohttp_server(app)
-    client = await make_gateway({
-        "server": {"write_timeout_s": 0.5},
-        "providers": [openai_provider("p1", str(server.make_url("/v1")))],
-        "models": [model("small", "p1", upstream_model="up")]})
+    client = await gateway_on(aiohttp_server, make_gateway, provider,
+                              server={"write_timeout_s": 0.5})
     assert client.server.port is not None
     return client.server.app, client.server.port
 
@@ -271,11 +272,7 @@ async def silent_client(
     sock.setblocking(False)
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     reader, writer = await asyncio.open_connection(sock=sock)
-    body = json.dumps(BODY).encode()
-    connection = b"Connection: close\r\n" if close else b""
-    writer.write(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n%bContent-Type: "
-                 b"application/json\r\nContent-Length: %d\r\n\r\n%b"
-                 % (connection, len(body), body))
+    writer.write(streamed_request(close=close))
     return reader, writer
 
 
@@ -298,9 +295,7 @@ async def test_a_client_that_reads_nothing_past_the_write_timeout_is_cut_and_the
     closed = asyncio.Event()
 
     async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD)
+        resp = await events(request, HEAD)
         try:
             while True:  # until the gateway lets go of this connection
                 await resp.write(event({"content": " " + "x" * 16_000}))
@@ -322,9 +317,7 @@ async def test_a_client_that_reads_nothing_of_an_answer_already_whole_is_cut_at_
     aiohttp_server: Any, make_gateway: GatewayFactory
 ) -> None:
     async def provider(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        await resp.write(HEAD)
+        resp = await events(request, HEAD)
         # One event larger than any socket's buffers, with the stream's end in the same write:
         # the relay has the whole answer at once, and only the client's reading is left to wait
         # for (the end of the response, after the relay).

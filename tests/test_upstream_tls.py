@@ -16,15 +16,16 @@ from typing import Any
 import pytest
 import trustme
 from aiohttp import web
-from aiohttp.test_utils import TestClient, TestServer
+from aiohttp.test_utils import TestClient
 
 from gateway.upstream.appkeys import CLIENT_SESSION
-from tests.conftest import GatewayFactory, model, openai_provider
+from tests.conftest import GatewayFactory
 from tests.test_streaming import (
     BODY,
     FILLER,
     FLOOD,
     flood,
+    gateway_on,
     read_once_the_upstream_pauses,
     silent_client,
 )
@@ -45,13 +46,7 @@ async def https_gateway(
 ) -> TestClient:
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     ca.issue_cert("127.0.0.1").configure_cert(server_tls)
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    server: TestServer = await aiohttp_server(app, ssl=server_tls)
-    url = str(server.make_url("/v1"))
-    assert url.startswith("https://")
-    return await make_gateway({"providers": [openai_provider("p1", url)],
-                               "models": [model("small", "p1", upstream_model="up")]})
+    return await gateway_on(aiohttp_server, make_gateway, handler, ssl=server_tls)
 
 
 async def test_an_answer_comes_back_over_tls_from_a_provider_the_gateway_trusts(

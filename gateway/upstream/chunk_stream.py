@@ -163,14 +163,8 @@ class ChunkStream(AsyncGenerator[Json, None]):
     def body_data(self, data: bytes) -> None:
         if self._over:
             return
-        decoder, ready = self._decoder, self._ready
         try:
-            for event in self._parser.read(data):
-                chunks = decoder.event(event)
-                if chunks is None:
-                    self._over = True
-                    break
-                ready.extend(chunks)
+            self._over = self._decode(self._parser.read(data))
         except Exception as exc:  # raised where the pull would have raised it, after the chunks
             self._failure, self._over = exc, True  # before it (pushed: not in the loop's hands)
         self._deliver()
@@ -179,17 +173,22 @@ class ChunkStream(AsyncGenerator[Json, None]):
         if self._over:
             return
         try:
-            for event in self._parser.end():
-                chunks = self._decoder.event(event)
-                if chunks is None:
-                    break
-                self._ready.extend(chunks)
-            else:
+            if not self._decode(self._parser.end()):
                 self._ready.extend(self._decoder.end())
         except Exception as exc:
             self._failure = exc
         self._over = True
         self._deliver()
+
+    def _decode(self, events: list[SseEvent]) -> bool:
+        """Queue the chunks ``events`` carry; True at the end marker (nothing after it counts)."""
+        decoder, ready = self._decoder, self._ready
+        for event in events:
+            chunks = decoder.event(event)
+            if chunks is None:
+                return True
+            ready.extend(chunks)
+        return False
 
     def body_error(self, error: HttpError) -> None:
         if self._over:

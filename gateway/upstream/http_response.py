@@ -200,9 +200,7 @@ class Response:
             # One timer per response, not one per read: a stream reads every few milliseconds
             # and would otherwise arm and cancel a timer each time. The timer stays armed at an
             # older deadline; when it fires early it re-arms itself at the current one.
-            self._deadline = deadline = self._loop.time() + timeout_s
-            if self._timer is None or self._timer_at > deadline:  # first, or a shorter timeout
-                self._arm(deadline)
+            self._move_deadline(timeout_s)
         try:
             await waiter
         finally:
@@ -230,9 +228,7 @@ class Response:
     def resume_push(self) -> None:
         """Read the socket again, with a fresh read timer."""
         self._push_paused = False
-        self._deadline = deadline = self._loop.time() + self._push_timeout_s
-        if self._timer is None or self._timer_at > deadline:
-            self._arm(deadline)
+        self._move_deadline(self._push_timeout_s)
         if self._conn is not None:
             self._conn.resume()
 
@@ -274,6 +270,13 @@ class Response:
             waiter.set_exception(HttpTimeout("timed out"))
         else:
             self._arm(self._deadline)
+
+    def _move_deadline(self, timeout_s: float) -> None:
+        """The read deadline ``timeout_s`` from now; the timer is re-armed only when none is
+        armed or it is armed later than that (a later one re-arms itself when it fires)."""
+        self._deadline = deadline = self._loop.time() + timeout_s
+        if self._timer is None or self._timer_at > deadline:  # first, or a shorter timeout
+            self._arm(deadline)
 
     def _arm(self, deadline: float) -> None:
         if self._timer is not None:

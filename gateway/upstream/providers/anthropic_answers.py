@@ -148,20 +148,12 @@ class MessagesStream:
     stopped: bool = False
 
     def feed(self, event: Json) -> list[Json]:
-        handlers: dict[str, Callable[[Json], list[Json]]] = {
-            "message_start": self._message_start,
-            "content_block_start": self._block_start,
-            "content_block_delta": self._block_delta,
-            "content_block_stop": self._block_stop,
-            "message_delta": self._message_delta,
-            "message_stop": self._message_stop,
-        }
         kind = event.get("type")
         if kind == "error":
             raise error_failure(event)
-        handler = handlers.get(kind) if isinstance(kind, str) else None
+        handler = _HANDLERS.get(kind) if isinstance(kind, str) else None
         # ping and event types added later carry nothing to translate.
-        return handler(event) if handler else []
+        return handler(self, event) if handler else []
 
     def _chunk(self, delta: Json, finish_reason: str | None = None) -> Json:
         return chunk(self.chunk_id, self.model, self.created, delta, finish_reason)
@@ -229,6 +221,17 @@ class MessagesStream:
             raise UpstreamFailure(FailureKind.CONNECT, "Anthropic stream ended before its end")
         usage = _usage(self.usage)
         return [usage_chunk(self.chunk_id, self.model, self.created, usage)] if usage else []
+
+
+_HANDLERS: dict[str, Callable[[MessagesStream, Json], list[Json]]] = {
+    "message_start": MessagesStream._message_start,
+    "content_block_start": MessagesStream._block_start,
+    "content_block_delta": MessagesStream._block_delta,
+    "content_block_stop": MessagesStream._block_stop,
+    "message_delta": MessagesStream._message_delta,
+    "message_stop": MessagesStream._message_stop,
+}
+"""Each Messages event type's translation, built once rather than for every event."""
 
 
 class MessagesChunks:
