@@ -239,13 +239,13 @@ async def relay(
         log.warning("stream from %s cut at the shutdown deadline", stream.deployment.id)
         stream.health.release_probe()  # no verdict on the deployment
         record.status, record.error = 503, "shutting_down"
-        await resp.write(writer.error(SHUTDOWN))
+        await sink.send(writer.error(SHUTDOWN))
         return False
     except UpstreamFailure as failure:
         log.warning("stream from %s broke: %s", stream.deployment.id, failure.message)
         stream.health.record_failure(failure, time.monotonic(), CallKind.STREAM)
         record.status = 502
-        await resp.write(writer.error(failure))
+        await sink.send(writer.error(failure))
         return False
     except ConnectionResetError:  # before ``Exception``; cancellation is handled below
         stream.health.release_probe()  # the client left: no verdict on the deployment
@@ -255,7 +255,7 @@ async def relay(
         log.exception("relaying the stream from %s failed", stream.deployment.id)
         stream.health.release_probe()
         record.status, record.error = 500, "internal_error"
-        await resp.write(writer.error(None))
+        await sink.send(writer.error(None))
         return False
     except BaseException:
         stream.health.release_probe()  # the client left: no verdict on the deployment
