@@ -58,6 +58,9 @@ class ChunkWriter(Protocol):
         ...
 
 
+_NULL_USAGE = (b',"usage":null', b', "usage": null')
+
+
 class OpenAIChunks:
     """Chat completions chunks as they are, the usage chunk only when the client asked."""
 
@@ -72,6 +75,25 @@ class OpenAIChunks:
                 return b""
             chunk = {k: v for k, v in chunk.items() if k != "usage"}
         return encode_data(orjson.dumps(chunk))
+
+    def events(self, data: bytes, chunks: list[Json]) -> bytes:
+        """The bytes for a plain read (``ChunkStream.push``): ``data``, the events as they
+        came, unless a chunk holds a null ``usage`` the client did not ask for (OpenAI's
+        chunks do when usage is asked upstream). That is cut from the bytes when each one is
+        a ``,"usage":null`` (or spaced) and there is no other; else the chunks are encoded
+        again, as ``chunk`` does."""
+        if self.include_usage:
+            return data
+        for chunk in chunks:  # a loop, not any() over a generator: this runs for every read
+            if "usage" in chunk:
+                break
+        else:
+            return data
+        n = data.count(b'"usage"')
+        for key in _NULL_USAGE:
+            if data.count(key) == n:
+                return data.replace(key, b"")
+        return b"".join(self.chunk(c) for c in chunks)
 
     def end(self) -> bytes:
         return DONE
@@ -160,18 +182,22 @@ async def client_reads(out: AbstractStreamWriter, write_timeout_s: float) -> Asy
 class _Pushed:
     """The relay's half that runs in the upstream connection's callbacks (a ``ChunkConsumer``).
 
-    Each chunk is accounted and written to the client's transport at once. When the client's
-    socket holds more than ``WRITE_BUFFER_LIMIT`` unsent, the upstream read pauses and the
-    relay's task is woken to wait for the drain; the task is also woken when the stream ends.
+    Each chunk is accounted and written to the client's transport at once; a plain read
+    (``events``) is written whole, as the bytes it came in when the client's writer allows, in
+    one write. When the client's socket holds more than ``WRITE_BUFFER_LIMIT`` unsent, the
+    upstream read pauses and the relay's task is woken to wait for the drain; the task is also
+    woken when the stream ends.
     """
 
-    __slots__ = ("failure", "keep", "over", "paused", "record", "sink", "tail", "waiter",
-                 "writer")
+    __slots__ = ("failure", "keep", "over", "paused", "plain", "record", "sink", "tail",
+                 "waiter", "writer")
 
     def __init__(self, sink: ChunkSink, tail: ChunkStream, writer: ChunkWriter,
                  record: RequestRecord, keep: list[Json] | None) -> None:
         self.sink, self.tail, self.writer, self.record, self.keep = (
             sink, tail, writer, record, keep)
+        self.plain = writer.events if isinstance(writer, OpenAIChunks) else None
+        """The client's writer for plain reads, when it has one."""
         self.waiter: asyncio.Future[None] | None = None
         self.over = False
         self.paused = False
@@ -181,13 +207,28 @@ class _Pushed:
         if self.over:
             return
         try:
-            data = _account(chunk, self.writer, self.record, self.keep)
-            if data and self.sink.write_now(data) and not self.paused:
-                self.paused = True
-                self.tail.pause()
-                self._wake()
+            self._send(_account(chunk, self.writer, self.record, self.keep))
         except Exception as exc:  # the client left, or a writer failed: the task raises it
             self.end(exc)
+
+    def events(self, data: bytes, chunks: list[Json]) -> None:
+        """A plain read: its chunks carry no usage, so only their text and the bytes are left
+        to handle."""
+        if self.over or self.plain is None:
+            return
+        record, keep = self.record, self.keep
+        for chunk in chunks:
+            _keep_and_text(chunk, record, keep)
+        try:
+            self._send(self.plain(data, chunks))
+        except Exception as exc:  # the client left
+            self.end(exc)
+
+    def _send(self, data: bytes) -> None:
+        if data and self.sink.write_now(data) and not self.paused:
+            self.paused = True
+            self.tail.pause()
+            self._wake()
 
     def end(self, failure: BaseException | None) -> None:
         if not self.over:
@@ -207,7 +248,7 @@ async def _relay_pushed(sink: ChunkSink, tail: ChunkStream, writer: ChunkWriter,
     pushed = _Pushed(sink, tail, writer, record, keep)
     loop = asyncio.get_running_loop()
     try:
-        tail.push(pushed)
+        tail.push(pushed, pushed.events if pushed.plain is not None else None)
         while True:
             if pushed.over:
                 if pushed.failure is not None:
@@ -296,16 +337,20 @@ def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
              keep: list[Json] | None) -> bytes:
     """Note what a chunk carries (usage, text, the chunk itself) and return its bytes for the
     client; the same for a pulled and a pushed chunk."""
-    if keep is not None:
-        keep.append(chunk)
     usage: Usage | None = usage_from_openai(chunk.get("usage"))
     if usage is not None:
         record.usage = usage
+    _keep_and_text(chunk, record, keep)
+    return writer.chunk(chunk)
+
+
+def _keep_and_text(chunk: Json, record: RequestRecord, keep: list[Json] | None) -> None:
+    if keep is not None:
+        keep.append(chunk)
     for choice in chunk.get("choices") or ():
         content = (choice.get("delta") or {}).get("content")
         if isinstance(content, str):
             record.streamed_text.append(content)
-    return writer.chunk(chunk)
 
 
 SHUTDOWN = UpstreamFailure(
