@@ -122,13 +122,14 @@ class ChunkSink:
     response (HTTP/1.0) always goes through aiohttp.
     """
 
-    __slots__ = ("_direct", "_out", "_resp", "_write_timeout_s")
+    __slots__ = ("_direct", "_out", "_resp", "_transport", "_write_timeout_s")
 
     def __init__(self, resp: web.StreamResponse, out: AbstractStreamWriter,
                  write_timeout_s: float) -> None:
         self._resp = resp
         self._out = out
         self._direct = False
+        self._transport: asyncio.WriteTransport | None = None
         self._write_timeout_s = write_timeout_s
 
     @property
@@ -143,6 +144,8 @@ class ChunkSink:
             out = self._out  # chunked: aiohttp chose it at ``prepare`` (HTTP/1.1, no length)
             self._direct = (isinstance(out, StreamWriter) and out.chunked
                             and not self._resp.compression)
+            # The connection's one transport: once it is lost it says it is closing.
+            self._transport = out.transport
             return
         if self.write_now(data):
             await self.drain()
@@ -150,7 +153,7 @@ class ChunkSink:
     def write_now(self, data: bytes) -> bool:
         """One piece on the transport at once (``direct`` only); True when the client's socket
         now holds more than ``WRITE_BUFFER_LIMIT`` unsent and the writer should ``drain``."""
-        transport: asyncio.WriteTransport | None = self._out.transport
+        transport = self._transport
         if transport is None or transport.is_closing():
             raise ClientConnectionResetError("Cannot write to closing transport")
         frame = b"%x\r\n%b\r\n" % (len(data), data)
@@ -216,9 +219,14 @@ class _Pushed:
         to handle."""
         if self.over or self.plain is None:
             return
-        record, keep = self.record, self.keep
-        for chunk in chunks:
-            _keep_and_text(chunk, record, keep)
+        text, keep = self.record.streamed_text, self.keep
+        for chunk in chunks:  # ``_keep_and_text``, inlined: this runs for every chunk
+            if keep is not None:
+                keep.append(chunk)
+            for choice in chunk["choices"]:  # a plain chunk's shape is checked
+                content = (choice.get("delta") or _NO_DELTA).get("content")
+                if isinstance(content, str):
+                    text.append(content)
         try:
             self._send(self.plain(data, chunks))
         except Exception as exc:  # the client left
@@ -310,8 +318,10 @@ async def _send_all(sink: ChunkSink, stream: Stream, writer: ChunkWriter,
                     record: RequestRecord, keep: list[Json] | None) -> None:
     """The chunks failover already holds, then the tail: pushed when the upstream can push
     and the client's socket is written directly, else pulled one by one."""
-    for chunk in stream.head:
-        await _write_chunk(sink, chunk, writer, record, keep)
+    # The head in one write: it is in hand, and each write is a system call (and the client's
+    # wake-up) that costs more than the chunks' bytes.
+    if head := b"".join([_account(chunk, writer, record, keep) for chunk in stream.head]):
+        await sink.send(head)
     tail = stream.tail
     if isinstance(tail, ChunkStream) and sink.direct:
         await _relay_pushed(sink, tail, writer, record, keep)
@@ -342,6 +352,9 @@ def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
         record.usage = usage
     _keep_and_text(chunk, record, keep)
     return writer.chunk(chunk)
+
+
+_NO_DELTA: Json = {}
 
 
 def _keep_and_text(chunk: Json, record: RequestRecord, keep: list[Json] | None) -> None:
