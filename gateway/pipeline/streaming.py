@@ -8,7 +8,10 @@ ends the same way.
 
 Chunks are always OpenAI ``chat.completion.chunk`` objects inside the gateway; a ``ChunkWriter``
 turns them into the client's dialect on the way out (``OpenAIChunks`` here; the Messages and
-Responses writers live beside their handlers in ``gateway.api``). A ``ChunkSink`` puts each
+Responses writers live beside their handlers in ``gateway.api``). One exception, for speed: a
+read of an OpenAI upstream that holds only plain chunks (``ChunkStream.push``'s reads) goes to a
+chat completions client as the bytes it came in, one write for the read, its chunks still kept
+for the cache and their text for the token estimate. A ``ChunkSink`` puts each
 chunk's bytes on the client's socket, and cuts a client that reads nothing for
 ``[server] write_timeout_s`` while its socket is full (``ClientWriteTimeout``; ``client_reads``
 guards the response's end the same way): otherwise it would hold its stream and the upstream's
