@@ -134,6 +134,7 @@ async def test_relayed_http_chunks_hold_whole_events_on_a_connection_kept_alive(
     for chunks in await raw_exchange(client.server.port, 2):
         assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") for c in chunks)
         assert chunks[0].count(b"\n\n") == 2, "the head failover held, in one write"
+        assert len(chunks) == 3, "the rest of the one read, in one write; then [DONE]"
         assert chunks[-1] == b"data: [DONE]\n\n"
         assert text_of(b"".join(chunks)) == "Counting:" + "".join(WORDS)
 

@@ -188,14 +188,14 @@ async def client_reads(out: AbstractStreamWriter, write_timeout_s: float) -> Asy
 class _Pushed:
     """The relay's half that runs in the upstream connection's callbacks (a ``ChunkConsumer``).
 
-    Each chunk is accounted and written to the client's transport at once; a plain read
-    (``events``) is written whole, as the bytes it came in when the client's writer allows, in
-    one write. When the client's socket holds more than ``WRITE_BUFFER_LIMIT`` unsent, the
-    upstream read pauses and the relay's task is woken to wait for the drain; the task is also
-    woken when the stream ends.
+    Each chunk is accounted as it comes and the chunks of one read are written to the client's
+    transport together, in one write; a plain read (``events``) is written whole, as the bytes
+    it came in when the client's writer allows. When the client's socket holds more than
+    ``WRITE_BUFFER_LIMIT`` unsent, the upstream read pauses and the relay's task is woken to
+    wait for the drain; the task is also woken when the stream ends.
     """
 
-    __slots__ = ("failure", "keep", "over", "paused", "plain", "record", "sink", "tail",
+    __slots__ = ("failure", "held", "keep", "over", "paused", "plain", "record", "sink", "tail",
                  "waiter", "writer")
 
     def __init__(self, sink: ChunkSink, tail: ChunkStream, writer: ChunkWriter,
@@ -204,6 +204,8 @@ class _Pushed:
             sink, tail, writer, record, keep)
         self.plain = writer.events if isinstance(writer, OpenAIChunks) else None
         """The client's writer for plain reads, when it has one."""
+        self.held: list[bytes] = []
+        """Bytes of chunks of the read being delivered, written with its last chunk."""
         self.waiter: asyncio.Future[None] | None = None
         self.over = False
         self.paused = False
@@ -213,9 +215,31 @@ class _Pushed:
         if self.over:
             return
         try:
-            self._send(_account(chunk, self.writer, self.record, self.keep))
-        except Exception as exc:  # the client left, or a writer failed: the task raises it
+            data = _account(chunk, self.writer, self.record, self.keep)
+        except Exception as exc:  # a writer failed: what came before it still goes out
+            self._flush()
             self.end(exc)
+            return
+        if self.tail.more:  # chunks of one read go out in one write, with the last of them
+            self.held.append(data)
+            return
+        if self.held:
+            self.held.append(data)
+            data = b"".join(self.held)
+            self.held.clear()
+        try:
+            self._send(data)
+        except Exception as exc:  # the client left: the task raises it
+            self.end(exc)
+
+    def _flush(self) -> None:
+        if self.held:
+            data = b"".join(self.held)
+            self.held.clear()
+            try:
+                self._send(data)
+            except Exception:  # the client left: what ends the stream is said by the caller
+                log.debug("the client left before the chunks held were written")
 
     def events(self, data: bytes, chunks: list[Json]) -> None:
         """A plain read: its chunks carry no usage, so only their text and the bytes are left

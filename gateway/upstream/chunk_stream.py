@@ -43,6 +43,7 @@ class ChunkConsumer(Protocol):
     """Where pushed chunks go; called from the upstream connection's callbacks."""
 
     def chunk(self, chunk: Json) -> None:
+        """The next chunk; ``ChunkStream.more`` says whether others follow it at once."""
         ...
 
     def end(self, failure: Exception | None) -> None:
@@ -155,6 +156,12 @@ class ChunkStream(AsyncGenerator[Json, None]):
     def resume(self) -> None:
         if self._response is not None and self._consumer is not None:
             self._response.resume_push()
+
+    @property
+    def more(self) -> bool:
+        """True while a pushed chunk is delivered with more decoded behind it (the same read):
+        a consumer may hold its bytes and write them with the last one."""
+        return bool(self._ready)
 
     def stop_push(self) -> None:
         """No more chunks to the consumer; what arrives later stays unread until ``aclose``."""
