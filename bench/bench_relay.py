@@ -1,7 +1,7 @@
 """The stream relay's own CPU per chunk, in-process: no sockets, so no system calls.
 
     .venv/bin/python bench/bench_relay.py [--chunks 20000] [--rounds 5] [--per-read 1]
-        [--usage] [--cache] [--tree DIR ...]
+        [--usage] [--null-usage] [--cache] [--tree DIR ...]
 
 ``bench_streams.py`` measures the gateway's whole CPU per relayed chunk, and there the two
 system calls per chunk (the upstream's read, the client's write) and the event loop's dispatch
@@ -16,7 +16,9 @@ with other work does not count) over ``--chunks`` chunks, and the rounds alterna
 "unparsed" says whether the client got the upstream's own bytes (a pass-through) or chunks
 parsed and encoded again. The events are the fake upstream's (``bench/fake_upstream.py``);
 ``--usage`` asks for the usage chunk as a client's ``stream_options.include_usage`` would;
-``--cache`` keeps the chunks, as a relay whose answer the cache will store does.
+``--null-usage`` puts ``"usage": null`` in every chunk, as OpenAI does when usage is asked
+upstream (the gateway always asks), so a client that did not ask gets it cut out; ``--cache``
+keeps the chunks, as a relay whose answer the cache will store does.
 """
 
 from __future__ import annotations
@@ -70,10 +72,13 @@ class _Transport:
         return default
 
 
-def _event(delta: dict[str, str], finish: str | None = None) -> bytes:
-    body = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
-            "model": "bench-upstream",
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+def _event(delta: dict[str, str], finish: str | None = None, null_usage: bool = False) -> bytes:
+    body: dict[str, Any] = {
+        "id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1700000000,
+        "model": "bench-upstream",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    if null_usage:
+        body["usage"] = None
     return b"data: " + json.dumps(body).encode() + b"\n\n"
 
 
@@ -86,7 +91,8 @@ def _http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool) -> dict[str, float]:
+async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool,
+                   null_usage: bool) -> dict[str, float]:
     from aiohttp.http import StreamWriter
     from aiohttp.test_utils import make_mocked_request
     from aiohttp.web import StreamResponse
@@ -138,7 +144,7 @@ async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool) -> dict
     task = asyncio.ensure_future(relay(
         resp, failover, OpenAIChunks(usage), record, keep,  # type: ignore[arg-type]
         lifecycle=Lifecycle(), out=out, write_timeout_s=30.0))
-    words = [_event({"content": f" word{i}"}) for i in range(per_read)]
+    words = [_event({"content": f" word{i}"}, null_usage=null_usage) for i in range(per_read)]
     reads = [_http_chunk(b"".join(words)) for _ in range(chunks // per_read)]
     for _ in range(50):  # the relay's task reaches its pushed tail
         await asyncio.sleep(0)
@@ -165,7 +171,8 @@ async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool) -> dict
 def child(args: argparse.Namespace) -> None:
     import uvloop
 
-    result = uvloop.run(_one_run(args.chunks, args.per_read, args.usage, args.cache))
+    result = uvloop.run(_one_run(args.chunks, args.per_read, args.usage, args.cache,
+                                 args.null_usage))
     print(json.dumps(result))
 
 
@@ -175,6 +182,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-read", type=int, default=1)
     parser.add_argument("--usage", action="store_true")
+    parser.add_argument("--null-usage", action="store_true")
     parser.add_argument("--cache", action="store_true")
     parser.add_argument("--tree", type=Path, action="append")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -184,7 +192,8 @@ def main() -> None:
         return
     trees = [t.resolve() for t in (args.tree or [ROOT])]
     flags = [f"--chunks={args.chunks}", f"--per-read={args.per_read}",
-             *(["--usage"] if args.usage else []), *(["--cache"] if args.cache else [])]
+             *(["--usage"] if args.usage else []), *(["--cache"] if args.cache else []),
+             *(["--null-usage"] if args.null_usage else [])]
     runs: dict[Path, list[dict[str, float]]] = {t: [] for t in trees}
     for _ in range(args.rounds):
         for tree in trees:
@@ -195,7 +204,7 @@ def main() -> None:
             runs[tree].append(json.loads(out))
     print(f"relay, {args.chunks} chunks, {args.per_read} a read, usage "
           f"{'asked' if args.usage else 'not asked'}, cache {'on' if args.cache else 'off'}; "
-          f"{args.rounds} rounds")
+          f"null usage in chunks {'yes' if args.null_usage else 'no'}; {args.rounds} rounds")
     print("| tree | µs/chunk median | best | client writes per read | unparsed |")
     print("|---|---|---|---|---|")
     for tree, rs in runs.items():
