@@ -9,7 +9,8 @@ are half of it and move by ±25% with the machine's load. This script measures t
 Python between them, steadily: each tree's ``relay`` (``gateway.pipeline.streaming``) runs in a
 subprocess with that tree's code on an OpenAI stream whose bytes are handed to the gateway's
 HTTP client connection (``_Connection.data_received``, as uvloop would) one upstream read at a
-time, each read ``--per-read`` events in one HTTP/1.1 chunk, and the client's frames go to a
+time, each read ``--per-read`` events, each in its own HTTP/1.1 chunk as a provider writes them
+(a read holds several when the gateway reads late), and the client's frames go to a
 transport that only counts them. What a read costs, from the connection's callback to the
 client's ``transport.write``, is timed in CPU time (``time.process_time``: a machine shared
 with other work does not count) over ``--chunks`` chunks, and the rounds alternate the trees;
@@ -145,7 +146,7 @@ async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool,
         resp, failover, OpenAIChunks(usage), record, keep,  # type: ignore[arg-type]
         lifecycle=Lifecycle(), out=out, write_timeout_s=30.0))
     words = [_event({"content": f" word{i}"}, null_usage=null_usage) for i in range(per_read)]
-    reads = [_http_chunk(b"".join(words)) for _ in range(chunks // per_read)]
+    reads = [b"".join(_http_chunk(w) for w in words) for _ in range(chunks // per_read)]
     for _ in range(50):  # the relay's task reaches its pushed tail
         await asyncio.sleep(0)
     writes_before = client.writes

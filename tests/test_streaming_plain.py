@@ -42,20 +42,27 @@ def compact_event(content: str | None, finish: str | None = None, *,
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
-class Paced:
-    """The client's view of one stream, and a provider that writes each piece only once the
-    client holds that piece's mark (None: write the next piece at once)."""
+Piece = tuple[bytes | tuple[bytes, ...], bytes | None]
+"""What the provider writes (several network writes, back to back, for a tuple) and the mark
+the client must hold before the next piece (None: at once)."""
 
-    def __init__(self, pieces: Sequence[tuple[bytes, bytes | None]]) -> None:
+
+class Paced:
+    """The client's view of one stream (its body, and the HTTP chunks it came in), and a
+    provider that writes each piece only once the client holds that piece's mark."""
+
+    def __init__(self, pieces: Sequence[Piece]) -> None:
         self.pieces = pieces
         self.body = b""
+        self.http_chunks: list[bytes] = []
         self.grew = asyncio.Event()
 
     async def provider(self, request: web.Request) -> web.StreamResponse:
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await resp.prepare(request)
         for piece, mark in self.pieces:
-            await resp.write(piece)
+            for write in piece if isinstance(piece, tuple) else (piece,):
+                await resp.write(write)  # each its own HTTP chunk
             while mark is not None and mark not in self.body:
                 self.grew.clear()
                 await self.grew.wait()
@@ -64,8 +71,13 @@ class Paced:
     async def read(self, client: TestClient, **body: Any) -> bytes:
         resp = await client.post("/v1/chat/completions", json={**BODY, **body})
         assert resp.status == 200
-        async for data in resp.content.iter_any():
+        partial = b""
+        async for data, whole in resp.content.iter_chunks():
             self.body += data
+            partial += data
+            if whole:
+                self.http_chunks.append(partial)
+                partial = b""
             self.grew.set()
         return self.body
 
@@ -73,7 +85,7 @@ class Paced:
 WORDS = [f" w{i}" for i in range(6)]
 
 
-def paced_words(events: Sequence[bytes], end: bytes) -> list[tuple[bytes, bytes | None]]:
+def paced_words(events: Sequence[bytes], end: bytes) -> list[Piece]:
     """``HEAD``, then each of ``events`` (one for each of ``WORDS``) its own read, then ``end``."""
     marks = [json.dumps(w).encode() for w in WORDS]  # the quoted content: in either encoding
     return [(HEAD, b"Counting:"), *zip(events, marks, strict=True), (end, None)]
@@ -147,3 +159,18 @@ async def test_an_event_cut_across_reads_is_parsed_and_the_text_counted_in_order
     [row] = await recent(app[STORE_KEY])
     assert row.estimated
     assert row.tokens_out == app[ADMISSION_KEY].tokens.count("Counting: a b c")
+
+
+async def test_events_of_one_read_go_out_in_one_write_though_each_came_in_its_own_http_chunk(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    words = tuple(event({"content": w}) for w in (" a", " b", " c"))
+    pieces: list[Piece] = [
+        (HEAD, b"Counting:"),
+        (words, b'" c"'),  # three writes in one go: the gateway reads them at once
+        (event({}, "stop") + DONE, None),
+    ]
+    paced = Paced(pieces)
+    client = await gateway_on(aiohttp_server, make_gateway, paced.provider)
+    await paced.read(client)
+    assert b"".join(words) in paced.http_chunks, "one HTTP chunk, the upstream's own bytes"
