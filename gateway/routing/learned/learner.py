@@ -216,7 +216,12 @@ class Learner:
 
     def bias(self, tier: str) -> float:
         """How much the estimates of ``tier`` exceeded the outcomes that came back, on recent
-        outcomes (about the last thousand; shrunk towards 0 while there are few)."""
+        outcomes (about the last thousand; shrunk towards 0 while there are few). The estimate
+        scored is the one made when the outcome is folded, with the neutral prior, not the
+        policy's decision with the intent prior: with ``prior_weight`` 2 the two differ by
+        several points, and on the MMLU training streams this reads about -0.03 for the cheap
+        tier where the decisions that sent prompts to it ran +0.03 to +0.05 above the outcomes
+        (bench/RESULTS.md, issue 15 fifth round), which is why ``bias_correction`` stays off."""
         total, count = self._errors.get(tier, (0.0, 0.0))
         return total / (count + _ERROR_PRIOR)
 
