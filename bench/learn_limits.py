@@ -23,7 +23,9 @@ tier got right): the escalation bias this round removes shows as a negative figu
 ``--escalated-weight 1``. And on the second half's prompts the policy sent to the cheap tier:
 the cheap estimate it decided with less the cheap tier's accuracy there, and the quality it
 expected to give up per prompt against what it gave up (what a calibrated threshold has to get
-right), beside ``Learner.bias`` of the cheap tier at the end (what ``bias_correction`` uses).
+right), beside ``Learner.bias`` of the cheap tier at the end (what ``bias_correction`` adds:
+outcome less the estimate decided with, recency-weighted over the whole stream, so about the
+negative of the cheap-routed figure where the measure is right).
 
     python bench/learn_limits.py [--seeds 0 1 2] [--streams gsm8k_train mmlu_train]
         [--quality-target Q --relative-to R --escalated-weight W]
@@ -107,7 +109,8 @@ def limits(name: str, items: list[Labelled], vectors: FloatArray, seed: int,
             f"random {chance:.3f}, "
             f"all outcomes {full:.3f}, 30% of both {sampled:.3f}, as replayed {replayed:.3f}; "
             f"online {online.strong_share:.3f} at quality {online.quality:.3f}; reasoning "
-            f"estimate - outcome {bias}; {selected}; learner.bias(cheap) at the end "
+            f"estimate - outcome {bias}; {selected}; learner.bias(cheap) (outcome - decided) "
+            f"at the end "
             f"{whole.learner.bias(TIERS[0]):+.3f}")
 
 

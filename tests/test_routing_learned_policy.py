@@ -14,6 +14,7 @@ from gateway.routing.learned.policy import (
     CalibrationWindow,
     LearnedPolicy,
     cheapest_reaching,
+    flip_target,
     lower_bound,
     tier_costs,
 )
@@ -228,6 +229,24 @@ def test_an_explored_decision_carries_no_estimate_to_score_its_outcome_against(
     decision = policy.refine(Always("cheap").decision, tax_vectors[0])
     assert decision.learned is not None and decision.learned.explored
     assert decision.learned.decided == ()
+
+
+def test_with_a_bias_band_only_marginal_choices_of_a_cheaper_tier_are_measured(
+    tax_vectors: FloatArray,
+) -> None:
+    def decided_with(band: float) -> dict[str, float]:
+        policy = policy_for(Always("cheap"), learning(k=8, bias_band=band))
+        policy.learner.learn([outcome(v, "cheap", i % 3 > 0) for i, v in enumerate(tax_vectors)]
+                             + [outcome(v, "reasoning", True) for v in tax_vectors])
+        decision = policy.refine(Always("cheap").decision, tax_vectors[0], may_explore=False)
+        assert decision.learned is not None
+        return dict(decision.learned.decided)
+
+    every = decided_with(0.0)
+    assert set(every) == {"cheap", "reasoning"}
+    distance = abs(flip_target(every["cheap"], max(every.values()), "gain") - 0.89)
+    assert decided_with(distance + 1e-6) == every
+    assert decided_with(distance - 1e-6) == {"reasoning": every["reasoning"]}
 
 
 def test_a_cheaper_tier_resting_on_few_outcomes_must_clear_the_margin() -> None:

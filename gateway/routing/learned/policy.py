@@ -169,13 +169,14 @@ class LearnedPolicy:
             return intent
         if not any(e.count for e in estimates.values()):
             return intent  # nothing learned near this prompt: decide exactly as the routes do
-        decided = tuple((t, estimates[t].p) for t in self.order)
+        raw = {t: e.p for t, e in estimates.items()}
         if self.settings.bias_correction:
             estimates = self._corrected(estimates)
         s = self.settings
         reference = None if s.relative_to == "best" else PRIOR_ACCEPTABLE
         tier = cheapest_reaching(estimates, self.order, target, s.margin, s.prior_weight,
                                  reference, gain=s.relative_to == "gain")
+        decided = self._measured(raw, estimates, target)
         self._calibrate(estimates)
         explored = (
             may_explore and len(self.order) > 1
@@ -189,6 +190,22 @@ class LearnedPolicy:
             intent, tier=tier, reason=Reason.EXPLORED if explored else Reason.LEARNED,
             detail=_detail(note, tier, target, intent, self.settings.relative_to),
             learned=note,
+        )
+
+    def _measured(self, raw: Mapping[str, float], estimates: Mapping[str, TierEstimate],
+                  target: float) -> tuple[tuple[str, float], ...]:
+        """The uncorrected estimates that the outcomes of this decision are to be scored
+        against: every tier's, or with ``bias_band`` only the dearest tier's and those of the
+        cheaper tiers whose criterion lay within the band of ``target`` (a marginal choice)."""
+        s = self.settings
+        if s.bias_band <= 0.0:
+            return tuple((t, raw[t]) for t in self.order)
+        best = max(e.p for e in estimates.values())
+        return tuple(
+            (t, raw[t]) for t in self.order
+            if t == self.order[-1] or abs(flip_target(
+                lower_bound(estimates[t], s.margin, s.prior_weight), best, s.relative_to)
+                - target) <= s.bias_band
         )
 
     def _corrected(self, estimates: Mapping[str, TierEstimate]) -> dict[str, TierEstimate]:
