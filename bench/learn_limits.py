@@ -23,10 +23,13 @@ tier got right): the escalation bias this round removes shows as a negative figu
 ``--escalated-weight 1``. And on the second half's prompts the policy sent to the cheap tier:
 the cheap estimate it decided with less the cheap tier's accuracy there, and the quality it
 expected to give up per prompt against what it gave up (what a calibrated threshold has to get
-right), beside ``Learner.bias`` of the cheap tier at the end (what ``bias_correction`` uses).
+right), beside ``Learner.bias`` of the cheap tier at the end (what ``bias_correction`` adds:
+outcome less the estimate decided with, recency-weighted over the whole stream, so about the
+negative of the cheap-routed figure where the measure is right).
 
     python bench/learn_limits.py [--seeds 0 1 2] [--streams gsm8k_train mmlu_train]
         [--quality-target Q --relative-to R --escalated-weight W]
+        [--bias-correction on|off --bias-band B]
 """
 
 from __future__ import annotations
@@ -107,8 +110,9 @@ def limits(name: str, items: list[Labelled], vectors: FloatArray, seed: int,
             f"random {chance:.3f}, "
             f"all outcomes {full:.3f}, 30% of both {sampled:.3f}, as replayed {replayed:.3f}; "
             f"online {online.strong_share:.3f} at quality {online.quality:.3f}; reasoning "
-            f"estimate - outcome {bias}; {selected}; learner.bias(cheap) at the end "
-            f"{whole.learner.bias(TIERS[0]):+.3f}")
+            f"estimate - outcome {bias}; {selected}; learner.bias (outcome - decided) at the "
+            f"end: cheap {whole.learner.bias(TIERS[0]):+.3f}, reasoning "
+            f"{whole.learner.bias(TIERS[1]):+.3f}")
 
 
 class Recording(LearnedPolicy):
@@ -159,13 +163,15 @@ async def main_async(args: argparse.Namespace) -> None:
     config = load(None)
     ws = workspace(argparse.Namespace(routes=None, cache=None, model_dir=None), config)
     overrides = {"quality_target": args.quality_target, "relative_to": args.relative_to,
-                 "escalated_weight": args.escalated_weight}
+                 "escalated_weight": args.escalated_weight, "bias_band": args.bias_band,
+                 "bias_correction": args.bias_correction}
     settings = replace(ws.routing.learning,
                        **{k: v for k, v in overrides.items() if v is not None})
     ctx = SimpleNamespace(router=await router_for(ws, embedder_for(ws)),
                           plan=tier_plan(ws.routing, ws.tiers), costs=tier_costs(config.models))
     print(f"settings: target {settings.quality_target}, vs {settings.relative_to}, "
-          f"escalated weight {settings.escalated_weight}, k {settings.k}", flush=True)
+          f"escalated weight {settings.escalated_weight}, k {settings.k}, bias correction "
+          f"{settings.bias_correction}, band {settings.bias_band}", flush=True)
     for name in args.streams:
         items = read_labelled(Path(f"bench/out/{name}.jsonl"))
         vectors = await labelled_vectors(ws, items)
@@ -180,6 +186,9 @@ def main() -> None:
     parser.add_argument("--quality-target", type=float, default=None)
     parser.add_argument("--relative-to", choices=LEARNING_REFERENCES, default=None)
     parser.add_argument("--escalated-weight", type=float, default=None)
+    parser.add_argument("--bias-band", type=float, default=None)
+    parser.add_argument("--bias-correction", type=lambda v: v == "on", default=None,
+                        help="on | off")
     asyncio.run(main_async(parser.parse_args()))
 
 
