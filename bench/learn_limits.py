@@ -20,10 +20,16 @@ of always-reasoning quality on those prompts (the best cut of a ranking), except
 Beside them, how far the reasoning tier's estimate ran from what happened on the second half's
 prompts where it rested on nearby reasoning outcomes (mean estimate less the share the reasoning
 tier got right): the escalation bias this round removes shows as a negative figure with
-``--escalated-weight 1``.
+``--escalated-weight 1``. And on the second half's prompts the policy sent to the cheap tier:
+the cheap estimate it decided with less the cheap tier's accuracy there, and the quality it
+expected to give up per prompt against what it gave up (what a calibrated threshold has to get
+right), beside ``Learner.bias`` of the cheap tier at the end (what ``bias_correction`` adds:
+outcome less the estimate decided with, recency-weighted over the whole stream, so about the
+negative of the cheap-routed figure where the measure is right).
 
     python bench/learn_limits.py [--seeds 0 1 2] [--streams gsm8k_train mmlu_train]
         [--quality-target Q --relative-to R --escalated-weight W]
+        [--bias-correction on|off --bias-band B]
 """
 
 from __future__ import annotations
@@ -99,11 +105,14 @@ def limits(name: str, items: list[Labelled], vectors: FloatArray, seed: int,
     online = replay(items, vectors, whole, ctx.router.route, feedback_rate=0.3, seed=seed,
                     costs=ctx.costs).second_half
     bias = estimate_bias(whole.notes[half:], second)
+    selected = cheap_selected(whole.notes[half:], whole.tiers[half:], second)
     return (f"{name} seed {seed}: share for 95% on the second half: oracle {oracle:.3f}, "
             f"random {chance:.3f}, "
             f"all outcomes {full:.3f}, 30% of both {sampled:.3f}, as replayed {replayed:.3f}; "
             f"online {online.strong_share:.3f} at quality {online.quality:.3f}; reasoning "
-            f"estimate - outcome {bias}")
+            f"estimate - outcome {bias}; {selected}; learner.bias (outcome - decided) at the "
+            f"end: cheap {whole.learner.bias(TIERS[0]):+.3f}, reasoning "
+            f"{whole.learner.bias(TIERS[1]):+.3f}")
 
 
 class Recording(LearnedPolicy):
@@ -112,11 +121,13 @@ class Recording(LearnedPolicy):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.notes: list[LearnedNote | None] = []
+        self.tiers: list[str] = []
 
     def refine(self, intent: Decision, vector: FloatArray, tenant: str | None = None, *,
                may_explore: bool = True) -> Decision:
         decision = super().refine(intent, vector, tenant, may_explore=may_explore)
         self.notes.append(decision.learned)
+        self.tiers.append(decision.tier)
         return decision
 
 
@@ -131,17 +142,36 @@ def estimate_bias(notes: list[LearnedNote | None], items: list[Labelled]) -> str
     return f"{estimate - right:+.3f} over {len(pairs)}"
 
 
+def cheap_selected(notes: list[LearnedNote | None], tiers: list[str],
+                   items: list[Labelled]) -> str:
+    """On the prompts the learned decision sent to the cheap tier (not explored): the cheap
+    estimate it decided with less the cheap tier's accuracy there (its bias where it is
+    chosen), and the quality it expected to give up per prompt (reasoning estimate less cheap)
+    against what was given up (reasoning right less cheap right, before any escalation)."""
+    rows = [(c.p, r.p, float(i.outcomes[TIERS[0]]), float(i.outcomes[TIERS[1]]))
+            for n, t, i in zip(notes, tiers, items, strict=True)
+            if n is not None and not n.explored and t == TIERS[0]
+            and (c := n.estimate(TIERS[0])) is not None and (r := n.estimate(TIERS[1])) is not None]
+    if not rows:
+        return "cheap-routed: none"
+    cheap, strong, cheap_right, strong_right = np.mean(rows, axis=0)
+    return (f"cheap-routed {len(rows)}: cheap estimate - outcome {cheap - cheap_right:+.3f}, "
+            f"expected loss {strong - cheap:.3f} against {strong_right - cheap_right:.3f}")
+
+
 async def main_async(args: argparse.Namespace) -> None:
     config = load(None)
     ws = workspace(argparse.Namespace(routes=None, cache=None, model_dir=None), config)
     overrides = {"quality_target": args.quality_target, "relative_to": args.relative_to,
-                 "escalated_weight": args.escalated_weight}
+                 "escalated_weight": args.escalated_weight, "bias_band": args.bias_band,
+                 "bias_correction": args.bias_correction}
     settings = replace(ws.routing.learning,
                        **{k: v for k, v in overrides.items() if v is not None})
     ctx = SimpleNamespace(router=await router_for(ws, embedder_for(ws)),
                           plan=tier_plan(ws.routing, ws.tiers), costs=tier_costs(config.models))
     print(f"settings: target {settings.quality_target}, vs {settings.relative_to}, "
-          f"escalated weight {settings.escalated_weight}, k {settings.k}", flush=True)
+          f"escalated weight {settings.escalated_weight}, k {settings.k}, bias correction "
+          f"{settings.bias_correction}, band {settings.bias_band}", flush=True)
     for name in args.streams:
         items = read_labelled(Path(f"bench/out/{name}.jsonl"))
         vectors = await labelled_vectors(ws, items)
@@ -156,6 +186,9 @@ def main() -> None:
     parser.add_argument("--quality-target", type=float, default=None)
     parser.add_argument("--relative-to", choices=LEARNING_REFERENCES, default=None)
     parser.add_argument("--escalated-weight", type=float, default=None)
+    parser.add_argument("--bias-band", type=float, default=None)
+    parser.add_argument("--bias-correction", type=lambda v: v == "on", default=None,
+                        help="on | off")
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -4,11 +4,12 @@ Replays ``bench/out/mmlu_train.jsonl`` and ``bench/out/gsm8k_train.jsonl`` (neve
 files) through the gateway's ``Learner`` and ``LearnedPolicy`` as ``gateway learn replay`` does
 (30% feedback, cold start, the packaged intent routes as the prior), for each setting in the
 grid (quality target x calibration window x uncertainty margin x bias correction on/off x
-what the target multiplies: the best estimate or the prior, or the gain criterion x neighbours
-k x the weight share of outcomes observed after an escalation), on
-each whole stream with ``--seeds`` and, so that one ordering of one mix does not decide, on two
-sub-streams of the MMLU training stream (its subjects, sorted by name, taken alternately: whole
-subjects, the stream's order kept) with ``--sub-seeds``. It prints each run's second-half
+the band of decisions the bias is measured on x what the target multiplies: the best estimate
+or the prior, or the gain criterion x neighbours k x the weight share of outcomes observed after
+an escalation x the exploration share), on each whole stream with ``--seeds`` and, so that one
+ordering of one mix does not decide, on two sub-streams of the MMLU training stream (its
+subjects, sorted by name, taken alternately: whole subjects, the stream's order kept) with
+``--sub-seeds``. It prints each run's second-half
 reasoning share and quality relative to always-reasoning.
 
 The rule, fixed before any run: the chosen setting is the one with the lowest mean second-half
@@ -16,8 +17,8 @@ share among those whose EVERY training run kept at least 95% quality over its se
 if none did, the one whose worst run's quality is highest (ties to the lower mean share).
 
     python bench/learn_replay_cv.py [--targets 0.9] [--windows 0] [--margins 0 1]
-        [--bias on off] [--relative-to best prior gain] [--ks 32 64]
-        [--escalated-weights 0 1] [--seeds 0 1 2 3 4] [--sub-seeds 0 1]
+        [--bias on off] [--bias-bands 0 0.05] [--relative-to best prior gain] [--ks 32 64]
+        [--escalated-weights 0 1] [--explore-shares 0.02] [--seeds 0 1 2 3 4] [--sub-seeds 0 1]
 """
 
 from __future__ import annotations
@@ -114,16 +115,16 @@ async def main_async(args: argparse.Namespace) -> None:
                           costs=tier_costs(config.models))
     data = await streams(args, ws)
     results = []
-    for target, window, margin, bias, relative, k, escalated in itertools.product(
-        args.targets, args.windows, args.margins, args.bias, args.relative_to, args.ks,
-        args.escalated_weights,
+    for target, window, margin, bias, band, relative, k, escalated, explore in itertools.product(
+        args.targets, args.windows, args.margins, args.bias, args.bias_bands, args.relative_to,
+        args.ks, args.escalated_weights, args.explore_shares,
     ):
         settings = replace(ws.routing.learning, quality_target=target,
                            calibration_window=window, margin=margin,
-                           bias_correction=bias == "on", relative_to=relative, k=k,
-                           escalated_weight=escalated)
-        label = (f"target {target} window {window} margin {margin} bias {bias} vs {relative}"
-                 f" k {k} escalated {escalated}")
+                           bias_correction=bias == "on", bias_band=band, relative_to=relative,
+                           k=k, escalated_weight=escalated, explore_share=explore)
+        label = (f"target {target} window {window} margin {margin} bias {bias} band {band} vs "
+                 f"{relative} k {k} escalated {escalated} explore {explore}")
         results.append(score(label, settings, data, ctx))
     kept = [r for r in results if r.kept]
     if kept:
@@ -141,10 +142,14 @@ def main() -> None:
     parser.add_argument("--windows", type=int, nargs="+", default=[0])
     parser.add_argument("--margins", type=float, nargs="+", default=[0.0])
     parser.add_argument("--bias", choices=("on", "off"), nargs="+", default=["on"])
+    parser.add_argument("--bias-bands", type=float, nargs="+", default=[0.0],
+                        help="measure the bias only on decisions this close to the threshold")
     parser.add_argument("--relative-to", choices=LEARNING_REFERENCES, nargs="+",
                         default=["best"])
     parser.add_argument("--escalated-weights", type=float, nargs="+", default=[0.0],
                         help="weight share of outcomes observed after an escalation")
+    parser.add_argument("--explore-shares", type=float, nargs="+", default=[0.02],
+                        help="share of decisions sent to another tier than the estimate picks")
     parser.add_argument("--ks", type=int, nargs="+", default=[64],
                         help="neighbours per estimate")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

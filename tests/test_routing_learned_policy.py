@@ -14,6 +14,7 @@ from gateway.routing.learned.policy import (
     CalibrationWindow,
     LearnedPolicy,
     cheapest_reaching,
+    flip_target,
     lower_bound,
     tier_costs,
 )
@@ -189,20 +190,28 @@ async def test_the_calibrated_threshold_is_in_the_units_the_criterion_reads_it_i
     assert abs(threshold - cheap / strong) > 0.05
 
 
-def test_estimates_that_ran_above_the_outcomes_are_corrected(tax_vectors: FloatArray) -> None:
+def test_a_cheaper_tier_is_corrected_by_how_far_its_outcomes_ran_from_its_decisions(
+    tax_vectors: FloatArray,
+) -> None:
     settings = learning(k=8, calibration_window=0, bias_correction=True)
     policy = policy_for(Always("cheap"), settings)
     learner = policy.learner
     learner.learn([outcome(v, "cheap", True) for v in tax_vectors[:6]]
                   + [outcome(v, "reasoning", True) for v in tax_vectors])
-    for v in tax_vectors[6:]:  # one by one, as they come back: each is scored first
-        learner.learn([outcome(v, "cheap", False)])
-    assert learner.bias("cheap") > 0.05 and learner.bias("reasoning") == 0.0
+    first = policy.refine(Always("cheap").decision, tax_vectors[6], may_explore=False)
+    assert first.learned is not None and first.tier == "cheap"
+    chosen_at = dict(first.learned.decided)["cheap"]
+    # Every prompt sent cheap at that estimate failed: the decisions expected too much.
+    learner.learn([replace(outcome(v, "cheap", False), decided=chosen_at)
+                   for v in tax_vectors[6:]])
+    assert learner.bias("cheap") < -0.05 and learner.bias("reasoning") == 0.0
     decided = policy.refine(Always("cheap").decision, tax_vectors[0], may_explore=False)
     raw = learner.estimate(tax_vectors[0], ("cheap",), prior={"cheap": 0.9})["cheap"].p
     assert decided.learned is not None
     shown = decided.learned.estimate("cheap")
-    assert shown is not None and abs(shown.p - (raw - learner.bias("cheap"))) < 1e-9
+    assert shown is not None and shown.p == pytest.approx(raw + learner.bias("cheap"))
+    # What the next outcome is scored against is the estimate before the correction.
+    assert dict(decided.learned.decided)["cheap"] == pytest.approx(raw)
     # Off, the same learner's estimate is shown (and decided on) as it is.
     raw_policy = LearnedPolicy(Always("cheap"), learner, PLAN,  # type: ignore[arg-type]
                                replace(settings, bias_correction=False), COSTS)
@@ -210,6 +219,34 @@ def test_estimates_that_ran_above_the_outcomes_are_corrected(tax_vectors: FloatA
     assert undecided.learned is not None
     unshown = undecided.learned.estimate("cheap")
     assert unshown is not None and abs(unshown.p - raw) < 1e-9
+
+
+def test_an_explored_decision_carries_no_estimate_to_score_its_outcome_against(
+    tax_vectors: FloatArray,
+) -> None:
+    policy = policy_for(Always("cheap"), learning(k=8, explore_share=1.0))
+    policy.learner.learn([outcome(v, "cheap", True) for v in tax_vectors])
+    decision = policy.refine(Always("cheap").decision, tax_vectors[0])
+    assert decision.learned is not None and decision.learned.explored
+    assert decision.learned.decided == ()
+
+
+def test_with_a_bias_band_only_marginal_choices_of_a_cheaper_tier_are_measured(
+    tax_vectors: FloatArray,
+) -> None:
+    def decided_with(band: float) -> dict[str, float]:
+        policy = policy_for(Always("cheap"), learning(k=8, bias_band=band))
+        policy.learner.learn([outcome(v, "cheap", i % 3 > 0) for i, v in enumerate(tax_vectors)]
+                             + [outcome(v, "reasoning", True) for v in tax_vectors])
+        decision = policy.refine(Always("cheap").decision, tax_vectors[0], may_explore=False)
+        assert decision.learned is not None
+        return dict(decision.learned.decided)
+
+    every = decided_with(0.0)
+    assert set(every) == {"cheap", "reasoning"}
+    distance = abs(flip_target(every["cheap"], max(every.values()), "gain") - 0.89)
+    assert decided_with(distance + 1e-6) == every
+    assert decided_with(distance - 1e-6) == {"reasoning": every["reasoning"]}
 
 
 def test_a_cheaper_tier_resting_on_few_outcomes_must_clear_the_margin() -> None:

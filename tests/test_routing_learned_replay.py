@@ -108,6 +108,23 @@ def test_replay_marks_the_outcome_of_an_escalation_as_observed_after_it(
     assert counted.estimate(tax_vectors[0], ("reasoning",))["reasoning"].count == 1
 
 
+def test_replay_scores_each_outcome_against_the_estimate_its_tier_was_chosen_with(
+    chat_vectors: FloatArray,
+) -> None:
+    # A chat prompt the cheap tier always gets right, every outcome coming back: the first is
+    # decided by the intent routes (nothing to score), each later one by an estimate below 1
+    # that the outcome (1) then exceeds.
+    items = [Labelled(CHAT[0], {"cheap": True, "reasoning": True})] * 20
+    settings = learning(k=8)
+    policy = LearnedPolicy(AlwaysCheap(), Learner(settings, clock=still()), PLAN, settings,
+                           COSTS, seed=0)
+    replay(items, np.stack([chat_vectors[0]] * 20), policy, lambda _: CHEAP,
+           feedback_rate=1.0, seed=0, costs=COSTS)
+    estimate = policy.learner.estimate(chat_vectors[0], ("cheap",), prior={"cheap": 0.9})
+    assert 0.0 < policy.learner.bias("cheap") < 1.0 - 0.9 + 1e-9
+    assert estimate["cheap"].p > 0.9 and policy.learner.bias("reasoning") == 0.0
+
+
 def test_without_feedback_nothing_is_learned_and_every_prompt_stays_cheap(
     tax_vectors: FloatArray, chat_vectors: FloatArray
 ) -> None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
+
 from gateway.core.routing_settings import OutcomeSettings
 from gateway.routing.learned.learner import Learner
 from gateway.routing.outcomes import OutcomeFeed
@@ -97,6 +99,37 @@ async def test_a_tier_whose_deployments_all_failed_weighs_as_a_provider_failure(
     assert _p(learner, tax_vectors[0], "cheap") == 0.9
     # No check failed: the reasoning answer is not selected by one and counts as direct.
     assert _p(learner, tax_vectors[0], "reasoning") > 0.9
+
+
+async def test_an_outcome_is_scored_against_the_estimate_its_tier_was_chosen_with(
+    tax_vectors: FloatArray,
+) -> None:
+    # The cheap answer failed a check (chosen at 0.8); the reasoning answer came only because
+    # of that failure, not because of its estimate, and is not scored.
+    feed, learner = _feed()
+    feed.answered(_answer(tax_vectors[0], tier="reasoning", failed=(("cheap", "empty_answer"),),
+                          decided=(("cheap", 0.8), ("reasoning", 0.9))))
+    await learner.drained()
+    assert learner.bias("cheap") == pytest.approx(-0.8 / 21)  # weight 1, 20 of "no bias"
+    assert learner.bias("reasoning") == 0.0
+
+
+async def test_a_score_of_an_answer_from_the_signal_store_is_scored_against_its_estimate(
+    tmp_path: Path, tax_vectors: FloatArray,
+) -> None:
+    store = await SignalStore.open(tmp_path / "signals.sqlite3", model="m")
+    try:
+        feed, learner = _feed(replace(_settings(answer=0.0), recent_answers=1), store)
+        feed.answered(_answer(tax_vectors[0], "r1", decided=(("cheap", 0.7),)))
+        feed.answered(_answer(tax_vectors[1], "r2"))
+        assert feed.recent.find("acme", "r1") is None  # forgotten in memory
+        found = await feed.find("acme", "r1")
+        assert found is not None and found.decided == (("cheap", 0.7),)
+        assert await feed.feedback(found, 0.0, None)
+        await learner.drained()
+        assert learner.bias("cheap") == pytest.approx(2.0 * -0.7 / 22)  # feedback weighs 2
+    finally:
+        await store.close()
 
 
 async def test_a_cached_answer_teaches_nothing_until_someone_scores_it(

@@ -115,12 +115,14 @@ def test_a_bad_outcomes_value_names_its_key(data: dict[str, object], key: str) -
 
 
 def test_learning_bias_correction_and_margin_are_read_and_checked() -> None:
-    s = parse({"learning": {"bias_correction": False, "margin": 1.5}}).learning
-    assert s.bias_correction is False and s.margin == 1.5
+    s = parse({"learning": {"bias_correction": False, "margin": 1.5, "bias_band": 0.05}}).learning
+    assert s.bias_correction is False and s.margin == 1.5 and s.bias_band == 0.05
     with pytest.raises(ConfigError, match=r"routing\.learning\.margin"):
         parse({"learning": {"margin": -1}})
     with pytest.raises(ConfigError, match=r"routing\.learning\.bias_correction"):
         parse({"learning": {"bias_correction": "yes"}})
+    with pytest.raises(ConfigError, match=r"routing\.learning\.bias_band"):
+        parse({"learning": {"bias_band": -0.1}})
 
 
 def test_learning_gain_criterion_and_escalated_weight_are_read_and_checked() -> None:

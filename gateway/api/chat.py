@@ -136,6 +136,8 @@ def target_for(
         record.budget_downgraded = True
     record.route, record.decision_headers = decision.route, decision_headers(decision)
     record.routed_tier, record.learned = decision.tier, decision.learned is not None
+    if decision.learned is not None and not record.budget_downgraded:
+        record.decided = decision.learned.decided
     return Target(tiers=tiers_after(decision, order, routing.escalation), decision=decision)
 
 

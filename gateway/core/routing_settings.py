@@ -96,10 +96,13 @@ class LearningSettings:
     for each tier's ridge regression over the whole embedding (L2 penalty ``ridge``). ``dim`` is
     the size vectors are projected to before they are remembered (a fixed seeded random
     projection: it bounds memory). ``file`` defaults to ``<data_dir>/learning.sqlite3``.
-    ``bias_correction`` lowers each cheaper tier's estimate by how far its estimates ran above
-    the outcomes that came back; ``margin`` asks a cheaper tier to qualify with its estimate
-    lowered by ``margin`` standard errors (``sqrt(p(1-p)/(prior_weight + evidence))``), so a
-    tier judged on few outcomes near the prompt has to be clearly good to be chosen.
+    ``bias_correction`` shifts each cheaper tier's estimate by how far the outcomes that came
+    back ran from the estimates the tier was chosen with; with ``bias_band`` above 0 only the
+    decisions whose criterion (``policy.flip_target``) lay within ``bias_band`` of the
+    threshold are measured (the marginal ones, which a correction moves); ``margin`` asks a
+    cheaper tier to qualify with its estimate lowered by ``margin`` standard errors
+    (``sqrt(p(1-p)/(prior_weight + evidence))``), so a tier judged on few outcomes near the
+    prompt has to be clearly good to be chosen.
     ``relative_to`` is what ``quality_target`` multiplies: ``best``, the best tier's estimate for
     the prompt, or ``prior``, the prior acceptability of the intent decision's tier (a fixed
     0.9); with ``gain`` a cheaper tier qualifies when it falls short of the best estimate by at
@@ -127,6 +130,7 @@ class LearningSettings:
     file: Path | None = None
     queue: int = 10_000
     bias_correction: bool = False
+    bias_band: float = 0.0
     margin: float = 0.0
     relative_to: str = "gain"
     escalated_weight: float = 0.0
@@ -156,6 +160,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         file=_path(t, "file", base_dir),
         queue=t.count("queue", 10_000),
         bias_correction=t.get("bias_correction", bool, False),
+        bias_band=t.non_negative("bias_band", 0.0),
         margin=t.non_negative("margin", 0.0),
         relative_to=t.choice("relative_to", LEARNING_REFERENCES, "gain"),
         escalated_weight=t.non_negative("escalated_weight", 0.0),

@@ -96,6 +96,7 @@ def note_answer(app: web.Application, record: RequestRecord, tenant: str) -> Non
         request_id=record.request_id, tenant=tenant, tier=record.tier or record.routed_tier,
         route=record.route, vector=record.vector, text_key=record.text_key,
         failed=tuple(record.failed_tiers), cached=record.cache == "hit", learned=record.learned,
+        decided=record.decided,
     ))
 
 

@@ -126,7 +126,8 @@ class OutcomeFeed:
         if escalated is None:
             escalated = after_escalation(answered)
         self.learner.observe(Outcome(answered.vector, tier, acceptable, weight, self._clock(),
-                                     answered.tenant, source.value, escalated))
+                                     answered.tenant, source.value, escalated,
+                                     answered.decided_for(tier)))
         self.observed += 1
 
 

@@ -79,11 +79,14 @@ class TierEstimate:
 @dataclass(frozen=True, slots=True)
 class LearnedNote:
     """How the learned policy reached a decision: each tier's estimate (cheapest first), the
-    tier the intent routes chose (the prior), and whether this decision explored."""
+    tier the intent routes chose (the prior), and whether this decision explored. ``decided``:
+    each tier's estimate before any bias correction, what the outcome of the tier served is
+    scored against (``Learner.bias``); empty when the decision explored."""
 
     estimates: tuple[tuple[str, TierEstimate], ...]
     prior_tier: str
     explored: bool = False
+    decided: tuple[tuple[str, float], ...] = ()
 
     @property
     def count(self) -> int:

@@ -126,6 +126,8 @@ class Answered:
     ``tier`` is the tier whose answer the client got; for a cache hit, the tier the request was
     routed to (the one that would have answered). ``failed`` lists the tiers whose answers
     escalation discarded, with the check each failed (``tier_failed``: every deployment failed).
+    ``decided``: each tier's estimate the learned policy chose with (``LearnedNote.decided``),
+    what the learner scores this answer's outcomes against; empty when none chose it.
     """
 
     request_id: str
@@ -138,10 +140,16 @@ class Answered:
     cached: bool = False
     learned: bool = False
     at_s: float = field(default_factory=time.time)
+    decided: tuple[tuple[str, float], ...] = ()
 
     def detail(self) -> dict[str, Any]:
         return {"tenant": self.tenant, "cached": self.cached, "learned": self.learned,
-                "failed": [list(f) for f in self.failed]}
+                "failed": [list(f) for f in self.failed],
+                "decided": [[t, p] for t, p in self.decided]}
+
+    def decided_for(self, tier: str) -> float | None:
+        """The estimate ``tier`` was chosen with, if a learned estimate chose it."""
+        return next((p for t, p in self.decided if t == tier), None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,7 +365,8 @@ class SignalStore:
             vector = np.frombuffer(blob, dtype=np.float32).copy() if blob is not None else None
             return Answered(request_id, tenant, tier, route, vector, key,
                             tuple((str(t), str(k)) for t, k in detail.get("failed", ())),
-                            bool(detail.get("cached")), bool(detail.get("learned")), ts)
+                            bool(detail.get("cached")), bool(detail.get("learned")), ts,
+                            _decided(detail.get("decided")))
         return None
 
     def escalation(self, request_id: str, decision: Decision, from_tier: str,
@@ -383,3 +392,12 @@ class SignalStore:
                 queued += self.record(Signal(SignalKind.PROVIDER_FAILURE, request_id, route,
                                              tier, attempt.deployment.id, detail=detail))
         return queued
+
+
+def _decided(stored: Any) -> tuple[tuple[str, float], ...]:
+    """An answer's ``decided`` estimates as stored in its detail (absent in older rows)."""
+    if not isinstance(stored, list):
+        return ()
+    return tuple((str(pair[0]), float(pair[1])) for pair in stored
+                 if isinstance(pair, list) and len(pair) == 2
+                 and isinstance(pair[1], (int, float)))

@@ -23,8 +23,10 @@ weight in its tier's estimate (0 by default: not at all; it is still written, so
 setting restores it, the linear checkpoint then rebuilt from the kept outcomes); the cheaper
 tier's failure is an outcome of its own and counts in full.
 The linear statistics are refitted off the event loop (a worker thread) and checkpointed beside
-the outcomes, with each tier's measured estimate bias. Memory is bounded per scope (``global``
-or one per tenant). Touches only its SQLite file.
+the outcomes. So is each tier's bias: how far the outcomes that came back ran from the estimate
+the policy decided with (``Outcome.decided``, its intent prior included), recency-weighted; a
+restart scores the outcomes written after the checkpoint again, so a crash loses none of it.
+Memory is bounded per scope (``global`` or one per tenant). Touches only its SQLite file.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ FloatArray = npt.NDArray[np.float32]
 NEUTRAL_PRIOR = 0.5
 _RESTORE_THREADS = 2  # start-up, before requests: both cores
 _BATCH = 256  # outcomes handed to the worker thread at once
-_ERROR_DECAY = 0.999  # the estimates' bias is measured over about the last 1,000 outcomes
+_ERROR_DECAY = 0.999  # the decisions' bias is measured over about the last 1,000 outcomes
 _ERROR_PRIOR = 20.0  # outcomes' worth of "no bias" while few have come back
 
 
@@ -76,7 +78,10 @@ class Outcome:
     than an inferred retry); ``at_s`` is wall-clock seconds (``time.time()``, the learner's
     clock): left at 0 an outcome dates from 1970 and has decayed to nothing. ``escalated``:
     observed after an escalation, i.e. only because a cheaper tier's answer failed (it counts
-    ``escalated_weight`` of ``weight`` in its tier's estimate)."""
+    ``escalated_weight`` of ``weight`` in its tier's estimate). ``decided``: the estimate of
+    ``tier`` the learned policy chose with (before any bias correction), which ``Learner.bias``
+    scores the outcome against; None when no learned estimate chose the tier (the intent routes
+    decided, or the decision explored)."""
 
     vector: FloatArray
     tier: str
@@ -86,6 +91,7 @@ class Outcome:
     tenant: str | None = None
     source: str = Source.FEEDBACK
     escalated: bool = False
+    decided: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,9 +169,10 @@ class Learner:
             linear.refit()
 
     def _fold(self, outcomes: Sequence[Outcome], threads: int = 1,
-              to_linear: bool = True) -> None:
-        if len(outcomes) == 1:  # one at a time, as they arrive: score the estimate first
-            self._score(outcomes[0])
+              to_linear: bool = True, score: bool = True) -> None:
+        if score:
+            for o in outcomes:
+                self._score(o)
         by_scope: dict[str, list[Outcome]] = {}
         for o in outcomes:
             by_scope.setdefault(self._scope(o.tenant), []).append(o)
@@ -202,21 +209,23 @@ class Learner:
         return o.weight * self.settings.escalated_weight if o.escalated else o.weight
 
     def _score(self, o: Outcome) -> None:
-        """Record how far the estimate for ``o``'s prompt, made before learning it, was from
-        what happened (only where the estimate rested on evidence, and not for an outcome
-        selected by a cheaper tier's failure: the bias is measured on prompts as they come)."""
-        if o.escalated:
-            return
-        estimate = self.estimate(o.vector, (o.tier,), o.tenant)[o.tier]
-        if estimate.count == 0:
+        """Record how far ``o`` ran from the estimate its tier was chosen with (only for an
+        outcome of a learned, unexplored choice, and not for one selected by a cheaper tier's
+        failure: the tier was then chosen by that failure, not by its estimate)."""
+        if o.decided is None or o.escalated or not math.isfinite(o.decided):
             return
         error = self._errors.setdefault(o.tier, [0.0, 0.0])
-        error[0] = error[0] * _ERROR_DECAY + (estimate.p - o.acceptable)
-        error[1] = error[1] * _ERROR_DECAY + 1.0
+        error[0] = error[0] * _ERROR_DECAY + o.weight * (o.acceptable - o.decided)
+        error[1] = error[1] * _ERROR_DECAY + o.weight
 
     def bias(self, tier: str) -> float:
-        """How much the estimates of ``tier`` exceeded the outcomes that came back, on recent
-        outcomes (about the last thousand; shrunk towards 0 while there are few)."""
+        """How far the outcomes of ``tier`` ran from the estimates the policy chose it with
+        (outcome less estimate, weighted: negative when the decisions expected too much), over
+        recent outcomes (about the last thousand; shrunk towards 0 while there are few). It is
+        measured on the decisions themselves, with their intent prior, and only where the
+        estimate chose the tier: a prompt goes to the cheap tier exactly where its estimate
+        looks high, which is the selection this corrects (bench/RESULTS.md, issue 15, fifth and
+        sixth rounds)."""
         total, count = self._errors.get(tier, (0.0, 0.0))
         return total / (count + _ERROR_PRIOR)
 
@@ -319,27 +328,32 @@ class Learner:
             self._store = await OutcomeStore.open(self.path)
             rows = await self._store.load(self.settings.max_outcomes)
             linear = await self._store.load_linear(self.settings.escalated_weight)
-            self._errors = {t: [e, n] for t, (e, n) in (await self._store.load_bias()).items()}
+            errors, bias_through = await self._store.load_bias()
+            self._errors = {t: [e, n] for t, (e, n) in errors.items()}
             if rows or linear:
-                await asyncio.to_thread(self._restore, rows, linear)
+                await asyncio.to_thread(self._restore, rows, linear, bias_through)
             await self._store.trim(self.settings.max_outcomes)
             self._loaded = True
             log.info("learner: %d outcomes restored from %s", len(rows), self.path)
         self._task = asyncio.create_task(self._run(), name="routing-learner")
 
-    def _restore(self, rows: Sequence[StoredOutcome], linear: Sequence[StoredLinear]) -> None:
-        """The outcomes into the neighbours' memory; the saved linear statistics, with the
-        outcomes written after them folded in (all outcomes for a scope without any)."""
+    def _restore(self, rows: Sequence[StoredOutcome], linear: Sequence[StoredLinear],
+                 bias_through: int = 0) -> None:
+        """The outcomes into the neighbours' memory; the saved linear statistics and bias,
+        with the outcomes written after them folded in and scored (all, for none saved)."""
         outcomes = [
             Outcome(r.vector, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source,
-                    r.escalated)
+                    r.escalated, r.decided)
             for r in rows
         ]
         store, self._store = self._store, None  # restored rows are on disk already
         try:
-            self._fold(outcomes, threads=_RESTORE_THREADS, to_linear=False)
+            self._fold(outcomes, threads=_RESTORE_THREADS, to_linear=False, score=False)
         finally:
             self._store = store
+        for row, o in zip(rows, outcomes, strict=True):
+            if row.row_id > bias_through:
+                self._score(o)
         through: dict[str, int] = {}
         for saved in linear:
             scope_linear = self._linear.setdefault(saved.scope, Linear(
@@ -471,4 +485,4 @@ def _usable(o: Outcome) -> bool:
 
 def _stored(scope: str, o: Outcome) -> StoredOutcome:
     return StoredOutcome(scope, np.asarray(o.vector, dtype=np.float32), o.tier, o.acceptable,
-                         o.weight, o.at_s, o.tenant, o.source, o.escalated)
+                         o.weight, o.at_s, o.tenant, o.source, o.escalated, o.decided)

@@ -10,9 +10,10 @@ whose estimate reaches ``threshold`` times the best estimate (or, with ``relativ
 is how a router ranks prompts to lose the fewest answers for its calls; it needs the dearest
 tier's estimate unbiased, which the learner's ``escalated_weight`` of 0 keeps it). With no
 evidence it returns the
-intent decision unchanged. With ``bias_correction`` estimates are first corrected by each
-tier's measured bias (how far its estimates ran above the outcomes that came back:
-``Learner.bias``); with a ``margin`` a cheaper tier qualifies only with its estimate lowered by
+intent decision unchanged. With ``bias_correction`` each cheaper tier's estimate is first
+shifted by its measured bias (how far the outcomes that came back ran from the estimates it was
+chosen with: ``Learner.bias``, scored against the uncorrected estimates the note carries as
+``decided``); with a ``margin`` a cheaper tier qualifies only with its estimate lowered by
 that many standard errors, so a tier judged on few outcomes near the prompt is chosen only
 when it is clearly good. The threshold is ``quality_target``; with ``calibration_window`` above
 0 (off by default) it calibrates itself: after each learned decision it is set to the lowest
@@ -168,12 +169,14 @@ class LearnedPolicy:
             return intent
         if not any(e.count for e in estimates.values()):
             return intent  # nothing learned near this prompt: decide exactly as the routes do
+        raw = {t: e.p for t, e in estimates.items()}
         if self.settings.bias_correction:
             estimates = self._corrected(estimates)
         s = self.settings
         reference = None if s.relative_to == "best" else PRIOR_ACCEPTABLE
         tier = cheapest_reaching(estimates, self.order, target, s.margin, s.prior_weight,
                                  reference, gain=s.relative_to == "gain")
+        decided = self._measured(raw, estimates, target)
         self._calibrate(estimates)
         explored = (
             may_explore and len(self.order) > 1
@@ -181,18 +184,36 @@ class LearnedPolicy:
         )
         if explored:
             tier = self._rng.choice([t for t in self.order if t != tier])
-        note = LearnedNote(tuple((t, estimates[t]) for t in self.order), intent.tier, explored)
+        note = LearnedNote(tuple((t, estimates[t]) for t in self.order), intent.tier, explored,
+                           () if explored else decided)
         return replace(
             intent, tier=tier, reason=Reason.EXPLORED if explored else Reason.LEARNED,
             detail=_detail(note, tier, target, intent, self.settings.relative_to),
             learned=note,
         )
 
+    def _measured(self, raw: Mapping[str, float], estimates: Mapping[str, TierEstimate],
+                  target: float) -> tuple[tuple[str, float], ...]:
+        """The uncorrected estimates that the outcomes of this decision are to be scored
+        against: every tier's, or with ``bias_band`` only the dearest tier's and those of the
+        cheaper tiers whose criterion lay within the band of ``target`` (a marginal choice)."""
+        s = self.settings
+        if s.bias_band <= 0.0:
+            return tuple((t, raw[t]) for t in self.order)
+        best = max(e.p for e in estimates.values())
+        return tuple(
+            (t, raw[t]) for t in self.order
+            if t == self.order[-1] or abs(flip_target(
+                lower_bound(estimates[t], s.margin, s.prior_weight), best, s.relative_to)
+                - target) <= s.bias_band
+        )
+
     def _corrected(self, estimates: Mapping[str, TierEstimate]) -> dict[str, TierEstimate]:
-        """Each cheaper tier's estimate less how far its estimates ran above the outcomes that
-        came back (it is served where its estimate is high, which flatters it). Not the
-        dearest tier: its outcomes come mostly from escalations, the hardest prompts."""
-        return {t: replace(e, p=min(1.0, max(0.0, e.p - self.learner.bias(t))))
+        """Each cheaper tier's estimate shifted by how far the outcomes ran from the estimates
+        it was chosen with (it is chosen where its estimate is high, which flatters it). Not
+        the dearest tier: it is the safety net, and what it is measured on (prompts the cheaper
+        tiers did not take) is not the prompts a cheaper tier is weighed for."""
+        return {t: replace(e, p=min(1.0, max(0.0, e.p + self.learner.bias(t))))
                 if t != self.order[-1] else e for t, e in estimates.items()}
 
     def _calibrate(self, estimates: Mapping[str, TierEstimate]) -> None:

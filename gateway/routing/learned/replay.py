@@ -8,8 +8,10 @@ cold; the ``LearnedPolicy`` decides each one from the intent decision and what i
 the served tier's outcome comes back as a signal with probability ``feedback_rate``, and a
 failure that comes back escalates to the next tier (both calls paid), whose outcome then comes
 back with the same probability, marked as observed after an escalation (as the gateway marks an
-escalated answer's). Quality is the share of prompts finally answered right,
-relative to always calling the strongest tier on the same prompts; cost is relative to that too.
+escalated answer's). Each outcome carries the estimate its tier was chosen with (the decision's
+``decided``), as the gateway's outcome feed does, which is what ``Learner.bias`` measures.
+Quality is the share of prompts finally answered right, relative to always calling the
+strongest tier on the same prompts; cost is relative to that too.
 
 ``evaluate`` is the offline measure (``gateway learn eval``): learn every outcome of a training
 set, then rank the test prompts by the policy's own criterion (the cheap tier's estimate over
@@ -143,8 +145,9 @@ def replay(
     for i, (item, vector) in enumerate(zip(items, vectors, strict=True)):
         clock.now_s = i * TIME_STEP_S
         decision = policy.refine(intent(vector), vector, tenant)
-        served.append(_serve(item, vector, decision.tier, tiers, policy.plan, learner, rng,
-                             feedback_rate, clock.now_s, costs, tenant))
+        decided = dict(decision.learned.decided) if decision.learned is not None else {}
+        served.append(_serve(item, vector, (decision.tier, decided), tiers, policy.plan,
+                             learner, rng, feedback_rate, clock.now_s, costs, tenant))
     return _report(items, served, tiers, costs, feedback_rate, seed)
 
 
@@ -157,11 +160,13 @@ class _Clock:
 
 
 def _serve(
-    item: Labelled, vector: FloatArray, tier: str, tiers: tuple[str, ...], plan: TierPlan,
-    learner: Learner, rng: random.Random, feedback_rate: float, now_s: float,
-    costs: Mapping[str, float], tenant: str | None,
+    item: Labelled, vector: FloatArray, chosen: tuple[str, Mapping[str, float]],
+    tiers: tuple[str, ...], plan: TierPlan, learner: Learner, rng: random.Random,
+    feedback_rate: float, now_s: float, costs: Mapping[str, float], tenant: str | None,
 ) -> _Served:
-    """One prompt served from ``tier`` up, escalating while a failure comes back."""
+    """One prompt served from the chosen tier up (with the estimates it was chosen with),
+    escalating while a failure comes back."""
+    tier, decided = chosen
     if tier not in tiers:  # a tier the data does not label: the cheapest labelled one answers
         tier = tiers[0]
     cost, escalated = 0.0, False
@@ -171,7 +176,7 @@ def _serve(
         if rng.random() >= feedback_rate:
             break
         learner.learn([Outcome(vector, tier, 1.0 if right else 0.0, 1.0, now_s, tenant,
-                               Source.REPLAY, escalated)])
+                               Source.REPLAY, escalated, decided.get(tier))])
         following = plan.next(tier)
         if right or following is None or following not in tiers:
             break

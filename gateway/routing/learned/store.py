@@ -2,15 +2,17 @@
 
 Each outcome is one row: scope ('' for the global memory, else the tenant), tier, acceptability,
 weight, wall-clock time, tenant, source, and the prompt's embedding as a float16 blob (the
-original vector, not the projection, so a changed ``dim`` or ``seed`` still restores) and
-whether it was observed after an escalation (a column added to older files on open, their rows
-reading as direct). ``load``
+original vector, not the projection, so a changed ``dim`` or ``seed`` still restores),
+whether it was observed after an escalation and the estimate the policy chose its tier with
+(columns added to older files on open, their rows reading as direct and undecided). ``load``
 returns the newest ``limit`` rows of every scope, oldest first; ``trim`` deletes the rest, so
 the file stays as bounded as the memory. Beside them, table ``linear`` holds each scope's
 linear statistics (``LinearState``) as of the newest outcome row then written: on restore, only
 the rows after it are folded into them again (a checkpoint folded with another
-``escalated_weight`` is rebuilt from the rows instead); table ``bias`` each tier's measured
-estimate error. Touches only its database file.
+``escalated_weight`` is rebuilt from the rows instead); table ``decision_bias`` each tier's
+measured bias against the decisions' estimates, as of the newest row then written (an older
+file's table ``bias`` measured another estimate, the neutral-prior one at fold time, and is
+dropped on open). Touches only its database file.
 """
 
 from __future__ import annotations
@@ -40,7 +42,8 @@ _SCHEMA = (
         tenant TEXT,
         source TEXT NOT NULL,
         vector BLOB NOT NULL,
-        escalated INTEGER NOT NULL DEFAULT 0
+        escalated INTEGER NOT NULL DEFAULT 0,
+        decided REAL
     )""",
     "CREATE INDEX IF NOT EXISTS outcomes_scope ON outcomes (scope, id)",
     """CREATE TABLE IF NOT EXISTS linear (
@@ -54,15 +57,18 @@ _SCHEMA = (
         escalated_weight REAL,
         PRIMARY KEY (scope, tier)
     )""",
-    """CREATE TABLE IF NOT EXISTS bias (
+    """CREATE TABLE IF NOT EXISTS decision_bias (
         tier TEXT PRIMARY KEY,
         error REAL NOT NULL,
-        count REAL NOT NULL
+        count REAL NOT NULL,
+        through_id INTEGER NOT NULL
     )""",
+    # Another statistic (the fold-time estimate with the neutral prior), not to be read as this.
+    "DROP TABLE IF EXISTS bias",
 )
 _INSERT = (
     "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector, "
-    "escalated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "escalated, decided) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -79,6 +85,7 @@ class StoredOutcome:
     tenant: str | None
     source: str
     escalated: bool = False
+    decided: float | None = None
     row_id: int = 0
 
 
@@ -103,6 +110,7 @@ class OutcomeStore:
             for statement in _SCHEMA:
                 await db.execute(statement)
             await _add_column(db, "outcomes", "escalated", "INTEGER NOT NULL DEFAULT 0")
+            await _add_column(db, "outcomes", "decided", "REAL")
             await _add_column(db, "linear", "escalated_weight", "REAL")
 
         return cls(await open_wal(path, setup))
@@ -115,7 +123,7 @@ class OutcomeStore:
         try:
             await self._db.executemany(_INSERT, [
                 (r.scope, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source,
-                 np.asarray(r.vector, dtype=np.float16).tobytes(), int(r.escalated))
+                 np.asarray(r.vector, dtype=np.float16).tobytes(), int(r.escalated), r.decided)
                 for r in rows
             ])
         except BaseException:
@@ -127,7 +135,8 @@ class OutcomeStore:
         """The newest ``limit`` rows of each scope, oldest first (ids ascending)."""
         # One query for every scope (as ``trim`` deletes), not one per tenant at start-up.
         async with self._db.execute(
-            "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector, id, escalated "
+            "SELECT scope, tier, acceptable, weight, at_s, tenant, source, vector, id, escalated, "
+            "decided "
             "FROM (SELECT *, ROW_NUMBER() OVER (PARTITION BY scope ORDER BY id DESC) AS n "
             "FROM outcomes) WHERE n <= ? ORDER BY id", (limit,),
         ) as cursor:
@@ -138,8 +147,9 @@ class OutcomeStore:
                 at_s=float(at), tenant=tenant, source=str(source),
                 vector=np.frombuffer(blob, dtype=np.float16).astype(np.float32),
                 row_id=int(row_id), escalated=bool(escalated),
+                decided=None if decided is None else float(decided),
             )
-            for s, tier, ok, w, at, tenant, source, blob, row_id, escalated in found
+            for s, tier, ok, w, at, tenant, source, blob, row_id, escalated, decided in found
         ]
 
     async def trim(self, limit: int) -> None:
@@ -153,9 +163,7 @@ class OutcomeStore:
                           escalated_weight: float) -> None:
         """Replace ``scope``'s linear statistics by ``states``, as of the newest row written,
         folded with ``escalated_weight`` (what a restart with another one cannot reuse)."""
-        async with self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outcomes") as cursor:
-            row = await cursor.fetchone()
-        through = int(row[0]) if row else 0
+        through = await self._newest_id()
         await self._db.executemany(  # each row stands alone: its own through_id
             "INSERT OR REPLACE INTO linear (scope, tier, a, b, total, at_s, through_id, "
             "escalated_weight) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -188,16 +196,29 @@ class OutcomeStore:
         return [saved for saved in out if saved.scope not in damaged]
 
     async def save_bias(self, errors: Mapping[str, tuple[float, float]]) -> None:
-        """Each tier's decayed sum of estimate errors and its decayed count."""
+        """Each tier's decayed weighted sum of (outcome less decided estimate) and its decayed
+        weight, as of the newest row written (a restart scores the rows after it)."""
+        through = await self._newest_id()
         await self._db.executemany(
-            "INSERT OR REPLACE INTO bias (tier, error, count) VALUES (?, ?, ?)",
-            [(tier, e, n) for tier, (e, n) in errors.items()],
+            "INSERT OR REPLACE INTO decision_bias (tier, error, count, through_id) "
+            "VALUES (?, ?, ?, ?)",
+            [(tier, e, n, through) for tier, (e, n) in errors.items()],
         )
 
-    async def load_bias(self) -> dict[str, tuple[float, float]]:
-        async with self._db.execute("SELECT tier, error, count FROM bias") as cursor:
+    async def load_bias(self) -> tuple[dict[str, tuple[float, float]], int]:
+        """The saved bias per tier and the newest row it covers (0: none saved)."""
+        async with self._db.execute(
+            "SELECT tier, error, count, through_id FROM decision_bias"
+        ) as cursor:
             rows = await cursor.fetchall()
-        return {str(tier): (float(e), float(n)) for tier, e, n in rows}
+        # Saved in one statement, so one through_id; the least, should a row ever differ.
+        through = min((int(row[3]) for row in rows), default=0)
+        return {str(tier): (float(e), float(n)) for tier, e, n, _ in rows}, through
+
+    async def _newest_id(self) -> int:
+        async with self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outcomes") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
 
     async def count(self) -> int:
         async with self._db.execute("SELECT COUNT(*) FROM outcomes") as cursor:
