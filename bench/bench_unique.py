@@ -2,7 +2,7 @@
 when no embedding can be reused, beside the embedding worker's own throughput on the same texts.
 
     .venv/bin/python bench/bench_unique.py [--seconds 6] [--concurrency 1 16 64] [--data DIR]
-        [--rounds 3] [--pair-seconds 3]
+        [--rounds 5] [--pair-seconds 3] [--pair-client wrk|aiohttp]
 
 Prompts are the distinct texts of CLINC150 and BANKING77 (``../shared/data``, about 25,000); no
 prompt is sent twice in a run, so the gateway's text LRU and the cache never answer from memory.
@@ -20,7 +20,9 @@ p50/p99 (closed loop, ``--seconds`` each), and CPU per request split between the
 process and its worker (from /proc).
 
 Then the figure the issue asks for, ``auto`` / the worker alone at c=16 (goal >= 0.70), in
-``--rounds`` pairs that alternate, ``--pair-seconds`` each: ``auto`` through the gateway, then a
+``--rounds`` pairs that alternate, ``--pair-seconds`` each: ``auto`` through the gateway, driven
+by wrk (one thread, as ``bench_proxy`` drives the gateway; ``--pair-client aiohttp`` for this
+process's Python client, which spends ~0.3 ms of the same two cores per request), then a
 second worker started with the gateway's own worker command (same settings), called directly
 through an ``EmbedderPool`` with no LRU at the same concurrency, while the gateway sits idle
 (~5 ms of CPU a second). Each phase takes the next prompts of one shuffled list, so both embed
@@ -35,18 +37,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import csv
 import json
 import math
 import random
 import statistics
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
-from bench_proxy import ADMIN_ENV, create_key, gateway_config
+from bench_proxy import ADMIN_ENV, create_key, gateway_config, wrk_argv, wrk_figures
 from procs import ROOT, cpu_s, free_port, start, stop, wait_port, wait_ready
 
 from embedder_worker.client import EmbedderPool
@@ -56,6 +60,20 @@ from embedder_worker.supervisor import worker_command
 BYPASS = {"Cache-Control": "no-cache, no-store"}
 MODES = ("explicit", "auto", "cache")
 MODEL = ROOT / "models/all-MiniLM-L6-v2"
+# wrk (one thread) sends the next line of the bodies file for each request.
+WRK_LUA = """local bodies = {}
+for line in io.lines("%s") do bodies[#bodies + 1] = line end
+local i = 0
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "Bearer %s"
+wrk.headers["Cache-Control"] = "no-cache, no-store"
+request = function()
+  i = i %% #bodies + 1
+  return wrk.format(nil, nil, nil, bodies[i])
+end
+"""
+WRK_MAX_RPS = 3000  # bodies written per second of a wrk phase: more than auto ever reaches
 
 
 def unique_prompts(data: Path) -> list[str]:
@@ -144,6 +162,45 @@ async def timed_load(url: str, key: str, mode: str, feed: Feed, concurrency: int
     return latencies, time.perf_counter() - started
 
 
+def wrk_bodies(key: str, feed: Feed, seconds: float, tmp: Path) -> tuple[Path, int]:
+    """A wrk script sending the next prompts of ``feed`` as ``auto`` requests, and how many
+    bodies it holds (written before the phase, so its CPU is not counted in it)."""
+    count = WRK_MAX_RPS * max(1, round(seconds))
+    start_at = feed.next
+    bodies = tmp / "bodies.jsonl"
+    bodies.write_text("".join(
+        json.dumps({"model": "auto", "messages": [{"role": "user", "content": feed.take()}]})
+        + "\n" for _ in range(count)))
+    feed.next = start_at  # handed back: wrk_auto takes what wrk sent
+    script = tmp / "auto.lua"
+    script.write_text(WRK_LUA % (bodies, key))
+    return script, count
+
+
+def wrk_auto(url: str, script: Path, count: int, feed: Feed, concurrency: int, seconds: float
+             ) -> tuple[int, float, float]:
+    """Run ``script`` (``wrk_bodies``): answers, elapsed seconds, wrk's CPU seconds."""
+    proc = subprocess.Popen(wrk_argv(url, concurrency, seconds, script),
+                            stdout=subprocess.PIPE, text=True)
+    cpu = 0.0
+    while proc.poll() is None:  # its CPU as last seen alive (it reports within ms of the end)
+        with contextlib.suppress(OSError, ValueError):
+            cpu = cpu_s(proc.pid)
+        time.sleep(0.02)
+    out, _ = proc.communicate()
+    if proc.returncode:
+        raise RuntimeError(f"wrk failed ({proc.returncode}): {out}")
+    result = wrk_figures(out)
+    if result["errors"]:
+        raise RuntimeError(f"auto under wrk: {result['errors']:.0f} answers were not 200")
+    sent = int(result["requests"])
+    if sent >= count:
+        raise RuntimeError("wrk ran out of unique bodies: raise WRK_MAX_RPS")
+    for _ in range(sent):
+        feed.take()
+    return sent, sent / result["rps"], cpu
+
+
 async def worker_phase(pool: EmbedderPool, feed: Feed, concurrency: int, seconds: float
                        ) -> tuple[int, float]:
     """Texts embedded by ``concurrency`` callers of the worker alone within ``seconds`` (each
@@ -187,9 +244,10 @@ def _ms(before: float, after: float, count: int) -> float:
 
 
 async def pairs(url: str, key: str, pids: tuple[int, int, int], feed: Feed, concurrency: int,
-                rounds: int, seconds: float) -> list[Pair]:
+                rounds: int, seconds: float, client: str) -> list[Pair]:
     """``rounds`` alternating pairs of ``auto`` and the worker alone (see the docstring);
-    ``pids``: the gateway, its worker and the fake upstream."""
+    ``pids``: the gateway, its worker and the fake upstream; ``client``: what drives
+    ``auto``, ``wrk`` or ``aiohttp`` (this process, as in the modes' table)."""
     settings = EmbedderSettings(model_dir=MODEL)
     with tempfile.TemporaryDirectory(prefix="bench-unique-") as tmp:
         sock = Path(tmp) / "alone.sock"
@@ -206,16 +264,23 @@ async def pairs(url: str, key: str, pids: tuple[int, int, int], feed: Feed, conc
             await pool.attach(sock)
             await worker_phase(pool, feed, concurrency, 0.5)  # warm, like the gateway's worker
             for _ in range(rounds):
+                if client == "wrk":
+                    script, count = wrk_bodies(key, feed, seconds, Path(tmp))
                 cpu0 = [cpu_s(pid) for pid in pids] + [time.process_time()]
-                latencies, auto_s = await timed_load(url, key, "auto", feed, concurrency, seconds)
-                cpu1 = [cpu_s(pid) for pid in pids] + [time.process_time()]
+                if client == "wrk":
+                    n, auto_s, wrk_s = await asyncio.to_thread(wrk_auto, url, script, count,
+                                                               feed, concurrency, seconds)
+                else:
+                    latencies, auto_s = await timed_load(url, key, "auto", feed, concurrency,
+                                                         seconds)
+                    n, wrk_s = len(latencies), 0.0
+                cpu1 = [cpu_s(pid) for pid in pids] + [time.process_time() + wrk_s]
                 alone0 = (cpu_s(process.pid), time.process_time())
                 done, alone_s = await worker_phase(pool, feed, concurrency, seconds)
                 alone1 = (cpu_s(process.pid), time.process_time())
-                n = len(latencies)
-                gw, gw_worker, upstream, client = (_ms(a, b, n) for a, b in zip(
+                gw, gw_worker, upstream, loadgen = (_ms(a, b, n) for a, b in zip(
                     cpu0, cpu1, strict=True))
-                out.append(Pair(n / auto_s, done / alone_s, gw, gw_worker, client, upstream,
+                out.append(Pair(n / auto_s, done / alone_s, gw, gw_worker, loadgen, upstream,
                                 _ms(alone0[0], alone1[0], done), _ms(alone0[1], alone1[1], done)))
         finally:
             await pool.close()
@@ -228,8 +293,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
-    parser.add_argument("--rounds", type=int, default=3, help="pairs of auto / worker alone")
+    parser.add_argument("--rounds", type=int, default=5, help="pairs of auto / worker alone")
     parser.add_argument("--pair-seconds", type=float, default=3.0)
+    parser.add_argument("--pair-client", choices=("wrk", "aiohttp"), default="wrk",
+                        help="what drives auto in the pairs")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared/data",
                         help="the shared data sets (from a worktree: /work/shared/data)")
     args = parser.parse_args()
@@ -265,7 +332,7 @@ def main() -> None:
         pids = (gateway.pid, worker, upstream.pid)
         for c in args.concurrency:
             paired[c] = asyncio.run(pairs(url, key, pids, rest, c, args.rounds,
-                                          args.pair_seconds))
+                                          args.pair_seconds, args.pair_client))
     finally:
         stop(gateway)
         stop(upstream)
@@ -275,8 +342,8 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for mode, c, latencies, elapsed, gw, w in rows:
         print(row(mode, c, latencies, elapsed, gw, w))
-    print(f"\nauto / the worker alone, {args.rounds} alternating pairs of {args.pair_seconds:g} s "
-          "(CPU in ms per request or text)\n")
+    print(f"\nauto ({args.pair_client}) / the worker alone, {args.rounds} alternating pairs of "
+          f"{args.pair_seconds:g} s (CPU in ms per request or text)\n")
     print("| c | pair | auto requests/s | worker alone queries/s | auto / worker | gateway | "
           "its worker | load generator | fake upstream | worker alone | its caller |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
