@@ -4,8 +4,9 @@ when no embedding can be reused, beside the embedding worker's own throughput on
     .venv/bin/python bench/bench_unique.py [--seconds 6] [--concurrency 1 16 64] [--data DIR]
         [--rounds 5] [--pair-seconds 3] [--pair-client wrk|aiohttp]
 
-Prompts are the distinct texts of CLINC150 and BANKING77 (``../shared/data``, about 25,000); no
-prompt is sent twice in a run, so the gateway's text LRU and the cache never answer from memory.
+Prompts are the distinct texts of CLINC150 and BANKING77 (``../shared/data``, about 28,000); no
+prompt of ``auto`` or the cache is sent twice in the modes' table, so the gateway's text LRU and
+the cache never answer from memory.
 One fake upstream (``bench/fake_upstream.py``), one gateway with its supervised worker (the
 default configuration: one worker), the full keyed path. Modes, side by side in one run:
 
