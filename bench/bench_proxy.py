@@ -120,12 +120,19 @@ def create_key(config: Path, pythonpath: str | None = None) -> str:
     return next(line.strip() for line in out.splitlines() if line.startswith("gw-"))
 
 
+def wrk_argv(url: str, concurrency: int, seconds: float, script: Path) -> list[str]:
+    return ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
+            "-s", str(script), url]
+
+
 def wrk(url: str, concurrency: int, seconds: float, script: Path) -> dict[str, float]:
-    out = subprocess.run(
-        ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--latency",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
-    ).stdout
+    out = subprocess.run(wrk_argv(url, concurrency, seconds, script),
+                         capture_output=True, text=True, check=True).stdout
+    return wrk_figures(out)
+
+
+def wrk_figures(out: str) -> dict[str, float]:
+    """p50/p99 (ms), requests/s, requests and non-2xx answers from wrk's ``--latency`` output."""
     def pct(p: str) -> float:
         m = re.search(rf"^\s+{p}%\s+([\d.]+)(us|ms|s)", out, re.M)
         assert m, out

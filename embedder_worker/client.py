@@ -405,9 +405,14 @@ class EmbedderPool:
         return (await self.embed_with_usage(texts)).vectors
 
     async def embed_one(self, text: str) -> FloatArray:
-        """The [dim] vector of one text."""
-        vectors = (await self.embed_with_usage([text])).vectors
-        return np.ascontiguousarray(vectors[0], dtype=np.float32)
+        """The [dim] vector of one text (read-only: the LRU shares it).
+
+        Every ``auto`` request makes this call, so it skips ``embed_with_usage``'s batch
+        bookkeeping (a dict of hits, the missing list, one stacked copy of the vectors)."""
+        hit = self._lru.get(text)
+        if hit is None:
+            hit = (await self._compute([text]))[text]
+        return hit[0]
 
     async def embed_with_usage(self, texts: Sequence[str]) -> Embeddings:
         """Vectors and token counts; raises EmbedderUnavailable, EmbedderRequestError."""

@@ -62,6 +62,35 @@ async def test_a_decision_and_its_vector_are_written(tmp_path: Path) -> None:
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
+async def test_a_routed_answer_hands_the_sink_its_vector_once_per_batch(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decision queued the prompt's vector; the answer of the same request refers to it by
+    key and does not queue a second copy. A later batch carries it again (first wins there)."""
+    store = await SignalStore.open(tmp_path / "s.sqlite3", model="m")
+    real_write = store._sink.write
+    batches: list[list[bytes]] = []
+
+    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
+        batches.append([row[0] for row in vectors])
+        await real_write(signals, vectors)
+
+    monkeypatch.setattr(store._sink, "write", write)
+    vector = np.arange(4, dtype=np.float32)
+    key = prompt_key("fix my code")
+    try:
+        store.decision("req_1", DECISION, "fix my code", vector)
+        store.answer(Answered("req_1", "acme", "reasoning", "code", vector, key))
+        store.decision("req_2", DECISION, "something else", vector)
+        assert await store.flush() == 3
+        store.answer(Answered("req_3", "acme", "reasoning", "code", vector, key))
+        assert await store.flush() == 1
+    finally:
+        await store.close()
+    assert batches == [[key, prompt_key("something else")], [key]]
+    assert rows(tmp_path / "s.sqlite3", "SELECT count(*) FROM vectors") == [(2,)]
+
+
 async def test_escalations_retries_and_failures_are_recorded(tmp_path: Path) -> None:
     path = tmp_path / "signals.sqlite3"
     store = await SignalStore.open(path)

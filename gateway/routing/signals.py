@@ -235,6 +235,9 @@ class SignalStore:
         # event loop ~1 ms, the p99 of requests that came then (bench/RESULTS.md, issue 20).
         self._signals: list[SignalRow] = []
         self._vectors: list[VectorRow] = []
+        # Keys of the vectors queued: a routed request's answer carries the vector its
+        # decision already queued, and the sink would only ignore the copy.
+        self._vector_keys: set[bytes] = set()
         self._lock = asyncio.Lock()
         self._writer = BatchWriter(partial(self.flush, until_empty=False),
                                    interval_s=flush_interval_s, name="routing-signals")
@@ -268,8 +271,10 @@ class SignalStore:
                 log.warning("signal queue full or closed: %d signals dropped", self.dropped)
             return False
         self._signals.append(signal.row())
-        if vector is not None and signal.vector_key is not None:
-            self._vectors.append(PromptVector(signal.vector_key, vector, signal.ts).row(self.model))
+        key = signal.vector_key
+        if vector is not None and key is not None and key not in self._vector_keys:
+            self._vector_keys.add(key)
+            self._vectors.append(PromptVector(key, vector, signal.ts).row(self.model))
         if len(self._signals) >= self._batch:
             self._writer.wake()
         return True
@@ -289,6 +294,7 @@ class SignalStore:
                 del self._signals[:size]
                 taken += size
                 self._vectors = []
+                self._vector_keys = set()
                 try:
                     await self._sink.write(signals, vectors)
                 except Exception:
