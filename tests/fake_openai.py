@@ -2,7 +2,8 @@
 
 Non-streaming answers are ``chat.completion`` objects; streams are ``text/event-stream`` with one
 ``data: {chat.completion.chunk}`` event per chunk, a usage-only chunk when
-``stream_options.include_usage`` is set, and ``data: [DONE]``. A test scripts what the next
+``stream_options.include_usage`` is set (and then, as OpenAI does, ``"usage": null`` in every
+chunk before it), and ``data: [DONE]``. A test scripts what the next
 requests get (``FakeOpenAI.script``) and reads back what the provider received.
 """
 
@@ -111,6 +112,9 @@ async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> w
         events.append(_chunk(model, {}, reply.finish_reason))
     if reply.kind == "malformed":
         events.insert(reply.chunks_before_cut, {**events[0], "choices": [None]})
+    usage_asked = reply.usage and (body.get("stream_options") or {}).get("include_usage")
+    if usage_asked:
+        events = [{**e, "usage": None} for e in events]
     for i, payload in enumerate(events):
         if reply.kind == "unfinished" and i == reply.chunks_before_cut:
             return resp  # a clean end of the body: no finish_reason, no [DONE]
@@ -124,7 +128,7 @@ async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> w
             finally:
                 fake.disconnected.set()
         await resp.write(_event(payload))
-    if reply.usage and (body.get("stream_options") or {}).get("include_usage"):
+    if usage_asked:
         usage = {"prompt_tokens": 11, "completion_tokens": len(words),
                  "total_tokens": 11 + len(words)}
         await resp.write(_event({**_chunk(model, {}), "choices": [], "usage": usage}))

@@ -2,7 +2,7 @@
 
 A real aiohttp app writes OpenAI events, each piece its own network write, to the gateway's own
 HTTP client; the OpenAI adapter's ``ChunkStream`` is read once by pulling every chunk and once
-by pulling the first and having the rest pushed.
+by pulling the first and having the rest pushed, chunk by chunk or, for plain reads, as reads.
 """
 
 from __future__ import annotations
@@ -43,6 +43,29 @@ async def pushed(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
     return [first, *consumer.chunks], consumer.failure.kind if consumer.failure else None
 
 
+class Reads(Collected):
+    """Takes plain reads too (``push``'s ``events``), their chunks in line with the others."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads: list[bytes] = []
+
+    def events(self, data: bytes, chunks: list[Json]) -> None:
+        assert not self.ended.is_set(), "a read after the end"
+        self.reads.append(data)
+        self.chunks += chunks
+
+
+async def pushed_with_reads(stream: ChunkStream) -> tuple[list[Json], FailureKind | None]:
+    first = await stream.__anext__()
+    consumer = Reads()
+    stream.push(consumer, consumer.events)
+    async with asyncio.timeout(10):
+        await consumer.ended.wait()
+    assert all(data.endswith(b"\n\n") for data in consumer.reads)
+    return [first, *consumer.chunks], consumer.failure.kind if consumer.failure else None
+
+
 @pytest.mark.parametrize(("pieces", "texts", "kind"), [
     (WHOLE, ["a", "b", None], None),
     (ERROR_MID, ["a", "b"], FailureKind.ERROR_IN_BODY),
@@ -55,14 +78,14 @@ async def test_pushed_chunks_and_their_end_are_those_pulled(
     url, _ = await event_stream(aiohttp_server, pieces)
     async with HttpClient() as client:
         outcomes = []
-        for read in (pulled, pushed):
+        for read in (pulled, pushed, pushed_with_reads):
             stream = open_stream(client, url)
             try:
                 chunks, failure = await read(stream)
             finally:
                 await stream.aclose()
             outcomes.append((contents(chunks), failure))
-    assert outcomes == [(texts, kind), (texts, kind)]
+    assert outcomes == [(texts, kind)] * 3
 
 
 async def test_a_pushed_stream_that_stalls_ends_with_a_timeout(aiohttp_server: Any) -> None:

@@ -17,6 +17,8 @@ from tests.conftest import ROOT, GatewayFactory, model, openai_provider
 from tests.fake_openai import FakeOpenAI, Reply
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer, new_tenant_key
 from tests.test_chat_api import sse_payloads
+from tests.test_streaming import BODY, event, gateway_on, text_of
+from tests.test_streaming_plain import DONE, WORDS, Paced, paced_words
 
 Cached = tuple[TestClient, FakeOpenAI]
 
@@ -169,6 +171,22 @@ async def test_a_streamed_answer_is_stored_and_a_hit_replays_as_a_stream(cached:
     assert text == Reply().text
     assert chunks[-1]["usage"] is not None
     assert len(fake.requests) == 1
+
+
+async def test_a_stream_relayed_as_the_upstream_sent_it_is_stored_whole(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    words = [event({"content": w}) for w in WORDS]
+    paced = Paced(paced_words(words, event({}, "stop") + DONE))
+    client = await gateway_on(aiohttp_server, make_gateway, paced.provider, cache={
+        "enabled": True}, embedder={"model_dir": str(ROOT / "models" / "all-MiniLM-L6-v2")})
+    await client.app[EMBEDDER_POOL].wait_live(1)
+    relayed = await paced.read(client)
+    assert all(w in relayed for w in words), "the words went out as the upstream's bytes"
+    await client.app[CACHE].flush()
+    again = await client.post("/v1/chat/completions", json=BODY)
+    assert again.headers["x-gateway-cache"] == "hit"
+    assert text_of(await again.read()) == "Counting:" + "".join(WORDS)
 
 
 async def test_truncated_and_failed_answers_are_not_stored(cached: Cached) -> None:

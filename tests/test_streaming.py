@@ -124,7 +124,7 @@ async def raw_exchange(port: int, times: int) -> list[list[bytes]]:
     return answers
 
 
-async def test_each_relayed_chunk_is_one_http_chunk_on_a_connection_kept_alive(
+async def test_relayed_http_chunks_hold_whole_events_on_a_connection_kept_alive(
     aiohttp_server: Any, make_gateway: GatewayFactory
 ) -> None:
     async def provider(request: web.Request) -> web.StreamResponse:
@@ -132,7 +132,9 @@ async def test_each_relayed_chunk_is_one_http_chunk_on_a_connection_kept_alive(
 
     client = await gateway_on(aiohttp_server, make_gateway, provider)
     for chunks in await raw_exchange(client.server.port, 2):
-        assert all(c.startswith(b"data: ") and c.count(b"\n\n") == 1 for c in chunks)
+        assert all(c.startswith(b"data: ") and c.endswith(b"\n\n") for c in chunks)
+        assert chunks[0].count(b"\n\n") == 2, "the head failover held, in one write"
+        assert len(chunks) == 3, "the rest of the one read, in one write; then [DONE]"
         assert chunks[-1] == b"data: [DONE]\n\n"
         assert text_of(b"".join(chunks)) == "Counting:" + "".join(WORDS)
 

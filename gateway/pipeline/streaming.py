@@ -8,7 +8,10 @@ ends the same way.
 
 Chunks are always OpenAI ``chat.completion.chunk`` objects inside the gateway; a ``ChunkWriter``
 turns them into the client's dialect on the way out (``OpenAIChunks`` here; the Messages and
-Responses writers live beside their handlers in ``gateway.api``). A ``ChunkSink`` puts each
+Responses writers live beside their handlers in ``gateway.api``). One exception, for speed: a
+read of an OpenAI upstream that holds only plain chunks (``ChunkStream.push``'s reads) goes to a
+chat completions client as the bytes it came in, one write for the read, its chunks still kept
+for the cache and their text for the token estimate. A ``ChunkSink`` puts each
 chunk's bytes on the client's socket, and cuts a client that reads nothing for
 ``[server] write_timeout_s`` while its socket is full (``ClientWriteTimeout``; ``client_reads``
 guards the response's end the same way): otherwise it would hold its stream and the upstream's
@@ -58,6 +61,9 @@ class ChunkWriter(Protocol):
         ...
 
 
+_NULL_USAGE = (b',"usage":null', b', "usage": null')
+
+
 class OpenAIChunks:
     """Chat completions chunks as they are, the usage chunk only when the client asked."""
 
@@ -72,6 +78,25 @@ class OpenAIChunks:
                 return b""
             chunk = {k: v for k, v in chunk.items() if k != "usage"}
         return encode_data(orjson.dumps(chunk))
+
+    def events(self, data: bytes, chunks: list[Json]) -> bytes:
+        """The bytes for a plain read (``ChunkStream.push``): ``data``, the events as they
+        came, unless a chunk holds a null ``usage`` the client did not ask for (OpenAI's
+        chunks do when usage is asked upstream). That is cut from the bytes when each one is
+        a ``,"usage":null`` (or spaced) and there is no other; else the chunks are encoded
+        again, as ``chunk`` does."""
+        if self.include_usage:
+            return data
+        for chunk in chunks:  # a loop, not any() over a generator: this runs for every read
+            if "usage" in chunk:
+                break
+        else:
+            return data
+        n = data.count(b'"usage"')
+        for key in _NULL_USAGE:
+            if data.count(key) == n:
+                return data.replace(key, b"")
+        return b"".join(self.chunk(c) for c in chunks)
 
     def end(self) -> bytes:
         return DONE
@@ -100,13 +125,14 @@ class ChunkSink:
     response (HTTP/1.0) always goes through aiohttp.
     """
 
-    __slots__ = ("_direct", "_out", "_resp", "_write_timeout_s")
+    __slots__ = ("_direct", "_out", "_resp", "_transport", "_write_timeout_s")
 
     def __init__(self, resp: web.StreamResponse, out: AbstractStreamWriter,
                  write_timeout_s: float) -> None:
         self._resp = resp
         self._out = out
         self._direct = False
+        self._transport: asyncio.WriteTransport | None = None
         self._write_timeout_s = write_timeout_s
 
     @property
@@ -121,6 +147,8 @@ class ChunkSink:
             out = self._out  # chunked: aiohttp chose it at ``prepare`` (HTTP/1.1, no length)
             self._direct = (isinstance(out, StreamWriter) and out.chunked
                             and not self._resp.compression)
+            # The connection's one transport: once it is lost it says it is closing.
+            self._transport = out.transport
             return
         if self.write_now(data):
             await self.drain()
@@ -128,7 +156,7 @@ class ChunkSink:
     def write_now(self, data: bytes) -> bool:
         """One piece on the transport at once (``direct`` only); True when the client's socket
         now holds more than ``WRITE_BUFFER_LIMIT`` unsent and the writer should ``drain``."""
-        transport: asyncio.WriteTransport | None = self._out.transport
+        transport = self._transport
         if transport is None or transport.is_closing():
             raise ClientConnectionResetError("Cannot write to closing transport")
         frame = b"%x\r\n%b\r\n" % (len(data), data)
@@ -160,18 +188,24 @@ async def client_reads(out: AbstractStreamWriter, write_timeout_s: float) -> Asy
 class _Pushed:
     """The relay's half that runs in the upstream connection's callbacks (a ``ChunkConsumer``).
 
-    Each chunk is accounted and written to the client's transport at once. When the client's
-    socket holds more than ``WRITE_BUFFER_LIMIT`` unsent, the upstream read pauses and the
-    relay's task is woken to wait for the drain; the task is also woken when the stream ends.
+    Each chunk is accounted as it comes and the chunks of one read are written to the client's
+    transport together, in one write; a plain read (``events``) is written whole, as the bytes
+    it came in when the client's writer allows. When the client's socket holds more than
+    ``WRITE_BUFFER_LIMIT`` unsent, the upstream read pauses and the relay's task is woken to
+    wait for the drain; the task is also woken when the stream ends.
     """
 
-    __slots__ = ("failure", "keep", "over", "paused", "record", "sink", "tail", "waiter",
-                 "writer")
+    __slots__ = ("failure", "held", "keep", "over", "paused", "plain", "record", "sink", "tail",
+                 "waiter", "writer")
 
     def __init__(self, sink: ChunkSink, tail: ChunkStream, writer: ChunkWriter,
                  record: RequestRecord, keep: list[Json] | None) -> None:
         self.sink, self.tail, self.writer, self.record, self.keep = (
             sink, tail, writer, record, keep)
+        self.plain = writer.events if isinstance(writer, OpenAIChunks) else None
+        """The client's writer for plain reads, when it has one."""
+        self.held: list[bytes] = []
+        """Bytes of chunks of the read being delivered, written with its last chunk."""
         self.waiter: asyncio.Future[None] | None = None
         self.over = False
         self.paused = False
@@ -182,12 +216,54 @@ class _Pushed:
             return
         try:
             data = _account(chunk, self.writer, self.record, self.keep)
-            if data and self.sink.write_now(data) and not self.paused:
-                self.paused = True
-                self.tail.pause()
-                self._wake()
-        except Exception as exc:  # the client left, or a writer failed: the task raises it
+        except Exception as exc:  # a writer failed: what came before it still goes out
+            self._flush()
             self.end(exc)
+            return
+        if self.tail.more:  # chunks of one read go out in one write, with the last of them
+            self.held.append(data)
+            return
+        if self.held:
+            self.held.append(data)
+            data = b"".join(self.held)
+            self.held.clear()
+        try:
+            self._send(data)
+        except Exception as exc:  # the client left: the task raises it
+            self.end(exc)
+
+    def _flush(self) -> None:
+        if self.held:
+            data = b"".join(self.held)
+            self.held.clear()
+            try:
+                self._send(data)
+            except Exception:  # the client left: what ends the stream is said by the caller
+                log.debug("the client left before the chunks held were written")
+
+    def events(self, data: bytes, chunks: list[Json]) -> None:
+        """A plain read: its chunks carry no usage, so only their text and the bytes are left
+        to handle."""
+        if self.over or self.plain is None:
+            return
+        text, keep = self.record.streamed_text, self.keep
+        for chunk in chunks:  # ``_keep_and_text``, inlined: this runs for every chunk
+            if keep is not None:
+                keep.append(chunk)
+            for choice in chunk["choices"]:  # a plain chunk's shape is checked
+                content = (choice.get("delta") or _NO_DELTA).get("content")
+                if isinstance(content, str):
+                    text.append(content)
+        try:
+            self._send(self.plain(data, chunks))
+        except Exception as exc:  # the client left
+            self.end(exc)
+
+    def _send(self, data: bytes) -> None:
+        if data and self.sink.write_now(data) and not self.paused:
+            self.paused = True
+            self.tail.pause()
+            self._wake()
 
     def end(self, failure: BaseException | None) -> None:
         if not self.over:
@@ -207,7 +283,7 @@ async def _relay_pushed(sink: ChunkSink, tail: ChunkStream, writer: ChunkWriter,
     pushed = _Pushed(sink, tail, writer, record, keep)
     loop = asyncio.get_running_loop()
     try:
-        tail.push(pushed)
+        tail.push(pushed, pushed.events if pushed.plain is not None else None)
         while True:
             if pushed.over:
                 if pushed.failure is not None:
@@ -269,8 +345,10 @@ async def _send_all(sink: ChunkSink, stream: Stream, writer: ChunkWriter,
                     record: RequestRecord, keep: list[Json] | None) -> None:
     """The chunks failover already holds, then the tail: pushed when the upstream can push
     and the client's socket is written directly, else pulled one by one."""
-    for chunk in stream.head:
-        await _write_chunk(sink, chunk, writer, record, keep)
+    # The head in one write: it is in hand, and each write is a system call (and the client's
+    # wake-up) that costs more than the chunks' bytes.
+    if head := b"".join([_account(chunk, writer, record, keep) for chunk in stream.head]):
+        await sink.send(head)
     tail = stream.tail
     if isinstance(tail, ChunkStream) and sink.direct:
         await _relay_pushed(sink, tail, writer, record, keep)
@@ -296,16 +374,23 @@ def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
              keep: list[Json] | None) -> bytes:
     """Note what a chunk carries (usage, text, the chunk itself) and return its bytes for the
     client; the same for a pulled and a pushed chunk."""
-    if keep is not None:
-        keep.append(chunk)
     usage: Usage | None = usage_from_openai(chunk.get("usage"))
     if usage is not None:
         record.usage = usage
+    _keep_and_text(chunk, record, keep)
+    return writer.chunk(chunk)
+
+
+_NO_DELTA: Json = {}
+
+
+def _keep_and_text(chunk: Json, record: RequestRecord, keep: list[Json] | None) -> None:
+    if keep is not None:
+        keep.append(chunk)
     for choice in chunk.get("choices") or ():
         content = (choice.get("delta") or {}).get("content")
         if isinstance(content, str):
             record.streamed_text.append(content)
-    return writer.chunk(chunk)
 
 
 SHUTDOWN = UpstreamFailure(

@@ -7,6 +7,11 @@ chunk wakes no task and resumes no generator. Both ways see the same chunks in t
 and end the same way: the end marker, a body that ends (a cut stream unless the decoder says it
 was whole), or an ``UpstreamFailure`` after the chunks that came before it.
 
+A pushed stream may also hand over a read with its bytes: when the provider finds a read plain
+(``plain``: whole events of chunks the decoder would pass as they are, nothing to act on) and
+the consumer takes reads (``push(consumer, events=…)``), the read's chunks go to it together
+with the bytes they came in, which it may relay as they are instead of encoding each chunk.
+
 Touches the one upstream response it reads, and releases it on ``aclose``.
 """
 
@@ -38,6 +43,7 @@ class ChunkConsumer(Protocol):
     """Where pushed chunks go; called from the upstream connection's callbacks."""
 
     def chunk(self, chunk: Json) -> None:
+        """The next chunk; ``ChunkStream.more`` says whether others follow it at once."""
         ...
 
     def end(self, failure: Exception | None) -> None:
@@ -46,16 +52,28 @@ class ChunkConsumer(Protocol):
         ...
 
 
-class ChunkStream(AsyncGenerator[Json, None]):
-    """One upstream call's chunks; the call is made at the first ``__anext__``."""
+PlainTest = Callable[[bytes], list[Json] | None]
+"""A provider's test of a read: its chunks when it is plain, else None (see ``ChunkStream``)."""
+PlainEvents = Callable[[bytes, list[Json]], None]
+"""Takes a plain read: its bytes and its chunks (see ``ChunkStream.push``)."""
 
-    __slots__ = ("_consumer", "_decoder", "_failure", "_open", "_over", "_parser", "_ready",
-                 "_response", "_timeout_s")
+
+class ChunkStream(AsyncGenerator[Json, None]):
+    """One upstream call's chunks; the call is made at the first ``__anext__``.
+
+    ``plain``, the provider's test of a read's bytes: the read's chunks when it is whole events
+    that may be relayed as they came (none of them the end, an error, usage or a finish), the
+    same chunks the decoder would give; else None, and the read is parsed."""
+
+    __slots__ = ("_consumer", "_decoder", "_events", "_failure", "_open", "_over", "_parser",
+                 "_plain", "_ready", "_response", "_timeout_s")
 
     def __init__(self, open_: Callable[[], Awaitable[Response]], decoder: ChunkDecoder,
-                 chunk_timeout_s: float) -> None:
+                 chunk_timeout_s: float, *, plain: PlainTest | None = None) -> None:
         self._open: Callable[[], Awaitable[Response]] | None = open_
         self._decoder = decoder
+        self._plain = plain
+        self._events: PlainEvents | None = None
         self._timeout_s = chunk_timeout_s
         self._response: Response | None = None
         self._parser = EventParser()
@@ -105,7 +123,7 @@ class ChunkStream(AsyncGenerator[Json, None]):
         """Stop: the upstream connection is released (closed unless read to its end)."""
         self._open = None
         self._over = True
-        self._consumer = None
+        self._consumer = self._events = None
         self._ready.clear()
         self._release()
 
@@ -115,14 +133,17 @@ class ChunkStream(AsyncGenerator[Json, None]):
 
     # Pushed ------------------------------------------------------------------------------
 
-    def push(self, consumer: ChunkConsumer) -> None:
+    def push(self, consumer: ChunkConsumer, events: PlainEvents | None = None) -> None:
         """Hand every chunk still to come to ``consumer`` as it arrives, then its ``end``.
 
         Only once pulling has begun (failover has read the first chunks). Chunks already
-        decoded go first, from this call."""
+        decoded go first, from this call. With ``events`` (and a provider's ``plain`` test),
+        a read the provider finds plain goes to ``events``, its bytes with its chunks, instead
+        of its chunks one by one to ``consumer.chunk``."""
         if self._response is None:
             raise RuntimeError("push before the stream was opened")
         self._consumer = consumer
+        self._events = events if self._plain is not None else None
         self._deliver()
         if self._consumer is not None:
             self._response.push(self, self._timeout_s)
@@ -136,9 +157,15 @@ class ChunkStream(AsyncGenerator[Json, None]):
         if self._response is not None and self._consumer is not None:
             self._response.resume_push()
 
+    @property
+    def more(self) -> bool:
+        """True while a pushed chunk is delivered with more decoded behind it (the same read):
+        a consumer may hold its bytes and write them with the last one."""
+        return bool(self._ready)
+
     def stop_push(self) -> None:
         """No more chunks to the consumer; what arrives later stays unread until ``aclose``."""
-        self._consumer = None
+        self._consumer = self._events = None
         if self._response is not None:
             self._response.unpush()
 
@@ -153,7 +180,7 @@ class ChunkStream(AsyncGenerator[Json, None]):
                 return
         if self._over:
             failure, self._failure = self._failure, None
-            self._consumer = None
+            self._consumer = self._events = None
             if self._response is not None:
                 self._response.unpush()
             consumer.end(failure)
@@ -163,6 +190,12 @@ class ChunkStream(AsyncGenerator[Json, None]):
     def body_data(self, data: bytes) -> None:
         if self._over:
             return
+        events, plain = self._events, self._plain
+        if events is not None and plain is not None and self._parser.idle:
+            chunks = plain(data)
+            if chunks is not None:
+                events(data, chunks)
+                return
         try:
             self._over = self._decode(self._parser.read(data))
         except Exception as exc:  # raised where the pull would have raised it, after the chunks

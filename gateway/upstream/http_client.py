@@ -12,7 +12,8 @@ call needs and nothing else:
   while it sat idle is detected and the request is sent again on a new one, once, when no byte
   of a response had arrived.
 - The ``Response`` (``gateway.upstream.http_response``) is read as it arrives or pushed to a
-  sink from the connection's own callbacks.
+  sink from the connection's own callbacks; the body pieces of one socket read (a provider
+  writes an HTTP chunk per event) reach it as one piece.
 - ``Response.release`` returns a fully read, keep-alive connection to the pool; anything else
   (a release before the end, or a broken response) closes it, so no stale bytes are ever reused.
 
@@ -90,6 +91,8 @@ class _Connection(asyncio.Protocol):
         self._complete = False
         self._interim = False
         self._header_items: list[RawHeader] = []
+        self._bodies: list[bytes] = []
+        """Body pieces of the bytes being parsed, handed over together (``_hand_over``)."""
         self._head: asyncio.Future[Response] | None = None
         self._response: Response | None = None
 
@@ -103,10 +106,17 @@ class _Connection(asyncio.Protocol):
             self.abort()
             return
         self._received = True
+        error = None
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
-            self._broken(HttpError(f"malformed response: {exc}"))
+        except httptools.HttpParserError as exc:  # a callback's error too, as httptools wraps it
+            error = HttpError(f"malformed response: {exc}")
+        try:
+            self._hand_over()  # the pieces before an error still count
+        except Exception as exc:  # whatever reads the body failed: this response, not the loop
+            error = error or HttpError(f"reading the response failed: {exc}")
+        if error is not None:
+            self._broken(error)
 
     def eof_received(self) -> bool | None:
         return None  # close the transport; ``connection_lost`` follows
@@ -147,13 +157,24 @@ class _Connection(asyncio.Protocol):
             head.set_result(response)
 
     def on_body(self, body: bytes) -> None:
-        if self._response is not None:
-            self._response._feed(body)
+        # A read holding several HTTP chunks (a provider writes one per event; a busy gateway
+        # reads several at once) reaches the response as one piece: one pass of the stream's
+        # decoder, and one write to the client, for the lot.
+        self._bodies.append(body)
+
+    def _hand_over(self) -> None:
+        bodies = self._bodies
+        if bodies:
+            data = bodies[0] if len(bodies) == 1 else b"".join(bodies)
+            bodies.clear()
+            if self._response is not None:
+                self._response._feed(data)
 
     def on_message_complete(self) -> None:
         if self._interim:
             self._interim = False
             return
+        self._hand_over()
         self._complete = True
         if self._response is not None:
             self._response._finish()

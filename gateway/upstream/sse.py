@@ -66,6 +66,11 @@ class EventParser:
         self.data: list[bytes] = []
         self.pending = b""
 
+    @property
+    def idle(self) -> bool:
+        """True between events: no part of one is held."""
+        return not (self.pending or self.data or self.event)
+
     def read(self, data: bytes) -> list[SseEvent]:
         """The events that ``data`` completes."""
         if self.pending or self.data or self.event or not data.endswith(b"\n\n") or b"\r" in data:

@@ -3,6 +3,9 @@
 The client's body goes upstream as sent, with the model name swapped for the deployment's
 upstream id and, for streams, usage requested so that cost can be accounted. Errors inside a
 200 (an ``error`` object in the body or in a stream event) are failures like any other.
+
+A stream's reads that hold only plain chunks (``plain_chunks``: text on its way, nothing the
+gateway must act on) may be relayed as the bytes they came in rather than encoded again.
 """
 
 from __future__ import annotations
@@ -67,7 +70,7 @@ class OpenAIProvider:
     ) -> AsyncGenerator[Json, None]:
         """A ``ChunkStream``: the relay can have its chunks pushed (no task wake per chunk)."""
         return ChunkStream(partial(self._open_stream, request, deployment), _Chunks(),
-                           deployment.provider.timeouts.chunk_timeout_s)
+                           deployment.provider.timeouts.chunk_timeout_s, plain=plain_chunks)
 
     async def _open_stream(self, request: ChatRequest, deployment: Deployment) -> Response:
         return await self.upstream.open_event_stream(
@@ -99,6 +102,51 @@ class _Chunks:
             # A body that simply stops is a cut stream, not a whole answer.
             raise UpstreamFailure(FailureKind.CONNECT, "stream ended before [DONE]")
         return []
+
+
+def plain_chunks(data: bytes) -> list[Json] | None:
+    """The chunks of a read that may be relayed as the bytes it came in, or None.
+
+    Such a read is whole events, each one ``data: {…}`` line (no ``\r``: a client's parser
+    would break the line there), each chunk valid JSON and of the shape ``_check_chunk``
+    wants, and none of them the end marker or a chunk the gateway must act on: an ``error``
+    key, a ``usage`` that is not null, a finished choice. For those chunks the parser's path
+    (``_Chunks.event``) would give the same chunks and nothing else; every other read takes
+    it, and a read that fails here (bad JSON among them) is parsed there again to say why.
+    """
+    if not (data.startswith(b"data: {") and data.endswith(b"}\n\n")) or b"\r" in data:
+        return None
+    if data.count(b"\n") == 2:  # one event: what providers send between pauses
+        chunk = _plain(data[6:-2])
+        return None if chunk is None else [chunk]
+    chunks = []
+    for block in data[:-2].split(b"\n\n"):
+        if not block.startswith(b"data: {") or b"\n" in block:
+            return None
+        if (chunk := _plain(block[6:])) is None:
+            return None
+        chunks.append(chunk)
+    return chunks
+
+
+def _plain(payload: bytes) -> Json | None:
+    try:
+        chunk = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if type(chunk) is not dict or "error" in chunk or chunk.get("usage") is not None:
+        return None
+    choices = chunk.get("choices")
+    if type(choices) is not list:
+        return None
+    for choice in choices:
+        if (type(choice) is not dict or choice.get("finish_reason")
+                or type(choice.get("delta", _NO_DELTA)) is not dict):
+            return None
+    return chunk
+
+
+_NO_DELTA: Json = {}
 
 
 def _check_chunk(chunk: Any) -> bool:

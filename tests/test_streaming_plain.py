@@ -1,0 +1,176 @@
+"""Tests for gateway/pipeline/streaming.py: plain reads relayed as the bytes they came in.
+
+A read of an OpenAI stream that holds only whole chunks the gateway need not act on (no usage,
+no error, no finish: ``providers.openai.plain_chunks``) goes to the client as the upstream sent
+it, one write for the read, instead of each chunk parsed and encoded again. The provider here
+writes each piece only once the client has read what the one before produced (``Paced``), so
+each piece is one read of the gateway's and the tests know which path it took: the fake writes
+JSON with spaces after its separators, and a chunk the gateway encodes again comes out compact.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY, STORE_KEY
+from gateway.tenants.ledger import recent
+from tests.conftest import GatewayFactory
+from tests.test_streaming import BODY, event, gateway_on, text_of, usage_event
+
+DONE = b"data: [DONE]\n\n"
+HEAD = event({"role": "assistant", "content": ""}) + event({"content": "Counting:"})
+"""The first read: failover pulls it before the relay begins."""
+
+
+def compact_event(content: str | None, finish: str | None = None, *,
+                  null_usage: bool = True, usage_first: bool = False) -> bytes:
+    """A chunk as OpenAI writes one (compact JSON) when usage was asked for: ``"usage":null``
+    last, or first with ``usage_first``."""
+    delta = {} if content is None else {"content": content}
+    chunk: dict[str, Any] = {
+        "id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up",
+        "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+    if null_usage:
+        chunk = {"usage": None, **chunk} if usage_first else {**chunk, "usage": None}
+    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+
+
+Piece = tuple[bytes | tuple[bytes, ...], bytes | None]
+"""What the provider writes (several network writes, back to back, for a tuple) and the mark
+the client must hold before the next piece (None: at once)."""
+
+
+class Paced:
+    """The client's view of one stream (its body, and the HTTP chunks it came in), and a
+    provider that writes each piece only once the client holds that piece's mark."""
+
+    def __init__(self, pieces: Sequence[Piece]) -> None:
+        self.pieces = pieces
+        self.body = b""
+        self.http_chunks: list[bytes] = []
+        self.grew = asyncio.Event()
+
+    async def provider(self, request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        for piece, mark in self.pieces:
+            for write in piece if isinstance(piece, tuple) else (piece,):
+                await resp.write(write)  # each its own HTTP chunk
+            while mark is not None and mark not in self.body:
+                self.grew.clear()
+                await self.grew.wait()
+        return resp
+
+    async def read(self, client: TestClient, **body: Any) -> bytes:
+        resp = await client.post("/v1/chat/completions", json={**BODY, **body})
+        assert resp.status == 200
+        partial = b""
+        async for data, whole in resp.content.iter_chunks():
+            self.body += data
+            partial += data
+            if whole:
+                self.http_chunks.append(partial)
+                partial = b""
+            self.grew.set()
+        return self.body
+
+
+WORDS = [f" w{i}" for i in range(6)]
+
+
+def paced_words(events: Sequence[bytes], end: bytes) -> list[Piece]:
+    """``HEAD``, then each of ``events`` (one for each of ``WORDS``) its own read, then ``end``."""
+    marks = [json.dumps(w).encode() for w in WORDS]  # the quoted content: in either encoding
+    return [(HEAD, b"Counting:"), *zip(events, marks, strict=True), (end, None)]
+
+
+async def test_plain_reads_reach_the_client_as_the_upstream_sent_them(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    words = [event({"content": w}) for w in WORDS]
+    paced = Paced(paced_words(words, event({}, "stop") + DONE))
+    client = await gateway_on(aiohttp_server, make_gateway, paced.provider)
+    body = await paced.read(client)
+    assert text_of(body) == "Counting:" + "".join(WORDS)
+    for word in words:
+        assert word in body, "the upstream's own bytes"
+    assert b'"finish_reason":"stop"' in body, "the finishing chunk was parsed and encoded"
+    assert body.endswith(DONE)
+
+
+@pytest.mark.parametrize("include_usage", [False, True], ids=["usage-not-asked", "usage-asked"])
+async def test_a_null_usage_goes_to_the_client_only_when_it_asked_for_usage(
+    aiohttp_server: Any, make_gateway: GatewayFactory, include_usage: bool
+) -> None:
+    words = [compact_event(w) for w in WORDS]
+    end = compact_event(None, "stop") + usage_event(7, 21) + DONE
+    paced = Paced(paced_words(words, end))
+    client = await gateway_on(aiohttp_server, make_gateway, paced.provider)
+    body = await paced.read(client, stream_options={"include_usage": include_usage})
+    assert text_of(body) == "Counting:" + "".join(WORDS)
+    for word in words:
+        relayed = word if include_usage else word.replace(b',"usage":null', b"")
+        assert relayed in body
+    assert (b'"completion_tokens":21' in body) is include_usage  # parsed: compact
+    assert (b'"usage"' in body) is include_usage
+    app = client.server.app
+    await app[LEDGER_KEY].flush()
+    [row] = await recent(app[STORE_KEY])
+    assert (row.tokens_in, row.tokens_out, row.estimated) == (7, 21, False)
+
+
+async def test_a_null_usage_that_cannot_be_cut_from_the_bytes_is_encoded_again_without_it(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    words = [compact_event(w, usage_first=True) for w in WORDS]
+    paced = Paced(paced_words(words, compact_event(None, "stop") + DONE))
+    client = await gateway_on(aiohttp_server, make_gateway, paced.provider)
+    body = await paced.read(client)
+    assert text_of(body) == "Counting:" + "".join(WORDS)
+    assert b'"usage"' not in body
+
+
+async def test_an_event_cut_across_reads_is_parsed_and_the_text_counted_in_order(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    cut = event({"content": " b"})
+    pieces = [
+        (HEAD, b"Counting:"),
+        (event({"content": " a"}) + cut[:25], b'" a"'),  # the gateway holds half of " b"
+        (cut[25:], b'" b"'),
+        (event({"content": " c"}), b'" c"'),  # a whole read again: relayed as it came
+        (event({}, "stop") + DONE, None),  # no usage: the gateway counts the text itself
+    ]
+    paced = Paced(pieces)
+    client = await gateway_on(aiohttp_server, make_gateway, paced.provider)
+    body = await paced.read(client)
+    assert text_of(body) == "Counting: a b c"
+    assert b'"content":" b"' in body, "the event cut in two was parsed and encoded again"
+    assert event({"content": " c"}) in body
+    app = client.server.app
+    await app[LEDGER_KEY].flush()
+    [row] = await recent(app[STORE_KEY])
+    assert row.estimated
+    assert row.tokens_out == app[ADMISSION_KEY].tokens.count("Counting: a b c")
+
+
+async def test_events_of_one_read_go_out_in_one_write_though_each_came_in_its_own_http_chunk(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    words = tuple(event({"content": w}) for w in (" a", " b", " c"))
+    pieces: list[Piece] = [
+        (HEAD, b"Counting:"),
+        (words, b'" c"'),  # three writes in one go: the gateway reads them at once
+        (event({}, "stop") + DONE, None),
+    ]
+    paced = Paced(pieces)
+    client = await gateway_on(aiohttp_server, make_gateway, paced.provider)
+    await paced.read(client)
+    assert b"".join(words) in paced.http_chunks, "one HTTP chunk, the upstream's own bytes"
