@@ -16,11 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +33,15 @@ from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
 from tests.fake_gemini import FakeGemini, fake_gemini_app
 from tests.fake_openai import FakeOpenAI
-from tests.fake_provider import Answer
-from tests.fuzzing import damaged, fuzz_rng
+from tests.fuzzing import (
+    CHUNKS,
+    COMPLETION,
+    damaged,
+    damaged_answer,
+    fuzz_rng,
+    garbled,
+    no_errors_logged,
+)
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
 from tests.test_serve import serving
 
@@ -141,11 +146,6 @@ async def _check(client: TestClient, path: str, body: dict[str, Any]) -> int:
     return response.status
 
 
-def _no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, errors[:3]
-
-
 def _both_kinds(statuses: list[int]) -> None:
     """Some damaged bodies were still valid and went the whole way; others were refused."""
     assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses), statuses
@@ -161,7 +161,7 @@ async def test_damaged_chat_requests_get_no_5xx(
         body = {**CHAT, "model": MODELS[i % len(MODELS)], "stream": stream}
         statuses.append(await _check(gateway, "/v1/chat/completions", damaged(body, rng)))
     _both_kinds(statuses)
-    _no_errors_logged(caplog)  # a stream's 200 is sent first: a failure after it is only logged
+    no_errors_logged(caplog)  # a stream's 200 is sent first: a failure after it is only logged
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -177,7 +177,7 @@ async def test_damaged_messages_and_responses_requests_get_no_5xx_in_their_error
         await _check(gateway, "/v1/messages/count_tokens", damaged(MESSAGES, rng))
     for seen in statuses.values():
         _both_kinds(seen)
-    _no_errors_logged(caplog)
+    no_errors_logged(caplog)
 
 
 async def test_damaged_route_and_embeddings_requests_get_no_5xx(gateway: TestClient) -> None:
@@ -303,31 +303,6 @@ async def test_odd_paths_and_query_strings_get_no_5xx(
     assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses)
 
 
-COMPLETION: dict[str, Any] = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "up-small",
-    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None, "message": {
-        "role": "assistant", "content": "Four.", "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "add", "arguments": '{"a": 1}'}}]}}],
-    "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
-              "prompt_tokens_details": {"cached_tokens": 0}},
-}
-CHUNKS: list[dict[str, Any]] = [
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                  "finish_reason": None}]},
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [{"index": 0, "delta": {"content": "Four."}, "finish_reason": None}]},
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [{"index": 0, "delta": {"tool_calls": [
-         {"index": 0, "id": "call_1", "type": "function",
-          "function": {"name": "add", "arguments": "{}"}}]}, "finish_reason": None}]},
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
-]
-
 NEVER_OPEN = {"failure_threshold": 10_000, "min_calls": 10_000}
 """Breakers that never rest the one upstream: every request meets the damage."""
 
@@ -351,7 +326,7 @@ async def _ask_through(client: TestClient, model_name: str, caplog: pytest.LogCa
     ledger = client.app[LEDGER_KEY]
     await ledger.flush()
     assert ledger.pending == 0 and ledger.written == ROUNDS
-    _no_errors_logged(caplog)
+    no_errors_logged(caplog)
     assert 200 in statuses and 502 in statuses
 
 
@@ -392,18 +367,6 @@ async def test_damaged_upstream_answers_never_become_internal_errors(
     await _ask_through(client, "small", caplog, stream=lambda i: i % 2 == 1)
 
 
-def _damaged_answer(answer: Answer[Any], rng: random.Random) -> Answer[Any]:
-    """``answer`` with its body and some of its stream events damaged; Anthropic's events are
-    (name, data) pairs, Gemini's plain objects."""
-    events = []
-    for event in answer.events:
-        if rng.random() < 0.3:
-            event = (event[0], damaged(event[1], rng)) if isinstance(event, tuple) \
-                else damaged(event, rng)
-        events.append(event)
-    return replace(answer, body=damaged(answer.body, rng), events=events)
-
-
 @pytest.mark.parametrize("kind", ["anthropic", "gemini"])
 async def test_damaged_translated_answers_never_become_internal_errors(
     aiohttp_server: Any, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture,
@@ -432,23 +395,7 @@ async def test_damaged_translated_answers_never_become_internal_errors(
                                  "models": [model("m", provider["name"], upstream_model="up")]},
                                 env=env)
     await _ask_through(client, "m", caplog, stream=lambda i: i % 4 >= 2, before=lambda i: (
-        fake.script.append(_damaged_answer(valid[i % len(valid)], rng))))
-
-
-def _garbled(data: bytes, rng: random.Random) -> bytes:
-    """``data`` with a few bytes changed, dropped or repeated: broken framing, half a line,
-    invalid UTF-8."""
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        at = rng.randrange(len(out))
-        action = rng.random()
-        if action < 0.4:
-            out[at] = rng.randrange(256)
-        elif action < 0.7:
-            del out[at: at + rng.randint(1, 8)]
-        else:
-            out[at:at] = out[max(0, at - 8): at]
-    return bytes(out)
+        fake.script.append(damaged_answer(valid[i % len(valid)], rng))))
 
 
 async def test_garbled_upstream_bytes_never_become_internal_errors(
@@ -461,11 +408,11 @@ async def test_garbled_upstream_bytes_never_become_internal_errors(
 
     async def completions(request: web.Request) -> web.StreamResponse:
         if not (await request.json()).get("stream"):
-            return web.Response(body=_garbled(json.dumps(COMPLETION).encode(), rng),
+            return web.Response(body=garbled(json.dumps(COMPLETION).encode(), rng),
                                 content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(_garbled(stream_bytes + b"data: [DONE]\n\n", rng))
+        await response.write(garbled(stream_bytes + b"data: [DONE]\n\n", rng))
         return response
 
     client = await _gateway_before(aiohttp_server, make_gateway, completions,
