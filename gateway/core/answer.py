@@ -144,8 +144,16 @@ def usage_from_openai(value: Any) -> Usage | None:
     completion = token_count(value.get("completion_tokens"))
     if prompt is None or completion is None:
         return None
-    return Usage(prompt, completion, _detail(value, "prompt_tokens_details", "cached_tokens"),
-                 reasoning_tokens=_detail(value, "completion_tokens_details", "reasoning_tokens"))
+    return reported_usage(prompt, completion,
+                          cached=_detail(value, "prompt_tokens_details", "cached_tokens"),
+                          reasoning=_detail(value, "completion_tokens_details", "reasoning_tokens"))
+
+
+def reported_usage(prompt: int, completion: int, *, cached: int, reasoning: int) -> Usage:
+    """A provider's counts as ``Usage``, a part never larger than its whole: more cached tokens
+    than prompt tokens would price the fresh prompt below zero (a credit to the tenant)."""
+    return Usage(prompt, completion, min(cached, prompt),
+                 reasoning_tokens=min(reasoning, completion))
 
 
 def _detail(usage: Json, table: str, name: str) -> int:

@@ -51,6 +51,7 @@ from gateway.core.answer import (
     completion_id,
     event_json,
     now_s,
+    reported_usage,
     token_count,
     usage_chunk,
 )
@@ -371,11 +372,11 @@ def _usage(meta: Any) -> Usage | None:
         return token_count(meta.get(name)) or 0
 
     # Thinking tokens are billed as output, tool-use prompts as input.
-    return Usage(
+    return reported_usage(
         count("promptTokenCount") + count("toolUsePromptTokenCount"),
         count("candidatesTokenCount") + count("thoughtsTokenCount"),
-        count("cachedContentTokenCount"),
-        reasoning_tokens=count("thoughtsTokenCount"),
+        cached=count("cachedContentTokenCount"),
+        reasoning=count("thoughtsTokenCount"),
     )
 
 
