@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from tests.dialect_fixtures import Upstreams
 from tests.fake_openai import FakeOpenAI
 
 MSG = [{"role": "user", "content": "hi"}]
@@ -194,3 +195,48 @@ async def test_content_encodings_are_decoded_or_refused_by_name(
     if status == 415:
         error = (await resp.json())["error"]
         assert error["code"] == "unsupported_content_encoding" and encoding in error["message"]
+
+
+def _deep(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages", "/v1/responses"])
+@pytest.mark.parametrize("stream", [False, True])
+async def test_json_nested_deeper_than_it_can_be_sent_on_is_400(
+    one_upstream: tuple[TestClient, FakeOpenAI], path: str, stream: bool,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """orjson reads 1024 levels but writes 254: a body 300 levels deep was a 500 when it was
+    sent upstream (or a broken stream, and a failed write of the stored responses)."""
+    client, fake = one_upstream
+    body = {"model": "small", "max_tokens": 5, "stream": stream, "metadata": _deep(300),
+            "messages": MSG, "input": "hi"}
+    if path == "/v1/responses":
+        del body["messages"], body["max_tokens"]
+    elif path == "/v1/chat/completions":
+        del body["input"]
+    resp = await client.post(path, data=json.dumps(body))
+    assert resp.status == 400
+    raw = await resp.json()
+    assert "nested deeper than" in raw["error"]["message"]
+    assert fake.requests == []
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+async def test_tool_call_arguments_nested_too_deep_are_400_naming_the_call(
+    upstreams: Upstreams,
+) -> None:
+    arguments = json.dumps(_deep(300))
+    resp = await upstreams.client.post("/v1/chat/completions", json={
+        "model": "claude", "messages": [
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": None, "tool_calls": [{
+                "id": "c1", "type": "function",
+                "function": {"name": "f", "arguments": arguments}}]},
+            {"role": "tool", "tool_call_id": "c1", "content": "done"}]})
+    assert resp.status == 400
+    assert (await resp.json())["error"]["param"] == "messages[1].tool_calls[0].function"

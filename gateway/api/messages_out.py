@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 
 from gateway.api.call_ids import outward_id
+from gateway.core import json_depth
 from gateway.core.answer import (
     NATIVE_EVENTS,
     Json,
@@ -94,7 +95,7 @@ def _arguments(arguments: Any) -> Json:
     if not isinstance(arguments, str) or not arguments:
         return {}
     try:
-        parsed = orjson.loads(arguments)
+        parsed = json_depth.loads(arguments)
     except orjson.JSONDecodeError:
         return {"arguments": arguments}
     return parsed if isinstance(parsed, dict) else {"arguments": parsed}

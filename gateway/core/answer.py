@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.config import ModelSettings, ProviderSettings
 from gateway.core.errors import FailureKind, UpstreamFailure
 
@@ -164,7 +165,7 @@ def _detail(usage: Json, table: str, name: str) -> int:
 def event_json(data: bytes) -> Any:
     """One stream event's JSON; a ``BAD_RESPONSE`` failure when it is not JSON."""
     try:
-        return orjson.loads(data)
+        return json_depth.loads(data)
     except orjson.JSONDecodeError as exc:
         raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not JSON") from exc
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.config import Timeouts
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.attempt_trace import NO_TRACING, AttemptTracer
@@ -86,7 +87,7 @@ def failure_for_status(status: int, headers: Mapping[str, str], body: Any) -> Up
 
 def _parse_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw) if raw else None
+        return json_depth.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         return None
 

@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.answer import (
     Completion,
     Deployment,
@@ -200,7 +201,7 @@ def _turn(i: int, m: Message, names: Mapping[str, str]) -> tuple[str, list[Json]
 def _tool_output(text: str) -> Json:
     # ``response`` must be an object; Gemini's docs name ``output`` for a plain result.
     try:
-        value = orjson.loads(text)
+        value = json_depth.loads(text)
     except orjson.JSONDecodeError:
         value = None
     return value if isinstance(value, dict) else {"output": text}
