@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import random
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -34,8 +33,14 @@ from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
 from tests.fake_gemini import FakeGemini, fake_gemini_app
 from tests.fake_openai import FakeOpenAI
 from tests.fuzzing import (
+    CHAT,
     CHUNKS,
     COMPLETION,
+    EMBEDDINGS,
+    MESSAGES,
+    NEVER_OPEN,
+    RESPONSES,
+    ROUNDS,
     damaged,
     damaged_answer,
     fuzz_rng,
@@ -44,68 +49,6 @@ from tests.fuzzing import (
 )
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
 from tests.test_serve import serving
-
-ROUNDS = int(os.environ.get("FUZZ_ROUNDS", "150"))
-
-CHAT: dict[str, Any] = {
-    "model": "small",
-    "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "What is 2 + 2?"}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 2}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "4"},
-        {"role": "user", "content": "And 3 + 3?"},
-    ],
-    "tools": [{"type": "function", "function": {
-        "name": "add", "description": "Adds.",
-        "parameters": {"type": "object", "properties": {"a": {"type": "number"}}}}}],
-    "tool_choice": "auto",
-    "temperature": 0.2, "top_p": 0.9, "max_tokens": 50, "n": 1, "seed": 7, "stop": ["\n\n"],
-    "response_format": {"type": "json_object"}, "user": "u1",
-    "stream_options": {"include_usage": True},
-}
-EMBEDDINGS: dict[str, Any] = {"model": "local", "input": ["one", "two"], "encoding_format": "float"}
-MESSAGES: dict[str, Any] = {  # Anthropic's Messages API
-    "model": "small", "max_tokens": 50,
-    "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
-    "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "What is 2 + 2?"}, {
-            "type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                        "data": "iVBORw0KGgo="}}]},
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "Add.", "signature": "c2ln"},
-            {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {"a": 2, "b": 2}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
-                {"type": "text", "text": "4"}]},
-            {"type": "text", "text": "And 3 + 3?"}]},
-    ],
-    "tools": [{"name": "add", "description": "Adds.",
-               "input_schema": {"type": "object", "properties": {"a": {"type": "number"}}}}],
-    "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
-    "temperature": 0.2, "top_p": 0.9, "top_k": 5, "stop_sequences": ["\n\n"],
-    "metadata": {"user_id": "u1"}, "thinking": {"type": "enabled", "budget_tokens": 1024},
-}
-RESPONSES: dict[str, Any] = {  # OpenAI's Responses API
-    "model": "small", "instructions": "Be brief.", "max_output_tokens": 50,
-    "input": [
-        {"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "What is 2 + 2?"},
-            {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]},
-        {"type": "function_call", "call_id": "call_1", "name": "add", "arguments": "{\"a\": 2}"},
-        {"type": "function_call_output", "call_id": "call_1", "output": "4"},
-        {"role": "user", "content": "And 3 + 3?"},
-    ],
-    "tools": [{"type": "function", "name": "add", "description": "Adds.", "strict": False,
-               "parameters": {"type": "object", "properties": {"a": {"type": "number"}}}}],
-    "tool_choice": "auto", "temperature": 0.2, "top_p": 0.9, "parallel_tool_calls": True,
-    "text": {"format": {"type": "json_schema", "name": "sum",
-                        "schema": {"type": "object"}}},
-    "metadata": {"k": "v"}, "store": True, "reasoning": {"effort": "low"}, "user": "u1",
-}
-
 
 MODELS = ["small", "claude", "gem"]  # one per provider kind: OpenAI, Anthropic, Gemini
 
@@ -303,8 +246,6 @@ async def test_odd_paths_and_query_strings_get_no_5xx(
     assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses)
 
 
-NEVER_OPEN = {"failure_threshold": 10_000, "min_calls": 10_000}
-"""Breakers that never rest the one upstream: every request meets the damage."""
 
 
 async def _ask_through(client: TestClient, model_name: str, caplog: pytest.LogCaptureFixture, *,

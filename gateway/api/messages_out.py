@@ -22,6 +22,7 @@ from gateway.core.answer import (
     NATIVE_EVENTS,
     Json,
     as_index,
+    as_list,
     as_obj,
     as_str,
     completion_id,
@@ -68,7 +69,7 @@ def message_body(body: Json, native: Json | None) -> Json:
     content: list[Json] = []
     if text := as_str(message.get("content")):
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
+    for call in as_list(message.get("tool_calls")):
         function = as_obj(as_obj(call).get("function"))
         content.append({"type": "tool_use", "id": _tool_id(call),
                         "name": as_str(function.get("name")),
@@ -146,7 +147,7 @@ class MessageEvents:
             delta = as_obj(choice.get("delta"))
             if text := as_str(delta.get("content")):
                 out.append(self._text(text))
-            for call in delta.get("tool_calls") or ():
+            for call in as_list(delta.get("tool_calls")):
                 out.append(self._tool(as_obj(call)))
             if reason := as_str(choice.get("finish_reason")):
                 self.stop_reason = STOP_REASONS.get(reason, "end_turn")

@@ -121,6 +121,11 @@ def as_obj(value: Any) -> Json:
     return value if isinstance(value, dict) else {}
 
 
+def as_list(value: Any) -> list[Any]:
+    """An array field of an upstream answer: ``[]`` unless a JSON array."""
+    return value if isinstance(value, list) else []
+
+
 def as_index(value: Any, default: int = 0) -> int:
     """An index field of an upstream answer: ``default`` unless a non-negative integer."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
