@@ -72,3 +72,23 @@ def test_replayed_body_is_fresh_and_free() -> None:
     assert replayed["usage"] == ZERO_USAGE
     assert replayed["choices"] == body["choices"]
     assert body["usage"]["total_tokens"] == 8
+
+
+def test_a_stream_with_parts_of_the_wrong_type_assembles_without_them() -> None:
+    """A provider's chunks are untrusted JSON: a tool call that is not an object, an index
+    that is not a number, a delta that is null. Assembling them for the cache raised after
+    the stream had been answered, and the error was written into the answer's body."""
+    chunks: list[Any] = [
+        {"id": "c", "model": "m", "choices": [{"index": "x", "delta": None}]},
+        {"choices": [{"index": 0, "delta": {"content": 5, "tool_calls": [
+            None, 7, {"index": "y", "id": 3, "function": None},
+            {"index": 1, "id": "call_1", "function": {"name": "f", "arguments": 9}}]}}]},
+        {"choices": [{"index": 0, "delta": {"content": "Hi", "tool_calls": True},
+                      "finish_reason": "stop"}]},
+        {"choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    assembled = assemble_chunks(chunks)
+    assert assembled is not None
+    message = assembled["choices"][0]["message"]
+    assert message["content"] == "Hi"
+    assert [c.get("id") for c in message["tool_calls"]] == [None, "call_1"]

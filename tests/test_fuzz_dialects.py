@@ -90,13 +90,13 @@ async def _three_upstreams(aiohttp_server: Any, make_gateway: GatewayFactory,
         "models": [model("small", "p1", upstream_model="up"),
                    model("claude", "a1", upstream_model="up"),
                    model("gem", "g1", upstream_model="up")],
-        "failover": NEVER_OPEN,
+        "failover": NEVER_OPEN, "cache": {"enabled": True},
     }, env={"FAKE_ANTHROPIC_KEY": "test-anthropic-key", "FAKE_GEMINI_KEY": "test-gemini-key"})
     return client, anthropic, gemini
 
 
 def _request(dialect: str, model_name: str, stream: bool, i: int) -> tuple[str, dict[str, Any]]:
-    prompt = f"What is 2 + {i}?"
+    prompt = f"What is 2 + {i % 7}?"  # asked again and again: answered from the cache too
     if dialect == "chat":
         return "/v1/chat/completions", {"model": model_name, "stream": stream,
                                         "messages": [{"role": "user", "content": prompt}]}
