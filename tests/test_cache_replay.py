@@ -92,3 +92,15 @@ def test_a_stream_with_parts_of_the_wrong_type_assembles_without_them() -> None:
     message = assembled["choices"][0]["message"]
     assert message["content"] == "Hi"
     assert [c.get("id") for c in message["tool_calls"]] == [None, "call_1"]
+
+
+def test_a_stored_answer_with_parts_of_the_wrong_type_replays_without_them() -> None:
+    """The stored answer is a provider's, untrusted: an index that is not a number or tool
+    calls that are not objects raised while a cache hit was being answered."""
+    body: Any = {"model": "m", "choices": [{"index": "x", "finish_reason": "stop", "message": {
+        "role": 7, "content": "Hi", "refusal": 3, "tool_calls": [None, 5]}}]}
+    chunks = replay_chunks(body, include_usage=False)
+    assert {c["choices"][0]["index"] for c in chunks} == {0}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks
+            if "tool_calls" in c["choices"][0]["delta"]] == [{"index": 0}, {"index": 1}]

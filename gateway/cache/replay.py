@@ -62,8 +62,9 @@ def replay_chunks(completion_body: Json, include_usage: bool) -> list[Json]:
     chunk_id, created = completion_id(), now_s()
     model = str(completion_body.get("model", ""))
     out: list[Json] = []
-    for position, choice in enumerate(completion_body.get("choices", [])):
-        index = int(choice.get("index", position))
+    # The stored answer is a provider's: read as untrusted JSON, like the chunks below.
+    for position, choice in enumerate(map(as_obj, as_list(completion_body.get("choices")))):
+        index = as_index(choice.get("index"), position)
         for delta, finish in _choice_deltas(choice):
             item = chunk(chunk_id, model, created, delta, finish)
             item["choices"][0]["index"] = index
@@ -81,16 +82,16 @@ def replay_chunks(completion_body: Json, include_usage: bool) -> list[Json]:
 
 
 def _choice_deltas(choice: Json) -> Iterable[tuple[Json, str | None]]:
-    message = choice.get("message", {})
-    yield {"role": message.get("role", "assistant"), "content": ""}, None
+    message = as_obj(choice.get("message"))
+    yield {"role": as_str(message.get("role"), "assistant"), "content": ""}, None
     content = message.get("content")
     if isinstance(content, str):
         for piece in _pieces(content):
             yield {"content": piece}, None
-    if message.get("refusal"):
-        yield {"refusal": message["refusal"]}, None
-    for position, call in enumerate(message.get("tool_calls") or []):
-        yield {"tool_calls": [{"index": position, **call}]}, None
+    if refusal := as_str(message.get("refusal")):
+        yield {"refusal": refusal}, None
+    for position, call in enumerate(as_list(message.get("tool_calls"))):
+        yield {"tool_calls": [{"index": position, **as_obj(call)}]}, None
     yield {}, choice.get("finish_reason", "stop")
 
 
