@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gateway.cache.replay import (
     ZERO_USAGE,
     assemble_chunks,
@@ -104,3 +106,11 @@ def test_a_stored_answer_with_parts_of_the_wrong_type_replays_without_them() -> 
     assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
     assert [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks
             if "tool_calls" in c["choices"][0]["delta"]] == [{"index": 0}, {"index": 1}]
+
+
+@pytest.mark.parametrize("reason", [["stop"], {"": {}}, 5, None])
+def test_an_answer_whose_finish_reason_is_not_a_string_is_not_cached(reason: Any) -> None:
+    # A list here raised (unhashable) while the answer was being stored: a 500 (fuzz seed 14).
+    body = {"object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": reason, "message": {"role": "assistant", "content": "Hi"}}]}
+    assert uncacheable(body) == f"finish_reason {reason!r}"

@@ -40,7 +40,7 @@ def uncacheable(body: Any) -> str | None:
         if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
             return "a choice without a message"
         reason = choice.get("finish_reason")
-        if reason not in CACHEABLE_FINISH:
+        if not isinstance(reason, str) or reason not in CACHEABLE_FINISH:
             return f"finish_reason {reason!r}"
         message = choice["message"]
         if not message.get("content") and not message.get("tool_calls"):
