@@ -2,18 +2,20 @@
 
 Each round asks one of three providers (OpenAI-compatible, Anthropic, Gemini) through one of
 the three client dialects (chat completions, Anthropic's Messages, OpenAI's Responses), streamed
-or not, and the provider's answer is damaged at random: values of other JSON types (negative and
-huge token counts among them), fields dropped or added, bytes garbled (invalid UTF-8, broken
-event framing), a chunk of a few hundred kilobytes. What comes back is a 200 whose body, or
-event stream, ends as its dialect ends one (a stream may end with its dialect's error event),
-or an upstream error in the dialect's error shape; every request leaves its usage row, and
-nothing is logged as an error. Also: answers that never end, and answers nested deeper than
-JSON can be written. Seeded (``FUZZ_SEED``, ``FUZZ_ROUNDS``).
+or not, with the cache on and each prompt asked again; the provider's answer is damaged at
+random: values of other JSON types (negative and huge token counts among them), fields dropped
+or added, bytes garbled (invalid UTF-8, broken event framing), a body that says it is gzip and
+is not, a chunk of a few hundred kilobytes. What comes back is a 200 whose body, or event
+stream, ends as its dialect ends one (a stream may end with its dialect's error event), or an
+upstream error in the dialect's error shape; every request leaves its usage row, and nothing is
+logged as an error. Also: answers that never end, and answers nested deeper than JSON can be
+written. Seeded (``FUZZ_SEED``, ``FUZZ_ROUNDS``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import random
 from typing import Any
@@ -55,17 +57,21 @@ def _openai_answers(rng: random.Random) -> web.Application:
 
     async def completions(request: web.Request) -> web.StreamResponse:
         garble = rng.random() < 0.25
+        # Now and then a body that says it is gzip and is not, or is cut short.
+        encoding = {"Content-Encoding": "gzip"} if rng.random() < 0.05 else {}
         if not (await request.json()).get("stream"):
             raw = json.dumps(damaged(COMPLETION, rng)).encode()
+            if encoding and rng.random() < 0.5:
+                raw = gzip.compress(raw)[: rng.randrange(10, 40)]
             return web.Response(body=garbled(raw, rng) if garble else raw,
-                                content_type="application/json")
+                                content_type="application/json", headers=encoding)
         chunks = [damaged(c, rng) if rng.random() < 0.4 else c for c in CHUNKS]
         if rng.random() < 0.1:  # one big chunk: a few hundred kilobytes of content
             chunks.insert(1, {**CHUNKS[1], "choices": [
                 {"index": 0, "delta": {"content": "word " * 60_000}, "finish_reason": None}]})
         data = b"".join(b"data: " + json.dumps(c).encode() + b"\n\n" for c in chunks)
         data += b"data: [DONE]\n\n"
-        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", **encoding})
         await response.prepare(request)
         await response.write(garbled(data, rng) if garble else data)
         return response
