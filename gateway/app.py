@@ -194,8 +194,9 @@ async def _on_shutdown(app: web.Application) -> None:
 
 
 def create_app(settings: Settings) -> web.Application:
+    # Bodies are decoded by read_body, which answers a bad one like any bad input.
     app = web.Application(middlewares=[in_flight_middleware, errors_middleware],
-                          client_max_size=0)
+                          client_max_size=0, handler_args={"auto_decompress": False})
     app[SETTINGS] = settings
     app[LIFECYCLE] = Lifecycle()
     app[CATALOG] = Catalog.from_settings(settings)

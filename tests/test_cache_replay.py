@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from gateway.cache.replay import (
     ZERO_USAGE,
     assemble_chunks,
@@ -72,3 +74,43 @@ def test_replayed_body_is_fresh_and_free() -> None:
     assert replayed["usage"] == ZERO_USAGE
     assert replayed["choices"] == body["choices"]
     assert body["usage"]["total_tokens"] == 8
+
+
+def test_a_stream_with_parts_of_the_wrong_type_assembles_without_them() -> None:
+    """A provider's chunks are untrusted JSON: a tool call that is not an object, an index
+    that is not a number, a delta that is null. Assembling them for the cache raised after
+    the stream had been answered, and the error was written into the answer's body."""
+    chunks: list[Any] = [
+        {"id": "c", "model": "m", "choices": [{"index": "x", "delta": None}]},
+        {"choices": [{"index": 0, "delta": {"content": 5, "tool_calls": [
+            None, 7, {"index": "y", "id": 3, "function": None},
+            {"index": 1, "id": "call_1", "function": {"name": "f", "arguments": 9}}]}}]},
+        {"choices": [{"index": 0, "delta": {"content": "Hi", "tool_calls": True},
+                      "finish_reason": "stop"}]},
+        {"choices": [{"index": 1, "delta": {}, "finish_reason": "stop"}]},
+    ]
+    assembled = assemble_chunks(chunks)
+    assert assembled is not None
+    message = assembled["choices"][0]["message"]
+    assert message["content"] == "Hi"
+    assert [c.get("id") for c in message["tool_calls"]] == [None, "call_1"]
+
+
+def test_a_stored_answer_with_parts_of_the_wrong_type_replays_without_them() -> None:
+    """The stored answer is a provider's, untrusted: an index that is not a number or tool
+    calls that are not objects raised while a cache hit was being answered."""
+    body: Any = {"model": "m", "choices": [{"index": "x", "finish_reason": "stop", "message": {
+        "role": 7, "content": "Hi", "refusal": 3, "tool_calls": [None, 5]}}]}
+    chunks = replay_chunks(body, include_usage=False)
+    assert {c["choices"][0]["index"] for c in chunks} == {0}
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert [c["choices"][0]["delta"]["tool_calls"][0] for c in chunks
+            if "tool_calls" in c["choices"][0]["delta"]] == [{"index": 0}, {"index": 1}]
+
+
+@pytest.mark.parametrize("reason", [["stop"], {"": {}}, 5, None])
+def test_an_answer_whose_finish_reason_is_not_a_string_is_not_cached(reason: Any) -> None:
+    # A list here raised (unhashable) while the answer was being stored: a 500 (fuzz seed 14).
+    body = {"object": "chat.completion", "choices": [
+        {"index": 0, "finish_reason": reason, "message": {"role": "assistant", "content": "Hi"}}]}
+    assert uncacheable(body) == f"finish_reason {reason!r}"

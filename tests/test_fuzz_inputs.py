@@ -16,11 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,72 +32,23 @@ from tests.conftest import GatewayFactory, model, openai_provider
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
 from tests.fake_gemini import FakeGemini, fake_gemini_app
 from tests.fake_openai import FakeOpenAI
-from tests.fake_provider import Answer
-from tests.fuzzing import damaged, fuzz_rng
+from tests.fuzzing import (
+    CHAT,
+    CHUNKS,
+    COMPLETION,
+    EMBEDDINGS,
+    MESSAGES,
+    NEVER_OPEN,
+    RESPONSES,
+    ROUNDS,
+    damaged,
+    damaged_answer,
+    fuzz_rng,
+    garbled,
+    no_errors_logged,
+)
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
 from tests.test_serve import serving
-
-ROUNDS = int(os.environ.get("FUZZ_ROUNDS", "150"))
-
-CHAT: dict[str, Any] = {
-    "model": "small",
-    "messages": [
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": [{"type": "text", "text": "What is 2 + 2?"}]},
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "add", "arguments": "{\"a\": 2, \"b\": 2}"}}]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "4"},
-        {"role": "user", "content": "And 3 + 3?"},
-    ],
-    "tools": [{"type": "function", "function": {
-        "name": "add", "description": "Adds.",
-        "parameters": {"type": "object", "properties": {"a": {"type": "number"}}}}}],
-    "tool_choice": "auto",
-    "temperature": 0.2, "top_p": 0.9, "max_tokens": 50, "n": 1, "seed": 7, "stop": ["\n\n"],
-    "response_format": {"type": "json_object"}, "user": "u1",
-    "stream_options": {"include_usage": True},
-}
-EMBEDDINGS: dict[str, Any] = {"model": "local", "input": ["one", "two"], "encoding_format": "float"}
-MESSAGES: dict[str, Any] = {  # Anthropic's Messages API
-    "model": "small", "max_tokens": 50,
-    "system": [{"type": "text", "text": "Be brief.", "cache_control": {"type": "ephemeral"}}],
-    "messages": [
-        {"role": "user", "content": [{"type": "text", "text": "What is 2 + 2?"}, {
-            "type": "image", "source": {"type": "base64", "media_type": "image/png",
-                                        "data": "iVBORw0KGgo="}}]},
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "Add.", "signature": "c2ln"},
-            {"type": "tool_use", "id": "toolu_1", "name": "add", "input": {"a": 2, "b": 2}}]},
-        {"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": "toolu_1", "content": [
-                {"type": "text", "text": "4"}]},
-            {"type": "text", "text": "And 3 + 3?"}]},
-    ],
-    "tools": [{"name": "add", "description": "Adds.",
-               "input_schema": {"type": "object", "properties": {"a": {"type": "number"}}}}],
-    "tool_choice": {"type": "auto", "disable_parallel_tool_use": True},
-    "temperature": 0.2, "top_p": 0.9, "top_k": 5, "stop_sequences": ["\n\n"],
-    "metadata": {"user_id": "u1"}, "thinking": {"type": "enabled", "budget_tokens": 1024},
-}
-RESPONSES: dict[str, Any] = {  # OpenAI's Responses API
-    "model": "small", "instructions": "Be brief.", "max_output_tokens": 50,
-    "input": [
-        {"type": "message", "role": "user", "content": [
-            {"type": "input_text", "text": "What is 2 + 2?"},
-            {"type": "input_image", "image_url": "data:image/png;base64,iVBORw0KGgo="}]},
-        {"type": "function_call", "call_id": "call_1", "name": "add", "arguments": "{\"a\": 2}"},
-        {"type": "function_call_output", "call_id": "call_1", "output": "4"},
-        {"role": "user", "content": "And 3 + 3?"},
-    ],
-    "tools": [{"type": "function", "name": "add", "description": "Adds.", "strict": False,
-               "parameters": {"type": "object", "properties": {"a": {"type": "number"}}}}],
-    "tool_choice": "auto", "temperature": 0.2, "top_p": 0.9, "parallel_tool_calls": True,
-    "text": {"format": {"type": "json_schema", "name": "sum",
-                        "schema": {"type": "object"}}},
-    "metadata": {"k": "v"}, "store": True, "reasoning": {"effort": "low"}, "user": "u1",
-}
-
 
 MODELS = ["small", "claude", "gem"]  # one per provider kind: OpenAI, Anthropic, Gemini
 
@@ -141,11 +89,6 @@ async def _check(client: TestClient, path: str, body: dict[str, Any]) -> int:
     return response.status
 
 
-def _no_errors_logged(caplog: pytest.LogCaptureFixture) -> None:
-    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
-    assert not errors, errors[:3]
-
-
 def _both_kinds(statuses: list[int]) -> None:
     """Some damaged bodies were still valid and went the whole way; others were refused."""
     assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses), statuses
@@ -161,7 +104,7 @@ async def test_damaged_chat_requests_get_no_5xx(
         body = {**CHAT, "model": MODELS[i % len(MODELS)], "stream": stream}
         statuses.append(await _check(gateway, "/v1/chat/completions", damaged(body, rng)))
     _both_kinds(statuses)
-    _no_errors_logged(caplog)  # a stream's 200 is sent first: a failure after it is only logged
+    no_errors_logged(caplog)  # a stream's 200 is sent first: a failure after it is only logged
 
 
 @pytest.mark.parametrize("stream", [False, True])
@@ -177,7 +120,7 @@ async def test_damaged_messages_and_responses_requests_get_no_5xx_in_their_error
         await _check(gateway, "/v1/messages/count_tokens", damaged(MESSAGES, rng))
     for seen in statuses.values():
         _both_kinds(seen)
-    _no_errors_logged(caplog)
+    no_errors_logged(caplog)
 
 
 async def test_damaged_route_and_embeddings_requests_get_no_5xx(gateway: TestClient) -> None:
@@ -303,33 +246,6 @@ async def test_odd_paths_and_query_strings_get_no_5xx(
     assert any(s < 300 for s in statuses) and any(s >= 400 for s in statuses)
 
 
-COMPLETION: dict[str, Any] = {
-    "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "up-small",
-    "choices": [{"index": 0, "finish_reason": "stop", "logprobs": None, "message": {
-        "role": "assistant", "content": "Four.", "tool_calls": [
-            {"id": "call_1", "type": "function",
-             "function": {"name": "add", "arguments": '{"a": 1}'}}]}}],
-    "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11,
-              "prompt_tokens_details": {"cached_tokens": 0}},
-}
-CHUNKS: list[dict[str, Any]] = [
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
-                  "finish_reason": None}]},
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [{"index": 0, "delta": {"content": "Four."}, "finish_reason": None}]},
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [{"index": 0, "delta": {"tool_calls": [
-         {"index": 0, "id": "call_1", "type": "function",
-          "function": {"name": "add", "arguments": "{}"}}]}, "finish_reason": None}]},
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]},
-    {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up-small",
-     "choices": [], "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}},
-]
-
-NEVER_OPEN = {"failure_threshold": 10_000, "min_calls": 10_000}
-"""Breakers that never rest the one upstream: every request meets the damage."""
 
 
 async def _ask_through(client: TestClient, model_name: str, caplog: pytest.LogCaptureFixture, *,
@@ -351,7 +267,7 @@ async def _ask_through(client: TestClient, model_name: str, caplog: pytest.LogCa
     ledger = client.app[LEDGER_KEY]
     await ledger.flush()
     assert ledger.pending == 0 and ledger.written == ROUNDS
-    _no_errors_logged(caplog)
+    no_errors_logged(caplog)
     assert 200 in statuses and 502 in statuses
 
 
@@ -392,18 +308,6 @@ async def test_damaged_upstream_answers_never_become_internal_errors(
     await _ask_through(client, "small", caplog, stream=lambda i: i % 2 == 1)
 
 
-def _damaged_answer(answer: Answer[Any], rng: random.Random) -> Answer[Any]:
-    """``answer`` with its body and some of its stream events damaged; Anthropic's events are
-    (name, data) pairs, Gemini's plain objects."""
-    events = []
-    for event in answer.events:
-        if rng.random() < 0.3:
-            event = (event[0], damaged(event[1], rng)) if isinstance(event, tuple) \
-                else damaged(event, rng)
-        events.append(event)
-    return replace(answer, body=damaged(answer.body, rng), events=events)
-
-
 @pytest.mark.parametrize("kind", ["anthropic", "gemini"])
 async def test_damaged_translated_answers_never_become_internal_errors(
     aiohttp_server: Any, make_gateway: GatewayFactory, caplog: pytest.LogCaptureFixture,
@@ -432,23 +336,7 @@ async def test_damaged_translated_answers_never_become_internal_errors(
                                  "models": [model("m", provider["name"], upstream_model="up")]},
                                 env=env)
     await _ask_through(client, "m", caplog, stream=lambda i: i % 4 >= 2, before=lambda i: (
-        fake.script.append(_damaged_answer(valid[i % len(valid)], rng))))
-
-
-def _garbled(data: bytes, rng: random.Random) -> bytes:
-    """``data`` with a few bytes changed, dropped or repeated: broken framing, half a line,
-    invalid UTF-8."""
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
-        at = rng.randrange(len(out))
-        action = rng.random()
-        if action < 0.4:
-            out[at] = rng.randrange(256)
-        elif action < 0.7:
-            del out[at: at + rng.randint(1, 8)]
-        else:
-            out[at:at] = out[max(0, at - 8): at]
-    return bytes(out)
+        fake.script.append(damaged_answer(valid[i % len(valid)], rng))))
 
 
 async def test_garbled_upstream_bytes_never_become_internal_errors(
@@ -461,11 +349,11 @@ async def test_garbled_upstream_bytes_never_become_internal_errors(
 
     async def completions(request: web.Request) -> web.StreamResponse:
         if not (await request.json()).get("stream"):
-            return web.Response(body=_garbled(json.dumps(COMPLETION).encode(), rng),
+            return web.Response(body=garbled(json.dumps(COMPLETION).encode(), rng),
                                 content_type="application/json")
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
-        await response.write(_garbled(stream_bytes + b"data: [DONE]\n\n", rng))
+        await response.write(garbled(stream_bytes + b"data: [DONE]\n\n", rng))
         return response
 
     client = await _gateway_before(aiohttp_server, make_gateway, completions,

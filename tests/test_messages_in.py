@@ -117,3 +117,15 @@ def test_what_only_anthropic_can_carry_marks_the_request_native_only(
     with pytest.raises(UpstreamFailure) as caught:
         refuse_native_only(request)
     assert caught.value.kind is FailureKind.UNSUPPORTED and param in caught.value.message
+
+
+@pytest.mark.parametrize("value", ["é€", "2023-06-01\u00a0", "beta\u200b"])
+@pytest.mark.parametrize("name", ["anthropic-version", "anthropic-beta"])
+def test_a_passed_header_that_is_not_printable_ascii_is_400_naming_it(name: str,
+                                                                      value: str) -> None:
+    # It was sent on to the provider, whose HTTP client refused it: a connection failure
+    # counted against the deployment's health, and a 500 to the client.
+    body = {"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}
+    with pytest.raises(InvalidRequest) as caught:
+        messages_request(body, {name: value})
+    assert caught.value.param == name and name in caught.value.message

@@ -99,3 +99,14 @@ def test_a_broken_stream_ends_with_an_error_event() -> None:
     failure = UpstreamFailure(FailureKind.CONNECT, "reset", status=529)
     [(name, data)] = events(writer.error(failure))
     assert name == "error" and data["error"]["type"] == "overloaded_error"
+
+
+@pytest.mark.parametrize("calls", [True, 5, 1.5], ids=["true", "int", "float"])
+def test_tool_calls_that_are_not_a_list_are_no_calls(calls: Any) -> None:
+    # A provider's answer is untrusted JSON: this was a TypeError, a 500 (or a broken stream).
+    body = {"model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                                       "message": {"content": "Hi", "tool_calls": calls}}]}
+    assert message_body(body, None)["content"] == [{"type": "text", "text": "Hi"}]
+    writer = MessageEvents()
+    raw = writer.chunk(chunk({"content": "Hi", "tool_calls": calls})) + writer.end()
+    assert [n for n, _ in events(raw)].count("content_block_start") == 1

@@ -306,6 +306,14 @@ async def test_text_answer_becomes_chat_completion_with_usage(gemini: Harness) -
                              "completion_tokens_details": {"reasoning_tokens": 3}}
 
 
+async def test_more_cached_tokens_than_prompt_tokens_are_cut_to_the_prompt(
+    gemini: Harness,
+) -> None:
+    gemini.fake.script.append(fg.text("Hi", meta=fg.usage(10, 4, cachedContentTokenCount=60)))
+    body = await gemini.complete()
+    assert body["usage"]["prompt_tokens_details"] == {"cached_tokens": 10}
+
+
 @pytest.mark.parametrize(("finish", "expected"), [
     ("MAX_TOKENS", "length"), ("SAFETY", "content_filter"), ("RECITATION", "content_filter"),
     ("PROHIBITED_CONTENT", "content_filter"), ("OTHER", "stop"),

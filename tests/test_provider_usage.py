@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.core.answer import Usage, token_count, usage_from_openai
+from gateway.core.answer import Usage, reported_usage, token_count, usage_from_openai
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -24,6 +24,10 @@ def test_a_token_count_is_an_integer_within_reason(value: Any, expected: int | N
     ({"prompt_tokens": 9, "completion_tokens": 2,
       "prompt_tokens_details": {"cached_tokens": 2**64}}, Usage(9, 2, 0)),
     ({"prompt_tokens": 2**63, "completion_tokens": 2}, None),
+    # Parts larger than their whole are cut to it: a negative fresh prompt would price an
+    # answer below zero, and Anthropic's clients would read negative input tokens.
+    ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 50},
+      "completion_tokens_details": {"reasoning_tokens": 7}}, Usage(9, 2, 9, reasoning_tokens=2)),
     ({"prompt_tokens": -5, "completion_tokens": 2}, None),
     ({"prompt_tokens": False, "completion_tokens": 2}, None),
     ([], None),
@@ -31,3 +35,8 @@ def test_a_token_count_is_an_integer_within_reason(value: Any, expected: int | N
 def test_openai_usage_with_nonsense_counts_is_no_usage(usage: Any,
                                                        expected: Usage | None) -> None:
     assert usage_from_openai(usage) == expected
+
+
+def test_reported_usage_keeps_its_parts_within_their_wholes() -> None:
+    assert reported_usage(10, 4, cached=3, reasoning=1) == Usage(10, 4, 3, reasoning_tokens=1)
+    assert reported_usage(10, 4, cached=30, reasoning=9) == Usage(10, 4, 10, reasoning_tokens=4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+import pytest
 from openai.types.responses import Response
 
 from gateway.api.responses_out import ResponseEvents, Shape, output_messages, response_object
@@ -68,3 +69,15 @@ def test_a_broken_stream_ends_with_error_then_response_failed() -> None:
     assert [e["type"] for e in seen] == ["error", "response.failed"]
     assert seen[1]["response"]["status"] == "failed"
     assert Response.model_validate(seen[1]["response"]).error is not None
+
+
+@pytest.mark.parametrize("calls", [True, 5, 1.5], ids=["true", "int", "float"])
+def test_tool_calls_that_are_not_a_list_are_no_calls(calls: Any) -> None:
+    # A provider's answer is untrusted JSON: this was a TypeError, a 500 (or a broken stream).
+    body = {"model": "m", "choices": [{"index": 0, "finish_reason": "stop",
+                                       "message": {"content": "Hi", "tool_calls": calls}}]}
+    assert [item["type"] for item in response_object(SHAPE, body)["output"]] == ["message"]
+    writer = ResponseEvents(SHAPE)
+    raw = writer.chunk(chunk({"content": "Hi", "tool_calls": calls}))
+    raw += writer.chunk(chunk({}, "stop")) + writer.end()
+    assert [e["type"] for e in parsed(raw)].count("response.output_item.added") == 1

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from gateway.core.errors import UpstreamFailure
+from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.http_client import HttpClient
-from gateway.upstream.sse import SseEvent, iter_sse
+from gateway.upstream.sse import MAX_EVENT_BYTES, SseEvent, iter_sse
 from tests.provider_harness import event_stream
 
 PIECES = [
@@ -82,3 +82,27 @@ async def test_events_after_a_read_that_ends_mid_event_are_whole() -> None:
     pieces = [b"data: {\"a\"", b": 1}\n\ndata: next\n\n", b"event: e\n", b"data: 3\n\n"]
     assert await _events(pieces) == [
         SseEvent("", b'{"a": 1}'), SseEvent("", b"next"), SseEvent("e", b"3")]
+
+
+MIB = b"a" * (1 << 20)
+
+
+@pytest.mark.parametrize(("start", "piece"), [
+    (b"data: ", MIB),  # one line that never ends
+    (b": a comment\n", b"data: " + MIB + b"\n"),  # data lines and no blank line to end them
+], ids=["endless line", "endless event"])
+async def test_an_event_past_the_size_limit_is_a_bad_response_not_a_growing_buffer(
+    start: bytes, piece: bytes
+) -> None:
+    pieces = [b"data: 1\n\n", start] + [piece] * (MAX_EVENT_BYTES // len(piece) + 2)
+    events = iter_sse(_Pieces(pieces), chunk_timeout_s=5)
+    assert await anext(events) == SseEvent("", b"1")
+    with pytest.raises(UpstreamFailure, match="event larger than") as caught:
+        await anext(events)
+    assert caught.value.kind is FailureKind.BAD_RESPONSE
+
+
+async def test_an_event_just_under_the_size_limit_is_read_whole() -> None:
+    size = MAX_EVENT_BYTES - 100
+    pieces = [b"data: " + b"b" * (size - 1000), b"b" * 1000 + b"\n\n"]
+    assert await _events(pieces) == [SseEvent("", b"b" * size)]

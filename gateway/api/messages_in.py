@@ -73,8 +73,17 @@ def messages_request(
         only = (needed.param or "",)
         chat["messages"] = _text_view(body)
         chat["x_gateway_native_body"] = body  # what the cache fingerprint must cover
-    passed = {k: v for k in PASSED_HEADERS if (v := headers.get(k)) is not None}
+    passed = {k: _passed_header(k, v) for k in PASSED_HEADERS if (v := headers.get(k)) is not None}
     return replace(chat_request(chat), native=Native(DIALECT, body, passed, only))
+
+
+def _passed_header(name: str, value: str) -> str:
+    """A header sent on to the provider: printable ASCII, as its values are, or a 400 here
+    rather than a refused upstream call (counted against the deployment's health)."""
+    if not (value.isascii() and value.isprintable()):
+        raise InvalidRequest(f"Invalid value for header '{name}': expected printable ASCII.",
+                             param=name)
+    return value
 
 
 class _NativeOnly(InvalidRequest):

@@ -17,10 +17,12 @@ from typing import Any
 import orjson
 
 from gateway.api.call_ids import outward_id
+from gateway.core import json_depth
 from gateway.core.answer import (
     NATIVE_EVENTS,
     Json,
     as_index,
+    as_list,
     as_obj,
     as_str,
     completion_id,
@@ -67,7 +69,7 @@ def message_body(body: Json, native: Json | None) -> Json:
     content: list[Json] = []
     if text := as_str(message.get("content")):
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
+    for call in as_list(message.get("tool_calls")):
         function = as_obj(as_obj(call).get("function"))
         content.append({"type": "tool_use", "id": _tool_id(call),
                         "name": as_str(function.get("name")),
@@ -94,7 +96,7 @@ def _arguments(arguments: Any) -> Json:
     if not isinstance(arguments, str) or not arguments:
         return {}
     try:
-        parsed = orjson.loads(arguments)
+        parsed = json_depth.loads(arguments)
     except orjson.JSONDecodeError:
         return {"arguments": arguments}
     return parsed if isinstance(parsed, dict) else {"arguments": parsed}
@@ -145,7 +147,7 @@ class MessageEvents:
             delta = as_obj(choice.get("delta"))
             if text := as_str(delta.get("content")):
                 out.append(self._text(text))
-            for call in delta.get("tool_calls") or ():
+            for call in as_list(delta.get("tool_calls")):
                 out.append(self._tool(as_obj(call)))
             if reason := as_str(choice.get("finish_reason")):
                 self.stop_reason = STOP_REASONS.get(reason, "end_turn")

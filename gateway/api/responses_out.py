@@ -22,7 +22,7 @@ from typing import Any
 import orjson
 
 from gateway.api.call_ids import outward_id
-from gateway.core.answer import Json, as_index, as_obj, as_str, usage_from_openai
+from gateway.core.answer import Json, as_index, as_list, as_obj, as_str, usage_from_openai
 from gateway.core.errors import UpstreamFailure
 
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -106,7 +106,7 @@ def response_object(shape: Shape, body: Json) -> Json:
     output: list[Json] = []
     if text := as_str(message.get("content")):
         output.append(message_item(new_id("msg"), text))
-    for call in message.get("tool_calls") or ():
+    for call in as_list(message.get("tool_calls")):
         function = as_obj(as_obj(call).get("function"))
         output.append(call_item(new_id("fc"), outward_id(call) or new_id("call"),
                                 as_str(function.get("name")), as_str(function.get("arguments"))))
@@ -173,7 +173,7 @@ class ResponseEvents:
             delta = as_obj(choice.get("delta"))
             if text := as_str(delta.get("content")):
                 out += self._text(text)
-            for call in delta.get("tool_calls") or ():
+            for call in as_list(delta.get("tool_calls")):
                 out += self._call(as_obj(call))
             self.finish = as_str(choice.get("finish_reason")) or self.finish
         return out

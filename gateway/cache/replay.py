@@ -18,7 +18,7 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-from gateway.core.answer import chunk, completion_id, now_s
+from gateway.core.answer import as_index, as_list, as_obj, as_str, chunk, completion_id, now_s
 
 Json = dict[str, Any]
 CACHEABLE_FINISH = frozenset({"stop", "tool_calls", "function_call"})
@@ -40,7 +40,7 @@ def uncacheable(body: Any) -> str | None:
         if not isinstance(choice, dict) or not isinstance(choice.get("message"), dict):
             return "a choice without a message"
         reason = choice.get("finish_reason")
-        if reason not in CACHEABLE_FINISH:
+        if not isinstance(reason, str) or reason not in CACHEABLE_FINISH:
             return f"finish_reason {reason!r}"
         message = choice["message"]
         if not message.get("content") and not message.get("tool_calls"):
@@ -62,8 +62,9 @@ def replay_chunks(completion_body: Json, include_usage: bool) -> list[Json]:
     chunk_id, created = completion_id(), now_s()
     model = str(completion_body.get("model", ""))
     out: list[Json] = []
-    for position, choice in enumerate(completion_body.get("choices", [])):
-        index = int(choice.get("index", position))
+    # The stored answer is a provider's: read as untrusted JSON, like the chunks below.
+    for position, choice in enumerate(map(as_obj, as_list(completion_body.get("choices")))):
+        index = as_index(choice.get("index"), position)
         for delta, finish in _choice_deltas(choice):
             item = chunk(chunk_id, model, created, delta, finish)
             item["choices"][0]["index"] = index
@@ -81,16 +82,16 @@ def replay_chunks(completion_body: Json, include_usage: bool) -> list[Json]:
 
 
 def _choice_deltas(choice: Json) -> Iterable[tuple[Json, str | None]]:
-    message = choice.get("message", {})
-    yield {"role": message.get("role", "assistant"), "content": ""}, None
+    message = as_obj(choice.get("message"))
+    yield {"role": as_str(message.get("role"), "assistant"), "content": ""}, None
     content = message.get("content")
     if isinstance(content, str):
         for piece in _pieces(content):
             yield {"content": piece}, None
-    if message.get("refusal"):
-        yield {"refusal": message["refusal"]}, None
-    for position, call in enumerate(message.get("tool_calls") or []):
-        yield {"tool_calls": [{"index": position, **call}]}, None
+    if refusal := as_str(message.get("refusal")):
+        yield {"refusal": refusal}, None
+    for position, call in enumerate(as_list(message.get("tool_calls"))):
+        yield {"tool_calls": [{"index": position, **as_obj(call)}]}, None
     yield {}, choice.get("finish_reason", "stop")
 
 
@@ -116,8 +117,8 @@ def assemble_chunks(chunks: Iterable[Json]) -> Json | None:
     for item in chunks:
         head = head or item
         usage = item.get("usage") or usage
-        for delta_choice in item.get("choices") or []:
-            _merge(choices.setdefault(int(delta_choice.get("index", 0)), _blank()), delta_choice)
+        for delta_choice in map(as_obj, as_list(item.get("choices"))):
+            _merge(choices.setdefault(as_index(delta_choice.get("index")), _blank()), delta_choice)
     if not choices or any(c["finish_reason"] is None for c in choices.values()):
         return None
     return {
@@ -136,28 +137,30 @@ def _blank() -> Json:
 
 
 def _merge(target: Json, delta_choice: Json) -> None:
-    delta = delta_choice.get("delta") or {}
-    if delta.get("role"):
-        target["role"] = delta["role"]
-    if delta.get("content"):
-        target["content"].append(delta["content"])
-    if delta.get("refusal"):
-        target["refusal"].append(delta["refusal"])
-    for call in delta.get("tool_calls") or []:
-        _merge_tool_call(target["tool_calls"], call)
-    if delta_choice.get("finish_reason"):
-        target["finish_reason"] = delta_choice["finish_reason"]
+    """One chunk's choice into ``target``. The chunks are a provider's, untrusted: a part of
+    the wrong type is left out rather than raising after the answer went out."""
+    delta = as_obj(delta_choice.get("delta"))
+    if role := as_str(delta.get("role")):
+        target["role"] = role
+    if content := as_str(delta.get("content")):
+        target["content"].append(content)
+    if refusal := as_str(delta.get("refusal")):
+        target["refusal"].append(refusal)
+    for call in as_list(delta.get("tool_calls")):
+        _merge_tool_call(target["tool_calls"], as_obj(call))
+    if finish := as_str(delta_choice.get("finish_reason")):
+        target["finish_reason"] = finish
 
 
 def _merge_tool_call(calls: dict[int, Json], part: Json) -> None:
-    call = calls.setdefault(int(part.get("index", 0)), {"function": {"arguments": ""}})
+    call = calls.setdefault(as_index(part.get("index")), {"function": {"arguments": ""}})
     for key in ("id", "type"):
-        if part.get(key):
-            call[key] = part[key]
-    function = part.get("function") or {}
-    if function.get("name"):
-        call["function"]["name"] = function["name"]
-    call["function"]["arguments"] += function.get("arguments") or ""
+        if value := as_str(part.get(key)):
+            call[key] = value
+    function = as_obj(part.get("function"))
+    if name := as_str(function.get("name")):
+        call["function"]["name"] = name
+    call["function"]["arguments"] += as_str(function.get("arguments"))
 
 
 def _finish(index: int, c: Json) -> Json:

@@ -21,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.config import ModelSettings, ProviderSettings
 from gateway.core.errors import FailureKind, UpstreamFailure
 
@@ -120,6 +121,11 @@ def as_obj(value: Any) -> Json:
     return value if isinstance(value, dict) else {}
 
 
+def as_list(value: Any) -> list[Any]:
+    """An array field of an upstream answer: ``[]`` unless a JSON array."""
+    return value if isinstance(value, list) else []
+
+
 def as_index(value: Any, default: int = 0) -> int:
     """An index field of an upstream answer: ``default`` unless a non-negative integer."""
     ok = isinstance(value, int) and not isinstance(value, bool) and value >= 0
@@ -144,8 +150,16 @@ def usage_from_openai(value: Any) -> Usage | None:
     completion = token_count(value.get("completion_tokens"))
     if prompt is None or completion is None:
         return None
-    return Usage(prompt, completion, _detail(value, "prompt_tokens_details", "cached_tokens"),
-                 reasoning_tokens=_detail(value, "completion_tokens_details", "reasoning_tokens"))
+    return reported_usage(prompt, completion,
+                          cached=_detail(value, "prompt_tokens_details", "cached_tokens"),
+                          reasoning=_detail(value, "completion_tokens_details", "reasoning_tokens"))
+
+
+def reported_usage(prompt: int, completion: int, *, cached: int, reasoning: int) -> Usage:
+    """A provider's counts as ``Usage``, a part never larger than its whole: more cached tokens
+    than prompt tokens would price the fresh prompt below zero (a credit to the tenant)."""
+    return Usage(prompt, completion, min(cached, prompt),
+                 reasoning_tokens=min(reasoning, completion))
 
 
 def _detail(usage: Json, table: str, name: str) -> int:
@@ -156,7 +170,7 @@ def _detail(usage: Json, table: str, name: str) -> int:
 def event_json(data: bytes) -> Any:
     """One stream event's JSON; a ``BAD_RESPONSE`` failure when it is not JSON."""
     try:
-        return orjson.loads(data)
+        return json_depth.loads(data)
     except orjson.JSONDecodeError as exc:
         raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream event is not JSON") from exc
 

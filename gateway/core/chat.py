@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.errors import InvalidRequest
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
@@ -83,7 +84,7 @@ class ChatRequest:
 def json_object(raw: bytes) -> Json:
     """A request body parsed as a JSON object; ``InvalidRequest`` when it is not one."""
     try:
-        body = orjson.loads(raw)
+        body = json_depth.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise InvalidRequest(f"The request body is not valid JSON: {exc}") from exc
     if not isinstance(body, dict):

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.config import Timeouts
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.attempt_trace import NO_TRACING, AttemptTracer
@@ -30,6 +31,10 @@ log = logging.getLogger(__name__)
 # 401/403/404 from a provider mean this deployment is misconfigured (key, model id): another
 # deployment may still serve the request. Other 4xx mean the request itself is refused.
 _DEPLOYMENT_STATUSES = frozenset({401, 403, 404, 408, 409})
+MAX_ANSWER_BYTES = 64 << 20
+"""Far beyond any whole answer; past it, a body that never ends is a bad response, not a
+buffer that grows until the process runs out of memory."""
+_MAX_ERROR_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +87,7 @@ def failure_for_status(status: int, headers: Mapping[str, str], body: Any) -> Up
 
 def _parse_json(raw: bytes) -> Any:
     try:
-        return orjson.loads(raw) if raw else None
+        return json_depth.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         return None
 
@@ -101,13 +106,16 @@ class Upstream:
         """POST and read a whole JSON answer; non-2xx becomes ``UpstreamFailure``."""
         resp = await self._send(url, headers, body, timeouts)
         try:
-            raw = await resp.read(timeouts.chunk_timeout_s)
+            raw = await _read_up_to(resp, timeouts, MAX_ANSWER_BYTES)
         except HttpTimeout as exc:
             raise UpstreamFailure(FailureKind.TIMEOUT, "response body stalled") from exc
         except HttpError as exc:
             raise UpstreamFailure(FailureKind.CONNECT, f"body read failed: {exc}") from exc
         finally:
             resp.release()
+        if len(raw) > MAX_ANSWER_BYTES:
+            raise UpstreamFailure(FailureKind.BAD_RESPONSE,
+                                  f"answer larger than {MAX_ANSWER_BYTES} bytes")
         parsed = _parse_json(raw)
         if resp.status >= 300:
             raise failure_for_status(resp.status, resp.headers, parsed)
@@ -167,13 +175,18 @@ class Upstream:
             raise UpstreamFailure(FailureKind.CONNECT, f"connection failed: {exc}") from exc
 
 
-async def _read_error_body(resp: Response, timeouts: Timeouts) -> bytes:
+async def _read_up_to(resp: Response, timeouts: Timeouts, limit: int) -> bytes:
+    """The body, or its first bytes once it is past ``limit`` bytes (left unread after them)."""
     parts: list[bytes] = []
     size = 0
+    while size <= limit and (data := await resp.readany(timeouts.chunk_timeout_s)):
+        parts.append(data)
+        size += len(data)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+async def _read_error_body(resp: Response, timeouts: Timeouts) -> bytes:
     try:
-        while size < 64 * 1024 and (data := await resp.readany(timeouts.chunk_timeout_s)):
-            parts.append(data)
-            size += len(data)
+        return (await _read_up_to(resp, timeouts, _MAX_ERROR_BYTES))[:_MAX_ERROR_BYTES]
     except HttpError:
-        pass
-    return b"".join(parts)[:64 * 1024]
+        return b""

@@ -14,6 +14,10 @@ from typing import Protocol
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.upstream.http_response import HttpError, HttpTimeout
 
+MAX_EVENT_BYTES = 16 << 20
+"""Far beyond any event a provider sends (an inline image included); past it, an event that
+never ends is a bad response, not a buffer that grows until the process runs out of memory."""
+
 
 @dataclass(frozen=True, slots=True)
 class SseEvent:
@@ -59,12 +63,14 @@ def read_failure(error: HttpError, chunk_timeout_s: float) -> UpstreamFailure:
 class EventParser:
     """The event-stream field rules: bytes as they arrive in, whole events out."""
 
-    __slots__ = ("data", "event", "pending")
+    __slots__ = ("data", "event", "pending", "size")
 
     def __init__(self) -> None:
         self.event = ""
         self.data: list[bytes] = []
         self.pending = b""
+        self.size = 0
+        """The bytes of the event's data lines so far."""
 
     @property
     def idle(self) -> bool:
@@ -96,6 +102,8 @@ class EventParser:
     def _lines(self, data: bytes) -> list[SseEvent]:
         lines = data.split(b"\n")
         self.pending = lines.pop()
+        if len(self.pending) > MAX_EVENT_BYTES:
+            raise _too_large()
         return [e for line in lines if (e := self.feed(line)) is not None]
 
     def feed(self, line: bytes) -> SseEvent | None:
@@ -108,6 +116,9 @@ class EventParser:
             value = value[1:]
         if field == b"data":
             self.data.append(value)
+            self.size += len(value)
+            if self.size > MAX_EVENT_BYTES:
+                raise _too_large()
         elif field == b"event":
             self.event = value.decode("utf-8", "replace")
         return None
@@ -116,8 +127,13 @@ class EventParser:
         if not self.data and not self.event:
             return None
         event = SseEvent(self.event, b"\n".join(self.data))
-        self.event, self.data = "", []
+        self.event, self.data, self.size = "", [], 0
         return event
+
+
+def _too_large() -> UpstreamFailure:
+    return UpstreamFailure(FailureKind.BAD_RESPONSE,
+                           f"stream event larger than {MAX_EVENT_BYTES} bytes")
 
 
 def encode_data(payload: bytes) -> bytes:

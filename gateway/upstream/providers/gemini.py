@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.answer import (
     Completion,
     Deployment,
@@ -51,6 +52,7 @@ from gateway.core.answer import (
     completion_id,
     event_json,
     now_s,
+    reported_usage,
     token_count,
     usage_chunk,
 )
@@ -199,7 +201,7 @@ def _turn(i: int, m: Message, names: Mapping[str, str]) -> tuple[str, list[Json]
 def _tool_output(text: str) -> Json:
     # ``response`` must be an object; Gemini's docs name ``output`` for a plain result.
     try:
-        value = orjson.loads(text)
+        value = json_depth.loads(text)
     except orjson.JSONDecodeError:
         value = None
     return value if isinstance(value, dict) else {"output": text}
@@ -371,11 +373,11 @@ def _usage(meta: Any) -> Usage | None:
         return token_count(meta.get(name)) or 0
 
     # Thinking tokens are billed as output, tool-use prompts as input.
-    return Usage(
+    return reported_usage(
         count("promptTokenCount") + count("toolUsePromptTokenCount"),
         count("candidatesTokenCount") + count("thoughtsTokenCount"),
-        count("cachedContentTokenCount"),
-        reasoning_tokens=count("thoughtsTokenCount"),
+        cached=count("cachedContentTokenCount"),
+        reasoning=count("thoughtsTokenCount"),
     )
 
 

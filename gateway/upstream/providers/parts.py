@@ -23,6 +23,7 @@ from urllib.parse import unquote_to_bytes
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.answer import Json
 from gateway.core.errors import FailureKind, InvalidRequest, UpstreamFailure
 
@@ -100,7 +101,7 @@ def function_call(call: Json, where: str) -> FunctionCall:
     function = call.get("function")
     function = function if isinstance(function, dict) else {}
     try:
-        arguments = orjson.loads(function.get("arguments") or "{}")
+        arguments = json_depth.loads(function.get("arguments") or "{}")
     except orjson.JSONDecodeError:  # also what orjson raises for a non-string
         arguments = None
     name = function.get("name")
