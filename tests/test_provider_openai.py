@@ -36,6 +36,13 @@ def parsed(data: bytes) -> list[Any]:
     return chunks
 
 
+def nested(depth: int) -> Any:
+    value: Any = 0
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 PLAIN = {
     "one event": ev(chunk()),
     "spaced JSON": ev(chunk(), compact=False),
@@ -67,6 +74,7 @@ NOT_PLAIN = {
     "choices not a list": ev({"choices": {}}),
     "a choice not an object": ev({"choices": [None]}),
     "a delta not an object": ev({"choices": [{"delta": "hi"}]}),
+    "JSON nested deeper than the gateway reads": ev(chunk(extra=nested(200))),
 }
 
 

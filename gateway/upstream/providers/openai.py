@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core import json_depth
 from gateway.core.answer import (
     Completion,
     Deployment,
@@ -131,7 +132,7 @@ def plain_chunks(data: bytes) -> list[Json] | None:
 
 def _plain(payload: bytes) -> Json | None:
     try:
-        chunk = orjson.loads(payload)
+        chunk = json_depth.loads(payload)  # as the parser's path reads it
     except orjson.JSONDecodeError:
         return None
     if type(chunk) is not dict or "error" in chunk or chunk.get("usage") is not None:
