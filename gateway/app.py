@@ -111,27 +111,39 @@ def _refused(request: web.Request, error: GatewayError, started: float) -> web.R
 async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Give the request its id, render every error as OpenAI-style JSON, record refusals."""
     started = time.perf_counter()
-    request_id = request[REQUEST_ID] = _request_id(request)
+    request[REQUEST_ID] = _request_id(request)
     try:
         return await handler(request)
-    except GatewayError as error:
-        return _refused(request, error, started)
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        return _refused(request, _translate_http(exc), started)
     except ConnectionResetError:
         raise
-    except POSTGRES_ERRORS as exc:  # the shared database failed under an admin call
+    except Exception as exc:
+        if request.writer.output_size > 0:
+            # The answer has begun: a second response would be written inside its body. aiohttp
+            # logs what was raised and closes the connection, the one honest end left.
+            log.error("error after the answer began in %s %s (request %s): connection closed",
+                      request.method, request.path, request[REQUEST_ID])
+            raise
+        return _failure_response(request, exc, started)
+
+
+def _failure_response(request: web.Request, exc: Exception, started: float) -> web.Response:
+    """What a request that raised ``exc`` before its answer began gets."""
+    request_id = request[REQUEST_ID]
+    if isinstance(exc, GatewayError):
+        return _refused(request, exc, started)
+    if isinstance(exc, web.HTTPException):
+        if exc.status < 400:
+            raise exc
+        return _refused(request, _translate_http(exc), started)
+    if isinstance(exc, POSTGRES_ERRORS):  # the shared database failed under an admin call
         log.warning("shared database error in %s %s (request %s): %s", request.method,
                     request.path, request_id, exc)
         return render_error(ServiceUnavailable("The shared database is unavailable; retry "
                                                "shortly."), request_id)
-    except Exception:
-        log.exception("unexpected error in %s %s (request %s)", request.method, request.path,
-                      request_id)
-        return render_error(GatewayError("The gateway hit an internal error."), request_id,
-                            request.path)
+    log.error("unexpected error in %s %s (request %s)", request.method, request.path,
+              request_id, exc_info=exc)
+    return render_error(GatewayError("The gateway hit an internal error."), request_id,
+                        request.path)
 
 
 @web.middleware
