@@ -328,8 +328,9 @@ class Learner:
             self._store = await OutcomeStore.open(self.path)
             rows = await self._store.load(self.settings.max_outcomes)
             linear = await self._store.load_linear(self.settings.escalated_weight)
-            errors, bias_through = await self._store.load_bias()
-            self._errors = {t: [e, n] for t, (e, n) in errors.items()}
+            saved_bias = await self._store.load_bias()
+            self._errors = {t: [e, n] for t, (e, n, _) in saved_bias.items()}
+            bias_through = {t: through for t, (_, _, through) in saved_bias.items()}
             if rows or linear:
                 await asyncio.to_thread(self._restore, rows, linear, bias_through)
             await self._store.trim(self.settings.max_outcomes)
@@ -338,9 +339,10 @@ class Learner:
         self._task = asyncio.create_task(self._run(), name="routing-learner")
 
     def _restore(self, rows: Sequence[StoredOutcome], linear: Sequence[StoredLinear],
-                 bias_through: int = 0) -> None:
-        """The outcomes into the neighbours' memory; the saved linear statistics and bias,
-        with the outcomes written after them folded in and scored (all, for none saved)."""
+                 bias_through: Mapping[str, int]) -> None:
+        """The outcomes into the neighbours' memory; the saved linear statistics and each
+        tier's bias, with the outcomes written after them folded in and scored (all, for none
+        saved)."""
         outcomes = [
             Outcome(r.vector, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source,
                     r.escalated, r.decided)
@@ -352,7 +354,7 @@ class Learner:
         finally:
             self._store = store
         for row, o in zip(rows, outcomes, strict=True):
-            if row.row_id > bias_through:
+            if row.row_id > bias_through.get(row.tier, 0):
                 self._score(o)
         through: dict[str, int] = {}
         for saved in linear:
