@@ -356,15 +356,16 @@ class Learner:
         for row, o in zip(rows, outcomes, strict=True):
             if row.row_id > bias_through.get(row.tier, 0):
                 self._score(o)
-        through: dict[str, int] = {}
+        # Each (scope, tier) from its own row: each row commits alone (autocommit), so a
+        # process that died while checkpointing left tiers saved as of different rows.
+        through: dict[tuple[str, str], int] = {}
         for saved in linear:
             scope_linear = self._linear.setdefault(saved.scope, Linear(
                 saved.state.a.shape[0] - 1, self.settings.ridge, self.settings.half_life_s))
             scope_linear.restore([saved.state])
-            through[saved.scope] = min(through.get(saved.scope, saved.through_id),
-                                       saved.through_id)
+            through[saved.scope, saved.state.tier] = saved.through_id
         for row, o in zip(rows, outcomes, strict=True):
-            if row.row_id > through.get(row.scope, 0):
+            if row.row_id > through.get((row.scope, row.tier), 0):
                 self._fold_linear(row.scope, [o])
         self.refit()
 
