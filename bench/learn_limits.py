@@ -164,7 +164,8 @@ async def main_async(args: argparse.Namespace) -> None:
     ws = workspace(argparse.Namespace(routes=None, cache=None, model_dir=None), config)
     overrides = {"quality_target": args.quality_target, "relative_to": args.relative_to,
                  "escalated_weight": args.escalated_weight, "bias_band": args.bias_band,
-                 "bias_correction": args.bias_correction}
+                 "bias_correction": (None if args.bias_correction is None
+                                     else args.bias_correction == "on")}
     settings = replace(ws.routing.learning,
                        **{k: v for k, v in overrides.items() if v is not None})
     ctx = SimpleNamespace(router=await router_for(ws, embedder_for(ws)),
@@ -187,8 +188,7 @@ def main() -> None:
     parser.add_argument("--relative-to", choices=LEARNING_REFERENCES, default=None)
     parser.add_argument("--escalated-weight", type=float, default=None)
     parser.add_argument("--bias-band", type=float, default=None)
-    parser.add_argument("--bias-correction", type=lambda v: v == "on", default=None,
-                        help="on | off")
+    parser.add_argument("--bias-correction", choices=("on", "off"), default=None)
     asyncio.run(main_async(parser.parse_args()))
 
 

@@ -163,6 +163,24 @@ async def test_repeats_are_answered_from_the_lru_without_a_worker(worker: Worker
         await pool.embed(["never seen"])
 
 
+async def test_one_texts_vector_is_read_only_so_no_caller_changes_what_the_lru_shares(
+    worker: WorkerProcess, embedder: OnnxEmbedder
+) -> None:
+    pool = EmbedderPool(lru_size=8)
+    await pool.attach(worker.socket)
+    first = await pool.embed_one("shared row")
+    with pytest.raises(ValueError):
+        first[0] = 42.0  # the LRU's own row: a write would change every later caller's vector
+    batch = await pool.embed(["shared row"])
+    batch[0, 0] = 42.0  # a batch is the caller's own copy
+    await pool.close()
+    again = await pool.embed_one("shared row")  # from the LRU, no worker left
+    assert again is first and again.dtype == np.float32 and again.flags.c_contiguous
+    assert np.abs(again - embedder.embed(["shared row"])[0]).max() <= 1e-5
+    with pytest.raises(EmbedderUnavailable):
+        await pool.embed_one("never seen")
+
+
 async def test_a_cancelled_caller_leaves_the_connection_usable(
     worker: WorkerProcess, embedder: OnnxEmbedder, reference: Reference
 ) -> None:
@@ -207,6 +225,8 @@ async def test_a_call_nobody_answers_fails_with_unavailable_after_its_timeout(
             await pool.attach(path)
             with pytest.raises(EmbedderUnavailable, match="50 ms"):
                 await pool.embed(["hello?"])
+            with pytest.raises(EmbedderUnavailable, match="50 ms"):  # auto's one-text call
+                await pool.embed_one("hello again?")
             assert pool.ready, "a slow answer is not a dead worker"
         finally:
             await pool.close()

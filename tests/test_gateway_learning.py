@@ -315,3 +315,29 @@ async def test_a_tenant_past_its_budgets_soft_share_is_never_explored(
     # The first ask spends; from then on thrifty is past the soft share of its budget.
     assert "explored" not in reasons["thrifty"][1:]
     assert "explored" in reasons["free"]
+
+
+async def test_a_tier_answering_because_the_chosen_one_was_down_is_not_scored_as_chosen(
+    fakes: Tiers, aiohttp_client: Any, tmp_path: Path
+) -> None:
+    # The learned policy chose the cheap tier by its estimate; every cheap deployment failed,
+    # so the reasoning tier answered. That answer's outcome carries no decided estimate (the
+    # reasoning tier was not chosen by one, Outcome.decided); the cheap tier's failure does.
+    cheap, _, cheap_url, strong_url = fakes
+    client = await _gateway(aiohttp_client, tmp_path,
+                            _config(cheap_url, strong_url, explore_share=0.0))
+    for text in OTHER_SEEN:
+        await _ask(client, text)
+    cheap.rule = lambda body: Reply(kind="status", status=503)
+    headers = await _ask(client, OTHER_NEW[0])
+    assert _reason(headers) == "learned" and _learned(headers)["prior"] == "cheap"
+    assert headers["x-gateway-tier"] == "reasoning", headers
+    learning_file = client.app[LEARNER].path
+    await client.close()  # the learner writes what it holds on the way out
+    assert learning_file is not None
+    with sqlite3.connect(learning_file) as db:
+        last = db.execute("SELECT tier, source, decided FROM outcomes ORDER BY id DESC LIMIT 2"
+                          ).fetchall()
+    (answer_tier, answer_source, answer_decided), (failed_tier, _, failed_decided) = last
+    assert (answer_tier, answer_source, answer_decided) == ("reasoning", "answer", None)
+    assert failed_tier == "cheap" and failed_decided is not None

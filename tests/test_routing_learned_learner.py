@@ -287,6 +287,41 @@ async def test_the_linear_estimate_survives_a_restart_beyond_the_outcomes_kept(
         e["cheap"].p for e in after[len(tax_vectors):])
 
 
+async def test_a_linear_checkpoint_torn_between_its_tiers_folds_no_outcome_twice(
+    tmp_path: Path, tax_vectors: FloatArray
+) -> None:
+    # Each tier's row commits on its own (autocommit): a process that dies between them
+    # leaves one tier's statistics newer than the other's. Each tier is restored from its own
+    # row, with only the outcomes after that row folded in again.
+    path = tmp_path / "learning.sqlite3"
+    settings = learning(max_outcomes=100_000, linear_weight=1000.0, ridge=0.1)
+    for run, cheap_ok in enumerate((False, True)):  # checkpointed at each close only
+        learner = Learner(settings, path=path, clock=still(5.0))
+        await learner.start()
+        for v in tax_vectors:
+            learner.observe(outcome(v, "cheap", cheap_ok, at_s=5.0))
+            learner.observe(outcome(v, "reasoning", True, at_s=5.0))
+        await learner.close()
+        if run == 0:
+            with sqlite3.connect(path) as db:
+                older = db.execute("SELECT a, b, total, at_s, through_id FROM linear "
+                                   "WHERE tier = 'reasoning'").fetchone()
+    expected = [learner.estimate(v, TIERS) for v in tax_vectors]
+    with sqlite3.connect(path) as db:  # died after the cheap tier's row of the second one
+        db.execute("UPDATE linear SET a = ?, b = ?, total = ?, at_s = ?, through_id = ? "
+                   "WHERE tier = 'reasoning'", older)
+    restarted = Learner(settings, path=path, clock=still(5.0))
+    await restarted.start()
+    try:
+        after = [restarted.estimate(v, TIERS) for v in tax_vectors]
+    finally:
+        await restarted.close()
+    for e, a in zip(expected, after, strict=True):
+        for tier in TIERS:
+            assert a[tier].p == pytest.approx(e[tier].p, abs=1e-6), tier
+            assert a[tier].evidence == pytest.approx(e[tier].evidence, rel=1e-6), tier
+
+
 async def test_a_damaged_linear_checkpoint_is_rebuilt_from_the_kept_outcomes(
     tmp_path: Path, tax_vectors: FloatArray, chat_vectors: FloatArray
 ) -> None:

@@ -140,3 +140,35 @@ async def test_an_older_file_migrates_its_rows_undecided_and_drops_the_other_mea
         tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     assert rows == [(None,)] * len(tax_vectors) + [(0.9,)]
     assert "bias" not in tables and "decision_bias" in tables
+
+
+async def test_a_checkpoint_torn_between_its_tiers_scores_no_outcome_twice(
+    tmp_path: Path, tax_vectors: FloatArray,
+) -> None:
+    # Each tier's row of the checkpoint commits on its own (the file is in autocommit): a
+    # process that dies between them leaves one tier's row newer than the other's. Each tier
+    # is then restored from its own row, rescoring only the outcomes after it.
+    path = tmp_path / "learning.sqlite3"
+    settings = learning(max_outcomes=100_000)  # checkpoints at close only
+    both = [*decided(tax_vectors, 200), *decided(tax_vectors, 200, "reasoning", 1.0, 0.8)]
+    for run in range(2):
+        learner = Learner(settings, path=path, clock=still(5.0))
+        await learner.start()
+        for o in both:
+            learner.observe(o)
+        await learner.close()
+        if run == 0:
+            with sqlite3.connect(path) as db:
+                older = db.execute("SELECT error, count, through_id FROM decision_bias "
+                                   "WHERE tier = 'reasoning'").fetchone()
+    expected = {tier: learner.bias(tier) for tier in TIERS}
+    with sqlite3.connect(path) as db:  # died after the cheap tier's row of the second one
+        db.execute("UPDATE decision_bias SET error = ?, count = ?, through_id = ? "
+                   "WHERE tier = 'reasoning'", older)
+    restarted = Learner(settings, path=path, clock=still(5.0))
+    await restarted.start()
+    try:
+        for tier in TIERS:
+            assert restarted.bias(tier) == pytest.approx(expected[tier], abs=1e-9), tier
+    finally:
+        await restarted.close()

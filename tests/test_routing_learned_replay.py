@@ -18,6 +18,7 @@ from gateway.routing.learned.learner import Learner
 from gateway.routing.learned.policy import LearnedPolicy
 from gateway.routing.learned.replay import (
     Labelled,
+    _serve,
     apgr,
     evaluate,
     quality_curve,
@@ -123,6 +124,18 @@ def test_replay_scores_each_outcome_against_the_estimate_its_tier_was_chosen_wit
     estimate = policy.learner.estimate(chat_vectors[0], ("cheap",), prior={"cheap": 0.9})
     assert 0.0 < policy.learner.bias("cheap") < 1.0 - 0.9 + 1e-9
     assert estimate["cheap"].p > 0.9 and policy.learner.bias("reasoning") == 0.0
+
+
+def test_a_tier_answering_for_an_unlabelled_chosen_tier_is_not_scored_as_chosen(
+    chat_vectors: FloatArray,
+) -> None:
+    # The decision chose a tier the data does not label; the cheapest labelled tier answers in
+    # its place, which no estimate chose: its outcome is learned but not scored.
+    learner = Learner(learning(), clock=still())
+    chosen = ("nano", {"nano": 0.7, "cheap": 0.5})
+    _serve(Labelled(CHAT[0], {"cheap": True, "reasoning": True}), chat_vectors[0], chosen,
+           ("cheap", "reasoning"), PLAN, learner, random.Random(0), 1.0, 0.0, COSTS, None)
+    assert learner.stats().remembered == 1 and learner.bias("cheap") == 0.0
 
 
 def test_without_feedback_nothing_is_learned_and_every_prompt_stays_cheap(

@@ -42,7 +42,8 @@ async def test_an_answer_and_its_feedback_are_read_back_from_another_replica(
 ) -> None:
     vector = np.arange(4, dtype=np.float32)
     answered = Answered("req_1", "acme", "reasoning", "code", vector, prompt_key("fix it"),
-                        failed=(("cheap", "empty_answer"),), at_s=1234.5)
+                        failed=(("cheap", "empty_answer"),), at_s=1234.5,
+                        decided=(("cheap", 0.8125),))
     writer = SignalStore(PgSignalSink(database), model="m")
     assert writer.answer(answered) and writer.feedback(answered, 0.0, None)
     await writer.close()
@@ -56,4 +57,6 @@ async def test_an_answer_and_its_feedback_are_read_back_from_another_replica(
     assert found is not None and found.vector is not None
     assert (found.tenant, found.tier, found.route, found.failed, found.at_s) == (
         "acme", "reasoning", "code", (("cheap", "empty_answer"),), 1234.5)
+    # The estimate the learner scores the cheap tier's outcome against, in the detail JSON.
+    assert found.decided == (("cheap", 0.8125),) and found.decided_for("reasoning") is None
     assert np.array_equal(found.vector, vector)

@@ -137,7 +137,9 @@ def target_for(
     record.route, record.decision_headers = decision.route, decision_headers(decision)
     record.routed_tier, record.learned = decision.tier, decision.learned is not None
     if decision.learned is not None and not record.budget_downgraded:
-        record.decided = decision.learned.decided
+        # Only the chosen tier's: a tier that answers because every deployment of the chosen
+        # one failed was not chosen by its estimate, and its outcome must not be scored so.
+        record.decided = tuple(p for p in decision.learned.decided if p[0] == decision.tier)
     return Target(tiers=tiers_after(decision, order, routing.escalation), decision=decision)
 
 

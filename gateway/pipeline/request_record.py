@@ -32,8 +32,9 @@ class RequestRecord:
     learned: bool = False
     """Whether the learned policy made the routing decision."""
     decided: tuple[tuple[str, float], ...] = ()
-    """Each tier's estimate the learned policy chose with (``LearnedNote.decided``); empty when
-    no learned estimate chose the tier (intent routes, exploration, a budget downgrade)."""
+    """The estimate the learned policy chose the routed tier with (from ``LearnedNote.decided``,
+    that tier's pair only); empty when no learned estimate chose the tier (intent routes,
+    exploration, a budget downgrade)."""
     vector: FloatArray | None = None
     text_key: bytes | None = None
     """The prompt's vector and the key of the text embedded for it (``signals.prompt_key``)."""

@@ -126,8 +126,10 @@ class Answered:
     ``tier`` is the tier whose answer the client got; for a cache hit, the tier the request was
     routed to (the one that would have answered). ``failed`` lists the tiers whose answers
     escalation discarded, with the check each failed (``tier_failed``: every deployment failed).
-    ``decided``: each tier's estimate the learned policy chose with (``LearnedNote.decided``),
-    what the learner scores this answer's outcomes against; empty when none chose it.
+    ``decided``: the estimate the learned policy chose the routed tier with (tier, estimate;
+    the gateway records that tier's only), what the learner scores that tier's outcomes
+    against; a tier served for another reason (escalation, every deployment of the chosen one
+    down) has none. Empty when no learned estimate chose the tier.
     """
 
     request_id: str

@@ -328,8 +328,9 @@ class Learner:
             self._store = await OutcomeStore.open(self.path)
             rows = await self._store.load(self.settings.max_outcomes)
             linear = await self._store.load_linear(self.settings.escalated_weight)
-            errors, bias_through = await self._store.load_bias()
-            self._errors = {t: [e, n] for t, (e, n) in errors.items()}
+            saved_bias = await self._store.load_bias()
+            self._errors = {t: [e, n] for t, (e, n, _) in saved_bias.items()}
+            bias_through = {t: through for t, (_, _, through) in saved_bias.items()}
             if rows or linear:
                 await asyncio.to_thread(self._restore, rows, linear, bias_through)
             await self._store.trim(self.settings.max_outcomes)
@@ -338,9 +339,10 @@ class Learner:
         self._task = asyncio.create_task(self._run(), name="routing-learner")
 
     def _restore(self, rows: Sequence[StoredOutcome], linear: Sequence[StoredLinear],
-                 bias_through: int = 0) -> None:
-        """The outcomes into the neighbours' memory; the saved linear statistics and bias,
-        with the outcomes written after them folded in and scored (all, for none saved)."""
+                 bias_through: Mapping[str, int]) -> None:
+        """The outcomes into the neighbours' memory; the saved linear statistics and each
+        tier's bias, with the outcomes written after them folded in and scored (all, for none
+        saved)."""
         outcomes = [
             Outcome(r.vector, r.tier, r.acceptable, r.weight, r.at_s, r.tenant, r.source,
                     r.escalated, r.decided)
@@ -352,17 +354,18 @@ class Learner:
         finally:
             self._store = store
         for row, o in zip(rows, outcomes, strict=True):
-            if row.row_id > bias_through:
+            if row.row_id > bias_through.get(row.tier, 0):
                 self._score(o)
-        through: dict[str, int] = {}
+        # Each (scope, tier) from its own row: each row commits alone (autocommit), so a
+        # process that died while checkpointing left tiers saved as of different rows.
+        through: dict[tuple[str, str], int] = {}
         for saved in linear:
             scope_linear = self._linear.setdefault(saved.scope, Linear(
                 saved.state.a.shape[0] - 1, self.settings.ridge, self.settings.half_life_s))
             scope_linear.restore([saved.state])
-            through[saved.scope] = min(through.get(saved.scope, saved.through_id),
-                                       saved.through_id)
+            through[saved.scope, saved.state.tier] = saved.through_id
         for row, o in zip(rows, outcomes, strict=True):
-            if row.row_id > through.get(row.scope, 0):
+            if row.row_id > through.get((row.scope, row.tier), 0):
                 self._fold_linear(row.scope, [o])
         self.refit()
 

@@ -168,7 +168,7 @@ def _serve(
     escalating while a failure comes back."""
     tier, decided = chosen
     if tier not in tiers:  # a tier the data does not label: the cheapest labelled one answers
-        tier = tiers[0]
+        tier, decided = tiers[0], {}  # in its place, which no estimate chose
     cost, escalated = 0.0, False
     while True:
         cost += costs[tier]

@@ -205,15 +205,15 @@ class OutcomeStore:
             [(tier, e, n, through) for tier, (e, n) in errors.items()],
         )
 
-    async def load_bias(self) -> tuple[dict[str, tuple[float, float]], int]:
-        """The saved bias per tier and the newest row it covers (0: none saved)."""
+    async def load_bias(self) -> dict[str, tuple[float, float, int]]:
+        """The saved bias per tier and the newest row each covers. Each tier's own: the file is
+        in autocommit, so each row of ``save_bias`` commits alone and a process that died
+        between them left tiers checkpointed at different rows."""
         async with self._db.execute(
             "SELECT tier, error, count, through_id FROM decision_bias"
         ) as cursor:
             rows = await cursor.fetchall()
-        # Saved in one statement, so one through_id; the least, should a row ever differ.
-        through = min((int(row[3]) for row in rows), default=0)
-        return {str(tier): (float(e), float(n)) for tier, e, n, _ in rows}, through
+        return {str(tier): (float(e), float(n), int(through)) for tier, e, n, through in rows}
 
     async def _newest_id(self) -> int:
         async with self._db.execute("SELECT COALESCE(MAX(id), 0) FROM outcomes") as cursor:
