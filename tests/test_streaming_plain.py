@@ -181,8 +181,8 @@ async def test_events_of_one_read_go_out_in_one_write_though_each_came_in_its_ow
 
 def openai_chunk(*choices: dict[str, Any], **extra: Any) -> dict[str, Any]:
     return {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1,
-            "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_1", "choices": list(choices),
-            **extra, "usage": None}
+            "model": "gpt-4o-mini-2024-07-18", "system_fingerprint": "fp_1",
+            "choices": list(choices), **extra, "usage": None}
 
 
 def choice(delta: dict[str, Any], index: int = 0, **extra: Any) -> dict[str, Any]:
