@@ -72,3 +72,16 @@ def test_replayed_body_is_fresh_and_free() -> None:
     assert replayed["usage"] == ZERO_USAGE
     assert replayed["choices"] == body["choices"]
     assert body["usage"]["total_tokens"] == 8
+
+
+def test_a_stream_begun_by_a_chunk_without_choices_is_stored_under_its_answer_s_id_and_model(
+) -> None:
+    body = answer("Sunny.")
+    # Azure's first chunk: its prompt filter results, and neither id nor model.
+    filtered = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
+    chunks = replay_chunks(body, include_usage=False)
+    assembled = assemble_chunks([filtered, *chunks])
+    assert assembled is not None
+    assert (assembled["id"], assembled["model"], assembled["created"]) == (
+        chunks[0]["id"], body["model"], chunks[0]["created"])

@@ -114,9 +114,11 @@ def assemble_chunks(chunks: Iterable[Json]) -> Json | None:
     head: Json = {}
     usage = None
     for item in chunks:
-        head = head or item
         usage = item.get("usage") or usage
-        for delta_choice in item.get("choices") or []:
+        if not (delta_choices := item.get("choices")):
+            continue  # a usage chunk, or Azure's first (prompt filters, no id or model)
+        head = head or item
+        for delta_choice in delta_choices:
             _merge(choices.setdefault(int(delta_choice.get("index", 0)), _blank()), delta_choice)
     if not choices or any(c["finish_reason"] is None for c in choices.values()):
         return None
