@@ -267,3 +267,22 @@ async def test_a_chunk_with_no_choices_and_a_null_usage_reaches_the_client_eithe
     assert len(seen) == 2
     assert all("usage" not in e and e["choices"] == [] for e in seen)
     assert text_of(body) == "Counting: a"
+
+
+async def test_chunks_read_together_with_an_error_event_reach_the_client_before_the_error(
+    aiohttp_server: Any, make_gateway: GatewayFactory
+) -> None:
+    error = b'data: {"error": {"message": "overloaded", "type": "server_error"}}\n\n'
+    pieces: list[Piece] = [
+        (HEAD, b"Counting:"),
+        (event({"content": " a"}), b'" a"'),  # plain: relayed as it came
+        (event({"content": " b"}) + event({"content": " c"}) + error, None),  # one read
+    ]
+    paced = Paced(pieces)
+    client = await gateway_on(aiohttp_server, make_gateway, paced.provider)
+    body = await paced.read(client)
+    *answer, last = client_events(body)
+    assert "".join(c["delta"].get("content", "") for e in answer for c in e["choices"]) == (
+        "Counting: a b c")
+    assert last["error"]["code"] == "stream_interrupted"
+    assert b"[DONE]" not in body
