@@ -45,6 +45,8 @@ def compact_event(content: str | None, finish: str | None = None, *,
     return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
 
 
+MARK_WAIT_S = 10.0
+"""How long the provider waits for the client to hold a piece's mark before it gives up."""
 Piece = tuple[bytes | tuple[bytes, ...], bytes | None]
 """What the provider writes (several network writes, back to back, for a tuple) and the mark
 the client must hold before the next piece (None: at once)."""
@@ -66,9 +68,13 @@ class Paced:
         for piece, mark in self.pieces:
             for write in piece if isinstance(piece, tuple) else (piece,):
                 await resp.write(write)  # each its own HTTP chunk
-            while mark is not None and mark not in self.body:
-                self.grew.clear()
-                await self.grew.wait()
+            try:
+                async with asyncio.timeout(MARK_WAIT_S):
+                    while mark is not None and mark not in self.body:
+                        self.grew.clear()
+                        await self.grew.wait()
+            except TimeoutError:  # the gateway never passed it on: the stream stops short,
+                return resp  # so the client's body tells what was lost
         return resp
 
     async def read(self, client: TestClient, **body: Any) -> bytes:
@@ -286,3 +292,50 @@ async def test_chunks_read_together_with_an_error_event_reach_the_client_before_
         "Counting: a b c")
     assert last["error"]["code"] == "stream_interrupted"
     assert b"[DONE]" not in body
+
+
+def spaced_and_numbered() -> list[bytes]:
+    """``DIFFERENTIAL``'s chunks as spaced JSON (a re-encoded chunk would come out compact),
+    each with its own id: the mark the client must hold before the provider writes on."""
+    out = []
+    for i, data in enumerate(DIFFERENTIAL.values()):
+        chunk = json.loads(data[6:])
+        chunk["id"] = f"chatcmpl-{i:02d}"
+        out.append(b"data: " + json.dumps(chunk, ensure_ascii=i % 2 == 0).encode() + b"\n\n")
+    return out
+
+
+def split_ways(chunks: list[bytes], cut: bool) -> list[Piece]:
+    """Each chunk its own read, or (``cut``) each cut in two, its halves in different reads."""
+    marks = [b'"chatcmpl-%02d"' % i for i in range(len(chunks))]
+    end = event({}, "stop") + DONE
+    if not cut:
+        return [(HEAD, b"Counting:"), *zip(chunks, marks, strict=True), (end, None)]
+    halves = [(c[:len(c) // 2], c[len(c) // 2:]) for c in chunks]
+    pieces: list[Piece] = [(HEAD + halves[0][0], b"Counting:")]
+    for i, mark in enumerate(marks):
+        nxt = halves[i + 1][0] if i + 1 < len(halves) else end
+        pieces.append((halves[i][1] + nxt, mark))
+    return pieces
+
+
+@pytest.mark.parametrize("include_usage", [False, True], ids=["usage-not-asked", "usage-asked"])
+async def test_a_client_reads_the_same_events_whether_reads_were_relayed_as_bytes_or_parsed(
+    aiohttp_server: Any, make_gateway: GatewayFactory, include_usage: bool
+) -> None:
+    chunks = spaced_and_numbered()
+    bodies = []
+    for cut in (False, True):
+        paced = Paced(split_ways(chunks, cut))
+        client = await gateway_on(aiohttp_server, make_gateway, paced.provider)
+        bodies.append(await paced.read(client, stream_options={"include_usage": include_usage}))
+    relayed, parsed = bodies
+    # Which path each took: the upstream's spaced bytes only where relayed. A null usage not
+    # asked for is cut from them, unless it cannot be cut alone: then the chunk is re-encoded.
+    encoded_again = {"usage first", "a provider's own field holding a null usage"}
+    for name, data in zip(DIFFERENTIAL, chunks, strict=True):
+        cut_usage = data if include_usage else data.replace(b', "usage": null', b"")
+        as_bytes = include_usage or name not in encoded_again
+        assert (cut_usage in relayed, data in parsed) == (as_bytes, False), name
+    assert relayed.endswith(DONE) and parsed.endswith(DONE)
+    assert client_events(relayed.removesuffix(DONE)) == client_events(parsed.removesuffix(DONE))
