@@ -92,22 +92,15 @@ def _http_chunk(data: bytes) -> bytes:
     return b"%x\r\n%b\r\n" % (len(data), data)
 
 
-async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool,
-                   null_usage: bool) -> dict[str, float]:
-    from aiohttp.http import StreamWriter
-    from aiohttp.test_utils import make_mocked_request
-    from aiohttp.web import StreamResponse
-
+async def _upstream(loop: asyncio.AbstractEventLoop) -> tuple[Any, Any]:
+    """The gateway's HTTP client connection, its response's head read, and the OpenAI
+    adapter's stream over it (its first chunk pulled, as failover does)."""
     from gateway.core.answer import Deployment
     from gateway.core.chat import parse_chat_request
     from gateway.core.config import ModelSettings, ProviderSettings
-    from gateway.core.lifecycle import Lifecycle
-    from gateway.pipeline.request_record import RequestRecord
-    from gateway.pipeline.streaming import OpenAIChunks, relay
     from gateway.upstream.http_client import HttpClient, _Connection
     from gateway.upstream.providers.openai import OpenAIProvider
 
-    loop = asyncio.get_running_loop()
     up = _Connection(HttpClient(), ("http", "up", 80), loop)
     up.connection_made(_Transport())  # type: ignore[arg-type]
     head = up.send(b"POST / HTTP/1.1\r\n\r\n")
@@ -118,7 +111,6 @@ async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool,
     async def open_event_stream(*args: Any, **kwargs: Any) -> Any:
         return response
 
-    # The stream as the OpenAI adapter makes it, its call answered by ``response``.
     deployment = Deployment(
         ModelSettings(name="bench", provider="p", upstream_model="up", tier="cheap"),
         ProviderSettings(name="p", kind="openai", base_url="http://up/v1"))
@@ -128,6 +120,18 @@ async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool,
     stream = OpenAIProvider(upstream).stream(chat, deployment)  # type: ignore[arg-type]
     up.data_received(_http_chunk(_event({"role": "assistant", "content": ""})))
     first = await stream.__anext__()
+    return up, SimpleNamespace(
+        deployment=SimpleNamespace(id="bench"), head=[first], tail=stream, first_byte_ms=1.0,
+        health=SimpleNamespace(record_success=lambda *a: None, release_probe=lambda: None,
+                               record_failure=lambda *a: None))
+
+
+async def _client_response(loop: asyncio.AbstractEventLoop) -> tuple[Any, Any, _Transport]:
+    """A prepared streaming response whose frames go to a counting transport."""
+    from aiohttp.http import StreamWriter
+    from aiohttp.test_utils import make_mocked_request
+    from aiohttp.web import StreamResponse
+
     client = _Transport()
     protocol = SimpleNamespace(transport=client, writing_paused=False, ssl_context=None,
                                peername=None, sockname=None)
@@ -136,10 +140,18 @@ async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool,
                                   transport=client, protocol=protocol)
     resp = StreamResponse(headers={"Content-Type": "text/event-stream"})
     await resp.prepare(request)
-    failover = SimpleNamespace(
-        deployment=SimpleNamespace(id="bench"), head=[first], tail=stream, first_byte_ms=1.0,
-        health=SimpleNamespace(record_success=lambda *a: None, release_probe=lambda: None,
-                               record_failure=lambda *a: None))
+    return resp, out, client
+
+
+async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool,
+                   null_usage: bool) -> dict[str, float]:
+    from gateway.core.lifecycle import Lifecycle
+    from gateway.pipeline.request_record import RequestRecord
+    from gateway.pipeline.streaming import OpenAIChunks, relay
+
+    loop = asyncio.get_running_loop()
+    up, failover = await _upstream(loop)
+    resp, out, client = await _client_response(loop)
     record = RequestRecord("bench")
     keep: list[Any] | None = [] if cache else None
     task = asyncio.ensure_future(relay(
@@ -160,13 +172,12 @@ async def _one_run(chunks: int, per_read: int, usage: bool, cache: bool,
     unparsed = client.last.count(b'{"id": "chatcmpl-bench"') == per_read
     feed(_http_chunk(_event({}, "stop") + USAGE + b"data: [DONE]\n\n") + b"0\r\n\r\n")
     whole = await task
-    relayed = len(reads) * per_read
     if not whole or record.usage is None or record.usage.completion_tokens != 20:
         raise RuntimeError(f"the relay did not end whole: {whole}, usage {record.usage}")
     if writes < len(reads):
         raise RuntimeError(f"{writes} client writes for {len(reads)} reads: chunks were lost")
-    return {"us_per_chunk": elapsed * 1e6 / relayed, "writes_per_read": writes / len(reads),
-            "unparsed": float(unparsed)}
+    return {"us_per_chunk": elapsed * 1e6 / (len(reads) * per_read),
+            "writes_per_read": writes / len(reads), "unparsed": float(unparsed)}
 
 
 def child(args: argparse.Namespace) -> None:

@@ -114,3 +114,16 @@ def test_an_answer_whose_finish_reason_is_not_a_string_is_not_cached(reason: Any
     body = {"object": "chat.completion", "choices": [
         {"index": 0, "finish_reason": reason, "message": {"role": "assistant", "content": "Hi"}}]}
     assert uncacheable(body) == f"finish_reason {reason!r}"
+
+
+def test_a_stream_begun_by_a_chunk_without_choices_is_stored_under_its_answer_s_id_and_model(
+) -> None:
+    body = answer("Sunny.")
+    # Azure's first chunk: its prompt filter results, and neither id nor model.
+    filtered = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
+                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {}}]}
+    chunks = replay_chunks(body, include_usage=False)
+    assembled = assemble_chunks([filtered, *chunks])
+    assert assembled is not None
+    assert (assembled["id"], assembled["model"], assembled["created"]) == (
+        chunks[0]["id"], body["model"], chunks[0]["created"])

@@ -282,3 +282,61 @@ async def test_only_http_urls_are_accepted() -> None:
     async with HttpClient() as client:
         with pytest.raises(HttpError):
             await client.request("POST", "ftp://example.invalid/", headers={})
+
+
+CHUNKED = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-Checksum\r\n\r\n"
+EXTENDED_BODY = (b'7;name="a b";q\r\ndata: 1\r\n' b"a\r\n\n\ndata: 22\r\n"
+                 b"2;x=y\r\n\n\n\r\n0\r\nX-Checksum: 99\r\n\r\n")
+"""Chunks with extensions, then trailers: the body is ``data: 1\\n\\ndata: 22\\n\\n``."""
+
+
+async def test_chunks_of_one_read_reach_the_response_as_one_piece_without_their_framing(
+) -> None:
+    async with serving(raw(CHUNKED + EXTENDED_BODY)) as server, HttpClient() as client:
+        resp = await client.request("POST", server.url, headers={})
+        assert await resp.readany(5) == b"data: 1\n\ndata: 22\n\n"
+        assert await resp.readany(5) == b""
+        resp.release()
+
+
+async def test_a_chunked_body_written_byte_by_byte_reads_whole() -> None:
+    async def reply(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(CHUNKED)
+        for i in range(len(EXTENDED_BODY)):  # a size line, an extension, a trailer: each cut
+            writer.write(EXTENDED_BODY[i:i + 1])
+            await writer.drain()
+
+    async with serving(reply) as server, HttpClient() as client:
+        assert await post(client, server.url) == (200, b"data: 1\n\ndata: 22\n\n")
+
+
+async def test_a_response_s_trailers_never_become_the_next_response_s_headers() -> None:
+    async with serving(raw(CHUNKED + EXTENDED_BODY)) as server, HttpClient() as client:
+        for _ in range(2):
+            resp = await client.request("POST", server.url, headers={})
+            await resp.read(5)
+            resp.release()
+            assert resp.headers.get("x-checksum") is None
+            assert resp.headers["trailer"] == "X-Checksum"
+        assert server.connections == 1
+
+
+async def test_a_gzip_stream_in_http_chunks_read_at_once_is_decoded_whole() -> None:
+    events = b"".join(b'data: {"n": %d}\n\n' % i for i in range(50))
+    packed = gzip.compress(events)
+    framed = b"".join(b"%x\r\n%b\r\n" % (len(packed[i:i + 40]), packed[i:i + 40])
+                      for i in range(0, len(packed), 40))
+    reply = raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Encoding: gzip\r\n"
+                b"\r\n" + framed + b"0\r\n\r\n")
+    async with serving(reply) as server, HttpClient() as client:
+        assert await post(client, server.url) == (200, events)
+
+
+async def test_chunks_before_a_malformed_one_still_reach_the_response() -> None:
+    reply = raw(CHUNKED + b"5\r\nfirst\r\nzz\r\nnope\r\n", close=True)
+    async with serving(reply) as server, HttpClient() as client:
+        resp = await client.request("POST", server.url, headers={})
+        assert await resp.readany(5) == b"first"
+        with pytest.raises(HttpError):
+            await resp.readany(5)
+        resp.release()

@@ -115,9 +115,11 @@ def assemble_chunks(chunks: Iterable[Json]) -> Json | None:
     head: Json = {}
     usage = None
     for item in chunks:
-        head = head or item
         usage = item.get("usage") or usage
-        for delta_choice in map(as_obj, as_list(item.get("choices"))):
+        if not (delta_choices := as_list(item.get("choices"))):
+            continue  # a usage chunk, or Azure's first (prompt filters, no id or model)
+        head = head or item
+        for delta_choice in map(as_obj, delta_choices):
             _merge(choices.setdefault(as_index(delta_choice.get("index")), _blank()), delta_choice)
     if not choices or any(c["finish_reason"] is None for c in choices.values()):
         return None

@@ -74,7 +74,9 @@ class OpenAIChunks:
 
     def chunk(self, chunk: Json) -> bytes:
         if not self.include_usage and "usage" in chunk:
-            if not chunk.get("choices"):
+            # Only the usage chunk itself goes: a chunk with no choices and a null usage (Azure's
+            # first, its prompt filter results) is one the client would have had without us.
+            if not chunk.get("choices") and chunk["usage"] is not None:
                 return b""
             chunk = {k: v for k, v in chunk.items() if k != "usage"}
         return encode_data(orjson.dumps(chunk))
@@ -83,19 +85,22 @@ class OpenAIChunks:
         """The bytes for a plain read (``ChunkStream.push``): ``data``, the events as they
         came, unless a chunk holds a null ``usage`` the client did not ask for (OpenAI's
         chunks do when usage is asked upstream). That is cut from the bytes when each one is
-        a ``,"usage":null`` (or spaced) and there is no other; else the chunks are encoded
-        again, as ``chunk`` does."""
+        a ``,"usage":null`` (or spaced) and the bytes say ``"usage"`` nowhere else; else the
+        chunks are encoded again, as ``chunk`` does."""
         if self.include_usage:
             return data
-        for chunk in chunks:  # a loop, not any() over a generator: this runs for every read
+        n = 0
+        for chunk in chunks:  # a loop, not sum() over a generator: this runs for every read
             if "usage" in chunk:
-                break
-        else:
+                n += 1
+        if not n:
             return data
-        n = data.count(b'"usage"')
-        for key in _NULL_USAGE:
-            if data.count(key) == n:
-                return data.replace(key, b"")
+        # Each ``"usage"`` in the bytes must be one of those top-level keys: a nested one (a
+        # provider's own ``{"id":…,"usage":null}``) stays, so the bytes cannot be cut blindly.
+        if data.count(b'"usage"') == n:
+            for key in _NULL_USAGE:
+                if data.count(key) == n:
+                    return data.replace(key, b"")
         return b"".join(self.chunk(c) for c in chunks)
 
     def end(self) -> bytes:

@@ -142,7 +142,10 @@ class _Connection(asyncio.Protocol):
     # httptools callbacks ---------------------------------------------------------------
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._header_items.append((name, value))
+        # httptools reports a chunked body's trailers here too: kept, they would become the
+        # headers of the connection's next response. Nothing the gateway reads comes in them.
+        if self._response is None:
+            self._header_items.append((name, value))
 
     def on_headers_complete(self) -> None:
         items, self._header_items = self._header_items, []
