@@ -44,6 +44,15 @@ BODIES = {
         {"role": "system", "content": "You are a careful assistant. " * 40},
         {"role": "user", "content": "Summarise the plot of Hamlet in three sentences."}]}),
     "stream chunk": orjson.dumps(CHUNK),
+    "chat answer, OpenAI's usage details": orjson.dumps({
+        "id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "m",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I "
+                     "help you today?", "refusal": None}, "logprobs": None,
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 9, "total_tokens": 21,
+                  "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+                  "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0}},
+        "system_fingerprint": "fp_1"}),
     "agent conversation": orjson.dumps(_agent_body()),
 }
 
@@ -62,10 +71,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=2000)
     rounds = parser.parse_args().rounds
-    print(f"{'body':<20} {'bytes':>8} {'orjson.loads us':>16} {'json_depth.loads us':>20}")
+    print(f"{'body':<36} {'bytes':>8} {'orjson.loads us':>16} {'json_depth.loads us':>20}")
     for name, raw in BODIES.items():
         plain, checked = _mean_us(orjson.loads, raw, rounds), _mean_us(loads, raw, rounds)
-        print(f"{name:<20} {len(raw):>8} {plain:>16.2f} {checked:>20.2f}")
+        print(f"{name:<36} {len(raw):>8} {plain:>16.2f} {checked:>20.2f}")
 
 
 if __name__ == "__main__":
