@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from gateway.core.errors import UpstreamFailure
 from gateway.upstream.providers.openai import _Chunks, plain_chunks
 from gateway.upstream.sse import EventParser
 
@@ -86,3 +87,16 @@ def test_a_plain_read_gives_the_chunks_the_parser_gives(data: bytes) -> None:
 @pytest.mark.parametrize("data", NOT_PLAIN.values(), ids=NOT_PLAIN.keys())
 def test_a_read_the_gateway_must_act_on_or_could_misread_is_not_plain(data: bytes) -> None:
     assert plain_chunks(data) is None
+
+
+@pytest.mark.parametrize("choices", [{}, {"choices": None}], ids=["absent", "null"])
+def test_a_usage_chunk_without_choices_is_read_as_one_with_none(choices: dict[str, Any]) -> None:
+    # Some OpenAI-compatible servers end a stream's usage this way; OpenAI sends "choices": [].
+    usage = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
+    data = ev(chunk("a")) + ev({"id": "c1", "model": "up", "usage": usage, **choices})
+    assert parsed(data)[1] == {"id": "c1", "model": "up", "usage": usage, "choices": []}
+
+
+def test_a_chunk_without_choices_or_usage_is_still_refused() -> None:
+    with pytest.raises(UpstreamFailure):
+        parsed(ev({"id": "c1", "model": "up"}))

@@ -153,6 +153,10 @@ _NO_DELTA: Json = {}
 def _check_chunk(chunk: Any) -> bool:
     """Refuse a chunk whose shape the gateway cannot relay; True when it finishes a choice."""
     choices = chunk.get("choices") if isinstance(chunk, dict) else None
+    if choices is None and isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+        # The usage chunk, as some OpenAI-compatible servers send it: no choices, or null.
+        chunk["choices"] = []
+        return False
     if not isinstance(choices, list):
         raise UpstreamFailure(FailureKind.BAD_RESPONSE, "stream chunk has malformed choices")
     finished = False
