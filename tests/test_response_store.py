@@ -81,3 +81,20 @@ async def test_the_writer_task_writes_what_requests_queue(tmp_path: Path) -> Non
             await asyncio.sleep(0)  # yield to the writer; the deadline bounds the wait
     finally:
         await store.close()
+
+
+async def test_a_response_that_cannot_be_written_does_not_hold_back_the_others(
+        tmp_path: Path) -> None:
+    # A set is not JSON: kept in the batch, it failed every later write, and every later put.
+    unwritable = StoredResponse({"id": "resp_bad", "output": {1, 2}}, CONVERSATION)
+    store = await SqliteResponseStore.open(tmp_path / "responses.db")
+    await store.put("acme", unwritable, retention_s=3600)
+    await store.flush()
+    await store.put("acme", stored("resp_2"), retention_s=3600)
+    await store.close()
+    store = await SqliteResponseStore.open(tmp_path / "responses.db")
+    try:
+        assert await store.get("acme", "resp_2") == stored("resp_2")
+        assert await store.get("acme", "resp_bad") is None
+    finally:
+        await store.close()

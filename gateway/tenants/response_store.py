@@ -19,6 +19,7 @@ and closes it on exit.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,6 +33,8 @@ from aiohttp import web
 from gateway.core.appkeys import SETTINGS
 from gateway.core.batch_writer import BatchWriter
 from gateway.core.sqlite import open_wal
+
+log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
 FILE_NAME = "responses.db"
@@ -107,10 +110,8 @@ class SqliteResponseStore:
             # The rows are read from _writing only now, with no await before the INSERT is
             # queued: a delete that came while the transaction began has already taken its
             # response out, and one that comes later queues its DELETE after this INSERT.
-            rows = [(tenant, response_id, now, expires, orjson.dumps(stored.response),
-                     orjson.dumps(stored.messages))
-                    for (tenant, response_id), (stored, expires) in self._writing.items()
-                    if expires >= now]
+            rows = [row for key, (stored, expires) in self._writing.items()
+                    if expires >= now and (row := _row(key, stored, now, expires)) is not None]
             await self._db.executemany(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)", rows)
             await self._db.execute("COMMIT")
@@ -151,6 +152,17 @@ class SqliteResponseStore:
         await self._writer.close()
         await self.flush()
         await self._db.close()
+
+
+def _row(key: Key, stored: StoredResponse, now: float,
+         expires: float) -> tuple[str, str, float, float, bytes, bytes] | None:
+    """The response's row, or None (logged) when it cannot be written as JSON: kept in the
+    batch, it would fail every later write with it, and every response queued after it."""
+    try:
+        return (*key, now, expires, orjson.dumps(stored.response), orjson.dumps(stored.messages))
+    except orjson.JSONEncodeError as exc:
+        log.error("response %s of tenant %s not stored: %s", key[1], key[0], exc)
+        return None
 
 
 RESPONSE_STORE = web.AppKey("response_store", ResponseStore)
