@@ -84,6 +84,12 @@ async def test_events_after_a_read_that_ends_mid_event_are_whole() -> None:
         SseEvent("", b'{"a": 1}'), SseEvent("", b"next"), SseEvent("e", b"3")]
 
 
+async def test_a_byte_order_mark_opening_the_stream_is_not_part_of_its_first_event() -> None:
+    bom = "\ufeff".encode()
+    assert await _events([bom + b"data: first\n\n", b"data: " + bom + b"kept\n\n"]) == [
+        SseEvent("", b"first"), SseEvent("", bom + b"kept")]
+
+
 MIB = b"a" * (1 << 20)
 
 

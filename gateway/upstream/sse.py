@@ -2,7 +2,7 @@
 
 Reading follows the WHATWG event-stream rules that matter for LLM providers: ``event:`` and
 ``data:`` fields, multi-line data joined with newlines, comments (``:``) ignored, an event
-dispatched at a blank line.
+dispatched at a blank line, a byte-order mark at the start ignored.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ from gateway.upstream.http_response import HttpError, HttpTimeout
 MAX_EVENT_BYTES = 16 << 20
 """Far beyond any event a provider sends (an inline image included); past it, an event that
 never ends is a bad response, not a buffer that grows until the process runs out of memory."""
+
+
+_BOM = b"\xef\xbb\xbf"
+"""UTF-8's byte-order mark: the event-stream rules ignore one at the start of the stream."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,9 +67,11 @@ def read_failure(error: HttpError, chunk_timeout_s: float) -> UpstreamFailure:
 class EventParser:
     """The event-stream field rules: bytes as they arrive in, whole events out."""
 
-    __slots__ = ("data", "event", "pending", "size")
+    __slots__ = ("data", "event", "fresh", "pending", "size")
 
     def __init__(self) -> None:
+        self.fresh = True
+        """Nothing read yet: a byte-order mark there is not part of the stream."""
         self.event = ""
         self.data: list[bytes] = []
         self.pending = b""
@@ -79,6 +85,9 @@ class EventParser:
 
     def read(self, data: bytes) -> list[SseEvent]:
         """The events that ``data`` completes."""
+        if self.fresh:
+            self.fresh = False
+            data = data.removeprefix(_BOM)
         if self.pending or self.data or self.event or not data.endswith(b"\n\n") or b"\r" in data:
             return self._lines(self.pending + data)
         # What providers send: whole events of one ``data:`` line each. Splitting on the blank
