@@ -251,14 +251,7 @@ class _Pushed:
         to handle."""
         if self.over or self.plain is None:
             return
-        text, keep = self.record.streamed_text, self.keep
-        for chunk in chunks:  # ``_keep_and_text``, inlined: this runs for every chunk
-            if keep is not None:
-                keep.append(chunk)
-            for choice in chunk["choices"]:  # a plain chunk's shape is checked
-                content = (choice.get("delta") or _NO_DELTA).get("content")
-                if isinstance(content, str):
-                    text.append(content)
+        _keep_and_text(chunks, self.record, self.keep)  # one call for the read's chunks
         try:
             self._send(self.plain(data, chunks))
         except Exception as exc:  # the client left
@@ -382,20 +375,25 @@ def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
     usage: Usage | None = usage_from_openai(chunk.get("usage"))
     if usage is not None:
         record.usage = usage
-    _keep_and_text(chunk, record, keep)
+    _keep_and_text((chunk,), record, keep)
     return writer.chunk(chunk)
 
 
 _NO_DELTA: Json = {}
 
 
-def _keep_and_text(chunk: Json, record: RequestRecord, keep: list[Json] | None) -> None:
-    if keep is not None:
-        keep.append(chunk)
-    for choice in chunk.get("choices") or ():
-        content = (choice.get("delta") or {}).get("content")
-        if isinstance(content, str):
-            record.streamed_text.append(content)
+def _keep_and_text(chunks: Iterable[Json], record: RequestRecord,
+                   keep: list[Json] | None) -> None:
+    """Keep the chunks (``keep``) and note their text for the token estimate: a pushed or
+    pulled chunk one at a time, a plain read's chunks in one call."""
+    text = record.streamed_text
+    for chunk in chunks:
+        if keep is not None:
+            keep.append(chunk)
+        for choice in chunk.get("choices") or ():
+            content = (choice.get("delta") or _NO_DELTA).get("content")
+            if isinstance(content, str):
+                text.append(content)
 
 
 SHUTDOWN = UpstreamFailure(
