@@ -50,8 +50,6 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -85,7 +83,6 @@ def running_postgres(*, durable: bool = False) -> Iterator[PostgresServer]:
     bin_dir = postgres_bin()
     if bin_dir is None:
         missing("PostgreSQL server binaries are not installed (/usr/lib/postgresql/*/bin)")
-        raise AssertionError("unreachable")
     # Not under pytest's own temp folder: that one is private to root, the server is not root.
     folder = Path(tempfile.mkdtemp(prefix="gateway-pg-"))
     if os.geteuid() == 0:

@@ -106,7 +106,11 @@ class EntryTable:
             if key is not None:
                 self._folded.setdefault(key, entry_id)
                 self._folded_of[entry_id] = key
-        if not self._unkeyed:
+        self._check_all_keyed()
+
+    def _check_all_keyed(self) -> None:
+        """Once the last waiting entry is keyed or removed: ``all_keyed``, and a fresh dict."""
+        if not self._unkeyed and not self.all_keyed.is_set():
             self._unkeyed = {}  # a dict never shrinks: the 100,000 slots of an open are handed back
             self.all_keyed.set()
 
@@ -123,8 +127,7 @@ class EntryTable:
             if self._exact.get(key) == entry_id:
                 del self._exact[key]
         self._unkeyed.pop(entry_id, None)
-        if not self._unkeyed:
-            self.all_keyed.set()
+        self._check_all_keyed()
         folded = self._folded_of.pop(entry_id, None)
         if folded is not None and self._folded.get(folded) == entry_id:
             del self._folded[folded]
