@@ -6,14 +6,16 @@ vectors come from the fixtures in ``tests.learning_fixtures``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.core.routing_settings import LearningSettings, TierPlan
-from gateway.routing.learned.learner import Outcome, Source
+from gateway.routing.learned.learner import Learner, Outcome, Source
 from gateway.routing.router import Router
 
 FloatArray = npt.NDArray[np.float32]
@@ -64,3 +66,15 @@ def outcome(vector: FloatArray, tier: str, ok: bool, at_s: float = 0.0,
 def still(at_s: float = 0.0) -> Callable[[], float]:
     """A clock stopped at ``at_s``: outcomes recorded then have not decayed at all."""
     return lambda: at_s
+
+
+@asynccontextmanager
+async def started(settings: LearningSettings, path: Path,
+                  at_s: float = 0.0) -> AsyncIterator[Learner]:
+    """A learner on the file ``path`` (its clock stopped at ``at_s``), started; closed on exit."""
+    learner = Learner(settings, path=path, clock=still(at_s))
+    await learner.start()
+    try:
+        yield learner
+    finally:
+        await learner.close()

@@ -9,10 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-import time
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import IO, TYPE_CHECKING
 
 import numpy as np
 import pytest
@@ -112,29 +112,27 @@ def test_writing_a_graph_removes_those_other_onnxruntime_versions_made(
     assert other_source.exists()
 
 
-def _waiters_on(path: Path) -> int:
-    """Processes or threads blocked in ``flock`` on ``path`` (``/proc/locks`` marks them ->)."""
-    inode = f":{path.stat().st_ino} "
-    return sum("->" in line and inode in line
-               for line in Path("/proc/locks").read_text().splitlines())
-
-
 def test_a_worker_that_finds_another_writing_waits_and_then_uses_its_graph(
-    fresh_model: Path, tmp_path: Path
+    fresh_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     source = fresh_model / model_files.MODEL_FILE
     elsewhere = tmp_path / "elsewhere"
     shutil.copytree(fresh_model, elsewhere)
     made = ensure_optimized(elsewhere / model_files.MODEL_FILE)  # what the other worker writes
     lock = lock_path(source)
+    reached, flock = threading.Event(), fcntl.flock
+
+    def flock_in_the_second(file: IO[bytes], operation: int) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            reached.set()  # it found no graph and asks for the lock, which blocks while held
+        flock(file, operation)
+
+    monkeypatch.setattr(fcntl, "flock", flock_in_the_second)
     with open(lock, "ab") as held, ThreadPoolExecutor(1) as pool:
         fcntl.flock(held, fcntl.LOCK_EX)  # the other worker is writing
         second = pool.submit(ensure_optimized, source)
-        deadline = time.monotonic() + 30
-        while not _waiters_on(lock):
-            assert not second.done(), "the second worker wrote without waiting for the first"
-            assert time.monotonic() < deadline, "the second worker never waited on the lock"
-            time.sleep(0.01)
+        assert reached.wait(30), "the second worker never asked for the lock"
+        assert not second.done(), "the second worker wrote without waiting for the first"
         target = optimized_path(source)
         shutil.copy(weights_path(made), weights_path(target))
         shutil.copy(made, target)

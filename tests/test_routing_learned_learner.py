@@ -13,7 +13,7 @@ import pytest
 from embedder_worker.model import OnnxEmbedder
 from gateway.routing.learned.learner import Learner, Outcome
 from gateway.routing.learned.memory import Projection
-from tests.learning_helpers import FloatArray, learning, outcome, still
+from tests.learning_helpers import FloatArray, learning, outcome, started, still
 
 pytest_plugins = ["tests.routing_fixtures", "tests.learning_fixtures"]
 TIERS = ("cheap", "reasoning")
@@ -310,12 +310,8 @@ async def test_a_linear_checkpoint_torn_between_its_tiers_folds_no_outcome_twice
     with sqlite3.connect(path) as db:  # died after the cheap tier's row of the second one
         db.execute("UPDATE linear SET a = ?, b = ?, total = ?, at_s = ?, through_id = ? "
                    "WHERE tier = 'reasoning'", older)
-    restarted = Learner(settings, path=path, clock=still(5.0))
-    await restarted.start()
-    try:
+    async with started(settings, path, 5.0) as restarted:
         after = [restarted.estimate(v, TIERS) for v in tax_vectors]
-    finally:
-        await restarted.close()
     for e, a in zip(expected, after, strict=True):
         for tier in TIERS:
             assert a[tier].p == pytest.approx(e[tier].p, abs=1e-6), tier
@@ -387,12 +383,8 @@ async def test_an_escalation_observed_outcome_keeps_its_flag_across_a_restart(
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*), SUM(escalated) FROM outcomes").fetchone() == (11, 11)
     # Read back with a say for escalated outcomes: they were written, flagged, and count now.
-    second = Learner(learning(k=8, escalated_weight=1.0), path=path, clock=still())
-    await second.start()
-    try:
+    async with started(learning(k=8, escalated_weight=1.0), path) as second:
         assert second.estimate(tax_vectors[-1], TIERS)["reasoning"].p < 0.5
-    finally:
-        await second.close()
 
 
 async def test_an_older_file_without_the_escalation_columns_reads_its_rows_as_direct(
@@ -410,15 +402,11 @@ async def test_an_older_file_without_the_escalation_columns_reads_its_rows_as_di
             "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector)"
             " VALUES ('', 'reasoning', 0.0, 1.0, 0.0, NULL, 'feedback', ?)",
             [(v.astype(np.float16).tobytes(),) for v in tax_vectors[:-1]])
-    learner = Learner(learning(k=8), path=path, clock=still())
-    await learner.start()
-    try:
+    async with started(learning(k=8), path) as learner:
         assert learner.stats().remembered == 11
         assert learner.estimate(tax_vectors[-1], TIERS)["reasoning"].p < 0.5  # counted, direct
         learner.observe(_escalated(tax_vectors[0], "reasoning", True))
         await learner.drained()
-    finally:
-        await learner.close()
     with sqlite3.connect(path) as db:
         flags = [f for (f,) in db.execute("SELECT escalated FROM outcomes ORDER BY id")]
     assert flags == [0] * 11 + [1]
@@ -438,12 +426,8 @@ async def test_a_changed_escalated_weight_rebuilds_the_linear_checkpoint_from_th
     await first.close()
 
     counted = learning(linear_weight=1000.0, ridge=0.1, escalated_weight=1.0)
-    second = Learner(counted, path=path, clock=still(5.0))
-    await second.start()
-    try:
+    async with started(counted, path, 5.0) as second:
         after = [second.estimate(v, TIERS)["reasoning"].p for v in tax_vectors]
-    finally:
-        await second.close()
     alone = Learner(counted, clock=still(5.0))  # the same outcomes, learned with the new say
     alone.learn(outcomes)
     expected = [alone.estimate(v, TIERS)["reasoning"].p for v in tax_vectors]

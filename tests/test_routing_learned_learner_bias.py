@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from gateway.routing.learned.learner import Learner, Outcome
-from tests.learning_helpers import FloatArray, learning, still
+from tests.learning_helpers import FloatArray, learning, started, still
 
 pytest_plugins = ["tests.routing_fixtures", "tests.learning_fixtures"]
 TIERS = ("cheap", "reasoning")
@@ -75,13 +75,9 @@ async def test_the_bias_survives_a_restart(tmp_path: Path, tax_vectors: FloatArr
         stored = {d for (d,) in db.execute("SELECT decided FROM outcomes")}
     assert stored == {0.9}
 
-    second = Learner(learning(), path=path, clock=still(5.0))
-    await second.start()
-    try:
+    async with started(learning(), path, 5.0) as second:
         assert second.bias("cheap") == pytest.approx(first.bias("cheap"), abs=1e-9)
         assert second.bias("cheap") < -0.2
-    finally:
-        await second.close()
 
 
 async def test_outcomes_written_after_the_last_checkpoint_are_scored_at_the_next_start(
@@ -91,22 +87,14 @@ async def test_outcomes_written_after_the_last_checkpoint_are_scored_at_the_next
     # carry their decided estimate, and the next start scores them.
     path = tmp_path / "learning.sqlite3"
     settings = learning(max_outcomes=100_000)  # no checkpoint before close
-    first = Learner(settings, path=path, clock=still(5.0))
-    await first.start()
-    try:
+    async with started(settings, path, 5.0) as first:
         for o in decided(tax_vectors, 300):
             first.observe(o)
         await first.drained()
         with sqlite3.connect(path) as db:
             assert db.execute("SELECT COUNT(*) FROM decision_bias").fetchone() == (0,)
-        second = Learner(settings, path=path, clock=still(5.0))
-        await second.start()
-        try:
+        async with started(settings, path, 5.0) as second:
             assert second.bias("cheap") == pytest.approx(first.bias("cheap"), abs=1e-9)
-        finally:
-            await second.close()
-    finally:
-        await first.close()
 
 
 async def test_an_older_file_migrates_its_rows_undecided_and_drops_the_other_measure(
@@ -125,16 +113,12 @@ async def test_an_older_file_migrates_its_rows_undecided_and_drops_the_other_mea
             "INSERT INTO outcomes (scope, tier, acceptable, weight, at_s, tenant, source, vector)"
             " VALUES ('', 'cheap', 0.0, 1.0, 5.0, NULL, 'feedback', ?)",
             [(v.astype(np.float16).tobytes(),) for v in tax_vectors])
-    learner = Learner(learning(), path=path, clock=still(5.0))
-    await learner.start()
-    try:
+    async with started(learning(), path, 5.0) as learner:
         assert learner.stats().remembered == len(tax_vectors)
         assert learner.bias("cheap") == 0.0  # neither the old table nor undecided rows count
         learner.observe(decided(tax_vectors, 1, acceptable=0.0)[0])
         await learner.drained()
         assert learner.bias("cheap") == pytest.approx(-0.9 / 21)
-    finally:
-        await learner.close()
     with sqlite3.connect(path) as db:
         rows = db.execute("SELECT decided FROM outcomes ORDER BY id").fetchall()
         tables = {t for (t,) in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
@@ -165,10 +149,6 @@ async def test_a_checkpoint_torn_between_its_tiers_scores_no_outcome_twice(
     with sqlite3.connect(path) as db:  # died after the cheap tier's row of the second one
         db.execute("UPDATE decision_bias SET error = ?, count = ?, through_id = ? "
                    "WHERE tier = 'reasoning'", older)
-    restarted = Learner(settings, path=path, clock=still(5.0))
-    await restarted.start()
-    try:
+    async with started(settings, path, 5.0) as restarted:
         for tier in TIERS:
             assert restarted.bias(tier) == pytest.approx(expected[tier], abs=1e-9), tier
-    finally:
-        await restarted.close()
