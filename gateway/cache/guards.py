@@ -30,7 +30,8 @@ Refused (hard guards; the differences that change the answer):
   Y") and noun-phrase reshuffles ("India's national language" = "the national language of
   India") may be reordered.
 
-Allowed with a margin (soft differences, each costs cosine, ``MARGINS``): a content word only one
+Allowed with a margin (soft differences, each costs cosine, ``MARGINS``; a pair with none, or
+only free ones, is served a little below the threshold, ``CREDITS``): a content word only one
 side has (a more specific question), a substitution ("reset" for "change"), a different person
 outside how-to questions (I / you / one / we, none of them the one answering), and "frame"
 differences: a question kind folded from another sentence or an elliptic one ("Make money
@@ -54,7 +55,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gateway.cache.lexicon import ANTONYMS, COORDINATORS, DIRECTIONAL, REASON_NOUNS
+from gateway.cache.lexicon import (
+    AGENT_NOUNS,
+    ANTONYMS,
+    COORDINATORS,
+    COUNT_NOUNS,
+    DIRECTIONAL,
+    MEASURE_ADJECTIVES,
+    MEASURE_NOUNS,
+    REASON_NOUNS,
+)
 from gateway.cache.text_features import LIGHT_STEMS, NOT_CONTENT, Profile, profile, stem, unit_of
 from gateway.cache.tokens import Token
 
@@ -97,6 +107,24 @@ def margin(differences: tuple[tuple[str, int], ...],
     return round(sum(margins[kind] * count for kind, count in differences), 6)
 
 
+# The operating point depends on what the guards found: a pair they pass with no soft
+# difference at all ("clean"), or only with differences that cost nothing ("free": frames and
+# substitutions), is served this much below the threshold (``rule.Rule``). Fitted on QQP's
+# tuning half against the audited labels (``bench/qqp_false_hits_audit.json``) half a step
+# inside the edge: 0.015 / 0.01 keep 99.7% there (the next step, 0.02, lets in a false hit
+# with a visible difference), and the ``*_fit`` adversarial sets keep no false hit.
+CREDITS: Mapping[str, float] = MappingProxyType({"clean": 0.015, "free": 0.01})
+
+
+def credit(differences: tuple[tuple[str, int], ...]) -> float:
+    """How far below the threshold a pair with ``differences`` may be served."""
+    if not differences:
+        return CREDITS["clean"]
+    if all(MARGINS[kind] == 0.0 for kind, _ in differences):
+        return CREDITS["free"]
+    return 0.0
+
+
 def compare(a: Profile | str, b: Profile | str) -> Verdict:
     """Whether an answer to ``a`` may be served for ``b``: refused with the first hard reason,
     or allowed with the margin its soft differences cost."""
@@ -131,10 +159,44 @@ _WHY_FRAME = frozenset(stem(w) for w in REASON_NOUNS)
 def _frame_words(a: Profile, b: Profile) -> frozenset[str]:
     """Content words that only frame a question both sides ask: "reason" when one side asks
     why and the other's "What is the reason ..." may ("Why was my card declined?" / "What is
-    the reason my card got declined?")."""
+    the reason my card got declined?"); the words of a measure both ask ("How tall" / "the
+    height of"); "number" when both ask how many; an agent noun and its verb when both ask who
+    ("Who is the author of" / "Who wrote")."""
     if {a.question, b.question} == {"why", "what"} and "why" in a.kinds | b.kinds:
         return _WHY_FRAME
+    if a.question != b.question:
+        return frozenset()
+    if a.question.startswith("how:"):
+        return _MEASURE_FRAMES.get(a.question[4:], frozenset())
+    if a.question in _COUNT_FRAMES:
+        return _COUNT_FRAMES[a.question]
+    if a.question == "who":
+        return _agents(a, b) | _agents(b, a)
     return frozenset()
+
+
+def _measure_frames() -> dict[str, frozenset[str]]:
+    words: dict[str, set[str]] = {}
+    for table in (MEASURE_ADJECTIVES, MEASURE_NOUNS):
+        for word, measure in table.items():
+            words.setdefault(measure, set()).add(stem(word))
+    return {measure: frozenset(stems) for measure, stems in words.items()}
+
+
+_MEASURE_FRAMES = _measure_frames()
+_COUNT_FRAMES = {kind: frozenset(stem(w) for w, k in COUNT_NOUNS.items() if k == kind)
+                 for kind in set(COUNT_NOUNS.values())}
+_AGENT_VERBS = {stem(noun): frozenset(stem(v) for v in verbs) | frozenset(verbs)
+                for noun, verbs in AGENT_NOUNS.items()}
+
+
+def _agents(p: Profile, other: Profile) -> frozenset[str]:
+    """An agent noun of ``p`` whose verb ``other`` asks with, and that verb's forms."""
+    found: set[str] = set()
+    for noun, verbs in _AGENT_VERBS.items():
+        if noun in p.content and verbs & other.lowers:
+            found |= verbs | {noun}
+    return frozenset(found)
 
 
 def _abbreviated(p: Profile, other: Profile) -> frozenset[str]:

@@ -184,13 +184,41 @@ MEASURE_ADJECTIVES: Mapping[str, str] = MappingProxyType({
     "tall": "height", "high": "height", "long": "length", "far": "distance", "old": "age",
     "big": "size", "large": "size", "heavy": "weight", "fast": "speed", "quick": "speed",
     "deep": "depth", "wide": "width", "often": "frequency", "frequently": "frequency",
+    "hot": "temperature", "cold": "temperature", "warm": "temperature",
 })
 MEASURE_NOUNS: Mapping[str, str] = MappingProxyType({
     "height": "height", "length": "length", "distance": "distance", "age": "age",
     "size": "size", "area": "size", "weight": "weight", "speed": "speed", "velocity": "speed",
     "depth": "depth", "width": "width", "frequency": "frequency", "duration": "duration",
     "price": "price", "cost": "price", "population": "population",
+    "temperature": "temperature",
 })
+# "What is the number of moons of Jupiter?" = "How many moons does Jupiter have?": a count or an
+# amount asked as a noun after "the".
+COUNT_NOUNS: Mapping[str, str] = MappingProxyType({
+    "number": "how many", "amount": "how much", "quantity": "how much",
+})
+# "What makes the sky blue?" asks why it is blue (and may ask what).
+CAUSE_VERBS = frozenset(_split("makes made"))
+# The one who made a work, named by a noun or asked by the verb: "Who is the author of Dune?" =
+# "Who wrote Dune?". Irregular forms are listed; the others meet as lemmas.
+AGENT_NOUNS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "author": ("write", "wrote", "written"), "writer": ("write", "wrote", "written"),
+    "composer": ("compose",), "inventor": ("invent",), "founder": ("found",),
+    "director": ("direct",), "painter": ("paint",), "discoverer": ("discover",),
+    "creator": ("create",), "designer": ("design",), "builder": ("build", "built"),
+    "developer": ("develop",), "publisher": ("publish",), "sculptor": ("sculpt",),
+    "singer": ("sing", "sang", "sung"),
+})
+# Openings that only ask to be told what follows: "Can you tell me how ...", "I would like to
+# know what ...". The persons in them are the asker and the one answering, not the question's.
+REQUEST_FRAMES: tuple[tuple[str, ...], ...] = tuple(tuple(_split(frame)) for frame in (
+    "can you tell me", "could you tell me", "would you tell me", "can you explain",
+    "could you explain", "can you explain to me", "could you explain to me", "please tell me",
+    "please explain", "tell me", "explain to me", "i would like to know", "i want to know",
+    "i wonder", "i was wondering", "i am wondering", "do you know", "does anyone know",
+    "can anyone tell me", "can someone tell me", "can someone explain",
+))
 # "How long does it last/take" asks a duration, "How long is it" a length; "How much does it
 # cost/weigh" a price/weight; "How many people live in" a population.
 DURATION_VERBS = frozenset(_split("""

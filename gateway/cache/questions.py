@@ -5,10 +5,12 @@ Kinds: who / what / where / when / why / how / "how many" (and "how much", "how 
 yes-no / difference / statement, after the paraphrases of a kind are folded together ("What is
 the best way to", "What should I do to" and "Is there any way to" ask how; "What year" asks when;
 "What is the difference" = "How do X and Y differ"; "How does it feel" = "What is it like"; "Can
-you recommend a" asks what). An embedded question ("Can you tell me how ...") is the question it
-embeds; "where and how" asks both; "What is the best place" may also ask where. The mood is the
-class of the main question's first auxiliary (``lexicon.MOODS``; "going to" is future), "how-to"
-for a fact, ability or advice one after how ("How do I", "How can I", "How should I").
+you recommend a" asks what; "What is the number of" asks how many; "What makes" asks why). An
+embedded question ("Can you tell me how ...") is the question it embeds, and the persons of its
+opening are not the question's (``request_frame_end``); "where and how" asks both; "What is the
+best place" may also ask where. The mood is the class of the main question's first auxiliary
+(``lexicon.MOODS``; "going to" is future), "how-to" for a fact, ability or advice one after how
+("How do I", "How can I", "How should I").
 
 Read into a ``text_features.Profile`` by ``profile``; ``guards`` decides which differences refuse a
 pair. Pure functions over tokens and the word lists in ``lexicon``.
@@ -20,7 +22,9 @@ from typing import TYPE_CHECKING
 
 from gateway.cache.lexicon import (
     ANSWERER_WORDS,
+    CAUSE_VERBS,
     COORDINATORS,
+    COUNT_NOUNS,
     COPULAS,
     DIFFERENCE_WORDS,
     DURATION_VERBS,
@@ -36,6 +40,7 @@ from gateway.cache.lexicon import (
     QUANTITY,
     REASON_NOUNS,
     RELATIVE_ANTECEDENTS,
+    REQUEST_FRAMES,
     REQUEST_VERBS,
     STOPWORDS,
     SUBJECTS,
@@ -190,6 +195,12 @@ def _measure(nxt: str, following: list[str]) -> str:
 def _fold_what(following: list[str]) -> tuple[str, set[str]]:
     if following and following[0] in TIME_NOUNS:
         return "when", set()  # "What year did ..."
+    if following and following[0] in CAUSE_VERBS:
+        return "why", {"what"}  # "What makes the sky blue?"
+    for j, word in enumerate(following[1:4], start=1):
+        if word in COUNT_NOUNS and following[j - 1] == "the" \
+                and following[j + 1 : j + 2] == ["of"]:
+            return COUNT_NOUNS[word], set()  # "What is the number of moons of ..."
     for j, word in enumerate(following[:4]):
         if word in MEASURE_NOUNS and following[j + 1 : j + 2] == ["of"]:
             return "how:" + MEASURE_NOUNS[word], set()  # "What is the height of ..."
@@ -219,6 +230,18 @@ def question_mood(words: list[Token], question: str, sentence: int) -> str:
             mood = "future"  # "Is it going to rain?" = "Will it rain?"
         return "how-to" if question == "how" and mood in HOW_TO_MOODS else mood
     return ""
+
+
+def request_frame_end(words: list[Token] | tuple[Token, ...]) -> int:
+    """Where the question starts after an opening that only asks to be told it ("Can you tell
+    me how ...", "I would like to know what ..."); 0 when there is none."""
+    lowers = [t.lower for t in words[:8]]
+    for frame in REQUEST_FRAMES:
+        end = len(frame)
+        if tuple(lowers[:end]) == frame and lowers[end : end + 1] \
+                and lowers[end] in WH and words[end].sentence == words[0].sentence:
+            return end
+    return 0
 
 
 def asks_answerer(words: list[Token]) -> bool:

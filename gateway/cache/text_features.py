@@ -42,7 +42,12 @@ from gateway.cache.lexicon import (
     UNITS,
     WH,
 )
-from gateway.cache.questions import asks_answerer, question_kinds, question_mood
+from gateway.cache.questions import (
+    asks_answerer,
+    question_kinds,
+    question_mood,
+    request_frame_end,
+)
 from gateway.cache.tokens import Token
 
 _WORD = re.compile(r"[^\W_]+(?:[.,]\d+)*|[$€£¥₹%°]")
@@ -119,6 +124,7 @@ def profile(text: str) -> Profile:
         elif (unit := unit_of(token.lower, words[i - 1] if i else None)) is not None:
             units.append(unit)
     question, kinds, sentence, asked = question_kinds(words)
+    asking = words[request_frame_end(words):]  # "Can you tell me": not the question's persons
     return Profile(
         words=tuple(words),
         stems=tuple(t.stem for t in words),
@@ -136,11 +142,11 @@ def profile(text: str) -> Profile:
         asked=asked,
         mood=question_mood(words, question, sentence),
         symbols=tuple(sorted(_SYMBOL.findall(_SLASH_OR.sub(" ", text) if "/" in text else text))),
-        persons=frozenset(PERSONS[t.lower] for t in words
+        persons=frozenset(PERSONS[t.lower] for t in asking
                           if t.lower in PERSONS and not (len(t.raw) > 1 and t.raw.isupper())),
         acronyms=frozenset(t.lower for t in words if len(t.raw) > 1 and t.raw.isupper()),
         expansions=_expansions(words),
-        answerer=asks_answerer(words),
+        answerer=asks_answerer(asking),
     )
 
 
