@@ -83,3 +83,32 @@ async def test_no_false_hits_and_paraphrases_still_hit(
                 missed.append((case["stored"], variant))
     assert false_hits == []
     assert len(missed) <= 0.05 * controls, missed
+
+
+FORMS = [  # (stored, the same question in another form, a neighbour that asks something else)
+    ("Who wrote Pride and Prejudice?", "Who is the author of Pride and Prejudice?",
+     "Who is the author of Sense and Sensibility?"),
+    ("How many moons does Jupiter have?", "What is the number of moons of Jupiter?",
+     "How many moons does Saturn have?"),
+    ("What causes earthquakes?", "I would like to know what causes earthquakes",
+     "I would like to know what does not cause earthquakes"),
+]
+
+
+async def test_question_forms_are_served_and_their_neighbours_are_not(
+    tmp_path: Path, embedder: OnnxEmbedder
+) -> None:
+    cache = await open_cache(tmp_path)
+    try:
+        assert cache.settings.threshold == DEFAULT_THRESHOLD
+        for i, (stored, _same, _other) in enumerate(FORMS):
+            request = _request(stored)
+            text = cache_text(request)
+            await cache.store(f"form:{i}", fingerprint(request, "auto"), text,
+                              embedder.embed([text])[0], answer(f"answer {i}"))
+        await cache.flush()
+        for i, (_stored, same, other) in enumerate(FORMS):
+            assert await _ask(cache, embedder, f"form:{i}", _request(same)), same
+            assert not await _ask(cache, embedder, f"form:{i}", _request(other)), other
+    finally:
+        await cache.close()

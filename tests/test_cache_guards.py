@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.cache.guards import MARGINS, compare
+from gateway.cache.guards import CREDITS, MARGINS, compare, credit
 from gateway.cache.rule import accept
 
 REFUSED = [
@@ -177,3 +177,48 @@ def test_accept_takes_the_margin_off_the_cosine() -> None:
     assert not accept(stored, asked, 0.94, 0.95).ok
     assert accept(stored, asked, 0.96, 0.95, guards=False).ok
     assert accept("How do I reset my password?", "How can I reset my password?", 0.95, 0.95).ok
+
+
+def test_a_count_or_a_measure_asked_as_a_noun_costs_nothing() -> None:
+    count = compare("How many moons does Jupiter have?", "What is the number of moons of Jupiter?")
+    assert count.ok and count.differences == ()
+    heat = compare("How hot is the surface of the Sun?",
+                   "What is the temperature of the surface of the Sun?")
+    assert heat.ok and heat.differences == ()
+    # the neighbours that ask something else are still refused
+    assert not compare("How hot is the Sun?", "How cold is the Sun?").ok
+    assert "question kinds" in compare("How many moons does Jupiter have?",
+                                       "How big are the moons of Jupiter?").reason
+
+
+def test_an_author_asked_as_who_wrote_costs_nothing() -> None:
+    wrote = compare("Who wrote Pride and Prejudice?", "Who is the author of Pride and Prejudice?")
+    assert wrote.ok and wrote.differences == ()
+    founded = compare("Who founded Microsoft?", "Who was the founder of Microsoft?")
+    assert founded.ok and founded.differences == ()
+    # another role, or another work, is not the author's question
+    other_role = compare("Who is the author of Dune?", "Who is the publisher of Dune?")
+    assert other_role.ok and dict(other_role.differences) == {"substituted": 1}
+    assert not compare("Who wrote Dune?", "Who is the author of Emma?").ok
+    read = compare("Who read Dune?", "Who is the author of Dune?")
+    assert dict(read.differences) == {"substituted": 1}
+
+
+def test_the_persons_of_a_request_opening_are_not_the_questions() -> None:
+    framed = compare("I would like to know what causes earthquakes", "What causes earthquakes?")
+    assert framed.ok and framed.differences == ()
+    assert compare("Can you tell me who discovered gravity?", "Who discovered gravity?").ok
+    # a question about the one answering is still one after the opening
+    assert "someone else" in compare("Can you tell me what your favourite book is?",
+                                     "What is my favourite book?").reason
+
+
+def test_what_makes_asks_why() -> None:
+    assert compare("Why is the sky blue?", "What makes the sky blue?").margin == 0.0
+    assert "question kinds" in compare("What makes the sky blue?", "When is the sky blue?").reason
+
+
+def test_a_clean_pair_earns_more_credit_than_one_with_free_differences() -> None:
+    assert credit(()) == CREDITS["clean"] > credit((("substituted", 1),)) == CREDITS["free"] > 0
+    assert credit((("frame", 1), ("substituted", 2))) == CREDITS["free"]
+    assert credit((("added", 1),)) == 0.0 and credit((("person", 1),)) == 0.0

@@ -24,8 +24,8 @@ from gateway.cache.lexicon import (
     ANSWERER_WORDS,
     CAUSE_VERBS,
     COORDINATORS,
-    COUNT_NOUNS,
     COPULAS,
+    COUNT_NOUNS,
     DIFFERENCE_WORDS,
     DURATION_VERBS,
     EMBEDDING_VERBS,
@@ -193,14 +193,8 @@ def _measure(nxt: str, following: list[str]) -> str:
 
 
 def _fold_what(following: list[str]) -> tuple[str, set[str]]:
-    if following and following[0] in TIME_NOUNS:
-        return "when", set()  # "What year did ..."
-    if following and following[0] in CAUSE_VERBS:
-        return "why", {"what"}  # "What makes the sky blue?"
-    for j, word in enumerate(following[1:4], start=1):
-        if word in COUNT_NOUNS and following[j - 1] == "the" \
-                and following[j + 1 : j + 2] == ["of"]:
-            return COUNT_NOUNS[word], set()  # "What is the number of moons of ..."
+    if opened := _fold_what_opening(following):
+        return opened
     for j, word in enumerate(following[:4]):
         if word in MEASURE_NOUNS and following[j + 1 : j + 2] == ["of"]:
             return "how:" + MEASURE_NOUNS[word], set()  # "What is the height of ..."
@@ -215,6 +209,21 @@ def _fold_what(following: list[str]) -> tuple[str, set[str]]:
     if REASON_NOUNS.intersection(following[:4]):
         more.add("why")
     return "what", more
+
+
+def _fold_what_opening(following: list[str]) -> tuple[str, set[str]] | None:
+    """ "What year" asks when, "What makes" why (and may ask what), "What is the number of" how
+    many; None for any other opening."""
+    first = following[0] if following else ""
+    if first in TIME_NOUNS:
+        return "when", set()
+    if first in CAUSE_VERBS:
+        return "why", {"what"}
+    for j, word in enumerate(following[1:4], start=1):
+        if word in COUNT_NOUNS and following[j - 1] == "the" \
+                and following[j + 1 : j + 2] == ["of"]:
+            return COUNT_NOUNS[word], set()
+    return None
 
 
 def question_mood(words: list[Token], question: str, sentence: int) -> str:
