@@ -55,16 +55,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-from gateway.cache.lexicon import (
-    AGENT_NOUNS,
-    ANTONYMS,
-    COORDINATORS,
-    COUNT_NOUNS,
-    DIRECTIONAL,
-    MEASURE_ADJECTIVES,
-    MEASURE_NOUNS,
-    REASON_NOUNS,
-)
+from gateway.cache.frames import frame_words
+from gateway.cache.lexicon import ANTONYMS, COORDINATORS, DIRECTIONAL
 from gateway.cache.text_features import LIGHT_STEMS, NOT_CONTENT, Profile, profile, stem, unit_of
 from gateway.cache.tokens import Token
 
@@ -136,7 +128,7 @@ def compare(a: Profile | str, b: Profile | str) -> Verdict:
         if reason:
             return Verdict(False, reason)
     only_a, only_b = _unmatched(pa, pb)
-    frame = _frame_words(pa, pb)
+    frame = frame_words(pa, pb)
     only_a, only_b = only_a - frame, only_b - frame
     na, nb = len(only_a), len(only_b)
     # a light verb on the shorter side stands in for a content verb ("make" for "create")
@@ -150,53 +142,6 @@ def compare(a: Profile | str, b: Profile | str) -> Verdict:
     differences = tuple((kind, n) for kind, n in sorted(counts.items()) if n)
     return Verdict(True, "; ".join(text for _, text in soft), substituted=na + nb,
                    margin=margin(differences), differences=differences)
-
-
-# "What is the reason X?" asks why X: the noun frames the question, it adds nothing asked.
-_WHY_FRAME = frozenset(stem(w) for w in REASON_NOUNS)
-
-
-def _frame_words(a: Profile, b: Profile) -> frozenset[str]:
-    """Content words that only frame a question both sides ask: "reason" when one side asks
-    why and the other's "What is the reason ..." may ("Why was my card declined?" / "What is
-    the reason my card got declined?"); the words of a measure both ask ("How tall" / "the
-    height of"); "number" when both ask how many; an agent noun and its verb when both ask who
-    ("Who is the author of" / "Who wrote")."""
-    if {a.question, b.question} == {"why", "what"} and "why" in a.kinds | b.kinds:
-        return _WHY_FRAME
-    if a.question != b.question:
-        return frozenset()
-    if a.question.startswith("how:"):
-        return _MEASURE_FRAMES.get(a.question[4:], frozenset())
-    if a.question in _COUNT_FRAMES:
-        return _COUNT_FRAMES[a.question]
-    if a.question == "who":
-        return _agents(a, b) | _agents(b, a)
-    return frozenset()
-
-
-def _measure_frames() -> dict[str, frozenset[str]]:
-    words: dict[str, set[str]] = {}
-    for table in (MEASURE_ADJECTIVES, MEASURE_NOUNS):
-        for word, measure in table.items():
-            words.setdefault(measure, set()).add(stem(word))
-    return {measure: frozenset(stems) for measure, stems in words.items()}
-
-
-_MEASURE_FRAMES = _measure_frames()
-_COUNT_FRAMES = {kind: frozenset(stem(w) for w, k in COUNT_NOUNS.items() if k == kind)
-                 for kind in set(COUNT_NOUNS.values())}
-_AGENT_VERBS = {stem(noun): frozenset(stem(v) for v in verbs) | frozenset(verbs)
-                for noun, verbs in AGENT_NOUNS.items()}
-
-
-def _agents(p: Profile, other: Profile) -> frozenset[str]:
-    """An agent noun of ``p`` whose verb ``other`` asks with, and that verb's forms."""
-    found: set[str] = set()
-    for noun, verbs in _AGENT_VERBS.items():
-        if noun in p.content and verbs & other.lowers:
-            found |= verbs | {noun}
-    return frozenset(found)
 
 
 def _abbreviated(p: Profile, other: Profile) -> frozenset[str]:

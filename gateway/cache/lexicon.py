@@ -198,6 +198,8 @@ MEASURE_NOUNS: Mapping[str, str] = MappingProxyType({
 COUNT_NOUNS: Mapping[str, str] = MappingProxyType({
     "number": "how many", "amount": "how much", "quantity": "how much",
 })
+# "What is the purpose of X?" asks what X does.
+PURPOSE_NOUNS = frozenset(_split("purpose purposes function functions role"))
 # "What makes the sky blue?" asks why it is blue (and may ask what).
 CAUSE_VERBS = frozenset(_split("makes made"))
 # The one who made a work, named by a noun or asked by the verb: "Who is the author of Dune?" =
