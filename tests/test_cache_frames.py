@@ -25,6 +25,10 @@ def test_a_purpose_asked_as_what_it_does_frames_the_question() -> None:
 def test_measure_count_and_agent_words_frame_only_the_same_question() -> None:
     assert stem("height") in _frames("How tall is the Eiffel Tower?",
                                      "What is the height of the Eiffel Tower?")
+    # a measure asked by its verb: dropping only the noun would leave "weigh" as an added word
+    weight = ("How much does a blue whale weigh?", "What is the weight of a blue whale?")
+    assert {stem("weigh"), stem("weight")} <= _frames(*weight)
+    assert compare(*weight).differences == ()
     assert stem("number") in _frames("How many moons does Jupiter have?",
                                      "What is the number of moons of Jupiter?")
     assert stem("author") in _frames("Who wrote Dune?", "Who is the author of Dune?")

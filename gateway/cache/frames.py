@@ -14,6 +14,7 @@ from gateway.cache.lexicon import (
     COUNT_NOUNS,
     MEASURE_ADJECTIVES,
     MEASURE_NOUNS,
+    MEASURE_VERBS,
     PURPOSE_NOUNS,
     REASON_NOUNS,
 )
@@ -47,7 +48,7 @@ def frame_words(a: Profile, b: Profile) -> frozenset[str]:
 
 def _measure_frames() -> dict[str, frozenset[str]]:
     words: dict[str, set[str]] = {}
-    for table in (MEASURE_ADJECTIVES, MEASURE_NOUNS):
+    for table in (MEASURE_ADJECTIVES, MEASURE_NOUNS, MEASURE_VERBS):
         for word, measure in table.items():
             words.setdefault(measure, set()).add(stem(word))
     return {measure: frozenset(stems) for measure, stems in words.items()}
