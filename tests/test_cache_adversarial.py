@@ -86,12 +86,15 @@ async def test_no_false_hits_and_paraphrases_still_hit(
 
 
 FORMS = [  # (stored, the same question in another form, a neighbour that asks something else)
-    ("Who wrote Pride and Prejudice?", "Who is the author of Pride and Prejudice?",
-     "Who is the author of Sense and Sensibility?"),
     ("How many moons does Jupiter have?", "What is the number of moons of Jupiter?",
      "How many moons does Saturn have?"),
-    ("What causes earthquakes?", "I would like to know what causes earthquakes",
-     "I would like to know what does not cause earthquakes"),
+    ("What causes earthquakes?", "Could you tell me what causes earthquakes?",
+     "Could you tell me what does not cause earthquakes?"),
+    ("What does the static keyword do in Java?",
+     "What is the purpose of the static keyword in Java?",
+     "What is the purpose of the static keyword in C++?"),
+    ("Why is my SQL query so slow?", "What makes my SQL query so slow?",
+     "What makes my SQL query so fast?"),
 ]
 
 

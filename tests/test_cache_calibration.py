@@ -19,7 +19,6 @@ from gateway.cache.calibration import (
     write_calibration,
 )
 from gateway.cache.evaluate import Outcome, Pair, ceiling, curve, point, run_pairs
-from gateway.cache.guards import CREDITS
 from gateway.cache.index import VectorSpace
 from gateway.core.cache_settings import parse_cache
 from gateway.core.config import parse
@@ -54,9 +53,7 @@ async def test_pairs_run_through_the_cache_with_and_without_guards(
     # every outcome keeps its cosine and the guards' verdict, hit or not
     assert all(0.5 < o.cosine <= 1.0001 for o in guarded)
     assert "negation" in guarded[1].reason and "entity" in guarded[2].reason
-    # a pair with no soft difference is scored with the clean pair's credit
-    assert guarded[0].differences == () and guarded[0].score == pytest.approx(
-        guarded[0].cosine + CREDITS["clean"], abs=1e-6)
+    assert guarded[0].differences == () and guarded[0].score == pytest.approx(guarded[0].cosine)
     assert all(o.reason == "" and o.differences == () for o in plain)
 
 

@@ -30,8 +30,7 @@ Refused (hard guards; the differences that change the answer):
   Y") and noun-phrase reshuffles ("India's national language" = "the national language of
   India") may be reordered.
 
-Allowed with a margin (soft differences, each costs cosine, ``MARGINS``; a pair with none, or
-only free ones, is served a little below the threshold, ``CREDITS``): a content word only one
+Allowed with a margin (soft differences, each costs cosine, ``MARGINS``): a content word only one
 side has (a more specific question), a substitution ("reset" for "change"), a different person
 outside how-to questions (I / you / one / we, none of them the one answering), and "frame"
 differences: a question kind folded from another sentence or an elliptic one ("Make money
@@ -97,24 +96,6 @@ def margin(differences: tuple[tuple[str, int], ...],
            margins: Mapping[str, float] = MARGINS) -> float:
     """The extra cosine ``differences`` cost under ``margins``."""
     return round(sum(margins[kind] * count for kind, count in differences), 6)
-
-
-# The operating point depends on what the guards found: a pair they pass with no soft
-# difference at all ("clean"), or only with differences that cost nothing ("free": frames and
-# substitutions), is served this much below the threshold (``rule.Rule``). Fitted on QQP's
-# tuning half against the audited labels (``bench/qqp_false_hits_audit.json``) half a step
-# inside the edge: 0.015 / 0.01 keep 99.7% there (the next step, 0.02, lets in a false hit
-# with a visible difference), and the ``*_fit`` adversarial sets keep no false hit.
-CREDITS: Mapping[str, float] = MappingProxyType({"clean": 0.015, "free": 0.01})
-
-
-def credit(differences: tuple[tuple[str, int], ...]) -> float:
-    """How far below the threshold a pair with ``differences`` may be served."""
-    if not differences:
-        return CREDITS["clean"]
-    if all(MARGINS[kind] == 0.0 for kind, _ in differences):
-        return CREDITS["free"]
-    return 0.0
 
 
 def compare(a: Profile | str, b: Profile | str) -> Verdict:

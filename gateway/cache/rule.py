@@ -7,9 +7,8 @@ compared):
   candidate's cosine must reach the verifier's ``min_cosine``, the hard guards must pass, and
   the verifier's probability that the two texts ask the same question must reach
   ``verifier_threshold``;
-- **cosine and margin** (otherwise): the hard guards must pass and ``cosine - margin + credit``
-  (what the soft differences cost; the credit of a pair with none, or only free ones,
-  ``guards.CREDITS``) must reach ``threshold``; with ``guards`` off, the cosine alone.
+- **cosine and margin** (otherwise): the hard guards must pass and ``cosine - margin`` (what the
+  soft differences cost) must reach ``threshold``; with ``guards`` off, the cosine alone.
 
 ``floor`` is the lowest cosine a candidate can be served at, so a lookup stops at the first
 neighbour below it. ``serving_rule(settings, space)`` builds the rule a cache applies: it reads
@@ -22,7 +21,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 
-from gateway.cache.guards import CREDITS, Verdict, compare, credit
+from gateway.cache.guards import Verdict, compare
 from gateway.cache.index import VectorSpace
 from gateway.cache.text_features import Profile, profile
 from gateway.cache.verifier import Verifier, features, load, model_name
@@ -49,11 +48,8 @@ class Rule:
     @property
     def floor(self) -> float:
         """The lowest cosine at which a candidate may be served."""
-        if not self.guards:
-            return self.threshold
-        if self.verifier is not None:
-            return self.verifier.min_cosine
-        return round(self.threshold - max(CREDITS.values()), 6)
+        return self.verifier.min_cosine if self.verifier is not None and self.guards \
+            else self.threshold
 
     def judge(self, stored: str | Profile, asked: str | Profile, cosine: float) -> Verdict:
         if cosine < self.floor:
@@ -71,12 +67,10 @@ class Rule:
                 return Verdict(False, f"verifier {p:.4f} below {self.verifier_threshold:.4f} "
                                       f"({verdict.reason})", score=p)
             return replace(verdict, score=p)
-        bonus = credit(verdict.differences)
-        score = round(cosine - verdict.margin + bonus, 6)
+        score = round(cosine - verdict.margin, 6)
         if score < self.threshold:
-            return Verdict(False, f"score {cosine:.4f} - margin {verdict.margin:.4f} + credit "
-                                  f"{bonus:.4f} below {self.threshold:.4f} ({verdict.reason})",
-                           score=score)
+            return Verdict(False, f"score {cosine:.4f} - margin {verdict.margin:.4f} below "
+                                  f"{self.threshold:.4f} ({verdict.reason})", score=score)
         return replace(verdict, score=score)
 
 
