@@ -39,7 +39,8 @@ noun-phrase reshuffle, an intensifier ("more self-aware" vs "self-aware"). Words
 lemmas (``text_features``): inflections, British/US spellings, contractions, number words and
 digits agree; words offered as alternatives ("stay/visit") match if one does; a topic label ("Life
 Advice: ...") is dropped; function words, hedges ("ever", "actually", "currently") and light verbs
-("make", "get", "become") carry no content.
+("make", "get", "become") carry no content; words that only frame a question both sides ask
+("the height of" / "How tall", "the number of" / "How many") are not counted (``frames``).
 
 Texts are read once into a ``text_features.Profile`` (what is asked: ``questions``); ``compare``
 takes profiles or texts. The word lists (``lexicon``) are general English, not tuned to any data
