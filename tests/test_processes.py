@@ -1,0 +1,242 @@
+"""``gateway serve --processes 2``: one supervisor, two real gateway processes on one port
+(SO_REUSEPORT), real Redis and PostgreSQL between them, the supervisor's own embedding worker
+with the real model. Only the provider is faked (in this process).
+
+Which process answered is read from ``/healthz`` (its pid, with several processes) asked on the
+same kept-alive connection. Every exchange goes on a fresh connection, so the kernel picks a
+process for each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from multidict import CIMultiDict
+
+from gateway.tenants.response_store import FILE_NAME
+from tests.fake_openai import FakeOpenAI
+from tests.redis_server import RedisServer, free_port
+from tests.replicas import ROOT, replica_config
+from tests.tasks import until
+from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
+
+pytest_plugins = ["tests.postgres_fixtures"]
+pytestmark = pytest.mark.timeout(240)
+
+WAIT_S = 60.0
+"""A deadline for what must happen on a loaded machine; nothing here is timed."""
+
+
+@dataclass
+class Node:
+    """A running ``gateway serve --processes N`` and what it printed."""
+
+    process: asyncio.subprocess.Process
+    url: str
+    out: Path
+    err: Path
+
+    def stdout(self) -> str:
+        return self.out.read_text(errors="replace")
+
+    def stderr(self) -> str:
+        return self.err.read_text(errors="replace")
+
+
+async def _start(config: Path, port: int, folder: Path, *args: str) -> Node:
+    env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
+    env.update(GATEWAY_ENV)
+    out, err = folder / "stdout.txt", folder / "stderr.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "gateway", "serve", "--config", str(config), "--port",
+            str(port), *args, cwd=ROOT, stdout=stdout, stderr=stderr, env=env)
+    return Node(process, f"http://127.0.0.1:{port}", out, err)
+
+
+async def _stop(node: Node) -> int:
+    if node.process.returncode is None:
+        node.process.send_signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(node.process.wait(), WAIT_S)
+        except TimeoutError:
+            node.process.kill()
+    return await node.process.wait()
+
+
+async def _get(url: str, session: aiohttp.ClientSession | None = None,
+               **kwargs: Any) -> tuple[int, CIMultiDict[str], Any]:
+    """One request, on a connection of its own unless ``session`` is given: status, headers,
+    JSON body."""
+    method = "POST" if "json" in kwargs else "GET"
+    async with contextlib.AsyncExitStack() as stack:
+        if session is None:
+            session = await stack.enter_async_context(
+                aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)))
+        async with session.request(method, url, **kwargs) as resp:
+            return resp.status, CIMultiDict(resp.headers), await resp.json(content_type=None)
+
+
+async def _ready(node: Node) -> None:
+    async def ready() -> bool:
+        assert node.process.returncode is None, node.stderr()[-3000:]
+        with contextlib.suppress(aiohttp.ClientError):
+            return (await _get(f"{node.url}/readyz"))[0] == 200
+        return False
+    await until(ready, "the node answers /readyz", WAIT_S)
+
+
+async def _pids(node: Node, count: int) -> set[int]:
+    """The pids of ``count`` distinct processes answering /healthz on the port."""
+    seen: set[int] = set()
+
+    async def all_seen() -> bool:
+        status, _, body = await _get(f"{node.url}/healthz")
+        assert status == 200
+        seen.add(int(body["pid"]))
+        return len(seen) >= count
+    await until(all_seen, f"{count} processes answer on one port", WAIT_S)
+    return seen
+
+
+@pytest.fixture
+async def node_config(
+    tmp_path: Path, redis_server: RedisServer, database_url: str,
+    fake_openai: tuple[FakeOpenAI, str],
+) -> Path:
+    _, upstream = fake_openai
+    return replica_config(tmp_path / "node", upstream=upstream, redis_url=redis_server.url,
+                          database=tmp_path / "unused.sqlite3", embedder=True,
+                          cluster={"database_url": database_url},
+                          tenants={"bootstrap": True})
+
+
+@pytest.fixture
+async def node(tmp_path: Path, node_config: Path) -> AsyncIterator[Node]:
+    started = await _start(node_config, free_port(), tmp_path, "--processes", "2")
+    try:
+        await _ready(started)
+        yield started
+    finally:
+        await _stop(started)
+
+
+async def _new_key(node: Node, tenant: str, limits: dict[str, int]) -> tuple[str, int]:
+    """A tenant and key made through the admin API on one kept-alive connection; the key and
+    the pid of the process that made it (its /healthz on that connection)."""
+    admin = bearer(ADMIN_KEY)
+    connector = aiohttp.TCPConnector(limit=1)
+    async with aiohttp.ClientSession(connector=connector) as session:
+        _, _, health = await _get(f"{node.url}/healthz", session)
+        status, _, body = await _get(f"{node.url}/admin/tenants", session, headers=admin,
+                                     json={"name": tenant, "limits": limits})
+        assert status == 201, body
+        status, _, body = await _get(f"{node.url}/admin/tenants/{tenant}/keys", session,
+                                     headers=admin, json={})
+        assert status == 201, body
+        _, _, again = await _get(f"{node.url}/healthz", session)
+    assert health["pid"] == again["pid"], "the connection was not kept alive"
+    return str(body["key"]), int(health["pid"])
+
+
+async def _chat(node: Node, key: str) -> tuple[int, int]:
+    """One chat on a connection of its own, then /healthz on it: status and pid."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        status, _, _ = await _get(
+            f"{node.url}/v1/chat/completions", session, headers=bearer(key),
+            json={"model": "small", "messages": [{"role": "user", "content": "Say hello"}]})
+        _, _, health = await _get(f"{node.url}/healthz", session)
+    return status, int(health["pid"])
+
+
+async def test_two_processes_answer_on_one_port_and_the_first_key_is_printed_once(
+    node: Node,
+) -> None:
+    pids = await _pids(node, 2)
+    assert node.process.pid not in pids
+    assert node.stdout().count("API key for tenant 'default'") == 1
+
+
+async def test_a_key_created_through_one_process_works_through_the_other(node: Node) -> None:
+    key, maker = await _new_key(node, "acme", {})
+    answered: dict[int, int] = {}
+
+    async def other_answered() -> bool:
+        status, process = await _chat(node, key)
+        answered[process] = status
+        return any(p != maker for p in answered)
+    await until(other_answered, "a process other than the key's maker answers", WAIT_S)
+    assert set(answered.values()) == {200}, answered
+
+
+async def test_the_rate_limit_is_not_multiplied_by_the_processes(node: Node) -> None:
+    key, _ = await _new_key(node, "limited", {"requests_per_minute": 4})
+    statuses: list[int] = []
+    processes: set[int] = set()
+
+    async def both_processes_asked_often() -> bool:
+        status, process = await _chat(node, key)
+        statuses.append(status)
+        processes.add(process)
+        return len(processes) == 2 and len(statuses) >= 10
+    await until(both_processes_asked_often, "both processes were asked", WAIT_S)
+    assert statuses.count(200) == 4, statuses
+    assert set(statuses) == {200, 429}
+
+
+async def test_a_killed_process_is_restarted_and_the_port_keeps_answering(node: Node) -> None:
+    before = await _pids(node, 2)
+    victim = min(before)
+    os.kill(victim, signal.SIGKILL)
+    answered: set[int] = set()
+
+    async def replaced() -> bool:
+        status, _, body = await _get(f"{node.url}/healthz")
+        assert status == 200
+        answered.add(int(body["pid"]))
+        return bool(answered - before)
+    await until(replaced, "a new process answers in place of the killed one", WAIT_S)
+    assert victim not in answered
+    assert "exited with status -9; restarting it" in node.stderr()
+
+
+async def test_sigterm_stops_every_process_and_the_supervisor_exits_0(node: Node) -> None:
+    pids = await _pids(node, 2)
+    assert await _stop(node) == 0
+    for pid in pids:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
+async def test_processes_above_one_without_redis_and_postgres_are_refused(
+    tmp_path: Path, fake_openai: tuple[FakeOpenAI, str],
+) -> None:
+    _, upstream = fake_openai
+    config = replica_config(tmp_path / "alone", upstream=upstream, redis_url=None,
+                            database=tmp_path / "gateway.sqlite3", embedder=False)
+    node = await _start(config, free_port(), tmp_path, "--processes", "2")
+    assert await node.process.wait() == 1
+    assert "server.processes = 2 needs [cluster] redis_url and database_url" in node.stderr()
+    assert "GATEWAY_REDIS_URL" in node.stderr()
+
+
+async def test_a_process_that_cannot_start_ends_the_supervisor_with_its_reason(
+    tmp_path: Path, node_config: Path,
+) -> None:
+    # Only the processes open the Responses store: a folder in its place fails them alone.
+    (node_config.parent / "data" / FILE_NAME).mkdir(parents=True)
+    node = await _start(node_config, free_port(), tmp_path, "--processes", "2")
+    assert await asyncio.wait_for(node.process.wait(), WAIT_S) == 1
+    last = node.stderr().strip().splitlines()[-1]
+    assert last.startswith("gateway: process "), last
+    assert "could not start: OperationalError: unable to open database file" in last
