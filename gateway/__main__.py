@@ -40,6 +40,7 @@ from gateway.core.processes import ChildLink, Supervisor, child_settings, proces
 from gateway.core.redact import install_redaction
 from gateway.core.toml_table import ConfigError
 from gateway.observability.access_log import configure_access_log
+from gateway.observability.node_metrics import socket_path
 from gateway.pipeline.heap import settled_heap
 from gateway.routing import cli as routing_cli
 from gateway.routing.learned import cli as learn_cli
@@ -97,6 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     serve.add_argument("--embedder-socket", type=Path, action="append", default=[],
                        help=argparse.SUPPRESS)
+    serve.add_argument("--node-dir", type=Path, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
     tenants_cli.add_commands(commands, _add_config)
     routing_cli.add_commands(commands, _add_config)
@@ -117,7 +119,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         server = replace(server, processes=args.processes)
     settings = replace(settings, server=server)
     if getattr(args, "child_index", None) is not None:
-        settings = child_settings(settings, args.child_index, args.embedder_socket)
+        settings = child_settings(settings, args.child_index, args.embedder_socket,
+                                  args.node_dir)
     return settings
 
 
@@ -197,13 +200,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     """``processes`` > 1: start that many children on the port and watch them."""
-    def command(index: int, ready_fd: int, sockets: Sequence[Path]) -> list[str]:
+    def command(index: int, ready_fd: int, sockets: Sequence[Path], node_dir: Path) -> list[str]:
         argv = [sys.executable, "-m", "gateway", "--log-level",
                 logging.getLevelName(logging.getLogger().level), "serve"]
         if args.config is not None:
             argv += ["--config", str(args.config)]
         argv += ["--host", settings.server.host, "--port", str(settings.server.port),
-                 "--child-index", str(index), "--ready-fd", str(ready_fd)]
+                 "--child-index", str(index), "--ready-fd", str(ready_fd),
+                 "--node-dir", str(node_dir)]
         for path in sockets:
             argv += ["--embedder-socket", str(path)]
         return argv
@@ -235,6 +239,10 @@ async def _run(app: web.Application, settings: Settings, link: ChildLink | None)
                           reuse_port=server.process_index is not None).start()
         for host, port, *_ in runner.addresses:
             log.info("gateway listening on http://%s:%d", host, port)
+        if server.node_dir is not None and server.process_index is not None:
+            # Where its siblings reach this very process (a scrape gathers the node's metrics).
+            await web.UnixSite(runner, str(socket_path(server.node_dir,
+                                                       server.process_index))).start()
         if link is not None:
             link.listening()
         await stop.wait()

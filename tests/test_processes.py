@@ -22,6 +22,7 @@ from typing import Any
 import aiohttp
 import pytest
 from multidict import CIMultiDict
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.tenants.response_store import FILE_NAME
 from tests.fake_openai import FakeOpenAI
@@ -240,3 +241,17 @@ async def test_a_process_that_cannot_start_ends_the_supervisor_with_its_reason(
     last = node.stderr().strip().splitlines()[-1]
     assert last.startswith("gateway: process "), last
     assert "could not start: OperationalError: unable to open database file" in last
+
+
+async def test_a_scrape_on_the_shared_port_reports_every_process_of_the_node(node: Node) -> None:
+    await _pids(node, 2)  # both listen (and so serve their sockets to each other)
+    for _ in range(4):  # whichever process the kernel picks
+        connector = aiohttp.TCPConnector(force_close=True)
+        async with (aiohttp.ClientSession(connector=connector) as session,
+                    session.get(f"{node.url}/metrics") as resp):
+            assert resp.status == 200
+            text = await resp.text()
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        processes = {s.labels.get("process") for f in families.values() for s in f.samples}
+        assert processes == {"0", "1", None}, processes  # None: the scrape's own count
+        assert families["gateway_node_processes_scraped"].samples[0].value == 2

@@ -106,6 +106,9 @@ class ServerSettings:
     process_index: int | None = None
     """Set by that supervisor on each of its children (never read from a file): which one this
     is, so it binds with SO_REUSEPORT and labels what it reports."""
+    node_dir: Path | None = None
+    """Set by that supervisor too: the folder where each of its children also listens on a Unix
+    socket, so the one a scrape lands on can gather the others' metrics."""
 
 
 @dataclass(frozen=True, slots=True)

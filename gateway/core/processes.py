@@ -14,7 +14,8 @@ SIGINT goes to every child, which drains for ``shutdown_grace_s``; the superviso
 have, then stops the workers. A child watches its stdin, which only the supervisor holds, and
 drains when it closes, so a supervisor killed outright leaves no child on the port.
 
-Touches: its child processes and their pipes, the embedding workers it starts, signals.
+Touches: its child processes and their pipes, the embedding workers it starts, signals, and
+the node's temporary folder (the children's sockets for each other, for ``/metrics``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import logging
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -34,8 +36,9 @@ from gateway.core.config import Settings
 
 log = logging.getLogger(__name__)
 
-ChildCommand = Callable[[int, int, Sequence[Path]], list[str]]
-"""argv of child ``index`` that reports on descriptor ``ready_fd`` and embeds over ``sockets``."""
+ChildCommand = Callable[[int, int, Sequence[Path], Path], list[str]]
+"""argv of child ``index`` that reports on descriptor ``ready_fd``, embeds over ``sockets`` and
+keeps its socket for its siblings in ``node_dir``."""
 
 START_TIMEOUT_S = 120.0
 """From a child's spawn to its listening: its start-up (stores, routes) on a loaded machine."""
@@ -68,10 +71,12 @@ def processes_problem(settings: Settings) -> str | None:
     return None
 
 
-def child_settings(settings: Settings, index: int, sockets: Sequence[Path]) -> Settings:
+def child_settings(settings: Settings, index: int, sockets: Sequence[Path],
+                   node_dir: Path | None) -> Settings:
     """Child ``index``'s settings: one process, the supervisor's embedding workers, its own
-    copy of the cache's graphs (each process keeps an index, filled from the shared table)."""
-    server = replace(settings.server, processes=1, process_index=index)
+    copy of the cache's graphs (each process keeps an index, filled from the shared table),
+    the node's folder for the sockets the processes reach each other on (metrics)."""
+    server = replace(settings.server, processes=1, process_index=index, node_dir=node_dir)
     embedder = settings.embedder
     if embedder is not None and sockets:
         embedder = replace(embedder, sockets=tuple(sockets))
@@ -128,6 +133,7 @@ class Supervisor:
         self.command = command
         self.children: dict[int, asyncio.subprocess.Process] = {}
         self._sockets: tuple[Path, ...] = ()
+        self._node_dir = Path()
 
     async def run(self, first_start: Callable[[], Awaitable[None]]) -> int:
         """Start, serve until SIGTERM/SIGINT (0 once every child drained) or until a child
@@ -139,7 +145,9 @@ class Supervisor:
         await first_start()
         embedders = await self._start_embedders()
         try:
-            failure = await self._serve(stop)
+            with tempfile.TemporaryDirectory(prefix="gateway-node-") as node_dir:
+                self._node_dir = Path(node_dir)
+                failure = await self._serve(stop)
         finally:
             if embedders is not None:
                 await embedders.close()
@@ -199,9 +207,9 @@ class Supervisor:
     async def _start(self, index: int) -> asyncio.subprocess.Process:
         read_fd, write_fd = os.pipe()
         try:
+            argv = self.command(index, write_fd, self._sockets, self._node_dir)
             process = await asyncio.create_subprocess_exec(
-                *self.command(index, write_fd, self._sockets), stdin=asyncio.subprocess.PIPE,
-                pass_fds=(write_fd,), env=child_env())
+                *argv, stdin=asyncio.subprocess.PIPE, pass_fds=(write_fd,), env=child_env())
         except BaseException:
             os.close(read_fd)
             raise
