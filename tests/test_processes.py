@@ -15,7 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ import pytest
 from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.core.config import Settings, load
+from gateway.core.processes import child_settings, processes_problem
 from gateway.tenants.response_store import FILE_NAME
 from tests.fake_openai import FakeOpenAI
 from tests.redis_server import RedisServer, free_port
@@ -255,3 +257,45 @@ async def test_a_scrape_on_the_shared_port_reports_every_process_of_the_node(nod
         processes = {s.labels.get("process") for f in families.values() for s in f.samples}
         assert processes == {"0", "1", None}, processes  # None: the scrape's own count
         assert families["gateway_node_processes_scraped"].samples[0].value == 2
+
+
+def _settings(tmp_path: Path, *, cluster: bool = True, extra: str = "") -> Settings:
+    config = replica_config(tmp_path / "cfg", upstream="http://127.0.0.1:9/v1",
+                            redis_url="redis://127.0.0.1:9/0" if cluster else None,
+                            database=tmp_path / "gateway.sqlite3", embedder=True,
+                            cluster={"database_url": "postgresql://db@127.0.0.1:9/gw"}
+                            if cluster else None)
+    config.write_text(config.read_text() + extra)
+    settings = load(config, env={})
+    return replace(settings, server=replace(settings.server, processes=2))
+
+
+def test_one_process_needs_no_cluster_and_two_with_redis_and_postgres_are_accepted(
+    tmp_path: Path,
+) -> None:
+    alone = _settings(tmp_path, cluster=False)
+    assert processes_problem(replace(alone, server=replace(alone.server, processes=1))) is None
+    assert processes_problem(_settings(tmp_path)) is None
+
+
+def test_several_processes_with_a_learner_each_are_refused(tmp_path: Path) -> None:
+    problem = processes_problem(_settings(tmp_path, extra="[routing.learning]\nenabled = true\n"))
+    assert problem is not None and "[routing.learning] enabled" in problem
+
+
+def test_several_processes_on_port_0_are_refused(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    problem = processes_problem(replace(settings, server=replace(settings.server, port=0)))
+    assert problem is not None and "--port N" in problem
+
+
+def test_each_process_embeds_over_the_supervisor_s_sockets_and_keeps_its_own_graphs(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path)
+    sockets = [tmp_path / "worker-0.sock"]
+    child = child_settings(settings, 1, sockets, tmp_path / "node")
+    assert child.server.processes == 1 and child.server.process_index == 1
+    assert child.embedder is not None and child.embedder.sockets == tuple(sockets)
+    assert child.cache.index_dir == settings.cache.index_dir / "process-1"
+    assert child.server.node_dir == tmp_path / "node"
