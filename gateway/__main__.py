@@ -36,6 +36,7 @@ from gateway.core import migrate_cli
 from gateway.core.appkeys import LIFECYCLE
 from gateway.core.config import LOG_LEVEL_VAR, Settings, env_value, load
 from gateway.core.fd_limit import raise_open_files_limit
+from gateway.core.postgres import STORAGE_ERRORS, DatabaseError
 from gateway.core.processes import ChildLink, Supervisor, child_settings, processes_problem
 from gateway.core.redact import install_redaction
 from gateway.core.toml_table import ConfigError
@@ -198,6 +199,9 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+_START_ERRORS: tuple[type[Exception], ...] = (DatabaseError, *STORAGE_ERRORS)
+
+
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     """``processes`` > 1: start that many children on the port and watch them."""
     def command(index: int, ready_fd: int, sockets: Sequence[Path], node_dir: Path) -> list[str]:
@@ -215,7 +219,11 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     log.info("gateway starting %d processes on %s:%d (config: %s)", settings.server.processes,
              settings.server.host, settings.server.port, settings.source)
     supervisor = Supervisor(settings, command)
-    return asyncio.run(supervisor.run(lambda: first_start(settings)))
+    try:
+        return asyncio.run(supervisor.run(lambda: first_start(settings)))
+    except _START_ERRORS as exc:  # the once-only start-up's stores
+        print(f"gateway: start-up failed: {exc}", file=sys.stderr)
+        return 1
 
 
 async def _run(app: web.Application, settings: Settings, link: ChildLink | None) -> None:

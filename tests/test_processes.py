@@ -299,3 +299,15 @@ def test_each_process_embeds_over_the_supervisor_s_sockets_and_keeps_its_own_gra
     assert child.embedder is not None and child.embedder.sockets == tuple(sockets)
     assert child.cache.index_dir == settings.cache.index_dir / "process-1"
     assert child.server.node_dir == tmp_path / "node"
+
+
+async def test_a_shared_database_that_cannot_be_reached_ends_the_start_with_one_line(
+    tmp_path: Path,
+) -> None:
+    settings = _settings(tmp_path)  # its PostgreSQL and Redis are on port 9: nothing listens
+    assert settings.server.processes == 2
+    node = await _start(tmp_path / "cfg" / "gateway.toml", free_port(), tmp_path,
+                        "--processes", "2")
+    assert await asyncio.wait_for(node.process.wait(), WAIT_S) == 1
+    last = node.stderr().strip().splitlines()[-1]
+    assert last.startswith("gateway: start-up failed: cannot connect to the shared database")
