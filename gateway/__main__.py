@@ -32,6 +32,7 @@ from aiohttp import web
 from gateway.api.connections import GuardedRunner
 from gateway.app import create_app
 from gateway.cache import cli as cache_cli
+from gateway.cache.entry_tokens import EntryTokens
 from gateway.core import migrate_cli
 from gateway.core.appkeys import LIFECYCLE
 from gateway.core.config import LOG_LEVEL_VAR, Settings, env_value, load
@@ -202,6 +203,14 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
 _START_ERRORS: tuple[type[Exception], ...] = (DatabaseError, *STORAGE_ERRORS)
 
 
+async def _first_start(settings: Settings) -> None:
+    """What the processes of a node would otherwise race to do: the schema and the first keys,
+    and the cache's key for entry names (made by whichever process came first)."""
+    await first_start(settings)
+    if settings.cache.enabled:
+        EntryTokens.beside(settings.cache.database)
+
+
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     """``processes`` > 1: start that many children on the port and watch them."""
     def command(index: int, ready_fd: int, sockets: Sequence[Path], node_dir: Path) -> list[str]:
@@ -220,7 +229,7 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
              settings.server.host, settings.server.port, settings.source)
     supervisor = Supervisor(settings, command)
     try:
-        return asyncio.run(supervisor.run(lambda: first_start(settings)))
+        return asyncio.run(supervisor.run(lambda: _first_start(settings)))
     except _START_ERRORS as exc:  # the once-only start-up's stores
         print(f"gateway: start-up failed: {exc}", file=sys.stderr)
         return 1

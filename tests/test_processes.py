@@ -149,17 +149,32 @@ async def _new_key(node: Node, tenant: str, limits: dict[str, int]) -> tuple[str
         assert status == 201, body
         _, _, again = await _get(f"{node.url}/healthz", session)
     assert health["pid"] == again["pid"], "the connection was not kept alive"
-    return str(body["key"]), int(health["pid"])
+    key = str(body["key"])
+    known: set[int] = set()
+
+    async def known_everywhere() -> bool:  # the other process hears of it by a Redis notice
+        status, _, pid = await _call(node, "/v1/models", key)
+        if status == 200:
+            known.add(pid)
+        return len(known) == 2
+    await until(known_everywhere, "every process knows the new key", WAIT_S)
+    return key, int(health["pid"])
+
+
+async def _call(node: Node, path: str, key: str, **kwargs: Any) -> tuple[int, Any, int]:
+    """One call on a connection of its own, then /healthz on it: status, body and the pid of
+    the process that answered."""
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
+        status, _, body = await _get(f"{node.url}{path}", session, headers=bearer(key),
+                                     **kwargs)
+        _, _, health = await _get(f"{node.url}/healthz", session)
+    return status, body, int(health["pid"])
 
 
 async def _chat(node: Node, key: str) -> tuple[int, int]:
-    """One chat on a connection of its own, then /healthz on it: status and pid."""
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=1)) as session:
-        status, _, _ = await _get(
-            f"{node.url}/v1/chat/completions", session, headers=bearer(key),
-            json={"model": "small", "messages": [{"role": "user", "content": "Say hello"}]})
-        _, _, health = await _get(f"{node.url}/healthz", session)
-    return status, int(health["pid"])
+    status, _, pid = await _call(node, "/v1/chat/completions", key, json={
+        "model": "small", "messages": [{"role": "user", "content": "Say hello"}]})
+    return status, pid
 
 
 async def test_two_processes_answer_on_one_port_and_the_first_key_is_printed_once(
@@ -171,7 +186,7 @@ async def test_two_processes_answer_on_one_port_and_the_first_key_is_printed_onc
 
 
 async def test_a_key_created_through_one_process_works_through_the_other(node: Node) -> None:
-    key, maker = await _new_key(node, "acme", {})
+    key, maker = await _new_key(node, "acme", {})  # known to both processes by then
     answered: dict[int, int] = {}
 
     async def other_answered() -> bool:
@@ -180,6 +195,31 @@ async def test_a_key_created_through_one_process_works_through_the_other(node: N
         return any(p != maker for p in answered)
     await until(other_answered, "a process other than the key's maker answers", WAIT_S)
     assert set(answered.values()) == {200}, answered
+
+
+async def test_responses_stored_by_each_process_are_read_by_the_other_from_one_sqlite_file(
+    node: Node,
+) -> None:
+    key, _ = await _new_key(node, "talker", {})
+    writers: dict[str, int] = {}
+
+    async def store_one() -> None:
+        status, body, pid = await _call(node, "/v1/responses", key,
+                                        json={"model": "small", "input": "Say hello"})
+        assert status == 200, body
+        writers[body["id"]] = pid
+
+    async def both_wrote() -> bool:  # written side by side: the file's writers overlap
+        await asyncio.gather(*(store_one() for _ in range(4)))
+        return len(set(writers.values())) == 2
+    await until(both_wrote, "both processes stored responses", WAIT_S)
+    for response_id, writer in writers.items():
+        async def read_by_other(response_id: str = response_id, writer: int = writer) -> bool:
+            status, body, pid = await _call(node, f"/v1/responses/{response_id}", key)
+            assert status == 200, body
+            assert body["id"] == response_id
+            return pid != writer
+        await until(read_by_other, f"{response_id} is read by the other process", WAIT_S)
 
 
 async def test_the_rate_limit_is_not_multiplied_by_the_processes(node: Node) -> None:
