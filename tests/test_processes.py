@@ -351,3 +351,20 @@ async def test_a_shared_database_that_cannot_be_reached_ends_the_start_with_one_
     assert await asyncio.wait_for(node.process.wait(), WAIT_S) == 1
     last = node.stderr().strip().splitlines()[-1]
     assert last.startswith("gateway: start-up failed: cannot connect to the shared database")
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for whoever adopted it to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+async def test_processes_whose_supervisor_was_killed_outright_drain_and_exit(node: Node) -> None:
+    pids = await _pids(node, 2)
+    node.process.kill()
+    await node.process.wait()
+    await until(lambda: not any(_running(pid) for pid in pids),
+                "every process exits once its supervisor is gone", WAIT_S)
