@@ -46,7 +46,7 @@ OWNER_FILE = "owner.pid"
 _STABLE_S = 30.0  # a worker up this long has its restart backoff reset
 
 
-class _Backoff:
+class Backoff:
     """Exponential delays between attempts, reset after a stable run."""
 
     def __init__(self, initial_s: float, max_s: float) -> None:
@@ -83,7 +83,7 @@ def worker_command(settings: EmbedderSettings, socket_path: Path) -> list[str]:
     return argv
 
 
-def _child_env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
     """The environment, with this package importable even when it is not installed."""
     env = dict(os.environ)
     root = str(Path(embedder_worker.__file__).resolve().parent.parent)
@@ -129,7 +129,7 @@ class ManagedWorker:
         self.process: asyncio.subprocess.Process | None = None
         self.starts = 0
         self._pool = pool
-        self._backoff = _Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s)
+        self._backoff = Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -148,7 +148,7 @@ class ManagedWorker:
             *worker_command(self.settings, self.socket_path),
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            env=_child_env(),
+            env=child_env(),
             # Not in the gateway's process group: a Ctrl-C must not kill workers under the
             # gateway's feet; they are stopped in order at shutdown, or see stdin close if it dies.
             start_new_session=True,
@@ -176,7 +176,7 @@ class SidecarWorker:
     def __init__(self, settings: EmbedderSettings, socket_path: Path, pool: EmbedderPool) -> None:
         self.socket_path = socket_path
         self._pool = pool
-        self._backoff = _Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s)
+        self._backoff = Backoff(settings.restart_backoff_s, settings.restart_backoff_max_s)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

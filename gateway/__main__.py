@@ -32,17 +32,22 @@ from aiohttp import web
 from gateway.api.connections import GuardedRunner
 from gateway.app import create_app
 from gateway.cache import cli as cache_cli
+from gateway.cache.entry_tokens import EntryTokens
 from gateway.core import migrate_cli
 from gateway.core.appkeys import LIFECYCLE
 from gateway.core.config import LOG_LEVEL_VAR, Settings, env_value, load
 from gateway.core.fd_limit import raise_open_files_limit
+from gateway.core.postgres import STORAGE_ERRORS, DatabaseError
+from gateway.core.processes import ChildLink, Supervisor, child_settings, processes_problem
 from gateway.core.redact import install_redaction
 from gateway.core.toml_table import ConfigError
 from gateway.observability.access_log import configure_access_log
+from gateway.observability.node_metrics import socket_path
 from gateway.pipeline.heap import settled_heap
 from gateway.routing import cli as routing_cli
 from gateway.routing.learned import cli as learn_cli
 from gateway.tenants import cli as tenants_cli
+from gateway.tenants.context import first_start
 
 log = logging.getLogger("gateway")
 
@@ -71,6 +76,12 @@ def _log_level(value: str) -> str:
     return value.upper()
 
 
+def _positive(value: str) -> int:
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of 1 or more, got {value!r}")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gateway", description="A self-hostable LLM gateway.")
     parser.add_argument("--log-level", default=None, type=_log_level,
@@ -82,6 +93,14 @@ def _parser() -> argparse.ArgumentParser:
     _add_config(serve)
     serve.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
+    serve.add_argument("--processes", type=_positive, help="gateway processes sharing the "
+                       "port, under one supervisor (default from config: 1)")
+    # Given by the supervisor to its children (gateway.core.processes), never by hand.
+    serve.add_argument("--child-index", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    serve.add_argument("--embedder-socket", type=Path, action="append", default=[],
+                       help=argparse.SUPPRESS)
+    serve.add_argument("--node-dir", type=Path, help=argparse.SUPPRESS)
     serve.set_defaults(handler=_serve)
     tenants_cli.add_commands(commands, _add_config)
     routing_cli.add_commands(commands, _add_config)
@@ -98,7 +117,13 @@ def _settings(args: argparse.Namespace) -> Settings:
         server = replace(server, host=args.host)
     if getattr(args, "port", None) is not None:
         server = replace(server, port=args.port)
-    return replace(settings, server=server)
+    if getattr(args, "processes", None) is not None:
+        server = replace(server, processes=args.processes)
+    settings = replace(settings, server=server)
+    if getattr(args, "child_index", None) is not None:
+        settings = child_settings(settings, args.child_index, args.embedder_socket,
+                                  args.node_dir)
+    return settings
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -137,7 +162,13 @@ def port_problem(host: str, port: int) -> str | None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    problem = port_problem(settings.server.host, settings.server.port)
+    link = ChildLink(args.ready_fd) if args.ready_fd is not None else None
+    # A child shares the port its siblings already listen on: the supervisor checked it.
+    problem = None if link else port_problem(settings.server.host, settings.server.port)
+    if problem is None and settings.server.processes > 1:
+        problem = processes_problem(settings)
+        if problem is None:
+            return _supervise(args, settings)
     if problem is not None:
         print(f"gateway: {problem}", file=sys.stderr)
         return 1
@@ -150,22 +181,61 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     for note in settings.provider_notes:
         log.info("%s", note)
     try:
-        asyncio.run(_run(app, settings))
+        asyncio.run(_run(app, settings, link))
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             log.exception("gateway stopped on an error")
         else:  # taken between the check above and the bind: the same one line
             server = settings.server
-            print(f"gateway: {port_problem(server.host, server.port) or exc.strerror}",
-                  file=sys.stderr)
+            problem = port_problem(server.host, server.port) or exc.strerror
+            print(f"gateway: {problem}", file=sys.stderr)
+        if link is not None:
+            link.failed(str(problem if exc.errno == errno.EADDRINUSE else exc))
         return 1
-    except Exception:
+    except Exception as exc:
         log.exception("gateway stopped on an error")
+        if link is not None:
+            link.failed(f"{type(exc).__name__}: {exc}")
         return 1
     return 0
 
 
-async def _run(app: web.Application, settings: Settings) -> None:
+_START_ERRORS: tuple[type[Exception], ...] = (DatabaseError, *STORAGE_ERRORS)
+
+
+async def _first_start(settings: Settings) -> None:
+    """What the processes of a node would otherwise race to do: the schema and the first keys,
+    and the cache's key for entry names (made by whichever process came first)."""
+    await first_start(settings)
+    if settings.cache.enabled:
+        EntryTokens.beside(settings.cache.database)
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """``processes`` > 1: start that many children on the port and watch them."""
+    def command(index: int, ready_fd: int, sockets: Sequence[Path], node_dir: Path) -> list[str]:
+        argv = [sys.executable, "-m", "gateway", "--log-level",
+                logging.getLevelName(logging.getLogger().level), "serve"]
+        if args.config is not None:
+            argv += ["--config", str(args.config)]
+        argv += ["--host", settings.server.host, "--port", str(settings.server.port),
+                 "--child-index", str(index), "--ready-fd", str(ready_fd),
+                 "--node-dir", str(node_dir)]
+        for path in sockets:
+            argv += ["--embedder-socket", str(path)]
+        return argv
+
+    log.info("gateway starting %d processes on %s:%d (config: %s)", settings.server.processes,
+             settings.server.host, settings.server.port, settings.source)
+    supervisor = Supervisor(settings, command)
+    try:
+        return asyncio.run(supervisor.run(lambda: _first_start(settings)))
+    except _START_ERRORS as exc:  # the once-only start-up's stores
+        print(f"gateway: start-up failed: {exc}", file=sys.stderr)
+        return 1
+
+
+async def _run(app: web.Application, settings: Settings, link: ChildLink | None) -> None:
     """Serve until SIGINT or SIGTERM, then drain and stop. Unlike ``web.run_app``, a start-up
     that fails part way still stops what had started (workers, threads, open files), so the
     process ends; and the stop runs while the app's own tasks still do."""
@@ -173,6 +243,8 @@ async def _run(app: web.Application, settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
+    if link is not None:
+        link.watch_parent(loop, stop.set)
     server = settings.server
     runner = GuardedRunner(app, shutdown_timeout=_CANCEL_S, handler_cancellation=True,
                            access_log=None)
@@ -180,10 +252,16 @@ async def _run(app: web.Application, settings: Settings) -> None:
         await runner.setup()
         # A burst of connections beyond the default backlog (128) waits for the client's SYN
         # retry (a second or more); the kernel caps this at net.core.somaxconn.
-        await web.TCPSite(runner, server.host, server.port,
-                          backlog=server.max_connections).start()
+        await web.TCPSite(runner, server.host, server.port, backlog=server.max_connections,
+                          reuse_port=server.process_index is not None).start()
         for host, port, *_ in runner.addresses:
             log.info("gateway listening on http://%s:%d", host, port)
+        if server.node_dir is not None and server.process_index is not None:
+            # Where its siblings reach this very process (a scrape gathers the node's metrics).
+            await web.UnixSite(runner, str(socket_path(server.node_dir,
+                                                       server.process_index))).start()
+        if link is not None:
+            link.listening()
         await stop.wait()
         await _drain(runner, app, server.shutdown_grace_s)
     finally:

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import os
+
 from aiohttp import web
 
 from embedder_worker.supervisor import EMBEDDER_POOL
-from gateway.core.appkeys import LIFECYCLE
+from gateway.core.appkeys import LIFECYCLE, SETTINGS
 from gateway.core.lifecycle import State
 from gateway.routing.context import ROUTER
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "alive"})
+    """Alive; one of several processes on the port also says which (``[server] processes``)."""
+    index = request.app[SETTINGS].server.process_index
+    if index is None:
+        return web.json_response({"status": "alive"})
+    return web.json_response({"status": "alive", "process": index, "pid": os.getpid()})
 
 
 async def readyz(request: web.Request) -> web.Response:

@@ -100,6 +100,15 @@ class ServerSettings:
     while its socket is full is cut (499; a stream's upstream connection closes)."""
     max_connections: int = 1024
     """Open client connections; one more gets a 503 and is closed."""
+    processes: int = 1
+    """Gateway processes sharing the port (SO_REUSEPORT) under one supervisor
+    (``gateway.core.processes``); more than one needs the cluster backends."""
+    process_index: int | None = None
+    """Set by that supervisor on each of its children (never read from a file): which one this
+    is, so it binds with SO_REUSEPORT and labels what it reports."""
+    node_dir: Path | None = None
+    """Set by that supervisor too: the folder where each of its children also listens on a Unix
+    socket, so the one a scrape lands on can gather the others' metrics."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +172,7 @@ def _server(t: Table, base_dir: Path) -> ServerSettings:
         idle_timeout_s=t.positive("idle_timeout_s", 75.0),
         write_timeout_s=t.positive("write_timeout_s", 60.0),
         max_connections=t.count("max_connections", 1024),
+        processes=t.count("processes", 1),
     )
 
 

@@ -51,10 +51,12 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from gateway.core.appkeys import SETTINGS
 from gateway.core.errors import AuthenticationFailed, BudgetExceeded, GatewayError, RateLimited
 from gateway.core.observability_settings import OBSERVABILITY_KEY, ObservabilitySettings
 from gateway.core.postgres import STORAGE_ERRORS
 from gateway.observability.dashboard.queries import budget_usage
+from gateway.observability.node_metrics import node_response
 from gateway.tenants.auth import bearer_token
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import Ledger
@@ -501,6 +503,10 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
                                        headers={"WWW-Authenticate": "Bearer"})
     metrics = app[METRICS_KEY]
     await _refresh_budgets(app, metrics)
+    server = app[SETTINGS].server if SETTINGS in app else None
+    if server is not None and server.process_index is not None and server.node_dir is not None:
+        return await node_response(request, metrics.registry, server.process_index,
+                                   server.node_dir)
     handler = make_aiohttp_handler(metrics.registry)
     return await handler(request)
 

@@ -86,18 +86,42 @@ RELOAD_TASK_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("tenants_reload_tas
 COUNTERS_KEY: web.AppKey[CounterStore] = web.AppKey("tenants_counters")
 
 
-def configure(app: web.Application, settings: Settings) -> None:
-    """Put the tenants' configuration on ``app`` and register ``tenants_context``."""
+def tenants_config(settings: Settings) -> TenantsConfig:
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
     prices = [max(m.input_price_per_mtok, m.output_price_per_mtok) for m in settings.models]
-    app[CONFIG_KEY] = TenantsConfig(
+    return TenantsConfig(
         settings=settings.tenants,
         data_dir=settings.server.data_dir,
         public_url=f"http://{host}:{settings.server.port}",
         cluster=settings.cluster,
         cost_per_token=max(prices, default=0.0) / 1e6,
     )
+
+
+def configure(app: web.Application, settings: Settings) -> None:
+    """Put the tenants' configuration on ``app`` and register ``tenants_context``."""
+    app[CONFIG_KEY] = tenants_config(settings)
     app.cleanup_ctx.append(tenants_context)
+
+
+async def first_start(settings: Settings) -> None:
+    """What several processes of one node do once, before any of them starts: the shared
+    database's schema, the admin key's hash and tenant ``default``, so each key is printed
+    exactly once (by the supervisor) and the processes then find them made."""
+    config = tenants_config(settings)
+    database = (await Database.open(settings.cluster) if settings.cluster.shared_database
+                else None)
+    try:
+        store, secret = await open_store(config.settings, config.data_dir, database)
+        try:
+            await admin_digest(store, config.settings, secret)
+            if config.settings.bootstrap and await store.count_tenants() == 0:
+                await create_default_tenant(store, config, secret)
+        finally:
+            await store.close()
+    finally:
+        if database is not None:
+            await database.close()
 
 
 async def tenants_context(app: web.Application) -> AsyncIterator[None]:

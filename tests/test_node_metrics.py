@@ -1,0 +1,49 @@
+"""gateway/observability/node_metrics.py: the expositions of a node's processes, labelled and
+merged into one that Prometheus's own parser reads (one HELP and TYPE per family)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.observability.node_metrics import merge, process_text
+
+
+def _registry(requests: float, queue: float) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    Counter("gateway_requests", "Requests.", ("status",), registry=registry).labels("200").inc(
+        requests)
+    Gauge("gateway_queue", "Queue depth.", registry=registry).set(queue)
+    Histogram("gateway_seconds", "Latency.", buckets=(0.1, 1.0), registry=registry).observe(0.5)
+    return registry
+
+
+def test_every_series_of_a_process_carries_its_index_with_or_without_other_labels() -> None:
+    text = process_text(_registry(3, 7), 1)
+    samples = [s for f in text_string_to_metric_families(text) for s in f.samples]
+    assert samples
+    assert {s.labels["process"] for s in samples} == {"1"}
+    assert ('gateway_requests_total{process="1",status="200"} 3.0' in text
+            or 'gateway_requests_total{process="1",status="200"} 3' in text)
+    assert 'gateway_queue{process="1"} 7.0' in text
+
+
+def test_merged_processes_keep_each_family_once_with_every_process_series() -> None:
+    merged = merge([process_text(_registry(3, 7), 0), process_text(_registry(5, 1), 1)])
+    assert merged.count("# TYPE gateway_requests_total counter") + merged.count(
+        "# TYPE gateway_requests counter") == 1
+    families = {f.name: f for f in text_string_to_metric_families(merged)}
+    requests = {s.labels["process"]: s.value for s in families["gateway_requests"].samples
+                if s.name == "gateway_requests_total"}
+    assert requests == {"0": 3.0, "1": 5.0}
+    queue = {s.labels["process"]: s.value for s in families["gateway_queue"].samples}
+    assert queue == {"0": 7.0, "1": 1.0}
+    buckets = [s for s in families["gateway_seconds"].samples if s.name.endswith("_bucket")]
+    assert {s.labels["process"] for s in buckets} == {"0", "1"}
+
+
+def test_a_family_s_lines_stay_together_in_the_merged_text() -> None:
+    # The parser starts a new family at each HELP/TYPE: a family split in two comes back twice.
+    merged = merge([process_text(_registry(1, 1), 0), process_text(_registry(2, 2), 1)])
+    names = [f.name for f in text_string_to_metric_families(merged)]
+    assert len(names) == len(set(names)) >= 3, names
