@@ -9,9 +9,12 @@ setting chosen here: the lowest mean share over both data sets.
 
     python bench/learn_cv.py [--mmlu bench/out/mmlu_train.jsonl]
                              [--gsm8k bench/out/gsm8k_train.jsonl]
-                             [--grid relative_to=prior,best,gain k=32,64]
+                             [--grid relative_to=prior,best,gain k=32,64] [--seeds 0 1 2]
 
 ``--grid`` searches the named settings instead of ``GRID`` (the others at their defaults).
+``--seeds`` deals the folds once per seed and averages over every fold; beside each setting it
+prints the mean per-fold difference from the grid's first setting with its standard error
+(paired: the same folds), so a difference smaller than the noise of one deal shows as such.
 """
 
 from __future__ import annotations
@@ -70,7 +73,8 @@ def folds_by_item(items: Sequence[Labelled], n: int, seed: int) -> list[list[int
 
 
 def cross_validate(items: Sequence[Labelled], vectors: np.ndarray, folds: list[list[int]],
-                   settings: LearningSettings, plan: object) -> tuple[float, float]:
+                   settings: LearningSettings, plan: object) -> tuple[list[float], list[float]]:
+    """Each fold's share for 95% and APGR."""
     shares, apgrs = [], []
     for held in folds:
         held_set = set(held)
@@ -79,7 +83,17 @@ def cross_validate(items: Sequence[Labelled], vectors: np.ndarray, folds: list[l
                           vectors[held], Learner(settings), plan)  # type: ignore[arg-type]
         shares.append(report.share_for_95)
         apgrs.append(report.apgr)
-    return statistics.mean(shares), statistics.mean(apgrs)
+    return shares, apgrs
+
+
+def paired(shares: Sequence[float], first: Sequence[float]) -> str:
+    """The mean per-fold difference from the grid's first setting, with its standard error:
+    the same folds under both, so what the deal of subjects adds to each cancels."""
+    diffs = [a - b for a, b in zip(shares, first, strict=True)]
+    if len(diffs) < 2:
+        return ""
+    error = statistics.stdev(diffs) / len(diffs) ** 0.5
+    return f" vs first {statistics.mean(diffs):+.3f} +- {error:.3f}"
 
 
 async def main_async(args: argparse.Namespace) -> None:
@@ -92,15 +106,25 @@ async def main_async(args: argparse.Namespace) -> None:
     for name, path, by_group in (("mmlu", args.mmlu, True), ("gsm8k", args.gsm8k, False)):
         items = read_labelled(path)
         vectors = await labelled_vectors(ws, items)
-        folds = (folds_by_group if by_group else folds_by_item)(items, args.folds, args.seed)
-        print(f"{name}: {len(items)} training prompts, {args.folds} folds")
-        results = []
+        # Each fold seed deals the subjects (or questions) into folds anew: with 19 subjects
+        # one deal decides much of the mean, so several are averaged.
+        deals = [(folds_by_group if by_group else folds_by_item)(items, args.folds, seed)
+                 for seed in args.seeds]
+        print(f"{name}: {len(items)} training prompts, {args.folds} folds, "
+              f"fold seeds {args.seeds}")
+        results, first = [], None
         for values in itertools.product(*grid.values()):
             settings = replace(base, **dict(zip(grid, values, strict=True)))
-            share, apgr_ = cross_validate(items, vectors, folds, settings, plan)
+            shares, apgrs = [], []
+            for folds in deals:
+                fold_shares, fold_apgrs = cross_validate(items, vectors, folds, settings, plan)
+                shares += fold_shares
+                apgrs += fold_apgrs
+            first = first or shares
+            share, apgr_ = statistics.mean(shares), statistics.mean(apgrs)
             results.append((share, -apgr_, values))
             print(f"  {dict(zip(grid, values, strict=True))}: share95 {share:.3f} "
-                  f"APGR {apgr_:.3f}", flush=True)
+                  f"APGR {apgr_:.3f}{paired(shares, first)}", flush=True)
         best = min(results)
         print(f"{name} best: {dict(zip(grid, best[2], strict=True))} share95 {best[0]:.3f}")
         totals.append({values: share for share, _, values in results})
@@ -120,7 +144,8 @@ def main() -> None:
     parser.add_argument("--mmlu", type=Path, default=Path("bench/out/mmlu_train.jsonl"))
     parser.add_argument("--gsm8k", type=Path, default=Path("bench/out/gsm8k_train.jsonl"))
     parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0],
+                        help="fold seeds: each deals the folds anew; the shares are averaged")
     parser.add_argument("--grid", nargs="*", default=None, metavar="KEY=V1,V2",
                         help="search these settings instead of GRID")
     args = parser.parse_args()

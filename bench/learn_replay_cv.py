@@ -4,12 +4,13 @@ Replays ``bench/out/mmlu_train.jsonl`` and ``bench/out/gsm8k_train.jsonl`` (neve
 files) through the gateway's ``Learner`` and ``LearnedPolicy`` as ``gateway learn replay`` does
 (30% feedback, cold start, the packaged intent routes as the prior), for each setting in the
 grid (quality target x calibration window x uncertainty margin x bias correction on/off x
-the band of decisions the bias is measured on x what the target multiplies: the best estimate
-or the prior, or the gain criterion x neighbours k x the weight share of outcomes observed after
-an escalation x the exploration share), on each whole stream with ``--seeds`` and, so that one
-ordering of one mix does not decide, on two sub-streams of the MMLU training stream (its
-subjects, sorted by name, taken alternately: whole subjects, the stream's order kept) with
-``--sub-seeds``. It prints each run's second-half
+the band of decisions the bias is measured on x what the target multiplies: the best estimate or
+the prior, or the gain criterion x neighbours k x the weight share of outcomes observed after an
+escalation x the exploration share x the similarity ``anchor``), on each whole stream with
+``--seeds`` and, so that one ordering of one mix does not decide, on two sub-streams of the MMLU
+training stream (its subjects, sorted by name, taken alternately: whole subjects, the stream's
+order kept) with ``--sub-seeds``.
+It prints each run's second-half
 reasoning share and quality relative to always-reasoning.
 
 The rule, fixed before any run: the chosen setting is the one with the lowest mean second-half
@@ -18,7 +19,8 @@ if none did, the one whose worst run's quality is highest (ties to the lower mea
 
     python bench/learn_replay_cv.py [--targets 0.9] [--windows 0] [--margins 0 1]
         [--bias on off] [--bias-bands 0 0.05] [--relative-to best prior gain] [--ks 32 64]
-        [--escalated-weights 0 1] [--explore-shares 0.02] [--seeds 0 1 2 3 4] [--sub-seeds 0 1]
+        [--escalated-weights 0 1] [--explore-shares 0.02] [--anchors 0 0.6]
+        [--seeds 0 1 2 3 4] [--sub-seeds 0 1]
 """
 
 from __future__ import annotations
@@ -115,16 +117,18 @@ async def main_async(args: argparse.Namespace) -> None:
                           costs=tier_costs(config.models))
     data = await streams(args, ws)
     results = []
-    for target, window, margin, bias, band, relative, k, escalated, explore in itertools.product(
+    for (target, window, margin, bias, band, relative, k, escalated, explore,
+         anchor) in itertools.product(
         args.targets, args.windows, args.margins, args.bias, args.bias_bands, args.relative_to,
-        args.ks, args.escalated_weights, args.explore_shares,
+        args.ks, args.escalated_weights, args.explore_shares, args.anchors,
     ):
         settings = replace(ws.routing.learning, quality_target=target,
                            calibration_window=window, margin=margin,
                            bias_correction=bias == "on", bias_band=band, relative_to=relative,
-                           k=k, escalated_weight=escalated, explore_share=explore)
+                           k=k, escalated_weight=escalated, explore_share=explore,
+                           anchor=anchor)
         label = (f"target {target} window {window} margin {margin} bias {bias} band {band} vs "
-                 f"{relative} k {k} escalated {escalated} explore {explore}")
+                 f"{relative} k {k} escalated {escalated} explore {explore} anchor {anchor}")
         results.append(score(label, settings, data, ctx))
     kept = [r for r in results if r.kept]
     if kept:
@@ -152,6 +156,8 @@ def main() -> None:
                         help="share of decisions sent to another tier than the estimate picks")
     parser.add_argument("--ks", type=int, nargs="+", default=[64],
                         help="neighbours per estimate")
+    parser.add_argument("--anchors", type=float, nargs="+", default=[0.0],
+                        help="similarity below which even the nearest neighbour counts less")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--sub-seeds", type=int, nargs="*", default=[0, 1])
     asyncio.run(main_async(parser.parse_args()))

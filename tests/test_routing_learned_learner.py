@@ -66,6 +66,28 @@ def test_an_unrelated_prompt_is_not_moved_by_the_only_outcomes_remembered(
     assert related.count > 0 and related.p < 0.9
 
 
+def test_a_prompt_whose_nearest_outcome_is_below_the_anchor_rests_less_on_it(
+    onnx_embedder: OnnxEmbedder, tax_vectors: FloatArray,
+) -> None:
+    prior = {"cheap": 0.9, "reasoning": 0.9}
+    outcomes = [outcome(v, "cheap", False) for v in tax_vectors[:-1]]
+    (vat,) = onnx_embedder.embed(["how is VAT charged on goods imported from China?"])
+    projection = Projection(learning().dim, learning().seed)
+    nearest = float((projection(vat) @ projection(tax_vectors[:-1]).T).max())
+
+    def cheap(anchor: float) -> tuple[float, float]:
+        learner = Learner(learning(k=8, anchor=anchor, linear_weight=0.0), clock=still())
+        learner.learn(outcomes)
+        e = learner.estimate(vat, TIERS, prior=prior)["cheap"]
+        return e.p, e.evidence
+
+    relative = cheap(0.0)
+    assert cheap(nearest - 0.01) == relative  # the nearest reaches the anchor: as before
+    far = cheap(min(1.0, nearest + 0.2))
+    # The same failures, each worth less: the estimate stays nearer the prior.
+    assert far[1] < relative[1] and relative[0] < far[0] < 0.9
+
+
 def test_recent_outcomes_outweigh_old_ones(tax_vectors: FloatArray) -> None:
     now = [0.0]
     learner = Learner(learning(half_life_s=100.0, k=24), clock=lambda: now[0])

@@ -272,8 +272,8 @@ def test_relative_to_the_prior_a_cheap_tier_must_reach_the_target_of_a_fixed_rat
     # The dearest tier's estimate ran low (its outcomes came from escalated, hard prompts).
     low = {"cheap": TierEstimate(0.80, 50.0, 50), "reasoning": TierEstimate(0.70, 5.0, 5)}
     assert cheapest_reaching(low, order, 0.95) == "cheap"
-    assert cheapest_reaching(low, order, 0.95, reference=0.9) == "reasoning"  # 0.80 < 0.855
-    assert cheapest_reaching(low, order, 0.85, reference=0.9) == "cheap"  # 0.80 >= 0.765
+    assert cheapest_reaching(low, order, 0.95, relative_to="prior") == "reasoning"  # 0.80 < 0.855
+    assert cheapest_reaching(low, order, 0.85, relative_to="prior") == "cheap"  # 0.80 >= 0.765
 
 
 def test_with_the_gain_criterion_a_cheap_tier_may_fall_short_by_a_fixed_amount() -> None:
@@ -282,11 +282,11 @@ def test_with_the_gain_criterion_a_cheap_tier_may_fall_short_by_a_fixed_amount()
     # the cheap tier gives up 0.10 of an answer each, within 0.15 x 0.9 = 0.135.
     hard = {"cheap": TierEstimate(0.50, 50.0, 50), "reasoning": TierEstimate(0.60, 50.0, 50)}
     assert cheapest_reaching(hard, order, 0.85) == "reasoning"
-    assert cheapest_reaching(hard, order, 0.85, reference=0.9, gain=True) == "cheap"
+    assert cheapest_reaching(hard, order, 0.85, relative_to="gain") == "cheap"
     # Where the reasoning tier is strong the same shortfall is too much for either criterion.
     easy = {"cheap": TierEstimate(0.75, 50.0, 50), "reasoning": TierEstimate(0.95, 50.0, 50)}
     assert cheapest_reaching(easy, order, 0.85) == "reasoning"
-    assert cheapest_reaching(easy, order, 0.85, reference=0.9, gain=True) == "reasoning"
+    assert cheapest_reaching(easy, order, 0.85, relative_to="gain") == "reasoning"
 
 
 async def test_the_policy_compares_with_the_prior_when_configured(

@@ -55,8 +55,9 @@ def stream(
     return items, np.stack(vectors)
 
 
-def run(items: list[Labelled], vectors: FloatArray, seed: int, rate: float = 0.3) -> object:
-    settings = learning(k=8, explore_share=0.05)
+def run(items: list[Labelled], vectors: FloatArray, seed: int, rate: float = 0.3,
+        **changes: object) -> object:
+    settings = learning(k=8, explore_share=0.05, **changes)
     policy = LearnedPolicy(AlwaysCheap(), Learner(settings, clock=still()), PLAN, settings,
                            COSTS, seed=seed)
     return replay(items, vectors, policy, lambda _: CHEAP, feedback_rate=rate, seed=seed,
@@ -84,6 +85,27 @@ def test_replay_learns_to_send_the_failing_class_to_reasoning(
     assert 0.3 < second.strong_share < 0.7
     assert second.cost < 1.0
     assert report.prompts == 400  # type: ignore[attr-defined]
+
+
+def test_an_anchor_no_nearest_neighbour_falls_below_replays_exactly_as_without_one(
+    tax_vectors: FloatArray, chat_vectors: FloatArray
+) -> None:
+    items, vectors = stream(tax_vectors, chat_vectors, 200, seed=1)
+    # Every neighbour that counts reaches the floor, so an anchor at the floor changes nothing.
+    assert run(items, vectors, seed=3, anchor=learning().floor) == run(items, vectors, seed=3)
+
+
+def test_with_an_anchor_replay_is_repeatable_and_still_learns_the_failing_class(
+    tax_vectors: FloatArray, chat_vectors: FloatArray
+) -> None:
+    items, vectors = stream(tax_vectors, chat_vectors, 400, seed=2)
+    anchored = run(items, vectors, seed=4, anchor=0.95)
+    assert anchored == run(items, vectors, seed=4, anchor=0.95)
+    assert anchored != run(items, vectors, seed=4)  # the anchor above the neighbours tells
+    unlearned = run(items, vectors, seed=4, rate=0.0).second_half  # type: ignore[attr-defined]
+    second = anchored.second_half  # type: ignore[attr-defined]
+    assert second.quality > unlearned.quality + 0.3
+    assert 0.3 < second.strong_share < 0.7
 
 
 def test_replay_marks_the_outcome_of_an_escalation_as_observed_after_it(

@@ -135,3 +135,11 @@ def test_learning_gain_criterion_and_escalated_weight_are_read_and_checked() -> 
             parse({"learning": {"escalated_weight": bad}})
     with pytest.raises(ConfigError, match=r"routing\.learning\.relative_to"):
         parse({"learning": {"relative_to": "ratio"}})
+
+
+def test_learning_anchor_is_read_as_a_similarity_and_off_by_default() -> None:
+    assert parse({}).learning.anchor == 0.0
+    assert parse({"learning": {"anchor": 0.6}}).learning.anchor == 0.6
+    for bad in (1.5, -2.0):
+        with pytest.raises(ConfigError, match=r"routing\.learning\.anchor"):
+            parse({"learning": {"anchor": bad}})

@@ -91,7 +91,9 @@ class LearningSettings:
     scope (``global``: one memory; ``tenant``: one per tenant), the oldest forgotten first.
     ``k`` neighbours inform an estimate, those with a cosine similarity below ``floor`` not at
     all (unrelated prompts: with none above it the intent decision stands), the others weighted
-    by ``exp(sharpness * (similarity - nearest's similarity))``; ``prior_weight`` is how many
+    by ``exp(sharpness * (similarity - nearest's similarity))``, or, where even the nearest is
+    below ``anchor`` (0: off, the default), ``exp(sharpness * (similarity - anchor))``, so a
+    prompt unlike any seen rests more on the prior and the linear fit; ``prior_weight`` is how many
     outcomes' worth the intent route's decision counts for, ``linear_weight`` the same (at most)
     for each tier's ridge regression over the whole embedding (L2 penalty ``ridge``). ``dim`` is
     the size vectors are projected to before they are remembered (a fixed seeded random
@@ -123,6 +125,7 @@ class LearningSettings:
     sharpness: float = 10.0
     prior_weight: float = 2.0
     floor: float = 0.3
+    anchor: float = 0.0
     linear_weight: float = 8.0
     ridge: float = 10.0
     dim: int = 192
@@ -153,6 +156,7 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         sharpness=t.non_negative("sharpness", 10.0),
         prior_weight=t.positive("prior_weight", 2.0),
         floor=t.get("floor", float, 0.3),
+        anchor=t.get("anchor", float, 0.0),
         linear_weight=t.non_negative("linear_weight", 8.0),
         ridge=t.positive("ridge", 10.0),
         dim=t.count("dim", 192, minimum=8),
@@ -169,6 +173,8 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         raise t.fail("quality_target", "a number above 0 and at most 1")
     if not -1.0 <= settings.floor <= 1.0:
         raise t.fail("floor", "a cosine similarity from -1 to 1")
+    if not -1.0 <= settings.anchor <= 1.0:
+        raise t.fail("anchor", "a cosine similarity from -1 to 1")
     if settings.escalated_weight > 1.0:
         raise t.fail("escalated_weight", "a share of 0 or more and at most 1")
     if settings.explore_share >= 1.0:

@@ -13,7 +13,8 @@ acceptable answer, pooling three things: the prior (the intent decision's view, 
 outcomes' worth); the tier's ridge regression over the whole embedding (``linear.Linear``,
 ``linear_weight`` outcomes' worth); and the outcomes of the ``k`` nearest remembered prompts on
 that tier whose cosine similarity reaches the absolute ``floor``, each weighted by its
-similarity relative to the nearest one's and by recency (half its weight every ``half_life_s``).
+similarity relative to the nearest one's (or to ``anchor`` when the nearest is below it) and by
+recency (half its weight every ``half_life_s``).
 With no remembered prompt above the floor (nothing learned, or only unrelated prompts) the
 estimate is the prior itself, so a cold start, or a prompt unlike any seen, decides as the intent
 routes do. An outcome observed after an escalation (the tier was asked only because a cheaper
@@ -273,7 +274,9 @@ class Learner:
         age = np.maximum(now - hood.at_s, 0.0)
         # Above the floor, relative to the nearest: similarities of related prompts sit
         # anywhere from 0.3 to 0.9 depending on their length and wording; their ranking matters.
-        closeness = hood.similarity - hood.similarity.max()
+        # Relative to ``anchor`` when even the nearest is below it: a prompt of a kind not seen
+        # yet then rests less on its far neighbours and more on the prior and the linear fit.
+        closeness = hood.similarity - max(hood.similarity.max(), s.anchor)
         weights = (near * hood.weight * np.exp(s.sharpness * closeness)
                    * np.exp2(-age / s.half_life_s))
         linear = self._linear.get(self._scope(tenant))

@@ -97,7 +97,9 @@ def flip_target(cheap: float, best: float, relative_to: str) -> float:
     """The highest quality target at which a cheaper tier estimated at ``cheap`` (after any
     margin) still qualifies beside a ``best`` estimate, in the units ``relative_to`` gives the
     target: ``cheap / best``, ``cheap / PRIOR_ACCEPTABLE``, or with ``gain`` one less the
-    shortfall in units of ``PRIOR_ACCEPTABLE`` (what ranks prompts and calibrates the threshold)."""
+    shortfall in units of ``PRIOR_ACCEPTABLE``. The one statement of the threshold rule: the
+    decision (``cheapest_reaching``), the offline ranking, the calibration and the bias band
+    all read it, so they cannot disagree on where a prompt flips."""
     if relative_to == "gain":
         return 1.0 - (best - cheap) / PRIOR_ACCEPTABLE
     if relative_to == "prior":
@@ -107,19 +109,16 @@ def flip_target(cheap: float, best: float, relative_to: str) -> float:
 
 def cheapest_reaching(
     estimates: Mapping[str, TierEstimate], order: Iterable[str], target: float,
-    margin: float = 0.0, prior_weight: float = 1.0, reference: float | None = None, *,
-    gain: bool = False,
+    margin: float = 0.0, prior_weight: float = 1.0, relative_to: str = "best",
 ) -> str:
     """The first tier of ``order`` (cheapest first) whose estimate, lowered by ``margin``
-    standard errors (``lower_bound``), reaches ``target`` times ``reference`` (None: the best
-    estimate), or with ``gain`` the best estimate less ``1 - target`` times ``reference``; the
-    last (dearest) tier when none does."""
+    standard errors (``lower_bound``), still qualifies at ``target`` beside the best estimate
+    (``flip_target`` reaches it); the last (dearest) tier when none does."""
     tiers = tuple(order)
     best = max(e.p for e in estimates.values())
-    scale = best if reference is None else reference
-    bar = best - (1.0 - target) * scale if gain else target * scale
-    return next((t for t in tiers[:-1] if lower_bound(estimates[t], margin, prior_weight) >= bar),
-                tiers[-1])
+    return next((t for t in tiers[:-1] if flip_target(
+        lower_bound(estimates[t], margin, prior_weight), best, relative_to) >= target),
+        tiers[-1])
 
 
 class LearnedPolicy:
@@ -173,9 +172,8 @@ class LearnedPolicy:
         if self.settings.bias_correction:
             estimates = self._corrected(estimates)
         s = self.settings
-        reference = None if s.relative_to == "best" else PRIOR_ACCEPTABLE
         tier = cheapest_reaching(estimates, self.order, target, s.margin, s.prior_weight,
-                                 reference, gain=s.relative_to == "gain")
+                                 s.relative_to)
         decided = self._measured(raw, estimates, target)
         self._calibrate(estimates)
         explored = (
