@@ -63,7 +63,11 @@ def folds_by_group(items: Sequence[Labelled], n: int, seed: int) -> list[list[in
     groups = sorted({str(i.group) for i in items})
     random.Random(seed).shuffle(groups)
     fold_of = {g: k % n for k, g in enumerate(groups)}
-    return [[j for j, i in enumerate(items) if fold_of[str(i.group)] == k] for k in range(n)]
+    folds = [[j for j, i in enumerate(items) if fold_of[str(i.group)] == k] for k in range(n)]
+    # A fold's training part is every other fold: no subject may sit in two folds.
+    held = [{str(items[j].group) for j in fold} for fold in folds]
+    assert sum(map(len, held)) == len(groups), "a group dealt to two folds"
+    return folds
 
 
 def folds_by_item(items: Sequence[Labelled], n: int, seed: int) -> list[list[int]]:

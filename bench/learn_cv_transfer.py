@@ -39,14 +39,7 @@ from gateway.core.routing_settings import LearningSettings
 from gateway.routing.cli import workspace
 from gateway.routing.learned.cli import labelled_vectors
 from gateway.routing.learned.learner import Learner
-from gateway.routing.learned.replay import (
-    QUALITY_95,
-    cheap_ratio,
-    learn_all,
-    quality_curve,
-    read_labelled,
-    share_reaching,
-)
+from gateway.routing.learned.replay import cheap_ratio, learn_all, read_labelled, share_for_95
 
 sys.path.insert(0, str(Path(__file__).parent))
 from learn_cv import folds_by_group, folds_by_item, paired
@@ -97,11 +90,6 @@ def cluster_gain(vectors: np.ndarray, gain: np.ndarray, train: np.ndarray, held:
     return np.asarray(means[np.argmax(x[held] @ centres.T, 1)])
 
 
-def share_for_95(score: np.ndarray, weak: np.ndarray, strong: np.ndarray) -> float:
-    curve = quality_curve(score.astype(np.float32), weak, strong)
-    return share_reaching(curve, QUALITY_95 * strong.mean())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -126,12 +114,12 @@ def main() -> None:
                     f"clusters{n}": cluster_gain(vectors, strong - weak, train, held, n, seed)
                     for n in CLUSTERS}
                 shares.setdefault("learner alone", []).append(
-                    share_for_95(knn, weak[held], strong[held]))
+                    share_for_95(knn.astype(np.float32), weak[held], strong[held]))
                 for signal, gain in signals.items():
                     for w in WEIGHTS:
                         score = -gain if w == "alone" else knn - float(w) * gain / 0.9
                         shares.setdefault(f"{signal} weight {w}", []).append(
-                            share_for_95(score, weak[held], strong[held]))
+                            share_for_95(score.astype(np.float32), weak[held], strong[held]))
         for label, s in shares.items():
             print(f"{name} {label}: share95 {statistics.mean(s):.3f}"
                   f"{paired(s, shares['learner alone'])}", flush=True)

@@ -88,6 +88,17 @@ def test_a_prompt_whose_nearest_outcome_is_below_the_anchor_rests_less_on_it(
     assert far[1] < relative[1] and relative[0] < far[0] < 0.9
 
 
+def test_with_the_anchor_off_even_a_dissimilar_nearest_outcome_weighs_in_full(
+    tax_vectors: FloatArray,
+) -> None:
+    # A floor below 0 lets a remembered prompt pointing the other way count: with the anchor
+    # off (0) it is still weighed relative to itself, the nearest, as without an anchor.
+    learner = Learner(learning(floor=-1.0, anchor=0.0, linear_weight=0.0), clock=still())
+    learner.learn([outcome(tax_vectors[0], "cheap", False)])
+    e = learner.estimate(-tax_vectors[0], TIERS, prior={"cheap": 0.9, "reasoning": 0.9})
+    assert e["cheap"].count == 1 and e["cheap"].evidence == 1.0
+
+
 def test_recent_outcomes_outweigh_old_ones(tax_vectors: FloatArray) -> None:
     now = [0.0]
     learner = Learner(learning(half_life_s=100.0, k=24), clock=lambda: now[0])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, replace
 
 import pytest
@@ -287,6 +288,51 @@ def test_with_the_gain_criterion_a_cheap_tier_may_fall_short_by_a_fixed_amount()
     easy = {"cheap": TierEstimate(0.75, 50.0, 50), "reasoning": TierEstimate(0.95, 50.0, 50)}
     assert cheapest_reaching(easy, order, 0.85) == "reasoning"
     assert cheapest_reaching(easy, order, 0.85, relative_to="gain") == "reasoning"
+
+
+def _old_cheapest_reaching(estimates: dict[str, TierEstimate], order: tuple[str, ...],
+                           target: float, margin: float, relative_to: str) -> tuple[str, bool]:
+    """The rule as it stood before ``flip_target`` was its one statement (c091120: a bar the
+    lower bound had to reach), and whether a tier's lower bound ties its bar."""
+    best = max(e.p for e in estimates.values())
+    scale = best if relative_to == "best" else PRIOR_ACCEPTABLE
+    bar = best - (1.0 - target) * scale if relative_to == "gain" else target * scale
+    bounds = [lower_bound(estimates[t], margin, 2.0) for t in order[:-1]]
+    tie = any(abs(b - bar) < 1e-9 for b in bounds)
+    return next((t for t, b in zip(order[:-1], bounds, strict=True) if b >= bar), order[-1]), tie
+
+
+def test_the_flip_target_rule_decides_as_the_bars_it_replaced() -> None:
+    # Three tiers, the middle one without outcomes in half the cases, with and without a
+    # margin: off exact ties the one rule decides as the former bars did. At a tie (the
+    # bound equal to the bar up to rounding) a division and a multiplication may round apart,
+    # so a tie is only compared where both sides are exact.
+    order = ("cheap", "mid", "reasoning")
+    ps = [i / 10 for i in range(11)]
+    compared = 0
+    for relative_to, target, margin, mid_evidence in itertools.product(
+        ("best", "prior", "gain"), (0.5, 0.85, 0.89, 0.95, 1.0), (0.0, 1.0), (0.0, 20.0),
+    ):
+        for cheap, mid, dear in itertools.product(ps, ps, ps):
+            estimates = {"cheap": TierEstimate(cheap, 20.0, 20),
+                         "mid": TierEstimate(mid, mid_evidence, int(mid_evidence)),
+                         "reasoning": TierEstimate(dear, 20.0, 20)}
+            old, tie = _old_cheapest_reaching(estimates, order, target, margin, relative_to)
+            if not tie:
+                compared += 1
+                assert cheapest_reaching(estimates, order, target, margin, 2.0,
+                                         relative_to) == old, (relative_to, target, estimates)
+    assert compared > 50_000
+    # Exact boundaries: equal estimates qualify the cheapest at a target of 1 beside the best
+    # estimate or by the gain; a target reached exactly (in binary fractions) qualifies it.
+    for relative_to in ("best", "gain"):
+        equal = {t: TierEstimate(0.75, 20.0, 20) for t in order}
+        assert cheapest_reaching(equal, order, 1.0, relative_to=relative_to) == "cheap"
+        assert _old_cheapest_reaching(equal, order, 1.0, 0.0, relative_to)[0] == "cheap"
+    reached = {"cheap": TierEstimate(0.25, 20.0, 20), "mid": TierEstimate(0.0, 0.0, 0),
+               "reasoning": TierEstimate(0.5, 20.0, 20)}
+    assert cheapest_reaching(reached, order, 0.5) == "cheap"
+    assert _old_cheapest_reaching(reached, order, 0.5, 0.0, "best")[0] == "cheap"
 
 
 async def test_the_policy_compares_with_the_prior_when_configured(

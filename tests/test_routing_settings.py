@@ -140,6 +140,6 @@ def test_learning_gain_criterion_and_escalated_weight_are_read_and_checked() -> 
 def test_learning_anchor_is_read_as_a_similarity_and_off_by_default() -> None:
     assert parse({}).learning.anchor == 0.0
     assert parse({"learning": {"anchor": 0.6}}).learning.anchor == 0.6
-    for bad in (1.5, -2.0):
+    for bad in (1.5, -2.0, -0.5):  # below 0 it would be off, silently
         with pytest.raises(ConfigError, match=r"routing\.learning\.anchor"):
             parse({"learning": {"anchor": bad}})

@@ -173,8 +173,8 @@ def parse_learning(t: Table, base_dir: Path) -> LearningSettings:
         raise t.fail("quality_target", "a number above 0 and at most 1")
     if not -1.0 <= settings.floor <= 1.0:
         raise t.fail("floor", "a cosine similarity from -1 to 1")
-    if not -1.0 <= settings.anchor <= 1.0:
-        raise t.fail("anchor", "a cosine similarity from -1 to 1")
+    if not 0.0 <= settings.anchor <= 1.0:
+        raise t.fail("anchor", "a cosine similarity from 0 (off) to 1")
     if settings.escalated_weight > 1.0:
         raise t.fail("escalated_weight", "a share of 0 or more and at most 1")
     if settings.explore_share >= 1.0:

@@ -276,7 +276,9 @@ class Learner:
         # anywhere from 0.3 to 0.9 depending on their length and wording; their ranking matters.
         # Relative to ``anchor`` when even the nearest is below it: a prompt of a kind not seen
         # yet then rests less on its far neighbours and more on the prior and the linear fit.
-        closeness = hood.similarity - max(hood.similarity.max(), s.anchor)
+        # Off (0), the nearest itself, even below 0 (a floor below 0 lets such prompts count).
+        top = hood.similarity.max()
+        closeness = hood.similarity - (max(top, s.anchor) if s.anchor > 0.0 else top)
         weights = (near * hood.weight * np.exp(s.sharpness * closeness)
                    * np.exp2(-age / s.half_life_s))
         linear = self._linear.get(self._scope(tenant))
