@@ -36,3 +36,10 @@ def test_measure_count_and_agent_words_frame_only_the_same_question() -> None:
     assert _frames("Who read Dune?", "Who is the author of Dune?") == frozenset()
     assert _frames("What is the height of the Eiffel Tower?",
                    "When was the Eiffel Tower built?") == frozenset()
+
+
+def test_an_agent_noun_frames_only_a_side_that_does_not_ask_with_its_verb() -> None:
+    # "Who wrote to the author of Dune?" asks about someone else than the author
+    assert _frames("Who wrote to the author of Dune?", "Who wrote Dune?") == frozenset()
+    assert compare("Who wrote to the author of Dune?", "Who wrote Dune?").margin > 0
+

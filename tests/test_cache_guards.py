@@ -216,3 +216,11 @@ def test_the_persons_of_a_request_opening_are_not_the_questions() -> None:
 def test_what_makes_asks_why() -> None:
     assert compare("Why is the sky blue?", "What makes the sky blue?").margin == 0.0
     assert "question kinds" in compare("What makes the sky blue?", "When is the sky blue?").reason
+
+
+def test_warm_and_cold_are_opposite_temperatures() -> None:
+    # one measure, asked from opposite ends: the frame rule must not drop them as its words
+    assert "opposites" in compare("How cold does it get in Moscow in winter?",
+                                  "How warm does it get in Moscow in winter?").reason
+    assert not compare("How warm is the water in Lake Tahoe?",
+                       "How cold is the water in Lake Tahoe?").ok

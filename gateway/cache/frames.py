@@ -62,10 +62,11 @@ _AGENT_VERBS = {stem(noun): frozenset(stem(v) for v in verbs) | frozenset(verbs)
 
 
 def _agents(p: Profile, other: Profile) -> frozenset[str]:
-    """An agent noun of ``p`` whose verb ``other`` asks with, and that verb's forms."""
+    """An agent noun of ``p`` whose verb ``other`` asks with instead, and that verb's forms; not
+    when ``p`` has the verb too ("Who wrote to the author of Dune?" / "Who wrote Dune?")."""
     found: set[str] = set()
     for noun, verbs in _AGENT_VERBS.items():
-        if noun in p.content and verbs & other.lowers:
+        if noun in p.content and verbs & other.lowers and not verbs & p.lowers:
             found |= verbs | {noun}
     return frozenset(found)
 

@@ -49,7 +49,7 @@ better:worse good:bad cheap:expensive cheaper:pricier cheapest:priciest buy:sell
 north:south east:west northern:southern eastern:western left:right first:last start:end
 begin:end open:close win:lose gain:lose add:remove enable:disable include:exclude true:false
 advantage:disadvantage pro:con positive:negative male:female man:woman men:women boy:girl
-hot:cold warm:cool fast:slow faster:slower fastest:slowest easy:hard easy:difficult
+hot:cold warm:cold warm:cool fast:slow faster:slower fastest:slowest easy:hard easy:difficult
 easier:harder easiest:hardest min:max minimum:maximum push:pull input:output encrypt:decrypt
 upload:download join:leave love:hate like:dislike accept:reject agree:disagree legal:illegal
 possible:impossible happy:sad rich:poor strong:weak stronger:weaker light:dark light:heavy
