@@ -362,9 +362,26 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-async def test_processes_whose_supervisor_was_killed_outright_drain_and_exit(node: Node) -> None:
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``: the gateway processes and the embedding worker."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
+            with contextlib.suppress(OSError):
+                children = {int(c) for c in (task / "children").read_text().split()}
+                todo += children - found
+                found |= children
+    return found
+
+
+async def test_processes_and_workers_whose_supervisor_was_killed_outright_exit(
+    node: Node,
+) -> None:
     pids = await _pids(node, 2)
+    started = _descendants(node.process.pid)
+    assert pids < started, (pids, started)  # and the supervisor's embedding worker
     node.process.kill()
     await node.process.wait()
-    await until(lambda: not any(_running(pid) for pid in pids),
-                "every process exits once its supervisor is gone", WAIT_S)
+    await until(lambda: not any(_running(pid) for pid in started),
+                "every process and worker exits once its supervisor is gone", WAIT_S)
