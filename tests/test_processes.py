@@ -29,7 +29,7 @@ from gateway.core.processes import ChildLink, child_settings, processes_problem
 from gateway.tenants.response_store import FILE_NAME
 from tests.fake_openai import FakeOpenAI
 from tests.redis_server import RedisServer, free_port
-from tests.replicas import ROOT, replica_config
+from tests.replicas import ROOT, descendants, replica_config
 from tests.tasks import until
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
 
@@ -362,24 +362,11 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process below ``pid``: the gateway processes and the embedding worker."""
-    found: set[int] = set()
-    todo = [pid]
-    while todo:
-        for task in Path(f"/proc/{todo.pop()}/task").iterdir():
-            with contextlib.suppress(OSError):
-                children = {int(c) for c in (task / "children").read_text().split()}
-                todo += children - found
-                found |= children
-    return found
-
-
 async def test_processes_and_workers_whose_supervisor_was_killed_outright_exit(
     node: Node,
 ) -> None:
     pids = await _pids(node, 2)
-    started = _descendants(node.process.pid)
+    started = descendants(node.process.pid)
     assert pids < started, (pids, started)  # and the supervisor's embedding worker
     node.process.kill()
     await node.process.wait()
