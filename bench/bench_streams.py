@@ -56,6 +56,7 @@ from procs import ROOT, free_port, start, stop, user_system_s, wait_port, wait_r
 from gateway.core.fd_limit import raise_open_files_limit
 from tests.postgres_fixtures import create_database, running_postgres
 from tests.redis_server import RedisServer, server_binary
+from tests.replicas import descendants
 
 
 @dataclass
@@ -188,22 +189,10 @@ def start_gateway(tree: Path, config: Path, port: int, soft_nofile: int | None,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def process_tree(pid: int) -> list[int]:
-    """``pid`` and every process below it (a supervisor's children and their workers)."""
-    found, todo = [], [pid]
-    while todo:
-        current = todo.pop()
-        found.append(current)
-        for task in Path(f"/proc/{current}/task").iterdir():
-            with contextlib.suppress(OSError):
-                todo += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
 def tree_user_system_s(pid: int) -> tuple[float, float]:
     """User and system CPU seconds of ``pid``'s whole tree (processes alive now)."""
     user = system = 0.0
-    for member in process_tree(pid):
+    for member in (pid, *descendants(pid)):
         with contextlib.suppress(OSError):
             u, s = user_system_s(member)
             user, system = user + u, system + s

@@ -39,7 +39,7 @@ from gateway.core.config import LOG_LEVEL_VAR, Settings, env_value, load
 from gateway.core.fd_limit import raise_open_files_limit
 from gateway.core.postgres import STORAGE_ERRORS, DatabaseError
 from gateway.core.processes import ChildLink, Supervisor, child_settings, processes_problem
-from gateway.core.redact import install_redaction
+from gateway.core.redact import install_redaction, redact
 from gateway.core.toml_table import ConfigError
 from gateway.observability.access_log import configure_access_log
 from gateway.observability.node_metrics import socket_path
@@ -162,7 +162,8 @@ def port_problem(host: str, port: int) -> str | None:
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    link = ChildLink(args.ready_fd) if args.ready_fd is not None else None
+    link = (ChildLink(args.ready_fd, _secrets(settings)) if args.ready_fd is not None
+            else None)
     # A child shares the port its siblings already listen on: the supervisor checked it.
     problem = None if link else port_problem(settings.server.host, settings.server.port)
     if problem is None and settings.server.processes > 1:
@@ -231,7 +232,8 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     try:
         return asyncio.run(supervisor.run(lambda: _first_start(settings)))
     except _START_ERRORS as exc:  # the once-only start-up's stores
-        print(f"gateway: start-up failed: {exc}", file=sys.stderr)
+        print(f"gateway: start-up failed: {redact(str(exc), _secrets(settings))}",
+              file=sys.stderr)
         return 1
 
 

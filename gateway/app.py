@@ -214,7 +214,9 @@ def create_app(settings: Settings) -> web.Application:
     app[CATALOG] = Catalog.from_settings(settings)
     app.cleanup_ctx.append(upstream_context)
     if settings.cluster.shared_database:  # before every backend that borrows from its pool
-        app.cleanup_ctx.append(database_context(settings.cluster))
+        # A node's supervisor migrated before starting its processes (gateway.core.processes).
+        app.cleanup_ctx.append(database_context(
+            settings.cluster, migrate=settings.server.process_index is None))
     app[CLUSTER_SETTINGS] = settings.cluster
     app.cleanup_ctx.append(redis_context)
     app.cleanup_ctx.append(notices_context)

@@ -229,3 +229,21 @@ async def chat(session: aiohttp.ClientSession, replica: Replica, key: str, *,
               "messages": [{"role": "user", "content": "Say hello"}]},
     ) as resp:
         return resp.status, dict(resp.headers), await resp.json(content_type=None)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every process below ``pid`` now (its children, theirs...), read from /proc; one that
+    exits while it is read is passed over."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        try:
+            tasks = list(Path(f"/proc/{todo.pop()}/task").iterdir())
+        except OSError:
+            continue
+        for task in tasks:
+            with contextlib.suppress(OSError):
+                children = {int(c) for c in (task / "children").read_text().split()}
+                todo += children - found
+                found |= children
+    return found

@@ -3,9 +3,15 @@ merged into one that Prometheus's own parser reads (one HELP and TYPE per family
 
 from __future__ import annotations
 
+import asyncio
+import socket
+from pathlib import Path
+
+import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.observability import node_metrics
 from gateway.observability.node_metrics import merge, process_text
 
 
@@ -47,3 +53,22 @@ def test_a_family_s_lines_stay_together_in_the_merged_text() -> None:
     merged = merge([process_text(_registry(1, 1), 0), process_text(_registry(2, 2), 1)])
     names = [f.name for f in text_string_to_metric_families(merged)]
     assert len(names) == len(set(names)) >= 3, names
+
+
+async def test_a_dead_or_hung_sibling_is_left_out_of_the_scrape_not_failing_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(node_metrics, "SIBLING_TIMEOUT_S", 0.2)
+    with socket.socket(socket.AF_UNIX) as dead:  # its file stays, nobody listens on it
+        dead.bind(str(node_metrics.socket_path(tmp_path, 1)))
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read()  # reads the request, never answers; ends when the client gives up
+        writer.close()
+
+    hung = await asyncio.start_unix_server(hang, str(node_metrics.socket_path(tmp_path, 2)))
+    async with hung:
+        text = await node_metrics.node_text(process_text(_registry(3, 7), 0), tmp_path, 0, None)
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["gateway_node_processes_scraped"].samples[0].value == 1
+    assert {s.labels["process"] for s in families["gateway_queue"].samples} == {"0"}

@@ -25,11 +25,11 @@ from multidict import CIMultiDict
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.core.config import Settings, load
-from gateway.core.processes import child_settings, processes_problem
+from gateway.core.processes import ChildLink, child_settings, processes_problem
 from gateway.tenants.response_store import FILE_NAME
 from tests.fake_openai import FakeOpenAI
 from tests.redis_server import RedisServer, free_port
-from tests.replicas import ROOT, replica_config
+from tests.replicas import ROOT, descendants, replica_config
 from tests.tasks import until
 from tests.tenant_fixtures import ADMIN_KEY, GATEWAY_ENV, bearer
 
@@ -362,9 +362,23 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-async def test_processes_whose_supervisor_was_killed_outright_drain_and_exit(node: Node) -> None:
+async def test_processes_and_workers_whose_supervisor_was_killed_outright_exit(
+    node: Node,
+) -> None:
     pids = await _pids(node, 2)
+    started = descendants(node.process.pid)
+    assert pids < started, (pids, started)  # and the supervisor's embedding worker
     node.process.kill()
     await node.process.wait()
-    await until(lambda: not any(_running(pid) for pid in pids),
-                "every process exits once its supervisor is gone", WAIT_S)
+    await until(lambda: not any(_running(pid) for pid in started),
+                "every process and worker exits once its supervisor is gone", WAIT_S)
+
+
+def test_a_child_s_failure_reads_to_the_supervisor_with_its_secrets_masked() -> None:
+    read_fd, write_fd = os.pipe()
+    ChildLink(write_fd, secrets=["hunter2-db-password"]).failed(
+        "cannot connect to postgresql://gw:hunter2-db-password@db/gw with gw-abcdefgh12345678")
+    with os.fdopen(read_fd) as pipe:
+        line = pipe.read()
+    assert "hunter2" not in line and "gw-abcdefgh" not in line, line
+    assert line.startswith("failed cannot connect to postgresql://gw:"), line

@@ -187,13 +187,14 @@ DATABASE = web.AppKey("database", Database)
 
 
 def database_context(
-    settings: ClusterSettings,
+    settings: ClusterSettings, *, migrate: bool = True,
 ) -> Callable[[web.Application], AsyncIterator[None]]:
-    """The cleanup context of the shared pool: connect and migrate before every backend that
-    uses it (so it is registered before them), close after they are gone."""
+    """The cleanup context of the shared pool: connect and migrate (unless whoever started
+    this process already did) before every backend that uses it (so it is registered before
+    them), close after they are gone."""
 
     async def context(app: web.Application) -> AsyncIterator[None]:
-        database = await Database.open(settings)
+        database = await Database.open(settings, migrate=migrate)
         app[DATABASE] = database
         try:
             yield

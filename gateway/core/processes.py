@@ -27,12 +27,13 @@ import os
 import signal
 import sys
 import tempfile
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from embedder_worker.supervisor import Backoff, EmbedderSupervisor, child_env
 from gateway.core.config import Settings
+from gateway.core.redact import redact
 
 log = logging.getLogger(__name__)
 
@@ -86,16 +87,18 @@ def child_settings(settings: Settings, index: int, sockets: Sequence[Path],
 
 class ChildLink:
     """The child's end: one line to the supervisor (listening, or why not), and the watch on
-    its stdin, which closes when the supervisor goes."""
+    its stdin, which closes when the supervisor goes. The supervisor prints the reason as it
+    came, past the child's log redaction, so ``secrets`` are masked here."""
 
-    def __init__(self, ready_fd: int) -> None:
+    def __init__(self, ready_fd: int, secrets: Iterable[str] = ()) -> None:
         self._fd: int | None = ready_fd
+        self._secrets = tuple(secrets)
 
     def listening(self) -> None:
         self._say(LISTENING)
 
     def failed(self, reason: str) -> None:
-        self._say(FAILED + reason)
+        self._say(FAILED + redact(reason, self._secrets))
 
     def _say(self, line: str) -> None:
         if self._fd is None:

@@ -114,14 +114,21 @@ async def first_start(settings: Settings) -> None:
     try:
         store, secret = await open_store(config.settings, config.data_dir, database)
         try:
-            await admin_digest(store, config.settings, secret)
-            if config.settings.bootstrap and await store.count_tenants() == 0:
-                await create_default_tenant(store, config, secret)
+            await first_keys(store, config, secret)
         finally:
             await store.close()
     finally:
         if database is not None:
             await database.close()
+
+
+async def first_keys(store: TenantStore, config: TenantsConfig, secret: bytes) -> str:
+    """The admin key's hash (generated and shown once if none is set or stored) and, when
+    bootstrapping an empty store, tenant ``default`` with its first key (shown once)."""
+    digest = await admin_digest(store, config.settings, secret)
+    if config.settings.bootstrap and await store.count_tenants() == 0:
+        await create_default_tenant(store, config, secret)
+    return digest
 
 
 async def tenants_context(app: web.Application) -> AsyncIterator[None]:
@@ -131,10 +138,8 @@ async def tenants_context(app: web.Application) -> AsyncIterator[None]:
     tasks: list[asyncio.Task[None]] = []
     try:
         auth = Authenticator(
-            secret, await admin_digest(store, config.settings, secret), anonymous(config.settings)
+            secret, await first_keys(store, config, secret), anonymous(config.settings)
         )
-        if config.settings.bootstrap and await store.count_tenants() == 0:
-            await create_default_tenant(store, config, secret)
         await auth.reload(store)
         admission = await load_admission(store, config.settings, shared_counters(app),
                                          config.cost_per_token)
