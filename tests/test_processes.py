@@ -253,6 +253,31 @@ async def test_a_killed_process_is_restarted_and_the_port_keeps_answering(node: 
     assert "exited with status -9; restarting it" in node.stderr()
 
 
+async def test_a_restart_that_fails_is_tried_again_while_the_other_process_serves(
+    node: Node, node_config: Path,
+) -> None:
+    before = await _pids(node, 2)
+    # Only a starting process opens the Responses store by its name: a folder in its place
+    # fails the restart alone, while the running process keeps the file it has open.
+    store = node_config.parent / "data" / FILE_NAME
+    kept = store.with_name("kept.sqlite3")
+    store.rename(kept)
+    store.mkdir()
+    os.kill(min(before), signal.SIGKILL)
+
+    def tried_again() -> bool:
+        assert node.process.returncode is None, node.stderr()[-3000:]
+        return "could not start" in node.stderr() and "trying again in" in node.stderr()
+    await until(tried_again, "the supervisor retries the failed restart", WAIT_S)
+    status, _, body = await _get(f"{node.url}/healthz")
+    assert status == 200 and int(body["pid"]) == max(before)
+
+    store.rmdir()
+    kept.rename(store)
+    assert len(await _pids(node, 2) - before) == 1  # the retry succeeded in its place
+    assert node.process.returncode is None
+
+
 async def test_sigterm_stops_every_process_and_the_supervisor_exits_0(node: Node) -> None:
     pids = await _pids(node, 2)
     assert await _stop(node) == 0

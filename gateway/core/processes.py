@@ -9,7 +9,8 @@ the embedding workers and hands their sockets to the children (the sidecar mode)
 children (``python -m gateway serve`` with hidden flags) that each bind the same host:port with
 SO_REUSEPORT, so the kernel spreads connections over them. A child says over a pipe that it
 listens, or why it could not (``ChildLink``): one that cannot start ends the supervisor with
-that one-line reason and status 1; one that dies later is restarted with backoff. SIGTERM or
+that one-line reason and status 1; one that dies later is restarted with backoff, and a
+restart that fails is tried again (the other children go on serving). SIGTERM or
 SIGINT goes to every child, which drains for ``shutdown_grace_s``; the supervisor exits once all
 have, then stops the workers. A child watches its stdin, which only the supervisor holds, and
 drains when it closes, so a supervisor killed outright leaves no child on the port.
@@ -193,11 +194,13 @@ class Supervisor:
         return f"gateway processes stopped with statuses {bad}" if bad else None
 
     async def _slot(self, index: int) -> None:
-        """Keep child ``index`` running; ChildFailed when a start fails."""
+        """Keep child ``index`` running; ChildFailed when its first start fails. A restart
+        that fails (the shared database down for a moment, say) is tried again with the same
+        backoff: the node's other processes go on serving meanwhile."""
         loop = asyncio.get_running_loop()
         backoff = Backoff(*RESTART_BACKOFF_S)
+        process = await self._start(index)
         while True:
-            process = await self._start(index)
             started = loop.time()
             code = await process.wait()
             if process.stdin is not None:
@@ -205,7 +208,17 @@ class Supervisor:
             delay = backoff.record(loop.time() - started)
             log.warning("gateway process %d (pid %d) exited with status %s; restarting it "
                         "in %.1f s", index, process.pid, code, delay)
-            await asyncio.sleep(delay)  # the backoff itself, not a wait for an event
+            process = await self._restart(index, delay, backoff)
+
+    async def _restart(self, index: int, delay_s: float, backoff: Backoff) -> (
+            asyncio.subprocess.Process):
+        while True:
+            await asyncio.sleep(delay_s)  # the backoff itself, not a wait for an event
+            try:
+                return await self._start(index)
+            except ChildFailed as exc:
+                delay_s = backoff.record(0.0)
+                log.warning("%s; trying again in %.1f s", exc, delay_s)
 
     async def _start(self, index: int) -> asyncio.subprocess.Process:
         read_fd, write_fd = os.pipe()
@@ -227,8 +240,11 @@ class Supervisor:
         if line == LISTENING:
             log.info("gateway process %d (pid %d) is listening", index, process.pid)
             return process
-        reason = (line.removeprefix(FAILED) if line.startswith(FAILED) else
-                  f"exited with status {await process.wait()} before listening (see its log)")
+        if line.startswith(FAILED):
+            reason = line.removeprefix(FAILED)
+            await _wait(process, STOP_MARGIN_S)  # one that never listened: nothing to drain
+        else:
+            reason = f"exited with status {await process.wait()} before listening (see its log)"
         raise ChildFailed(f"process {index} of {self.settings.server.processes} could not start: "
                           f"{reason}")
 
