@@ -36,13 +36,22 @@ class EntryTokens:
         """The key kept in the database's folder, made on first use."""
         path = database.parent / KEY_FILE
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.exists():
+            return cls(bytes.fromhex(path.read_text("ascii").strip()))
+        # Written whole under a name of its own, then linked into place: a process that opens
+        # the same folder at once reads either no file or the whole key, never an empty one,
+        # and of two processes making it, the first link wins and the other reads that key.
+        key = secrets.token_bytes(32)
+        draft = path.with_name(f"{KEY_FILE}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w", encoding="ascii") as f:
+                f.write(key.hex() + "\n")
+            os.link(draft, path)
         except FileExistsError:
             return cls(bytes.fromhex(path.read_text("ascii").strip()))
-        key = secrets.token_bytes(32)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(key.hex() + "\n")
+        finally:
+            draft.unlink(missing_ok=True)
         return cls(key)
 
     def name(self, tenant: str, entry_id: int) -> str:
