@@ -62,6 +62,43 @@ async def test_a_decision_and_its_vector_are_written(tmp_path: Path) -> None:
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
+async def test_a_version_1_file_keeps_its_signals_and_vectors_in_the_rowid_table(
+    tmp_path: Path
+) -> None:
+    """Version 1 kept vectors in a WITHOUT ROWID table; opening such a file moves them into
+    version 2's rowid table, and feedback still finds an old answer with its vector."""
+    path = tmp_path / "signals.sqlite3"
+    vector = np.arange(4, dtype=np.float32)
+    key = prompt_key("fix my code")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE signals (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT "
+                   "NOT NULL, request_id TEXT NOT NULL, route TEXT, tier TEXT, deployment TEXT, "
+                   "vector_key BLOB, detail TEXT NOT NULL DEFAULT '{}')")
+        db.execute("CREATE TABLE vectors (key BLOB NOT NULL, model TEXT NOT NULL, dim INTEGER "
+                   "NOT NULL, vector BLOB NOT NULL, ts REAL NOT NULL, PRIMARY KEY (key, model)"
+                   ") WITHOUT ROWID")
+        db.execute("INSERT INTO signals (ts, kind, request_id, route, tier, vector_key, detail) "
+                   "VALUES (1.0, 'answer', 'req_old', 'code', 'cheap', ?, ?)",
+                   (key, json.dumps({"tenant": "acme", "cached": False})))
+        db.execute("INSERT INTO vectors VALUES (?, 'm', 4, ?, 1.0)", (key, vector.tobytes()))
+        db.execute("PRAGMA user_version = 1")
+    store = await SignalStore.open(path, model="m")
+    try:
+        found = await store.find_answer("req_old", "acme")
+        store.decision("req_new", DECISION, "fix my code", vector)
+        store.decision("req_other", DECISION, "something else", vector)
+        assert await store.flush() == 2
+    finally:
+        await store.close()
+    assert found is not None and found.tier == "cheap" and found.vector is not None
+    assert np.array_equal(found.vector, vector)
+    (sql,), = rows(path, "SELECT sql FROM sqlite_master WHERE name = 'vectors'")
+    assert "WITHOUT ROWID" not in str(sql)
+    assert rows(path, "PRAGMA user_version") == [(2,)]
+    assert rows(path, "SELECT key FROM vectors ORDER BY rowid") == [
+        (key,), (prompt_key("something else"),)]
+
+
 async def test_a_routed_answer_hands_the_sink_its_vector_once_per_batch(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
