@@ -272,6 +272,7 @@ async def test_signals_older_than_the_retention_go_with_vectors_no_kept_signal_u
         decision_at(store, "req_again", "asked again", NOW - 3600, again)
         assert store.answer(Answered("req_again", "acme", "cheap", "code", again,
                                      prompt_key("asked again"), at_s=NOW - 3600))
+        assert await store.flush() == 2
         assert await store.sweep() == 3
         found = await store.find_answer("req_again", "acme")
         assert await store.find_answer("req_first", "acme") is None
