@@ -14,9 +14,9 @@ policy can later be trained from ``signals JOIN vectors``. A vector's ``ts`` is 
 every signal that refers to a vector carries it, and writing it again moves ``ts`` forward.
 
 Signals older than the retention (``retention_s``; 0 keeps them forever) are deleted by the
-writer task, at most every ``sweep_interval_s``, ``sweep_batch`` rows per transaction (queued
-signals are written between two), with the vectors of their keys not used since: a vector goes
-with the last signal that refers to it, never while a kept one does.
+writer task, at most every ``sweep_interval_s``, ``sweep_batch`` rows per transaction (a full
+batch queued meanwhile is written between two), with the vectors of their keys not used since:
+a vector goes with the last signal that refers to it, never while a kept one does.
 
 An ``answer`` signal is the request as the client got it (``Answered``: the tenant, the tier that
 answered, whether from the cache, which tiers' answers escalation discarded); ``find_answer``
@@ -35,7 +35,6 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -247,7 +246,7 @@ class SqliteSignals:
         await self._db.execute("BEGIN")
         try:
             async with self._db.execute(_EXPIRE_SIGNALS, (*KINDS, before, limit)) as cursor:
-                deleted = await cursor.fetchall()
+                deleted = list(await cursor.fetchall())
             keys = {key for key, in deleted if key is not None}
             await self._db.executemany(_EXPIRE_VECTORS, [(key, before) for key in keys])
             await self._db.execute("COMMIT")
@@ -297,7 +296,6 @@ class SignalStore:
                                    name="routing-signals")
         self.dropped = 0
         self.written = 0
-        self.expired = 0
 
     @classmethod
     async def open(cls, path: Path, **options: Any) -> SignalStore:
@@ -388,8 +386,8 @@ class SignalStore:
 
     async def sweep(self) -> int:
         """Delete the signals older than the retention (and the vectors no kept signal refers
-        to), ``sweep_batch`` at a time, one transaction each; how many signals went. Signals
-        queued meanwhile are written between two transactions, and closing stops it."""
+        to), ``sweep_batch`` at a time, one transaction each; how many signals went. A full batch
+        queued meanwhile is written between two transactions; closing stops it."""
         if self._retention_s <= 0:
             return 0
         before = self._clock() - self._retention_s
@@ -402,7 +400,6 @@ class SignalStore:
                 break
             if len(self._signals) >= self._batch:
                 await self.flush(until_empty=False)
-        self.expired += deleted
         if deleted:
             log.info("routing signals: %d older than %s deleted", deleted,
                      time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(before)))
