@@ -401,7 +401,7 @@ class SignalStore:
             if len(self._signals) >= self._batch:
                 await self.flush(until_empty=False)
         if deleted:
-            log.info("routing signals: %d older than %s deleted", deleted,
+            log.debug("routing signals: %d older than %s deleted", deleted,
                      time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(before)))
         return deleted
 
