@@ -243,3 +243,32 @@ async def test_feedback_on_an_escalated_answer_after_a_restart_is_learned_as_esc
         rows = db.execute("SELECT source, tier, escalated FROM outcomes ORDER BY id").fetchall()
     assert rows == [("escalation", "cheap", 0), ("answer", "reasoning", 1),
                     ("feedback", "reasoning", 1)]
+
+
+@pytest.mark.parametrize(("retention_days", "old_rated"), [(30, 404), (0, 200)])
+async def test_an_answer_older_than_the_signals_retention_is_swept_and_cannot_be_rated(
+    fake_openai: tuple[FakeOpenAI, str], make_gateway: GatewayFactory, retention_days: int,
+    old_rated: int,
+) -> None:
+    """The gateway's signal store keeps ``routing.signals_retention_days``: after a restart
+    (nothing in memory), an answer aged past it is swept (with 0 it is kept), a recent one is
+    still rated."""
+    _, url = fake_openai
+    routing = {"signals_retention_days": retention_days}
+    client, acme, _ = await _keyed(make_gateway, url, routing=routing)
+    old = (await _ask(client, acme, "What is VAT?")).headers["x-request-id"]
+    recent = (await _ask(client, acme, "What is GST?")).headers["x-request-id"]
+    path = client.app[SIGNALS].path
+    await client.close()  # the app's cleanup writes the signals queued
+    assert path is not None
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE signals SET ts = ts - 31 * 86400 WHERE request_id = ?", (old,))
+    again = await make_gateway(_config(url, routing=routing), env=GATEWAY_ENV)
+    await again.app[SIGNALS].sweep()  # the writer's first round sweeps too: either one
+    resp = await _feedback(again, acme, {"request_id": old, "score": "good"})
+    assert resp.status == old_rated, await resp.text()
+    resp = await _feedback(again, acme, {"request_id": recent, "score": "bad"})
+    assert resp.status == 200, await resp.text()
+    with sqlite3.connect(path) as db:
+        kept = {r for r, in db.execute("SELECT request_id FROM signals WHERE kind = 'answer'")}
+    assert kept == ({recent} if retention_days else {old, recent})

@@ -36,6 +36,12 @@ def test_relative_paths_are_resolved_from_the_config_folder() -> None:
     assert parse({}).signals_path(Path("/data")) == Path("/data/signals.sqlite3")
 
 
+def test_signals_are_kept_30_days_and_0_keeps_them_forever() -> None:
+    assert parse({}).signals_retention_days == 30.0
+    assert parse({"signals_retention_days": 0}).signals_retention_days == 0.0
+    assert parse({"signals_retention_days": 0.5}).signals_retention_days == 0.5
+
+
 def test_aliases_add_to_auto() -> None:
     assert parse({"aliases": ["router", "auto"]}).aliases == ("auto", "router")
 
@@ -49,6 +55,8 @@ def test_aliases_add_to_auto() -> None:
         ({"aliases": [""]}, "routing.aliases"),
         ({"routes_file": ""}, "routing.routes_file"),
         ({"signals_flush_ms": 0}, "routing.signals_flush_ms"),
+        ({"signals_retention_days": -1}, "routing.signals_retention_days"),
+        ({"signals_retention_days": "30d"}, "routing.signals_retention_days"),
         ({"context_turns": -1}, "routing.context_turns"),
         ({"colour": "blue"}, "routing.colour"),
     ],

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,10 @@ from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.routing.escalation import EscalationKind, EscalationReason
 from gateway.routing.policy import Decision, LearnedNote, Reason, RouteScore, TierEstimate
 from gateway.routing.signals import (
+    SCHEMA_VERSION,
     Answered,
+    Signal,
+    SignalKind,
     SignalRow,
     SignalStore,
     VectorRow,
@@ -94,7 +98,7 @@ async def test_a_version_1_file_keeps_its_signals_and_vectors_in_the_rowid_table
     assert np.array_equal(found.vector, vector)
     (sql,), = rows(path, "SELECT sql FROM sqlite_master WHERE name = 'vectors'")
     assert "WITHOUT ROWID" not in str(sql)
-    assert rows(path, "PRAGMA user_version") == [(2,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert rows(path, "SELECT key FROM vectors ORDER BY rowid") == [
         (key,), (prompt_key("something else"),)]
 
@@ -237,3 +241,191 @@ async def test_signals_that_arrive_during_a_write_wait_for_the_next_batch(
     finally:
         await store.close()
     assert rows(tmp_path / "s.sqlite3", "SELECT count(*) FROM signals") == [(20,)]
+
+
+DAY_S = 86_400.0
+NOW = 2_000_000_000.0
+"""The injected clock's time in the retention tests: signals carry their own ts."""
+
+
+def decision_at(store: SignalStore, request_id: str, text: str, ts: float,
+                vector: np.ndarray | None) -> None:
+    assert store.record(Signal(SignalKind.DECISION, request_id, "code", "cheap",
+                               vector_key=prompt_key(text), ts=ts), vector)
+
+
+async def test_signals_older_than_the_retention_go_with_vectors_no_kept_signal_uses(
+    tmp_path: Path,
+) -> None:
+    """A prompt asked 40 days ago and again an hour ago keeps its vector (its ts is its last
+    use), and feedback still finds the recent answer with it; a prompt only asked 40 days ago
+    goes, vector and all."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m", retention_s=30 * DAY_S, clock=lambda: NOW)
+    old, again = np.ones(4, dtype=np.float32), np.arange(4, dtype=np.float32)
+    try:
+        decision_at(store, "req_old", "old prompt", NOW - 40 * DAY_S, old)
+        decision_at(store, "req_first", "asked again", NOW - 40 * DAY_S, again)
+        assert store.answer(Answered("req_first", "acme", "cheap", "code", again,
+                                     prompt_key("asked again"), at_s=NOW - 40 * DAY_S))
+        assert await store.flush() == 3  # one batch, then the later ones in another
+        decision_at(store, "req_again", "asked again", NOW - 3600, again)
+        assert store.answer(Answered("req_again", "acme", "cheap", "code", again,
+                                     prompt_key("asked again"), at_s=NOW - 3600))
+        assert await store.flush() == 2
+        assert await store.sweep() == 3
+        found = await store.find_answer("req_again", "acme")
+        assert await store.find_answer("req_first", "acme") is None
+    finally:
+        await store.close()
+    assert found is not None and found.vector is not None
+    assert np.array_equal(found.vector, again)
+    assert rows(path, "SELECT request_id FROM signals ORDER BY id") == [
+        ("req_again",), ("req_again",)]
+    assert rows(path, "SELECT key, ts FROM vectors") == [(prompt_key("asked again"), NOW - 3600)]
+
+
+async def test_feedback_keeps_its_answers_vector_after_the_answer_expires(
+    tmp_path: Path,
+) -> None:
+    """Feedback carries the answer's vector (read back with the answer), so the vector lives as
+    long as the feedback does."""
+    path = tmp_path / "signals.sqlite3"
+    now = [time.time()]  # feedback is stamped with the time it came
+    store = await SignalStore.open(path, model="m", retention_s=30 * DAY_S,
+                                   clock=lambda: now[0])
+    vector = np.arange(4, dtype=np.float32)
+    try:
+        assert store.answer(Answered("req_1", "acme", "cheap", "code", vector,
+                                     prompt_key("fix it"), at_s=now[0] - 20 * DAY_S))
+        assert await store.flush() == 1
+        answered = await store.find_answer("req_1", "acme")
+        assert answered is not None and answered.vector is not None
+        assert store.feedback(answered, 1.0, None)
+        await store.flush()
+        now[0] += 15 * DAY_S  # the answer is 35 days old, the feedback 15
+        assert await store.sweep() == 1
+    finally:
+        await store.close()
+    ((kind, ts),) = rows(path, "SELECT kind, ts FROM signals")
+    assert kind == "feedback"
+    assert rows(path, "SELECT key, ts FROM vectors") == [(prompt_key("fix it"), ts)]
+
+
+async def test_a_retention_of_0_keeps_everything(tmp_path: Path) -> None:
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m", retention_s=0, clock=lambda: NOW)
+    try:
+        decision_at(store, "req_old", "old prompt", 1.0, np.ones(4, dtype=np.float32))
+        assert await store.flush() == 1
+        assert await store.sweep() == 0
+    finally:
+        await store.close()
+    assert rows(path, "SELECT count(*) FROM signals") == [(1,)]
+    assert rows(path, "SELECT count(*) FROM vectors") == [(1,)]
+
+
+async def test_a_sweep_deletes_in_bounded_transactions_and_writes_queued_signals_between(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """25 expired signals, 10 a transaction: three transactions, every expired row gone; the
+    signals that came during the first are written before the second."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m", batch=4, retention_s=30 * DAY_S,
+                                   sweep_batch=10, clock=lambda: NOW)
+    sink = store._sink
+    real_expire, real_write = sink.expire, sink.write
+    calls: list[str] = []
+
+    async def expire(before: float, limit: int) -> int:
+        deleted = await real_expire(before, limit)
+        calls.append(f"expire {deleted}")
+        if len(calls) == 1:
+            for i in range(4):
+                decision_at(store, f"req_new_{i}", "new", NOW, None)
+        return deleted
+
+    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
+        calls.append(f"write {len(signals)}")
+        await real_write(signals, vectors)
+
+    try:
+        for i in range(25):
+            decision_at(store, f"req_{i}", f"prompt {i % 5}", NOW - 31 * DAY_S,
+                        np.full(4, i, dtype=np.float32))
+        decision_at(store, "req_kept", "prompt 0", NOW - 29 * DAY_S, np.zeros(4, np.float32))
+        assert await store.flush() == 26
+        monkeypatch.setattr(sink, "expire", expire)
+        monkeypatch.setattr(sink, "write", write)
+        assert await store.sweep() == 25
+    finally:
+        await store.close()
+    assert calls == ["expire 10", "write 4", "expire 10", "expire 5"]
+    assert rows(path, "SELECT request_id FROM signals ORDER BY id") == [
+        ("req_kept",), *((f"req_new_{i}",) for i in range(4))]
+    assert rows(path, "SELECT key FROM vectors") == [(prompt_key("prompt 0"),)]
+
+
+async def test_the_writer_task_sweeps_at_most_once_an_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "signals.sqlite3"
+    now = [NOW]
+    store = await SignalStore.open(path, batch=1, flush_interval_s=3600,
+                                   retention_s=30 * DAY_S, sweep_interval_s=60,
+                                   clock=lambda: now[0])
+    sink = store._sink
+    real_expire, real_write = sink.expire, sink.write
+    expired: list[int] = []
+    writes = asyncio.Queue[int]()
+
+    async def expire(before: float, limit: int) -> int:
+        expired.append(await real_expire(before, limit))
+        return expired[-1]
+
+    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
+        await real_write(signals, vectors)
+        writes.put_nowait(len(signals))
+
+    monkeypatch.setattr(sink, "expire", expire)
+    monkeypatch.setattr(sink, "write", write)
+    try:
+        decision_at(store, "req_1", "a", NOW - 40 * DAY_S, None)
+        store.start()  # a full batch wakes the writer: it writes, then sweeps
+        assert await asyncio.wait_for(writes.get(), 10) == 1
+        decision_at(store, "req_2", "b", NOW - 40 * DAY_S, None)
+        assert await asyncio.wait_for(writes.get(), 10) == 1
+        now[0] += 61  # the next write's round is due to sweep again
+        decision_at(store, "req_3", "c", NOW, None)
+        assert await asyncio.wait_for(writes.get(), 10) == 1
+    finally:
+        await store.close()
+    # The first sweep came after req_1's write; none after req_2's (within the minute); the
+    # third after req_3's. The close (no sweep) leaves nothing behind.
+    assert expired == [1, 1]
+    assert rows(path, "SELECT request_id FROM signals") == [("req_3",)]
+
+
+async def test_a_version_2_file_keeps_vectors_that_recent_signals_use(tmp_path: Path) -> None:
+    """Version 2 kept a vector's first write as its ts; opening such a file sets it to the
+    latest signal that refers to it, so the sweep does not take a vector still in use."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m")
+    vector = np.arange(4, dtype=np.float32)
+    try:
+        decision_at(store, "req_old", "asked again", NOW - 40 * DAY_S, vector)
+        assert await store.flush() == 1
+        decision_at(store, "req_new", "asked again", NOW - 60, None)  # as version 2 wrote it
+        assert await store.flush() == 1
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE vectors SET ts = ?", (NOW - 40 * DAY_S,))
+        db.execute("PRAGMA user_version = 2")
+    store = await SignalStore.open(path, model="m", retention_s=30 * DAY_S, clock=lambda: NOW)
+    try:
+        assert await store.sweep() == 1
+    finally:
+        await store.close()
+    assert rows(path, "SELECT ts FROM vectors") == [(NOW - 60,)]
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]

@@ -188,7 +188,8 @@ class RoutingSettings:
     """How ``model: "auto"`` is routed, escalated and recorded.
 
     ``None`` paths default under the server's ``data_dir``: the utterance vector cache in
-    ``<data_dir>/routing/`` and the signal store in ``<data_dir>/signals.sqlite3``. ``None``
+    ``<data_dir>/routing/`` and the signal store in ``<data_dir>/signals.sqlite3``. Signals
+    older than ``signals_retention_days`` are deleted (0 keeps them forever). ``None``
     tiers mean ``cheap`` then ``reasoning`` (those served), and the cheapest served tier as
     the default; ``tier_plan`` resolves them against the tiers the models define.
     """
@@ -207,6 +208,7 @@ class RoutingSettings:
     signals_flush_ms: float = 250.0
     signals_batch: int = 256
     signals_queue: int = 10_000
+    signals_retention_days: float = 30.0
     learning: LearningSettings = LearningSettings()
     outcomes: OutcomeSettings = field(default_factory=OutcomeSettings)
 
@@ -263,6 +265,7 @@ def parse_routing(t: Table, base_dir: Path) -> RoutingSettings:
         signals_flush_ms=t.positive("signals_flush_ms", 250.0),
         signals_batch=t.count("signals_batch", 256),
         signals_queue=t.count("signals_queue", 10_000),
+        signals_retention_days=t.non_negative("signals_retention_days", 30.0),
         learning=parse_learning(t.table("learning"), base_dir),
         outcomes=parse_outcomes(t.table("outcomes")),
     )

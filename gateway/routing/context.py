@@ -208,6 +208,7 @@ async def routing_context(app: web.Application) -> AsyncIterator[None]:
         options: dict[str, Any] = {
             "model": _model_name(config), "flush_interval_s": s.signals_flush_ms / 1000,
             "batch": s.signals_batch, "max_pending": s.signals_queue,
+            "retention_s": s.signals_retention_days * 86_400,
         }
         database = app.get(DATABASE)
         store = (SignalStore(PgSignalSink(database), **options) if database is not None

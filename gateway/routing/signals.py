@@ -10,7 +10,13 @@ left.
 
 Each signal refers to the prompt's vector by ``vector_key`` = sha256 of the embedded text; the
 vector itself is stored once per key and model in ``vectors`` as a float32 blob, so a learned
-policy can later be trained from ``signals JOIN vectors``.
+policy can later be trained from ``signals JOIN vectors``. A vector's ``ts`` is its last use:
+every signal that refers to a vector carries it, and writing it again moves ``ts`` forward.
+
+Signals older than the retention (``retention_s``; 0 keeps them forever) are deleted by the
+writer task, at most every ``sweep_interval_s``, ``sweep_batch`` rows per transaction (a full
+batch queued meanwhile is written between two), with the vectors of their keys not used since:
+a vector goes with the last signal that refers to it, never while a kept one does.
 
 An ``answer`` signal is the request as the client got it (``Answered``: the tenant, the tier that
 answered, whether from the cache, which tiers' answers escalation discarded); ``find_answer``
@@ -27,9 +33,8 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -46,7 +51,7 @@ from gateway.routing.policy import Decision
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # A rowid table: each row is a 1.5 kB vector, and a WITHOUT ROWID table keeps its rows in the
 # key's B-tree, so every insert at a random sha256 key moved whole vectors between pages. As
 # version 1 had it, writing one vector cost 25 us at 5,000 stored and 64 us at 100,000, against 8
@@ -88,8 +93,11 @@ _RATED = (
     "SELECT 1 FROM signals WHERE kind = 'feedback' AND request_id = ? "
     "AND json_extract(detail, '$.tenant') = ? LIMIT 1"
 )
-_INSERT_VECTOR = (
-    "INSERT OR IGNORE INTO vectors (key, model, dim, vector, ts) VALUES (?, ?, ?, ?, ?)"
+# A vector written again only has its ts moved forward (its last use, what the sweep reads):
+# the row is found by the same key lookup that INSERT OR IGNORE made.
+_UPSERT_VECTOR = (
+    "INSERT INTO vectors (key, model, dim, vector, ts) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (key, model) DO UPDATE SET ts = excluded.ts WHERE excluded.ts > vectors.ts"
 )
 
 
@@ -102,6 +110,15 @@ class SignalKind(enum.StrEnum):
     ANSWER = "answer"
     CLIENT_RETRY = "client_retry"
     FEEDBACK = "feedback"
+
+
+KINDS = tuple(kind.value for kind in SignalKind)
+"""Every kind, for the sweep: it finds expired rows through the (kind, ts) index."""
+_EXPIRE_SIGNALS = (
+    "DELETE FROM signals WHERE id IN (SELECT id FROM signals WHERE kind IN "
+    f"({', '.join('?' * len(KINDS))}) AND ts < ? LIMIT ?) RETURNING vector_key"
+)
+_EXPIRE_VECTORS = "DELETE FROM vectors WHERE key = ? AND ts < ?"
 
 
 def prompt_key(text: str) -> bytes:
@@ -185,10 +202,17 @@ VectorRow = tuple[Any, ...]
 
 class SignalSink(Protocol):
     """Where batches of signals go: one transaction per batch; a vector already stored for its
-    key and model is kept. The two reads serve ``POST /v1/feedback``."""
+    key and model is kept, its ``ts`` moved forward to the later write's. The two reads serve
+    ``POST /v1/feedback``."""
 
     async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]
                     ) -> None: ...
+
+    async def expire(self, before: float, limit: int) -> int:
+        """Delete at most ``limit`` signals older than ``before``, and the vectors of their keys
+        last used before it, in one transaction; how many signals were deleted. Safe while
+        other processes write and expire the same tables."""
+        ...
 
     async def answers(self, request_id: str, model: str) -> list[AnswerRow]:
         """The latest ``answer`` signals under ``request_id`` (any tenant), newest first."""
@@ -212,11 +236,24 @@ class SqliteSignals:
         await self._db.execute("BEGIN")
         try:
             await self._db.executemany(_INSERT_SIGNAL, signals)
-            await self._db.executemany(_INSERT_VECTOR, vectors)
+            await self._db.executemany(_UPSERT_VECTOR, vectors)
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
+
+    async def expire(self, before: float, limit: int) -> int:
+        await self._db.execute("BEGIN")
+        try:
+            async with self._db.execute(_EXPIRE_SIGNALS, (*KINDS, before, limit)) as cursor:
+                deleted = list(await cursor.fetchall())
+            keys = {key for key, in deleted if key is not None}
+            await self._db.executemany(_EXPIRE_VECTORS, [(key, before) for key in keys])
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        return len(deleted)
 
     async def answers(self, request_id: str, model: str) -> list[AnswerRow]:
         async with self._db.execute(_FIND_ANSWER, (model, request_id)) as cursor:
@@ -234,23 +271,29 @@ class SignalStore:
     """A bounded queue of signals and the task that writes it (see the module docstring)."""
 
     def __init__(self, sink: SignalSink, *, model: str = "",
-                 flush_interval_s: float = 0.25, batch: int = 256, max_pending: int = 10_000
-                 ) -> None:
+                 flush_interval_s: float = 0.25, batch: int = 256, max_pending: int = 10_000,
+                 retention_s: float = 0.0, sweep_interval_s: float = 60.0,
+                 sweep_batch: int = 5000, clock: Callable[[], float] = time.time) -> None:
         self.model = model
         self._sink = sink
         self._batch = batch
         self._max_pending = max_pending
+        self._retention_s = retention_s
+        self._sweep_interval_s = sweep_interval_s
+        self._sweep_batch = sweep_batch
+        self._clock = clock
+        self._next_sweep = 0.0
         # Rows are made as signals arrive, a few microseconds each inside a request, not all
         # at once when a batch is written: a batch's worth of rows made in one go held the
         # event loop ~1 ms, the p99 of requests that came then (bench/RESULTS.md, issue 20).
         self._signals: list[SignalRow] = []
         self._vectors: list[VectorRow] = []
-        # Keys of the vectors queued: a routed request's answer carries the vector its
-        # decision already queued, and the sink would only ignore the copy.
-        self._vector_keys: set[bytes] = set()
+        # Where each queued vector is in _vectors: a routed request's answer carries the vector
+        # its decision already queued, and the sink would only refresh the copy's ts.
+        self._vector_at: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
-        self._writer = BatchWriter(partial(self.flush, until_empty=False),
-                                   interval_s=flush_interval_s, name="routing-signals")
+        self._writer = BatchWriter(self._write_and_sweep, interval_s=flush_interval_s,
+                                   name="routing-signals")
         self.dropped = 0
         self.written = 0
 
@@ -264,6 +307,8 @@ class SignalStore:
             try:
                 if version == 1:
                     await _vectors_to_rowid_table(db)
+                if 0 < version < 3:
+                    await _vectors_last_used(db)
                 for statement in _SCHEMA:
                     await db.execute(statement)
                 await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -292,9 +337,13 @@ class SignalStore:
             return False
         self._signals.append(signal.row())
         key = signal.vector_key
-        if vector is not None and key is not None and key not in self._vector_keys:
-            self._vector_keys.add(key)
-            self._vectors.append(PromptVector(key, vector, signal.ts).row(self.model))
+        if vector is not None and key is not None:
+            at = self._vector_at.get(key)
+            if at is None:
+                self._vector_at[key] = len(self._vectors)
+                self._vectors.append(PromptVector(key, vector, signal.ts).row(self.model))
+            elif self._vectors[at][-1] < signal.ts:  # its last use, as the sink would store it
+                self._vectors[at] = (*self._vectors[at][:-1], signal.ts)
         if len(self._signals) >= self._batch:
             self._writer.wake()
         return True
@@ -314,7 +363,7 @@ class SignalStore:
                 del self._signals[:size]
                 taken += size
                 self._vectors = []
-                self._vector_keys = set()
+                self._vector_at = {}
                 try:
                     await self._sink.write(signals, vectors)
                 except Exception:
@@ -324,6 +373,37 @@ class SignalStore:
                 written += len(signals)
         self.written += written
         return written
+
+    async def _write_and_sweep(self) -> None:
+        """The writer task's round: what is queued, then a sweep when one is due."""
+        await self.flush(until_empty=False)
+        if self._clock() >= self._next_sweep:
+            self._next_sweep = self._clock() + self._sweep_interval_s
+            try:
+                await self.sweep()
+            except Exception:  # the next sweep starts over where this one stopped
+                log.exception("deleting expired routing signals failed")
+
+    async def sweep(self) -> int:
+        """Delete the signals older than the retention (and the vectors no kept signal refers
+        to), ``sweep_batch`` at a time, one transaction each; how many signals went. A full batch
+        queued meanwhile is written between two transactions; closing stops it."""
+        if self._retention_s <= 0:
+            return 0
+        before = self._clock() - self._retention_s
+        deleted = 0
+        while not self._writer.closing:
+            async with self._lock:
+                count = await self._sink.expire(before, self._sweep_batch)
+            deleted += count
+            if count < self._sweep_batch:
+                break
+            if len(self._signals) >= self._batch:
+                await self.flush(until_empty=False)
+        if deleted:
+            log.debug("routing signals: %d older than %s deleted", deleted,
+                     time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(before)))
+        return deleted
 
     async def close(self) -> None:
         """Stop taking signals, write those queued, stop the writer, close the database."""
@@ -363,7 +443,8 @@ class SignalStore:
         detail = {"tenant": earlier.tenant, "retried_by": request_id,
                   "similarity": round(similarity, 4)}
         return self.record(Signal(SignalKind.CLIENT_RETRY, earlier.request_id, earlier.route,
-                                  earlier.tier, vector_key=earlier.text_key, detail=detail))
+                                  earlier.tier, vector_key=earlier.text_key, detail=detail),
+                           earlier.vector)
 
     def feedback(self, answered: Answered, score: float, comment: str | None, *,
                  counted: bool = True) -> bool:
@@ -371,8 +452,10 @@ class SignalStore:
         the answer had been scored before, and only the first score teaches the router."""
         detail = {"tenant": answered.tenant, "score": score, "comment": comment,
                   "cached": answered.cached, "counted": counted}
+        # With its vector, so that the vector is kept as long as the feedback is.
         return self.record(Signal(SignalKind.FEEDBACK, answered.request_id, answered.route,
-                                  answered.tier, vector_key=answered.text_key, detail=detail))
+                                  answered.tier, vector_key=answered.text_key, detail=detail),
+                           answered.vector)
 
     async def rated(self, request_id: str, tenant: str) -> bool:
         """Whether ``tenant`` has scored its answer ``request_id`` before (queued ones too)."""
@@ -429,6 +512,16 @@ async def _vectors_to_rowid_table(db: aiosqlite.Connection) -> None:
     await db.execute("DROP TABLE vectors")
     await db.execute("ALTER TABLE vectors_v2 RENAME TO vectors")
     log.info("routing signals: vectors moved to a rowid table (schema version 2)")
+
+
+async def _vectors_last_used(db: aiosqlite.Connection) -> None:
+    """Version 2 kept each vector's first write as its ts; version 3 its last use, which the
+    sweep reads (inside the caller's transaction, like the move to a rowid table)."""
+    await db.execute(
+        "UPDATE vectors SET ts = last.ts FROM (SELECT vector_key, max(ts) AS ts FROM signals "
+        "WHERE vector_key IS NOT NULL GROUP BY vector_key) AS last "
+        "WHERE vectors.key = last.vector_key AND last.ts > vectors.ts")
+    log.info("routing signals: vectors' ts set to their last use (schema version 3)")
 
 
 def _decided(stored: Any) -> tuple[tuple[str, float], ...]:
