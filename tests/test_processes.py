@@ -343,6 +343,19 @@ def test_one_process_needs_no_cluster_and_two_with_redis_and_postgres_are_accept
     assert processes_problem(_settings(tmp_path)) is None
 
 
+def test_the_refusal_names_only_what_is_missing_and_its_own_variable(tmp_path: Path) -> None:
+    settings = _settings(tmp_path)
+    no_db = replace(settings, cluster=replace(settings.cluster, database_url=None,
+                                              database_url_env="ACME_PG_URL"))
+    problem = processes_problem(no_db)
+    assert problem is not None and "(database_url missing: set ACME_PG_URL)" in problem
+    assert "REDIS" not in problem
+    no_redis = replace(settings, cluster=replace(settings.cluster, redis_url=None))
+    problem = processes_problem(no_redis)
+    assert problem is not None and "(redis_url missing: set GATEWAY_REDIS_URL)" in problem
+    assert "DATABASE" not in problem
+
+
 def test_several_processes_with_a_learner_each_are_refused(tmp_path: Path) -> None:
     problem = processes_problem(_settings(tmp_path, extra="[routing.learning]\nenabled = true\n"))
     assert problem is not None and "[routing.learning] enabled" in problem

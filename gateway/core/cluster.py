@@ -57,6 +57,7 @@ class ClusterSettings:
     key_prefix: str = "gw"
     database_url: str | None = field(default=None, repr=False)
     """None: tenants, the ledger, signals and the cache stay in this replica's SQLite files."""
+    database_url_env: str = "GATEWAY_DATABASE_URL"
     database_pool_size: int = 10
     database_timeout_s: float = 5.0
 
@@ -102,6 +103,7 @@ def parse_cluster(t: Table, env: Mapping[str, str]) -> ClusterSettings:
         resync_interval_s=t.positive("resync_interval_s", 30.0),
         key_prefix=prefix,
         database_url=_database_url(t, env),
+        database_url_env=t.get("database_url_env", str, "GATEWAY_DATABASE_URL"),
         database_pool_size=t.count("database_pool_size", 10),
         database_timeout_s=t.positive("database_timeout_s", 5.0),
     )

@@ -56,13 +56,14 @@ def processes_problem(settings: Settings) -> str | None:
     server, cluster = settings.server, settings.cluster
     if server.processes <= 1:
         return None
-    missing = [name for name, value in (("redis_url", cluster.redis_url),
-                                        ("database_url", cluster.database_url)) if not value]
+    missing = [(name, env) for name, value, env in (
+        ("redis_url", cluster.redis_url, cluster.redis_url_env),
+        ("database_url", cluster.database_url, cluster.database_url_env)) if not value]
     if missing:
         return (f"server.processes = {server.processes} needs [cluster] redis_url and "
-                f"database_url ({' and '.join(missing)} missing: set {cluster.redis_url_env} "
-                f"and GATEWAY_DATABASE_URL): without them each process would keep its own "
-                f"rate limits, budgets, keys and ledger; or set processes = 1")
+                f"database_url ({' and '.join(name for name, _ in missing)} missing: set "
+                f"{' and '.join(env for _, env in missing)}): without them each process would "
+                f"keep its own rate limits, budgets, keys and ledger; or set processes = 1")
     if settings.routing.learning.enabled:
         return (f"server.processes = {server.processes} with [routing.learning] enabled: each "
                 f"process's learner would learn from its own share of the traffic only; "
