@@ -66,6 +66,22 @@ async def test_a_decision_and_its_vector_are_written(tmp_path: Path) -> None:
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
 
 
+async def test_numpy_scores_are_written_as_numbers(tmp_path: Path) -> None:
+    """The router computes its scores with numpy; a detail keeps them as JSON numbers."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m")
+    decision = replace(DECISION, confidence=np.float64(0.9), score=np.float32(0.5),
+                       ranked=(RouteScore("code", "reasoning", np.float64(0.7), 0.6, 0.9),))
+    try:
+        store.decision("req_1", decision, "fix my code", None)
+        assert await store.flush() == 1
+    finally:
+        await store.close()
+    (detail,), = rows(path, "SELECT detail FROM signals")
+    stored = json.loads(str(detail))
+    assert (stored["confidence"], stored["score"], stored["ranked"]) == (0.9, 0.5, [["code", 0.7]])
+
+
 async def test_a_version_1_file_keeps_its_signals_and_vectors_in_the_rowid_table(
     tmp_path: Path
 ) -> None:
