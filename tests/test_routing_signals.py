@@ -18,6 +18,7 @@ from gateway.core.answer import Attempt, Deployment
 from gateway.core.config import ModelSettings, ProviderSettings
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.routing.escalation import EscalationKind, EscalationReason
+from gateway.routing.json_schema import validate
 from gateway.routing.policy import Decision, LearnedNote, Reason, RouteScore, TierEstimate
 from gateway.routing.signals import (
     SCHEMA_VERSION,
@@ -164,6 +165,44 @@ async def test_escalations_retries_and_failures_are_recorded(tmp_path: Path) -> 
     assert json.loads(str(kinds[0][2]))["kind"] == "timeout"
     assert json.loads(str(kinds[2][2])) == {"kind": "invalid_json", "detail": "not JSON",
                                              "to_tier": "reasoning"}
+
+
+async def test_an_escalation_quoting_a_lone_surrogate_of_the_answer_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """A schema check's message quotes the answer's JSON, which may hold a lone surrogate
+    (``"\\ud800"`` decodes to one); recording it must not fail the request."""
+    answer = json.loads('{"\\ud800": 1}')
+    problem = validate(answer, {"type": "object", "additionalProperties": {"type": "string"}})
+    assert problem is not None and "\ud800" in problem
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path)
+    try:
+        reason = EscalationReason(EscalationKind.SCHEMA_MISMATCH, problem)
+        assert store.escalation("req_1", DECISION, "cheap", "reasoning", reason)
+        assert await store.flush() == 1
+    finally:
+        await store.close()
+    ((detail,),) = rows(path, "SELECT detail FROM signals")
+    assert json.loads(str(detail))["detail"] == problem
+
+
+async def test_numpy_estimates_are_written_as_numbers_and_read_back(tmp_path: Path) -> None:
+    """Estimates computed with numpy are numpy scalars: written as numbers, as json.dumps
+    wrote a float64, so an answer's ``decided`` is read back (a string would be dropped)."""
+    store = await SignalStore.open(tmp_path / "signals.sqlite3", model="m")
+    note = LearnedNote((("cheap", TierEstimate(np.float64(0.3), 2.5, 4)),), "cheap")
+    try:
+        assert store.decision("req_1", replace(DECISION, learned=note), "tax?", None)
+        assert store.answer(Answered("req_1", "acme", "cheap", "code",
+                                     decided=(("cheap", np.float64(0.8125)),)))
+        found = await store.find_answer("req_1", "acme")
+    finally:
+        await store.close()
+    assert found is not None and found.decided == (("cheap", 0.8125),)
+    ((detail,),) = rows(tmp_path / "signals.sqlite3",
+                        "SELECT detail FROM signals WHERE kind = 'decision'")
+    assert json.loads(str(detail))["learned"]["p"] == {"cheap": 0.3}
 
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:

@@ -121,6 +121,21 @@ _EXPIRE_SIGNALS = (
 _EXPIRE_VECTORS = "DELETE FROM vectors WHERE key = ? AND ts < ?"
 
 
+def _detail_json(detail: Mapping[str, Any]) -> str:
+    """A signal's detail as JSON; never fails where json.dumps did not (``record`` must not)."""
+    try:
+        # orjson: 0.2 us a detail where json.dumps took 3, twice in every routed request. The
+        # router's scores may be numpy floats: written as numbers, as json.dumps wrote float64
+        # (an answer's ``decided`` written as strings would be dropped when read back).
+        return orjson.dumps(dict(detail), default=str,
+                            option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:
+        # What orjson refuses and json.dumps writes: a lone surrogate (an escalation's message
+        # quotes the answer's JSON, decoded by json.loads), a key that is not a str, an int
+        # past 64 bits.
+        return json.dumps(dict(detail), default=str)
+
+
 def prompt_key(text: str) -> bytes:
     """The key of a prompt's vector: sha256 of the embedded text."""
     return hashlib.sha256(text.encode("utf-8")).digest()
@@ -138,12 +153,8 @@ class Signal:
     ts: float = field(default_factory=time.time)
 
     def row(self) -> tuple[Any, ...]:
-        # orjson: 0.2 us a detail where json.dumps took 3, twice in every routed request. The
-        # router's scores may be numpy floats: written as numbers, as json.dumps wrote float64.
         return (self.ts, self.kind.value, self.request_id, self.route, self.tier,
-                self.deployment, self.vector_key,
-                orjson.dumps(dict(self.detail), default=str,
-                             option=orjson.OPT_SERIALIZE_NUMPY).decode())
+                self.deployment, self.vector_key, _detail_json(self.detail))
 
 
 @dataclass(frozen=True, slots=True)
