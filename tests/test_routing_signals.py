@@ -83,6 +83,27 @@ async def test_numpy_scores_are_written_as_numbers(tmp_path: Path) -> None:
     assert (stored["confidence"], stored["score"], stored["ranked"]) == (0.9, 0.5, [["code", 0.7]])
 
 
+def make_version_1(path: Path) -> None:
+    """A file as version 1 wrote it: vectors WITHOUT ROWID; an answer at ts 1 and its vector
+    (``np.arange(4)`` for "fix my code", model "m")."""
+    key = prompt_key("fix my code")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE signals (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT "
+                   "NOT NULL, request_id TEXT NOT NULL, route TEXT, tier TEXT, deployment TEXT, "
+                   "vector_key BLOB, detail TEXT NOT NULL DEFAULT '{}')")
+        db.execute("CREATE INDEX signals_request ON signals (request_id)")
+        db.execute("CREATE INDEX signals_kind_ts ON signals (kind, ts)")
+        db.execute("CREATE TABLE vectors (key BLOB NOT NULL, model TEXT NOT NULL, dim INTEGER "
+                   "NOT NULL, vector BLOB NOT NULL, ts REAL NOT NULL, PRIMARY KEY (key, model)"
+                   ") WITHOUT ROWID")
+        db.execute("INSERT INTO signals (ts, kind, request_id, route, tier, vector_key, detail) "
+                   "VALUES (1.0, 'answer', 'req_old', 'code', 'cheap', ?, ?)",
+                   (key, json.dumps({"tenant": "acme", "cached": False})))
+        db.execute("INSERT INTO vectors VALUES (?, 'm', 4, ?, 1.0)",
+                   (key, np.arange(4, dtype=np.float32).tobytes()))
+        db.execute("PRAGMA user_version = 1")
+
+
 async def test_a_version_1_file_keeps_its_signals_and_vectors_in_the_rowid_table(
     tmp_path: Path
 ) -> None:
@@ -91,18 +112,7 @@ async def test_a_version_1_file_keeps_its_signals_and_vectors_in_the_rowid_table
     path = tmp_path / "signals.sqlite3"
     vector = np.arange(4, dtype=np.float32)
     key = prompt_key("fix my code")
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE signals (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT "
-                   "NOT NULL, request_id TEXT NOT NULL, route TEXT, tier TEXT, deployment TEXT, "
-                   "vector_key BLOB, detail TEXT NOT NULL DEFAULT '{}')")
-        db.execute("CREATE TABLE vectors (key BLOB NOT NULL, model TEXT NOT NULL, dim INTEGER "
-                   "NOT NULL, vector BLOB NOT NULL, ts REAL NOT NULL, PRIMARY KEY (key, model)"
-                   ") WITHOUT ROWID")
-        db.execute("INSERT INTO signals (ts, kind, request_id, route, tier, vector_key, detail) "
-                   "VALUES (1.0, 'answer', 'req_old', 'code', 'cheap', ?, ?)",
-                   (key, json.dumps({"tenant": "acme", "cached": False})))
-        db.execute("INSERT INTO vectors VALUES (?, 'm', 4, ?, 1.0)", (key, vector.tobytes()))
-        db.execute("PRAGMA user_version = 1")
+    make_version_1(path)
     store = await SignalStore.open(path, model="m")
     try:
         found = await store.find_answer("req_old", "acme")
@@ -484,3 +494,44 @@ async def test_a_version_2_file_keeps_vectors_that_recent_signals_use(tmp_path: 
         await store.close()
     assert rows(path, "SELECT ts FROM vectors") == [(NOW - 60,)]
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_version_1_file_goes_to_version_3_in_one_open(tmp_path: Path) -> None:
+    """Both steps: the rowid table, then each vector's ts set to its last use."""
+    path = tmp_path / "signals.sqlite3"
+    make_version_1(path)
+    key = prompt_key("fix my code")
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO signals (ts, kind, request_id, vector_key) "
+                   "VALUES (?, 'decision', 'req_new', ?)", (NOW - 60, key))
+    store = await SignalStore.open(path, model="m")
+    await store.close()
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(path, "SELECT key, ts FROM vectors") == [(key, NOW - 60)]
+    (sql,), = rows(path, "SELECT sql FROM sqlite_master WHERE name = 'vectors'")
+    assert "WITHOUT ROWID" not in str(sql)
+
+
+async def test_a_migration_that_fails_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    """A failure after both steps (made here by a table in an index's place) rolls them back."""
+    path = tmp_path / "signals.sqlite3"
+    make_version_1(path)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX signals_kind_ts")
+        db.execute("CREATE TABLE signals_kind_ts (x)")
+    before = rows(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+    with pytest.raises(sqlite3.OperationalError, match="signals_kind_ts"):
+        await SignalStore.open(path, model="m")
+    assert rows(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == before
+    assert rows(path, "PRAGMA user_version") == [(1,)]
+    assert rows(path, "SELECT ts FROM vectors") == [(1.0,)]
+
+
+async def test_a_file_of_a_newer_gateway_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "signals.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer than this gateway"):
+        await SignalStore.open(path, model="m")
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
+    assert rows(path, "SELECT name FROM sqlite_master") == []

@@ -314,10 +314,14 @@ class SignalStore:
     async def open(cls, path: Path, **options: Any) -> SignalStore:
         """Connect (WAL), create the tables; ``start`` begins the background writes."""
         async def create_schema(db: aiosqlite.Connection) -> None:
-            async with db.execute("PRAGMA user_version") as cursor:
-                version = (await cursor.fetchone() or (0,))[0]
             await db.execute("BEGIN IMMEDIATE")
             try:
+                # Read under the write lock: a version read before it may be stale by the time
+                # another process that opened the file at once has migrated it.
+                async with db.execute("PRAGMA user_version") as cursor:
+                    version = (await cursor.fetchone() or (0,))[0]
+                if version > SCHEMA_VERSION:
+                    raise RuntimeError(f"{path}: schema {version} is newer than this gateway")
                 if version == 1:
                     await _vectors_to_rowid_table(db)
                 if 0 < version < 3:
