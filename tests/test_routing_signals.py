@@ -535,3 +535,41 @@ async def test_a_file_of_a_newer_gateway_is_refused_and_left_as_it_is(tmp_path: 
         await SignalStore.open(path, model="m")
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
     assert rows(path, "SELECT name FROM sqlite_master") == []
+
+
+async def test_a_signal_without_its_vector_keeps_the_stored_one_while_it_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A prompt asked 40 days ago, then again an hour ago while no embedder answered: the
+    recent signals carry its key but no vector. The stored vector is theirs (the same text)
+    and stays while they do, so feedback on the recent answer still finds it."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m", retention_s=30 * DAY_S, clock=lambda: NOW)
+    vector, key = np.arange(4, dtype=np.float32), prompt_key("asked again")
+    try:
+        decision_at(store, "req_first", "asked again", NOW - 40 * DAY_S, vector)
+        assert await store.flush() == 1
+        decision_at(store, "req_again", "asked again", NOW - 3600, None)
+        assert store.answer(Answered("req_again", "acme", "cheap", "code", None, key,
+                                     at_s=NOW - 3600))
+        assert await store.flush() == 2
+        assert await store.sweep() == 1
+        found = await store.find_answer("req_again", "acme")
+    finally:
+        await store.close()
+    assert found is not None and found.vector is not None
+    assert np.array_equal(found.vector, vector)
+    assert rows(path, "SELECT key, ts FROM vectors") == [(key, NOW - 3600)]
+
+
+async def test_a_vector_queued_after_a_signal_without_it_is_written(tmp_path: Path) -> None:
+    """In one batch, a signal without the vector, then one with it: the vector is stored."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m")
+    try:
+        decision_at(store, "req_1", "asked", NOW - 60, None)
+        decision_at(store, "req_2", "asked", NOW - 120, np.ones(4, dtype=np.float32))
+        assert await store.flush() == 2
+    finally:
+        await store.close()
+    assert rows(path, "SELECT key, dim, ts FROM vectors") == [(prompt_key("asked"), 4, NOW - 60)]

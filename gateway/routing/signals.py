@@ -99,6 +99,7 @@ _UPSERT_VECTOR = (
     "INSERT INTO vectors (key, model, dim, vector, ts) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (key, model) DO UPDATE SET ts = excluded.ts WHERE excluded.ts > vectors.ts"
 )
+_LAST_USE = "UPDATE vectors SET ts = ?3 WHERE key = ?1 AND model = ?2 AND ts < ?3"
 
 
 class SignalKind(enum.StrEnum):
@@ -194,11 +195,16 @@ class Answered:
 
 @dataclass(frozen=True, slots=True)
 class PromptVector:
+    """A prompt's vector at its use ``ts``; ``vector`` None: a signal that carries only the key
+    (no embedder answered), whose row moves the stored vector's ts to this use."""
+
     key: bytes
-    vector: FloatArray
+    vector: FloatArray | None
     ts: float
 
     def row(self, model: str) -> tuple[Any, ...]:
+        if self.vector is None:
+            return (self.key, model, None, None, self.ts)
         return (self.key, model, int(self.vector.shape[0]),
                 np.ascontiguousarray(self.vector, dtype=np.float32).tobytes(), self.ts)
 
@@ -213,10 +219,19 @@ VectorRow = tuple[Any, ...]
 """A prompt's vector as written: ``PromptVector.row(model)``."""
 
 
+def split_vectors(vectors: Sequence[VectorRow]) -> tuple[list[VectorRow], list[VectorRow]]:
+    """A batch's vector rows: those with a vector (to upsert), and as (key, model, ts) the last
+    uses of keys queued without one (to move a stored vector's ts forward)."""
+    stored = [v for v in vectors if v[3] is not None]
+    if len(stored) == len(vectors):
+        return stored, []
+    return stored, [(v[0], v[1], v[4]) for v in vectors if v[3] is None]
+
+
 class SignalSink(Protocol):
     """Where batches of signals go: one transaction per batch; a vector already stored for its
-    key and model is kept, its ``ts`` moved forward to the later write's. The two reads serve
-    ``POST /v1/feedback``."""
+    key and model is kept, its ``ts`` moved forward to the later write's, as a row without a
+    vector (``split_vectors``) moves it. The two reads serve ``POST /v1/feedback``."""
 
     async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]
                     ) -> None: ...
@@ -248,8 +263,10 @@ class SqliteSignals:
     async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
         await self._db.execute("BEGIN")
         try:
+            stored, last_uses = split_vectors(vectors)
             await self._db.executemany(_INSERT_SIGNAL, signals)
-            await self._db.executemany(_UPSERT_VECTOR, vectors)
+            await self._db.executemany(_UPSERT_VECTOR, stored)
+            await self._db.executemany(_LAST_USE, last_uses)
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
@@ -302,7 +319,8 @@ class SignalStore:
         self._signals: list[SignalRow] = []
         self._vectors: list[VectorRow] = []
         # Where each queued vector is in _vectors: a routed request's answer carries the vector
-        # its decision already queued, and the sink would only refresh the copy's ts.
+        # its decision already queued, and the sink would only refresh the copy's ts. A key
+        # queued without a vector is a row too: the stored vector's last use.
         self._vector_at: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
         self._writer = BatchWriter(self._write_and_sweep, interval_s=flush_interval_s,
@@ -353,17 +371,25 @@ class SignalStore:
                 log.warning("signal queue full or closed: %d signals dropped", self.dropped)
             return False
         self._signals.append(signal.row())
-        key = signal.vector_key
-        if vector is not None and key is not None:
-            at = self._vector_at.get(key)
-            if at is None:
-                self._vector_at[key] = len(self._vectors)
-                self._vectors.append(PromptVector(key, vector, signal.ts).row(self.model))
-            elif self._vectors[at][-1] < signal.ts:  # its last use, as the sink would store it
-                self._vectors[at] = (*self._vectors[at][:-1], signal.ts)
+        if signal.vector_key is not None:
+            self._queue_vector(signal.vector_key, vector, signal.ts)
         if len(self._signals) >= self._batch:
             self._writer.wake()
         return True
+
+    def _queue_vector(self, key: bytes, vector: FloatArray | None, ts: float) -> None:
+        """A signal's prompt vector, or (``vector`` None, no embedder answered) the use of the
+        stored one: a signal kept must keep the vector its key names, whoever stored it."""
+        at = self._vector_at.get(key)
+        if at is None:
+            self._vector_at[key] = len(self._vectors)
+            self._vectors.append(PromptVector(key, vector, ts).row(self.model))
+            return
+        queued = self._vectors[at]
+        if vector is not None and queued[3] is None:  # the vector itself, after its key alone
+            self._vectors[at] = PromptVector(key, vector, max(ts, queued[-1])).row(self.model)
+        elif queued[-1] < ts:  # its last use, as the sink would store it
+            self._vectors[at] = (*queued[:-1], ts)
 
     def start(self) -> None:
         self._writer.start()
