@@ -11,7 +11,8 @@ left.
 Each signal refers to the prompt's vector by ``vector_key`` = sha256 of the embedded text; the
 vector itself is stored once per key and model in ``vectors`` as a float32 blob, so a learned
 policy can later be trained from ``signals JOIN vectors``. A vector's ``ts`` is its last use:
-every signal that refers to a vector carries it, and writing it again moves ``ts`` forward.
+every signal that refers to a vector carries it, and writing it again moves ``ts`` forward; a
+signal with the key alone (no embedder answered) moves the stored vector's ``ts`` too.
 
 Signals older than the retention (``retention_s``; 0 keeps them forever) are deleted by the
 writer task, at most every ``sweep_interval_s``, ``sweep_batch`` rows per transaction (a full
