@@ -4,8 +4,8 @@
 failed attempts and refusals, and their daily and hourly roll-ups), the cache database (entries
 and their meta) and the routing signals, whichever exist, and writes them with COPY in one
 transaction: all or nothing; routing vectors take the ts of their last use, as migration 4
-sets it. Ids are kept (cache entry ids are hnswlib labels, ledger ids order
-the ledger) and the identity sequences moved past them.
+sets it. Ids are kept (cache entry ids are hnswlib labels, ledger ids order the ledger) and the
+identity sequences moved past them.
 It refuses a database that already holds tenants, usage or cache entries: copying is for moving
 a deployment once, not for merging two. Reads the SQLite files read-only; writes only the tables
 of ``gateway/core/migrations``.
