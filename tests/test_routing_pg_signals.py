@@ -129,3 +129,23 @@ async def test_the_migration_sets_stored_vectors_ts_to_their_last_use(
     rows = await database.pool.fetch("SELECT key, ts FROM signal_vectors ORDER BY ts")
     assert [(bytes(k), ts) for k, ts in rows] == [
         (prompt_key("unused"), NOW - 40 * DAY_S), (key, NOW - 60)]
+
+
+async def test_a_signal_without_its_vector_moves_the_stored_ones_last_use(
+    database: Database,
+) -> None:
+    """Written while no embedder answered, a signal carries its prompt's key only: the vector
+    another replica stored for that key stays while the signal does."""
+    vector, key = np.arange(4, dtype=np.float32), prompt_key("asked again")
+    store = SignalStore(PgSignalSink(database), model="m", retention_s=30 * DAY_S,
+                        clock=lambda: NOW)
+    try:
+        decision_at(store, "req_first", "asked again", NOW - 40 * DAY_S, vector)
+        assert await store.flush() == 1
+        decision_at(store, "req_again", "asked again", NOW - 3600, None)
+        assert await store.flush() == 1
+        assert await store.sweep() == 1
+    finally:
+        await store.close()
+    rows = await database.pool.fetch("SELECT key, ts FROM signal_vectors")
+    assert [(bytes(k), ts) for k, ts in rows] == [(key, NOW - 3600)]

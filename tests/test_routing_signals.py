@@ -18,6 +18,7 @@ from gateway.core.answer import Attempt, Deployment
 from gateway.core.config import ModelSettings, ProviderSettings
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.routing.escalation import EscalationKind, EscalationReason
+from gateway.routing.json_schema import validate
 from gateway.routing.policy import Decision, LearnedNote, Reason, RouteScore, TierEstimate
 from gateway.routing.signals import (
     SCHEMA_VERSION,
@@ -82,6 +83,27 @@ async def test_numpy_scores_are_written_as_numbers(tmp_path: Path) -> None:
     assert (stored["confidence"], stored["score"], stored["ranked"]) == (0.9, 0.5, [["code", 0.7]])
 
 
+def make_version_1(path: Path) -> None:
+    """A file as version 1 wrote it: vectors WITHOUT ROWID; an answer at ts 1 and its vector
+    (``np.arange(4)`` for "fix my code", model "m")."""
+    key = prompt_key("fix my code")
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE signals (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT "
+                   "NOT NULL, request_id TEXT NOT NULL, route TEXT, tier TEXT, deployment TEXT, "
+                   "vector_key BLOB, detail TEXT NOT NULL DEFAULT '{}')")
+        db.execute("CREATE INDEX signals_request ON signals (request_id)")
+        db.execute("CREATE INDEX signals_kind_ts ON signals (kind, ts)")
+        db.execute("CREATE TABLE vectors (key BLOB NOT NULL, model TEXT NOT NULL, dim INTEGER "
+                   "NOT NULL, vector BLOB NOT NULL, ts REAL NOT NULL, PRIMARY KEY (key, model)"
+                   ") WITHOUT ROWID")
+        db.execute("INSERT INTO signals (ts, kind, request_id, route, tier, vector_key, detail) "
+                   "VALUES (1.0, 'answer', 'req_old', 'code', 'cheap', ?, ?)",
+                   (key, json.dumps({"tenant": "acme", "cached": False})))
+        db.execute("INSERT INTO vectors VALUES (?, 'm', 4, ?, 1.0)",
+                   (key, np.arange(4, dtype=np.float32).tobytes()))
+        db.execute("PRAGMA user_version = 1")
+
+
 async def test_a_version_1_file_keeps_its_signals_and_vectors_in_the_rowid_table(
     tmp_path: Path
 ) -> None:
@@ -90,18 +112,7 @@ async def test_a_version_1_file_keeps_its_signals_and_vectors_in_the_rowid_table
     path = tmp_path / "signals.sqlite3"
     vector = np.arange(4, dtype=np.float32)
     key = prompt_key("fix my code")
-    with sqlite3.connect(path) as db:
-        db.execute("CREATE TABLE signals (id INTEGER PRIMARY KEY, ts REAL NOT NULL, kind TEXT "
-                   "NOT NULL, request_id TEXT NOT NULL, route TEXT, tier TEXT, deployment TEXT, "
-                   "vector_key BLOB, detail TEXT NOT NULL DEFAULT '{}')")
-        db.execute("CREATE TABLE vectors (key BLOB NOT NULL, model TEXT NOT NULL, dim INTEGER "
-                   "NOT NULL, vector BLOB NOT NULL, ts REAL NOT NULL, PRIMARY KEY (key, model)"
-                   ") WITHOUT ROWID")
-        db.execute("INSERT INTO signals (ts, kind, request_id, route, tier, vector_key, detail) "
-                   "VALUES (1.0, 'answer', 'req_old', 'code', 'cheap', ?, ?)",
-                   (key, json.dumps({"tenant": "acme", "cached": False})))
-        db.execute("INSERT INTO vectors VALUES (?, 'm', 4, ?, 1.0)", (key, vector.tobytes()))
-        db.execute("PRAGMA user_version = 1")
+    make_version_1(path)
     store = await SignalStore.open(path, model="m")
     try:
         found = await store.find_answer("req_old", "acme")
@@ -164,6 +175,44 @@ async def test_escalations_retries_and_failures_are_recorded(tmp_path: Path) -> 
     assert json.loads(str(kinds[0][2]))["kind"] == "timeout"
     assert json.loads(str(kinds[2][2])) == {"kind": "invalid_json", "detail": "not JSON",
                                              "to_tier": "reasoning"}
+
+
+async def test_an_escalation_quoting_a_lone_surrogate_of_the_answer_is_recorded(
+    tmp_path: Path,
+) -> None:
+    """A schema check's message quotes the answer's JSON, which may hold a lone surrogate
+    (``"\\ud800"`` decodes to one); recording it must not fail the request."""
+    answer = json.loads('{"\\ud800": 1}')
+    problem = validate(answer, {"type": "object", "additionalProperties": {"type": "string"}})
+    assert problem is not None and "\ud800" in problem
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path)
+    try:
+        reason = EscalationReason(EscalationKind.SCHEMA_MISMATCH, problem)
+        assert store.escalation("req_1", DECISION, "cheap", "reasoning", reason)
+        assert await store.flush() == 1
+    finally:
+        await store.close()
+    ((detail,),) = rows(path, "SELECT detail FROM signals")
+    assert json.loads(str(detail))["detail"] == problem
+
+
+async def test_numpy_estimates_are_written_as_numbers_and_read_back(tmp_path: Path) -> None:
+    """Estimates computed with numpy are numpy scalars: written as numbers, as json.dumps
+    wrote a float64, so an answer's ``decided`` is read back (a string would be dropped)."""
+    store = await SignalStore.open(tmp_path / "signals.sqlite3", model="m")
+    note = LearnedNote((("cheap", TierEstimate(np.float64(0.3), 2.5, 4)),), "cheap")
+    try:
+        assert store.decision("req_1", replace(DECISION, learned=note), "tax?", None)
+        assert store.answer(Answered("req_1", "acme", "cheap", "code",
+                                     decided=(("cheap", np.float64(0.8125)),)))
+        found = await store.find_answer("req_1", "acme")
+    finally:
+        await store.close()
+    assert found is not None and found.decided == (("cheap", 0.8125),)
+    ((detail,),) = rows(tmp_path / "signals.sqlite3",
+                        "SELECT detail FROM signals WHERE kind = 'decision'")
+    assert json.loads(str(detail))["learned"]["p"] == {"cheap": 0.3}
 
 
 async def test_a_full_queue_drops_and_counts(tmp_path: Path) -> None:
@@ -445,3 +494,82 @@ async def test_a_version_2_file_keeps_vectors_that_recent_signals_use(tmp_path: 
         await store.close()
     assert rows(path, "SELECT ts FROM vectors") == [(NOW - 60,)]
     assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+
+
+async def test_a_version_1_file_goes_to_version_3_in_one_open(tmp_path: Path) -> None:
+    """Both steps: the rowid table, then each vector's ts set to its last use."""
+    path = tmp_path / "signals.sqlite3"
+    make_version_1(path)
+    key = prompt_key("fix my code")
+    with sqlite3.connect(path) as db:
+        db.execute("INSERT INTO signals (ts, kind, request_id, vector_key) "
+                   "VALUES (?, 'decision', 'req_new', ?)", (NOW - 60, key))
+    store = await SignalStore.open(path, model="m")
+    await store.close()
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    assert rows(path, "SELECT key, ts FROM vectors") == [(key, NOW - 60)]
+    (sql,), = rows(path, "SELECT sql FROM sqlite_master WHERE name = 'vectors'")
+    assert "WITHOUT ROWID" not in str(sql)
+
+
+async def test_a_migration_that_fails_leaves_the_file_as_it_was(tmp_path: Path) -> None:
+    """A failure after both steps (made here by a table in an index's place) rolls them back."""
+    path = tmp_path / "signals.sqlite3"
+    make_version_1(path)
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX signals_kind_ts")
+        db.execute("CREATE TABLE signals_kind_ts (x)")
+    before = rows(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name")
+    with pytest.raises(sqlite3.OperationalError, match="signals_kind_ts"):
+        await SignalStore.open(path, model="m")
+    assert rows(path, "SELECT type, name, sql FROM sqlite_master ORDER BY name") == before
+    assert rows(path, "PRAGMA user_version") == [(1,)]
+    assert rows(path, "SELECT ts FROM vectors") == [(1.0,)]
+
+
+async def test_a_file_of_a_newer_gateway_is_refused_and_left_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "signals.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(RuntimeError, match="newer than this gateway"):
+        await SignalStore.open(path, model="m")
+    assert rows(path, "PRAGMA user_version") == [(SCHEMA_VERSION + 1,)]
+    assert rows(path, "SELECT name FROM sqlite_master") == []
+
+
+async def test_a_signal_without_its_vector_keeps_the_stored_one_while_it_is_kept(
+    tmp_path: Path,
+) -> None:
+    """A prompt asked 40 days ago, then again an hour ago while no embedder answered: the
+    recent signals carry its key but no vector. The stored vector is theirs (the same text)
+    and stays while they do, so feedback on the recent answer still finds it."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m", retention_s=30 * DAY_S, clock=lambda: NOW)
+    vector, key = np.arange(4, dtype=np.float32), prompt_key("asked again")
+    try:
+        decision_at(store, "req_first", "asked again", NOW - 40 * DAY_S, vector)
+        assert await store.flush() == 1
+        decision_at(store, "req_again", "asked again", NOW - 3600, None)
+        assert store.answer(Answered("req_again", "acme", "cheap", "code", None, key,
+                                     at_s=NOW - 3600))
+        assert await store.flush() == 2
+        assert await store.sweep() == 1
+        found = await store.find_answer("req_again", "acme")
+    finally:
+        await store.close()
+    assert found is not None and found.vector is not None
+    assert np.array_equal(found.vector, vector)
+    assert rows(path, "SELECT key, ts FROM vectors") == [(key, NOW - 3600)]
+
+
+async def test_a_vector_queued_after_a_signal_without_it_is_written(tmp_path: Path) -> None:
+    """In one batch, a signal without the vector, then one with it: the vector is stored."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m")
+    try:
+        decision_at(store, "req_1", "asked", NOW - 60, None)
+        decision_at(store, "req_2", "asked", NOW - 120, np.ones(4, dtype=np.float32))
+        assert await store.flush() == 2
+    finally:
+        await store.close()
+    assert rows(path, "SELECT key, dim, ts FROM vectors") == [(prompt_key("asked"), 4, NOW - 60)]

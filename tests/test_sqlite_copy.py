@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -16,7 +17,9 @@ from gateway.cache.pg_store import PgCacheStore
 from gateway.cache.semantic_cache import SemanticCache
 from gateway.cache.store import CacheStore
 from gateway.core.postgres import Database, migrations
+from gateway.core.sqlite_copy import SqliteFiles, copy_sqlite
 from gateway.core.tenant_settings import Limits
+from gateway.routing.pg_signals import PgSignalSink
 from gateway.routing.signals import SignalStore
 from gateway.tenants.ledger import Ledger, RefusalRecord, UsageRecord, recent, tenant_totals
 from gateway.tenants.pg_store import PgStore
@@ -24,7 +27,7 @@ from gateway.tenants.store import Store
 from tests.cache_fixtures import CONTEXT, SPACE, answer, load_embedder, settings_in
 from tests.conftest import ROOT
 from tests.tenant_fixtures import SECRET
-from tests.test_routing_signals import DECISION
+from tests.test_routing_signals import DAY_S, DECISION, NOW, decision_at
 
 pytest_plugins = ["tests.postgres_fixtures"]
 
@@ -144,3 +147,32 @@ async def assert_cache_copied(database: Database, data_dir: Path, embedder: Onnx
         assert hit is not None and hit.kind == "semantic" and hit.text == STORED
     finally:
         await cache.close()
+
+
+async def test_vectors_of_a_version_2_file_keep_their_last_use_when_copied(
+    database: Database, tmp_path: Path,
+) -> None:
+    """Version 2 kept a vector's first write as its ts. Copied into a database whose migration
+    4 already ran, it must take its last use, or the sweep takes a vector still in use."""
+    path = tmp_path / "signals.sqlite3"
+    store = await SignalStore.open(path, model="m")
+    vector = np.arange(4, dtype=np.float32)
+    try:
+        decision_at(store, "req_old", "asked again", NOW - 40 * DAY_S, vector)
+        decision_at(store, "req_new", "asked again", NOW - 60, None)
+        assert await store.flush() == 2
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as db:  # as version 2 left it
+        db.execute("UPDATE vectors SET ts = ?", (NOW - 40 * DAY_S,))
+        db.execute("PRAGMA user_version = 2")
+    missing = tmp_path / "none.sqlite3"
+    copied = await copy_sqlite(database, SqliteFiles(missing, missing, path))
+    assert (copied["signals"], copied["signal_vectors"]) == (2, 1)
+    shared = SignalStore(PgSignalSink(database), model="m", retention_s=30 * DAY_S,
+                         clock=lambda: NOW)
+    try:
+        assert await shared.sweep() == 1
+    finally:
+        await shared.close()
+    assert await database.pool.fetchval("SELECT ts FROM signal_vectors") == NOW - 60

@@ -3,8 +3,9 @@
 ``copy_sqlite(database, files)`` reads the tenants database (tenants, keys, meta, the ledger,
 failed attempts and refusals, and their daily and hourly roll-ups), the cache database (entries
 and their meta) and the routing signals, whichever exist, and writes them with COPY in one
-transaction: all or nothing. Ids are kept (cache entry ids are hnswlib labels, ledger ids order
-the ledger) and the identity sequences moved past them.
+transaction: all or nothing; routing vectors take the ts of their last use, as migration 4
+sets it. Ids are kept (cache entry ids are hnswlib labels, ledger ids order the ledger) and the
+identity sequences moved past them.
 It refuses a database that already holds tenants, usage or cache entries: copying is for moving
 a deployment once, not for merging two. Reads the SQLite files read-only; writes only the tables
 of ``gateway/core/migrations``.
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gateway.core.postgres import Database, DatabaseError
+from gateway.core.postgres import Database, DatabaseError, migrations
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +29,8 @@ _KEYED = {"meta": "key", "cache_meta": "key"}
 """Tables the migrations already filled (``meta.revision``): rows are upserted, not copied."""
 _IDENTITY = ("usage", "failed_attempts", "refusals", "cache_entries", "signals")
 _MUST_BE_EMPTY = ("tenants", "usage", "cache_entries", "signals")
+_VECTORS_LAST_USE = "signal_vectors_last_use"
+"""The migration that sets each routing vector's ts to its last use, run again on copied rows."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,12 @@ async def copy_sqlite(database: Database, files: SqliteFiles) -> dict[str, int]:
                     await conn.copy_records_to_table(target, records=rows, columns=columns)
                 count += len(rows)
             copied[target] = count
+        if copied.get("signal_vectors"):
+            # A file the gateway has not opened since signals expire (schema 1 or 2) holds
+            # each vector's first write as its ts: migration 4 moves it to its last use, as it
+            # did for the vectors stored before it, or the sweep takes vectors still in use.
+            (last_use,) = [m.sql for m in migrations() if m.name == _VECTORS_LAST_USE]
+            await conn.execute(last_use)
         for table in _IDENTITY:
             await conn.execute(
                 f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), "

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from gateway.core.postgres import Database
-from gateway.routing.signals import KINDS, AnswerRow, SignalRow, VectorRow
+from gateway.routing.signals import KINDS, AnswerRow, SignalRow, VectorRow, split_vectors
 
 _SIGNAL_COLUMNS = ("ts", "kind", "request_id", "route", "tier", "deployment", "vector_key",
                    "detail")
@@ -31,6 +31,7 @@ _UPSERT_VECTOR = (
     "ON CONFLICT (key, model) DO UPDATE SET ts = EXCLUDED.ts "
     "WHERE signal_vectors.ts < EXCLUDED.ts"
 )
+_LAST_USE = "UPDATE signal_vectors SET ts = $3 WHERE key = $1 AND model = $2 AND ts < $3"
 _EXPIRE_SIGNALS = (
     "DELETE FROM signals WHERE id IN (SELECT id FROM signals WHERE kind = ANY($1::text[]) "
     "AND ts < $2 LIMIT $3 FOR UPDATE SKIP LOCKED) RETURNING vector_key"
@@ -46,12 +47,21 @@ class PgSignalSink:
         self._pool = database.pool
 
     async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.copy_records_to_table("signals", records=signals, columns=_SIGNAL_COLUMNS)
-            if vectors:
-                # In key order: two replicas' batches lock the rows they share in the same
-                # order, so neither waits for a lock the other holds while holding one it wants.
-                await conn.executemany(_UPSERT_VECTOR, sorted(vectors))
+        stored, last_uses = split_vectors(vectors)
+        async with self._pool.acquire() as conn:
+            if last_uses:
+                # Before the batch, in a transaction of its own: in the batch's, these locks
+                # would come out of key order after the upserts' (a cycle with another
+                # replica's batch). Should it fail, the batch is not written either.
+                await conn.executemany(_LAST_USE, sorted(last_uses))
+            async with conn.transaction():
+                await conn.copy_records_to_table("signals", records=signals,
+                                                 columns=_SIGNAL_COLUMNS)
+                if stored:
+                    # In key order: two replicas' batches lock the rows they share in the same
+                    # order, so neither waits for a lock the other holds while holding one it
+                    # wants.
+                    await conn.executemany(_UPSERT_VECTOR, sorted(stored))
 
     async def expire(self, before: float, limit: int) -> int:
         async with self._pool.acquire() as conn, conn.transaction():

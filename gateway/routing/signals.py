@@ -11,7 +11,8 @@ left.
 Each signal refers to the prompt's vector by ``vector_key`` = sha256 of the embedded text; the
 vector itself is stored once per key and model in ``vectors`` as a float32 blob, so a learned
 policy can later be trained from ``signals JOIN vectors``. A vector's ``ts`` is its last use:
-every signal that refers to a vector carries it, and writing it again moves ``ts`` forward.
+every signal that refers to a vector carries it, and writing it again moves ``ts`` forward; a
+signal with the key alone (no embedder answered) moves the stored vector's ``ts`` too.
 
 Signals older than the retention (``retention_s``; 0 keeps them forever) are deleted by the
 writer task, at most every ``sweep_interval_s``, ``sweep_batch`` rows per transaction (a full
@@ -99,6 +100,7 @@ _UPSERT_VECTOR = (
     "INSERT INTO vectors (key, model, dim, vector, ts) VALUES (?, ?, ?, ?, ?) "
     "ON CONFLICT (key, model) DO UPDATE SET ts = excluded.ts WHERE excluded.ts > vectors.ts"
 )
+_LAST_USE = "UPDATE vectors SET ts = ?3 WHERE key = ?1 AND model = ?2 AND ts < ?3"
 
 
 class SignalKind(enum.StrEnum):
@@ -121,6 +123,21 @@ _EXPIRE_SIGNALS = (
 _EXPIRE_VECTORS = "DELETE FROM vectors WHERE key = ? AND ts < ?"
 
 
+def _detail_json(detail: Mapping[str, Any]) -> str:
+    """A signal's detail as JSON; never fails where json.dumps did not (``record`` must not)."""
+    try:
+        # orjson: 0.2 us a detail where json.dumps took 3, twice in every routed request. The
+        # router's scores may be numpy floats: written as numbers, as json.dumps wrote float64
+        # (an answer's ``decided`` written as strings would be dropped when read back).
+        return orjson.dumps(dict(detail), default=str,
+                            option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:
+        # What orjson refuses and json.dumps writes: a lone surrogate (an escalation's message
+        # quotes the answer's JSON, decoded by json.loads), a key that is not a str, an int
+        # past 64 bits.
+        return json.dumps(dict(detail), default=str)
+
+
 def prompt_key(text: str) -> bytes:
     """The key of a prompt's vector: sha256 of the embedded text."""
     return hashlib.sha256(text.encode("utf-8")).digest()
@@ -138,12 +155,8 @@ class Signal:
     ts: float = field(default_factory=time.time)
 
     def row(self) -> tuple[Any, ...]:
-        # orjson: 0.2 us a detail where json.dumps took 3, twice in every routed request. The
-        # router's scores may be numpy floats: written as numbers, as json.dumps wrote float64.
         return (self.ts, self.kind.value, self.request_id, self.route, self.tier,
-                self.deployment, self.vector_key,
-                orjson.dumps(dict(self.detail), default=str,
-                             option=orjson.OPT_SERIALIZE_NUMPY).decode())
+                self.deployment, self.vector_key, _detail_json(self.detail))
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,11 +196,16 @@ class Answered:
 
 @dataclass(frozen=True, slots=True)
 class PromptVector:
+    """A prompt's vector at its use ``ts``; ``vector`` None: a signal that carries only the key
+    (no embedder answered), whose row moves the stored vector's ts to this use."""
+
     key: bytes
-    vector: FloatArray
+    vector: FloatArray | None
     ts: float
 
     def row(self, model: str) -> tuple[Any, ...]:
+        if self.vector is None:
+            return (self.key, model, None, None, self.ts)
         return (self.key, model, int(self.vector.shape[0]),
                 np.ascontiguousarray(self.vector, dtype=np.float32).tobytes(), self.ts)
 
@@ -202,10 +220,19 @@ VectorRow = tuple[Any, ...]
 """A prompt's vector as written: ``PromptVector.row(model)``."""
 
 
+def split_vectors(vectors: Sequence[VectorRow]) -> tuple[list[VectorRow], list[VectorRow]]:
+    """A batch's vector rows: those with a vector (to upsert), and as (key, model, ts) the last
+    uses of keys queued without one (to move a stored vector's ts forward)."""
+    stored = [v for v in vectors if v[3] is not None]
+    if len(stored) == len(vectors):
+        return stored, []
+    return stored, [(v[0], v[1], v[4]) for v in vectors if v[3] is None]
+
+
 class SignalSink(Protocol):
     """Where batches of signals go: one transaction per batch; a vector already stored for its
-    key and model is kept, its ``ts`` moved forward to the later write's. The two reads serve
-    ``POST /v1/feedback``."""
+    key and model is kept, its ``ts`` moved forward to the later write's, as a row without a
+    vector (``split_vectors``) moves it. The two reads serve ``POST /v1/feedback``."""
 
     async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]
                     ) -> None: ...
@@ -237,8 +264,10 @@ class SqliteSignals:
     async def write(self, signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
         await self._db.execute("BEGIN")
         try:
+            stored, last_uses = split_vectors(vectors)
             await self._db.executemany(_INSERT_SIGNAL, signals)
-            await self._db.executemany(_UPSERT_VECTOR, vectors)
+            await self._db.executemany(_UPSERT_VECTOR, stored)
+            await self._db.executemany(_LAST_USE, last_uses)
             await self._db.execute("COMMIT")
         except BaseException:
             await self._db.execute("ROLLBACK")
@@ -291,7 +320,8 @@ class SignalStore:
         self._signals: list[SignalRow] = []
         self._vectors: list[VectorRow] = []
         # Where each queued vector is in _vectors: a routed request's answer carries the vector
-        # its decision already queued, and the sink would only refresh the copy's ts.
+        # its decision already queued, and the sink would only refresh the copy's ts. A key
+        # queued without a vector is a row too: the stored vector's last use.
         self._vector_at: dict[bytes, int] = {}
         self._lock = asyncio.Lock()
         self._writer = BatchWriter(self._write_and_sweep, interval_s=flush_interval_s,
@@ -303,10 +333,14 @@ class SignalStore:
     async def open(cls, path: Path, **options: Any) -> SignalStore:
         """Connect (WAL), create the tables; ``start`` begins the background writes."""
         async def create_schema(db: aiosqlite.Connection) -> None:
-            async with db.execute("PRAGMA user_version") as cursor:
-                version = (await cursor.fetchone() or (0,))[0]
             await db.execute("BEGIN IMMEDIATE")
             try:
+                # Read under the write lock: a version read before it may be stale by the time
+                # another process that opened the file at once has migrated it.
+                async with db.execute("PRAGMA user_version") as cursor:
+                    version = (await cursor.fetchone() or (0,))[0]
+                if version > SCHEMA_VERSION:
+                    raise RuntimeError(f"{path}: schema {version} is newer than this gateway")
                 if version == 1:
                     await _vectors_to_rowid_table(db)
                 if 0 < version < 3:
@@ -338,17 +372,25 @@ class SignalStore:
                 log.warning("signal queue full or closed: %d signals dropped", self.dropped)
             return False
         self._signals.append(signal.row())
-        key = signal.vector_key
-        if vector is not None and key is not None:
-            at = self._vector_at.get(key)
-            if at is None:
-                self._vector_at[key] = len(self._vectors)
-                self._vectors.append(PromptVector(key, vector, signal.ts).row(self.model))
-            elif self._vectors[at][-1] < signal.ts:  # its last use, as the sink would store it
-                self._vectors[at] = (*self._vectors[at][:-1], signal.ts)
+        if signal.vector_key is not None:
+            self._queue_vector(signal.vector_key, vector, signal.ts)
         if len(self._signals) >= self._batch:
             self._writer.wake()
         return True
+
+    def _queue_vector(self, key: bytes, vector: FloatArray | None, ts: float) -> None:
+        """A signal's prompt vector, or (``vector`` None, no embedder answered) the use of the
+        stored one: a signal kept must keep the vector its key names, whoever stored it."""
+        at = self._vector_at.get(key)
+        if at is None:
+            self._vector_at[key] = len(self._vectors)
+            self._vectors.append(PromptVector(key, vector, ts).row(self.model))
+            return
+        queued = self._vectors[at]
+        if vector is not None and queued[3] is None:  # the vector itself, after its key alone
+            self._vectors[at] = PromptVector(key, vector, max(ts, queued[-1])).row(self.model)
+        elif queued[-1] < ts:  # its last use, as the sink would store it
+            self._vectors[at] = (*queued[:-1], ts)
 
     def start(self) -> None:
         self._writer.start()
