@@ -198,3 +198,20 @@ def test_an_evaluation_without_the_model_says_how_to_build_it(tmp_path: Path) ->
         result = _gateway(tmp_path, "--log-level", "error", *argv, "--model-dir", str(absent))
         line = _one_line_error(result, 2)
         assert f"no model.onnx in {absent}" in line and "embedder_worker.build_model" in line
+
+
+def test_a_database_or_redis_url_that_does_not_parse_is_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    """A bracket left open or a port beyond 65535 in the URL: before, urllib's ValueError (or
+    asyncio's OverflowError at connect) was a traceback."""
+    for url in ("postgresql://app:s3cret-pw@[db/gateway",
+                "postgresql://app:s3cret-pw@db:99999/gateway",
+                "postgresql://app:s3cret-pw@db:port/gateway"):
+        result = _gateway(tmp_path, "migrate", GATEWAY_DATABASE_URL=url)
+        line = _one_line_error(result, 2)
+        assert "GATEWAY_DATABASE_URL" in line and "s3cret" not in result.stderr, url
+    for url in ("redis://:s3cret-pw@[cache/0", "redis://:s3cret-pw@cache:70000/0"):
+        result = _gateway(tmp_path, "tenants", "list", GATEWAY_REDIS_URL=url)
+        line = _one_line_error(result, 2)
+        assert "GATEWAY_REDIS_URL" in line and "s3cret" not in result.stderr, url
