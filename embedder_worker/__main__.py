@@ -22,7 +22,7 @@ from typing import cast
 
 from embedder_worker.allocator import limit_arenas, release_free_memory
 from embedder_worker.model import POOLINGS, OnnxEmbedder
-from embedder_worker.model_files import MODEL_FILE
+from embedder_worker.model_files import missing_model
 from embedder_worker.server import DEFAULT_INLINE_MAX_TOKENS, WorkerServer
 from embedder_worker.settings import DEFAULT_LANES, DEFAULT_THREADS
 
@@ -119,9 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     limit_arenas()
     # A missing or unreadable model is one line and exit status 2, not a traceback: the
     # supervisor restarts a worker that exits, and would print it again at every restart.
-    if not (args.model / MODEL_FILE).is_file():
-        logger.error("no %s in %s: build it with `python -m embedder_worker.build_model "
-                     "--out %s`", MODEL_FILE, args.model, args.model)
+    if (problem := missing_model(args.model)) is not None:
+        logger.error("%s", problem)
         return 2
     try:
         model = OnnxEmbedder(

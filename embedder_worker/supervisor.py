@@ -34,7 +34,7 @@ from aiohttp import web
 
 import embedder_worker
 from embedder_worker.client import EmbedderError, EmbedderPool
-from embedder_worker.model_files import MODEL_FILE
+from embedder_worker.model_files import missing_model
 from embedder_worker.settings import EmbedderSettings
 
 logger = logging.getLogger(__name__)
@@ -219,13 +219,8 @@ class EmbedderSupervisor:
         ]
 
     def _check_model(self) -> None:
-        if not (self.settings.model_dir / MODEL_FILE).exists():
-            logger.error(
-                "no %s in %s: build it with `python -m embedder_worker.build_model --out %s`",
-                MODEL_FILE,
-                self.settings.model_dir,
-                self.settings.model_dir,
-            )
+        if (problem := missing_model(self.settings.model_dir)) is not None:
+            logger.error("%s", problem)
 
     def _run_dir(self) -> Path:
         if self.settings.run_dir is not None:

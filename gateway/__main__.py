@@ -82,6 +82,12 @@ def _positive(value: str) -> int:
     return int(value)
 
 
+def _port(value: str) -> int:
+    if not value.isdecimal() or int(value) > 65535:  # as [server] port: 0 picks a free one
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value!r}")
+    return int(value)
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="gateway", description="A self-hostable LLM gateway.")
     parser.add_argument("--log-level", default=None, type=_log_level,
@@ -92,7 +98,7 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway")
     _add_config(serve)
     serve.add_argument("--host", help="address to listen on (default from config: 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port to listen on (default from config: 8080)")
+    serve.add_argument("--port", type=_port, help="port to listen on (default from config: 8080)")
     serve.add_argument("--processes", type=_positive, help="gateway processes sharing the "
                        "port, under one supervisor (default from config: 1)")
     # Given by the supervisor to its children (gateway.core.processes), never by hand.

@@ -13,6 +13,7 @@ import pytest
 from gateway.cache.cli import CachedEmbedder, format_curve, rule_label
 from gateway.cache.evaluate import Point
 from gateway.core.toml_table import ConfigError
+from tests.test_cli import _gateway, _one_line_error
 
 pytest_plugins = ["tests.embedder_fixtures"]
 pytestmark = pytest.mark.timeout(60)
@@ -58,3 +59,17 @@ def test_the_curve_counts_what_was_served_and_names_the_rule_in_words() -> None:
     assert "guards on" in rule_label("cosine", True) and "cosine" not in rule_label(
         "verifier", True)
     assert rule_label("cosine", False) == "plain cosine, guards off"
+
+
+def test_training_on_too_few_pairs_is_one_line_naming_the_file(
+    model_dir: Path, tmp_path: Path,
+) -> None:
+    """Before: training's ValueError reached the command line as a traceback."""
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text(json.dumps([{"text_a": "What is 2+2?", "text_b": "what is 2 + 2",
+                                  "label": 1}]))
+    result = _gateway(tmp_path, "--log-level", "error", "cache", "train", "--pairs", str(pairs),
+                      "--out", str(tmp_path / "verifier.json"), "--model-dir", str(model_dir))
+    line = _one_line_error(result, 2)
+    assert f"{pairs}: only" in line and "too few to train a verifier" in line
+    assert not (tmp_path / "verifier.json").exists()

@@ -142,3 +142,76 @@ def test_tenants_create_with_init_makes_a_new_deployments_store(tmp_path: Path) 
     assert (tmp_path / "data" / "gateway.sqlite3").exists()
     listed = _gateway(elsewhere, "tenants", "list", "--config", str(tmp_path / "gateway.toml"))
     assert listed.returncode == 0 and "acme" in listed.stdout
+
+
+NOT_UTF8 = b"\x8d\xff binary, not text"
+
+
+def test_a_file_that_is_not_utf8_text_is_one_line_naming_it(tmp_path: Path) -> None:
+    """A binary file passed by mistake, as the configuration, the routes file or the learning
+    data: status 2 and the file's name, not a UnicodeDecodeError's traceback."""
+    binary = tmp_path / "picture.png"
+    binary.write_bytes(NOT_UTF8)
+    for argv in (("serve", "--config", str(binary)),
+                 ("routes", "check", "--routes", str(binary)),
+                 ("learn", "replay", "--data", str(binary))):
+        line = _one_line_error(_gateway(tmp_path, *argv), 2)
+        assert f"{binary}: cannot read" in line and "not UTF-8 text" in line, argv
+
+
+def test_a_port_out_of_range_is_a_usage_error_before_anything_starts(tmp_path: Path) -> None:
+    (tmp_path / "gateway.toml").write_text(CONFIG.replace('api_key_env = "GROQ_API_KEY"', ""))
+    for port in ("70000", "-5"):
+        result = _gateway(tmp_path, "serve", "--config", "gateway.toml", "--port", port)
+        line = _one_line_error(result, 2)
+        assert f"--port: expected a port number from 0 to 65535, got '{port}'" in line
+        assert result.stdout == ""  # no key printed for a gateway that never listened
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_budget_of_nan_inf_or_beyond_a_float_is_refused_not_stored_as_unlimited(
+    tmp_path: Path,
+) -> None:
+    """``--daily-budget nan`` parsed, passed the ``< 0`` check and was stored as null: a
+    tenant its operator meant to cap had no budget at all (and a huge integer was a trace)."""
+    (tmp_path / "gateway.toml").write_text(CONFIG)
+    made = _gateway(tmp_path, "tenants", "create", "acme", "--init", "--config", "gateway.toml")
+    assert made.returncode == 0, made.stderr
+    for value in ("nan", "inf", "1" + "0" * 400):
+        for argv in (("tenants", "create", "other"), ("tenants", "update", "acme")):
+            result = _gateway(tmp_path, *argv, "--daily-budget", value,
+                              "--config", "gateway.toml")
+            assert "limits.daily_budget_usd" in _one_line_error(result, 1), (argv, value)
+    listed = _gateway(tmp_path, "tenants", "list", "--json", "--config", "gateway.toml")
+    assert listed.returncode == 0 and "other" not in listed.stdout
+    assert '"daily_budget_usd":null' in listed.stdout  # acme as created: no budget was set
+
+
+def test_an_evaluation_without_the_model_says_how_to_build_it(tmp_path: Path) -> None:
+    pairs = tmp_path / "pairs.json"
+    pairs.write_text('[{"text_a": "a cat", "text_b": "a dog", "label": 0}]')
+    examples = tmp_path / "examples.jsonl"
+    examples.write_text('{"text": "hello", "route": "greeting"}\n')
+    absent = tmp_path / "no-model"
+    for argv in (("cache", "eval", "--pairs", str(pairs)),
+                 ("routes", "eval", "--data", str(examples))):
+        result = _gateway(tmp_path, "--log-level", "error", *argv, "--model-dir", str(absent))
+        line = _one_line_error(result, 2)
+        assert f"no model.onnx in {absent}" in line and "embedder_worker.build_model" in line
+
+
+def test_a_database_or_redis_url_that_does_not_parse_is_one_line_without_its_password(
+    tmp_path: Path,
+) -> None:
+    """A bracket left open or a port beyond 65535 in the URL: before, urllib's ValueError (or
+    asyncio's OverflowError at connect) was a traceback."""
+    for url in ("postgresql://app:s3cret-pw@[db/gateway",
+                "postgresql://app:s3cret-pw@db:99999/gateway",
+                "postgresql://app:s3cret-pw@db:port/gateway"):
+        result = _gateway(tmp_path, "migrate", GATEWAY_DATABASE_URL=url)
+        line = _one_line_error(result, 2)
+        assert "GATEWAY_DATABASE_URL" in line and "s3cret" not in result.stderr, url
+    for url in ("redis://:s3cret-pw@[cache/0", "redis://:s3cret-pw@cache:70000/0"):
+        result = _gateway(tmp_path, "tenants", "list", GATEWAY_REDIS_URL=url)
+        line = _one_line_error(result, 2)
+        assert "GATEWAY_REDIS_URL" in line and "s3cret" not in result.stderr, url

@@ -251,7 +251,9 @@ def test_learn_replay_refuses_data_without_two_served_tiers(
     assert "two or more served tiers" in capsys.readouterr().err
 
 
-def test_the_command_line_overrides_reference_margin_and_bias_correction() -> None:
+def test_the_command_line_overrides_reference_margin_and_bias_correction(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     ws = SimpleNamespace(routing=SimpleNamespace(learning=LearningSettings()))
     names = ("quality_target", "explore_share", "k", "sharpness", "calibration_window",
              "relative_to", "margin", "bias_correction", "escalated_weight")
@@ -263,6 +265,9 @@ def test_the_command_line_overrides_reference_margin_and_bias_correction() -> No
     changed = learn_cli.learning_settings(args, ws)  # type: ignore[arg-type]
     assert (changed.relative_to, changed.margin, changed.bias_correction,
             changed.escalated_weight) == ("gain", 0.5, False, 0.25)
-    with pytest.raises(ConfigError, match="--margin"):
-        learn_cli.learning_settings(argparse.Namespace(**{**unset, "margin": -1.0}),
-                                    ws)  # type: ignore[arg-type]
+    # As [routing.learning] takes them: nan, inf and negatives are refused by name.
+    for flag, value in (("--margin", "-1"), ("--margin", "nan"), ("--sharpness", "inf")):
+        with pytest.raises(SystemExit) as exited:
+            learn_cli.main(["learn", "replay", "--data", "stream.jsonl", flag, value])
+        assert exited.value.code == 2
+        assert f"argument {flag}: expected a finite number of 0 or more" in capsys.readouterr().err

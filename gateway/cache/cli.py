@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from embedder_worker.model import OnnxEmbedder
+from embedder_worker.model_files import missing_model
 from gateway.cache.calibration import (
     Fit,
     fit_threshold,
@@ -139,6 +140,8 @@ class CachedEmbedder:
     """
 
     def __init__(self, model_dir: Path, cache_file: Path | None) -> None:
+        if (problem := missing_model(model_dir)) is not None:
+            raise ConfigError(problem)
         self.model = OnnxEmbedder(model_dir, threads=2)
         self.space = VectorSpace(self.model.name, self.model.dim)
         self._key = f"{self.space.model}/{self.space.dim}"

@@ -34,6 +34,7 @@ from gateway.cache.index import VectorSpace
 from gateway.cache.rule import Rule
 from gateway.cache.text_features import Profile, profile
 from gateway.cache.verifier import Row, Verifier, features, model_name, train
+from gateway.core.toml_table import ConfigError
 
 DEFAULT_L2 = 30.0
 
@@ -61,7 +62,8 @@ async def train_verifier(pairs: Sequence[Pair], embed: Embed, space: VectorSpace
     outcomes = await run_pairs(pairs, embed, space, workdir)
     chosen = [i for i, o in enumerate(outcomes) if _candidate(o, options.min_cosine)]
     if len(chosen) < 2 * options.folds:
-        raise ValueError(f"only {len(chosen)} candidate pairs: too few to train a verifier")
+        raise ConfigError(f"{source or 'the pairs'}: only {len(chosen)} candidate pairs, too few "
+                          f"to train a verifier (at least {2 * options.folds})")
     profiles = [(profile(normalize_text(pairs[i].text_a)), profile(normalize_text(pairs[i].text_b)))
                 for i in chosen]
     rows = np.stack([_row(a, b, outcomes[i].cosine) for i, (a, b) in zip(chosen, profiles,

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import SplitResult, urlsplit, urlunsplit
 
 from gateway.core.toml_table import ConfigError, Table
 
@@ -79,15 +79,16 @@ def parse_cluster(t: Table, env: Mapping[str, str]) -> ClusterSettings:
     """Validate the ``[cluster]`` table; the URL from ``env`` wins over the file's."""
     url_env = t.get("redis_url_env", str, "GATEWAY_REDIS_URL")
     in_file = t.get("redis_url", str, "")
-    if in_file and urlsplit(in_file).password:
+    wrong = ConfigError(f"{t.key('redis_url')} (or {url_env}): expected a URL starting "
+                        "redis://, rediss:// or unix://")
+    if in_file and _split(in_file, wrong).password:
         raise ConfigError(
             f"{t.key('redis_url')}: secrets do not go in the file; put the URL with its "
             f"password in environment variable {url_env}"
         )
     url = env.get(url_env) or in_file or None
-    if url is not None and urlsplit(url).scheme not in REDIS_SCHEMES:
-        raise ConfigError(f"{t.key('redis_url')} (or {url_env}): expected a URL starting "
-                          "redis://, rediss:// or unix://")
+    if url is not None and _split(url, wrong).scheme not in REDIS_SCHEMES:
+        raise wrong
     prefix = t.get("key_prefix", str, "gw")
     if not prefix or any(c in prefix for c in "{}: "):
         raise t.fail("key_prefix", "a non-empty name without braces, colons or spaces")
@@ -115,17 +116,28 @@ def _database_url(t: Table, env: Mapping[str, str]) -> str | None:
     """The shared database's URL: from the environment, else the file (without a password)."""
     url_env = t.get("database_url_env", str, "GATEWAY_DATABASE_URL")
     in_file = t.get("database_url", str, "")
-    if in_file and urlsplit(in_file).password:
+    wrong = ConfigError(f"{t.key('database_url')} (or {url_env}): expected a URL like "
+                        "postgresql://user:password@host:5432/database")
+    if in_file and _split(in_file, wrong).password:
         raise ConfigError(f"{t.key('database_url')}: secrets do not go in the file; put the URL "
                           f"with its password in environment variable {url_env}")
     url = env.get(url_env) or in_file or None
     if url is not None:
-        parts = urlsplit(url)
+        parts = _split(url, wrong)
         if parts.scheme not in DATABASE_SCHEMES or not parts.path.strip("/"):
-            # The value is not quoted back: it may hold a password.
-            raise ConfigError(f"{t.key('database_url')} (or {url_env}): expected a URL like "
-                              "postgresql://user:password@host:5432/database")
+            raise wrong
     return url
+
+
+def _split(url: str, wrong: ConfigError) -> SplitResult:
+    """``url``'s parts, or ``wrong`` (which never quotes the value back: it may hold a
+    password) for a URL that does not parse: a bad IPv6 host, a port not from 0 to 65535."""
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # checked on access only
+    except ValueError:
+        raise wrong from None
+    return parts
 
 
 def redact_url(url: str) -> str:

@@ -25,7 +25,7 @@ from gateway.core.layering import environment_layer, layer, layer_file
 from gateway.core.observability_settings import ObservabilitySettings, parse_observability
 from gateway.core.routing_settings import RoutingSettings, packaged_routes_file, parse_routing
 from gateway.core.tenant_settings import TenantSettings, parse_tenants
-from gateway.core.toml_table import ConfigError, Table
+from gateway.core.toml_table import ConfigError, Table, read_text
 
 log = logging.getLogger(__name__)
 
@@ -374,10 +374,7 @@ def load(
         "<embedded default>")
     data, source, base_dir = default, "<embedded default>", Path.cwd()
     if path is not None:
-        try:
-            text = path.read_text("utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+        text = read_text(path)
         source, base_dir = f"{path} over the embedded default", path.resolve().parent
         data = layer_file(_anchored(default, Path.cwd()), _read_toml(text, str(path)))
     overrides = environment_layer(env)

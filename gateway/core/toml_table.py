@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
@@ -15,6 +16,18 @@ T = TypeVar("T")
 
 class ConfigError(Exception):
     """A configuration file or value that cannot be used; the message names the key."""
+
+
+def read_text(path: Path, what: str = "") -> str:
+    """The UTF-8 text of ``path``; a file that cannot be read, or is not text (a binary file
+    passed by mistake), is a ``ConfigError`` naming it (and ``what`` it was read as)."""
+    try:
+        return path.read_text("utf-8")
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    except UnicodeDecodeError as exc:
+        reason = f"not UTF-8 text: byte {exc.object[exc.start]:#04x} at offset {exc.start}"
+    raise ConfigError(f"{path}: cannot read{' ' + what if what else ''} ({reason})")
 
 
 class Table:

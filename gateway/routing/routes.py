@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gateway.core.routing_settings import RoutingSettings, TierPlan, packaged_routes_file
-from gateway.core.toml_table import ConfigError, Table
+from gateway.core.toml_table import ConfigError, Table, read_text
 
 log = logging.getLogger(__name__)
 
@@ -244,10 +244,7 @@ def _check_unique(routes: Sequence[Route]) -> None:
 
 def load_routes(path: Path, *, tiers: Collection[str] | None = None) -> RouteSet:
     """Read and validate a routes file; ``ConfigError`` names the file and the key."""
-    try:
-        text = path.read_text("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read the routes file ({exc.strerror})") from exc
+    text = read_text(path, "the routes file")
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:

@@ -23,6 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import numpy.typing as npt
 
+from embedder_worker.model_files import missing_model
+from gateway.core.toml_table import ConfigError
+
 if TYPE_CHECKING:
     from embedder_worker.model import OnnxEmbedder
 
@@ -144,6 +147,8 @@ class InProcessEmbedder:
         if self._model is None:
             from embedder_worker.model import OnnxEmbedder
 
+            if (problem := missing_model(self.model_dir)) is not None:
+                raise ConfigError(problem)  # one line from a command, not onnxruntime's trace
             self._model = await asyncio.to_thread(OnnxEmbedder, self.model_dir, **self._options)
         return await asyncio.to_thread(self._model.embed, list(texts))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -425,8 +426,11 @@ def check_limit_changes(values: Mapping[str, Any]) -> dict[str, int | float | No
                 raise field_error(param, f"an integer from 1 to {MAX_INT}, or null", value)
             out[name] = value
         else:
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-                raise field_error(param, "an amount of 0 or more, or null", value)
+            # Not nan (which compares false), inf or an integer no float holds: the command
+            # line's --daily-budget parses all three.
+            if isinstance(value, bool) or not isinstance(value, int | float) \
+                    or not 0 <= value <= sys.float_info.max:
+                raise field_error(param, "a finite amount of 0 or more, or null", value)
             out[name] = float(value)
     return out
 

@@ -19,6 +19,7 @@ import argparse
 import asyncio
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, replace
@@ -88,11 +89,11 @@ def _leaf(sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, h
                         help="what the quality target multiplies (gain: the shortfall allowed)")
     parser.add_argument("--escalated-weight", type=_share, default=None, metavar="W",
                         help="weight share of an outcome observed after an escalation")
-    parser.add_argument("--margin", type=float, default=None, metavar="Z",
+    parser.add_argument("--margin", type=_non_negative, default=None, metavar="Z",
                         help="standard errors a cheaper tier's estimate must clear by")
     parser.add_argument("--bias-correction", choices=("on", "off"), default=None)
     parser.add_argument("--k", type=int, default=None, help="neighbours per estimate")
-    parser.add_argument("--sharpness", type=float, default=None)
+    parser.add_argument("--sharpness", type=_non_negative, default=None)
     return parser
 
 
@@ -100,6 +101,13 @@ def _share(value: str) -> float:
     number = float(value)
     if not 0.0 <= number <= 1.0:
         raise argparse.ArgumentTypeError("expected a number from 0 to 1")
+    return number
+
+
+def _non_negative(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number < math.inf:  # as [routing.learning]; nan compares false
+        raise argparse.ArgumentTypeError("expected a finite number of 0 or more")
     return number
 
 
@@ -114,10 +122,9 @@ def learning_settings(args: argparse.Namespace, ws: Workspace) -> LearningSettin
     }
     settings = replace(ws.routing.learning, **{k: v for k, v in overrides.items()
                                                if v is not None})
-    if (settings.k < 1 or settings.quality_target <= 0 or settings.calibration_window < 0
-            or settings.margin < 0):
+    if settings.k < 1 or settings.quality_target <= 0 or settings.calibration_window < 0:
         raise ConfigError("--k must be 1 or more, --quality-target above 0, "
-                          "--calibration-window and --margin 0 or more")
+                          "--calibration-window 0 or more")
     # Memory large enough for the whole stream: what is measured is learning, not forgetting.
     return replace(settings, max_outcomes=max(settings.max_outcomes, 16))
 

@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.core.routing_settings import TierPlan
-from gateway.core.toml_table import ConfigError
+from gateway.core.toml_table import ConfigError, read_text
 from gateway.routing.learned.learner import Learner, Outcome, Prior, Source
 from gateway.routing.learned.policy import LearnedPolicy, flip_target, lower_bound
 from gateway.routing.policy import Decision
@@ -57,24 +57,23 @@ class Labelled:
 def read_labelled(path: Path) -> list[Labelled]:
     """The labelled lines of ``path``; a bad line is a ``ConfigError`` naming it."""
     items = []
-    with path.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                text, outcomes = row["text"], row["outcomes"]
-                group = row.get("group")
-                ok = (isinstance(text, str) and text.strip() and isinstance(outcomes, dict)
-                      and outcomes and all(isinstance(v, bool) for v in outcomes.values())
-                      and (group is None or isinstance(group, str)))
-            except (ValueError, KeyError, TypeError, AttributeError):
-                ok = False
-            if not ok:
-                raise ConfigError(
-                    f"{path}:{n}: expected {{\"text\": ..., \"outcomes\": {{tier: true|false}}}}"
-                )
-            items.append(Labelled(text, dict(outcomes), group))
+    for n, line in enumerate(read_text(path).splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            text, outcomes = row["text"], row["outcomes"]
+            group = row.get("group")
+            ok = (isinstance(text, str) and text.strip() and isinstance(outcomes, dict)
+                  and outcomes and all(isinstance(v, bool) for v in outcomes.values())
+                  and (group is None or isinstance(group, str)))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            ok = False
+        if not ok:
+            raise ConfigError(
+                f"{path}:{n}: expected {{\"text\": ..., \"outcomes\": {{tier: true|false}}}}"
+            )
+        items.append(Labelled(text, dict(outcomes), group))
     if not items:
         raise ConfigError(f"{path}: no labelled lines")
     return items
