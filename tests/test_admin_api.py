@@ -135,6 +135,11 @@ async def test_usage_per_tenant_shows_only_that_tenant(aiohttp_client: Any, tmp_
         ("POST", "/admin/tenants/acme/keys", {"limits": []}, "limits"),
         ("GET", "/admin/tenants/acme/usage?limit=abc", None, "limit"),
         ("GET", "/admin/usage?since_day=yesterday", None, "since_day"),
+        ("GET", "/admin/usage?since_day=2026-13-45", None, "since_day"),
+        ("GET", "/admin/tenants/acme/usage?since_day=2026-02-30", None, "since_day"),
+        ("GET", "/admin/keys?active=maybe", None, "active"),
+        ("POST", "/admin/tenants/acme/keys", {"name": "k" * 201}, "name"),
+        ("POST", "/admin/tenants/acme/keys", {"name": "line\nbreak"}, "name"),
     ],
 )
 async def test_bad_admin_input_is_a_400_naming_the_field(

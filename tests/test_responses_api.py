@@ -167,6 +167,19 @@ async def test_store_false_keeps_nothing_to_continue(upstreams: Upstreams) -> No
             assert error.body["param"] == "previous_response_id"  # type: ignore[index]
 
 
+async def test_an_unknown_previous_id_is_named_when_short_and_described_when_long(
+    upstreams: Upstreams,
+) -> None:
+    for previous, shown in (("resp_nope", "'resp_nope'"),
+                            ("resp_" + "x" * 100_000, "a string of 100005 characters")):
+        resp = await upstreams.client.post("/v1/responses", json={
+            "model": "gpt", "input": "and?", "previous_response_id": previous})
+        assert resp.status == 404
+        error = (await resp.json())["error"]
+        assert error["message"] == f"Previous response with id {shown} not found."
+        assert error["param"] == "previous_response_id"
+
+
 async def test_upstream_breaking_mid_stream_ends_in_error_and_response_failed(
     upstreams: Upstreams,
 ) -> None:

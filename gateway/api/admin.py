@@ -18,6 +18,7 @@ notice so the other replicas (with ``[cluster] redis_url``) reload within a seco
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -159,7 +160,7 @@ async def create_key(request: web.Request) -> web.Response:
 
 async def list_keys(request: web.Request) -> web.Response:
     tenant = request.query.get("tenant")
-    active = request.query.get("active", "false").lower() in ("1", "true", "yes")
+    active = _flag(request, "active")
     keys = await request.app[STORE_KEY].list_keys(tenant, active_only=active)
     return _json({"object": "list", "data": [k.as_json() for k in keys]})
 
@@ -210,7 +211,23 @@ def _limit(request: web.Request) -> int:
 
 def _since_day(request: web.Request) -> str | None:
     day = request.query.get("since_day")
-    if day is not None and not (len(day) == 10 and day[4] == day[7] == "-"
-                                and day.isascii() and day.replace("-", "").isdigit()):
+    if day is None:
+        return None
+    try:
+        valid = len(day) == 10 and datetime.date.fromisoformat(day).isoformat() == day
+    except ValueError:
+        valid = False
+    if not valid:
         raise field_error("since_day", "a date as YYYY-MM-DD", day)
     return day
+
+
+_TRUE, _FALSE = ("1", "true", "yes"), ("0", "false", "no")
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    """A yes/no query parameter (absent: no); anything else is a 400, not a silent no."""
+    text = request.query.get(name, "false")
+    if text.lower() not in _TRUE + _FALSE:
+        raise field_error(name, "true or false", text)
+    return text.lower() in _TRUE

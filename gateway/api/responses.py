@@ -18,13 +18,15 @@ from gateway.api.chat import serve
 from gateway.api.responses_in import responses_request
 from gateway.api.responses_out import ResponseEvents, Shape, output_messages, response_object
 from gateway.core.appkeys import SETTINGS
-from gateway.core.chat import Json, field_error, json_object
+from gateway.core.chat import Json, field_error, json_object, shown_value
 from gateway.core.errors import NotFound
 from gateway.pipeline.streaming import ChunkWriter
 from gateway.tenants.response_store import RESPONSE_STORE, ResponseStore, StoredResponse
 
 RESPONSES_PATH = "/v1/responses"
 _DAY_S = 86_400.0
+_SHOWN_ID_CHARS = 100
+"""An unknown id longer than this is described, not repeated, in the 404."""
 
 
 class ResponsesFace:
@@ -70,7 +72,8 @@ async def create_response(request: web.Request) -> web.StreamResponse:
             raise field_error("previous_response_id", "a string", previous)
         stored = await store.get(principal.tenant, previous)
         if stored is None:
-            raise NotFound(f"Previous response with id '{previous}' not found.",
+            shown = f"'{previous}'" if len(previous) <= _SHOWN_ID_CHARS else shown_value(previous)
+            raise NotFound(f"Previous response with id {shown} not found.",
                            param="previous_response_id")
         history = stored.messages
     translated = responses_request(body, history)

@@ -393,8 +393,14 @@ def tenant_exists(name: str) -> InvalidRequest:
     return InvalidRequest(f"Tenant {name!r} already exists.", param="name", code="tenant_exists")
 
 
+MAX_KEY_NAME_CHARS = 200
+
+
 def new_key(secret: bytes, tenant: str, name: str, limits: Limits) -> tuple[ApiKey, str]:
     """A fresh key for ``tenant``: its record (hash only) and the key itself."""
+    if len(name) > MAX_KEY_NAME_CHARS or not name.isprintable():
+        raise InvalidRequest(f"A key name is at most {MAX_KEY_NAME_CHARS} printable characters.",
+                             param="name")
     plaintext = generate_key()
     record = ApiKey(
         id=generate_key_id(), tenant=tenant, name=name, prefix=key_prefix(plaintext),
