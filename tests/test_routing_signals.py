@@ -159,6 +159,38 @@ async def test_a_routed_answer_hands_the_sink_its_vector_once_per_batch(
     assert rows(tmp_path / "s.sqlite3", "SELECT count(*) FROM vectors") == [(2,)]
 
 
+async def test_a_failed_batch_leaves_the_vectors_of_the_signals_still_queued(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch carries every queued vector; when its write fails, the vectors that later
+    batches' signals refer to are written with those signals."""
+    path = tmp_path / "s.sqlite3"
+    store = await SignalStore.open(path, model="m", batch=1)
+    real_write = store._sink.write
+    calls = 0
+
+    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise sqlite3.OperationalError("disk I/O error")
+        await real_write(signals, vectors)
+
+    monkeypatch.setattr(store._sink, "write", write)
+    vector = np.arange(4, dtype=np.float32)
+    try:
+        store.decision("req_1", DECISION, "fix my code", vector)
+        store.decision("req_2", DECISION, "something else", vector + 1)
+        assert await store.flush() == 1
+    finally:
+        await store.close()
+    assert store.dropped == 1
+    assert rows(path, "SELECT request_id FROM signals") == [("req_2",)]
+    stored = dict(rows(path, "SELECT key, vector FROM vectors"))
+    assert np.array_equal(np.frombuffer(stored[prompt_key("something else")], dtype=np.float32),
+                          vector + 1)
+
+
 async def test_escalations_retries_and_failures_are_recorded(tmp_path: Path) -> None:
     path = tmp_path / "signals.sqlite3"
     store = await SignalStore.open(path)

@@ -413,10 +413,24 @@ class SignalStore:
                 except Exception:
                     log.exception("writing %d signals failed; they are dropped", len(signals))
                     self.dropped += len(signals)
+                    if self._signals:
+                        self._queue_again(vectors)
                     continue
                 written += len(signals)
         self.written += written
         return written
+
+    def _queue_again(self, vectors: list[VectorRow]) -> None:
+        """A failed batch's vectors, back in the queue: a batch takes every queued vector, the
+        signals still waiting (which refer to some of them) included. Those signals bound them:
+        with none left, a failed batch's vectors go with it."""
+        for row in vectors:
+            at = self._vector_at.get(row[0])
+            if at is None:
+                self._vector_at[row[0]] = len(self._vectors)
+                self._vectors.append(row)
+            elif self._vectors[at][-1] < row[-1]:
+                self._vectors[at] = row
 
     async def _write_and_sweep(self) -> None:
         """The writer task's round: what is queued, then a sweep when one is due."""
