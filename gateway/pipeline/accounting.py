@@ -7,8 +7,8 @@ middleware) for every 4xx the gateway answers itself before either, so that ever
 the record: a ledger row or a refusal row, an access line and a metric.
 
 Cost comes from the deployment's prices and the provider's usage; when a stream ended without
-usage, the completion is counted with the gateway's tokenizer and the row is marked
-``estimated``. ``note_answer`` hands a request answered with a 200 to the routing outcome feed
+usage (a client that left, an upstream that broke), what it had streamed (text, tool calls,
+thinking) is counted with the gateway's tokenizer and the row is marked ``estimated``. ``note_answer`` hands a request answered with a 200 to the routing outcome feed
 (``gateway.routing.outcomes``), which learns from it. Nothing here touches SQLite directly: the
 ledger and the signal store queue rows and write them in batches off the request path.
 """
