@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpServer
 
 from gateway.cache.context import CACHE
+from gateway.core.answer import USAGE_SO_FAR
 from gateway.core.appkeys import LIFECYCLE
 from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import UsageRecord, recent
@@ -287,13 +288,48 @@ async def test_thinking_streamed_before_an_upstream_break_is_charged_as_output(
     fake = FakeAnthropic()
     client = await _claude_gateway(aiohttp_server, make_gateway, fake, **PRICES)
     answer = thinking_answer()
+    (kind, start), *rest = answer.events
+    # Anthropic's message_start counts one token out, whatever is to come.
+    start = {**start, "message": {**start["message"], "usage": fa.usage(outputs=1)}}
     stop_at = next(i for i, (kind, _) in enumerate(answer.events) if kind == "content_block_stop")
-    fake.script.append(fa.Answer(answer.body, answer.events, end_after=stop_at))  # no text
+    fake.script.append(fa.Answer(answer.body, [(kind, start), *rest], end_after=stop_at))
     resp = await client.post("/v1/messages", json={
         **body("messages", stream=True), "thinking": {"type": "enabled", "budget_tokens": 1024}})
     assert b"thinking_delta" in await resp.read()
     [row] = await rows(client)
     assert (row.status, row.estimated) == (502, True)
     tokens = client.server.app[ADMISSION_KEY].tokens
-    assert row.tokens_out == tokens.count(THINKING[0]["thinking"])
+    assert row.tokens_out == tokens.count(THINKING[0]["thinking"]) > 1
     assert row.cost == pytest.approx((row.tokens_in * 1.0 + row.tokens_out * 2.0) / 1e6)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+async def test_a_stream_cut_before_its_usage_charges_the_prompt_anthropic_counted_at_its_start(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, input_price_per_mtok=3.0,
+                                   output_price_per_mtok=15.0, cached_input_price_per_mtok=0.3)
+    # message_start (with the prompt's counts), ping, the text block's start and two words;
+    # then the body ends, without message_delta's final usage.
+    fake.script.append(fa.text("Paris is the capital", use=CACHED_USE, end_after=5))
+    resp = await client.post(f"/v1/{api}", json=body(api, stream=True))
+    assert b" is" in await resp.read()
+    [row] = await rows(client)
+    assert (row.status, row.estimated, row.tokens_in) == (502, True, 1150)
+    assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("Paris is")
+    assert row.cost == pytest.approx((150 * 3.0 + 1000 * 0.3 + row.tokens_out * 15.0) / 1e6)
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_a_chat_client_never_sees_the_usage_anthropic_told_at_the_start(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, include_usage: bool
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **PRICES)
+    resp = await client.post("/v1/chat/completions", json={
+        "model": "small", "messages": [{"role": "user", "content": QUESTION}], "stream": True,
+        "stream_options": {"include_usage": include_usage}})
+    streamed = await resp.read()
+    assert b"Hello" in streamed and USAGE_SO_FAR.encode() not in streamed
+    assert (b'"prompt_tokens":9' in streamed) is include_usage

@@ -36,6 +36,7 @@ from aiohttp.http import StreamWriter
 
 from gateway.core.answer import (
     NATIVE_EVENTS,
+    USAGE_SO_FAR,
     Json,
     Usage,
     as_list,
@@ -80,6 +81,8 @@ class OpenAIChunks:
         self.include_usage = include_usage
 
     def chunk(self, chunk: Json) -> bytes:
+        if USAGE_SO_FAR in chunk:  # the gateway's own note (an Anthropic upstream's first)
+            chunk = {k: v for k, v in chunk.items() if k != USAGE_SO_FAR}
         if not self.include_usage and "usage" in chunk:
             # Only the usage chunk itself goes: a chunk with no choices and a null usage (Azure's
             # first, its prompt filter results) is one the client would have had without us.
@@ -382,6 +385,8 @@ def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
     usage: Usage | None = usage_from_openai(chunk.get("usage"))
     if usage is not None:
         record.usage = usage
+    if (so_far := chunk.get(USAGE_SO_FAR)) is not None:
+        record.usage_so_far = usage_from_openai(so_far)
     _keep_and_text((chunk,), record, keep)
     return writer.chunk(chunk)
 
