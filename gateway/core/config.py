@@ -73,6 +73,7 @@ class ModelSettings:
     input_price_per_mtok: float = 0.0
     output_price_per_mtok: float = 0.0
     cached_input_price_per_mtok: float = 0.0
+    """The configuration's, or the input price when it names none (``_model``)."""
     deployment_id: str = field(init=False, repr=False, compare=False)
     """``provider/upstream_model``: computed once, read on every request."""
 
@@ -256,14 +257,17 @@ def _providers(
 
 def _model(t: Table, providers: Mapping[str, ProviderSettings]) -> ModelSettings | None:
     provider = t.required("provider", str)
+    input_price = t.non_negative("input_price_per_mtok", 0.0)
     model = ModelSettings(
         name=t.required("name", str),
         provider=provider,
         upstream_model=t.get("upstream_model", str, t.data.get("name", "")),
         tier=t.get("tier", str, "default"),
-        input_price_per_mtok=t.non_negative("input_price_per_mtok", 0.0),
+        input_price_per_mtok=input_price,
         output_price_per_mtok=t.non_negative("output_price_per_mtok", 0.0),
-        cached_input_price_per_mtok=t.non_negative("cached_input_price_per_mtok", 0.0),
+        # Unset, cached tokens cost what fresh ones do: every provider discounts them, none
+        # gives them away, so the input price is the one bound that never undercharges.
+        cached_input_price_per_mtok=t.non_negative("cached_input_price_per_mtok", input_price),
     )
     t.reject_unknown()
     if not model.name or model.name == "auto":

@@ -7,8 +7,10 @@ middleware) for every 4xx the gateway answers itself before either, so that ever
 the record: a ledger row or a refusal row, an access line and a metric.
 
 Cost comes from the deployment's prices and the provider's usage; when a stream ended without
-usage, the completion is counted with the gateway's tokenizer and the row is marked
-``estimated``. ``note_answer`` hands a request answered with a 200 to the routing outcome feed
+usage (a client that left, an upstream that broke), what it had streamed (text, tool calls,
+thinking) is counted with the gateway's tokenizer, its prompt taken from what the provider told
+at the start if it did (Anthropic does), and the row is marked ``estimated``. ``note_answer``
+hands a request answered with a 200 to the routing outcome feed
 (``gateway.routing.outcomes``), which learns from it. Nothing here touches SQLite directly: the
 ledger and the signal store queue rows and write them in batches off the request path.
 """
@@ -49,11 +51,15 @@ UNMATCHED = "(no route)"
 def final_usage(
     app: web.Application, record: RequestRecord, reservation: Reservation
 ) -> Usage | None:
-    """The provider's usage, or an estimate from the streamed text when it sent none."""
+    """The provider's usage, or an estimate from the streamed text when it sent none (its
+    prompt as the provider counted it, when it said so before the end)."""
     if record.usage is not None or not record.streamed_text:
         return record.usage
     tokens = app[ADMISSION_KEY].tokens
     completion = tokens.count("".join(record.streamed_text))
+    if (so_far := record.usage_so_far) is not None:
+        return Usage(so_far.prompt_tokens, max(completion, so_far.completion_tokens),
+                     so_far.cached_tokens, estimated=True)
     prompt = reservation.prompt_tokens
     if not prompt and record.chat is not None:  # admission counts only under token limits
         prompt = tokens.prompt_tokens(record.chat)

@@ -57,6 +57,8 @@ class RequestRecord:
     budget_downgraded: bool = False
     status: int = 200
     usage: Usage | None = None
+    usage_so_far: Usage | None = None
+    """What the provider told of a stream's usage before its end (``USAGE_SO_FAR``)."""
     streamed_text: list[str] = field(default_factory=list)
     cache: str | None = None
     saved_cost: float = 0.0

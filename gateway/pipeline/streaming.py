@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -34,7 +34,15 @@ from aiohttp.abc import AbstractStreamWriter
 from aiohttp.client_exceptions import ClientConnectionResetError
 from aiohttp.http import StreamWriter
 
-from gateway.core.answer import Json, Usage, usage_from_openai
+from gateway.core.answer import (
+    NATIVE_EVENTS,
+    USAGE_SO_FAR,
+    Json,
+    Usage,
+    as_list,
+    as_obj,
+    usage_from_openai,
+)
 from gateway.core.errors import FailureKind, UpstreamFailure
 from gateway.core.lifecycle import Lifecycle
 from gateway.pipeline.request_record import RequestRecord
@@ -73,6 +81,8 @@ class OpenAIChunks:
         self.include_usage = include_usage
 
     def chunk(self, chunk: Json) -> bytes:
+        if USAGE_SO_FAR in chunk:  # the gateway's own note (an Anthropic upstream's first)
+            chunk = {k: v for k, v in chunk.items() if k != USAGE_SO_FAR}
         if not self.include_usage and "usage" in chunk:
             # Only the usage chunk itself goes: a chunk with no choices and a null usage (Azure's
             # first, its prompt filter results) is one the client would have had without us.
@@ -375,6 +385,8 @@ def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
     usage: Usage | None = usage_from_openai(chunk.get("usage"))
     if usage is not None:
         record.usage = usage
+    if (so_far := chunk.get(USAGE_SO_FAR)) is not None:
+        record.usage_so_far = usage_from_openai(so_far)
     _keep_and_text((chunk,), record, keep)
     return writer.chunk(chunk)
 
@@ -384,16 +396,40 @@ _NO_DELTA: Json = {}
 
 def _keep_and_text(chunks: Iterable[Json], record: RequestRecord,
                    keep: list[Json] | None) -> None:
-    """Keep the chunks (``keep``) and note their text for the token estimate: a pushed or
-    pulled chunk one at a time, a plain read's chunks in one call."""
+    """Keep the chunks (``keep``) and note what the model wrote, for the token estimate of a
+    stream that ends without usage: a pushed or pulled chunk one at a time, a plain read's
+    chunks in one call. Tool calls and thinking are output billed like text: a client that
+    leaves during one must not be charged for none."""
     text = record.streamed_text
     for chunk in chunks:
         if keep is not None:
             keep.append(chunk)
         for choice in chunk.get("choices") or ():
-            content = (choice.get("delta") or _NO_DELTA).get("content")
+            delta = choice.get("delta") or _NO_DELTA
+            content = delta.get("content")
             if isinstance(content, str):
                 text.append(content)
+            if (calls := delta.get("tool_calls")) is not None:
+                _call_text(calls, text)
+        if (native := chunk.get(NATIVE_EVENTS)) is not None:
+            _thinking_text(native, text)
+
+
+def _call_text(calls: Any, text: list[str]) -> None:
+    """The name and argument fragments of streamed tool calls (untrusted: read with care)."""
+    for call in as_list(calls):
+        function = as_obj(as_obj(call).get("function"))
+        text.extend(part for key in ("name", "arguments")
+                    if isinstance(part := function.get(key), str))
+
+
+def _thinking_text(events: Any, text: list[str]) -> None:
+    """An Anthropic upstream's thinking, which reaches the gateway only in its own events (a
+    Messages client's ``NATIVE_EVENTS``): its text chunks are counted from ``choices``."""
+    for event in as_list(events):
+        thinking = as_obj(as_obj(event).get("delta")).get("thinking")
+        if isinstance(thinking, str):
+            text.append(thinking)
 
 
 SHUTDOWN = UpstreamFailure(

@@ -2,7 +2,8 @@
 
 A ``message`` becomes a ``chat.completion``; the event stream (``message_start`` …
 ``message_stop``) becomes ``chat.completion.chunk`` objects, each carrying the events it came
-from when the client speaks Messages too (``NATIVE_EVENTS``), closed by a usage chunk. In JSON
+from when the client speaks Messages too (``NATIVE_EVENTS``), the first with the usage
+``message_start`` told (``USAGE_SO_FAR``), closed by a usage chunk. In JSON
 mode the forced ``JSON_TOOL``'s input is the answer's content. Cache-creation and cache-read
 tokens count as prompt tokens. Pure translation: touches nothing.
 """
@@ -17,6 +18,7 @@ import orjson
 
 from gateway.core.answer import (
     NATIVE_EVENTS,
+    USAGE_SO_FAR,
     Completion,
     Json,
     Usage,
@@ -164,7 +166,10 @@ class MessagesStream:
         if isinstance(message.get("model"), str):
             self.model = message["model"]
         self.started = True
-        return [self._chunk({"role": "assistant", "content": ""})]
+        first = self._chunk({"role": "assistant", "content": ""})
+        if (usage := _usage(self.usage)) is not None:
+            first[USAGE_SO_FAR] = usage.as_openai()
+        return [first]
 
     def _block_start(self, event: Json) -> list[Json]:
         block, index = as_obj(event.get("content_block")), as_index(event.get("index"))

@@ -1,0 +1,335 @@
+"""Money on ``/v1/messages`` and ``/v1/responses`` (gateway/api/messages.py, responses.py,
+gateway/pipeline/accounting.py): a client that leaves mid-stream, a cache hit, a tenant over
+budget and cached prompt tokens, each through a real gateway, the fake providers and, where a
+client is needed, the official ``anthropic`` and ``openai`` SDKs."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import aiohttp
+import anthropic
+import openai
+import pytest
+from aiohttp.test_utils import TestClient
+from pytest_aiohttp import AiohttpServer
+
+from gateway.cache.context import CACHE
+from gateway.core.answer import USAGE_SO_FAR
+from gateway.core.appkeys import LIFECYCLE
+from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY, STORE_KEY
+from gateway.tenants.ledger import UsageRecord, recent
+from gateway.tenants.quotas import Periods
+from tests import fake_anthropic as fa
+from tests.conftest import Config, GatewayFactory, model, openai_provider
+from tests.dialect_fixtures import ENV
+from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
+from tests.fake_openai import FakeOpenAI, Reply, fake_openai_app
+from tests.tasks import until
+from tests.tenant_fixtures import GATEWAY_ENV, new_tenant_key
+from tests.test_messages_passthrough import THINKING, thinking_answer
+
+Json = dict[str, Any]
+QUESTION = "What is the capital of France?"
+PRICES = {"input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0}
+CALL = {"id": "call_w1", "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"city": "Oslo, Norway"}'}}
+TOOLS = {"messages": [{"name": "get_weather", "description": "Weather now", "input_schema": {
+             "type": "object", "properties": {"city": {"type": "string"}}}}],
+         "responses": [{"type": "function", "name": "get_weather", "description": "Weather now",
+                        "parameters": {"type": "object",
+                                       "properties": {"city": {"type": "string"}}}}]}
+# What the client has read once the answer is streaming: text, or a tool call's arguments.
+STREAMING = {("messages", False): b"text_delta", ("responses", False): b"output_text.delta",
+             ("messages", True): b"input_json_delta",
+             ("responses", True): b"function_call_arguments.delta"}
+
+
+def body(api: str, text: str = QUESTION, *, stream: bool = False, tools: bool = False) -> Json:
+    """A request in ``api``'s dialect for model ``small``."""
+    if api == "messages":
+        out: Json = {"model": "small", "max_tokens": 64,
+                     "messages": [{"role": "user", "content": text}]}
+    else:
+        out = {"model": "small", "input": text, "max_output_tokens": 64}
+    if tools:
+        out["tools"] = TOOLS[api]
+    return {**out, "stream": True} if stream else out
+
+
+async def rows(client: TestClient) -> list[UsageRecord]:
+    app = client.server.app
+    await until(lambda: app[LIFECYCLE].in_flight == 0, "every handler ends", 10)
+    await app[LEDGER_KEY].flush()
+    return await recent(app[STORE_KEY])
+
+
+async def spent(client: TestClient, tenant: str) -> float:
+    """What ``tenant``'s daily budget has been charged."""
+    admission = client.server.app[ADMISSION_KEY]
+    day = Periods.of(time.time()).day
+    [amount] = await admission.counters.get_spend(tenant, [(f"t:{tenant}:day", day)])
+    return amount
+
+
+async def leave_mid_stream(client: TestClient, path: str, sent: Json, seen: bytes) -> bytes:
+    """Stream ``sent`` to ``path`` and leave once ``seen`` has arrived; what had arrived."""
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(client.make_url(path), json=sent)
+        assert resp.status == 200, await resp.text()
+        got = b""
+        while seen not in got:
+            got += await resp.content.readany()
+        resp.close()
+    return got
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+@pytest.mark.parametrize("tools", [False, True], ids=["text", "tool_call"])
+async def test_a_client_leaving_mid_stream_is_charged_once_for_what_was_streamed(
+    make_gateway: GatewayFactory, fake_openai: tuple[FakeOpenAI, str], api: str, tools: bool
+) -> None:
+    fake, url = fake_openai
+    client = await make_gateway({"providers": [openai_provider("p1", url)],
+                                 "models": [model("small", "p1", **PRICES)]})
+    # Three chunks go (the role, then two words or a tool call's name and half its
+    # arguments), then the provider waits for a release that never comes.
+    fake.script.append(Reply(kind="hang", chunks_before_cut=3, tool_call=CALL if tools else None))
+    await leave_mid_stream(client, f"/v1/{api}", body(api, stream=True, tools=tools),
+                           STREAMING[api, tools])
+    await asyncio.wait_for(fake.disconnected.wait(), timeout=10)  # the upstream is closed
+    [row] = await rows(client)
+    assert (row.status, row.api, row.estimated) == (499, api, True)
+    assert row.tokens_in > 0 and row.tokens_out > 0
+    assert row.cost == pytest.approx((row.tokens_in * 1.0 + row.tokens_out * 2.0) / 1e6)
+    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+async def test_a_client_leaving_after_failover_pays_for_the_answering_stream_alone(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory,
+    fake_openai: tuple[FakeOpenAI, str], api: str,
+) -> None:
+    first, first_url = fake_openai
+    second = FakeOpenAI()
+    second_url = str((await aiohttp_server(fake_openai_app(second))).make_url("/v1"))
+    client = await make_gateway({
+        "providers": [openai_provider("p1", first_url), openai_provider("p2", second_url)],
+        "models": [model("small", "p1", **PRICES), model("small", "p2", **PRICES)]})
+    first.script.append(Reply(kind="cut", chunks_before_cut=1))  # the role, then it breaks
+    second.script.append(Reply(kind="hang", chunks_before_cut=3, text="Hello from second"))
+    try:
+        await leave_mid_stream(client, f"/v1/{api}", body(api, stream=True), b"from")
+        await asyncio.wait_for(second.disconnected.wait(), timeout=10)
+    finally:
+        second.release.set()
+    [row] = await rows(client)
+    assert (row.status, row.attempts) == (499, 2)
+    assert row.deployment == "p2/small"
+    tokens = client.server.app[ADMISSION_KEY].tokens
+    assert row.tokens_out == tokens.count("Hello from")  # the second's words, counted once
+    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+
+
+async def _cached_gateway(make_gateway: GatewayFactory, url: str, **tenants: Any) -> TestClient:
+    config: Config = {"providers": [openai_provider("p1", url)],
+                      "models": [model("small", "p1", **PRICES)], "cache": {"enabled": True}}
+    if tenants:
+        config["tenants"] = tenants
+    return await make_gateway(config, env=GATEWAY_ENV)
+
+
+async def _miss_then_flush(client: TestClient, headers: dict[str, str] | None = None) -> None:
+    miss = await client.post("/v1/chat/completions", headers=headers or {}, json={
+        "model": "small", "max_tokens": 64,
+        "messages": [{"role": "user", "content": QUESTION}]})
+    assert miss.headers["x-gateway-cache"] == "miss", await miss.text()
+    await client.server.app[CACHE].flush()  # type: ignore[union-attr]  # written in batches
+
+
+async def _hit(client: TestClient, api: str, stream: bool) -> Json:
+    """Ask ``QUESTION`` in ``api``'s dialect through its SDK; the usage the client was told."""
+    base = str(client.make_url("/"))
+    if api == "messages":
+        async with anthropic.AsyncAnthropic(base_url=base, api_key="k", max_retries=0) as ant:
+            sent: Any = body(api)
+            if stream:
+                async with ant.messages.stream(**sent) as events:
+                    message = await events.get_final_message()
+            else:
+                message = await ant.messages.create(**sent)
+        return message.usage.model_dump()
+    async with openai.AsyncOpenAI(base_url=base + "v1/", api_key="k", max_retries=0) as oai:
+        if stream:
+            async with oai.responses.stream(**body(api)) as events:
+                response = await events.get_final_response()
+        else:
+            response = await oai.responses.create(**body(api))
+    return response.usage.model_dump() if response.usage is not None else {}
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_a_cache_hit_costs_nothing_says_what_it_saved_and_spends_no_budget(
+    make_gateway: GatewayFactory, fake_openai: tuple[FakeOpenAI, str], api: str, stream: bool
+) -> None:
+    fake, url = fake_openai
+    client = await _cached_gateway(make_gateway, url)
+    await _miss_then_flush(client)
+    usage = await _hit(client, api, stream)
+    assert len(fake.requests) == 1
+    told = (usage["input_tokens"], usage["output_tokens"])
+    assert told == (0, 0)
+    miss, hit = sorted(await rows(client), key=lambda r: r.cache != "miss")
+    assert (hit.cache, hit.api, hit.status) == ("hit", api, 200)
+    assert (hit.tokens_in, hit.tokens_out, hit.cost) == (0, 0, 0.0)
+    assert hit.saved_cost == pytest.approx(miss.cost) and miss.cost > 0
+    assert await spent(client, "anonymous") == pytest.approx(miss.cost)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+async def test_a_tenant_over_budget_is_refused_in_its_dialect_before_any_upstream_call(
+    make_gateway: GatewayFactory, fake_openai: tuple[FakeOpenAI, str], api: str
+) -> None:
+    fake, url = fake_openai
+    client = await make_gateway({"providers": [openai_provider("p1", url)],
+                                 "models": [model("small", "p1", input_price_per_mtok=1e6)],
+                                 "tenants": {"bootstrap": False, "tokenizer": ""}},
+                                env=GATEWAY_ENV)
+    key = await new_tenant_key(client, "acme", limits={"daily_budget_usd": 1.0})
+    base = str(client.make_url("/"))
+    first = await client.post(f"/v1/{api}", json=body(api), headers={"x-api-key": key})
+    assert first.status == 200, await first.text()  # 11 prompt tokens at $1 each: over
+    asked = len(fake.requests)
+    if api == "messages":
+        async with anthropic.AsyncAnthropic(base_url=base, api_key=key, max_retries=0) as ant:
+            with pytest.raises(anthropic.RateLimitError) as refused:
+                await ant.messages.create(**body(api))
+        assert refused.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
+            "type": "rate_limit_error", "message": refused.value.body["error"]["message"]}}  # type: ignore[index]
+    else:
+        async with openai.AsyncOpenAI(base_url=base + "v1/", api_key=key, max_retries=0) as oai:
+            with pytest.raises(openai.RateLimitError) as refused:  # type: ignore[assignment]
+                await oai.responses.create(**body(api))
+        assert refused.value.body["code"] == "insufficient_quota"  # type: ignore[index]
+    assert "budget" in refused.value.message
+    assert int(refused.value.response.headers["retry-after"]) > 0
+    assert len(fake.requests) == asked
+
+
+async def _claude_gateway(aiohttp_server: AiohttpServer, make_gateway: GatewayFactory,
+                          fake: FakeAnthropic, **prices: float) -> TestClient:
+    server = await aiohttp_server(fake_anthropic_app(fake))
+    return await make_gateway({
+        "providers": [{"name": "ant", "kind": "anthropic", "base_url": str(server.make_url("/v1")),
+                       "api_key_env": "ANTHROPIC_KEY"}],
+        "models": [model("small", "ant", upstream_model="claude-up", **prices)]}, env=ENV)
+
+
+# 100 fresh input tokens, 1000 read from the provider's cache, 50 written to it, 10 out.
+CACHED_USE = fa.usage(inputs=100, outputs=10, cache_read=1000, cache_write=50)
+
+
+@pytest.mark.parametrize(("path", "stream"), [
+    ("/v1/messages", False), ("/v1/messages", True), ("/v1/responses", False),
+    ("/v1/responses", True), ("/v1/chat/completions", False)])
+async def test_anthropic_cache_reads_and_writes_are_priced_once_each(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, path: str, stream: bool
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, input_price_per_mtok=3.0,
+                                   output_price_per_mtok=15.0, cached_input_price_per_mtok=0.3)
+    fake.script.append(fa.text("Paris.", use=CACHED_USE))
+    sent = body("responses" if "responses" in path else "messages", stream=stream)
+    if "chat" in path:
+        sent = {"model": "small", "messages": [{"role": "user", "content": QUESTION}]}
+    resp = await client.post(path, json=sent)
+    assert resp.status == 200, await resp.text()
+    await resp.read()
+    [row] = await rows(client)
+    assert (row.tokens_in, row.tokens_out, row.estimated) == (1150, 10, False)
+    assert row.cost == pytest.approx((150 * 3.0 + 1000 * 0.3 + 10 * 15.0) / 1e6)
+
+
+async def test_cached_tokens_of_a_model_without_a_cached_price_are_priced_as_input(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, input_price_per_mtok=3.0,
+                                   output_price_per_mtok=15.0)
+    fake.script.append(fa.text("Paris.", use=CACHED_USE))
+    resp = await client.post("/v1/messages", json=body("messages"))
+    assert (await resp.json())["usage"]["cache_read_input_tokens"] == 1000
+    [row] = await rows(client)
+    assert row.cost == pytest.approx((1150 * 3.0 + 10 * 15.0) / 1e6)  # never free
+
+
+async def test_responses_usage_counts_cached_tokens_inside_input_tokens_once(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake)
+    fake.script.append(fa.text("Paris.", use=CACHED_USE))
+    async with openai.AsyncOpenAI(base_url=str(client.make_url("/v1/")), api_key="k",
+                                  max_retries=0) as oai:
+        response = await oai.responses.create(**body("responses"))
+    assert response.usage is not None
+    assert (response.usage.input_tokens, response.usage.input_tokens_details.cached_tokens,
+            response.usage.output_tokens, response.usage.total_tokens) == (1150, 1000, 10, 1160)
+    [row] = await rows(client)
+    assert (row.tokens_in, row.tokens_out) == (1150, 10)
+
+
+async def test_thinking_streamed_before_an_upstream_break_is_charged_as_output(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **PRICES)
+    answer = thinking_answer()
+    (kind, start), *rest = answer.events
+    # Anthropic's message_start counts one token out, whatever is to come.
+    start = {**start, "message": {**start["message"], "usage": fa.usage(outputs=1)}}
+    stop_at = next(i for i, (kind, _) in enumerate(answer.events) if kind == "content_block_stop")
+    fake.script.append(fa.Answer(answer.body, [(kind, start), *rest], end_after=stop_at))
+    resp = await client.post("/v1/messages", json={
+        **body("messages", stream=True), "thinking": {"type": "enabled", "budget_tokens": 1024}})
+    assert b"thinking_delta" in await resp.read()
+    [row] = await rows(client)
+    assert (row.status, row.estimated) == (502, True)
+    tokens = client.server.app[ADMISSION_KEY].tokens
+    assert row.tokens_out == tokens.count(THINKING[0]["thinking"]) > 1
+    assert row.cost == pytest.approx((row.tokens_in * 1.0 + row.tokens_out * 2.0) / 1e6)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+async def test_a_stream_cut_before_its_usage_charges_the_prompt_anthropic_counted_at_its_start(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, input_price_per_mtok=3.0,
+                                   output_price_per_mtok=15.0, cached_input_price_per_mtok=0.3)
+    # message_start (with the prompt's counts), ping, the text block's start and two words;
+    # then the body ends, without message_delta's final usage.
+    fake.script.append(fa.text("Paris is the capital", use=CACHED_USE, end_after=5))
+    resp = await client.post(f"/v1/{api}", json=body(api, stream=True))
+    assert b" is" in await resp.read()
+    [row] = await rows(client)
+    assert (row.status, row.estimated, row.tokens_in) == (502, True, 1150)
+    assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("Paris is")
+    assert row.cost == pytest.approx((150 * 3.0 + 1000 * 0.3 + row.tokens_out * 15.0) / 1e6)
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+async def test_a_chat_client_never_sees_the_usage_anthropic_told_at_the_start(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, include_usage: bool
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **PRICES)
+    resp = await client.post("/v1/chat/completions", json={
+        "model": "small", "messages": [{"role": "user", "content": QUESTION}], "stream": True,
+        "stream_options": {"include_usage": include_usage}})
+    streamed = await resp.read()
+    assert b"Hello" in streamed and USAGE_SO_FAR.encode() not in streamed
+    assert (b'"prompt_tokens":9' in streamed) is include_usage
