@@ -23,9 +23,11 @@ from gateway.tenants.context import ADMISSION_KEY, LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import UsageRecord, recent
 from gateway.tenants.quotas import Periods
 from tests import fake_anthropic as fa
+from tests import fake_gemini as fg
 from tests.conftest import Config, GatewayFactory, model, openai_provider
 from tests.dialect_fixtures import ENV
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
+from tests.fake_gemini import FakeGemini, fake_gemini_app
 from tests.fake_openai import FakeOpenAI, Reply, fake_openai_app
 from tests.tasks import until
 from tests.tenant_fixtures import GATEWAY_ENV, new_tenant_key
@@ -333,3 +335,32 @@ async def test_a_chat_client_never_sees_the_usage_anthropic_told_at_the_start(
     streamed = await resp.read()
     assert b"Hello" in streamed and USAGE_SO_FAR.encode() not in streamed
     assert (b'"prompt_tokens":9' in streamed) is include_usage
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+async def test_a_gemini_stream_cut_before_its_end_charges_what_gemini_counted_so_far(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
+) -> None:
+    fake = FakeGemini()
+    server = await aiohttp_server(fake_gemini_app(fake))
+    client = await make_gateway({
+        "providers": [{"name": "gem", "kind": "gemini", "base_url": str(server.make_url("/v1beta")),
+                       "api_key_env": "GEMINI_KEY"}],
+        "models": [model("small", "gem", upstream_model="gemini-up", input_price_per_mtok=3.0,
+                         output_price_per_mtok=15.0, cached_input_price_per_mtok=0.3)]}, env=ENV)
+    # Each event counts the prompt (1000 of its 1200 tokens read from Gemini's cache) and the
+    # thinking done before the answer (40 tokens, never streamed); two words go, then the body
+    # ends without the last event and its finish reason.
+    meta = fg.usage(prompt=1200, candidates=3, cachedContentTokenCount=1000,
+                    thoughtsTokenCount=40)
+    fake.script.append(fg.text("Paris is the capital", meta=meta, end_after=2))
+    sent = (body(api, stream=True) if api != "chat" else {
+        "model": "small", "messages": [{"role": "user", "content": QUESTION}], "stream": True})
+    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
+                             json=sent)
+    streamed = await resp.read()
+    assert b" is" in streamed and USAGE_SO_FAR.encode() not in streamed
+    [row] = await rows(client)
+    assert (row.status, row.estimated, row.tokens_in) == (502, True, 1200)
+    assert row.tokens_out == 2 + 40  # Gemini's count: more than the two words streamed
+    assert row.cost == pytest.approx((200 * 3.0 + 1000 * 0.3 + 42 * 15.0) / 1e6)

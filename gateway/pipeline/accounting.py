@@ -9,7 +9,8 @@ the record: a ledger row or a refusal row, an access line and a metric.
 Cost comes from the deployment's prices and the provider's usage; when a stream ended without
 usage (a client that left, an upstream that broke), what it had streamed (text, tool calls,
 thinking) is counted with the gateway's tokenizer, its prompt taken from what the provider told
-at the start if it did (Anthropic does), and the row is marked ``estimated``. ``note_answer``
+before the end if it did (Anthropic at the start, Gemini on every event), its output the larger
+of that count and the provider's, and the row is marked ``estimated``. ``note_answer``
 hands a request answered with a 200 to the routing outcome feed
 (``gateway.routing.outcomes``), which learns from it. Nothing here touches SQLite directly: the
 ledger and the signal store queue rows and write them in batches off the request path.

@@ -81,7 +81,7 @@ class OpenAIChunks:
         self.include_usage = include_usage
 
     def chunk(self, chunk: Json) -> bytes:
-        if USAGE_SO_FAR in chunk:  # the gateway's own note (an Anthropic upstream's first)
+        if USAGE_SO_FAR in chunk:  # the gateway's own note (a translating adapter's)
             chunk = {k: v for k, v in chunk.items() if k != USAGE_SO_FAR}
         if not self.include_usage and "usage" in chunk:
             # Only the usage chunk itself goes: a chunk with no choices and a null usage (Azure's

@@ -6,7 +6,8 @@ calls become ``functionCall`` parts and tool messages ``functionResponse`` parts
 call they answer; ``data:`` images, audio and files become ``inlineData`` (``parts``).
 Sampling parameters go to ``generationConfig``; JSON schemas (``response_format`` and tool
 parameters) are cut down to the subset Gemini accepts (``gemini_schema``). Answers come back
-as a ``chat.completion`` or as chunks read from ``:streamGenerateContent?alt=sse``.
+as a ``chat.completion`` or as chunks read from ``:streamGenerateContent?alt=sse``, the first
+chunk of each event with the usage Gemini counted so far (``USAGE_SO_FAR``).
 
 Choices made here:
 
@@ -40,6 +41,7 @@ import orjson
 
 from gateway.core import json_depth
 from gateway.core.answer import (
+    USAGE_SO_FAR,
     Completion,
     Deployment,
     Json,
@@ -449,6 +451,10 @@ class _Stream:
         for position, candidate in enumerate(candidates if isinstance(candidates, list) else ()):
             if isinstance(candidate, dict):
                 out.extend(self._candidate(candidate, as_index(candidate.get("index"), position)))
+        if out and self.usage is not None:
+            # A stream cut before its last event is charged what Gemini had counted (its
+            # cache reads and thinking included), not the gateway's guess at the prompt.
+            out[0][USAGE_SO_FAR] = self.usage.as_openai()
         return out
 
     def _candidate(self, candidate: Json, index: int) -> Iterable[Json]:
