@@ -76,6 +76,8 @@ def test_secret_comes_from_environment_and_relative_paths_from_file() -> None:
     ({"server": {"max_connections": 0}}, "server.max_connections: expected an integer of 1"),
     ({"failover": {"failure_rate": 1.5}}, "failover.failure_rate: expected a share of calls"),
     ({"failover": {"min_calls": 0}}, "failover.min_calls: expected an integer of 1 or more"),
+    ({"models": [{"name": "m", "provider": "p", "cache_write_price_per_mtok": -1}]},
+     "models[0].cache_write_price_per_mtok: expected a number of 0 or more"),
 ])
 def test_bad_values_fail_naming_the_key(patch: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -85,6 +87,22 @@ def test_bad_values_fail_naming_the_key(patch: dict[str, Any], message: str) -> 
 def test_missing_required_key_variable_names_it() -> None:
     with pytest.raises(ConfigError, match="environment variable P_KEY is not set"):
         _parse(BASE, env={})
+
+
+def test_cache_write_and_cached_prices_default_to_the_input_price() -> None:
+    [unset] = _parse(BASE).models
+    assert unset.cache_write_price_per_mtok == unset.cached_input_price_per_mtok == 1.0
+    priced = {**BASE["models"][0], "cache_write_price_per_mtok": 1.25}
+    [model] = _parse({**BASE, "models": [priced]}).models
+    assert model.cache_write_price_per_mtok == 1.25
+
+
+def test_the_defaults_price_anthropic_cache_writes_at_a_quarter_above_input() -> None:
+    claude = [m for m in load(None, env={"ANTHROPIC_API_KEY": "k"}).models
+              if m.provider == "anthropic"]
+    assert claude
+    for m in claude:
+        assert m.cache_write_price_per_mtok == pytest.approx(m.input_price_per_mtok * 1.25)
 
 
 def test_deployments_sharing_a_name_form_a_failover_group() -> None:

@@ -1,6 +1,7 @@
 """Money on ``/v1/messages`` and ``/v1/responses`` (gateway/api/messages.py, responses.py,
 gateway/pipeline/accounting.py): a client that leaves mid-stream, a cache hit, a tenant over
-budget and cached prompt tokens, each through a real gateway, the fake providers and, where a
+budget, prompt tokens read from and written to a provider's cache, and streams cut before their
+usage (chat completions too), each through a real gateway, the fake providers and, where a
 client is needed, the official ``anthropic`` and ``openai`` SDKs."""
 
 from __future__ import annotations
@@ -234,25 +235,38 @@ async def _claude_gateway(aiohttp_server: AiohttpServer, make_gateway: GatewayFa
 CACHED_USE = fa.usage(inputs=100, outputs=10, cache_read=1000, cache_write=50)
 
 
+# Anthropic's prices for Claude Sonnet: cache reads at a tenth of the input price, 5-minute
+# cache writes at a quarter above it.
+SONNET = {"input_price_per_mtok": 3.0, "output_price_per_mtok": 15.0,
+          "cached_input_price_per_mtok": 0.3, "cache_write_price_per_mtok": 3.75}
+# What CACHED_USE costs at SONNET's prices: each token class once, at its own price.
+CACHED_USE_COST = (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + 10 * 15.0) / 1e6
+
+
+def _chat(stream: bool = False) -> Json:
+    return {"model": "small", "messages": [{"role": "user", "content": QUESTION}],
+            "stream": stream}
+
+
 @pytest.mark.parametrize(("path", "stream"), [
     ("/v1/messages", False), ("/v1/messages", True), ("/v1/responses", False),
-    ("/v1/responses", True), ("/v1/chat/completions", False)])
+    ("/v1/responses", True), ("/v1/chat/completions", False), ("/v1/chat/completions", True)])
 async def test_anthropic_cache_reads_and_writes_are_priced_once_each(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, path: str, stream: bool
 ) -> None:
     fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, input_price_per_mtok=3.0,
-                                   output_price_per_mtok=15.0, cached_input_price_per_mtok=0.3)
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
     fake.script.append(fa.text("Paris.", use=CACHED_USE))
     sent = body("responses" if "responses" in path else "messages", stream=stream)
     if "chat" in path:
-        sent = {"model": "small", "messages": [{"role": "user", "content": QUESTION}]}
+        sent = _chat(stream)
     resp = await client.post(path, json=sent)
     assert resp.status == 200, await resp.text()
     await resp.read()
     [row] = await rows(client)
     assert (row.tokens_in, row.tokens_out, row.estimated) == (1150, 10, False)
-    assert row.cost == pytest.approx((150 * 3.0 + 1000 * 0.3 + 10 * 15.0) / 1e6)
+    assert row.cost == pytest.approx(CACHED_USE_COST)
+    assert await spent(client, "anonymous") == pytest.approx(row.cost)
 
 
 async def test_cached_tokens_of_a_model_without_a_cached_price_are_priced_as_input(
@@ -305,22 +319,23 @@ async def test_thinking_streamed_before_an_upstream_break_is_charged_as_output(
     assert row.cost == pytest.approx((row.tokens_in * 1.0 + row.tokens_out * 2.0) / 1e6)
 
 
-@pytest.mark.parametrize("api", ["messages", "responses"])
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
 async def test_a_stream_cut_before_its_usage_charges_the_prompt_anthropic_counted_at_its_start(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
 ) -> None:
     fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, input_price_per_mtok=3.0,
-                                   output_price_per_mtok=15.0, cached_input_price_per_mtok=0.3)
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
     # message_start (with the prompt's counts), ping, the text block's start and two words;
     # then the body ends, without message_delta's final usage.
     fake.script.append(fa.text("Paris is the capital", use=CACHED_USE, end_after=5))
-    resp = await client.post(f"/v1/{api}", json=body(api, stream=True))
+    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
+                             json=_chat(stream=True) if api == "chat" else body(api, stream=True))
     assert b" is" in await resp.read()
     [row] = await rows(client)
     assert (row.status, row.estimated, row.tokens_in) == (502, True, 1150)
     assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("Paris is")
-    assert row.cost == pytest.approx((150 * 3.0 + 1000 * 0.3 + row.tokens_out * 15.0) / 1e6)
+    assert row.cost == pytest.approx(
+        (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + row.tokens_out * 15.0) / 1e6)
 
 
 @pytest.mark.parametrize("include_usage", [False, True])

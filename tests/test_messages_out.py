@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.api.messages_out import MessageEvents, error_response, message_body
+from gateway.api.messages_out import MessageEvents, error_response, message_body, usage_body
 from gateway.core.errors import (
     FailureKind,
     GatewayError,
@@ -110,3 +110,10 @@ def test_tool_calls_that_are_not_a_list_are_no_calls(calls: Any) -> None:
     writer = MessageEvents()
     raw = writer.chunk(chunk({"content": "Hi", "tool_calls": calls})) + writer.end()
     assert [n for n, _ in events(raw)].count("content_block_start") == 1
+
+
+def test_usage_tells_tokens_written_to_cache_apart_from_fresh_input() -> None:
+    usage = usage_body({"prompt_tokens": 1150, "completion_tokens": 10, "prompt_tokens_details": {
+        "cached_tokens": 1000, "cache_write_tokens": 50}})
+    assert usage == {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 1000,
+                     "cache_creation_input_tokens": 50}

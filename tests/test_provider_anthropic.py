@@ -279,7 +279,8 @@ async def test_text_answer_becomes_chat_completion_with_usage(anthropic: Harness
         "logprobs": None, "finish_reason": "stop",
     }]
     assert body["usage"] == {"prompt_tokens": 35, "completion_tokens": 4, "total_tokens": 39,
-                             "prompt_tokens_details": {"cached_tokens": 20}}
+                             "prompt_tokens_details": {"cached_tokens": 20,
+                                                       "cache_write_tokens": 5}}
 
 
 @pytest.mark.parametrize(("reason", "expected"), [

@@ -28,6 +28,13 @@ def test_a_token_count_is_an_integer_within_reason(value: Any, expected: int | N
     # answer below zero, and Anthropic's clients would read negative input tokens.
     ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {"cached_tokens": 50},
       "completion_tokens_details": {"reasoning_tokens": 7}}, Usage(9, 2, 9, reasoning_tokens=2)),
+    # Cache writes are a third class of prompt tokens: what reads leave of the prompt, at most.
+    ({"prompt_tokens": 9, "completion_tokens": 2,
+      "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 3}},
+     Usage(9, 2, 4, cache_write_tokens=3)),
+    ({"prompt_tokens": 9, "completion_tokens": 2,
+      "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 8}},
+     Usage(9, 2, 4, cache_write_tokens=5)),
     ({"prompt_tokens": -5, "completion_tokens": 2}, None),
     ({"prompt_tokens": False, "completion_tokens": 2}, None),
     ([], None),
@@ -40,3 +47,11 @@ def test_openai_usage_with_nonsense_counts_is_no_usage(usage: Any,
 def test_reported_usage_keeps_its_parts_within_their_wholes() -> None:
     assert reported_usage(10, 4, cached=3, reasoning=1) == Usage(10, 4, 3, reasoning_tokens=1)
     assert reported_usage(10, 4, cached=30, reasoning=9) == Usage(10, 4, 10, reasoning_tokens=4)
+    assert reported_usage(10, 4, cached=3, reasoning=0, written=9) == Usage(
+        10, 4, 3, cache_write_tokens=7)
+
+
+def test_cache_writes_survive_openais_shape_and_escalation_adds_them() -> None:
+    usage = Usage(1150, 10, 1000, cache_write_tokens=50)
+    assert usage_from_openai(usage.as_openai()) == usage
+    assert usage.plus(usage).cache_write_tokens == 100

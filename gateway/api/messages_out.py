@@ -51,13 +51,16 @@ def error_response(error: GatewayError) -> tuple[int, Json]:
 
 
 def usage_body(openai_usage: Any) -> Json:
-    """Anthropic's usage from OpenAI's: its input tokens leave out what was read from cache."""
+    """Anthropic's usage from OpenAI's: its input tokens leave out what was read from cache
+    and what was written to it."""
     usage = usage_from_openai(openai_usage)
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0}
-    return {"input_tokens": usage.prompt_tokens - usage.cached_tokens,
+    written = usage.cache_write_tokens
+    return {"input_tokens": usage.prompt_tokens - usage.cached_tokens - written,
             "output_tokens": usage.completion_tokens,
-            "cache_read_input_tokens": usage.cached_tokens, "cache_creation_input_tokens": 0}
+            "cache_read_input_tokens": usage.cached_tokens,
+            "cache_creation_input_tokens": written}
 
 
 def message_body(body: Json, native: Json | None) -> Json:

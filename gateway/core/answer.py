@@ -30,11 +30,16 @@ Json = dict[str, Any]
 
 @dataclass(frozen=True, slots=True)
 class Usage:
+    """A call's tokens. The prompt's are of three classes, each priced once: read from the
+    provider's cache (``cached_tokens``), written to it (``cache_write_tokens``, which
+    Anthropic bills above the input price) and the rest, fresh."""
+
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int = 0
     estimated: bool = False
     reasoning_tokens: int = 0  # part of completion_tokens: thinking the client does not see
+    cache_write_tokens: int = 0  # part of prompt_tokens, never of cached_tokens
 
     def plus(self, other: Usage | None) -> Usage:
         """Both usages together (an escalated request pays for every answer it got)."""
@@ -44,7 +49,8 @@ class Usage:
                      self.completion_tokens + other.completion_tokens,
                      self.cached_tokens + other.cached_tokens,
                      self.estimated or other.estimated,
-                     self.reasoning_tokens + other.reasoning_tokens)
+                     self.reasoning_tokens + other.reasoning_tokens,
+                     self.cache_write_tokens + other.cache_write_tokens)
 
     @property
     def total_tokens(self) -> int:
@@ -56,8 +62,10 @@ class Usage:
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
-        if self.cached_tokens:
-            usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        if self.cached_tokens or self.cache_write_tokens:
+            details = usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+            if self.cache_write_tokens:  # OpenRouter's name for them
+                details["cache_write_tokens"] = self.cache_write_tokens
         if self.reasoning_tokens:
             usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return usage
@@ -81,10 +89,11 @@ class Deployment:
     def cost(self, usage: Usage) -> float:
         """The price of ``usage`` in the configured currency (prices are per million tokens)."""
         m = self.model
-        fresh = usage.prompt_tokens - usage.cached_tokens
+        fresh = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
         return (
             fresh * m.input_price_per_mtok
             + usage.cached_tokens * m.cached_input_price_per_mtok
+            + usage.cache_write_tokens * m.cache_write_price_per_mtok
             + usage.completion_tokens * m.output_price_per_mtok
         ) / 1_000_000
 
@@ -157,14 +166,18 @@ def usage_from_openai(value: Any) -> Usage | None:
         return None
     return reported_usage(prompt, completion,
                           cached=_detail(value, "prompt_tokens_details", "cached_tokens"),
-                          reasoning=_detail(value, "completion_tokens_details", "reasoning_tokens"))
+                          reasoning=_detail(value, "completion_tokens_details", "reasoning_tokens"),
+                          written=_detail(value, "prompt_tokens_details", "cache_write_tokens"))
 
 
-def reported_usage(prompt: int, completion: int, *, cached: int, reasoning: int) -> Usage:
-    """A provider's counts as ``Usage``, a part never larger than its whole: more cached tokens
-    than prompt tokens would price the fresh prompt below zero (a credit to the tenant)."""
-    return Usage(prompt, completion, min(cached, prompt),
-                 reasoning_tokens=min(reasoning, completion))
+def reported_usage(prompt: int, completion: int, *, cached: int, reasoning: int,
+                   written: int = 0) -> Usage:
+    """A provider's counts as ``Usage``, a part never larger than its whole: more cached (or
+    written) tokens than prompt tokens would price the fresh prompt below zero (a credit to
+    the tenant). Cache reads come first; writes get what is left."""
+    cached = min(cached, prompt)
+    return Usage(prompt, completion, cached, reasoning_tokens=min(reasoning, completion),
+                 cache_write_tokens=min(written, prompt - cached))
 
 
 def _detail(usage: Json, table: str, name: str) -> int:

@@ -74,6 +74,9 @@ class ModelSettings:
     output_price_per_mtok: float = 0.0
     cached_input_price_per_mtok: float = 0.0
     """The configuration's, or the input price when it names none (``_model``)."""
+    cache_write_price_per_mtok: float = 0.0
+    """For prompt tokens written to the provider's cache: the configuration's, or the input
+    price when it names none (``_model``)."""
     deployment_id: str = field(init=False, repr=False, compare=False)
     """``provider/upstream_model``: computed once, read on every request."""
 
@@ -268,6 +271,8 @@ def _model(t: Table, providers: Mapping[str, ProviderSettings]) -> ModelSettings
         # Unset, cached tokens cost what fresh ones do: every provider discounts them, none
         # gives them away, so the input price is the one bound that never undercharges.
         cached_input_price_per_mtok=t.non_negative("cached_input_price_per_mtok", input_price),
+        # Unset, written tokens cost what fresh ones do, as before the key existed.
+        cache_write_price_per_mtok=t.non_negative("cache_write_price_per_mtok", input_price),
     )
     t.reject_unknown()
     if not model.name or model.name == "auto":

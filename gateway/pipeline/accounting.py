@@ -19,6 +19,7 @@ ledger and the signal store queue rows and write them in batches off the request
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 from aiohttp import web
 
@@ -58,9 +59,9 @@ def final_usage(
         return record.usage
     tokens = app[ADMISSION_KEY].tokens
     completion = tokens.count("".join(record.streamed_text))
-    if (so_far := record.usage_so_far) is not None:
-        return Usage(so_far.prompt_tokens, max(completion, so_far.completion_tokens),
-                     so_far.cached_tokens, estimated=True)
+    if (so_far := record.usage_so_far) is not None:  # its prompt's classes as the provider told
+        return replace(so_far, completion_tokens=max(completion, so_far.completion_tokens),
+                       estimated=True)
     prompt = reservation.prompt_tokens
     if not prompt and record.chat is not None:  # admission counts only under token limits
         prompt = tokens.prompt_tokens(record.chat)

@@ -5,7 +5,8 @@ A ``message`` becomes a ``chat.completion``; the event stream (``message_start``
 from when the client speaks Messages too (``NATIVE_EVENTS``), the first with the usage
 ``message_start`` told (``USAGE_SO_FAR``), closed by a usage chunk. In JSON
 mode the forced ``JSON_TOOL``'s input is the answer's content. Cache-creation and cache-read
-tokens count as prompt tokens. Pure translation: touches nothing.
+tokens count as prompt tokens, each also in its own class (``Usage``), priced on its own. Pure
+translation: touches nothing.
 """
 
 from __future__ import annotations
@@ -108,7 +109,7 @@ def _usage(fields: Any) -> Usage | None:
     read = token_count(fields.get("cache_read_input_tokens")) or 0
     written = token_count(fields.get("cache_creation_input_tokens")) or 0
     # Anthropic's input_tokens leaves out cached tokens; OpenAI's prompt_tokens includes them.
-    return Usage(inputs + read + written, outputs, read)
+    return Usage(inputs + read + written, outputs, read, cache_write_tokens=written)
 
 
 def error_failure(body: Json) -> UpstreamFailure:
