@@ -7,6 +7,7 @@ client is needed, the official ``anthropic`` and ``openai`` SDKs."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ import aiohttp
 import anthropic
 import openai
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestClient
 from pytest_aiohttp import AiohttpServer
 
@@ -379,3 +381,47 @@ async def test_a_gemini_stream_cut_before_its_end_charges_what_gemini_counted_so
     assert (row.status, row.estimated, row.tokens_in) == (502, True, 1200)
     assert row.tokens_out == 2 + 40  # Gemini's count: more than the two words streamed
     assert row.cost == pytest.approx((200 * 3.0 + 1000 * 0.3 + 42 * 15.0) / 1e6)
+
+
+def _running_usage_app(words: list[str]) -> web.Application:
+    """An OpenAI-compatible server whose first chunk says the usage so far (the prompt, no
+    output yet), then streams ``words`` and breaks off before its finish and its final usage."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        await request.json()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        head = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "up"}
+        first = {**head, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                      "finish_reason": None}],
+                 "usage": {"prompt_tokens": 11, "completion_tokens": 0, "total_tokens": 11}}
+        await resp.write(b"data: " + json.dumps(first).encode() + b"\n\n")
+        for word in words:
+            part = {**head, "choices": [{"index": 0, "delta": {"content": word},
+                                         "finish_reason": None}]}
+            await resp.write(b"data: " + json.dumps(part).encode() + b"\n\n")
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return app
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+async def test_a_stream_cut_after_a_running_usage_is_charged_for_the_output_it_streamed(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
+) -> None:
+    words = ["Paris ", "is ", "the ", "capital ", "of ", "France"]
+    server = await aiohttp_server(_running_usage_app(words))
+    client = await make_gateway({"providers": [openai_provider("p1", str(server.make_url("/v1")))],
+                                 "models": [model("small", "p1", **PRICES)]})
+    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
+                             json=_chat(stream=True) if api == "chat" else body(api, stream=True))
+    assert b"France" in await resp.read()
+    [row] = await rows(client)
+    # The usage on the first chunk counted the output so far (none): the output streamed after
+    # it is still output, and the row says it is the gateway's count.
+    assert (row.status, row.estimated, row.tokens_in) == (502, True, 11)
+    assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("".join(words)) > 0
+    assert row.cost == pytest.approx((11 * 1.0 + row.tokens_out * 2.0) / 1e6)
+    assert await spent(client, "anonymous") == pytest.approx(row.cost)

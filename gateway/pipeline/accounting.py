@@ -6,14 +6,15 @@ once per embeddings call that got past its checks; ``account_refusal`` (from the
 middleware) for every 4xx the gateway answers itself before either, so that every request is on
 the record: a ledger row or a refusal row, an access line and a metric.
 
-Cost comes from the deployment's prices and the provider's usage; when a stream ended without
-usage (a client that left, an upstream that broke), what it had streamed (text, tool calls,
+Cost comes from the deployment's prices and the provider's usage; when a stream did not finish
+(a client that left, an upstream that broke), what it had streamed (text, tool calls,
 thinking) is counted with the gateway's tokenizer, its prompt taken from what the provider told
-before the end if it did (Anthropic at the start, Gemini on every event), its output the larger
-of that count and the provider's, and the row is marked ``estimated``. ``note_answer``
-hands a request answered with a 200 to the routing outcome feed
-(``gateway.routing.outcomes``), which learns from it. Nothing here touches SQLite directly: the
-ledger and the signal store queue rows and write them in batches off the request path.
+before the end if it did (Anthropic at the start, Gemini on every event, an OpenAI-compatible
+server with a running usage), its output the larger of that count and the provider's, and the
+row is marked ``estimated``. ``note_answer`` hands a request answered with a 200 to the routing
+outcome feed (``gateway.routing.outcomes``), which learns from it. Nothing here touches SQLite
+directly: the ledger and the signal store queue rows and write them in batches off the request
+path.
 """
 
 from __future__ import annotations
@@ -53,13 +54,15 @@ UNMATCHED = "(no route)"
 def final_usage(
     app: web.Application, record: RequestRecord, reservation: Reservation
 ) -> Usage | None:
-    """The provider's usage, or an estimate from the streamed text when it sent none (its
-    prompt as the provider counted it, when it said so before the end)."""
-    if record.usage is not None or not record.streamed_text:
+    """The provider's usage, or an estimate from the streamed text when the stream did not
+    finish (its prompt as the provider counted it, when it said so before the end)."""
+    if not record.streamed_text or (record.usage is not None and record.status == 200):
         return record.usage
     tokens = app[ADMISSION_KEY].tokens
     completion = tokens.count("".join(record.streamed_text))
-    if (so_far := record.usage_so_far) is not None:  # its prompt's classes as the provider told
+    # A usage seen on a stream that did not finish may be a running one (an OpenAI-compatible
+    # server's on its first chunk, or on every chunk): output streamed after it is output too.
+    if (so_far := record.usage or record.usage_so_far) is not None:
         return replace(so_far, completion_tokens=max(completion, so_far.completion_tokens),
                        estimated=True)
     prompt = reservation.prompt_tokens
