@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.core.config import ConfigError, load, parse
+from gateway.core.config import ConfigError, ModelSettings, load, parse
 
 BASE: dict[str, Any] = {
     "providers": [{"name": "p", "kind": "openai", "base_url": "http://x/v1",
@@ -95,6 +95,14 @@ def test_cache_write_and_cached_prices_default_to_the_input_price() -> None:
     priced = {**BASE["models"][0], "cache_write_price_per_mtok": 1.25}
     [model] = _parse({**BASE, "models": [priced]}).models
     assert model.cache_write_price_per_mtok == 1.25
+
+
+def test_a_model_made_in_code_prices_cached_and_written_tokens_as_input_unless_told() -> None:
+    unset = ModelSettings("m", "p", "u", "cheap", input_price_per_mtok=2.0)
+    assert unset.cached_input_price_per_mtok == unset.cache_write_price_per_mtok == 2.0
+    free = ModelSettings("m", "p", "u", "cheap", input_price_per_mtok=2.0,
+                         cached_input_price_per_mtok=0.0, cache_write_price_per_mtok=2.5)
+    assert (free.cached_input_price_per_mtok, free.cache_write_price_per_mtok) == (0.0, 2.5)
 
 
 def test_the_defaults_price_anthropic_cache_writes_at_a_quarter_above_input() -> None:

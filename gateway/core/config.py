@@ -62,6 +62,11 @@ class ProviderSettings:
     fallback: bool = False
 
 
+SAME_AS_INPUT = -1.0
+"""A cached-read or cache-write price not given: the model's input price (no price the
+configuration accepts is negative)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ModelSettings:
     """One deployment: a public model name served by one provider's upstream model."""
@@ -72,16 +77,21 @@ class ModelSettings:
     tier: str
     input_price_per_mtok: float = 0.0
     output_price_per_mtok: float = 0.0
-    cached_input_price_per_mtok: float = 0.0
-    """The configuration's, or the input price when it names none (``_model``)."""
-    cache_write_price_per_mtok: float = 0.0
+    cached_input_price_per_mtok: float = SAME_AS_INPUT
+    """The configuration's, or the input price when it names none."""
+    cache_write_price_per_mtok: float = SAME_AS_INPUT
     """For prompt tokens written to the provider's cache: the configuration's, or the input
-    price when it names none (``_model``)."""
+    price when it names none."""
     deployment_id: str = field(init=False, repr=False, compare=False)
     """``provider/upstream_model``: computed once, read on every request."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "deployment_id", f"{self.provider}/{self.upstream_model}")
+        # A model made in code without these prices pays the input price for them, as one made
+        # from the configuration does: no provider gives cached or written tokens away.
+        for name in ("cached_input_price_per_mtok", "cache_write_price_per_mtok"):
+            if getattr(self, name) == SAME_AS_INPUT:
+                object.__setattr__(self, name, self.input_price_per_mtok)
 
 
 @dataclass(frozen=True, slots=True)
