@@ -98,3 +98,20 @@ async def test_a_response_that_cannot_be_written_does_not_hold_back_the_others(
         assert await store.get("acme", "resp_bad") is None
     finally:
         await store.close()
+
+
+async def test_a_shared_store_returns_from_put_once_another_connection_can_read_it(
+    tmp_path: Path,
+) -> None:
+    """One of a node's processes: the follow-up may reach a sibling, which reads the file."""
+    writer = await SqliteResponseStore.open(tmp_path / "responses.db", shared=True)
+    sibling = await SqliteResponseStore.open(tmp_path / "responses.db")
+    writer.start()
+    try:
+        puts = [writer.put("acme", stored(f"resp_{i}"), retention_s=3600) for i in range(3)]
+        await asyncio.gather(*puts)  # queued together: one write, three waiters
+        for i in range(3):
+            assert await sibling.get("acme", f"resp_{i}") == stored(f"resp_{i}")
+    finally:
+        await writer.close()
+        await sibling.close()

@@ -11,14 +11,18 @@ ones are written. Tenants never see each other's rows: every query names the ten
 ``put`` only queues (the request path never waits on SQLite: one write there cost 0.5 ms of
 the gateway's time at c=1, more on a busy machine); a background task writes the queue in one
 transaction as soon as it can, and reads look at the queue first, so a follow-up request sees a
-response the moment it was answered. ``close`` writes what is queued; a crash loses at most
-the responses of the last write (milliseconds), as it can lose the ledger's last rows.
+response the moment it was answered. On a node of several processes sharing the file, the
+follow-up may reach another process, which cannot see this one's queue: there (``shared``)
+``put`` returns once its response is committed, so a client never holds a response id that
+the node answers 404. ``close`` writes what is queued; a crash loses at most the responses of
+the last write (milliseconds), as it can lose the ledger's last rows.
 ``response_store_context`` opens the store under ``RESPONSE_STORE``, owns its writer task,
 and closes it on exit.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -74,21 +78,24 @@ Key = tuple[str, str]
 
 
 class SqliteResponseStore:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, *, shared: bool = False) -> None:
         self._db = db
+        self._shared = shared
         self._queued: dict[Key, tuple[StoredResponse, float]] = {}
         self._writing: dict[Key, tuple[StoredResponse, float]] = {}
         """The batch being written: still read from memory until it is committed."""
+        self._queued_done: asyncio.Future[None] | None = None
+        """Resolved once the queued batch's write has ended (``shared`` puts wait on it)."""
         # Only woken by a put: a write sweeps the expired ones too.
         self._writer = BatchWriter(self.flush, interval_s=None, name="response-store-writer")
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteResponseStore:
+    async def open(cls, path: Path, *, shared: bool = False) -> SqliteResponseStore:
         async def schema(db: aiosqlite.Connection) -> None:
             for statement in _SCHEMA:
                 await db.execute(statement)
 
-        return cls(await open_wal(path, schema))
+        return cls(await open_wal(path, schema), shared=shared)
 
     def start(self) -> None:
         """Start the background writer; ``close`` stops it."""
@@ -97,9 +104,24 @@ class SqliteResponseStore:
     async def put(self, tenant: str, stored: StoredResponse, retention_s: float) -> None:
         self._queued[(tenant, stored.id)] = (stored, time.time() + retention_s)
         self._writer.wake()
+        if self._shared:
+            if self._queued_done is None:
+                self._queued_done = asyncio.get_running_loop().create_future()
+            # shield: a client that leaves does not cancel the write others wait on too.
+            await asyncio.shield(self._queued_done)
 
     async def flush(self) -> None:
         """Write every queued response (one transaction) and sweep the expired ones."""
+        done, self._queued_done = self._queued_done, None
+        try:
+            await self._write_queued()
+        finally:
+            # A failed write keeps its responses queued for the next one and in memory here;
+            # waiting for that (only a later put wakes the writer) could hold a client forever.
+            if done is not None and not done.done():
+                done.set_result(None)
+
+    async def _write_queued(self) -> None:
         if not self._queued:
             return
         self._writing, self._queued = self._queued, {}
@@ -170,7 +192,10 @@ RESPONSE_STORE = web.AppKey("response_store", ResponseStore)
 
 async def response_store_context(app: web.Application) -> AsyncIterator[None]:
     """The store of Responses API responses, open while the app runs."""
-    store = await SqliteResponseStore.open(app[SETTINGS].server.data_dir / FILE_NAME)
+    server = app[SETTINGS].server
+    # One of a node's processes: the others read the same file, not this one's queue.
+    store = await SqliteResponseStore.open(server.data_dir / FILE_NAME,
+                                           shared=server.process_index is not None)
     store.start()
     app[RESPONSE_STORE] = store
     yield
