@@ -191,6 +191,38 @@ async def test_a_failed_batch_leaves_the_vectors_of_the_signals_still_queued(
                           vector + 1)
 
 
+async def test_a_failed_batch_s_vector_outranks_its_key_queued_alone_meanwhile(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a batch that carries a prompt's vector fails, a signal with that prompt's key alone
+    (no embedder answered) is queued: the vector goes back into the queue with the later use,
+    not lost under the key-only row."""
+    path = tmp_path / "s.sqlite3"
+    store = await SignalStore.open(path, model="m", batch=1)
+    real_write = store._sink.write
+    calls = 0
+
+    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            store.decision("req_3", DECISION, "fix my code", None)  # the key alone, meanwhile
+            raise sqlite3.OperationalError("disk I/O error")
+        await real_write(signals, vectors)
+
+    monkeypatch.setattr(store._sink, "write", write)
+    vector = np.arange(4, dtype=np.float32)
+    try:
+        store.decision("req_1", DECISION, "fix my code", vector)
+        store.decision("req_2", DECISION, "something else", vector + 1)
+        await store.flush()
+    finally:
+        await store.close()
+    stored = dict(rows(path, "SELECT key, vector FROM vectors"))
+    assert np.array_equal(np.frombuffer(stored[prompt_key("fix my code")], dtype=np.float32),
+                          vector)
+
+
 async def test_escalations_retries_and_failures_are_recorded(tmp_path: Path) -> None:
     path = tmp_path / "signals.sqlite3"
     store = await SignalStore.open(path)

@@ -382,15 +382,24 @@ class SignalStore:
         """A signal's prompt vector, or (``vector`` None, no embedder answered) the use of the
         stored one: a signal kept must keep the vector its key names, whoever stored it."""
         at = self._vector_at.get(key)
+        if at is not None and (vector is None or self._vectors[at][3] is not None):
+            # Already queued with all this signal adds but its use: no row to make.
+            self._queue_row((*self._vectors[at][:-1], ts))
+        else:
+            self._queue_row(PromptVector(key, vector, ts).row(self.model))
+
+    def _queue_row(self, row: VectorRow) -> None:
+        """``row`` merged into the queue: one row a key, with the vector if either has it, at
+        the later use (what the sink would store of the two)."""
+        at = self._vector_at.get(row[0])
         if at is None:
-            self._vector_at[key] = len(self._vectors)
-            self._vectors.append(PromptVector(key, vector, ts).row(self.model))
+            self._vector_at[row[0]] = len(self._vectors)
+            self._vectors.append(row)
             return
         queued = self._vectors[at]
-        if vector is not None and queued[3] is None:  # the vector itself, after its key alone
-            self._vectors[at] = PromptVector(key, vector, max(ts, queued[-1])).row(self.model)
-        elif queued[-1] < ts:  # its last use, as the sink would store it
-            self._vectors[at] = (*queued[:-1], ts)
+        kept = row if queued[3] is None and row[3] is not None else queued
+        ts = max(queued[-1], row[-1])
+        self._vectors[at] = kept if kept[-1] == ts else (*kept[:-1], ts)
 
     def start(self) -> None:
         self._writer.start()
@@ -425,12 +434,7 @@ class SignalStore:
         signals still waiting (which refer to some of them) included. Those signals bound them:
         with none left, a failed batch's vectors go with it."""
         for row in vectors:
-            at = self._vector_at.get(row[0])
-            if at is None:
-                self._vector_at[row[0]] = len(self._vectors)
-                self._vectors.append(row)
-            elif self._vectors[at][-1] < row[-1]:
-                self._vectors[at] = row
+            self._queue_row(row)
 
     async def _write_and_sweep(self) -> None:
         """The writer task's round: what is queued, then a sweep when one is due."""
