@@ -81,8 +81,6 @@ class OpenAIChunks:
         self.include_usage = include_usage
 
     def chunk(self, chunk: Json) -> bytes:
-        if USAGE_SO_FAR in chunk:  # the gateway's own note (a translating adapter's)
-            chunk = {k: v for k, v in chunk.items() if k != USAGE_SO_FAR}
         if not self.include_usage and "usage" in chunk:
             # Only the usage chunk itself goes: a chunk with no choices and a null usage (Azure's
             # first, its prompt filter results) is one the client would have had without us.
@@ -385,7 +383,9 @@ def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
     usage: Usage | None = usage_from_openai(chunk.get("usage"))
     if usage is not None:
         record.usage = usage
-    if (so_far := chunk.get(USAGE_SO_FAR)) is not None:
+    # The gateway's own note (a translating adapter's), taken out here where it is read: no
+    # client's writer and no cached chunk sees it.
+    if (so_far := chunk.pop(USAGE_SO_FAR, None)) is not None:
         record.usage_so_far = usage_from_openai(so_far)
     _keep_and_text((chunk,), record, keep)
     return writer.chunk(chunk)
