@@ -79,6 +79,13 @@ def test_examples_are_read_from_json_lines(tmp_path: Path) -> None:
         route_indices(examples, ["b"], "d")
 
 
+def test_an_example_holding_a_unicode_line_separator_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "d.jsonl"
+    path.write_text(json.dumps({"text": "tax\x85 refund\u2029?", "route": "a"},
+                               ensure_ascii=False) + "\n", "utf-8")
+    assert [(e.text, e.route) for e in read_examples(path)] == [("tax\x85 refund\u2029?", "a")]
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [("{not json", r"d\.jsonl:2: not valid JSON"),

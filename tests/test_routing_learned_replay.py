@@ -212,6 +212,16 @@ def test_a_bad_labelled_line_is_named(tmp_path: Path) -> None:
         read_labelled(path)
 
 
+def test_a_text_holding_a_unicode_line_separator_is_one_line(tmp_path: Path) -> None:
+    # MMLU's prompts hold U+0085 unescaped ("help to create...\x85"); JSON allows it raw, and
+    # str.splitlines would cut the line there.
+    texts = ["Functional structures help to create\x85\nA. teamwork", "a\u2028b\x1cc"]
+    path = tmp_path / "data.jsonl"
+    path.write_text("".join(json.dumps({"text": t, "outcomes": {"cheap": True}},
+                                       ensure_ascii=False) + "\r\n" for t in texts), "utf-8")
+    assert [i.text for i in read_labelled(path)] == texts
+
+
 def write_jsonl(path: Path, items: list[Labelled]) -> None:
     path.write_text("".join(json.dumps({"text": i.text, "outcomes": dict(i.outcomes)}) + "\n"
                             for i in items), "utf-8")

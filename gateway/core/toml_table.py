@@ -30,6 +30,13 @@ def read_text(path: Path, what: str = "") -> str:
     raise ConfigError(f"{path}: cannot read{' ' + what if what else ''} ({reason})")
 
 
+def json_lines(text: str) -> list[str]:
+    """The lines of a JSON-lines text, split at ``\\n`` only: ``str.splitlines`` also splits at
+    U+0085, U+2028 and other separators, which a JSON string may hold unescaped (MMLU's
+    prompts do), so it would cut such a line in two."""
+    return text.split("\n")
+
+
 class Table:
     """A TOML table with its dotted path, so every error names the key it is about."""
 
