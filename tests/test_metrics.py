@@ -13,6 +13,7 @@ import random
 import re
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.core.appkeys import SETTINGS
 from gateway.core.errors import (
     AuthenticationFailed,
     BudgetExceeded,
@@ -40,6 +42,7 @@ from gateway.observability.metrics import (
 from gateway.tenants.ledger import UsageRecord
 from tests.observability_fixtures import (
     Client,
+    gateway_settings,
     load_scenario,
     observability_app,
     replay_into_metrics,
@@ -129,6 +132,30 @@ async def test_breakers_ledger_and_budgets_are_read_at_scrape_time(
     assert total(parsed, "gateway_budget_used_ratio", period="day") == pytest.approx(
         max(acme_today / 0.5, globex_today / 5.0))
     assert ("gateway_build_info", frozenset({("version", "0.1.0")})) in parsed
+
+
+async def test_a_node_process_reads_budgets_for_its_own_scrape_not_for_a_sibling_s(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    # On a node the budgets (shared state) come once per scrape, from the process it landed
+    # on, without a process label, so an alert on them is one series whichever process answers.
+    app = observability_app(tmp_path, now=NOW)
+    gateway = gateway_settings(tmp_path)
+    app[SETTINGS] = replace(gateway, server=replace(gateway.server, process_index=3,
+                                                    node_dir=tmp_path / "node"))
+    (tmp_path / "node").mkdir()
+    client: Client = await aiohttp_client(app)
+    await load_scenario(client.app, NOW)
+    scrape = await client.get("/metrics")
+    families = {f.name: f for f in text_string_to_metric_families(await scrape.text())}
+    budget = families["gateway_budget_used_ratio"].samples
+    assert {s.labels["period"] for s in budget} == {"day", "month"}
+    assert not any("process" in s.labels for s in budget)
+    assert max(s.value for s in budget) > 0
+    assert {s.labels["process"] for s in families["gateway_build_info"].samples} == {"3"}
+    sibling = await (await client.get("/metrics", params={"scope": "process"})).text()
+    assert "gateway_build_info" in sibling
+    assert "gateway_budget_used_ratio" not in sibling
 
 
 async def test_tenant_labels_appear_only_when_configured(

@@ -72,3 +72,34 @@ async def test_a_dead_or_hung_sibling_is_left_out_of_the_scrape_not_failing_it(
     families = {f.name: f for f in text_string_to_metric_families(text)}
     assert families["gateway_node_processes_scraped"].samples[0].value == 1
     assert {s.labels["process"] for s in families["gateway_queue"].samples} == {"0"}
+
+
+SHARED = frozenset({"gateway_budget_used_ratio"})
+
+
+def _with_budget(queue: float, budget: float) -> CollectorRegistry:
+    registry = _registry(1, queue)
+    Gauge("gateway_budget_used_ratio", "Budget.", ("period",), registry=registry).labels(
+        "day").set(budget)
+    return registry
+
+
+def test_a_shared_family_comes_once_from_the_answering_process_without_a_process_label() -> None:
+    answering = process_text(_with_budget(7, 0.25), 0, SHARED)
+    sibling = process_text(_with_budget(1, 0.5), 1, SHARED, with_shared=False)
+    assert "gateway_budget_used_ratio" not in sibling
+    families = {f.name: f for f in text_string_to_metric_families(merge([answering, sibling]))}
+    budget = families["gateway_budget_used_ratio"].samples
+    assert [(s.labels, s.value) for s in budget] == [({"period": "day"}, 0.25)]
+    assert {s.labels["process"] for s in families["gateway_queue"].samples} == {"0", "1"}
+
+
+def test_a_label_value_holding_a_unicode_line_separator_stays_one_sample() -> None:
+    # The format ends lines at \n only; str.splitlines would cut at U+2028 and U+0085.
+    odd = "tax\u2028refund\x85"
+    registry = CollectorRegistry()
+    Gauge("gateway_queue", "Queue depth.", ("route",), registry=registry).labels(odd).set(2)
+    merged = merge([process_text(registry, 0), process_text(_registry(1, 1), 1)])
+    samples = {f.name: f for f in text_string_to_metric_families(merged)}["gateway_queue"].samples
+    assert {(s.labels.get("route"), s.labels["process"], s.value) for s in samples} == {
+        (odd, "0", 2.0), (None, "1", 1.0)}

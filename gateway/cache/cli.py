@@ -58,7 +58,7 @@ from gateway.cache.training import DEFAULT_L2, TrainOptions, train_verifier
 from gateway.cache.verifier import save
 from gateway.core.cache_settings import CacheSettings, parse_cache
 from gateway.core.config import Settings
-from gateway.core.toml_table import ConfigError, Table, json_lines
+from gateway.core.toml_table import ConfigError, Table, text_lines
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 Common = Callable[[argparse.ArgumentParser], None]
@@ -177,7 +177,7 @@ def read_vector_file(path: Path, space: str | None = None) -> dict[str, FloatArr
         if f.read(2) == b"PK":
             raise ConfigError(f"{path}: an .npz vectors cache of an older version (vectors keyed "
                               "by text alone); delete it or name a new file")
-    for line in json_lines(path.read_text("utf-8")):
+    for line in text_lines(path.read_text("utf-8")):
         try:
             entry = json.loads(line)
             vector = np.frombuffer(base64.b64decode(entry["vector"]), dtype="<f4")

@@ -30,10 +30,10 @@ def read_text(path: Path, what: str = "") -> str:
     raise ConfigError(f"{path}: cannot read{' ' + what if what else ''} ({reason})")
 
 
-def json_lines(text: str) -> list[str]:
-    """The lines of a JSON-lines text, split at ``\\n`` only: ``str.splitlines`` also splits at
-    U+0085, U+2028 and other separators, which a JSON string may hold unescaped (MMLU's
-    prompts do), so it would cut such a line in two."""
+def text_lines(text: str) -> list[str]:
+    """The lines of a line-based format (JSON lines, Prometheus's text format), split at ``\\n``
+    only: ``str.splitlines`` also splits at U+0085, U+2028 and other separators, which a JSON
+    string or a label value may hold raw (MMLU's prompts do), so it would cut such a line."""
     return text.split("\n")
 
 

@@ -56,7 +56,7 @@ from gateway.core.errors import AuthenticationFailed, BudgetExceeded, GatewayErr
 from gateway.core.observability_settings import OBSERVABILITY_KEY, ObservabilitySettings
 from gateway.core.postgres import STORAGE_ERRORS
 from gateway.observability.dashboard.queries import budget_usage
-from gateway.observability.node_metrics import node_response
+from gateway.observability.node_metrics import asked_by_sibling, node_response
 from gateway.tenants.auth import bearer_token
 from gateway.tenants.context import LEDGER_KEY, STORE_KEY
 from gateway.tenants.ledger import Ledger
@@ -78,6 +78,12 @@ OTHER = "other"
 NONE = "none"
 
 CacheResult = Literal["hit", "miss", "bypass"]
+BUDGET_USED = "gateway_budget_used_ratio"
+TENANT_BUDGET_USED = "gateway_tenant_budget_used_ratio"
+SHARED_FAMILIES = frozenset({BUDGET_USED, TENANT_BUDGET_USED})
+"""Families read from the tenants store, which every process of a node shares: on a node they
+are read once per scrape, by the process it lands on, and carry no ``process`` label."""
+
 RefusalKind = Literal["rate_limit", "concurrency", "budget", "authentication", "permission",
                       "invalid_request", "not_found", "method_not_allowed", "too_large",
                       "unsupported_media_type", "other"]
@@ -280,11 +286,12 @@ class Metrics:
         self.redis_fallbacks = Counter(
             "gateway_redis_fallback_admissions", "Requests admitted on this replica's own "
             "counters because Redis did not answer (redis_mode fail_open).", registry=r)
+        # Read at scrape time from state every process of a node shares (SHARED_FAMILIES).
         self.budget_used = Gauge(
-            "gateway_budget_used_ratio", "The highest share of any tenant's budget spent in the "
+            BUDGET_USED, "The highest share of any tenant's budget spent in the "
             "current UTC day or month (1 = spent).", ("period",), registry=r)
         self.tenant_budget_used = Gauge(
-            "gateway_tenant_budget_used_ratio", "Share of each tenant's budget spent (only "
+            TENANT_BUDGET_USED, "Share of each tenant's budget spent (only "
             "with tenant_labels).", ("tenant", "period"), registry=r)
         self._refusals: dict[tuple[str, str], Any] = {}
 
@@ -502,11 +509,13 @@ async def metrics_handler(request: web.Request) -> web.StreamResponse:
             raise AuthenticationFailed("GET /metrics needs 'Authorization: Bearer <token>'.",
                                        headers={"WWW-Authenticate": "Bearer"})
     metrics = app[METRICS_KEY]
-    await _refresh_budgets(app, metrics)
     server = app[SETTINGS].server if SETTINGS in app else None
     if server is not None and server.process_index is not None and server.node_dir is not None:
+        if not asked_by_sibling(request):  # a sibling's answer leaves the shared figures out
+            await _refresh_budgets(app, metrics)
         return await node_response(request, metrics.registry, server.process_index,
-                                   server.node_dir)
+                                   server.node_dir, SHARED_FAMILIES)
+    await _refresh_budgets(app, metrics)
     handler = make_aiohttp_handler(metrics.registry)
     return await handler(request)
 

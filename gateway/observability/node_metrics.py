@@ -5,8 +5,10 @@ Prometheus scraping the shared port lands on one process at random (``[server] p
 the node's folder (``process-<index>.sock``, which the supervisor owns), and the process a
 scrape lands on reads its siblings' own exposition there (``/metrics?scope=process``) and
 answers with all of them: each series labelled ``process="<index>"``, the families merged so
-each has one HELP and one TYPE line. Queries sum them (``sum without (process) (...)``); gauges
-read from shared state (budgets) appear once per process with the same value. A sibling that
+each has one HELP and one TYPE line. Queries sum them (``sum without (process) (...)``). Families
+read from state the processes share (budgets) come once, from the process the scrape landed on,
+without a ``process`` label: a sibling leaves them out of its answer, so an alert on them is one
+series whichever process answers. A sibling that
 does not answer within ``SIBLING_TIMEOUT_S`` (restarting, say) is left out of that scrape and
 the scrape says so in ``gateway_node_processes_scraped``. Touches the node folder's sockets.
 """
@@ -23,6 +25,8 @@ import aiohttp
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 
+from gateway.core.toml_table import text_lines
+
 log = logging.getLogger(__name__)
 
 SIBLING_TIMEOUT_S = 2.0
@@ -32,11 +36,17 @@ SCOPE_PROCESS = "process"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
+def asked_by_sibling(request: web.Request) -> bool:
+    return request.query.get("scope") == SCOPE_PROCESS
+
+
 async def node_response(request: web.Request, registry: CollectorRegistry, index: int,
-                        node_dir: Path) -> web.Response:
-    """The node's metrics, or this process's alone when a sibling asks."""
-    text = process_text(registry, index)
-    if request.query.get("scope") != SCOPE_PROCESS:
+                        node_dir: Path, shared: frozenset[str] = frozenset()) -> web.Response:
+    """The node's metrics, or this process's alone when a sibling asks (``shared`` families
+    left out then; see the module docstring)."""
+    sibling = asked_by_sibling(request)
+    text = process_text(registry, index, shared, with_shared=not sibling)
+    if not sibling:
         text = await node_text(text, node_dir, index, request.headers.get("Authorization"))
     return web.Response(body=text.encode(), headers={"Content-Type": CONTENT_TYPE})
 
@@ -45,12 +55,20 @@ def socket_path(node_dir: Path, index: int) -> Path:
     return node_dir / f"process-{index}.sock"
 
 
-def process_text(registry: CollectorRegistry, index: int) -> str:
-    """This process's exposition (text format 0.0.4), every series labelled with ``index``."""
+def process_text(registry: CollectorRegistry, index: int, shared: frozenset[str] = frozenset(),
+                 *, with_shared: bool = True) -> str:
+    """This process's exposition (text format 0.0.4), every series labelled with ``index``
+    except those of the ``shared`` families: unlabelled, or left out without ``with_shared``."""
     label = f'process="{index}"'
-    lines = []
-    for line in generate_latest(registry).decode().splitlines():
-        lines.append(line if line.startswith("#") or not line else _labelled(line, label))
+    lines, family = [], ""
+    for line in text_lines(generate_latest(registry).decode()):
+        if line.startswith(("# HELP ", "# TYPE ")):
+            family = line.split(" ", 3)[2]
+        if family in shared:
+            if with_shared:
+                lines.append(line)
+        else:
+            lines.append(line if line.startswith("#") or not line else _labelled(line, label))
     return "\n".join(lines) + "\n"
 
 
@@ -68,7 +86,7 @@ def merge(texts: Iterable[str]) -> str:
     samples: dict[str, list[str]] = {}
     for text in texts:
         family = ""
-        for line in text.splitlines():
+        for line in text_lines(text):
             if line.startswith(("# HELP ", "# TYPE ")):
                 family = line.split(" ", 3)[2]
                 known = headers.setdefault(family, [])

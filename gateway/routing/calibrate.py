@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gateway.core.toml_table import ConfigError, json_lines, read_text
+from gateway.core.toml_table import ConfigError, read_text, text_lines
 from gateway.routing.classifier import Array, FloatArray, IntArray, RouteClassifier
 from gateway.routing.policy import Reason
 from gateway.routing.router import Router
@@ -47,7 +47,7 @@ class Example:
 
 def read_examples(path: Path) -> list[Example]:
     """Labelled examples from JSON lines; ``ConfigError`` names the file and line."""
-    lines = json_lines(read_text(path))
+    lines = text_lines(read_text(path))
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

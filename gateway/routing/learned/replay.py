@@ -36,7 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.core.routing_settings import TierPlan
-from gateway.core.toml_table import ConfigError, json_lines, read_text
+from gateway.core.toml_table import ConfigError, read_text, text_lines
 from gateway.routing.learned.learner import Learner, Outcome, Prior, Source
 from gateway.routing.learned.policy import LearnedPolicy, flip_target, lower_bound
 from gateway.routing.policy import Decision
@@ -57,7 +57,7 @@ class Labelled:
 def read_labelled(path: Path) -> list[Labelled]:
     """The labelled lines of ``path``; a bad line is a ``ConfigError`` naming it."""
     items = []
-    for n, line in enumerate(json_lines(read_text(path)), 1):
+    for n, line in enumerate(text_lines(read_text(path)), 1):
         if not line.strip():
             continue
         try:
