@@ -1,8 +1,8 @@
 """Anthropic's rules across the blocks of a Messages body, checked before any provider is called.
 
 ``gateway.api.messages_in`` checks each field's shape as it translates; these are the rules
-Anthropic applies across fields, which reached a provider before: a translated request broke
-them silently, and an Anthropic upstream refused them only once called. Refused here with a 400
+Anthropic applies across fields, which reached a provider before: an Anthropic upstream refused
+them only once called, other upstreams were sent them translated. Refused here with a 400
 naming the field by Anthropic's own path (``messages.3.content.0.tool_use_id``), whichever
 upstream the request would have gone to:
 
