@@ -118,3 +118,41 @@ async def test_fresh_request_ids_differ_in_their_first_digits_and_short_ids_too(
     assert len({short_id(i) for i in ids}) == 20
     long_client_ids = [f"my-application-request-{n:06d}" for n in (1, 2)]
     assert short_id(long_client_ids[0]) != short_id(long_client_ids[1])
+
+
+CALLS = [{"id": f"call_{i}", "type": "function", "function": {"name": "w", "arguments": "{}"}}
+         for i in (1, 2)]
+ASKED = [*USER, {"role": "assistant", "content": None, "tool_calls": CALLS}]
+
+
+def tool(call_id: str) -> dict[str, str]:
+    return {"role": "tool", "tool_call_id": call_id, "content": "sunny"}
+
+
+async def test_a_tool_message_answering_no_tool_call_is_400_before_the_provider(
+    one_upstream: tuple[TestClient, FakeOpenAI],
+) -> None:
+    client, fake = one_upstream
+    for messages, param in [
+        ([*ASKED, tool("call_1"), tool("call_3")], "messages[3].tool_call_id"),
+        ([*USER, tool("call_1")], "messages[1].tool_call_id"),
+        ([*ASKED, {"role": "user", "content": "well?"}, tool("call_1")],
+         "messages[3].tool_call_id"),
+    ]:
+        resp = await client.post("/v1/chat/completions",
+                                 json={"model": "small", "messages": messages})
+        assert resp.status == 400
+        error = (await resp.json())["error"]
+        assert (error["type"], error["param"]) == ("invalid_request_error", param)
+        assert f"'{param}'" in error["message"] and "names no tool call" in error["message"]
+    assert fake.requests == []
+
+
+async def test_tool_messages_answering_the_calls_before_them_reach_the_provider(
+    one_upstream: tuple[TestClient, FakeOpenAI],
+) -> None:
+    client, fake = one_upstream
+    messages = [*ASKED, tool("call_2"), tool("call_1"), {"role": "user", "content": "and?"}]
+    resp = await client.post("/v1/chat/completions", json={"model": "small", "messages": messages})
+    assert resp.status == 200
+    assert fake.requests[0]["messages"] == messages

@@ -209,3 +209,137 @@ async def test_gemini_thought_signature_survives_a_tool_round_trip(upstreams: Up
     sent = next(p for p in parts if "functionCall" in p)
     assert sent["thoughtSignature"] == "c2lnbmVkLzE+Kw=="
     assert any("functionResponse" in p for p in parts)
+
+
+# --- what Anthropic refuses, refused by the gateway before any upstream --------------------
+
+ASKED = [*USER, {"role": "assistant", "content": [
+    {"type": "text", "text": "Checking."},
+    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]}]
+SEARCH = {"type": "web_search_20250305", "name": "web_search"}  # makes the body native-only
+PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5E"
+       "rkJggg==")  # a 1x1 PNG
+
+
+def answer(call_id: str, *rest: Json) -> Json:
+    return {"role": "user", "content": [
+        {"type": "tool_result", "tool_use_id": call_id, "content": "sunny"}, *rest]}
+
+
+def image(media_type: str, data: str) -> Json:
+    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+
+
+def no_upstream_called(up: Upstreams) -> bool:
+    return not (up.openai.requests or up.gemini.requests or up.anthropic.requests)
+
+
+async def refused(up: Upstreams, **body: Any) -> str:
+    """The message of the 400 the SDK gets for ``body``, in Anthropic's error shape."""
+    body = {"max_tokens": 32, "messages": USER, **body}
+    async with sdk(up) as client:
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            await client.messages.create(**body)
+    assert caught.value.status_code == 400
+    error = caught.value.body
+    assert isinstance(error, dict) and error["type"] == "error"
+    assert error["error"]["type"] == "invalid_request_error"
+    message: str = error["error"]["message"]
+    return message
+
+
+@pytest.mark.parametrize(("messages", "tools", "path"), [
+    ([*ASKED, answer("toolu_2")], [WEATHER], "messages.2.content.0.tool_use_id"),
+    ([answer("toolu_1")], [WEATHER], "messages.0.content.0.tool_use_id"),
+    ([*ASKED, answer("toolu_1"), {"role": "assistant", "content": "Sunny."},
+      answer("toolu_1")], [WEATHER], "messages.4.content.0.tool_use_id"),
+    ([*ASKED, answer("toolu_1", {"type": "tool_result", "tool_use_id": "toolu_x"})],
+     [WEATHER, SEARCH], "messages.2.content.1.tool_use_id"),
+], ids=["unknown-id", "no-assistant-turn", "two-turns-back", "native-only"])
+async def test_a_tool_result_answering_no_tool_use_is_refused_before_any_upstream(
+    upstreams: Upstreams, upstream_model: str, messages: list[Json], tools: list[Json],
+    path: str,
+) -> None:
+    message = await refused(upstreams, model=upstream_model, messages=messages, tools=tools)
+    assert f"'{path}'" in message and "names no tool_use block" in message
+    assert no_upstream_called(upstreams)
+
+
+@pytest.mark.parametrize(("content", "path"), [
+    ([image("image/png", "not base64!")], "messages.0.content.0.source.data"),
+    ([image("image/png", "data:image/png;base64," + PNG)], "messages.0.content.0.source.data"),
+    ([image("image/png", PNG[:-1])], "messages.0.content.0.source.data"),
+    ([{"type": "text", "text": "see"}, image("image/bmp", PNG)],
+     "messages.0.content.1.source.media_type"),
+    ([{"type": "document", "source": {"type": "base64", "media_type": "text/plain",
+                                      "data": "aGk="}}], "messages.0.content.0.source.media_type"),
+    ([{"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
+                                      "data": "%PDF-1.4"}}], "messages.0.content.0.source.data"),
+], ids=["garbage", "data-url", "truncated", "bmp", "text-document", "raw-pdf"])
+async def test_a_base64_source_that_anthropic_refuses_is_refused_before_any_upstream(
+    upstreams: Upstreams, upstream_model: str, content: list[Json], path: str,
+) -> None:
+    message = await refused(upstreams, model=upstream_model,
+                            messages=[{"role": "user", "content": content}])
+    assert f"'{path}'" in message
+    assert no_upstream_called(upstreams)
+
+
+async def test_an_image_in_a_tool_result_is_checked_too(upstreams: Upstreams) -> None:
+    # Images in tool results make the request native-only: it went to Anthropic unchecked.
+    result = {"type": "tool_result", "tool_use_id": "toolu_1",
+              "content": [{"type": "text", "text": "here"}, image("image/png", "@@@@")]}
+    message = await refused(upstreams, model="claude",
+                            messages=[*ASKED, {"role": "user", "content": [result]}])
+    assert "'messages.2.content.0.content.1.source.data'" in message
+    assert no_upstream_called(upstreams)
+
+
+@pytest.mark.parametrize(("choice", "tools", "path"), [
+    ({"type": "tool", "name": "get_time"}, [WEATHER], "tool_choice.name"),
+    ({"type": "tool", "name": "get_weather"}, None, "tool_choice.name"),
+    ({"type": "tool"}, [WEATHER], "tool_choice.name"),
+    ({"type": "tool", "name": "get_time"}, [WEATHER, SEARCH], "tool_choice.name"),
+    ({"type": "function"}, [SEARCH], "tool_choice.type"),
+], ids=["unknown-name", "no-tools", "no-name", "native-only-name", "native-only-type"])
+async def test_a_tool_choice_naming_no_tool_is_refused_before_any_upstream(
+    upstreams: Upstreams, upstream_model: str, choice: Json, tools: list[Json] | None,
+    path: str,
+) -> None:
+    extra: Json = {"tools": tools} if tools is not None else {}
+    message = await refused(upstreams, model=upstream_model, tool_choice=choice, **extra)
+    assert f"'{path}'" in message
+    assert no_upstream_called(upstreams)
+
+
+@pytest.mark.parametrize(("messages", "extra"), [
+    ([*ASKED, answer("toolu_1", {"type": "text", "text": "and tomorrow?"})], {}),
+    ([*USER, {"role": "assistant", "content": "Let me check."}, ASKED[1],
+      answer("toolu_1"), {"role": "user", "content": "Thanks."}], {}),
+    ([*ASKED, answer("toolu_1")], {"tool_choice": {"type": "any"}}),
+    ([*USER], {"tool_choice": {"type": "none"}}),
+    ([*USER], {"tool_choice": {"type": "auto", "disable_parallel_tool_use": True}}),
+    ([*USER], {"tool_choice": {"type": "tool", "name": "get_weather"}}),
+    ([{"role": "user", "content": [image("image/png", PNG), image("image/gif", "R0lG\nODlh"),
+                                   {"type": "text", "text": "what are these?"}]}], {}),
+    ([{"role": "user", "content": [{"type": "document", "source": {
+        "type": "base64", "media_type": "application/pdf", "data": "JVBERi0xLjQK"}}]}], {}),
+], ids=["text-after-results", "split-assistant-turn", "any", "none", "auto", "named",
+        "images", "pdf"])
+async def test_requests_within_anthropics_rules_reach_the_upstream(
+    upstreams: Upstreams, upstream_model: str, messages: list[Json], extra: Json,
+) -> None:
+    upstreams.say(upstream_model, "fine")
+    async with sdk(upstreams) as client:
+        reply = await client.messages.create(model=upstream_model, max_tokens=32,
+                                             messages=messages, tools=[WEATHER], **extra)
+    assert reply.content[0].text == "fine"  # type: ignore[union-attr]
+    assert upstreams.last_body(upstream_model)
+
+
+async def test_a_tool_choice_may_name_a_server_tool_for_anthropic(upstreams: Upstreams) -> None:
+    async with sdk(upstreams) as client:
+        await client.messages.create(model="claude", max_tokens=32, messages=USER,  # type: ignore[arg-type]
+                                     tools=[WEATHER, SEARCH],  # type: ignore[list-item]
+                                     tool_choice={"type": "tool", "name": "web_search"})
+    assert upstreams.anthropic.requests[-1].body["tool_choice"]["name"] == "web_search"

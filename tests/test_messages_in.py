@@ -85,7 +85,7 @@ def test_the_native_body_and_headers_are_kept_for_anthropic() -> None:
     ({"stop_sequences": "X"}, "stop_sequences"),
     ({"messages": [{"role": "system", "content": "hi"}]}, "messages[0].role"),
     ({"messages": [{"role": "user", "content": [{"type": "image", "source": {
-        "type": "base64", "media_type": "image/png"}}]}]}, "messages[0].content[0].source"),
+        "type": "base64", "media_type": "image/png"}}]}]}, "messages.0.content.0.source.data"),
 ])
 def test_malformed_bodies_are_refused_naming_the_field(body: Json, param: str) -> None:
     assert refused(**body).param == param
@@ -102,9 +102,11 @@ def test_malformed_bodies_are_refused_naming_the_field(body: Json, param: str) -
     ({"messages": [{"role": "assistant", "content": [
         {"type": "server_tool_use", "id": "s", "name": "web_search", "input": {}}]}]},
      "messages[0].content[0].type"),
-    ({"messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
-                                                  "content": [{"type": "image", "source": {}}]}]}]},
-     "messages[0].content[0].content[0]"),
+    ({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": [
+        {"type": "tool_use", "id": "t", "name": "w", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                      "content": [{"type": "image", "source": {}}]}]}]},
+     "messages[2].content[0].content[0]"),
 ])
 def test_what_only_anthropic_can_carry_marks_the_request_native_only(
     body: Json, param: str

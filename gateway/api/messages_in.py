@@ -1,7 +1,8 @@
 """Anthropic Messages requests → the gateway's ``ChatRequest``: the translation at the edge.
 
-``messages_request`` validates a ``POST /v1/messages`` body and builds the equivalent chat
-completions body (so routing, the cache, quotas and every provider adapter see one request),
+``messages_request`` validates a ``POST /v1/messages`` body (each field's shape here, and
+Anthropic's rules across its blocks in ``gateway.api.messages_rules``) and builds the equivalent
+chat completions body (so routing, the cache, quotas and every provider adapter see one request),
 keeping the client's own body as ``ChatRequest.native`` for an Anthropic upstream, which then
 receives it untouched: thinking blocks and their signatures, ``cache_control``, ``top_k``,
 ``thinking`` and beta fields all survive there.
@@ -33,6 +34,7 @@ from typing import Any
 import orjson
 
 from gateway.api.call_ids import unfold
+from gateway.api.messages_rules import check_rules
 from gateway.core.answer import as_str
 from gateway.core.chat import ChatRequest, Json, Native, chat_request, field_error
 from gateway.core.errors import InvalidRequest
@@ -62,6 +64,7 @@ def messages_request(
             raise field_error("max_tokens", "an integer of 1 or more", max_tokens)
         chat["max_tokens"] = max_tokens
     _copy_options(body, chat)
+    check_rules(body)
     only: tuple[str, ...] = ()
     try:
         for name in _UNSUPPORTED_FIELDS:
@@ -276,16 +279,11 @@ def _url(where: str, source: Json) -> str:
         if not isinstance(url, str):
             raise field_error(f"{where}.source.url", "a string", url)
         return url
-    media, data = source.get("media_type"), source.get("data")
-    if not isinstance(media, str) or not isinstance(data, str):
-        raise field_error(f"{where}.source", "a base64 source with media_type and data", source)
-    return f"data:{media};base64,{data}"
+    return f"data:{source['media_type']};base64,{source['data']}"  # checked by check_rules
 
 
 def _tool_result(where: str, block: Json) -> Json:
-    call_id, content = block.get("tool_use_id"), block.get("content", "")
-    if not isinstance(call_id, str):
-        raise field_error(f"{where}.tool_use_id", "a string", call_id)
+    call_id, content = block["tool_use_id"], block.get("content", "")  # checked by check_rules
     if isinstance(content, list):
         texts = []
         for k, part in enumerate(content):
@@ -310,13 +308,9 @@ def _tools(tools: Any, choice: Any) -> Json:
         out["tools"] = [_tool(i, t) for i, t in enumerate(tools)]
     if choice is None:
         return out
-    kind = as_str(choice.get("type")) if isinstance(choice, dict) else None
-    if kind in _TOOL_CHOICES:
-        out["tool_choice"] = _TOOL_CHOICES[kind]
-    elif kind == "tool" and isinstance(choice.get("name"), str):
-        out["tool_choice"] = {"type": "function", "function": {"name": choice["name"]}}
-    else:
-        raise field_error("tool_choice.type", "'auto', 'any', 'tool' or 'none'", kind)
+    kind = choice["type"]  # checked by check_rules, as is a tool's name
+    out["tool_choice"] = _TOOL_CHOICES[kind] if kind in _TOOL_CHOICES \
+        else {"type": "function", "function": {"name": choice["name"]}}
     if choice.get("disable_parallel_tool_use") is True and kind != "none":
         out["parallel_tool_calls"] = False
     return out

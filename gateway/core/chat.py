@@ -7,7 +7,7 @@ does not know still pass through to OpenAI-compatible providers.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,6 +15,7 @@ import orjson
 
 from gateway.core import json_depth
 from gateway.core.errors import InvalidRequest
+from gateway.core.tool_turns import Said, check_answers
 
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 Json = dict[str, Any]
@@ -93,8 +94,21 @@ def json_object(raw: bytes) -> Json:
 
 
 def parse_chat_request(raw: bytes) -> ChatRequest:
-    """Validate an OpenAI chat completions body; raise ``InvalidRequest`` naming the field."""
-    return chat_request(json_object(raw))
+    """Validate an OpenAI chat completions body; raise ``InvalidRequest`` naming the field.
+
+    Beyond each field's shape, each ``tool`` message must answer a tool call of the assistant
+    message before it (``gateway.core.tool_turns``), as OpenAI requires.
+    """
+    chat = chat_request(json_object(raw))
+    check_answers(_said(chat.messages), "tool call")
+    return chat
+
+
+def _said(messages: tuple[Message, ...]) -> Iterator[Said]:
+    for i, m in enumerate(messages):
+        calls = frozenset(c["id"] for c in m.tool_calls if isinstance(c.get("id"), str))
+        answers = ((f"messages[{i}].tool_call_id", m.tool_call_id),) if m.role == "tool" else ()
+        yield Said(m.role, calls, answers)
 
 
 def chat_request(body: Json) -> ChatRequest:
