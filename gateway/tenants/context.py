@@ -88,8 +88,8 @@ COUNTERS_KEY: web.AppKey[CounterStore] = web.AppKey("tenants_counters")
 
 def tenants_config(settings: Settings) -> TenantsConfig:
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
-    prices = [max(m.input_price_per_mtok, m.output_price_per_mtok, m.cache_write_price_per_mtok)
-              for m in settings.models]
+    prices = [max(m.input_price_per_mtok, m.output_price_per_mtok, m.cache_write_price_per_mtok,
+                  m.cache_write_1h_price_per_mtok) for m in settings.models]
     return TenantsConfig(
         settings=settings.tenants,
         data_dir=settings.server.data_dir,
