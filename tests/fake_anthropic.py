@@ -84,21 +84,30 @@ def _message(content: list[Json], stop_reason: str, usage: Json) -> Json:
     }
 
 
-def usage(inputs: int = 9, outputs: int = 6, *, cache_read: int = 0, cache_write: int = 0) -> Json:
-    return {"input_tokens": inputs, "output_tokens": outputs,
-            "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read}
+def usage(inputs: int = 9, outputs: int = 6, *, cache_read: int = 0, cache_write: int = 0,
+          cache_write_1h: int = 0) -> Json:
+    """A usage object; with 1-hour writes (some of ``cache_write``), the split by lifetime that
+    Anthropic sends in a whole message and in ``message_start``."""
+    out: Json = {"input_tokens": inputs, "output_tokens": outputs,
+                 "cache_creation_input_tokens": cache_write, "cache_read_input_tokens": cache_read}
+    if cache_write_1h:
+        out["cache_creation"] = {"ephemeral_5m_input_tokens": cache_write - cache_write_1h,
+                                 "ephemeral_1h_input_tokens": cache_write_1h}
+    return out
 
 
-def _events(blocks: list[list[Event]], stop_reason: str, use: Json) -> list[Event]:
+def _events(blocks: list[list[Event]], stop_reason: str, use: Json,
+            delta_totals: bool = False) -> list[Event]:
     start = _message([], "", {**use, "output_tokens": 1})
     start["stop_reason"] = None
     events: list[Event] = [("message_start", {"type": "message_start", "message": start}),
                            ("ping", {"type": "ping"})]
     for block in blocks:
         events.extend(block)
+    totals = {k: v for k, v in use.items() if k != "cache_creation"}
     events.append(("message_delta", {
         "type": "message_delta", "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-        "usage": {"output_tokens": use["output_tokens"]},
+        "usage": totals if delta_totals else {"output_tokens": use["output_tokens"]},
     }))
     events.append(("message_stop", {"type": "message_stop"}))
     return events
@@ -138,13 +147,17 @@ def text(
     use: Json | None = None,
     cut_after: int | None = None,
     end_after: int | None = None,
+    delta_totals: bool = False,
 ) -> Answer:
-    """A text answer; streamed in ``chunks`` (by default, word by word)."""
+    """A text answer; streamed in ``chunks`` (by default, word by word). Its ``message_delta``
+    tells the output tokens only, as Anthropic's older streams do, or with ``delta_totals``
+    every running total but the split of cache writes by lifetime, as its newer ones do
+    (``provider_recordings/anth_stream_text.sse``)."""
     use = use or usage()
     words = content.split(" ")
     pieces = chunks or [w if i == 0 else " " + w for i, w in enumerate(words)]
     body = _message([{"type": "text", "text": content}], stop_reason, use)
-    events = _events([_text_block(0, pieces)], stop_reason, use)
+    events = _events([_text_block(0, pieces)], stop_reason, use, delta_totals)
     return Answer(body, events, cut_after=cut_after, end_after=end_after)
 
 

@@ -78,6 +78,14 @@ def test_secret_comes_from_environment_and_relative_paths_from_file() -> None:
     ({"failover": {"min_calls": 0}}, "failover.min_calls: expected an integer of 1 or more"),
     ({"models": [{"name": "m", "provider": "p", "cache_write_price_per_mtok": -1}]},
      "models[0].cache_write_price_per_mtok: expected a number of 0 or more"),
+    ({"models": [{"name": "m", "provider": "p", "cache_write_1h_price_per_mtok": -2}]},
+     "models[0].cache_write_1h_price_per_mtok: expected a number of 0 or more"),
+    ({"models": [{"name": "m", "provider": "p", "cache_write_1h_price_per_mtok": float("nan")}]},
+     "models[0].cache_write_1h_price_per_mtok: expected a finite number"),
+    ({"models": [{"name": "m", "provider": "p", "cache_write_1h_price_per_mtok": float("inf")}]},
+     "models[0].cache_write_1h_price_per_mtok: expected a finite number"),
+    ({"models": [{"name": "m", "provider": "p", "cache_write_1h_price_per_mtok": "6"}]},
+     "models[0].cache_write_1h_price_per_mtok: expected a number"),
 ])
 def test_bad_values_fail_naming_the_key(patch: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
@@ -97,20 +105,33 @@ def test_cache_write_and_cached_prices_default_to_the_input_price() -> None:
     assert model.cache_write_price_per_mtok == 1.25
 
 
+def test_the_1_hour_cache_write_price_defaults_to_twice_the_input_price() -> None:
+    [unset] = _parse(BASE).models
+    assert unset.cache_write_1h_price_per_mtok == 2.0
+    priced = {**BASE["models"][0], "cache_write_1h_price_per_mtok": 1.8}
+    [model] = _parse({**BASE, "models": [priced]}).models
+    assert (model.cache_write_1h_price_per_mtok, model.cache_write_price_per_mtok) == (1.8, 1.0)
+
+
 def test_a_model_made_in_code_prices_cached_and_written_tokens_as_input_unless_told() -> None:
     unset = ModelSettings("m", "p", "u", "cheap", input_price_per_mtok=2.0)
     assert unset.cached_input_price_per_mtok == unset.cache_write_price_per_mtok == 2.0
+    assert unset.cache_write_1h_price_per_mtok == 4.0  # as the configuration's default
     free = ModelSettings("m", "p", "u", "cheap", input_price_per_mtok=2.0,
-                         cached_input_price_per_mtok=0.0, cache_write_price_per_mtok=2.5)
-    assert (free.cached_input_price_per_mtok, free.cache_write_price_per_mtok) == (0.0, 2.5)
+                         cached_input_price_per_mtok=0.0, cache_write_price_per_mtok=2.5,
+                         cache_write_1h_price_per_mtok=0.0)
+    assert (free.cached_input_price_per_mtok, free.cache_write_price_per_mtok,
+            free.cache_write_1h_price_per_mtok) == (0.0, 2.5, 0.0)
 
 
-def test_the_defaults_price_anthropic_cache_writes_at_a_quarter_above_input() -> None:
+def test_the_defaults_price_anthropic_cache_writes_by_their_lifetime() -> None:
+    """5-minute writes at a quarter above the input price, 1-hour ones at twice it."""
     claude = [m for m in load(None, env={"ANTHROPIC_API_KEY": "k"}).models
               if m.provider == "anthropic"]
     assert claude
     for m in claude:
         assert m.cache_write_price_per_mtok == pytest.approx(m.input_price_per_mtok * 1.25)
+        assert m.cache_write_1h_price_per_mtok == pytest.approx(m.input_price_per_mtok * 2)
 
 
 def test_deployments_sharing_a_name_form_a_failover_group() -> None:

@@ -271,6 +271,66 @@ async def test_anthropic_cache_reads_and_writes_are_priced_once_each(
     assert await spent(client, "anonymous") == pytest.approx(row.cost)
 
 
+# 100 fresh input tokens, 1000 read from the provider's cache, 250 written to it (50 for five
+# minutes, 200 for an hour: cache_control's "ttl": "1h"), 10 out.
+HOUR_USE = fa.usage(inputs=100, outputs=10, cache_read=1000, cache_write=250, cache_write_1h=200)
+# What HOUR_USE costs at SONNET's prices, whose 1-hour price is left to its default: twice the
+# input price, as Anthropic bills it.
+HOUR_USE_COST = (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + 200 * 6.0 + 10 * 15.0) / 1e6
+
+
+@pytest.mark.parametrize(("path", "stream"), [
+    ("/v1/messages", False), ("/v1/messages", True), ("/v1/responses", False),
+    ("/v1/responses", True), ("/v1/chat/completions", False), ("/v1/chat/completions", True)])
+async def test_anthropic_cache_writes_for_an_hour_are_priced_above_five_minute_ones(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, path: str, stream: bool
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake.script.append(fa.text("Paris.", use=HOUR_USE))
+    sent = _chat(stream) if "chat" in path else body(
+        "responses" if "responses" in path else "messages", stream=stream)
+    resp = await client.post(path, json=sent)
+    assert resp.status == 200, await resp.text()
+    await resp.read()
+    [row] = await rows(client)
+    assert (row.tokens_in, row.tokens_out, row.estimated) == (1350, 10, False)
+    assert row.cost == pytest.approx(HOUR_USE_COST)
+    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+async def test_a_streams_hour_long_writes_told_at_its_start_outlast_message_deltas_totals(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
+) -> None:
+    """Anthropic's newer streams repeat every running total in message_delta, but not the
+    split of cache writes by lifetime, which only message_start told."""
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake.script.append(fa.text("Paris.", use=HOUR_USE, delta_totals=True))
+    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
+                             json=_chat(stream=True) if api == "chat" else body(api, stream=True))
+    assert resp.status == 200, await resp.text()
+    await resp.read()
+    [row] = await rows(client)
+    assert (row.tokens_in, row.tokens_out, row.estimated) == (1350, 10, False)
+    assert row.cost == pytest.approx(HOUR_USE_COST)
+
+
+async def test_the_split_of_cache_writes_by_lifetime_reaches_every_dialects_client(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake.script.extend([fa.text("Paris.", use=HOUR_USE), fa.text("Paris.", use=HOUR_USE)])
+    chat = await (await client.post("/v1/chat/completions", json=_chat())).json()
+    assert chat["usage"]["prompt_tokens_details"] == {
+        "cached_tokens": 1000, "cache_write_tokens": 250, "cache_creation_token_details": {
+            "ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 200}}
+    response = await (await client.post("/v1/responses", json=body("responses"))).json()
+    assert response["usage"]["input_tokens_details"]["cache_write_tokens"] == 250
+
+
 async def test_cached_tokens_of_a_model_without_a_cached_price_are_priced_as_input(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
@@ -338,6 +398,25 @@ async def test_a_stream_cut_before_its_usage_charges_the_prompt_anthropic_counte
     assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("Paris is")
     assert row.cost == pytest.approx(
         (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + row.tokens_out * 15.0) / 1e6)
+
+
+@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
+async def test_a_stream_cut_before_its_usage_charges_the_hour_long_writes_told_at_its_start(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
+) -> None:
+    fake = FakeAnthropic()
+    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    # message_start (its usage split by lifetime), ping, the text block's start and two words;
+    # then the body ends, without message_delta's final usage.
+    fake.script.append(fa.text("Paris is the capital", use=HOUR_USE, end_after=5))
+    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
+                             json=_chat(stream=True) if api == "chat" else body(api, stream=True))
+    assert b" is" in await resp.read()
+    [row] = await rows(client)
+    assert (row.status, row.estimated, row.tokens_in) == (502, True, 1350)
+    assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("Paris is")
+    assert row.cost == pytest.approx(
+        (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + 200 * 6.0 + row.tokens_out * 15.0) / 1e6)
 
 
 @pytest.mark.parametrize("include_usage", [False, True])

@@ -117,3 +117,12 @@ def test_usage_tells_tokens_written_to_cache_apart_from_fresh_input() -> None:
         "cached_tokens": 1000, "cache_write_tokens": 50}})
     assert usage == {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 1000,
                      "cache_creation_input_tokens": 50}
+
+
+def test_usage_splits_cache_writes_by_lifetime_as_anthropic_does() -> None:
+    usage = usage_body({"prompt_tokens": 1350, "completion_tokens": 10, "prompt_tokens_details": {
+        "cached_tokens": 1000, "cache_write_tokens": 250, "cache_creation_token_details": {
+            "ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 200}}})
+    assert usage == {"input_tokens": 100, "output_tokens": 10, "cache_read_input_tokens": 1000,
+                     "cache_creation_input_tokens": 250, "cache_creation": {
+                         "ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 200}}

@@ -35,6 +35,18 @@ def test_a_token_count_is_an_integer_within_reason(value: Any, expected: int | N
     ({"prompt_tokens": 9, "completion_tokens": 2,
       "prompt_tokens_details": {"cached_tokens": 4, "cache_write_tokens": 8}},
      Usage(9, 2, 4, cache_write_tokens=5)),
+    # 1-hour writes are some of the writes (LiteLLM's split by lifetime), never more of them.
+    ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {
+        "cached_tokens": 4, "cache_write_tokens": 3, "cache_creation_token_details": {
+            "ephemeral_5m_input_tokens": 1, "ephemeral_1h_input_tokens": 2}}},
+     Usage(9, 2, 4, cache_write_tokens=3, cache_write_1h_tokens=2)),
+    ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {
+        "cached_tokens": 4, "cache_write_tokens": 3, "cache_creation_token_details": {
+            "ephemeral_1h_input_tokens": 7}}},
+     Usage(9, 2, 4, cache_write_tokens=3, cache_write_1h_tokens=3)),
+    ({"prompt_tokens": 9, "completion_tokens": 2, "prompt_tokens_details": {
+        "cache_write_tokens": 3, "cache_creation_token_details": [2]}},
+     Usage(9, 2, 0, cache_write_tokens=3)),
     ({"prompt_tokens": -5, "completion_tokens": 2}, None),
     ({"prompt_tokens": False, "completion_tokens": 2}, None),
     ([], None),
@@ -55,3 +67,11 @@ def test_cache_writes_survive_openais_shape_and_escalation_adds_them() -> None:
     usage = Usage(1150, 10, 1000, cache_write_tokens=50)
     assert usage_from_openai(usage.as_openai()) == usage
     assert usage.plus(usage).cache_write_tokens == 100
+
+
+def test_hour_long_cache_writes_survive_openais_shape_and_escalation_adds_them() -> None:
+    usage = Usage(1350, 10, 1000, cache_write_tokens=250, cache_write_1h_tokens=200)
+    assert usage.as_openai()["prompt_tokens_details"]["cache_creation_token_details"] == {
+        "ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 200}
+    assert usage_from_openai(usage.as_openai()) == usage
+    assert usage.plus(usage).cache_write_1h_tokens == 400

@@ -52,15 +52,19 @@ def error_response(error: GatewayError) -> tuple[int, Json]:
 
 def usage_body(openai_usage: Any) -> Json:
     """Anthropic's usage from OpenAI's: its input tokens leave out what was read from cache
-    and what was written to it."""
+    and what was written to it; the writes are split by lifetime when some were for an hour."""
     usage = usage_from_openai(openai_usage)
     if usage is None:
         return {"input_tokens": 0, "output_tokens": 0}
     written = usage.cache_write_tokens
-    return {"input_tokens": usage.prompt_tokens - usage.cached_tokens - written,
-            "output_tokens": usage.completion_tokens,
-            "cache_read_input_tokens": usage.cached_tokens,
-            "cache_creation_input_tokens": written}
+    body: Json = {"input_tokens": usage.prompt_tokens - usage.cached_tokens - written,
+                  "output_tokens": usage.completion_tokens,
+                  "cache_read_input_tokens": usage.cached_tokens,
+                  "cache_creation_input_tokens": written}
+    if hour := usage.cache_write_1h_tokens:
+        body["cache_creation"] = {"ephemeral_5m_input_tokens": written - hour,
+                                  "ephemeral_1h_input_tokens": hour}
+    return body
 
 
 def message_body(body: Json, native: Json | None) -> Json:

@@ -81,7 +81,7 @@ def usage_body(openai_usage: Any) -> Json | None:
         return None
     return {"input_tokens": usage.prompt_tokens,
             "input_tokens_details": {"cached_tokens": usage.cached_tokens,
-                                     "cache_write_tokens": 0},
+                                     "cache_write_tokens": usage.cache_write_tokens},
             "output_tokens": usage.completion_tokens,
             "output_tokens_details": {"reasoning_tokens": 0},
             "total_tokens": usage.total_tokens}

@@ -27,12 +27,18 @@ from gateway.core.errors import FailureKind, UpstreamFailure
 
 Json = dict[str, Any]
 
+_LIFETIMES = "cache_creation_token_details"
+"""Where OpenAI's usage shape tells cache writes apart by lifetime, in ``prompt_tokens_details``
+(LiteLLM's name): ``ephemeral_5m_input_tokens`` and ``ephemeral_1h_input_tokens``, Anthropic's
+own names, written only when some were 1-hour writes."""
+
 
 @dataclass(frozen=True, slots=True)
 class Usage:
     """A call's tokens. The prompt's are of three classes, each priced once: read from the
     provider's cache (``cached_tokens``), written to it (``cache_write_tokens``, which
-    Anthropic bills above the input price) and the rest, fresh."""
+    Anthropic bills above the input price, the more so for a 1-hour write than for a 5-minute
+    one: ``cache_write_1h_tokens``) and the rest, fresh."""
 
     prompt_tokens: int
     completion_tokens: int
@@ -40,6 +46,7 @@ class Usage:
     estimated: bool = False
     reasoning_tokens: int = 0  # part of completion_tokens: thinking the client does not see
     cache_write_tokens: int = 0  # part of prompt_tokens, never of cached_tokens
+    cache_write_1h_tokens: int = 0  # part of cache_write_tokens; the rest are 5-minute writes
 
     def plus(self, other: Usage | None) -> Usage:
         """Both usages together (an escalated request pays for every answer it got)."""
@@ -50,7 +57,8 @@ class Usage:
                      self.cached_tokens + other.cached_tokens,
                      self.estimated or other.estimated,
                      self.reasoning_tokens + other.reasoning_tokens,
-                     self.cache_write_tokens + other.cache_write_tokens)
+                     self.cache_write_tokens + other.cache_write_tokens,
+                     self.cache_write_1h_tokens + other.cache_write_1h_tokens)
 
     @property
     def total_tokens(self) -> int:
@@ -66,6 +74,9 @@ class Usage:
             details = usage["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
             if self.cache_write_tokens:  # OpenRouter's name for them
                 details["cache_write_tokens"] = self.cache_write_tokens
+            if hour := self.cache_write_1h_tokens:
+                details[_LIFETIMES] = {"ephemeral_5m_input_tokens": self.cache_write_tokens - hour,
+                                       "ephemeral_1h_input_tokens": hour}
         if self.reasoning_tokens:
             usage["completion_tokens_details"] = {"reasoning_tokens": self.reasoning_tokens}
         return usage
@@ -90,10 +101,12 @@ class Deployment:
         """The price of ``usage`` in the configured currency (prices are per million tokens)."""
         m = self.model
         fresh = usage.prompt_tokens - usage.cached_tokens - usage.cache_write_tokens
+        written_5m = usage.cache_write_tokens - usage.cache_write_1h_tokens
         return (
             fresh * m.input_price_per_mtok
             + usage.cached_tokens * m.cached_input_price_per_mtok
-            + usage.cache_write_tokens * m.cache_write_price_per_mtok
+            + written_5m * m.cache_write_price_per_mtok
+            + usage.cache_write_1h_tokens * m.cache_write_1h_price_per_mtok
             + usage.completion_tokens * m.output_price_per_mtok
         ) / 1_000_000
 
@@ -164,20 +177,25 @@ def usage_from_openai(value: Any) -> Usage | None:
     completion = token_count(value.get("completion_tokens"))
     if prompt is None or completion is None:
         return None
+    hour = _detail(as_obj(value.get("prompt_tokens_details")), _LIFETIMES,
+                   "ephemeral_1h_input_tokens")
     return reported_usage(prompt, completion,
                           cached=_detail(value, "prompt_tokens_details", "cached_tokens"),
                           reasoning=_detail(value, "completion_tokens_details", "reasoning_tokens"),
-                          written=_detail(value, "prompt_tokens_details", "cache_write_tokens"))
+                          written=_detail(value, "prompt_tokens_details", "cache_write_tokens"),
+                          written_1h=hour)
 
 
 def reported_usage(prompt: int, completion: int, *, cached: int, reasoning: int,
-                   written: int = 0) -> Usage:
+                   written: int = 0, written_1h: int = 0) -> Usage:
     """A provider's counts as ``Usage``, a part never larger than its whole: more cached (or
     written) tokens than prompt tokens would price the fresh prompt below zero (a credit to
-    the tenant). Cache reads come first; writes get what is left."""
+    the tenant). Cache reads come first; writes get what is left, and 1-hour writes are some
+    of the writes."""
     cached = min(cached, prompt)
+    written = min(written, prompt - cached)
     return Usage(prompt, completion, cached, reasoning_tokens=min(reasoning, completion),
-                 cache_write_tokens=min(written, prompt - cached))
+                 cache_write_tokens=written, cache_write_1h_tokens=min(written_1h, written))
 
 
 def _detail(usage: Json, table: str, name: str) -> int:

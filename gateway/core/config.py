@@ -65,6 +65,9 @@ class ProviderSettings:
 SAME_AS_INPUT = -1.0
 """A cached-read or cache-write price not given: the model's input price (no price the
 configuration accepts is negative)."""
+TWICE_INPUT = -2.0
+"""A 1-hour cache-write price not given: twice the model's input price, what Anthropic bills."""
+_INPUT_TIMES = {SAME_AS_INPUT: 1.0, TWICE_INPUT: 2.0}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,18 +83,22 @@ class ModelSettings:
     cached_input_price_per_mtok: float = SAME_AS_INPUT
     """The configuration's, or the input price when it names none."""
     cache_write_price_per_mtok: float = SAME_AS_INPUT
-    """For prompt tokens written to the provider's cache: the configuration's, or the input
-    price when it names none."""
+    """For prompt tokens written to the provider's cache (for 5 minutes, at Anthropic): the
+    configuration's, or the input price when it names none."""
+    cache_write_1h_price_per_mtok: float = TWICE_INPUT
+    """For prompt tokens Anthropic writes to its cache for an hour: the configuration's, or
+    twice the input price (Anthropic's) when it names none."""
     deployment_id: str = field(init=False, repr=False, compare=False)
     """``provider/upstream_model``: computed once, read on every request."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "deployment_id", f"{self.provider}/{self.upstream_model}")
-        # A model made in code without these prices pays the input price for them, as one made
-        # from the configuration does: no provider gives cached or written tokens away.
-        for name in ("cached_input_price_per_mtok", "cache_write_price_per_mtok"):
-            if getattr(self, name) == SAME_AS_INPUT:
-                object.__setattr__(self, name, self.input_price_per_mtok)
+        # A model made in code without these prices pays for them what one made from the
+        # configuration does: no provider gives cached or written tokens away.
+        for name in ("cached_input_price_per_mtok", "cache_write_price_per_mtok",
+                     "cache_write_1h_price_per_mtok"):
+            if (times := _INPUT_TIMES.get(getattr(self, name))) is not None:
+                object.__setattr__(self, name, self.input_price_per_mtok * times)
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +290,10 @@ def _model(t: Table, providers: Mapping[str, ProviderSettings]) -> ModelSettings
         cached_input_price_per_mtok=t.non_negative("cached_input_price_per_mtok", input_price),
         # Unset, written tokens cost what fresh ones do, as before the key existed.
         cache_write_price_per_mtok=t.non_negative("cache_write_price_per_mtok", input_price),
+        # Unset, what Anthropic bills, the only provider that writes for an hour: were it the
+        # 5-minute price, a model configured before this key would undercharge every such write.
+        cache_write_1h_price_per_mtok=t.non_negative("cache_write_1h_price_per_mtok",
+                                                     2 * input_price),
     )
     t.reject_unknown()
     if not model.name or model.name == "auto":

@@ -88,15 +88,24 @@ COUNTERS_KEY: web.AppKey[CounterStore] = web.AppKey("tenants_counters")
 
 def tenants_config(settings: Settings) -> TenantsConfig:
     host = "127.0.0.1" if settings.server.host in ("0.0.0.0", "::") else settings.server.host
-    prices = [max(m.input_price_per_mtok, m.output_price_per_mtok, m.cache_write_price_per_mtok)
-              for m in settings.models]
     return TenantsConfig(
         settings=settings.tenants,
         data_dir=settings.server.data_dir,
         public_url=f"http://{host}:{settings.server.port}",
         cluster=settings.cluster,
-        cost_per_token=max(prices, default=0.0) / 1e6,
+        cost_per_token=_dearest_price_per_mtok(settings) / 1e6,
     )
+
+
+def _dearest_price_per_mtok(settings: Settings) -> float:
+    """The most any model charges for a token. A 1-hour cache write counts only at Anthropic,
+    the one provider that makes them: elsewhere its price, left to its default of twice the
+    input price, would raise every reservation for writes that never happen."""
+    prices = [max(m.input_price_per_mtok, m.output_price_per_mtok, m.cache_write_price_per_mtok,
+                  m.cache_write_1h_price_per_mtok
+                  if settings.provider(m.provider).kind == "anthropic" else 0.0)
+              for m in settings.models]
+    return max(prices, default=0.0)
 
 
 def configure(app: web.Application, settings: Settings) -> None:

@@ -29,9 +29,10 @@ A request that arrived in Anthropic's own dialect (``ChatRequest.native``, from
 (``NATIVE_EVENTS``), so thinking blocks, signatures and ``cache_control`` survive the trip.
 
 Lossy: system messages in the middle of the conversation move to the top; ``seed``,
-``presence_penalty``, ``frequency_penalty`` and ``logprobs`` are not sent; cache writes are
-priced at one price (``cache_write_price_per_mtok``), whatever their lifetime: a 1-hour write,
-which Anthropic bills at twice the input price, costs what a 5-minute one does.
+``presence_penalty``, ``frequency_penalty`` and ``logprobs`` are not sent. Not lost: cache
+writes are priced by their lifetime, as Anthropic bills them (5-minute ones at
+``cache_write_price_per_mtok``, 1-hour ones at ``cache_write_1h_price_per_mtok``), from the
+split its usage tells (``anthropic_answers``).
 """
 
 from __future__ import annotations

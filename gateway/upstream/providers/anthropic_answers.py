@@ -5,8 +5,9 @@ A ``message`` becomes a ``chat.completion``; the event stream (``message_start``
 from when the client speaks Messages too (``NATIVE_EVENTS``), the first with the usage
 ``message_start`` told (``USAGE_SO_FAR``), closed by a usage chunk. In JSON
 mode the forced ``JSON_TOOL``'s input is the answer's content. Cache-creation and cache-read
-tokens count as prompt tokens, each also in its own class (``Usage``), priced on its own. Pure
-translation: touches nothing.
+tokens count as prompt tokens, each also in its own class (``Usage``), priced on its own; so
+do the cache-creation tokens written for an hour (``usage.cache_creation``'s split by lifetime).
+Pure translation: touches nothing.
 """
 
 from __future__ import annotations
@@ -108,8 +109,14 @@ def _usage(fields: Any) -> Usage | None:
         return None
     read = token_count(fields.get("cache_read_input_tokens")) or 0
     written = token_count(fields.get("cache_creation_input_tokens")) or 0
+    # Writes for an hour ("ttl": "1h") are billed above 5-minute ones. Only a whole message and
+    # message_start tell them apart; message_delta's running totals leave the split out, so the
+    # start's stays (MessagesStream.usage). Without it, every write is a 5-minute one.
+    lifetimes = as_obj(fields.get("cache_creation"))
+    hour = token_count(lifetimes.get("ephemeral_1h_input_tokens")) or 0
     # Anthropic's input_tokens leaves out cached tokens; OpenAI's prompt_tokens includes them.
-    return Usage(inputs + read + written, outputs, read, cache_write_tokens=written)
+    return Usage(inputs + read + written, outputs, read, cache_write_tokens=written,
+                 cache_write_1h_tokens=min(hour, written))
 
 
 def error_failure(body: Json) -> UpstreamFailure:
@@ -210,7 +217,8 @@ class MessagesStream:
         return [self._chunk({"tool_calls": [arguments]})]
 
     def _message_delta(self, event: Json) -> list[Json]:
-        # message_delta's usage holds running totals, so it replaces message_start's counts.
+        # message_delta's usage holds running totals, so it replaces message_start's counts
+        # (all but the split of cache writes by lifetime, which it does not repeat).
         self.usage.update(as_obj(event.get("usage")))
         reason = as_obj(event.get("delta")).get("stop_reason")
         return [self._chunk({}, _finish(reason, self.json_mode))] if reason else []
