@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from gateway.core.answer import Usage, reported_usage, token_count, usage_from_openai
+from gateway.upstream.providers.anthropic_answers import MessagesStream
 
 
 @pytest.mark.parametrize(("value", "expected"), [
@@ -75,3 +76,18 @@ def test_hour_long_cache_writes_survive_openais_shape_and_escalation_adds_them()
         "ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 200}
     assert usage_from_openai(usage.as_openai()) == usage
     assert usage.plus(usage).cache_write_1h_tokens == 400
+
+
+def test_a_message_delta_s_null_counts_leave_message_start_s() -> None:
+    stream = MessagesStream("c1", 0, "claude", json_mode=False)
+    stream.feed({"type": "message_start", "message": {"model": "claude", "usage": {
+        "input_tokens": 100, "cache_read_input_tokens": 1000, "cache_creation_input_tokens": 250,
+        "cache_creation": {"ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 200},
+        "output_tokens": 1}}})
+    stream.feed({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {
+        "input_tokens": None, "cache_read_input_tokens": None,
+        "cache_creation_input_tokens": None, "cache_creation": None, "output_tokens": 10}})
+    stream.feed({"type": "message_stop"})
+    [closing] = stream.finish()
+    assert usage_from_openai(closing["usage"]) == Usage(
+        1350, 10, 1000, cache_write_tokens=250, cache_write_1h_tokens=200)

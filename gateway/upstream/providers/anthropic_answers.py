@@ -218,8 +218,9 @@ class MessagesStream:
 
     def _message_delta(self, event: Json) -> list[Json]:
         # message_delta's usage holds running totals, so it replaces message_start's counts
-        # (all but the split of cache writes by lifetime, which it does not repeat).
-        self.usage.update(as_obj(event.get("usage")))
+        # (all but the split of cache writes by lifetime, which it does not repeat). Its input
+        # counts may be null (the SDK types them optional): a null leaves the start's count.
+        self.usage.update((k, v) for k, v in as_obj(event.get("usage")).items() if v is not None)
         reason = as_obj(event.get("delta")).get("stop_reason")
         return [self._chunk({}, _finish(reason, self.json_mode))] if reason else []
 
