@@ -85,10 +85,18 @@ def _base64_source(where: str, media_types: tuple[str, ...], source: Json) -> No
         raise field_error(f"{where}.data", "base64-encoded data", data)
 
 
+_URL_SAFE = str.maketrans("-_", "+/")
+
+
 def _is_base64(data: str) -> bool:
-    """Standard base64 with its padding (RFC 4648); the line breaks MIME encoders and the
-    ``base64`` tool put in are let through rather than refused on a guess."""
+    """Base64 (RFC 4648). Let through rather than refused on a guess: the line breaks MIME
+    encoders and the ``base64`` tool put in, the URL-safe alphabet and left-out padding (which
+    Gemini takes: protobuf's JSON reads both alphabets, padded or not); padding that is there
+    must be right."""
     for text in (data, "".join(data.split())):
+        text = text.translate(_URL_SAFE)
+        if "=" not in text:
+            text += "=" * (-len(text) % 4)
         try:
             binascii.a2b_base64(text, strict_mode=True)
         except ValueError:  # binascii.Error, or a character that is not ASCII
