@@ -5,6 +5,7 @@ fake with nothing lost."""
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Any
 
 import anthropic
@@ -217,6 +218,8 @@ ASKED = [*USER, {"role": "assistant", "content": [
     {"type": "text", "text": "Checking."},
     {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Oslo"}}]}]
 SEARCH = {"type": "web_search_20250305", "name": "web_search"}  # makes the body native-only
+LARGE_BYTES = bytes(range(256)) * 400  # 136,536 characters encoded: past WHOLE_CHECK_CHARS
+LARGE = base64.b64encode(LARGE_BYTES).decode()
 PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR4nGP4z8DwHwAFAAH/iZk9HQAAAABJRU5E"
        "rkJggg==")  # a 1x1 PNG
 
@@ -275,7 +278,11 @@ async def test_a_tool_result_answering_no_tool_use_is_refused_before_any_upstrea
                                       "data": "aGk="}}], "messages.0.content.0.source.media_type"),
     ([{"type": "document", "source": {"type": "base64", "media_type": "application/pdf",
                                       "data": "%PDF-1.4"}}], "messages.0.content.0.source.data"),
-], ids=["garbage", "data-url", "truncated", "bmp", "text-document", "raw-pdf"])
+    # Past WHOLE_CHECK_CHARS only the start is decoded, the rest checked to be ASCII.
+    ([image("image/png", "data:image/png;base64," + LARGE)], "messages.0.content.0.source.data"),
+    ([image("image/png", LARGE + "\u00e9")], "messages.0.content.0.source.data"),
+], ids=["garbage", "data-url", "truncated", "bmp", "text-document", "raw-pdf", "large-data-url",
+        "large-not-ascii"])
 async def test_a_base64_source_that_anthropic_refuses_is_refused_before_any_upstream(
     upstreams: Upstreams, upstream_model: str, content: list[Json], path: str,
 ) -> None:
@@ -328,8 +335,11 @@ async def test_a_tool_choice_naming_no_tool_is_refused_before_any_upstream(
     # alphabets, padded or not): let through rather than refused on a guess.
     ([{"role": "user", "content": [image("image/png", PNG.replace("/", "_")),
                                    image("image/png", PNG.rstrip("="))]}], {}),
+    ([{"role": "user", "content": [image("image/png", LARGE),
+                                   image("image/png", base64.encodebytes(LARGE_BYTES)
+                                         .decode())]}], {}),
 ], ids=["text-after-results", "split-assistant-turn", "any", "none", "auto", "named",
-        "images", "pdf", "url-safe-unpadded"])
+        "images", "pdf", "url-safe-unpadded", "large"])
 async def test_requests_within_anthropics_rules_reach_the_upstream(
     upstreams: Upstreams, upstream_model: str, messages: list[Json], extra: Json,
 ) -> None:

@@ -88,21 +88,35 @@ def _base64_source(where: str, media_types: tuple[str, ...], source: Json) -> No
 _URL_SAFE = str.maketrans("-_", "+/")
 
 
+WHOLE_CHECK_CHARS = 1 << 16
+"""Base64 data up to this long is decoded whole (0.2 ms at most). Of longer data only these
+first characters are decoded, the rest checked to be ASCII: decoding it all held the event loop
+about 3 ns a character, 19 ms for a 5 MB image, on every request carrying one, and the mistakes
+seen in practice (a ``data:`` URL's prefix, text, raw file bytes) show from the start."""
+
+
 def _is_base64(data: str) -> bool:
     """Base64 (RFC 4648). Let through rather than refused on a guess: the line breaks MIME
     encoders and the ``base64`` tool put in, the URL-safe alphabet and left-out padding (which
     Gemini takes: protobuf's JSON reads both alphabets, padded or not); padding that is there
-    must be right."""
-    for text in (data, "".join(data.split())):
-        text = text.translate(_URL_SAFE)
-        if "=" not in text:
-            text += "=" * (-len(text) % 4)
-        try:
-            binascii.a2b_base64(text, strict_mode=True)
-        except ValueError:  # binascii.Error, or a character that is not ASCII
-            continue
-        return True
-    return False
+    must be right. Past ``WHOLE_CHECK_CHARS`` only the start is decoded."""
+    if not data.isascii():
+        return False
+    if len(data) > WHOLE_CHECK_CHARS:
+        head = "".join(data[:WHOLE_CHECK_CHARS].split())
+        return _decodes(head[:len(head) - len(head) % 4])
+    return _decodes(data) or _decodes("".join(data.split()))
+
+
+def _decodes(text: str) -> bool:
+    text = text.translate(_URL_SAFE)
+    if "=" not in text:
+        text += "=" * (-len(text) % 4)
+    try:
+        binascii.a2b_base64(text, strict_mode=True)
+    except ValueError:  # binascii.Error
+        return False
+    return True
 
 
 def _tool_choice(body: Json) -> None:
