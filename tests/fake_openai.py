@@ -34,6 +34,7 @@ class Reply:
     tool_call: dict[str, Any] | None = None
     finish_reason: str = "stop"
     usage: bool = True  # False: a provider that never reports usage, even when asked
+    reasoning_tokens: int = 0  # of the completion tokens, hidden reasoning (o-series models)
 
 
 class FakeOpenAI:
@@ -78,9 +79,18 @@ def _completion(model: str, reply: Reply) -> dict[str, Any]:
         "model": model,
         "choices": [{"index": 0, "message": message, "logprobs": None,
                      "finish_reason": "tool_calls" if reply.tool_call else reply.finish_reason}],
-        "usage": {"prompt_tokens": 11, "completion_tokens": len(reply.text.split()),
-                  "total_tokens": 11 + len(reply.text.split())},
+        "usage": _usage(reply, len(reply.text.split())),
     }
+
+
+def _usage(reply: Reply, words: int) -> dict[str, Any]:
+    """Usage as OpenAI reports it; reasoning tokens count in the completion tokens."""
+    completion = words + reply.reasoning_tokens
+    usage: dict[str, Any] = {"prompt_tokens": 11, "completion_tokens": completion,
+                             "total_tokens": 11 + completion}
+    if reply.reasoning_tokens:
+        usage["completion_tokens_details"] = {"reasoning_tokens": reply.reasoning_tokens}
+    return usage
 
 
 def _chunk(model: str, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
@@ -129,8 +139,7 @@ async def _stream(request: web.Request, body: dict[str, Any], reply: Reply) -> w
                 fake.disconnected.set()
         await resp.write(_event(payload))
     if usage_asked:
-        usage = {"prompt_tokens": 11, "completion_tokens": len(words),
-                 "total_tokens": 11 + len(words)}
+        usage = _usage(reply, len(words))
         await resp.write(_event({**_chunk(model, {}), "choices": [], "usage": usage}))
     await resp.write(b"data: [DONE]\n\n")
     return resp

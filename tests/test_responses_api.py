@@ -61,6 +61,21 @@ async def test_async_sdk_stream_events_build_the_same_response_from_every_upstre
     assert final.usage is not None and final.usage.total_tokens > 0
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "streamed"])
+async def test_reasoning_tokens_reach_the_usage(upstreams: Upstreams, stream: bool) -> None:
+    # Coding agents show (and budget by) output_tokens_details.reasoning_tokens.
+    upstreams.openai.script.append(Reply(text="four words of answer", reasoning_tokens=120))
+    async with sdk(upstreams) as client:
+        if stream:
+            async with client.responses.stream(model="gpt", input="Think") as events:
+                response = await events.get_final_response()
+        else:
+            response = await client.responses.create(model="gpt", input="Think")
+    assert response.usage is not None
+    assert response.usage.output_tokens == 124
+    assert response.usage.output_tokens_details.reasoning_tokens == 120
+
+
 async def test_sync_sdk_plain_and_streamed(upstreams: Upstreams) -> None:
     upstreams.say("gpt", "plain answer")
     upstreams.say("gpt", "streamed answer")
