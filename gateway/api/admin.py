@@ -214,7 +214,7 @@ def _since_day(request: web.Request) -> str | None:
     if day is None:
         return None
     try:
-        valid = len(day) == 10 and datetime.date.fromisoformat(day).isoformat() == day
+        valid = datetime.date.fromisoformat(day).isoformat() == day  # YYYY-MM-DD alone
     except ValueError:
         valid = False
     if not valid:

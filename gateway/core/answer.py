@@ -126,8 +126,9 @@ NATIVE_EVENTS = "x_gateway_native_events"
 USAGE_SO_FAR = "x_gateway_usage_so_far"
 """The key under which a stream chunk carries the usage a provider told before its end
 (Anthropic's ``message_start``: the prompt's tokens, cache reads included; Gemini's running
-``usageMetadata`` on every event), in OpenAI's shape: what a stream cut before its final usage
-is charged for its prompt, and at least for its output. Never sent to a client."""
+``usageMetadata`` on every event), as a ``Usage``: what a stream cut before its final usage
+is charged for its prompt, and at least for its output. Taken out of the chunk where it is read
+(``gateway.pipeline.streaming``): never sent to a client."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,7 +31,7 @@ refused in the file.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -78,17 +78,9 @@ class ClusterSettings:
 def parse_cluster(t: Table, env: Mapping[str, str]) -> ClusterSettings:
     """Validate the ``[cluster]`` table; the URL from ``env`` wins over the file's."""
     url_env = t.get("redis_url_env", str, "GATEWAY_REDIS_URL")
-    in_file = t.get("redis_url", str, "")
-    wrong = ConfigError(f"{t.key('redis_url')} (or {url_env}): expected a URL starting "
-                        "redis://, rediss:// or unix://")
-    if in_file and _split(in_file, wrong).password:
-        raise ConfigError(
-            f"{t.key('redis_url')}: secrets do not go in the file; put the URL with its "
-            f"password in environment variable {url_env}"
-        )
-    url = env.get(url_env) or in_file or None
-    if url is not None and _split(url, wrong).scheme not in REDIS_SCHEMES:
-        raise wrong
+    url = _url(t, env, "redis_url", url_env, "a URL starting redis://, rediss:// or unix://",
+               lambda parts: parts.scheme in REDIS_SCHEMES)
+    database_env = t.get("database_url_env", str, "GATEWAY_DATABASE_URL")
     prefix = t.get("key_prefix", str, "gw")
     if not prefix or any(c in prefix for c in "{}: "):
         raise t.fail("key_prefix", "a non-empty name without braces, colons or spaces")
@@ -103,8 +95,11 @@ def parse_cluster(t: Table, env: Mapping[str, str]) -> ClusterSettings:
         lease_s=t.positive("lease_s", 30.0),
         resync_interval_s=t.positive("resync_interval_s", 30.0),
         key_prefix=prefix,
-        database_url=_database_url(t, env),
-        database_url_env=t.get("database_url_env", str, "GATEWAY_DATABASE_URL"),
+        database_url=_url(t, env, "database_url", database_env,
+                          "a URL like postgresql://user:password@host:5432/database",
+                          lambda parts: parts.scheme in DATABASE_SCHEMES
+                          and bool(parts.path.strip("/"))),
+        database_url_env=database_env,
         database_pool_size=t.count("database_pool_size", 10),
         database_timeout_s=t.positive("database_timeout_s", 5.0),
     )
@@ -112,20 +107,18 @@ def parse_cluster(t: Table, env: Mapping[str, str]) -> ClusterSettings:
     return settings
 
 
-def _database_url(t: Table, env: Mapping[str, str]) -> str | None:
-    """The shared database's URL: from the environment, else the file (without a password)."""
-    url_env = t.get("database_url_env", str, "GATEWAY_DATABASE_URL")
-    in_file = t.get("database_url", str, "")
-    wrong = ConfigError(f"{t.key('database_url')} (or {url_env}): expected a URL like "
-                        "postgresql://user:password@host:5432/database")
+def _url(t: Table, env: Mapping[str, str], name: str, url_env: str, expected: str,
+         valid: Callable[[SplitResult], bool]) -> str | None:
+    """The URL ``name``: from the environment variable ``url_env``, else the file, which may
+    not hold a password; a ``ConfigError`` saying what is ``expected`` unless ``valid``."""
+    wrong = ConfigError(f"{t.key(name)} (or {url_env}): expected {expected}")
+    in_file = t.get(name, str, "")
     if in_file and _split(in_file, wrong).password:
-        raise ConfigError(f"{t.key('database_url')}: secrets do not go in the file; put the URL "
-                          f"with its password in environment variable {url_env}")
+        raise ConfigError(f"{t.key(name)}: secrets do not go in the file; put the URL with its "
+                          f"password in environment variable {url_env}")
     url = env.get(url_env) or in_file or None
-    if url is not None:
-        parts = _split(url, wrong)
-        if parts.scheme not in DATABASE_SCHEMES or not parts.path.strip("/"):
-            raise wrong
+    if url is not None and not valid(_split(url, wrong)):
+        raise wrong
     return url
 
 

@@ -81,20 +81,22 @@ class ModelSettings:
     input_price_per_mtok: float = 0.0
     output_price_per_mtok: float = 0.0
     cached_input_price_per_mtok: float = SAME_AS_INPUT
-    """The configuration's, or the input price when it names none."""
+    """The configuration's, or the input price when it names none: every provider discounts
+    cached tokens and none gives them away, so the input price is the bound that never
+    undercharges."""
     cache_write_price_per_mtok: float = SAME_AS_INPUT
     """For prompt tokens written to the provider's cache (for 5 minutes, at Anthropic): the
-    configuration's, or the input price when it names none."""
+    configuration's, or the input price when it names none (as before the key existed)."""
     cache_write_1h_price_per_mtok: float = TWICE_INPUT
     """For prompt tokens Anthropic writes to its cache for an hour: the configuration's, or
-    twice the input price (Anthropic's) when it names none."""
+    twice the input price (Anthropic's) when it names none; were it the 5-minute price, a model
+    configured before this key would undercharge every such write."""
     deployment_id: str = field(init=False, repr=False, compare=False)
     """``provider/upstream_model``: computed once, read on every request."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "deployment_id", f"{self.provider}/{self.upstream_model}")
-        # A model made in code without these prices pays for them what one made from the
-        # configuration does: no provider gives cached or written tokens away.
+        # The prices not given, from the configuration or in code: a multiple of the input's.
         for name in ("cached_input_price_per_mtok", "cache_write_price_per_mtok",
                      "cache_write_1h_price_per_mtok"):
             if (times := _INPUT_TIMES.get(getattr(self, name))) is not None:
@@ -277,28 +279,27 @@ def _providers(
 
 def _model(t: Table, providers: Mapping[str, ProviderSettings]) -> ModelSettings | None:
     provider = t.required("provider", str)
-    input_price = t.non_negative("input_price_per_mtok", 0.0)
     model = ModelSettings(
         name=t.required("name", str),
         provider=provider,
         upstream_model=t.get("upstream_model", str, t.data.get("name", "")),
         tier=t.get("tier", str, "default"),
-        input_price_per_mtok=input_price,
+        input_price_per_mtok=t.non_negative("input_price_per_mtok", 0.0),
         output_price_per_mtok=t.non_negative("output_price_per_mtok", 0.0),
-        # Unset, cached tokens cost what fresh ones do: every provider discounts them, none
-        # gives them away, so the input price is the one bound that never undercharges.
-        cached_input_price_per_mtok=t.non_negative("cached_input_price_per_mtok", input_price),
-        # Unset, written tokens cost what fresh ones do, as before the key existed.
-        cache_write_price_per_mtok=t.non_negative("cache_write_price_per_mtok", input_price),
-        # Unset, what Anthropic bills, the only provider that writes for an hour: were it the
-        # 5-minute price, a model configured before this key would undercharge every such write.
-        cache_write_1h_price_per_mtok=t.non_negative("cache_write_1h_price_per_mtok",
-                                                     2 * input_price),
+        cached_input_price_per_mtok=_price(t, "cached_input_price_per_mtok", SAME_AS_INPUT),
+        cache_write_price_per_mtok=_price(t, "cache_write_price_per_mtok", SAME_AS_INPUT),
+        cache_write_1h_price_per_mtok=_price(t, "cache_write_1h_price_per_mtok", TWICE_INPUT),
     )
     t.reject_unknown()
     if not model.name or model.name == "auto":
         raise t.fail("name", "a model name other than 'auto'")
     return model if provider in providers else None
+
+
+def _price(t: Table, name: str, unset: float) -> float:
+    """The price ``name`` if the table gives one, else ``unset``: ``SAME_AS_INPUT`` or
+    ``TWICE_INPUT``, which ``ModelSettings`` resolves."""
+    return t.non_negative(name, 0.0) if name in t.data else unset
 
 
 def _models(root: Table, providers: tuple[ProviderSettings, ...]) -> tuple[ModelSettings, ...]:

@@ -386,7 +386,7 @@ def _account(chunk: Json, writer: ChunkWriter, record: RequestRecord,
     # The gateway's own note (a translating adapter's), taken out here where it is read: no
     # client's writer and no cached chunk sees it.
     if (so_far := chunk.pop(USAGE_SO_FAR, None)) is not None:
-        record.usage_so_far = usage_from_openai(so_far)
+        record.usage_so_far = so_far
     _keep_and_text((chunk,), record, keep)
     return writer.chunk(chunk)
 

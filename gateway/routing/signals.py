@@ -382,11 +382,9 @@ class SignalStore:
         """A signal's prompt vector, or (``vector`` None, no embedder answered) the use of the
         stored one: a signal kept must keep the vector its key names, whoever stored it."""
         at = self._vector_at.get(key)
-        if at is not None and (vector is None or self._vectors[at][3] is not None):
-            # Already queued with all this signal adds but its use: no row to make.
-            self._queue_row((*self._vectors[at][:-1], ts))
-        else:
-            self._queue_row(PromptVector(key, vector, ts).row(self.model))
+        if at is not None and self._vectors[at][3] is not None:
+            vector = None  # queued with its vector: this signal adds its use (no copy to make)
+        self._queue_row(PromptVector(key, vector, ts).row(self.model))
 
     def _queue_row(self, row: VectorRow) -> None:
         """``row`` merged into the queue: one row a key, with the vector if either has it, at

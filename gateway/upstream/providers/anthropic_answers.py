@@ -176,7 +176,7 @@ class MessagesStream:
         self.started = True
         first = self._chunk({"role": "assistant", "content": ""})
         if (usage := _usage(self.usage)) is not None:
-            first[USAGE_SO_FAR] = usage.as_openai()
+            first[USAGE_SO_FAR] = usage
         return [first]
 
     def _block_start(self, event: Json) -> list[Json]:

@@ -454,7 +454,7 @@ class _Stream:
         if out and self.usage is not None:
             # A stream cut before its last event is charged what Gemini had counted (its
             # cache reads and thinking included), not the gateway's guess at the prompt.
-            out[0][USAGE_SO_FAR] = self.usage.as_openai()
+            out[0][USAGE_SO_FAR] = self.usage
         return out
 
     def _candidate(self, candidate: Json, index: int) -> Iterable[Json]:
