@@ -77,11 +77,11 @@ async def rows(client: TestClient) -> list[UsageRecord]:
     return await recent(app[STORE_KEY])
 
 
-async def spent(client: TestClient, tenant: str) -> float:
-    """What ``tenant``'s daily budget has been charged."""
+async def spent(client: TestClient) -> float:
+    """What the anonymous tenant's daily budget has been charged."""
     admission = client.server.app[ADMISSION_KEY]
     day = Periods.of(time.time()).day
-    [amount] = await admission.counters.get_spend(tenant, [(f"t:{tenant}:day", day)])
+    [amount] = await admission.counters.get_spend("anonymous", [("t:anonymous:day", day)])
     return amount
 
 
@@ -114,7 +114,7 @@ async def test_a_client_leaving_mid_stream_is_charged_once_for_what_was_streamed
     assert (row.status, row.api, row.estimated) == (499, api, True)
     assert row.tokens_in > 0 and row.tokens_out > 0
     assert row.cost == pytest.approx((row.tokens_in * 1.0 + row.tokens_out * 2.0) / 1e6)
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+    assert await spent(client) == pytest.approx(row.cost)
 
 
 @pytest.mark.parametrize("api", ["messages", "responses"])
@@ -140,7 +140,7 @@ async def test_a_client_leaving_after_failover_pays_for_the_answering_stream_alo
     assert row.deployment == "p2/small"
     tokens = client.server.app[ADMISSION_KEY].tokens
     assert row.tokens_out == tokens.count("Hello from")  # the second's words, counted once
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+    assert await spent(client) == pytest.approx(row.cost)
 
 
 async def _cached_gateway(make_gateway: GatewayFactory, url: str) -> TestClient:
@@ -194,7 +194,7 @@ async def test_a_cache_hit_costs_nothing_says_what_it_saved_and_spends_no_budget
     assert (hit.cache, hit.api, hit.status) == ("hit", api, 200)
     assert (hit.tokens_in, hit.tokens_out, hit.cost) == (0, 0, 0.0)
     assert hit.saved_cost == pytest.approx(miss.cost) and miss.cost > 0
-    assert await spent(client, "anonymous") == pytest.approx(miss.cost)
+    assert await spent(client) == pytest.approx(miss.cost)
 
 
 @pytest.mark.parametrize("api", ["messages", "responses"])
@@ -215,8 +215,10 @@ async def test_a_tenant_over_budget_is_refused_in_its_dialect_before_any_upstrea
         async with anthropic.AsyncAnthropic(base_url=base, api_key=key, max_retries=0) as ant:
             with pytest.raises(anthropic.RateLimitError) as refused:
                 await ant.messages.create(**body(api))
-        assert refused.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
-            "type": "rate_limit_error", "message": refused.value.body["error"]["message"]}}  # type: ignore[index]
+        error = refused.value.body
+        assert isinstance(error, dict) and error.keys() == {"type", "error"}
+        assert error["type"] == "error" and error["error"].keys() == {"type", "message"}
+        assert error["error"]["type"] == "rate_limit_error"
     else:
         async with openai.AsyncOpenAI(base_url=base + "v1/", api_key=key, max_retries=0) as oai:
             with pytest.raises(openai.RateLimitError) as refused:  # type: ignore[assignment]
@@ -228,9 +230,11 @@ async def test_a_tenant_over_budget_is_refused_in_its_dialect_before_any_upstrea
 
 
 async def _claude_gateway(aiohttp_server: AiohttpServer, make_gateway: GatewayFactory,
-                          fake: FakeAnthropic, **prices: float) -> TestClient:
+                          **prices: float) -> tuple[FakeAnthropic, TestClient]:
+    """Model ``small`` on a fake Anthropic at ``prices``: the fake and the gateway's client."""
+    fake = FakeAnthropic()
     server = await aiohttp_server(fake_anthropic_app(fake))
-    return await make_gateway({
+    return fake, await make_gateway({
         "providers": [{"name": "ant", "kind": "anthropic", "base_url": str(server.make_url("/v1")),
                        "api_key_env": "ANTHROPIC_KEY"}],
         "models": [model("small", "ant", upstream_model="claude-up", **prices)]}, env=ENV)
@@ -265,8 +269,7 @@ async def test_anthropic_cache_reads_and_writes_are_priced_once_each_at_their_li
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str, stream: bool,
     use: Json, tokens_in: int, prompt_cost: float,
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **SONNET)
     fake.script.append(fa.text("Paris.", use=use))
     resp = await client.post(path(api), json=body(api, stream=stream))
     assert resp.status == 200, await resp.text()
@@ -274,7 +277,7 @@ async def test_anthropic_cache_reads_and_writes_are_priced_once_each_at_their_li
     [row] = await rows(client)
     assert (row.tokens_in, row.tokens_out, row.estimated) == (tokens_in, 10, False)
     assert row.cost == pytest.approx(prompt_cost + 10 * SONNET_OUTPUT)
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+    assert await spent(client) == pytest.approx(row.cost)
 
 
 @pytest.mark.parametrize("api", ["chat", "messages", "responses"])
@@ -283,8 +286,7 @@ async def test_a_streams_hour_long_writes_told_at_its_start_outlast_message_delt
 ) -> None:
     """Anthropic's newer streams repeat every running total in message_delta, but not the
     split of cache writes by lifetime, which only message_start told."""
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **SONNET)
     fake.script.append(fa.text("Paris.", use=HOUR_USE, delta_totals=True))
     resp = await client.post(path(api), json=body(api, stream=True))
     assert resp.status == 200, await resp.text()
@@ -297,8 +299,7 @@ async def test_a_streams_hour_long_writes_told_at_its_start_outlast_message_delt
 async def test_the_split_of_cache_writes_by_lifetime_reaches_every_dialects_client(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **SONNET)
     fake.script.extend([fa.text("Paris.", use=HOUR_USE), fa.text("Paris.", use=HOUR_USE)])
     chat = await (await client.post(path("chat"), json=body("chat"))).json()
     assert chat["usage"]["prompt_tokens_details"] == {
@@ -311,9 +312,8 @@ async def test_the_split_of_cache_writes_by_lifetime_reaches_every_dialects_clie
 async def test_cached_tokens_of_a_model_without_a_cached_price_are_priced_as_input(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, input_price_per_mtok=3.0,
-                                   output_price_per_mtok=15.0)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, input_price_per_mtok=3.0,
+                                         output_price_per_mtok=15.0)
     fake.script.append(fa.text("Paris.", use=CACHED_USE))
     resp = await client.post("/v1/messages", json=body("messages"))
     assert (await resp.json())["usage"]["cache_read_input_tokens"] == 1000
@@ -324,8 +324,7 @@ async def test_cached_tokens_of_a_model_without_a_cached_price_are_priced_as_inp
 async def test_responses_usage_counts_cached_tokens_inside_input_tokens_once(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway)
     fake.script.append(fa.text("Paris.", use=CACHED_USE))
     async with openai.AsyncOpenAI(base_url=str(client.make_url("/v1/")), api_key="k",
                                   max_retries=0) as oai:
@@ -340,8 +339,7 @@ async def test_responses_usage_counts_cached_tokens_inside_input_tokens_once(
 async def test_thinking_streamed_before_an_upstream_break_is_charged_as_output(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **PRICES)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **PRICES)
     answer = thinking_answer()
     (kind, start), *rest = answer.events
     # Anthropic's message_start counts one token out, whatever is to come.
@@ -364,8 +362,7 @@ async def test_a_stream_cut_before_its_usage_charges_the_prompt_anthropic_counte
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str, use: Json,
     tokens_in: int, prompt_cost: float,
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **SONNET)
     # message_start (with the prompt's counts, split by lifetime where some writes are for an
     # hour), ping, the text block's start and two words; then the body ends, without
     # message_delta's final usage.
@@ -382,8 +379,7 @@ async def test_a_stream_cut_before_its_usage_charges_the_prompt_anthropic_counte
 async def test_a_chat_client_never_sees_the_usage_anthropic_told_at_the_start(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, include_usage: bool
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **PRICES)
+    _, client = await _claude_gateway(aiohttp_server, make_gateway, **PRICES)
     resp = await client.post(path("chat"), json={
         **body("chat", stream=True), "stream_options": {"include_usage": include_usage}})
     streamed = await resp.read()
@@ -457,4 +453,4 @@ async def test_a_stream_cut_after_a_running_usage_is_charged_for_the_output_it_s
     assert (row.status, row.estimated, row.tokens_in) == (502, True, 11)
     assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("".join(words)) > 0
     assert row.cost == pytest.approx((11 * 1.0 + row.tokens_out * 2.0) / 1e6)
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+    assert await spent(client) == pytest.approx(row.cost)
