@@ -32,7 +32,6 @@ from tests.dialect_fixtures import ENV
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
 from tests.fake_gemini import FakeGemini, fake_gemini_app
 from tests.fake_openai import FakeOpenAI, Reply, fake_openai_app
-from tests.tasks import until
 from tests.tenant_fixtures import GATEWAY_ENV, new_tenant_key
 from tests.test_messages_passthrough import THINKING, thinking_answer
 
@@ -71,8 +70,9 @@ def path(api: str) -> str:
 
 
 async def rows(client: TestClient) -> list[UsageRecord]:
+    """The ledger's rows once every handler has ended (one whose client left ends later)."""
     app = client.server.app
-    await until(lambda: app[LIFECYCLE].in_flight == 0, "every handler ends", 10)
+    assert await app[LIFECYCLE].wait_idle(asyncio.get_running_loop().time() + 10), "a handler hangs"
     await app[LEDGER_KEY].flush()
     return await recent(app[STORE_KEY])
 
