@@ -542,22 +542,27 @@ async def test_the_writer_task_sweeps_at_most_once_an_interval(
     assert rows(path, "SELECT request_id FROM signals") == [("req_3",)]
 
 
-async def test_a_version_2_file_keeps_vectors_that_recent_signals_use(tmp_path: Path) -> None:
-    """Version 2 kept a vector's first write as its ts; opening such a file sets it to the
-    latest signal that refers to it, so the sweep does not take a vector still in use."""
-    path = tmp_path / "signals.sqlite3"
+async def make_version_2(path: Path) -> None:
+    """A file as version 2 left it, a vector's ts its first write: "asked again" asked 40 days
+    ago with its vector, and a minute ago with its key alone."""
     store = await SignalStore.open(path, model="m")
-    vector = np.arange(4, dtype=np.float32)
     try:
-        decision_at(store, "req_old", "asked again", NOW - 40 * DAY_S, vector)
-        assert await store.flush() == 1
-        decision_at(store, "req_new", "asked again", NOW - 60, None)  # as version 2 wrote it
-        assert await store.flush() == 1
+        decision_at(store, "req_old", "asked again", NOW - 40 * DAY_S,
+                    np.arange(4, dtype=np.float32))
+        decision_at(store, "req_new", "asked again", NOW - 60, None)
+        assert await store.flush() == 2
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE vectors SET ts = ?", (NOW - 40 * DAY_S,))
         db.execute("PRAGMA user_version = 2")
+
+
+async def test_a_version_2_file_keeps_vectors_that_recent_signals_use(tmp_path: Path) -> None:
+    """Version 2 kept a vector's first write as its ts; opening such a file sets it to the
+    latest signal that refers to it, so the sweep does not take a vector still in use."""
+    path = tmp_path / "signals.sqlite3"
+    await make_version_2(path)
     store = await SignalStore.open(path, model="m", retention_s=30 * DAY_S, clock=lambda: NOW)
     try:
         assert await store.sweep() == 1
