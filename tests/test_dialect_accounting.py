@@ -27,12 +27,11 @@ from gateway.tenants.ledger import UsageRecord, recent
 from gateway.tenants.quotas import Periods
 from tests import fake_anthropic as fa
 from tests import fake_gemini as fg
-from tests.conftest import Config, GatewayFactory, model, openai_provider
+from tests.conftest import GatewayFactory, model, openai_provider
 from tests.dialect_fixtures import ENV
 from tests.fake_anthropic import FakeAnthropic, fake_anthropic_app
 from tests.fake_gemini import FakeGemini, fake_gemini_app
 from tests.fake_openai import FakeOpenAI, Reply, fake_openai_app
-from tests.tasks import until
 from tests.tenant_fixtures import GATEWAY_ENV, new_tenant_key
 from tests.test_messages_passthrough import THINKING, thinking_answer
 
@@ -52,43 +51,49 @@ STREAMING = {("messages", False): b"text_delta", ("responses", False): b"output_
              ("responses", True): b"function_call_arguments.delta"}
 
 
-def body(api: str, text: str = QUESTION, *, stream: bool = False, tools: bool = False) -> Json:
-    """A request in ``api``'s dialect for model ``small``."""
-    if api == "messages":
-        out: Json = {"model": "small", "max_tokens": 64,
-                     "messages": [{"role": "user", "content": text}]}
+def body(api: str, *, stream: bool = False, tools: bool = False) -> Json:
+    """``QUESTION`` in ``api``'s dialect ("chat", "messages" or "responses") for model ``small``."""
+    if api == "chat":
+        out: Json = {"model": "small", "messages": [{"role": "user", "content": QUESTION}]}
+    elif api == "messages":
+        out = {"model": "small", "max_tokens": 64,
+               "messages": [{"role": "user", "content": QUESTION}]}
     else:
-        out = {"model": "small", "input": text, "max_output_tokens": 64}
+        out = {"model": "small", "input": QUESTION, "max_output_tokens": 64}
     if tools:
         out["tools"] = TOOLS[api]
     return {**out, "stream": True} if stream else out
 
 
+def path(api: str) -> str:
+    return "/v1/chat/completions" if api == "chat" else f"/v1/{api}"
+
+
 async def rows(client: TestClient) -> list[UsageRecord]:
+    """The ledger's rows once every handler has ended (one whose client left ends later)."""
     app = client.server.app
-    await until(lambda: app[LIFECYCLE].in_flight == 0, "every handler ends", 10)
+    assert await app[LIFECYCLE].wait_idle(asyncio.get_running_loop().time() + 10), "a handler hangs"
     await app[LEDGER_KEY].flush()
     return await recent(app[STORE_KEY])
 
 
-async def spent(client: TestClient, tenant: str) -> float:
-    """What ``tenant``'s daily budget has been charged."""
+async def spent(client: TestClient) -> float:
+    """What the anonymous tenant's daily budget has been charged."""
     admission = client.server.app[ADMISSION_KEY]
     day = Periods.of(time.time()).day
-    [amount] = await admission.counters.get_spend(tenant, [(f"t:{tenant}:day", day)])
+    [amount] = await admission.counters.get_spend("anonymous", [("t:anonymous:day", day)])
     return amount
 
 
-async def leave_mid_stream(client: TestClient, path: str, sent: Json, seen: bytes) -> bytes:
-    """Stream ``sent`` to ``path`` and leave once ``seen`` has arrived; what had arrived."""
+async def leave_mid_stream(client: TestClient, api: str, sent: Json, seen: bytes) -> None:
+    """Stream ``sent`` to ``api``'s path and leave once ``seen`` has arrived."""
     async with aiohttp.ClientSession() as session:
-        resp = await session.post(client.make_url(path), json=sent)
+        resp = await session.post(client.make_url(path(api)), json=sent)
         assert resp.status == 200, await resp.text()
         got = b""
         while seen not in got:
             got += await resp.content.readany()
         resp.close()
-    return got
 
 
 @pytest.mark.parametrize("api", ["messages", "responses"])
@@ -102,14 +107,14 @@ async def test_a_client_leaving_mid_stream_is_charged_once_for_what_was_streamed
     # Three chunks go (the role, then two words or a tool call's name and half its
     # arguments), then the provider waits for a release that never comes.
     fake.script.append(Reply(kind="hang", chunks_before_cut=3, tool_call=CALL if tools else None))
-    await leave_mid_stream(client, f"/v1/{api}", body(api, stream=True, tools=tools),
+    await leave_mid_stream(client, api, body(api, stream=True, tools=tools),
                            STREAMING[api, tools])
     await asyncio.wait_for(fake.disconnected.wait(), timeout=10)  # the upstream is closed
     [row] = await rows(client)
     assert (row.status, row.api, row.estimated) == (499, api, True)
     assert row.tokens_in > 0 and row.tokens_out > 0
     assert row.cost == pytest.approx((row.tokens_in * 1.0 + row.tokens_out * 2.0) / 1e6)
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+    assert await spent(client) == pytest.approx(row.cost)
 
 
 @pytest.mark.parametrize("api", ["messages", "responses"])
@@ -126,7 +131,7 @@ async def test_a_client_leaving_after_failover_pays_for_the_answering_stream_alo
     first.script.append(Reply(kind="cut", chunks_before_cut=1))  # the role, then it breaks
     second.script.append(Reply(kind="hang", chunks_before_cut=3, text="Hello from second"))
     try:
-        await leave_mid_stream(client, f"/v1/{api}", body(api, stream=True), b"from")
+        await leave_mid_stream(client, api, body(api, stream=True), b"from")
         await asyncio.wait_for(second.disconnected.wait(), timeout=10)
     finally:
         second.release.set()
@@ -135,19 +140,17 @@ async def test_a_client_leaving_after_failover_pays_for_the_answering_stream_alo
     assert row.deployment == "p2/small"
     tokens = client.server.app[ADMISSION_KEY].tokens
     assert row.tokens_out == tokens.count("Hello from")  # the second's words, counted once
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+    assert await spent(client) == pytest.approx(row.cost)
 
 
-async def _cached_gateway(make_gateway: GatewayFactory, url: str, **tenants: Any) -> TestClient:
-    config: Config = {"providers": [openai_provider("p1", url)],
-                      "models": [model("small", "p1", **PRICES)], "cache": {"enabled": True}}
-    if tenants:
-        config["tenants"] = tenants
-    return await make_gateway(config, env=GATEWAY_ENV)
+async def _cached_gateway(make_gateway: GatewayFactory, url: str) -> TestClient:
+    return await make_gateway({"providers": [openai_provider("p1", url)],
+                               "models": [model("small", "p1", **PRICES)],
+                               "cache": {"enabled": True}}, env=GATEWAY_ENV)
 
 
-async def _miss_then_flush(client: TestClient, headers: dict[str, str] | None = None) -> None:
-    miss = await client.post("/v1/chat/completions", headers=headers or {}, json={
+async def _miss_then_flush(client: TestClient) -> None:
+    miss = await client.post("/v1/chat/completions", json={
         "model": "small", "max_tokens": 64,
         "messages": [{"role": "user", "content": QUESTION}]})
     assert miss.headers["x-gateway-cache"] == "miss", await miss.text()
@@ -191,7 +194,7 @@ async def test_a_cache_hit_costs_nothing_says_what_it_saved_and_spends_no_budget
     assert (hit.cache, hit.api, hit.status) == ("hit", api, 200)
     assert (hit.tokens_in, hit.tokens_out, hit.cost) == (0, 0, 0.0)
     assert hit.saved_cost == pytest.approx(miss.cost) and miss.cost > 0
-    assert await spent(client, "anonymous") == pytest.approx(miss.cost)
+    assert await spent(client) == pytest.approx(miss.cost)
 
 
 @pytest.mark.parametrize("api", ["messages", "responses"])
@@ -212,8 +215,10 @@ async def test_a_tenant_over_budget_is_refused_in_its_dialect_before_any_upstrea
         async with anthropic.AsyncAnthropic(base_url=base, api_key=key, max_retries=0) as ant:
             with pytest.raises(anthropic.RateLimitError) as refused:
                 await ant.messages.create(**body(api))
-        assert refused.value.body == {"type": "error", "error": {  # type: ignore[comparison-overlap]
-            "type": "rate_limit_error", "message": refused.value.body["error"]["message"]}}  # type: ignore[index]
+        error = refused.value.body
+        assert isinstance(error, dict) and error.keys() == {"type", "error"}
+        assert error["type"] == "error" and error["error"].keys() == {"type", "message"}
+        assert error["error"]["type"] == "rate_limit_error"
     else:
         async with openai.AsyncOpenAI(base_url=base + "v1/", api_key=key, max_retries=0) as oai:
             with pytest.raises(openai.RateLimitError) as refused:  # type: ignore[assignment]
@@ -225,9 +230,11 @@ async def test_a_tenant_over_budget_is_refused_in_its_dialect_before_any_upstrea
 
 
 async def _claude_gateway(aiohttp_server: AiohttpServer, make_gateway: GatewayFactory,
-                          fake: FakeAnthropic, **prices: float) -> TestClient:
+                          **prices: float) -> tuple[FakeAnthropic, TestClient]:
+    """Model ``small`` on a fake Anthropic at ``prices``: the fake and the gateway's client."""
+    fake = FakeAnthropic()
     server = await aiohttp_server(fake_anthropic_app(fake))
-    return await make_gateway({
+    return fake, await make_gateway({
         "providers": [{"name": "ant", "kind": "anthropic", "base_url": str(server.make_url("/v1")),
                        "api_key_env": "ANTHROPIC_KEY"}],
         "models": [model("small", "ant", upstream_model="claude-up", **prices)]}, env=ENV)
@@ -235,68 +242,42 @@ async def _claude_gateway(aiohttp_server: AiohttpServer, make_gateway: GatewayFa
 
 # 100 fresh input tokens, 1000 read from the provider's cache, 50 written to it, 10 out.
 CACHED_USE = fa.usage(inputs=100, outputs=10, cache_read=1000, cache_write=50)
-
-
-# Anthropic's prices for Claude Sonnet: cache reads at a tenth of the input price, 5-minute
-# cache writes at a quarter above it.
-SONNET = {"input_price_per_mtok": 3.0, "output_price_per_mtok": 15.0,
-          "cached_input_price_per_mtok": 0.3, "cache_write_price_per_mtok": 3.75}
-# What CACHED_USE costs at SONNET's prices: each token class once, at its own price.
-CACHED_USE_COST = (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + 10 * 15.0) / 1e6
-
-
-def _chat(stream: bool = False) -> Json:
-    return {"model": "small", "messages": [{"role": "user", "content": QUESTION}],
-            "stream": stream}
-
-
-@pytest.mark.parametrize(("path", "stream"), [
-    ("/v1/messages", False), ("/v1/messages", True), ("/v1/responses", False),
-    ("/v1/responses", True), ("/v1/chat/completions", False), ("/v1/chat/completions", True)])
-async def test_anthropic_cache_reads_and_writes_are_priced_once_each(
-    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, path: str, stream: bool
-) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
-    fake.script.append(fa.text("Paris.", use=CACHED_USE))
-    sent = body("responses" if "responses" in path else "messages", stream=stream)
-    if "chat" in path:
-        sent = _chat(stream)
-    resp = await client.post(path, json=sent)
-    assert resp.status == 200, await resp.text()
-    await resp.read()
-    [row] = await rows(client)
-    assert (row.tokens_in, row.tokens_out, row.estimated) == (1150, 10, False)
-    assert row.cost == pytest.approx(CACHED_USE_COST)
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
-
-
 # 100 fresh input tokens, 1000 read from the provider's cache, 250 written to it (50 for five
 # minutes, 200 for an hour: cache_control's "ttl": "1h"), 10 out.
 HOUR_USE = fa.usage(inputs=100, outputs=10, cache_read=1000, cache_write=250, cache_write_1h=200)
-# What HOUR_USE costs at SONNET's prices, whose 1-hour price is left to its default: twice the
-# input price, as Anthropic bills it.
-HOUR_USE_COST = (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + 200 * 6.0 + 10 * 15.0) / 1e6
+
+# Anthropic's prices for Claude Sonnet: cache reads at a tenth of the input price, 5-minute
+# cache writes at a quarter above it; the 1-hour price is left to its default, twice the input
+# price, as Anthropic bills it.
+SONNET = {"input_price_per_mtok": 3.0, "output_price_per_mtok": 15.0,
+          "cached_input_price_per_mtok": 0.3, "cache_write_price_per_mtok": 3.75}
+SONNET_OUTPUT = 15.0 / 1e6
+# What the prompts of CACHED_USE and HOUR_USE cost at SONNET's prices: each token class once,
+# at its own price.
+CACHED_PROMPT_COST = (100 * 3.0 + 1000 * 0.3 + 50 * 3.75) / 1e6
+HOUR_PROMPT_COST = (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + 200 * 6.0) / 1e6
+# Writes for five minutes only, and some for an hour, priced above five-minute ones.
+LIFETIMES = pytest.mark.parametrize(("use", "tokens_in", "prompt_cost"), [
+    (CACHED_USE, 1150, CACHED_PROMPT_COST), (HOUR_USE, 1350, HOUR_PROMPT_COST)],
+    ids=["5m", "1h"])
 
 
-@pytest.mark.parametrize(("path", "stream"), [
-    ("/v1/messages", False), ("/v1/messages", True), ("/v1/responses", False),
-    ("/v1/responses", True), ("/v1/chat/completions", False), ("/v1/chat/completions", True)])
-async def test_anthropic_cache_writes_for_an_hour_are_priced_above_five_minute_ones(
-    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, path: str, stream: bool
+@LIFETIMES
+@pytest.mark.parametrize("api", ["messages", "responses", "chat"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+async def test_anthropic_cache_reads_and_writes_are_priced_once_each_at_their_lifetimes_price(
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str, stream: bool,
+    use: Json, tokens_in: int, prompt_cost: float,
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
-    fake.script.append(fa.text("Paris.", use=HOUR_USE))
-    sent = _chat(stream) if "chat" in path else body(
-        "responses" if "responses" in path else "messages", stream=stream)
-    resp = await client.post(path, json=sent)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **SONNET)
+    fake.script.append(fa.text("Paris.", use=use))
+    resp = await client.post(path(api), json=body(api, stream=stream))
     assert resp.status == 200, await resp.text()
     await resp.read()
     [row] = await rows(client)
-    assert (row.tokens_in, row.tokens_out, row.estimated) == (1350, 10, False)
-    assert row.cost == pytest.approx(HOUR_USE_COST)
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+    assert (row.tokens_in, row.tokens_out, row.estimated) == (tokens_in, 10, False)
+    assert row.cost == pytest.approx(prompt_cost + 10 * SONNET_OUTPUT)
+    assert await spent(client) == pytest.approx(row.cost)
 
 
 @pytest.mark.parametrize("api", ["chat", "messages", "responses"])
@@ -305,25 +286,22 @@ async def test_a_streams_hour_long_writes_told_at_its_start_outlast_message_delt
 ) -> None:
     """Anthropic's newer streams repeat every running total in message_delta, but not the
     split of cache writes by lifetime, which only message_start told."""
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **SONNET)
     fake.script.append(fa.text("Paris.", use=HOUR_USE, delta_totals=True))
-    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
-                             json=_chat(stream=True) if api == "chat" else body(api, stream=True))
+    resp = await client.post(path(api), json=body(api, stream=True))
     assert resp.status == 200, await resp.text()
     await resp.read()
     [row] = await rows(client)
     assert (row.tokens_in, row.tokens_out, row.estimated) == (1350, 10, False)
-    assert row.cost == pytest.approx(HOUR_USE_COST)
+    assert row.cost == pytest.approx(HOUR_PROMPT_COST + 10 * SONNET_OUTPUT)
 
 
 async def test_the_split_of_cache_writes_by_lifetime_reaches_every_dialects_client(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **SONNET)
     fake.script.extend([fa.text("Paris.", use=HOUR_USE), fa.text("Paris.", use=HOUR_USE)])
-    chat = await (await client.post("/v1/chat/completions", json=_chat())).json()
+    chat = await (await client.post(path("chat"), json=body("chat"))).json()
     assert chat["usage"]["prompt_tokens_details"] == {
         "cached_tokens": 1000, "cache_write_tokens": 250, "cache_creation_token_details": {
             "ephemeral_5m_input_tokens": 50, "ephemeral_1h_input_tokens": 200}}
@@ -334,9 +312,8 @@ async def test_the_split_of_cache_writes_by_lifetime_reaches_every_dialects_clie
 async def test_cached_tokens_of_a_model_without_a_cached_price_are_priced_as_input(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, input_price_per_mtok=3.0,
-                                   output_price_per_mtok=15.0)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, input_price_per_mtok=3.0,
+                                         output_price_per_mtok=15.0)
     fake.script.append(fa.text("Paris.", use=CACHED_USE))
     resp = await client.post("/v1/messages", json=body("messages"))
     assert (await resp.json())["usage"]["cache_read_input_tokens"] == 1000
@@ -347,8 +324,7 @@ async def test_cached_tokens_of_a_model_without_a_cached_price_are_priced_as_inp
 async def test_responses_usage_counts_cached_tokens_inside_input_tokens_once(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway)
     fake.script.append(fa.text("Paris.", use=CACHED_USE))
     async with openai.AsyncOpenAI(base_url=str(client.make_url("/v1/")), api_key="k",
                                   max_retries=0) as oai:
@@ -363,8 +339,7 @@ async def test_responses_usage_counts_cached_tokens_inside_input_tokens_once(
 async def test_thinking_streamed_before_an_upstream_break_is_charged_as_output(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **PRICES)
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **PRICES)
     answer = thinking_answer()
     (kind, start), *rest = answer.events
     # Anthropic's message_start counts one token out, whatever is to come.
@@ -381,53 +356,32 @@ async def test_thinking_streamed_before_an_upstream_break_is_charged_as_output(
     assert row.cost == pytest.approx((row.tokens_in * 1.0 + row.tokens_out * 2.0) / 1e6)
 
 
+@LIFETIMES
 @pytest.mark.parametrize("api", ["chat", "messages", "responses"])
 async def test_a_stream_cut_before_its_usage_charges_the_prompt_anthropic_counted_at_its_start(
-    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
+    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str, use: Json,
+    tokens_in: int, prompt_cost: float,
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
-    # message_start (with the prompt's counts), ping, the text block's start and two words;
-    # then the body ends, without message_delta's final usage.
-    fake.script.append(fa.text("Paris is the capital", use=CACHED_USE, end_after=5))
-    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
-                             json=_chat(stream=True) if api == "chat" else body(api, stream=True))
+    fake, client = await _claude_gateway(aiohttp_server, make_gateway, **SONNET)
+    # message_start (with the prompt's counts, split by lifetime where some writes are for an
+    # hour), ping, the text block's start and two words; then the body ends, without
+    # message_delta's final usage.
+    fake.script.append(fa.text("Paris is the capital", use=use, end_after=5))
+    resp = await client.post(path(api), json=body(api, stream=True))
     assert b" is" in await resp.read()
     [row] = await rows(client)
-    assert (row.status, row.estimated, row.tokens_in) == (502, True, 1150)
+    assert (row.status, row.estimated, row.tokens_in) == (502, True, tokens_in)
     assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("Paris is")
-    assert row.cost == pytest.approx(
-        (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + row.tokens_out * 15.0) / 1e6)
-
-
-@pytest.mark.parametrize("api", ["chat", "messages", "responses"])
-async def test_a_stream_cut_before_its_usage_charges_the_hour_long_writes_told_at_its_start(
-    aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, api: str
-) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **SONNET)
-    # message_start (its usage split by lifetime), ping, the text block's start and two words;
-    # then the body ends, without message_delta's final usage.
-    fake.script.append(fa.text("Paris is the capital", use=HOUR_USE, end_after=5))
-    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
-                             json=_chat(stream=True) if api == "chat" else body(api, stream=True))
-    assert b" is" in await resp.read()
-    [row] = await rows(client)
-    assert (row.status, row.estimated, row.tokens_in) == (502, True, 1350)
-    assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("Paris is")
-    assert row.cost == pytest.approx(
-        (100 * 3.0 + 1000 * 0.3 + 50 * 3.75 + 200 * 6.0 + row.tokens_out * 15.0) / 1e6)
+    assert row.cost == pytest.approx(prompt_cost + row.tokens_out * SONNET_OUTPUT)
 
 
 @pytest.mark.parametrize("include_usage", [False, True])
 async def test_a_chat_client_never_sees_the_usage_anthropic_told_at_the_start(
     aiohttp_server: AiohttpServer, make_gateway: GatewayFactory, include_usage: bool
 ) -> None:
-    fake = FakeAnthropic()
-    client = await _claude_gateway(aiohttp_server, make_gateway, fake, **PRICES)
-    resp = await client.post("/v1/chat/completions", json={
-        "model": "small", "messages": [{"role": "user", "content": QUESTION}], "stream": True,
-        "stream_options": {"include_usage": include_usage}})
+    _, client = await _claude_gateway(aiohttp_server, make_gateway, **PRICES)
+    resp = await client.post(path("chat"), json={
+        **body("chat", stream=True), "stream_options": {"include_usage": include_usage}})
     streamed = await resp.read()
     assert b"Hello" in streamed and USAGE_SO_FAR.encode() not in streamed
     assert (b'"prompt_tokens":9' in streamed) is include_usage
@@ -450,10 +404,7 @@ async def test_a_gemini_stream_cut_before_its_end_charges_what_gemini_counted_so
     meta = fg.usage(prompt=1200, candidates=3, cachedContentTokenCount=1000,
                     thoughtsTokenCount=40)
     fake.script.append(fg.text("Paris is the capital", meta=meta, end_after=2))
-    sent = (body(api, stream=True) if api != "chat" else {
-        "model": "small", "messages": [{"role": "user", "content": QUESTION}], "stream": True})
-    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
-                             json=sent)
+    resp = await client.post(path(api), json=body(api, stream=True))
     streamed = await resp.read()
     assert b" is" in streamed and USAGE_SO_FAR.encode() not in streamed
     [row] = await rows(client)
@@ -494,8 +445,7 @@ async def test_a_stream_cut_after_a_running_usage_is_charged_for_the_output_it_s
     server = await aiohttp_server(_running_usage_app(words))
     client = await make_gateway({"providers": [openai_provider("p1", str(server.make_url("/v1")))],
                                  "models": [model("small", "p1", **PRICES)]})
-    resp = await client.post("/v1/chat/completions" if api == "chat" else f"/v1/{api}",
-                             json=_chat(stream=True) if api == "chat" else body(api, stream=True))
+    resp = await client.post(path(api), json=body(api, stream=True))
     assert b"France" in await resp.read()
     [row] = await rows(client)
     # The usage on the first chunk counted the output so far (none): the output streamed after
@@ -503,4 +453,4 @@ async def test_a_stream_cut_after_a_running_usage_is_charged_for_the_output_it_s
     assert (row.status, row.estimated, row.tokens_in) == (502, True, 11)
     assert row.tokens_out == client.server.app[ADMISSION_KEY].tokens.count("".join(words)) > 0
     assert row.cost == pytest.approx((11 * 1.0 + row.tokens_out * 2.0) / 1e6)
-    assert await spent(client, "anonymous") == pytest.approx(row.cost)
+    assert await spent(client) == pytest.approx(row.cost)

@@ -10,7 +10,13 @@ import numpy as np
 from gateway.core.postgres import Database, migrations
 from gateway.routing.pg_signals import PgSignalSink
 from gateway.routing.signals import Answered, SignalStore, prompt_key
-from tests.test_routing_signals import DAY_S, DECISION, NOW, decision_at
+from tests.test_routing_signals import (
+    DAY_S,
+    DECISION,
+    NOW,
+    asked_again_without_the_vector,
+    decision_at,
+)
 
 pytest_plugins = ["tests.postgres_fixtures"]
 
@@ -140,9 +146,7 @@ async def test_a_signal_without_its_vector_moves_the_stored_ones_last_use(
     store = SignalStore(PgSignalSink(database), model="m", retention_s=30 * DAY_S,
                         clock=lambda: NOW)
     try:
-        decision_at(store, "req_first", "asked again", NOW - 40 * DAY_S, vector)
-        assert await store.flush() == 1
-        decision_at(store, "req_again", "asked again", NOW - 3600, None)
+        await asked_again_without_the_vector(store, vector)
         assert await store.flush() == 1
         assert await store.sweep() == 1
     finally:

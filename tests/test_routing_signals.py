@@ -7,7 +7,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -159,6 +159,24 @@ async def test_a_routed_answer_hands_the_sink_its_vector_once_per_batch(
     assert rows(tmp_path / "s.sqlite3", "SELECT count(*) FROM vectors") == [(2,)]
 
 
+def fail_first_write(store: SignalStore, monkeypatch: pytest.MonkeyPatch,
+                     meanwhile: Callable[[], object] = lambda: None) -> None:
+    """The store's first write runs ``meanwhile``, then fails as a full disk does; the later
+    ones are written."""
+    real_write = store._sink.write
+    failed = False
+
+    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
+        nonlocal failed
+        if not failed:
+            failed = True
+            meanwhile()
+            raise sqlite3.OperationalError("disk I/O error")
+        await real_write(signals, vectors)
+
+    monkeypatch.setattr(store._sink, "write", write)
+
+
 async def test_a_failed_batch_leaves_the_vectors_of_the_signals_still_queued(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,17 +184,7 @@ async def test_a_failed_batch_leaves_the_vectors_of_the_signals_still_queued(
     batches' signals refer to are written with those signals."""
     path = tmp_path / "s.sqlite3"
     store = await SignalStore.open(path, model="m", batch=1)
-    real_write = store._sink.write
-    calls = 0
-
-    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            raise sqlite3.OperationalError("disk I/O error")
-        await real_write(signals, vectors)
-
-    monkeypatch.setattr(store._sink, "write", write)
+    fail_first_write(store, monkeypatch)
     vector = np.arange(4, dtype=np.float32)
     try:
         store.decision("req_1", DECISION, "fix my code", vector)
@@ -199,18 +207,9 @@ async def test_a_failed_batch_s_vector_outranks_its_key_queued_alone_meanwhile(
     not lost under the key-only row."""
     path = tmp_path / "s.sqlite3"
     store = await SignalStore.open(path, model="m", batch=1)
-    real_write = store._sink.write
-    calls = 0
-
-    async def write(signals: Sequence[SignalRow], vectors: Sequence[VectorRow]) -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:
-            store.decision("req_3", DECISION, "fix my code", None)  # the key alone, meanwhile
-            raise sqlite3.OperationalError("disk I/O error")
-        await real_write(signals, vectors)
-
-    monkeypatch.setattr(store._sink, "write", write)
+    # The key alone, queued while the batch carrying its vector is written.
+    fail_first_write(store, monkeypatch,
+                     lambda: store.decision("req_3", DECISION, "fix my code", None))
     vector = np.arange(4, dtype=np.float32)
     try:
         store.decision("req_1", DECISION, "fix my code", vector)
@@ -383,6 +382,14 @@ def decision_at(store: SignalStore, request_id: str, text: str, ts: float,
                                vector_key=prompt_key(text), ts=ts), vector)
 
 
+async def asked_again_without_the_vector(store: SignalStore, vector: np.ndarray) -> None:
+    """"asked again" asked 40 days ago with ``vector`` (written), then an hour ago while no
+    embedder answered: that decision, queued, carries the prompt's key alone."""
+    decision_at(store, "req_first", "asked again", NOW - 40 * DAY_S, vector)
+    assert await store.flush() == 1
+    decision_at(store, "req_again", "asked again", NOW - 3600, None)
+
+
 async def test_signals_older_than_the_retention_go_with_vectors_no_kept_signal_uses(
     tmp_path: Path,
 ) -> None:
@@ -535,22 +542,27 @@ async def test_the_writer_task_sweeps_at_most_once_an_interval(
     assert rows(path, "SELECT request_id FROM signals") == [("req_3",)]
 
 
-async def test_a_version_2_file_keeps_vectors_that_recent_signals_use(tmp_path: Path) -> None:
-    """Version 2 kept a vector's first write as its ts; opening such a file sets it to the
-    latest signal that refers to it, so the sweep does not take a vector still in use."""
-    path = tmp_path / "signals.sqlite3"
+async def make_version_2(path: Path) -> None:
+    """A file as version 2 left it, a vector's ts its first write: "asked again" asked 40 days
+    ago with its vector, and a minute ago with its key alone."""
     store = await SignalStore.open(path, model="m")
-    vector = np.arange(4, dtype=np.float32)
     try:
-        decision_at(store, "req_old", "asked again", NOW - 40 * DAY_S, vector)
-        assert await store.flush() == 1
-        decision_at(store, "req_new", "asked again", NOW - 60, None)  # as version 2 wrote it
-        assert await store.flush() == 1
+        decision_at(store, "req_old", "asked again", NOW - 40 * DAY_S,
+                    np.arange(4, dtype=np.float32))
+        decision_at(store, "req_new", "asked again", NOW - 60, None)
+        assert await store.flush() == 2
     finally:
         await store.close()
     with sqlite3.connect(path) as db:
         db.execute("UPDATE vectors SET ts = ?", (NOW - 40 * DAY_S,))
         db.execute("PRAGMA user_version = 2")
+
+
+async def test_a_version_2_file_keeps_vectors_that_recent_signals_use(tmp_path: Path) -> None:
+    """Version 2 kept a vector's first write as its ts; opening such a file sets it to the
+    latest signal that refers to it, so the sweep does not take a vector still in use."""
+    path = tmp_path / "signals.sqlite3"
+    await make_version_2(path)
     store = await SignalStore.open(path, model="m", retention_s=30 * DAY_S, clock=lambda: NOW)
     try:
         assert await store.sweep() == 1
@@ -611,9 +623,7 @@ async def test_a_signal_without_its_vector_keeps_the_stored_one_while_it_is_kept
     store = await SignalStore.open(path, model="m", retention_s=30 * DAY_S, clock=lambda: NOW)
     vector, key = np.arange(4, dtype=np.float32), prompt_key("asked again")
     try:
-        decision_at(store, "req_first", "asked again", NOW - 40 * DAY_S, vector)
-        assert await store.flush() == 1
-        decision_at(store, "req_again", "asked again", NOW - 3600, None)
+        await asked_again_without_the_vector(store, vector)
         assert store.answer(Answered("req_again", "acme", "cheap", "code", None, key,
                                      at_s=NOW - 3600))
         assert await store.flush() == 2

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sqlite3
 import sys
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from gateway.tenants.store import Store
 from tests.cache_fixtures import CONTEXT, SPACE, answer, load_embedder, settings_in
 from tests.conftest import ROOT
 from tests.tenant_fixtures import SECRET
-from tests.test_routing_signals import DAY_S, DECISION, NOW, decision_at
+from tests.test_routing_signals import DAY_S, DECISION, NOW, make_version_2
 
 pytest_plugins = ["tests.postgres_fixtures"]
 
@@ -155,17 +154,7 @@ async def test_vectors_of_a_version_2_file_keep_their_last_use_when_copied(
     """Version 2 kept a vector's first write as its ts. Copied into a database whose migration
     4 already ran, it must take its last use, or the sweep takes a vector still in use."""
     path = tmp_path / "signals.sqlite3"
-    store = await SignalStore.open(path, model="m")
-    vector = np.arange(4, dtype=np.float32)
-    try:
-        decision_at(store, "req_old", "asked again", NOW - 40 * DAY_S, vector)
-        decision_at(store, "req_new", "asked again", NOW - 60, None)
-        assert await store.flush() == 2
-    finally:
-        await store.close()
-    with sqlite3.connect(path) as db:  # as version 2 left it
-        db.execute("UPDATE vectors SET ts = ?", (NOW - 40 * DAY_S,))
-        db.execute("PRAGMA user_version = 2")
+    await make_version_2(path)
     missing = tmp_path / "none.sqlite3"
     copied = await copy_sqlite(database, SqliteFiles(missing, missing, path))
     assert (copied["signals"], copied["signal_vectors"]) == (2, 1)
